@@ -1,0 +1,818 @@
+//! The configuration schema: one TOML file plus `PORTCULLIS_<SECTION>__<KEY>` overrides.
+//!
+//! Everything is parsed into types here, at start, so the rest of the code never
+//! re-validates a setting or reads an environment variable.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::domain::rate::deserialize_optional_rate;
+use crate::domain::{HumanDuration, RateSpec};
+
+/// Where the config file is looked for when neither `--config` nor `PORTCULLIS_CONFIG` says.
+pub const DEFAULT_CONFIG_PATH: &str = "config/portcullis.toml";
+
+/// The prefix of environment overrides: `PORTCULLIS_SERVER__LISTEN=…`.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+
+/// A configuration that could not be loaded, with the key and the source it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file does not exist or cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key, or a value of the wrong type.
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    /// A value of the right type that does not make sense.
+    #[error("invalid value for `{key}` (from {source_name}): {message}")]
+    Invalid {
+        key: String,
+        source_name: String,
+        message: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub sessions: SessionsConfig,
+    #[serde(default)]
+    pub tokens: TokensConfig,
+    #[serde(default)]
+    pub passwords: PasswordsConfig,
+    #[serde(default)]
+    pub lockout: LockoutConfig,
+    #[serde(default)]
+    pub mail: MailConfig,
+    #[serde(default)]
+    pub two_factor: TwoFactorConfig,
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+    #[serde(default)]
+    pub identity_headers: IdentityHeadersConfig,
+    #[serde(default)]
+    pub cors: CorsConfig,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: listeners, public address and proxy behaviour.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub public_url: String,
+    pub threads: usize,
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_body_bytes: usize,
+    pub login_url: String,
+    /// How long in-flight requests get to finish after SIGTERM.
+    pub shutdown_grace: HumanDuration,
+    /// Time allowed to open a connection to an upstream before answering 502.
+    pub upstream_connect_timeout: HumanDuration,
+    /// Time allowed between bytes from an upstream before answering 504.
+    pub upstream_timeout: HumanDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            public_url: "http://127.0.0.1:8080".into(),
+            threads: 2,
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 65536,
+            login_url: String::new(),
+            shutdown_grace: HumanDuration::from_secs(5),
+            upstream_connect_timeout: HumanDuration::from_secs(5),
+            upstream_timeout: HumanDuration::from_secs(60),
+        }
+    }
+}
+
+/// Log output format on stdout.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[logging]`: stdout format, level filter and the directory of the JSON-lines files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter such as `"info"` or `"info,portcullis=debug"`.
+    pub level: String,
+    /// Where `combined.log`, `error.log` and `security.log` go; `""` disables the files.
+    pub dir: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".into(),
+            dir: "logs".into(),
+        }
+    }
+}
+
+/// `[storage]`: the user database.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://data/portcullis.db".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+/// `[sessions]`: the session store (also used for rate limits and lockout counters).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    pub url: String,
+    pub key_prefix: String,
+    pub max_per_user: usize,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            url: "memory://".into(),
+            key_prefix: "portcullis:".into(),
+            max_per_user: 5,
+        }
+    }
+}
+
+/// `[tokens]`: JWT issuing.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokensConfig {
+    pub issuer: String,
+    pub access_ttl: HumanDuration,
+    pub refresh_ttl: HumanDuration,
+    pub remember_me_ttl: HumanDuration,
+    /// The Ed25519 key that signs new tokens; generated on first start when absent.
+    pub signing_key_file: String,
+    /// Older public or private keys still accepted for verification during a rotation.
+    pub verification_key_files: Vec<String>,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "portcullis".into(),
+            access_ttl: HumanDuration::from_secs(15 * 60),
+            refresh_ttl: HumanDuration::from_secs(7 * 86400),
+            remember_me_ttl: HumanDuration::from_secs(30 * 86400),
+            signing_key_file: "data/signing-key.pem".into(),
+            verification_key_files: Vec::new(),
+        }
+    }
+}
+
+/// `[passwords]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordsConfig {
+    pub bcrypt_cost: u32,
+}
+
+impl Default for PasswordsConfig {
+    fn default() -> Self {
+        Self { bcrypt_cost: 12 }
+    }
+}
+
+/// `[lockout]`: brute-force protection.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LockoutConfig {
+    pub max_failed_attempts: u32,
+    pub duration: HumanDuration,
+}
+
+impl Default for LockoutConfig {
+    fn default() -> Self {
+        Self {
+            max_failed_attempts: 5,
+            duration: HumanDuration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// `[mail]`: outgoing mail.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MailConfig {
+    pub url: String,
+    pub from: String,
+    pub templates_dir: String,
+    pub login_notifications: bool,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            url: "file://data/outbox".into(),
+            from: "Portcullis <no-reply@localhost>".into(),
+            templates_dir: String::new(),
+            login_notifications: true,
+        }
+    }
+}
+
+/// `[two_factor]`: TOTP.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TwoFactorConfig {
+    pub issuer: String,
+    pub encryption_key_file: String,
+}
+
+impl Default for TwoFactorConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "Portcullis".into(),
+            encryption_key_file: "data/totp.key".into(),
+        }
+    }
+}
+
+/// `[rate_limits]`: per client IP; `""` disables a limit.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    #[serde(deserialize_with = "deserialize_optional_rate")]
+    pub global: Option<RateSpec>,
+    #[serde(deserialize_with = "deserialize_optional_rate")]
+    pub register: Option<RateSpec>,
+    #[serde(deserialize_with = "deserialize_optional_rate")]
+    pub login: Option<RateSpec>,
+    #[serde(deserialize_with = "deserialize_optional_rate")]
+    pub password_reset: Option<RateSpec>,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        let rate = |limit, secs| {
+            Some(RateSpec {
+                limit,
+                window: std::time::Duration::from_secs(secs),
+            })
+        };
+        Self {
+            global: rate(100, 15 * 60),
+            register: rate(5, 15 * 60),
+            login: rate(10, 15 * 60),
+            password_reset: rate(3, 3600),
+        }
+    }
+}
+
+/// `[identity_headers]`: names of the headers that carry the identity to upstreams.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityHeadersConfig {
+    pub user_id: String,
+    pub email: String,
+    pub roles: String,
+    pub session_id: String,
+    /// `""` disables the signed assertion.
+    pub assertion: String,
+}
+
+impl Default for IdentityHeadersConfig {
+    fn default() -> Self {
+        Self {
+            user_id: "X-User-Id".into(),
+            email: "X-User-Email".into(),
+            roles: "X-User-Roles".into(),
+            session_id: "X-Session-Id".into(),
+            assertion: "X-Identity-Assertion".into(),
+        }
+    }
+}
+
+impl IdentityHeadersConfig {
+    /// Every configured header name, the assertion included when enabled.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.user_id,
+            &self.email,
+            &self.roles,
+            &self.session_id,
+            &self.assertion,
+        ]
+        .into_iter()
+        .map(String::as_str)
+        .filter(|n| !n.is_empty())
+    }
+}
+
+/// `[cors]`: cross-origin access to the account API.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`) allowed to call `/api/auth/*`; empty = none.
+    pub allowed_origins: Vec<String>,
+    pub allow_credentials: bool,
+}
+
+/// What a route demands of a request before it is forwarded.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Anyone; identity headers are still stripped.
+    Public,
+    /// A valid access token whose session is live.
+    #[default]
+    Authenticated,
+    /// As `authenticated`, and the session passed a second factor.
+    TwoFactor,
+    /// Nobody.
+    Deny,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// A short name used in metrics and logs; defaults to the path prefix.
+    #[serde(default)]
+    pub name: String,
+    /// Exact `Host` to match (without port); `""` matches any host.
+    #[serde(default)]
+    pub host: String,
+    #[serde(default = "default_path_prefix")]
+    pub path_prefix: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default, deserialize_with = "deserialize_optional_rate")]
+    pub rate_limit: Option<RateSpec>,
+    /// Overrides `server.upstream_timeout` for this route.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+fn default_path_prefix() -> String {
+    "/".into()
+}
+
+/// An upstream address resolved at load time (Pingora's peer constructor must not resolve).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub tls: bool,
+    /// The host name, for SNI and certificate checks.
+    pub host: String,
+}
+
+impl Upstream {
+    /// Parses and resolves an `http://host:port` or `https://host:port` URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        let tls = match parsed.scheme() {
+            "http" => false,
+            "https" => true,
+            other => {
+                return Err(format!(
+                    "unsupported upstream scheme {other:?} in {url:?}; use http:// or https://"
+                ));
+            }
+        };
+        if parsed.path() != "/" || parsed.query().is_some() {
+            return Err(format!(
+                "upstream {url:?} must be scheme://host[:port] without a path; the request path is forwarded as is"
+            ));
+        }
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| format!("upstream {url:?} has no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = parsed
+            .port_or_known_default()
+            .ok_or_else(|| format!("upstream {url:?} has no port"))?;
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve upstream {url:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("upstream {url:?} resolves to no address"))?;
+        Ok(Self { addr, tls, host })
+    }
+}
+
+impl Config {
+    /// Loads `path` (which must exist) and applies `PORTCULLIS_<SECTION>__<KEY>` overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::load_from(path, &text, std::env::vars())
+    }
+
+    /// Loads from already-read text and an explicit environment (used by `load` and tests).
+    pub fn load_from(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k[ENV_PREFIX.len()..].contains("__"))
+            .collect();
+        let file_name = path.display().to_string();
+        let figment = Figment::new()
+            .merge(Toml::string(text))
+            .merge(EnvOverrides(env.clone()));
+        let config: Config = figment.extract().map_err(|e| {
+            ConfigError::Parse(
+                e.into_iter()
+                    .map(|err| describe_figment_error(&err, &file_name))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        config.validate().map_err(|(key, message)| {
+            let source_name = env_var_for(&key)
+                .filter(|var| env.iter().any(|(k, _)| k == var))
+                .map(|var| format!("environment variable {var}"))
+                .unwrap_or_else(|| file_name.clone());
+            ConfigError::Invalid {
+                key,
+                source_name,
+                message,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot; returns the offending key and what is wrong.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_string(), message));
+        let s = &self.server;
+        if s.threads == 0 || s.threads > 1024 {
+            return bad("server.threads", format!("{} is not between 1 and 1024", s.threads));
+        }
+        if s.listen == s.admin_listen {
+            return bad(
+                "server.admin_listen",
+                format!("{} is also server.listen; give the admin listener its own port", s.admin_listen),
+            );
+        }
+        if let Err(e) = parse_http_url(&s.public_url) {
+            return bad("server.public_url", e);
+        }
+        if !s.login_url.is_empty()
+            && !s.login_url.starts_with('/')
+            && parse_http_url(&s.login_url).is_err()
+        {
+            return bad(
+                "server.login_url",
+                format!("{:?} must be a path (\"/login\") or an http(s) URL", s.login_url),
+            );
+        }
+        if s.max_body_bytes == 0 {
+            return bad("server.max_body_bytes", "must be greater than 0".into());
+        }
+        for (key, d) in [
+            ("server.upstream_connect_timeout", s.upstream_connect_timeout),
+            ("server.upstream_timeout", s.upstream_timeout),
+        ] {
+            if d.get().is_zero() {
+                return bad(key, "must be longer than 0s".into());
+            }
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            return bad("logging.level", format!("{:?}: {e}", self.logging.level));
+        }
+        let storage = &self.storage.url;
+        if !["sqlite:", "postgres://", "postgresql://"]
+            .iter()
+            .any(|p| storage.starts_with(p))
+        {
+            return bad(
+                "storage.url",
+                format!("{} is neither sqlite://PATH nor postgres://…", redact_url(storage)),
+            );
+        }
+        if self.storage.max_connections == 0 {
+            return bad("storage.max_connections", "must be at least 1".into());
+        }
+        let sessions = &self.sessions.url;
+        if sessions != "memory://"
+            && !sessions.starts_with("redis://")
+            && !sessions.starts_with("rediss://")
+        {
+            return bad(
+                "sessions.url",
+                format!("{} is neither memory:// nor redis://…", redact_url(sessions)),
+            );
+        }
+        if self.sessions.max_per_user == 0 {
+            return bad("sessions.max_per_user", "must be at least 1".into());
+        }
+        let t = &self.tokens;
+        if t.issuer.is_empty() {
+            return bad("tokens.issuer", "must not be empty".into());
+        }
+        for (key, d) in [
+            ("tokens.access_ttl", t.access_ttl),
+            ("tokens.refresh_ttl", t.refresh_ttl),
+            ("tokens.remember_me_ttl", t.remember_me_ttl),
+        ] {
+            if d.get().as_secs() == 0 {
+                return bad(key, "must be at least 1s".into());
+            }
+        }
+        if t.signing_key_file.is_empty() {
+            return bad("tokens.signing_key_file", "must name a file".into());
+        }
+        if !(4..=31).contains(&self.passwords.bcrypt_cost) {
+            return bad(
+                "passwords.bcrypt_cost",
+                format!("{} is outside bcrypt's range 4..=31", self.passwords.bcrypt_cost),
+            );
+        }
+        if self.lockout.max_failed_attempts == 0 {
+            return bad("lockout.max_failed_attempts", "must be at least 1".into());
+        }
+        let mail = &self.mail.url;
+        if !["smtp://", "smtps://", "file://"]
+            .iter()
+            .any(|p| mail.starts_with(p))
+        {
+            return bad(
+                "mail.url",
+                format!("{} is not smtp://, smtps:// or file://DIR", redact_url(mail)),
+            );
+        }
+        if self.two_factor.encryption_key_file.is_empty() {
+            return bad("two_factor.encryption_key_file", "must name a file".into());
+        }
+        for (i, name) in [
+            ("user_id", &self.identity_headers.user_id),
+            ("email", &self.identity_headers.email),
+            ("roles", &self.identity_headers.roles),
+            ("session_id", &self.identity_headers.session_id),
+        ] {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return bad(&format!("identity_headers.{i}"), format!("{name:?} is not a header name"));
+            }
+        }
+        let assertion = &self.identity_headers.assertion;
+        if !assertion.is_empty() && http::HeaderName::from_bytes(assertion.as_bytes()).is_err() {
+            return bad("identity_headers.assertion", format!("{assertion:?} is not a header name"));
+        }
+        for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
+            if origin != "*" && parse_http_url(origin).is_err() {
+                return bad(
+                    &format!("cors.allowed_origins[{i}]"),
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                );
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let key = |field: &str| format!("routes[{i}].{field}");
+            if !route.path_prefix.starts_with('/') {
+                return bad(
+                    &key("path_prefix"),
+                    format!("{:?} must start with '/'", route.path_prefix),
+                );
+            }
+            if is_reserved_path(&route.path_prefix) {
+                return bad(
+                    &key("path_prefix"),
+                    format!("{:?} is served by Portcullis itself", route.path_prefix),
+                );
+            }
+            if !seen.insert((route.host.to_ascii_lowercase(), route.path_prefix.clone())) {
+                return bad(
+                    &key("path_prefix"),
+                    format!(
+                        "host {:?} with prefix {:?} is already routed by an earlier entry",
+                        route.host, route.path_prefix
+                    ),
+                );
+            }
+            if let Err(e) = Upstream::parse(&route.upstream) {
+                return bad(&key("upstream"), e);
+            }
+            if route.roles.iter().any(|r| r.trim().is_empty() || r.contains(',')) {
+                return bad(&key("roles"), "role names must be non-empty and contain no commas".into());
+            }
+            if !route.roles.is_empty() && matches!(route.policy, Policy::Public | Policy::Deny) {
+                return bad(
+                    &key("roles"),
+                    "roles need policy \"authenticated\" or \"two_factor\"".into(),
+                );
+            }
+            if route.timeout.is_some_and(|t| t.get().is_zero()) {
+                return bad(&key("timeout"), "must be longer than 0s".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Paths the gateway answers itself; routes may not shadow them.
+pub fn is_reserved_path(prefix: &str) -> bool {
+    let p = prefix.trim_end_matches('/');
+    ["/api/auth", "/.well-known/jwks.json", "/health"]
+        .iter()
+        .any(|reserved| p == *reserved || p.starts_with(&format!("{reserved}/")))
+}
+
+fn parse_http_url(s: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("{s:?} must be an http:// or https:// URL with a host"));
+    }
+    Ok(url)
+}
+
+/// Hides the password in a URL before it goes into an error message.
+pub fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => format!("{s:?}"),
+    }
+}
+
+/// The environment variable that overrides a `section.key` path, if it is one.
+fn env_var_for(key: &str) -> Option<String> {
+    let (section, field) = key.split_once('.')?;
+    if section.contains('[') || field.contains('.') {
+        return None;
+    }
+    Some(format!(
+        "{ENV_PREFIX}{}__{}",
+        section.to_ascii_uppercase(),
+        field.to_ascii_uppercase()
+    ))
+}
+
+/// `PORTCULLIS_<SECTION>__<KEY>` variables as a figment provider over an explicit list,
+/// so that tests can hand in their own environment.
+struct EnvOverrides(Vec<(String, String)>);
+
+impl figment::Provider for EnvOverrides {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(ENV_SOURCE_NAME)
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        use figment::value::{Dict, Value};
+        let mut root = Dict::new();
+        for (name, raw) in &self.0 {
+            let path: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+            let Some((last, parents)) = path.split_last() else {
+                continue;
+            };
+            let mut dict = &mut root;
+            for part in parents {
+                let entry = dict
+                    .entry(part.clone())
+                    .or_insert_with(|| Value::from(Dict::new()));
+                match entry {
+                    Value::Dict(_, inner) => dict = inner,
+                    _ => {
+                        return Err(figment::Error::from(format!(
+                            "environment variable {name} conflicts with another override"
+                        )));
+                    }
+                }
+            }
+            dict.insert(last.clone(), value);
+        }
+        Ok(figment::Profile::Default.collect(root))
+    }
+}
+
+const ENV_SOURCE_NAME: &str = "environment overrides";
+
+fn describe_figment_error(err: &figment::Error, file_name: &str) -> String {
+    let key = if err.path.is_empty() {
+        String::new()
+    } else {
+        format!("`{}`: ", err.path.join("."))
+    };
+    let source = err
+        .metadata
+        .as_ref()
+        .map(|m| {
+            if m.name == ENV_SOURCE_NAME {
+                let var = env_var_for(&err.path.join(".")).unwrap_or_else(|| m.name.to_string());
+                format!(" (from environment variable {var})")
+            } else {
+                format!(" (in {file_name})")
+            }
+        })
+        .unwrap_or_else(|| format!(" (in {file_name})"));
+    format!("{key}{}{source}", err.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        Config::load_from(Path::new("test.toml"), text, Vec::new())
+    }
+
+    #[test]
+    fn empty_file_gives_embedded_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert_eq!(c.storage.url, "sqlite://data/portcullis.db");
+        assert_eq!(c.sessions.url, "memory://");
+        assert_eq!(c.rate_limits.login.unwrap().limit, 10);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[server]\nlisten_port = 1\n").unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let err = load("[lockout]\nduration = \"soon\"\n").unwrap_err().to_string();
+        assert!(err.contains("lockout.duration"), "{err}");
+    }
+
+    #[test]
+    fn route_validation_names_the_index() {
+        let err = load("[[routes]]\npath_prefix = \"app\"\nupstream = \"http://127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routes[0].path_prefix"), "{err}");
+        let err = load("[[routes]]\nupstream = \"ftp://x\"\n").unwrap_err().to_string();
+        assert!(err.contains("routes[0].upstream"), "{err}");
+    }
+
+    #[test]
+    fn reserved_paths_cannot_be_routed() {
+        assert!(is_reserved_path("/api/auth"));
+        assert!(is_reserved_path("/api/auth/login"));
+        assert!(is_reserved_path("/health"));
+        assert!(!is_reserved_path("/api"));
+        assert!(!is_reserved_path("/healthz"));
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        let r = redact_url("postgres://u:secret@h/db");
+        assert!(!r.contains("secret"), "{r}");
+    }
+}

@@ -1,0 +1,93 @@
+//! Identity headers: the ones upstreams trust, so no client may send them.
+
+use http::HeaderName;
+
+use crate::config::IdentityHeadersConfig;
+
+/// The configured identity header names, pre-normalized for the hot path.
+#[derive(Clone, Debug)]
+pub struct IdentityHeaderNames {
+    pub user_id: HeaderName,
+    pub email: HeaderName,
+    pub roles: HeaderName,
+    pub session_id: HeaderName,
+    pub assertion: Option<HeaderName>,
+    /// Lower-case, `-`-separated forms of every name above.
+    normalized: Vec<String>,
+}
+
+impl IdentityHeaderNames {
+    /// Builds from validated config (names were checked at load).
+    pub fn new(config: &IdentityHeadersConfig) -> Self {
+        let parse = |s: &str| {
+            HeaderName::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
+        };
+        let normalized = config.names().map(normalize).collect();
+        Self {
+            user_id: parse(&config.user_id),
+            email: parse(&config.email),
+            roles: parse(&config.roles),
+            session_id: parse(&config.session_id),
+            assertion: (!config.assertion.is_empty()).then(|| parse(&config.assertion)),
+            normalized,
+        }
+    }
+
+    /// Whether a header a client sent is a copy (in any spelling) of an identity header.
+    pub fn is_identity_header(&self, name: &str) -> bool {
+        self.normalized
+            .iter()
+            .any(|n| n.len() == name.len() && eq_normalized(n, name))
+    }
+
+    /// The names of every identity header present in `headers`, in any case or with `_`.
+    pub fn spoofed<'a>(&self, headers: impl Iterator<Item = &'a HeaderName>) -> Vec<HeaderName> {
+        let mut found: Vec<HeaderName> = Vec::new();
+        for name in headers {
+            if self.is_identity_header(name.as_str()) && !found.contains(name) {
+                found.push(name.clone());
+            }
+        }
+        found
+    }
+}
+
+fn normalize(name: &str) -> String {
+    name.chars()
+        .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
+        .collect()
+}
+
+fn eq_normalized(normalized: &str, candidate: &str) -> bool {
+    normalized.bytes().zip(candidate.bytes()).all(|(n, c)| {
+        let c = if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+        n == c
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_every_spelling() {
+        let names = IdentityHeaderNames::new(&IdentityHeadersConfig::default());
+        for spoof in ["x-user-id", "X-USER-ID", "x_user_id", "X_User-Email", "x-identity-assertion"] {
+            assert!(names.is_identity_header(spoof), "{spoof}");
+        }
+        for fine in ["x-user", "x-user-idx", "authorization", "x-request-id"] {
+            assert!(!names.is_identity_header(fine), "{fine}");
+        }
+    }
+
+    #[test]
+    fn disabled_assertion_is_not_stripped_by_name() {
+        let config = IdentityHeadersConfig {
+            assertion: String::new(),
+            ..IdentityHeadersConfig::default()
+        };
+        let names = IdentityHeaderNames::new(&config);
+        assert!(names.assertion.is_none());
+        assert!(!names.is_identity_header("x-identity-assertion"));
+    }
+}

@@ -1,0 +1,62 @@
+//! Writing locally generated answers without dropping keep-alive.
+//!
+//! Pingora's `respond_error*` turns keep-alive off, so every local answer (404, 401, 429…)
+//! goes through [`write_local_response`] instead.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::HeaderName;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+use crate::api::ApiResponse;
+
+/// Security headers on everything Portcullis answers itself (Helmet's set, minus HSTS,
+/// which only makes sense over TLS).
+pub const SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    ),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
+/// Builds the response header for a local answer, security headers included.
+pub fn local_response_header(response: &ApiResponse, body_len: usize) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(response.status, Some(8 + response.headers.len()))?;
+    header.insert_header(CONTENT_TYPE, "application/json")?;
+    header.insert_header(CONTENT_LENGTH, body_len.to_string())?;
+    header.insert_header(CACHE_CONTROL, "no-store")?;
+    for (name, value) in SECURITY_HEADERS {
+        header.insert_header(HeaderName::from_static(name), *value)?;
+    }
+    for (name, value) in &response.headers {
+        header.append_header(name.clone(), value.as_str())?;
+    }
+    Ok(header)
+}
+
+/// Sends `response` and ends the exchange, keeping the connection reusable.
+pub async fn write_local_response(session: &mut Session, response: &ApiResponse) -> Result<()> {
+    let body = if session.req_header().method == http::Method::HEAD {
+        Vec::new()
+    } else {
+        response.body_bytes()
+    };
+    let header = local_response_header(response, response.body_bytes().len())?;
+    session.set_keepalive(Some(60));
+    session
+        .write_response_header(Box::new(header), body.is_empty())
+        .await?;
+    if !body.is_empty() {
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
+}

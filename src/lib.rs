@@ -1,0 +1,12 @@
+//! Portcullis: a reverse-proxy authentication gateway on Pingora.
+//!
+//! See `ARCHITECTURE.md` for the map of the code.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod gateway;
+pub mod metrics;
+pub mod server;
+pub mod telemetry;

@@ -1,0 +1,158 @@
+//! Assembling and running the Pingora server: the main listener, the admin listener and
+//! shutdown.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::gateway::admin::AdminApp;
+use crate::gateway::Gateway;
+
+/// A listener address that cannot be bound, with the config key that names it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} (`{key}`): {source}")]
+pub struct BindError {
+    pub key: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Tries both listener addresses before Pingora does: Pingora only logs a failed bind,
+/// and an operator needs a non-zero exit with the reason.
+pub fn check_binds(config: &Config) -> Result<(), BindError> {
+    for (key, addr) in [
+        ("server.listen", config.server.listen),
+        ("server.admin_listen", config.server.admin_listen),
+    ] {
+        TcpListener::bind(addr).map_err(|source| BindError { key, addr, source })?;
+    }
+    Ok(())
+}
+
+/// Builds the Pingora server with both services.
+pub fn build(app: Arc<App>) -> Server {
+    let config = &app.config;
+    let grace = config.server.shutdown_grace.as_secs_ceil();
+    let conf = ServerConf {
+        threads: config.server.threads,
+        work_stealing: true,
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(app.clone()),
+        "portcullis",
+    );
+    proxy.add_tcp(&config.server.listen.to_string());
+
+    let mut admin = Service::new("portcullis-admin".into(), AdminApp::new(app.clone()));
+    admin.threads = Some(1);
+    admin.add_tcp(&config.server.admin_listen.to_string());
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server
+}
+
+/// Runs the gateway in the foreground until SIGTERM (graceful) or SIGINT (fast).
+pub fn run_forever(app: Arc<App>) {
+    build(app).run(RunArgs::default());
+}
+
+/// A gateway running on a background thread; shuts down when dropped.
+pub struct RunningGateway {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct ChannelShutdown(watch::Receiver<bool>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelShutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        // An error means the sender is gone, which is as good as a request to stop.
+        let _ = rx.wait_for(|stop| *stop).await;
+        ShutdownSignal::FastShutdown
+    }
+}
+
+/// Starts the gateway on a background thread and waits until both listeners accept.
+/// Used by the tests and benchmarks; `serve` uses [`run_forever`].
+pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
+    check_binds(&app.config)?;
+    let addr = app.config.server.listen;
+    let admin_addr = app.config.server.admin_listen;
+    let (tx, rx) = watch::channel(false);
+    let server = build(app.clone());
+    let thread = std::thread::Builder::new()
+        .name("portcullis-server".into())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(ChannelShutdown(rx)),
+            })
+        })?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for target in [addr, admin_addr] {
+        while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                anyhow::bail!("gateway did not start listening on {target}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(RunningGateway {
+        app,
+        addr,
+        admin_addr,
+        shutdown: tx,
+        thread: Some(thread),
+    })
+}
+
+impl RunningGateway {
+    /// `http://addr` of the main listener.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://addr` of the admin listener.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.admin_addr)
+    }
+
+    /// Stops the server and waits for its threads.
+    pub fn stop(mut self) {
+        self.shutdown_now();
+    }
+
+    fn shutdown_now(&mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for RunningGateway {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}

@@ -1,0 +1,70 @@
+//! Tracing setup: stdout (pretty or JSON) plus JSON-lines files.
+//!
+//! `combined.log` gets everything at the configured level, `error.log` only errors, and
+//! `security.log` only events with the [`SECURITY`] target, which the auth code writes for
+//! logins, lockouts, revocations and spoofing attempts.
+
+use std::path::Path;
+
+use tracing::Level;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::{filter_fn, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{LogFormat, LoggingConfig};
+
+/// The tracing target of security events: `tracing::warn!(target: SECURITY, …)`.
+pub const SECURITY: &str = "security";
+
+/// Keeps the background log writers alive; drop it last so buffered lines are flushed.
+pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
+
+/// Installs the global subscriber. Call once, from `main`.
+pub fn init(config: &LoggingConfig) -> anyhow::Result<LogGuards> {
+    let mut guards = Vec::new();
+    let level = || EnvFilter::new(&config.level);
+
+    let stdout = match config.format {
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(true)
+            .with_filter(level())
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_filter(level())
+            .boxed(),
+    };
+
+    let mut layers = vec![stdout];
+    if !config.dir.is_empty() {
+        let dir = Path::new(&config.dir);
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create log directory {}: {e}", dir.display()))?;
+        let mut file = |name: &str| {
+            let appender = tracing_appender::rolling::never(dir, name);
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            guards.push(guard);
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_ansi(false)
+                .with_writer(writer)
+        };
+        layers.push(file("combined.log").with_filter(level()).boxed());
+        layers.push(file("error.log").with_filter(LevelFilter::ERROR).boxed());
+        layers.push(
+            file("security.log")
+                .with_filter(Targets::new().with_target(SECURITY, Level::TRACE))
+                .with_filter(filter_fn(|meta| meta.target() == SECURITY))
+                .boxed(),
+        );
+    }
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+    Ok(LogGuards(guards))
+}
