@@ -7,8 +7,8 @@ use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Format, Toml};
 use figment::Figment;
+use figment::providers::{Format, Toml};
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -491,12 +491,18 @@ impl Config {
         let bad = |key: &str, message: String| Err((key.to_string(), message));
         let s = &self.server;
         if s.threads == 0 || s.threads > 1024 {
-            return bad("server.threads", format!("{} is not between 1 and 1024", s.threads));
+            return bad(
+                "server.threads",
+                format!("{} is not between 1 and 1024", s.threads),
+            );
         }
         if s.listen == s.admin_listen {
             return bad(
                 "server.admin_listen",
-                format!("{} is also server.listen; give the admin listener its own port", s.admin_listen),
+                format!(
+                    "{} is also server.listen; give the admin listener its own port",
+                    s.admin_listen
+                ),
             );
         }
         if let Err(e) = parse_http_url(&s.public_url) {
@@ -508,14 +514,20 @@ impl Config {
         {
             return bad(
                 "server.login_url",
-                format!("{:?} must be a path (\"/login\") or an http(s) URL", s.login_url),
+                format!(
+                    "{:?} must be a path (\"/login\") or an http(s) URL",
+                    s.login_url
+                ),
             );
         }
         if s.max_body_bytes == 0 {
             return bad("server.max_body_bytes", "must be greater than 0".into());
         }
         for (key, d) in [
-            ("server.upstream_connect_timeout", s.upstream_connect_timeout),
+            (
+                "server.upstream_connect_timeout",
+                s.upstream_connect_timeout,
+            ),
             ("server.upstream_timeout", s.upstream_timeout),
         ] {
             if d.get().is_zero() {
@@ -532,7 +544,10 @@ impl Config {
         {
             return bad(
                 "storage.url",
-                format!("{} is neither sqlite://PATH nor postgres://…", redact_url(storage)),
+                format!(
+                    "{} is neither sqlite://PATH nor postgres://…",
+                    redact_url(storage)
+                ),
             );
         }
         if self.storage.max_connections == 0 {
@@ -545,7 +560,10 @@ impl Config {
         {
             return bad(
                 "sessions.url",
-                format!("{} is neither memory:// nor redis://…", redact_url(sessions)),
+                format!(
+                    "{} is neither memory:// nor redis://…",
+                    redact_url(sessions)
+                ),
             );
         }
         if self.sessions.max_per_user == 0 {
@@ -570,7 +588,10 @@ impl Config {
         if !(4..=31).contains(&self.passwords.bcrypt_cost) {
             return bad(
                 "passwords.bcrypt_cost",
-                format!("{} is outside bcrypt's range 4..=31", self.passwords.bcrypt_cost),
+                format!(
+                    "{} is outside bcrypt's range 4..=31",
+                    self.passwords.bcrypt_cost
+                ),
             );
         }
         if self.lockout.max_failed_attempts == 0 {
@@ -583,7 +604,10 @@ impl Config {
         {
             return bad(
                 "mail.url",
-                format!("{} is not smtp://, smtps:// or file://DIR", redact_url(mail)),
+                format!(
+                    "{} is not smtp://, smtps:// or file://DIR",
+                    redact_url(mail)
+                ),
             );
         }
         if self.two_factor.encryption_key_file.is_empty() {
@@ -596,12 +620,18 @@ impl Config {
             ("session_id", &self.identity_headers.session_id),
         ] {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return bad(&format!("identity_headers.{i}"), format!("{name:?} is not a header name"));
+                return bad(
+                    &format!("identity_headers.{i}"),
+                    format!("{name:?} is not a header name"),
+                );
             }
         }
         let assertion = &self.identity_headers.assertion;
         if !assertion.is_empty() && http::HeaderName::from_bytes(assertion.as_bytes()).is_err() {
-            return bad("identity_headers.assertion", format!("{assertion:?} is not a header name"));
+            return bad(
+                "identity_headers.assertion",
+                format!("{assertion:?} is not a header name"),
+            );
         }
         for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
             if origin != "*" && parse_http_url(origin).is_err() {
@@ -638,8 +668,15 @@ impl Config {
             if let Err(e) = Upstream::parse(&route.upstream) {
                 return bad(&key("upstream"), e);
             }
-            if route.roles.iter().any(|r| r.trim().is_empty() || r.contains(',')) {
-                return bad(&key("roles"), "role names must be non-empty and contain no commas".into());
+            if route
+                .roles
+                .iter()
+                .any(|r| r.trim().is_empty() || r.contains(','))
+            {
+                return bad(
+                    &key("roles"),
+                    "role names must be non-empty and contain no commas".into(),
+                );
             }
             if !route.roles.is_empty() && matches!(route.policy, Policy::Public | Policy::Deny) {
                 return bad(
@@ -666,7 +703,9 @@ pub fn is_reserved_path(prefix: &str) -> bool {
 fn parse_http_url(s: &str) -> Result<url::Url, String> {
     let url = url::Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(format!("{s:?} must be an http:// or https:// URL with a host"));
+        return Err(format!(
+            "{s:?} must be an http:// or https:// URL with a host"
+        ));
     }
     Ok(url)
 }
@@ -787,7 +826,9 @@ mod tests {
 
     #[test]
     fn bad_duration_is_named() {
-        let err = load("[lockout]\nduration = \"soon\"\n").unwrap_err().to_string();
+        let err = load("[lockout]\nduration = \"soon\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lockout.duration"), "{err}");
     }
 
@@ -797,7 +838,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("routes[0].path_prefix"), "{err}");
-        let err = load("[[routes]]\nupstream = \"ftp://x\"\n").unwrap_err().to_string();
+        let err = load("[[routes]]\nupstream = \"ftp://x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("routes[0].upstream"), "{err}");
     }
 

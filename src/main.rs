@@ -24,8 +24,9 @@ struct Cli {
     )]
     config: PathBuf,
 
+    /// What to do; `serve` when omitted.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -47,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command {
+    let result = match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             println!(
                 "{}: configuration is valid ({} route{})",

@@ -30,7 +30,10 @@ impl Metrics {
         let registry = Registry::new_custom(Some("portcullis".into()), None)
             .unwrap_or_else(|_| Registry::new());
         let requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests answered, by route and status"),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests answered, by route and status",
+            ),
             &["route", "status"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
@@ -115,8 +118,17 @@ mod tests {
         m.requests.with_label_values(&["app", "200"]).inc();
         m.request_duration.with_label_values(&["app"]).observe(0.01);
         let text = String::from_utf8(m.render()).unwrap();
-        assert!(text.contains("portcullis_http_requests_total{route=\"app\",status=\"200\"} 1"), "{text}");
-        assert!(text.contains("portcullis_http_request_duration_seconds_bucket"), "{text}");
-        assert!(text.contains("portcullis_http_requests_in_flight 0"), "{text}");
+        assert!(
+            text.contains("portcullis_http_requests_total{route=\"app\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_http_request_duration_seconds_bucket"),
+            "{text}"
+        );
+        assert!(
+            text.contains("portcullis_http_requests_in_flight 0"),
+            "{text}"
+        );
     }
 }

@@ -14,8 +14,8 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::gateway::admin::AdminApp;
 use crate::gateway::Gateway;
+use crate::gateway::admin::AdminApp;
 
 /// A listener address that cannot be bound, with the config key that names it.
 #[derive(Debug, thiserror::Error)]

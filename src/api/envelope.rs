@@ -154,6 +154,9 @@ mod tests {
     #[test]
     fn success_envelope_carries_data() {
         let r = ApiResponse::ok(StatusCode::OK, "ok", Some(json!({"a": 1})));
-        assert_eq!(r.body, json!({"success": true, "message": "ok", "data": {"a": 1}}));
+        assert_eq!(
+            r.body,
+            json!({"success": true, "message": "ok", "data": {"a": 1}})
+        );
     }
 }

@@ -34,7 +34,6 @@ pub fn is_local_path(path: &str) -> bool {
 
 /// Answers one local API request.
 pub async fn dispatch(_app: &App, request: ApiRequest) -> ApiResponse {
-    match (request.method.as_str(), request.path.as_str()) {
-        _ => ApiResponse::not_found(),
-    }
+    tracing::debug!(method = %request.method, path = %request.path, "no such endpoint");
+    ApiResponse::not_found()
 }

@@ -22,7 +22,11 @@ impl AdminApp {
         Self { app }
     }
 
-    async fn answer(&self, method: &http::Method, path: &str) -> (StatusCode, &'static str, Vec<u8>) {
+    async fn answer(
+        &self,
+        method: &http::Method,
+        path: &str,
+    ) -> (StatusCode, &'static str, Vec<u8>) {
         const JSON: &str = "application/json";
         let is_read = method == http::Method::GET || method == http::Method::HEAD;
         match path {
@@ -61,7 +65,11 @@ impl ServeHttp for AdminApp {
         for (name, value) in SECURITY_HEADERS {
             builder = builder.header(*name, *value);
         }
-        let body = if method == http::Method::HEAD { Vec::new() } else { body };
+        let body = if method == http::Method::HEAD {
+            Vec::new()
+        } else {
+            body
+        };
         builder.body(body).unwrap_or_else(|_| {
             let mut fallback = Response::new(Vec::new());
             *fallback.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;

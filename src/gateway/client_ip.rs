@@ -61,24 +61,39 @@ mod tests {
     #[test]
     fn trusted_peer_yields_rightmost_untrusted_hop() {
         let trusted = nets(&["10.0.0.0/8"]);
-        let got = client_ip(ip("10.0.0.1"), Some("6.6.6.6, 198.51.100.7, 10.0.0.5"), &trusted);
+        let got = client_ip(
+            ip("10.0.0.1"),
+            Some("6.6.6.6, 198.51.100.7, 10.0.0.5"),
+            &trusted,
+        );
         assert_eq!(got, ip("198.51.100.7"));
     }
 
     #[test]
     fn trusted_peer_without_header_is_the_client() {
-        assert_eq!(client_ip(ip("10.0.0.1"), None, &nets(&["10.0.0.0/8"])), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), None, &nets(&["10.0.0.0/8"])),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
     fn garbage_stops_the_walk() {
-        let got = client_ip(ip("10.0.0.1"), Some("1.1.1.1, nonsense"), &nets(&["10.0.0.0/8"]));
+        let got = client_ip(
+            ip("10.0.0.1"),
+            Some("1.1.1.1, nonsense"),
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(got, ip("10.0.0.1"));
     }
 
     #[test]
     fn all_trusted_chain_gives_leftmost() {
-        let got = client_ip(ip("10.0.0.1"), Some("10.0.0.9, 10.0.0.8"), &nets(&["10.0.0.0/8"]));
+        let got = client_ip(
+            ip("10.0.0.1"),
+            Some("10.0.0.9, 10.0.0.8"),
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(got, ip("10.0.0.9"));
     }
 }

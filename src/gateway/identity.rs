@@ -20,7 +20,8 @@ impl IdentityHeaderNames {
     /// Builds from validated config (names were checked at load).
     pub fn new(config: &IdentityHeadersConfig) -> Self {
         let parse = |s: &str| {
-            HeaderName::from_bytes(s.as_bytes()).unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
+            HeaderName::from_bytes(s.as_bytes())
+                .unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
         };
         let normalized = config.names().map(normalize).collect();
         Self {
@@ -54,13 +55,23 @@ impl IdentityHeaderNames {
 
 fn normalize(name: &str) -> String {
     name.chars()
-        .map(|c| if c == '_' { '-' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect()
 }
 
 fn eq_normalized(normalized: &str, candidate: &str) -> bool {
     normalized.bytes().zip(candidate.bytes()).all(|(n, c)| {
-        let c = if c == b'_' { b'-' } else { c.to_ascii_lowercase() };
+        let c = if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        };
         n == c
     })
 }
@@ -72,7 +83,13 @@ mod tests {
     #[test]
     fn recognizes_every_spelling() {
         let names = IdentityHeaderNames::new(&IdentityHeadersConfig::default());
-        for spoof in ["x-user-id", "X-USER-ID", "x_user_id", "X_User-Email", "x-identity-assertion"] {
+        for spoof in [
+            "x-user-id",
+            "X-USER-ID",
+            "x_user_id",
+            "X_User-Email",
+            "x-identity-assertion",
+        ] {
             assert!(names.is_identity_header(spoof), "{spoof}");
         }
         for fine in ["x-user", "x-user-idx", "authorization", "x-request-id"] {

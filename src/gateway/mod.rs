@@ -59,7 +59,9 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     fn route_label(&self) -> &str {
-        self.route.as_deref().map_or(UNMATCHED_ROUTE, |r| r.name.as_str())
+        self.route
+            .as_deref()
+            .map_or(UNMATCHED_ROUTE, |r| r.name.as_str())
     }
 }
 
@@ -211,9 +213,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = if ctx.route.is_none() && is_local(session.req_header().uri.path()) {
             LOCAL_ROUTE
         } else {
@@ -259,7 +259,10 @@ impl Gateway {
             .map(|a| a.ip().to_canonical());
         let trusted = &self.app.config.server.trusted_proxies;
         let peer_trusted = peer.is_some_and(|p| trusted.iter().any(|n| n.contains(&p)));
-        let forwarded_for = match (peer_trusted, upstream_request.headers.get("x-forwarded-for")) {
+        let forwarded_for = match (
+            peer_trusted,
+            upstream_request.headers.get("x-forwarded-for"),
+        ) {
             (true, Some(existing)) => {
                 let existing = String::from_utf8_lossy(existing.as_bytes()).into_owned();
                 let peer = peer.map_or_else(|| client_ip.to_string(), |p| p.to_string());
@@ -365,8 +368,14 @@ fn classify_failure(e: &Error) -> (Option<StatusCode>, Option<&'static str>) {
 
 fn failure_response(status: StatusCode) -> ApiResponse {
     let (code, message) = match status {
-        StatusCode::BAD_GATEWAY => ("upstream_unavailable", "The upstream service is unavailable"),
-        StatusCode::GATEWAY_TIMEOUT => ("upstream_timeout", "The upstream service did not answer in time"),
+        StatusCode::BAD_GATEWAY => (
+            "upstream_unavailable",
+            "The upstream service is unavailable",
+        ),
+        StatusCode::GATEWAY_TIMEOUT => (
+            "upstream_timeout",
+            "The upstream service did not answer in time",
+        ),
         StatusCode::BAD_REQUEST => ("bad_request", "Malformed request"),
         _ => ("internal_error", "Internal error"),
     };

@@ -37,10 +37,7 @@ impl Route {
             roles: cfg.roles.clone(),
             rate_limit: cfg.rate_limit,
             connect_timeout: config.server.upstream_connect_timeout.get(),
-            read_timeout: cfg
-                .timeout
-                .unwrap_or(config.server.upstream_timeout)
-                .get(),
+            read_timeout: cfg.timeout.unwrap_or(config.server.upstream_timeout).get(),
         })
     }
 
@@ -98,7 +95,10 @@ impl RouteTable {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split(']').next().map_or(host, |h| &host[..h.len() + 1]);
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -140,7 +140,10 @@ mod tests {
     #[test]
     fn longest_prefix_wins() {
         let t = table(ROUTES);
-        assert_eq!(name(&t, None, "/app/admin/users").as_deref(), Some("app-admin"));
+        assert_eq!(
+            name(&t, None, "/app/admin/users").as_deref(),
+            Some("app-admin")
+        );
         assert_eq!(name(&t, None, "/app/admin").as_deref(), Some("app-admin"));
         assert_eq!(name(&t, None, "/app/x").as_deref(), Some("app"));
         assert_eq!(name(&t, None, "/app").as_deref(), Some("app"));
@@ -151,8 +154,14 @@ mod tests {
     #[test]
     fn host_routes_come_first_and_ignore_case_and_port() {
         let t = table(ROUTES);
-        assert_eq!(name(&t, Some("docs.example.com:8080"), "/app").as_deref(), Some("docs-host"));
-        assert_eq!(name(&t, Some("other.example.com"), "/app").as_deref(), Some("app"));
+        assert_eq!(
+            name(&t, Some("docs.example.com:8080"), "/app").as_deref(),
+            Some("docs-host")
+        );
+        assert_eq!(
+            name(&t, Some("other.example.com"), "/app").as_deref(),
+            Some("app")
+        );
     }
 
     #[test]

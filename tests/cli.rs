@@ -1,0 +1,235 @@
+//! The `portcullis` binary as an operator uses it: config errors, env overrides, binds, signals.
+
+mod support;
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn portcullis() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PORTCULLIS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn write_config(scratch: &Scratch, extra: &str) -> std::path::PathBuf {
+    let path = scratch.path("portcullis.toml");
+    std::fs::write(&path, test_config_text(scratch.dir.path(), extra)).unwrap();
+    path
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits for the child to exit, killing it after `limit`.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+fn wait_listening(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn check_config_accepts_the_shipped_configs() {
+    for file in ["config/portcullis.toml", "config/production.example.toml"] {
+        let (code, out, err) = run(portcullis().args(["check-config", "--config", file]));
+        assert_eq!(code, 0, "{file}: {out}{err}");
+        assert!(out.contains("valid"), "{out}");
+    }
+}
+
+#[test]
+fn unknown_key_names_the_key_and_the_file() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("threads = 2", "threads = 2\nthreds = 3");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = run(portcullis().arg("check-config").arg("--config").arg(&path));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("threds"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+}
+
+#[test]
+fn bad_values_name_their_key() {
+    let cases = [
+        ("[lockout]\nduration = \"a while\"\n", "lockout.duration"),
+        (
+            "[rate_limits]\nlogin = \"ten per minute\"\n",
+            "rate_limits.login",
+        ),
+        (
+            "[[routes]]\npath_prefix = \"/x\"\nupstream = \"gopher://x\"\n",
+            "routes[0].upstream",
+        ),
+        (
+            "[[routes]]\npath_prefix = \"/x\"\nupstream = \"http://127.0.0.1:1\"\npolicy = \"sometimes\"\n",
+            "policy",
+        ),
+        (
+            "[[routes]]\npath_prefix = \"/api/auth\"\nupstream = \"http://127.0.0.1:1\"\n",
+            "routes[0].path_prefix",
+        ),
+    ];
+    for (extra, key) in cases {
+        let scratch = Scratch::new();
+        let path = write_config(&scratch, extra);
+        let (code, _, err) = run(portcullis().arg("check-config").arg("--config").arg(&path));
+        assert_eq!(code, 2, "{extra}: {err}");
+        assert!(err.contains(key), "expected {key} in: {err}");
+    }
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let (code, _, err) =
+        run(portcullis().args(["check-config", "--config", "/nonexistent/p.toml"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/p.toml"), "{err}");
+}
+
+#[test]
+fn env_overrides_apply_and_bad_ones_name_the_variable() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let (code, _, err) = run(portcullis()
+        .arg("check-config")
+        .env("PORTCULLIS_CONFIG", &path)
+        .env("PORTCULLIS_SERVER__THREADS", "0"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("server.threads"), "{err}");
+    assert!(err.contains("PORTCULLIS_SERVER__THREADS"), "{err}");
+
+    let (code, _, err) = run(portcullis()
+        .arg("check-config")
+        .env("PORTCULLIS_CONFIG", &path)
+        .env("PORTCULLIS_SERVER__NO_SUCH_KEY", "1"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no_such_key"), "{err}");
+
+    // A valid override takes effect: the gateway listens where the environment says.
+    let port = free_port();
+    let mut child = portcullis()
+        .arg("serve")
+        .env("PORTCULLIS_CONFIG", &path)
+        .env("PORTCULLIS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .current_dir(scratch.dir.path())
+        .spawn()
+        .unwrap();
+    wait_listening(&format!("127.0.0.1:{port}"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn taken_port_exits_non_zero_at_once() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let _holder = std::net::TcpListener::bind(&listen).unwrap();
+    let started = Instant::now();
+    let mut child = portcullis()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .current_dir(scratch.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits by itself");
+    assert!(!status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.contains(&listen) && err.contains("server.listen"),
+        "{err}"
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly_and_writes_log_files() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[logging]\ndir = \"\"",
+        &format!(
+            "[logging]\nformat = \"json\"\ndir = \"{}\"",
+            scratch.path("logs").display()
+        ),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let mut child = portcullis()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .current_dir(scratch.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(&listen);
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit =
+        wait_exit(&mut child, Duration::from_secs(10)).expect("stops within the grace period");
+    assert!(exit.success(), "{exit:?}");
+    for file in ["combined.log", "error.log", "security.log"] {
+        assert!(scratch.path("logs").join(file).exists(), "{file} missing");
+    }
+    let combined = std::fs::read_to_string(scratch.path("logs/combined.log")).unwrap();
+    let first = combined.lines().next().expect("a log line");
+    let line: serde_json::Value = serde_json::from_str(first).expect("JSON lines");
+    assert!(line["timestamp"].is_string());
+}
