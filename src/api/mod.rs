@@ -3,7 +3,9 @@
 //! Handlers are plain async functions over [`ApiRequest`] and [`App`]; they never see a
 //! Pingora type, so they can be tested directly.
 
+mod cors;
 mod envelope;
+mod input;
 
 use std::net::IpAddr;
 
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 
 pub use envelope::{ApiResponse, FieldError};
+pub use input::Fields;
 
 use crate::app::App;
 
@@ -25,6 +28,8 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// The client address after `trusted_proxies` were applied.
     pub client_ip: IpAddr,
+    /// The `User-Agent` header, truncated; empty when absent.
+    pub user_agent: String,
 }
 
 /// Whether a path is answered by the local API rather than routed upstream.
@@ -33,7 +38,16 @@ pub fn is_local_path(path: &str) -> bool {
 }
 
 /// Answers one local API request.
-pub async fn dispatch(_app: &App, request: ApiRequest) -> ApiResponse {
+pub async fn dispatch(app: &App, request: ApiRequest) -> ApiResponse {
+    let cors = &app.config.cors;
+    if let Some(preflight) = cors::preflight(cors, &request) {
+        return preflight;
+    }
+    let response = route(app, &request).await;
+    cors::decorate(cors, &request, response)
+}
+
+async fn route(_app: &App, request: &ApiRequest) -> ApiResponse {
     tracing::debug!(method = %request.method, path = %request.path, "no such endpoint");
     ApiResponse::not_found()
 }

@@ -297,9 +297,20 @@ impl Gateway {
         if declared.is_some_and(|len| len > max) {
             return Ok(Err(payload_too_large(max)));
         }
+        let expects_continue = header
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let body = if method == Method::GET || method == Method::HEAD {
             Bytes::new()
         } else {
+            if expects_continue {
+                // The client waits for this before sending the body it announced.
+                let proceed = pingora::http::ResponseHeader::build(StatusCode::CONTINUE, Some(0))?;
+                session
+                    .write_response_header(Box::new(proceed), false)
+                    .await?;
+            }
             let mut buf = BytesMut::new();
             while let Some(chunk) = session.read_request_body().await? {
                 if buf.len() + chunk.len() > max {
@@ -310,6 +321,13 @@ impl Gateway {
             buf.freeze()
         };
         let header = session.req_header();
+        let user_agent = header
+            .headers
+            .get(http::header::USER_AGENT)
+            .map(|v| {
+                truncate_utf8(&String::from_utf8_lossy(v.as_bytes()), MAX_USER_AGENT).to_string()
+            })
+            .unwrap_or_default();
         Ok(Ok(ApiRequest {
             method,
             path: header.uri.path().to_string(),
@@ -317,8 +335,23 @@ impl Gateway {
             headers: header.headers.clone(),
             body,
             client_ip,
+            user_agent,
         }))
     }
+}
+
+/// Longest `User-Agent` kept for sessions and mails.
+const MAX_USER_AGENT: usize = 256;
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn payload_too_large(max: usize) -> ApiResponse {

@@ -29,7 +29,9 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
 /// Builds the response header for a local answer, security headers included.
 pub fn local_response_header(response: &ApiResponse, body_len: usize) -> Result<ResponseHeader> {
     let mut header = ResponseHeader::build(response.status, Some(8 + response.headers.len()))?;
-    header.insert_header(CONTENT_TYPE, "application/json")?;
+    if body_len > 0 {
+        header.insert_header(CONTENT_TYPE, "application/json")?;
+    }
     header.insert_header(CONTENT_LENGTH, body_len.to_string())?;
     header.insert_header(CACHE_CONTROL, "no-store")?;
     for (name, value) in SECURITY_HEADERS {
@@ -43,12 +45,18 @@ pub fn local_response_header(response: &ApiResponse, body_len: usize) -> Result<
 
 /// Sends `response` and ends the exchange, keeping the connection reusable.
 pub async fn write_local_response(session: &mut Session, response: &ApiResponse) -> Result<()> {
-    let body = if session.req_header().method == http::Method::HEAD {
+    // A null body means "no body" (204 answers, preflights).
+    let full = if response.body.is_null() {
         Vec::new()
     } else {
         response.body_bytes()
     };
-    let header = local_response_header(response, response.body_bytes().len())?;
+    let header = local_response_header(response, full.len())?;
+    let body = if session.req_header().method == http::Method::HEAD {
+        Vec::new()
+    } else {
+        full
+    };
     session.set_keepalive(Some(60));
     session
         .write_response_header(Box::new(header), body.is_empty())

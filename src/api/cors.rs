@@ -1,0 +1,146 @@
+//! CORS for the account API: only the configured origins, never a reflected wildcard.
+
+use http::header::{
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ORIGIN, VARY,
+};
+use http::{Method, StatusCode};
+use serde_json::Value;
+
+use super::{ApiRequest, ApiResponse};
+use crate::config::CorsConfig;
+
+const ALLOWED_METHODS: &str = "GET, POST, PATCH, DELETE, OPTIONS";
+const ALLOWED_HEADERS: &str = "authorization, content-type";
+
+/// The request's `Origin` when the config allows it.
+fn allowed_origin<'a>(config: &CorsConfig, request: &'a ApiRequest) -> Option<&'a str> {
+    let origin = request.headers.get(ORIGIN)?.to_str().ok()?;
+    let allowed = config
+        .allowed_origins
+        .iter()
+        .any(|o| (o == "*" && !config.allow_credentials) || o.trim_end_matches('/') == origin);
+    allowed.then_some(origin)
+}
+
+/// Answers a CORS preflight (`OPTIONS` with an `Origin`), or `None` for other requests.
+pub fn preflight(config: &CorsConfig, request: &ApiRequest) -> Option<ApiResponse> {
+    if request.method != Method::OPTIONS {
+        return None;
+    }
+    let mut response = ApiResponse::raw(StatusCode::NO_CONTENT, Value::Null)
+        .with_header(VARY, "Origin")
+        .with_header(http::header::ALLOW, ALLOWED_METHODS);
+    if let Some(origin) = allowed_origin(config, request) {
+        response = response
+            .with_header(ACCESS_CONTROL_ALLOW_ORIGIN, origin)
+            .with_header(ACCESS_CONTROL_ALLOW_METHODS, ALLOWED_METHODS)
+            .with_header(ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS)
+            .with_header(ACCESS_CONTROL_MAX_AGE, "600");
+        if config.allow_credentials {
+            response = response.with_header(ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+        }
+    }
+    Some(response)
+}
+
+/// Adds the CORS headers an allowed origin needs to read `response`.
+pub fn decorate(config: &CorsConfig, request: &ApiRequest, response: ApiResponse) -> ApiResponse {
+    if request.method == Method::OPTIONS {
+        return response;
+    }
+    let Some(origin) = allowed_origin(config, request) else {
+        return response;
+    };
+    let mut response = response
+        .with_header(ACCESS_CONTROL_ALLOW_ORIGIN, origin)
+        .with_header(VARY, "Origin");
+    if config.allow_credentials {
+        response = response.with_header(ACCESS_CONTROL_ALLOW_CREDENTIALS, "true");
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue};
+
+    fn request(method: Method, origin: &str) -> ApiRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(ORIGIN, HeaderValue::from_str(origin).unwrap());
+        ApiRequest {
+            method,
+            path: "/api/auth/login".into(),
+            query: None,
+            headers,
+            body: Bytes::new(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            user_agent: String::new(),
+        }
+    }
+
+    fn header<'a>(r: &'a ApiResponse, name: &http::HeaderName) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn allowed_origin_gets_headers_others_do_not() {
+        let config = CorsConfig {
+            allowed_origins: vec!["https://app.example.com".into()],
+            allow_credentials: true,
+        };
+        let ok = decorate(
+            &config,
+            &request(Method::POST, "https://app.example.com"),
+            ApiResponse::not_found(),
+        );
+        assert_eq!(
+            header(&ok, &ACCESS_CONTROL_ALLOW_ORIGIN),
+            Some("https://app.example.com")
+        );
+        assert_eq!(header(&ok, &ACCESS_CONTROL_ALLOW_CREDENTIALS), Some("true"));
+        let other = decorate(
+            &config,
+            &request(Method::POST, "https://evil.example"),
+            ApiResponse::not_found(),
+        );
+        assert_eq!(header(&other, &ACCESS_CONTROL_ALLOW_ORIGIN), None);
+    }
+
+    #[test]
+    fn preflight_lists_methods_for_allowed_origin_only() {
+        let config = CorsConfig {
+            allowed_origins: vec!["https://app.example.com".into()],
+            allow_credentials: false,
+        };
+        let ok = preflight(
+            &config,
+            &request(Method::OPTIONS, "https://app.example.com"),
+        )
+        .unwrap();
+        assert_eq!(ok.status, StatusCode::NO_CONTENT);
+        assert!(header(&ok, &ACCESS_CONTROL_ALLOW_METHODS).is_some());
+        let no = preflight(&config, &request(Method::OPTIONS, "https://evil.example")).unwrap();
+        assert_eq!(header(&no, &ACCESS_CONTROL_ALLOW_ORIGIN), None);
+        assert!(preflight(&config, &request(Method::GET, "https://app.example.com")).is_none());
+    }
+
+    #[test]
+    fn wildcard_never_combines_with_credentials() {
+        let config = CorsConfig {
+            allowed_origins: vec!["*".into()],
+            allow_credentials: true,
+        };
+        let r = decorate(
+            &config,
+            &request(Method::GET, "https://any.example"),
+            ApiResponse::not_found(),
+        );
+        assert_eq!(header(&r, &ACCESS_CONTROL_ALLOW_ORIGIN), None);
+    }
+}

@@ -1,0 +1,212 @@
+//! Reading JSON request bodies into typed fields, collecting every problem as a field error.
+//!
+//! Bodies are parsed into a JSON object first and fields are taken one by one, so that a
+//! wrong type in one field gives a `{"field": …, "message": …}` entry rather than a generic 400.
+
+use http::StatusCode;
+use serde_json::{Map, Value};
+
+use super::{ApiRequest, ApiResponse, FieldError};
+
+/// The fields of a JSON object body, with the errors found while reading them.
+pub struct Fields {
+    map: Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    /// Parses the request body as a JSON object. An empty body counts as `{}`.
+    pub fn from_request(request: &ApiRequest) -> Result<Self, ApiResponse> {
+        if request.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self {
+                map: Map::new(),
+                errors: Vec::new(),
+            });
+        }
+        if !is_json_content_type(request) {
+            return Err(ApiResponse::error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Request body must be JSON (Content-Type: application/json)",
+            ));
+        }
+        match serde_json::from_slice::<Value>(&request.body) {
+            Ok(Value::Object(map)) => Ok(Self {
+                map,
+                errors: Vec::new(),
+            }),
+            Ok(_) => Err(ApiResponse::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "Request body must be a JSON object",
+            )),
+            Err(_) => Err(ApiResponse::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                "Request body is not valid JSON",
+            )),
+        }
+    }
+
+    /// A required string field, trimmed unless `raw` (passwords keep their spaces).
+    fn string(&mut self, name: &str, required: bool, raw: bool) -> Option<String> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => {
+                if required {
+                    self.errors.push(FieldError::new(name, "is required"));
+                }
+                None
+            }
+            Some(Value::String(s)) => {
+                let s = if raw { s.clone() } else { s.trim().to_string() };
+                if required && s.is_empty() {
+                    self.errors.push(FieldError::new(name, "is required"));
+                    return None;
+                }
+                Some(s)
+            }
+            Some(_) => {
+                self.errors.push(FieldError::new(name, "must be a string"));
+                None
+            }
+        }
+    }
+
+    /// A required, trimmed string.
+    pub fn required(&mut self, name: &str) -> Option<String> {
+        self.string(name, true, false)
+    }
+
+    /// A required string kept exactly as sent (for passwords).
+    pub fn required_raw(&mut self, name: &str) -> Option<String> {
+        self.string(name, true, true)
+    }
+
+    /// An optional, trimmed string.
+    pub fn optional(&mut self, name: &str) -> Option<String> {
+        self.string(name, false, false)
+    }
+
+    /// An optional boolean, `false` when absent.
+    pub fn flag(&mut self, name: &str) -> bool {
+        match self.map.get(name) {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "must be true or false"));
+                false
+            }
+        }
+    }
+
+    /// Records a problem found while validating a field's value.
+    pub fn reject(&mut self, name: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(name, message));
+    }
+
+    /// `Ok(())` when no field failed, else the 400 listing them all.
+    pub fn finish(self) -> Result<(), ApiResponse> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiResponse::validation(&self.errors))
+        }
+    }
+}
+
+fn is_json_content_type(request: &ApiRequest) -> bool {
+    request
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            let mime = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::{HeaderMap, HeaderValue, Method};
+
+    fn request(content_type: Option<&str>, body: &str) -> ApiRequest {
+        let mut headers = HeaderMap::new();
+        if let Some(ct) = content_type {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_str(ct).unwrap(),
+            );
+        }
+        ApiRequest {
+            method: Method::POST,
+            path: "/api/auth/x".into(),
+            query: None,
+            headers,
+            body: Bytes::from(body.to_string()),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            user_agent: String::new(),
+        }
+    }
+
+    #[test]
+    fn wrong_content_type_is_415() {
+        let err = Fields::from_request(&request(Some("text/plain"), "{}"))
+            .err()
+            .unwrap();
+        assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let err = Fields::from_request(&request(None, "{}")).err().unwrap();
+        assert_eq!(err.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    }
+
+    #[test]
+    fn malformed_or_non_object_json_is_400() {
+        for body in ["{", "[1]", "\"x\"", "{\"a\":}"] {
+            let err = Fields::from_request(&request(Some("application/json"), body))
+                .err()
+                .unwrap();
+            assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
+            assert_eq!(err.body["code"], "invalid_json");
+        }
+    }
+
+    #[test]
+    fn collects_every_field_error() {
+        let req = request(
+            Some("application/json; charset=utf-8"),
+            r#"{"email": 5, "remember_me": "yes"}"#,
+        );
+        let mut f = Fields::from_request(&req).unwrap();
+        assert!(f.required("email").is_none());
+        assert!(f.required_raw("password").is_none());
+        assert!(!f.flag("remember_me"));
+        let err = f.finish().err().unwrap();
+        let fields: Vec<_> = err.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(fields, ["email", "password", "remember_me"]);
+    }
+
+    #[test]
+    fn passwords_keep_their_spaces() {
+        let req = request(
+            Some("application/json"),
+            r#"{"password": " a b ", "name": " n "}"#,
+        );
+        let mut f = Fields::from_request(&req).unwrap();
+        assert_eq!(f.required_raw("password").as_deref(), Some(" a b "));
+        assert_eq!(f.required("name").as_deref(), Some("n"));
+    }
+}
