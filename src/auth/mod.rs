@@ -9,3 +9,14 @@ pub mod secrets;
 
 pub use jwt::{AccessClaims, AssertionClaims, KeyError, KeyRing, TokenError};
 pub use password::{PasswordError, PasswordHasher};
+
+#[cfg(test)]
+mod tests {
+    /// Both are shared across the API runtime and Pingora's runtimes behind an `Arc`.
+    #[test]
+    fn shared_types_are_send_and_sync() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<super::KeyRing>();
+        shareable::<super::PasswordHasher>();
+    }
+}

@@ -246,6 +246,37 @@ mod tests {
         assert!(h4.needs_rehash("garbage"));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_more_jobs_run_at_once_than_there_are_workers() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        let h = PasswordHasher::with_workers(4, 2).unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut jobs = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let (h, running, peak) = (h.clone(), Arc::clone(&running), Arc::clone(&peak));
+            jobs.spawn(async move {
+                h.run(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+                .unwrap();
+            });
+        }
+        while let Some(done) = jobs.join_next().await {
+            done.unwrap();
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(
+            (1..=2).contains(&peak),
+            "{peak} jobs ran at once with 2 workers"
+        );
+    }
+
     #[tokio::test]
     async fn dummy_verification_completes() {
         let h = hasher();
