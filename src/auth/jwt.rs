@@ -1,0 +1,916 @@
+//! Ed25519 keys, JWT access tokens, identity assertions for upstreams, and the JWKS.
+//!
+//! One [`KeyRing`] is loaded at start: the signing key from `tokens.signing_key_file` (created
+//! on first start) plus any `tokens.verification_key_files` kept for a rotation. Every key is
+//! named by its RFC 7638 thumbprint (`kid`), which is stable across restarts and machines.
+//!
+//! Verification runs on every proxied request, so everything it needs (decoding keys by
+//! `kid`, the validation rules) is built once here. The algorithm is pinned to EdDSA before
+//! anything else is looked at; `none`, HMAC and RSA/ECDSA tokens never reach a key.
+//!
+//! Signing is done directly with the cached Ed25519 key (the JWS compact form is three
+//! base64url parts), which keeps identity assertions, minted per request, cheap.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, KeypairBytes};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::TokensConfig;
+
+use super::secrets;
+
+/// Longest token accepted for verification; anything longer is refused before parsing.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The `aud` of identity assertions; upstreams must require it so that an access token
+/// (which has no `aud`) is never mistaken for an assertion, and vice versa.
+pub const ASSERTION_AUDIENCE: &str = "portcullis-upstream";
+
+/// Longest lifetime of an identity assertion; longer requests are shortened to this.
+pub const MAX_ASSERTION_TTL: Duration = Duration::from_secs(5 * 60);
+
+/// `amr` value of a password login.
+pub const AMR_PASSWORD: &str = "pwd";
+
+/// `amr` value added when a second factor (TOTP or recovery code) was given.
+pub const AMR_OTP: &str = "otp";
+
+/// The label that derives the refresh-rotation HMAC key from the signing key.
+const REFRESH_KEY_LABEL: &str = "portcullis/refresh-token-rotation/v1";
+
+/// A key file that cannot be read, created or understood.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// The file exists but cannot be read.
+    #[error("cannot read key file {}: {source}", path.display())]
+    Read {
+        /// The file named in the configuration.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The signing key was absent and could not be created.
+    #[error("cannot create signing key file {}: {source}", path.display())]
+    Create {
+        /// The file named in the configuration.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The file holds something other than a usable Ed25519 key.
+    #[error("key file {} is not usable: {reason}", path.display())]
+    Invalid {
+        /// The file named in the configuration.
+        path: PathBuf,
+        /// What is wrong and what was expected.
+        reason: String,
+    },
+    /// The operating system gave no randomness for a new key.
+    #[error("cannot generate a signing key: the operating system's random source failed: {0}")]
+    Random(String),
+}
+
+/// Why a token was not issued or not accepted. Never carries the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Longer than [`MAX_TOKEN_BYTES`].
+    #[error("token is too long")]
+    TooLong,
+    /// Not three base64url parts with a JSON header, or an unsupported header field.
+    #[error("token is malformed")]
+    Malformed,
+    /// The header names an algorithm other than EdDSA.
+    #[error("token algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    /// No `kid`, or a `kid` this gateway does not know.
+    #[error("token was signed by an unknown key")]
+    UnknownKey,
+    /// The signature does not match.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// `exp` is in the past.
+    #[error("token has expired")]
+    Expired,
+    /// `iss` is not this gateway's issuer.
+    #[error("token was issued by someone else")]
+    WrongIssuer,
+    /// `aud` is present where none is expected, or is not the expected one.
+    #[error("token is meant for another audience")]
+    WrongAudience,
+    /// A required claim is missing or has the wrong type.
+    #[error("token claims are invalid")]
+    InvalidClaims,
+    /// Claims could not be serialised when issuing.
+    #[error("cannot encode token claims: {0}")]
+    Encode(String),
+}
+
+impl TokenError {
+    /// A short fixed label for metrics and logs (bounded cardinality).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLong => "too_long",
+            Self::Malformed => "malformed",
+            Self::UnsupportedAlgorithm => "algorithm",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::Expired => "expired",
+            Self::WrongIssuer => "issuer",
+            Self::WrongAudience => "audience",
+            Self::InvalidClaims => "claims",
+            Self::Encode(_) => "encode",
+        }
+    }
+}
+
+/// The claims of an access token.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    /// The user id (UUID).
+    pub sub: String,
+    /// The session id; the gateway checks the session is still live.
+    pub sid: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expires at, seconds since the epoch.
+    pub exp: i64,
+    /// The issuer (`tokens.issuer`).
+    pub iss: String,
+    /// A unique id of this token.
+    pub jti: String,
+    /// How the user authenticated: `["pwd"]` or `["pwd", "otp"]`.
+    pub amr: Vec<String>,
+}
+
+impl AccessClaims {
+    /// Whether the session behind this token passed a second factor.
+    pub fn has_second_factor(&self) -> bool {
+        self.amr.iter().any(|m| m == AMR_OTP)
+    }
+}
+
+/// The claims of an identity assertion forwarded to upstreams (`X-Identity-Assertion`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssertionClaims {
+    /// The user id (UUID).
+    pub sub: String,
+    /// The session id.
+    pub sid: String,
+    /// The user's email address.
+    pub email: String,
+    /// The user's roles.
+    pub roles: Vec<String>,
+    /// The issuer (`tokens.issuer`).
+    pub iss: String,
+    /// Always [`ASSERTION_AUDIENCE`].
+    pub aud: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expires at, at most [`MAX_ASSERTION_TTL`] after `iat`.
+    pub exp: i64,
+    /// A unique id of this assertion.
+    pub jti: String,
+}
+
+/// The keys that sign and verify tokens, and the rules tokens must meet.
+pub struct KeyRing {
+    issuer: String,
+    signing_key: SigningKey,
+    signing_kid: String,
+    /// base64url of the JOSE header every issued token carries.
+    header_b64: String,
+    verifiers: HashMap<String, DecodingKey>,
+    jwks: serde_json::Value,
+    jwks_json: String,
+    refresh_key: [u8; 32],
+    access_validation: Validation,
+    assertion_validation: Validation,
+}
+
+impl fmt::Debug for KeyRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut kids: Vec<&str> = self.verifiers.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        f.debug_struct("KeyRing")
+            .field("issuer", &self.issuer)
+            .field("signing_kid", &self.signing_kid)
+            .field("verification_kids", &kids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KeyRing {
+    /// Loads the signing key (creating it when the file is absent) and the verification keys.
+    ///
+    /// A private key file readable by group or others is used but logged as a warning.
+    pub fn load(config: &TokensConfig) -> Result<Self, KeyError> {
+        let signing_path = Path::new(&config.signing_key_file);
+        let signing_key = load_or_create_signing_key(signing_path)?;
+        let mut extra = Vec::with_capacity(config.verification_key_files.len());
+        for file in &config.verification_key_files {
+            extra.push(load_verification_key(Path::new(file))?);
+        }
+        Ok(Self::from_keys(&config.issuer, signing_key, &extra))
+    }
+
+    /// Builds a key ring from keys already in memory (tests, tools).
+    pub fn from_keys(issuer: &str, signing_key: SigningKey, verification: &[VerifyingKey]) -> Self {
+        let signing_kid = jwk_thumbprint(&signing_key.verifying_key());
+        let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": signing_kid});
+        let header_b64 = URL_SAFE_NO_PAD.encode(header.to_string());
+
+        let mut verifiers = HashMap::new();
+        let mut jwk_list = Vec::new();
+        for key in std::iter::once(signing_key.verifying_key()).chain(verification.iter().copied())
+        {
+            let kid = jwk_thumbprint(&key);
+            if verifiers.contains_key(&kid) {
+                continue;
+            }
+            let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
+            jwk_list.push(serde_json::json!({
+                "kty": "OKP",
+                "crv": "Ed25519",
+                "x": x,
+                "kid": kid,
+                "use": "sig",
+                "alg": "EdDSA",
+            }));
+            verifiers.insert(kid, DecodingKey::from_ed_der(key.as_bytes()));
+        }
+        let jwks = serde_json::json!({ "keys": jwk_list });
+        let jwks_json = jwks.to_string();
+
+        let refresh_key = secrets::derive_key(signing_key.as_bytes(), REFRESH_KEY_LABEL);
+
+        let mut access_validation = Validation::new(Algorithm::EdDSA);
+        // All instances share one clock source in practice; tokens live 15 minutes, so a
+        // minute of grace would be a long extension. No leeway.
+        access_validation.leeway = 0;
+        access_validation.validate_nbf = true;
+        access_validation.set_issuer(&[issuer]);
+        access_validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // With no audience configured, any `aud` in the token is refused: assertions
+        // (which carry one) cannot be replayed as access tokens.
+        access_validation.validate_aud = true;
+
+        let mut assertion_validation = access_validation.clone();
+        assertion_validation.set_audience(&[ASSERTION_AUDIENCE]);
+        assertion_validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+
+        Self {
+            issuer: issuer.to_owned(),
+            signing_key,
+            signing_kid,
+            header_b64,
+            verifiers,
+            jwks,
+            jwks_json,
+            refresh_key,
+            access_validation,
+            assertion_validation,
+        }
+    }
+
+    /// The `iss` of every token this ring issues and accepts.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The `kid` of the key that signs new tokens.
+    pub fn signing_kid(&self) -> &str {
+        &self.signing_kid
+    }
+
+    /// The JWKS document: every public key that verifies tokens, the signing key first.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.jwks.clone()
+    }
+
+    /// The JWKS document, serialised once, for `GET /.well-known/jwks.json`.
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks_json
+    }
+
+    /// The HMAC key for [`secrets::next_refresh_secret`].
+    ///
+    /// Derived from the signing key (HMAC-SHA256 of a fixed label keyed by the Ed25519 seed),
+    /// so instances sharing the signing key file derive the same successors, and no second
+    /// secret file is needed. Rotating the signing key changes it; that only affects refreshes
+    /// racing inside the grace window at that moment.
+    pub fn refresh_rotation_key(&self) -> &[u8; 32] {
+        &self.refresh_key
+    }
+
+    /// Signs an access token for user `sub` in session `sid`, valid for `ttl`.
+    pub fn issue_access(
+        &self,
+        sub: &str,
+        sid: &str,
+        amr: &[&str],
+        ttl: Duration,
+    ) -> Result<(String, AccessClaims), TokenError> {
+        self.issue_access_at(sub, sid, amr, ttl, unix_now())
+    }
+
+    /// As [`KeyRing::issue_access`] with an explicit issue time (seconds since the epoch).
+    pub(crate) fn issue_access_at(
+        &self,
+        sub: &str,
+        sid: &str,
+        amr: &[&str],
+        ttl: Duration,
+        now: i64,
+    ) -> Result<(String, AccessClaims), TokenError> {
+        let claims = AccessClaims {
+            sub: sub.to_owned(),
+            sid: sid.to_owned(),
+            iat: now,
+            exp: now.saturating_add(ttl_secs(ttl)),
+            iss: self.issuer.clone(),
+            jti: uuid::Uuid::new_v4().to_string(),
+            amr: amr.iter().map(|m| (*m).to_owned()).collect(),
+        };
+        let token = self.sign(&claims)?;
+        Ok((token, claims))
+    }
+
+    /// Checks an access token: EdDSA only, known `kid`, valid signature, this issuer,
+    /// not expired, no `aud`.
+    pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let claims: AccessClaims = self.verify(token, &self.access_validation)?;
+        if claims.sid.is_empty() || claims.sub.is_empty() {
+            return Err(TokenError::InvalidClaims);
+        }
+        Ok(claims)
+    }
+
+    /// Signs an identity assertion for upstreams, valid for `ttl` (at most five minutes).
+    pub fn issue_assertion(
+        &self,
+        sub: &str,
+        sid: &str,
+        email: &str,
+        roles: &[String],
+        ttl: Duration,
+    ) -> Result<(String, AssertionClaims), TokenError> {
+        let now = unix_now();
+        let claims = AssertionClaims {
+            sub: sub.to_owned(),
+            sid: sid.to_owned(),
+            email: email.to_owned(),
+            roles: roles.to_vec(),
+            iss: self.issuer.clone(),
+            aud: ASSERTION_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now.saturating_add(ttl_secs(ttl.min(MAX_ASSERTION_TTL))),
+            jti: uuid::Uuid::new_v4().to_string(),
+        };
+        let token = self.sign(&claims)?;
+        Ok((token, claims))
+    }
+
+    /// Checks an identity assertion as an upstream would: as for access tokens, plus
+    /// `aud` must be [`ASSERTION_AUDIENCE`].
+    pub fn verify_assertion(&self, token: &str) -> Result<AssertionClaims, TokenError> {
+        self.verify(token, &self.assertion_validation)
+    }
+
+    fn sign<C: Serialize>(&self, claims: &C) -> Result<String, TokenError> {
+        let payload = serde_json::to_vec(claims).map_err(|e| TokenError::Encode(e.to_string()))?;
+        let mut token = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 92);
+        token.push_str(&self.header_b64);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self.signing_key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
+        Ok(token)
+    }
+
+    fn verify<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        validation: &Validation,
+    ) -> Result<C, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLong);
+        }
+        let header = peek_header(token)?;
+        if header.alg != "EdDSA" {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        if header.crit.is_some() {
+            // RFC 7515 4.1.11: extensions we do not understand make the token unusable.
+            return Err(TokenError::Malformed);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.verifiers.get(kid))
+            .ok_or(TokenError::UnknownKey)?;
+        jsonwebtoken::decode::<C>(token, key, validation)
+            .map(|data| data.claims)
+            .map_err(map_jwt_error)
+    }
+}
+
+/// The fields of a JOSE header needed to pick a key, read without trusting anything else.
+#[derive(Deserialize)]
+struct PeekedHeader {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+fn peek_header(token: &str) -> Result<PeekedHeader, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let json = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
+}
+
+fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => TokenError::Expired,
+        K::InvalidIssuer => TokenError::WrongIssuer,
+        K::InvalidAudience => TokenError::WrongAudience,
+        K::InvalidSignature => TokenError::BadSignature,
+        K::InvalidAlgorithm | K::UnsupportedAlgorithm | K::MissingAlgorithm => {
+            TokenError::UnsupportedAlgorithm
+        }
+        K::MissingRequiredClaim(_)
+        | K::InvalidClaimFormat(_)
+        | K::Json(_)
+        | K::ImmatureSignature
+        | K::InvalidSubject => TokenError::InvalidClaims,
+        _ => TokenError::Malformed,
+    }
+}
+
+/// The RFC 7638 thumbprint of an Ed25519 public key, used as its `kid`:
+/// base64url(SHA-256(`{"crv":"Ed25519","kty":"OKP","x":"…"}`)).
+pub fn jwk_thumbprint(key: &VerifyingKey) -> String {
+    let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+fn unix_now() -> i64 {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
+
+/// Whole seconds, rounded up, at least one.
+fn ttl_secs(ttl: Duration) -> i64 {
+    let secs = ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0);
+    i64::try_from(secs.max(1)).unwrap_or(i64::MAX)
+}
+
+fn read_key_file(path: &Path) -> Result<String, KeyError> {
+    std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn parse_private_key(path: &Path, pem: &str) -> Result<SigningKey, KeyError> {
+    SigningKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Invalid {
+        path: path.to_owned(),
+        reason: format!(
+            "expected an Ed25519 private key in PKCS#8 PEM (\"-----BEGIN PRIVATE KEY-----\", \
+             as written by `openssl genpkey -algorithm ed25519`): {e}"
+        ),
+    })
+}
+
+fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    match std::fs::read_to_string(path) {
+        Ok(pem) => {
+            warn_if_exposed(path);
+            parse_private_key(path, &pem)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_signing_key(path),
+        Err(source) => Err(KeyError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Writes a new key beside `path` and links it into place, so that a reader never sees a
+/// half-written file and two instances starting together end up using the same key.
+fn create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
+    let create_err = |source| KeyError::Create {
+        path: path.to_owned(),
+        source,
+    };
+    let seed: [u8; 32] =
+        secrets::try_random_bytes().map_err(|e| KeyError::Random(e.to_string()))?;
+    // PKCS#8 v1 (seed only), the form OpenSSL writes, so other tools read it too.
+    let pem = KeypairBytes {
+        secret_key: seed,
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| KeyError::Random(format!("cannot encode the new key: {e}")))?;
+
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(create_err)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "signing-key.pem".into());
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", secrets::random_token()));
+
+    let written = write_private_file(&tmp, pem.as_bytes());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(create_err(e));
+    }
+    // A hard link fails if the target exists, unlike rename: whoever links first wins.
+    let placed = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // Some file systems have no hard links; rename is atomic there too.
+        Err(_) => std::fs::rename(&tmp, path).map(|()| true),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    match placed {
+        Ok(true) => {
+            sync_dir(&dir);
+            let key = SigningKey::from_bytes(&seed);
+            tracing::info!(
+                path = %path.display(),
+                kid = %jwk_thumbprint(&key.verifying_key()),
+                "generated a new Ed25519 token signing key"
+            );
+            Ok(key)
+        }
+        Ok(false) => {
+            // Another process created it first; use theirs.
+            let pem = read_key_file(path)?;
+            parse_private_key(path, &pem)
+        }
+        Err(e) => Err(create_err(e)),
+    }
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Makes the new directory entry durable; failure only weakens crash safety.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+}
+
+fn load_verification_key(path: &Path) -> Result<VerifyingKey, KeyError> {
+    let pem = read_key_file(path)?;
+    let key = if pem.contains("PRIVATE KEY-----") {
+        warn_if_exposed(path);
+        parse_private_key(path, &pem)?.verifying_key()
+    } else {
+        VerifyingKey::from_public_key_pem(&pem).map_err(|e| KeyError::Invalid {
+            path: path.to_owned(),
+            reason: format!(
+                "expected an Ed25519 public key in SPKI PEM (\"-----BEGIN PUBLIC KEY-----\") \
+                 or a private key in PKCS#8 PEM: {e}"
+            ),
+        })?
+    };
+    if key.is_weak() {
+        return Err(KeyError::Invalid {
+            path: path.to_owned(),
+            reason: "the Ed25519 public key is a weak (small-order) point".into(),
+        });
+    }
+    Ok(key)
+}
+
+/// Logs a warning when a private key file can be read by group or others.
+fn warn_if_exposed(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:o}"),
+                    "private key file is accessible to group or others; run `chmod 600` on it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::pkcs8::EncodePublicKey;
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn ring() -> KeyRing {
+        KeyRing::from_keys("portcullis", key(1), &[])
+    }
+
+    fn b64_json(value: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    /// A token with arbitrary header and claims, signed by `signer`.
+    fn forge(
+        signer: &SigningKey,
+        header: &serde_json::Value,
+        claims: &serde_json::Value,
+    ) -> String {
+        let message = format!("{}.{}", b64_json(header), b64_json(claims));
+        let sig = signer.sign(message.as_bytes());
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(sig.to_bytes()))
+    }
+
+    fn valid_claims(ring: &KeyRing) -> serde_json::Value {
+        let now = unix_now();
+        serde_json::json!({
+            "sub": "u1", "sid": "s1", "iat": now, "exp": now + 60,
+            "iss": ring.issuer(), "jti": "j", "amr": ["pwd"],
+        })
+    }
+
+    #[test]
+    fn thumbprint_matches_rfc_8037_example() {
+        // RFC 8037 appendix A.2/A.3.
+        let x = URL_SAFE_NO_PAD
+            .decode("11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo")
+            .unwrap();
+        let key = VerifyingKey::from_bytes(&x.try_into().unwrap()).unwrap();
+        assert_eq!(
+            jwk_thumbprint(&key),
+            "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"
+        );
+    }
+
+    #[test]
+    fn issued_access_token_verifies_with_its_claims() {
+        let ring = ring();
+        let (token, claims) = ring
+            .issue_access(
+                "u1",
+                "s1",
+                &[AMR_PASSWORD, AMR_OTP],
+                Duration::from_secs(900),
+            )
+            .unwrap();
+        assert_eq!(claims.exp - claims.iat, 900);
+        assert_eq!(claims.amr, vec!["pwd", "otp"]);
+        assert!(claims.has_second_factor());
+        assert_eq!(ring.verify_access(&token).unwrap(), claims);
+    }
+
+    #[test]
+    fn header_carries_kid_and_eddsa() {
+        let ring = ring();
+        let (token, _) = ring
+            .issue_access("u1", "s1", &[AMR_PASSWORD], Duration::from_secs(60))
+            .unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(header.kid.as_deref(), Some(ring.signing_kid()));
+    }
+
+    #[test]
+    fn expired_token_is_refused_without_leeway() {
+        let ring = ring();
+        let (token, _) = ring
+            .issue_access_at(
+                "u1",
+                "s1",
+                &[AMR_PASSWORD],
+                Duration::from_secs(60),
+                unix_now() - 61,
+            )
+            .unwrap();
+        assert_eq!(ring.verify_access(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn token_length_is_capped_before_parsing() {
+        let ring = ring();
+        let long = "a".repeat(MAX_TOKEN_BYTES + 1);
+        assert_eq!(ring.verify_access(&long), Err(TokenError::TooLong));
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let ring = ring();
+        for bad in ["", "a", "a.b", "a.b.c", "a.b.c.d", "...", "eyJ.eyJ.sig"] {
+            assert_eq!(ring.verify_access(bad), Err(TokenError::Malformed), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_without_kid_or_with_unknown_kid_is_refused() {
+        let ring = ring();
+        let claims = valid_claims(&ring);
+        let no_kid = forge(&key(1), &serde_json::json!({"alg": "EdDSA"}), &claims);
+        assert_eq!(ring.verify_access(&no_kid), Err(TokenError::UnknownKey));
+        let other = forge(
+            &key(1),
+            &serde_json::json!({"alg": "EdDSA", "kid": "nope"}),
+            &claims,
+        );
+        assert_eq!(ring.verify_access(&other), Err(TokenError::UnknownKey));
+    }
+
+    #[test]
+    fn forged_header_fields_are_handled() {
+        let ring = ring();
+        let claims = valid_claims(&ring);
+        let kid = ring.signing_kid().to_owned();
+        let good = forge(
+            &key(1),
+            &serde_json::json!({"alg": "EdDSA", "kid": kid}),
+            &claims,
+        );
+        assert!(ring.verify_access(&good).is_ok());
+        let crit = forge(
+            &key(1),
+            &serde_json::json!({"alg": "EdDSA", "kid": kid, "crit": ["exp"]}),
+            &claims,
+        );
+        assert_eq!(ring.verify_access(&crit), Err(TokenError::Malformed));
+        let lower = forge(
+            &key(1),
+            &serde_json::json!({"alg": "eddsa", "kid": kid}),
+            &claims,
+        );
+        assert_eq!(
+            ring.verify_access(&lower),
+            Err(TokenError::UnsupportedAlgorithm)
+        );
+    }
+
+    #[test]
+    fn missing_claims_are_refused() {
+        let ring = ring();
+        let kid = ring.signing_kid().to_owned();
+        let header = serde_json::json!({"alg": "EdDSA", "kid": kid});
+        let now = unix_now();
+        for claims in [
+            serde_json::json!({"sub": "u", "sid": "s", "iat": now, "iss": "portcullis", "jti": "j", "amr": []}),
+            serde_json::json!({"sub": "u", "iat": now, "exp": now + 60, "iss": "portcullis", "jti": "j", "amr": []}),
+            serde_json::json!({"sub": "u", "sid": "s", "iat": now, "exp": now + 60, "jti": "j", "amr": []}),
+            serde_json::json!({"sub": "u", "sid": "", "iat": now, "exp": now + 60, "iss": "portcullis", "jti": "j", "amr": []}),
+            serde_json::json!({"sub": "u", "sid": "s", "iat": now, "exp": "later", "iss": "portcullis", "jti": "j", "amr": []}),
+        ] {
+            let token = forge(&key(1), &header, &claims);
+            assert_eq!(
+                ring.verify_access(&token),
+                Err(TokenError::InvalidClaims),
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn assertion_and_access_tokens_are_not_interchangeable() {
+        let ring = ring();
+        let (assertion, claims) = ring
+            .issue_assertion(
+                "u1",
+                "s1",
+                "a@example.com",
+                &["admin".into()],
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        assert_eq!(claims.exp - claims.iat, 300, "capped at five minutes");
+        assert_eq!(claims.aud, ASSERTION_AUDIENCE);
+        assert_eq!(ring.verify_assertion(&assertion).unwrap(), claims);
+        assert!(ring.verify_access(&assertion).is_err());
+        // Even with every access-token claim present, an `aud` makes it a non-access token.
+        let mut claims = valid_claims(&ring);
+        claims["aud"] = ASSERTION_AUDIENCE.into();
+        let kid = ring.signing_kid().to_owned();
+        let forged = forge(
+            &key(1),
+            &serde_json::json!({"alg": "EdDSA", "kid": kid}),
+            &claims,
+        );
+        assert_eq!(ring.verify_access(&forged), Err(TokenError::WrongAudience));
+
+        let (access, _) = ring
+            .issue_access("u1", "s1", &[AMR_PASSWORD], Duration::from_secs(60))
+            .unwrap();
+        assert!(ring.verify_assertion(&access).is_err());
+    }
+
+    #[test]
+    fn tampered_payload_fails_the_signature() {
+        let ring = ring();
+        let (token, _) = ring
+            .issue_access("u1", "s1", &[AMR_PASSWORD], Duration::from_secs(60))
+            .unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        claims["sub"] = "someone-else".into();
+        let tampered = format!("{}.{}.{}", parts[0], b64_json(&claims), parts[2]);
+        assert_eq!(ring.verify_access(&tampered), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn jwks_lists_each_key_once_signing_key_first() {
+        let old = key(2).verifying_key();
+        let ring = KeyRing::from_keys("portcullis", key(1), &[old, old, key(1).verifying_key()]);
+        let keys = ring.jwks()["keys"].as_array().unwrap().clone();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[0]["kid"], ring.signing_kid());
+        assert_eq!(keys[1]["kid"], jwk_thumbprint(&old));
+        let parsed: serde_json::Value = serde_json::from_str(ring.jwks_json()).unwrap();
+        assert_eq!(parsed, ring.jwks());
+    }
+
+    #[test]
+    fn refresh_rotation_key_follows_the_signing_key() {
+        assert_eq!(ring().refresh_rotation_key(), ring().refresh_rotation_key());
+        let other = KeyRing::from_keys("portcullis", key(9), &[]);
+        assert_ne!(ring().refresh_rotation_key(), other.refresh_rotation_key());
+        assert_ne!(ring().refresh_rotation_key(), key(1).as_bytes());
+    }
+
+    #[test]
+    fn debug_shows_kids_not_key_material() {
+        let ring = ring();
+        let text = format!("{ring:?}");
+        assert!(text.contains(ring.signing_kid()));
+        assert!(!text.contains("SigningKey"));
+    }
+
+    #[test]
+    fn weak_public_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // The identity point: a small-order key that "verifies" forged signatures.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let weak = VerifyingKey::from_bytes(&identity).unwrap();
+        let path = dir.path().join("weak.pem");
+        std::fs::write(&path, weak.to_public_key_pem(LineEnding::LF).unwrap()).unwrap();
+        let err = load_verification_key(&path).unwrap_err();
+        assert!(err.to_string().contains("weak"), "{err}");
+    }
+
+    #[test]
+    fn ttl_rounds_up_to_whole_seconds() {
+        assert_eq!(ttl_secs(Duration::ZERO), 1);
+        assert_eq!(ttl_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ttl_secs(Duration::from_secs(900)), 900);
+    }
+}

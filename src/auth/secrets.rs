@@ -1,0 +1,264 @@
+//! Random tokens, their stored hashes, constant-time comparison and the refresh-token format.
+//!
+//! Tokens that travel in mail links or to clients (verification, reset, refresh secrets) are
+//! 256 random bits from the operating system, URL-safe base64 without padding (43 characters).
+//! The database and the session store only ever see their SHA-256 hash ([`sha256_hex`]).
+//!
+//! # Refresh tokens
+//!
+//! A refresh token is `"{session_id}.{secret}"`. The secret is always 43 URL-safe base64
+//! characters, which never include `.`, so the token is split at its **last** `.`: whatever
+//! precedes it is the session id, kept opaque (it may itself contain `.`).
+//!
+//! Each refresh replaces the secret by [`next_refresh_secret`], an HMAC of the previous one.
+//! Being deterministic, two concurrent refreshes of the same token (a browser with two tabs,
+//! a retried request) get the same new token, so the session store can accept the previous
+//! secret again within a short grace window without minting two live successors. Without the
+//! HMAC key (see [`crate::auth::KeyRing::refresh_rotation_key`]) nobody can compute a successor.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use rand::TryRng;
+use rand::rngs::SysRng;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Random bytes in every token: 256 bits.
+pub const TOKEN_BYTES: usize = 32;
+
+/// Length of a token in URL-safe base64 without padding.
+pub const TOKEN_CHARS: usize = 43;
+
+/// Longest session id a refresh token may carry.
+pub const MAX_SESSION_ID_CHARS: usize = 128;
+
+/// Fills an array from the operating system's random source.
+pub(crate) fn try_random_bytes<const N: usize>() -> Result<[u8; N], rand::rngs::SysError> {
+    let mut bytes = [0u8; N];
+    SysRng.try_fill_bytes(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// `N` bytes from the operating system's random source.
+///
+/// # Panics
+/// When the operating system cannot provide randomness, which on a working system does not
+/// happen; continuing would hand out guessable tokens.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    match try_random_bytes() {
+        Ok(bytes) => bytes,
+        Err(e) => panic!("the operating system's random number generator failed: {e}"),
+    }
+}
+
+/// A fresh unguessable token: 256 bits from the OS, URL-safe base64 without padding.
+pub fn random_token() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes::<TOKEN_BYTES>())
+}
+
+/// Whether `s` has the shape of a [`random_token`]: exactly 43 URL-safe base64 characters.
+///
+/// Checked before any lookup so that junk input never reaches a store.
+pub fn is_token_shaped(s: &str) -> bool {
+    s.len() == TOKEN_CHARS && s.bytes().all(is_base64url_byte)
+}
+
+/// The lower-case hex SHA-256 of a token: what the stores keep instead of the token itself.
+pub fn sha256_hex(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Compares two secrets without leaking, through timing, how long a prefix they share.
+///
+/// Slices of different lengths compare unequal (the length itself is not hidden).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+/// A 32-byte key for one purpose, derived from a master secret: HMAC-SHA256(master, label).
+///
+/// Different labels give independent keys, so one secret on disk can serve several uses.
+pub fn derive_key(master: &[u8], label: &str) -> [u8; 32] {
+    let mut mac = hmac_sha256(master);
+    mac.update(label.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// Joins a session id and a secret into a refresh token.
+pub fn format_refresh_token(session_id: &str, secret: &str) -> String {
+    let mut token = String::with_capacity(session_id.len() + 1 + secret.len());
+    token.push_str(session_id);
+    token.push('.');
+    token.push_str(secret);
+    token
+}
+
+/// Splits a refresh token into `(session_id, secret)`, or `None` when it is malformed.
+///
+/// The split is at the last `.` (secrets never contain one). The secret must be exactly
+/// [`TOKEN_CHARS`] URL-safe base64 characters; the session id 1 to [`MAX_SESSION_ID_CHARS`]
+/// characters from the URL "unreserved" set (`A-Z a-z 0-9 - . _ ~`).
+pub fn parse_refresh_token(token: &str) -> Option<(String, String)> {
+    if token.len() > MAX_SESSION_ID_CHARS + 1 + TOKEN_CHARS {
+        return None;
+    }
+    let (session_id, secret) = token.rsplit_once('.')?;
+    let session_id_ok = !session_id.is_empty()
+        && session_id.len() <= MAX_SESSION_ID_CHARS
+        && session_id
+            .bytes()
+            .all(|b| is_base64url_byte(b) || b == b'.' || b == b'~');
+    if !session_id_ok || !is_token_shaped(secret) {
+        return None;
+    }
+    Some((session_id.to_owned(), secret.to_owned()))
+}
+
+/// The secret that replaces `previous_secret` when the session's refresh token rotates:
+/// base64url(HMAC-SHA256(key, session_id || 0x00 || previous_secret)).
+///
+/// The NUL separator keeps `("ab", "c")` and `("a", "bc")` apart.
+pub fn next_refresh_secret(key: &[u8; 32], session_id: &str, previous_secret: &str) -> String {
+    let mut mac = hmac_sha256(key);
+    mac.update(session_id.as_bytes());
+    mac.update(&[0]);
+    mac.update(previous_secret.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
+    match Hmac::<Sha256>::new_from_slice(key) {
+        Ok(mac) => mac,
+        // HMAC pads or hashes keys of any length; this arm cannot be reached.
+        Err(_) => unreachable!("HMAC accepts keys of every length"),
+    }
+}
+
+fn is_base64url_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn random_tokens_are_43_url_safe_characters_of_256_bits() {
+        let t = random_token();
+        assert_eq!(t.len(), TOKEN_CHARS);
+        assert!(is_token_shaped(&t));
+        assert_eq!(URL_SAFE_NO_PAD.decode(&t).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn random_tokens_do_not_repeat() {
+        let tokens: HashSet<String> = (0..1000).map(|_| random_token()).collect();
+        assert_eq!(tokens.len(), 1000);
+    }
+
+    #[test]
+    fn token_shape_rejects_other_lengths_and_characters() {
+        assert!(!is_token_shaped(""));
+        assert!(!is_token_shaped(&"a".repeat(42)));
+        assert!(!is_token_shaped(&"a".repeat(44)));
+        assert!(!is_token_shaped(&format!("{}+", "a".repeat(42))));
+        assert!(!is_token_shaped(&format!("{}=", "a".repeat(42))));
+        assert!(!is_token_shaped(&format!("{}é", "a".repeat(41))));
+    }
+
+    #[test]
+    fn sha256_hex_matches_the_known_vector() {
+        assert_eq!(
+            sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn constant_time_eq_compares_content_and_length() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn refresh_token_round_trips_and_splits_at_the_last_dot() {
+        let secret = random_token();
+        let token = format_refresh_token("sess.with.dots", &secret);
+        assert_eq!(
+            parse_refresh_token(&token),
+            Some(("sess.with.dots".to_owned(), secret.clone()))
+        );
+        let token = format_refresh_token("abc_DEF-123~", &secret);
+        assert_eq!(
+            parse_refresh_token(&token),
+            Some(("abc_DEF-123~".to_owned(), secret))
+        );
+    }
+
+    #[test]
+    fn malformed_refresh_tokens_are_refused() {
+        let secret = random_token();
+        for bad in [
+            String::new(),
+            secret.clone(),
+            format!(".{secret}"),
+            format!("sid.{}", &secret[1..]),
+            format!("sid.{secret}x"),
+            format!("sid.{secret}."),
+            format!("s/d.{secret}"),
+            format!("s d.{secret}"),
+            format!("sïd.{secret}"),
+            format!("{}.{secret}", "a".repeat(MAX_SESSION_ID_CHARS + 1)),
+            format!("sid.{}", "a".repeat(10_000)),
+        ] {
+            assert_eq!(parse_refresh_token(&bad), None, "{bad:?}");
+        }
+        let longest = format!("{}.{secret}", "a".repeat(MAX_SESSION_ID_CHARS));
+        assert!(parse_refresh_token(&longest).is_some());
+    }
+
+    #[test]
+    fn next_secret_is_deterministic_and_depends_on_every_input() {
+        let key = [7u8; 32];
+        let prev = random_token();
+        let a = next_refresh_secret(&key, "sid", &prev);
+        assert_eq!(a, next_refresh_secret(&key, "sid", &prev));
+        assert!(is_token_shaped(&a));
+        assert_ne!(a, next_refresh_secret(&[8u8; 32], "sid", &prev));
+        assert_ne!(a, next_refresh_secret(&key, "sid2", &prev));
+        assert_ne!(a, next_refresh_secret(&key, "sid", &random_token()));
+        // The separator keeps the boundary between id and secret.
+        assert_ne!(
+            next_refresh_secret(&key, "ab", "c"),
+            next_refresh_secret(&key, "a", "bc")
+        );
+    }
+
+    #[test]
+    fn next_secret_is_hmac_sha256_of_id_nul_secret() {
+        // RFC 4231 test case 2 checks the HMAC itself: key "Jefe", "what do ya want for nothing?".
+        let mut mac = hmac_sha256(b"Jefe");
+        mac.update(b"what do ya want for nothing?");
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        let key = [0x0bu8; 32];
+        let mut mac = hmac_sha256(&key);
+        mac.update(b"sid\0prev");
+        let expected = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        assert_eq!(next_refresh_secret(&key, "sid", "prev"), expected);
+    }
+
+    #[test]
+    fn derived_keys_differ_by_label() {
+        let master = [1u8; 32];
+        assert_eq!(derive_key(&master, "a"), derive_key(&master, "a"));
+        assert_ne!(derive_key(&master, "a"), derive_key(&master, "b"));
+        assert_ne!(derive_key(&master, "a"), derive_key(&[2u8; 32], "a"));
+    }
+}
