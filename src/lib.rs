@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod mail;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;
