@@ -462,11 +462,11 @@ fn format_time(time: &DateTime<Utc>) -> String {
 fn human_duration(duration: Duration) -> String {
     let secs = duration.as_secs();
     // "24 hours" rather than "1 day": that is how link lifetimes are usually stated.
-    let (n, unit) = if secs >= 2 * 86_400 && secs % 86_400 == 0 {
+    let (n, unit) = if secs >= 2 * 86_400 && secs.is_multiple_of(86_400) {
         (secs / 86_400, "day")
-    } else if secs > 0 && secs % 3600 == 0 {
+    } else if secs > 0 && secs.is_multiple_of(3600) {
         (secs / 3600, "hour")
-    } else if secs > 0 && secs % 60 == 0 {
+    } else if secs > 0 && secs.is_multiple_of(60) {
         (secs / 60, "minute")
     } else {
         (secs, "second")
