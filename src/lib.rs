@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod mail;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;
