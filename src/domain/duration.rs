@@ -49,9 +49,9 @@ impl FromStr for HumanDuration {
         if s.is_empty() {
             return Err("expected a duration such as \"30s\", \"15m\", \"7d\"".into());
         }
-        humantime::parse_duration(s)
-            .map(Self)
-            .map_err(|e| format!("invalid duration {s:?} ({e}); write it like \"30s\", \"15m\", \"7d\""))
+        humantime::parse_duration(s).map(Self).map_err(|e| {
+            format!("invalid duration {s:?} ({e}); write it like \"30s\", \"15m\", \"7d\"")
+        })
     }
 }
 
@@ -80,10 +80,22 @@ mod tests {
 
     #[test]
     fn parses_common_forms() {
-        assert_eq!("15m".parse::<HumanDuration>().unwrap().get(), Duration::from_secs(900));
-        assert_eq!("7d".parse::<HumanDuration>().unwrap().get(), Duration::from_secs(7 * 86400));
-        assert_eq!("1h 30m".parse::<HumanDuration>().unwrap().get(), Duration::from_secs(5400));
-        assert_eq!("250ms".parse::<HumanDuration>().unwrap().get(), Duration::from_millis(250));
+        assert_eq!(
+            "15m".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(900)
+        );
+        assert_eq!(
+            "7d".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(7 * 86400)
+        );
+        assert_eq!(
+            "1h 30m".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            "250ms".parse::<HumanDuration>().unwrap().get(),
+            Duration::from_millis(250)
+        );
     }
 
     #[test]
@@ -95,7 +107,10 @@ mod tests {
 
     #[test]
     fn rounds_seconds_up() {
-        assert_eq!(HumanDuration::new(Duration::from_millis(1500)).as_secs_ceil(), 2);
+        assert_eq!(
+            HumanDuration::new(Duration::from_millis(1500)).as_secs_ceil(),
+            2
+        );
         assert_eq!(HumanDuration::from_secs(3).as_secs_ceil(), 3);
     }
 }
