@@ -9,4 +9,5 @@ pub mod domain;
 pub mod gateway;
 pub mod metrics;
 pub mod server;
+pub mod store;
 pub mod telemetry;

@@ -54,6 +54,18 @@ impl Email {
         Ok(Self(email))
     }
 
+    /// Wraps an address read back from storage, which was parsed when it was written.
+    ///
+    /// Not re-parsed, so that tightening the rules later never makes an existing
+    /// account unreadable; lower-cased again all the same, as the store relies on it.
+    pub(crate) fn from_stored(stored: String) -> Self {
+        if stored.chars().any(char::is_uppercase) {
+            Self(stored.to_lowercase())
+        } else {
+            Self(stored)
+        }
+    }
+
     /// The canonical (lower-cased) address.
     pub fn as_str(&self) -> &str {
         &self.0
