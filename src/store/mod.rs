@@ -314,7 +314,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn UserStor
         Backend::Sqlite => Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?),
         Backend::Postgres => Arc::new(postgres::PgStore::connect(url, max_connections).await?),
     };
-    Ok(Arc::new(runtime::OnRuntime::new(inner)))
+    Ok(Arc::new(runtime::OnRuntime::new(inner)?))
 }
 
 /// Applies pending migrations to the database named by `url` (`portcullis migrate`).

@@ -29,11 +29,11 @@ pub(super) struct OnRuntime {
 
 impl OnRuntime {
     /// Binds `inner` to the current runtime (the one [`super::connect`] runs on).
-    pub(super) fn new(inner: Arc<dyn UserStore>) -> Self {
-        Self {
-            inner,
-            handle: Handle::current(),
-        }
+    pub(super) fn new(inner: Arc<dyn UserStore>) -> Result<Self, StoreError> {
+        let handle = Handle::try_current().map_err(|_| {
+            StoreError::Other("the store must be opened inside a tokio runtime".into())
+        })?;
+        Ok(Self { inner, handle })
     }
 
     async fn run<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
