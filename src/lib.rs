@@ -11,4 +11,5 @@ pub mod gateway;
 pub mod mail;
 pub mod metrics;
 pub mod server;
+pub mod store;
 pub mod telemetry;

@@ -1,0 +1,104 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The stable identifier of a user account (a random UUID, shown hyphenated).
+///
+/// A newtype so that a user id cannot be passed where a session or token id is expected.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(Uuid);
+
+/// The text given is not a UUID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid user id (expected a UUID)")]
+pub struct InvalidUserId;
+
+impl UserId {
+    /// A fresh random id for a new account.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// Wraps a UUID read from storage or a verified token.
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The underlying UUID.
+    pub const fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for UserId {
+    fn from(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+}
+
+impl From<UserId> for Uuid {
+    fn from(id: UserId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({})", self.0.hyphenated())
+    }
+}
+
+impl FromStr for UserId {
+    type Err = InvalidUserId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s.trim())
+            .map(Self)
+            .map_err(|_| InvalidUserId)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_and_parse_round_trip() {
+        let id = UserId::random();
+        let text = id.to_string();
+        assert_eq!(text.len(), 36);
+        assert_eq!(text.parse::<UserId>().unwrap(), id);
+    }
+
+    #[test]
+    fn rejects_non_uuids() {
+        assert_eq!("42".parse::<UserId>(), Err(InvalidUserId));
+        assert_eq!("".parse::<UserId>(), Err(InvalidUserId));
+    }
+
+    #[test]
+    fn serializes_as_plain_string() {
+        let id: UserId = "67e55044-10b1-426f-9247-bb680e5fe0c8".parse().unwrap();
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, "\"67e55044-10b1-426f-9247-bb680e5fe0c8\"");
+        assert_eq!(serde_json::from_str::<UserId>(&json).unwrap(), id);
+        assert_eq!(
+            format!("{id:?}"),
+            "UserId(67e55044-10b1-426f-9247-bb680e5fe0c8)"
+        );
+    }
+
+    #[test]
+    fn random_ids_differ() {
+        assert_ne!(UserId::random(), UserId::random());
+    }
+}

@@ -1,0 +1,268 @@
+//! Operator commands on accounts (`portcullis user …`), as plain functions over a
+//! [`UserStore`] so the CLI only parses arguments and prints the answer.
+
+use chrono::{DateTime, Utc};
+
+use super::{StoreError, User, UserStore};
+use crate::domain::{Email, EmailError};
+
+/// The longest role name accepted.
+const MAX_ROLE_LEN: usize = 64;
+
+/// One `portcullis user …` subcommand, with its arguments as typed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserCommand {
+    /// `user list`: every account as a table.
+    List,
+    /// `user grant-role EMAIL ROLE`.
+    GrantRole {
+        /// The account's address (any case).
+        email: String,
+        /// The role to grant.
+        role: String,
+    },
+    /// `user revoke-role EMAIL ROLE`.
+    RevokeRole {
+        /// The account's address (any case).
+        email: String,
+        /// The role to revoke.
+        role: String,
+    },
+    /// `user deactivate EMAIL`: the account can no longer log in.
+    Deactivate {
+        /// The account's address (any case).
+        email: String,
+    },
+    /// `user activate EMAIL`: undoes a deactivation.
+    Activate {
+        /// The account's address (any case).
+        email: String,
+    },
+    /// `user unlock EMAIL`: clears a brute-force lockout and its failure count.
+    Unlock {
+        /// The account's address (any case).
+        email: String,
+    },
+}
+
+/// Why an operator command did nothing; each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The EMAIL argument is not an address.
+    #[error("{source} (got {input:?})")]
+    InvalidEmail {
+        /// What was typed.
+        input: String,
+        /// What is wrong with it.
+        source: EmailError,
+    },
+    /// The ROLE argument cannot be a role name.
+    #[error(
+        "invalid role {0:?}: use 1 to 64 characters from letters, digits, '-', '_', '.' and ':'"
+    )]
+    InvalidRole(String),
+    /// No account has this address.
+    #[error("no such user: {0}")]
+    NoSuchUser(Email),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Whether `role` can be a role name: it ends up in a comma-separated identity
+/// header and in route config, so only a conservative character set is allowed.
+pub fn is_valid_role(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= MAX_ROLE_LEN
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+}
+
+/// Runs one command and returns the text to print.
+pub async fn run_user_command(
+    store: &dyn UserStore,
+    cmd: UserCommand,
+) -> Result<String, AdminError> {
+    match cmd {
+        UserCommand::List => {
+            let users = store.list_users().await?;
+            Ok(format_user_table(&users, Utc::now()))
+        }
+        UserCommand::GrantRole { email, role } => {
+            let role = parse_role(&role)?;
+            let user = find_user(store, &email).await?;
+            if store.grant_role(user.id, &role).await? {
+                Ok(format!("granted role {role} to {}", user.email))
+            } else {
+                Ok(format!("{} already has role {role}", user.email))
+            }
+        }
+        UserCommand::RevokeRole { email, role } => {
+            let role = parse_role(&role)?;
+            let user = find_user(store, &email).await?;
+            if store.revoke_role(user.id, &role).await? {
+                Ok(format!("revoked role {role} from {}", user.email))
+            } else {
+                Ok(format!("{} does not have role {role}", user.email))
+            }
+        }
+        UserCommand::Deactivate { email } => {
+            let user = find_user(store, &email).await?;
+            if !user.is_active {
+                return Ok(format!("{} is already deactivated", user.email));
+            }
+            store.set_active(user.id, false).await?;
+            Ok(format!("deactivated {}", user.email))
+        }
+        UserCommand::Activate { email } => {
+            let user = find_user(store, &email).await?;
+            if user.is_active {
+                return Ok(format!("{} is already active", user.email));
+            }
+            store.set_active(user.id, true).await?;
+            Ok(format!("activated {}", user.email))
+        }
+        UserCommand::Unlock { email } => {
+            let user = find_user(store, &email).await?;
+            store.unlock(user.id).await?;
+            let message = if user.is_locked(Utc::now()) {
+                format!(
+                    "unlocked {} (was locked until {} after {} failed attempts)",
+                    user.email,
+                    format_time(user.locked_until),
+                    user.failed_login_attempts
+                )
+            } else {
+                format!(
+                    "{} was not locked; failed attempts reset (was {})",
+                    user.email, user.failed_login_attempts
+                )
+            };
+            Ok(message)
+        }
+    }
+}
+
+fn parse_role(role: &str) -> Result<String, AdminError> {
+    let role = role.trim();
+    if is_valid_role(role) {
+        Ok(role.to_owned())
+    } else {
+        Err(AdminError::InvalidRole(role.to_owned()))
+    }
+}
+
+async fn find_user(store: &dyn UserStore, input: &str) -> Result<User, AdminError> {
+    let email = Email::parse(input).map_err(|source| AdminError::InvalidEmail {
+        input: input.to_owned(),
+        source,
+    })?;
+    store
+        .find_by_email(&email)
+        .await?
+        .ok_or(AdminError::NoSuchUser(email))
+}
+
+fn format_time(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(
+        || "-".into(),
+        |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
+    )
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// Renders accounts as an aligned table, one line per user, with a header and a count.
+pub fn format_user_table(users: &[User], now: DateTime<Utc>) -> String {
+    if users.is_empty() {
+        return "no users\n".into();
+    }
+    let header = [
+        "ID", "EMAIL", "VERIFIED", "ACTIVE", "2FA", "LOCKED", "ROLES",
+    ];
+    let rows: Vec<[String; 7]> = users
+        .iter()
+        .map(|u| {
+            let locked = if u.is_locked(now) {
+                format!("until {}", format_time(u.locked_until))
+            } else {
+                "no".into()
+            };
+            let roles = if u.roles.is_empty() {
+                "-".into()
+            } else {
+                u.roles.join(",")
+            };
+            [
+                u.id.to_string(),
+                u.email.to_string(),
+                yes_no(u.is_verified).into(),
+                yes_no(u.is_active).into(),
+                yes_no(u.two_factor_enabled).into(),
+                locked,
+                roles,
+            ]
+        })
+        .collect();
+
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut push_line = |cells: &[&str]| {
+        let last = cells.len() - 1;
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            out.push_str(cell);
+            if i < last {
+                let pad = w - cell.chars().count() + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push('\n');
+    };
+    push_line(&header);
+    for row in &rows {
+        push_line(&row.each_ref().map(String::as_str));
+    }
+    let n = users.len();
+    out.push_str(&format!("{n} user{}\n", if n == 1 { "" } else { "s" }));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_names_are_restricted() {
+        for ok in ["admin", "billing-reader", "team:ops", "v1.editor", "A_B"] {
+            assert!(is_valid_role(ok), "{ok}");
+        }
+        for bad in ["", "a,b", "has space", "ünïcode", "x\n", &"r".repeat(65)] {
+            assert!(!is_valid_role(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn empty_table_says_so() {
+        assert_eq!(format_user_table(&[], Utc::now()), "no users\n");
+    }
+
+    #[test]
+    fn invalid_email_error_names_the_input() {
+        let err = AdminError::InvalidEmail {
+            input: "bob".into(),
+            source: EmailError::Invalid,
+        };
+        assert_eq!(
+            err.to_string(),
+            "email must be a valid address such as name@example.com (got \"bob\")"
+        );
+    }
+}

@@ -1,0 +1,568 @@
+//! The identity store: accounts, roles, verification tokens and 2FA recovery codes.
+//!
+//! One trait, [`UserStore`], with a SQLite backend (the embedded default) and a
+//! PostgreSQL backend (shared by several gateway instances), picked by [`connect`]
+//! from the URL scheme. Both use sqlx's runtime query API and embedded migrations.
+//!
+//! Nothing here is on the proxy hot path: only the account API, the CLI and the
+//! background token purger call it.
+
+/// The `users` columns every query that builds a [`User`] selects, in one place so
+/// the two backends cannot drift apart.
+macro_rules! user_columns {
+    () => {
+        "id, email, password_hash, first_name, last_name, is_verified, is_active, \
+         two_factor_enabled, two_factor_secret, failed_login_attempts, locked_until, \
+         last_login, created_at, updated_at"
+    };
+}
+
+pub mod admin;
+mod postgres;
+mod runtime;
+mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use tokio::task::JoinHandle;
+
+use crate::domain::{Email, UserId};
+
+/// Why a store call failed; the API maps `Unavailable` to 503 and the rest as it sees fit.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another account already uses this email (compared case-insensitively).
+    #[error("an account with this email already exists")]
+    DuplicateEmail,
+    /// The user the call names does not exist.
+    #[error("no such user")]
+    NotFound,
+    /// The database cannot be reached or the pool is exhausted: retry later.
+    #[error("user store unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else; the message names the failure but never carries SQL parameters.
+    #[error("user store error: {0}")]
+    Other(String),
+}
+
+/// The two kinds of single-use mailed token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// Proves ownership of the address; 24 h by the API's rules.
+    EmailVerification,
+    /// Allows setting a new password; 1 h by the API's rules.
+    PasswordReset,
+}
+
+impl TokenKind {
+    /// The value stored in the `kind` column.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::EmailVerification => "email_verification",
+            Self::PasswordReset => "password_reset",
+        }
+    }
+}
+
+impl fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What registration hands to the store; the password is already hashed.
+#[derive(Clone)]
+pub struct NewUser {
+    /// The canonical address.
+    pub email: Email,
+    /// The bcrypt hash of the password.
+    pub password_hash: String,
+    /// Given name as typed.
+    pub first_name: String,
+    /// Family name as typed.
+    pub last_name: String,
+}
+
+impl fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewUser")
+            .field("email", &self.email)
+            .field("password_hash", &"<redacted>")
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .finish()
+    }
+}
+
+/// A stored account with its roles.
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    /// The stable id (JWT `sub`).
+    pub id: UserId,
+    /// The canonical (lower-cased) address.
+    pub email: Email,
+    /// The bcrypt hash; redacted from `Debug`.
+    pub password_hash: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Whether the address has been confirmed.
+    pub is_verified: bool,
+    /// False once the account is deactivated; such accounts cannot log in.
+    pub is_active: bool,
+    /// Whether login requires a TOTP or recovery code.
+    pub two_factor_enabled: bool,
+    /// The encrypted TOTP secret; redacted from `Debug`.
+    pub two_factor_secret: Option<Vec<u8>>,
+    /// Failures counted by [`UserStore::record_failed_login`].
+    pub failed_login_attempts: u32,
+    /// Logins are refused until this instant, when set and in the future.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// The last successful login.
+    pub last_login: Option<DateTime<Utc>>,
+    /// When the account was created.
+    pub created_at: DateTime<Utc>,
+    /// When any column of the account last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Role names, sorted.
+    pub roles: Vec<String>,
+}
+
+impl User {
+    /// Whether a lockout is in force at `now`.
+    pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
+
+    /// Whether the account carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &"<redacted>")
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("is_verified", &self.is_verified)
+            .field("is_active", &self.is_active)
+            .field("two_factor_enabled", &self.two_factor_enabled)
+            .field(
+                "two_factor_secret",
+                &self.two_factor_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("failed_login_attempts", &self.failed_login_attempts)
+            .field("locked_until", &self.locked_until)
+            .field("last_login", &self.last_login)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .field("roles", &self.roles)
+            .finish()
+    }
+}
+
+/// The outcome of counting one failed login.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedLogin {
+    /// Failures counted so far, this one included.
+    pub attempts: u32,
+    /// The lock in force after this failure, if any.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// True when this very failure started the lock (log and count it once).
+    pub newly_locked: bool,
+}
+
+/// Persistent identity data. Every backend gives every method the same meaning;
+/// `tests/store.rs` is the conformance suite that holds them to it.
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates an account (unverified, active, no roles). [`StoreError::DuplicateEmail`]
+    /// when the address is taken, whatever its case.
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError>;
+
+    /// The account with this address, if any.
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
+
+    /// The account with this id, if any.
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
+
+    /// Every account, oldest first (for the CLI; not for request paths).
+    async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+
+    /// Changes the names given as `Some`; `None` when the user does not exist.
+    async fn update_profile(
+        &self,
+        id: UserId,
+        first_name: Option<String>,
+        last_name: Option<String>,
+    ) -> Result<Option<User>, StoreError>;
+
+    /// Replaces the password hash.
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
+
+    /// Marks the email address as confirmed.
+    async fn mark_verified(&self, id: UserId) -> Result<(), StoreError>;
+
+    /// Activates or deactivates the account.
+    async fn set_active(&self, id: UserId, active: bool) -> Result<(), StoreError>;
+
+    /// Counts one failed login, atomically (one conditional `UPDATE … RETURNING`), so
+    /// failures arriving at the same moment on several gateway instances are all counted.
+    ///
+    /// The rule, evaluated against the row as it is when the update runs:
+    /// - a lock that has expired (`locked_until <= now`) is forgotten with its count:
+    ///   this failure is number 1 of a fresh series;
+    /// - otherwise the count goes up by one;
+    /// - when no lock is in force and the new count reaches `max_attempts`, the account is
+    ///   locked until `now + lock_for` (`newly_locked` is then true);
+    /// - failures while a lock is in force are counted but do not extend it, so an
+    ///   attacker cannot keep an account locked forever.
+    ///
+    /// The count is kept after locking so the caller can log it; success and
+    /// [`unlock`](Self::unlock) reset it.
+    async fn record_failed_login(
+        &self,
+        id: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError>;
+
+    /// Resets the failure count, clears any lock and stamps `last_login`.
+    async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError>;
+
+    /// Resets the failure count and clears any lock (operator action).
+    async fn unlock(&self, id: UserId) -> Result<(), StoreError>;
+
+    /// Grants a role; true when the user did not have it yet.
+    async fn grant_role(&self, id: UserId, role: &str) -> Result<bool, StoreError>;
+
+    /// Revokes a role; true when the user had it.
+    async fn revoke_role(&self, id: UserId, role: &str) -> Result<bool, StoreError>;
+
+    /// Enables 2FA with this (encrypted) secret, or disables it with `None`, which
+    /// also deletes the recovery codes.
+    async fn set_two_factor(&self, id: UserId, secret: Option<Vec<u8>>) -> Result<(), StoreError>;
+
+    /// Replaces all recovery codes of the user with these hashes (duplicates collapse).
+    async fn replace_recovery_codes(&self, id: UserId, hashes: &[String])
+    -> Result<(), StoreError>;
+
+    /// Uses up a recovery code: true exactly once per stored unused hash, even under
+    /// concurrent attempts.
+    async fn consume_recovery_code(&self, id: UserId, code_hash: &str) -> Result<bool, StoreError>;
+
+    /// Stores a mailed token by its SHA-256 hex hash.
+    async fn create_token(
+        &self,
+        id: UserId,
+        kind: TokenKind,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// Uses up a token: the owner's id when the hash is known, of this kind, unused and
+    /// unexpired, in which case it is now marked used (one conditional update, so two
+    /// concurrent uses cannot both succeed); `None` otherwise.
+    async fn consume_token(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError>;
+
+    /// Marks every unused token of this kind of the user as used (e.g. after a new one
+    /// is mailed, or the password changed); returns how many.
+    async fn invalidate_tokens(&self, id: UserId, kind: TokenKind) -> Result<u64, StoreError>;
+
+    /// Deletes every token whose expiry has passed, used or not; returns how many.
+    /// Used tokens are kept until then, which costs little and keeps the table a record
+    /// of recent mail.
+    async fn purge_expired_tokens(&self) -> Result<u64, StoreError>;
+
+    /// Checks that the database answers (for `/health`).
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// How long a caller waits for a pooled connection before the store reports
+/// [`StoreError::Unavailable`]; short, because a 503 now beats a hung login.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long SQLite waits for another writer before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens the store named by `url` (`sqlite:PATH`, `sqlite::memory:`, `postgres://…`,
+/// `postgresql://…`) and brings its schema up to date.
+///
+/// For SQLite, missing parent directories and the file are created, and the database
+/// runs in WAL mode with foreign keys on and a busy timeout.
+///
+/// Call it on the long-lived tokio runtime that should own the database connections
+/// (a multi-thread runtime, or one that keeps being driven): every later call is
+/// run on that runtime whichever runtime it comes from, so connections are never tied
+/// to a runtime that may be shut down.
+pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn UserStore>, StoreError> {
+    let max_connections = max_connections.max(1);
+    let inner: Arc<dyn UserStore> = match Backend::of(url)? {
+        Backend::Sqlite => Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?),
+        Backend::Postgres => Arc::new(postgres::PgStore::connect(url, max_connections).await?),
+    };
+    Ok(Arc::new(runtime::OnRuntime::new(inner)?))
+}
+
+/// Applies pending migrations to the database named by `url` (`portcullis migrate`).
+pub async fn migrate(url: &str) -> Result<(), StoreError> {
+    match Backend::of(url)? {
+        Backend::Sqlite => sqlite::SqliteStore::migrate_only(url).await,
+        Backend::Postgres => postgres::PgStore::migrate_only(url).await,
+    }
+}
+
+/// Starts a task that deletes expired tokens every `every` (first run at once).
+///
+/// It is spawned on the current tokio runtime, which must outlive it: call it from the
+/// same long-lived runtime that [`connect`] ran on. Only counts are logged.
+pub fn spawn_token_purger(store: Arc<dyn UserStore>, every: Duration) -> JoinHandle<()> {
+    // interval() panics on zero; a purge more often than once a second is pointless anyway.
+    let every = every.max(Duration::from_secs(1));
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match store.purge_expired_tokens().await {
+                Ok(0) => tracing::debug!("no expired verification tokens to purge"),
+                Ok(purged) => tracing::info!(purged, "purged expired verification tokens"),
+                Err(e) => tracing::warn!(error = %e, "purging expired verification tokens failed"),
+            }
+        }
+    })
+}
+
+/// Which database a storage URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    fn of(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            // The URL may hold a password: name only its scheme.
+            let scheme = url.split_once(':').map_or("", |(s, _)| s);
+            Err(StoreError::Other(format!(
+                "unsupported storage URL scheme {scheme:?}; use sqlite:PATH or postgres://…"
+            )))
+        }
+    }
+}
+
+/// The current instant at the precision both databases keep (microseconds), so a
+/// value written and read back compares equal to the one the caller holds.
+pub(crate) fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    now.duration_trunc(TimeDelta::microseconds(1))
+        .unwrap_or(now)
+}
+
+/// `now + lock_for`, refusing durations that overflow the calendar.
+pub(crate) fn lock_deadline(
+    now: DateTime<Utc>,
+    lock_for: Duration,
+) -> Result<DateTime<Utc>, StoreError> {
+    TimeDelta::from_std(lock_for)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .map(|t| t.duration_trunc(TimeDelta::microseconds(1)).unwrap_or(t))
+        .ok_or_else(|| StoreError::Other("lockout duration is out of range".into()))
+}
+
+/// Maps a driver error to the store's error, keeping the 503-worthy ones apart.
+///
+/// sqlx errors name the failure, never the bound parameters, so their text is safe to
+/// carry; PostgreSQL's `detail` (which can quote a value) is not included.
+pub(crate) fn map_sqlx(e: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    match e {
+        E::PoolTimedOut => {
+            StoreError::Unavailable("timed out waiting for a database connection".into())
+        }
+        E::PoolClosed => StoreError::Unavailable("the database pool is closed".into()),
+        E::Io(e) => StoreError::Unavailable(format!("database connection failed: {e}")),
+        E::Tls(e) => StoreError::Unavailable(format!("database TLS failed: {e}")),
+        E::Protocol(m) => StoreError::Unavailable(format!("database protocol error: {m}")),
+        E::WorkerCrashed => StoreError::Unavailable("the SQLite worker stopped".into()),
+        E::BeginFailed => StoreError::Unavailable("could not begin a transaction".into()),
+        E::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            if database_unavailable(&code) {
+                StoreError::Unavailable(format!(
+                    "database refused the request ({code}): {}",
+                    db.message()
+                ))
+            } else {
+                StoreError::Other(format!("database error ({code}): {}", db.message()))
+            }
+        }
+        other => StoreError::Other(other.to_string()),
+    }
+}
+
+/// Error codes that mean "try again later" rather than "this request is wrong".
+fn database_unavailable(code: &str) -> bool {
+    if code.len() == 5 {
+        // A PostgreSQL SQLSTATE: class 08 connection exception, 53 insufficient
+        // resources, 57P0x shutdown / cannot connect now, 40001/40P01 serialization
+        // failure / deadlock (the statement may simply be retried).
+        code.starts_with("08")
+            || code.starts_with("53")
+            || code.starts_with("57P")
+            || code == "40001"
+            || code == "40P01"
+    } else {
+        // A SQLite result code; extended codes carry the primary one in the low byte.
+        // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_IOERR 10, SQLITE_FULL 13, SQLITE_CANTOPEN 14.
+        code.parse::<i32>()
+            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        map_sqlx(e)
+    }
+}
+
+/// Maps a migration failure; a database that cannot be reached stays `Unavailable`.
+pub(crate) fn map_migrate(e: sqlx::migrate::MigrateError) -> StoreError {
+    use sqlx::migrate::MigrateError as M;
+    match e {
+        M::Execute(e) => map_sqlx(e),
+        other => StoreError::Other(format!("database migration failed: {other}")),
+    }
+}
+
+/// True for a unique-constraint violation.
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// True for a foreign-key violation (the referenced user does not exist).
+pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+/// Converts a stored count to `u32`, treating impossible negatives as zero.
+pub(crate) fn count_from_db(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_is_chosen_by_scheme() {
+        assert_eq!(Backend::of("sqlite://data/x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of("postgres://u@h/db").unwrap(), Backend::Postgres);
+        assert_eq!(
+            Backend::of("postgresql://u@h/db").unwrap(),
+            Backend::Postgres
+        );
+    }
+
+    #[test]
+    fn unsupported_scheme_does_not_echo_the_url() {
+        let err = Backend::of("mysql://root:hunter2@db/x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"mysql\""), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    fn sample_user() -> User {
+        User {
+            id: UserId::random(),
+            email: Email::parse("a@example.com").unwrap(),
+            password_hash: "$2b$12$secrethashvalue".into(),
+            first_name: "A".into(),
+            last_name: "B".into(),
+            is_verified: true,
+            is_active: true,
+            two_factor_enabled: true,
+            two_factor_secret: Some(b"ciphertext-bytes".to_vec()),
+            failed_login_attempts: 0,
+            locked_until: None,
+            last_login: None,
+            created_at: now(),
+            updated_at: now(),
+            roles: vec!["admin".into()],
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let user = sample_user();
+        let debug = format!("{user:?}");
+        assert!(!debug.contains("secrethashvalue"), "{debug}");
+        assert!(!debug.contains("ciphertext"), "{debug}");
+        assert!(!debug.contains("99, 105, 112"), "{debug}"); // "cip" as bytes
+        assert!(debug.contains("a@example.com"), "{debug}");
+        assert!(
+            debug.contains("two_factor_secret: Some(\"<redacted>\")"),
+            "{debug}"
+        );
+
+        let new = NewUser {
+            email: user.email.clone(),
+            password_hash: user.password_hash.clone(),
+            first_name: String::new(),
+            last_name: String::new(),
+        };
+        assert!(!format!("{new:?}").contains("secrethashvalue"));
+    }
+
+    #[test]
+    fn lock_is_in_force_only_before_its_end() {
+        let t = now();
+        let mut user = sample_user();
+        assert!(!user.is_locked(t));
+        user.locked_until = Some(t + TimeDelta::minutes(1));
+        assert!(user.is_locked(t));
+        assert!(!user.is_locked(t + TimeDelta::minutes(1)));
+        assert!(!user.is_locked(t + TimeDelta::minutes(2)));
+        assert!(user.has_role("admin"));
+        assert!(!user.has_role("Admin"));
+    }
+
+    #[test]
+    fn lock_deadline_rejects_overflow() {
+        assert!(lock_deadline(now(), Duration::from_secs(900)).is_ok());
+        assert!(lock_deadline(now(), Duration::MAX).is_err());
+    }
+
+    #[test]
+    fn classifies_unavailable_codes() {
+        assert!(database_unavailable("08006"));
+        assert!(database_unavailable("57P01"));
+        assert!(database_unavailable("53300"));
+        assert!(database_unavailable("5")); // SQLITE_BUSY
+        assert!(database_unavailable("517")); // SQLITE_BUSY_SNAPSHOT
+        assert!(!database_unavailable("23505"));
+        assert!(!database_unavailable("2067")); // SQLITE_CONSTRAINT_UNIQUE
+        assert!(!database_unavailable(""));
+    }
+}

@@ -1,0 +1,493 @@
+//! The scale-out backend: PostgreSQL shared by every gateway instance.
+//!
+//! Every write that must hold across instances (failure counting, token and recovery
+//! code use) is one conditional `UPDATE … RETURNING`: PostgreSQL locks the row and
+//! re-evaluates the statement against the latest version when two collide, so no
+//! increment is lost and nothing is consumed twice, without explicit locking.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use uuid::Uuid;
+
+use super::{
+    ACQUIRE_TIMEOUT, FailedLogin, NewUser, StoreError, TokenKind, User, UserStore, count_from_db,
+    is_foreign_key_violation, is_unique_violation, lock_deadline, map_migrate, now,
+};
+use crate::domain::{Email, UserId};
+
+/// The PostgreSQL schema, embedded at build time.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// [`UserStore`] on a PostgreSQL database.
+pub(super) struct PgStore {
+    pool: PgPool,
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+impl PgStore {
+    /// Connects and applies migrations (PostgreSQL serialises concurrent migrators
+    /// with an advisory lock, so several instances may start at once).
+    pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = open_pool(url, max_connections).await?;
+        MIGRATOR.run(&pool).await.map_err(map_migrate)?;
+        Ok(Self { pool })
+    }
+
+    /// Applies migrations and disconnects.
+    pub(super) async fn migrate_only(url: &str) -> Result<(), StoreError> {
+        let pool = open_pool(url, 1).await?;
+        let result = MIGRATOR.run(&pool).await.map_err(map_migrate);
+        pool.close().await;
+        result
+    }
+
+    async fn roles_of(&self, id: UserId) -> Result<Vec<String>, StoreError> {
+        let mut roles: Vec<String> =
+            sqlx::query_scalar("SELECT role FROM user_roles WHERE user_id = $1")
+                .bind(id.as_uuid())
+                .fetch_all(&self.pool)
+                .await?;
+        // Sorted here rather than by ORDER BY, whose order depends on the collation.
+        roles.sort();
+        Ok(roles)
+    }
+
+    async fn with_roles(&self, row: Option<PgRow>) -> Result<Option<User>, StoreError> {
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let mut user = user_from_row(&row)?;
+                user.roles = self.roles_of(user.id).await?;
+                Ok(Some(user))
+            }
+        }
+    }
+
+    /// Runs an `UPDATE users … WHERE id = $1`, turning "no row" into `NotFound`.
+    async fn update_user(&self, query: PgQuery<'_>) -> Result<(), StoreError> {
+        let done = query.execute(&self.pool).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+async fn open_pool(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Other(format!("invalid PostgreSQL URL: {e}")))?
+        .application_name("portcullis");
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await?)
+}
+
+fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
+    let id: Uuid = row.try_get("id")?;
+    let attempts: i32 = row.try_get("failed_login_attempts")?;
+    Ok(User {
+        id: UserId::from_uuid(id),
+        email: Email::from_stored(row.try_get("email")?),
+        password_hash: row.try_get("password_hash")?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        is_verified: row.try_get("is_verified")?,
+        is_active: row.try_get("is_active")?,
+        two_factor_enabled: row.try_get("two_factor_enabled")?,
+        two_factor_secret: row.try_get("two_factor_secret")?,
+        failed_login_attempts: count_from_db(i64::from(attempts)),
+        locked_until: row.try_get("locked_until")?,
+        last_login: row.try_get("last_login")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        roles: Vec::new(),
+    })
+}
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let id = UserId::random();
+        let at = now();
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, first_name, last_name, \
+             is_verified, is_active, two_factor_enabled, failed_login_attempts, \
+             created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, TRUE, FALSE, 0, $6, $6)",
+        )
+        .bind(id.as_uuid())
+        .bind(new.email.as_str())
+        .bind(&new.password_hash)
+        .bind(&new.first_name)
+        .bind(&new.last_name)
+        .bind(at)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(User {
+                id,
+                email: new.email,
+                password_hash: new.password_hash,
+                first_name: new.first_name,
+                last_name: new.last_name,
+                is_verified: false,
+                is_active: true,
+                two_factor_enabled: false,
+                two_factor_secret: None,
+                failed_login_attempts: 0,
+                locked_until: None,
+                last_login: None,
+                created_at: at,
+                updated_at: at,
+                roles: Vec::new(),
+            }),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateEmail),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        // lower() on both sides so the unique index on lower(email) serves the lookup.
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE lower(email) = lower($1)"
+        ))
+        .bind(email.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        self.with_roles(row).await
+    }
+
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        self.with_roles(row).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let role_rows: Vec<(Uuid, String)> = sqlx::query_as("SELECT user_id, role FROM user_roles")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut roles: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for (user_id, role) in role_rows {
+            roles.entry(user_id).or_default().push(role);
+        }
+        rows.iter()
+            .map(|row| {
+                let mut user = user_from_row(row)?;
+                if let Some(mut r) = roles.remove(&user.id.as_uuid()) {
+                    r.sort();
+                    user.roles = r;
+                }
+                Ok(user)
+            })
+            .collect()
+    }
+
+    async fn update_profile(
+        &self,
+        id: UserId,
+        first_name: Option<String>,
+        last_name: Option<String>,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE users SET first_name = COALESCE($2, first_name), \
+             last_name = COALESCE($3, last_name), updated_at = $4 WHERE id = $1 RETURNING ",
+            user_columns!()
+        ))
+        .bind(id.as_uuid())
+        .bind(first_name)
+        .bind(last_name)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        self.with_roles(row).await
+    }
+
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                .bind(id.as_uuid())
+                .bind(password_hash)
+                .bind(now()),
+        )
+        .await
+    }
+
+    async fn mark_verified(&self, id: UserId) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET is_verified = TRUE, updated_at = $2 WHERE id = $1")
+                .bind(id.as_uuid())
+                .bind(now()),
+        )
+        .await
+    }
+
+    async fn set_active(&self, id: UserId, active: bool) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET is_active = $2, updated_at = $3 WHERE id = $1")
+                .bind(id.as_uuid())
+                .bind(active)
+                .bind(now()),
+        )
+        .await
+    }
+
+    async fn record_failed_login(
+        &self,
+        id: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // The same statement as the SQLite one: right-hand sides see the old row, and
+        // a NULL locked_until makes both comparisons false.
+        let row = sqlx::query(
+            "UPDATE users SET \
+               failed_login_attempts = CASE WHEN locked_until <= $2 THEN 1 \
+                                            ELSE failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN locked_until > $2 THEN locked_until \
+                 WHEN (CASE WHEN locked_until <= $2 THEN 1 \
+                            ELSE failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE id = $1 \
+             RETURNING failed_login_attempts, locked_until",
+        )
+        .bind(id.as_uuid())
+        .bind(at)
+        .bind(i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX))
+        .bind(deadline)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let attempts: i32 = row.try_get("failed_login_attempts")?;
+        let locked_until: Option<DateTime<Utc>> = row.try_get("locked_until")?;
+        Ok(FailedLogin {
+            attempts: count_from_db(i64::from(attempts)),
+            locked_until,
+            newly_locked: locked_until == Some(deadline),
+        })
+    }
+
+    async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, \
+                 last_login = $2, updated_at = $2 WHERE id = $1",
+            )
+            .bind(id.as_uuid())
+            .bind(now()),
+        )
+        .await
+    }
+
+    async fn unlock(&self, id: UserId) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, \
+                 updated_at = $2 WHERE id = $1",
+            )
+            .bind(id.as_uuid())
+            .bind(now()),
+        )
+        .await
+    }
+
+    async fn grant_role(&self, id: UserId, role: &str) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id.as_uuid())
+        .bind(role)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(done) => Ok(done.rows_affected() == 1),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn revoke_role(&self, id: UserId, role: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(id.as_uuid())
+            .bind(role)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_two_factor(&self, id: UserId, secret: Option<Vec<u8>>) -> Result<(), StoreError> {
+        let enabled = secret.is_some();
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET two_factor_enabled = $2, two_factor_secret = $3, updated_at = $4 \
+             WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .bind(enabled)
+        .bind(secret)
+        .bind(now())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if !enabled {
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                .bind(id.as_uuid())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        id: UserId,
+        hashes: &[String],
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        // Updating the user row first checks that the user exists and, by locking it,
+        // serialises two replacements for the same user.
+        let done = sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        // One statement for all codes: unnest the array of hashes.
+        sqlx::query(
+            "INSERT INTO recovery_codes (user_id, code_hash, used, created_at) \
+             SELECT $1, h, FALSE, $3 FROM unnest($2::text[]) AS h \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id.as_uuid())
+        .bind(hashes)
+        .bind(at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn consume_recovery_code(&self, id: UserId, code_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE recovery_codes SET used = TRUE \
+             WHERE user_id = $1 AND code_hash = $2 AND NOT used",
+        )
+        .bind(id.as_uuid())
+        .bind(code_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn create_token(
+        &self,
+        id: UserId,
+        kind: TokenKind,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO verification_tokens \
+             (id, user_id, kind, token_hash, expires_at, used, created_at) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6)",
+        )
+        .bind(Uuid::new_v4())
+        .bind(id.as_uuid())
+        .bind(kind.as_str())
+        .bind(token_hash)
+        .bind(expires_at)
+        .bind(now())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Other(
+                "a token with the same hash already exists".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn consume_token(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let user_id: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE verification_tokens SET used = TRUE \
+             WHERE token_hash = $1 AND kind = $2 AND NOT used AND expires_at > $3 \
+             RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(kind.as_str())
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(user_id.map(UserId::from_uuid))
+    }
+
+    async fn invalidate_tokens(&self, id: UserId, kind: TokenKind) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE verification_tokens SET used = TRUE \
+             WHERE user_id = $1 AND kind = $2 AND NOT used",
+        )
+        .bind(id.as_uuid())
+        .bind(kind.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_expired_tokens(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM verification_tokens WHERE expires_at <= $1")
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,188 @@
+//! Runs every store call on the runtime that opened the store.
+//!
+//! A tokio socket is bound to the runtime that created it, and a connection pool opens
+//! new sockets on whichever runtime happens to ask. The gateway calls the store from
+//! Pingora's runtimes, which are not the one that built the pool; if a connection were
+//! opened there and that runtime later stopped, the pool would keep a dead socket. So
+//! each call is spawned onto the owning runtime and awaited from wherever it came from.
+//!
+//! A side benefit: a caller that gives up half-way (a client disconnecting) no longer
+//! cancels the database work in the middle, so a statement is either sent and finished
+//! or never sent.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::runtime::Handle;
+
+use super::{FailedLogin, NewUser, StoreError, TokenKind, User, UserStore};
+use crate::domain::{Email, UserId};
+
+/// A [`UserStore`] whose calls all run on one tokio runtime.
+pub(super) struct OnRuntime {
+    inner: Arc<dyn UserStore>,
+    handle: Handle,
+}
+
+impl OnRuntime {
+    /// Binds `inner` to the current runtime (the one [`super::connect`] runs on).
+    pub(super) fn new(inner: Arc<dyn UserStore>) -> Result<Self, StoreError> {
+        let handle = Handle::try_current().map_err(|_| {
+            StoreError::Other("the store must be opened inside a tokio runtime".into())
+        })?;
+        Ok(Self { inner, handle })
+    }
+
+    async fn run<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Arc<dyn UserStore>) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = self.handle.spawn(call(Arc::clone(&self.inner)));
+        match task.await {
+            Ok(result) => result,
+            Err(e) if e.is_cancelled() => Err(StoreError::Unavailable(
+                "the storage runtime has shut down".into(),
+            )),
+            Err(_) => Err(StoreError::Other("a storage task panicked".into())),
+        }
+    }
+}
+
+#[async_trait]
+impl UserStore for OnRuntime {
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        self.run(|s| async move { s.create_user(new).await }).await
+    }
+
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let email = email.clone();
+        self.run(|s| async move { s.find_by_email(&email).await })
+            .await
+    }
+
+    async fn find_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.run(|s| async move { s.find_by_id(id).await }).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.run(|s| async move { s.list_users().await }).await
+    }
+
+    async fn update_profile(
+        &self,
+        id: UserId,
+        first_name: Option<String>,
+        last_name: Option<String>,
+    ) -> Result<Option<User>, StoreError> {
+        self.run(|s| async move { s.update_profile(id, first_name, last_name).await })
+            .await
+    }
+
+    async fn set_password_hash(&self, id: UserId, password_hash: &str) -> Result<(), StoreError> {
+        let password_hash = password_hash.to_owned();
+        self.run(|s| async move { s.set_password_hash(id, &password_hash).await })
+            .await
+    }
+
+    async fn mark_verified(&self, id: UserId) -> Result<(), StoreError> {
+        self.run(|s| async move { s.mark_verified(id).await }).await
+    }
+
+    async fn set_active(&self, id: UserId, active: bool) -> Result<(), StoreError> {
+        self.run(|s| async move { s.set_active(id, active).await })
+            .await
+    }
+
+    async fn record_failed_login(
+        &self,
+        id: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        self.run(|s| async move { s.record_failed_login(id, max_attempts, lock_for).await })
+            .await
+    }
+
+    async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError> {
+        self.run(|s| async move { s.record_successful_login(id).await })
+            .await
+    }
+
+    async fn unlock(&self, id: UserId) -> Result<(), StoreError> {
+        self.run(|s| async move { s.unlock(id).await }).await
+    }
+
+    async fn grant_role(&self, id: UserId, role: &str) -> Result<bool, StoreError> {
+        let role = role.to_owned();
+        self.run(|s| async move { s.grant_role(id, &role).await })
+            .await
+    }
+
+    async fn revoke_role(&self, id: UserId, role: &str) -> Result<bool, StoreError> {
+        let role = role.to_owned();
+        self.run(|s| async move { s.revoke_role(id, &role).await })
+            .await
+    }
+
+    async fn set_two_factor(&self, id: UserId, secret: Option<Vec<u8>>) -> Result<(), StoreError> {
+        self.run(|s| async move { s.set_two_factor(id, secret).await })
+            .await
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        id: UserId,
+        hashes: &[String],
+    ) -> Result<(), StoreError> {
+        let hashes = hashes.to_vec();
+        self.run(|s| async move { s.replace_recovery_codes(id, &hashes).await })
+            .await
+    }
+
+    async fn consume_recovery_code(&self, id: UserId, code_hash: &str) -> Result<bool, StoreError> {
+        let code_hash = code_hash.to_owned();
+        self.run(|s| async move { s.consume_recovery_code(id, &code_hash).await })
+            .await
+    }
+
+    async fn create_token(
+        &self,
+        id: UserId,
+        kind: TokenKind,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.run(|s| async move { s.create_token(id, kind, &token_hash, expires_at).await })
+            .await
+    }
+
+    async fn consume_token(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.run(|s| async move { s.consume_token(kind, &token_hash).await })
+            .await
+    }
+
+    async fn invalidate_tokens(&self, id: UserId, kind: TokenKind) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.invalidate_tokens(id, kind).await })
+            .await
+    }
+
+    async fn purge_expired_tokens(&self) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.purge_expired_tokens().await })
+            .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|s| async move { s.ping().await }).await
+    }
+}

@@ -1,0 +1,1118 @@
+//! The `UserStore` conformance suite: every story runs on SQLite, and on PostgreSQL
+//! when `PORTCULLIS_TEST_POSTGRES_URL` is set (required under `CI=true`).
+
+#[path = "support/db.rs"]
+mod db;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use portcullis::domain::{Email, UserId};
+use portcullis::store::admin::{AdminError, UserCommand, run_user_command};
+use portcullis::store::{self, NewUser, StoreError, TokenKind, User, UserStore, connect};
+
+use db::{Kind, TestDb};
+
+/// Declares each story once per backend: `sqlite::name` and `postgres::name`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::TestDb::sqlite();
+                    super::$name(&db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = super::TestDb::postgres().await else {
+                        eprintln!("skipped: {} is not set", super::db::POSTGRES_URL_VAR);
+                        return;
+                    };
+                    super::$name(&db).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    creates_and_finds_users_case_insensitively,
+    duplicate_email_in_other_case_is_rejected,
+    schema_itself_refuses_case_variants,
+    lists_users_oldest_first_with_roles,
+    updates_profile_fields_given,
+    password_verification_and_activation_change_the_row,
+    calls_for_unknown_users_say_not_found,
+    roles_grant_and_revoke_are_idempotent,
+    failed_logins_lock_the_account_and_success_resets,
+    expired_lock_starts_a_fresh_count,
+    concurrent_failures_are_all_counted,
+    tokens_are_single_use_and_kind_bound,
+    expired_token_is_refused,
+    concurrent_token_use_succeeds_once,
+    invalidate_marks_only_that_kind_used,
+    purge_deletes_only_expired_tokens,
+    token_purger_task_purges_in_background,
+    two_factor_secret_round_trips_and_disable_clears_codes,
+    recovery_codes_are_used_once,
+    migrations_are_idempotent_and_data_survives_reconnect,
+    admin_commands_report_what_they_did,
+);
+
+async fn open(db: &TestDb) -> Arc<dyn UserStore> {
+    connect(db.url(), 5)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {:?}: {e}", db.kind()))
+}
+
+fn email(s: &str) -> Email {
+    Email::parse(s).unwrap()
+}
+
+fn new_user(address: &str) -> NewUser {
+    NewUser {
+        email: email(address),
+        password_hash: "$2b$12$placeholder.hash.for.tests".into(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+    }
+}
+
+async fn reload(store: &dyn UserStore, id: UserId) -> User {
+    store.find_by_id(id).await.unwrap().expect("user exists")
+}
+
+/// A token hash as the API makes them: SHA-256 hex (here of a random UUID).
+fn token_hash() -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(uuid::Uuid::new_v4().as_bytes()))
+}
+
+async fn creates_and_finds_users_case_insensitively(db: &TestDb) {
+    let store = open(db).await;
+    let created = store
+        .create_user(new_user("  Alice@Example.COM "))
+        .await
+        .unwrap();
+    assert_eq!(created.email.as_str(), "alice@example.com");
+    assert!(!created.is_verified);
+    assert!(created.is_active);
+    assert!(!created.two_factor_enabled);
+    assert_eq!(created.two_factor_secret, None);
+    assert_eq!(created.failed_login_attempts, 0);
+    assert_eq!(created.locked_until, None);
+    assert_eq!(created.last_login, None);
+    assert_eq!(created.created_at, created.updated_at);
+    assert!(created.roles.is_empty());
+
+    // What comes back from the database equals what create returned, timestamps included.
+    let by_email = store
+        .find_by_email(&email("ALICE@example.com"))
+        .await
+        .unwrap()
+        .expect("found by upper-case address");
+    assert_eq!(by_email, created);
+    assert_eq!(reload(store.as_ref(), created.id).await, created);
+
+    assert!(
+        store
+            .find_by_email(&email("bob@example.com"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.find_by_id(UserId::random()).await.unwrap().is_none());
+    store.ping().await.unwrap();
+}
+
+async fn duplicate_email_in_other_case_is_rejected(db: &TestDb) {
+    let store = open(db).await;
+    store
+        .create_user(new_user("carol@example.com"))
+        .await
+        .unwrap();
+    let again = store.create_user(new_user("Carol@EXAMPLE.com")).await;
+    assert!(
+        matches!(again, Err(StoreError::DuplicateEmail)),
+        "{again:?}"
+    );
+    assert_eq!(store.list_users().await.unwrap().len(), 1);
+}
+
+async fn schema_itself_refuses_case_variants(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("dave@example.com"))
+        .await
+        .unwrap();
+    // A writer that bypasses Email (a manual fix-up, a future bug) still cannot add a
+    // case variant: SQLite's CHECK or PostgreSQL's unique index on lower(email) stops it.
+    let id = match db.kind() {
+        Kind::Sqlite => format!("'{}'", UserId::random()),
+        Kind::Postgres => format!("'{}'::uuid", UserId::random()),
+    };
+    let now = match db.kind() {
+        Kind::Sqlite => "'2025-01-01T00:00:00.000000Z'",
+        Kind::Postgres => "now()",
+    };
+    let insert = format!(
+        "INSERT INTO users (id, email, password_hash, created_at, updated_at) \
+         VALUES ({id}, 'DAVE@example.com', 'x', {now}, {now})"
+    );
+    assert!(db.execute(&insert).await.is_err());
+    assert_eq!(db.count_rows("users").await, 1);
+    assert!(reload(store.as_ref(), user.id).await.is_active);
+}
+
+async fn lists_users_oldest_first_with_roles(db: &TestDb) {
+    let store = open(db).await;
+    assert!(store.list_users().await.unwrap().is_empty());
+    let first = store
+        .create_user(new_user("first@example.com"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let second = store
+        .create_user(new_user("second@example.com"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let third = store
+        .create_user(new_user("third@example.com"))
+        .await
+        .unwrap();
+    store.grant_role(second.id, "zeta").await.unwrap();
+    store.grant_role(second.id, "alpha").await.unwrap();
+    store.grant_role(third.id, "admin").await.unwrap();
+
+    let users = store.list_users().await.unwrap();
+    let ids: Vec<UserId> = users.iter().map(|u| u.id).collect();
+    assert_eq!(ids, vec![first.id, second.id, third.id]);
+    assert!(users[0].roles.is_empty());
+    assert_eq!(users[1].roles, vec!["alpha", "zeta"]);
+    assert_eq!(users[2].roles, vec!["admin"]);
+}
+
+async fn updates_profile_fields_given(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("erin@example.com"))
+        .await
+        .unwrap();
+
+    let updated = store
+        .update_profile(user.id, Some("Erin".into()), None)
+        .await
+        .unwrap()
+        .expect("user exists");
+    assert_eq!(updated.first_name, "Erin");
+    assert_eq!(updated.last_name, "Lovelace");
+    assert!(updated.updated_at >= user.updated_at);
+
+    store.grant_role(user.id, "editor").await.unwrap();
+    let updated = store
+        .update_profile(user.id, None, Some("Smith".into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (updated.first_name.as_str(), updated.last_name.as_str()),
+        ("Erin", "Smith")
+    );
+    assert_eq!(updated.roles, vec!["editor"]);
+    assert_eq!(reload(store.as_ref(), user.id).await, updated);
+
+    let missing = store
+        .update_profile(UserId::random(), Some("X".into()), None)
+        .await
+        .unwrap();
+    assert!(missing.is_none());
+}
+
+async fn password_verification_and_activation_change_the_row(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("frank@example.com"))
+        .await
+        .unwrap();
+
+    store
+        .set_password_hash(user.id, "$2b$12$newhash")
+        .await
+        .unwrap();
+    store.mark_verified(user.id).await.unwrap();
+    store.set_active(user.id, false).await.unwrap();
+    let changed = reload(store.as_ref(), user.id).await;
+    assert_eq!(changed.password_hash, "$2b$12$newhash");
+    assert!(changed.is_verified);
+    assert!(!changed.is_active);
+
+    store.set_active(user.id, true).await.unwrap();
+    assert!(reload(store.as_ref(), user.id).await.is_active);
+}
+
+async fn calls_for_unknown_users_say_not_found(db: &TestDb) {
+    let store = open(db).await;
+    let ghost = UserId::random();
+    let not_found = |r: Result<(), StoreError>| matches!(r, Err(StoreError::NotFound));
+    assert!(not_found(store.set_password_hash(ghost, "h").await));
+    assert!(not_found(store.mark_verified(ghost).await));
+    assert!(not_found(store.set_active(ghost, false).await));
+    assert!(not_found(store.record_successful_login(ghost).await));
+    assert!(not_found(store.unlock(ghost).await));
+    assert!(not_found(store.set_two_factor(ghost, None).await));
+    assert!(not_found(
+        store.replace_recovery_codes(ghost, &["a".into()]).await
+    ));
+    assert!(not_found(
+        store
+            .create_token(ghost, TokenKind::PasswordReset, &token_hash(), Utc::now())
+            .await
+    ));
+    assert!(matches!(
+        store
+            .record_failed_login(ghost, 5, Duration::from_secs(60))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store.grant_role(ghost, "admin").await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(!store.revoke_role(ghost, "admin").await.unwrap());
+}
+
+async fn roles_grant_and_revoke_are_idempotent(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("grace@example.com"))
+        .await
+        .unwrap();
+
+    assert!(store.grant_role(user.id, "admin").await.unwrap());
+    assert!(!store.grant_role(user.id, "admin").await.unwrap());
+    assert!(store.grant_role(user.id, "billing").await.unwrap());
+    assert_eq!(
+        reload(store.as_ref(), user.id).await.roles,
+        vec!["admin", "billing"]
+    );
+
+    assert!(store.revoke_role(user.id, "admin").await.unwrap());
+    assert!(!store.revoke_role(user.id, "admin").await.unwrap());
+    assert!(!store.revoke_role(user.id, "never-granted").await.unwrap());
+    let after = reload(store.as_ref(), user.id).await;
+    assert_eq!(after.roles, vec!["billing"]);
+    assert!(after.has_role("billing") && !after.has_role("admin"));
+}
+
+async fn failed_logins_lock_the_account_and_success_resets(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("heidi@example.com"))
+        .await
+        .unwrap();
+    let lock_for = Duration::from_secs(15 * 60);
+
+    for expected in 1..=2 {
+        let f = store
+            .record_failed_login(user.id, 3, lock_for)
+            .await
+            .unwrap();
+        assert_eq!(f.attempts, expected);
+        assert_eq!(f.locked_until, None);
+        assert!(!f.newly_locked);
+    }
+    let before = Utc::now();
+    let third = store
+        .record_failed_login(user.id, 3, lock_for)
+        .await
+        .unwrap();
+    assert_eq!(third.attempts, 3);
+    assert!(third.newly_locked);
+    let until = third.locked_until.expect("locked at the limit");
+    assert!(
+        until > before + TimeDelta::minutes(14) && until <= Utc::now() + TimeDelta::minutes(15)
+    );
+
+    let locked = reload(store.as_ref(), user.id).await;
+    assert!(locked.is_locked(Utc::now()));
+    assert_eq!(locked.failed_login_attempts, 3);
+    assert_eq!(locked.locked_until, Some(until));
+
+    // Failures during the lock are counted but do not extend it.
+    let fourth = store
+        .record_failed_login(user.id, 3, lock_for)
+        .await
+        .unwrap();
+    assert_eq!(fourth.attempts, 4);
+    assert_eq!(fourth.locked_until, Some(until));
+    assert!(!fourth.newly_locked);
+
+    store.unlock(user.id).await.unwrap();
+    let unlocked = reload(store.as_ref(), user.id).await;
+    assert!(!unlocked.is_locked(Utc::now()));
+    assert_eq!(unlocked.failed_login_attempts, 0);
+    assert_eq!(unlocked.locked_until, None);
+
+    let again = store
+        .record_failed_login(user.id, 3, lock_for)
+        .await
+        .unwrap();
+    assert_eq!(again.attempts, 1);
+
+    store.record_successful_login(user.id).await.unwrap();
+    let after_success = reload(store.as_ref(), user.id).await;
+    assert_eq!(after_success.failed_login_attempts, 0);
+    assert_eq!(after_success.locked_until, None);
+    let last_login = after_success.last_login.expect("last_login stamped");
+    assert!(last_login >= before && last_login <= Utc::now());
+}
+
+async fn expired_lock_starts_a_fresh_count(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("ivan@example.com"))
+        .await
+        .unwrap();
+    let lock_for = Duration::from_millis(200);
+
+    store
+        .record_failed_login(user.id, 2, lock_for)
+        .await
+        .unwrap();
+    let locking = store
+        .record_failed_login(user.id, 2, lock_for)
+        .await
+        .unwrap();
+    assert!(locking.newly_locked);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(!reload(store.as_ref(), user.id).await.is_locked(Utc::now()));
+
+    let fresh = store
+        .record_failed_login(user.id, 2, lock_for)
+        .await
+        .unwrap();
+    assert_eq!(fresh.attempts, 1);
+    assert_eq!(fresh.locked_until, None);
+    let relocked = store
+        .record_failed_login(user.id, 2, lock_for)
+        .await
+        .unwrap();
+    assert_eq!(relocked.attempts, 2);
+    assert!(relocked.newly_locked);
+}
+
+async fn concurrent_failures_are_all_counted(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("judy@example.com"))
+        .await
+        .unwrap();
+    let lock_for = Duration::from_secs(600);
+
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.record_failed_login(user.id, 10, lock_for).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap().unwrap());
+    }
+
+    // Every failure saw a distinct count: none was lost or double-counted.
+    let counts: BTreeSet<u32> = outcomes.iter().map(|f| f.attempts).collect();
+    assert_eq!(counts, (1..=20).collect::<BTreeSet<u32>>());
+    assert_eq!(outcomes.iter().filter(|f| f.newly_locked).count(), 1);
+    let locker = outcomes.iter().find(|f| f.newly_locked).unwrap();
+    assert_eq!(locker.attempts, 10);
+    assert_eq!(
+        reload(store.as_ref(), user.id).await.failed_login_attempts,
+        20
+    );
+}
+
+async fn tokens_are_single_use_and_kind_bound(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("ken@example.com"))
+        .await
+        .unwrap();
+    let in_a_day = Utc::now() + TimeDelta::hours(24);
+    let verify = token_hash();
+    let reset = token_hash();
+    store
+        .create_token(user.id, TokenKind::EmailVerification, &verify, in_a_day)
+        .await
+        .unwrap();
+    store
+        .create_token(user.id, TokenKind::PasswordReset, &reset, in_a_day)
+        .await
+        .unwrap();
+
+    // The wrong kind does not use the token up.
+    assert_eq!(
+        store
+            .consume_token(TokenKind::PasswordReset, &verify)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &verify)
+            .await
+            .unwrap(),
+        Some(user.id)
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &verify)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::PasswordReset, &reset)
+            .await
+            .unwrap(),
+        Some(user.id)
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::PasswordReset, &reset)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::PasswordReset, &token_hash())
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The same hash cannot be stored twice.
+    assert!(
+        store
+            .create_token(user.id, TokenKind::PasswordReset, &reset, in_a_day)
+            .await
+            .is_err()
+    );
+}
+
+async fn expired_token_is_refused(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("liam@example.com"))
+        .await
+        .unwrap();
+    let expired = token_hash();
+    store
+        .create_token(
+            user.id,
+            TokenKind::EmailVerification,
+            &expired,
+            Utc::now() - TimeDelta::seconds(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &expired)
+            .await
+            .unwrap(),
+        None
+    );
+
+    let short = token_hash();
+    store
+        .create_token(
+            user.id,
+            TokenKind::EmailVerification,
+            &short,
+            Utc::now() + TimeDelta::milliseconds(200),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &short)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn concurrent_token_use_succeeds_once(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("mia@example.com"))
+        .await
+        .unwrap();
+    let hash = token_hash();
+    store
+        .create_token(
+            user.id,
+            TokenKind::PasswordReset,
+            &hash,
+            Utc::now() + TimeDelta::hours(1),
+        )
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let hash = hash.clone();
+            tokio::spawn(async move { store.consume_token(TokenKind::PasswordReset, &hash).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for task in tasks {
+        if let Some(id) = task.await.unwrap().unwrap() {
+            assert_eq!(id, user.id);
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn invalidate_marks_only_that_kind_used(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("noah@example.com"))
+        .await
+        .unwrap();
+    let other = store
+        .create_user(new_user("olga@example.com"))
+        .await
+        .unwrap();
+    let later = Utc::now() + TimeDelta::hours(1);
+    let (v1, v2, r1, o1) = (token_hash(), token_hash(), token_hash(), token_hash());
+    store
+        .create_token(user.id, TokenKind::EmailVerification, &v1, later)
+        .await
+        .unwrap();
+    store
+        .create_token(user.id, TokenKind::EmailVerification, &v2, later)
+        .await
+        .unwrap();
+    store
+        .create_token(user.id, TokenKind::PasswordReset, &r1, later)
+        .await
+        .unwrap();
+    store
+        .create_token(other.id, TokenKind::EmailVerification, &o1, later)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store
+            .invalidate_tokens(user.id, TokenKind::EmailVerification)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .invalidate_tokens(user.id, TokenKind::EmailVerification)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &v1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &v2)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::PasswordReset, &r1)
+            .await
+            .unwrap(),
+        Some(user.id)
+    );
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &o1)
+            .await
+            .unwrap(),
+        Some(other.id)
+    );
+}
+
+async fn purge_deletes_only_expired_tokens(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("pia@example.com"))
+        .await
+        .unwrap();
+    let past = Utc::now() - TimeDelta::minutes(1);
+    let future = Utc::now() + TimeDelta::hours(1);
+    let (expired, expired_used, live, live_used) =
+        (token_hash(), token_hash(), token_hash(), token_hash());
+    store
+        .create_token(user.id, TokenKind::PasswordReset, &expired, past)
+        .await
+        .unwrap();
+    store
+        .create_token(user.id, TokenKind::PasswordReset, &expired_used, past)
+        .await
+        .unwrap();
+    store
+        .create_token(user.id, TokenKind::EmailVerification, &live, future)
+        .await
+        .unwrap();
+    store
+        .create_token(user.id, TokenKind::EmailVerification, &live_used, future)
+        .await
+        .unwrap();
+    store
+        .invalidate_tokens(user.id, TokenKind::PasswordReset)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &live_used)
+            .await
+            .unwrap(),
+        Some(user.id)
+    );
+
+    assert_eq!(store.purge_expired_tokens().await.unwrap(), 2);
+    assert_eq!(store.purge_expired_tokens().await.unwrap(), 0);
+    assert_eq!(db.count_rows("verification_tokens").await, 2);
+    assert_eq!(
+        store
+            .consume_token(TokenKind::EmailVerification, &live)
+            .await
+            .unwrap(),
+        Some(user.id)
+    );
+}
+
+async fn token_purger_task_purges_in_background(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("quinn@example.com"))
+        .await
+        .unwrap();
+    let past = Utc::now() - TimeDelta::minutes(1);
+    store
+        .create_token(user.id, TokenKind::PasswordReset, &token_hash(), past)
+        .await
+        .unwrap();
+    assert_eq!(db.count_rows("verification_tokens").await, 1);
+
+    let purger = store::spawn_token_purger(Arc::clone(&store), Duration::from_secs(3600));
+    let mut remaining = 1;
+    for _ in 0..100 {
+        remaining = db.count_rows("verification_tokens").await;
+        if remaining == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    purger.abort();
+    assert_eq!(
+        remaining, 0,
+        "the purger's first run removes expired tokens"
+    );
+}
+
+async fn two_factor_secret_round_trips_and_disable_clears_codes(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("rosa@example.com"))
+        .await
+        .unwrap();
+    let secret: Vec<u8> = (0..=255).collect(); // every byte value, as ciphertext may hold
+
+    store
+        .set_two_factor(user.id, Some(secret.clone()))
+        .await
+        .unwrap();
+    let enabled = reload(store.as_ref(), user.id).await;
+    assert!(enabled.two_factor_enabled);
+    assert_eq!(
+        enabled.two_factor_secret.as_deref(),
+        Some(secret.as_slice())
+    );
+
+    store
+        .replace_recovery_codes(user.id, &["code-a".into(), "code-b".into()])
+        .await
+        .unwrap();
+    assert_eq!(db.count_rows("recovery_codes").await, 2);
+
+    store.set_two_factor(user.id, None).await.unwrap();
+    let disabled = reload(store.as_ref(), user.id).await;
+    assert!(!disabled.two_factor_enabled);
+    assert_eq!(disabled.two_factor_secret, None);
+    assert_eq!(db.count_rows("recovery_codes").await, 0);
+    assert!(
+        !store
+            .consume_recovery_code(user.id, "code-a")
+            .await
+            .unwrap()
+    );
+}
+
+async fn recovery_codes_are_used_once(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("sam@example.com"))
+        .await
+        .unwrap();
+    let other = store
+        .create_user(new_user("tess@example.com"))
+        .await
+        .unwrap();
+    let codes: Vec<String> = ["h1", "h2", "h3", "h2"].map(String::from).to_vec();
+    store.replace_recovery_codes(user.id, &codes).await.unwrap();
+    store
+        .replace_recovery_codes(other.id, &["h1".into()])
+        .await
+        .unwrap();
+
+    assert!(store.consume_recovery_code(user.id, "h2").await.unwrap());
+    assert!(!store.consume_recovery_code(user.id, "h2").await.unwrap());
+    assert!(
+        !store
+            .consume_recovery_code(user.id, "unknown")
+            .await
+            .unwrap()
+    );
+    // Another user's code is not this user's.
+    assert!(store.consume_recovery_code(other.id, "h1").await.unwrap());
+    assert!(store.consume_recovery_code(user.id, "h1").await.unwrap());
+
+    // Concurrent attempts with the same code: exactly one wins.
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.consume_recovery_code(user.id, "h3").await })
+        })
+        .collect();
+    let mut wins = 0;
+    for task in tasks {
+        wins += usize::from(task.await.unwrap().unwrap());
+    }
+    assert_eq!(wins, 1);
+
+    // Replacing invalidates the old set.
+    store
+        .replace_recovery_codes(user.id, &["n1".into()])
+        .await
+        .unwrap();
+    store
+        .replace_recovery_codes(user.id, &["n2".into()])
+        .await
+        .unwrap();
+    assert!(!store.consume_recovery_code(user.id, "n1").await.unwrap());
+    assert!(store.consume_recovery_code(user.id, "n2").await.unwrap());
+}
+
+async fn migrations_are_idempotent_and_data_survives_reconnect(db: &TestDb) {
+    store::migrate(db.url()).await.unwrap();
+    let first = open(db).await;
+    let user = first
+        .create_user(new_user("uma@example.com"))
+        .await
+        .unwrap();
+    drop(first);
+
+    store::migrate(db.url()).await.unwrap();
+    let second = open(db).await;
+    second.ping().await.unwrap();
+    assert_eq!(reload(second.as_ref(), user.id).await, user);
+
+    // Several instances starting at once against one database.
+    let (a, b) = tokio::join!(connect(db.url(), 2), connect(db.url(), 2));
+    assert!(a.is_ok() && b.is_ok(), "{:?} {:?}", a.err(), b.err());
+}
+
+async fn admin_commands_report_what_they_did(db: &TestDb) {
+    let store = open(db).await;
+    let s = store.as_ref();
+    let vera = store
+        .create_user(new_user("vera@example.com"))
+        .await
+        .unwrap();
+    let walt = store
+        .create_user(new_user("walt@example.com"))
+        .await
+        .unwrap();
+    let run = |cmd| run_user_command(s, cmd);
+    let grant = |email: &str, role: &str| UserCommand::GrantRole {
+        email: email.into(),
+        role: role.into(),
+    };
+
+    assert_eq!(
+        run(grant("Vera@Example.com", "admin")).await.unwrap(),
+        "granted role admin to vera@example.com"
+    );
+    assert_eq!(
+        run(grant("vera@example.com", "admin")).await.unwrap(),
+        "vera@example.com already has role admin"
+    );
+    run(grant("vera@example.com", "billing")).await.unwrap();
+    assert_eq!(
+        run(UserCommand::RevokeRole {
+            email: "vera@example.com".into(),
+            role: "billing".into()
+        })
+        .await
+        .unwrap(),
+        "revoked role billing from vera@example.com"
+    );
+    assert_eq!(
+        run(UserCommand::RevokeRole {
+            email: "vera@example.com".into(),
+            role: "billing".into()
+        })
+        .await
+        .unwrap(),
+        "vera@example.com does not have role billing"
+    );
+
+    assert_eq!(
+        run(UserCommand::Deactivate {
+            email: "walt@example.com".into()
+        })
+        .await
+        .unwrap(),
+        "deactivated walt@example.com"
+    );
+    assert!(!reload(s, walt.id).await.is_active);
+    assert_eq!(
+        run(UserCommand::Deactivate {
+            email: "walt@example.com".into()
+        })
+        .await
+        .unwrap(),
+        "walt@example.com is already deactivated"
+    );
+
+    for _ in 0..3 {
+        store
+            .record_failed_login(vera.id, 3, Duration::from_secs(600))
+            .await
+            .unwrap();
+    }
+    store.mark_verified(vera.id).await.unwrap();
+    let table = run(UserCommand::List).await.unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "ID", "EMAIL", "VERIFIED", "ACTIVE", "2FA", "LOCKED", "ROLES"
+        ]
+    );
+    let vera_line: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(vera_line[0], vera.id.to_string());
+    assert_eq!(&vera_line[1..5], ["vera@example.com", "yes", "yes", "no"]);
+    assert_eq!(vera_line[5], "until");
+    assert_eq!(vera_line.last(), Some(&"admin"));
+    let walt_line: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(
+        &walt_line[1..],
+        ["walt@example.com", "no", "no", "no", "no", "-"]
+    );
+    assert_eq!(lines[3], "2 users");
+    // Columns line up: every email starts at the same offset.
+    let offset = lines[0].find("EMAIL").unwrap();
+    assert_eq!(lines[1].find("vera@"), Some(offset));
+    assert_eq!(lines[2].find("walt@"), Some(offset));
+
+    let unlocked = run(UserCommand::Unlock {
+        email: "vera@example.com".into(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        unlocked.starts_with("unlocked vera@example.com (was locked until ")
+            && unlocked.ends_with(" after 3 failed attempts)"),
+        "{unlocked}"
+    );
+    assert!(!reload(s, vera.id).await.is_locked(Utc::now()));
+    assert_eq!(
+        run(UserCommand::Unlock {
+            email: "vera@example.com".into()
+        })
+        .await
+        .unwrap(),
+        "vera@example.com was not locked; failed attempts reset (was 0)"
+    );
+    assert_eq!(
+        run(UserCommand::Activate {
+            email: "walt@example.com".into()
+        })
+        .await
+        .unwrap(),
+        "activated walt@example.com"
+    );
+    assert!(reload(s, walt.id).await.is_active);
+
+    assert!(matches!(
+        run(UserCommand::Activate { email: "nobody@example.com".into() }).await,
+        Err(AdminError::NoSuchUser(e)) if e.as_str() == "nobody@example.com"
+    ));
+    assert!(matches!(
+        run(UserCommand::Unlock {
+            email: "not an email".into()
+        })
+        .await,
+        Err(AdminError::InvalidEmail { .. })
+    ));
+    assert!(matches!(
+        run(grant("vera@example.com", "a,b")).await,
+        Err(AdminError::InvalidRole(_))
+    ));
+    assert_eq!(reload(s, vera.id).await.roles, vec!["admin"]);
+}
+
+/// Looks up every id from a fresh multi-thread runtime on its own OS thread, within a
+/// deadline (a connection tied to a runtime that is idle or gone would hang or fail).
+fn find_all_from_another_runtime(store: &Arc<dyn UserStore>, ids: &[UserId]) -> usize {
+    let store = Arc::clone(store);
+    let ids = ids.to_vec();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let lookups = async {
+                let mut found = 0;
+                for id in ids {
+                    found += usize::from(store.find_by_id(id).await.unwrap().is_some());
+                }
+                store.ping().await.unwrap();
+                found
+            };
+            tokio::time::timeout(Duration::from_secs(20), lookups)
+                .await
+                .expect("store calls from another runtime hung")
+        })
+    })
+    .join()
+    .unwrap()
+}
+
+/// The gateway builds the store on a dedicated runtime and calls it from others
+/// (Pingora's). A calling runtime that is busy, idle or gone must not break or stall
+/// the calls made from elsewhere.
+fn store_built_on_one_runtime_serves_others(kind: Kind) {
+    let backend = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(db) = backend.block_on(TestDb::of(kind)) else {
+        eprintln!("skipped: {} is not set", db::POSTGRES_URL_VAR);
+        return;
+    };
+    let store = backend.block_on(connect(db.url(), 4)).unwrap();
+
+    // A single-threaded caller issues enough concurrent calls to make the pool grow.
+    let caller = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ids = caller.block_on(async {
+        let tasks: Vec<_> = (0..16)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    store
+                        .create_user(new_user(&format!("user{i}@example.com")))
+                        .await
+                        .map(|u| u.id)
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for task in tasks {
+            ids.push(task.await.unwrap().unwrap());
+        }
+        ids
+    });
+
+    // That caller now sits idle (nothing drives it), then goes away entirely; other
+    // runtimes keep working in both cases.
+    assert_eq!(find_all_from_another_runtime(&store, &ids), 16);
+    drop(caller);
+    assert_eq!(find_all_from_another_runtime(&store, &ids), 16);
+
+    drop(store);
+    drop(db);
+    drop(backend);
+}
+
+#[test]
+fn sqlite_store_built_on_one_runtime_serves_others() {
+    store_built_on_one_runtime_serves_others(Kind::Sqlite);
+}
+
+#[test]
+fn postgres_store_built_on_one_runtime_serves_others() {
+    store_built_on_one_runtime_serves_others(Kind::Postgres);
+}
+
+#[tokio::test]
+async fn unreachable_postgres_is_unavailable() {
+    // Port 1 on loopback: nothing listens, the connection is refused at once.
+    let result = connect("postgres://portcullis:secret-pw@127.0.0.1:1/portcullis", 2).await;
+    match result {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(!message.contains("secret-pw"), "{message}");
+        }
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("connected to a closed port"),
+    }
+}
+
+#[tokio::test]
+async fn unsupported_url_is_refused() {
+    assert!(matches!(
+        connect("mysql://root@localhost/db", 1).await,
+        Err(StoreError::Other(_))
+    ));
+}
+
+#[tokio::test]
+async fn in_memory_sqlite_keeps_data_across_calls() {
+    let store = connect("sqlite::memory:", 3).await.unwrap();
+    let user = store
+        .create_user(new_user("xena@example.com"))
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        assert!(store.find_by_id(user.id).await.unwrap().is_some());
+    }
+}
