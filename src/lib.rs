@@ -9,4 +9,5 @@ pub mod domain;
 pub mod gateway;
 pub mod metrics;
 pub mod server;
+pub mod session;
 pub mod telemetry;
