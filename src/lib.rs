@@ -11,5 +11,6 @@ pub mod gateway;
 pub mod mail;
 pub mod metrics;
 pub mod server;
+pub mod session;
 pub mod store;
 pub mod telemetry;
