@@ -1,14 +1,26 @@
 //! The shared state of one gateway instance: config, routes, metrics and backends.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::config::Config;
+use crate::auth::jwt::KeyRing;
+use crate::auth::password::PasswordHasher;
+use crate::config::{Config, redact_url};
 use crate::gateway::identity::IdentityHeaderNames;
 use crate::gateway::routes::RouteTable;
+use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::session::{self, SessionStore};
+use crate::store::{self, UserStore};
+
+/// How often expired and used mail tokens are deleted.
+const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// How long `/health` waits for a backend before calling it down.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything a request handler may need, built once at start.
 pub struct App {
@@ -16,24 +28,102 @@ pub struct App {
     pub routes: RouteTable,
     pub metrics: Metrics,
     pub identity_headers: IdentityHeaderNames,
+    pub store: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub mailer: Arc<Mailer>,
+    pub keys: KeyRing,
+    pub hasher: PasswordHasher,
+    /// Owns the database and Redis connections (a socket stays with the runtime that made it).
+    _backend: BackendRuntime,
+}
+
+/// The long-lived runtime the backends were opened on.
+struct BackendRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for BackendRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one panics; this form never blocks.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl App {
-    /// Builds the application state from a validated config.
+    /// Builds the application state from a validated config: keys, backends (migrations
+    /// included) and mail. Safe to call from inside or outside a tokio runtime.
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
         let routes = RouteTable::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
         let identity_headers = IdentityHeaderNames::new(&config.identity_headers);
+        let metrics = Metrics::new();
+        let keys = KeyRing::load(&config.tokens).context("loading the token signing keys")?;
+        let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
+            .context("setting up password hashing")?;
+
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("portcullis-backend")
+            .enable_all()
+            .build()
+            .context("starting the backend runtime")?;
+        // block_on cannot run inside another runtime (tests, embedding): use a plain thread.
+        let (store, sessions, mailer) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    runtime.block_on(async {
+                        let store =
+                            store::connect(&config.storage.url, config.storage.max_connections)
+                                .await
+                                .with_context(|| {
+                                    format!("opening storage {}", redact_url(&config.storage.url))
+                                })?;
+                        let sessions =
+                            session::connect(&config.sessions).await.with_context(|| {
+                                format!("opening sessions {}", redact_url(&config.sessions.url))
+                            })?;
+                        // The mailer's SMTP pool lives on this runtime too.
+                        let mailer = Mailer::new(&config.mail, &config.server.public_url, &metrics)
+                            .context("setting up mail")?;
+                        anyhow::Ok((store, sessions, Arc::new(mailer)))
+                    })
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("backend start-up panicked"))?
+        })?;
+        {
+            let _entered = runtime.enter();
+            store::spawn_token_purger(store.clone(), TOKEN_PURGE_INTERVAL);
+        }
         Ok(Arc::new(Self {
             config: Arc::new(config),
             routes,
-            metrics: Metrics::new(),
+            metrics,
             identity_headers,
+            store,
+            sessions,
+            mailer,
+            keys,
+            hasher,
+            _backend: BackendRuntime(Some(runtime)),
         }))
     }
 
     /// The health report: 200 when every dependency answers, 503 naming those that do not.
     pub async fn health(&self) -> (StatusCode, Value) {
-        let checks: Vec<(&str, Result<(), String>)> = Vec::new();
+        let (storage, sessions) = tokio::join!(
+            tokio::time::timeout(HEALTH_TIMEOUT, self.store.ping()),
+            tokio::time::timeout(HEALTH_TIMEOUT, self.sessions.ping()),
+        );
+        let checks = [
+            (
+                "storage",
+                flatten(storage.map(|r| r.map_err(|e| e.to_string()))),
+            ),
+            (
+                "sessions",
+                flatten(sessions.map(|r| r.map_err(|e| e.to_string()))),
+            ),
+        ];
         let mut report = Map::new();
         let mut healthy = true;
         for (name, result) in checks {
@@ -55,4 +145,8 @@ impl App {
             )
         }
     }
+}
+
+fn flatten(result: Result<Result<(), String>, tokio::time::error::Elapsed>) -> Result<(), String> {
+    result.unwrap_or_else(|_| Err("timed out".to_string()))
 }

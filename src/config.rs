@@ -165,6 +165,8 @@ pub struct SessionsConfig {
     pub url: String,
     pub key_prefix: String,
     pub max_per_user: usize,
+    /// The hard end of a session however active it is; activity slides it only until then.
+    pub max_lifetime: HumanDuration,
 }
 
 impl Default for SessionsConfig {
@@ -173,6 +175,7 @@ impl Default for SessionsConfig {
             url: "memory://".into(),
             key_prefix: "portcullis:".into(),
             max_per_user: 5,
+            max_lifetime: HumanDuration::from_secs(90 * 86400),
         }
     }
 }

@@ -3,11 +3,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use portcullis::app::App;
-use portcullis::config::{Config, DEFAULT_CONFIG_PATH};
-use portcullis::{server, telemetry};
+use portcullis::config::{Config, DEFAULT_CONFIG_PATH, redact_url};
+use portcullis::mail::Mailer;
+use portcullis::store::admin::{UserCommand, run_user_command};
+use portcullis::{server, session, store, telemetry};
 
 /// A reverse-proxy authentication gateway.
 #[derive(Parser)]
@@ -37,6 +40,40 @@ enum Command {
     CheckConfig,
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage accounts: list, roles, activation, lockout.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// List every account.
+    List,
+    /// Give an account a role.
+    GrantRole { email: String, role: String },
+    /// Take a role from an account.
+    RevokeRole { email: String, role: String },
+    /// Stop an account from logging in and end its sessions.
+    Deactivate { email: String },
+    /// Allow a deactivated account to log in again.
+    Activate { email: String },
+    /// Clear a brute-force lockout.
+    Unlock { email: String },
+}
+
+impl From<UserAction> for UserCommand {
+    fn from(action: UserAction) -> Self {
+        match action {
+            UserAction::List => UserCommand::List,
+            UserAction::GrantRole { email, role } => UserCommand::GrantRole { email, role },
+            UserAction::RevokeRole { email, role } => UserCommand::RevokeRole { email, role },
+            UserAction::Deactivate { email } => UserCommand::Deactivate { email },
+            UserAction::Activate { email } => UserCommand::Activate { email },
+            UserAction::Unlock { email } => UserCommand::Unlock { email },
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -50,18 +87,23 @@ fn main() -> ExitCode {
     };
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
+            if let Err(e) = Mailer::check_config(&config.mail) {
+                eprintln!(
+                    "portcullis: invalid value for `mail` in {}: {e}",
+                    cli.config.display()
+                );
+                return ExitCode::from(2);
+            }
+            let routes = config.routes.len();
             println!(
-                "{}: configuration is valid ({} route{})",
+                "{}: configuration is valid ({routes} route{})",
                 cli.config.display(),
-                config.routes.len(),
-                if config.routes.len() == 1 { "" } else { "s" }
+                if routes == 1 { "" } else { "s" }
             );
             Ok(())
         }
-        Command::Migrate => {
-            println!("nothing to migrate");
-            Ok(())
-        }
+        Command::Migrate => migrate(&config),
+        Command::User { action } => user(&config, action.into()),
         Command::Serve => serve(config),
     };
     match result {
@@ -71,6 +113,59 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")
+}
+
+fn migrate(config: &Config) -> anyhow::Result<()> {
+    runtime()?
+        .block_on(store::migrate(&config.storage.url))
+        .with_context(|| format!("migrating {}", redact_url(&config.storage.url)))?;
+    println!("{}: migrations applied", redact_url(&config.storage.url));
+    Ok(())
+}
+
+fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let store = store::connect(&config.storage.url, 2)
+            .await
+            .with_context(|| format!("opening {}", redact_url(&config.storage.url)))?;
+        let deactivating = match &command {
+            UserCommand::Deactivate { email } => Some(email.clone()),
+            _ => None,
+        };
+        let output = run_user_command(&*store, command).await?;
+        println!("{output}");
+        if let Some(email) = deactivating {
+            end_sessions(config, &*store, &email).await?;
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Ends every session of a deactivated account. With `memory://` sessions live inside the
+/// running gateway, which refuses the account's tokens on its next check anyway.
+async fn end_sessions(
+    config: &Config,
+    store: &dyn store::UserStore,
+    email: &str,
+) -> anyhow::Result<()> {
+    if config.sessions.url == "memory://" {
+        return Ok(());
+    }
+    let email = portcullis::domain::Email::parse(email)?;
+    let Some(user) = store.find_by_email(&email).await? else {
+        return Ok(());
+    };
+    let sessions = session::connect(&config.sessions).await?;
+    let ended = sessions.revoke_all(user.id.into(), None).await?;
+    println!("{} session(s) ended", ended.len());
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

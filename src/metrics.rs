@@ -2,7 +2,8 @@
 //! HTTP codes, reasons are fixed strings. Never a user, token or IP.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -22,6 +23,12 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Requests currently being handled.
     pub in_flight: IntGauge,
+    /// Login attempts by result (`success`, `failure`, `locked`, `deactivated`, `two_factor_required`).
+    pub logins: IntCounterVec,
+    /// Accounts locked by brute-force protection.
+    pub lockouts: IntCounter,
+    /// Refresh tokens presented again after rotation (possible theft).
+    pub refresh_reuse: IntCounter,
 }
 
 impl Metrics {
@@ -66,12 +73,28 @@ impl Metrics {
         let in_flight = IntGauge::new("http_requests_in_flight", "Requests being handled now")
             .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
 
+        let logins = IntCounterVec::new(
+            Opts::new("logins_total", "Login attempts by result"),
+            &["result"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let lockouts = IntCounter::new("lockouts_total", "Accounts locked after repeated failures")
+            .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        let refresh_reuse = IntCounter::new(
+            "refresh_token_reuse_total",
+            "Rotated-out refresh tokens presented again (the session is ended)",
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
             Box::new(upstream_duration.clone()),
             Box::new(upstream_errors.clone()),
             Box::new(in_flight.clone()),
+            Box::new(logins.clone()),
+            Box::new(lockouts.clone()),
+            Box::new(refresh_reuse.clone()),
         ] {
             // Names are unique by construction; a clash would be a programming error caught by tests.
             let _ = registry.register(collector);
@@ -83,6 +106,9 @@ impl Metrics {
             upstream_duration,
             upstream_errors,
             in_flight,
+            logins,
+            lockouts,
+            refresh_reuse,
         }
     }
 

@@ -216,6 +216,8 @@ fn sigterm_shuts_down_cleanly_and_writes_log_files() {
         .spawn()
         .unwrap();
     wait_listening(&listen);
+    // Pingora installs its signal handlers just after the listeners open.
+    std::thread::sleep(Duration::from_millis(500));
     let status = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

@@ -756,6 +756,7 @@ async fn connect_succeeds_while_redis_is_down_and_calls_are_unavailable() {
         url: "redis://127.0.0.1:1/0".into(),
         key_prefix: redis_support::random_prefix(),
         max_per_user: 5,
+        ..SessionsConfig::default()
     };
     let store = session::connect(&config).await.unwrap();
     assert_eq!(store.backend(), "redis");
@@ -769,6 +770,7 @@ async fn hung_redis_is_unavailable_not_a_hang() {
         url: format!("redis://{}/0", hole.addr),
         key_prefix: redis_support::random_prefix(),
         max_per_user: 5,
+        ..SessionsConfig::default()
     };
     let store = session::connect(&config).await.unwrap();
     assert_unavailable(store.as_ref()).await;

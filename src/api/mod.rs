@@ -3,9 +3,15 @@
 //! Handlers are plain async functions over [`ApiRequest`] and [`App`]; they never see a
 //! Pingora type, so they can be tested directly.
 
+mod account;
+pub mod caller;
 mod cors;
 mod envelope;
+mod errors;
 mod input;
+mod login;
+mod profile;
+mod two_factor;
 
 use std::net::IpAddr;
 
@@ -47,7 +53,73 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> ApiResponse {
     cors::decorate(cors, &request, response)
 }
 
-async fn route(_app: &App, request: &ApiRequest) -> ApiResponse {
-    tracing::debug!(method = %request.method, path = %request.path, "no such endpoint");
-    ApiResponse::not_found()
+/// The endpoint table: one line per endpoint, 405 for a known path with the wrong method.
+async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
+    let method = &request.method;
+    let path = request.path.trim_end_matches('/');
+    let is = |m: &Method| method == m;
+    match path {
+        "/.well-known/jwks.json" if is(&Method::GET) || is(&Method::HEAD) => jwks(app),
+        "/api/auth/register" if is(&Method::POST) => account::register(app, request).await,
+        "/api/auth/verify-email" if is(&Method::POST) => account::verify_email(app, request).await,
+        "/api/auth/resend-verification" if is(&Method::POST) => {
+            account::resend_verification(app, request).await
+        }
+        "/api/auth/request-password-reset" if is(&Method::POST) => {
+            account::request_password_reset(app, request).await
+        }
+        "/api/auth/reset-password" if is(&Method::POST) => {
+            account::reset_password(app, request).await
+        }
+        "/api/auth/login" if is(&Method::POST) => login::login(app, request).await,
+        "/api/auth/refresh-token" if is(&Method::POST) => login::refresh(app, request).await,
+        "/api/auth/logout" if is(&Method::POST) => login::logout(app, request).await,
+        "/api/auth/logout-all" if is(&Method::POST) => login::logout_all(app, request).await,
+        "/api/auth/profile" if is(&Method::GET) => profile::get_profile(app, request).await,
+        "/api/auth/profile" if is(&Method::PATCH) => profile::update_profile(app, request).await,
+        "/api/auth/change-password" if is(&Method::POST) => {
+            profile::change_password(app, request).await
+        }
+        "/api/auth/deactivate" if is(&Method::POST) => profile::deactivate(app, request).await,
+        "/api/auth/sessions" if is(&Method::GET) => profile::list_sessions(app, request).await,
+        _ => {
+            if let Some(id) = path.strip_prefix("/api/auth/sessions/") {
+                if is(&Method::DELETE) && !id.contains('/') {
+                    return profile::delete_session(app, request, id).await;
+                }
+                return ApiResponse::method_not_allowed("DELETE");
+            }
+            match allowed_methods(path) {
+                Some(allow) => ApiResponse::method_not_allowed(allow),
+                None => ApiResponse::not_found(),
+            }
+        }
+    }
+}
+
+/// The methods a known path accepts, for 405 answers.
+fn allowed_methods(path: &str) -> Option<&'static str> {
+    Some(match path {
+        "/.well-known/jwks.json" => "GET, HEAD",
+        "/api/auth/profile" => "GET, PATCH",
+        "/api/auth/sessions" => "GET",
+        "/api/auth/register"
+        | "/api/auth/verify-email"
+        | "/api/auth/resend-verification"
+        | "/api/auth/request-password-reset"
+        | "/api/auth/reset-password"
+        | "/api/auth/login"
+        | "/api/auth/refresh-token"
+        | "/api/auth/logout"
+        | "/api/auth/logout-all"
+        | "/api/auth/change-password"
+        | "/api/auth/deactivate" => "POST",
+        _ => return None,
+    })
+}
+
+/// `GET /.well-known/jwks.json`
+fn jwks(app: &App) -> ApiResponse {
+    ApiResponse::raw(http::StatusCode::OK, app.keys.jwks())
+        .with_header(http::header::CACHE_CONTROL, "public, max-age=300")
 }

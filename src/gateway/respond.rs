@@ -38,7 +38,12 @@ pub fn local_response_header(response: &ApiResponse, body_len: usize) -> Result<
         header.insert_header(HeaderName::from_static(name), *value)?;
     }
     for (name, value) in &response.headers {
-        header.append_header(name.clone(), value.as_str())?;
+        if name == http::header::SET_COOKIE {
+            header.append_header(name.clone(), value.as_str())?;
+        } else {
+            // Replaces a default above (e.g. Cache-Control) rather than doubling it.
+            header.insert_header(name.clone(), value.as_str())?;
+        }
     }
     Ok(header)
 }

@@ -245,3 +245,8 @@ pub fn client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+pub mod app;
+pub mod db;
+pub mod redis;
+pub mod smtp;

@@ -75,6 +75,7 @@ impl TestRedis {
             url: self.url.clone(),
             key_prefix: self.prefix.clone(),
             max_per_user: 5,
+            ..SessionsConfig::default()
         }
     }
 

@@ -1,0 +1,348 @@
+//! Account lifecycle: registration, email verification, password reset.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::caller::authenticate;
+use super::{ApiRequest, ApiResponse, Fields};
+use crate::app::App;
+use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
+use crate::domain::{Email, Password};
+use crate::mail::MailKind;
+use crate::store::{NewUser, TokenKind, User};
+use crate::telemetry::SECURITY;
+
+/// How long an email-verification link works.
+pub const VERIFICATION_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long a password-reset link works.
+pub const RESET_TTL: Duration = Duration::from_secs(3600);
+/// Longest first or last name accepted.
+const MAX_NAME_CHARS: usize = 100;
+
+/// The user as registration and login show it.
+pub fn user_summary(user: &User) -> Value {
+    json!({
+        "id": user.id.to_string(),
+        "email": user.email.as_str(),
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "is_verified": user.is_verified,
+        "two_factor_enabled": user.two_factor_enabled,
+    })
+}
+
+/// The user as the profile shows it.
+pub fn user_profile(user: &User) -> Value {
+    json!({
+        "id": user.id.to_string(),
+        "email": user.email.as_str(),
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "is_verified": user.is_verified,
+        "is_active": user.is_active,
+        "two_factor_enabled": user.two_factor_enabled,
+        "roles": user.roles,
+        "last_login": user.last_login,
+        "created_at": user.created_at,
+    })
+}
+
+/// Checks a first or last name, recording a field error when it is unfit.
+pub fn check_name(fields: &mut Fields, field: &str, value: &str) {
+    if value.chars().count() > MAX_NAME_CHARS {
+        fields.reject(
+            field,
+            format!("must be at most {MAX_NAME_CHARS} characters"),
+        );
+    } else if value.chars().any(char::is_control) {
+        fields.reject(field, "must not contain control characters");
+    }
+}
+
+/// Parses an email field, recording a field error when it is unfit.
+fn parse_email(fields: &mut Fields, value: Option<String>) -> Option<Email> {
+    let value = value?;
+    match Email::parse(&value) {
+        Ok(email) => Some(email),
+        Err(e) => {
+            fields.reject("email", e.to_string());
+            None
+        }
+    }
+}
+
+/// Parses a new password against the policy, recording every rule it breaks.
+pub fn parse_new_password(
+    fields: &mut Fields,
+    field: &str,
+    value: Option<String>,
+) -> Option<Password> {
+    let value = value?;
+    match Password::parse(value) {
+        Ok(password) => Some(password),
+        Err(e) => {
+            for message in e.messages() {
+                fields.reject(field, message);
+            }
+            None
+        }
+    }
+}
+
+/// Creates a single-use token of `kind` for `user` and returns its plaintext (to mail).
+async fn issue_mail_token(
+    app: &App,
+    user: &User,
+    kind: TokenKind,
+    ttl: Duration,
+) -> Result<String, ApiResponse> {
+    app.store.invalidate_tokens(user.id, kind).await?;
+    let token = random_token();
+    let expires_at =
+        Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+    app.store
+        .create_token(user.id, kind, &sha256_hex(&token), expires_at)
+        .await?;
+    Ok(token)
+}
+
+fn invalid_token() -> ApiResponse {
+    ApiResponse::error(
+        StatusCode::BAD_REQUEST,
+        "invalid_token",
+        "The link is invalid, already used or expired",
+    )
+}
+
+/// `POST /api/auth/register`
+pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
+    let mut f = match Fields::from_request(request) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let email = f.required("email");
+    let email = parse_email(&mut f, email);
+    let password = f.required_raw("password");
+    let password = parse_new_password(&mut f, "password", password);
+    let first_name = f.required("first_name");
+    let last_name = f.required("last_name");
+    for (field, value) in [("first_name", &first_name), ("last_name", &last_name)] {
+        if let Some(v) = value {
+            check_name(&mut f, field, v);
+        }
+    }
+    if let Err(e) = f.finish() {
+        return e;
+    }
+    let (Some(email), Some(password), Some(first_name), Some(last_name)) =
+        (email, password, first_name, last_name)
+    else {
+        return ApiResponse::validation(&[]);
+    };
+    let password_hash = match app.hasher.hash(password.expose()).await {
+        Ok(h) => h,
+        Err(e) => return e.into(),
+    };
+    let user = match app
+        .store
+        .create_user(NewUser {
+            email,
+            password_hash,
+            first_name,
+            last_name,
+        })
+        .await
+    {
+        Ok(user) => user,
+        Err(e) => return e.into(),
+    };
+    tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %request.client_ip);
+    match issue_mail_token(app, &user, TokenKind::EmailVerification, VERIFICATION_TTL).await {
+        Ok(token) => app.mailer.send_in_background(
+            user.email.as_str(),
+            &user.first_name,
+            MailKind::Verification {
+                token,
+                expires_in: VERIFICATION_TTL,
+            },
+        ),
+        Err(e) => {
+            tracing::warn!(status = %e.status, user_id = %user.id, "could not issue a verification token")
+        }
+    }
+    ApiResponse::ok(
+        StatusCode::CREATED,
+        "User registered successfully. Please check your email for verification.",
+        Some(json!({"user": {
+            "id": user.id.to_string(),
+            "email": user.email.as_str(),
+            "first_name": user.first_name,
+            "last_name": user.last_name,
+            "is_verified": false,
+        }})),
+    )
+}
+
+/// `POST /api/auth/verify-email`
+pub async fn verify_email(app: &App, request: &ApiRequest) -> ApiResponse {
+    let mut f = match Fields::from_request(request) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let token = f.required("token");
+    if let Err(e) = f.finish() {
+        return e;
+    }
+    let Some(token) = token.filter(|t| is_token_shaped(t)) else {
+        return invalid_token();
+    };
+    let user_id = match app
+        .store
+        .consume_token(TokenKind::EmailVerification, &sha256_hex(&token))
+        .await
+    {
+        Ok(Some(id)) => id,
+        Ok(None) => return invalid_token(),
+        Err(e) => return e.into(),
+    };
+    if let Err(e) = app.store.mark_verified(user_id).await {
+        return e.into();
+    }
+    tracing::info!(target: SECURITY, event = "email_verified", user_id = %user_id);
+    ApiResponse::ok(StatusCode::OK, "Email verified successfully", None)
+}
+
+/// `POST /api/auth/resend-verification`
+pub async fn resend_verification(app: &App, request: &ApiRequest) -> ApiResponse {
+    let caller = match authenticate(app, request).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if caller.user.is_verified {
+        return ApiResponse::error(
+            StatusCode::BAD_REQUEST,
+            "already_verified",
+            "Email is already verified",
+        );
+    }
+    match issue_mail_token(
+        app,
+        &caller.user,
+        TokenKind::EmailVerification,
+        VERIFICATION_TTL,
+    )
+    .await
+    {
+        Ok(token) => {
+            app.mailer.send_in_background(
+                caller.user.email.as_str(),
+                &caller.user.first_name,
+                MailKind::Verification {
+                    token,
+                    expires_in: VERIFICATION_TTL,
+                },
+            );
+            ApiResponse::ok(StatusCode::OK, "Verification email sent", None)
+        }
+        Err(e) => e,
+    }
+}
+
+/// `POST /api/auth/request-password-reset` — the same answer whether or not the account exists.
+pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiResponse {
+    let mut f = match Fields::from_request(request) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let email = f.required("email");
+    let email = parse_email(&mut f, email);
+    if let Err(e) = f.finish() {
+        return e;
+    }
+    let answer = ApiResponse::ok(
+        StatusCode::OK,
+        "If an account exists for this email, a password reset link has been sent",
+        None,
+    );
+    let Some(email) = email else { return answer };
+    let user = match app.store.find_by_email(&email).await {
+        Ok(Some(user)) if user.is_active => user,
+        Ok(_) => return answer,
+        Err(e) => return e.into(),
+    };
+    match issue_mail_token(app, &user, TokenKind::PasswordReset, RESET_TTL).await {
+        Ok(token) => {
+            tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %request.client_ip);
+            app.mailer.send_in_background(
+                user.email.as_str(),
+                &user.first_name,
+                MailKind::PasswordReset {
+                    token,
+                    expires_in: RESET_TTL,
+                },
+            );
+            answer
+        }
+        Err(e) => e,
+    }
+}
+
+/// `POST /api/auth/reset-password` — sets a new password and ends every session.
+pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
+    let mut f = match Fields::from_request(request) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let token = f.required("token");
+    let password = f.required_raw("password");
+    let password = parse_new_password(&mut f, "password", password);
+    if let Err(e) = f.finish() {
+        return e;
+    }
+    let (Some(token), Some(password)) = (token, password) else {
+        return ApiResponse::validation(&[]);
+    };
+    if !is_token_shaped(&token) {
+        return invalid_token();
+    }
+    // Hash first: a token is only spent once the new password is ready to store.
+    let password_hash = match app.hasher.hash(password.expose()).await {
+        Ok(h) => h,
+        Err(e) => return e.into(),
+    };
+    let user_id = match app
+        .store
+        .consume_token(TokenKind::PasswordReset, &sha256_hex(&token))
+        .await
+    {
+        Ok(Some(id)) => id,
+        Ok(None) => return invalid_token(),
+        Err(e) => return e.into(),
+    };
+    if let Err(e) = app.store.set_password_hash(user_id, &password_hash).await {
+        return e.into();
+    }
+    if let Err(e) = app.store.unlock(user_id).await {
+        return e.into();
+    }
+    let ended = match app.sessions.revoke_all(user_id.into(), None).await {
+        Ok(ended) => ended.len(),
+        Err(e) => return e.into(),
+    };
+    tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
+    if let Ok(Some(user)) = app.store.find_by_id(user_id).await {
+        app.mailer.send_in_background(
+            user.email.as_str(),
+            &user.first_name,
+            MailKind::PasswordChanged,
+        );
+    }
+    ApiResponse::ok(
+        StatusCode::OK,
+        "Password has been reset; please log in",
+        None,
+    )
+}

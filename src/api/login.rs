@@ -1,0 +1,371 @@
+//! Login, refresh and logout: where sessions begin, rotate and end.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use http::StatusCode;
+use serde_json::{Value, json};
+
+use super::account::user_summary;
+use super::caller::{authenticate, unauthorized};
+use super::{ApiRequest, ApiResponse, Fields};
+use crate::app::App;
+use crate::auth::jwt::AMR_PASSWORD;
+use crate::auth::secrets::{
+    format_refresh_token, next_refresh_secret, parse_refresh_token, random_token, sha256_hex,
+};
+use crate::domain::Email;
+use crate::mail::MailKind;
+use crate::session::{NewSession, RotateOutcome, Session, SessionId};
+use crate::store::User;
+use crate::telemetry::SECURITY;
+
+/// Concurrent refreshes of one token within this window get the same answer.
+pub const REFRESH_GRACE: Duration = Duration::from_secs(5);
+/// How long a device (IP + user agent) is remembered for login notifications.
+const KNOWN_DEVICE_TTL: Duration = Duration::from_secs(180 * 86_400);
+
+fn invalid_credentials() -> ApiResponse {
+    ApiResponse::error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "Invalid email or password",
+    )
+}
+
+fn locked() -> ApiResponse {
+    ApiResponse::error(
+        StatusCode::LOCKED,
+        "account_locked",
+        "Account is temporarily locked after too many failed attempts; try again later",
+    )
+}
+
+/// The amr claim values of a session.
+pub fn amr_of(session: &Session) -> &'static [&'static str] {
+    if session.two_factor {
+        &[AMR_PASSWORD, crate::auth::jwt::AMR_OTP]
+    } else {
+        &[AMR_PASSWORD]
+    }
+}
+
+/// Signs an access token for a session and builds `data.tokens`.
+fn tokens_for(app: &App, session: &Session, refresh_token: &str) -> Result<Value, ApiResponse> {
+    let ttl = app.config.tokens.access_ttl.get();
+    let (access, _) = app
+        .keys
+        .issue_access(
+            &session.user_id.to_string(),
+            &session.id.to_string(),
+            amr_of(session),
+            ttl,
+        )
+        .map_err(|e| super::errors::internal("signing an access token", &e))?;
+    let refresh_expires_in = (session.expires_at - Utc::now()).num_seconds().max(0);
+    Ok(json!({
+        "access_token": access,
+        "refresh_token": refresh_token,
+        "token_type": "Bearer",
+        "expires_in": ttl.as_secs(),
+        "refresh_expires_in": refresh_expires_in,
+    }))
+}
+
+/// Counts a failed attempt against the account and logs it; the answer stays 401.
+async fn failed_attempt(app: &App, user: &User, request: &ApiRequest, reason: &str) -> ApiResponse {
+    let lockout = &app.config.lockout;
+    app.metrics.logins.with_label_values(&["failure"]).inc();
+    match app
+        .store
+        .record_failed_login(user.id, lockout.max_failed_attempts, lockout.duration.get())
+        .await
+    {
+        Ok(failure) => {
+            tracing::warn!(
+                target: SECURITY,
+                event = "login_failed",
+                reason,
+                user_id = %user.id,
+                attempts = failure.attempts,
+                client_ip = %request.client_ip,
+            );
+            if failure.newly_locked {
+                app.metrics.lockouts.inc();
+                tracing::warn!(
+                    target: SECURITY,
+                    event = "account_locked",
+                    user_id = %user.id,
+                    until = ?failure.locked_until,
+                    client_ip = %request.client_ip,
+                );
+            }
+            invalid_credentials()
+        }
+        Err(e) => e.into(),
+    }
+}
+
+/// `POST /api/auth/login`
+pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
+    let mut f = match Fields::from_request(request) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let email = f.required("email");
+    let password = f.required_raw("password");
+    let remember_me = f.flag("remember_me");
+    let two_factor_code = f.optional("two_factor_code");
+    if let Err(e) = f.finish() {
+        return e;
+    }
+    let (Some(email), Some(password)) = (email, password) else {
+        return ApiResponse::validation(&[]);
+    };
+
+    // Unknown and malformed addresses cost a bcrypt verify too, so timing tells nothing.
+    let user = match Email::parse(&email) {
+        Ok(email) => match app.store.find_by_email(&email).await {
+            Ok(user) => user,
+            Err(e) => return e.into(),
+        },
+        Err(_) => None,
+    };
+    let Some(user) = user else {
+        app.hasher.verify_dummy(&password).await;
+        app.metrics.logins.with_label_values(&["failure"]).inc();
+        tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", client_ip = %request.client_ip);
+        return invalid_credentials();
+    };
+    if user.is_locked(Utc::now()) {
+        app.metrics.logins.with_label_values(&["locked"]).inc();
+        tracing::warn!(target: SECURITY, event = "login_refused_locked", user_id = %user.id, client_ip = %request.client_ip);
+        return locked();
+    }
+    match app.hasher.verify(&password, &user.password_hash).await {
+        Ok(true) => {}
+        Ok(false) => return failed_attempt(app, &user, request, "wrong_password").await,
+        Err(e) => return e.into(),
+    }
+    if !user.is_active {
+        app.metrics.logins.with_label_values(&["deactivated"]).inc();
+        tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %request.client_ip);
+        return ApiResponse::error(
+            StatusCode::FORBIDDEN,
+            "account_deactivated",
+            "This account has been deactivated",
+        );
+    }
+    let two_factor = match crate::api::two_factor::check_login_code(
+        app,
+        &user,
+        two_factor_code.as_deref(),
+    )
+    .await
+    {
+        Ok(passed) => passed,
+        Err(super::two_factor::LoginCodeError::Required) => {
+            app.metrics
+                .logins
+                .with_label_values(&["two_factor_required"])
+                .inc();
+            return ApiResponse::error(
+                StatusCode::UNAUTHORIZED,
+                "two_factor_required",
+                "A two-factor authentication code is required",
+            );
+        }
+        Err(super::two_factor::LoginCodeError::Wrong) => {
+            return failed_attempt(app, &user, request, "wrong_two_factor_code").await;
+        }
+    };
+
+    if let Err(e) = app.store.record_successful_login(user.id).await {
+        return e.into();
+    }
+    if app.hasher.needs_rehash(&user.password_hash) {
+        match app.hasher.hash(&password).await {
+            Ok(hash) => {
+                if let Err(e) = app.store.set_password_hash(user.id, &hash).await {
+                    tracing::warn!(error = %e, user_id = %user.id, "could not store the re-hashed password");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not re-hash a password"),
+        }
+    }
+
+    let tokens_cfg = &app.config.tokens;
+    let lifetime = if remember_me {
+        tokens_cfg.remember_me_ttl.get()
+    } else {
+        tokens_cfg.refresh_ttl.get()
+    };
+    let session_id = SessionId::generate();
+    let secret = random_token();
+    let created = match app
+        .sessions
+        .create(NewSession {
+            id: session_id,
+            user_id: user.id.into(),
+            ip: request.client_ip.to_string(),
+            user_agent: request.user_agent.clone(),
+            two_factor,
+            remember_me,
+            refresh_hash: sha256_hex(&secret),
+            idle_ttl: lifetime,
+            absolute_ttl: lifetime.max(app.config.sessions.max_lifetime.get()),
+            max_per_user: app.config.sessions.max_per_user,
+        })
+        .await
+    {
+        Ok(created) => created,
+        Err(e) => return e.into(),
+    };
+    for evicted in &created.evicted {
+        tracing::info!(target: SECURITY, event = "session_evicted", user_id = %user.id, session_id = %evicted);
+    }
+    let session = created.session;
+    let refresh_token = format_refresh_token(&session.id.to_string(), &secret);
+    let tokens = match tokens_for(app, &session, &refresh_token) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    app.metrics.logins.with_label_values(&["success"]).inc();
+    tracing::info!(
+        target: SECURITY,
+        event = "login_succeeded",
+        user_id = %user.id,
+        session_id = %session.id,
+        two_factor,
+        client_ip = %request.client_ip,
+    );
+    notify_new_device(app, &user, request).await;
+
+    let mut summary = user_summary(&user);
+    summary["roles"] = json!(user.roles);
+    ApiResponse::ok(
+        StatusCode::OK,
+        "Login successful",
+        Some(json!({"user": summary, "tokens": tokens})),
+    )
+}
+
+/// Mails the user when a login comes from a device/IP not seen before (after the first login).
+async fn notify_new_device(app: &App, user: &User, request: &ApiRequest) {
+    if !app.config.mail.login_notifications {
+        return;
+    }
+    let device = sha256_hex(&format!("{}|{}", request.client_ip, request.user_agent));
+    let key = format!("device:{}:{device}", user.id);
+    match app.sessions.claim_once(&key, KNOWN_DEVICE_TTL).await {
+        Ok(true) if user.last_login.is_some() => {
+            app.mailer.send_in_background(
+                user.email.as_str(),
+                &user.first_name,
+                MailKind::LoginNotification {
+                    ip: request.client_ip.to_string(),
+                    user_agent: request.user_agent.clone(),
+                    time: Utc::now(),
+                },
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not check for a new device"),
+    }
+}
+
+/// `POST /api/auth/refresh-token`
+pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
+    let mut f = match Fields::from_request(request) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let token = f.required("refresh_token");
+    if let Err(e) = f.finish() {
+        return e;
+    }
+    let invalid = || unauthorized("invalid_token", "Invalid or expired refresh token");
+    let Some((sid, secret)) = token.as_deref().and_then(parse_refresh_token) else {
+        return invalid();
+    };
+    let Ok(session_id) = sid.parse::<SessionId>() else {
+        return invalid();
+    };
+    let next = next_refresh_secret(app.keys.refresh_rotation_key(), &sid, &secret);
+    let outcome = app
+        .sessions
+        .rotate_refresh(
+            &session_id,
+            &sha256_hex(&secret),
+            &sha256_hex(&next),
+            REFRESH_GRACE,
+        )
+        .await;
+    let session = match outcome {
+        Ok(RotateOutcome::Rotated(session)) | Ok(RotateOutcome::AlreadyRotated(session)) => session,
+        Ok(RotateOutcome::Reused { user_id }) => {
+            app.metrics.refresh_reuse.inc();
+            tracing::warn!(
+                target: SECURITY,
+                event = "refresh_token_reuse",
+                user_id = %user_id,
+                session_id = %session_id,
+                client_ip = %request.client_ip,
+            );
+            return unauthorized(
+                "refresh_token_reused",
+                "Refresh token was already used; the session has ended",
+            );
+        }
+        Ok(RotateOutcome::NotFound) => return invalid(),
+        Err(e) => return e.into(),
+    };
+    match app.store.find_by_id(session.user_id.into()).await {
+        Ok(Some(user)) if user.is_active => {}
+        Ok(_) => {
+            let _ = app.sessions.revoke(&session.id).await;
+            return invalid();
+        }
+        Err(e) => return e.into(),
+    }
+    let refresh_token = format_refresh_token(&sid, &next);
+    match tokens_for(app, &session, &refresh_token) {
+        Ok(tokens) => ApiResponse::ok(
+            StatusCode::OK,
+            "Token refreshed",
+            Some(json!({"tokens": tokens})),
+        ),
+        Err(e) => e,
+    }
+}
+
+/// `POST /api/auth/logout` — ends this session at once.
+pub async fn logout(app: &App, request: &ApiRequest) -> ApiResponse {
+    let caller = match authenticate(app, request).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    if let Err(e) = app.sessions.revoke(&caller.session.id).await {
+        return e.into();
+    }
+    tracing::info!(target: SECURITY, event = "logout", user_id = %caller.user.id, session_id = %caller.session.id);
+    ApiResponse::ok(StatusCode::OK, "Logged out successfully", None)
+}
+
+/// `POST /api/auth/logout-all` — ends every session of the user.
+pub async fn logout_all(app: &App, request: &ApiRequest) -> ApiResponse {
+    let caller = match authenticate(app, request).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let ended = match app.sessions.revoke_all(caller.session.user_id, None).await {
+        Ok(ended) => ended.len(),
+        Err(e) => return e.into(),
+    };
+    tracing::info!(target: SECURITY, event = "logout_all", user_id = %caller.user.id, sessions_ended = ended);
+    ApiResponse::ok(
+        StatusCode::OK,
+        "Logged out from all devices",
+        Some(json!({"sessions_ended": ended})),
+    )
+}

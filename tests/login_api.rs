@@ -1,0 +1,687 @@
+//! Login and session stories over HTTP: tokens, lockout, refresh rotation, logout, eviction.
+
+mod support;
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::app::*;
+
+/// Verifies an EdDSA JWT against the served JWKS with ed25519-dalek directly (not the
+/// gateway's own verifier) and returns its header and claims.
+async fn verify_with_jwks(app: &TestApp, token: &str) -> (Value, Value) {
+    let jwks: Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a compact JWS");
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(header["alg"], "EdDSA");
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the token's kid is in the JWKS");
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    let x: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(key["x"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sig: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(parts[2])
+        .unwrap()
+        .try_into()
+        .unwrap();
+    VerifyingKey::from_bytes(&x)
+        .unwrap()
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &Signature::from_bytes(&sig),
+        )
+        .expect("signature verifies with the published key");
+    (header, claims)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_returns_tokens_verifiable_with_the_jwks() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        app.verified_user("jwt@example.com").await;
+        let r = app
+            .post(
+                "/api/auth/login",
+                json!({"email": "JWT@example.com", "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
+        let data = &r.body["data"];
+        assert_eq!(data["user"]["email"], "jwt@example.com");
+        assert_eq!(data["user"]["is_verified"], true);
+        let t = &data["tokens"];
+        assert_eq!(t["token_type"], "Bearer");
+        assert_eq!(t["expires_in"], 900);
+        let refresh_in = t["refresh_expires_in"].as_i64().unwrap();
+        assert!(
+            (7 * 86400 - 60..=7 * 86400).contains(&refresh_in),
+            "{refresh_in}"
+        );
+
+        let (header, claims) = verify_with_jwks(&app, t["access_token"].as_str().unwrap()).await;
+        assert!(header["kid"].is_string());
+        assert_eq!(claims["sub"], data["user"]["id"]);
+        assert_eq!(claims["iss"], "portcullis");
+        assert_eq!(claims["amr"], json!(["pwd"]));
+        for claim in ["sid", "iat", "exp", "jti"] {
+            assert!(claims.get(claim).is_some(), "{claim}");
+        }
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            900
+        );
+
+        let r = app
+            .post(
+                "/api/auth/login",
+                json!({"email": "jwt@example.com", "password": PASSWORD, "remember_me": true}),
+            )
+            .await;
+        let refresh_in = r.body["data"]["tokens"]["refresh_expires_in"]
+            .as_i64()
+            .unwrap();
+        assert!(
+            (30 * 86400 - 60..=30 * 86400).contains(&refresh_in),
+            "remember_me: {refresh_in}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_email_and_wrong_password_look_the_same() {
+    let app = TestApp::spawn(Backend::Embedded, "").await;
+    app.verified_user("same@example.com").await;
+    let wrong = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "same@example.com", "password": "Wr0ng-Password!"}),
+        )
+        .await;
+    let unknown = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "ghost@example.com", "password": "Wr0ng-Password!"}),
+        )
+        .await;
+    let malformed = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "not an email", "password": "x"}),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.status, unknown.status);
+    assert_eq!(wrong.body, unknown.body);
+    assert_eq!(wrong.body, malformed.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lockout_refuses_even_the_right_password_until_unlocked() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        app.verified_user("lock@example.com").await;
+        for i in 1..=5 {
+            let r = app
+                .post(
+                    "/api/auth/login",
+                    json!({"email": "lock@example.com", "password": "Wr0ng-Password!"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        }
+        let r = app
+            .post(
+                "/api/auth/login",
+                json!({"email": "lock@example.com", "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::LOCKED, "{backend:?}: {}", r.body);
+        assert_eq!(r.code(), "account_locked");
+
+        let out = portcullis::store::admin::run_user_command(
+            &*app.gw.app.store,
+            portcullis::store::admin::UserCommand::Unlock {
+                email: "lock@example.com".into(),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(!out.is_empty());
+        app.login("lock@example.com").await;
+        support::metrics_containing(&app.gw.admin_url(), &["portcullis_lockouts_total 1"]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn success_resets_the_failure_count() {
+    let app = TestApp::spawn(Backend::Embedded, "").await;
+    app.verified_user("reset-count@example.com").await;
+    for _ in 0..4 {
+        app.post(
+            "/api/auth/login",
+            json!({"email": "reset-count@example.com", "password": "Wr0ng-Password!"}),
+        )
+        .await;
+    }
+    app.login("reset-count@example.com").await;
+    for _ in 0..4 {
+        app.post(
+            "/api/auth/login",
+            json!({"email": "reset-count@example.com", "password": "Wr0ng-Password!"}),
+        )
+        .await;
+    }
+    app.login("reset-count@example.com").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deactivated_accounts_get_403() {
+    let app = TestApp::spawn(Backend::Embedded, "").await;
+    app.verified_user("gone@example.com").await;
+    let t = app.login("gone@example.com").await;
+    let wrong = app
+        .post_as(
+            &t.access,
+            "/api/auth/deactivate",
+            json!({"password": "Wr0ng-Password!"}),
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+    let r = app
+        .post_as(
+            &t.access,
+            "/api/auth/deactivate",
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        app.get_as(&t.access, "/api/auth/profile").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "gone@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.code(), "account_deactivated");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_rotates_and_reuse_ends_the_session() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        app.verified_user("rot@example.com").await;
+        let first = app.login("rot@example.com").await;
+
+        let r = app
+            .post(
+                "/api/auth/refresh-token",
+                json!({"refresh_token": first.refresh}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
+        let second = tokens_of(&r.body);
+        assert_ne!(second.refresh, first.refresh);
+        assert_eq!(
+            app.get_as(&second.access, "/api/auth/profile").await.status,
+            StatusCode::OK
+        );
+
+        // Concurrent duplicates within the grace window get the same answer.
+        let dup = app
+            .post(
+                "/api/auth/refresh-token",
+                json!({"refresh_token": first.refresh}),
+            )
+            .await;
+        assert_eq!(dup.status, StatusCode::OK, "grace window: {}", dup.body);
+        assert_eq!(tokens_of(&dup.body).refresh, second.refresh);
+
+        let r = app
+            .post(
+                "/api/auth/refresh-token",
+                json!({"refresh_token": second.refresh}),
+            )
+            .await;
+        let third = tokens_of(&r.body);
+        // The first token again, after the chain moved on twice: theft. The session ends.
+        let stolen = app
+            .post(
+                "/api/auth/refresh-token",
+                json!({"refresh_token": first.refresh}),
+            )
+            .await;
+        assert_eq!(stolen.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(stolen.code(), "refresh_token_reused");
+        assert_eq!(
+            app.get_as(&third.access, "/api/auth/profile").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+        let r = app
+            .post(
+                "/api/auth/refresh-token",
+                json!({"refresh_token": third.refresh}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        support::metrics_containing(
+            &app.gw.admin_url(),
+            &["portcullis_refresh_token_reuse_total 1"],
+        )
+        .await;
+
+        for junk in ["", "abc", "x.y", &"a".repeat(300)] {
+            let r = app
+                .post("/api/auth/refresh-token", json!({"refresh_token": junk}))
+                .await;
+            assert!(
+                matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST),
+                "{junk}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_and_logout_all_end_sessions_at_once() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        app.verified_user("out@example.com").await;
+        let a = app.login("out@example.com").await;
+        let b = app.login("out@example.com").await;
+        let c = app.login("out@example.com").await;
+
+        assert_eq!(
+            app.post_as(&a.access, "/api/auth/logout", json!({}))
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let r = app.get_as(&a.access, "/api/auth/profile").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.code(), "session_ended");
+        let r = app
+            .post(
+                "/api/auth/refresh-token",
+                json!({"refresh_token": a.refresh}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.get_as(&b.access, "/api/auth/profile").await.status,
+            StatusCode::OK
+        );
+
+        let r = app
+            .post_as(&b.access, "/api/auth/logout-all", json!({}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        for t in [&b, &c] {
+            assert_eq!(
+                app.get_as(&t.access, "/api/auth/profile").await.status,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sixth_login_evicts_the_oldest_session() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        app.verified_user("cap@example.com").await;
+        let mut sessions = Vec::new();
+        for _ in 0..6 {
+            sessions.push(app.login("cap@example.com").await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            app.get_as(&sessions[0].access, "/api/auth/profile")
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        for t in &sessions[1..] {
+            assert_eq!(
+                app.get_as(&t.access, "/api/auth/profile").await.status,
+                StatusCode::OK
+            );
+        }
+        let list = app.get_as(&sessions[5].access, "/api/auth/sessions").await;
+        let listed = list.body["data"]["sessions"].as_array().unwrap();
+        assert_eq!(listed.len(), 5, "{backend:?}");
+        assert_eq!(listed.iter().filter(|s| s["current"] == true).count(), 1);
+        for s in listed {
+            for key in [
+                "id",
+                "created_at",
+                "last_seen_at",
+                "ip",
+                "user_agent",
+                "current",
+            ] {
+                assert!(s.get(key).is_some(), "{key}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_can_end_only_their_own_sessions() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        app.verified_user("mine@example.com").await;
+        app.verified_user("theirs@example.com").await;
+        let mine = app.login("mine@example.com").await;
+        let other_device = app.login("mine@example.com").await;
+        let theirs = app.login("theirs@example.com").await;
+
+        let their_sessions = app.get_as(&theirs.access, "/api/auth/sessions").await;
+        let their_id = their_sessions.body["data"]["sessions"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = app
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/auth/sessions/{their_id}"),
+                Some(&mine.access),
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::NOT_FOUND,
+            "someone else's session is not mine to end"
+        );
+        assert_eq!(
+            app.get_as(&theirs.access, "/api/auth/profile").await.status,
+            StatusCode::OK
+        );
+
+        let list = app.get_as(&mine.access, "/api/auth/sessions").await;
+        let other_id = list.body["data"]["sessions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["current"] == false)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r = app
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/auth/sessions/{other_id}"),
+                Some(&mine.access),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            app.get_as(&other_device.access, "/api/auth/profile")
+                .await
+                .status,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            app.get_as(&mine.access, "/api/auth/profile").await.status,
+            StatusCode::OK
+        );
+        let r = app
+            .call(
+                reqwest::Method::DELETE,
+                "/api/auth/sessions/not-a-session-id",
+                Some(&mine.access),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn change_password_ends_the_other_sessions() {
+    let app = TestApp::spawn(Backend::Embedded, "").await;
+    app.verified_user("chg@example.com").await;
+    let here = app.login("chg@example.com").await;
+    let there = app.login("chg@example.com").await;
+    let r = app
+        .post_as(
+            &here.access,
+            "/api/auth/change-password",
+            json!({"current_password": "Wr0ng-Password!", "new_password": "N3w-Passw0rd!!"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = app
+        .post_as(
+            &here.access,
+            "/api/auth/change-password",
+            json!({"current_password": PASSWORD, "new_password": "N3w-Passw0rd!!"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        app.get_as(&here.access, "/api/auth/profile").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.get_as(&there.access, "/api/auth/profile").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "chg@example.com", "password": "N3w-Passw0rd!!"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forged_and_confused_tokens_are_refused() {
+    let app = TestApp::spawn(Backend::Embedded, "").await;
+    app.verified_user("forge@example.com").await;
+    let real = app.login("forge@example.com").await;
+    let parts: Vec<&str> = real.access.split('.').collect();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+
+    // alg: none
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        parts[1]
+    );
+    // HS256 signed with the public key bytes from the JWKS
+    let jwks: Value = app
+        .http
+        .get(app.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let x = URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["x"].as_str().unwrap())
+        .unwrap();
+    let hs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&x),
+    )
+    .unwrap();
+    // Signed by another Ed25519 key with the right kid
+    let other = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+    let header = json!({"alg": "EdDSA", "typ": "JWT", "kid": jwks["keys"][0]["kid"]});
+    let signing_input = format!("{}.{}", b64(&header), parts[1]);
+    use ed25519_dalek::Signer;
+    let forged = format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(other.sign(signing_input.as_bytes()).to_bytes())
+    );
+    // Tampered claims with the original signature
+    let mut elevated = claims.clone();
+    elevated["amr"] = json!(["pwd", "otp"]);
+    let tampered = format!("{}.{}.{}", parts[0], b64(&elevated), parts[2]);
+    // Expired: issued by the gateway's own key ring, long ago
+    let (expired, _) = app
+        .gw
+        .app
+        .keys
+        .issue_access(
+            claims["sub"].as_str().unwrap(),
+            claims["sid"].as_str().unwrap(),
+            &["pwd"],
+            Duration::from_secs(1),
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+
+    for (name, token) in [
+        ("none", none),
+        ("hs256", hs),
+        ("other key", forged),
+        ("tampered", tampered),
+        ("expired", expired),
+    ] {
+        let r = app.get_as(&token, "/api/auth/profile").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{name} accepted");
+    }
+    assert_eq!(
+        app.get_as(&real.access, "/api/auth/profile").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_device_login_sends_a_notification() {
+    let app = TestApp::spawn(Backend::Embedded, "").await;
+    app.verified_user("dev@example.com").await;
+    app.login("dev@example.com").await; // first login ever: no notification
+    let login_from = |ua: &'static str| {
+        let app = &app;
+        async move {
+            app.http
+                .post(app.url("/api/auth/login"))
+                .header("user-agent", ua)
+                .json(&json!({"email": "dev@example.com", "password": PASSWORD}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(login_from("NewBrowser/1.0").await, StatusCode::OK);
+    let mail = app
+        .smtp
+        .wait_for(
+            |m| m.text_body().is_some_and(|t| t.contains("NewBrowser/1.0")),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(mail.is_some(), "login notification mailed");
+    let before = app.smtp.count();
+    assert_eq!(login_from("NewBrowser/1.0").await, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.smtp.count(),
+        before,
+        "a known device is not announced again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_outage_fails_closed_and_recovers_by_itself() {
+    let Some(redis) = support::redis::TestRedis::start().await else {
+        return; // Redis variants are off outside CI when no URL is given.
+    };
+    let relay = support::redis::Relay::start(redis.address().await).await;
+    let via = redis.url_via(relay.addr);
+    let prefix = redis.prefix.clone();
+    let app = TestApp::spawn_with(Backend::Embedded, "", move |c| {
+        c.sessions.url = via;
+        c.sessions.key_prefix = prefix;
+    })
+    .await;
+    app.verified_user("outage@example.com").await;
+    let t = app.login("outage@example.com").await;
+
+    relay.take_down();
+    let r = app.get_as(&t.access, "/api/auth/profile").await;
+    assert_eq!(
+        r.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "fail closed: {}",
+        r.body
+    );
+    assert_eq!(r.code(), "service_unavailable");
+    let r = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "outage@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    let health = app
+        .http
+        .get(format!("{}/health", app.gw.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let report: Value = health.json().await.unwrap();
+    assert_eq!(report["checks"]["storage"], "ok");
+    assert_eq!(report["checks"]["sessions"]["status"], "down");
+
+    relay.bring_up();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = app.get_as(&t.access, "/api/auth/profile").await;
+        if r.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered: {} {}",
+            r.status,
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health = app
+        .http
+        .get(format!("{}/health", app.gw.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    redis.clean().await;
+}

@@ -1,0 +1,226 @@
+//! A whole gateway for API stories: real backends, a real SMTP sink, a real HTTP client.
+//!
+//! Every story runs on the embedded pair (SQLite + memory) and, when
+//! `PORTCULLIS_TEST_POSTGRES_URL` and `PORTCULLIS_TEST_REDIS_URL` are set, on the shared pair
+//! (a fresh PostgreSQL database + a random Redis prefix). Under `CI=true` the shared pair is
+//! mandatory.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::db::TestDb;
+use super::redis::TestRedis;
+use super::smtp::{ReceivedMail, SmtpSink};
+use super::{Scratch, client, parse_config, start_gateway, test_config_text};
+use portcullis::config::Config;
+use portcullis::server::RunningGateway;
+
+/// A strong password that meets the policy.
+pub const PASSWORD: &str = "Corr3ct-Horse!";
+
+/// Which backend pair a story runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite + in-process sessions.
+    Embedded,
+    /// PostgreSQL + Redis.
+    Shared,
+}
+
+/// The backend pairs to run every story on.
+pub fn backends() -> Vec<Backend> {
+    let mut out = vec![Backend::Embedded];
+    let pg = super::db::postgres_admin_url();
+    let redis = super::redis::redis_url();
+    if pg.is_some() && redis.is_some() {
+        out.push(Backend::Shared);
+    }
+    out
+}
+
+/// One running gateway and everything it talks to.
+pub struct TestApp {
+    pub gw: RunningGateway,
+    pub smtp: SmtpSink,
+    pub backend: Backend,
+    pub http: reqwest::Client,
+    pub db: Option<TestDb>,
+    pub redis: Option<TestRedis>,
+    _scratch: Scratch,
+}
+
+/// An HTTP answer: status, headers, JSON body (`Null` when not JSON).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// `body.code` as a string.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+/// Tokens from a login or refresh.
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub body: Value,
+}
+
+impl TestApp {
+    /// Starts a gateway on `backend` with `extra` config appended (routes, overrides).
+    pub async fn spawn(backend: Backend, extra: &str) -> Self {
+        Self::spawn_with(backend, extra, |_| {}).await
+    }
+
+    /// As [`TestApp::spawn`], with a last chance to adjust the parsed config.
+    pub async fn spawn_with(
+        backend: Backend,
+        extra: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        let scratch = Scratch::new();
+        let smtp = SmtpSink::start();
+        let mut config = parse_config(&test_config_text(scratch.dir.path(), extra));
+        config.mail.url = smtp.url();
+        let (db, redis) = match backend {
+            Backend::Embedded => (None, None),
+            Backend::Shared => {
+                let db = TestDb::postgres().await.expect("PostgreSQL configured");
+                let redis = TestRedis::start().await.expect("Redis configured");
+                config.storage.url = db.url().to_string();
+                config.sessions.url = redis.url.clone();
+                config.sessions.key_prefix = redis.prefix.clone();
+                (Some(db), Some(redis))
+            }
+        };
+        adjust(&mut config);
+        let gw = start_gateway(config);
+        Self {
+            gw,
+            smtp,
+            backend,
+            http: client(),
+            db,
+            redis,
+            _scratch: scratch,
+        }
+    }
+
+    /// The gateway's base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gw.url())
+    }
+
+    async fn answer(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Self::answer(request.send().await.expect("request sent")).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call(reqwest::Method::POST, path, None, Some(body))
+            .await
+    }
+
+    /// `POST path` as the holder of `token`.
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> Answer {
+        self.call(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    /// `GET path` as the holder of `token`.
+    pub async fn get_as(&self, token: &str, path: &str) -> Answer {
+        self.call(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    /// Registers an account and returns the answer.
+    pub async fn register(&self, email: &str) -> Answer {
+        self.post(
+            "/api/auth/register",
+            json!({"email": email, "password": PASSWORD, "first_name": "Ada", "last_name": "Lovelace"}),
+        )
+        .await
+    }
+
+    /// The next mail to `to` (10 s at most).
+    pub async fn mail_to(&self, to: &str) -> ReceivedMail {
+        self.smtp
+            .wait_for_mail_to(to, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no mail reached {to}"))
+    }
+
+    /// Registers and verifies an account through the mailed link.
+    pub async fn verified_user(&self, email: &str) {
+        let r = self.register(email).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let token = self.mail_to(email).await.token().expect("token in mail");
+        let r = self
+            .post("/api/auth/verify-email", json!({"token": token}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+
+    /// Logs in with the standard password; panics unless it succeeds.
+    pub async fn login(&self, email: &str) -> Tokens {
+        let r = self
+            .post(
+                "/api/auth/login",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        tokens_of(&r.body)
+    }
+}
+
+/// `data.tokens` of a login or refresh answer.
+pub fn tokens_of(body: &Value) -> Tokens {
+    let t = &body["data"]["tokens"];
+    Tokens {
+        access: t["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string(),
+        refresh: t["refresh_token"]
+            .as_str()
+            .expect("refresh_token")
+            .to_string(),
+        body: body.clone(),
+    }
+}
