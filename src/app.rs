@@ -7,6 +7,7 @@ use anyhow::Context;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
+use crate::auth::gatekeeper::Gatekeeper;
 use crate::auth::jwt::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::config::{Config, redact_url};
@@ -33,6 +34,8 @@ pub struct App {
     pub mailer: Arc<Mailer>,
     pub keys: KeyRing,
     pub hasher: PasswordHasher,
+    /// The per-request check of proxied traffic, with its caches.
+    pub gatekeeper: Arc<Gatekeeper>,
     /// Owns the database and Redis connections (a socket stays with the runtime that made it).
     _backend: BackendRuntime,
 }
@@ -90,9 +93,11 @@ impl App {
                 .join()
                 .map_err(|_| anyhow::anyhow!("backend start-up panicked"))?
         })?;
+        let gatekeeper = Arc::new(Gatekeeper::new());
         {
             let _entered = runtime.enter();
             store::spawn_token_purger(store.clone(), TOKEN_PURGE_INTERVAL);
+            gatekeeper.spawn_listener(&*sessions);
         }
         Ok(Arc::new(Self {
             config: Arc::new(config),
@@ -104,8 +109,24 @@ impl App {
             mailer,
             keys,
             hasher,
+            gatekeeper,
             _backend: BackendRuntime(Some(runtime)),
         }))
+    }
+
+    /// The name of the browser session cookie: `__Host-` prefixed (and `Secure`) when the
+    /// gateway is served over HTTPS, plain otherwise.
+    pub fn cookie_name(&self) -> &'static str {
+        if self.serves_tls() {
+            "__Host-portcullis"
+        } else {
+            "portcullis"
+        }
+    }
+
+    /// Whether the public URL is HTTPS (a TLS terminator in front, or TLS here).
+    pub fn serves_tls(&self) -> bool {
+        self.config.server.public_url.starts_with("https://")
     }
 
     /// The health report: 200 when every dependency answers, 503 naming those that do not.

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub lockouts: IntCounter,
     /// Refresh tokens presented again after rotation (possible theft).
     pub refresh_reuse: IntCounter,
+    /// Decisions on proxied and forward-auth requests, by route, outcome and reason.
+    pub auth_decisions: IntCounterVec,
 }
 
 impl Metrics {
@@ -86,6 +88,15 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
 
+        let auth_decisions = IntCounterVec::new(
+            Opts::new(
+                "auth_decisions_total",
+                "Access decisions on proxied requests, by route, outcome and reason",
+            ),
+            &["route", "outcome", "reason"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -95,6 +106,7 @@ impl Metrics {
             Box::new(logins.clone()),
             Box::new(lockouts.clone()),
             Box::new(refresh_reuse.clone()),
+            Box::new(auth_decisions.clone()),
         ] {
             // Names are unique by construction; a clash would be a programming error caught by tests.
             let _ = registry.register(collector);
@@ -109,6 +121,7 @@ impl Metrics {
             logins,
             lockouts,
             refresh_reuse,
+            auth_decisions,
         }
     }
 

@@ -332,6 +332,7 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(ended) => ended.len(),
         Err(e) => return e.into(),
     };
+    app.gatekeeper.forget_user(user_id.into());
     tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
     if let Ok(Some(user)) = app.store.find_by_id(user_id).await {
         app.mailer.send_in_background(

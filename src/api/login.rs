@@ -50,6 +50,31 @@ pub fn amr_of(session: &Session) -> &'static [&'static str] {
     }
 }
 
+/// The `Set-Cookie` value carrying an access token to browsers (or clearing it with `""`).
+///
+/// HttpOnly so scripts cannot read it, SameSite=Lax against cross-site requests, and
+/// `Secure` with the `__Host-` prefix when the gateway is served over HTTPS.
+pub fn session_cookie(app: &App, access_token: &str) -> String {
+    let max_age = if access_token.is_empty() {
+        0
+    } else {
+        app.config.tokens.access_ttl.get().as_secs()
+    };
+    let secure = if app.serves_tls() { "; Secure" } else { "" };
+    format!(
+        "{}={access_token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        app.cookie_name()
+    )
+}
+
+/// The success answer carrying tokens, with the browser cookie set.
+fn with_tokens(app: &App, message: &str, mut data: Value, tokens: Value) -> ApiResponse {
+    let cookie = session_cookie(app, tokens["access_token"].as_str().unwrap_or(""));
+    data["tokens"] = tokens;
+    ApiResponse::ok(StatusCode::OK, message, Some(data))
+        .with_header(http::header::SET_COOKIE, cookie)
+}
+
 /// Signs an access token for a session and builds `data.tokens`.
 fn tokens_for(app: &App, session: &Session, refresh_token: &str) -> Result<Value, ApiResponse> {
     let ttl = app.config.tokens.access_ttl.get();
@@ -222,6 +247,7 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
         Err(e) => return e.into(),
     };
     for evicted in &created.evicted {
+        app.gatekeeper.forget_session(evicted);
         tracing::info!(target: SECURITY, event = "session_evicted", user_id = %user.id, session_id = %evicted);
     }
     let session = created.session;
@@ -243,11 +269,7 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
 
     let mut summary = user_summary(&user);
     summary["roles"] = json!(user.roles);
-    ApiResponse::ok(
-        StatusCode::OK,
-        "Login successful",
-        Some(json!({"user": summary, "tokens": tokens})),
-    )
+    with_tokens(app, "Login successful", json!({"user": summary}), tokens)
 }
 
 /// Mails the user when a login comes from a device/IP not seen before (after the first login).
@@ -304,6 +326,7 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
     let session = match outcome {
         Ok(RotateOutcome::Rotated(session)) | Ok(RotateOutcome::AlreadyRotated(session)) => session,
         Ok(RotateOutcome::Reused { user_id }) => {
+            app.gatekeeper.forget_session(&session_id);
             app.metrics.refresh_reuse.inc();
             tracing::warn!(
                 target: SECURITY,
@@ -330,11 +353,7 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
     }
     let refresh_token = format_refresh_token(&sid, &next);
     match tokens_for(app, &session, &refresh_token) {
-        Ok(tokens) => ApiResponse::ok(
-            StatusCode::OK,
-            "Token refreshed",
-            Some(json!({"tokens": tokens})),
-        ),
+        Ok(tokens) => with_tokens(app, "Token refreshed", json!({}), tokens),
         Err(e) => e,
     }
 }
@@ -348,8 +367,10 @@ pub async fn logout(app: &App, request: &ApiRequest) -> ApiResponse {
     if let Err(e) = app.sessions.revoke(&caller.session.id).await {
         return e.into();
     }
+    app.gatekeeper.forget_session(&caller.session.id);
     tracing::info!(target: SECURITY, event = "logout", user_id = %caller.user.id, session_id = %caller.session.id);
     ApiResponse::ok(StatusCode::OK, "Logged out successfully", None)
+        .with_header(http::header::SET_COOKIE, session_cookie(app, ""))
 }
 
 /// `POST /api/auth/logout-all` — ends every session of the user.
@@ -362,6 +383,7 @@ pub async fn logout_all(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(ended) => ended.len(),
         Err(e) => return e.into(),
     };
+    app.gatekeeper.forget_user(caller.session.user_id);
     tracing::info!(target: SECURITY, event = "logout_all", user_id = %caller.user.id, sessions_ended = ended);
     ApiResponse::ok(
         StatusCode::OK,

@@ -12,6 +12,7 @@ mod input;
 mod login;
 mod profile;
 mod two_factor;
+mod verify;
 
 use std::net::IpAddr;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method};
 
 pub use envelope::{ApiResponse, FieldError};
+pub use errors::unavailable;
 pub use input::Fields;
 
 use crate::app::App;
@@ -82,6 +84,9 @@ async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
         }
         "/api/auth/deactivate" if is(&Method::POST) => profile::deactivate(app, request).await,
         "/api/auth/sessions" if is(&Method::GET) => profile::list_sessions(app, request).await,
+        "/api/auth/verify" if is(&Method::GET) || is(&Method::HEAD) => {
+            verify::forward_auth(app, request).await
+        }
         _ => {
             if let Some(id) = path.strip_prefix("/api/auth/sessions/") {
                 if is(&Method::DELETE) && !id.contains('/') {
@@ -103,6 +108,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         "/.well-known/jwks.json" => "GET, HEAD",
         "/api/auth/profile" => "GET, PATCH",
         "/api/auth/sessions" => "GET",
+        "/api/auth/verify" => "GET, HEAD",
         "/api/auth/register"
         | "/api/auth/verify-email"
         | "/api/auth/resend-verification"

@@ -121,6 +121,7 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(ended) => ended.len(),
         Err(e) => return e.into(),
     };
+    app.gatekeeper.forget_user(caller.session.user_id);
     tracing::info!(target: SECURITY, event = "password_changed", user_id = %caller.user.id, sessions_ended = ended);
     app.mailer.send_in_background(
         caller.user.email.as_str(),
@@ -161,6 +162,7 @@ pub async fn deactivate(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(ended) => ended.len(),
         Err(e) => return e.into(),
     };
+    app.gatekeeper.forget_user(caller.session.user_id);
     tracing::info!(target: SECURITY, event = "account_deactivated", user_id = %caller.user.id, sessions_ended = ended);
     ApiResponse::ok(StatusCode::OK, "Account deactivated", None)
 }
@@ -221,6 +223,7 @@ pub async fn delete_session(app: &App, request: &ApiRequest, id: &str) -> ApiRes
     if let Err(e) = app.sessions.revoke(&session_id).await {
         return e.into();
     }
+    app.gatekeeper.forget_session(&session_id);
     tracing::info!(target: SECURITY, event = "session_revoked", user_id = %caller.user.id, session_id = %session_id);
     ApiResponse::ok(StatusCode::OK, "Session ended", None)
 }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod client_ip;
 pub mod identity;
+pub mod policy;
 mod respond;
 pub mod routes;
 
@@ -25,7 +26,9 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::api::{self, ApiRequest, ApiResponse};
 use crate::app::App;
+use crate::auth::gatekeeper::Principal;
 use crate::telemetry::SECURITY;
+use policy::Verdict;
 use routes::Route;
 
 pub use respond::write_local_response;
@@ -53,6 +56,8 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     client_ip: IpAddr,
     upstream_started: Option<Instant>,
+    /// Who the request comes from, on routes that require it.
+    principal: Option<Principal>,
     /// Decrements the in-flight gauge however the request ends.
     _in_flight: InFlight,
 }
@@ -85,6 +90,7 @@ impl ProxyHttp for Gateway {
             route: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             upstream_started: None,
+            principal: None,
             _in_flight: InFlight(gauge),
         }
     }
@@ -107,14 +113,37 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
 
-        let host = request_host(session.req_header());
-        match self.app.routes.find(host, path) {
-            Some(route) => {
-                ctx.route = Some(route.clone());
+        let header = session.req_header();
+        let Some(route) = self.app.routes.find(request_host(header), path) else {
+            write_local_response(session, &ApiResponse::not_found()).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+        let target = header.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let verdict = policy::authorize(
+            &self.app,
+            route.policy,
+            &route.roles,
+            &header.headers,
+            Some(target),
+        )
+        .await;
+        let decisions = &self.app.metrics.auth_decisions;
+        match verdict {
+            Verdict::Allow(principal) => {
+                if principal.is_some() {
+                    decisions
+                        .with_label_values(&[route.name.as_str(), "allowed", "allowed"])
+                        .inc();
+                }
+                ctx.principal = principal;
                 Ok(false)
             }
-            None => {
-                write_local_response(session, &ApiResponse::not_found()).await?;
+            Verdict::Refuse { response, reason } => {
+                decisions
+                    .with_label_values(&[route.name.as_str(), "denied", reason])
+                    .inc();
+                write_local_response(session, &response).await?;
                 Ok(true)
             }
         }
@@ -159,6 +188,9 @@ impl ProxyHttp for Gateway {
             );
         }
         self.set_forwarding_headers(session, upstream_request, ctx.client_ip)?;
+        if let Some(principal) = &ctx.principal {
+            self.set_identity_headers(upstream_request, principal)?;
+        }
         ctx.upstream_started = Some(Instant::now());
         Ok(())
     }
@@ -232,6 +264,27 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Tells the upstream who the request comes from, in headers it can trust (every client
+    /// copy was removed just before).
+    fn set_identity_headers(
+        &self,
+        upstream_request: &mut RequestHeader,
+        principal: &Principal,
+    ) -> Result<()> {
+        let names = &self.app.identity_headers;
+        upstream_request.insert_header(names.user_id.clone(), principal.user_id_text.as_str())?;
+        upstream_request.insert_header(names.email.clone(), principal.email.as_str())?;
+        upstream_request.insert_header(names.roles.clone(), principal.roles_joined.as_str())?;
+        upstream_request
+            .insert_header(names.session_id.clone(), principal.session_id_text.as_str())?;
+        if let Some(name) = &names.assertion
+            && let Some(assertion) = self.app.gatekeeper.assertion(principal, &self.app.keys)
+        {
+            upstream_request.insert_header(name.clone(), &*assertion)?;
+        }
+        Ok(())
+    }
+
     fn client_ip(&self, session: &Session) -> IpAddr {
         let peer = session
             .client_addr()

@@ -115,6 +115,14 @@ impl TestApp {
         }
     }
 
+    /// A second gateway instance sharing this one's database, sessions and signing key.
+    pub fn spawn_peer(&self) -> RunningGateway {
+        let mut config = (*self.gw.app.config).clone();
+        config.server.listen = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
+        config.server.admin_listen = format!("127.0.0.1:{}", super::free_port()).parse().unwrap();
+        start_gateway(config)
+    }
+
     /// The gateway's base URL.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gw.url())

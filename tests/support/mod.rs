@@ -70,7 +70,7 @@ pub async fn metrics_containing(admin_url: &str, needles: &[&str]) -> String {
 
 /// An upstream that answers every request with a JSON echo of what it received.
 ///
-/// `GET /status/NNN` answers with that status; `/slow/MS` waits MS milliseconds first.
+/// A path containing `/status/NNN` answers with that status; `/slow/MS` waits MS ms first.
 pub struct EchoUpstream {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -121,7 +121,7 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .map(|(k, v)| json!([k.as_str(), String::from_utf8_lossy(v.as_bytes())]))
         .collect();
     let mut status = StatusCode::OK;
-    if let Some(code) = path.strip_prefix("/status/") {
+    if let Some((_, code)) = path.split_once("/status/") {
         status = code
             .parse::<u16>()
             .ok()

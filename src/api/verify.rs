@@ -1,0 +1,60 @@
+//! `GET /api/auth/verify`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and
+//! Caddy `forward_auth`. 200 with the identity headers, or 401/403.
+//!
+//! Query parameters narrow the check: `two_factor=true` requires a second factor and
+//! `roles=a,b` requires any of the roles.
+
+use http::{HeaderName, StatusCode};
+
+use super::{ApiRequest, ApiResponse};
+use crate::app::App;
+use crate::config::Policy;
+use crate::gateway::policy::{Verdict, authorize};
+
+/// Answers a forward-auth subrequest.
+pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
+    let mut policy = Policy::Authenticated;
+    let mut roles = Vec::new();
+    for (key, value) in
+        url::form_urlencoded::parse(request.query.as_deref().unwrap_or("").as_bytes())
+    {
+        match key.as_ref() {
+            "two_factor" if value == "true" || value == "1" => policy = Policy::TwoFactor,
+            "roles" => roles.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned),
+            ),
+            _ => {}
+        }
+    }
+    let principal = match authorize(app, policy, &roles, &request.headers, None).await {
+        Verdict::Allow(Some(principal)) => principal,
+        Verdict::Allow(None) => return ApiResponse::ok(StatusCode::OK, "Allowed", None),
+        Verdict::Refuse { response, reason } => {
+            app.metrics
+                .auth_decisions
+                .with_label_values(&["forward_auth", "denied", reason])
+                .inc();
+            return response;
+        }
+    };
+    app.metrics
+        .auth_decisions
+        .with_label_values(&["forward_auth", "allowed", "allowed"])
+        .inc();
+    let names = &app.identity_headers;
+    let mut response = ApiResponse::ok(StatusCode::OK, "Authenticated", None)
+        .with_header(names.user_id.clone(), principal.user_id_text.clone())
+        .with_header(names.email.clone(), principal.email.clone())
+        .with_header(names.roles.clone(), principal.roles_joined.clone())
+        .with_header(names.session_id.clone(), principal.session_id_text.clone());
+    if let Some(name) = &names.assertion
+        && let Some(assertion) = app.gatekeeper.assertion(&principal, &app.keys)
+    {
+        response = response.with_header(HeaderName::clone(name), assertion.to_string());
+    }
+    response
+}

@@ -1,0 +1,312 @@
+//! The decision on every proxied request: a verified access token whose session is live.
+//!
+//! This is the hot path, so it is built from three bounded in-process caches:
+//!
+//! - verified tokens (signature checks are the expensive part; a token's claims never change,
+//!   so a verified token stays verified until it expires);
+//! - live sessions, for at most [`SESSION_CACHE_TTL`] — and dropped at once when a revocation
+//!   event arrives (local, or from another instance through Redis pub/sub). The TTL is the
+//!   backstop for a missed event, so a revocation anywhere holds everywhere within 1 s;
+//! - users (email, roles, active flag), for at most [`USER_CACHE_TTL`], dropped on revocation of
+//!   the user's sessions. Only a miss reads the database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use moka::sync::Cache;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::auth::jwt::{AccessClaims, KeyRing};
+use crate::domain::UserId;
+use crate::session::{Revocation, SessionError, SessionId, SessionStore};
+use crate::store::{StoreError, UserStore};
+
+/// Longest a live session is believed without asking the session store again.
+pub const SESSION_CACHE_TTL: Duration = Duration::from_millis(900);
+/// Longest a user's email, roles and active flag are believed without reading the store.
+pub const USER_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Longest a verified token is remembered (it is also never used past its `exp`).
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Activity closer together than this does not slide a session's expiry again.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+/// How long an identity assertion is signed for; upstreams see at least half of it left.
+pub const ASSERTION_TTL: Duration = Duration::from_secs(60);
+/// Entries per cache: bounded memory whatever the traffic.
+const CACHE_CAPACITY: u64 = 100_000;
+
+/// Why a request was not let through; the label is the metric reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// No bearer token and no session cookie.
+    NoCredentials,
+    /// The token is malformed, forged, expired or for another issuer.
+    BadToken,
+    /// The token is fine but its session is gone (logout, eviction, expiry, revocation).
+    SessionEnded,
+    /// The account was deactivated.
+    Deactivated,
+    /// The session store or user store cannot be asked: fail closed.
+    BackendDown,
+}
+
+impl Denial {
+    /// The fixed label used in metrics and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::NoCredentials => "no_credentials",
+            Self::BadToken => "bad_token",
+            Self::SessionEnded => "session_ended",
+            Self::Deactivated => "session_ended",
+            Self::BackendDown => "backend_down",
+        }
+    }
+}
+
+/// Who a request comes from, once checked.
+#[derive(Debug)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub session_id: SessionId,
+    /// Textual forms, ready for headers.
+    pub user_id_text: String,
+    pub session_id_text: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    /// `roles` joined with commas.
+    pub roles_joined: String,
+    /// The session passed a second factor.
+    pub two_factor: bool,
+}
+
+#[derive(Clone, Debug)]
+struct LiveSession {
+    user_id: Uuid,
+    two_factor: bool,
+}
+
+#[derive(Clone, Debug)]
+struct KnownUser {
+    email: String,
+    roles: Vec<String>,
+    roles_joined: String,
+    is_active: bool,
+}
+
+/// The caches and the logic of the per-request check.
+pub struct Gatekeeper {
+    tokens: Cache<String, Arc<AccessClaims>>,
+    sessions: Cache<SessionId, LiveSession>,
+    users: Cache<Uuid, Arc<KnownUser>>,
+    /// Signed identity assertions, re-signed when half their lifetime is gone.
+    assertions: Cache<SessionId, Arc<str>>,
+}
+
+impl Default for Gatekeeper {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Gatekeeper {
+    /// Empty caches.
+    pub fn new() -> Self {
+        Self {
+            tokens: Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(TOKEN_CACHE_TTL)
+                .build(),
+            sessions: Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(SESSION_CACHE_TTL)
+                .build(),
+            users: Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(USER_CACHE_TTL)
+                .build(),
+            assertions: Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(ASSERTION_TTL / 2)
+                .build(),
+        }
+    }
+
+    /// The signed `X-Identity-Assertion` for a principal (cached per session).
+    pub fn assertion(&self, principal: &Principal, keys: &KeyRing) -> Option<Arc<str>> {
+        if let Some(signed) = self.assertions.get(&principal.session_id) {
+            return Some(signed);
+        }
+        match keys.issue_assertion(
+            &principal.user_id_text,
+            &principal.session_id_text,
+            &principal.email,
+            &principal.roles,
+            ASSERTION_TTL,
+        ) {
+            Ok((token, _)) => {
+                let token: Arc<str> = token.into();
+                self.assertions.insert(principal.session_id, token.clone());
+                Some(token)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot sign an identity assertion");
+                None
+            }
+        }
+    }
+
+    /// Checks a bearer token: signature, issuer and expiry (cached), then the live session
+    /// and the account (cached within the revocation bound).
+    pub async fn check(
+        &self,
+        token: &str,
+        keys: &KeyRing,
+        sessions: &dyn SessionStore,
+        users: &dyn UserStore,
+    ) -> Result<Principal, Denial> {
+        let claims = self.verify(token, keys)?;
+        let session_id: SessionId = claims.sid.parse().map_err(|_| Denial::BadToken)?;
+        let session = self.live_session(&session_id, sessions).await?;
+        if session.user_id.to_string() != claims.sub {
+            return Err(Denial::SessionEnded);
+        }
+        let user = self.user(session.user_id, users).await?;
+        if !user.is_active {
+            return Err(Denial::Deactivated);
+        }
+        Ok(Principal {
+            user_id: session.user_id,
+            user_id_text: claims.sub.clone(),
+            session_id_text: claims.sid.clone(),
+            session_id,
+            email: user.email.clone(),
+            roles: user.roles.clone(),
+            roles_joined: user.roles_joined.clone(),
+            two_factor: session.two_factor,
+        })
+    }
+
+    fn verify(&self, token: &str, keys: &KeyRing) -> Result<Arc<AccessClaims>, Denial> {
+        let now = Utc::now().timestamp();
+        if let Some(claims) = self.tokens.get(token) {
+            if claims.exp > now {
+                return Ok(claims);
+            }
+            self.tokens.invalidate(token);
+            return Err(Denial::BadToken);
+        }
+        let claims = Arc::new(keys.verify_access(token).map_err(|_| Denial::BadToken)?);
+        self.tokens.insert(token.to_owned(), claims.clone());
+        Ok(claims)
+    }
+
+    async fn live_session(
+        &self,
+        id: &SessionId,
+        store: &dyn SessionStore,
+    ) -> Result<LiveSession, Denial> {
+        if let Some(live) = self.sessions.get(id) {
+            return Ok(live);
+        }
+        let session = store
+            .get(id)
+            .await
+            .map_err(session_failure)?
+            .ok_or(Denial::SessionEnded)?;
+        let now = Utc::now();
+        if (now - session.last_seen_at).num_seconds() >= TOUCH_INTERVAL_SECS {
+            // Sliding expiry; a failure here only delays the slide.
+            if let Err(e) = store.touch(id, now).await {
+                tracing::debug!(error = %e, "could not slide a session");
+            }
+        }
+        let live = LiveSession {
+            user_id: session.user_id,
+            two_factor: session.two_factor,
+        };
+        self.sessions.insert(*id, live.clone());
+        Ok(live)
+    }
+
+    async fn user(&self, id: Uuid, store: &dyn UserStore) -> Result<Arc<KnownUser>, Denial> {
+        if let Some(user) = self.users.get(&id) {
+            return Ok(user);
+        }
+        let user = store
+            .find_by_id(UserId::from(id))
+            .await
+            .map_err(store_failure)?
+            .ok_or(Denial::SessionEnded)?;
+        let known = Arc::new(KnownUser {
+            email: user.email.as_str().to_owned(),
+            roles_joined: user.roles.join(","),
+            roles: user.roles,
+            is_active: user.is_active,
+        });
+        self.users.insert(id, known.clone());
+        Ok(known)
+    }
+
+    /// Forgets a session at once (this instance ended it).
+    pub fn forget_session(&self, id: &SessionId) {
+        self.sessions.invalidate(id);
+        self.assertions.invalidate(id);
+    }
+
+    /// Forgets a user and every cached session (their sessions ended, or the account changed).
+    pub fn forget_user(&self, id: Uuid) {
+        self.users.invalidate(&id);
+        // Sessions are keyed by id; a user-wide event is rare, so drop them all.
+        self.sessions.invalidate_all();
+        self.assertions.invalidate_all();
+    }
+
+    /// Applies one revocation event.
+    pub fn apply(&self, event: &Revocation) {
+        match event {
+            Revocation::Session(id) => self.forget_session(id),
+            Revocation::User(user) => self.forget_user(*user),
+            Revocation::All => self.forget_everything(),
+        }
+    }
+
+    /// Drops every cached session and user (an event may have been missed).
+    pub fn forget_everything(&self) {
+        self.sessions.invalidate_all();
+        self.users.invalidate_all();
+        self.assertions.invalidate_all();
+    }
+
+    /// Follows the store's revocation events until the store goes away.
+    pub fn spawn_listener(
+        self: &Arc<Self>,
+        store: &dyn SessionStore,
+    ) -> tokio::task::JoinHandle<()> {
+        let mut events = store.revocations();
+        let gatekeeper = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let event = events.recv().await;
+                let Some(gatekeeper) = gatekeeper.upgrade() else {
+                    return;
+                };
+                match event {
+                    Ok(event) => gatekeeper.apply(&event),
+                    Err(RecvError::Lagged(_)) => gatekeeper.forget_everything(),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        })
+    }
+}
+
+fn session_failure(e: SessionError) -> Denial {
+    tracing::warn!(error = %e, "session store unavailable on the proxy path");
+    Denial::BackendDown
+}
+
+fn store_failure(e: StoreError) -> Denial {
+    tracing::warn!(error = %e, "user store unavailable on the proxy path");
+    Denial::BackendDown
+}
