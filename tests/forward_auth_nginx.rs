@@ -1,0 +1,135 @@
+//! The nginx `auth_request` set-up from docs/forward-auth.md, run against a real nginx.
+//!
+//! Skipped when no nginx binary is installed, except under `CI=true` (`.ci/run` installs it).
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::app::*;
+use support::{EchoUpstream, echoed_header, free_port};
+
+fn nginx_binary() -> Option<String> {
+    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
+        if std::path::Path::new(candidate).exists() {
+            return Some(candidate.to_string());
+        }
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true but nginx is not installed (apt-get install nginx)");
+    }
+    None
+}
+
+struct Nginx(Child);
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The server block documented in docs/forward-auth.md, with test ports.
+fn nginx_conf(dir: &std::path::Path, port: u16, gateway: &str, upstream: &str) -> String {
+    let d = dir.display();
+    format!(
+        r#"
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+
+    server {{
+        listen 127.0.0.1:{port};
+
+        location = /_portcullis_verify {{
+            internal;
+            proxy_pass http://{gateway}/api/auth/verify;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Original-URI $request_uri;
+        }}
+
+        location / {{
+            auth_request /_portcullis_verify;
+            auth_request_set $portcullis_user_id $upstream_http_x_user_id;
+            auth_request_set $portcullis_email $upstream_http_x_user_email;
+            auth_request_set $portcullis_roles $upstream_http_x_user_roles;
+            auth_request_set $portcullis_session $upstream_http_x_session_id;
+            auth_request_set $portcullis_assertion $upstream_http_x_identity_assertion;
+            proxy_set_header X-User-Id $portcullis_user_id;
+            proxy_set_header X-User-Email $portcullis_email;
+            proxy_set_header X-User-Roles $portcullis_roles;
+            proxy_set_header X-Session-Id $portcullis_session;
+            proxy_set_header X-Identity-Assertion $portcullis_assertion;
+            proxy_pass http://{upstream};
+        }}
+    }}
+}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_auth_request_uses_portcullis_as_its_auth_service() {
+    let Some(nginx) = nginx_binary() else {
+        return;
+    };
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn(Backend::Embedded, "").await;
+    app.verified_user("nginx@example.com").await;
+    let t = app.login("nginx@example.com").await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, nginx_conf(dir.path(), port, &app.gw.addr.to_string(), &up.addr.to_string())).unwrap();
+    let child = Command::new(&nginx)
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .args(["-g", "daemon off; master_process off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("nginx starts");
+    let _nginx = Nginx(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nginx never listened: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let base = format!("http://127.0.0.1:{port}");
+
+    let r = app.http.get(format!("{base}/page")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let r = app
+        .http
+        .get(format!("{base}/page"))
+        .bearer_auth(&t.access)
+        .header("X-User-Email", "ceo@example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echoed_header(&echo, "x-user-email"), vec!["nginx@example.com"], "{echo}");
+    assert_eq!(echoed_header(&echo, "x-user-id").len(), 1);
+    assert_eq!(echoed_header(&echo, "x-identity-assertion").len(), 1);
+
+    app.post_as(&t.access, "/api/auth/logout", serde_json::json!({})).await;
+    let r = app.http.get(format!("{base}/page")).bearer_auth(&t.access).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
