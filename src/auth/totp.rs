@@ -620,7 +620,7 @@ mod tests {
     const RFC_SEED: &[u8; 20] = b"12345678901234567890";
 
     fn user() -> Uuid {
-        Uuid::from_u128(0x6f1c1f8e_1111_4222_8333_444455556666)
+        Uuid::from_u128(0x6f1c_1f8e_1111_4222_8333_4444_5555_6666)
     }
 
     #[test]
