@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -510,7 +509,7 @@ fn parse_private_key(path: &Path, pem: &str) -> Result<SigningKey, KeyError> {
 fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     match std::fs::read_to_string(path) {
         Ok(pem) => {
-            warn_if_exposed(path);
+            secrets::warn_if_exposed(path);
             parse_private_key(path, &pem)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_signing_key(path),
@@ -521,13 +520,8 @@ fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     }
 }
 
-/// Writes a new key beside `path` and links it into place, so that a reader never sees a
-/// half-written file and two instances starting together end up using the same key.
+/// Creates the signing key file; when another instance created it first, uses theirs.
 fn create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let create_err = |source| KeyError::Create {
-        path: path.to_owned(),
-        source,
-    };
     let seed: [u8; 32] =
         secrets::try_random_bytes().map_err(|e| KeyError::Random(e.to_string()))?;
     // PKCS#8 v1 (seed only), the form OpenSSL writes, so other tools read it too.
@@ -538,77 +532,30 @@ fn create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     .to_pkcs8_pem(LineEnding::LF)
     .map_err(|e| KeyError::Random(format!("cannot encode the new key: {e}")))?;
 
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(create_err)?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "signing-key.pem".into());
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", secrets::random_token()));
-
-    let written = write_private_file(&tmp, pem.as_bytes());
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(create_err(e));
-    }
-    // A hard link fails if the target exists, unlike rename: whoever links first wins.
-    let placed = match std::fs::hard_link(&tmp, path) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        // Some file systems have no hard links; rename is atomic there too.
-        Err(_) => std::fs::rename(&tmp, path).map(|()| true),
-    };
-    let _ = std::fs::remove_file(&tmp);
-    match placed {
-        Ok(true) => {
-            sync_dir(&dir);
-            let key = SigningKey::from_bytes(&seed);
-            tracing::info!(
-                path = %path.display(),
-                kid = %jwk_thumbprint(&key.verifying_key()),
-                "generated a new Ed25519 token signing key"
-            );
-            Ok(key)
+    let created = secrets::write_new_secret_file(path, pem.as_bytes()).map_err(|source| {
+        KeyError::Create {
+            path: path.to_owned(),
+            source,
         }
-        Ok(false) => {
-            // Another process created it first; use theirs.
-            let pem = read_key_file(path)?;
-            parse_private_key(path, &pem)
-        }
-        Err(e) => Err(create_err(e)),
+    })?;
+    if created {
+        let key = SigningKey::from_bytes(&seed);
+        tracing::info!(
+            path = %path.display(),
+            kid = %jwk_thumbprint(&key.verifying_key()),
+            "generated a new Ed25519 token signing key"
+        );
+        Ok(key)
+    } else {
+        let pem = read_key_file(path)?;
+        parse_private_key(path, &pem)
     }
-}
-
-fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-/// Makes the new directory entry durable; failure only weakens crash safety.
-fn sync_dir(dir: &Path) {
-    #[cfg(unix)]
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    #[cfg(not(unix))]
-    let _ = dir;
 }
 
 fn load_verification_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     let pem = read_key_file(path)?;
     let key = if pem.contains("PRIVATE KEY-----") {
-        warn_if_exposed(path);
+        secrets::warn_if_exposed(path);
         parse_private_key(path, &pem)?.verifying_key()
     } else {
         VerifyingKey::from_public_key_pem(&pem).map_err(|e| KeyError::Invalid {
@@ -626,26 +573,6 @@ fn load_verification_key(path: &Path) -> Result<VerifyingKey, KeyError> {
         });
     }
     Ok(key)
-}
-
-/// Logs a warning when a private key file can be read by group or others.
-fn warn_if_exposed(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    path = %path.display(),
-                    mode = format_args!("{mode:o}"),
-                    "private key file is accessible to group or others; run `chmod 600` on it"
-                );
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = path;
 }
 
 #[cfg(test)]

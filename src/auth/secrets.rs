@@ -16,6 +16,9 @@
 //! secret again within a short grace window without minting two live successors. Without the
 //! HMAC key (see [`crate::auth::KeyRing::refresh_rotation_key`]) nobody can compute a successor.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
@@ -125,6 +128,87 @@ pub fn next_refresh_secret(key: &[u8; 32], session_id: &str, previous_secret: &s
     mac.update(&[0]);
     mac.update(previous_secret.as_bytes());
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// Creates the secret file `path` holding `contents`, readable by its owner only (0600),
+/// unless the file already exists.
+///
+/// The contents are written beside `path` and linked into place, so that a reader never
+/// sees a half-written file and two instances starting together agree on one secret.
+/// Returns `Ok(true)` when this call created the file, `Ok(false)` when it was already
+/// there (another process won the race): the caller then reads the existing file.
+/// Missing parent directories are created.
+pub(crate) fn write_new_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<bool> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "secret".into());
+    let tmp = dir.join(format!(".{file_name}.{}.tmp", random_token()));
+
+    if let Err(e) = write_private_file(&tmp, contents) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    // A hard link fails if the target exists, unlike rename: whoever links first wins.
+    let placed = match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        // Some file systems have no hard links; rename is atomic there too.
+        Err(_) => std::fs::rename(&tmp, path).map(|()| true),
+    };
+    let _ = std::fs::remove_file(&tmp);
+    if let Ok(true) = placed {
+        sync_dir(&dir);
+    }
+    placed
+}
+
+/// Logs a warning when a secret file can be read by group or others.
+pub(crate) fn warn_if_exposed(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    mode = format_args!("{mode:o}"),
+                    "secret key file is accessible to group or others; run `chmod 600` on it"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Makes the new directory entry durable; failure only weakens crash safety.
+fn sync_dir(dir: &Path) {
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
@@ -252,6 +336,27 @@ mod tests {
         mac.update(b"sid\0prev");
         let expected = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
         assert_eq!(next_refresh_secret(&key, "sid", "prev"), expected);
+    }
+
+    #[test]
+    fn new_secret_file_is_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/dir/key");
+        assert!(write_new_secret_file(&path, b"first").unwrap());
+        assert!(!write_new_secret_file(&path, b"second").unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"first");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        // No temporary files are left beside it.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("key")]);
     }
 
     #[test]
