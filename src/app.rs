@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::gatekeeper::Gatekeeper;
 use crate::auth::jwt::KeyRing;
 use crate::auth::password::PasswordHasher;
+use crate::auth::totp::TwoFactor;
 use crate::config::{Config, redact_url};
 use crate::gateway::identity::IdentityHeaderNames;
 use crate::gateway::routes::RouteTable;
@@ -34,6 +35,8 @@ pub struct App {
     pub mailer: Arc<Mailer>,
     pub keys: KeyRing,
     pub hasher: PasswordHasher,
+    /// TOTP provisioning and the key that seals TOTP secrets at rest.
+    pub two_factor: TwoFactor,
     /// The per-request check of proxied traffic, with its caches.
     pub gatekeeper: Arc<Gatekeeper>,
     /// Owns the database and Redis connections (a socket stays with the runtime that made it).
@@ -60,6 +63,8 @@ impl App {
         let identity_headers = IdentityHeaderNames::new(&config.identity_headers);
         let metrics = Metrics::new();
         let keys = KeyRing::load(&config.tokens).context("loading the token signing keys")?;
+        let two_factor =
+            TwoFactor::load(&config.two_factor).context("loading the two-factor encryption key")?;
         let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
             .context("setting up password hashing")?;
 
@@ -109,6 +114,7 @@ impl App {
             mailer,
             keys,
             hasher,
+            two_factor,
             gatekeeper,
             _backend: BackendRuntime(Some(runtime)),
         }))

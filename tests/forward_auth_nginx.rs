@@ -93,7 +93,16 @@ async fn nginx_auth_request_uses_portcullis_as_its_auth_service() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let conf = dir.path().join("nginx.conf");
-    std::fs::write(&conf, nginx_conf(dir.path(), port, &app.gw.addr.to_string(), &up.addr.to_string())).unwrap();
+    std::fs::write(
+        &conf,
+        nginx_conf(
+            dir.path(),
+            port,
+            &app.gw.addr.to_string(),
+            &up.addr.to_string(),
+        ),
+    )
+    .unwrap();
     let child = Command::new(&nginx)
         .arg("-p")
         .arg(dir.path())
@@ -107,7 +116,11 @@ async fn nginx_auth_request_uses_portcullis_as_its_auth_service() {
     let _nginx = Nginx(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nginx never listened: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "nginx never listened: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let base = format!("http://127.0.0.1:{port}");
@@ -125,11 +138,22 @@ async fn nginx_auth_request_uses_portcullis_as_its_auth_service() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let echo: Value = r.json().await.unwrap();
-    assert_eq!(echoed_header(&echo, "x-user-email"), vec!["nginx@example.com"], "{echo}");
+    assert_eq!(
+        echoed_header(&echo, "x-user-email"),
+        vec!["nginx@example.com"],
+        "{echo}"
+    );
     assert_eq!(echoed_header(&echo, "x-user-id").len(), 1);
     assert_eq!(echoed_header(&echo, "x-identity-assertion").len(), 1);
 
-    app.post_as(&t.access, "/api/auth/logout", serde_json::json!({})).await;
-    let r = app.http.get(format!("{base}/page")).bearer_auth(&t.access).send().await.unwrap();
+    app.post_as(&t.access, "/api/auth/logout", serde_json::json!({}))
+        .await;
+    let r = app
+        .http
+        .get(format!("{base}/page"))
+        .bearer_auth(&t.access)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }

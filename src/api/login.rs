@@ -203,6 +203,7 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
         Err(super::two_factor::LoginCodeError::Wrong) => {
             return failed_attempt(app, &user, request, "wrong_two_factor_code").await;
         }
+        Err(super::two_factor::LoginCodeError::Backend(response)) => return response,
     };
 
     if let Err(e) = app.store.record_successful_login(user.id).await {

@@ -84,6 +84,9 @@ async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
         }
         "/api/auth/deactivate" if is(&Method::POST) => profile::deactivate(app, request).await,
         "/api/auth/sessions" if is(&Method::GET) => profile::list_sessions(app, request).await,
+        "/api/auth/setup-2fa" if is(&Method::POST) => two_factor::setup(app, request).await,
+        "/api/auth/enable-2fa" if is(&Method::POST) => two_factor::enable(app, request).await,
+        "/api/auth/disable-2fa" if is(&Method::POST) => two_factor::disable(app, request).await,
         "/api/auth/verify" if is(&Method::GET) || is(&Method::HEAD) => {
             verify::forward_auth(app, request).await
         }
@@ -119,7 +122,10 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/api/auth/logout"
         | "/api/auth/logout-all"
         | "/api/auth/change-password"
-        | "/api/auth/deactivate" => "POST",
+        | "/api/auth/deactivate"
+        | "/api/auth/setup-2fa"
+        | "/api/auth/enable-2fa"
+        | "/api/auth/disable-2fa" => "POST",
         _ => return None,
     })
 }

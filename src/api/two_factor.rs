@@ -1,7 +1,20 @@
-//! The second factor at login.
+//! TOTP second factor: setup, enable, disable, and the check at login.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::caller::{Caller, authenticate};
+use super::{ApiRequest, ApiResponse, FieldError, Fields};
 use crate::app::App;
+use crate::auth::totp::{
+    REPLAY_TTL, TotpError, TotpSecret, generate_recovery_codes, hash_recovery_code,
+    looks_like_recovery_code, replay_key, verify_code,
+};
+use crate::mail::MailKind;
 use crate::store::User;
+use crate::telemetry::SECURITY;
 
 /// Why a login's second factor did not pass.
 pub enum LoginCodeError {
@@ -9,20 +22,221 @@ pub enum LoginCodeError {
     Required,
     /// A code was sent and is wrong, used or stale: counts as a failed attempt.
     Wrong,
+    /// A backend could not be asked, or the stored secret cannot be opened.
+    Backend(ApiResponse),
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Checks the login's second factor; `Ok(true)` when one was passed, `Ok(false)` when the
-/// account has none.
+/// account has none. A TOTP code works once (across instances); a recovery code once, ever.
 pub async fn check_login_code(
-    _app: &App,
+    app: &App,
     user: &User,
     code: Option<&str>,
 ) -> Result<bool, LoginCodeError> {
     if !user.two_factor_enabled {
         return Ok(false);
     }
-    match code {
-        None | Some("") => Err(LoginCodeError::Required),
-        Some(_) => Err(LoginCodeError::Wrong),
+    let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Err(LoginCodeError::Required);
+    };
+    let Some(sealed) = user.two_factor_secret.as_deref() else {
+        return Err(LoginCodeError::Backend(super::errors::internal(
+            "two-factor secret",
+            &"2FA is enabled but no secret is stored",
+        )));
+    };
+    let secret = app
+        .two_factor
+        .secret_box()
+        .open_secret(user.id.into(), sealed)
+        .map_err(|e| {
+            LoginCodeError::Backend(super::errors::internal("opening a TOTP secret", &e))
+        })?;
+    if let Some(step) = verify_code(secret.as_bytes(), code, now_unix()) {
+        return match app
+            .sessions
+            .claim_once(&replay_key(user.id.into(), step), REPLAY_TTL)
+            .await
+        {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                tracing::warn!(target: SECURITY, event = "totp_replay_refused", user_id = %user.id);
+                Err(LoginCodeError::Wrong)
+            }
+            Err(e) => Err(LoginCodeError::Backend(e.into())),
+        };
     }
+    if looks_like_recovery_code(code) {
+        let hash = hash_recovery_code(user.id.into(), code);
+        return match app.store.consume_recovery_code(user.id, &hash).await {
+            Ok(true) => {
+                tracing::warn!(target: SECURITY, event = "recovery_code_used", user_id = %user.id);
+                Ok(true)
+            }
+            Ok(false) => Err(LoginCodeError::Wrong),
+            Err(e) => Err(LoginCodeError::Backend(e.into())),
+        };
+    }
+    Err(LoginCodeError::Wrong)
+}
+
+/// A logged-in caller with a verified email, or the refusal.
+async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, ApiResponse> {
+    let caller = authenticate(app, request).await?;
+    if !caller.user.is_verified {
+        return Err(ApiResponse::error(
+            StatusCode::FORBIDDEN,
+            "email_not_verified",
+            "Verify your email address before setting up two-factor authentication",
+        ));
+    }
+    Ok(caller)
+}
+
+/// `POST /api/auth/setup-2fa` — a fresh secret to scan; nothing is stored yet.
+pub async fn setup(app: &App, request: &ApiRequest) -> ApiResponse {
+    let caller = match verified_caller(app, request).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    match app.two_factor.setup(caller.user.email.as_str()) {
+        Ok(p) => ApiResponse::ok(
+            StatusCode::OK,
+            "Scan the QR code with your authenticator app, then confirm with a code",
+            Some(json!({
+                "secret": p.secret_base32,
+                "otpauth_url": p.otpauth_url,
+                "qr_code": p.qr_code_data_url,
+            })),
+        ),
+        Err(TotpError::InvalidAccountName) => ApiResponse::error(
+            StatusCode::BAD_REQUEST,
+            "invalid_account_name",
+            "This email address cannot be used as an authenticator account name",
+        ),
+        Err(e) => super::errors::internal("two-factor setup", &e),
+    }
+}
+
+/// `POST /api/auth/enable-2fa` `{secret, token}` — turns 2FA on and returns recovery codes once.
+pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
+    let caller = match verified_caller(app, request).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let mut f = match Fields::from_request(request) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let secret = f.required("secret");
+    let token = f.required("token");
+    let secret = secret.and_then(|s| match TotpSecret::from_base32(&s) {
+        Ok(secret) => Some(secret),
+        Err(e) => {
+            f.reject("secret", e.to_string());
+            None
+        }
+    });
+    if let Err(e) = f.finish() {
+        return e;
+    }
+    let (Some(secret), Some(token)) = (secret, token) else {
+        return ApiResponse::validation(&[]);
+    };
+    let user = &caller.user;
+    let Some(step) = verify_code(secret.as_bytes(), &token, now_unix()) else {
+        return ApiResponse::validation(&[FieldError::new(
+            "token",
+            "is not the current code for this secret",
+        )]);
+    };
+    // The code that enabled 2FA cannot be replayed at login.
+    if let Err(e) = app
+        .sessions
+        .claim_once(&replay_key(user.id.into(), step), REPLAY_TTL)
+        .await
+    {
+        return e.into();
+    }
+    let sealed = match app
+        .two_factor
+        .secret_box()
+        .seal_secret(user.id.into(), &secret)
+    {
+        Ok(sealed) => sealed,
+        Err(e) => return super::errors::internal("sealing a TOTP secret", &e),
+    };
+    let codes = generate_recovery_codes();
+    let hashes: Vec<String> = codes
+        .iter()
+        .map(|c| hash_recovery_code(user.id.into(), c))
+        .collect();
+    if let Err(e) = app.store.set_two_factor(user.id, Some(sealed)).await {
+        return e.into();
+    }
+    if let Err(e) = app.store.replace_recovery_codes(user.id, &hashes).await {
+        return e.into();
+    }
+    tracing::info!(target: SECURITY, event = "two_factor_enabled", user_id = %user.id);
+    app.mailer.send_in_background(
+        user.email.as_str(),
+        &user.first_name,
+        MailKind::TwoFactorEnabled,
+    );
+    ApiResponse::ok(
+        StatusCode::OK,
+        "Two-factor authentication enabled. Store the recovery codes safely: they are shown once.",
+        Some(json!({"recovery_codes": codes})),
+    )
+}
+
+/// `POST /api/auth/disable-2fa` `{password}` — turns 2FA off and forgets the secret and codes.
+pub async fn disable(app: &App, request: &ApiRequest) -> ApiResponse {
+    let caller = match verified_caller(app, request).await {
+        Ok(c) => c,
+        Err(e) => return e,
+    };
+    let mut f = match Fields::from_request(request) {
+        Ok(f) => f,
+        Err(e) => return e,
+    };
+    let password = f.required_raw("password");
+    if let Err(e) = f.finish() {
+        return e;
+    }
+    let Some(password) = password else {
+        return ApiResponse::validation(&[]);
+    };
+    let user = &caller.user;
+    match app.hasher.verify(&password, &user.password_hash).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(target: SECURITY, event = "two_factor_disable_refused", user_id = %user.id);
+            return ApiResponse::validation(&[FieldError::new("password", "is incorrect")]);
+        }
+        Err(e) => return e.into(),
+    }
+    if !user.two_factor_enabled {
+        return ApiResponse::error(
+            StatusCode::BAD_REQUEST,
+            "two_factor_not_enabled",
+            "Two-factor authentication is not enabled",
+        );
+    }
+    if let Err(e) = app.store.set_two_factor(user.id, None).await {
+        return e.into();
+    }
+    tracing::info!(target: SECURITY, event = "two_factor_disabled", user_id = %user.id);
+    app.mailer.send_in_background(
+        user.email.as_str(),
+        &user.first_name,
+        MailKind::TwoFactorDisabled,
+    );
+    ApiResponse::ok(StatusCode::OK, "Two-factor authentication disabled", None)
 }
