@@ -567,3 +567,52 @@ async fn forward_auth_answers_with_identity_headers_or_401() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_upgrades_pass_through_authenticated_routes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn(Backend::Embedded, &routes(&up.url())).await;
+    app.verified_user("ws@example.com").await;
+    let t = app.login("ws@example.com").await;
+
+    async fn handshake(
+        addr: std::net::SocketAddr,
+        token: Option<&str>,
+    ) -> (tokio::net::TcpStream, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "GET /app/socket HTTP/1.1\r\nHost: t\r\n{auth}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        (s, String::from_utf8_lossy(&head).into_owned())
+    }
+
+    let (_, head) = handshake(app.gw.addr, None).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+
+    let (mut s, head) = handshake(app.gw.addr, Some(&t.access)).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    for message in [&b"hello over the socket"[..], &[0u8, 1, 2, 255, 254][..]] {
+        s.write_all(message).await.unwrap();
+        let mut back = vec![0u8; message.len()];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, message);
+    }
+}

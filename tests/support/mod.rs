@@ -111,7 +111,10 @@ impl Drop for EchoUpstream {
     }
 }
 
-async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Some(key) = req.headers().get("sec-websocket-key").cloned() {
+        return Ok(upgrade_and_echo_bytes(&mut req, key.as_bytes()));
+    }
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
@@ -154,6 +157,31 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         .body(Full::new(Bytes::from(echo.to_string())))
         .expect("static response");
     Ok(response)
+}
+
+/// Accepts a WebSocket upgrade, then echoes every byte back (enough to prove the gateway
+/// passes an upgraded connection through untouched).
+fn upgrade_and_echo_bytes(req: &mut Request<Incoming>, key: &[u8]) -> Response<Full<Bytes>> {
+    use base64::Engine;
+    use sha1::Digest;
+    let mut hasher = sha1::Sha1::new();
+    hasher.update(key);
+    hasher.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let accept = base64::engine::general_purpose::STANDARD.encode(hasher.finalize());
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut read, &mut write).await;
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("upgrade", "websocket")
+        .header("connection", "Upgrade")
+        .header("sec-websocket-accept", accept)
+        .body(Full::new(Bytes::new()))
+        .expect("static response")
 }
 
 /// The echoed header values with this name (any case), in order.
