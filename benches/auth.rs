@@ -1,0 +1,188 @@
+//! Micro-benchmarks of the per-request authentication work: JWT verification (cold, and
+//! through the gatekeeper's cache), session lookups (memory, Redis when
+//! `PORTCULLIS_TEST_REDIS_URL` is set, cached), and the identity header rewrite.
+//!
+//! `cargo bench --bench auth`
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ed25519_dalek::SigningKey;
+use tokio::runtime::Runtime;
+
+use portcullis::auth::gatekeeper::Gatekeeper;
+use portcullis::auth::jwt::KeyRing;
+use portcullis::config::IdentityHeadersConfig;
+use portcullis::domain::Email;
+use portcullis::gateway::identity::IdentityHeaderNames;
+use portcullis::session::{
+    MemorySessionStore, NewSession, RedisSessionStore, SessionId, SessionStore,
+};
+use portcullis::store::{self, NewUser, UserStore};
+
+struct Fixture {
+    keys: KeyRing,
+    token: String,
+    session_id: SessionId,
+    memory: Arc<dyn SessionStore>,
+    redis: Option<Arc<dyn SessionStore>>,
+    users: Arc<dyn UserStore>,
+    _dir: tempfile::TempDir,
+}
+
+fn new_session(id: SessionId, user: uuid::Uuid) -> NewSession {
+    NewSession {
+        id,
+        user_id: user,
+        ip: "127.0.0.1".into(),
+        user_agent: "bench".into(),
+        two_factor: false,
+        remember_me: false,
+        refresh_hash: "0".repeat(64),
+        idle_ttl: Duration::from_secs(3600),
+        absolute_ttl: Duration::from_secs(3600),
+        max_per_user: 5,
+    }
+}
+
+fn fixture(rt: &Runtime) -> Fixture {
+    rt.block_on(async {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}/bench.db", dir.path().display());
+        let users = store::connect(&url, 2).await.expect("sqlite store");
+        let user = users
+            .create_user(NewUser {
+                email: Email::parse("bench@example.com").expect("email"),
+                password_hash: "$2b$04$abcdefghijklmnopqrstuu5Jh7qMJ9YQ8bxv5Wz3m0HMy0dq6yRmS"
+                    .into(),
+                first_name: "Bench".into(),
+                last_name: "Mark".into(),
+            })
+            .await
+            .expect("user");
+        let keys = KeyRing::from_keys("portcullis", SigningKey::from_bytes(&[7; 32]), &[]);
+        let session_id = SessionId::generate();
+        let memory: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new());
+        memory
+            .create(new_session(session_id, user.id.into()))
+            .await
+            .expect("memory session");
+        let redis = match std::env::var("PORTCULLIS_TEST_REDIS_URL") {
+            Ok(url) if !url.is_empty() => {
+                let prefix = format!("portcullis_bench_{}:", uuid::Uuid::new_v4().simple());
+                let store: Arc<dyn SessionStore> = Arc::new(
+                    RedisSessionStore::connect(&url, &prefix)
+                        .await
+                        .expect("redis"),
+                );
+                store
+                    .create(new_session(session_id, user.id.into()))
+                    .await
+                    .expect("redis session");
+                Some(store)
+            }
+            _ => None,
+        };
+        let (token, _) = keys
+            .issue_access(
+                &user.id.to_string(),
+                &session_id.to_string(),
+                &["pwd"],
+                Duration::from_secs(900),
+            )
+            .expect("token");
+        Fixture {
+            keys,
+            token,
+            session_id,
+            memory,
+            redis,
+            users,
+            _dir: dir,
+        }
+    })
+}
+
+fn bench_jwt(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let f = fixture(&rt);
+    c.bench_function("jwt_verify/cold", |b| {
+        b.iter(|| f.keys.verify_access(black_box(&f.token)).expect("valid"))
+    });
+    let gatekeeper = Gatekeeper::new();
+    c.bench_function("gatekeeper_check/cached_memory", |b| {
+        b.to_async(&rt).iter(|| async {
+            gatekeeper
+                .check(black_box(&f.token), &f.keys, &*f.memory, &*f.users)
+                .await
+                .expect("allowed")
+        })
+    });
+}
+
+fn bench_sessions(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let f = fixture(&rt);
+    c.bench_function("session_get/memory", |b| {
+        b.to_async(&rt)
+            .iter(|| async { f.memory.get(black_box(&f.session_id)).await.expect("get") })
+    });
+    if let Some(redis) = &f.redis {
+        c.bench_function("session_get/redis", |b| {
+            b.to_async(&rt)
+                .iter(|| async { redis.get(black_box(&f.session_id)).await.expect("get") })
+        });
+        let gatekeeper = Gatekeeper::new();
+        c.bench_function("gatekeeper_check/cached_redis", |b| {
+            b.to_async(&rt).iter(|| async {
+                gatekeeper
+                    .check(black_box(&f.token), &f.keys, &**redis, &*f.users)
+                    .await
+                    .expect("allowed")
+            })
+        });
+    }
+}
+
+fn bench_identity_rewrite(c: &mut Criterion) {
+    let names = IdentityHeaderNames::new(&IdentityHeadersConfig::default());
+    c.bench_function("identity_header_rewrite", |b| {
+        b.iter(|| {
+            let mut request = pingora::http::RequestHeader::build("GET", b"/app/items", Some(16))
+                .expect("request");
+            for (name, value) in [
+                ("host", "app.example.com"),
+                ("user-agent", "bench"),
+                ("accept", "*/*"),
+                ("authorization", "Bearer x"),
+                ("x_user_id", "spoofed"),
+            ] {
+                request.insert_header(name, value).expect("header");
+            }
+            for name in names.spoofed(request.headers.keys()) {
+                request.remove_header(&name);
+            }
+            request
+                .insert_header(
+                    names.user_id.clone(),
+                    "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+                )
+                .expect("h");
+            request
+                .insert_header(names.email.clone(), "bench@example.com")
+                .expect("h");
+            request
+                .insert_header(names.roles.clone(), "admin,ops")
+                .expect("h");
+            request
+                .insert_header(names.session_id.clone(), "0123456789abcdef0123456789abcdef")
+                .expect("h");
+            black_box(request)
+        })
+    });
+}
+
+criterion_group!(benches, bench_jwt, bench_sessions, bench_identity_rewrite);
+criterion_main!(benches);
