@@ -16,6 +16,7 @@ use crate::gateway::identity::IdentityHeaderNames;
 use crate::gateway::routes::RouteTable;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::ratelimit::{self, RateLimiter};
 use crate::session::{self, SessionStore};
 use crate::store::{self, UserStore};
 
@@ -37,6 +38,8 @@ pub struct App {
     pub hasher: PasswordHasher,
     /// TOTP provisioning and the key that seals TOTP secrets at rest.
     pub two_factor: TwoFactor,
+    /// Per-client-IP limits, shared through Redis when sessions are.
+    pub rate_limiter: Arc<dyn RateLimiter>,
     /// The per-request check of proxied traffic, with its caches.
     pub gatekeeper: Arc<Gatekeeper>,
     /// Owns the database and Redis connections (a socket stays with the runtime that made it).
@@ -75,7 +78,7 @@ impl App {
             .build()
             .context("starting the backend runtime")?;
         // block_on cannot run inside another runtime (tests, embedding): use a plain thread.
-        let (store, sessions, mailer) = std::thread::scope(|scope| {
+        let (store, sessions, mailer, rate_limiter) = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     runtime.block_on(async {
@@ -92,7 +95,10 @@ impl App {
                         // The mailer's SMTP pool lives on this runtime too.
                         let mailer = Mailer::new(&config.mail, &config.server.public_url, &metrics)
                             .context("setting up mail")?;
-                        anyhow::Ok((store, sessions, Arc::new(mailer)))
+                        let limiter = ratelimit::connect(&config.sessions, &metrics)
+                            .await
+                            .context("setting up rate limiting")?;
+                        anyhow::Ok((store, sessions, Arc::new(mailer), limiter))
                     })
                 })
                 .join()
@@ -115,6 +121,7 @@ impl App {
             keys,
             hasher,
             two_factor,
+            rate_limiter,
             gatekeeper,
             _backend: BackendRuntime(Some(runtime)),
         }))

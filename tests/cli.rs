@@ -82,8 +82,8 @@ fn bad_values_name_their_key() {
     let cases = [
         ("[lockout]\nduration = \"a while\"\n", "lockout.duration"),
         (
-            "[rate_limits]\nlogin = \"ten per minute\"\n",
-            "rate_limits.login",
+            "[cors]\nallowed_origins = [\"not an origin\"]\n",
+            "cors.allowed_origins[0]",
         ),
         (
             "[[routes]]\npath_prefix = \"/x\"\nupstream = \"gopher://x\"\n",
@@ -126,6 +126,13 @@ fn env_overrides_apply_and_bad_ones_name_the_variable() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("server.threads"), "{err}");
     assert!(err.contains("PORTCULLIS_SERVER__THREADS"), "{err}");
+
+    let (code, _, err) = run(portcullis()
+        .arg("check-config")
+        .env("PORTCULLIS_CONFIG", &path)
+        .env("PORTCULLIS_RATE_LIMITS__LOGIN", "ten per minute"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("rate_limits.login"), "{err}");
 
     let (code, _, err) = run(portcullis()
         .arg("check-config")

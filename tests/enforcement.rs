@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::app::*;
@@ -137,43 +136,7 @@ async fn the_upstream_receives_the_real_identity_and_a_verifiable_assertion() {
         // The assertion verifies with the published JWKS, checked with ed25519-dalek directly.
         let assertion = echoed_header(&echo, "x-identity-assertion");
         assert_eq!(assertion.len(), 1, "{echo}");
-        let parts: Vec<&str> = assertion[0].split('.').collect();
-        let header: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-        let claims: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
-        let jwks: Value = app
-            .http
-            .get(app.url("/.well-known/jwks.json"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = jwks["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|k| k["kid"] == header["kid"])
-            .unwrap();
-        let x: [u8; 32] = URL_SAFE_NO_PAD
-            .decode(key["x"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let sig: [u8; 64] = URL_SAFE_NO_PAD
-            .decode(parts[2])
-            .unwrap()
-            .try_into()
-            .unwrap();
-        VerifyingKey::from_bytes(&x)
-            .unwrap()
-            .verify(
-                format!("{}.{}", parts[0], parts[1]).as_bytes(),
-                &Signature::from_bytes(&sig),
-            )
-            .expect("assertion signature verifies");
+        let (header, claims) = verify_with_jwks(&app, &assertion[0]).await;
         assert_eq!(header["alg"], "EdDSA");
         assert_eq!(claims["sub"], user_id);
         assert_eq!(claims["sid"], sid[0]);

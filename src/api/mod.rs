@@ -51,8 +51,54 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> ApiResponse {
     if let Some(preflight) = cors::preflight(cors, &request) {
         return preflight;
     }
-    let response = route(app, &request).await;
+    let response = match rate_limit(app, &request).await {
+        Err(refusal) => refusal,
+        Ok(headers) => {
+            let mut response = route(app, &request).await;
+            response.headers.extend(headers);
+            response
+        }
+    };
     cors::decorate(cors, &request, response)
+}
+
+/// Applies the per-IP limits of DESIGN section 5: `global` for all of `/api/auth/*` (except
+/// forward-auth, which answers for other servers' page loads), then the endpoint's own.
+/// Returns the `RateLimit-*` headers of the tightest limit, or the 429 to send.
+async fn rate_limit(
+    app: &App,
+    request: &ApiRequest,
+) -> Result<Vec<(http::HeaderName, String)>, ApiResponse> {
+    let limits = &app.config.rate_limits;
+    let path = request.path.trim_end_matches('/');
+    if !path.starts_with("/api/auth/") || path == "/api/auth/verify" {
+        return Ok(Vec::new());
+    }
+    let own = match (&request.method, path) {
+        (&Method::POST, "/api/auth/register") => limits.register.map(|s| ("register", s)),
+        (&Method::POST, "/api/auth/login") => limits.login.map(|s| ("login", s)),
+        (&Method::POST, "/api/auth/request-password-reset") => {
+            limits.password_reset.map(|s| ("password_reset", s))
+        }
+        _ => None,
+    };
+    let key = crate::ratelimit::ip_key(request.client_ip);
+    let mut tightest: Option<crate::ratelimit::Decision> = None;
+    for (scope, spec) in limits.global.map(|s| ("global", s)).into_iter().chain(own) {
+        let decision = app.rate_limiter.check(scope, &key, &spec).await;
+        if !decision.allowed {
+            return Err(crate::ratelimit::rejection(&decision));
+        }
+        if tightest
+            .as_ref()
+            .is_none_or(|t| decision.remaining < t.remaining)
+        {
+            tightest = Some(decision);
+        }
+    }
+    Ok(tightest
+        .map(|d| crate::ratelimit::headers(&d))
+        .unwrap_or_default())
 }
 
 /// The endpoint table: one line per endpoint, 405 for a known path with the wrong method.

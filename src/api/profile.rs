@@ -77,6 +77,21 @@ async fn check_password(
     }
 }
 
+/// Reads `{password}` from the body and checks it against the user's: 400 when missing or wrong.
+pub(super) async fn confirm_password(
+    app: &App,
+    request: &ApiRequest,
+    user: &crate::store::User,
+) -> Result<(), ApiResponse> {
+    let mut f = Fields::from_request(request)?;
+    let password = f.required_raw("password");
+    f.finish()?;
+    let Some(password) = password else {
+        return Err(ApiResponse::validation(&[]));
+    };
+    check_password(app, &password, &user.password_hash, "password").await
+}
+
 /// `POST /api/auth/change-password` — ends the user's other sessions.
 pub async fn change_password(app: &App, request: &ApiRequest) -> ApiResponse {
     let caller = match authenticate(app, request).await {
@@ -141,18 +156,7 @@ pub async fn deactivate(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(c) => c,
         Err(e) => return e,
     };
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
-    let password = f.required_raw("password");
-    if let Err(e) = f.finish() {
-        return e;
-    }
-    let Some(password) = password else {
-        return ApiResponse::validation(&[]);
-    };
-    if let Err(e) = check_password(app, &password, &caller.user.password_hash, "password").await {
+    if let Err(e) = confirm_password(app, request, &caller.user).await {
         return e;
     }
     if let Err(e) = app.store.set_active(caller.user.id, false).await {

@@ -202,25 +202,10 @@ pub async fn disable(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(c) => c,
         Err(e) => return e,
     };
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
-    let password = f.required_raw("password");
-    if let Err(e) = f.finish() {
-        return e;
-    }
-    let Some(password) = password else {
-        return ApiResponse::validation(&[]);
-    };
     let user = &caller.user;
-    match app.hasher.verify(&password, &user.password_hash).await {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!(target: SECURITY, event = "two_factor_disable_refused", user_id = %user.id);
-            return ApiResponse::validation(&[FieldError::new("password", "is incorrect")]);
-        }
-        Err(e) => return e.into(),
+    if let Err(e) = super::profile::confirm_password(app, request, user).await {
+        tracing::warn!(target: SECURITY, event = "two_factor_disable_refused", user_id = %user.id);
+        return e;
     }
     if !user.two_factor_enabled {
         return ApiResponse::error(

@@ -119,6 +119,20 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         };
         ctx.route = Some(route.clone());
+        // Limits come before any authentication work, so a flood cannot make us verify tokens.
+        if let Some(spec) = &route.rate_limit {
+            let key = crate::ratelimit::ip_key(ctx.client_ip);
+            let decision = self
+                .app
+                .rate_limiter
+                .check(&route.rate_limit_scope, &key, spec)
+                .await;
+            if !decision.allowed {
+                write_local_response(session, &crate::ratelimit::rejection(&decision)).await?;
+                return Ok(true);
+            }
+        }
+        let header = session.req_header();
         let target = header.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let verdict = policy::authorize(
             &self.app,

@@ -18,18 +18,22 @@ pub struct Route {
     pub policy: Policy,
     pub roles: Vec<String>,
     pub rate_limit: Option<RateSpec>,
+    /// The rate-limit scope (`route:<name>`), built once.
+    pub rate_limit_scope: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
 }
 
 impl Route {
     fn from_config(cfg: &RouteConfig, config: &Config) -> Result<Self, String> {
+        let name = if cfg.name.is_empty() {
+            cfg.path_prefix.clone()
+        } else {
+            cfg.name.clone()
+        };
         Ok(Self {
-            name: if cfg.name.is_empty() {
-                cfg.path_prefix.clone()
-            } else {
-                cfg.name.clone()
-            },
+            rate_limit_scope: format!("route:{name}"),
+            name,
             host: cfg.host.to_ascii_lowercase(),
             path_prefix: cfg.path_prefix.clone(),
             upstream: Upstream::parse(&cfg.upstream)?,
