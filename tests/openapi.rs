@@ -25,7 +25,8 @@ fn documented_operations(doc: &Value) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in item.as_object().expect("path item").keys() {
-            if ["get", "head", "post", "put", "patch", "delete", "options"].contains(&method.as_str())
+            if ["get", "head", "post", "put", "patch", "delete", "options"]
+                .contains(&method.as_str())
             {
                 out.insert((method.to_uppercase(), path.clone()));
             }
@@ -146,7 +147,12 @@ async fn served_document_is_the_repository_file() {
         .unwrap();
     assert_eq!(head.status(), StatusCode::OK);
     let wrong = app
-        .call(Method::POST, "/api/auth/openapi.json", None, Some(json!({})))
+        .call(
+            Method::POST,
+            "/api/auth/openapi.json",
+            None,
+            Some(json!({})),
+        )
         .await;
     assert_eq!(wrong.status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(wrong.headers["allow"], "GET, HEAD");
@@ -183,6 +189,49 @@ async fn every_documented_operation_is_served() {
             r.body
         );
     }
+}
+
+/// The fuzzer runs with rate limits off, so the documented 429 is checked here.
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limited_answer_matches_the_document() {
+    let app = TestApp::spawn_with(Backend::Embedded, "", |c| {
+        c.rate_limits.login = Some("1/1h".parse().unwrap());
+    })
+    .await;
+    let doc = document();
+    let documented = &doc["components"]["responses"]["TooManyRequests"];
+    let login = json!({"email": "nobody@example.com", "password": "wrong"});
+    let first = app.post("/api/auth/login", login.clone()).await;
+    assert_eq!(first.status, StatusCode::UNAUTHORIZED, "{}", first.body);
+    let r = app.post("/api/auth/login", login).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert_eq!(r.body["success"], false);
+    assert!(r.body["message"].is_string());
+    let codes = documented["content"]["application/json"]["schema"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap();
+    assert!(codes.contains(&r.body["code"]), "{}", r.body);
+    let headers = documented["headers"].as_object().unwrap();
+    assert_eq!(
+        headers.len(),
+        4,
+        "Retry-After and the three RateLimit-* headers"
+    );
+    for name in headers.keys() {
+        let value = r
+            .headers
+            .get(name.as_str())
+            .unwrap_or_else(|| panic!("429 lacks the documented {name} header: {:?}", r.headers));
+        let n: u64 = value
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {value:?} is not the documented integer"));
+        if name == "Retry-After" {
+            assert!(n >= 1, "Retry-After is at least 1");
+        }
+    }
+    assert_eq!(r.headers["ratelimit-remaining"], "0");
 }
 
 #[tokio::test(flavor = "multi_thread")]
