@@ -264,6 +264,12 @@ async fn every_served_endpoint_is_documented() {
         for method in allow.split(',').map(str::trim) {
             served.insert((method.to_string(), template.clone()));
         }
+        let options = app.call(Method::OPTIONS, &path, None, None).await;
+        assert_eq!(
+            options.headers["allow"].to_str().unwrap(),
+            format!("{allow}, OPTIONS"),
+            "OPTIONS {path} advertises the path's own methods"
+        );
     }
     served.insert(("GET".to_string(), "/health".to_string()));
     let health = app.call(Method::GET, "/health", None, None).await;
