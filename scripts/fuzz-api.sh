@@ -121,19 +121,23 @@ EOF
 
 echo "== schemathesis (seed $SEED, up to $MAX_EXAMPLES examples per operation)"
 status=0
+hooks="$(pwd)/scripts/fuzz-api-hooks.py"
+# Run from the work directory, so schemathesis's caches go away with it; no bytecode
+# beside the hooks file either.
+(cd "$work" && PYTHONDONTWRITEBYTECODE=1 \
 PORTCULLIS_FUZZ_BASE="$base" \
 PORTCULLIS_FUZZ_EMAIL="fuzz-$SEED@example.com" \
 PORTCULLIS_FUZZ_PASSWORD="Fz-$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')9a" \
 PORTCULLIS_FUZZ_OUTBOX="$work/outbox" \
-SCHEMATHESIS_HOOKS="$(pwd)/scripts/fuzz-api-hooks.py" \
-  timeout "$RUN_TIMEOUT" "$work/venv/bin/schemathesis" run "$base/api/auth/openapi.json" \
+SCHEMATHESIS_HOOKS="$hooks" \
+  exec timeout "$RUN_TIMEOUT" "$work/venv/bin/schemathesis" run "$base/api/auth/openapi.json" \
     --checks not_a_server_error,status_code_conformance,response_schema_conformance \
     --max-examples "$MAX_EXAMPLES" \
     --seed "$SEED" \
     --workers 2 \
     --request-timeout 10 \
     --no-color \
-    --report json --report-json-path "$work/report.json" \
+    --report json --report-json-path "$work/report.json") \
   | tee "$work/schemathesis.out" || status=$?
 
 if [ "$status" -ne 0 ]; then
