@@ -10,6 +10,7 @@ pub mod domain;
 pub mod gateway;
 pub mod mail;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod server;
 pub mod session;

@@ -30,7 +30,7 @@ pub fn preflight(config: &CorsConfig, request: &ApiRequest) -> Option<ApiRespons
     }
     let mut response = ApiResponse::raw(StatusCode::NO_CONTENT, Value::Null)
         .with_header(VARY, "Origin")
-        .with_header(http::header::ALLOW, ALLOWED_METHODS);
+        .with_header(http::header::ALLOW, allow_for(&request.path));
     if let Some(origin) = allowed_origin(config, request) {
         response = response
             .with_header(ACCESS_CONTROL_ALLOW_ORIGIN, origin)
@@ -42,6 +42,21 @@ pub fn preflight(config: &CorsConfig, request: &ApiRequest) -> Option<ApiRespons
         }
     }
     Some(response)
+}
+
+/// The `Allow` of an `OPTIONS` answer: what the path itself accepts, not every method the
+/// API uses anywhere (a client must not be told that `GET /api/auth/login` exists).
+fn allow_for(path: &str) -> String {
+    let path = path.trim_end_matches('/');
+    let methods = super::allowed_methods(path).or_else(|| {
+        path.strip_prefix("/api/auth/sessions/")
+            .filter(|id| !id.contains('/'))
+            .map(|_| "DELETE")
+    });
+    match methods {
+        Some(methods) => format!("{methods}, OPTIONS"),
+        None => "OPTIONS".to_string(),
+    }
 }
 
 /// Adds the CORS headers an allowed origin needs to read `response`.
@@ -128,6 +143,25 @@ mod tests {
         let no = preflight(&config, &request(Method::OPTIONS, "https://evil.example")).unwrap();
         assert_eq!(header(&no, &ACCESS_CONTROL_ALLOW_ORIGIN), None);
         assert!(preflight(&config, &request(Method::GET, "https://app.example.com")).is_none());
+    }
+
+    #[test]
+    fn preflight_allow_lists_the_paths_own_methods() {
+        let config = CorsConfig {
+            allowed_origins: vec![],
+            allow_credentials: false,
+        };
+        let allow = |path: &str| {
+            let mut r = request(Method::OPTIONS, "https://app.example.com");
+            r.path = path.into();
+            let answer = preflight(&config, &r).unwrap();
+            header(&answer, &http::header::ALLOW).unwrap().to_string()
+        };
+        assert_eq!(allow("/api/auth/login"), "POST, OPTIONS");
+        assert_eq!(allow("/api/auth/profile/"), "GET, PATCH, OPTIONS");
+        assert_eq!(allow("/api/auth/sessions/0123"), "DELETE, OPTIONS");
+        assert_eq!(allow("/.well-known/jwks.json"), "GET, HEAD, OPTIONS");
+        assert_eq!(allow("/api/auth/nothing"), "OPTIONS");
     }
 
     #[test]

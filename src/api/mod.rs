@@ -136,6 +136,9 @@ async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
         "/api/auth/verify" if is(&Method::GET) || is(&Method::HEAD) => {
             verify::forward_auth(app, request).await
         }
+        "/api/auth/openapi.json" if is(&Method::GET) || is(&Method::HEAD) => {
+            crate::openapi::response()
+        }
         _ => {
             if let Some(id) = path.strip_prefix("/api/auth/sessions/") {
                 if is(&Method::DELETE) && !id.contains('/') {
@@ -158,6 +161,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         "/api/auth/profile" => "GET, PATCH",
         "/api/auth/sessions" => "GET",
         "/api/auth/verify" => "GET, HEAD",
+        "/api/auth/openapi.json" => "GET, HEAD",
         "/api/auth/register"
         | "/api/auth/verify-email"
         | "/api/auth/resend-verification"
