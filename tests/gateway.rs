@@ -226,6 +226,10 @@ async fn health_answers_on_both_listeners_with_security_headers() {
         assert_eq!(body["status"], "ok");
         assert!(body["checks"].is_object());
     }
+    for base in [gw.url(), gw.admin_url()] {
+        let r = c.post(format!("{base}/health")).send().await.unwrap();
+        assert_eq!(r.status(), 405, "{base}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -100,8 +100,14 @@ impl ProxyHttp for Gateway {
         let path = session.req_header().uri.path();
 
         if path == "/health" {
-            let (status, body) = self.app.health().await;
-            write_local_response(session, &ApiResponse::raw(status, body)).await?;
+            let method = &session.req_header().method;
+            let response = if method == Method::GET || method == Method::HEAD {
+                let (status, body) = self.app.health().await;
+                ApiResponse::raw(status, body)
+            } else {
+                ApiResponse::method_not_allowed("GET, HEAD")
+            };
+            write_local_response(session, &response).await?;
             return Ok(true);
         }
         if api::is_local_path(path) {
