@@ -113,6 +113,11 @@ impl Drop for EchoUpstream {
 
 async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(key) = req.headers().get("sec-websocket-key").cloned() {
+        // Pingora 0.9.1 tears an upgrade down when the upstream's 101 is read before the
+        // request's (empty) body end (cloudflare/pingora#946, fix pending upstream). Real
+        // upstreams take a moment to accept; this one does too, so the test checks
+        // pass-through rather than that race. README "Known issues" documents it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         return Ok(upgrade_and_echo_bytes(&mut req, key.as_bytes()));
     }
     let method = req.method().to_string();
