@@ -182,6 +182,11 @@ async fn upstream_down_is_502_and_slow_upstream_is_504() {
 
     let r = c.get(format!("{}/dead/x", gw.url())).send().await.unwrap();
     assert_eq!(r.status(), 502);
+    assert_eq!(
+        r.headers()["connection"],
+        "close",
+        "the socket is not reused after a proxy failure, so it must not be pooled"
+    );
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["success"], false);
     assert_eq!(body["code"], "upstream_unavailable");

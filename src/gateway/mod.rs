@@ -254,7 +254,8 @@ impl ProxyHttp for Gateway {
         };
         if session.response_written().is_none() {
             let response = failure_response(status);
-            if let Err(write_error) = write_local_response(session, &response).await {
+            // The connection is not reused after a proxy failure: say so.
+            if let Err(write_error) = respond::write_closing_response(session, &response).await {
                 tracing::debug!(error = %write_error, "cannot send error response");
             }
         }

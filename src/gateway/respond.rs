@@ -50,6 +50,18 @@ pub fn local_response_header(response: &ApiResponse, body_len: usize) -> Result<
 
 /// Sends `response` and ends the exchange, keeping the connection reusable.
 pub async fn write_local_response(session: &mut Session, response: &ApiResponse) -> Result<()> {
+    session.set_keepalive(Some(60));
+    write_response(session, response).await
+}
+
+/// Sends `response` with `Connection: close`: for failures after which the connection
+/// cannot be reused, so clients do not pool a socket that is about to close.
+pub async fn write_closing_response(session: &mut Session, response: &ApiResponse) -> Result<()> {
+    session.set_keepalive(None);
+    write_response(session, response).await
+}
+
+async fn write_response(session: &mut Session, response: &ApiResponse) -> Result<()> {
     // A null body means "no body" (204 answers, preflights).
     let full = if response.body.is_null() {
         Vec::new()
@@ -62,7 +74,6 @@ pub async fn write_local_response(session: &mut Session, response: &ApiResponse)
     } else {
         full
     };
-    session.set_keepalive(Some(60));
     session
         .write_response_header(Box::new(header), body.is_empty())
         .await?;
