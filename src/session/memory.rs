@@ -15,8 +15,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::{
-    CreatedSession, NewSession, RefreshState, Revocation, RotateOutcome, Session, SessionError,
-    SessionId, SessionStore, add, hashes_acceptable, now_micros, truncate_micros,
+    CreatedSession, NewSession, Revocation, RotateOutcome, Session, SessionError, SessionId,
+    SessionStore, add, hashes_acceptable, now_micros, truncate_micros,
 };
 
 /// Default bound on stored sessions; far above what one instance serves.
@@ -181,32 +181,17 @@ fn hash_eq(a: &str, b: &str) -> bool {
 impl SessionStore for MemorySessionStore {
     async fn create(&self, new: NewSession) -> Result<CreatedSession, SessionError> {
         let now = now_micros();
-        let absolute_expires_at = add(now, new.absolute_ttl);
-        let session = Session {
-            id: new.id,
-            user_id: new.user_id,
-            created_at: now,
-            last_seen_at: now,
-            expires_at: add(now, new.idle_ttl).min(absolute_expires_at),
-            absolute_expires_at,
-            ip: new.ip,
-            user_agent: new.user_agent,
-            two_factor: new.two_factor,
-            remember_me: new.remember_me,
-            refresh: RefreshState {
-                current_hash: new.refresh_hash,
-                previous_hash: None,
-                rotated_at: None,
-                generation: 0,
-            },
-        };
+        let user_id = new.user_id;
+        let max_per_user = new.max_per_user;
+        let idle_ttl = new.idle_ttl;
+        let session = new.start(now);
 
         let mut inner = self.lock();
         if inner.live(&session.id, now).is_some() {
             return Err(SessionError::Duplicate);
         }
-        let mut live = inner.live_ids(new.user_id, now);
-        let keep = new.max_per_user.max(1) - 1;
+        let mut live = inner.live_ids(user_id, now);
+        let keep = max_per_user.max(1) - 1;
         let mut evicted = Vec::new();
         while live.len() > keep {
             let oldest = live.remove(0);
@@ -225,7 +210,7 @@ impl SessionStore for MemorySessionStore {
             session.id,
             Entry {
                 session: session.clone(),
-                idle_ttl: new.idle_ttl,
+                idle_ttl,
                 retired: VecDeque::new(),
             },
         );

@@ -275,6 +275,31 @@ impl fmt::Debug for NewSession {
     }
 }
 
+impl NewSession {
+    /// The session this starts at `now`: alive for the idle window, never past the absolute one.
+    fn start(self, now: DateTime<Utc>) -> Session {
+        let absolute_expires_at = add(now, self.absolute_ttl);
+        Session {
+            id: self.id,
+            user_id: self.user_id,
+            created_at: now,
+            last_seen_at: now,
+            expires_at: add(now, self.idle_ttl).min(absolute_expires_at),
+            absolute_expires_at,
+            ip: self.ip,
+            user_agent: self.user_agent,
+            two_factor: self.two_factor,
+            remember_me: self.remember_me,
+            refresh: RefreshState {
+                current_hash: self.refresh_hash,
+                previous_hash: None,
+                rotated_at: None,
+                generation: 0,
+            },
+        }
+    }
+}
+
 /// A new session and the older ones it pushed out (to log as "session evicted").
 #[derive(Clone, Debug)]
 pub struct CreatedSession {

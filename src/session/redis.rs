@@ -32,7 +32,7 @@ use uuid::Uuid;
 use super::memory::{RETIRED_HASHES, REVOCATION_BUFFER};
 use super::{
     CreatedSession, NewSession, RefreshState, Revocation, RotateOutcome, Session, SessionError,
-    SessionId, SessionStore, add, hashes_acceptable, micros, now_micros, truncate_micros,
+    SessionId, SessionStore, hashes_acceptable, micros, now_micros, truncate_micros,
 };
 
 /// The longest any one Redis call may take before the caller gets `Unavailable`.
@@ -177,30 +177,11 @@ fn wall_micros() -> i64 {
 impl SessionStore for RedisSessionStore {
     async fn create(&self, new: NewSession) -> Result<CreatedSession, SessionError> {
         let now = now_micros();
-        let absolute_expires_at = add(now, new.absolute_ttl);
-        let expires_at = add(now, new.idle_ttl).min(absolute_expires_at);
         let max_per_user = new.max_per_user.max(1);
         let user_key = self.user_key(new.user_id);
         let session_key = self.session_key(&new.id);
-        let session = Session {
-            id: new.id,
-            user_id: new.user_id,
-            created_at: now,
-            last_seen_at: now,
-            expires_at,
-            absolute_expires_at,
-            ip: new.ip,
-            user_agent: new.user_agent,
-            two_factor: new.two_factor,
-            remember_me: new.remember_me,
-            refresh: RefreshState {
-                current_hash: new.refresh_hash,
-                previous_hash: None,
-                rotated_at: None,
-                generation: 0,
-            },
-        };
         let idle = micros(new.idle_ttl);
+        let session = new.start(now);
         let record = session.clone();
         let reply: Vec<String> = self
             .run(move |shared, mut conn| async move {

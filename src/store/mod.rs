@@ -134,6 +134,27 @@ pub struct User {
 }
 
 impl User {
+    /// The account `create_user` just inserted: unverified, active, no roles, no 2FA.
+    pub(crate) fn created(id: UserId, new: NewUser, at: DateTime<Utc>) -> Self {
+        Self {
+            id,
+            email: new.email,
+            password_hash: new.password_hash,
+            first_name: new.first_name,
+            last_name: new.last_name,
+            is_verified: false,
+            is_active: true,
+            two_factor_enabled: false,
+            two_factor_secret: None,
+            failed_login_attempts: 0,
+            locked_until: None,
+            last_login: None,
+            created_at: at,
+            updated_at: at,
+            roles: Vec::new(),
+        }
+    }
+
     /// Whether a lockout is in force at `now`.
     pub fn is_locked(&self, now: DateTime<Utc>) -> bool {
         self.locked_until.is_some_and(|until| until > now)

@@ -185,23 +185,7 @@ impl UserStore for SqliteStore {
         .execute(&self.pool)
         .await;
         match inserted {
-            Ok(_) => Ok(User {
-                id,
-                email: new.email,
-                password_hash: new.password_hash,
-                first_name: new.first_name,
-                last_name: new.last_name,
-                is_verified: false,
-                is_active: true,
-                two_factor_enabled: false,
-                two_factor_secret: None,
-                failed_login_attempts: 0,
-                locked_until: None,
-                last_login: None,
-                created_at: at,
-                updated_at: at,
-                roles: Vec::new(),
-            }),
+            Ok(_) => Ok(User::created(id, new, at)),
             Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateEmail),
             Err(e) => Err(e.into()),
         }
