@@ -9,6 +9,7 @@ use portcullis::config::{Config, IdentityHeadersConfig};
 use portcullis::gateway::client_ip::client_ip;
 use portcullis::gateway::identity::IdentityHeaderNames;
 use portcullis::gateway::routes::RouteTable;
+use portcullis::metrics::Metrics;
 
 fn route_table(n: usize) -> RouteTable {
     let mut text = String::new();
@@ -21,7 +22,7 @@ fn route_table(n: usize) -> RouteTable {
         "[[routes]]\nname = \"root\"\npath_prefix = \"/\"\nupstream = \"http://127.0.0.1:3000\"\n",
     );
     let config = Config::load_from(Path::new("bench.toml"), &text, Vec::new()).expect("config");
-    RouteTable::from_config(&config).expect("routes")
+    RouteTable::from_config(&config, &Metrics::new()).expect("routes")
 }
 
 fn bench_route_match(c: &mut Criterion) {

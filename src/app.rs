@@ -62,9 +62,9 @@ impl App {
     /// Builds the application state from a validated config: keys, backends (migrations
     /// included) and mail. Safe to call from inside or outside a tokio runtime.
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
-        let routes = RouteTable::from_config(&config).map_err(|e| anyhow::anyhow!(e))?;
-        let identity_headers = IdentityHeaderNames::new(&config.identity_headers);
         let metrics = Metrics::new();
+        let routes = RouteTable::from_config(&config, &metrics).map_err(|e| anyhow::anyhow!(e))?;
+        let identity_headers = IdentityHeaderNames::new(&config.identity_headers);
         let keys = KeyRing::load(&config.tokens).context("loading the token signing keys")?;
         let two_factor =
             TwoFactor::load(&config.two_factor).context("loading the two-factor encryption key")?;

@@ -1,9 +1,11 @@
 //! Prometheus metrics. Labels are bounded: route names come from config, statuses are
 //! HTTP codes, reasons are fixed strings. Never a user, token or IP.
 
+use std::sync::OnceLock;
+
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -147,6 +149,110 @@ impl Default for Metrics {
     }
 }
 
+/// Status labels with a series of their own; any other status counts under its class.
+const STATUS_LABELS: [&str; 34] = [
+    "0", "100", "101", "200", "201", "202", "204", "206", "301", "302", "303", "304", "307", "308",
+    "400", "401", "403", "404", "405", "409", "413", "415", "422", "423", "429", "500", "502",
+    "503", "504", "1xx", "2xx", "3xx", "4xx", "5xx",
+];
+
+/// The label of a status: its own code when common, else its class. Static, so metrics
+/// never allocate per request.
+pub fn status_label(status: u16) -> &'static str {
+    STATUS_LABELS[status_index(status)]
+}
+
+fn status_index(status: u16) -> usize {
+    const CODES: [u16; 29] = [
+        0, 100, 101, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404,
+        405, 409, 413, 415, 422, 423, 429, 500, 502, 503, 504,
+    ];
+    CODES
+        .iter()
+        .position(|c| *c == status)
+        .unwrap_or(match status {
+            s if s < 200 => 29,
+            s if s < 300 => 30,
+            s if s < 400 => 31,
+            s if s < 500 => 32,
+            _ => 33,
+        })
+}
+
+/// One route's series, looked up once each and then kept, so the proxy path does no
+/// label hashing. Series still appear only once used, as with plain label lookups.
+pub struct RouteMetrics {
+    route: String,
+    requests: IntCounterVec,
+    request_duration_vec: HistogramVec,
+    upstream_duration_vec: HistogramVec,
+    auth_decisions: IntCounterVec,
+    by_status: [OnceLock<IntCounter>; STATUS_LABELS.len()],
+    request_duration: OnceLock<Histogram>,
+    upstream_duration: OnceLock<Histogram>,
+    allowed: OnceLock<IntCounter>,
+}
+
+impl RouteMetrics {
+    /// The series of the route labelled `route`.
+    pub fn new(metrics: &Metrics, route: &str) -> Self {
+        Self {
+            route: route.to_owned(),
+            requests: metrics.requests.clone(),
+            request_duration_vec: metrics.request_duration.clone(),
+            upstream_duration_vec: metrics.upstream_duration.clone(),
+            auth_decisions: metrics.auth_decisions.clone(),
+            by_status: std::array::from_fn(|_| OnceLock::new()),
+            request_duration: OnceLock::new(),
+            upstream_duration: OnceLock::new(),
+            allowed: OnceLock::new(),
+        }
+    }
+
+    /// `http_requests_total{route, status}`.
+    pub fn requests(&self, status: u16) -> &IntCounter {
+        let i = status_index(status);
+        self.by_status[i].get_or_init(|| {
+            self.requests
+                .with_label_values(&[self.route.as_str(), STATUS_LABELS[i]])
+        })
+    }
+
+    /// `http_request_duration_seconds{route}`.
+    pub fn request_duration(&self) -> &Histogram {
+        self.request_duration
+            .get_or_init(|| self.request_duration_vec.with_label_values(&[&self.route]))
+    }
+
+    /// `upstream_duration_seconds{route}`.
+    pub fn upstream_duration(&self) -> &Histogram {
+        self.upstream_duration
+            .get_or_init(|| self.upstream_duration_vec.with_label_values(&[&self.route]))
+    }
+
+    /// `auth_decisions_total{route, outcome="allowed", reason="allowed"}`.
+    pub fn allowed(&self) -> &IntCounter {
+        self.allowed.get_or_init(|| {
+            self.auth_decisions
+                .with_label_values(&[self.route.as_str(), "allowed", "allowed"])
+        })
+    }
+
+    /// `auth_decisions_total{route, outcome="denied", reason}` (refusals are the slow path).
+    pub fn denied(&self, reason: &str) -> IntCounter {
+        self.auth_decisions
+            .with_label_values(&[self.route.as_str(), "denied", reason])
+    }
+}
+
+impl std::fmt::Debug for RouteMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteMetrics")
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +275,37 @@ mod tests {
             text.contains("portcullis_http_requests_in_flight 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn route_series_are_the_labelled_ones_and_appear_once_used() {
+        let m = Metrics::new();
+        let route = RouteMetrics::new(&m, "app");
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(!text.contains("route=\"app\""), "{text}");
+        route.requests(200).inc();
+        route.requests(200).inc();
+        route.requests(418).inc();
+        route.allowed().inc();
+        route.request_duration().observe(0.01);
+        let text = String::from_utf8(m.render()).unwrap();
+        for series in [
+            "portcullis_http_requests_total{route=\"app\",status=\"200\"} 2",
+            "portcullis_http_requests_total{route=\"app\",status=\"4xx\"} 1",
+            "portcullis_auth_decisions_total{outcome=\"allowed\",reason=\"allowed\",route=\"app\"} 1",
+            "portcullis_http_request_duration_seconds_count{route=\"app\"} 1",
+        ] {
+            assert!(text.contains(series), "{series} in {text}");
+        }
+    }
+
+    #[test]
+    fn status_labels_are_codes_or_classes() {
+        assert_eq!(status_label(200), "200");
+        assert_eq!(status_label(0), "0");
+        assert_eq!(status_label(299), "2xx");
+        assert_eq!(status_label(418), "4xx");
+        assert_eq!(status_label(599), "5xx");
+        assert_eq!(status_label(102), "1xx");
     }
 }

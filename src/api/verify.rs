@@ -4,7 +4,7 @@
 //! Query parameters narrow the check: `two_factor=true` requires a second factor and
 //! `roles=a,b` requires any of the roles.
 
-use http::{HeaderName, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{ApiRequest, ApiResponse};
 use crate::app::App;
@@ -47,14 +47,19 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
         .inc();
     let names = &app.identity_headers;
     let mut response = ApiResponse::ok(StatusCode::OK, "Authenticated", None)
-        .with_header(names.user_id.clone(), principal.user_id_text.clone())
-        .with_header(names.email.clone(), principal.email.clone())
-        .with_header(names.roles.clone(), principal.roles_joined.clone())
-        .with_header(names.session_id.clone(), principal.session_id_text.clone());
+        .with_header(names.user_id.clone(), principal.user_id_text())
+        .with_header(names.email.clone(), principal.email())
+        .with_header(names.roles.clone(), principal.roles().join(","))
+        .with_header(names.session_id.clone(), principal.session_id_text());
     if let Some(name) = &names.assertion
         && let Some(assertion) = app.gatekeeper.assertion(&principal, &app.keys)
     {
-        response = response.with_header(HeaderName::clone(name), assertion.to_string());
+        response = response.with_header(HeaderName::clone(name), header_text(&assertion));
     }
     response
+}
+
+/// A header value built from text, as text again.
+fn header_text(value: &HeaderValue) -> String {
+    String::from_utf8_lossy(value.as_bytes()).into_owned()
 }

@@ -13,7 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use chrono::Utc;
+use http::HeaderValue;
 use moka::sync::Cache;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -64,20 +66,88 @@ impl Denial {
     }
 }
 
-/// Who a request comes from, once checked.
-#[derive(Debug)]
+/// Who a request comes from, once checked: shares the cached token and user, so building
+/// one per request allocates nothing.
+#[derive(Clone, Debug)]
 pub struct Principal {
-    pub user_id: Uuid,
-    pub session_id: SessionId,
-    /// Textual forms, ready for headers.
-    pub user_id_text: String,
-    pub session_id_text: String,
-    pub email: String,
-    pub roles: Vec<String>,
-    /// `roles` joined with commas.
-    pub roles_joined: String,
+    token: Arc<VerifiedToken>,
+    user: Arc<KnownUser>,
     /// The session passed a second factor.
-    pub two_factor: bool,
+    two_factor: bool,
+}
+
+impl Principal {
+    pub fn user_id(&self) -> Uuid {
+        self.token.user_id
+    }
+
+    pub fn session_id(&self) -> SessionId {
+        self.token.session_id
+    }
+
+    /// The user id as text (the token's `sub`).
+    pub fn user_id_text(&self) -> &str {
+        &self.token.claims.sub
+    }
+
+    /// The session id as text (the token's `sid`).
+    pub fn session_id_text(&self) -> &str {
+        &self.token.claims.sid
+    }
+
+    pub fn email(&self) -> &str {
+        &self.user.email
+    }
+
+    pub fn roles(&self) -> &[String] {
+        &self.user.roles
+    }
+
+    /// Whether the session passed a second factor.
+    pub fn two_factor(&self) -> bool {
+        self.two_factor
+    }
+
+    /// The identity header values, built once per token and per user.
+    pub fn header_values(&self) -> IdentityValues<'_> {
+        IdentityValues {
+            user_id: &self.token.user_id_value,
+            email: &self.user.email_value,
+            roles: &self.user.roles_value,
+            session_id: &self.token.session_id_value,
+        }
+    }
+}
+
+/// The values of the identity headers for one principal.
+pub struct IdentityValues<'a> {
+    pub user_id: &'a HeaderValue,
+    pub email: &'a HeaderValue,
+    /// Roles joined with commas.
+    pub roles: &'a HeaderValue,
+    pub session_id: &'a HeaderValue,
+}
+
+/// A token whose signature, issuer and expiry were checked, with its ids parsed.
+#[derive(Debug)]
+struct VerifiedToken {
+    claims: AccessClaims,
+    user_id: Uuid,
+    session_id: SessionId,
+    user_id_value: HeaderValue,
+    session_id_value: HeaderValue,
+}
+
+impl VerifiedToken {
+    fn new(claims: AccessClaims) -> Option<Self> {
+        Some(Self {
+            user_id: claims.sub.parse().ok()?,
+            session_id: claims.sid.parse().ok()?,
+            user_id_value: HeaderValue::from_str(&claims.sub).ok()?,
+            session_id_value: HeaderValue::from_str(&claims.sid).ok()?,
+            claims,
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -86,21 +156,22 @@ struct LiveSession {
     two_factor: bool,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct KnownUser {
     email: String,
     roles: Vec<String>,
-    roles_joined: String,
+    email_value: HeaderValue,
+    roles_value: HeaderValue,
     is_active: bool,
 }
 
 /// The caches and the logic of the per-request check.
 pub struct Gatekeeper {
-    tokens: Cache<String, Arc<AccessClaims>>,
+    tokens: Cache<String, Arc<VerifiedToken>>,
     sessions: Cache<SessionId, LiveSession>,
     users: Cache<Uuid, Arc<KnownUser>>,
     /// Signed identity assertions, re-signed when half their lifetime is gone.
-    assertions: Cache<SessionId, Arc<str>>,
+    assertions: Cache<SessionId, HeaderValue>,
 }
 
 impl Default for Gatekeeper {
@@ -133,21 +204,27 @@ impl Gatekeeper {
     }
 
     /// The signed `X-Identity-Assertion` for a principal (cached per session).
-    pub fn assertion(&self, principal: &Principal, keys: &KeyRing) -> Option<Arc<str>> {
-        if let Some(signed) = self.assertions.get(&principal.session_id) {
+    pub fn assertion(&self, principal: &Principal, keys: &KeyRing) -> Option<HeaderValue> {
+        let session_id = principal.session_id();
+        if let Some(signed) = self.assertions.get(&session_id) {
             return Some(signed);
         }
-        match keys.issue_assertion(
-            &principal.user_id_text,
-            &principal.session_id_text,
-            &principal.email,
-            &principal.roles,
-            ASSERTION_TTL,
-        ) {
-            Ok((token, _)) => {
-                let token: Arc<str> = token.into();
-                self.assertions.insert(principal.session_id, token.clone());
-                Some(token)
+        let signed = keys
+            .issue_assertion(
+                principal.user_id_text(),
+                principal.session_id_text(),
+                principal.email(),
+                principal.roles(),
+                ASSERTION_TTL,
+            )
+            .map_err(|e| e.to_string())
+            .and_then(|(token, _)| {
+                HeaderValue::from_maybe_shared(Bytes::from(token)).map_err(|e| e.to_string())
+            });
+        match signed {
+            Ok(value) => {
+                self.assertions.insert(session_id, value.clone());
+                Some(value)
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot sign an identity assertion");
@@ -165,10 +242,9 @@ impl Gatekeeper {
         sessions: &dyn SessionStore,
         users: &dyn UserStore,
     ) -> Result<Principal, Denial> {
-        let claims = self.verify(token, keys)?;
-        let session_id: SessionId = claims.sid.parse().map_err(|_| Denial::BadToken)?;
-        let session = self.live_session(&session_id, sessions).await?;
-        if session.user_id.to_string() != claims.sub {
+        let token = self.verify(token, keys)?;
+        let session = self.live_session(&token.session_id, sessions).await?;
+        if session.user_id != token.user_id {
             return Err(Denial::SessionEnded);
         }
         let user = self.user(session.user_id, users).await?;
@@ -176,29 +252,25 @@ impl Gatekeeper {
             return Err(Denial::Deactivated);
         }
         Ok(Principal {
-            user_id: session.user_id,
-            user_id_text: claims.sub.clone(),
-            session_id_text: claims.sid.clone(),
-            session_id,
-            email: user.email.clone(),
-            roles: user.roles.clone(),
-            roles_joined: user.roles_joined.clone(),
+            token,
+            user,
             two_factor: session.two_factor,
         })
     }
 
-    fn verify(&self, token: &str, keys: &KeyRing) -> Result<Arc<AccessClaims>, Denial> {
+    fn verify(&self, token: &str, keys: &KeyRing) -> Result<Arc<VerifiedToken>, Denial> {
         let now = Utc::now().timestamp();
-        if let Some(claims) = self.tokens.get(token) {
-            if claims.exp > now {
-                return Ok(claims);
+        if let Some(verified) = self.tokens.get(token) {
+            if verified.claims.exp > now {
+                return Ok(verified);
             }
             self.tokens.invalidate(token);
             return Err(Denial::BadToken);
         }
-        let claims = Arc::new(keys.verify_access(token).map_err(|_| Denial::BadToken)?);
-        self.tokens.insert(token.to_owned(), claims.clone());
-        Ok(claims)
+        let claims = keys.verify_access(token).map_err(|_| Denial::BadToken)?;
+        let verified = Arc::new(VerifiedToken::new(claims).ok_or(Denial::BadToken)?);
+        self.tokens.insert(token.to_owned(), verified.clone());
+        Ok(verified)
     }
 
     async fn live_session(
@@ -238,10 +310,22 @@ impl Gatekeeper {
             .await
             .map_err(store_failure)?
             .ok_or(Denial::SessionEnded)?;
+        let email = user.email.into_string();
+        let roles_joined = user.roles.join(",");
+        let (Ok(email_value), Ok(roles_value)) = (
+            HeaderValue::from_str(&email),
+            HeaderValue::from_str(&roles_joined),
+        ) else {
+            // Emails and role names are checked when written; a stored value that cannot be
+            // a header is a damaged record, not a reason to forward without identity.
+            tracing::error!(user_id = %id, "stored email or roles cannot be sent as a header");
+            return Err(Denial::BackendDown);
+        };
         let known = Arc::new(KnownUser {
-            email: user.email.as_str().to_owned(),
-            roles_joined: user.roles.join(","),
+            email,
             roles: user.roles,
+            email_value,
+            roles_value,
             is_active: user.is_active,
         });
         self.users.insert(id, known.clone());

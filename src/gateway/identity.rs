@@ -1,5 +1,6 @@
 //! Identity headers: the ones upstreams trust, so no client may send them.
 
+use bytes::Bytes;
 use http::HeaderName;
 
 use crate::config::IdentityHeadersConfig;
@@ -12,6 +13,8 @@ pub struct IdentityHeaderNames {
     pub roles: HeaderName,
     pub session_id: HeaderName,
     pub assertion: Option<HeaderName>,
+    /// The same names as Pingora takes them; cloning one shares its bytes.
+    pub wire: WireNames,
     /// Lower-case, `-`-separated forms of every name above.
     normalized: Vec<String>,
 }
@@ -24,7 +27,15 @@ impl IdentityHeaderNames {
                 .unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
         };
         let normalized = config.names().map(normalize).collect();
+        let wire = |s: &str| Bytes::copy_from_slice(s.to_ascii_lowercase().as_bytes());
         Self {
+            wire: WireNames {
+                user_id: wire(&config.user_id),
+                email: wire(&config.email),
+                roles: wire(&config.roles),
+                session_id: wire(&config.session_id),
+                assertion: (!config.assertion.is_empty()).then(|| wire(&config.assertion)),
+            },
             user_id: parse(&config.user_id),
             email: parse(&config.email),
             roles: parse(&config.roles),
@@ -51,6 +62,17 @@ impl IdentityHeaderNames {
         }
         found
     }
+}
+
+/// Identity header names as shared bytes, for inserting into a Pingora request header without
+/// copying the name each time.
+#[derive(Clone, Debug)]
+pub struct WireNames {
+    pub user_id: Bytes,
+    pub email: Bytes,
+    pub roles: Bytes,
+    pub session_id: Bytes,
+    pub assertion: Option<Bytes>,
 }
 
 fn normalize(name: &str) -> String {

@@ -27,6 +27,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::api::{self, ApiRequest, ApiResponse};
 use crate::app::App;
 use crate::auth::gatekeeper::Principal;
+use crate::metrics::status_label;
 use crate::telemetry::SECURITY;
 use policy::Verdict;
 use routes::Route;
@@ -148,21 +149,16 @@ impl ProxyHttp for Gateway {
             Some(target),
         )
         .await;
-        let decisions = &self.app.metrics.auth_decisions;
         match verdict {
             Verdict::Allow(principal) => {
                 if principal.is_some() {
-                    decisions
-                        .with_label_values(&[route.name.as_str(), "allowed", "allowed"])
-                        .inc();
+                    route.metrics.allowed().inc();
                 }
                 ctx.principal = principal;
                 Ok(false)
             }
             Verdict::Refuse { response, reason } => {
-                decisions
-                    .with_label_values(&[route.name.as_str(), "denied", reason])
-                    .inc();
+                route.metrics.denied(reason).inc();
                 write_local_response(session, &response).await?;
                 Ok(true)
             }
@@ -221,11 +217,10 @@ impl ProxyHttp for Gateway {
         _upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let Some(started) = ctx.upstream_started.take() {
-            self.app
+        if let (Some(started), Some(route)) = (ctx.upstream_started.take(), &ctx.route) {
+            route
                 .metrics
-                .upstream_duration
-                .with_label_values(&[ctx.route_label()])
+                .upstream_duration()
                 .observe(started.elapsed().as_secs_f64());
         }
         Ok(())
@@ -267,10 +262,16 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = if ctx.route.is_none() && is_local(session.req_header().uri.path()) {
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        if let Some(route) = &ctx.route {
+            route.metrics.requests(status).inc();
+            route.metrics.request_duration().observe(elapsed);
+            return;
+        }
+        let route = if is_local(session.req_header().uri.path()) {
             LOCAL_ROUTE
         } else {
-            ctx.route_label()
+            UNMATCHED_ROUTE
         };
         let metrics = &self.app.metrics;
         metrics
@@ -280,7 +281,7 @@ impl ProxyHttp for Gateway {
         metrics
             .request_duration
             .with_label_values(&[route])
-            .observe(ctx.started.elapsed().as_secs_f64());
+            .observe(elapsed);
     }
 }
 
@@ -292,16 +293,16 @@ impl Gateway {
         upstream_request: &mut RequestHeader,
         principal: &Principal,
     ) -> Result<()> {
-        let names = &self.app.identity_headers;
-        upstream_request.insert_header(names.user_id.clone(), principal.user_id_text.as_str())?;
-        upstream_request.insert_header(names.email.clone(), principal.email.as_str())?;
-        upstream_request.insert_header(names.roles.clone(), principal.roles_joined.as_str())?;
-        upstream_request
-            .insert_header(names.session_id.clone(), principal.session_id_text.as_str())?;
+        let names = &self.app.identity_headers.wire;
+        let values = principal.header_values();
+        upstream_request.insert_header(names.user_id.clone(), values.user_id)?;
+        upstream_request.insert_header(names.email.clone(), values.email)?;
+        upstream_request.insert_header(names.roles.clone(), values.roles)?;
+        upstream_request.insert_header(names.session_id.clone(), values.session_id)?;
         if let Some(name) = &names.assertion
             && let Some(assertion) = self.app.gatekeeper.assertion(principal, &self.app.keys)
         {
-            upstream_request.insert_header(name.clone(), &*assertion)?;
+            upstream_request.insert_header(name.clone(), assertion)?;
         }
         Ok(())
     }
@@ -346,8 +347,7 @@ impl Gateway {
         };
         upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
         upstream_request.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = request_host(session.req_header()) {
-            let host = host.to_string();
+        if let Some(host) = request_host_value(session.req_header()) {
             upstream_request.insert_header("x-forwarded-host", host)?;
         }
         Ok(())
@@ -448,6 +448,17 @@ fn request_host(req: &RequestHeader) -> Option<&str> {
         .or_else(|| req.uri.host())
 }
 
+/// The request's host as a header value (shared, not copied).
+fn request_host_value(req: &RequestHeader) -> Option<http::HeaderValue> {
+    match req.headers.get(http::header::HOST) {
+        Some(host) => Some(host.clone()),
+        None => req
+            .uri
+            .host()
+            .and_then(|h| http::HeaderValue::from_str(h).ok()),
+    }
+}
+
 /// The status to answer for a proxy failure, and the metric kind when the upstream is to blame.
 fn classify_failure(e: &Error) -> (Option<StatusCode>, Option<&'static str>) {
     use ErrorType::*;
@@ -487,44 +498,4 @@ fn failure_response(status: StatusCode) -> ApiResponse {
         _ => ("internal_error", "Internal error"),
     };
     ApiResponse::error(status, code, message)
-}
-
-/// A static label for common statuses, so metrics never allocate per request.
-fn status_label(status: u16) -> &'static str {
-    match status {
-        0 => "0",
-        100 => "100",
-        101 => "101",
-        200 => "200",
-        201 => "201",
-        202 => "202",
-        204 => "204",
-        206 => "206",
-        301 => "301",
-        302 => "302",
-        303 => "303",
-        304 => "304",
-        307 => "307",
-        308 => "308",
-        400 => "400",
-        401 => "401",
-        403 => "403",
-        404 => "404",
-        405 => "405",
-        409 => "409",
-        413 => "413",
-        415 => "415",
-        422 => "422",
-        423 => "423",
-        429 => "429",
-        500 => "500",
-        502 => "502",
-        503 => "503",
-        504 => "504",
-        s if s < 200 => "1xx",
-        s if s < 300 => "2xx",
-        s if s < 400 => "3xx",
-        s if s < 500 => "4xx",
-        _ => "5xx",
-    }
 }

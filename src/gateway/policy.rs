@@ -72,7 +72,7 @@ pub async fn authorize(
         Ok(principal) => principal,
         Err(denial) => return unauthenticated(app, denial, headers, path_and_query),
     };
-    if policy == Policy::TwoFactor && !principal.two_factor {
+    if policy == Policy::TwoFactor && !principal.two_factor() {
         return Verdict::Refuse {
             response: ApiResponse::error(
                 StatusCode::FORBIDDEN,
@@ -82,7 +82,7 @@ pub async fn authorize(
             reason: "two_factor_required",
         };
     }
-    if !roles.is_empty() && !roles.iter().any(|r| principal.roles.contains(r)) {
+    if !roles.is_empty() && !roles.iter().any(|r| principal.roles().contains(r)) {
         return Verdict::Refuse {
             response: ApiResponse::error(
                 StatusCode::FORBIDDEN,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::{Config, Policy, RouteConfig, Upstream};
 use crate::domain::RateSpec;
+use crate::metrics::{Metrics, RouteMetrics};
 
 /// One route, resolved and ready for the hot path.
 #[derive(Debug)]
@@ -22,10 +23,12 @@ pub struct Route {
     pub rate_limit_scope: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// This route's metric series.
+    pub metrics: RouteMetrics,
 }
 
 impl Route {
-    fn from_config(cfg: &RouteConfig, config: &Config) -> Result<Self, String> {
+    fn from_config(cfg: &RouteConfig, config: &Config, metrics: &Metrics) -> Result<Self, String> {
         let name = if cfg.name.is_empty() {
             cfg.path_prefix.clone()
         } else {
@@ -33,6 +36,7 @@ impl Route {
         };
         Ok(Self {
             rate_limit_scope: format!("route:{name}"),
+            metrics: RouteMetrics::new(metrics, &name),
             name,
             host: cfg.host.to_ascii_lowercase(),
             path_prefix: cfg.path_prefix.clone(),
@@ -68,12 +72,14 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds the table from validated config (upstreams are resolved here, once).
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    pub fn from_config(config: &Config, metrics: &Metrics) -> Result<Self, String> {
         let mut routes = config
             .routes
             .iter()
             .enumerate()
-            .map(|(i, r)| Route::from_config(r, config).map_err(|e| format!("routes[{i}]: {e}")))
+            .map(|(i, r)| {
+                Route::from_config(r, config, metrics).map_err(|e| format!("routes[{i}]: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         // Stable sort keeps config order among equals, so "first match wins" still holds.
         routes.sort_by_key(|r| (r.host.is_empty(), std::cmp::Reverse(r.path_prefix.len())));
@@ -114,7 +120,7 @@ mod tests {
 
     fn table(routes: &str) -> RouteTable {
         let config = Config::load_from(Path::new("t.toml"), routes, Vec::new()).unwrap();
-        RouteTable::from_config(&config).unwrap()
+        RouteTable::from_config(&config, &Metrics::new()).unwrap()
     }
 
     const ROUTES: &str = r#"
