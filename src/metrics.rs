@@ -162,12 +162,14 @@ pub fn status_label(status: u16) -> &'static str {
     STATUS_LABELS[status_index(status)]
 }
 
+/// The codes with a label of their own: `STATUS_LABELS[i]` is `STATUS_CODES[i]` written out.
+const STATUS_CODES: [u16; 29] = [
+    0, 100, 101, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404, 405,
+    409, 413, 415, 422, 423, 429, 500, 502, 503, 504,
+];
+
 fn status_index(status: u16) -> usize {
-    const CODES: [u16; 29] = [
-        0, 100, 101, 200, 201, 202, 204, 206, 301, 302, 303, 304, 307, 308, 400, 401, 403, 404,
-        405, 409, 413, 415, 422, 423, 429, 500, 502, 503, 504,
-    ];
-    CODES
+    STATUS_CODES
         .iter()
         .position(|c| *c == status)
         .unwrap_or(match status {
@@ -307,5 +309,9 @@ mod tests {
         assert_eq!(status_label(418), "4xx");
         assert_eq!(status_label(599), "5xx");
         assert_eq!(status_label(102), "1xx");
+        for (code, label) in STATUS_CODES.iter().zip(STATUS_LABELS) {
+            assert_eq!(status_label(*code), label);
+            assert_eq!(code.to_string(), label);
+        }
     }
 }

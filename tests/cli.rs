@@ -46,6 +46,38 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
     None
 }
 
+/// The `listen` address written in a config file's text.
+fn listen_address(config_text: &str) -> String {
+    config_text
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("a listen address")
+        .to_string()
+}
+
+/// `portcullis serve` on a config, in the scratch directory, quiet.
+fn serve(scratch: &Scratch, config: &std::path::Path) -> Child {
+    portcullis()
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .current_dir(scratch.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 fn wait_listening(addr: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(addr).is_err() {
@@ -162,12 +194,7 @@ fn taken_port_exits_non_zero_at_once() {
     let scratch = Scratch::new();
     let path = write_config(&scratch, "");
     let text = std::fs::read_to_string(&path).unwrap();
-    let listen = text
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_string();
+    let listen = listen_address(&text);
     let _holder = std::net::TcpListener::bind(&listen).unwrap();
     let started = Instant::now();
     let mut child = portcullis()
@@ -207,30 +234,12 @@ fn sigterm_shuts_down_cleanly_and_writes_log_files() {
         ),
     );
     std::fs::write(&path, &text).unwrap();
-    let listen = text
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_string();
-    let mut child = portcullis()
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .current_dir(scratch.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let listen = listen_address(&text);
+    let mut child = serve(&scratch, &path);
     wait_listening(&listen);
     // Pingora installs its signal handlers just after the listeners open.
     std::thread::sleep(Duration::from_millis(500));
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let exit =
         wait_exit(&mut child, Duration::from_secs(10)).expect("stops within the grace period");
     assert!(exit.success(), "{exit:?}");
@@ -256,21 +265,8 @@ async fn serve_forwards_authenticated_requests_on_every_worker() {
     );
     let path = write_config(&scratch, &route);
     let text = std::fs::read_to_string(&path).unwrap();
-    let listen = text
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .unwrap()
-        .to_string();
-    let mut child = portcullis()
-        .arg("serve")
-        .arg("--config")
-        .arg(&path)
-        .current_dir(scratch.dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let listen = listen_address(&text);
+    let mut child = serve(&scratch, &path);
     let waited = listen.clone();
     tokio::task::spawn_blocking(move || wait_listening(&waited))
         .await
@@ -299,10 +295,7 @@ async fn serve_forwards_authenticated_requests_on_every_worker() {
         .json()
         .await
         .unwrap();
-    let token = login["data"]["tokens"]["access_token"]
-        .as_str()
-        .expect("an access token")
-        .to_string();
+    let token = support::app::tokens_of(&login).access;
     let user_id = login["data"]["user"]["id"].as_str().expect("a user id");
 
     let requests = (0..64).map(|i| {
@@ -325,21 +318,12 @@ async fn serve_forwards_authenticated_requests_on_every_worker() {
         .enumerate()
     {
         assert_eq!(echo["path"], format!("/app/{i}"));
-        let seen = echo["headers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|h| h[0] == "x-user-id")
-            .map(|h| h[1].clone());
-        assert_eq!(seen, Some(serde_json::json!(user_id)), "request {i}");
+        assert_eq!(echoed_header(&echo, "x-user-id"), [user_id], "request {i}");
     }
     let unauthenticated = client.get(format!("{base}/app")).send().await.unwrap();
     assert_eq!(unauthenticated.status(), 401);
 
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    sigterm(&child);
     let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
         .await
         .unwrap();

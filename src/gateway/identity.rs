@@ -27,20 +27,26 @@ impl IdentityHeaderNames {
                 .unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
         };
         let normalized = config.names().map(normalize).collect();
-        let wire = |s: &str| Bytes::copy_from_slice(s.to_ascii_lowercase().as_bytes());
+        let user_id = parse(&config.user_id);
+        let email = parse(&config.email);
+        let roles = parse(&config.roles);
+        let session_id = parse(&config.session_id);
+        let assertion = (!config.assertion.is_empty()).then(|| parse(&config.assertion));
+        // The wire form is the parsed (lower-case) name, so both always agree.
+        let wire = |name: &HeaderName| Bytes::copy_from_slice(name.as_str().as_bytes());
         Self {
             wire: WireNames {
-                user_id: wire(&config.user_id),
-                email: wire(&config.email),
-                roles: wire(&config.roles),
-                session_id: wire(&config.session_id),
-                assertion: (!config.assertion.is_empty()).then(|| wire(&config.assertion)),
+                user_id: wire(&user_id),
+                email: wire(&email),
+                roles: wire(&roles),
+                session_id: wire(&session_id),
+                assertion: assertion.as_ref().map(wire),
             },
-            user_id: parse(&config.user_id),
-            email: parse(&config.email),
-            roles: parse(&config.roles),
-            session_id: parse(&config.session_id),
-            assertion: (!config.assertion.is_empty()).then(|| parse(&config.assertion)),
+            user_id,
+            email,
+            roles,
+            session_id,
+            assertion,
             normalized,
         }
     }
