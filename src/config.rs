@@ -91,7 +91,40 @@ pub struct ServerConfig {
     pub upstream_connect_timeout: HumanDuration,
     /// Time allowed between bytes from an upstream before answering 504.
     pub upstream_timeout: HumanDuration,
+    /// Headers only a proxy in `trusted_proxies` may send; removed from every other
+    /// client's request. Case and `_`/`-` do not matter; a final `*` matches a prefix.
+    pub proxy_headers: Vec<String>,
+    /// The whole time a client gets to send a request's headers, from its first byte.
+    pub header_read_timeout: HumanDuration,
+    /// The whole time a client gets to send the body of an account-API request.
+    pub body_read_timeout: HumanDuration,
+    /// Open connections one client address may hold on the main listener; 0 for no limit.
+    /// Peers in `trusted_proxies` are not limited (they speak for many clients).
+    pub max_connections_per_ip: usize,
 }
+
+/// The headers only a trusted proxy may send, by default: the forwarding headers
+/// (RFC 7239 `Forwarded`, the `X-Forwarded-*` family), client-address claims of CDNs and
+/// load balancers, and the URL-rewrite headers that IIS, Symfony and Laravel honour.
+pub const DEFAULT_PROXY_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-*",
+    "x-real-ip",
+    "x-client-ip",
+    "client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-original-method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -106,6 +139,13 @@ impl Default for ServerConfig {
             shutdown_grace: HumanDuration::from_secs(5),
             upstream_connect_timeout: HumanDuration::from_secs(5),
             upstream_timeout: HumanDuration::from_secs(60),
+            proxy_headers: DEFAULT_PROXY_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            header_read_timeout: HumanDuration::from_secs(10),
+            body_read_timeout: HumanDuration::from_secs(30),
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -392,6 +432,17 @@ pub struct RouteConfig {
     /// Overrides `server.upstream_timeout` for this route.
     #[serde(default)]
     pub timeout: Option<HumanDuration>,
+    /// Lets an encoded slash (`%2F`) through to this route's upstream (refused by default:
+    /// upstreams disagree on whether it separates segments).
+    #[serde(default)]
+    pub allow_encoded_slashes: bool,
+    /// Lets `;` path parameters through to this route's upstream (refused by default: Tomcat,
+    /// Jetty and Spring drop them before matching, so `/a;x/../b` means `/b` to them).
+    #[serde(default)]
+    pub allow_path_parameters: bool,
+    /// Forwards a client's own `Authorization` header (a Portcullis token never is).
+    #[serde(default)]
+    pub forward_authorization: bool,
 }
 
 fn default_path_prefix() -> String {
@@ -532,9 +583,20 @@ impl Config {
                 s.upstream_connect_timeout,
             ),
             ("server.upstream_timeout", s.upstream_timeout),
+            ("server.header_read_timeout", s.header_read_timeout),
+            ("server.body_read_timeout", s.body_read_timeout),
         ] {
             if d.get().is_zero() {
                 return bad(key, "must be longer than 0s".into());
+            }
+        }
+        for (i, name) in s.proxy_headers.iter().enumerate() {
+            let bare = name.strip_suffix('*').unwrap_or(name);
+            if bare.is_empty() || http::HeaderName::from_bytes(bare.as_bytes()).is_err() {
+                return bad(
+                    &format!("server.proxy_headers[{i}]"),
+                    format!("{name:?} is not a header name (or a prefix ending in '*')"),
+                );
             }
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {

@@ -16,6 +16,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::admin::AdminApp;
+use crate::gateway::connections::{Guarded, Limits};
 
 /// A listener address that cannot be bound, with the config key that names it.
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +68,13 @@ pub fn build(app: Arc<App>, scheduling: Scheduling) -> Server {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(app.clone()),
-        "portcullis",
-    );
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app.clone()));
+    let limits = Limits {
+        head_deadline: config.server.header_read_timeout.get(),
+        per_ip: config.server.max_connections_per_ip,
+        trusted: config.server.trusted_proxies.clone(),
+    };
+    let mut proxy = Service::new("portcullis".into(), Guarded::new(proxy, limits));
     proxy.add_tcp(&config.server.listen.to_string());
 
     let mut admin = Service::new("portcullis-admin".into(), AdminApp::new(app.clone()));

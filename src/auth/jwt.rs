@@ -288,6 +288,16 @@ impl KeyRing {
         &self.issuer
     }
 
+    /// Whether `token` looks like one of this ring's tokens (a JWT whose header names one of
+    /// its keys), valid or not: such a token is a Portcullis credential and never leaves the
+    /// gateway. Reads the header only; no signature check.
+    pub fn is_own_token(&self, token: &str) -> bool {
+        jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|header| header.kid)
+            .is_some_and(|kid| self.verifiers.contains_key(&kid))
+    }
+
     /// The `kid` of the key that signs new tokens.
     pub fn signing_kid(&self) -> &str {
         &self.signing_kid

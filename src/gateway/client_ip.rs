@@ -2,23 +2,26 @@
 //!
 //! `X-Forwarded-For` is believed only when the peer is a trusted proxy, and then only up to
 //! the right-most address that is not itself trusted: everything left of it could have been
-//! written by the client.
+//! written by the client. A proxy may send the header on several lines (HAProxy does); they
+//! are one list, read from the last line back (RFC 9110 §5.3).
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-/// The client address for rate limits, logs and `X-Forwarded-For`.
-pub fn client_ip(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
+/// The client address for rate limits, logs and `X-Forwarded-For`. `forwarded_for` holds the
+/// `X-Forwarded-For` lines in the order they arrived.
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    forwarded_for: impl DoubleEndedIterator<Item = &'a str>,
+    trusted: &[IpNet],
+) -> IpAddr {
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
     }
-    let Some(header) = forwarded_for else {
-        return peer;
-    };
     let mut last = peer;
-    for hop in header.rsplit(',') {
+    for hop in forwarded_for.rev().flat_map(|line| line.rsplit(',')) {
         match parse_hop(hop) {
             Some(ip) if is_trusted(&ip) => last = ip,
             Some(ip) => return ip,
@@ -52,9 +55,27 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Header lines separated by `|`; `""` is no header at all.
+    fn lines(s: &str) -> impl DoubleEndedIterator<Item = &str> {
+        s.split('|').filter(|l| !l.is_empty())
+    }
+
+    #[test]
+    fn lines_are_one_list_read_from_the_last() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let got = client_ip(
+            ip("10.0.0.1"),
+            lines("6.6.6.6|198.51.100.7, 10.0.0.5"),
+            &trusted,
+        );
+        assert_eq!(got, ip("198.51.100.7"));
+        let got = client_ip(ip("10.0.0.1"), lines("198.51.100.7|10.0.0.5"), &trusted);
+        assert_eq!(got, ip("198.51.100.7"));
+    }
+
     #[test]
     fn untrusted_peer_cannot_claim_another_address() {
-        let got = client_ip(ip("203.0.113.9"), Some("1.2.3.4"), &nets(&["10.0.0.0/8"]));
+        let got = client_ip(ip("203.0.113.9"), lines("1.2.3.4"), &nets(&["10.0.0.0/8"]));
         assert_eq!(got, ip("203.0.113.9"));
     }
 
@@ -63,7 +84,7 @@ mod tests {
         let trusted = nets(&["10.0.0.0/8"]);
         let got = client_ip(
             ip("10.0.0.1"),
-            Some("6.6.6.6, 198.51.100.7, 10.0.0.5"),
+            lines("6.6.6.6, 198.51.100.7, 10.0.0.5"),
             &trusted,
         );
         assert_eq!(got, ip("198.51.100.7"));
@@ -72,7 +93,7 @@ mod tests {
     #[test]
     fn trusted_peer_without_header_is_the_client() {
         assert_eq!(
-            client_ip(ip("10.0.0.1"), None, &nets(&["10.0.0.0/8"])),
+            client_ip(ip("10.0.0.1"), lines(""), &nets(&["10.0.0.0/8"])),
             ip("10.0.0.1")
         );
     }
@@ -81,7 +102,7 @@ mod tests {
     fn garbage_stops_the_walk() {
         let got = client_ip(
             ip("10.0.0.1"),
-            Some("1.1.1.1, nonsense"),
+            lines("1.1.1.1, nonsense"),
             &nets(&["10.0.0.0/8"]),
         );
         assert_eq!(got, ip("10.0.0.1"));
@@ -91,7 +112,7 @@ mod tests {
     fn all_trusted_chain_gives_leftmost() {
         let got = client_ip(
             ip("10.0.0.1"),
-            Some("10.0.0.9, 10.0.0.8"),
+            lines("10.0.0.9, 10.0.0.8"),
             &nets(&["10.0.0.0/8"]),
         );
         assert_eq!(got, ip("10.0.0.9"));

@@ -1,12 +1,16 @@
 //! The Pingora side: one `ProxyHttp` impl whose hooks each do one thing and delegate to
 //! plain functions. Pingora types stay in this module.
 //!
-//! The hot path for a proxied request is: `request_filter` (route match) →
-//! `upstream_peer` → `upstream_request_filter` (strip spoofed identity, set forwarding
+//! The hot path for a proxied request is: `request_filter` (canonical request, route match,
+//! policy) → `upstream_peer` → `upstream_request_filter` (canonical target and Host, strip
+//! spoofed identity, proxy-only headers and the gateway's credentials, set forwarding
 //! headers) → upstream → `logging` (metrics).
 
 pub mod admin;
+pub mod canonical;
 pub mod client_ip;
+pub mod connections;
+pub mod forwarding;
 pub mod identity;
 pub mod policy;
 mod respond;
@@ -29,6 +33,8 @@ use crate::app::App;
 use crate::auth::gatekeeper::Principal;
 use crate::metrics::status_label;
 use crate::telemetry::SECURITY;
+use canonical::Refusal;
+use forwarding::ProxyHeaders;
 use policy::Verdict;
 use routes::Route;
 
@@ -42,12 +48,15 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 /// The proxy service.
 pub struct Gateway {
     app: Arc<App>,
+    /// Headers only a trusted proxy may send.
+    proxy_headers: ProxyHeaders,
 }
 
 impl Gateway {
     /// Wraps the shared application state.
     pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+        let proxy_headers = ProxyHeaders::new(&app.config.server.proxy_headers);
+        Self { app, proxy_headers }
     }
 }
 
@@ -57,6 +66,14 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     client_ip: IpAddr,
     upstream_started: Option<Instant>,
+    /// Whether the peer is in `trusted_proxies` (it may send forwarding headers).
+    peer_trusted: bool,
+    /// Whether the gateway answered the request itself (metrics label).
+    local: bool,
+    /// The canonical origin-form target to forward, when it differs from the one received.
+    canonical_target: Option<String>,
+    /// The canonical `Host` to forward, when it differs from the one received.
+    canonical_host: Option<http::HeaderValue>,
     /// Who the request comes from, on routes that require it.
     principal: Option<Principal>,
     /// Decrements the in-flight gauge however the request ends.
@@ -91,39 +108,77 @@ impl ProxyHttp for Gateway {
             route: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             upstream_started: None,
+            peer_trusted: false,
+            local: false,
+            canonical_target: None,
+            canonical_host: None,
             principal: None,
             _in_flight: InFlight(gauge),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        ctx.client_ip = self.client_ip(session);
-        let path = session.req_header().uri.path();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
+        let trusted = &self.app.config.server.trusted_proxies;
+        ctx.peer_trusted = trusted.iter().any(|net| net.contains(&peer));
+        ctx.client_ip = client_ip::client_ip(
+            peer,
+            session
+                .req_header()
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            trusted,
+        );
 
-        if path == "/health" {
-            let method = &session.req_header().method;
-            let response = if method == Method::GET || method == Method::HEAD {
-                let (status, body) = self.app.health().await;
-                ApiResponse::raw(status, body)
-            } else {
-                ApiResponse::method_not_allowed("GET, HEAD")
-            };
-            write_local_response(session, &response).await?;
-            return Ok(true);
-        }
-        if api::is_local_path(path) {
-            let response = match self.read_api_request(session, ctx.client_ip).await? {
-                Ok(request) => api::dispatch(&self.app, request).await,
-                Err(refusal) => refusal,
-            };
-            write_local_response(session, &response).await?;
-            return Ok(true);
-        }
-
-        let header = session.req_header();
-        let Some(route) = self.app.routes.find(request_host(header), path) else {
-            write_local_response(session, &ApiResponse::not_found()).await?;
-            return Ok(true);
+        let route = match self.destination(session.req_header(), ctx) {
+            Destination::Route(route) => route,
+            Destination::Refuse(refusal) => {
+                ctx.local = true;
+                let response =
+                    ApiResponse::error(StatusCode::BAD_REQUEST, refusal.code(), refusal.message());
+                respond::write_closing_response(session, &response).await?;
+                return Ok(true);
+            }
+            Destination::Asterisk => {
+                ctx.local = true;
+                let response = ApiResponse::raw(StatusCode::NO_CONTENT, serde_json::Value::Null)
+                    .with_header(http::header::ALLOW, ASTERISK_ALLOW);
+                write_local_response(session, &response).await?;
+                return Ok(true);
+            }
+            Destination::Health => {
+                ctx.local = true;
+                let method = &session.req_header().method;
+                let response = if method == Method::GET || method == Method::HEAD {
+                    let (status, body) = self.app.health().await;
+                    ApiResponse::raw(status, body)
+                } else {
+                    ApiResponse::method_not_allowed("GET, HEAD")
+                };
+                write_local_response(session, &response).await?;
+                return Ok(true);
+            }
+            Destination::Local { path, query } => {
+                ctx.local = true;
+                let response = match self
+                    .read_api_request(session, ctx.client_ip, path, query)
+                    .await?
+                {
+                    Ok(request) => api::dispatch(&self.app, request).await,
+                    Err(refusal) => refusal,
+                };
+                write_local_response(session, &response).await?;
+                return Ok(true);
+            }
+            Destination::Unmatched => {
+                write_local_response(session, &ApiResponse::not_found()).await?;
+                return Ok(true);
+            }
         };
         ctx.route = Some(route.clone());
         // Limits come before any authentication work, so a flood cannot make us verify tokens.
@@ -140,7 +195,10 @@ impl ProxyHttp for Gateway {
             }
         }
         let header = session.req_header();
-        let target = header.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let target = match &ctx.canonical_target {
+            Some(target) => target.as_str(),
+            None => header.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        };
         let verdict = policy::authorize(
             &self.app,
             route.policy,
@@ -189,21 +247,16 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let spoofed = self
-            .app
-            .identity_headers
-            .spoofed(upstream_request.headers.keys());
-        for name in &spoofed {
-            upstream_request.remove_header(name);
-            tracing::warn!(
-                target: SECURITY,
-                event = "spoofed_identity_header_removed",
-                header = name.as_str(),
-                route = ctx.route_label(),
-                client_ip = %ctx.client_ip,
-            );
+        // The upstream gets the target and Host the policy saw (RFC 9112 §3.2.2: an
+        // absolute-form authority replaces Host; the target goes on in origin-form).
+        if let Some(target) = &ctx.canonical_target {
+            upstream_request.set_raw_path(target.as_bytes())?;
         }
-        self.set_forwarding_headers(session, upstream_request, ctx.client_ip)?;
+        if let Some(host) = &ctx.canonical_host {
+            upstream_request.insert_header(http::header::HOST, host.clone())?;
+        }
+        self.strip_client_headers(upstream_request, ctx)?;
+        self.set_forwarding_headers(session, upstream_request, ctx)?;
         if let Some(principal) = &ctx.principal {
             self.set_identity_headers(upstream_request, principal)?;
         }
@@ -268,7 +321,7 @@ impl ProxyHttp for Gateway {
             route.metrics.request_duration().observe(elapsed);
             return;
         }
-        let route = if is_local(session.req_header().uri.path()) {
+        let route = if ctx.local {
             LOCAL_ROUTE
         } else {
             UNMATCHED_ROUTE
@@ -307,48 +360,162 @@ impl Gateway {
         Ok(())
     }
 
-    fn client_ip(&self, session: &Session) -> IpAddr {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
-        let forwarded = session
-            .req_header()
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok());
-        client_ip::client_ip(peer, forwarded, &self.app.config.server.trusted_proxies)
+    /// Where a request goes, decided on its canonical form. Records in `ctx` what the
+    /// upstream must be sent instead of what was received.
+    fn destination(&self, header: &RequestHeader, ctx: &mut RequestCtx) -> Destination {
+        let canonical = match canonical::canonicalize(
+            &header.method,
+            header.version,
+            header.raw_path(),
+            &header.headers,
+            header.uri.authority().map(|a| a.as_str()),
+        ) {
+            Ok(canonical) => canonical,
+            Err(refusal) => return Destination::Refuse(refusal),
+        };
+        if let Err(refusal) = check_framing(&header.headers) {
+            return Destination::Refuse(refusal);
+        }
+        if canonical.target_changed {
+            ctx.canonical_target = Some(canonical.origin_form());
+        }
+        if canonical.host_changed {
+            ctx.canonical_host = canonical
+                .authority
+                .as_deref()
+                .and_then(|a| http::HeaderValue::from_str(a).ok());
+        }
+        if canonical.asterisk {
+            return Destination::Asterisk;
+        }
+        let path = canonical.path.as_ref();
+        if path == "/health" || api::is_local_path(path) {
+            if canonical.flags.encoded_slash {
+                return Destination::Refuse(Refusal::EncodedSlash);
+            }
+            if canonical.flags.path_parameters {
+                return Destination::Refuse(Refusal::PathParameters);
+            }
+            if path == "/health" {
+                return Destination::Health;
+            }
+            return Destination::Local {
+                path: path.to_owned(),
+                query: canonical.query.map(str::to_owned),
+            };
+        }
+        match self
+            .app
+            .routes
+            .route_for(canonical.host.as_deref(), path, canonical.flags)
+        {
+            Ok(Some(route)) => Destination::Route(route.clone()),
+            Ok(None) => Destination::Unmatched,
+            Err(refusal) => Destination::Refuse(refusal),
+        }
     }
 
-    /// Sets `X-Forwarded-For/-Proto/-Host`. A client's own `X-Forwarded-For` is kept only
-    /// when it came through a trusted proxy.
+    /// Removes what a client may not send upstream: copies of the identity headers (on every
+    /// route), headers only a trusted proxy may set (from other peers), and the gateway's own
+    /// credentials (its cookies; `Authorization`, unless the route forwards a client's own
+    /// that is not a Portcullis token).
+    fn strip_client_headers(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let identity = &self.app.identity_headers;
+        let spoofed = identity.spoofed(upstream_request.headers.keys());
+        for name in &spoofed {
+            upstream_request.remove_header(name);
+            tracing::warn!(
+                target: SECURITY,
+                event = "spoofed_identity_header_removed",
+                header = name.as_str(),
+                route = ctx.route_label(),
+                client_ip = %ctx.client_ip,
+            );
+        }
+        if !ctx.peer_trusted {
+            let proxy_only = forwarding::names_matching(&upstream_request.headers, |name| {
+                self.proxy_headers.matches(name)
+            });
+            for name in &proxy_only {
+                upstream_request.remove_header(name);
+            }
+        }
+        match forwarding::cookies_without_credentials(&upstream_request.headers) {
+            None => {}
+            Some(None) => {
+                upstream_request.remove_header(&http::header::COOKIE);
+            }
+            Some(Some(rest)) => {
+                upstream_request.insert_header(http::header::COOKIE, rest)?;
+            }
+        }
+        let keep_foreign = ctx
+            .route
+            .as_deref()
+            .is_some_and(|r| r.forward_authorization);
+        if forwarding::must_remove_authorization(&upstream_request.headers, keep_foreign, |t| {
+            self.app.keys.is_own_token(t)
+        }) {
+            upstream_request.remove_header(&http::header::AUTHORIZATION);
+        }
+        Ok(())
+    }
+
+    /// Sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP`.
+    /// A trusted proxy's own values are kept (its `X-Forwarded-For` lines extended with its
+    /// address); every other client's were removed before.
     fn set_forwarding_headers(
         &self,
         session: &Session,
         upstream_request: &mut RequestHeader,
-        client_ip: IpAddr,
+        ctx: &RequestCtx,
     ) -> Result<()> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_canonical());
-        let trusted = &self.app.config.server.trusted_proxies;
-        let peer_trusted = peer.is_some_and(|p| trusted.iter().any(|n| n.contains(&p)));
-        let forwarded_for = match (
-            peer_trusted,
-            upstream_request.headers.get("x-forwarded-for"),
-        ) {
-            (true, Some(existing)) => {
-                let existing = String::from_utf8_lossy(existing.as_bytes()).into_owned();
-                let peer = peer.map_or_else(|| client_ip.to_string(), |p| p.to_string());
-                format!("{existing}, {peer}")
-            }
-            _ => client_ip.to_string(),
-        };
+        let client = http::HeaderValue::from_str(&ctx.client_ip.to_string())
+            .map_err(|_| Error::explain(ErrorType::InternalError, "client address"))?;
+        let forwarded_for =
+            if ctx.peer_trusted && upstream_request.headers.contains_key("x-forwarded-for") {
+                let peer = session.client_addr().and_then(|a| a.as_inet()).map_or_else(
+                    || ctx.client_ip.to_string(),
+                    |a| a.ip().to_canonical().to_string(),
+                );
+                let mut chain = String::new();
+                for line in upstream_request.headers.get_all("x-forwarded-for") {
+                    chain.push_str(&String::from_utf8_lossy(line.as_bytes()));
+                    chain.push_str(", ");
+                }
+                chain.push_str(&peer);
+                http::HeaderValue::from_str(&chain).unwrap_or_else(|_| client.clone())
+            } else {
+                client.clone()
+            };
         upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
-        if let Some(host) = request_host_value(session.req_header()) {
-            upstream_request.insert_header("x-forwarded-host", host)?;
+        upstream_request.insert_header("x-real-ip", client)?;
+        let proto_from_proxy = ctx.peer_trusted
+            && upstream_request
+                .headers
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        let proto = if proto_from_proxy { "https" } else { "http" };
+        upstream_request.insert_header("x-forwarded-proto", proto)?;
+        if !(ctx.peer_trusted && upstream_request.headers.contains_key("x-forwarded-host")) {
+            let host = match &ctx.canonical_host {
+                Some(host) => Some(host.clone()),
+                None => session
+                    .req_header()
+                    .headers
+                    .get(http::header::HOST)
+                    .cloned(),
+            };
+            match host {
+                Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+                None => {
+                    upstream_request.remove_header("x-forwarded-host");
+                }
+            }
         }
         Ok(())
     }
@@ -359,6 +526,8 @@ impl Gateway {
         &self,
         session: &mut Session,
         client_ip: IpAddr,
+        path: String,
+        query: Option<String>,
     ) -> Result<std::result::Result<ApiRequest, ApiResponse>> {
         let max = self.app.config.server.max_body_bytes;
         let header = session.req_header();
@@ -385,14 +554,22 @@ impl Gateway {
                     .write_response_header(Box::new(proceed), false)
                     .await?;
             }
-            let mut buf = BytesMut::new();
-            while let Some(chunk) = session.read_request_body().await? {
-                if buf.len() + chunk.len() > max {
-                    return Ok(Err(payload_too_large(max)));
+            let deadline = self.app.config.server.body_read_timeout.get();
+            match tokio::time::timeout(deadline, read_capped_body(session, max)).await {
+                Ok(body) => match body? {
+                    Some(body) => body,
+                    None => return Ok(Err(payload_too_large(max))),
+                },
+                Err(_) => {
+                    // The rest of the body is still on the wire: this connection is done.
+                    session.set_keepalive(None);
+                    return Ok(Err(ApiResponse::error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "The request body did not arrive in time",
+                    )));
                 }
-                buf.extend_from_slice(&chunk);
             }
-            buf.freeze()
         };
         let header = session.req_header();
         let user_agent = header
@@ -404,13 +581,62 @@ impl Gateway {
             .unwrap_or_default();
         Ok(Ok(ApiRequest {
             method,
-            path: header.uri.path().to_string(),
-            query: header.uri.query().map(str::to_string),
+            path,
+            query,
             headers: header.headers.clone(),
             body,
             client_ip,
             user_agent,
         }))
+    }
+}
+
+/// What `OPTIONS *` answers: the methods routes may carry.
+const ASTERISK_ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Reads a request body of at most `max` bytes; `None` when it is longer.
+async fn read_capped_body(session: &mut Session, max: usize) -> Result<Option<Bytes>> {
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if buf.len() + chunk.len() > max {
+            return Ok(None);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(Some(buf.freeze()))
+}
+
+/// Where a request goes.
+enum Destination {
+    /// Refused before routing (400).
+    Refuse(Refusal),
+    /// `OPTIONS *`.
+    Asterisk,
+    /// `/health`.
+    Health,
+    /// The account API, the JWKS: answered here, on the canonical path.
+    Local { path: String, query: Option<String> },
+    /// No route matches (404).
+    Unmatched,
+    /// Proxied under this route's policy.
+    Route(Arc<Route>),
+}
+
+/// Message framing an upstream could read differently from the gateway: a `Content-Length`
+/// that is a list (`90, 90`), repeated, or not plain digits (RFC 9110 §8.6, RFC 9112 §6.3).
+/// Pingora reconciles identical duplicates for itself but would forward them as received.
+fn check_framing(headers: &http::HeaderMap) -> std::result::Result<(), Refusal> {
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (None, _) => Ok(()),
+        (Some(value), None)
+            if !value.is_empty()
+                && value.len() <= 19
+                && value.as_bytes().iter().all(u8::is_ascii_digit) =>
+        {
+            Ok(())
+        }
+        _ => Err(Refusal::Framing),
     }
 }
 
@@ -434,29 +660,6 @@ fn payload_too_large(max: usize) -> ApiResponse {
         "payload_too_large",
         &format!("Request body exceeds {max} bytes"),
     )
-}
-
-fn is_local(path: &str) -> bool {
-    path == "/health" || api::is_local_path(path)
-}
-
-/// The request's host: the `Host` header, or the authority of an absolute-form URI.
-fn request_host(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.host())
-}
-
-/// The request's host as a header value (shared, not copied).
-fn request_host_value(req: &RequestHeader) -> Option<http::HeaderValue> {
-    match req.headers.get(http::header::HOST) {
-        Some(host) => Some(host.clone()),
-        None => req
-            .uri
-            .host()
-            .and_then(|h| http::HeaderValue::from_str(h).ok()),
-    }
 }
 
 /// The status to answer for a proxy failure, and the metric kind when the upstream is to blame.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::canonical::{self, PathFlags, Refusal};
 use crate::config::{Config, Policy, RouteConfig, Upstream};
 use crate::domain::RateSpec;
 use crate::metrics::{Metrics, RouteMetrics};
@@ -23,6 +24,12 @@ pub struct Route {
     pub rate_limit_scope: String,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// Whether an encoded slash (`%2F`) may reach this route's upstream.
+    pub allow_encoded_slashes: bool,
+    /// Whether `;` path parameters may reach this route's upstream.
+    pub allow_path_parameters: bool,
+    /// Whether a client's own `Authorization` (never a Portcullis token) is forwarded.
+    pub forward_authorization: bool,
     /// This route's metric series.
     pub metrics: RouteMetrics,
 }
@@ -38,7 +45,7 @@ impl Route {
             rate_limit_scope: format!("route:{name}"),
             metrics: RouteMetrics::new(metrics, &name),
             name,
-            host: cfg.host.to_ascii_lowercase(),
+            host: canonical_route_host(&cfg.host),
             path_prefix: cfg.path_prefix.clone(),
             upstream: Upstream::parse(&cfg.upstream)?,
             policy: cfg.policy,
@@ -46,21 +53,37 @@ impl Route {
             rate_limit: cfg.rate_limit,
             connect_timeout: config.server.upstream_connect_timeout.get(),
             read_timeout: cfg.timeout.unwrap_or(config.server.upstream_timeout).get(),
+            allow_encoded_slashes: cfg.allow_encoded_slashes,
+            allow_path_parameters: cfg.allow_path_parameters,
+            forward_authorization: cfg.forward_authorization,
         })
     }
 
     /// Whether `path` falls under this route's prefix, on a segment boundary:
     /// `/app` matches `/app`, `/app/x` and `/app?q`, but not `/application`.
-    fn matches_path(&self, path: &str) -> bool {
-        let prefix = self.path_prefix.as_str();
-        if prefix.ends_with('/') {
-            return path.starts_with(prefix) || path == &prefix[..prefix.len() - 1];
+    fn matches_path(&self, path: &str, ignore_case: bool) -> bool {
+        let prefix = self.path_prefix.as_bytes();
+        let path = path.as_bytes();
+        let eq = |a: &[u8], b: &[u8]| {
+            if ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        if let Some(dir) = prefix.strip_suffix(b"/") {
+            return (path.len() >= prefix.len() && eq(&path[..prefix.len()], prefix))
+                || eq(path, dir);
         }
-        match path.strip_prefix(prefix) {
-            Some(rest) => rest.is_empty() || rest.starts_with('/'),
-            None => false,
-        }
+        path.len() >= prefix.len()
+            && eq(&path[..prefix.len()], prefix)
+            && (path.len() == prefix.len() || path[prefix.len()] == b'/')
     }
+}
+
+/// A route's `host` in the form requests are matched in: lower case, no trailing dot.
+fn canonical_route_host(host: &str) -> String {
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 /// All routes, ordered so that the first match is the right one.
@@ -68,6 +91,16 @@ impl Route {
 pub struct RouteTable {
     /// Host-specific routes first, then catch-all ones; each group by descending prefix length.
     routes: Vec<Arc<Route>>,
+    /// Whether any prefix holds an upper-case letter (then every path gets the case check).
+    has_upper_case_prefix: bool,
+}
+
+fn same_route(a: Option<&Arc<Route>>, b: Option<&Arc<Route>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
 }
 
 impl RouteTable {
@@ -84,16 +117,91 @@ impl RouteTable {
         // Stable sort keeps config order among equals, so "first match wins" still holds.
         routes.sort_by_key(|r| (r.host.is_empty(), std::cmp::Reverse(r.path_prefix.len())));
         Ok(Self {
+            has_upper_case_prefix: routes
+                .iter()
+                .any(|r| r.path_prefix.bytes().any(|b| b.is_ascii_uppercase())),
             routes: routes.into_iter().map(Arc::new).collect(),
         })
     }
 
     /// The route for a request, if any. `host` may carry a port, which is ignored.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
+        self.find_with(host, path, false)
+    }
+
+    fn find_with(&self, host: Option<&str>, path: &str, ignore_case: bool) -> Option<&Arc<Route>> {
         let host = host.map(strip_port).unwrap_or("");
         self.routes.iter().find(|r| {
-            (r.host.is_empty() || r.host.eq_ignore_ascii_case(host)) && r.matches_path(path)
+            (r.host.is_empty() || r.host.eq_ignore_ascii_case(host))
+                && r.matches_path(path, ignore_case)
         })
+    }
+
+    /// The route for a canonical request, or why it must be refused.
+    ///
+    /// Besides the match itself, every other reading an upstream may give the path must
+    /// land on the same route: ignoring letter case (IIS, some frameworks), decoding `%2F`
+    /// into a separator (when the route allows encoded slashes) and dropping `;` parameters
+    /// (when the route allows them; Tomcat, Jetty, Spring). Otherwise the request is refused,
+    /// so no upstream can resolve it to a path under a policy that was not checked.
+    ///
+    /// # Errors
+    ///
+    /// [`Refusal::AmbiguousCase`], [`Refusal::EncodedSlash`] or [`Refusal::PathParameters`].
+    pub fn route_for(
+        &self,
+        host: Option<&str>,
+        path: &str,
+        flags: PathFlags,
+    ) -> Result<Option<&Arc<Route>>, Refusal> {
+        let route = self.find(host, path);
+        if (self.has_upper_case_prefix || path.bytes().any(|b| b.is_ascii_uppercase()))
+            && !same_route(route, self.find_with(host, path, true))
+        {
+            return Err(Refusal::AmbiguousCase);
+        }
+        if flags.is_plain() {
+            return Ok(route);
+        }
+        let Some(chosen) = route else {
+            return Err(if flags.encoded_slash {
+                Refusal::EncodedSlash
+            } else {
+                Refusal::PathParameters
+            });
+        };
+        if flags.encoded_slash {
+            if !chosen.allow_encoded_slashes {
+                return Err(Refusal::EncodedSlash);
+            }
+            let decoded = canonical::with_slashes_decoded(path)?;
+            self.same_everywhere(host, &decoded, route, Refusal::EncodedSlash)?;
+        }
+        if flags.path_parameters {
+            if !chosen.allow_path_parameters {
+                return Err(Refusal::PathParameters);
+            }
+            let stripped = canonical::without_path_parameters(path)?;
+            self.same_everywhere(host, &stripped, route, Refusal::PathParameters)?;
+            if flags.encoded_slash {
+                let both = canonical::with_slashes_decoded(&stripped)?;
+                self.same_everywhere(host, &both, route, Refusal::PathParameters)?;
+            }
+        }
+        Ok(route)
+    }
+
+    /// Checks that `alternative` lands on `route` both with and without letter case.
+    fn same_everywhere(
+        &self,
+        host: Option<&str>,
+        alternative: &str,
+        route: Option<&Arc<Route>>,
+        refusal: Refusal,
+    ) -> Result<(), Refusal> {
+        let same = same_route(route, self.find_with(host, alternative, false))
+            && same_route(route, self.find_with(host, alternative, true));
+        if same { Ok(()) } else { Err(refusal) }
     }
 
     /// Every route, in match order.
