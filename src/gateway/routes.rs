@@ -36,6 +36,31 @@ pub struct Route {
 
 impl Route {
     fn from_config(cfg: &RouteConfig, config: &Config, metrics: &Metrics) -> Result<Self, String> {
+        // Requests are matched in canonical form, so a prefix or host in another form could
+        // never match: say so at start instead.
+        match canonical::canonical_path(&cfg.path_prefix) {
+            Ok((canonical, flags)) if canonical == cfg.path_prefix && flags.is_plain() => {}
+            Ok((canonical, _)) => {
+                return Err(format!(
+                    "path_prefix {:?} is not in canonical form; write it as {canonical:?}",
+                    cfg.path_prefix
+                ));
+            }
+            Err(_) => {
+                return Err(format!(
+                    "path_prefix {:?} holds characters requests may not carry",
+                    cfg.path_prefix
+                ));
+            }
+        }
+        if !cfg.host.is_empty()
+            && (cfg.host.contains(':') || canonical::canonical_host(&cfg.host).is_err())
+        {
+            return Err(format!(
+                "host {:?} is not a host name (without port), e.g. \"app.example.com\"",
+                cfg.host
+            ));
+        }
         let name = if cfg.name.is_empty() {
             cfg.path_prefix.clone()
         } else {
