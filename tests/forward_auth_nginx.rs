@@ -4,51 +4,16 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::app::*;
-use support::{EchoUpstream, echoed_header, free_port};
-
-fn nginx_binary() -> Option<String> {
-    for candidate in ["/usr/sbin/nginx", "/usr/bin/nginx", "/usr/local/sbin/nginx"] {
-        if std::path::Path::new(candidate).exists() {
-            return Some(candidate.to_string());
-        }
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("CI=true but nginx is not installed (apt-get install nginx)");
-    }
-    None
-}
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::nginx::{Nginx, nginx_binary};
+use support::{EchoUpstream, echoed_header};
 
 /// The server block documented in docs/forward-auth.md, with test ports.
-fn nginx_conf(dir: &std::path::Path, port: u16, gateway: &str, upstream: &str) -> String {
-    let d = dir.display();
+fn nginx_server(port: u16, gateway: &str, upstream: &str) -> String {
     format!(
         r#"
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-
     server {{
         listen 127.0.0.1:{port};
 
@@ -75,7 +40,6 @@ http {{
             proxy_pass http://{upstream};
         }}
     }}
-}}
 "#
     )
 }
@@ -90,40 +54,10 @@ async fn nginx_auth_request_uses_portcullis_as_its_auth_service() {
     app.verified_user("nginx@example.com").await;
     let t = app.login("nginx@example.com").await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        nginx_conf(
-            dir.path(),
-            port,
-            &app.gw.addr.to_string(),
-            &up.addr.to_string(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new(&nginx)
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&conf)
-        .args(["-g", "daemon off; master_process off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("nginx starts");
-    let _nginx = Nginx(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "nginx never listened: {}",
-            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let base = format!("http://127.0.0.1:{port}");
+    let gateway = app.gw.addr.to_string();
+    let upstream = up.addr.to_string();
+    let nginx = Nginx::start(&nginx, |port| nginx_server(port, &gateway, &upstream));
+    let base = nginx.url();
 
     let r = app.http.get(format!("{base}/page")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
