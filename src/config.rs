@@ -459,6 +459,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// `host:port` of the upstream, for a `Host` header (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.addr.port())
+        } else {
+            format!("{}:{}", self.host, self.addr.port())
+        }
+    }
+
     /// Parses and resolves an `http://host:port` or `https://host:port` URL.
     pub fn parse(url: &str) -> Result<Self, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;

@@ -61,7 +61,7 @@ fn deciding_where_a_canonical_request_goes_allocates_nothing() {
     headers.insert("accept", http::HeaderValue::from_static("*/*"));
     headers.insert("cookie", http::HeaderValue::from_static("theme=dark"));
 
-    let mut decide = |target: &'static str| {
+    let decide = |target: &'static str| {
         let request = canonicalize(
             &http::Method::GET,
             http::Version::HTTP_11,

@@ -439,6 +439,10 @@ enum Seen {
     Public(String),
     /// A protected location of nginx.
     Leak(u16, String),
+    /// 400 with an empty body from Pingora's own request checks, before any gateway code:
+    /// two `Host` fields, userinfo, an absolute-form authority that differs from `Host` or
+    /// that does not parse. A refusal, without the envelope.
+    ParserRefused,
     /// Anything else: an answer without the envelope, an nginx error page, no answer.
     Other(String),
 }
@@ -479,9 +483,7 @@ impl Seen {
                 .header("server")
                 .is_some_and(|s| s.eq_ignore_ascii_case("pingora"))
         {
-            return Self::Other(
-                "400 with an empty body from Pingora's own request checks (no envelope)".into(),
-            );
+            return Self::ParserRefused;
         }
         Self::Other(format!(
             "{} without the gateway's envelope{server}: {shown:?}",
@@ -495,6 +497,7 @@ impl Seen {
             Self::Jwks => "200 JWKS from the gateway".into(),
             Self::Public(body) => format!("200 {body:?} from nginx"),
             Self::Leak(status, body) => format!("{status} {body:?} from nginx: A LEAK"),
+            Self::ParserRefused => "400 with an empty body from Pingora's request checks".into(),
             Self::Other(what) => what.clone(),
         }
     }
@@ -510,6 +513,7 @@ impl Seen {
             }
             (Self::Public(_), Expect::Safe) => true,
             (Self::Jwks, Expect::Jwks) => true,
+            (Self::ParserRefused, Expect::Bad | Expect::Blocked | Expect::Safe) => true,
             (Self::Refused { status, .. }, Expect::NotBad) => *status != 400 && *status < 500,
             (Self::Public(_) | Self::Jwks, Expect::NotBad) => true,
             (Self::Other(what), Expect::NotBad) => {
@@ -526,6 +530,18 @@ struct Case {
 }
 
 fn case(method: &str, target: &str, version: &str, hosts: &[&str], expect: Expect) -> Case {
+    // An absolute-form target names its host; a `Host` beside it that says anything else,
+    // byte for byte, makes the request name two hosts. Pingora refuses that (stricter than
+    // RFC 9112 §3.2.2, which lets the authority win), and so the gateway never guesses.
+    let lower = target.to_ascii_lowercase();
+    let authority = ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| lower.strip_prefix(scheme).map(|_| &target[scheme.len()..]))
+        .map(|rest| &rest[..rest.find(['/', '?']).unwrap_or(rest.len())]);
+    let expect = match authority {
+        Some(authority) if hosts.iter().any(|h| *h != authority) => Expect::Bad,
+        _ => expect,
+    };
     Case {
         request: request(method, target, version, hosts),
         expect,
@@ -1274,7 +1290,7 @@ async fn no_spelling_of_a_target_or_host_reaches_a_protected_upstream_location()
     for case in &cases {
         let seen = Seen::of(exchange(gw.addr, &case.request).await);
         match &seen {
-            Seen::Refused { .. } | Seen::Jwks => refused += 1,
+            Seen::Refused { .. } | Seen::Jwks | Seen::ParserRefused => refused += 1,
             Seen::Public(_) => forwarded += 1,
             Seen::Leak(..) => leaked += 1,
             Seen::Other(_) => other += 1,
@@ -1349,7 +1365,6 @@ const CANONICAL: &[(&str, &str, &str, &str)] = &[
     ("/p", "H.Example.", "/p", "h.example"),
     ("/p", "H.EXAMPLE", "/p", "h.example"),
     ("http://h.example/p?q", "h.example", "/p?q", "h.example"),
-    ("http://h.example/p?q", "other.example", "/p?q", "h.example"),
     ("HTTP://H.Example./p/../q", "H.Example.", "/q", "h.example"),
     ("http://h.example", "h.example", "/", "h.example"),
     (
@@ -1505,13 +1520,30 @@ fn refusal_reason(path: &str) -> Option<&'static str> {
             0x3B => return Some("encoded path parameter"),
             v if v < 0x20 || v == 0x7F => return Some("encoded control character"),
             0x25 => {
-                let inner = (
-                    bytes.get(i + 3).copied().and_then(hex_value),
-                    bytes.get(i + 4).copied().and_then(hex_value),
-                );
-                if let (Some(h), Some(l)) = inner
-                    && matches!(h * 16 + l, 0x2E | 0x2F | 0x5C | 0x00)
-                {
+                // `%25` before two hex digits, raw or escaped (`%252e`, `%25%32%65`): an
+                // upstream that decodes twice reads another byte.
+                let mut j = i + 3;
+                let mut hex_digits = 0;
+                for _ in 0..2 {
+                    let unit = if bytes.get(j) == Some(&b'%') {
+                        let unit = bytes
+                            .get(j + 1)
+                            .copied()
+                            .and_then(hex_value)
+                            .zip(bytes.get(j + 2).copied().and_then(hex_value))
+                            .map(|(h, l)| h * 16 + l);
+                        j += 3;
+                        unit
+                    } else {
+                        j += 1;
+                        bytes.get(j - 1).copied()
+                    };
+                    if !unit.is_some_and(|b| b.is_ascii_hexdigit()) {
+                        break;
+                    }
+                    hex_digits += 1;
+                }
+                if hex_digits == 2 {
                     return Some("double encoding");
                 }
             }

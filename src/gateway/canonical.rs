@@ -25,7 +25,7 @@ pub enum Refusal {
     /// No `Host` on HTTP/1.1, more than one, or not a valid authority (RFC 9112 §3.2).
     Host,
     /// An escape that is not `%` and two hex digits, a control character, a backslash, a
-    /// double-encoded dot, slash, backslash or NUL, or escapes that decode to invalid UTF-8.
+    /// double-encoded byte (`%252e`), or escapes that decode to invalid UTF-8.
     Path,
     /// An encoded `/` (`%2F`) on a route that does not allow it.
     EncodedSlash,
@@ -327,8 +327,8 @@ fn is_canonical_path(path: &str) -> bool {
 /// # Errors
 ///
 /// [`Refusal::Path`] for a backslash (raw or `%5C`), a control character (raw or escaped),
-/// a `%` not followed by two hex digits, a double-encoded dot, slash, backslash or control
-/// character (`%252e`), and escapes that decode to invalid UTF-8 (overlong `%C0%AE`).
+/// a `%` not followed by two hex digits, a double-encoded byte (`%252e`, `%25%32%65`), and
+/// escapes that decode to invalid UTF-8 (overlong `%C0%AE`).
 pub fn canonical_path(path: &str) -> Result<(Cow<'_, str>, PathFlags), Refusal> {
     if is_canonical_path(path) {
         return Ok((Cow::Borrowed(path), PathFlags::default()));
@@ -364,9 +364,7 @@ pub fn canonical_path(path: &str) -> Result<(Cow<'_, str>, PathFlags), Refusal> 
                         0..=0x1f | 0x7f => return Err(Refusal::Path),
                         b'/' => flags.encoded_slash = true,
                         b';' => flags.path_parameters = true,
-                        b'%' if double_encoded_danger(bytes.get(i + 1..i + 3)) => {
-                            return Err(Refusal::Path);
-                        }
+                        b'%' if escapes_an_escape(bytes, i + 1) => return Err(Refusal::Path),
                         0x80..=0xff => non_ascii = true,
                         _ => {}
                     }
@@ -401,16 +399,32 @@ pub fn canonical_path(path: &str) -> Result<(Cow<'_, str>, PathFlags), Refusal> 
     Ok((Cow::Owned(resolve_segments(segments)), flags))
 }
 
-/// Whether the two bytes after an escaped `%` are themselves an escape of something that
-/// must not be reached by decoding twice: `.`, `/`, `\` or a control character.
-fn double_encoded_danger(next: Option<&[u8]>) -> bool {
-    let Some(&[h, l]) = next else {
-        return false;
-    };
-    match (hex_value(h), hex_value(l)) {
-        (Some(h), Some(l)) => matches!(h << 4 | l, b'.' | b'/' | b'\\' | 0..=0x1f | 0x7f),
-        _ => false,
+/// Whether an escaped `%` (`%25`) is followed by two hex digits, raw or as escapes of
+/// them (`%252e`, `%25%32%65`): a double-encoded byte, which an upstream that decodes twice
+/// would read as another character than the gateway did. Refused, whatever the byte.
+fn escapes_an_escape(bytes: &[u8], at: usize) -> bool {
+    let mut at = at;
+    for _ in 0..2 {
+        let unit = match bytes.get(at) {
+            Some(b'%') => {
+                let decoded = match (bytes.get(at + 1), bytes.get(at + 2)) {
+                    (Some(&h), Some(&l)) => hex_value(h).zip(hex_value(l)).map(|(h, l)| h << 4 | l),
+                    _ => None,
+                };
+                at += 3;
+                decoded
+            }
+            Some(&b) => {
+                at += 1;
+                Some(b)
+            }
+            None => None,
+        };
+        if !unit.is_some_and(|b| b.is_ascii_hexdigit()) {
+            return false;
+        }
     }
+    true
 }
 
 fn push_escape(out: &mut String, b: u8) {
@@ -540,7 +554,9 @@ mod tests {
             ("/caf%C3%A9", "/caf%C3%A9"),
             ("/a\"b<c>", "/a%22b%3Cc%3E"),
             ("/%25", "/%25"),
-            ("/%2541", "/%2541"),
+            ("/100%25off", "/100%25off"),
+            ("/%25x1", "/%25x1"),
+            ("/%252", "/%252"),
         ] {
             assert_eq!(path(raw).as_deref(), Ok(want), "{raw}");
         }
@@ -564,6 +580,9 @@ mod tests {
             "/%252F",
             "/%255c",
             "/%2500",
+            "/%2541dmin",
+            "/%25%32%65%25%32%65/admin",
+            "/%25%34%31",
             "/%C0%AE%C0%AE/admin",
             "/%C0%AF",
             "/%ff",

@@ -254,6 +254,12 @@ impl ProxyHttp for Gateway {
         }
         if let Some(host) = &ctx.canonical_host {
             upstream_request.insert_header(http::header::HOST, host.clone())?;
+        } else if !upstream_request.headers.contains_key(http::header::HOST)
+            && let Some(route) = ctx.route.as_deref()
+        {
+            // An HTTP/1.0 request may come without Host; it goes on as HTTP/1.1, which needs
+            // one (RFC 9112 §3.2): the upstream's own, as nginx's proxy_pass sends.
+            upstream_request.insert_header(http::header::HOST, route.upstream.authority())?;
         }
         self.strip_client_headers(upstream_request, ctx)?;
         self.set_forwarding_headers(session, upstream_request, ctx)?;
@@ -292,7 +298,25 @@ impl ProxyHttp for Gateway {
                 .upstream_errors
                 .with_label_values(&[ctx.route_label(), kind])
                 .inc();
-            tracing::warn!(route = ctx.route_label(), error = %e, "upstream failed");
+            tracing::warn!(
+                route = ctx.route_label(),
+                error = e.etype().as_str(),
+                "upstream failed"
+            );
+        } else if e.esource() == &ErrorSource::Downstream {
+            // A client that goes away or sends garbage is the client's business: at error
+            // level every aborted download would be a line in error.log.
+            tracing::debug!(
+                route = ctx.route_label(),
+                error = e.etype().as_str(),
+                "client failed"
+            );
+        } else {
+            tracing::warn!(
+                route = ctx.route_label(),
+                error = e.etype().as_str(),
+                "request failed"
+            );
         }
         let Some(status) = status else {
             return FailToProxy {
@@ -311,6 +335,23 @@ impl ProxyHttp for Gateway {
             error_code: status.as_u16(),
             can_reuse_downstream: false,
         }
+    }
+
+    /// Failures are logged by `fail_to_proxy`, at a level that fits who failed; Pingora's own
+    /// line would be at ERROR for every aborted client, with the request's query string.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Self::CTX, _error: &Error) -> bool {
+        true
+    }
+
+    /// What Pingora's remaining log lines say of a request: method, path and route, never the
+    /// query string (it may carry tokens).
+    fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
+        let header = session.req_header();
+        let path = ctx
+            .canonical_target
+            .as_deref()
+            .map_or_else(|| header.uri.path(), |t| t.split('?').next().unwrap_or(t));
+        format!("{} {path}, route: {}", header.method, ctx.route_label())
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
