@@ -94,8 +94,13 @@ pub struct ServerConfig {
     /// Headers only a proxy in `trusted_proxies` may send; removed from every other
     /// client's request. Case and `_`/`-` do not matter; a final `*` matches a prefix.
     pub proxy_headers: Vec<String>,
+    /// Headers removed from every request before it is forwarded, trusted proxies' too;
+    /// the same spelling rules as `proxy_headers`.
+    pub strip_headers: Vec<String>,
     /// The whole time a client gets to send a request's headers, from its first byte.
     pub header_read_timeout: HumanDuration,
+    /// The most bytes a request head (request-line and header fields) may take.
+    pub max_header_bytes: usize,
     /// The whole time a client gets to send the body of an account-API request.
     pub body_read_timeout: HumanDuration,
     /// Open connections one client address may hold on the main listener; 0 for no limit.
@@ -104,11 +109,14 @@ pub struct ServerConfig {
 }
 
 /// The headers only a trusted proxy may send, by default: the forwarding headers
-/// (RFC 7239 `Forwarded`, the `X-Forwarded-*` family), client-address claims of CDNs and
-/// load balancers, and the URL-rewrite headers that IIS, Symfony and Laravel honour.
+/// (RFC 7239 `Forwarded`, the `X-Forwarded-*` family and its older spellings) and the
+/// client-address claims of CDNs and load balancers.
 pub const DEFAULT_PROXY_HEADERS: &[&str] = &[
     "forwarded",
+    "forwarded-for",
+    "x-forwarded",
     "x-forwarded-*",
+    "x-host",
     "x-real-ip",
     "x-client-ip",
     "client-ip",
@@ -116,6 +124,15 @@ pub const DEFAULT_PROXY_HEADERS: &[&str] = &[
     "x-cluster-client-ip",
     "cf-connecting-ip",
     "fastly-client-ip",
+];
+
+/// The headers no client may send upstream, trusted proxies included, by default: they
+/// would make an upstream serve another path or method than the policy checked (IIS, Symfony
+/// and Laravel honour `X-Original-URL`; frameworks honour method overrides; Next.js trusted
+/// `X-Middleware-Subrequest`, CVE-2025-29927), or claim an identity for upstreams set up
+/// behind other authentication proxies (Authelia's `Remote-*`, oauth2-proxy's
+/// `X-Auth-Request-*` and `X-Forwarded-User`); `Cookie2` is obsolete (RFC 6265).
+pub const DEFAULT_STRIP_HEADERS: &[&str] = &[
     "x-original-url",
     "x-rewrite-url",
     "x-original-uri",
@@ -124,6 +141,22 @@ pub const DEFAULT_PROXY_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-middleware-subrequest",
+    "remote-user",
+    "remote-email",
+    "remote-name",
+    "remote-groups",
+    "x-remote-user",
+    "x-remote-email",
+    "x-auth-request-*",
+    "x-webauth-*",
+    "x-authenticated-user",
+    "x-forwarded-user",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "cookie2",
 ];
 
 impl Default for ServerConfig {
@@ -143,7 +176,12 @@ impl Default for ServerConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            strip_headers: DEFAULT_STRIP_HEADERS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             header_read_timeout: HumanDuration::from_secs(10),
+            max_header_bytes: 65536,
             body_read_timeout: HumanDuration::from_secs(30),
             max_connections_per_ip: 256,
         }
@@ -583,6 +621,9 @@ impl Config {
                 ),
             );
         }
+        if s.max_header_bytes < 1024 {
+            return bad("server.max_header_bytes", "must be at least 1024".into());
+        }
         if s.max_body_bytes == 0 {
             return bad("server.max_body_bytes", "must be greater than 0".into());
         }
@@ -599,11 +640,18 @@ impl Config {
                 return bad(key, "must be longer than 0s".into());
             }
         }
-        for (i, name) in s.proxy_headers.iter().enumerate() {
+        let header_lists = [
+            ("proxy_headers", &s.proxy_headers),
+            ("strip_headers", &s.strip_headers),
+        ];
+        for (key, i, name) in header_lists
+            .iter()
+            .flat_map(|(key, names)| names.iter().enumerate().map(move |(i, n)| (key, i, n)))
+        {
             let bare = name.strip_suffix('*').unwrap_or(name);
             if bare.is_empty() || http::HeaderName::from_bytes(bare.as_bytes()).is_err() {
                 return bad(
-                    &format!("server.proxy_headers[{i}]"),
+                    &format!("server.{key}[{i}]"),
                     format!("{name:?} is not a header name (or a prefix ending in '*')"),
                 );
             }

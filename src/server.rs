@@ -71,6 +71,7 @@ pub fn build(app: Arc<App>, scheduling: Scheduling) -> Server {
     let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app.clone()));
     let limits = Limits {
         head_deadline: config.server.header_read_timeout.get(),
+        max_head_bytes: config.server.max_header_bytes,
         per_ip: config.server.max_connections_per_ip,
         trusted: config.server.trusted_proxies.clone(),
     };

@@ -77,7 +77,10 @@ fn deciding_where_a_canonical_request_goes_allocates_nothing() {
         assert!(!request.target_changed && !request.host_changed);
         let removed = forwarding::names_matching(&headers, |n| proxy_headers.matches(n));
         assert!(removed.is_empty());
-        assert_eq!(forwarding::cookies_without_credentials(&headers), None);
+        assert_eq!(
+            forwarding::cookies_without_credentials(&headers, |t| t.contains("..")),
+            None
+        );
         assert!(!forwarding::must_remove_authorization(
             &headers,
             false,

@@ -629,7 +629,7 @@ fn table() -> Vec<Case> {
         ("/admin/../app/x", Gate(401)),
         ("/admin/x/../../static", Public),
         ("/static/.../admin", Public),
-        ("/admin./x", Public),
+        ("/admin./x", Bad),
         ("/static/..%2fadmin/x", Bad),
         ("/static/..%2Fadmin", Bad),
         ("/static/%2e%2e%2fadmin", Bad),
@@ -1231,6 +1231,21 @@ fn table() -> Vec<Case> {
         ("/static/%c0%ae%c0%ae%2fadmin", Bad),
         ("/static/.%00./admin", Bad),
         ("/app/..%3b/admin", Bad),
+        // Windows readings: trailing dots and spaces, alternate data streams, 8.3 names.
+        ("/admin./secret", Bad),
+        ("/admin%2e/secret", Bad),
+        ("/admin%20/secret", Bad),
+        ("/admin.%20./secret", Bad),
+        ("/app./x", Bad),
+        ("/Admin.", Bad),
+        ("/admin::$DATA", Bad),
+        ("/ADMIN~1/secret", Bad),
+        ("/static/ADMINI~1.TXT", Bad),
+        // The account API, /health and the JWKS in another letter case are not forwarded.
+        ("/API/auth/login", Bad),
+        ("/api/AUTH/verify", Bad),
+        ("/Health", Bad),
+        ("/.Well-Known/jwks.json", Bad),
     ] {
         cases.push(get(target, expect));
     }
@@ -1710,10 +1725,14 @@ fn check_target(target: &str, reply: Result<Reply, String>) -> Result<bool, Stri
         };
     }
     let readings = resolver_paths(target);
-    // A reading whose route changes when letter case is ignored must be refused.
+    // A reading whose route changes when letter case is ignored, or when a Windows upstream
+    // drops the trailing dots and spaces of segments, must be refused.
     let acceptable: Vec<&String> = readings
         .iter()
-        .filter(|p| route_of(p) == route_of(&p.to_ascii_lowercase()))
+        .filter(|p| {
+            route_of(p) == route_of(&p.to_ascii_lowercase())
+                && route_of(p) == route_of(&windows_reading(p).to_ascii_lowercase())
+        })
         .collect();
     let recorded = match answer {
         Answer::Refused(400, _) if acceptable.len() < readings.len() => return Ok(false),
@@ -1771,6 +1790,22 @@ fn check_target(target: &str, reply: Result<Reply, String>) -> Result<bool, Stri
         ));
     }
     Ok(true)
+}
+
+/// How IIS reads a path: trailing dots and spaces of each segment dropped, then slashes
+/// merged (`/admin./x` is `/admin/x`).
+fn windows_reading(path: &str) -> String {
+    let segments: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            let mut s = segment;
+            while let Some(rest) = s.strip_suffix('.').or_else(|| s.strip_suffix("%20")) {
+                s = rest;
+            }
+            s
+        })
+        .collect();
+    merge_slashes(&segments.join("/"))
 }
 
 fn route_name(prefix: &str) -> &'static str {

@@ -131,6 +131,9 @@ async fn a_trusted_proxy_speaks_for_the_client_across_header_lines() {
                    X-Forwarded-Proto: https\r\n\
                    X-Forwarded-Host: www.example\r\n\
                    Forwarded: for=198.51.100.7\r\n\
+                   X-Original-URL: /admin\r\n\
+                   X-HTTP-Method-Override: DELETE\r\n\
+                   Remote-User: admin\r\n\
                    Connection: close\r\n\r\n";
     let (status, body) = raw(gw.addr, request).await;
     assert_eq!(status, 200, "{body}");
@@ -141,8 +144,16 @@ async fn a_trusted_proxy_speaks_for_the_client_across_header_lines() {
     );
     assert_eq!(echoed_header(&echo, "x-real-ip"), ["198.51.100.7"]);
     assert_eq!(echoed_header(&echo, "x-forwarded-proto"), ["https"]);
-    assert_eq!(echoed_header(&echo, "x-forwarded-host"), ["www.example"]);
+    // The host the policy checked, not the one a proxy claims.
+    assert_eq!(echoed_header(&echo, "x-forwarded-host"), ["app.example"]);
     assert_eq!(echoed_header(&echo, "forwarded"), ["for=198.51.100.7"]);
+    // Rewrite, method-override and other proxies' identity headers go, whoever sent them.
+    for name in ["x-original-url", "x-http-method-override", "remote-user"] {
+        assert!(
+            echoed_header(&echo, name).is_empty(),
+            "{name} reached the upstream"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -203,6 +214,54 @@ async fn the_gateways_credentials_stay_at_the_gateway() {
             assert!(echoed_header(&echo, "cookie").is_empty(), "{path}: {echo}");
         }
 
+        // However the token is wrapped, it does not leave with the client's own credentials.
+        let basic = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(format!("user:{token}"))
+        };
+        for wrapped in [
+            format!("Bearer\t{token}"),
+            token.clone(),
+            format!("Token {token}"),
+            format!("Bearer x, Bearer {token}"),
+            format!("Bearer \"{token}\""),
+            format!("Basic {basic}"),
+        ] {
+            let r = app
+                .http
+                .get(app.url("/keep/x"))
+                .header("authorization", &wrapped)
+                .send()
+                .await
+                .unwrap();
+            let echo: Value = r.json().await.unwrap();
+            assert!(
+                !echo.to_string().contains(&token),
+                "{wrapped:?} leaked the token"
+            );
+        }
+        for cookie in [
+            format!("a=1, portcullis={token}"),
+            format!("PORTCULLIS={token}; k=v"),
+            format!("__Secure-portcullis={token}"),
+            format!("portcullis;={token}"),
+            format!("other={token}"),
+        ] {
+            let r = app
+                .http
+                .get(app.url("/x"))
+                .header("cookie", &cookie)
+                .header("cookie2", format!("$Version=1; portcullis={token}"))
+                .send()
+                .await
+                .unwrap();
+            let echo: Value = r.json().await.unwrap();
+            assert!(
+                !echo.to_string().contains(&token),
+                "{cookie:?} leaked the token"
+            );
+        }
+
         // A client's own credentials: dropped by default, kept where the route says so.
         for (path, forwarded) in [("/x", false), ("/keep/x", true)] {
             for credentials in ["Basic dXNlcjpwYXNz", "Bearer someone-elses-token"] {
@@ -235,6 +294,10 @@ async fn framing_an_upstream_could_read_otherwise_is_refused() {
         "Content-Length: 5\r\nContent-Length: 5\r\n",
         "Content-Length: +5\r\n",
         "Content-Length: 05\r\nContent-Length: 5\r\n",
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: chunked, chunked\r\n",
+        "Transfer-Encoding: identity, chunked\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
     ] {
         let request = format!(
             "POST /x HTTP/1.1\r\nHost: a.example\r\n{lengths}Connection: close\r\n\r\nhello"
@@ -249,6 +312,21 @@ async fn framing_an_upstream_could_read_otherwise_is_refused() {
     let echo: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(echo["body"], "hello");
     assert_eq!(echoed_header(&echo, "content-length"), ["5"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_is_answered_by_the_gateway_not_echoed_by_an_upstream() {
+    let up = EchoUpstream::start().await;
+    let (gw, _s) = gateway(&public_route("/", &up.url(), "")).await;
+    for method in ["TRACE", "TRACK"] {
+        let (status, body) = raw(
+            gw.addr,
+            &format!("{method} /x HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, 405, "{method}: {body}");
+        assert!(body.contains("method_not_allowed"), "{body}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -332,6 +410,36 @@ async fn a_request_head_that_trickles_in_is_cut_off_while_others_are_served() {
             "a trickling request head was still open after {after:?}"
         );
     }
+
+    // Empty lines before a request-line neither end a head nor keep it open for ever.
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let mut cut = false;
+    for _ in 0..20 {
+        if stream.write_all(b"\r\n").await.is_err()
+            || closed_by_server(&mut stream, Duration::from_millis(300)).await
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(
+        cut,
+        "empty lines kept a connection open past the head deadline"
+    );
+
+    // A head larger than max_header_bytes is cut off too.
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a.example\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let _ = stream.write_all(big.as_bytes()).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    assert!(
+        !String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "a 100 kB head was served"
+    );
 
     // The clock starts at a request's first byte: an idle keep-alive connection is not
     // on it, and its next request is served.

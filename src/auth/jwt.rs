@@ -298,6 +298,33 @@ impl KeyRing {
             .is_some_and(|kid| self.verifiers.contains_key(&kid))
     }
 
+    /// Whether `text` carries one of this ring's tokens anywhere: any run of JWT characters
+    /// (base64url and dots) that is such a token. For headers the gateway must not forward,
+    /// whatever quoting or list syntax a client wraps its token in. Cheap when there is no
+    /// JWT at all (every JWT starts with `eyJ`, the encoding of `{"`).
+    pub fn appears_in(&self, text: &str) -> bool {
+        text.contains("eyJ")
+            && text
+                .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+                .any(|word| word.matches('.').count() == 2 && self.is_own_token(word))
+    }
+
+    /// As [`Self::appears_in`], and also inside base64 words (HTTP Basic credentials, RFC 7617).
+    pub fn appears_in_or_encoded(&self, text: &str) -> bool {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+        self.appears_in(text)
+            || text
+                .split(|c: char| c.is_ascii_whitespace() || matches!(c, ',' | ';' | '"'))
+                .filter(|word| word.len() >= 16)
+                .filter_map(|word| {
+                    STANDARD
+                        .decode(word)
+                        .or_else(|_| STANDARD_NO_PAD.decode(word))
+                        .ok()
+                })
+                .any(|decoded| self.appears_in(&String::from_utf8_lossy(&decoded)))
+    }
+
     /// The `kid` of the key that signs new tokens.
     pub fn signing_kid(&self) -> &str {
         &self.signing_kid

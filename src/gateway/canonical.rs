@@ -34,7 +34,8 @@ pub enum Refusal {
     /// The path would fall under another route if letter case were ignored, so a
     /// case-insensitive upstream could serve it under a policy that was not checked.
     AmbiguousCase,
-    /// A `Content-Length` that is a list, repeated, or not plain digits.
+    /// A `Content-Length` that is a list, repeated, or not plain digits; a `Transfer-Encoding`
+    /// other than `chunked`.
     Framing,
 }
 
@@ -61,7 +62,9 @@ impl Refusal {
             Self::EncodedSlash => "An encoded slash (%2F) is not allowed in this path",
             Self::PathParameters => "Path parameters (;) are not allowed in this path",
             Self::AmbiguousCase => "The path differs from a route only by letter case",
-            Self::Framing => "Content-Length must be a single number",
+            Self::Framing => {
+                "Content-Length must be a single number, Transfer-Encoding only chunked"
+            }
         }
     }
 }
@@ -196,12 +199,13 @@ pub fn canonicalize<'a>(
 }
 
 fn strip_http_scheme(target: &str) -> Option<&str> {
-    for scheme in ["http://", "https://"] {
-        if target.len() >= scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            return Some(&target[scheme.len()..]);
-        }
-    }
-    None
+    ["http://", "https://"].into_iter().find_map(|scheme| {
+        // Compared as bytes: the target may hold multi-byte characters at any offset.
+        let prefix = target.as_bytes().get(..scheme.len())?;
+        prefix
+            .eq_ignore_ascii_case(scheme.as_bytes())
+            .then(|| &target[scheme.len()..])
+    })
 }
 
 /// Parses an authority (`host[:port]`, RFC 3986 §3.2) into the host to route on and the
@@ -229,7 +233,7 @@ pub fn canonical_host(authority: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), R
     };
     if let Some(port) = port {
         let valid = !port.is_empty()
-            && port.len() <= 5
+            && port.len() <= 8
             && port.bytes().all(|b| b.is_ascii_digit())
             && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
         if !valid {
@@ -252,11 +256,13 @@ pub fn canonical_host(authority: &str) -> Result<(Cow<'_, str>, Cow<'_, str>), R
         }
     }
     let name = host.strip_suffix('.').unwrap_or(host);
-    if name.len() == host.len() && !name.bytes().any(|b| b.is_ascii_uppercase()) {
+    let plain_port = port.is_none_or(|p| !p.starts_with('0'));
+    if name.len() == host.len() && !name.bytes().any(|b| b.is_ascii_uppercase()) && plain_port {
         return Ok((Cow::Borrowed(host), Cow::Borrowed(authority)));
     }
     let name = name.to_ascii_lowercase();
-    let forwarded = match port {
+    // The port as a number: `:0080` is `:80` (RFC 3986 §6.2.3).
+    let forwarded = match port.and_then(|p| p.parse::<u16>().ok()) {
         Some(port) => format!("{name}:{port}"),
         None => name.clone(),
     };
@@ -474,6 +480,57 @@ pub fn with_slashes_decoded(path: &str) -> Result<String, Refusal> {
     canonical_path(&replaced).map(|(p, _)| p.into_owned())
 }
 
+/// The path as a Windows upstream (IIS, ASP.NET) resolves it, when that differs: trailing
+/// dots and spaces of a segment are dropped (`/admin./x` and `/admin%20/x` are `/admin/x`).
+/// `None` when no segment has them.
+///
+/// # Errors
+///
+/// [`Refusal::Path`] for what has no reading outside Windows: an alternate data stream
+/// (`file::$DATA`) or an 8.3 short name (`ADMINI~1`), which may stand for any long name.
+pub fn windows_reading(path: &str) -> Option<Result<String, Refusal>> {
+    let trailing = |segment: &str| segment.ends_with('.') || segment.ends_with("%20");
+    let mut changed = false;
+    for segment in path.split('/') {
+        if segment.contains("::$") || is_short_name(segment) {
+            return Some(Err(Refusal::Path));
+        }
+        changed |= trailing(segment) && segment != "." && segment != "..";
+    }
+    if !changed {
+        return None;
+    }
+    let stripped: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            let mut s = segment;
+            loop {
+                if let Some(rest) = s.strip_suffix("%20") {
+                    s = rest;
+                } else if let Some(rest) = s.strip_suffix('.') {
+                    s = rest;
+                } else {
+                    break s;
+                }
+            }
+        })
+        .collect();
+    Some(canonical_path(&stripped.join("/")).map(|(p, _)| p.into_owned()))
+}
+
+/// An 8.3 short file name: one to six characters, `~`, digits, an optional extension.
+fn is_short_name(segment: &str) -> bool {
+    let stem = segment.split('.').next().unwrap_or(segment);
+    match stem.split_once('~') {
+        Some((name, number)) => {
+            (1..=6).contains(&name.len())
+                && !number.is_empty()
+                && number.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => false,
+    }
+}
+
 /// The path as an upstream that drops `;` path parameters (Tomcat, Jetty, Spring) would
 /// resolve it: `/a;x=1/..;/b` is `/a/../b`, that is `/b`.
 ///
@@ -609,6 +666,21 @@ mod tests {
             "/admin/x"
         );
         assert_eq!(without_path_parameters("/a;b%3Bc/d").unwrap(), "/a/d");
+        assert_eq!(windows_reading("/admin./x"), Some(Ok("/admin/x".into())));
+        assert_eq!(windows_reading("/admin%20/x"), Some(Ok("/admin/x".into())));
+        assert_eq!(
+            windows_reading("/admin.%20./x"),
+            Some(Ok("/admin/x".into()))
+        );
+        assert_eq!(windows_reading("/admin/x"), None);
+        assert_eq!(windows_reading("/a.b/c~d/file~x"), None);
+        for refused in ["/admin::$DATA", "/ADMIN~1", "/PROGRA~1.TXT/x"] {
+            assert_eq!(
+                windows_reading(refused),
+                Some(Err(Refusal::Path)),
+                "{refused}"
+            );
+        }
     }
 
     fn request(target: &str, host: Option<&str>) -> Result<CanonicalRequest<'static>, Refusal> {
@@ -636,6 +708,8 @@ mod tests {
         let r = request("HTTPS://h.example:8443", Some("h.example:8443")).unwrap();
         assert_eq!(r.origin_form(), "/");
         assert!(r.target_changed && !r.host_changed);
+        let r = request("/", Some("Secure.example:0080")).unwrap();
+        assert_eq!(r.authority.as_deref(), Some("secure.example:80"));
         let r = request("/p?a=%2F..", Some("h")).unwrap();
         assert!(!r.target_changed);
         assert_eq!(r.query, Some("a=%2F.."));
@@ -666,6 +740,7 @@ mod tests {
             ("127.0.0.1:80", "127.0.0.1"),
             ("[::1]:80", "[::1]"),
             ("a_b.example", "a_b.example"),
+            ("secure.example:0080", "secure.example"),
         ] {
             let r = request("/", Some(raw)).unwrap();
             assert_eq!(r.host.as_deref(), Some(want), "{raw}");

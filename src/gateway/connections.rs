@@ -36,6 +36,8 @@ use tokio::time::{Instant, Sleep};
 pub struct Limits {
     /// The whole time a request head may take, from its first byte.
     pub head_deadline: Duration,
+    /// The most bytes a request head may take.
+    pub max_head_bytes: usize,
     /// Connections one address may hold; 0 for no limit.
     pub per_ip: usize,
     /// Peers that are not capped.
@@ -129,7 +131,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let state = Arc::new(Mutex::new(HeadState::Waiting));
         let mut stream: Stream = Box::new(HeadDeadline {
             inner: stream,
-            deadline: self.limits.head_deadline,
+            limits: (self.limits.head_deadline, self.limits.max_head_bytes),
             state: state.clone(),
         });
         // Keep-alive reuse is handled here rather than by the caller, so that the
@@ -153,12 +155,12 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 enum HeadState {
     /// No byte of the head yet (an idle keep-alive connection is here).
     Waiting,
-    /// Reading the head; it must end before the timer fires. `tail` holds the last bytes
-    /// read, to find the blank line that ends the head across reads.
+    /// Reading the head; it must end before the timer fires.
     Reading {
         timer: Pin<Box<Sleep>>,
-        tail: [u8; 3],
-        tail_len: usize,
+        scan: HeadScan,
+        /// Bytes of the head so far, against `server.max_header_bytes`.
+        read: usize,
     },
     /// The head is complete: reads are the body's, with no deadline.
     Done,
@@ -168,24 +170,40 @@ enum HeadState {
 #[derive(Debug)]
 pub struct HeadDeadline {
     inner: Stream,
-    deadline: Duration,
+    /// The head's deadline and its size cap in bytes.
+    limits: (Duration, usize),
     state: Arc<Mutex<HeadState>>,
 }
 
-/// Whether `bytes` (after `tail`, the previous read's last bytes) hold the end of a request
-/// head: an empty line, `\r\n\r\n` or, as lenient parsers accept, `\n\n` (RFC 9112 §2.2).
-fn ends_head(tail: &[u8], bytes: &[u8]) -> Option<[u8; 3]> {
-    let mut window = [0u8; 4];
-    let mut filled = 0;
-    for &b in tail.iter().chain(bytes) {
-        window.rotate_left(1);
-        window[3] = b;
-        filled += 1;
-        if (filled >= 4 && &window == b"\r\n\r\n") || (filled >= 2 && window[2..] == *b"\n\n") {
-            return None;
+/// Where the scan for the end of a request head stands between reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct HeadScan {
+    /// The last bytes of the head so far (the end may straddle two reads).
+    tail: [u8; 3],
+    /// Whether a byte other than CR and LF has come: empty lines before the request-line
+    /// are ignored (RFC 9112 §2.2), so they cannot end a head, nor keep one open for ever.
+    content: bool,
+}
+
+impl HeadScan {
+    /// Feeds `bytes`; `Some(n)` when the first `n` of them end the head: an empty line after
+    /// the request-line, `\r\n\r\n` or, as lenient parsers accept, `\n\n` (RFC 9112 §2.2).
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        for (i, &b) in bytes.iter().enumerate() {
+            if !self.content {
+                if b == b'\r' || b == b'\n' {
+                    continue;
+                }
+                self.content = true;
+            }
+            let [t0, t1, t2] = self.tail;
+            if (t2 == b'\n' && b == b'\n') || [t0, t1, t2, b] == *b"\r\n\r\n" {
+                return Some(i + 1);
+            }
+            self.tail = [t1, t2, b];
         }
+        None
     }
-    Some([window[1], window[2], window[3]])
 }
 
 impl AsyncRead for HeadDeadline {
@@ -208,35 +226,39 @@ impl AsyncRead for HeadDeadline {
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
-            let read = &buf.filled()[before..];
-            if !read.is_empty() {
-                let (tail, tail_len) = match &*state {
-                    HeadState::Waiting => ([0u8; 3], 0),
-                    HeadState::Reading { tail, tail_len, .. } => (*tail, *tail_len),
-                    HeadState::Done => return result,
-                };
-                *state = match ends_head(&tail[3 - tail_len..], read) {
-                    None => HeadState::Done,
-                    Some(tail) => match std::mem::replace(&mut *state, HeadState::Done) {
-                        HeadState::Reading { timer, .. } => HeadState::Reading {
-                            timer,
-                            tail,
-                            tail_len: 3,
-                        },
-                        _ => HeadState::Reading {
-                            timer: Box::pin(tokio::time::sleep_until(
-                                Instant::now() + this.deadline,
-                            )),
-                            tail,
-                            tail_len: 3,
-                        },
-                    },
-                };
-                // A fresh timer must be polled once to be woken when it fires.
-                if let HeadState::Reading { timer, .. } = &mut *state {
-                    let _ = timer.as_mut().poll(cx);
-                }
+            let bytes = &buf.filled()[before..];
+            if bytes.is_empty() {
+                return result;
             }
+            let (timer, mut scan, read) = match std::mem::replace(&mut *state, HeadState::Done) {
+                HeadState::Done => return result,
+                HeadState::Waiting => (
+                    Box::pin(tokio::time::sleep_until(Instant::now() + this.limits.0)),
+                    HeadScan::default(),
+                    0,
+                ),
+                HeadState::Reading { timer, scan, read } => (timer, scan, read),
+            };
+            let ended = scan.feed(bytes);
+            let read = read + ended.unwrap_or(bytes.len());
+            if read > this.limits.1 {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request head too large",
+                )));
+            }
+            if ended.is_some() {
+                return result;
+            }
+            let mut timer = timer;
+            // A timer must be polled to be woken when it fires.
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "request head not complete in time",
+                )));
+            }
+            *state = HeadState::Reading { timer, scan, read };
         }
         result
     }
@@ -338,13 +360,18 @@ mod tests {
 
     #[test]
     fn finds_the_end_of_a_head_across_reads() {
-        assert_eq!(ends_head(b"", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), None);
-        let tail = ends_head(b"", b"GET / HTTP/1.1\r\nHost: a\r").unwrap();
-        assert_eq!(&tail, b" a\r");
-        assert_eq!(ends_head(&tail, b"\n\r\n"), None);
-        assert_eq!(ends_head(b"", b"GET / HTTP/1.0\n\n"), None);
-        assert!(ends_head(b"", b"GET / HTTP/1.1\r\n").is_some());
-        assert!(ends_head(b"", b"x").is_some());
+        let ends = |parts: &[&[u8]]| {
+            let mut scan = HeadScan::default();
+            parts.iter().any(|p| scan.feed(p).is_some())
+        };
+        assert!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]));
+        assert!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n\r", b"\n"]));
+        assert!(ends(&[b"GET / HTTP/1.0\n\n"]));
+        assert!(!ends(&[b"GET / HTTP/1.1\r\n"]));
+        assert!(!ends(&[b"x"]));
+        // Empty lines before the request-line are not a head, however many.
+        assert!(!ends(&[b"\r\n\r\n", b"\r\n", b"\n\n\r\n\r\n"]));
+        assert!(ends(&[b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"]));
     }
 
     #[test]

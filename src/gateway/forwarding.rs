@@ -72,28 +72,46 @@ fn eq_normalized(normalized: &[u8], candidate: &[u8]) -> bool {
     })
 }
 
-/// The cookie names that carry the gateway's credentials, in both spellings (a client may
-/// send either, whatever `public_url` says).
-pub const CREDENTIAL_COOKIES: &[&str] = &["portcullis", "__Host-portcullis"];
+/// The cookie name that carries the gateway's credentials; `__Host-` and `__Secure-`
+/// prefixed and any letter case count as the same name (a client may send any of them).
+pub const CREDENTIAL_COOKIE: &str = "portcullis";
 
-/// The `Cookie` header to forward once the gateway's own cookies are taken out:
-/// `None` when there is nothing to change, `Some(None)` when no cookie is left, and
-/// `Some(Some(value))` for the remaining cookies joined with `"; "` (RFC 6265 §5.4).
-pub fn cookies_without_credentials(headers: &HeaderMap) -> Option<Option<HeaderValue>> {
-    let is_credential = |pair: &str| {
-        let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
-        CREDENTIAL_COOKIES.contains(&name)
-    };
+/// Whether a cookie pair (`name=value`, as the client wrote it) must stay at the gateway:
+/// its name is the gateway's (in any spelling), or it carries a Portcullis token anywhere.
+fn is_credential_pair(pair: &str, carries_token: &impl Fn(&str) -> bool) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
+    let bare = ["__host-", "__secure-"]
+        .iter()
+        .find_map(|prefix| {
+            name.get(..prefix.len())
+                .filter(|p| p.eq_ignore_ascii_case(prefix))
+                .map(|_| &name[prefix.len()..])
+        })
+        .unwrap_or(name);
+    bare.eq_ignore_ascii_case(CREDENTIAL_COOKIE) || carries_token(pair)
+}
+
+/// The `Cookie` header to forward once the gateway's credentials are taken out: `None` when
+/// there is nothing to change, `Some(None)` when no cookie is left, and `Some(Some(value))`
+/// for the remaining cookies joined with `"; "` (RFC 6265 §5.4). `carries_token` says whether
+/// a text holds a Portcullis token (so `a=1, portcullis=…` or a token under another name go
+/// too). Several `Cookie` lines become one.
+pub fn cookies_without_credentials(
+    headers: &HeaderMap,
+    carries_token: impl Fn(&str) -> bool,
+) -> Option<Option<HeaderValue>> {
     let values = headers.get_all(COOKIE);
     let mut found = false;
     for value in &values {
-        // A value that is not text cannot hold our cookie as we would read it, but an
-        // upstream might still: drop it along with ours.
+        // A value that is not text cannot be read as we would read it, but an upstream
+        // might still: drop it with ours.
         let Ok(text) = value.to_str() else {
             found = true;
             continue;
         };
-        found |= text.split(';').any(is_credential);
+        found |= text
+            .split(';')
+            .any(|pair| is_credential_pair(pair, &carries_token));
     }
     if !found {
         return None;
@@ -103,7 +121,7 @@ pub fn cookies_without_credentials(headers: &HeaderMap) -> Option<Option<HeaderV
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
-        .filter(|pair| !pair.is_empty() && !is_credential(pair))
+        .filter(|pair| !pair.is_empty() && !is_credential_pair(pair, &carries_token))
         .collect();
     if kept.is_empty() {
         return Some(None);
@@ -112,11 +130,12 @@ pub fn cookies_without_credentials(headers: &HeaderMap) -> Option<Option<HeaderV
 }
 
 /// Whether the request's `Authorization` must be removed before forwarding: always, unless
-/// the route forwards the client's own, and then still when it carries a token of ours.
+/// the route forwards the client's own, and then still when it carries a token of ours in
+/// any scheme, quoting or list (`carries_token`).
 pub fn must_remove_authorization(
     headers: &HeaderMap,
     forward_clients_own: bool,
-    is_own_token: impl Fn(&str) -> bool,
+    carries_token: impl Fn(&str) -> bool,
 ) -> bool {
     let mut values = headers.get_all(AUTHORIZATION).iter().peekable();
     if values.peek().is_none() {
@@ -125,15 +144,7 @@ pub fn must_remove_authorization(
     if !forward_clients_own {
         return true;
     }
-    values.any(|value| {
-        let Ok(text) = value.to_str() else {
-            return true;
-        };
-        let mut parts = text.trim().splitn(2, ' ');
-        let scheme = parts.next().unwrap_or("");
-        let credentials = parts.next().unwrap_or("").trim();
-        scheme.eq_ignore_ascii_case("bearer") && is_own_token(credentials)
-    })
+    values.any(|value| value.to_str().map_or(true, &carries_token))
 }
 
 /// Names in `headers` that `remove` selects, each once (allocates only when one is found).
@@ -172,10 +183,9 @@ mod tests {
             "X_Forwarded_Host",
             "x-real-ip",
             "x_real_ip",
-            "x-original-url",
-            "x_rewrite_url",
-            "x-original-uri",
-            "x-original-host",
+            "x-forwarded",
+            "forwarded-for",
+            "x-host",
             "true-client-ip",
         ] {
             assert!(p.matches(name), "{name}");
@@ -194,29 +204,41 @@ mod tests {
     #[test]
     fn credential_cookies_are_taken_out() {
         let mut h = HeaderMap::new();
-        assert_eq!(cookies_without_credentials(&h), None);
+        let token = |t: &str| t.contains("TOKEN");
+        assert_eq!(cookies_without_credentials(&h, token), None);
         h.insert(COOKIE, HeaderValue::from_static("a=1; b=2"));
-        assert_eq!(cookies_without_credentials(&h), None);
+        assert_eq!(cookies_without_credentials(&h, token), None);
         h.insert(
             COOKIE,
             HeaderValue::from_static("a=1; portcullis=tok;b=2; __Host-portcullis=t2"),
         );
         assert_eq!(
-            cookies_without_credentials(&h),
+            cookies_without_credentials(&h, token),
             Some(Some(HeaderValue::from_static("a=1; b=2")))
         );
         h.insert(COOKIE, HeaderValue::from_static("portcullis=tok"));
-        assert_eq!(cookies_without_credentials(&h), Some(None));
+        assert_eq!(cookies_without_credentials(&h, token), Some(None));
         h.append(COOKIE, HeaderValue::from_static("x=y"));
         assert_eq!(
-            cookies_without_credentials(&h),
+            cookies_without_credentials(&h, token),
             Some(Some(HeaderValue::from_static("x=y")))
+        );
+        h.remove(COOKIE);
+        h.insert(
+            COOKIE,
+            HeaderValue::from_static(
+                "PORTCULLIS=a; __secure-Portcullis=b; portcullis;=TOKEN; a=1, portcullis=TOKEN; k=v",
+            ),
+        );
+        assert_eq!(
+            cookies_without_credentials(&h, token),
+            Some(Some(HeaderValue::from_static("k=v")))
         );
     }
 
     #[test]
     fn authorization_is_removed_unless_the_route_keeps_a_foreign_one() {
-        let own = |t: &str| t == "ours";
+        let own = |t: &str| t.contains("ours");
         let mut h = HeaderMap::new();
         assert!(!must_remove_authorization(&h, false, own));
         h.insert(
@@ -229,5 +251,14 @@ mod tests {
         assert!(must_remove_authorization(&h, true, own));
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer theirs"));
         assert!(!must_remove_authorization(&h, true, own));
+        for wrapped in [
+            "Bearer\tours",
+            "Token ours",
+            "Bearer x, Bearer ours",
+            "Bearer \"ours\"",
+        ] {
+            h.insert(AUTHORIZATION, HeaderValue::from_static(wrapped));
+            assert!(must_remove_authorization(&h, true, own), "{wrapped}");
+        }
     }
 }

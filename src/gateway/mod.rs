@@ -50,13 +50,20 @@ pub struct Gateway {
     app: Arc<App>,
     /// Headers only a trusted proxy may send.
     proxy_headers: ProxyHeaders,
+    /// Headers no client may send upstream.
+    strip_headers: ProxyHeaders,
 }
 
 impl Gateway {
     /// Wraps the shared application state.
     pub fn new(app: Arc<App>) -> Self {
         let proxy_headers = ProxyHeaders::new(&app.config.server.proxy_headers);
-        Self { app, proxy_headers }
+        let strip_headers = ProxyHeaders::new(&app.config.server.strip_headers);
+        Self {
+            app,
+            proxy_headers,
+            strip_headers,
+        }
     }
 }
 
@@ -135,6 +142,15 @@ impl ProxyHttp for Gateway {
             trusted,
         );
 
+        let method = &session.req_header().method;
+        if method.as_str() == "TRACE" || method.as_str() == "TRACK" {
+            // An upstream that echoes the request would show the client its identity
+            // headers and assertion (cross-site tracing).
+            ctx.local = true;
+            let response = ApiResponse::method_not_allowed(ASTERISK_ALLOW);
+            write_local_response(session, &response).await?;
+            return Ok(true);
+        }
         let route = match self.destination(session.req_header(), ctx) {
             Destination::Route(route) => route,
             Destination::Refuse(refusal) => {
@@ -445,6 +461,11 @@ impl Gateway {
                 query: canonical.query.map(str::to_owned),
             };
         }
+        if path.bytes().any(|b| b.is_ascii_uppercase()) && is_local_ignoring_case(path) {
+            // `/API/auth/login` is not the account API here, but a case-insensitive upstream
+            // would serve it as its own: a login outside the lockout and the rate limits.
+            return Destination::Refuse(Refusal::AmbiguousCase);
+        }
         match self
             .app
             .routes
@@ -477,15 +498,15 @@ impl Gateway {
                 client_ip = %ctx.client_ip,
             );
         }
-        if !ctx.peer_trusted {
-            let proxy_only = forwarding::names_matching(&upstream_request.headers, |name| {
-                self.proxy_headers.matches(name)
-            });
-            for name in &proxy_only {
-                upstream_request.remove_header(name);
-            }
+        let removed = forwarding::names_matching(&upstream_request.headers, |name| {
+            self.strip_headers.matches(name)
+                || (!ctx.peer_trusted && self.proxy_headers.matches(name))
+        });
+        for name in &removed {
+            upstream_request.remove_header(name);
         }
-        match forwarding::cookies_without_credentials(&upstream_request.headers) {
+        let carries_token = |text: &str| self.app.keys.appears_in(text);
+        match forwarding::cookies_without_credentials(&upstream_request.headers, carries_token) {
             None => {}
             Some(None) => {
                 upstream_request.remove_header(&http::header::COOKIE);
@@ -499,7 +520,7 @@ impl Gateway {
             .as_deref()
             .is_some_and(|r| r.forward_authorization);
         if forwarding::must_remove_authorization(&upstream_request.headers, keep_foreign, |t| {
-            self.app.keys.is_own_token(t)
+            self.app.keys.appears_in_or_encoded(t)
         }) {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
         }
@@ -507,8 +528,9 @@ impl Gateway {
     }
 
     /// Sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP`.
-    /// A trusted proxy's own values are kept (its `X-Forwarded-For` lines extended with its
-    /// address); every other client's were removed before.
+    /// A trusted proxy's `X-Forwarded-For` (extended with its address) and `https` proto are
+    /// kept; every other client's were removed before. `X-Forwarded-Host` is always the
+    /// canonical host.
     fn set_forwarding_headers(
         &self,
         session: &Session,
@@ -542,20 +564,20 @@ impl Gateway {
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
         let proto = if proto_from_proxy { "https" } else { "http" };
         upstream_request.insert_header("x-forwarded-proto", proto)?;
-        if !(ctx.peer_trusted && upstream_request.headers.contains_key("x-forwarded-host")) {
-            let host = match &ctx.canonical_host {
-                Some(host) => Some(host.clone()),
-                None => session
-                    .req_header()
-                    .headers
-                    .get(http::header::HOST)
-                    .cloned(),
-            };
-            match host {
-                Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
-                None => {
-                    upstream_request.remove_header("x-forwarded-host");
-                }
+        // The host the policy checked, whoever sent another: an upstream that builds its
+        // virtual host or links from X-Forwarded-Host must not see one that was not routed.
+        let host = match &ctx.canonical_host {
+            Some(host) => Some(host.clone()),
+            None => session
+                .req_header()
+                .headers
+                .get(http::header::HOST)
+                .cloned(),
+        };
+        match host {
+            Some(host) => upstream_request.insert_header("x-forwarded-host", host)?,
+            None => {
+                upstream_request.remove_header("x-forwarded-host");
             }
         }
         Ok(())
@@ -663,10 +685,33 @@ enum Destination {
     Route(Arc<Route>),
 }
 
+/// Whether `path`, ignoring letter case, is one the gateway answers itself.
+fn is_local_ignoring_case(path: &str) -> bool {
+    let starts = |prefix: &str| {
+        path.len() >= prefix.len()
+            && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    };
+    ["/api/auth", "/health", "/.well-known/jwks.json"]
+        .iter()
+        .any(|local| starts(local) && matches!(path.as_bytes().get(local.len()), None | Some(b'/')))
+}
+
 /// Message framing an upstream could read differently from the gateway: a `Content-Length`
-/// that is a list (`90, 90`), repeated, or not plain digits (RFC 9110 §8.6, RFC 9112 §6.3).
+/// that is a list (`90, 90`), repeated, or not plain digits (RFC 9110 §8.6, RFC 9112 §6.3),
+/// and a `Transfer-Encoding` other than one plain `chunked` (Pingora would forward
+/// `gzip, chunked` as `chunked`, dropping a coding, RFC 9112 §6.1).
 /// Pingora reconciles identical duplicates for itself but would forward them as received.
 fn check_framing(headers: &http::HeaderMap) -> std::result::Result<(), Refusal> {
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    match (codings.next(), codings.next()) {
+        (None, _) => {}
+        (Some(value), None)
+            if value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked") => {}
+        _ => return Err(Refusal::Framing),
+    }
     let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
     match (lengths.next(), lengths.next()) {
         (None, _) => Ok(()),

@@ -165,7 +165,8 @@ impl RouteTable {
     /// The route for a canonical request, or why it must be refused.
     ///
     /// Besides the match itself, every other reading an upstream may give the path must
-    /// land on the same route: ignoring letter case (IIS, some frameworks), decoding `%2F`
+    /// land on the same route: ignoring letter case (IIS, some frameworks), dropping the
+    /// trailing dots and spaces of segments (Windows), decoding `%2F`
     /// into a separator (when the route allows encoded slashes) and dropping `;` parameters
     /// (when the route allows them; Tomcat, Jetty, Spring). Otherwise the request is refused,
     /// so no upstream can resolve it to a path under a policy that was not checked.
@@ -184,6 +185,9 @@ impl RouteTable {
             && !same_route(route, self.find_with(host, path, true))
         {
             return Err(Refusal::AmbiguousCase);
+        }
+        if let Some(reading) = canonical::windows_reading(path) {
+            self.same_everywhere(host, &reading?, route, Refusal::AmbiguousCase)?;
         }
         if flags.is_plain() {
             return Ok(route);
