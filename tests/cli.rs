@@ -259,8 +259,9 @@ fn sigterm_shuts_down_cleanly_and_writes_log_files() {
 async fn serve_forwards_authenticated_requests_on_every_worker() {
     let upstream = EchoUpstream::start().await;
     let scratch = Scratch::new();
+    // The account below is never verified: this story is about workers, not addresses.
     let route = format!(
-        "[[routes]]\npath_prefix = \"/\"\nupstream = \"{}\"\npolicy = \"authenticated\"\n",
+        "[[routes]]\npath_prefix = \"/\"\nupstream = \"{}\"\npolicy = \"authenticated\"\nrequire_verified_email = false\n",
         upstream.url()
     );
     let path = write_config(&scratch, &route);

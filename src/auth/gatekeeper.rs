@@ -103,6 +103,11 @@ impl Principal {
         &self.user.roles
     }
 
+    /// Whether the user proved they own their email address.
+    pub fn email_verified(&self) -> bool {
+        self.user.email_verified
+    }
+
     /// Whether the session passed a second factor.
     pub fn two_factor(&self) -> bool {
         self.two_factor
@@ -115,6 +120,11 @@ impl Principal {
             email: &self.user.email_value,
             roles: &self.user.roles_value,
             session_id: &self.token.session_id_value,
+            email_verified: if self.user.email_verified {
+                &VERIFIED_TRUE
+            } else {
+                &VERIFIED_FALSE
+            },
         }
     }
 }
@@ -126,7 +136,12 @@ pub struct IdentityValues<'a> {
     /// Roles joined with commas.
     pub roles: &'a HeaderValue,
     pub session_id: &'a HeaderValue,
+    /// `true` or `false`.
+    pub email_verified: &'a HeaderValue,
 }
+
+static VERIFIED_TRUE: HeaderValue = HeaderValue::from_static("true");
+static VERIFIED_FALSE: HeaderValue = HeaderValue::from_static("false");
 
 /// A token whose signature, issuer and expiry were checked, with its ids parsed.
 #[derive(Debug)]
@@ -162,6 +177,7 @@ struct KnownUser {
     roles: Vec<String>,
     email_value: HeaderValue,
     roles_value: HeaderValue,
+    email_verified: bool,
     is_active: bool,
 }
 
@@ -214,6 +230,7 @@ impl Gatekeeper {
                 principal.user_id_text(),
                 principal.session_id_text(),
                 principal.email(),
+                principal.email_verified(),
                 principal.roles(),
                 ASSERTION_TTL,
             )
@@ -326,6 +343,7 @@ impl Gatekeeper {
             roles: user.roles,
             email_value,
             roles_value,
+            email_verified: user.is_verified,
             is_active: user.is_active,
         });
         self.users.insert(id, known.clone());

@@ -169,6 +169,8 @@ pub struct AssertionClaims {
     pub sid: String,
     /// The user's email address.
     pub email: String,
+    /// Whether the user proved they own `email` (OpenID Connect's claim of the same name).
+    pub email_verified: bool,
     /// The user's roles.
     pub roles: Vec<String>,
     /// The issuer (`tokens.issuer`).
@@ -362,6 +364,7 @@ impl KeyRing {
         sub: &str,
         sid: &str,
         email: &str,
+        email_verified: bool,
         roles: &[String],
         ttl: Duration,
     ) -> Result<(String, AssertionClaims), TokenError> {
@@ -370,6 +373,7 @@ impl KeyRing {
             sub: sub.to_owned(),
             sid: sid.to_owned(),
             email: email.to_owned(),
+            email_verified,
             roles: roles.to_vec(),
             iss: self.issuer.clone(),
             aud: ASSERTION_AUDIENCE.to_owned(),
@@ -754,6 +758,7 @@ mod tests {
                 "u1",
                 "s1",
                 "a@example.com",
+                true,
                 &["admin".into()],
                 Duration::from_secs(3600),
             )
