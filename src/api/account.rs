@@ -211,6 +211,16 @@ pub async fn verify_email(app: &App, request: &ApiRequest) -> ApiResponse {
     if let Err(e) = app.store.mark_verified(user_id).await {
         return e.into();
     }
+    // Routes that require a verified address must let the user in at once, here and on
+    // every other instance (which learn it from the change feed).
+    app.gatekeeper.forget_user(user_id.into());
+    if let Err(e) = app
+        .store
+        .record_user_change(user_id, crate::store::UserChange::Updated)
+        .await
+    {
+        tracing::warn!(error = %e, user_id = %user_id, "could not announce a verified address");
+    }
     tracing::info!(target: SECURITY, event = "email_verified", user_id = %user_id);
     ApiResponse::ok(StatusCode::OK, "Email verified successfully", None)
 }
