@@ -215,6 +215,18 @@ async fn the_whole_two_factor_lifecycle() {
                 json!({"password": PASSWORD}),
             )
             .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "the password alone does not turn 2FA off"
+        );
+        let r = app
+            .post_as(
+                &with_otp.access,
+                "/api/auth/disable-2fa",
+                json!({"password": PASSWORD, "two_factor_code": codes[1]}),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         let r = login_with(&app, email, None).await;
         assert_eq!(
