@@ -215,7 +215,8 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
             remember_me,
             refresh_hash: sha256_hex(&secret),
             idle_ttl: lifetime,
-            absolute_ttl: lifetime.max(app.config.sessions.max_lifetime.get()),
+            // `sessions.max_lifetime` caps every session, refresh lifetime included.
+            absolute_ttl: lifetime.min(app.config.sessions.max_lifetime.get()),
             max_per_user: app.config.sessions.max_per_user,
         })
         .await

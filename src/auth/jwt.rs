@@ -355,6 +355,7 @@ impl KeyRing {
         if claims.sid.is_empty() || claims.sub.is_empty() {
             return Err(TokenError::InvalidClaims);
         }
+        alive(claims.exp)?;
         Ok(claims)
     }
 
@@ -388,7 +389,9 @@ impl KeyRing {
     /// Checks an identity assertion as an upstream would: as for access tokens, plus
     /// `aud` must be [`ASSERTION_AUDIENCE`].
     pub fn verify_assertion(&self, token: &str) -> Result<AssertionClaims, TokenError> {
-        self.verify(token, &self.assertion_validation)
+        let claims: AssertionClaims = self.verify(token, &self.assertion_validation)?;
+        alive(claims.exp)?;
+        Ok(claims)
     }
 
     fn sign<C: Serialize>(&self, claims: &C) -> Result<String, TokenError> {
@@ -478,6 +481,17 @@ pub fn jwk_thumbprint(key: &VerifyingKey) -> String {
     let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
     let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// RFC 7519 §4.1.4: a token must not be accepted "on or after" its `exp`. jsonwebtoken
+/// still accepts `exp == now` (it refuses only `exp < now - leeway`), so the boundary
+/// second is checked here: a token is dead from its `exp` second on, on every path.
+fn alive(exp: i64) -> Result<(), TokenError> {
+    if exp <= unix_now() {
+        Err(TokenError::Expired)
+    } else {
+        Ok(())
+    }
 }
 
 fn unix_now() -> i64 {
@@ -669,6 +683,22 @@ mod tests {
             )
             .unwrap();
         assert_eq!(ring.verify_access(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn a_token_is_dead_from_its_exp_second_on() {
+        let ring = ring();
+        let ttl = Duration::from_secs(60);
+        // exp == now: RFC 7519 says "on or after" the expiry it must be refused.
+        let (token, claims) = ring
+            .issue_access_at("u1", "s1", &[AMR_PASSWORD], ttl, unix_now() - 60)
+            .unwrap();
+        assert!(claims.exp <= unix_now());
+        assert_eq!(ring.verify_access(&token), Err(TokenError::Expired));
+        let (token, _) = ring
+            .issue_access_at("u1", "s1", &[AMR_PASSWORD], ttl, unix_now() - 58)
+            .unwrap();
+        assert!(ring.verify_access(&token).is_ok(), "two seconds left");
     }
 
     #[test]
