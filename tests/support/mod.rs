@@ -288,5 +288,6 @@ pub fn client() -> reqwest::Client {
 
 pub mod app;
 pub mod db;
+pub mod otp;
 pub mod redis;
 pub mod smtp;
