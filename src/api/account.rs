@@ -289,18 +289,22 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
         None,
     );
     let Some(email) = email else { return answer };
-    // Both outcomes do the same work before answering (one lookup); writing the token and
-    // mailing it happen after the answer, on the backend runtime, so the time of the
-    // answer does not tell whether the account exists.
-    let user = match app.store.find_by_email(&email).await {
-        Ok(Some(user)) if user.is_active => user,
-        Ok(_) => return answer,
-        Err(e) => return e.into(),
-    };
-    tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %request.client_ip);
+    // Nothing about the account happens before the answer: the lookup, the token and the
+    // mail all run afterwards on the backend runtime, so neither the answer nor its timing
+    // tells whether the account exists. A failure is logged, like any mail failure.
     let store = Arc::clone(&app.store);
     let mailer = Arc::clone(&app.mailer);
+    let client_ip = request.client_ip;
     app.mailer.background().spawn(async move {
+        let user = match store.find_by_email(&email).await {
+            Ok(Some(user)) if user.is_active => user,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up an account for a password reset");
+                return;
+            }
+        };
+        tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %client_ip);
         match issue_token(&*store, &user, TokenKind::PasswordReset, RESET_TTL).await {
             Ok(token) => mailer.send_in_background(
                 user.email.as_str(),
