@@ -1257,6 +1257,11 @@ async fn change_feed_lists_recent_changes_in_order(db: &TestDb) {
     let events = store.recent_user_changes().await.unwrap();
     assert_eq!(events.len(), 2);
     assert!(events[0].id < events[1].id);
+    let age = Utc::now() - events[1].changed_at;
+    assert!(
+        age.num_seconds().abs() < 5,
+        "changed_at by the database's clock: {age}"
+    );
     assert_eq!(
         (events[0].user_id, events[0].change),
         (a.id, UserChange::Updated)

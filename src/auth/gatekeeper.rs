@@ -482,14 +482,14 @@ impl Gatekeeper {
     async fn apply_change(&self, event: &UserChangeEvent, sessions: &dyn SessionStore) {
         let user_id: Uuid = event.user_id.into();
         if event.change == UserChange::SessionsEnded {
-            match sessions.revoke_all(user_id, None).await {
-                Ok(ended) if !ended.is_empty() => tracing::info!(
+            match end_sessions_started_before(sessions, user_id, event.changed_at).await {
+                Ok(0) => {}
+                Ok(ended) => tracing::info!(
                     target: crate::telemetry::SECURITY,
                     event = "sessions_ended_by_operator",
                     user_id = %user_id,
-                    sessions_ended = ended.len(),
+                    sessions_ended = ended,
                 ),
-                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, user_id = %user_id, "could not end the sessions of a changed account")
                 }
@@ -497,6 +497,24 @@ impl Gatekeeper {
         }
         self.forget_user(user_id);
     }
+}
+
+/// Ends the sessions of `user_id` that started before `changed_at`. A session started after
+/// the change (the user logging in again once an operator reset their 2FA, before this
+/// instance read the feed) is left alone. Deactivation does not depend on it: an inactive
+/// account is refused on its next check anyway.
+async fn end_sessions_started_before(
+    sessions: &dyn SessionStore,
+    user_id: Uuid,
+    changed_at: chrono::DateTime<Utc>,
+) -> Result<usize, SessionError> {
+    let mut ended = 0;
+    for session in sessions.list(user_id).await? {
+        if session.created_at <= changed_at && sessions.revoke(&session.id).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 fn session_failure(e: SessionError) -> Denial {

@@ -259,6 +259,8 @@ pub struct UserChangeEvent {
     pub user_id: UserId,
     /// What the gateways must do about it.
     pub change: UserChange,
+    /// When it was made, by the database's clock: sessions started after it are not ended.
+    pub changed_at: DateTime<Utc>,
 }
 
 /// How far back [`UserStore::recent_user_changes`] looks: long enough to cover a commit

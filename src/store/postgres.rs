@@ -549,8 +549,8 @@ impl UserStore for PgStore {
     }
 
     async fn recent_user_changes(&self) -> Result<Vec<UserChangeEvent>, StoreError> {
-        let rows: Vec<(i64, Uuid, String)> = sqlx::query_as(
-            "SELECT id, user_id, change FROM user_changes \
+        let rows: Vec<(i64, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, user_id, change, changed_at FROM user_changes \
              WHERE changed_at > clock_timestamp() - make_interval(secs => $1) ORDER BY id",
         )
         .bind(USER_CHANGE_WINDOW.as_secs_f64())
@@ -558,10 +558,11 @@ impl UserStore for PgStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(id, user_id, change)| UserChangeEvent {
+            .map(|(id, user_id, change, changed_at)| UserChangeEvent {
                 id,
                 user_id: UserId::from(user_id),
                 change: UserChange::from_db(&change),
+                changed_at,
             })
             .collect())
     }

@@ -599,19 +599,22 @@ impl UserStore for SqliteStore {
     }
 
     async fn recent_user_changes(&self) -> Result<Vec<UserChangeEvent>, StoreError> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT id, user_id, change FROM user_changes \
+        let rows: Vec<(i64, String, String, f64)> = sqlx::query_as(
+            "SELECT id, user_id, change, changed_at FROM user_changes \
              WHERE changed_at > (julianday('now') - 2440587.5) * 86400.0 - $1 ORDER BY id",
         )
         .bind(USER_CHANGE_WINDOW.as_secs_f64())
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(id, user_id, change)| {
+            .map(|(id, user_id, change, changed_at)| {
                 Ok(UserChangeEvent {
                     id,
                     user_id: parse_user_id(&user_id)?,
                     change: UserChange::from_db(&change),
+                    // Microseconds since the epoch fit an i64 for the next 290 000 years.
+                    changed_at: DateTime::from_timestamp_micros((changed_at * 1e6) as i64)
+                        .ok_or_else(|| StoreError::Other("a change time is out of range".into()))?,
                 })
             })
             .collect()
