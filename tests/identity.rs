@@ -358,19 +358,27 @@ async fn an_operator_can_reset_a_lost_second_factor() {
         .await
         .unwrap();
         assert!(out.contains("reset two-factor"), "{out}");
-        // Every session ends on the running gateway, in memory sessions too.
-        let waited = time_until(&app, &strong.access, "/app/x", StatusCode::UNAUTHORIZED).await;
-        assert!(
-            waited < Duration::from_secs(1),
-            "{backend:?}: took {waited:?}"
-        );
-
+        // The user logs in again at once, before the gateway has read the change.
         let r = login_with(&app, email, PASSWORD, None).await;
         assert_eq!(
             r.status,
             StatusCode::OK,
             "the password alone works: {}",
             r.body
+        );
+        let again = tokens_of(&r.body);
+        // Every earlier session ends on the running gateway, in memory sessions too; the
+        // one started after the reset stays.
+        let waited = time_until(&app, &strong.access, "/app/x", StatusCode::UNAUTHORIZED).await;
+        assert!(
+            waited < Duration::from_secs(1),
+            "{backend:?}: took {waited:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            get(&app, &again.access, "/app/x", &[]).await.status,
+            StatusCode::OK,
+            "{backend:?}: the login after the reset survives"
         );
         let user = app
             .gw
