@@ -70,6 +70,7 @@ conformance!(
     released_claim_lifts_the_lock_it_set,
     claims_after_an_expired_lock_start_afresh,
     change_feed_lists_recent_changes_in_order,
+    unknown_address_claims_follow_the_account_rule,
 );
 
 async fn open(db: &TestDb) -> Arc<dyn UserStore> {
@@ -1288,4 +1289,59 @@ async fn change_feed_lists_recent_changes_in_order(db: &TestDb) {
     let events = store.recent_user_changes().await.unwrap();
     assert_eq!(events.len(), 3);
     assert_eq!(events[2].user_id, a.id);
+}
+
+async fn unknown_address_claims_follow_the_account_rule(db: &TestDb) {
+    let store = open(db).await;
+    let key = "a".repeat(64);
+    let lock_for = Duration::from_millis(300);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_unknown_login_attempt(&key, 5, lock_for)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut granted = BTreeSet::new();
+    let mut locked = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            AttemptClaim::Granted { attempt, .. } => {
+                granted.insert(attempt);
+            }
+            AttemptClaim::Locked { .. } => locked += 1,
+        }
+    }
+    assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>());
+    assert_eq!(locked, 15);
+    // Other addresses are counted apart.
+    assert_eq!(
+        store
+            .claim_unknown_login_attempt(&"b".repeat(64), 5, lock_for)
+            .await
+            .unwrap(),
+        AttemptClaim::Granted {
+            attempt: 1,
+            last: false
+        }
+    );
+    // An expired lock starts a fresh series, as for an account.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store
+            .claim_unknown_login_attempt(&key, 5, lock_for)
+            .await
+            .unwrap(),
+        AttemptClaim::Granted {
+            attempt: 1,
+            last: false
+        }
+    );
+    // Counts in use are not purged.
+    assert_eq!(store.purge_unknown_login_attempts().await.unwrap(), 0);
 }

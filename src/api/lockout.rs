@@ -4,8 +4,8 @@
 //! A guess is counted **before** it is checked, in one atomic store statement
 //! ([`UserStore::claim_login_attempt`](crate::store::UserStore::claim_login_attempt)), so
 //! concurrent requests on any number of instances get at most
-//! `lockout.max_failed_attempts` checks per lock window. Unknown addresses are counted the
-//! same way in the rate-limit store (keyed by a hash of the canonical address) and answered
+//! `lockout.max_failed_attempts` checks per lock window. Unknown addresses are counted by
+//! the same rule in the same store (keyed by a hash of the canonical address) and answered
 //! the same way, and every refusal costs one bcrypt verification, so neither the status
 //! nor the time of an answer tells whether an account exists or is locked.
 
@@ -14,12 +14,8 @@ use http::StatusCode;
 use super::{ApiRequest, ApiResponse};
 use crate::app::App;
 use crate::auth::secrets::sha256_hex;
-use crate::domain::RateSpec;
 use crate::store::{AttemptClaim, User};
 use crate::telemetry::SECURITY;
-
-/// The rate-limit scope that counts guesses at addresses with no account.
-const UNKNOWN_SCOPE: &str = "lockout";
 
 /// 423: too many failed attempts.
 pub fn locked() -> ApiResponse {
@@ -109,9 +105,9 @@ impl Guess<'_> {
     }
 }
 
-/// A login for an address with no account: counted like a real one (in the rate-limit
-/// store, keyed by the canonical address) and answered like a real one, 401 and then 423,
-/// each after one bcrypt verification.
+/// A login for an address with no account: counted like a real one (in the store, under a
+/// hash of the canonical address, by the same rule) and answered like a real one, 401 and
+/// then 423, each after one bcrypt verification.
 pub async fn unknown_account(
     app: &App,
     canonical_email: &str,
@@ -119,21 +115,31 @@ pub async fn unknown_account(
     request: &ApiRequest,
 ) -> ApiResponse {
     let lockout = &app.config.lockout;
-    let spec = RateSpec {
-        limit: lockout.max_failed_attempts,
-        window: lockout.duration.get(),
-    };
-    let key = sha256_hex(canonical_email);
-    let decision = app.rate_limiter.check(UNKNOWN_SCOPE, &key, &spec).await;
+    let claim = app
+        .store
+        .claim_unknown_login_attempt(
+            &sha256_hex(canonical_email),
+            lockout.max_failed_attempts,
+            lockout.duration.get(),
+        )
+        .await;
     app.hasher.verify_dummy(password).await;
-    if decision.allowed {
-        app.metrics.logins.with_label_values(&["failure"]).inc();
-        tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", client_ip = %request.client_ip);
-        invalid_credentials()
-    } else {
-        app.metrics.logins.with_label_values(&["locked"]).inc();
-        tracing::warn!(target: SECURITY, event = "login_refused_locked", reason = "unknown_email", client_ip = %request.client_ip);
-        locked()
+    match claim {
+        Ok(AttemptClaim::Granted { attempt, last }) => {
+            app.metrics.logins.with_label_values(&["failure"]).inc();
+            tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", attempts = attempt, client_ip = %request.client_ip);
+            if last {
+                app.metrics.lockouts.inc();
+                tracing::warn!(target: SECURITY, event = "account_locked", reason = "unknown_email", client_ip = %request.client_ip);
+            }
+            invalid_credentials()
+        }
+        Ok(AttemptClaim::Locked { .. }) => {
+            app.metrics.logins.with_label_values(&["locked"]).inc();
+            tracing::warn!(target: SECURITY, event = "login_refused_locked", reason = "unknown_email", client_ip = %request.client_ip);
+            locked()
+        }
+        Err(e) => e.into(),
     }
 }
 

@@ -266,6 +266,8 @@ pub struct UserChangeEvent {
 /// How far back [`UserStore::recent_user_changes`] looks: long enough to cover a commit
 /// that becomes visible after a later one, and a few missed polls.
 pub const USER_CHANGE_WINDOW: Duration = Duration::from_secs(10);
+/// How long an unknown address's failure count is kept after its last guess.
+pub const UNKNOWN_ATTEMPTS_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How long change-feed entries are kept before [`UserStore::purge_user_changes`] deletes them.
 pub const USER_CHANGE_RETENTION: Duration = Duration::from_secs(600);
 
@@ -349,6 +351,22 @@ pub trait UserStore: Send + Sync {
     /// and the second factor simply not sent): the count goes down by one, and a lock
     /// that guess set is lifted.
     async fn release_login_attempt(&self, id: UserId, max_attempts: u32) -> Result<(), StoreError>;
+
+    /// [`claim_login_attempt`](Self::claim_login_attempt) for an address with no account,
+    /// keyed by `email_hash` (the SHA-256 hex of the canonical address), with the same rule
+    /// and the same atomicity, so a run of guesses is answered alike whether or not the
+    /// account exists. Nothing ever clears these counts but the lock rule and
+    /// [`purge_unknown_login_attempts`](Self::purge_unknown_login_attempts).
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError>;
+
+    /// Deletes the unknown-address counts idle for [`UNKNOWN_ATTEMPTS_RETENTION`] and not
+    /// locked; returns how many.
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError>;
 
     /// Resets the failure count, clears any lock and stamps `last_login`.
     async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError>;
@@ -465,6 +483,12 @@ pub fn spawn_token_purger(store: Arc<dyn UserStore>, every: Duration) -> JoinHan
                 Ok(0) => tracing::debug!("no expired verification tokens to purge"),
                 Ok(purged) => tracing::info!(purged, "purged expired verification tokens"),
                 Err(e) => tracing::warn!(error = %e, "purging expired verification tokens failed"),
+            }
+            match store.purge_unknown_login_attempts().await {
+                Ok(purged) => tracing::debug!(purged, "purged idle unknown-address failure counts"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging unknown-address failure counts failed")
+                }
             }
         }
     })

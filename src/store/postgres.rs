@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use super::{
     ACQUIRE_TIMEOUT, AttemptClaim, FailedLogin, NewUser, StoreError, TokenKind,
-    USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserStore,
-    count_from_db, is_foreign_key_violation, is_unique_violation, lock_deadline, map_migrate, now,
+    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
+    UserChangeEvent, UserStore, count_from_db, is_foreign_key_violation, is_unique_violation,
+    lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, UserId};
 
@@ -347,6 +348,73 @@ impl UserStore for PgStore {
             .bind(now()),
         )
         .await
+    }
+
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // The account rule of claim_login_attempt as an upsert: a first guess inserts
+        // count 1; later ones update the row only while no lock is in force. Concurrent
+        // upserts of one key wait for each other and re-check the WHERE clause.
+        let row = sqlx::query(
+            "INSERT INTO unknown_login_attempts \
+               (email_hash, failed_login_attempts, locked_until, updated_at) \
+             VALUES ($1, 1, CASE WHEN 1 >= $3 THEN $4 ELSE NULL END, $2) \
+             ON CONFLICT (email_hash) DO UPDATE SET \
+               failed_login_attempts = CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                 ELSE unknown_login_attempts.failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                       ELSE unknown_login_attempts.failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE unknown_login_attempts.locked_until IS NULL \
+                OR unknown_login_attempts.locked_until <= $2 \
+             RETURNING failed_login_attempts",
+        )
+        .bind(email_hash)
+        .bind(at)
+        .bind(i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX))
+        .bind(deadline)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let attempt: i32 = row.try_get("failed_login_attempts")?;
+            let attempt = count_from_db(i64::from(attempt));
+            return Ok(AttemptClaim::Granted {
+                attempt,
+                last: attempt >= max_attempts.max(1),
+            });
+        }
+        let until: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+            "SELECT locked_until FROM unknown_login_attempts WHERE email_hash = $1",
+        )
+        .bind(email_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(AttemptClaim::Locked {
+            until: until.flatten().unwrap_or(at),
+        })
+    }
+
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
+        let at = now();
+        let idle_since =
+            at - TimeDelta::from_std(UNKNOWN_ATTEMPTS_RETENTION).unwrap_or(TimeDelta::days(1));
+        let done = sqlx::query(
+            "DELETE FROM unknown_login_attempts \
+             WHERE updated_at < $1 AND (locked_until IS NULL OR locked_until <= $2)",
+        )
+        .bind(idle_since)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError> {

@@ -126,6 +126,25 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let email_hash = email_hash.to_owned();
+        self.run(|s| async move {
+            s.claim_unknown_login_attempt(&email_hash, max_attempts, lock_for)
+                .await
+        })
+        .await
+    }
+
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.purge_unknown_login_attempts().await })
+            .await
+    }
+
     async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError> {
         self.run(|s| async move { s.record_successful_login(id).await })
             .await

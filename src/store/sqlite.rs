@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -22,9 +22,9 @@ use uuid::Uuid;
 
 use super::{
     ACQUIRE_TIMEOUT, AttemptClaim, FailedLogin, NewUser, SQLITE_BUSY_TIMEOUT, StoreError,
-    TokenKind, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent,
-    UserStore, count_from_db, is_foreign_key_violation, is_unique_violation, lock_deadline,
-    map_migrate, now,
+    TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User,
+    UserChange, UserChangeEvent, UserStore, count_from_db, is_foreign_key_violation,
+    is_unique_violation, lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, UserId};
 
@@ -397,6 +397,71 @@ impl UserStore for SqliteStore {
             .bind(ts(now())),
         )
         .await
+    }
+
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // The account rule of claim_login_attempt as an upsert: a first guess inserts
+        // count 1; later ones update the row only while no lock is in force.
+        let row = sqlx::query(
+            "INSERT INTO unknown_login_attempts \
+               (email_hash, failed_login_attempts, locked_until, updated_at) \
+             VALUES ($1, 1, CASE WHEN 1 >= $3 THEN $4 ELSE NULL END, $2) \
+             ON CONFLICT (email_hash) DO UPDATE SET \
+               failed_login_attempts = CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                 ELSE unknown_login_attempts.failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                       ELSE unknown_login_attempts.failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE unknown_login_attempts.locked_until IS NULL \
+                OR unknown_login_attempts.locked_until <= $2 \
+             RETURNING failed_login_attempts",
+        )
+        .bind(email_hash)
+        .bind(ts(at))
+        .bind(i64::from(max_attempts.max(1)))
+        .bind(ts(deadline))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let attempt = count_from_db(row.try_get("failed_login_attempts")?);
+            return Ok(AttemptClaim::Granted {
+                attempt,
+                last: attempt >= max_attempts.max(1),
+            });
+        }
+        let until: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+            "SELECT locked_until FROM unknown_login_attempts WHERE email_hash = $1",
+        )
+        .bind(email_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(AttemptClaim::Locked {
+            until: until.flatten().unwrap_or(at),
+        })
+    }
+
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
+        let at = now();
+        let idle_since =
+            at - TimeDelta::from_std(UNKNOWN_ATTEMPTS_RETENTION).unwrap_or(TimeDelta::days(1));
+        let done = sqlx::query(
+            "DELETE FROM unknown_login_attempts \
+             WHERE updated_at < $1 AND (locked_until IS NULL OR locked_until <= $2)",
+        )
+        .bind(ts(idle_since))
+        .bind(ts(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError> {
