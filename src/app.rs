@@ -109,6 +109,7 @@ impl App {
             let _entered = runtime.enter();
             store::spawn_token_purger(store.clone(), TOKEN_PURGE_INTERVAL);
             gatekeeper.spawn_listener(&*sessions);
+            gatekeeper.spawn_change_follower(store.clone(), sessions.clone());
         }
         Ok(Arc::new(Self {
             config: Arc::new(config),

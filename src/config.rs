@@ -392,6 +392,8 @@ pub struct IdentityHeadersConfig {
     pub email: String,
     pub roles: String,
     pub session_id: String,
+    /// `"true"` or `"false"`: whether the user proved they own the address.
+    pub email_verified: String,
     /// `""` disables the signed assertion.
     pub assertion: String,
 }
@@ -403,6 +405,7 @@ impl Default for IdentityHeadersConfig {
             email: "X-User-Email".into(),
             roles: "X-User-Roles".into(),
             session_id: "X-Session-Id".into(),
+            email_verified: "X-User-Email-Verified".into(),
             assertion: "X-Identity-Assertion".into(),
         }
     }
@@ -416,6 +419,7 @@ impl IdentityHeadersConfig {
             &self.email,
             &self.roles,
             &self.session_id,
+            &self.email_verified,
             &self.assertion,
         ]
         .into_iter()
@@ -465,6 +469,10 @@ pub struct RouteConfig {
     pub policy: Policy,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Refuse (403 `email_unverified`) users who have not proved their address; on by
+    /// default, so an upstream never sees an unproven `X-User-Email` unless it opts in.
+    #[serde(default = "default_true")]
+    pub require_verified_email: bool,
     #[serde(default, deserialize_with = "deserialize_optional_rate")]
     pub rate_limit: Option<RateSpec>,
     /// Overrides `server.upstream_timeout` for this route.
@@ -485,6 +493,10 @@ pub struct RouteConfig {
 
 fn default_path_prefix() -> String {
     "/".into()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// An upstream address resolved at load time (Pingora's peer constructor must not resolve).
@@ -740,6 +752,7 @@ impl Config {
             ("email", &self.identity_headers.email),
             ("roles", &self.identity_headers.roles),
             ("session_id", &self.identity_headers.session_id),
+            ("email_verified", &self.identity_headers.email_verified),
         ] {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
                 return bad(

@@ -67,6 +67,10 @@ enum UserAction {
     Activate { email: String },
     /// Clear a brute-force lockout.
     Unlock { email: String },
+    /// Turn two-factor authentication off (lost authenticator): deletes the secret and the
+    /// recovery codes and ends every session.
+    #[command(name = "reset-2fa")]
+    ResetTwoFactor { email: String },
 }
 
 impl From<UserAction> for UserCommand {
@@ -78,6 +82,7 @@ impl From<UserAction> for UserCommand {
             UserAction::Deactivate { email } => UserCommand::Deactivate { email },
             UserAction::Activate { email } => UserCommand::Activate { email },
             UserAction::Unlock { email } => UserCommand::Unlock { email },
+            UserAction::ResetTwoFactor { email } => UserCommand::ResetTwoFactor { email },
         }
     }
 }
@@ -141,21 +146,24 @@ fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
         let store = store::connect(&config.storage.url, 2)
             .await
             .with_context(|| format!("opening {}", redact_url(&config.storage.url)))?;
-        let deactivating = match &command {
-            UserCommand::Deactivate { email } => Some(email.clone()),
+        let ending_sessions = match &command {
+            UserCommand::Deactivate { email } | UserCommand::ResetTwoFactor { email } => {
+                Some(email.clone())
+            }
             _ => None,
         };
         let output = run_user_command(&*store, command).await?;
         println!("{output}");
-        if let Some(email) = deactivating {
+        if let Some(email) = ending_sessions {
             end_sessions(config, &*store, &email).await?;
         }
         anyhow::Ok(())
     })
 }
 
-/// Ends every session of a deactivated account. With `memory://` sessions live inside the
-/// running gateway, which refuses the account's tokens on its next check anyway.
+/// Ends every session of a deactivated account or one whose 2FA was reset. With
+/// `memory://` sessions live inside the running gateway, which ends them itself when it
+/// reads the change feed (within a second).
 async fn end_sessions(
     config: &Config,
     store: &dyn store::UserStore,

@@ -3,6 +3,10 @@
 //! `combined.log` gets everything at the configured level, `error.log` only errors, and
 //! `security.log` only events with the [`SECURITY`] target, which the auth code writes for
 //! logins, lockouts, revocations and spoofing attempts.
+//!
+//! Pingora's own debug and trace lines print whole requests (the request target with its
+//! query string, which can carry tokens, and the headers), so they are dropped whatever
+//! `logging.level` says: no log line may carry a secret.
 
 use std::path::Path;
 
@@ -17,6 +21,11 @@ use crate::config::{LogFormat, LoggingConfig};
 
 /// The tracing target of security events: `tracing::warn!(target: SECURITY, …)`.
 pub const SECURITY: &str = "security";
+
+/// Whether an event is one of Pingora's debug or trace lines (which print whole requests).
+fn is_request_dump(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target().starts_with("pingora") && *meta.level() > Level::INFO
+}
 
 /// Keeps the background log writers alive; drop it last so buffered lines are flushed.
 pub struct LogGuards(#[allow(dead_code)] Vec<WorkerGuard>);
@@ -63,7 +72,7 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<LogGuards> {
         );
     }
     tracing_subscriber::registry()
-        .with(layers)
+        .with(layers.with_filter(filter_fn(|meta| !is_request_dump(meta))))
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
     install_panic_hook();

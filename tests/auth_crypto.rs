@@ -339,6 +339,7 @@ fn identity_assertion_is_short_lived_and_verifiable_with_the_jwks() {
             "user-1",
             "sess-1",
             "ann@example.test",
+            true,
             &roles,
             Duration::from_secs(60),
         )
@@ -352,13 +353,14 @@ fn identity_assertion_is_short_lived_and_verifiable_with_the_jwks() {
     validation.set_audience(&[ASSERTION_AUDIENCE]);
     let data = jsonwebtoken::decode::<Value>(&token, &key, &validation).unwrap();
     assert_eq!(data.claims["email"], "ann@example.test");
+    assert_eq!(data.claims["email_verified"], true);
     assert_eq!(data.claims["roles"], json!(["admin", "billing"]));
     assert_eq!(data.claims["aud"], ASSERTION_AUDIENCE);
 
     // Never accepted where an access token is expected.
     assert!(ring.verify_access(&token).is_err());
     let (_, long) = ring
-        .issue_assertion("u", "s", "e@x.test", &[], Duration::from_secs(86400))
+        .issue_assertion("u", "s", "e@x.test", false, &[], Duration::from_secs(86400))
         .unwrap();
     assert!(long.exp - long.iat <= 300);
 }

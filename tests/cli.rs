@@ -259,8 +259,9 @@ fn sigterm_shuts_down_cleanly_and_writes_log_files() {
 async fn serve_forwards_authenticated_requests_on_every_worker() {
     let upstream = EchoUpstream::start().await;
     let scratch = Scratch::new();
+    // The account below is never verified: this story is about workers, not addresses.
     let route = format!(
-        "[[routes]]\npath_prefix = \"/\"\nupstream = \"{}\"\npolicy = \"authenticated\"\n",
+        "[[routes]]\npath_prefix = \"/\"\nupstream = \"{}\"\npolicy = \"authenticated\"\nrequire_verified_email = false\n",
         upstream.url()
     );
     let path = write_config(&scratch, &route);
@@ -322,6 +323,120 @@ async fn serve_forwards_authenticated_requests_on_every_worker() {
     }
     let unauthenticated = client.get(format!("{base}/app")).send().await.unwrap();
     assert_eq!(unauthenticated.status(), 401);
+
+    sigterm(&child);
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+}
+
+/// An operator's `user grant-role`, `revoke-role` and `deactivate`, run as separate
+/// processes against the database of a running `portcullis serve` (SQLite and in-process
+/// sessions: nothing else is shared), hold on its routes within a second, without a new login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_reach_a_running_gateway_within_a_second() {
+    let upstream = EchoUpstream::start().await;
+    let scratch = Scratch::new();
+    // The account is never verified: this story is about roles and activation.
+    let route = format!(
+        "[[routes]]\npath_prefix = \"/admin\"\nupstream = \"{}\"\npolicy = \"authenticated\"\nroles = [\"admin\"]\nrequire_verified_email = false\n",
+        upstream.url()
+    );
+    let path = write_config(&scratch, &route);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let listen = listen_address(&text);
+    let mut child = serve(&scratch, &path);
+    let waited = listen.clone();
+    tokio::task::spawn_blocking(move || wait_listening(&waited))
+        .await
+        .unwrap();
+    let base = format!("http://{listen}");
+    let client = reqwest::Client::new();
+    let credentials = serde_json::json!({
+        "email": "operator-story@example.com",
+        "password": "Serve-Test-Pass-1!",
+        "first_name": "Op",
+        "last_name": "Story",
+    });
+    let registered = client
+        .post(format!("{base}/api/auth/register"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/auth/login"))
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = support::app::tokens_of(&login).access;
+    let status = |client: reqwest::Client, token: String| {
+        let url = format!("{base}/admin/x");
+        async move {
+            client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(client.clone(), token.clone()).await, 403);
+
+    for (args, want) in [
+        (
+            vec!["grant-role", "operator-story@example.com", "admin"],
+            200,
+        ),
+        (
+            vec!["revoke-role", "operator-story@example.com", "admin"],
+            403,
+        ),
+        (
+            vec!["grant-role", "operator-story@example.com", "admin"],
+            200,
+        ),
+        (vec!["deactivate", "operator-story@example.com"], 401),
+    ] {
+        let (code, out, err) = run(portcullis()
+            .arg("--config")
+            .arg(&path)
+            .arg("user")
+            .args(&args)
+            .current_dir(scratch.dir.path()));
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        let started = Instant::now();
+        loop {
+            let got = status(client.clone(), token.clone()).await;
+            if got == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{args:?}: still {got} after {:?}",
+                started.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let (code, out, _) = run(portcullis()
+        .arg("--config")
+        .arg(&path)
+        .arg("user")
+        .args(["reset-2fa", "operator-story@example.com"])
+        .current_dir(scratch.dir.path()));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("did not have two-factor authentication on"),
+        "{out}"
+    );
 
     sigterm(&child);
     let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))

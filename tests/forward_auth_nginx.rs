@@ -29,11 +29,13 @@ fn nginx_server(port: u16, gateway: &str, upstream: &str) -> String {
             auth_request /_portcullis_verify;
             auth_request_set $portcullis_user_id $upstream_http_x_user_id;
             auth_request_set $portcullis_email $upstream_http_x_user_email;
+            auth_request_set $portcullis_verified $upstream_http_x_user_email_verified;
             auth_request_set $portcullis_roles $upstream_http_x_user_roles;
             auth_request_set $portcullis_session $upstream_http_x_session_id;
             auth_request_set $portcullis_assertion $upstream_http_x_identity_assertion;
             proxy_set_header X-User-Id $portcullis_user_id;
             proxy_set_header X-User-Email $portcullis_email;
+            proxy_set_header X-User-Email-Verified $portcullis_verified;
             proxy_set_header X-User-Roles $portcullis_roles;
             proxy_set_header X-Session-Id $portcullis_session;
             proxy_set_header X-Identity-Assertion $portcullis_assertion;
@@ -67,6 +69,7 @@ async fn nginx_auth_request_uses_portcullis_as_its_auth_service() {
         .get(format!("{base}/page"))
         .bearer_auth(&t.access)
         .header("X-User-Email", "ceo@example.com")
+        .header("X-User-Email-Verified", "false")
         .send()
         .await
         .unwrap();
@@ -77,6 +80,7 @@ async fn nginx_auth_request_uses_portcullis_as_its_auth_service() {
         vec!["nginx@example.com"],
         "{echo}"
     );
+    assert_eq!(echoed_header(&echo, "x-user-email-verified"), ["true"]);
     assert_eq!(echoed_header(&echo, "x-user-id").len(), 1);
     assert_eq!(echoed_header(&echo, "x-identity-assertion").len(), 1);
 

@@ -11,7 +11,9 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use portcullis::domain::{Email, UserId};
 use portcullis::store::admin::{AdminError, UserCommand, run_user_command};
-use portcullis::store::{self, NewUser, StoreError, TokenKind, User, UserStore, connect};
+use portcullis::store::{
+    self, AttemptClaim, NewUser, StoreError, TokenKind, User, UserChange, UserStore, connect,
+};
 
 use db::{Kind, TestDb};
 
@@ -64,6 +66,11 @@ conformance!(
     recovery_codes_are_used_once,
     migrations_are_idempotent_and_data_survives_reconnect,
     admin_commands_report_what_they_did,
+    concurrent_claims_grant_only_the_allowed_guesses,
+    released_claim_lifts_the_lock_it_set,
+    claims_after_an_expired_lock_start_afresh,
+    change_feed_lists_recent_changes_in_order,
+    unknown_address_claims_follow_the_account_rule,
 );
 
 async fn open(db: &TestDb) -> Arc<dyn UserStore> {
@@ -1115,4 +1122,226 @@ async fn in_memory_sqlite_keeps_data_across_calls() {
     for _ in 0..5 {
         assert!(store.find_by_id(user.id).await.unwrap().is_some());
     }
+}
+
+async fn concurrent_claims_grant_only_the_allowed_guesses(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("claims@example.com"))
+        .await
+        .unwrap();
+    let lock_for = Duration::from_secs(600);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.claim_login_attempt(user.id, 5, lock_for).await })
+        })
+        .collect();
+    let mut granted = BTreeSet::new();
+    let mut last = 0;
+    let mut locked = 0;
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            AttemptClaim::Granted { attempt, last: l } => {
+                granted.insert(attempt);
+                last += usize::from(l);
+            }
+            AttemptClaim::Locked { until } => {
+                assert!(until > chrono::Utc::now());
+                locked += 1;
+            }
+        }
+    }
+    assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>());
+    assert_eq!(last, 1, "exactly one claim locked the account");
+    assert_eq!(locked, 15);
+    let reloaded = reload(store.as_ref(), user.id).await;
+    assert_eq!(reloaded.failed_login_attempts, 5);
+    assert!(reloaded.is_locked(chrono::Utc::now()));
+
+    // A success clears it all.
+    store.record_successful_login(user.id).await.unwrap();
+    assert_eq!(
+        store
+            .claim_login_attempt(user.id, 5, lock_for)
+            .await
+            .unwrap(),
+        AttemptClaim::Granted {
+            attempt: 1,
+            last: false
+        }
+    );
+    assert!(matches!(
+        store
+            .claim_login_attempt(UserId::random(), 5, lock_for)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+async fn released_claim_lifts_the_lock_it_set(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("release@example.com"))
+        .await
+        .unwrap();
+    let lock_for = Duration::from_secs(600);
+    for _ in 0..2 {
+        store
+            .claim_login_attempt(user.id, 3, lock_for)
+            .await
+            .unwrap();
+    }
+    let third = store
+        .claim_login_attempt(user.id, 3, lock_for)
+        .await
+        .unwrap();
+    assert_eq!(
+        third,
+        AttemptClaim::Granted {
+            attempt: 3,
+            last: true
+        }
+    );
+    assert!(
+        reload(store.as_ref(), user.id)
+            .await
+            .is_locked(chrono::Utc::now())
+    );
+    store.release_login_attempt(user.id, 3).await.unwrap();
+    let after = reload(store.as_ref(), user.id).await;
+    assert_eq!(after.failed_login_attempts, 2);
+    assert!(!after.is_locked(chrono::Utc::now()));
+}
+
+async fn claims_after_an_expired_lock_start_afresh(db: &TestDb) {
+    let store = open(db).await;
+    let user = store
+        .create_user(new_user("expired-claim@example.com"))
+        .await
+        .unwrap();
+    let brief = Duration::from_millis(200);
+    store.claim_login_attempt(user.id, 1, brief).await.unwrap();
+    assert!(matches!(
+        store.claim_login_attempt(user.id, 1, brief).await.unwrap(),
+        AttemptClaim::Locked { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.claim_login_attempt(user.id, 2, brief).await.unwrap(),
+        AttemptClaim::Granted {
+            attempt: 1,
+            last: false
+        }
+    );
+}
+
+async fn change_feed_lists_recent_changes_in_order(db: &TestDb) {
+    let store = open(db).await;
+    let a = store
+        .create_user(new_user("feed-a@example.com"))
+        .await
+        .unwrap();
+    let b = store
+        .create_user(new_user("feed-b@example.com"))
+        .await
+        .unwrap();
+    assert!(store.recent_user_changes().await.unwrap().is_empty());
+    store
+        .record_user_change(a.id, UserChange::Updated)
+        .await
+        .unwrap();
+    store
+        .record_user_change(b.id, UserChange::SessionsEnded)
+        .await
+        .unwrap();
+    let events = store.recent_user_changes().await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert!(events[0].id < events[1].id);
+    let age = Utc::now() - events[1].changed_at;
+    assert!(
+        age.num_seconds().abs() < 5,
+        "changed_at by the database's clock: {age}"
+    );
+    assert_eq!(
+        (events[0].user_id, events[0].change),
+        (a.id, UserChange::Updated)
+    );
+    assert_eq!(
+        (events[1].user_id, events[1].change),
+        (b.id, UserChange::SessionsEnded)
+    );
+    // Recent entries are kept; only old ones are purged.
+    assert_eq!(store.purge_user_changes().await.unwrap(), 0);
+    assert_eq!(store.recent_user_changes().await.unwrap().len(), 2);
+
+    // Operator commands write to the feed.
+    store.grant_role(a.id, "ops").await.unwrap();
+    run_user_command(
+        store.as_ref(),
+        UserCommand::RevokeRole {
+            email: "feed-a@example.com".into(),
+            role: "ops".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let events = store.recent_user_changes().await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2].user_id, a.id);
+}
+
+async fn unknown_address_claims_follow_the_account_rule(db: &TestDb) {
+    let store = open(db).await;
+    let key = "a".repeat(64);
+    let lock_for = Duration::from_millis(300);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let key = key.clone();
+            tokio::spawn(async move {
+                store
+                    .claim_unknown_login_attempt(&key, 5, lock_for)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut granted = BTreeSet::new();
+    let mut locked = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            AttemptClaim::Granted { attempt, .. } => {
+                granted.insert(attempt);
+            }
+            AttemptClaim::Locked { .. } => locked += 1,
+        }
+    }
+    assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>());
+    assert_eq!(locked, 15);
+    // Other addresses are counted apart.
+    assert_eq!(
+        store
+            .claim_unknown_login_attempt(&"b".repeat(64), 5, lock_for)
+            .await
+            .unwrap(),
+        AttemptClaim::Granted {
+            attempt: 1,
+            last: false
+        }
+    );
+    // An expired lock starts a fresh series, as for an account.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store
+            .claim_unknown_login_attempt(&key, 5, lock_for)
+            .await
+            .unwrap(),
+        AttemptClaim::Granted {
+            attempt: 1,
+            last: false
+        }
+    );
+    // Counts in use are not purged.
+    assert_eq!(store.purge_unknown_login_attempts().await.unwrap(), 0);
 }

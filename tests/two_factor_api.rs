@@ -1,57 +1,14 @@
-//! Two-factor stories over HTTP, with TOTP codes computed here by hand (RFC 6238, SHA-1,
-//! 6 digits, 30 s) as an authenticator app would, not by the code under test.
+//! Two-factor stories over HTTP, with TOTP codes computed by hand in `support::otp`
+//! (RFC 6238, SHA-1, 6 digits, 30 s) as an authenticator app would, not by the code under test.
 
 mod support;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::app::*;
-
-fn base32_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits = 0u64;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').bytes() {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c.to_ascii_uppercase())
-            .expect("base32") as u64;
-        bits = (bits << 5) | v;
-        count += 5;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    out
-}
-
-/// RFC 6238 TOTP for the 30 s step `offset` steps from now.
-fn totp(secret_base32: &str, offset: i64) -> String {
-    let key = base32_decode(secret_base32);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let counter = (now / 30 + offset) as u64;
-    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&key).unwrap();
-    mac.update(&counter.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let o = (digest[19] & 0x0f) as usize;
-    let value = u32::from_be_bytes([
-        digest[o] & 0x7f,
-        digest[o + 1],
-        digest[o + 2],
-        digest[o + 3],
-    ]);
-    format!("{:06}", value % 1_000_000)
-}
+use support::otp::{base32_decode, totp};
 
 fn amr_of(access: &str) -> Value {
     let claims = access.split('.').nth(1).unwrap();
@@ -213,6 +170,18 @@ async fn the_whole_two_factor_lifecycle() {
                 &with_otp.access,
                 "/api/auth/disable-2fa",
                 json!({"password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "the password alone does not turn 2FA off"
+        );
+        let r = app
+            .post_as(
+                &with_otp.access,
+                "/api/auth/disable-2fa",
+                json!({"password": PASSWORD, "two_factor_code": codes[1]}),
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);

@@ -1,5 +1,6 @@
 //! Account lifecycle: registration, email verification, password reset.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -12,7 +13,7 @@ use crate::app::App;
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::domain::{Email, Password};
 use crate::mail::MailKind;
-use crate::store::{NewUser, TokenKind, User};
+use crate::store::{NewUser, StoreError, TokenKind, User, UserStore};
 use crate::telemetry::SECURITY;
 
 /// How long an email-verification link works.
@@ -99,11 +100,21 @@ async fn issue_mail_token(
     kind: TokenKind,
     ttl: Duration,
 ) -> Result<String, ApiResponse> {
-    app.store.invalidate_tokens(user.id, kind).await?;
+    Ok(issue_token(&*app.store, user, kind, ttl).await?)
+}
+
+/// Replaces `user`'s unused tokens of `kind` with a new one and returns its plaintext.
+async fn issue_token(
+    store: &dyn UserStore,
+    user: &User,
+    kind: TokenKind,
+    ttl: Duration,
+) -> Result<String, StoreError> {
+    store.invalidate_tokens(user.id, kind).await?;
     let token = random_token();
     let expires_at =
         Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
-    app.store
+    store
         .create_token(user.id, kind, &sha256_hex(&token), expires_at)
         .await?;
     Ok(token)
@@ -211,6 +222,16 @@ pub async fn verify_email(app: &App, request: &ApiRequest) -> ApiResponse {
     if let Err(e) = app.store.mark_verified(user_id).await {
         return e.into();
     }
+    // Routes that require a verified address must let the user in at once, here and on
+    // every other instance (which learn it from the change feed).
+    app.gatekeeper.forget_user(user_id.into());
+    if let Err(e) = app
+        .store
+        .record_user_change(user_id, crate::store::UserChange::Updated)
+        .await
+    {
+        tracing::warn!(error = %e, user_id = %user_id, "could not announce a verified address");
+    }
     tracing::info!(target: SECURITY, event = "email_verified", user_id = %user_id);
     ApiResponse::ok(StatusCode::OK, "Email verified successfully", None)
 }
@@ -268,26 +289,37 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
         None,
     );
     let Some(email) = email else { return answer };
-    let user = match app.store.find_by_email(&email).await {
-        Ok(Some(user)) if user.is_active => user,
-        Ok(_) => return answer,
-        Err(e) => return e.into(),
-    };
-    match issue_mail_token(app, &user, TokenKind::PasswordReset, RESET_TTL).await {
-        Ok(token) => {
-            tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %request.client_ip);
-            app.mailer.send_in_background(
+    // Nothing about the account happens before the answer: the lookup, the token and the
+    // mail all run afterwards on the backend runtime, so neither the answer nor its timing
+    // tells whether the account exists. A failure is logged, like any mail failure.
+    let store = Arc::clone(&app.store);
+    let mailer = Arc::clone(&app.mailer);
+    let client_ip = request.client_ip;
+    app.mailer.background().spawn(async move {
+        let user = match store.find_by_email(&email).await {
+            Ok(Some(user)) if user.is_active => user,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up an account for a password reset");
+                return;
+            }
+        };
+        tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %client_ip);
+        match issue_token(&*store, &user, TokenKind::PasswordReset, RESET_TTL).await {
+            Ok(token) => mailer.send_in_background(
                 user.email.as_str(),
                 &user.first_name,
                 MailKind::PasswordReset {
                     token,
                     expires_in: RESET_TTL,
                 },
-            );
-            answer
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, user_id = %user.id, "could not issue a password reset token")
+            }
         }
-        Err(e) => e,
-    }
+    });
+    answer
 }
 
 /// `POST /api/auth/reset-password` — sets a new password and ends every session.
@@ -308,11 +340,9 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
     if !is_token_shaped(&token) {
         return invalid_token();
     }
-    // Hash first: a token is only spent once the new password is ready to store.
-    let password_hash = match app.hasher.hash(password.expose()).await {
-        Ok(h) => h,
-        Err(e) => return e.into(),
-    };
+    // The token is checked (and spent) before bcrypt runs, so requests without a valid
+    // token cost no hashing: they cannot be used to slow everyone's logins down. Should
+    // hashing then fail (503), the user asks for a new link.
     let user_id = match app
         .store
         .consume_token(TokenKind::PasswordReset, &sha256_hex(&token))
@@ -320,6 +350,10 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
     {
         Ok(Some(id)) => id,
         Ok(None) => return invalid_token(),
+        Err(e) => return e.into(),
+    };
+    let password_hash = match app.hasher.hash(password.expose()).await {
+        Ok(h) => h,
         Err(e) => return e.into(),
     };
     if let Err(e) = app.store.set_password_hash(user_id, &password_hash).await {

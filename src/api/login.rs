@@ -8,13 +8,14 @@ use serde_json::{Value, json};
 
 use super::account::user_summary;
 use super::caller::{authenticate, unauthorized};
+use super::lockout::{self, invalid_credentials};
 use super::{ApiRequest, ApiResponse, Fields};
 use crate::app::App;
 use crate::auth::jwt::AMR_PASSWORD;
 use crate::auth::secrets::{
     format_refresh_token, next_refresh_secret, parse_refresh_token, random_token, sha256_hex,
 };
-use crate::domain::Email;
+use crate::domain::{Email, email};
 use crate::mail::MailKind;
 use crate::session::{NewSession, RotateOutcome, Session, SessionId};
 use crate::store::User;
@@ -24,22 +25,6 @@ use crate::telemetry::SECURITY;
 pub const REFRESH_GRACE: Duration = Duration::from_secs(5);
 /// How long a device (IP + user agent) is remembered for login notifications.
 const KNOWN_DEVICE_TTL: Duration = Duration::from_secs(180 * 86_400);
-
-fn invalid_credentials() -> ApiResponse {
-    ApiResponse::error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-        "Invalid email or password",
-    )
-}
-
-fn locked() -> ApiResponse {
-    ApiResponse::error(
-        StatusCode::LOCKED,
-        "account_locked",
-        "Account is temporarily locked after too many failed attempts; try again later",
-    )
-}
 
 /// The amr claim values of a session.
 pub fn amr_of(session: &Session) -> &'static [&'static str] {
@@ -97,40 +82,6 @@ fn tokens_for(app: &App, session: &Session, refresh_token: &str) -> Result<Value
     }))
 }
 
-/// Counts a failed attempt against the account and logs it; the answer stays 401.
-async fn failed_attempt(app: &App, user: &User, request: &ApiRequest, reason: &str) -> ApiResponse {
-    let lockout = &app.config.lockout;
-    app.metrics.logins.with_label_values(&["failure"]).inc();
-    match app
-        .store
-        .record_failed_login(user.id, lockout.max_failed_attempts, lockout.duration.get())
-        .await
-    {
-        Ok(failure) => {
-            tracing::warn!(
-                target: SECURITY,
-                event = "login_failed",
-                reason,
-                user_id = %user.id,
-                attempts = failure.attempts,
-                client_ip = %request.client_ip,
-            );
-            if failure.newly_locked {
-                app.metrics.lockouts.inc();
-                tracing::warn!(
-                    target: SECURITY,
-                    event = "account_locked",
-                    user_id = %user.id,
-                    until = ?failure.locked_until,
-                    client_ip = %request.client_ip,
-                );
-            }
-            invalid_credentials()
-        }
-        Err(e) => e.into(),
-    }
-}
-
 /// `POST /api/auth/login`
 pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
     let mut f = match Fields::from_request(request) {
@@ -148,7 +99,8 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
         return ApiResponse::validation(&[]);
     };
 
-    // Unknown and malformed addresses cost a bcrypt verify too, so timing tells nothing.
+    // Unknown and malformed addresses are counted and answered as real ones are, after
+    // the same bcrypt work, so neither status nor timing tells which accounts exist.
     let user = match Email::parse(&email) {
         Ok(email) => match app.store.find_by_email(&email).await {
             Ok(user) => user,
@@ -157,22 +109,36 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
         Err(_) => None,
     };
     let Some(user) = user else {
-        app.hasher.verify_dummy(&password).await;
-        app.metrics.logins.with_label_values(&["failure"]).inc();
-        tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", client_ip = %request.client_ip);
-        return invalid_credentials();
+        return lockout::unknown_account(app, &email::canonical(email.trim()), &password, request)
+            .await;
     };
-    if user.is_locked(Utc::now()) {
-        app.metrics.logins.with_label_values(&["locked"]).inc();
-        tracing::warn!(target: SECURITY, event = "login_refused_locked", user_id = %user.id, client_ip = %request.client_ip);
-        return locked();
-    }
+    // The guess is counted before bcrypt runs: a burst cannot get more checks than the
+    // lockout allows, and a right password after the limit meets the lock.
+    let guess = match lockout::claim(app, &user, &password, request).await {
+        Ok(guess) => guess,
+        Err(refusal) => {
+            let label = if refusal.status == StatusCode::LOCKED {
+                "locked"
+            } else {
+                "failure"
+            };
+            app.metrics.logins.with_label_values(&[label]).inc();
+            return refusal;
+        }
+    };
     match app.hasher.verify(&password, &user.password_hash).await {
         Ok(true) => {}
-        Ok(false) => return failed_attempt(app, &user, request, "wrong_password").await,
+        Ok(false) => {
+            app.metrics.logins.with_label_values(&["failure"]).inc();
+            guess.failed(app, request, "wrong_password");
+            return invalid_credentials();
+        }
         Err(e) => return e.into(),
     }
     if !user.is_active {
+        if let Err(e) = guess.released(app).await {
+            return e;
+        }
         app.metrics.logins.with_label_values(&["deactivated"]).inc();
         tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %request.client_ip);
         return ApiResponse::error(
@@ -190,6 +156,9 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
     {
         Ok(passed) => passed,
         Err(super::two_factor::LoginCodeError::Required) => {
+            if let Err(e) = guess.released(app).await {
+                return e;
+            }
             app.metrics
                 .logins
                 .with_label_values(&["two_factor_required"])
@@ -201,14 +170,21 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
             );
         }
         Err(super::two_factor::LoginCodeError::Wrong) => {
-            return failed_attempt(app, &user, request, "wrong_two_factor_code").await;
+            app.metrics.logins.with_label_values(&["failure"]).inc();
+            guess.failed(app, request, "wrong_two_factor_code");
+            return invalid_credentials();
         }
         Err(super::two_factor::LoginCodeError::Backend(response)) => return response,
     };
 
+    // The guess is resolved by clearing the count with the login stamp.
+    drop(guess);
     if let Err(e) = app.store.record_successful_login(user.id).await {
         return e.into();
     }
+    // A new session never starts from a cached copy of the account that may predate an
+    // operator's change.
+    app.gatekeeper.forget_user_record(user.id.into());
     if app.hasher.needs_rehash(&user.password_hash) {
         match app.hasher.hash(&password).await {
             Ok(hash) => {
@@ -239,7 +215,8 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
             remember_me,
             refresh_hash: sha256_hex(&secret),
             idle_ttl: lifetime,
-            absolute_ttl: lifetime.max(app.config.sessions.max_lifetime.get()),
+            // `sessions.max_lifetime` caps every session, refresh lifetime included.
+            absolute_ttl: lifetime.min(app.config.sessions.max_lifetime.get()),
             max_per_user: app.config.sessions.max_per_user,
         })
         .await

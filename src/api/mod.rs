@@ -9,6 +9,7 @@ mod cors;
 mod envelope;
 mod errors;
 mod input;
+mod lockout;
 mod login;
 mod profile;
 mod two_factor;

@@ -5,10 +5,13 @@ use serde_json::json;
 
 use super::account::{check_name, parse_new_password, user_profile};
 use super::caller::authenticate;
-use super::{ApiRequest, ApiResponse, Fields};
+use super::lockout;
+use super::two_factor::LoginCodeError;
+use super::{ApiRequest, ApiResponse, FieldError, Fields};
 use crate::app::App;
 use crate::mail::MailKind;
 use crate::session::SessionId;
+use crate::store::User;
 use crate::telemetry::SECURITY;
 
 /// `GET /api/auth/profile`
@@ -60,36 +63,63 @@ pub async fn update_profile(app: &App, request: &ApiRequest) -> ApiResponse {
     }
 }
 
-/// Verifies the caller's current password, counting nothing (the caller is logged in).
-async fn check_password(
-    app: &App,
-    password: &str,
-    hash: &str,
-    field: &str,
-) -> Result<(), ApiResponse> {
-    match app.hasher.verify(password, hash).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(ApiResponse::validation(&[super::FieldError::new(
-            field,
-            "is incorrect",
-        )])),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Reads `{password}` from the body and checks it against the user's: 400 when missing or wrong.
-pub(super) async fn confirm_password(
+/// Proves that the caller is the account's owner right now, before a security change: the
+/// password in `password_field` and, with `with_code` and 2FA on, a current TOTP or
+/// recovery code in `two_factor_code`. Counted as one guess against the lockout (a stolen
+/// access token cannot be used to try passwords), so 423 once the account is locked, and
+/// 400 naming the wrong field.
+pub(super) async fn step_up(
     app: &App,
     request: &ApiRequest,
-    user: &crate::store::User,
+    user: &User,
+    password_field: &str,
+    with_code: bool,
 ) -> Result<(), ApiResponse> {
+    let need_code = with_code && user.two_factor_enabled;
     let mut f = Fields::from_request(request)?;
-    let password = f.required_raw("password");
+    let password = f.required_raw(password_field);
+    let code = if need_code {
+        f.required("two_factor_code")
+    } else {
+        None
+    };
     f.finish()?;
     let Some(password) = password else {
         return Err(ApiResponse::validation(&[]));
     };
-    check_password(app, &password, &user.password_hash, "password").await
+    let guess = lockout::claim(app, user, &password, request).await?;
+    match app.hasher.verify(&password, &user.password_hash).await {
+        Ok(true) => {}
+        Ok(false) => {
+            guess.failed(app, request, "wrong_current_password");
+            return Err(ApiResponse::validation(&[FieldError::new(
+                password_field,
+                "is incorrect",
+            )]));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if need_code {
+        match super::two_factor::check_login_code(app, user, code.as_deref()).await {
+            Ok(_) => {}
+            Err(LoginCodeError::Required) => {
+                guess.released(app).await?;
+                return Err(ApiResponse::validation(&[FieldError::new(
+                    "two_factor_code",
+                    "is required",
+                )]));
+            }
+            Err(LoginCodeError::Wrong) => {
+                guess.failed(app, request, "wrong_two_factor_code");
+                return Err(ApiResponse::validation(&[FieldError::new(
+                    "two_factor_code",
+                    "is not a current code or an unused recovery code",
+                )]));
+            }
+            Err(LoginCodeError::Backend(response)) => return Err(response),
+        }
+    }
+    guess.succeeded(app).await
 }
 
 /// `POST /api/auth/change-password` — ends the user's other sessions.
@@ -108,17 +138,12 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> ApiResponse {
     if let Err(e) = f.finish() {
         return e;
     }
-    let (Some(current), Some(new)) = (current, new) else {
+    // The current password is checked (and counted) by the step-up below.
+    let (Some(_), Some(new)) = (current, new) else {
         return ApiResponse::validation(&[]);
     };
-    if let Err(e) = check_password(
-        app,
-        &current,
-        &caller.user.password_hash,
-        "current_password",
-    )
-    .await
-    {
+    if let Err(e) = step_up(app, request, &caller.user, "current_password", false).await {
+        tracing::warn!(target: SECURITY, event = "password_change_refused", user_id = %caller.user.id);
         return e;
     }
     let hash = match app.hasher.hash(new.expose()).await {
@@ -156,7 +181,8 @@ pub async fn deactivate(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(c) => c,
         Err(e) => return e,
     };
-    if let Err(e) = confirm_password(app, request, &caller.user).await {
+    if let Err(e) = step_up(app, request, &caller.user, "password", false).await {
+        tracing::warn!(target: SECURITY, event = "deactivation_refused", user_id = %caller.user.id);
         return e;
     }
     if let Err(e) = app.store.set_active(caller.user.id, false).await {

@@ -1,4 +1,9 @@
 //! TOTP second factor: setup, enable, disable, and the check at login.
+//!
+//! Changing a second factor is a step-up: with 2FA on, replacing it (`setup-2fa`,
+//! `enable-2fa`) or turning it off (`disable-2fa`) needs the password and a current code
+//! or recovery code, counted against the lockout; an access token alone is refused.
+//! Turning 2FA on ends the user's other sessions, which never passed it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -99,12 +104,43 @@ async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, ApiR
     Ok(caller)
 }
 
+/// With 2FA already on, a new second factor needs the step-up (password and a current
+/// code); without a password in the body the answer is 409 `two_factor_already_enabled`.
+async fn replacement_allowed(
+    app: &App,
+    request: &ApiRequest,
+    user: &User,
+) -> Result<(), ApiResponse> {
+    if !user.two_factor_enabled {
+        return Ok(());
+    }
+    let has_password = Fields::from_request(request)?
+        .optional("password")
+        .is_some_and(|p| !p.is_empty());
+    if !has_password {
+        return Err(ApiResponse::error(
+            StatusCode::CONFLICT,
+            "two_factor_already_enabled",
+            "Two-factor authentication is already on; send password and two_factor_code \
+             (a current or recovery code) to replace it",
+        ));
+    }
+    super::profile::step_up(app, request, user, "password", true)
+        .await
+        .inspect_err(|_| {
+            tracing::warn!(target: SECURITY, event = "two_factor_replace_refused", user_id = %user.id);
+        })
+}
+
 /// `POST /api/auth/setup-2fa` — a fresh secret to scan; nothing is stored yet.
 pub async fn setup(app: &App, request: &ApiRequest) -> ApiResponse {
     let caller = match verified_caller(app, request).await {
         Ok(c) => c,
         Err(e) => return e,
     };
+    if let Err(e) = replacement_allowed(app, request, &caller.user).await {
+        return e;
+    }
     match app.two_factor.setup(caller.user.email.as_str()) {
         Ok(p) => ApiResponse::ok(
             StatusCode::OK,
@@ -150,6 +186,9 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
         return ApiResponse::validation(&[]);
     };
     let user = &caller.user;
+    if let Err(e) = replacement_allowed(app, request, user).await {
+        return e;
+    }
     let Some(step) = verify_code(secret.as_bytes(), &token, now_unix()) else {
         return ApiResponse::validation(&[FieldError::new(
             "token",
@@ -183,7 +222,18 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
     if let Err(e) = app.store.replace_recovery_codes(user.id, &hashes).await {
         return e.into();
     }
-    tracing::info!(target: SECURITY, event = "two_factor_enabled", user_id = %user.id);
+    // Sessions that never passed the new second factor must not outlive its arrival: one
+    // of them could otherwise turn it off again.
+    let ended = match app
+        .sessions
+        .revoke_all(caller.session.user_id, Some(&caller.session.id))
+        .await
+    {
+        Ok(ended) => ended.len(),
+        Err(e) => return e.into(),
+    };
+    app.gatekeeper.forget_user(caller.session.user_id);
+    tracing::info!(target: SECURITY, event = "two_factor_enabled", user_id = %user.id, replaced = user.two_factor_enabled, sessions_ended = ended);
     app.mailer.send_in_background(
         user.email.as_str(),
         &user.first_name,
@@ -196,14 +246,15 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
     )
 }
 
-/// `POST /api/auth/disable-2fa` `{password}` — turns 2FA off and forgets the secret and codes.
+/// `POST /api/auth/disable-2fa` `{password, two_factor_code}` — turns 2FA off and forgets
+/// the secret and codes; the code (a current or recovery code) is required while 2FA is on.
 pub async fn disable(app: &App, request: &ApiRequest) -> ApiResponse {
     let caller = match verified_caller(app, request).await {
         Ok(c) => c,
         Err(e) => return e,
     };
     let user = &caller.user;
-    if let Err(e) = super::profile::confirm_password(app, request, user).await {
+    if let Err(e) = super::profile::step_up(app, request, user, "password", true).await {
         tracing::warn!(target: SECURITY, event = "two_factor_disable_refused", user_id = %user.id);
         return e;
     }

@@ -1,8 +1,9 @@
 //! `GET /api/auth/verify`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and
 //! Caddy `forward_auth`. 200 with the identity headers, or 401/403.
 //!
-//! Query parameters narrow the check: `two_factor=true` requires a second factor and
-//! `roles=a,b` requires any of the roles.
+//! Query parameters narrow the check: `two_factor=true` requires a second factor,
+//! `verified=true` a proven email address and `roles=a,b` any of the roles. Without
+//! `verified=true` an unproven address passes, and `X-User-Email-Verified: false` says so.
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
@@ -15,11 +16,13 @@ use crate::gateway::policy::{Verdict, authorize};
 pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
     let mut policy = Policy::Authenticated;
     let mut roles = Vec::new();
+    let mut require_verified_email = false;
     for (key, value) in
         url::form_urlencoded::parse(request.query.as_deref().unwrap_or("").as_bytes())
     {
         match key.as_ref() {
             "two_factor" if value == "true" || value == "1" => policy = Policy::TwoFactor,
+            "verified" if value == "true" || value == "1" => require_verified_email = true,
             "roles" => roles.extend(
                 value
                     .split(',')
@@ -30,7 +33,16 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
             _ => {}
         }
     }
-    let principal = match authorize(app, policy, &roles, &request.headers, None).await {
+    let principal = match authorize(
+        app,
+        policy,
+        &roles,
+        require_verified_email,
+        &request.headers,
+        None,
+    )
+    .await
+    {
         Verdict::Allow(Some(principal)) => principal,
         Verdict::Allow(None) => return ApiResponse::ok(StatusCode::OK, "Allowed", None),
         Verdict::Refuse { response, reason } => {
@@ -50,7 +62,15 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
         .with_header(names.user_id.clone(), principal.user_id_text())
         .with_header(names.email.clone(), principal.email())
         .with_header(names.roles.clone(), principal.roles().join(","))
-        .with_header(names.session_id.clone(), principal.session_id_text());
+        .with_header(names.session_id.clone(), principal.session_id_text())
+        .with_header(
+            names.email_verified.clone(),
+            if principal.email_verified() {
+                "true"
+            } else {
+                "false"
+            },
+        );
     if let Some(name) = &names.assertion
         && let Some(assertion) = app.gatekeeper.assertion(&principal, &app.keys)
     {

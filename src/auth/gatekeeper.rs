@@ -7,9 +7,13 @@
 //! - live sessions, for at most [`SESSION_CACHE_TTL`] — and dropped at once when a revocation
 //!   event arrives (local, or from another instance through Redis pub/sub). The TTL is the
 //!   backstop for a missed event, so a revocation anywhere holds everywhere within 1 s;
-//! - users (email, roles, active flag), for at most [`USER_CACHE_TTL`], dropped on revocation of
-//!   the user's sessions. Only a miss reads the database.
+//! - users (email, roles, active and verified flags), for at most [`USER_CACHE_TTL`], dropped on
+//!   revocation of the user's sessions and when the account change feed names the user
+//!   (an operator's role grant, deactivation or 2FA reset; polled every
+//!   [`USER_CHANGE_POLL`]), so such a change holds everywhere within a second. Only a miss
+//!   reads the database.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +27,7 @@ use uuid::Uuid;
 use crate::auth::jwt::{AccessClaims, KeyRing};
 use crate::domain::UserId;
 use crate::session::{Revocation, SessionError, SessionId, SessionStore};
-use crate::store::{StoreError, UserStore};
+use crate::store::{StoreError, UserChange, UserChangeEvent, UserStore};
 
 /// Longest a live session is believed without asking the session store again.
 pub const SESSION_CACHE_TTL: Duration = Duration::from_millis(900);
@@ -35,6 +39,11 @@ const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
 const TOUCH_INTERVAL_SECS: i64 = 60;
 /// How long an identity assertion is signed for; upstreams see at least half of it left.
 pub const ASSERTION_TTL: Duration = Duration::from_secs(60);
+/// How often the account change feed is read: with the read itself, a change reaches
+/// every instance well within a second.
+pub const USER_CHANGE_POLL: Duration = Duration::from_millis(250);
+/// Change-feed entries older than the retention are purged every this many polls (a minute).
+const PURGE_EVERY_POLLS: u32 = 240;
 /// Entries per cache: bounded memory whatever the traffic.
 const CACHE_CAPACITY: u64 = 100_000;
 
@@ -103,6 +112,11 @@ impl Principal {
         &self.user.roles
     }
 
+    /// Whether the user proved they own their email address.
+    pub fn email_verified(&self) -> bool {
+        self.user.email_verified
+    }
+
     /// Whether the session passed a second factor.
     pub fn two_factor(&self) -> bool {
         self.two_factor
@@ -115,6 +129,11 @@ impl Principal {
             email: &self.user.email_value,
             roles: &self.user.roles_value,
             session_id: &self.token.session_id_value,
+            email_verified: if self.user.email_verified {
+                &VERIFIED_TRUE
+            } else {
+                &VERIFIED_FALSE
+            },
         }
     }
 }
@@ -126,7 +145,12 @@ pub struct IdentityValues<'a> {
     /// Roles joined with commas.
     pub roles: &'a HeaderValue,
     pub session_id: &'a HeaderValue,
+    /// `true` or `false`.
+    pub email_verified: &'a HeaderValue,
 }
+
+static VERIFIED_TRUE: HeaderValue = HeaderValue::from_static("true");
+static VERIFIED_FALSE: HeaderValue = HeaderValue::from_static("false");
 
 /// A token whose signature, issuer and expiry were checked, with its ids parsed.
 #[derive(Debug)]
@@ -162,6 +186,7 @@ struct KnownUser {
     roles: Vec<String>,
     email_value: HeaderValue,
     roles_value: HeaderValue,
+    email_verified: bool,
     is_active: bool,
 }
 
@@ -214,6 +239,7 @@ impl Gatekeeper {
                 principal.user_id_text(),
                 principal.session_id_text(),
                 principal.email(),
+                principal.email_verified(),
                 principal.roles(),
                 ASSERTION_TTL,
             )
@@ -326,6 +352,7 @@ impl Gatekeeper {
             roles: user.roles,
             email_value,
             roles_value,
+            email_verified: user.is_verified,
             is_active: user.is_active,
         });
         self.users.insert(id, known.clone());
@@ -336,6 +363,12 @@ impl Gatekeeper {
     pub fn forget_session(&self, id: &SessionId) {
         self.sessions.invalidate(id);
         self.assertions.invalidate(id);
+    }
+
+    /// Forgets the cached account record of a user (a new login reads it afresh); the
+    /// user's sessions stay cached.
+    pub fn forget_user_record(&self, id: Uuid) {
+        self.users.invalidate(&id);
     }
 
     /// Forgets a user and every cached session (their sessions ended, or the account changed).
@@ -383,6 +416,105 @@ impl Gatekeeper {
             }
         })
     }
+}
+
+impl Gatekeeper {
+    /// Follows the account change feed of `store` until the gatekeeper goes away: each new
+    /// entry drops the user's cached record (and, for [`UserChange::SessionsEnded`], ends
+    /// the user's sessions in this instance's session store first).
+    ///
+    /// The feed is a table rather than a message bus so that it works on every backend
+    /// pair, SQLite and in-process sessions included, and so that the CLI, which only
+    /// opens the database, can reach every running instance.
+    pub fn spawn_change_follower(
+        self: &Arc<Self>,
+        store: Arc<dyn UserStore>,
+        sessions: Arc<dyn SessionStore>,
+    ) -> tokio::task::JoinHandle<()> {
+        let gatekeeper = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // What was in the feed before this instance started is already reflected in
+            // what it will read from the database.
+            let mut applied: Option<HashSet<i64>> = None;
+            let mut failing = false;
+            let mut ticker = tokio::time::interval(USER_CHANGE_POLL);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut polls: u32 = 0;
+            loop {
+                ticker.tick().await;
+                let Some(gatekeeper) = gatekeeper.upgrade() else {
+                    return;
+                };
+                polls = polls.wrapping_add(1);
+                if polls.is_multiple_of(PURGE_EVERY_POLLS)
+                    && let Err(e) = store.purge_user_changes().await
+                {
+                    tracing::debug!(error = %e, "could not purge the account change feed");
+                }
+                let events = match store.recent_user_changes().await {
+                    Ok(events) => events,
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "cannot read the account change feed; retrying");
+                            failing = true;
+                        }
+                        continue;
+                    }
+                };
+                if failing {
+                    // Entries may have come and gone while the feed could not be read.
+                    tracing::info!("reading the account change feed again");
+                    gatekeeper.forget_everything();
+                    failing = false;
+                }
+                let seen: HashSet<i64> = events.iter().map(|e| e.id).collect();
+                if let Some(applied) = &applied {
+                    for event in events.iter().filter(|e| !applied.contains(&e.id)) {
+                        gatekeeper.apply_change(event, &*sessions).await;
+                    }
+                }
+                // Entries leave the window by age, so remembering the window is enough.
+                applied = Some(seen);
+            }
+        })
+    }
+
+    async fn apply_change(&self, event: &UserChangeEvent, sessions: &dyn SessionStore) {
+        let user_id: Uuid = event.user_id.into();
+        if event.change == UserChange::SessionsEnded {
+            match end_sessions_started_before(sessions, user_id, event.changed_at).await {
+                Ok(0) => {}
+                Ok(ended) => tracing::info!(
+                    target: crate::telemetry::SECURITY,
+                    event = "sessions_ended_by_operator",
+                    user_id = %user_id,
+                    sessions_ended = ended,
+                ),
+                Err(e) => {
+                    tracing::warn!(error = %e, user_id = %user_id, "could not end the sessions of a changed account")
+                }
+            }
+        }
+        self.forget_user(user_id);
+    }
+}
+
+/// Ends the sessions of `user_id` that started before `changed_at`. A session started after
+/// the change (the user logging in again once an operator reset their 2FA, before this
+/// instance read the feed) is left alone. Deactivation does not depend on it: an inactive
+/// account is refused on its next check anyway.
+async fn end_sessions_started_before(
+    sessions: &dyn SessionStore,
+    user_id: Uuid,
+    changed_at: chrono::DateTime<Utc>,
+) -> Result<usize, SessionError> {
+    let mut ended = 0;
+    for session in sessions.list(user_id).await? {
+        if session.created_at <= changed_at && sessions.revoke(&session.id).await? {
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 fn session_failure(e: SessionError) -> Denial {

@@ -169,6 +169,8 @@ pub struct AssertionClaims {
     pub sid: String,
     /// The user's email address.
     pub email: String,
+    /// Whether the user proved they own `email` (OpenID Connect's claim of the same name).
+    pub email_verified: bool,
     /// The user's roles.
     pub roles: Vec<String>,
     /// The issuer (`tokens.issuer`).
@@ -390,6 +392,7 @@ impl KeyRing {
         if claims.sid.is_empty() || claims.sub.is_empty() {
             return Err(TokenError::InvalidClaims);
         }
+        alive(claims.exp)?;
         Ok(claims)
     }
 
@@ -399,6 +402,7 @@ impl KeyRing {
         sub: &str,
         sid: &str,
         email: &str,
+        email_verified: bool,
         roles: &[String],
         ttl: Duration,
     ) -> Result<(String, AssertionClaims), TokenError> {
@@ -407,6 +411,7 @@ impl KeyRing {
             sub: sub.to_owned(),
             sid: sid.to_owned(),
             email: email.to_owned(),
+            email_verified,
             roles: roles.to_vec(),
             iss: self.issuer.clone(),
             aud: ASSERTION_AUDIENCE.to_owned(),
@@ -421,7 +426,9 @@ impl KeyRing {
     /// Checks an identity assertion as an upstream would: as for access tokens, plus
     /// `aud` must be [`ASSERTION_AUDIENCE`].
     pub fn verify_assertion(&self, token: &str) -> Result<AssertionClaims, TokenError> {
-        self.verify(token, &self.assertion_validation)
+        let claims: AssertionClaims = self.verify(token, &self.assertion_validation)?;
+        alive(claims.exp)?;
+        Ok(claims)
     }
 
     fn sign<C: Serialize>(&self, claims: &C) -> Result<String, TokenError> {
@@ -511,6 +518,17 @@ pub fn jwk_thumbprint(key: &VerifyingKey) -> String {
     let x = URL_SAFE_NO_PAD.encode(key.as_bytes());
     let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// RFC 7519 §4.1.4: a token must not be accepted "on or after" its `exp`. jsonwebtoken
+/// still accepts `exp == now` (it refuses only `exp < now - leeway`), so the boundary
+/// second is checked here: a token is dead from its `exp` second on, on every path.
+fn alive(exp: i64) -> Result<(), TokenError> {
+    if exp <= unix_now() {
+        Err(TokenError::Expired)
+    } else {
+        Ok(())
+    }
 }
 
 fn unix_now() -> i64 {
@@ -705,6 +723,22 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_dead_from_its_exp_second_on() {
+        let ring = ring();
+        let ttl = Duration::from_secs(60);
+        // exp == now: RFC 7519 says "on or after" the expiry it must be refused.
+        let (token, claims) = ring
+            .issue_access_at("u1", "s1", &[AMR_PASSWORD], ttl, unix_now() - 60)
+            .unwrap();
+        assert!(claims.exp <= unix_now());
+        assert_eq!(ring.verify_access(&token), Err(TokenError::Expired));
+        let (token, _) = ring
+            .issue_access_at("u1", "s1", &[AMR_PASSWORD], ttl, unix_now() - 58)
+            .unwrap();
+        assert!(ring.verify_access(&token).is_ok(), "two seconds left");
+    }
+
+    #[test]
     fn token_length_is_capped_before_parsing() {
         let ring = ring();
         let long = "a".repeat(MAX_TOKEN_BYTES + 1);
@@ -791,6 +825,7 @@ mod tests {
                 "u1",
                 "s1",
                 "a@example.com",
+                true,
                 &["admin".into()],
                 Duration::from_secs(3600),
             )

@@ -12,10 +12,14 @@ const MAX_LOCAL_LEN: usize = 64;
 /// The longest single DNS label.
 const MAX_LABEL_LEN: usize = 63;
 
-/// An email address that has been trimmed, lower-cased and checked for sane syntax.
+/// An email address that has been trimmed, normalised (Unicode NFKC), lower-cased and
+/// checked for sane syntax.
 ///
-/// Lower-casing at the edge is what makes addresses unique case-insensitively: the
-/// store only ever sees this canonical form. Quoted local parts, comments and IP
+/// Normalising at the edge is what makes addresses unique: the store only ever sees this
+/// canonical form, so `Alice@example.com` and `ａlice@example.com` (a full-width first
+/// letter) are one address. An address typed in another compatible form is mapped to its
+/// canonical form, not refused: it is the same address to every mail system that applies
+/// NFKC, and the user keeps the account it names. Quoted local parts, comments and IP
 /// literals are refused on purpose; they are legal but no real sign-up uses them and
 /// they are a favourite of parser-confusion attacks.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -37,13 +41,18 @@ pub enum EmailError {
 }
 
 impl Email {
-    /// Parses user input: trims it, lower-cases it and checks its syntax.
+    /// Parses user input: trims it, maps it to its canonical form (see [`canonical`]) and
+    /// checks its syntax.
     pub fn parse(input: &str) -> Result<Self, EmailError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err(EmailError::Empty);
         }
-        let email = trimmed.to_lowercase();
+        let email = canonical(trimmed);
+        let email = email.trim();
+        if email.is_empty() {
+            return Err(EmailError::Empty);
+        }
         if email.chars().count() > MAX_EMAIL_LEN {
             return Err(EmailError::TooLong);
         }
@@ -51,18 +60,18 @@ impl Email {
         if !valid_local_part(local) || !valid_domain(domain) {
             return Err(EmailError::Invalid);
         }
-        Ok(Self(email))
+        Ok(Self(email.to_owned()))
     }
 
     /// Wraps an address read back from storage, which was parsed when it was written.
     ///
     /// Not re-parsed, so that tightening the rules later never makes an existing
-    /// account unreadable; lower-cased again all the same, as the store relies on it.
+    /// account unreadable; made canonical again all the same, as the store relies on it.
     pub(crate) fn from_stored(stored: String) -> Self {
-        if stored.chars().any(char::is_uppercase) {
-            Self(stored.to_lowercase())
-        } else {
+        if stored.is_ascii() && !stored.chars().any(|c| c.is_ascii_uppercase()) {
             Self(stored)
+        } else {
+            Self(canonical(&stored))
         }
     }
 
@@ -80,6 +89,19 @@ impl Email {
     pub fn domain(&self) -> &str {
         self.0.rsplit_once('@').map_or("", |(_, d)| d)
     }
+}
+
+/// The canonical form of an address: Unicode compatibility normalisation (NFKC), then
+/// lower-casing, then NFKC again (lower-casing can leave a string that is not normalised).
+///
+/// This is the NFKC_Casefold idea of Unicode's identifier rules (UAX #31, UTS #39) with
+/// the default lower-case mapping standing in for full case folding: full-width,
+/// ligature and other compatibility forms become the plain letters they stand for, so
+/// look-alike spellings of one address cannot register as two accounts.
+pub fn canonical(input: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let lowered: String = input.nfkc().collect::<String>().to_lowercase();
+    lowered.nfkc().collect()
 }
 
 /// Dot-atom local part: printable atext characters (any Unicode letter or digit
@@ -263,6 +285,29 @@ mod tests {
             "\"carol@example.com\""
         );
         assert!(serde_json::from_str::<Email>("\"not-an-email\"").is_err());
+    }
+
+    #[test]
+    fn compatibility_forms_map_to_one_address() {
+        let plain = Email::parse("alice@example.com").unwrap();
+        for look_alike in [
+            "\u{ff41}lice@example.com",        // full-width a
+            "\u{ff21}LICE@example.com",        // full-width A
+            "alice\u{ff20}example\u{ff0e}com", // full-width @ and .
+            "ALICE@EXAMPLE.COM",
+        ] {
+            assert_eq!(Email::parse(look_alike).unwrap(), plain, "{look_alike:?}");
+        }
+        // A ligature becomes its letters; a composed and a decomposed ü are one address.
+        assert_eq!(
+            Email::parse("\u{fb01}n@example.com").unwrap().as_str(),
+            "fin@example.com"
+        );
+        assert_eq!(
+            Email::parse("ju\u{0308}rg@example.de").unwrap(),
+            Email::parse("j\u{00fc}rg@example.de").unwrap()
+        );
+        assert_eq!(Email::from_stored("\u{ff41}lice@example.com".into()), plain);
     }
 
     #[test]

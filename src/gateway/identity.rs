@@ -12,6 +12,7 @@ pub struct IdentityHeaderNames {
     pub email: HeaderName,
     pub roles: HeaderName,
     pub session_id: HeaderName,
+    pub email_verified: HeaderName,
     pub assertion: Option<HeaderName>,
     /// The same names as Pingora takes them; cloning one shares its bytes.
     pub wire: WireNames,
@@ -31,6 +32,7 @@ impl IdentityHeaderNames {
         let email = parse(&config.email);
         let roles = parse(&config.roles);
         let session_id = parse(&config.session_id);
+        let email_verified = parse(&config.email_verified);
         let assertion = (!config.assertion.is_empty()).then(|| parse(&config.assertion));
         // The wire form is the parsed (lower-case) name, so both always agree.
         let wire = |name: &HeaderName| Bytes::copy_from_slice(name.as_str().as_bytes());
@@ -40,12 +42,14 @@ impl IdentityHeaderNames {
                 email: wire(&email),
                 roles: wire(&roles),
                 session_id: wire(&session_id),
+                email_verified: wire(&email_verified),
                 assertion: assertion.as_ref().map(wire),
             },
             user_id,
             email,
             roles,
             session_id,
+            email_verified,
             assertion,
             normalized,
         }
@@ -78,6 +82,7 @@ pub struct WireNames {
     pub email: Bytes,
     pub roles: Bytes,
     pub session_id: Bytes,
+    pub email_verified: Bytes,
     pub assertion: Option<Bytes>,
 }
 
@@ -116,6 +121,8 @@ mod tests {
             "X-USER-ID",
             "x_user_id",
             "X_User-Email",
+            "x-user-email-verified",
+            "X_USER_EMAIL_VERIFIED",
             "x-identity-assertion",
         ] {
             assert!(names.is_identity_header(spoof), "{spoof}");

@@ -219,6 +219,7 @@ impl ProxyHttp for Gateway {
             &self.app,
             route.policy,
             &route.roles,
+            route.require_verified_email,
             &header.headers,
             Some(target),
         )
@@ -409,6 +410,7 @@ impl Gateway {
         upstream_request.insert_header(names.email.clone(), values.email)?;
         upstream_request.insert_header(names.roles.clone(), values.roles)?;
         upstream_request.insert_header(names.session_id.clone(), values.session_id)?;
+        upstream_request.insert_header(names.email_verified.clone(), values.email_verified)?;
         if let Some(name) = &names.assertion
             && let Some(assertion) = self.app.gatekeeper.assertion(principal, &self.app.keys)
         {

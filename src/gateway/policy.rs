@@ -42,12 +42,14 @@ pub fn credentials<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a 
         .filter(|v| !v.is_empty())
 }
 
-/// Applies `policy` and `roles` (any-of) to a request. `path_and_query` is where a browser
-/// returns after logging in; `None` never redirects (forward-auth answers 401 instead).
+/// Applies `policy`, `roles` (any-of) and, with `require_verified_email`, the proven-address
+/// rule to a request. `path_and_query` is where a browser returns after logging in; `None`
+/// never redirects (forward-auth answers 401 instead).
 pub async fn authorize(
     app: &App,
     policy: Policy,
     roles: &[String],
+    require_verified_email: bool,
     headers: &HeaderMap,
     path_and_query: Option<&str>,
 ) -> Verdict {
@@ -72,6 +74,19 @@ pub async fn authorize(
         Ok(principal) => principal,
         Err(denial) => return unauthenticated(app, denial, headers, path_and_query),
     };
+    // Before anything else about the user: an unproven address must not reach an upstream
+    // that keys accounts by email. Browsers get the same 403 (there is no page to send
+    // them to that would change the answer).
+    if require_verified_email && !principal.email_verified() {
+        return Verdict::Refuse {
+            response: ApiResponse::error(
+                StatusCode::FORBIDDEN,
+                "email_unverified",
+                "Verify your email address to use this resource",
+            ),
+            reason: "email_unverified",
+        };
+    }
     if policy == Policy::TwoFactor && !principal.two_factor() {
         return Verdict::Refuse {
             response: ApiResponse::error(

@@ -19,6 +19,8 @@ pub struct Route {
     pub upstream: Upstream,
     pub policy: Policy,
     pub roles: Vec<String>,
+    /// Users who have not proved their email address are refused.
+    pub require_verified_email: bool,
     pub rate_limit: Option<RateSpec>,
     /// The rate-limit scope (`route:<name>`), built once.
     pub rate_limit_scope: String,
@@ -75,6 +77,7 @@ impl Route {
             upstream: Upstream::parse(&cfg.upstream)?,
             policy: cfg.policy,
             roles: cfg.roles.clone(),
+            require_verified_email: cfg.require_verified_email,
             rate_limit: cfg.rate_limit,
             connect_timeout: config.server.upstream_connect_timeout.get(),
             read_timeout: cfg.timeout.unwrap_or(config.server.upstream_timeout).get(),

@@ -299,6 +299,12 @@ impl Mailer {
         result
     }
 
+    /// The long-lived backend runtime mail is sent on, for work that must finish after the
+    /// answer has gone (a reset token written, then mailed).
+    pub fn background(&self) -> &Handle {
+        &self.runtime
+    }
+
     /// Sends on the mailer's runtime without waiting: failures are logged and counted, never
     /// returned, so a response never waits for or fails on mail.
     pub fn send_in_background(self: &Arc<Self>, to: &str, first_name: &str, mail: MailKind) {

@@ -1,9 +1,13 @@
 //! Operator commands on accounts (`portcullis user …`), as plain functions over a
 //! [`UserStore`] so the CLI only parses arguments and prints the answer.
+//!
+//! Every change that a running gateway caches (roles, activation, 2FA) is also written to
+//! the account change feed ([`UserStore::record_user_change`]), which every instance polls,
+//! so it holds on every gateway within a second, whatever the session backend.
 
 use chrono::{DateTime, Utc};
 
-use super::{StoreError, User, UserStore};
+use super::{StoreError, User, UserChange, UserStore};
 use crate::domain::{Email, EmailError};
 
 /// The longest role name accepted.
@@ -40,6 +44,12 @@ pub enum UserCommand {
     },
     /// `user unlock EMAIL`: clears a brute-force lockout and its failure count.
     Unlock {
+        /// The account's address (any case).
+        email: String,
+    },
+    /// `user reset-2fa EMAIL`: turns two-factor authentication off, deletes the secret and
+    /// the recovery codes and ends every session (for a user who lost their authenticator).
+    ResetTwoFactor {
         /// The account's address (any case).
         email: String,
     },
@@ -93,6 +103,9 @@ pub async fn run_user_command(
             let role = parse_role(&role)?;
             let user = find_user(store, &email).await?;
             if store.grant_role(user.id, &role).await? {
+                store
+                    .record_user_change(user.id, UserChange::Updated)
+                    .await?;
                 Ok(format!("granted role {role} to {}", user.email))
             } else {
                 Ok(format!("{} already has role {role}", user.email))
@@ -102,6 +115,9 @@ pub async fn run_user_command(
             let role = parse_role(&role)?;
             let user = find_user(store, &email).await?;
             if store.revoke_role(user.id, &role).await? {
+                store
+                    .record_user_change(user.id, UserChange::Updated)
+                    .await?;
                 Ok(format!("revoked role {role} from {}", user.email))
             } else {
                 Ok(format!("{} does not have role {role}", user.email))
@@ -113,6 +129,9 @@ pub async fn run_user_command(
                 return Ok(format!("{} is already deactivated", user.email));
             }
             store.set_active(user.id, false).await?;
+            store
+                .record_user_change(user.id, UserChange::SessionsEnded)
+                .await?;
             Ok(format!("deactivated {}", user.email))
         }
         UserCommand::Activate { email } => {
@@ -121,6 +140,9 @@ pub async fn run_user_command(
                 return Ok(format!("{} is already active", user.email));
             }
             store.set_active(user.id, true).await?;
+            store
+                .record_user_change(user.id, UserChange::Updated)
+                .await?;
             Ok(format!("activated {}", user.email))
         }
         UserCommand::Unlock { email } => {
@@ -140,6 +162,26 @@ pub async fn run_user_command(
                 )
             };
             Ok(message)
+        }
+        UserCommand::ResetTwoFactor { email } => {
+            let user = find_user(store, &email).await?;
+            // Done even when 2FA looks off: a half-finished state (a secret left behind)
+            // is cleared all the same, and the sessions end either way.
+            store.set_two_factor(user.id, None).await?;
+            store
+                .record_user_change(user.id, UserChange::SessionsEnded)
+                .await?;
+            if user.two_factor_enabled {
+                Ok(format!(
+                    "reset two-factor authentication of {}: secret and recovery codes deleted, sessions ended",
+                    user.email
+                ))
+            } else {
+                Ok(format!(
+                    "{} did not have two-factor authentication on; sessions ended",
+                    user.email
+                ))
+            }
         }
     }
 }

@@ -68,6 +68,24 @@ impl TokenKind {
     }
 }
 
+impl UserChange {
+    /// The value stored in the `change` column.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Updated => "updated",
+            Self::SessionsEnded => "sessions_ended",
+        }
+    }
+
+    /// Reads the `change` column; anything unknown is treated as the stronger change.
+    pub(crate) fn from_db(value: &str) -> Self {
+        match value {
+            "updated" => Self::Updated,
+            _ => Self::SessionsEnded,
+        }
+    }
+}
+
 impl fmt::Display for TokenKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -202,6 +220,57 @@ pub struct FailedLogin {
     pub newly_locked: bool,
 }
 
+/// The answer to [`UserStore::claim_login_attempt`]: whether a password or code may be
+/// checked at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptClaim {
+    /// One guess may be checked; it is already counted as a failure until the caller says
+    /// otherwise.
+    Granted {
+        /// This guess's number in the current series (1 = the first).
+        attempt: u32,
+        /// True when this guess is the last one allowed: the account is locked from now
+        /// until a success clears it or the lock expires.
+        last: bool,
+    },
+    /// A lock is in force: nothing may be checked.
+    Locked {
+        /// When the lock ends.
+        until: DateTime<Utc>,
+    },
+}
+
+/// What changed about an account, as the change feed tells running gateways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserChange {
+    /// Roles, activation, verification or 2FA state changed: drop what is cached.
+    Updated,
+    /// As `Updated`, and every session of the account must end (an operator's
+    /// deactivation or 2FA reset, which the in-process session store cannot see).
+    SessionsEnded,
+}
+
+/// One entry of the account change feed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserChangeEvent {
+    /// The feed position (increasing, per database).
+    pub id: i64,
+    /// The account that changed.
+    pub user_id: UserId,
+    /// What the gateways must do about it.
+    pub change: UserChange,
+    /// When it was made, by the database's clock: sessions started after it are not ended.
+    pub changed_at: DateTime<Utc>,
+}
+
+/// How far back [`UserStore::recent_user_changes`] looks: long enough to cover a commit
+/// that becomes visible after a later one, and a few missed polls.
+pub const USER_CHANGE_WINDOW: Duration = Duration::from_secs(10);
+/// How long an unknown address's failure count is kept after its last guess.
+pub const UNKNOWN_ATTEMPTS_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long change-feed entries are kept before [`UserStore::purge_user_changes`] deletes them.
+pub const USER_CHANGE_RETENTION: Duration = Duration::from_secs(600);
+
 /// Persistent identity data. Every backend gives every method the same meaning;
 /// `tests/store.rs` is the conformance suite that holds them to it.
 #[async_trait]
@@ -257,6 +326,48 @@ pub trait UserStore: Send + Sync {
         lock_for: Duration,
     ) -> Result<FailedLogin, StoreError>;
 
+    /// Claims one guess at the account's password or second factor, before anything is
+    /// checked, in one atomic conditional `UPDATE … RETURNING`; so however many requests
+    /// arrive at once, on however many instances, at most `max_attempts` guesses are
+    /// checked per lock window.
+    ///
+    /// - a lock in force: nothing changes, [`AttemptClaim::Locked`];
+    /// - a lock that has expired is forgotten with its count (this guess is number 1);
+    /// - otherwise the count goes up by one, and when it reaches `max_attempts` the account
+    ///   is locked until `now + lock_for` at once (`last`), before the guess is checked.
+    ///
+    /// The guess counts as a failure until [`record_successful_login`](Self::record_successful_login)
+    /// or [`unlock`](Self::unlock) clears the count, or
+    /// [`release_login_attempt`](Self::release_login_attempt) gives it back.
+    /// [`StoreError::NotFound`] when the user does not exist.
+    async fn claim_login_attempt(
+        &self,
+        id: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError>;
+
+    /// Gives back a claimed guess that turned out not to be one (the password was right
+    /// and the second factor simply not sent): the count goes down by one, and a lock
+    /// that guess set is lifted.
+    async fn release_login_attempt(&self, id: UserId, max_attempts: u32) -> Result<(), StoreError>;
+
+    /// [`claim_login_attempt`](Self::claim_login_attempt) for an address with no account,
+    /// keyed by `email_hash` (the SHA-256 hex of the canonical address), with the same rule
+    /// and the same atomicity, so a run of guesses is answered alike whether or not the
+    /// account exists. Nothing ever clears these counts but the lock rule and
+    /// [`purge_unknown_login_attempts`](Self::purge_unknown_login_attempts).
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError>;
+
+    /// Deletes the unknown-address counts idle for [`UNKNOWN_ATTEMPTS_RETENTION`] and not
+    /// locked; returns how many.
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError>;
+
     /// Resets the failure count, clears any lock and stamps `last_login`.
     async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError>;
 
@@ -307,6 +418,16 @@ pub trait UserStore: Send + Sync {
     /// Used tokens are kept until then, which costs little and keeps the table a record
     /// of recent mail.
     async fn purge_expired_tokens(&self) -> Result<u64, StoreError>;
+
+    /// Appends an entry to the account change feed that every running gateway follows.
+    async fn record_user_change(&self, id: UserId, change: UserChange) -> Result<(), StoreError>;
+
+    /// The change-feed entries of the last [`USER_CHANGE_WINDOW`] (by the database's
+    /// clock), oldest first. Callers remember which ids they have applied.
+    async fn recent_user_changes(&self) -> Result<Vec<UserChangeEvent>, StoreError>;
+
+    /// Deletes change-feed entries older than [`USER_CHANGE_RETENTION`]; returns how many.
+    async fn purge_user_changes(&self) -> Result<u64, StoreError>;
 
     /// Checks that the database answers (for `/health`).
     async fn ping(&self) -> Result<(), StoreError>;
@@ -362,6 +483,12 @@ pub fn spawn_token_purger(store: Arc<dyn UserStore>, every: Duration) -> JoinHan
                 Ok(0) => tracing::debug!("no expired verification tokens to purge"),
                 Ok(purged) => tracing::info!(purged, "purged expired verification tokens"),
                 Err(e) => tracing::warn!(error = %e, "purging expired verification tokens failed"),
+            }
+            match store.purge_unknown_login_attempts().await {
+                Ok(purged) => tracing::debug!(purged, "purged idle unknown-address failure counts"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging unknown-address failure counts failed")
+                }
             }
         }
     })

@@ -10,15 +10,17 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use uuid::Uuid;
 
 use super::{
-    ACQUIRE_TIMEOUT, FailedLogin, NewUser, StoreError, TokenKind, User, UserStore, count_from_db,
-    is_foreign_key_violation, is_unique_violation, lock_deadline, map_migrate, now,
+    ACQUIRE_TIMEOUT, AttemptClaim, FailedLogin, NewUser, StoreError, TokenKind,
+    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
+    UserChangeEvent, UserStore, count_from_db, is_foreign_key_violation, is_unique_violation,
+    lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, UserId};
 
@@ -280,6 +282,141 @@ impl UserStore for PgStore {
         })
     }
 
+    async fn claim_login_attempt(
+        &self,
+        id: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // Under READ COMMITTED a concurrent UPDATE of the same row waits for the first
+        // one to commit and then re-checks the WHERE clause against the new row, so the
+        // claims are counted one after another, across every instance.
+        let row = sqlx::query(
+            "UPDATE users SET \
+               failed_login_attempts = CASE WHEN locked_until <= $2 THEN 1 \
+                                            ELSE failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN locked_until <= $2 THEN 1 \
+                            ELSE failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2) \
+             RETURNING failed_login_attempts",
+        )
+        .bind(id.as_uuid())
+        .bind(at)
+        .bind(i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX))
+        .bind(deadline)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let attempt: i32 = row.try_get("failed_login_attempts")?;
+            let attempt = count_from_db(i64::from(attempt));
+            return Ok(AttemptClaim::Granted {
+                attempt,
+                last: attempt >= max_attempts.max(1),
+            });
+        }
+        let locked_until: Option<Option<DateTime<Utc>>> =
+            sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+        match locked_until {
+            None => Err(StoreError::NotFound),
+            // Unlocked between the two statements: refuse this one guess all the same.
+            Some(until) => Ok(AttemptClaim::Locked {
+                until: until.unwrap_or(at),
+            }),
+        }
+    }
+
+    async fn release_login_attempt(&self, id: UserId, max_attempts: u32) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET \
+                   failed_login_attempts = GREATEST(failed_login_attempts - 1, 0), \
+                   locked_until = CASE WHEN failed_login_attempts - 1 < $2 THEN NULL \
+                                       ELSE locked_until END, \
+                   updated_at = $3 \
+                 WHERE id = $1",
+            )
+            .bind(id.as_uuid())
+            .bind(i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX))
+            .bind(now()),
+        )
+        .await
+    }
+
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // The account rule of claim_login_attempt as an upsert: a first guess inserts
+        // count 1; later ones update the row only while no lock is in force. Concurrent
+        // upserts of one key wait for each other and re-check the WHERE clause.
+        let row = sqlx::query(
+            "INSERT INTO unknown_login_attempts \
+               (email_hash, failed_login_attempts, locked_until, updated_at) \
+             VALUES ($1, 1, CASE WHEN 1 >= $3 THEN $4 ELSE NULL END, $2) \
+             ON CONFLICT (email_hash) DO UPDATE SET \
+               failed_login_attempts = CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                 ELSE unknown_login_attempts.failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                       ELSE unknown_login_attempts.failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE unknown_login_attempts.locked_until IS NULL \
+                OR unknown_login_attempts.locked_until <= $2 \
+             RETURNING failed_login_attempts",
+        )
+        .bind(email_hash)
+        .bind(at)
+        .bind(i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX))
+        .bind(deadline)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let attempt: i32 = row.try_get("failed_login_attempts")?;
+            let attempt = count_from_db(i64::from(attempt));
+            return Ok(AttemptClaim::Granted {
+                attempt,
+                last: attempt >= max_attempts.max(1),
+            });
+        }
+        let until: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+            "SELECT locked_until FROM unknown_login_attempts WHERE email_hash = $1",
+        )
+        .bind(email_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(AttemptClaim::Locked {
+            until: until.flatten().unwrap_or(at),
+        })
+    }
+
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
+        let at = now();
+        let idle_since =
+            at - TimeDelta::from_std(UNKNOWN_ATTEMPTS_RETENTION).unwrap_or(TimeDelta::days(1));
+        let done = sqlx::query(
+            "DELETE FROM unknown_login_attempts \
+             WHERE updated_at < $1 AND (locked_until IS NULL OR locked_until <= $2)",
+        )
+        .bind(idle_since)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError> {
         self.update_user(
             sqlx::query(
@@ -467,6 +604,44 @@ impl UserStore for PgStore {
             .bind(now())
             .execute(&self.pool)
             .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn record_user_change(&self, id: UserId, change: UserChange) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
+            .bind(id.as_uuid())
+            .bind(change.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn recent_user_changes(&self) -> Result<Vec<UserChangeEvent>, StoreError> {
+        let rows: Vec<(i64, Uuid, String, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT id, user_id, change, changed_at FROM user_changes \
+             WHERE changed_at > clock_timestamp() - make_interval(secs => $1) ORDER BY id",
+        )
+        .bind(USER_CHANGE_WINDOW.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, user_id, change, changed_at)| UserChangeEvent {
+                id,
+                user_id: UserId::from(user_id),
+                change: UserChange::from_db(&change),
+                changed_at,
+            })
+            .collect())
+    }
+
+    async fn purge_user_changes(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM user_changes WHERE changed_at < clock_timestamp() - make_interval(secs => $1)",
+        )
+        .bind(USER_CHANGE_RETENTION.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

@@ -18,7 +18,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::runtime::Handle;
 
-use super::{FailedLogin, NewUser, StoreError, TokenKind, User, UserStore};
+use super::{
+    AttemptClaim, FailedLogin, NewUser, StoreError, TokenKind, User, UserChange, UserChangeEvent,
+    UserStore,
+};
 use crate::domain::{Email, UserId};
 
 /// A [`UserStore`] whose calls all run on one tokio runtime.
@@ -108,6 +111,40 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn claim_login_attempt(
+        &self,
+        id: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        self.run(|s| async move { s.claim_login_attempt(id, max_attempts, lock_for).await })
+            .await
+    }
+
+    async fn release_login_attempt(&self, id: UserId, max_attempts: u32) -> Result<(), StoreError> {
+        self.run(|s| async move { s.release_login_attempt(id, max_attempts).await })
+            .await
+    }
+
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let email_hash = email_hash.to_owned();
+        self.run(|s| async move {
+            s.claim_unknown_login_attempt(&email_hash, max_attempts, lock_for)
+                .await
+        })
+        .await
+    }
+
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.purge_unknown_login_attempts().await })
+            .await
+    }
+
     async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError> {
         self.run(|s| async move { s.record_successful_login(id).await })
             .await
@@ -179,6 +216,21 @@ impl UserStore for OnRuntime {
 
     async fn purge_expired_tokens(&self) -> Result<u64, StoreError> {
         self.run(|s| async move { s.purge_expired_tokens().await })
+            .await
+    }
+
+    async fn record_user_change(&self, id: UserId, change: UserChange) -> Result<(), StoreError> {
+        self.run(|s| async move { s.record_user_change(id, change).await })
+            .await
+    }
+
+    async fn recent_user_changes(&self) -> Result<Vec<UserChangeEvent>, StoreError> {
+        self.run(|s| async move { s.recent_user_changes().await })
+            .await
+    }
+
+    async fn purge_user_changes(&self) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.purge_user_changes().await })
             .await
     }
 

@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::Row;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
@@ -21,9 +21,10 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::{
-    ACQUIRE_TIMEOUT, FailedLogin, NewUser, SQLITE_BUSY_TIMEOUT, StoreError, TokenKind, User,
-    UserStore, count_from_db, is_foreign_key_violation, is_unique_violation, lock_deadline,
-    map_migrate, now,
+    ACQUIRE_TIMEOUT, AttemptClaim, FailedLogin, NewUser, SQLITE_BUSY_TIMEOUT, StoreError,
+    TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User,
+    UserChange, UserChangeEvent, UserStore, count_from_db, is_foreign_key_violation,
+    is_unique_violation, lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, UserId};
 
@@ -331,6 +332,138 @@ impl UserStore for SqliteStore {
         })
     }
 
+    async fn claim_login_attempt(
+        &self,
+        id: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // One statement: SQLite runs writers one at a time, so the WHERE clause and the
+        // count are evaluated on the row as the previous claim left it. Right-hand sides
+        // see the old row, hence the repeated count expression.
+        let row = sqlx::query(
+            "UPDATE users SET \
+               failed_login_attempts = CASE WHEN locked_until <= $2 THEN 1 \
+                                            ELSE failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN locked_until <= $2 THEN 1 \
+                            ELSE failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2) \
+             RETURNING failed_login_attempts",
+        )
+        .bind(id_text(id))
+        .bind(ts(at))
+        .bind(i64::from(max_attempts.max(1)))
+        .bind(ts(deadline))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let attempt = count_from_db(row.try_get("failed_login_attempts")?);
+            return Ok(AttemptClaim::Granted {
+                attempt,
+                last: attempt >= max_attempts.max(1),
+            });
+        }
+        let locked_until: Option<Option<DateTime<Utc>>> =
+            sqlx::query_scalar("SELECT locked_until FROM users WHERE id = $1")
+                .bind(id_text(id))
+                .fetch_optional(&self.pool)
+                .await?;
+        match locked_until {
+            None => Err(StoreError::NotFound),
+            // Unlocked between the two statements: refuse this one guess all the same.
+            Some(until) => Ok(AttemptClaim::Locked {
+                until: until.unwrap_or(at),
+            }),
+        }
+    }
+
+    async fn release_login_attempt(&self, id: UserId, max_attempts: u32) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET \
+                   failed_login_attempts = MAX(failed_login_attempts - 1, 0), \
+                   locked_until = CASE WHEN failed_login_attempts - 1 < $2 THEN NULL \
+                                       ELSE locked_until END, \
+                   updated_at = $3 \
+                 WHERE id = $1",
+            )
+            .bind(id_text(id))
+            .bind(i64::from(max_attempts.max(1)))
+            .bind(ts(now())),
+        )
+        .await
+    }
+
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // The account rule of claim_login_attempt as an upsert: a first guess inserts
+        // count 1; later ones update the row only while no lock is in force.
+        let row = sqlx::query(
+            "INSERT INTO unknown_login_attempts \
+               (email_hash, failed_login_attempts, locked_until, updated_at) \
+             VALUES ($1, 1, CASE WHEN 1 >= $3 THEN $4 ELSE NULL END, $2) \
+             ON CONFLICT (email_hash) DO UPDATE SET \
+               failed_login_attempts = CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                 ELSE unknown_login_attempts.failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                       ELSE unknown_login_attempts.failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE unknown_login_attempts.locked_until IS NULL \
+                OR unknown_login_attempts.locked_until <= $2 \
+             RETURNING failed_login_attempts",
+        )
+        .bind(email_hash)
+        .bind(ts(at))
+        .bind(i64::from(max_attempts.max(1)))
+        .bind(ts(deadline))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            let attempt = count_from_db(row.try_get("failed_login_attempts")?);
+            return Ok(AttemptClaim::Granted {
+                attempt,
+                last: attempt >= max_attempts.max(1),
+            });
+        }
+        let until: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+            "SELECT locked_until FROM unknown_login_attempts WHERE email_hash = $1",
+        )
+        .bind(email_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(AttemptClaim::Locked {
+            until: until.flatten().unwrap_or(at),
+        })
+    }
+
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
+        let at = now();
+        let idle_since =
+            at - TimeDelta::from_std(UNKNOWN_ATTEMPTS_RETENTION).unwrap_or(TimeDelta::days(1));
+        let done = sqlx::query(
+            "DELETE FROM unknown_login_attempts \
+             WHERE updated_at < $1 AND (locked_until IS NULL OR locked_until <= $2)",
+        )
+        .bind(ts(idle_since))
+        .bind(ts(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn record_successful_login(&self, id: UserId) -> Result<(), StoreError> {
         self.update_user(
             sqlx::query(
@@ -518,6 +651,48 @@ impl UserStore for SqliteStore {
             .bind(ts(now()))
             .execute(&self.pool)
             .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn record_user_change(&self, id: UserId, change: UserChange) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
+            .bind(id_text(id))
+            .bind(change.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn recent_user_changes(&self) -> Result<Vec<UserChangeEvent>, StoreError> {
+        let rows: Vec<(i64, String, String, f64)> = sqlx::query_as(
+            "SELECT id, user_id, change, changed_at FROM user_changes \
+             WHERE changed_at > (julianday('now') - 2440587.5) * 86400.0 - $1 ORDER BY id",
+        )
+        .bind(USER_CHANGE_WINDOW.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, user_id, change, changed_at)| {
+                Ok(UserChangeEvent {
+                    id,
+                    user_id: parse_user_id(&user_id)?,
+                    change: UserChange::from_db(&change),
+                    // Microseconds since the epoch fit an i64 for the next 290 000 years.
+                    changed_at: DateTime::from_timestamp_micros((changed_at * 1e6) as i64)
+                        .ok_or_else(|| StoreError::Other("a change time is out of range".into()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_user_changes(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM user_changes \
+             WHERE changed_at < (julianday('now') - 2440587.5) * 86400.0 - $1",
+        )
+        .bind(USER_CHANGE_RETENTION.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 

@@ -289,5 +289,6 @@ pub fn client() -> reqwest::Client {
 pub mod app;
 pub mod db;
 pub mod nginx;
+pub mod otp;
 pub mod redis;
 pub mod smtp;
