@@ -22,6 +22,7 @@ use http::{HeaderMap, Method};
 pub use envelope::{ApiResponse, FieldError};
 pub use errors::unavailable;
 pub use input::Fields;
+pub use login::session_cookie;
 
 use crate::app::App;
 
@@ -60,6 +61,19 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> ApiResponse {
         }
     };
     cors::decorate(cors, &request, response)
+}
+
+/// Answers one request by the endpoint table alone, without the per-IP limits and CORS:
+/// for the gateway's own in-process calls that are not a client's API request (renewing a
+/// browser's access cookie, reading the account page).
+pub async fn call_unlimited(app: &App, request: &ApiRequest) -> ApiResponse {
+    route(app, request).await
+}
+
+/// `POST /api/auth/refresh-token` alone: rotates a refresh token (with reuse detection)
+/// for the gateway's renewal of a browser's expired access cookie.
+pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
+    login::refresh(app, request).await
 }
 
 /// Applies the per-IP limits of DESIGN section 5: `global` for all of `/api/auth/*` (except

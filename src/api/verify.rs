@@ -30,8 +30,22 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
             _ => {}
         }
     }
-    let principal = match authorize(app, policy, &roles, &request.headers, None).await {
+    let mut renewed_cookies = Vec::new();
+    let verdict = authorize(
+        app,
+        policy,
+        &roles,
+        &request.headers,
+        None,
+        request.client_ip,
+    )
+    .await;
+    let principal = match verdict {
         Verdict::Allow(Some(principal)) => principal,
+        Verdict::Renewed { principal, cookies } => {
+            renewed_cookies = cookies;
+            principal
+        }
         Verdict::Allow(None) => return ApiResponse::ok(StatusCode::OK, "Allowed", None),
         Verdict::Refuse { response, reason } => {
             app.metrics
@@ -55,6 +69,10 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
         && let Some(assertion) = app.gatekeeper.assertion(&principal, &app.keys)
     {
         response = response.with_header(HeaderName::clone(name), header_text(&assertion));
+    }
+    // A proxy may pass these on to the browser (nginx: auth_request_set + add_header).
+    for cookie in renewed_cookies {
+        response = response.with_header(http::header::SET_COOKIE, cookie);
     }
     response
 }

@@ -72,9 +72,16 @@ fn eq_normalized(normalized: &[u8], candidate: &[u8]) -> bool {
     })
 }
 
-/// The cookie names that carry the gateway's credentials, in both spellings (a client may
-/// send either, whatever `public_url` says).
-pub const CREDENTIAL_COOKIES: &[&str] = &["portcullis", "__Host-portcullis"];
+/// The cookie names that carry the gateway's credentials (access, refresh and the portal's
+/// CSRF cookie), in every spelling (a client may send either, whatever `public_url` says).
+pub const CREDENTIAL_COOKIES: &[&str] = &[
+    "portcullis",
+    "__Host-portcullis",
+    crate::portal::browser::REFRESH_COOKIE,
+    crate::portal::browser::SECURE_REFRESH_COOKIE,
+    crate::portal::browser::CSRF_COOKIE,
+    crate::portal::browser::HOST_CSRF_COOKIE,
+];
 
 /// The `Cookie` header to forward once the gateway's own cookies are taken out:
 /// `None` when there is nothing to change, `Some(None)` when no cookie is left, and

@@ -31,7 +31,8 @@ use crate::metrics::Metrics;
 pub use templates::{Rendered, Templates};
 pub use transport::{FileTransport, MailTransport, SmtpTransport, TransportSpec};
 
-/// The page (under `server.public_url`) that confirms an email address.
+/// The page (under `server.public_url` and the portal's prefix, when the portal is on)
+/// that confirms an email address.
 pub const VERIFY_EMAIL_PATH: &str = "/verify-email";
 /// The page (under `server.public_url`) where a user picks a new password.
 pub const RESET_PASSWORD_PATH: &str = "/reset-password";
@@ -205,6 +206,8 @@ pub struct Mailer {
     from: Mailbox,
     message_id_domain: String,
     public_url: String,
+    /// Where the pages that mailed links open live: `public_url` plus the portal's prefix.
+    pages_url: String,
     templates: Templates,
     transport: Arc<dyn MailTransport>,
     runtime: Handle,
@@ -247,6 +250,7 @@ impl Mailer {
             message_id_domain: from.email.domain().to_owned(),
             from,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            pages_url: public_url.trim_end_matches('/').to_owned(),
             templates,
             transport,
             runtime,
@@ -265,14 +269,21 @@ impl Mailer {
         Ok(())
     }
 
+    /// Links in mails open the portal's pages under `prefix` (`/auth/verify-email?token=…`)
+    /// rather than directly under `server.public_url`.
+    pub fn with_pages_prefix(mut self, prefix: &str) -> Self {
+        self.pages_url = format!("{}{}", self.public_url, prefix.trim_end_matches('/'));
+        self
+    }
+
     /// The link a verification mail carries for `token`.
     pub fn verification_link(&self, token: &str) -> String {
-        link(&self.public_url, VERIFY_EMAIL_PATH, token)
+        link(&self.pages_url, VERIFY_EMAIL_PATH, token)
     }
 
     /// The link a password-reset mail carries for `token`.
     pub fn reset_link(&self, token: &str) -> String {
-        link(&self.public_url, RESET_PASSWORD_PATH, token)
+        link(&self.pages_url, RESET_PASSWORD_PATH, token)
     }
 
     /// Whether sign-ins from new devices are mailed (`mail.login_notifications`).
@@ -319,7 +330,14 @@ impl Mailer {
         first_name: &str,
         mail: &MailKind,
     ) -> Result<(), MailError> {
-        let context = template_context(&self.public_url, to, first_name, mail, &Utc::now());
+        let context = template_context(
+            &self.public_url,
+            &self.pages_url,
+            to,
+            first_name,
+            mail,
+            &Utc::now(),
+        );
         let rendered = self.templates.render(mail.name(), &context)?;
         let message = self.build_message(to, first_name, rendered)?;
         let transport = Arc::clone(&self.transport);
@@ -412,8 +430,10 @@ fn link(public_url: &str, path: &str, token: &str) -> String {
 }
 
 /// The variables a template of `mail`'s kind sees (documented in `config/templates/README.md`).
+/// Links point below `pages_url`.
 pub(crate) fn template_context(
     public_url: &str,
+    pages_url: &str,
     email: &str,
     first_name: &str,
     mail: &MailKind,
@@ -429,14 +449,14 @@ pub(crate) fn template_context(
         MailKind::Verification { token, expires_in } => {
             vars.insert(
                 "link",
-                Value::from(link(public_url, VERIFY_EMAIL_PATH, token)),
+                Value::from(link(pages_url, VERIFY_EMAIL_PATH, token)),
             );
             vars.insert("expires_in", Value::from(human_duration(*expires_in)));
         }
         MailKind::PasswordReset { token, expires_in } => {
             vars.insert(
                 "link",
-                Value::from(link(public_url, RESET_PASSWORD_PATH, token)),
+                Value::from(link(pages_url, RESET_PASSWORD_PATH, token)),
             );
             vars.insert("expires_in", Value::from(human_duration(*expires_in)));
         }

@@ -145,6 +145,7 @@ impl Templates {
         for sample in MailKind::samples() {
             let context = super::template_context(
                 "https://portcullis.example",
+                "https://portcullis.example/auth",
                 "user@example.com",
                 "Ada",
                 &sample,
@@ -239,6 +240,7 @@ mod tests {
 
     fn context(first_name: &str) -> Value {
         super::super::template_context(
+            "https://auth.example.com",
             "https://auth.example.com",
             "ada@example.com",
             first_name,
