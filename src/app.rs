@@ -73,7 +73,8 @@ impl App {
             TwoFactor::load(&config.two_factor).context("loading the two-factor encryption key")?;
         let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
             .context("setting up password hashing")?;
-        let portal = Portal::new(&config, keys.refresh_rotation_key()).map_err(|e| anyhow::anyhow!(e))?;
+        let portal =
+            Portal::new(&config, keys.refresh_rotation_key()).map_err(|e| anyhow::anyhow!(e))?;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

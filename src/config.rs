@@ -762,7 +762,10 @@ impl Config {
         if let Err((key, message)) = self.validate_portal() {
             return bad(&key, message);
         }
-        let portal_prefix = self.portal.enabled.then_some(self.portal.path_prefix.as_str());
+        let portal_prefix = self
+            .portal
+            .enabled
+            .then_some(self.portal.path_prefix.as_str());
         let mut seen = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
@@ -863,7 +866,9 @@ impl Config {
                 format!("{:?} is not a colour like \"#1d4ed8\"", p.accent_color),
             );
         }
-        if !p.logo_url.is_empty() && !p.logo_url.starts_with('/') && parse_http_url(&p.logo_url).is_err()
+        if !p.logo_url.is_empty()
+            && !p.logo_url.starts_with('/')
+            && parse_http_url(&p.logo_url).is_err()
         {
             return bad(
                 "portal.logo_url",
@@ -877,7 +882,9 @@ impl Config {
             if !is_host_name(host) {
                 return bad(
                     &format!("portal.allowed_return_hosts[{i}]"),
-                    format!("{host:?} is not a host name like app.example.com (no scheme, port or path)"),
+                    format!(
+                        "{host:?} is not a host name like app.example.com (no scheme, port or path)"
+                    ),
                 );
             }
         }

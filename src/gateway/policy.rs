@@ -153,9 +153,7 @@ async fn renew(
         },
         crate::portal::browser::Renewal::Refused { cookies } => Err((denial, cookies)),
         crate::portal::browser::Renewal::NoCookie => Err((denial, Vec::new())),
-        crate::portal::browser::Renewal::Unavailable(_) => {
-            Err((Denial::BackendDown, Vec::new()))
-        }
+        crate::portal::browser::Renewal::Unavailable(_) => Err((Denial::BackendDown, Vec::new())),
     }
 }
 

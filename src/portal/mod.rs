@@ -243,7 +243,10 @@ impl Portal {
             "site",
             to_value(json!({"title": self.title, "logo_url": self.logo_url})),
         );
-        context.insert("css_href", Value::from(format!("{}/portal.css", self.prefix)));
+        context.insert(
+            "css_href",
+            Value::from(format!("{}/portal.css", self.prefix)),
+        );
         context.insert("prefix", Value::from(self.prefix.as_str()));
         context.insert("languages", Value::from(Vec::<Value>::new()));
         context.insert("csrf", Value::from("sample"));
@@ -591,9 +594,7 @@ impl<'a> Visit<'a> {
         context.insert("t", self.lang.value());
         context.insert(
             "site",
-            to_value(
-                json!({"title": self.portal.title, "logo_url": self.portal.logo_url}),
-            ),
+            to_value(json!({"title": self.portal.title, "logo_url": self.portal.logo_url})),
         );
         context.insert("css_href", Value::from(self.path("/portal.css")));
         context.insert("prefix", Value::from(self.portal.prefix.as_str()));
@@ -719,7 +720,12 @@ impl<'a> Visit<'a> {
     fn failure(&mut self, response: &ApiResponse) -> Page {
         let key = error_key(response);
         let back = self.path("/login");
-        self.message(response.status, "error_title", &[key], Some((back, "back_to_sign_in")))
+        self.message(
+            response.status,
+            "error_title",
+            &[key],
+            Some((back, "back_to_sign_in")),
+        )
     }
 
     /// The origins this portal is reached at: `server.public_url`'s, and the request's own
@@ -732,7 +738,11 @@ impl<'a> Visit<'a> {
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
         {
-            let scheme = if self.app.serves_tls() { "https" } else { "http" };
+            let scheme = if self.app.serves_tls() {
+                "https"
+            } else {
+                "http"
+            };
             origins.push(format!("{scheme}://{}", host.to_ascii_lowercase()));
         }
         origins
@@ -918,11 +928,21 @@ mod tests {
             ("/app/page?x=1#top", "/app/page?x=1#top"),
             ("https://app.example.com/x", "https://app.example.com/x"),
             ("https://APP.example.com/x", "https://app.example.com/x"),
-            ("http://app.example.com:8443/", "http://app.example.com:8443/"),
-            ("https://auth.example.com/auth/account", "https://auth.example.com/auth/account"),
+            (
+                "http://app.example.com:8443/",
+                "http://app.example.com:8443/",
+            ),
+            (
+                "https://auth.example.com/auth/account",
+                "https://auth.example.com/auth/account",
+            ),
         ];
         for (input, expected) in ok {
-            assert_eq!(p.safe_return_to(input).as_deref(), Some(expected), "{input}");
+            assert_eq!(
+                p.safe_return_to(input).as_deref(),
+                Some(expected),
+                "{input}"
+            );
         }
         let refused = [
             "",
@@ -948,7 +968,9 @@ mod tests {
     #[test]
     fn login_tickets_open_only_unaltered_and_in_time() {
         let p = portal("");
-        let ticket = p.seal_ticket("ada@example.com", "Pw-1234567", true).unwrap();
+        let ticket = p
+            .seal_ticket("ada@example.com", "Pw-1234567", true)
+            .unwrap();
         assert_eq!(
             p.open_ticket(&ticket),
             Some(("ada@example.com".into(), "Pw-1234567".into(), true))
@@ -958,7 +980,11 @@ mod tests {
         altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
         assert_eq!(p.open_ticket(&String::from_utf8(altered).unwrap()), None);
         assert_eq!(p.open_ticket("junk"), None);
-        let other = Portal::new(&Config::load_from(Path::new("t.toml"), "", Vec::new()).unwrap(), &[4; 32]).unwrap();
+        let other = Portal::new(
+            &Config::load_from(Path::new("t.toml"), "", Vec::new()).unwrap(),
+            &[4; 32],
+        )
+        .unwrap();
         assert_eq!(other.open_ticket(&ticket), None, "another key");
     }
 
@@ -979,7 +1005,10 @@ mod tests {
     fn a_broken_override_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("login.html"), "{% block content %}{{ oops(").unwrap();
-        let text = format!("[portal]\ntemplates_dir = {:?}\n", dir.path().display().to_string());
+        let text = format!(
+            "[portal]\ntemplates_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
         let config = Config::load_from(Path::new("t.toml"), &text, Vec::new()).unwrap();
         let err = Portal::new(&config, &[3; 32]).unwrap_err();
         assert!(err.contains("login.html"), "{err}");

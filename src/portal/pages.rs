@@ -59,7 +59,13 @@ pub(super) async fn get(v: &mut Visit<'_>, sub: &str) -> Page {
         "/login" => login_page(v).await,
         "/register" => {
             let return_to = v.return_to_query();
-            render_register(v, StatusCode::OK, Feedback::default(), return_to, &Form(vec![]))
+            render_register(
+                v,
+                StatusCode::OK,
+                Feedback::default(),
+                return_to,
+                &Form(vec![]),
+            )
         }
         "/verify-email" => match v.query("token").filter(|t| is_token_shaped(t)) {
             Some(token) => {
@@ -335,7 +341,13 @@ async fn register(v: &mut Visit<'_>, form: Form) -> Page {
 async fn verify_email(v: &mut Visit<'_>, form: Form) -> Page {
     let body = json!({"token": form.text("token")});
     let response = v
-        .api(Method::POST, "/api/auth/verify-email", None, Some(body), true)
+        .api(
+            Method::POST,
+            "/api/auth/verify-email",
+            None,
+            Some(body),
+            true,
+        )
         .await;
     match response.status {
         StatusCode::OK => {
@@ -399,7 +411,13 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
     let token = form.text("token").to_owned();
     let body = json!({"token": token, "password": form.text("password")});
     let response = v
-        .api(Method::POST, "/api/auth/reset-password", None, Some(body), true)
+        .api(
+            Method::POST,
+            "/api/auth/reset-password",
+            None,
+            Some(body),
+            true,
+        )
         .await;
     match (response.status, response.body["code"].as_str()) {
         (StatusCode::OK, _) => {
@@ -496,10 +514,7 @@ async fn account_page(
         status,
         "account_title",
         feedback,
-        vec![
-            ("user", to_value(user)),
-            ("sessions", to_value(sessions)),
-        ],
+        vec![("user", to_value(user)), ("sessions", to_value(sessions))],
     )
 }
 
@@ -527,9 +542,16 @@ async fn account_outcome(
 async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form) -> Page {
     match action {
         "/account/profile" => {
-            let body = json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
+            let body =
+                json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
             let r = v
-                .api(Method::PATCH, "/api/auth/profile", Some(token), Some(body), true)
+                .api(
+                    Method::PATCH,
+                    "/api/auth/profile",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
                 .await;
             account_outcome(v, token, r, "profile", str::to_owned).await
         }
@@ -539,7 +561,13 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
                 "new_password": form.text("new_password"),
             });
             let r = v
-                .api(Method::POST, "/api/auth/change-password", Some(token), Some(body), true)
+                .api(
+                    Method::POST,
+                    "/api/auth/change-password",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
                 .await;
             account_outcome(v, token, r, "password", str::to_owned).await
         }
@@ -570,7 +598,13 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
         }
         "/account/logout-all" => {
             let r = v
-                .api(Method::POST, "/api/auth/logout-all", Some(token), None, true)
+                .api(
+                    Method::POST,
+                    "/api/auth/logout-all",
+                    Some(token),
+                    None,
+                    true,
+                )
                 .await;
             if r.status != StatusCode::OK {
                 return v.failure(&r);
@@ -602,7 +636,13 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
             let secret = form.text("secret").trim().to_owned();
             let body = json!({"secret": secret, "token": form.text("token").trim()});
             let r = v
-                .api(Method::POST, "/api/auth/enable-2fa", Some(token), Some(body), true)
+                .api(
+                    Method::POST,
+                    "/api/auth/enable-2fa",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
                 .await;
             if r.status == StatusCode::OK {
                 let codes = r.body["data"]["recovery_codes"].clone();
@@ -645,7 +685,13 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
         "/account/2fa/disable" => {
             let body = json!({"password": form.text("password")});
             let r = v
-                .api(Method::POST, "/api/auth/disable-2fa", Some(token), Some(body), true)
+                .api(
+                    Method::POST,
+                    "/api/auth/disable-2fa",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
                 .await;
             account_outcome(v, token, r, "two_factor_disabled", |f| {
                 if f == "password" {
@@ -658,14 +704,26 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
         }
         "/account/resend-verification" => {
             let r = v
-                .api(Method::POST, "/api/auth/resend-verification", Some(token), None, true)
+                .api(
+                    Method::POST,
+                    "/api/auth/resend-verification",
+                    Some(token),
+                    None,
+                    true,
+                )
                 .await;
             account_outcome(v, token, r, "verification_sent", str::to_owned).await
         }
         "/account/deactivate" => {
             let body = json!({"password": form.text("password")});
             let r = v
-                .api(Method::POST, "/api/auth/deactivate", Some(token), Some(body), true)
+                .api(
+                    Method::POST,
+                    "/api/auth/deactivate",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
                 .await;
             if r.status != StatusCode::OK {
                 return account_outcome(v, token, r, "", |f| {

@@ -287,6 +287,7 @@ pub fn client() -> reqwest::Client {
 }
 
 pub mod app;
+pub mod browser;
 pub mod db;
 pub mod nginx;
 pub mod redis;
