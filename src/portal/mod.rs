@@ -602,9 +602,13 @@ impl<'a> Visit<'a> {
         context.insert("csrf", Value::from(self.csrf_token.as_str()));
         context.insert("page_title", Value::from(self.lang.text(title_key)));
         let has_errors = !feedback.errors.is_empty() || feedback.form_error.is_some();
+        // Field errors are announced once at the top too (WCAG 3.3.1), then shown by each field.
+        let form_error = feedback.form_error.or_else(|| {
+            (!feedback.errors.is_empty()).then(|| self.lang.text("error_fields").to_owned())
+        });
         context.insert("has_errors", Value::from(has_errors));
         context.insert("errors", to_value(&feedback.errors));
-        if let Some(error) = feedback.form_error {
+        if let Some(error) = form_error {
             context.insert("form_error", Value::from(error));
         }
         if let Some(notice) = feedback.notice {

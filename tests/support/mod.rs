@@ -292,3 +292,4 @@ pub mod db;
 pub mod nginx;
 pub mod redis;
 pub mod smtp;
+pub mod webdriver;
