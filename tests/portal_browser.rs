@@ -82,7 +82,7 @@ async fn sign_in(browser: &Browser, email: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_person_signs_up_signs_in_with_two_factor_and_signs_out_in_chromium() {
+async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password_in_chromium() {
     if !webdriver::available() {
         assert!(!in_ci(), "CI=true but chromium or chromedriver is missing");
         eprintln!("skipped: chromium and chromedriver are not installed");
@@ -90,12 +90,13 @@ async fn a_person_signs_up_signs_in_with_two_factor_and_signs_out_in_chromium() 
     }
     let axe = axe_source();
     let up = EchoUpstream::start().await;
-    let app = TestApp::spawn(
+    let app = TestApp::spawn_with(
         Backend::Embedded,
         &format!(
             "[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"{}\"\npolicy = \"authenticated\"\n",
             up.url()
         ),
+        |c| c.tokens.access_ttl = "3s".parse().expect("duration"),
     )
     .await;
     let base = app.gw.url();
@@ -163,6 +164,18 @@ async fn a_person_signs_up_signs_in_with_two_factor_and_signs_out_in_chromium() 
     browser.click("form button[type=submit]").await;
     browser.find("ul.codes").await;
     check_accessibility(&browser, &axe, "recovery codes").await;
+    let recovery_codes: Vec<String> = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('ul.codes code')).map(c => c.textContent);",
+            json!([]),
+        )
+        .await
+        .as_array()
+        .expect("codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(recovery_codes.len(), 10);
 
     // Sign out, and back in with a code.
     browser.goto(&format!("{base}/auth/logout")).await;
@@ -180,6 +193,72 @@ async fn a_person_signs_up_signs_in_with_two_factor_and_signs_out_in_chromium() 
         .type_into("#two_factor_code", &totp(&secret, 1))
         .await;
     browser.click("form button[type=submit]").await;
+    browser.wait_for_url("/app/home").await;
+
+    // The access token lives 3 s here: the browser stays signed in past it.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    browser.goto(&format!("{base}/app/home?later=1")).await;
+    let url = browser.url().await;
+    assert!(url.contains("/app/home?later=1"), "{url}");
+    assert!(browser.source().await.contains(email));
+
+    // Another device (signed in with a recovery code) is signed out from the account page.
+    let other = app
+        .post(
+            "/api/auth/login",
+            json!({"email": email, "password": PASSWORD, "two_factor_code": recovery_codes[0]}),
+        )
+        .await;
+    assert_eq!(other.status, reqwest::StatusCode::OK, "{}", other.body);
+    let other_access = other.body["data"]["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.goto(&format!("{base}/auth/account")).await;
+    browser
+        .click("form[action='/auth/account/sessions/revoke'] button")
+        .await;
+    browser.wait_for_url("done=session").await;
+    check_accessibility(&browser, &axe, "account with a notice").await;
+    let r = app.get_as(&other_access, "/api/auth/profile").await;
+    assert_eq!(r.status, reqwest::StatusCode::UNAUTHORIZED);
+
+    // A forgotten password is reset from the mailed link.
+    browser.goto(&format!("{base}/auth/logout")).await;
+    browser.click("form button[type=submit]").await;
+    browser.find("main p").await;
+    browser.goto(&format!("{base}/auth/forgot-password")).await;
+    check_accessibility(&browser, &axe, "forgot password").await;
+    browser.type_into("#email", email).await;
+    browser.click("form button[type=submit]").await;
+    browser.find("main p a").await;
+    let mail = app
+        .smtp
+        .wait_for(
+            |m| m.subject().as_deref() == Some("Reset your password"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("reset mail");
+    browser.goto(&mail.link().expect("reset link")).await;
+    check_accessibility(&browser, &axe, "reset password").await;
+    let new_password = "An0ther-Secret!";
+    browser.type_into("#password", new_password).await;
+    browser.click("form button[type=submit]").await;
+    browser.find("main p a").await;
+    assert!(browser.source().await.contains("Password changed"));
+
+    // Back in with the new password and a recovery code, by keyboard-reachable controls only.
+    browser.goto(&format!("{base}/app/home")).await;
+    browser.wait_for_url("/auth/login").await;
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", new_password).await;
+    browser.click("form button[type=submit]").await;
+    browser.click("details summary").await;
+    browser
+        .type_into("#recovery_code", &recovery_codes[1])
+        .await;
+    browser.click("details form button[type=submit]").await;
     browser.wait_for_url("/app/home").await;
 
     // The same account page in Russian, switched from the page itself.
