@@ -742,3 +742,53 @@ async fn pages_carry_a_strict_policy_and_the_portal_cannot_be_shadowed() {
     .to_string();
     assert!(err.contains("routes[0].path_prefix"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mails_go_out_in_the_language_of_the_page() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    let browser = Browser::new(&app.gw.url());
+    let page = browser
+        .get_with("/auth/register?lang=ru", &[("accept-language", "en")])
+        .await;
+    let r = browser
+        .post_with(
+            "/auth/register",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("first_name", "Ада"),
+                ("last_name", "Лавлейс"),
+                ("email", "ada.ru@example.com"),
+                ("password", PASSWORD),
+            ],
+            &[("sec-fetch-site", "same-origin"), ("accept-language", "en")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains("Проверьте почту"),
+        "the chosen language holds: {}",
+        r.body
+    );
+    let mail = app.mail_to("ada.ru@example.com").await;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Подтвердите адрес электронной почты")
+    );
+    let text = mail.text_body().unwrap();
+    assert!(text.contains("Здравствуйте, Ада!"), "{text}");
+    assert!(text.contains("24 часа"), "{text}");
+    assert!(mail.link().unwrap().contains("/auth/verify-email?token="));
+    // An API client asking for English gets English.
+    let r = app
+        .http
+        .post(app.url("/api/auth/request-password-reset"))
+        .header("accept-language", "en-GB")
+        .json(&json!({"email": "ada.ru@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mail = app.mail_to("ada.ru@example.com").await;
+    assert_eq!(mail.subject().as_deref(), Some("Reset your password"));
+}

@@ -161,7 +161,8 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
     };
     tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %request.client_ip);
     match issue_mail_token(app, &user, TokenKind::EmailVerification, VERIFICATION_TTL).await {
-        Ok(token) => app.mailer.send_in_background(
+        Ok(token) => app.mailer.send_in_background_in(
+            super::mail_language(app, request),
             user.email.as_str(),
             &user.first_name,
             MailKind::Verification {
@@ -237,7 +238,8 @@ pub async fn resend_verification(app: &App, request: &ApiRequest) -> ApiResponse
     .await
     {
         Ok(token) => {
-            app.mailer.send_in_background(
+            app.mailer.send_in_background_in(
+                super::mail_language(app, request),
                 caller.user.email.as_str(),
                 &caller.user.first_name,
                 MailKind::Verification {
@@ -276,7 +278,8 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
     match issue_mail_token(app, &user, TokenKind::PasswordReset, RESET_TTL).await {
         Ok(token) => {
             tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %request.client_ip);
-            app.mailer.send_in_background(
+            app.mailer.send_in_background_in(
+                super::mail_language(app, request),
                 user.email.as_str(),
                 &user.first_name,
                 MailKind::PasswordReset {
@@ -335,7 +338,8 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
     app.gatekeeper.forget_user(user_id.into());
     tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
     if let Ok(Some(user)) = app.store.find_by_id(user_id).await {
-        app.mailer.send_in_background(
+        app.mailer.send_in_background_in(
+            super::mail_language(app, request),
             user.email.as_str(),
             &user.first_name,
             MailKind::PasswordChanged,

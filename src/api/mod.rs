@@ -63,6 +63,17 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> ApiResponse {
     cors::decorate(cors, &request, response)
 }
 
+/// The language of the mails a request causes: its `Accept-Language` among the portal's
+/// languages (the portal sends the language of its page), else `portal.default_language`.
+pub(crate) fn mail_language<'a>(app: &'a App, request: &ApiRequest) -> &'a str {
+    app.portal.language_for(
+        request
+            .headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
 /// Answers one request by the endpoint table alone, without the per-IP limits and CORS:
 /// for the gateway's own in-process calls that are not a client's API request (renewing a
 /// browser's access cookie, reading the account page).

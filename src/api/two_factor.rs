@@ -184,7 +184,8 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
         return e.into();
     }
     tracing::info!(target: SECURITY, event = "two_factor_enabled", user_id = %user.id);
-    app.mailer.send_in_background(
+    app.mailer.send_in_background_in(
+        super::mail_language(app, request),
         user.email.as_str(),
         &user.first_name,
         MailKind::TwoFactorEnabled,
@@ -218,7 +219,8 @@ pub async fn disable(app: &App, request: &ApiRequest) -> ApiResponse {
         return e.into();
     }
     tracing::info!(target: SECURITY, event = "two_factor_disabled", user_id = %user.id);
-    app.mailer.send_in_background(
+    app.mailer.send_in_background_in(
+        super::mail_language(app, request),
         user.email.as_str(),
         &user.first_name,
         MailKind::TwoFactorDisabled,

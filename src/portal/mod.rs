@@ -268,6 +268,11 @@ impl Portal {
         context
     }
 
+    /// The language code for an `Accept-Language` header (mails follow it).
+    pub fn language_for(&self, accept_language: Option<&str>) -> &str {
+        &self.catalogs.negotiate(None, None, accept_language).code
+    }
+
     /// Whether the portal answers `path` (canonical).
     pub fn owns(&self, path: &str) -> bool {
         self.enabled
@@ -820,6 +825,10 @@ impl<'a> Visit<'a> {
                 http::header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
+        }
+        // Mails the call causes go out in this page's language.
+        if let Ok(language) = HeaderValue::from_str(&self.lang.code) {
+            headers.insert(http::header::ACCEPT_LANGUAGE, language);
         }
         if let Some(value) = bearer.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
         {
