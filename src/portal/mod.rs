@@ -310,8 +310,7 @@ impl Portal {
             return None;
         }
         let host = url.host_str()?.to_ascii_lowercase();
-        let allowed =
-            host == self.public_host || self.allowed_return_hosts.iter().any(|h| *h == host);
+        let allowed = host == self.public_host || self.allowed_return_hosts.contains(&host);
         allowed.then(|| url.to_string())
     }
 
