@@ -859,11 +859,20 @@ impl Config {
                 format!("{prefix:?} overlaps a path Portcullis already serves"),
             );
         }
-        let hex = p.accent_color.strip_prefix('#').unwrap_or("");
-        if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let Some(contrast) = contrast_with_white(&p.accent_color) else {
             return bad(
                 "portal.accent_color",
                 format!("{:?} is not a colour like \"#1d4ed8\"", p.accent_color),
+            );
+        };
+        // Buttons carry white text on the accent colour: WCAG 2.2 AA (1.4.3) asks 4.5:1.
+        if contrast < 4.5 {
+            return bad(
+                "portal.accent_color",
+                format!(
+                    "{} gives white button text a contrast of {contrast:.1}:1; WCAG AA needs 4.5:1, pick a darker colour",
+                    p.accent_color
+                ),
             );
         }
         if !p.logo_url.is_empty()
@@ -897,6 +906,25 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// The WCAG 2.2 contrast ratio of `#rrggbb` against white; `None` when it is not such a colour.
+fn contrast_with_white(colour: &str) -> Option<f64> {
+    let hex = colour.strip_prefix('#')?;
+    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let channel = |i: usize| -> Option<f64> {
+        let value = f64::from(u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()?) / 255.0;
+        // sRGB to linear light (WCAG 2.2, relative luminance).
+        Some(if value <= 0.04045 {
+            value / 12.92
+        } else {
+            ((value + 0.055) / 1.055).powf(2.4)
+        })
+    };
+    let luminance = 0.2126 * channel(0)? + 0.7152 * channel(2)? + 0.0722 * channel(4)?;
+    Some(1.05 / (luminance + 0.05))
 }
 
 /// A DNS name in lower case: labels of letters, digits and `-`, separated by dots.
@@ -1078,6 +1106,56 @@ mod tests {
         assert!(is_reserved_path("/health"));
         assert!(!is_reserved_path("/api"));
         assert!(!is_reserved_path("/healthz"));
+    }
+
+    #[test]
+    fn portal_settings_are_checked() {
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        for (text, key) in [
+            ("[portal]\npath_prefix = \"auth\"\n", "portal.path_prefix"),
+            ("[portal]\npath_prefix = \"/auth/\"\n", "portal.path_prefix"),
+            ("[portal]\npath_prefix = \"/\"\n", "portal.path_prefix"),
+            (
+                "[portal]\npath_prefix = \"/a/../b\"\n",
+                "portal.path_prefix",
+            ),
+            (
+                "[portal]\npath_prefix = \"/api/auth/x\"\n",
+                "portal.path_prefix",
+            ),
+            ("[portal]\npath_prefix = \"/api\"\n", "portal.path_prefix"),
+            (
+                "[portal]\npath_prefix = \"/health\"\n",
+                "portal.path_prefix",
+            ),
+            ("[portal]\naccent_color = \"blue\"\n", "portal.accent_color"),
+            (
+                "[portal]\naccent_color = \"#7fb3ff\"\n",
+                "portal.accent_color",
+            ),
+            ("[portal]\nlogo_url = \"javascript:x\"\n", "portal.logo_url"),
+            (
+                "[portal]\nallowed_return_hosts = [\"https://a.example\"]\n",
+                "portal.allowed_return_hosts[0]",
+            ),
+            (
+                "[sessions]\ncookie_domain = \"exa mple.com\"\n",
+                "sessions.cookie_domain",
+            ),
+            (
+                "[[routes]]\npath_prefix = \"/auth/app\"\nupstream = \"http://127.0.0.1:1\"\n",
+                "routes[0].path_prefix",
+            ),
+        ] {
+            assert!(err(text).contains(key), "{text}: {}", err(text));
+        }
+        let c =
+            load("[portal]\npath_prefix = \"/sso/pages\"\naccent_color = \"#0b5394\"\n").unwrap();
+        assert_eq!(c.portal.path_prefix, "/sso/pages");
+        load("[portal]\nenabled = false\n[[routes]]\npath_prefix = \"/auth\"\nupstream = \"http://127.0.0.1:1\"\n")
+            .expect("a disabled portal leaves its prefix to routes");
+        assert!(contrast_with_white("#1d4ed8").unwrap() > 4.5);
+        assert!((contrast_with_white("#000000").unwrap() - 21.0).abs() < 0.01);
     }
 
     #[test]
