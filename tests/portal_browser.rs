@@ -125,8 +125,7 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     screenshot(&browser, "register-errors-en").await;
     browser.type_into("#password", PASSWORD).await;
     browser.click("form button[type=submit]").await;
-    browser.find("main p").await;
-    assert!(browser.source().await.contains("Check your mail"));
+    browser.wait_for_text("Check your mail").await;
     check_accessibility(&browser, &axe, "check your mail").await;
 
     // The link in the mail confirms the address.
@@ -134,8 +133,7 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     browser.goto(&link).await;
     check_accessibility(&browser, &axe, "verify email").await;
     browser.click("form button[type=submit]").await;
-    browser.wait_for_url("/auth/verify-email").await;
-    assert!(browser.source().await.contains("Email address confirmed"));
+    browser.wait_for_text("Email address confirmed").await;
     check_accessibility(&browser, &axe, "email confirmed").await;
 
     // Signed in, the app sees who it is.
@@ -181,8 +179,7 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     browser.goto(&format!("{base}/auth/logout")).await;
     check_accessibility(&browser, &axe, "sign-out").await;
     browser.click("form button[type=submit]").await;
-    browser.find("main p").await;
-    assert!(browser.source().await.contains("You are signed out"));
+    browser.wait_for_text("You are signed out").await;
     browser.goto(&format!("{base}/app/home")).await;
     browser.wait_for_url("/auth/login").await;
     sign_in(&browser, email).await;
@@ -219,6 +216,9 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
         .click("form[action='/auth/account/sessions/revoke'] button")
         .await;
     browser.wait_for_url("done=session").await;
+    browser
+        .wait_for_text("That device has been signed out")
+        .await;
     check_accessibility(&browser, &axe, "account with a notice").await;
     let r = app.get_as(&other_access, "/api/auth/profile").await;
     assert_eq!(r.status, reqwest::StatusCode::UNAUTHORIZED);
@@ -226,12 +226,12 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     // A forgotten password is reset from the mailed link.
     browser.goto(&format!("{base}/auth/logout")).await;
     browser.click("form button[type=submit]").await;
-    browser.find("main p").await;
+    browser.wait_for_text("You are signed out").await;
     browser.goto(&format!("{base}/auth/forgot-password")).await;
     check_accessibility(&browser, &axe, "forgot password").await;
     browser.type_into("#email", email).await;
     browser.click("form button[type=submit]").await;
-    browser.find("main p a").await;
+    browser.wait_for_text("the password is on its way").await;
     let mail = app
         .smtp
         .wait_for(
@@ -245,8 +245,7 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     let new_password = "An0ther-Secret!";
     browser.type_into("#password", new_password).await;
     browser.click("form button[type=submit]").await;
-    browser.find("main p a").await;
-    assert!(browser.source().await.contains("Password changed"));
+    browser.wait_for_text("Password changed").await;
 
     // Back in with the new password and a recovery code, by keyboard-reachable controls only.
     browser.goto(&format!("{base}/app/home")).await;
@@ -265,7 +264,7 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     browser.goto(&format!("{base}/auth/account")).await;
     browser.click("a[hreflang=ru]").await;
     browser.wait_for_url("lang=ru").await;
-    assert!(browser.source().await.contains("Ваша учётная запись"));
+    browser.wait_for_text("Ваша учётная запись").await;
     check_accessibility(&browser, &axe, "account (ru)").await;
     screenshot(&browser, "account-ru").await;
     browser.quit().await;

@@ -292,10 +292,12 @@ impl Portal {
     /// `/\host`, other schemes, userinfo, control characters) is refused.
     pub fn safe_return_to(&self, raw: &str) -> Option<String> {
         let raw = raw.trim();
+        // Visible ASCII only: it goes into a Location header as it is (browsers send
+        // anything else percent-encoded), and no control character or space hides in it.
         if raw.is_empty()
             || raw.len() > 2048
             || raw.contains('\\')
-            || raw.chars().any(|c| c.is_control() || c.is_whitespace())
+            || !raw.bytes().all(|b| b.is_ascii_graphic())
         {
             return None;
         }
@@ -971,6 +973,8 @@ mod tests {
             "/x\r\nSet-Cookie: a=b",
             "/a b",
             "app.example.com/x",
+            "/caf\u{e9}",
+            "/a\u{7f}",
         ];
         for input in refused {
             assert_eq!(p.safe_return_to(input), None, "{input:?}");
