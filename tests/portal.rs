@@ -779,7 +779,7 @@ async fn mails_go_out_in_the_language_of_the_page() {
     assert!(text.contains("Здравствуйте, Ада!"), "{text}");
     assert!(text.contains("24 часа"), "{text}");
     assert!(mail.link().unwrap().contains("/auth/verify-email?token="));
-    // An API client asking for English gets English.
+    // Later mails follow the language registered in, whatever a client asks for.
     let r = app
         .http
         .post(app.url("/api/auth/request-password-reset"))
@@ -790,5 +790,28 @@ async fn mails_go_out_in_the_language_of_the_page() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let mail = app.mail_to("ada.ru@example.com").await;
-    assert_eq!(mail.subject().as_deref(), Some("Reset your password"));
+    assert_eq!(mail.subject().as_deref(), Some("Сброс пароля"));
+    assert!(mail.text_body().unwrap().contains("1 час"));
+    // An account registered through the API follows the request's language.
+    let r = app
+        .http
+        .post(app.url("/api/auth/register"))
+        .header("accept-language", "ru")
+        .json(&json!({"email": "api.ru@example.com", "password": PASSWORD,
+            "first_name": "Пётр", "last_name": "Иванов"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mail = app.mail_to("api.ru@example.com").await;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Подтвердите адрес электронной почты")
+    );
+    app.register("api.en@example.com").await;
+    let mail = app.mail_to("api.en@example.com").await;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Confirm your email address")
+    );
 }

@@ -64,6 +64,7 @@ conformance!(
     recovery_codes_are_used_once,
     migrations_are_idempotent_and_data_survives_reconnect,
     admin_commands_report_what_they_did,
+    the_registration_language_is_kept,
 );
 
 async fn open(db: &TestDb) -> Arc<dyn UserStore> {
@@ -82,6 +83,7 @@ fn new_user(address: &str) -> NewUser {
         password_hash: "$2b$12$placeholder.hash.for.tests".into(),
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
+        language: String::new(),
     }
 }
 
@@ -130,6 +132,24 @@ async fn creates_and_finds_users_case_insensitively(db: &TestDb) {
     );
     assert!(store.find_by_id(UserId::random()).await.unwrap().is_none());
     store.ping().await.unwrap();
+}
+
+async fn the_registration_language_is_kept(db: &TestDb) {
+    let store = open(db).await;
+    let created = store
+        .create_user(NewUser {
+            language: "ru".into(),
+            ..new_user("ivan@example.com")
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.language, "ru");
+    assert_eq!(reload(store.as_ref(), created.id).await.language, "ru");
+    let unknown = store
+        .create_user(new_user("old@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(reload(store.as_ref(), unknown.id).await.language, "");
 }
 
 async fn duplicate_email_in_other_case_is_rejected(db: &TestDb) {

@@ -153,6 +153,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
             password_hash,
             first_name,
             last_name,
+            language: super::request_language(app, request).to_owned(),
         })
         .await
     {
@@ -162,7 +163,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
     tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %request.client_ip);
     match issue_mail_token(app, &user, TokenKind::EmailVerification, VERIFICATION_TTL).await {
         Ok(token) => app.mailer.send_in_background_in(
-            super::mail_language(app, request),
+            super::mail_language(app, request, &user),
             user.email.as_str(),
             &user.first_name,
             MailKind::Verification {
@@ -239,7 +240,7 @@ pub async fn resend_verification(app: &App, request: &ApiRequest) -> ApiResponse
     {
         Ok(token) => {
             app.mailer.send_in_background_in(
-                super::mail_language(app, request),
+                super::mail_language(app, request, &caller.user),
                 caller.user.email.as_str(),
                 &caller.user.first_name,
                 MailKind::Verification {
@@ -279,7 +280,7 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
         Ok(token) => {
             tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %request.client_ip);
             app.mailer.send_in_background_in(
-                super::mail_language(app, request),
+                super::mail_language(app, request, &user),
                 user.email.as_str(),
                 &user.first_name,
                 MailKind::PasswordReset {
@@ -339,7 +340,7 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
     tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
     if let Ok(Some(user)) = app.store.find_by_id(user_id).await {
         app.mailer.send_in_background_in(
-            super::mail_language(app, request),
+            super::mail_language(app, request, &user),
             user.email.as_str(),
             &user.first_name,
             MailKind::PasswordChanged,

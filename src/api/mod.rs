@@ -63,15 +63,28 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> ApiResponse {
     cors::decorate(cors, &request, response)
 }
 
-/// The language of the mails a request causes: its `Accept-Language` among the portal's
-/// languages (the portal sends the language of its page), else `portal.default_language`.
-pub(crate) fn mail_language<'a>(app: &'a App, request: &ApiRequest) -> &'a str {
+/// The language of a request: its `Accept-Language` among the portal's languages (the
+/// portal sends the language of its page), else `portal.default_language`.
+pub(crate) fn request_language<'a>(app: &'a App, request: &ApiRequest) -> &'a str {
     app.portal.language_for(
         request
             .headers
             .get(http::header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok()),
     )
+}
+
+/// The language of a mail to `user`: the one they registered in, else the request's.
+pub(crate) fn mail_language<'a>(
+    app: &'a App,
+    request: &ApiRequest,
+    user: &'a crate::store::User,
+) -> &'a str {
+    if user.language.is_empty() {
+        request_language(app, request)
+    } else {
+        &user.language
+    }
 }
 
 /// Answers one request by the endpoint table alone, without the per-IP limits and CORS:

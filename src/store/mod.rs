@@ -13,7 +13,7 @@ macro_rules! user_columns {
     () => {
         "id, email, password_hash, first_name, last_name, is_verified, is_active, \
          two_factor_enabled, two_factor_secret, failed_login_attempts, locked_until, \
-         last_login, created_at, updated_at"
+         last_login, created_at, updated_at, language"
     };
 }
 
@@ -85,6 +85,8 @@ pub struct NewUser {
     pub first_name: String,
     /// Family name as typed.
     pub last_name: String,
+    /// The language registered in (`ru`), for mails; `""` when not known.
+    pub language: String,
 }
 
 impl fmt::Debug for NewUser {
@@ -94,6 +96,7 @@ impl fmt::Debug for NewUser {
             .field("password_hash", &"<redacted>")
             .field("first_name", &self.first_name)
             .field("last_name", &self.last_name)
+            .field("language", &self.language)
             .finish()
     }
 }
@@ -131,6 +134,8 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// Role names, sorted.
     pub roles: Vec<String>,
+    /// The language registered in (`ru`), for mails; `""` when not known.
+    pub language: String,
 }
 
 impl User {
@@ -152,6 +157,7 @@ impl User {
             created_at: at,
             updated_at: at,
             roles: Vec::new(),
+            language: new.language,
         }
     }
 
@@ -531,6 +537,7 @@ mod tests {
             created_at: now(),
             updated_at: now(),
             roles: vec!["admin".into()],
+            language: "en".into(),
         }
     }
 

@@ -111,6 +111,7 @@ fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         roles: Vec::new(),
+        language: row.try_get("language")?,
     })
 }
 
@@ -122,8 +123,8 @@ impl UserStore for PgStore {
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, password_hash, first_name, last_name, \
              is_verified, is_active, two_factor_enabled, failed_login_attempts, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, TRUE, FALSE, 0, $6, $6)",
+             created_at, updated_at, language) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, TRUE, FALSE, 0, $6, $6, $7)",
         )
         .bind(id.as_uuid())
         .bind(new.email.as_str())
@@ -131,6 +132,7 @@ impl UserStore for PgStore {
         .bind(&new.first_name)
         .bind(&new.last_name)
         .bind(at)
+        .bind(&new.language)
         .execute(&self.pool)
         .await;
         match inserted {
