@@ -290,7 +290,7 @@ async fn notify_new_device(app: &App, user: &User, request: &ApiRequest) {
     match app.sessions.claim_once(&key, KNOWN_DEVICE_TTL).await {
         Ok(true) if user.last_login.is_some() => {
             app.mailer.send_in_background_in(
-                super::mail_language(app, request, &user),
+                super::mail_language(app, request, user),
                 user.email.as_str(),
                 &user.first_name,
                 MailKind::LoginNotification {

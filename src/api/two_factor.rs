@@ -185,7 +185,7 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
     }
     tracing::info!(target: SECURITY, event = "two_factor_enabled", user_id = %user.id);
     app.mailer.send_in_background_in(
-        super::mail_language(app, request, &user),
+        super::mail_language(app, request, user),
         user.email.as_str(),
         &user.first_name,
         MailKind::TwoFactorEnabled,
@@ -220,7 +220,7 @@ pub async fn disable(app: &App, request: &ApiRequest) -> ApiResponse {
     }
     tracing::info!(target: SECURITY, event = "two_factor_disabled", user_id = %user.id);
     app.mailer.send_in_background_in(
-        super::mail_language(app, request, &user),
+        super::mail_language(app, request, user),
         user.email.as_str(),
         &user.first_name,
         MailKind::TwoFactorDisabled,

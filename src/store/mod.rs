@@ -193,6 +193,7 @@ impl fmt::Debug for User {
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .field("roles", &self.roles)
+            .field("language", &self.language)
             .finish()
     }
 }
@@ -559,6 +560,7 @@ mod tests {
             password_hash: user.password_hash.clone(),
             first_name: String::new(),
             last_name: String::new(),
+            language: String::new(),
         };
         assert!(!format!("{new:?}").contains("secrethashvalue"));
     }
