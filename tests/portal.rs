@@ -463,6 +463,7 @@ async fn sign_in_is_rate_limited_like_the_api() {
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
     assert!(r.body.contains("Too many attempts"), "{}", r.body);
+    assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
     // The API shares the count.
     let api = app
         .post(

@@ -474,6 +474,8 @@ pub(crate) struct Visit<'a> {
     /// `Set-Cookie` values to send with the answer.
     cookies: Vec<String>,
     query: Vec<(String, String)>,
+    /// The API's `Retry-After` (429, 503), passed on with the page that explains it.
+    retry_after: Option<String>,
 }
 
 impl<'a> Visit<'a> {
@@ -524,6 +526,7 @@ impl<'a> Visit<'a> {
             csrf_token: portal.csrf.token_for(&csrf_cookie),
             cookies,
             query,
+            retry_after: None,
         }
     }
 
@@ -666,6 +669,11 @@ impl<'a> Visit<'a> {
         }
         for cookie in self.cookies.drain(..) {
             headers.push((http::header::SET_COOKIE, cookie));
+        }
+        if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
+            && let Some(seconds) = self.retry_after.take()
+        {
+            headers.push((http::header::RETRY_AFTER, seconds));
         }
         Page {
             status,
@@ -813,7 +821,7 @@ impl<'a> Visit<'a> {
     /// Calls the account API in-process as this browser. `limited` applies the API's
     /// per-IP limits (every form post); page reads are not counted.
     async fn api(
-        &self,
+        &mut self,
         method: Method,
         path: &str,
         bearer: Option<&str>,
@@ -844,11 +852,17 @@ impl<'a> Visit<'a> {
             client_ip: self.request.client_ip,
             user_agent: self.request.user_agent.clone(),
         };
-        if limited {
+        let response = if limited {
             crate::api::dispatch(self.app, request).await
         } else {
             crate::api::call_unlimited(self.app, &request).await
-        }
+        };
+        self.retry_after = response
+            .headers
+            .iter()
+            .find(|(name, _)| name == http::header::RETRY_AFTER)
+            .map(|(_, value)| value.clone());
+        response
     }
 
     /// The browser's access token when it is signed in, renewed from the refresh cookie
