@@ -816,3 +816,98 @@ async fn mails_go_out_in_the_language_of_the_page() {
         Some("Confirm your email address")
     );
 }
+
+/// Signs in by hand (no cookie jar: the cookies are `Secure`, and this is plain HTTP).
+async fn sign_in_by_hand(app: &TestApp, email: &str) -> Vec<String> {
+    let page = app.http.get(app.url("/auth/login")).send().await.unwrap();
+    let set: Vec<String> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let csrf_cookie = set
+        .iter()
+        .find_map(|c| c.split(';').next())
+        .expect("a CSRF cookie")
+        .to_owned();
+    let body = Html {
+        status: page.status(),
+        headers: page.headers().clone(),
+        body: page.text().await.unwrap(),
+    };
+    let r = app
+        .http
+        .post(app.url("/auth/login"))
+        .header("cookie", csrf_cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("csrf_token", body.csrf().as_str()),
+            ("email", email),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let mut cookies = set;
+    cookies.extend(
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned()),
+    );
+    cookies
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_prefix() {
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.server.public_url = "https://auth.example.test".into();
+    })
+    .await;
+    app.verified_user("tls@example.com").await;
+    let page = app.http.get(app.url("/auth/login")).send().await.unwrap();
+    assert_eq!(
+        page.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let cookies = sign_in_by_hand(&app, "tls@example.com").await;
+    for prefix in [
+        "__Host-portcullis_csrf=",
+        "__Host-portcullis=",
+        "__Secure-portcullis_refresh=",
+    ] {
+        let cookie = cookies
+            .iter()
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {cookies:?}"));
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        assert!(cookie.contains("; HttpOnly"), "{cookie}");
+        assert!(cookie.contains("; Path=/"), "{cookie}");
+        assert!(!cookie.contains("Domain="), "{cookie}");
+    }
+
+    let shared = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.server.public_url = "https://auth.example.test".into();
+        c.sessions.cookie_domain = "example.test".into();
+    })
+    .await;
+    shared.verified_user("shared@example.com").await;
+    let cookies = sign_in_by_hand(&shared, "shared@example.com").await;
+    for prefix in ["portcullis=", "__Secure-portcullis_refresh="] {
+        let cookie = cookies
+            .iter()
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {cookies:?}"));
+        assert!(cookie.contains("; Domain=example.test"), "{cookie}");
+        assert!(cookie.contains("; Secure"), "{cookie}");
+    }
+    // The CSRF cookie stays on the portal's own host.
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-portcullis_csrf="))
+    );
+}
