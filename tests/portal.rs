@@ -815,6 +815,24 @@ async fn mails_go_out_in_the_language_of_the_page() {
         mail.subject().as_deref(),
         Some("Confirm your email address")
     );
+
+    // Picking a language on a page while signed in moves the mails to it.
+    app.verified_user("switch@example.com").await;
+    let browser = Browser::new(&app.gw.url());
+    browser.sign_in("switch@example.com", PASSWORD, "/").await;
+    let account = browser.get("/auth/account?lang=ru").await;
+    assert!(
+        account.body.contains("Ваша учётная запись"),
+        "{}",
+        account.body
+    );
+    app.post(
+        "/api/auth/request-password-reset",
+        json!({"email": "switch@example.com"}),
+    )
+    .await;
+    let mail = app.mail_to("switch@example.com").await;
+    assert_eq!(mail.subject().as_deref(), Some("Сброс пароля"));
 }
 
 /// Signs in by hand (no cookie jar: the cookies are `Secure`, and this is plain HTTP).

@@ -150,6 +150,12 @@ async fn the_registration_language_is_kept(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(reload(store.as_ref(), unknown.id).await.language, "");
+    store.set_language(unknown.id, "ru").await.unwrap();
+    assert_eq!(reload(store.as_ref(), unknown.id).await.language, "ru");
+    assert!(matches!(
+        store.set_language(UserId::random(), "ru").await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn duplicate_email_in_other_case_is_rejected(db: &TestDb) {

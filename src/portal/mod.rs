@@ -386,6 +386,9 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
         return pages::post(&mut v, &sub, form).await;
     }
     if is_get && pages::GET_PATHS.contains(&sub.as_str()) {
+        if v.language_chosen {
+            v.remember_language().await;
+        }
         return pages::get(&mut v, &sub).await;
     }
     if pages::GET_PATHS.contains(&sub.as_str()) || pages::POST_PATHS.contains(&sub.as_str()) {
@@ -476,6 +479,10 @@ pub(crate) struct Visit<'a> {
     query: Vec<(String, String)>,
     /// The API's `Retry-After` (429, 503), passed on with the page that explains it.
     retry_after: Option<String>,
+    /// Whether this request picked a language (`?lang=` naming one the portal has).
+    language_chosen: bool,
+    /// What [`Visit::signed_in`] found, once asked (a renewal must happen only once).
+    signed_in: Option<Option<String>>,
 }
 
 impl<'a> Visit<'a> {
@@ -498,7 +505,8 @@ impl<'a> Visit<'a> {
                 .and_then(|v| v.to_str().ok()),
         );
         let mut cookies = Vec::new();
-        if explicit.is_some_and(|code| code.eq_ignore_ascii_case(&lang.code)) {
+        let language_chosen = explicit.is_some_and(|code| code.eq_ignore_ascii_case(&lang.code));
+        if language_chosen {
             let secure = if app.serves_tls() { "; Secure" } else { "" };
             cookies.push(format!(
                 "{}={}; Path=/; Max-Age=31536000; SameSite=Lax{secure}",
@@ -527,6 +535,8 @@ impl<'a> Visit<'a> {
             cookies,
             query,
             retry_after: None,
+            language_chosen,
+            signed_in: None,
         }
     }
 
@@ -868,6 +878,34 @@ impl<'a> Visit<'a> {
     /// The browser's access token when it is signed in, renewed from the refresh cookie
     /// when the access cookie has expired (the new cookies go out with this answer).
     async fn signed_in(&mut self) -> Option<String> {
+        if let Some(known) = &self.signed_in {
+            return known.clone();
+        }
+        let found = self.find_sign_in().await;
+        self.signed_in = Some(found.clone());
+        found
+    }
+
+    /// A signed-in person who picks a language on a page gets their mails in it from then on.
+    async fn remember_language(&mut self) {
+        let Some(token) = self.signed_in().await else {
+            return;
+        };
+        let app = self.app;
+        let Ok(principal) = app
+            .gatekeeper
+            .check(&token, &app.keys, &*app.sessions, &*app.store)
+            .await
+        else {
+            return;
+        };
+        let user = crate::domain::UserId::from_uuid(principal.user_id());
+        if let Err(e) = app.store.set_language(user, &self.lang.code).await {
+            tracing::warn!(error = %e, "could not store the chosen language");
+        }
+    }
+
+    async fn find_sign_in(&mut self) -> Option<String> {
         let app = self.app;
         if let Some(token) = browser::cookie(&self.request.headers, app.cookie_name())
             && app

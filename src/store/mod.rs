@@ -237,6 +237,9 @@ pub trait UserStore: Send + Sync {
     /// Replaces the password hash.
     async fn set_password_hash(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
 
+    /// Records the language the user's mails go out in (a code such as `ru`).
+    async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError>;
+
     /// Marks the email address as confirmed.
     async fn mark_verified(&self, id: UserId) -> Result<(), StoreError>;
 

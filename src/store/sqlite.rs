@@ -275,6 +275,16 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET language = $2, updated_at = $3 WHERE id = $1")
+                .bind(id_text(id))
+                .bind(language)
+                .bind(ts(now())),
+        )
+        .await
+    }
+
     async fn mark_verified(&self, id: UserId) -> Result<(), StoreError> {
         self.update_user(
             sqlx::query("UPDATE users SET is_verified = 1, updated_at = $2 WHERE id = $1")
