@@ -428,7 +428,7 @@ async fn pages_never_tell_whether_an_address_has_an_account() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn the_form_locks_like_the_api_and_is_rate_limited_like_it() {
+async fn the_form_locks_the_account_like_the_api() {
     let up = EchoUpstream::start().await;
     let app = spawn(Backend::Embedded, &up).await;
     app.verified_user("lock@example.com").await;

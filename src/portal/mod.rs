@@ -90,7 +90,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("portal.css", include_str!("../../config/portal/portal.css")),
 ];
 
-/// The pages a browser renders, as a template name and sample values: each is rendered
+/// The page templates a browser is shown: each is rendered
 /// once at start so that a broken override stops the server, naming the file.
 const PAGES: &[&str] = &[
     "login.html",
