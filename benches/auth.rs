@@ -59,6 +59,7 @@ fn fixture(rt: &Runtime) -> Fixture {
                     .into(),
                 first_name: "Bench".into(),
                 last_name: "Mark".into(),
+                language: String::new(),
             })
             .await
             .expect("user");

@@ -16,6 +16,7 @@ use crate::gateway::identity::IdentityHeaderNames;
 use crate::gateway::routes::RouteTable;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::portal::Portal;
 use crate::ratelimit::{self, RateLimiter};
 use crate::session::{self, SessionStore};
 use crate::store::{self, UserStore};
@@ -42,6 +43,8 @@ pub struct App {
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// The per-request check of proxied traffic, with its caches.
     pub gatekeeper: Arc<Gatekeeper>,
+    /// The sign-in pages for browsers.
+    pub portal: Portal,
     /// Owns the database and Redis connections (a socket stays with the runtime that made it).
     _backend: BackendRuntime,
 }
@@ -70,6 +73,8 @@ impl App {
             TwoFactor::load(&config.two_factor).context("loading the two-factor encryption key")?;
         let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
             .context("setting up password hashing")?;
+        let portal =
+            Portal::new(&config, keys.refresh_rotation_key()).map_err(|e| anyhow::anyhow!(e))?;
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -93,8 +98,14 @@ impl App {
                                 format!("opening sessions {}", redact_url(&config.sessions.url))
                             })?;
                         // The mailer's SMTP pool lives on this runtime too.
-                        let mailer = Mailer::new(&config.mail, &config.server.public_url, &metrics)
-                            .context("setting up mail")?;
+                        let mut mailer =
+                            Mailer::new(&config.mail, &config.server.public_url, &metrics)
+                                .context("setting up mail")?;
+                        if let Some(prefix) =
+                            config.portal.enabled.then_some(&config.portal.path_prefix)
+                        {
+                            mailer = mailer.with_pages_prefix(prefix);
+                        }
                         let limiter = ratelimit::connect(&config.sessions, &metrics)
                             .await
                             .context("setting up rate limiting")?;
@@ -124,6 +135,7 @@ impl App {
             two_factor,
             rate_limiter,
             gatekeeper,
+            portal,
             _backend: BackendRuntime(Some(runtime)),
         }))
     }
@@ -131,10 +143,22 @@ impl App {
     /// The name of the browser session cookie: `__Host-` prefixed (and `Secure`) when the
     /// gateway is served over HTTPS, plain otherwise.
     pub fn cookie_name(&self) -> &'static str {
-        if self.serves_tls() {
+        // `__Host-` cookies may not name a Domain: a shared sign-in uses the plain name.
+        if self.serves_tls() && self.config.sessions.cookie_domain.is_empty() {
             "__Host-portcullis"
         } else {
             "portcullis"
+        }
+    }
+
+    /// Where unauthenticated browsers are sent: `server.login_url`, else the portal's
+    /// sign-in page; `None` when neither is set (they get the 401 JSON answer).
+    pub fn login_url(&self) -> Option<String> {
+        let configured = &self.config.server.login_url;
+        if configured.is_empty() {
+            self.portal.login_page()
+        } else {
+            Some(configured.clone())
         }
     }
 

@@ -71,6 +71,8 @@ pub struct Config {
     #[serde(default)]
     pub cors: CorsConfig,
     #[serde(default)]
+    pub portal: PortalConfig,
+    #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
 
@@ -245,6 +247,9 @@ pub struct SessionsConfig {
     pub max_per_user: usize,
     /// The hard end of a session however active it is; activity slides it only until then.
     pub max_lifetime: HumanDuration,
+    /// The `Domain` of the browser cookies, to share a sign-in across sibling hosts
+    /// (`example.com` covers `app.example.com`); `""` keeps them on the gateway's own host.
+    pub cookie_domain: String,
 }
 
 impl Default for SessionsConfig {
@@ -254,6 +259,7 @@ impl Default for SessionsConfig {
             key_prefix: "portcullis:".into(),
             max_per_user: 5,
             max_lifetime: HumanDuration::from_secs(90 * 86400),
+            cookie_domain: String::new(),
         }
     }
 }
@@ -435,6 +441,44 @@ pub struct CorsConfig {
     /// Exact origins (`https://app.example.com`) allowed to call `/api/auth/*`; empty = none.
     pub allowed_origins: Vec<String>,
     pub allow_credentials: bool,
+}
+
+/// `[portal]`: the sign-in pages for browsers, served by the gateway under `path_prefix`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortalConfig {
+    /// Serve the pages (and send unauthenticated browsers to them when `server.login_url`
+    /// is empty).
+    pub enabled: bool,
+    /// Where the pages live (`/auth/login`, `/auth/account`, …); no route may use it.
+    pub path_prefix: String,
+    /// The name shown in page titles and the header.
+    pub title: String,
+    /// An image shown beside the title; `""` for none.
+    pub logo_url: String,
+    /// The colour of buttons and links, `#rrggbb`; keep it dark enough for white text.
+    pub accent_color: String,
+    /// Overrides for the built-in page templates, file by file; `""` for none.
+    pub templates_dir: String,
+    /// Hosts besides this one that `return_to` may name (sibling apps behind forward-auth).
+    pub allowed_return_hosts: Vec<String>,
+    /// The language of a browser that asks for none the portal has.
+    pub default_language: String,
+}
+
+impl Default for PortalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path_prefix: "/auth".into(),
+            title: "Portcullis".into(),
+            logo_url: String::new(),
+            accent_color: "#1d4ed8".into(),
+            templates_dir: String::new(),
+            allowed_return_hosts: Vec::new(),
+            default_language: "en".into(),
+        }
+    }
 }
 
 /// What a route demands of a request before it is forwarded.
@@ -776,6 +820,13 @@ impl Config {
                 );
             }
         }
+        if let Err((key, message)) = self.validate_portal() {
+            return bad(&key, message);
+        }
+        let portal_prefix = self
+            .portal
+            .enabled
+            .then_some(self.portal.path_prefix.as_str());
         let mut seen = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
@@ -789,6 +840,17 @@ impl Config {
                 return bad(
                     &key("path_prefix"),
                     format!("{:?} is served by Portcullis itself", route.path_prefix),
+                );
+            }
+            if let Some(portal) = portal_prefix
+                && path_is_under(&route.path_prefix, portal)
+            {
+                return bad(
+                    &key("path_prefix"),
+                    format!(
+                        "{:?} is served by the portal (portal.path_prefix = {portal:?})",
+                        route.path_prefix
+                    ),
                 );
             }
             if !seen.insert((route.host.to_ascii_lowercase(), route.path_prefix.clone())) {
@@ -825,6 +887,125 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// Checks `[portal]` and `sessions.cookie_domain`.
+    fn validate_portal(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, message: String| Err((key.to_string(), message));
+        let p = &self.portal;
+        let prefix = &p.path_prefix;
+        let segments_ok = prefix.len() > 1
+            && prefix.starts_with('/')
+            && !prefix.ends_with('/')
+            && prefix[1..].split('/').all(|segment| {
+                !segment.is_empty()
+                    && segment != "."
+                    && segment != ".."
+                    && segment
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+            });
+        if !segments_ok {
+            return bad(
+                "portal.path_prefix",
+                format!(
+                    "{prefix:?} must be a path like \"/auth\": segments of letters, digits, '-', '.', '_', '~', no trailing '/'"
+                ),
+            );
+        }
+        if p.enabled && (is_reserved_path(prefix) || path_is_under("/api/auth", prefix)) {
+            return bad(
+                "portal.path_prefix",
+                format!("{prefix:?} overlaps a path Portcullis already serves"),
+            );
+        }
+        let Some(contrast) = contrast_with_white(&p.accent_color) else {
+            return bad(
+                "portal.accent_color",
+                format!("{:?} is not a colour like \"#1d4ed8\"", p.accent_color),
+            );
+        };
+        // Buttons carry white text on the accent colour: WCAG 2.2 AA (1.4.3) asks 4.5:1.
+        if contrast < 4.5 {
+            return bad(
+                "portal.accent_color",
+                format!(
+                    "{} gives white button text a contrast of {contrast:.1}:1; WCAG AA needs 4.5:1, pick a darker colour",
+                    p.accent_color
+                ),
+            );
+        }
+        if !p.logo_url.is_empty()
+            && !p.logo_url.starts_with('/')
+            && parse_http_url(&p.logo_url).is_err()
+        {
+            return bad(
+                "portal.logo_url",
+                format!("{:?} must be a path or an http(s) URL", p.logo_url),
+            );
+        }
+        if p.title.trim().is_empty() {
+            return bad("portal.title", "must not be empty".into());
+        }
+        for (i, host) in p.allowed_return_hosts.iter().enumerate() {
+            if !is_host_name(host) {
+                return bad(
+                    &format!("portal.allowed_return_hosts[{i}]"),
+                    format!(
+                        "{host:?} is not a host name like app.example.com (no scheme, port or path)"
+                    ),
+                );
+            }
+        }
+        let domain = &self.sessions.cookie_domain;
+        if !domain.is_empty() && !is_host_name(domain.trim_start_matches('.')) {
+            return bad(
+                "sessions.cookie_domain",
+                format!("{domain:?} is not a domain like example.com"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The WCAG 2.2 contrast ratio of `#rrggbb` against white; `None` when it is not such a colour.
+fn contrast_with_white(colour: &str) -> Option<f64> {
+    let hex = colour.strip_prefix('#')?;
+    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let channel = |i: usize| -> Option<f64> {
+        let value = f64::from(u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()?) / 255.0;
+        // sRGB to linear light (WCAG 2.2, relative luminance).
+        Some(if value <= 0.04045 {
+            value / 12.92
+        } else {
+            ((value + 0.055) / 1.055).powf(2.4)
+        })
+    };
+    let luminance = 0.2126 * channel(0)? + 0.7152 * channel(2)? + 0.0722 * channel(4)?;
+    Some(1.05 / (luminance + 0.05))
+}
+
+/// A DNS name in lower case: labels of letters, digits and `-`, separated by dots.
+fn is_host_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+/// Whether `path` is `prefix` or below it, segment-aligned; either may end in `/`.
+fn path_is_under(path: &str, prefix: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    let prefix = prefix.trim_end_matches('/');
+    path == prefix || path.starts_with(&format!("{prefix}/")) || prefix.is_empty()
 }
 
 /// Paths the gateway answers itself; routes may not shadow them.
@@ -986,6 +1167,56 @@ mod tests {
         assert!(is_reserved_path("/health"));
         assert!(!is_reserved_path("/api"));
         assert!(!is_reserved_path("/healthz"));
+    }
+
+    #[test]
+    fn portal_settings_are_checked() {
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        for (text, key) in [
+            ("[portal]\npath_prefix = \"auth\"\n", "portal.path_prefix"),
+            ("[portal]\npath_prefix = \"/auth/\"\n", "portal.path_prefix"),
+            ("[portal]\npath_prefix = \"/\"\n", "portal.path_prefix"),
+            (
+                "[portal]\npath_prefix = \"/a/../b\"\n",
+                "portal.path_prefix",
+            ),
+            (
+                "[portal]\npath_prefix = \"/api/auth/x\"\n",
+                "portal.path_prefix",
+            ),
+            ("[portal]\npath_prefix = \"/api\"\n", "portal.path_prefix"),
+            (
+                "[portal]\npath_prefix = \"/health\"\n",
+                "portal.path_prefix",
+            ),
+            ("[portal]\naccent_color = \"blue\"\n", "portal.accent_color"),
+            (
+                "[portal]\naccent_color = \"#7fb3ff\"\n",
+                "portal.accent_color",
+            ),
+            ("[portal]\nlogo_url = \"javascript:x\"\n", "portal.logo_url"),
+            (
+                "[portal]\nallowed_return_hosts = [\"https://a.example\"]\n",
+                "portal.allowed_return_hosts[0]",
+            ),
+            (
+                "[sessions]\ncookie_domain = \"exa mple.com\"\n",
+                "sessions.cookie_domain",
+            ),
+            (
+                "[[routes]]\npath_prefix = \"/auth/app\"\nupstream = \"http://127.0.0.1:1\"\n",
+                "routes[0].path_prefix",
+            ),
+        ] {
+            assert!(err(text).contains(key), "{text}: {}", err(text));
+        }
+        let c =
+            load("[portal]\npath_prefix = \"/sso/pages\"\naccent_color = \"#0b5394\"\n").unwrap();
+        assert_eq!(c.portal.path_prefix, "/sso/pages");
+        load("[portal]\nenabled = false\n[[routes]]\npath_prefix = \"/auth\"\nupstream = \"http://127.0.0.1:1\"\n")
+            .expect("a disabled portal leaves its prefix to routes");
+        assert!(contrast_with_white("#1d4ed8").unwrap() > 4.5);
+        assert!((contrast_with_white("#000000").unwrap() - 21.0).abs() < 0.01);
     }
 
     #[test]

@@ -105,6 +105,10 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
+            if let Err(e) = portcullis::portal::Portal::new(&config, &[0; 32]) {
+                eprintln!("portcullis: {e} (in {})", cli.config.display());
+                return ExitCode::from(2);
+            }
             let routes = config.routes.len();
             println!(
                 "{}: configuration is valid ({routes} route{})",

@@ -140,6 +140,31 @@ fn bad_values_name_their_key() {
 }
 
 #[test]
+fn a_broken_portal_template_fails_check_config_naming_the_file() {
+    let scratch = Scratch::new();
+    let templates = scratch.path("portal");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(
+        templates.join("account.html"),
+        "{% block content %}{{ oops(",
+    )
+    .unwrap();
+    let config = write_config(
+        &scratch,
+        &format!(
+            "[portal]\ntemplates_dir = {:?}\n",
+            templates.display().to_string()
+        ),
+    );
+    let (code, _, stderr) = run(portcullis()
+        .arg("--config")
+        .arg(&config)
+        .arg("check-config"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("account.html"), "{stderr}");
+}
+
+#[test]
 fn missing_file_is_a_clear_error() {
     let (code, _, err) =
         run(portcullis().args(["check-config", "--config", "/nonexistent/p.toml"]));

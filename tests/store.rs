@@ -71,6 +71,7 @@ conformance!(
     claims_after_an_expired_lock_start_afresh,
     change_feed_lists_recent_changes_in_order,
     unknown_address_claims_follow_the_account_rule,
+    the_registration_language_is_kept,
 );
 
 async fn open(db: &TestDb) -> Arc<dyn UserStore> {
@@ -89,6 +90,7 @@ fn new_user(address: &str) -> NewUser {
         password_hash: "$2b$12$placeholder.hash.for.tests".into(),
         first_name: "Ada".into(),
         last_name: "Lovelace".into(),
+        language: String::new(),
     }
 }
 
@@ -137,6 +139,30 @@ async fn creates_and_finds_users_case_insensitively(db: &TestDb) {
     );
     assert!(store.find_by_id(UserId::random()).await.unwrap().is_none());
     store.ping().await.unwrap();
+}
+
+async fn the_registration_language_is_kept(db: &TestDb) {
+    let store = open(db).await;
+    let created = store
+        .create_user(NewUser {
+            language: "ru".into(),
+            ..new_user("ivan@example.com")
+        })
+        .await
+        .unwrap();
+    assert_eq!(created.language, "ru");
+    assert_eq!(reload(store.as_ref(), created.id).await.language, "ru");
+    let unknown = store
+        .create_user(new_user("old@example.com"))
+        .await
+        .unwrap();
+    assert_eq!(reload(store.as_ref(), unknown.id).await.language, "");
+    store.set_language(unknown.id, "ru").await.unwrap();
+    assert_eq!(reload(store.as_ref(), unknown.id).await.language, "ru");
+    assert!(matches!(
+        store.set_language(UserId::random(), "ru").await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn duplicate_email_in_other_case_is_rejected(db: &TestDb) {

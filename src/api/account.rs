@@ -164,6 +164,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
             password_hash,
             first_name,
             last_name,
+            language: super::request_language(app, request).to_owned(),
         })
         .await
     {
@@ -172,7 +173,8 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
     };
     tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %request.client_ip);
     match issue_mail_token(app, &user, TokenKind::EmailVerification, VERIFICATION_TTL).await {
-        Ok(token) => app.mailer.send_in_background(
+        Ok(token) => app.mailer.send_in_background_in(
+            super::mail_language(app, request, &user),
             user.email.as_str(),
             &user.first_name,
             MailKind::Verification {
@@ -258,7 +260,8 @@ pub async fn resend_verification(app: &App, request: &ApiRequest) -> ApiResponse
     .await
     {
         Ok(token) => {
-            app.mailer.send_in_background(
+            app.mailer.send_in_background_in(
+                super::mail_language(app, request, &caller.user),
                 caller.user.email.as_str(),
                 &caller.user.first_name,
                 MailKind::Verification {
@@ -295,6 +298,8 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
     let store = Arc::clone(&app.store);
     let mailer = Arc::clone(&app.mailer);
     let client_ip = request.client_ip;
+    // The page's language, for an account that has none of its own yet.
+    let page_language = super::request_language(app, request).to_owned();
     app.mailer.background().spawn(async move {
         let user = match store.find_by_email(&email).await {
             Ok(Some(user)) if user.is_active => user,
@@ -306,7 +311,12 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
         };
         tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %client_ip);
         match issue_token(&*store, &user, TokenKind::PasswordReset, RESET_TTL).await {
-            Ok(token) => mailer.send_in_background(
+            Ok(token) => mailer.send_in_background_in(
+                if user.language.is_empty() {
+                    &page_language
+                } else {
+                    &user.language
+                },
                 user.email.as_str(),
                 &user.first_name,
                 MailKind::PasswordReset {
@@ -369,7 +379,8 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
     app.gatekeeper.forget_user(user_id.into());
     tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
     if let Ok(Some(user)) = app.store.find_by_id(user_id).await {
-        app.mailer.send_in_background(
+        app.mailer.send_in_background_in(
+            super::mail_language(app, request, &user),
             user.email.as_str(),
             &user.first_name,
             MailKind::PasswordChanged,

@@ -38,7 +38,8 @@ pub fn amr_of(session: &Session) -> &'static [&'static str] {
 /// The `Set-Cookie` value carrying an access token to browsers (or clearing it with `""`).
 ///
 /// HttpOnly so scripts cannot read it, SameSite=Lax against cross-site requests, and
-/// `Secure` with the `__Host-` prefix when the gateway is served over HTTPS.
+/// `Secure` with the `__Host-` prefix when the gateway is served over HTTPS, and
+/// `sessions.cookie_domain` as its `Domain` when set (then without the prefix).
 pub fn session_cookie(app: &App, access_token: &str) -> String {
     let max_age = if access_token.is_empty() {
         0
@@ -46,8 +47,14 @@ pub fn session_cookie(app: &App, access_token: &str) -> String {
         app.config.tokens.access_ttl.get().as_secs()
     };
     let secure = if app.serves_tls() { "; Secure" } else { "" };
+    let domain = app.config.sessions.cookie_domain.trim_start_matches('.');
+    let domain = if domain.is_empty() {
+        String::new()
+    } else {
+        format!("; Domain={domain}")
+    };
     format!(
-        "{}={access_token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        "{}={access_token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{domain}{secure}",
         app.cookie_name()
     )
 }
@@ -259,7 +266,8 @@ async fn notify_new_device(app: &App, user: &User, request: &ApiRequest) {
     let key = format!("device:{}:{device}", user.id);
     match app.sessions.claim_once(&key, KNOWN_DEVICE_TTL).await {
         Ok(true) if user.last_login.is_some() => {
-            app.mailer.send_in_background(
+            app.mailer.send_in_background_in(
+                super::mail_language(app, request, user),
                 user.email.as_str(),
                 &user.first_name,
                 MailKind::LoginNotification {

@@ -23,6 +23,7 @@ use http::{HeaderMap, Method};
 pub use envelope::{ApiResponse, FieldError};
 pub use errors::unavailable;
 pub use input::Fields;
+pub use login::session_cookie;
 
 use crate::app::App;
 
@@ -61,6 +62,43 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> ApiResponse {
         }
     };
     cors::decorate(cors, &request, response)
+}
+
+/// The language of a request: its `Accept-Language` among the portal's languages (the
+/// portal sends the language of its page), else `portal.default_language`.
+pub(crate) fn request_language<'a>(app: &'a App, request: &ApiRequest) -> &'a str {
+    app.portal.language_for(
+        request
+            .headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// The language of a mail to `user`: the one they registered in, else the request's.
+pub(crate) fn mail_language<'a>(
+    app: &'a App,
+    request: &ApiRequest,
+    user: &'a crate::store::User,
+) -> &'a str {
+    if user.language.is_empty() {
+        request_language(app, request)
+    } else {
+        &user.language
+    }
+}
+
+/// Answers one request by the endpoint table alone, without the per-IP limits and CORS:
+/// for the gateway's own in-process calls that are not a client's API request (renewing a
+/// browser's access cookie, reading the account page).
+pub async fn call_unlimited(app: &App, request: &ApiRequest) -> ApiResponse {
+    route(app, request).await
+}
+
+/// `POST /api/auth/refresh-token` alone: rotates a refresh token (with reuse detection)
+/// for the gateway's renewal of a browser's expired access cookie.
+pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
+    login::refresh(app, request).await
 }
 
 /// Applies the per-IP limits of DESIGN section 5: `global` for all of `/api/auth/*` (except

@@ -163,7 +163,8 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> ApiResponse {
     };
     app.gatekeeper.forget_user(caller.session.user_id);
     tracing::info!(target: SECURITY, event = "password_changed", user_id = %caller.user.id, sessions_ended = ended);
-    app.mailer.send_in_background(
+    app.mailer.send_in_background_in(
+        super::mail_language(app, request, &caller.user),
         caller.user.email.as_str(),
         &caller.user.first_name,
         MailKind::PasswordChanged,

@@ -234,7 +234,8 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
     };
     app.gatekeeper.forget_user(caller.session.user_id);
     tracing::info!(target: SECURITY, event = "two_factor_enabled", user_id = %user.id, replaced = user.two_factor_enabled, sessions_ended = ended);
-    app.mailer.send_in_background(
+    app.mailer.send_in_background_in(
+        super::mail_language(app, request, user),
         user.email.as_str(),
         &user.first_name,
         MailKind::TwoFactorEnabled,
@@ -269,7 +270,8 @@ pub async fn disable(app: &App, request: &ApiRequest) -> ApiResponse {
         return e.into();
     }
     tracing::info!(target: SECURITY, event = "two_factor_disabled", user_id = %user.id);
-    app.mailer.send_in_background(
+    app.mailer.send_in_background_in(
+        super::mail_language(app, request, user),
         user.email.as_str(),
         &user.first_name,
         MailKind::TwoFactorDisabled,

@@ -33,17 +33,23 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
             _ => {}
         }
     }
-    let principal = match authorize(
+    let mut renewed_cookies = Vec::new();
+    let verdict = authorize(
         app,
         policy,
         &roles,
         require_verified_email,
         &request.headers,
         None,
+        request.client_ip,
     )
-    .await
-    {
+    .await;
+    let principal = match verdict {
         Verdict::Allow(Some(principal)) => principal,
+        Verdict::Renewed { principal, cookies } => {
+            renewed_cookies = cookies;
+            principal
+        }
         Verdict::Allow(None) => return ApiResponse::ok(StatusCode::OK, "Allowed", None),
         Verdict::Refuse { response, reason } => {
             app.metrics
@@ -75,6 +81,10 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
         && let Some(assertion) = app.gatekeeper.assertion(&principal, &app.keys)
     {
         response = response.with_header(HeaderName::clone(name), header_text(&assertion));
+    }
+    // A proxy may pass these on to the browser (nginx: auth_request_set + add_header).
+    for cookie in renewed_cookies {
+        response = response.with_header(http::header::SET_COOKIE, cookie);
     }
     response
 }

@@ -72,9 +72,14 @@ fn eq_normalized(normalized: &[u8], candidate: &[u8]) -> bool {
     })
 }
 
-/// The cookie name that carries the gateway's credentials; `__Host-` and `__Secure-`
-/// prefixed and any letter case count as the same name (a client may send any of them).
-pub const CREDENTIAL_COOKIE: &str = "portcullis";
+/// The cookie names that carry the gateway's credentials (access, refresh and the portal's
+/// CSRF cookie); `__Host-` and `__Secure-` prefixed and any letter case count as the same
+/// name (a client may send any of them, whatever `public_url` says).
+pub const CREDENTIAL_COOKIES: &[&str] = &[
+    "portcullis",
+    crate::portal::browser::REFRESH_COOKIE,
+    crate::portal::browser::CSRF_COOKIE,
+];
 
 /// Whether a cookie pair (`name=value`, as the client wrote it) must stay at the gateway:
 /// its name is the gateway's (in any spelling), or it carries a Portcullis token anywhere.
@@ -88,7 +93,10 @@ fn is_credential_pair(pair: &str, carries_token: &impl Fn(&str) -> bool) -> bool
                 .map(|_| &name[prefix.len()..])
         })
         .unwrap_or(name);
-    bare.eq_ignore_ascii_case(CREDENTIAL_COOKIE) || carries_token(pair)
+    CREDENTIAL_COOKIES
+        .iter()
+        .any(|credential| bare.eq_ignore_ascii_case(credential))
+        || carries_token(pair)
 }
 
 /// The `Cookie` header to forward once the gateway's credentials are taken out: `None` when

@@ -38,7 +38,7 @@ use forwarding::ProxyHeaders;
 use policy::Verdict;
 use routes::Route;
 
-pub use respond::write_local_response;
+pub use respond::{write_local_response, write_page};
 
 /// Route label for requests the gateway answers itself.
 const LOCAL_ROUTE: &str = "local";
@@ -83,6 +83,8 @@ pub struct RequestCtx {
     canonical_host: Option<http::HeaderValue>,
     /// Who the request comes from, on routes that require it.
     principal: Option<Principal>,
+    /// Cookies to set on the upstream's answer: the browser's access was renewed.
+    renewed_cookies: Vec<String>,
     /// Decrements the in-flight gauge however the request ends.
     _in_flight: InFlight,
 }
@@ -120,6 +122,7 @@ impl ProxyHttp for Gateway {
             canonical_target: None,
             canonical_host: None,
             principal: None,
+            renewed_cookies: Vec::new(),
             _in_flight: InFlight(gauge),
         }
     }
@@ -191,6 +194,22 @@ impl ProxyHttp for Gateway {
                 write_local_response(session, &response).await?;
                 return Ok(true);
             }
+            Destination::Portal { path, query } => {
+                ctx.local = true;
+                let page = match self
+                    .read_api_request(session, ctx.client_ip, path, query)
+                    .await?
+                {
+                    Ok(request) => crate::portal::dispatch(&self.app, request).await,
+                    Err(refusal) => crate::portal::refusal_page(
+                        &self.app,
+                        &session.req_header().headers,
+                        &refusal,
+                    ),
+                };
+                write_page(session, &page).await?;
+                return Ok(true);
+            }
             Destination::Unmatched => {
                 write_local_response(session, &ApiResponse::not_found()).await?;
                 return Ok(true);
@@ -222,6 +241,7 @@ impl ProxyHttp for Gateway {
             route.require_verified_email,
             &header.headers,
             Some(target),
+            ctx.client_ip,
         )
         .await;
         match verdict {
@@ -230,6 +250,12 @@ impl ProxyHttp for Gateway {
                     route.metrics.allowed().inc();
                 }
                 ctx.principal = principal;
+                Ok(false)
+            }
+            Verdict::Renewed { principal, cookies } => {
+                route.metrics.allowed().inc();
+                ctx.principal = Some(principal);
+                ctx.renewed_cookies = cookies;
                 Ok(false)
             }
             Verdict::Refuse { response, reason } => {
@@ -290,9 +316,12 @@ impl ProxyHttp for Gateway {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _upstream_response: &mut pingora::http::ResponseHeader,
+        upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        for cookie in ctx.renewed_cookies.drain(..) {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         if let (Some(started), Some(route)) = (ctx.upstream_started.take(), &ctx.route) {
             route
                 .metrics
@@ -342,7 +371,12 @@ impl ProxyHttp for Gateway {
             };
         };
         if session.response_written().is_none() {
-            let response = failure_response(status);
+            let mut response = failure_response(status);
+            // A renewed browser must still get its rotated refresh token, or its next
+            // request would present the old one and end the session as a stolen token.
+            for cookie in ctx.renewed_cookies.drain(..) {
+                response = response.with_header(http::header::SET_COOKIE, cookie);
+            }
             // The connection is not reused after a proxy failure: say so.
             if let Err(write_error) = respond::write_closing_response(session, &response).await {
                 tracing::debug!(error = %write_error, "cannot send error response");
@@ -448,7 +482,8 @@ impl Gateway {
             return Destination::Asterisk;
         }
         let path = canonical.path.as_ref();
-        if path == "/health" || api::is_local_path(path) {
+        let portal = self.app.portal.owns(path);
+        if path == "/health" || api::is_local_path(path) || portal {
             if canonical.flags.encoded_slash {
                 return Destination::Refuse(Refusal::EncodedSlash);
             }
@@ -457,6 +492,12 @@ impl Gateway {
             }
             if path == "/health" {
                 return Destination::Health;
+            }
+            if portal {
+                return Destination::Portal {
+                    path: path.to_owned(),
+                    query: canonical.query.map(str::to_owned),
+                };
             }
             return Destination::Local {
                 path: path.to_owned(),
@@ -681,6 +722,8 @@ enum Destination {
     Health,
     /// The account API, the JWKS: answered here, on the canonical path.
     Local { path: String, query: Option<String> },
+    /// The portal's pages, on the canonical path.
+    Portal { path: String, query: Option<String> },
     /// No route matches (404).
     Unmatched,
     /// Proxied under this route's policy.

@@ -3,6 +3,8 @@
 //! Plain functions over `http` types so that the proxy and the forward-auth endpoint share
 //! one decision.
 
+use std::net::IpAddr;
+
 use http::{HeaderMap, StatusCode};
 
 use crate::api::ApiResponse;
@@ -14,6 +16,12 @@ use crate::config::Policy;
 pub enum Verdict {
     /// Forward, as this principal (`None` on public routes).
     Allow(Option<Principal>),
+    /// Forward as this principal, whose browser's access cookie had expired and was renewed
+    /// from its refresh cookie: `cookies` go back with the answer.
+    Renewed {
+        principal: Principal,
+        cookies: Vec<String>,
+    },
     /// Answer locally; `reason` is the metric label.
     Refuse {
         response: ApiResponse,
@@ -45,6 +53,10 @@ pub fn credentials<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a 
 /// Applies `policy`, `roles` (any-of) and, with `require_verified_email`, the proven-address
 /// rule to a request. `path_and_query` is where a browser returns after logging in; `None`
 /// never redirects (forward-auth answers 401 instead).
+///
+/// A browser (no `Authorization` header) whose access cookie is missing, expired or whose
+/// session token is stale is renewed from its refresh cookie, through the API's refresh
+/// (rotation and reuse detection), and goes on.
 pub async fn authorize(
     app: &App,
     policy: Policy,
@@ -52,6 +64,7 @@ pub async fn authorize(
     require_verified_email: bool,
     headers: &HeaderMap,
     path_and_query: Option<&str>,
+    client_ip: IpAddr,
 ) -> Verdict {
     match policy {
         Policy::Public => return Verdict::Allow(None),
@@ -63,22 +76,31 @@ pub async fn authorize(
         }
         Policy::Authenticated | Policy::TwoFactor => {}
     }
-    let Some(token) = credentials(headers, app.cookie_name()) else {
-        return unauthenticated(app, Denial::NoCredentials, headers, path_and_query);
+    let checked = match credentials(headers, app.cookie_name()) {
+        Some(token) => {
+            app.gatekeeper
+                .check(token, &app.keys, &*app.sessions, &*app.store)
+                .await
+        }
+        None => Err(Denial::NoCredentials),
     };
-    let principal = match app
-        .gatekeeper
-        .check(token, &app.keys, &*app.sessions, &*app.store)
-        .await
-    {
-        Ok(principal) => principal,
-        Err(denial) => return unauthenticated(app, denial, headers, path_and_query),
+    let (principal, cookies) = match checked {
+        Ok(principal) => (principal, Vec::new()),
+        Err(denial) => match renew(app, headers, denial, client_ip).await {
+            Ok(renewed) => renewed,
+            Err((denial, cookies)) => {
+                return with_cookies(
+                    unauthenticated(app, denial, headers, path_and_query),
+                    cookies,
+                );
+            }
+        },
     };
     // Before anything else about the user: an unproven address must not reach an upstream
     // that keys accounts by email. Browsers get the same 403 (there is no page to send
     // them to that would change the answer).
     if require_verified_email && !principal.email_verified() {
-        return Verdict::Refuse {
+        let refusal = Verdict::Refuse {
             response: ApiResponse::error(
                 StatusCode::FORBIDDEN,
                 "email_unverified",
@@ -86,9 +108,10 @@ pub async fn authorize(
             ),
             reason: "email_unverified",
         };
+        return with_cookies(refusal, cookies);
     }
     if policy == Policy::TwoFactor && !principal.two_factor() {
-        return Verdict::Refuse {
+        let refusal = Verdict::Refuse {
             response: ApiResponse::error(
                 StatusCode::FORBIDDEN,
                 "two_factor_required",
@@ -96,9 +119,10 @@ pub async fn authorize(
             ),
             reason: "two_factor_required",
         };
+        return with_cookies(refusal, cookies);
     }
     if !roles.is_empty() && !roles.iter().any(|r| principal.roles().contains(r)) {
-        return Verdict::Refuse {
+        let refusal = Verdict::Refuse {
             response: ApiResponse::error(
                 StatusCode::FORBIDDEN,
                 "forbidden_role",
@@ -106,8 +130,63 @@ pub async fn authorize(
             ),
             reason: "forbidden_role",
         };
+        return with_cookies(refusal, cookies);
     }
-    Verdict::Allow(Some(principal))
+    if cookies.is_empty() {
+        Verdict::Allow(Some(principal))
+    } else {
+        Verdict::Renewed { principal, cookies }
+    }
+}
+
+/// Renews a browser whose access was refused for `denial`, from its refresh cookie. Bearer
+/// callers, deactivated accounts and a backend that is down are not renewed. The error is
+/// the denial to answer and any cookies that clear a refused refresh token.
+async fn renew(
+    app: &App,
+    headers: &HeaderMap,
+    denial: Denial,
+    client_ip: IpAddr,
+) -> Result<(Principal, Vec<String>), (Denial, Vec<String>)> {
+    let renewable = matches!(
+        denial,
+        Denial::NoCredentials | Denial::BadToken | Denial::SessionEnded
+    ) && !headers.contains_key(http::header::AUTHORIZATION);
+    if !renewable {
+        return Err((denial, Vec::new()));
+    }
+    match crate::portal::browser::renew(app, headers, client_ip).await {
+        crate::portal::browser::Renewal::Renewed {
+            access_token,
+            cookies,
+        } => match app
+            .gatekeeper
+            .check(&access_token, &app.keys, &*app.sessions, &*app.store)
+            .await
+        {
+            Ok(principal) => Ok((principal, cookies)),
+            Err(denial) => Err((denial, cookies)),
+        },
+        crate::portal::browser::Renewal::Refused { cookies } => Err((denial, cookies)),
+        crate::portal::browser::Renewal::NoCookie => Err((denial, Vec::new())),
+        crate::portal::browser::Renewal::Unavailable(_) => Err((Denial::BackendDown, Vec::new())),
+    }
+}
+
+/// Adds `Set-Cookie` values to a refusal.
+fn with_cookies(verdict: Verdict, cookies: Vec<String>) -> Verdict {
+    match verdict {
+        Verdict::Refuse {
+            mut response,
+            reason,
+        } => {
+            for cookie in cookies {
+                response = response.with_header(http::header::SET_COOKIE, cookie);
+            }
+            Verdict::Refuse { response, reason }
+        }
+        other => other,
+    }
 }
 
 /// 401 for API clients, a redirect to the login page for browsers (when one is configured),
@@ -124,7 +203,7 @@ fn unauthenticated(
             reason: denial.reason(),
         };
     }
-    let login_url = &app.config.server.login_url;
+    let login_url = app.login_url().unwrap_or_default();
     if let Some(path_and_query) =
         path_and_query.filter(|_| !login_url.is_empty() && wants_html(headers))
     {

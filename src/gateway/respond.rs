@@ -11,6 +11,7 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 use crate::api::ApiResponse;
+use crate::portal::Page;
 
 /// Security headers on everything Portcullis answers itself (Helmet's set, minus HSTS,
 /// which only makes sense over TLS).
@@ -80,6 +81,39 @@ async fn write_response(session: &mut Session, response: &ApiResponse) -> Result
     if !body.is_empty() {
         session
             .write_response_body(Some(Bytes::from(body)), true)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Sends a portal page (HTML or its stylesheet) with the security headers, the page's own
+/// headers replacing the defaults (its CSP, `Referrer-Policy`, `Cache-Control`), keeping the
+/// connection reusable.
+pub async fn write_page(session: &mut Session, page: &Page) -> Result<()> {
+    session.set_keepalive(Some(60));
+    let mut header = ResponseHeader::build(page.status, Some(12 + page.headers.len()))?;
+    if !page.body.is_empty() {
+        header.insert_header(CONTENT_TYPE, page.content_type)?;
+    }
+    header.insert_header(CONTENT_LENGTH, page.body.len().to_string())?;
+    header.insert_header(CACHE_CONTROL, "no-store")?;
+    for (name, value) in SECURITY_HEADERS {
+        header.insert_header(HeaderName::from_static(name), *value)?;
+    }
+    for (name, value) in &page.headers {
+        if name == http::header::SET_COOKIE {
+            header.append_header(name.clone(), value.as_str())?;
+        } else {
+            header.insert_header(name.clone(), value.as_str())?;
+        }
+    }
+    let send_body = session.req_header().method != http::Method::HEAD && !page.body.is_empty();
+    session
+        .write_response_header(Box::new(header), !send_body)
+        .await?;
+    if send_body {
+        session
+            .write_response_body(Some(page.body.clone()), true)
             .await?;
     }
     Ok(())

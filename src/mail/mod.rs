@@ -31,7 +31,8 @@ use crate::metrics::Metrics;
 pub use templates::{Rendered, Templates};
 pub use transport::{FileTransport, MailTransport, SmtpTransport, TransportSpec};
 
-/// The page (under `server.public_url`) that confirms an email address.
+/// The page (under `server.public_url` and the portal's prefix, when the portal is on)
+/// that confirms an email address.
 pub const VERIFY_EMAIL_PATH: &str = "/verify-email";
 /// The page (under `server.public_url`) where a user picks a new password.
 pub const RESET_PASSWORD_PATH: &str = "/reset-password";
@@ -205,6 +206,8 @@ pub struct Mailer {
     from: Mailbox,
     message_id_domain: String,
     public_url: String,
+    /// Where the pages that mailed links open live: `public_url` plus the portal's prefix.
+    pages_url: String,
     templates: Templates,
     transport: Arc<dyn MailTransport>,
     runtime: Handle,
@@ -247,6 +250,7 @@ impl Mailer {
             message_id_domain: from.email.domain().to_owned(),
             from,
             public_url: public_url.trim_end_matches('/').to_owned(),
+            pages_url: public_url.trim_end_matches('/').to_owned(),
             templates,
             transport,
             runtime,
@@ -265,14 +269,21 @@ impl Mailer {
         Ok(())
     }
 
+    /// Links in mails open the portal's pages under `prefix` (`/auth/verify-email?token=…`)
+    /// rather than directly under `server.public_url`.
+    pub fn with_pages_prefix(mut self, prefix: &str) -> Self {
+        self.pages_url = format!("{}{}", self.public_url, prefix.trim_end_matches('/'));
+        self
+    }
+
     /// The link a verification mail carries for `token`.
     pub fn verification_link(&self, token: &str) -> String {
-        link(&self.public_url, VERIFY_EMAIL_PATH, token)
+        link(&self.pages_url, VERIFY_EMAIL_PATH, token)
     }
 
     /// The link a password-reset mail carries for `token`.
     pub fn reset_link(&self, token: &str) -> String {
-        link(&self.public_url, RESET_PASSWORD_PATH, token)
+        link(&self.pages_url, RESET_PASSWORD_PATH, token)
     }
 
     /// Whether sign-ins from new devices are mailed (`mail.login_notifications`).
@@ -280,15 +291,28 @@ impl Mailer {
         self.login_notifications
     }
 
-    /// Renders and delivers one mail, counting the outcome. A login notification is skipped
-    /// (and `Ok`) when `mail.login_notifications` is off.
+    /// Renders and delivers one mail in English, counting the outcome. A login notification
+    /// is skipped (and `Ok`) when `mail.login_notifications` is off.
     pub async fn send(&self, to: &str, first_name: &str, mail: MailKind) -> Result<(), MailError> {
+        self.send_in("en", to, first_name, mail).await
+    }
+
+    /// As [`Mailer::send`], in `language` (English where the templates have no such language).
+    pub async fn send_in(
+        &self,
+        language: &str,
+        to: &str,
+        first_name: &str,
+        mail: MailKind,
+    ) -> Result<(), MailError> {
         let kind = mail.name();
         if matches!(mail, MailKind::LoginNotification { .. }) && !self.login_notifications {
             tracing::debug!(kind, "login notifications are off; mail not sent");
             return Ok(());
         }
-        let result = self.render_and_deliver(to, first_name, &mail).await;
+        let result = self
+            .render_and_deliver(language, to, first_name, &mail)
+            .await;
         match &result {
             Ok(()) => {
                 self.sent.with_label_values(&[kind]).inc();
@@ -308,12 +332,24 @@ impl Mailer {
     /// Sends on the mailer's runtime without waiting: failures are logged and counted, never
     /// returned, so a response never waits for or fails on mail.
     pub fn send_in_background(self: &Arc<Self>, to: &str, first_name: &str, mail: MailKind) {
+        self.send_in_background_in("en", to, first_name, mail);
+    }
+
+    /// As [`Mailer::send_in_background`], in `language` (a code such as `ru`).
+    pub fn send_in_background_in(
+        self: &Arc<Self>,
+        language: &str,
+        to: &str,
+        first_name: &str,
+        mail: MailKind,
+    ) {
         let this = Arc::clone(self);
         let to = to.to_owned();
         let first_name = first_name.to_owned();
+        let language = language.to_owned();
         self.runtime.spawn(async move {
             let kind = mail.name();
-            if let Err(e) = this.send(&to, &first_name, mail).await {
+            if let Err(e) = this.send_in(&language, &to, &first_name, mail).await {
                 tracing::warn!(kind, error = %e, "mail not sent");
             }
         });
@@ -321,12 +357,21 @@ impl Mailer {
 
     async fn render_and_deliver(
         &self,
+        language: &str,
         to: &str,
         first_name: &str,
         mail: &MailKind,
     ) -> Result<(), MailError> {
-        let context = template_context(&self.public_url, to, first_name, mail, &Utc::now());
-        let rendered = self.templates.render(mail.name(), &context)?;
+        let context = template_context(
+            &self.public_url,
+            &self.pages_url,
+            to,
+            first_name,
+            mail,
+            &Utc::now(),
+            language,
+        );
+        let rendered = self.templates.render_in(mail.name(), language, &context)?;
         let message = self.build_message(to, first_name, rendered)?;
         let transport = Arc::clone(&self.transport);
         // Deliver on the mailer's own runtime: the SMTP pool and its sockets live there,
@@ -418,12 +463,15 @@ fn link(public_url: &str, path: &str, token: &str) -> String {
 }
 
 /// The variables a template of `mail`'s kind sees (documented in `config/templates/README.md`).
+/// Links point below `pages_url`.
 pub(crate) fn template_context(
     public_url: &str,
+    pages_url: &str,
     email: &str,
     first_name: &str,
     mail: &MailKind,
     now: &DateTime<Utc>,
+    language: &str,
 ) -> Value {
     let mut vars: BTreeMap<&'static str, Value> = BTreeMap::from([
         ("first_name", Value::from(first_name)),
@@ -435,16 +483,22 @@ pub(crate) fn template_context(
         MailKind::Verification { token, expires_in } => {
             vars.insert(
                 "link",
-                Value::from(link(public_url, VERIFY_EMAIL_PATH, token)),
+                Value::from(link(pages_url, VERIFY_EMAIL_PATH, token)),
             );
-            vars.insert("expires_in", Value::from(human_duration(*expires_in)));
+            vars.insert(
+                "expires_in",
+                Value::from(human_duration_in(*expires_in, language)),
+            );
         }
         MailKind::PasswordReset { token, expires_in } => {
             vars.insert(
                 "link",
-                Value::from(link(public_url, RESET_PASSWORD_PATH, token)),
+                Value::from(link(pages_url, RESET_PASSWORD_PATH, token)),
             );
-            vars.insert("expires_in", Value::from(human_duration(*expires_in)));
+            vars.insert(
+                "expires_in",
+                Value::from(human_duration_in(*expires_in, language)),
+            );
         }
         MailKind::LoginNotification {
             ip,
@@ -462,6 +516,30 @@ pub(crate) fn template_context(
 
 fn format_time(time: &DateTime<Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// [`human_duration`] in `language`: Russian has its own words and plural forms
+/// (1 час, 2 часа, 5 часов); other languages read English.
+fn human_duration_in(duration: Duration, language: &str) -> String {
+    if language != "ru" {
+        return human_duration(duration);
+    }
+    let secs = duration.as_secs();
+    let (n, forms) = if secs >= 2 * 86_400 && secs.is_multiple_of(86_400) {
+        (secs / 86_400, ["день", "дня", "дней"])
+    } else if secs > 0 && secs.is_multiple_of(3600) {
+        (secs / 3600, ["час", "часа", "часов"])
+    } else if secs > 0 && secs.is_multiple_of(60) {
+        (secs / 60, ["минуту", "минуты", "минут"])
+    } else {
+        (secs, ["секунду", "секунды", "секунд"])
+    };
+    let form = match (n % 10, n % 100) {
+        (1, h) if h != 11 => forms[0],
+        (2..=4, h) if !(12..=14).contains(&h) => forms[1],
+        _ => forms[2],
+    };
+    format!("{n} {form}")
 }
 
 /// "24 hours", "1 hour", "30 minutes": the largest unit that states the duration exactly.
@@ -497,6 +575,18 @@ mod tests {
         assert_eq!(human_duration(Duration::from_secs(90 * 60)), "90 minutes");
         assert_eq!(human_duration(Duration::from_secs(7 * 86_400)), "7 days");
         assert_eq!(human_duration(Duration::from_secs(45)), "45 seconds");
+    }
+
+    #[test]
+    fn russian_durations_take_the_right_plural() {
+        let ru = |secs| human_duration_in(Duration::from_secs(secs), "ru");
+        assert_eq!(ru(3600), "1 час");
+        assert_eq!(ru(2 * 3600), "2 часа");
+        assert_eq!(ru(24 * 3600), "24 часа");
+        assert_eq!(ru(11 * 3600), "11 часов");
+        assert_eq!(ru(21 * 60), "21 минуту");
+        assert_eq!(ru(7 * 86_400), "7 дней");
+        assert_eq!(human_duration_in(Duration::from_secs(3600), "de"), "1 hour");
     }
 
     #[test]

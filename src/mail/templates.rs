@@ -9,6 +9,11 @@ use minijinja::{Environment, UndefinedBehavior, Value};
 
 use super::{MailError, MailKind};
 
+/// The languages mails come in besides English (whose files have no directory): a language
+/// is a directory of the same files, `ru/verification.txt`, …; missing files fall back to
+/// English.
+pub const LANGUAGES: &[&str] = &["ru"];
+
 /// Every template file, with its built-in text.
 const BUILT_IN: &[(&str, &str)] = &[
     (
@@ -87,6 +92,82 @@ const BUILT_IN: &[(&str, &str)] = &[
         "two_factor_disabled.html",
         include_str!("../../config/templates/two_factor_disabled.html"),
     ),
+    (
+        "ru/layout.html",
+        include_str!("../../config/templates/ru/layout.html"),
+    ),
+    (
+        "ru/verification.subject.txt",
+        include_str!("../../config/templates/ru/verification.subject.txt"),
+    ),
+    (
+        "ru/verification.txt",
+        include_str!("../../config/templates/ru/verification.txt"),
+    ),
+    (
+        "ru/verification.html",
+        include_str!("../../config/templates/ru/verification.html"),
+    ),
+    (
+        "ru/password_reset.subject.txt",
+        include_str!("../../config/templates/ru/password_reset.subject.txt"),
+    ),
+    (
+        "ru/password_reset.txt",
+        include_str!("../../config/templates/ru/password_reset.txt"),
+    ),
+    (
+        "ru/password_reset.html",
+        include_str!("../../config/templates/ru/password_reset.html"),
+    ),
+    (
+        "ru/password_changed.subject.txt",
+        include_str!("../../config/templates/ru/password_changed.subject.txt"),
+    ),
+    (
+        "ru/password_changed.txt",
+        include_str!("../../config/templates/ru/password_changed.txt"),
+    ),
+    (
+        "ru/password_changed.html",
+        include_str!("../../config/templates/ru/password_changed.html"),
+    ),
+    (
+        "ru/login_notification.subject.txt",
+        include_str!("../../config/templates/ru/login_notification.subject.txt"),
+    ),
+    (
+        "ru/login_notification.txt",
+        include_str!("../../config/templates/ru/login_notification.txt"),
+    ),
+    (
+        "ru/login_notification.html",
+        include_str!("../../config/templates/ru/login_notification.html"),
+    ),
+    (
+        "ru/two_factor_enabled.subject.txt",
+        include_str!("../../config/templates/ru/two_factor_enabled.subject.txt"),
+    ),
+    (
+        "ru/two_factor_enabled.txt",
+        include_str!("../../config/templates/ru/two_factor_enabled.txt"),
+    ),
+    (
+        "ru/two_factor_enabled.html",
+        include_str!("../../config/templates/ru/two_factor_enabled.html"),
+    ),
+    (
+        "ru/two_factor_disabled.subject.txt",
+        include_str!("../../config/templates/ru/two_factor_disabled.subject.txt"),
+    ),
+    (
+        "ru/two_factor_disabled.txt",
+        include_str!("../../config/templates/ru/two_factor_disabled.txt"),
+    ),
+    (
+        "ru/two_factor_disabled.html",
+        include_str!("../../config/templates/ru/two_factor_disabled.html"),
+    ),
 ];
 
 /// One mail, rendered: what goes into the Subject header and the two alternative parts.
@@ -142,15 +223,19 @@ impl Templates {
         }
 
         let templates = Self { env };
-        for sample in MailKind::samples() {
-            let context = super::template_context(
-                "https://portcullis.example",
-                "user@example.com",
-                "Ada",
-                &sample,
-                &chrono::Utc::now(),
-            );
-            templates.render(sample.name(), &context)?;
+        for language in std::iter::once("en").chain(LANGUAGES.iter().copied()) {
+            for sample in MailKind::samples() {
+                let context = super::template_context(
+                    "https://portcullis.example",
+                    "https://portcullis.example/auth",
+                    "user@example.com",
+                    "Ada",
+                    &sample,
+                    &chrono::Utc::now(),
+                    language,
+                );
+                templates.render_in(sample.name(), language, &context)?;
+            }
         }
         Ok(templates)
     }
@@ -160,9 +245,28 @@ impl Templates {
         BUILT_IN.iter().map(|(name, _)| *name)
     }
 
-    /// Renders the subject, text and HTML of one kind.
+    /// Renders the subject, text and HTML of one kind in English.
     pub fn render(&self, kind: &str, context: &Value) -> Result<Rendered, MailError> {
-        let subject = self.render_file(&format!("{kind}.subject.txt"), context)?;
+        self.render_in(kind, "en", context)
+    }
+
+    /// Renders one kind in `language` (a code such as `ru`), each file falling back to
+    /// English when the language has no such file.
+    pub fn render_in(
+        &self,
+        kind: &str,
+        language: &str,
+        context: &Value,
+    ) -> Result<Rendered, MailError> {
+        let file = |suffix: &str| {
+            let localized = format!("{language}/{kind}.{suffix}");
+            if language != "en" && self.env.get_template(&localized).is_ok() {
+                localized
+            } else {
+                format!("{kind}.{suffix}")
+            }
+        };
+        let subject = self.render_file(&file("subject.txt"), context)?;
         let subject = subject.split_whitespace().collect::<Vec<_>>().join(" ");
         if subject.is_empty() {
             return Err(MailError::Template {
@@ -170,12 +274,12 @@ impl Templates {
                 message: "renders to an empty subject".into(),
             });
         }
-        let mut text = self.render_file(&format!("{kind}.txt"), context)?;
+        let mut text = self.render_file(&file("txt"), context)?;
         // minijinja drops the final newline; a text part reads better ending with one.
         if !text.ends_with('\n') {
             text.push('\n');
         }
-        let html = self.render_file(&format!("{kind}.html"), context)?;
+        let html = self.render_file(&file("html"), context)?;
         Ok(Rendered {
             subject,
             text,
@@ -240,10 +344,12 @@ mod tests {
     fn context(first_name: &str) -> Value {
         super::super::template_context(
             "https://auth.example.com",
+            "https://auth.example.com",
             "ada@example.com",
             first_name,
             &MailKind::PasswordChanged,
             &chrono::Utc::now(),
+            "en",
         )
     }
 

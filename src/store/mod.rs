@@ -13,7 +13,7 @@ macro_rules! user_columns {
     () => {
         "id, email, password_hash, first_name, last_name, is_verified, is_active, \
          two_factor_enabled, two_factor_secret, failed_login_attempts, locked_until, \
-         last_login, created_at, updated_at"
+         last_login, created_at, updated_at, language"
     };
 }
 
@@ -103,6 +103,8 @@ pub struct NewUser {
     pub first_name: String,
     /// Family name as typed.
     pub last_name: String,
+    /// The language registered in (`ru`), for mails; `""` when not known.
+    pub language: String,
 }
 
 impl fmt::Debug for NewUser {
@@ -112,6 +114,7 @@ impl fmt::Debug for NewUser {
             .field("password_hash", &"<redacted>")
             .field("first_name", &self.first_name)
             .field("last_name", &self.last_name)
+            .field("language", &self.language)
             .finish()
     }
 }
@@ -149,6 +152,8 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
     /// Role names, sorted.
     pub roles: Vec<String>,
+    /// The language registered in (`ru`), for mails; `""` when not known.
+    pub language: String,
 }
 
 impl User {
@@ -170,6 +175,7 @@ impl User {
             created_at: at,
             updated_at: at,
             roles: Vec::new(),
+            language: new.language,
         }
     }
 
@@ -205,6 +211,7 @@ impl fmt::Debug for User {
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .field("roles", &self.roles)
+            .field("language", &self.language)
             .finish()
     }
 }
@@ -298,6 +305,9 @@ pub trait UserStore: Send + Sync {
 
     /// Replaces the password hash.
     async fn set_password_hash(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
+
+    /// Records the language the user's mails go out in (a code such as `ru`).
+    async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError>;
 
     /// Marks the email address as confirmed.
     async fn mark_verified(&self, id: UserId) -> Result<(), StoreError>;
@@ -658,6 +668,7 @@ mod tests {
             created_at: now(),
             updated_at: now(),
             roles: vec!["admin".into()],
+            language: "en".into(),
         }
     }
 
@@ -679,6 +690,7 @@ mod tests {
             password_hash: user.password_hash.clone(),
             first_name: String::new(),
             last_name: String::new(),
+            language: String::new(),
         };
         assert!(!format!("{new:?}").contains("secrethashvalue"));
     }

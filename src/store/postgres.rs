@@ -113,6 +113,7 @@ fn user_from_row(row: &PgRow) -> Result<User, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         roles: Vec::new(),
+        language: row.try_get("language")?,
     })
 }
 
@@ -124,8 +125,8 @@ impl UserStore for PgStore {
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, password_hash, first_name, last_name, \
              is_verified, is_active, two_factor_enabled, failed_login_attempts, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, TRUE, FALSE, 0, $6, $6)",
+             created_at, updated_at, language) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, TRUE, FALSE, 0, $6, $6, $7)",
         )
         .bind(id.as_uuid())
         .bind(new.email.as_str())
@@ -133,6 +134,7 @@ impl UserStore for PgStore {
         .bind(&new.first_name)
         .bind(&new.last_name)
         .bind(at)
+        .bind(&new.language)
         .execute(&self.pool)
         .await;
         match inserted {
@@ -219,6 +221,16 @@ impl UserStore for PgStore {
             sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
                 .bind(id.as_uuid())
                 .bind(password_hash)
+                .bind(now()),
+        )
+        .await
+    }
+
+    async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET language = $2, updated_at = $3 WHERE id = $1")
+                .bind(id.as_uuid())
+                .bind(language)
                 .bind(now()),
         )
         .await

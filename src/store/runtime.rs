@@ -92,6 +92,12 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError> {
+        let language = language.to_owned();
+        self.run(|s| async move { s.set_language(id, &language).await })
+            .await
+    }
+
     async fn mark_verified(&self, id: UserId) -> Result<(), StoreError> {
         self.run(|s| async move { s.mark_verified(id).await }).await
     }

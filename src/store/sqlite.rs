@@ -163,6 +163,7 @@ fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         roles: Vec::new(),
+        language: row.try_get("language")?,
     })
 }
 
@@ -174,8 +175,8 @@ impl UserStore for SqliteStore {
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, password_hash, first_name, last_name, \
              is_verified, is_active, two_factor_enabled, failed_login_attempts, \
-             created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 0, 1, 0, 0, $6, $6)",
+             created_at, updated_at, language) \
+             VALUES ($1, $2, $3, $4, $5, 0, 1, 0, 0, $6, $6, $7)",
         )
         .bind(id_text(id))
         .bind(new.email.as_str())
@@ -183,6 +184,7 @@ impl UserStore for SqliteStore {
         .bind(&new.first_name)
         .bind(&new.last_name)
         .bind(ts(at))
+        .bind(&new.language)
         .execute(&self.pool)
         .await;
         match inserted {
@@ -269,6 +271,16 @@ impl UserStore for SqliteStore {
             sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
                 .bind(id_text(id))
                 .bind(password_hash)
+                .bind(ts(now())),
+        )
+        .await
+    }
+
+    async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET language = $2, updated_at = $3 WHERE id = $1")
+                .bind(id_text(id))
+                .bind(language)
                 .bind(ts(now())),
         )
         .await

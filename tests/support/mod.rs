@@ -287,8 +287,10 @@ pub fn client() -> reqwest::Client {
 }
 
 pub mod app;
+pub mod browser;
 pub mod db;
 pub mod nginx;
 pub mod otp;
 pub mod redis;
 pub mod smtp;
+pub mod webdriver;

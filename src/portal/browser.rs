@@ -1,0 +1,172 @@
+//! The browser's half of a session: the cookies the portal sets, and renewing an expired
+//! access cookie from the refresh cookie.
+//!
+//! The refresh cookie is HttpOnly, `SameSite=Lax`, `Secure` over HTTPS, and lives as long
+//! as the session may. Its path is `/` because the gateway renews on any protected route
+//! (the next request after the access cookie expired carries it); the gateway removes it,
+//! like the access cookie, from every request it forwards, so no upstream ever sees it.
+//! Renewal is the API's own refresh (rotation and reuse detection), called in-process.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde_json::json;
+
+use crate::api::{ApiRequest, ApiResponse};
+use crate::app::App;
+
+/// The refresh cookie's name over plain HTTP.
+pub const REFRESH_COOKIE: &str = "portcullis_refresh";
+/// The refresh cookie's name over HTTPS (`__Secure-`: browsers accept it only with `Secure`).
+pub const SECURE_REFRESH_COOKIE: &str = "__Secure-portcullis_refresh";
+/// The CSRF cookie's name over plain HTTP.
+pub const CSRF_COOKIE: &str = "portcullis_csrf";
+/// The CSRF cookie's name over HTTPS (`__Host-`: `Secure`, `Path=/`, no `Domain`).
+pub const HOST_CSRF_COOKIE: &str = "__Host-portcullis_csrf";
+
+/// The first value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+fn refresh_cookie_name(app: &App) -> &'static str {
+    if app.serves_tls() {
+        SECURE_REFRESH_COOKIE
+    } else {
+        REFRESH_COOKIE
+    }
+}
+
+/// The name of the CSRF cookie on this gateway.
+pub fn csrf_cookie_name(app: &App) -> &'static str {
+    if app.serves_tls() {
+        HOST_CSRF_COOKIE
+    } else {
+        CSRF_COOKIE
+    }
+}
+
+/// `; Secure` and `; Domain=…` as the gateway's address and `sessions.cookie_domain` want.
+fn scope(app: &App, shared: bool) -> String {
+    let mut out = String::new();
+    let domain = app.config.sessions.cookie_domain.trim_start_matches('.');
+    if shared && !domain.is_empty() {
+        out.push_str("; Domain=");
+        out.push_str(domain);
+    }
+    if app.serves_tls() {
+        out.push_str("; Secure");
+    }
+    out
+}
+
+/// The `Set-Cookie` value of the refresh cookie (`""` with `max_age` 0 clears it).
+pub fn refresh_cookie(app: &App, token: &str, max_age: u64) -> String {
+    format!(
+        "{}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+        refresh_cookie_name(app),
+        scope(app, true)
+    )
+}
+
+/// The `Set-Cookie` value of the CSRF cookie: lives as long as the browser does.
+pub fn csrf_cookie(app: &App, value: &str) -> String {
+    format!(
+        "{}={value}; Path=/; HttpOnly; SameSite=Lax{}",
+        csrf_cookie_name(app),
+        scope(app, false)
+    )
+}
+
+/// The `Set-Cookie` values that end the browser's sign-in: access and refresh cookies.
+pub fn clearing_cookies(app: &App) -> Vec<String> {
+    vec![
+        crate::api::session_cookie(app, ""),
+        refresh_cookie(app, "", 0),
+    ]
+}
+
+/// The refresh token the browser holds, if any.
+pub fn refresh_token(app: &App, headers: &HeaderMap) -> Option<String> {
+    cookie(headers, refresh_cookie_name(app)).map(str::to_owned)
+}
+
+/// What renewing from the refresh cookie gave.
+pub enum Renewal {
+    /// The browser holds no refresh cookie.
+    NoCookie,
+    /// A new access token, and the cookies that carry it and the rotated refresh token.
+    Renewed {
+        access_token: String,
+        cookies: Vec<String>,
+    },
+    /// The refresh token was refused (expired, revoked, reused): the cookies that clear it.
+    Refused { cookies: Vec<String> },
+    /// A backend is down: the 503 to answer.
+    Unavailable(ApiResponse),
+}
+
+/// The cookies for a fresh pair of tokens from a login or refresh answer (`data.tokens`),
+/// with the access cookie the API already set.
+pub fn cookies_for_tokens(app: &App, response: &ApiResponse) -> Option<(String, Vec<String>)> {
+    let tokens = &response.body["data"]["tokens"];
+    let access = tokens["access_token"].as_str()?.to_owned();
+    let refresh = tokens["refresh_token"].as_str()?;
+    let max_age = tokens["refresh_expires_in"].as_u64().unwrap_or(0);
+    let mut cookies: Vec<String> = response
+        .headers
+        .iter()
+        .filter(|(name, _)| name == http::header::SET_COOKIE)
+        .map(|(_, value)| value.clone())
+        .collect();
+    cookies.push(refresh_cookie(app, refresh, max_age));
+    Some((access, cookies))
+}
+
+/// Renews the browser's access token from its refresh cookie, through the API's refresh.
+pub async fn renew(app: &App, headers: &HeaderMap, client_ip: IpAddr) -> Renewal {
+    let Some(token) = refresh_token(app, headers) else {
+        return Renewal::NoCookie;
+    };
+    let mut api_headers = HeaderMap::new();
+    api_headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let request = ApiRequest {
+        method: Method::POST,
+        path: "/api/auth/refresh-token".into(),
+        query: None,
+        headers: api_headers,
+        body: Bytes::from(json!({ "refresh_token": token }).to_string()),
+        client_ip,
+        user_agent: String::new(),
+    };
+    let response = crate::api::refresh(app, &request).await;
+    if response.status == StatusCode::SERVICE_UNAVAILABLE {
+        return Renewal::Unavailable(response);
+    }
+    if response.status != StatusCode::OK {
+        return Renewal::Refused {
+            cookies: clearing_cookies(app),
+        };
+    }
+    match cookies_for_tokens(app, &response) {
+        Some((access_token, cookies)) => Renewal::Renewed {
+            access_token,
+            cookies,
+        },
+        None => Renewal::Refused {
+            cookies: clearing_cookies(app),
+        },
+    }
+}

@@ -1,0 +1,1091 @@
+//! The sign-in portal: server-rendered pages for browsers under `portal.path_prefix`.
+//!
+//! Every page is a plain HTML form posted back here, usable without JavaScript. The pages
+//! hold no rules of their own: each form is turned into the account API's JSON request and
+//! answered by the API's handlers in-process (`crate::api`), rate limits and lockout
+//! included, so the browser and the API can never disagree. What the portal adds is what a
+//! browser needs: cookies (see [`browser`]), CSRF protection ([`csrf`]), languages
+//! ([`i18n`]), and pages that never reveal whether an email address has an account.
+//!
+//! Templates are minijinja files built into the binary from `config/portal/templates/`,
+//! each overridable from `portal.templates_dir`, like the mail templates.
+
+pub mod browser;
+pub mod csrf;
+pub mod i18n;
+mod pages;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use minijinja::{Environment, Value};
+use serde_json::json;
+
+use crate::api::{ApiRequest, ApiResponse};
+use crate::app::App;
+use crate::auth::secrets::{derive_key, is_token_shaped};
+use crate::auth::totp::SecretBox;
+use crate::config::Config;
+use csrf::CsrfKey;
+use i18n::{Catalog, Catalogs};
+
+/// Every template file, with its built-in text.
+const BUILT_IN: &[(&str, &str)] = &[
+    (
+        "layout.html",
+        include_str!("../../config/portal/templates/layout.html"),
+    ),
+    (
+        "forms.html",
+        include_str!("../../config/portal/templates/forms.html"),
+    ),
+    (
+        "login.html",
+        include_str!("../../config/portal/templates/login.html"),
+    ),
+    (
+        "two_factor.html",
+        include_str!("../../config/portal/templates/two_factor.html"),
+    ),
+    (
+        "register.html",
+        include_str!("../../config/portal/templates/register.html"),
+    ),
+    (
+        "verify_email.html",
+        include_str!("../../config/portal/templates/verify_email.html"),
+    ),
+    (
+        "forgot_password.html",
+        include_str!("../../config/portal/templates/forgot_password.html"),
+    ),
+    (
+        "reset_password.html",
+        include_str!("../../config/portal/templates/reset_password.html"),
+    ),
+    (
+        "account.html",
+        include_str!("../../config/portal/templates/account.html"),
+    ),
+    (
+        "two_factor_setup.html",
+        include_str!("../../config/portal/templates/two_factor_setup.html"),
+    ),
+    (
+        "recovery_codes.html",
+        include_str!("../../config/portal/templates/recovery_codes.html"),
+    ),
+    (
+        "logout.html",
+        include_str!("../../config/portal/templates/logout.html"),
+    ),
+    (
+        "message.html",
+        include_str!("../../config/portal/templates/message.html"),
+    ),
+    ("portal.css", include_str!("../../config/portal/portal.css")),
+];
+
+/// The page templates a browser is shown: each is rendered
+/// once at start so that a broken override stops the server, naming the file.
+const PAGES: &[&str] = &[
+    "login.html",
+    "two_factor.html",
+    "register.html",
+    "verify_email.html",
+    "forgot_password.html",
+    "reset_password.html",
+    "account.html",
+    "two_factor_setup.html",
+    "recovery_codes.html",
+    "logout.html",
+    "message.html",
+];
+
+/// How long the second sign-in step may follow the first.
+const LOGIN_TICKET_TTL_SECS: i64 = 300;
+
+/// Any serializable value as a template value.
+fn to_value<T: serde::Serialize>(value: T) -> Value {
+    Value::from(minijinja::value::Serde(value))
+}
+
+/// A page (or the stylesheet) to send: status, headers, body.
+#[derive(Clone, Debug)]
+pub struct Page {
+    pub status: StatusCode,
+    pub headers: Vec<(HeaderName, String)>,
+    pub content_type: &'static str,
+    pub body: Bytes,
+}
+
+/// The portal of one gateway: templates, languages, keys, built once at start.
+pub struct Portal {
+    enabled: bool,
+    prefix: String,
+    env: Environment<'static>,
+    catalogs: Catalogs,
+    csrf: CsrfKey,
+    tickets: SecretBox,
+    stylesheet: Bytes,
+    csp: String,
+    public_origin: String,
+    public_host: String,
+    allowed_return_hosts: Vec<String>,
+    title: String,
+    logo_url: String,
+}
+
+impl std::fmt::Debug for Portal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Portal")
+            .field("enabled", &self.enabled)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Portal {
+    /// Loads the templates (with overrides) and catalogues and derives the portal's keys
+    /// from `master` (the refresh-rotation key, shared by every instance). Fails naming the
+    /// template or catalogue at fault.
+    pub fn new(config: &Config, master: &[u8; 32]) -> Result<Self, String> {
+        let p = &config.portal;
+        let dir = (!p.templates_dir.trim().is_empty()).then(|| Path::new(p.templates_dir.trim()));
+        if let Some(dir) = dir
+            && !dir.is_dir()
+        {
+            return Err(format!(
+                "invalid value for `portal.templates_dir` ({}): is not a directory",
+                dir.display()
+            ));
+        }
+        let mut env = Environment::new();
+        // Pages share one layout and show optional parts (`errors.email`, `values.email`)
+        // only when present: a missing value is empty, not an error.
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+        for (name, built_in) in BUILT_IN {
+            let source = match dir.map(|d| d.join(name)) {
+                Some(path) if path.is_file() => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("portal template {}: {e}", path.display()))?,
+                _ => (*built_in).to_owned(),
+            };
+            env.add_template_owned(*name, source)
+                .map_err(|e| format!("portal template {name}: {e}"))?;
+        }
+        let catalogs = Catalogs::load(dir, &p.default_language)?;
+        let stylesheet = env
+            .get_template("portal.css")
+            .and_then(|t| t.render(minijinja::context! { accent => p.accent_color.as_str() }))
+            .map_err(|e| format!("portal template portal.css: {e}"))?;
+        let public = url::Url::parse(&config.server.public_url)
+            .map_err(|e| format!("server.public_url: {e}"))?;
+        let public_origin = public.origin().ascii_serialization();
+        let public_host = public.host_str().unwrap_or("").to_ascii_lowercase();
+
+        let mut img_src = String::from("'self' data:");
+        if let Ok(logo) = url::Url::parse(&p.logo_url) {
+            img_src.push(' ');
+            img_src.push_str(&logo.origin().ascii_serialization());
+        }
+        // Chrome applies form-action to the redirect after a post: list the return hosts.
+        let mut form_action = String::from("'self'");
+        for host in &p.allowed_return_hosts {
+            form_action.push_str(&format!(" https://{host} http://{host}"));
+        }
+        let csp = format!(
+            "default-src 'none'; style-src 'self'; img-src {img_src}; form-action {form_action}; \
+             frame-ancestors 'none'; base-uri 'none'"
+        );
+        let portal = Self {
+            enabled: p.enabled,
+            prefix: p.path_prefix.clone(),
+            env,
+            catalogs,
+            csrf: CsrfKey::new(derive_key(master, "portcullis/portal-csrf/v1")),
+            tickets: SecretBox::from_key(&derive_key(master, "portcullis/portal-login-ticket/v1")),
+            stylesheet: Bytes::from(stylesheet),
+            csp,
+            public_origin,
+            public_host,
+            allowed_return_hosts: p.allowed_return_hosts.clone(),
+            title: p.title.clone(),
+            logo_url: p.logo_url.clone(),
+        };
+        portal.check_templates()?;
+        Ok(portal)
+    }
+
+    /// Renders every page once with sample values, so a broken override fails the start.
+    fn check_templates(&self) -> Result<(), String> {
+        for catalog in self.catalogs.all() {
+            for page in PAGES {
+                let mut context = self.sample_context(catalog);
+                context.insert("ticket", Value::from("sample"));
+                self.env
+                    .get_template(page)
+                    .and_then(|t| t.render(Value::from(context)))
+                    .map_err(|e| format!("portal template {page} ({}): {e}", catalog.code))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sample_context(&self, catalog: &Catalog) -> BTreeMap<&'static str, Value> {
+        let mut context = BTreeMap::new();
+        context.insert("lang", Value::from(catalog.code.as_str()));
+        context.insert("t", catalog.value());
+        context.insert(
+            "site",
+            to_value(json!({"title": self.title, "logo_url": self.logo_url})),
+        );
+        context.insert(
+            "css_href",
+            Value::from(format!("{}/portal.css", self.prefix)),
+        );
+        context.insert("prefix", Value::from(self.prefix.as_str()));
+        context.insert("languages", Value::from(Vec::<Value>::new()));
+        context.insert("csrf", Value::from("sample"));
+        context.insert("page_title", Value::from("sample"));
+        context.insert(
+            "user",
+            to_value(json!({"email": "ada@example.com", "first_name": "Ada",
+                "last_name": "Lovelace", "is_verified": false, "two_factor_enabled": false})),
+        );
+        context.insert(
+            "sessions",
+            to_value(json!([{"id": "s", "ip": "192.0.2.1", "user_agent": "",
+                "created_at": "", "last_seen_at": "", "current": false}])),
+        );
+        context.insert("codes", to_value(json!(["abcd-efgh-ijkl"])));
+        context.insert("errors", to_value(json!({"email": ["sample"]})));
+        context.insert("values", to_value(json!({"email": "ada@example.com"})));
+        context.insert("paragraphs", to_value(json!(["sample"])));
+        context
+    }
+
+    /// The language code for an `Accept-Language` header (mails follow it).
+    pub fn language_for(&self, accept_language: Option<&str>) -> &str {
+        &self.catalogs.negotiate(None, None, accept_language).code
+    }
+
+    /// Whether the portal answers `path` (canonical).
+    pub fn owns(&self, path: &str) -> bool {
+        self.enabled
+            && path
+                .strip_prefix(self.prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    /// The sign-in page, where unauthenticated browsers go when `server.login_url` is
+    /// empty; `None` when the portal is off.
+    pub fn login_page(&self) -> Option<String> {
+        self.enabled.then(|| format!("{}/login", self.prefix))
+    }
+
+    /// The `return_to` a browser may be sent on to: a path on this site, or an http(s) URL
+    /// on this host or one of `portal.allowed_return_hosts`. Anything else (`//host`,
+    /// `/\host`, other schemes, userinfo, control characters) is refused.
+    pub fn safe_return_to(&self, raw: &str) -> Option<String> {
+        let raw = raw.trim();
+        // Visible ASCII only: it goes into a Location header as it is (browsers send
+        // anything else percent-encoded), and no control character or space hides in it.
+        if raw.is_empty()
+            || raw.len() > 2048
+            || raw.contains('\\')
+            || !raw.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return None;
+        }
+        if raw.starts_with('/') {
+            return (!raw.starts_with("//")).then(|| raw.to_owned());
+        }
+        let url = url::Url::parse(raw).ok()?;
+        if !matches!(url.scheme(), "http" | "https")
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return None;
+        }
+        let host = url.host_str()?.to_ascii_lowercase();
+        let allowed = host == self.public_host || self.allowed_return_hosts.contains(&host);
+        allowed.then(|| url.to_string())
+    }
+
+    fn seal_ticket(&self, email: &str, password: &str, remember_me: bool) -> Option<String> {
+        let expires = chrono::Utc::now().timestamp() + LOGIN_TICKET_TTL_SECS;
+        let plain = json!({"e": email, "p": password, "r": remember_me, "x": expires}).to_string();
+        let sealed = self
+            .tickets
+            .encrypt(uuid::Uuid::nil(), plain.as_bytes())
+            .ok()?;
+        Some(URL_SAFE_NO_PAD.encode(sealed))
+    }
+
+    fn open_ticket(&self, ticket: &str) -> Option<(String, String, bool)> {
+        let sealed = URL_SAFE_NO_PAD.decode(ticket.trim()).ok()?;
+        let plain = self.tickets.decrypt(uuid::Uuid::nil(), &sealed).ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&plain).ok()?;
+        if value["x"].as_i64()? < chrono::Utc::now().timestamp() {
+            return None;
+        }
+        Some((
+            value["e"].as_str()?.to_owned(),
+            value["p"].as_str()?.to_owned(),
+            value["r"].as_bool().unwrap_or(false),
+        ))
+    }
+
+    fn stylesheet_page(&self) -> Page {
+        Page {
+            status: StatusCode::OK,
+            headers: vec![(
+                http::header::CACHE_CONTROL,
+                "public, max-age=3600".to_owned(),
+            )],
+            content_type: "text/css; charset=utf-8",
+            body: self.stylesheet.clone(),
+        }
+    }
+}
+
+/// Answers one request under the portal's prefix. Never fails: every problem is a page.
+pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
+    let portal = &app.portal;
+    let sub = request
+        .path
+        .strip_prefix(portal.prefix.as_str())
+        .unwrap_or("")
+        .trim_end_matches('/')
+        .to_owned();
+    let is_get = request.method == Method::GET || request.method == Method::HEAD;
+    if sub == "/portal.css" {
+        if is_get {
+            return portal.stylesheet_page();
+        }
+        let mut v = Visit::new(app, &request);
+        return v.method_not_allowed("GET, HEAD");
+    }
+    let mut v = Visit::new(app, &request);
+    if request.method == Method::POST {
+        if !pages::POST_PATHS.contains(&sub.as_str()) {
+            return if pages::GET_PATHS.contains(&sub.as_str()) {
+                v.method_not_allowed("GET, HEAD")
+            } else {
+                v.not_found()
+            };
+        }
+        let form = match v.read_form() {
+            Ok(form) => form,
+            Err(page) => return page,
+        };
+        return pages::post(&mut v, &sub, form).await;
+    }
+    if is_get && pages::GET_PATHS.contains(&sub.as_str()) {
+        if v.language_chosen {
+            v.remember_language().await;
+        }
+        return pages::get(&mut v, &sub).await;
+    }
+    if pages::GET_PATHS.contains(&sub.as_str()) || pages::POST_PATHS.contains(&sub.as_str()) {
+        let allow = if pages::POST_PATHS.contains(&sub.as_str()) {
+            if pages::GET_PATHS.contains(&sub.as_str()) {
+                "GET, HEAD, POST"
+            } else {
+                "POST"
+            }
+        } else {
+            "GET, HEAD"
+        };
+        return v.method_not_allowed(allow);
+    }
+    v.not_found()
+}
+
+/// The page for a request the gateway refused before the portal saw it (413, 408).
+pub fn refusal_page(app: &App, request_headers: &HeaderMap, refusal: &ApiResponse) -> Page {
+    let catalog = app.portal.catalogs.negotiate(
+        None,
+        browser::cookie(request_headers, i18n::LANGUAGE_COOKIE),
+        request_headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let body = format!(
+        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head>\
+         <body><main><h1>{}</h1><p>{}</p></main></body></html>",
+        catalog.code,
+        catalog.text("error_title"),
+        catalog.text("error_title"),
+        catalog.text("error_bad_form"),
+    );
+    let mut page = Page {
+        status: refusal.status,
+        headers: Vec::new(),
+        content_type: "text/html; charset=utf-8",
+        body: Bytes::from(body),
+    };
+    page.headers.push((
+        http::header::CONTENT_SECURITY_POLICY,
+        app.portal.csp.clone(),
+    ));
+    page
+}
+
+/// A form as posted: the first value of each field.
+pub(crate) struct Form(Vec<(String, String)>);
+
+impl Form {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A field's value, `""` when absent.
+    fn text(&self, name: &str) -> &str {
+        self.get(name).unwrap_or("")
+    }
+}
+
+/// Problems and news to show on a page.
+#[derive(Default)]
+pub(crate) struct Feedback {
+    /// Messages per field id.
+    errors: BTreeMap<String, Vec<String>>,
+    /// One message for the whole form.
+    form_error: Option<String>,
+    /// Good news (`role="status"`).
+    notice: Option<String>,
+}
+
+/// One request to the portal: who asks, in which language, and the cookies to set.
+pub(crate) struct Visit<'a> {
+    app: &'a App,
+    portal: &'a Portal,
+    request: &'a ApiRequest,
+    lang: &'a Catalog,
+    /// The CSRF cookie value the browser sent, if any.
+    sent_csrf_cookie: Option<String>,
+    /// The token forms carry this time.
+    csrf_token: String,
+    /// `Set-Cookie` values to send with the answer.
+    cookies: Vec<String>,
+    query: Vec<(String, String)>,
+    /// The API's `Retry-After` (429, 503), passed on with the page that explains it.
+    retry_after: Option<String>,
+    /// Whether this request picked a language (`?lang=` naming one the portal has).
+    language_chosen: bool,
+    /// What [`Visit::signed_in`] found, once asked (a renewal must happen only once).
+    signed_in: Option<Option<String>>,
+}
+
+impl<'a> Visit<'a> {
+    fn new(app: &'a App, request: &'a ApiRequest) -> Self {
+        let portal = &app.portal;
+        let query: Vec<(String, String)> =
+            url::form_urlencoded::parse(request.query.as_deref().unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+        let explicit = query
+            .iter()
+            .find(|(k, _)| k == "lang")
+            .map(|(_, v)| v.as_str());
+        let headers = &request.headers;
+        let lang = portal.catalogs.negotiate(
+            explicit,
+            browser::cookie(headers, i18n::LANGUAGE_COOKIE),
+            headers
+                .get(http::header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let mut cookies = Vec::new();
+        let language_chosen = explicit.is_some_and(|code| code.eq_ignore_ascii_case(&lang.code));
+        if language_chosen {
+            let secure = if app.serves_tls() { "; Secure" } else { "" };
+            cookies.push(format!(
+                "{}={}; Path=/; Max-Age=31536000; SameSite=Lax{secure}",
+                i18n::LANGUAGE_COOKIE,
+                lang.code
+            ));
+        }
+        let sent_csrf_cookie = browser::cookie(headers, browser::csrf_cookie_name(app))
+            .filter(|v| is_token_shaped(v))
+            .map(str::to_owned);
+        let csrf_cookie = match &sent_csrf_cookie {
+            Some(value) => value.clone(),
+            None => {
+                let value = portal.csrf.new_cookie_value();
+                cookies.push(browser::csrf_cookie(app, &value));
+                value
+            }
+        };
+        Self {
+            app,
+            portal,
+            request,
+            lang,
+            sent_csrf_cookie,
+            csrf_token: portal.csrf.token_for(&csrf_cookie),
+            cookies,
+            query,
+            retry_after: None,
+            language_chosen,
+            signed_in: None,
+        }
+    }
+
+    fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn t(&self, key: &str) -> String {
+        self.lang.text(key).to_owned()
+    }
+
+    fn path(&self, sub: &str) -> String {
+        format!("{}{sub}", self.portal.prefix)
+    }
+
+    /// `{prefix}{sub}?return_to=…` (without the query when there is nothing to return to).
+    fn path_with_return(&self, sub: &str, return_to: Option<&str>) -> String {
+        match return_to {
+            Some(target) => format!(
+                "{}?{}",
+                self.path(sub),
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("return_to", target)
+                    .finish()
+            ),
+            None => self.path(sub),
+        }
+    }
+
+    /// The validated `return_to` of the query string.
+    fn return_to_query(&self) -> Option<String> {
+        self.query("return_to")
+            .and_then(|r| self.portal.safe_return_to(r))
+    }
+
+    /// Links to this page in every language.
+    fn language_links(&self) -> Value {
+        let links: Vec<serde_json::Value> = self
+            .portal
+            .catalogs
+            .all()
+            .iter()
+            .map(|c| {
+                let mut query = url::form_urlencoded::Serializer::new(String::new());
+                for (k, v) in self.query.iter().filter(|(k, _)| k != "lang") {
+                    query.append_pair(k, v);
+                }
+                query.append_pair("lang", &c.code);
+                json!({
+                    "code": c.code,
+                    "name": c.name,
+                    "href": format!("{}?{}", self.request.path, query.finish()),
+                    "current": c.code == self.lang.code,
+                })
+            })
+            .collect();
+        to_value(links)
+    }
+
+    /// Renders `template` with the shared values, `feedback` and `extra`.
+    fn render(
+        &mut self,
+        template: &str,
+        status: StatusCode,
+        title_key: &str,
+        feedback: Feedback,
+        extra: Vec<(&'static str, Value)>,
+    ) -> Page {
+        let mut context = BTreeMap::new();
+        context.insert("lang", Value::from(self.lang.code.as_str()));
+        context.insert("t", self.lang.value());
+        context.insert(
+            "site",
+            to_value(json!({"title": self.portal.title, "logo_url": self.portal.logo_url})),
+        );
+        context.insert("css_href", Value::from(self.path("/portal.css")));
+        context.insert("prefix", Value::from(self.portal.prefix.as_str()));
+        context.insert("languages", self.language_links());
+        context.insert("csrf", Value::from(self.csrf_token.as_str()));
+        context.insert("page_title", Value::from(self.lang.text(title_key)));
+        let has_errors = !feedback.errors.is_empty() || feedback.form_error.is_some();
+        // Field errors are announced once at the top too (WCAG 3.3.1), then shown by each field.
+        let form_error = feedback.form_error.or_else(|| {
+            (!feedback.errors.is_empty()).then(|| self.lang.text("error_fields").to_owned())
+        });
+        context.insert("has_errors", Value::from(has_errors));
+        context.insert("errors", to_value(&feedback.errors));
+        if let Some(error) = form_error {
+            context.insert("form_error", Value::from(error));
+        }
+        if let Some(notice) = feedback.notice {
+            context.insert("notice", Value::from(notice));
+        }
+        context.insert("values", to_value(json!({})));
+        for (key, value) in extra {
+            context.insert(key, value);
+        }
+        let rendered = self
+            .portal
+            .env
+            .get_template(template)
+            .and_then(|t| t.render(Value::from(context)));
+        match rendered {
+            Ok(html) => self.finish(status, Bytes::from(html)),
+            Err(e) => {
+                tracing::error!(template, error = %e, "a portal page did not render");
+                let body = format!(
+                    "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head>\
+                     <body><main><h1>{}</h1><p>{}</p></main></body></html>",
+                    self.lang.code,
+                    self.lang.text("error_title"),
+                    self.lang.text("error_title"),
+                    self.lang.text("error_unavailable"),
+                );
+                self.finish(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(body))
+            }
+        }
+    }
+
+    /// Wraps a body with the portal's headers and the cookies gathered on the way.
+    fn finish(&mut self, status: StatusCode, body: Bytes) -> Page {
+        let mut headers = vec![
+            (
+                http::header::CONTENT_SECURITY_POLICY,
+                self.portal.csp.clone(),
+            ),
+            // Same-origin, so that browsers send Origin with our own form posts.
+            (http::header::REFERRER_POLICY, "same-origin".to_owned()),
+            (http::header::CONTENT_LANGUAGE, self.lang.code.clone()),
+            (http::header::VARY, "Cookie, Accept-Language".to_owned()),
+        ];
+        if self.app.serves_tls() {
+            headers.push((
+                http::header::STRICT_TRANSPORT_SECURITY,
+                "max-age=31536000".to_owned(),
+            ));
+        }
+        for cookie in self.cookies.drain(..) {
+            headers.push((http::header::SET_COOKIE, cookie));
+        }
+        if (status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE)
+            && let Some(seconds) = self.retry_after.take()
+        {
+            headers.push((http::header::RETRY_AFTER, seconds));
+        }
+        Page {
+            status,
+            headers,
+            content_type: "text/html; charset=utf-8",
+            body,
+        }
+    }
+
+    /// A 303 to `location` (after a post: the browser follows with a GET).
+    fn redirect(&mut self, location: &str) -> Page {
+        let mut page = self.finish(StatusCode::SEE_OTHER, Bytes::new());
+        page.headers
+            .push((http::header::LOCATION, location.to_owned()));
+        page
+    }
+
+    /// A page of text with an optional link.
+    fn message(
+        &mut self,
+        status: StatusCode,
+        title_key: &str,
+        paragraphs: &[&str],
+        link: Option<(String, &str)>,
+    ) -> Page {
+        let paragraphs: Vec<String> = paragraphs.iter().map(|k| self.t(k)).collect();
+        let link = link.map(|(href, key)| json!({"href": href, "text": self.t(key)}));
+        self.render(
+            "message.html",
+            status,
+            title_key,
+            Feedback::default(),
+            vec![
+                ("paragraphs", to_value(paragraphs)),
+                ("link", to_value(link)),
+            ],
+        )
+    }
+
+    fn not_found(&mut self) -> Page {
+        let home = self.path("/login");
+        self.message(
+            StatusCode::NOT_FOUND,
+            "error_not_found_title",
+            &["error_not_found"],
+            Some((home, "sign_in")),
+        )
+    }
+
+    fn method_not_allowed(&mut self, allow: &str) -> Page {
+        let mut page = self.message(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "error_title",
+            &["error_method"],
+            None,
+        );
+        page.headers.push((http::header::ALLOW, allow.to_owned()));
+        page
+    }
+
+    /// A page for an API answer that is not one the form can show next to its fields.
+    fn failure(&mut self, response: &ApiResponse) -> Page {
+        let key = error_key(response);
+        let back = self.path("/login");
+        self.message(
+            response.status,
+            "error_title",
+            &[key],
+            Some((back, "back_to_sign_in")),
+        )
+    }
+
+    /// The origins this portal is reached at: `server.public_url`'s, and the request's own
+    /// Host with the public URL's scheme (a gateway reached by several names).
+    fn own_origins(&self) -> Vec<String> {
+        let mut origins = vec![self.portal.public_origin.clone()];
+        if let Some(host) = self
+            .request
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            let scheme = if self.app.serves_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            origins.push(format!("{scheme}://{}", host.to_ascii_lowercase()));
+        }
+        origins
+    }
+
+    /// Reads a posted form after the CSRF checks; the refusal is a page (403, 415).
+    fn read_form(&mut self) -> Result<Form, Page> {
+        let origins = self.own_origins();
+        if !csrf::same_origin(&self.request.headers, &origins) {
+            tracing::warn!(target: crate::telemetry::SECURITY, event = "portal_cross_site_post_refused", path = %self.request.path, client_ip = %self.request.client_ip);
+            return Err(self.csrf_refusal());
+        }
+        let body = &self.request.body;
+        let urlencoded = self
+            .request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|mime| {
+                mime.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            });
+        if !urlencoded && !body.is_empty() {
+            return Err(self.message(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "error_title",
+                &["error_bad_form"],
+                None,
+            ));
+        }
+        let form = Form(
+            url::form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        );
+        if !self
+            .portal
+            .csrf
+            .verify(self.sent_csrf_cookie.as_deref(), form.get(csrf::FIELD))
+        {
+            tracing::warn!(target: crate::telemetry::SECURITY, event = "portal_csrf_refused", path = %self.request.path, client_ip = %self.request.client_ip);
+            return Err(self.csrf_refusal());
+        }
+        Ok(form)
+    }
+
+    fn csrf_refusal(&mut self) -> Page {
+        let again = self.request.path.clone();
+        self.message(
+            StatusCode::FORBIDDEN,
+            "error_title",
+            &["error_csrf"],
+            Some((again, "error_generic")),
+        )
+    }
+
+    /// Calls the account API in-process as this browser. `limited` applies the API's
+    /// per-IP limits (every form post); page reads are not counted.
+    async fn api(
+        &mut self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<serde_json::Value>,
+        limited: bool,
+    ) -> ApiResponse {
+        let mut headers = HeaderMap::new();
+        if body.is_some() {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        // Mails the call causes go out in this page's language.
+        if let Ok(language) = HeaderValue::from_str(&self.lang.code) {
+            headers.insert(http::header::ACCEPT_LANGUAGE, language);
+        }
+        if let Some(value) = bearer.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
+        {
+            headers.insert(http::header::AUTHORIZATION, value);
+        }
+        let request = ApiRequest {
+            method,
+            path: path.to_owned(),
+            query: None,
+            headers,
+            body: body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())),
+            client_ip: self.request.client_ip,
+            user_agent: self.request.user_agent.clone(),
+        };
+        let response = if limited {
+            crate::api::dispatch(self.app, request).await
+        } else {
+            crate::api::call_unlimited(self.app, &request).await
+        };
+        self.retry_after = response
+            .headers
+            .iter()
+            .find(|(name, _)| name == http::header::RETRY_AFTER)
+            .map(|(_, value)| value.clone());
+        response
+    }
+
+    /// The browser's access token when it is signed in, renewed from the refresh cookie
+    /// when the access cookie has expired (the new cookies go out with this answer).
+    async fn signed_in(&mut self) -> Option<String> {
+        if let Some(known) = &self.signed_in {
+            return known.clone();
+        }
+        let found = self.find_sign_in().await;
+        self.signed_in = Some(found.clone());
+        found
+    }
+
+    /// A signed-in person who picks a language on a page gets their mails in it from then on.
+    async fn remember_language(&mut self) {
+        let Some(token) = self.signed_in().await else {
+            return;
+        };
+        let app = self.app;
+        let Ok(principal) = app
+            .gatekeeper
+            .check(&token, &app.keys, &*app.sessions, &*app.store)
+            .await
+        else {
+            return;
+        };
+        let user = crate::domain::UserId::from_uuid(principal.user_id());
+        if let Err(e) = app.store.set_language(user, &self.lang.code).await {
+            tracing::warn!(error = %e, "could not store the chosen language");
+        }
+    }
+
+    async fn find_sign_in(&mut self) -> Option<String> {
+        let app = self.app;
+        if let Some(token) = browser::cookie(&self.request.headers, app.cookie_name())
+            && app
+                .gatekeeper
+                .check(token, &app.keys, &*app.sessions, &*app.store)
+                .await
+                .is_ok()
+        {
+            return Some(token.to_owned());
+        }
+        match browser::renew(app, &self.request.headers, self.request.client_ip).await {
+            browser::Renewal::Renewed {
+                access_token,
+                cookies,
+            } => {
+                self.cookies.extend(cookies);
+                Some(access_token)
+            }
+            browser::Renewal::Refused { cookies } => {
+                self.cookies.extend(cookies);
+                None
+            }
+            browser::Renewal::NoCookie | browser::Renewal::Unavailable(_) => None,
+        }
+    }
+
+    /// Field errors and the form-level message of a refused API call, in this language.
+    /// `field_id` maps the API's field names to the ids of this page's inputs.
+    fn feedback(&self, response: &ApiResponse, field_id: impl Fn(&str) -> String) -> Feedback {
+        let mut feedback = Feedback::default();
+        if let Some(errors) = response.body["errors"].as_array() {
+            for error in errors {
+                let (Some(field), Some(message)) =
+                    (error["field"].as_str(), error["message"].as_str())
+                else {
+                    continue;
+                };
+                feedback
+                    .errors
+                    .entry(field_id(field))
+                    .or_default()
+                    .push(self.lang.message(message).to_owned());
+            }
+        }
+        if feedback.errors.is_empty() {
+            feedback.form_error = Some(self.t(error_key(response)));
+        }
+        feedback
+    }
+}
+
+/// The catalogue key that explains a refused API call.
+fn error_key(response: &ApiResponse) -> &'static str {
+    match response.body["code"].as_str().unwrap_or("") {
+        "invalid_credentials" => "error_invalid_credentials",
+        "account_locked" => "error_locked",
+        "account_deactivated" => "error_deactivated",
+        "rate_limited" => "error_rate_limited",
+        "service_unavailable" => "error_unavailable",
+        "invalid_token" => "link_invalid_text",
+        "email_not_verified" => "two_factor_needs_verified_email",
+        _ if response.status == StatusCode::TOO_MANY_REQUESTS => "error_rate_limited",
+        _ if response.status == StatusCode::SERVICE_UNAVAILABLE => "error_unavailable",
+        _ => "error_generic",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn portal(extra: &str) -> Portal {
+        let config =
+            Config::load_from(Path::new("test.toml"), extra, Vec::new()).expect("valid config");
+        Portal::new(&config, &[3; 32]).expect("portal loads")
+    }
+
+    #[test]
+    fn return_to_stays_on_site_or_on_allowed_hosts() {
+        let p = portal(
+            "[server]\npublic_url = \"https://auth.example.com\"\n\
+             [portal]\nallowed_return_hosts = [\"app.example.com\"]\n",
+        );
+        let ok = [
+            ("/app", "/app"),
+            ("/app/page?x=1#top", "/app/page?x=1#top"),
+            ("https://app.example.com/x", "https://app.example.com/x"),
+            ("https://APP.example.com/x", "https://app.example.com/x"),
+            (
+                "http://app.example.com:8443/",
+                "http://app.example.com:8443/",
+            ),
+            (
+                "https://auth.example.com/auth/account",
+                "https://auth.example.com/auth/account",
+            ),
+        ];
+        for (input, expected) in ok {
+            assert_eq!(
+                p.safe_return_to(input).as_deref(),
+                Some(expected),
+                "{input}"
+            );
+        }
+        let refused = [
+            "",
+            "//evil.example/x",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "https://evil.example/",
+            "https://app.example.com.evil.example/",
+            "https://evil.example@app.example.com/",
+            "https://user:pw@app.example.com/",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "ftp://app.example.com/",
+            "/x\r\nSet-Cookie: a=b",
+            "/a b",
+            "app.example.com/x",
+            "/caf\u{e9}",
+            "/a\u{7f}",
+        ];
+        for input in refused {
+            assert_eq!(p.safe_return_to(input), None, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn login_tickets_open_only_unaltered_and_in_time() {
+        let p = portal("");
+        let ticket = p
+            .seal_ticket("ada@example.com", "Pw-1234567", true)
+            .unwrap();
+        assert_eq!(
+            p.open_ticket(&ticket),
+            Some(("ada@example.com".into(), "Pw-1234567".into(), true))
+        );
+        let mut altered = ticket.clone().into_bytes();
+        let last = altered.len() - 3;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        assert_eq!(p.open_ticket(&String::from_utf8(altered).unwrap()), None);
+        assert_eq!(p.open_ticket("junk"), None);
+        let other = Portal::new(
+            &Config::load_from(Path::new("t.toml"), "", Vec::new()).unwrap(),
+            &[4; 32],
+        )
+        .unwrap();
+        assert_eq!(other.open_ticket(&ticket), None, "another key");
+    }
+
+    #[test]
+    fn the_prefix_is_matched_by_whole_segments() {
+        let p = portal("");
+        assert!(p.owns("/auth"));
+        assert!(p.owns("/auth/login"));
+        assert!(!p.owns("/authx"));
+        assert!(!p.owns("/app/auth"));
+        let off = portal("[portal]\nenabled = false\n");
+        assert!(!off.owns("/auth/login"));
+        assert_eq!(off.login_page(), None);
+        assert_eq!(p.login_page().as_deref(), Some("/auth/login"));
+    }
+
+    #[test]
+    fn a_broken_override_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("login.html"), "{% block content %}{{ oops(").unwrap();
+        let text = format!(
+            "[portal]\ntemplates_dir = {:?}\n",
+            dir.path().display().to_string()
+        );
+        let config = Config::load_from(Path::new("t.toml"), &text, Vec::new()).unwrap();
+        let err = Portal::new(&config, &[3; 32]).unwrap_err();
+        assert!(err.contains("login.html"), "{err}");
+    }
+
+    #[test]
+    fn the_stylesheet_carries_the_accent_colour() {
+        let p = portal("[portal]\naccent_color = \"#123abc\"\n");
+        let css = String::from_utf8(p.stylesheet.to_vec()).unwrap();
+        assert!(css.contains("background: #123abc"), "{css}");
+    }
+}

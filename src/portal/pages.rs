@@ -1,0 +1,767 @@
+//! The pages: one function per form, each turning the form into an account-API call and
+//! the answer into the next page.
+
+use http::{Method, StatusCode};
+use minijinja::Value;
+use serde_json::json;
+
+use super::{Feedback, Form, Page, Visit, browser, to_value};
+use crate::api::ApiResponse;
+use crate::auth::secrets::is_token_shaped;
+
+/// Paths (below the prefix) that show a page.
+pub(super) const GET_PATHS: &[&str] = &[
+    "",
+    "/login",
+    "/register",
+    "/verify-email",
+    "/forgot-password",
+    "/reset-password",
+    "/account",
+    "/logout",
+];
+
+/// Paths (below the prefix) that take a form.
+pub(super) const POST_PATHS: &[&str] = &[
+    "/login",
+    "/register",
+    "/verify-email",
+    "/forgot-password",
+    "/reset-password",
+    "/logout",
+    "/account/profile",
+    "/account/password",
+    "/account/sessions/revoke",
+    "/account/logout-all",
+    "/account/2fa/setup",
+    "/account/2fa/enable",
+    "/account/2fa/disable",
+    "/account/resend-verification",
+    "/account/deactivate",
+];
+
+/// Notices an account page may show after a form succeeded (`?done=`).
+const NOTICES: &[(&str, &str)] = &[
+    ("profile", "notice_profile"),
+    ("password", "notice_password"),
+    ("session", "notice_session"),
+    ("two_factor_disabled", "notice_two_factor_disabled"),
+    ("verification_sent", "notice_verification_sent"),
+];
+
+/// Shows the page at `sub` (a member of [`GET_PATHS`]).
+pub(super) async fn get(v: &mut Visit<'_>, sub: &str) -> Page {
+    match sub {
+        "" => {
+            let account = v.path("/account");
+            v.redirect(&account)
+        }
+        "/login" => login_page(v).await,
+        "/register" => {
+            let return_to = v.return_to_query();
+            render_register(
+                v,
+                StatusCode::OK,
+                Feedback::default(),
+                return_to,
+                &Form(vec![]),
+            )
+        }
+        "/verify-email" => match v.query("token").filter(|t| is_token_shaped(t)) {
+            Some(token) => {
+                let token = token.to_owned();
+                v.render(
+                    "verify_email.html",
+                    StatusCode::OK,
+                    "verify_email_title",
+                    Feedback::default(),
+                    vec![("token", Value::from(token))],
+                )
+            }
+            None => link_invalid(v),
+        },
+        "/forgot-password" => v.render(
+            "forgot_password.html",
+            StatusCode::OK,
+            "forgot_password_title",
+            Feedback::default(),
+            vec![],
+        ),
+        "/reset-password" => match v.query("token").filter(|t| is_token_shaped(t)) {
+            Some(token) => {
+                let token = token.to_owned();
+                render_reset(v, StatusCode::OK, Feedback::default(), token)
+            }
+            None => link_invalid(v),
+        },
+        "/account" => {
+            let Some(token) = v.signed_in().await else {
+                return to_sign_in(v);
+            };
+            let notice = v
+                .query("done")
+                .and_then(|d| NOTICES.iter().find(|(name, _)| *name == d))
+                .map(|(_, key)| v.t(key));
+            let feedback = Feedback {
+                notice,
+                ..Feedback::default()
+            };
+            account_page(v, &token, StatusCode::OK, feedback).await
+        }
+        "/logout" => v.render(
+            "logout.html",
+            StatusCode::OK,
+            "logout_title",
+            Feedback::default(),
+            vec![],
+        ),
+        _ => v.not_found(),
+    }
+}
+
+/// Takes the form posted to `sub` (a member of [`POST_PATHS`]), CSRF already checked.
+pub(super) async fn post(v: &mut Visit<'_>, sub: &str, form: Form) -> Page {
+    match sub {
+        "/login" => login(v, form).await,
+        "/register" => register(v, form).await,
+        "/verify-email" => verify_email(v, form).await,
+        "/forgot-password" => forgot_password(v, form).await,
+        "/reset-password" => reset_password(v, form).await,
+        "/logout" => logout(v).await,
+        account => {
+            let Some(token) = v.signed_in().await else {
+                return to_sign_in(v);
+            };
+            account_action(v, account, &token, form).await
+        }
+    }
+}
+
+/// Sends a browser that is not signed in to the sign-in page, to come back to its account.
+fn to_sign_in(v: &mut Visit<'_>) -> Page {
+    let account = v.path("/account");
+    let login = v.path_with_return("/login", Some(&account));
+    v.redirect(&login)
+}
+
+fn link_invalid(v: &mut Visit<'_>) -> Page {
+    let login = v.path("/login");
+    v.message(
+        StatusCode::BAD_REQUEST,
+        "link_invalid_title",
+        &["link_invalid_text"],
+        Some((login, "back_to_sign_in")),
+    )
+}
+
+/// `GET /login`: straight on when the browser is (or can be renewed) signed in.
+async fn login_page(v: &mut Visit<'_>) -> Page {
+    let return_to = v.return_to_query();
+    if v.signed_in().await.is_some() {
+        let target = return_to.unwrap_or_else(|| v.path("/account"));
+        return v.redirect(&target);
+    }
+    render_login(v, StatusCode::OK, Feedback::default(), return_to, "", false)
+}
+
+fn render_login(
+    v: &mut Visit<'_>,
+    status: StatusCode,
+    feedback: Feedback,
+    return_to: Option<String>,
+    email: &str,
+    remember_me: bool,
+) -> Page {
+    let register_href = v.path_with_return("/register", return_to.as_deref());
+    v.render(
+        "login.html",
+        status,
+        "sign_in_title",
+        feedback,
+        vec![
+            ("return_to", Value::from(return_to.unwrap_or_default())),
+            ("register_href", Value::from(register_href)),
+            (
+                "values",
+                to_value(json!({"email": email, "remember_me": remember_me})),
+            ),
+        ],
+    )
+}
+
+fn render_two_factor(
+    v: &mut Visit<'_>,
+    status: StatusCode,
+    feedback: Feedback,
+    return_to: Option<String>,
+    ticket: String,
+) -> Page {
+    v.render(
+        "two_factor.html",
+        status,
+        "two_factor_title",
+        feedback,
+        vec![
+            ("return_to", Value::from(return_to.unwrap_or_default())),
+            ("ticket", Value::from(ticket)),
+        ],
+    )
+}
+
+/// `POST /login`: the first step (email, password, remember_me) or, with a `login_ticket`
+/// from the first step, the second (two_factor_code).
+async fn login(v: &mut Visit<'_>, form: Form) -> Page {
+    let return_to = form
+        .get("return_to")
+        .and_then(|r| v.portal.safe_return_to(r));
+    let ticket = form.get("login_ticket").map(str::to_owned);
+    let (email, password, remember_me, code) = match &ticket {
+        Some(ticket) => match v.portal.open_ticket(ticket) {
+            Some((email, password, remember)) => (
+                email,
+                password,
+                remember,
+                Some(form.text("two_factor_code").to_owned()),
+            ),
+            None => {
+                let feedback = Feedback {
+                    form_error: Some(v.t("error_ticket")),
+                    ..Feedback::default()
+                };
+                return render_login(v, StatusCode::BAD_REQUEST, feedback, return_to, "", false);
+            }
+        },
+        None => (
+            form.text("email").trim().to_owned(),
+            form.text("password").to_owned(),
+            form.get("remember_me").is_some(),
+            None,
+        ),
+    };
+    let mut body = json!({"email": email, "password": password, "remember_me": remember_me});
+    if let Some(code) = &code {
+        body["two_factor_code"] = json!(code);
+    }
+    let response = v
+        .api(Method::POST, "/api/auth/login", None, Some(body), true)
+        .await;
+    let code_of = response.body["code"].as_str().unwrap_or("").to_owned();
+    if response.status == StatusCode::OK {
+        return match browser::cookies_for_tokens(v.app, &response) {
+            Some((_, cookies)) => {
+                v.cookies.extend(cookies);
+                let target = return_to.unwrap_or_else(|| v.path("/account"));
+                v.redirect(&target)
+            }
+            None => v.failure(&response),
+        };
+    }
+    if code_of == "two_factor_required" {
+        return match v.portal.seal_ticket(&email, &password, remember_me) {
+            Some(sealed) => {
+                render_two_factor(v, StatusCode::OK, Feedback::default(), return_to, sealed)
+            }
+            None => v.failure(&response),
+        };
+    }
+    if let Some(ticket) = ticket
+        && code_of == "invalid_credentials"
+    {
+        // The password was right a minute ago: the code is what failed.
+        let mut feedback = Feedback::default();
+        feedback
+            .errors
+            .insert("two_factor_code".into(), vec![v.t("error_wrong_code")]);
+        return render_two_factor(v, response.status, feedback, return_to, ticket);
+    }
+    let feedback = v.feedback(&response, str::to_owned);
+    render_login(v, response.status, feedback, return_to, &email, remember_me)
+}
+
+fn render_register(
+    v: &mut Visit<'_>,
+    status: StatusCode,
+    feedback: Feedback,
+    return_to: Option<String>,
+    form: &Form,
+) -> Page {
+    let login_href = v.path_with_return("/login", return_to.as_deref());
+    v.render(
+        "register.html",
+        status,
+        "register_title",
+        feedback,
+        vec![
+            ("return_to", Value::from(return_to.unwrap_or_default())),
+            ("login_href", Value::from(login_href)),
+            (
+                "values",
+                to_value(json!({
+                    "email": form.text("email"),
+                    "first_name": form.text("first_name"),
+                    "last_name": form.text("last_name"),
+                })),
+            ),
+        ],
+    )
+}
+
+/// `POST /register`: a taken address gets the same "check your mail" page as a new one.
+async fn register(v: &mut Visit<'_>, form: Form) -> Page {
+    let return_to = form
+        .get("return_to")
+        .and_then(|r| v.portal.safe_return_to(r));
+    let body = json!({
+        "email": form.text("email"),
+        "password": form.text("password"),
+        "first_name": form.text("first_name"),
+        "last_name": form.text("last_name"),
+    });
+    let response = v
+        .api(Method::POST, "/api/auth/register", None, Some(body), true)
+        .await;
+    match response.status {
+        StatusCode::CREATED | StatusCode::CONFLICT => {
+            let login = v.path_with_return("/login", return_to.as_deref());
+            v.message(
+                StatusCode::OK,
+                "check_email_title",
+                &["check_email_text"],
+                Some((login, "back_to_sign_in")),
+            )
+        }
+        status => {
+            let feedback = v.feedback(&response, str::to_owned);
+            render_register(v, status, feedback, return_to, &form)
+        }
+    }
+}
+
+/// `POST /verify-email`: the mailed link's page posts its token here.
+async fn verify_email(v: &mut Visit<'_>, form: Form) -> Page {
+    let body = json!({"token": form.text("token")});
+    let response = v
+        .api(
+            Method::POST,
+            "/api/auth/verify-email",
+            None,
+            Some(body),
+            true,
+        )
+        .await;
+    match response.status {
+        StatusCode::OK => {
+            let account = v.path("/account");
+            let login = v.path_with_return("/login", Some(&account));
+            v.message(
+                StatusCode::OK,
+                "email_confirmed_title",
+                &["email_confirmed_text"],
+                Some((login, "sign_in")),
+            )
+        }
+        StatusCode::BAD_REQUEST => link_invalid(v),
+        _ => v.failure(&response),
+    }
+}
+
+/// `POST /forgot-password`: the same page whether or not the address has an account.
+async fn forgot_password(v: &mut Visit<'_>, form: Form) -> Page {
+    let email = form.text("email").trim().to_owned();
+    let response = v
+        .api(
+            Method::POST,
+            "/api/auth/request-password-reset",
+            None,
+            Some(json!({"email": email})),
+            true,
+        )
+        .await;
+    if response.status == StatusCode::OK {
+        let login = v.path("/login");
+        return v.message(
+            StatusCode::OK,
+            "reset_sent_title",
+            &["reset_sent_text"],
+            Some((login, "back_to_sign_in")),
+        );
+    }
+    let feedback = v.feedback(&response, str::to_owned);
+    v.render(
+        "forgot_password.html",
+        response.status,
+        "forgot_password_title",
+        feedback,
+        vec![("values", to_value(json!({"email": email})))],
+    )
+}
+
+fn render_reset(v: &mut Visit<'_>, status: StatusCode, feedback: Feedback, token: String) -> Page {
+    v.render(
+        "reset_password.html",
+        status,
+        "reset_password_title",
+        feedback,
+        vec![("token", Value::from(token))],
+    )
+}
+
+/// `POST /reset-password`: every session ends, this browser's included.
+async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
+    let token = form.text("token").to_owned();
+    let body = json!({"token": token, "password": form.text("password")});
+    let response = v
+        .api(
+            Method::POST,
+            "/api/auth/reset-password",
+            None,
+            Some(body),
+            true,
+        )
+        .await;
+    match (response.status, response.body["code"].as_str()) {
+        (StatusCode::OK, _) => {
+            v.cookies.extend(browser::clearing_cookies(v.app));
+            let login = v.path("/login");
+            v.message(
+                StatusCode::OK,
+                "password_reset_title",
+                &["password_reset_text"],
+                Some((login, "sign_in")),
+            )
+        }
+        (StatusCode::BAD_REQUEST, Some("invalid_token")) => link_invalid(v),
+        (status, _) => {
+            let feedback = v.feedback(&response, str::to_owned);
+            render_reset(v, status, feedback, token)
+        }
+    }
+}
+
+/// `POST /logout`: ends this browser's session (if any) and its cookies.
+async fn logout(v: &mut Visit<'_>) -> Page {
+    if let Some(token) = v.signed_in().await {
+        let response = v
+            .api(Method::POST, "/api/auth/logout", Some(&token), None, false)
+            .await;
+        if response.status == StatusCode::SERVICE_UNAVAILABLE {
+            return v.failure(&response);
+        }
+    }
+    v.cookies.extend(browser::clearing_cookies(v.app));
+    let login = v.path("/login");
+    v.message(
+        StatusCode::OK,
+        "signed_out_title",
+        &["signed_out_text"],
+        Some((login, "sign_in")),
+    )
+}
+
+/// "2025-01-31T14:05:09.123Z" as "2025-01-31 14:05 UTC".
+fn short_time(value: &serde_json::Value) -> String {
+    value
+        .as_str()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The account page: profile, password, 2FA, sessions, deactivation.
+async fn account_page(
+    v: &mut Visit<'_>,
+    token: &str,
+    status: StatusCode,
+    feedback: Feedback,
+) -> Page {
+    let profile = v
+        .api(Method::GET, "/api/auth/profile", Some(token), None, false)
+        .await;
+    if profile.status == StatusCode::UNAUTHORIZED || profile.status == StatusCode::FORBIDDEN {
+        v.cookies.extend(browser::clearing_cookies(v.app));
+        return to_sign_in(v);
+    }
+    if profile.status != StatusCode::OK {
+        return v.failure(&profile);
+    }
+    let sessions = v
+        .api(Method::GET, "/api/auth/sessions", Some(token), None, false)
+        .await;
+    let sessions: Vec<serde_json::Value> = sessions.body["data"]["sessions"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|s| {
+                    json!({
+                        "id": s["id"],
+                        "ip": s["ip"],
+                        "user_agent": s["user_agent"],
+                        "current": s["current"],
+                        "created_at": short_time(&s["created_at"]),
+                        "last_seen_at": short_time(&s["last_seen_at"]),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let user = profile.body["data"]["user"].clone();
+    v.render(
+        "account.html",
+        status,
+        "account_title",
+        feedback,
+        vec![("user", to_value(user)), ("sessions", to_value(sessions))],
+    )
+}
+
+/// After a form on the account page: back to it with a notice, or the page again with the
+/// problems next to the form's fields.
+async fn account_outcome(
+    v: &mut Visit<'_>,
+    token: &str,
+    response: ApiResponse,
+    done: &str,
+    field_id: impl Fn(&str) -> String,
+) -> Page {
+    if response.status == StatusCode::OK {
+        let target = format!("{}?done={done}", v.path("/account"));
+        return v.redirect(&target);
+    }
+    if response.status == StatusCode::UNAUTHORIZED {
+        v.cookies.extend(browser::clearing_cookies(v.app));
+        return to_sign_in(v);
+    }
+    let feedback = v.feedback(&response, field_id);
+    account_page(v, token, response.status, feedback).await
+}
+
+async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form) -> Page {
+    match action {
+        "/account/profile" => {
+            let body =
+                json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
+            let r = v
+                .api(
+                    Method::PATCH,
+                    "/api/auth/profile",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
+                .await;
+            account_outcome(v, token, r, "profile", str::to_owned).await
+        }
+        "/account/password" => {
+            let body = json!({
+                "current_password": form.text("current_password"),
+                "new_password": form.text("new_password"),
+            });
+            let r = v
+                .api(
+                    Method::POST,
+                    "/api/auth/change-password",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
+                .await;
+            account_outcome(v, token, r, "password", str::to_owned).await
+        }
+        "/account/sessions/revoke" => {
+            let id = form.text("session_id");
+            let safe = !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+            if !safe {
+                let feedback = Feedback {
+                    form_error: Some(v.t("error_generic")),
+                    ..Feedback::default()
+                };
+                return account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
+            }
+            let r = v
+                .api(
+                    Method::DELETE,
+                    &format!("/api/auth/sessions/{id}"),
+                    Some(token),
+                    None,
+                    true,
+                )
+                .await;
+            account_outcome(v, token, r, "session", str::to_owned).await
+        }
+        "/account/logout-all" => {
+            let r = v
+                .api(
+                    Method::POST,
+                    "/api/auth/logout-all",
+                    Some(token),
+                    None,
+                    true,
+                )
+                .await;
+            if r.status != StatusCode::OK {
+                return v.failure(&r);
+            }
+            v.cookies.extend(browser::clearing_cookies(v.app));
+            let login = v.path("/login");
+            v.message(
+                StatusCode::OK,
+                "signed_out_title",
+                &["signed_out_everywhere_text"],
+                Some((login, "sign_in")),
+            )
+        }
+        "/account/2fa/setup" => {
+            let r = v
+                .api(Method::POST, "/api/auth/setup-2fa", Some(token), None, true)
+                .await;
+            if r.status != StatusCode::OK {
+                return account_outcome(v, token, r, "", str::to_owned).await;
+            }
+            let data = &r.body["data"];
+            let (secret, qr) = (
+                data["secret"].as_str().unwrap_or("").to_owned(),
+                data["qr_code"].as_str().unwrap_or("").to_owned(),
+            );
+            render_setup(v, StatusCode::OK, Feedback::default(), secret, qr)
+        }
+        "/account/2fa/enable" => {
+            let secret = form.text("secret").trim().to_owned();
+            let body = json!({"secret": secret, "token": form.text("token").trim()});
+            let r = v
+                .api(
+                    Method::POST,
+                    "/api/auth/enable-2fa",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
+                .await;
+            if r.status == StatusCode::OK {
+                let codes = r.body["data"]["recovery_codes"].clone();
+                return v.render(
+                    "recovery_codes.html",
+                    StatusCode::OK,
+                    "recovery_codes_title",
+                    Feedback::default(),
+                    vec![("codes", to_value(codes))],
+                );
+            }
+            if r.status != StatusCode::BAD_REQUEST {
+                return account_outcome(v, token, r, "", str::to_owned).await;
+            }
+            // The same secret again, with its QR code, and the problem next to the code.
+            let profile = v
+                .api(Method::GET, "/api/auth/profile", Some(token), None, false)
+                .await;
+            let email = profile.body["data"]["user"]["email"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let provisioning = crate::auth::totp::TotpSecret::from_base32(&secret)
+                .ok()
+                .and_then(|s| {
+                    crate::auth::totp::provisioning(v.app.two_factor.issuer(), &email, &s).ok()
+                });
+            let Some(provisioning) = provisioning else {
+                return account_outcome(v, token, r, "", str::to_owned).await;
+            };
+            let feedback = v.feedback(&r, str::to_owned);
+            render_setup(
+                v,
+                StatusCode::BAD_REQUEST,
+                feedback,
+                provisioning.secret_base32,
+                provisioning.qr_code_data_url,
+            )
+        }
+        "/account/2fa/disable" => {
+            let body = json!({"password": form.text("password")});
+            let r = v
+                .api(
+                    Method::POST,
+                    "/api/auth/disable-2fa",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
+                .await;
+            account_outcome(v, token, r, "two_factor_disabled", |f| {
+                if f == "password" {
+                    "disable_password".into()
+                } else {
+                    f.to_owned()
+                }
+            })
+            .await
+        }
+        "/account/resend-verification" => {
+            let r = v
+                .api(
+                    Method::POST,
+                    "/api/auth/resend-verification",
+                    Some(token),
+                    None,
+                    true,
+                )
+                .await;
+            account_outcome(v, token, r, "verification_sent", str::to_owned).await
+        }
+        "/account/deactivate" => {
+            let body = json!({"password": form.text("password")});
+            let r = v
+                .api(
+                    Method::POST,
+                    "/api/auth/deactivate",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
+                .await;
+            if r.status != StatusCode::OK {
+                return account_outcome(v, token, r, "", |f| {
+                    if f == "password" {
+                        "deactivate_password".into()
+                    } else {
+                        f.to_owned()
+                    }
+                })
+                .await;
+            }
+            v.cookies.extend(browser::clearing_cookies(v.app));
+            v.message(
+                StatusCode::OK,
+                "deactivated_title",
+                &["deactivated_text"],
+                None,
+            )
+        }
+        _ => v.not_found(),
+    }
+}
+
+fn render_setup(
+    v: &mut Visit<'_>,
+    status: StatusCode,
+    feedback: Feedback,
+    secret: String,
+    qr_code: String,
+) -> Page {
+    v.render(
+        "two_factor_setup.html",
+        status,
+        "two_factor_setup_title",
+        feedback,
+        vec![
+            ("secret", Value::from(secret)),
+            ("qr_code", Value::from(qr_code)),
+        ],
+    )
+}

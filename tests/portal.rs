@@ -1,0 +1,931 @@
+//! The sign-in portal over real HTTP: a browser-like client with a cookie jar against the
+//! gateway in-process, a real echo upstream and a real SMTP sink.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use support::EchoUpstream;
+use support::app::*;
+use support::browser::{Browser, Html, totp, urlencode};
+
+fn routes(upstream: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"{upstream}\"\npolicy = \"authenticated\"\n\
+         [[routes]]\nname = \"public\"\npath_prefix = \"/\"\nupstream = \"{upstream}\"\npolicy = \"public\"\n"
+    )
+}
+
+/// The echo upstream's JSON of a proxied answer.
+fn echo_of(page: &Html) -> serde_json::Value {
+    serde_json::from_str(&page.body).unwrap_or_else(|_| panic!("not an echo: {}", page.body))
+}
+
+async fn spawn(backend: Backend, up: &EchoUpstream) -> TestApp {
+    TestApp::spawn(backend, &routes(&up.url())).await
+}
+
+/// Registers through the form and follows the mailed link; returns the browser.
+async fn register_and_verify(app: &TestApp, browser: &Browser, email: &str) {
+    let page = browser.get("/auth/register").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let done = browser
+        .post(
+            "/auth/register",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("first_name", "Ada"),
+                ("last_name", "Lovelace"),
+                ("email", email),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("Check your mail"), "{}", done.body);
+    let link = app.mail_to(email).await.link().expect("a link in the mail");
+    let path = link
+        .strip_prefix(&app.gw.url())
+        .unwrap_or_else(|| panic!("{link} is not on the gateway"));
+    assert!(path.starts_with("/auth/verify-email?token="), "{path}");
+    let confirm = browser.get(path).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    let verified = browser
+        .post(
+            "/auth/verify-email",
+            &[
+                ("csrf_token", &confirm.csrf()),
+                ("token", &confirm.input("token").unwrap()),
+            ],
+        )
+        .await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
+    assert!(
+        verified.body.contains("Email address confirmed"),
+        "{}",
+        verified.body
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_browser_registers_signs_in_reaches_the_app_and_signs_out() {
+    let up = EchoUpstream::start().await;
+    for backend in backends() {
+        let app = spawn(backend, &up).await;
+        let browser = Browser::new(&app.gw.url());
+
+        let refused = browser.get("/app/page?x=1").await;
+        assert_eq!(refused.status, StatusCode::FOUND, "{backend:?}");
+        assert_eq!(
+            refused.location(),
+            "/auth/login?return_to=%2Fapp%2Fpage%3Fx%3D1"
+        );
+        let login = browser.get(refused.location()).await;
+        assert_eq!(login.status, StatusCode::OK);
+        assert_eq!(login.input("return_to").as_deref(), Some("/app/page?x=1"));
+
+        register_and_verify(&app, &browser, "ada@example.com").await;
+        let signed_in = browser
+            .sign_in("ada@example.com", PASSWORD, "/app/page?x=1")
+            .await;
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            signed_in.body
+        );
+        assert_eq!(signed_in.location(), "/app/page?x=1");
+        let cookies = signed_in.set_cookies().join("\n");
+        assert!(cookies.contains("portcullis="), "{cookies}");
+        assert!(
+            cookies.contains("portcullis_refresh=") && cookies.contains("HttpOnly"),
+            "{cookies}"
+        );
+
+        let page = browser.get("/app/page?x=1").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let echo = echo_of(&page);
+        assert_eq!(
+            support::echoed_header(&echo, "x-user-email"),
+            ["ada@example.com"]
+        );
+        // The gateway's cookies stay at the gateway.
+        let forwarded = support::echoed_header(&echo, "cookie").join("; ");
+        assert!(!forwarded.contains("portcullis"), "{forwarded}");
+
+        let account = browser.get("/auth/account").await;
+        assert_eq!(account.status, StatusCode::OK, "{}", account.body);
+        assert!(account.body.contains("ada@example.com"));
+        assert!(account.body.contains("this browser"));
+
+        let confirm = browser.get("/auth/logout").await;
+        assert_eq!(confirm.status, StatusCode::OK);
+        let access = browser.cookie("portcullis").expect("access cookie");
+        let out = browser
+            .post("/auth/logout", &[("csrf_token", &confirm.csrf())])
+            .await;
+        assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+        assert!(out.body.contains("You are signed out"));
+        assert_eq!(browser.cookie("portcullis"), None);
+        assert_eq!(browser.cookie("portcullis_refresh"), None);
+        // The old access token is dead at once, not only forgotten by this browser.
+        let r = app
+            .http
+            .get(app.url("/app/page"))
+            .header("cookie", format!("portcullis={access}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{backend:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forms_without_a_valid_token_or_from_another_site_are_refused() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    let browser = Browser::new(&app.gw.url());
+    let page = browser.get("/auth/login").await;
+    let token = page.csrf();
+    let fields = |csrf: &'static str| {
+        vec![
+            ("email", "a@example.com"),
+            ("password", "x"),
+            ("csrf_token", csrf),
+        ]
+    };
+    let token: &'static str = Box::leak(token.into_boxed_str());
+
+    for (what, form, headers) in [
+        ("no token", fields("")[..2].to_vec(), vec![]),
+        ("an empty token", fields(""), vec![]),
+        (
+            "a forged token",
+            fields("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            vec![],
+        ),
+        (
+            "another site's page",
+            fields(token),
+            vec![("origin", "https://evil.example")],
+        ),
+        ("an opaque origin", fields(token), vec![("origin", "null")]),
+        (
+            "a cross-site fetch",
+            fields(token),
+            vec![("sec-fetch-site", "cross-site")],
+        ),
+        (
+            "a sibling site",
+            fields(token),
+            vec![("sec-fetch-site", "same-site")],
+        ),
+    ] {
+        let r = browser.post_with("/auth/login", &form, &headers).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{what}: {}", r.body);
+        assert!(r.body.contains("reload the page"), "{what}: {}", r.body);
+    }
+    // A browser without the cookie (the token was copied from someone else's page).
+    let stranger = Browser::new(&app.gw.url());
+    let r = stranger.post("/auth/login", &fields(token)).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+
+    // With the token and this site's origin the form is read (and the password is wrong).
+    let own_origin = app.gw.url();
+    let r = browser
+        .post_with(
+            "/auth/login",
+            &fields(token),
+            &[
+                ("origin", own_origin.as_str()),
+                ("sec-fetch-site", "same-origin"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(
+        r.body
+            .contains("The email address or password is not right"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("role=\"alert\""), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_returns_only_to_this_site() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    app.verified_user("ret@example.com").await;
+    for (return_to, expected) in [
+        ("/app/x?y=1", "/app/x?y=1"),
+        ("//evil.example/x", "/auth/account"),
+        ("https://evil.example/x", "/auth/account"),
+        ("/\\evil.example", "/auth/account"),
+        ("javascript:alert(1)", "/auth/account"),
+    ] {
+        let browser = Browser::new(&app.gw.url());
+        let r = browser
+            .sign_in("ret@example.com", PASSWORD, return_to)
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{return_to}: {}", r.body);
+        assert_eq!(r.location(), expected, "{return_to}");
+        // Already signed in: the sign-in page sends the browser straight on, just as safely.
+        let again = browser
+            .get(&format!("/auth/login?return_to={}", urlencode(return_to)))
+            .await;
+        assert_eq!(again.status, StatusCode::SEE_OTHER, "{return_to}");
+        assert_eq!(again.location(), expected, "{return_to}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_access_cookie_is_renewed_from_the_refresh_cookie() {
+    let up = EchoUpstream::start().await;
+    for backend in backends() {
+        let app = TestApp::spawn_with(backend, &routes(&up.url()), |c| {
+            c.tokens.access_ttl = "1s".parse().unwrap();
+        })
+        .await;
+        app.verified_user("renew@example.com").await;
+        let browser = Browser::new(&app.gw.url());
+        let r = browser.sign_in("renew@example.com", PASSWORD, "/app").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        let first_refresh = browser
+            .cookie("portcullis_refresh")
+            .expect("refresh cookie");
+
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            browser.cookie("portcullis"),
+            None,
+            "the access cookie expired"
+        );
+        let page = browser.get("/app/after-expiry").await;
+        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
+        let echo = echo_of(&page);
+        assert_eq!(
+            support::echoed_header(&echo, "x-user-email"),
+            ["renew@example.com"]
+        );
+        assert!(support::echoed_header(&echo, "cookie").join("").is_empty());
+        let renewed = page.set_cookies().join("\n");
+        assert!(renewed.contains("portcullis="), "{renewed}");
+        assert!(renewed.contains("portcullis_refresh="), "{renewed}");
+        let second_refresh = browser.cookie("portcullis_refresh").expect("rotated");
+        assert_ne!(first_refresh, second_refresh, "the refresh token rotates");
+        // API clients (no browser cookies) are unaffected and a POST goes on as well.
+        let posted = browser
+            .http
+            .post(app.url("/app/form"))
+            .header("accept", "text/html")
+            .body("a=1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(posted.status(), StatusCode::OK);
+
+        // The rotated-out token presented again (after the grace for concurrent tabs) is
+        // taken for a stolen one: the whole session ends, this browser's cookies too.
+        tokio::time::sleep(Duration::from_millis(5200)).await;
+        let thief = app
+            .http
+            .get(app.url("/app/stolen"))
+            .header("accept", "application/json")
+            .header("cookie", format!("portcullis_refresh={first_refresh}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(thief.status(), StatusCode::UNAUTHORIZED, "{backend:?}");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let after = browser.get("/app/after-theft").await;
+        assert_eq!(
+            after.status,
+            StatusCode::FOUND,
+            "{backend:?}: {}",
+            after.body
+        );
+        assert!(after.location().starts_with("/auth/login?return_to="));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_follow_accept_language_and_the_chosen_language() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    let browser = Browser::new(&app.gw.url());
+    let ru = browser
+        .get_with(
+            "/auth/login",
+            &[("accept-language", "ru-RU,ru;q=0.9,en;q=0.5")],
+        )
+        .await;
+    assert!(ru.body.contains("<html lang=\"ru\">"), "{}", ru.body);
+    assert!(ru.body.contains("Войти"), "{}", ru.body);
+    assert_eq!(ru.headers["content-language"], "ru");
+    let en = browser
+        .get_with("/auth/login", &[("accept-language", "de-DE,en-GB;q=0.8")])
+        .await;
+    assert!(en.body.contains("<html lang=\"en\">"));
+    assert!(en.body.contains("Sign in"));
+    // Every page links to itself in every language; choosing one is remembered.
+    assert!(en.body.contains("hreflang=\"ru\""), "{}", en.body);
+    let chosen = browser
+        .get_with("/auth/register?lang=ru", &[("accept-language", "en")])
+        .await;
+    assert!(chosen.body.contains("<html lang=\"ru\">"));
+    assert!(
+        chosen
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with("portcullis_lang=ru"))
+    );
+    let later = browser
+        .get_with("/auth/forgot-password", &[("accept-language", "en")])
+        .await;
+    assert!(later.body.contains("<html lang=\"ru\">"), "{}", later.body);
+    // API messages are translated too.
+    let r = browser
+        .post(
+            "/auth/register",
+            &[
+                ("csrf_token", &later.csrf()),
+                ("email", "not-an-email"),
+                ("password", "short"),
+                ("first_name", "A"),
+                ("last_name", "B"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.body
+            .contains("Пароль должен содержать не меньше 8 символов"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("aria-describedby=\"password-error password-hint\""),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("<title>Ошибка:"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_never_tell_whether_an_address_has_an_account() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    app.verified_user("known@example.com").await;
+    let browser = Browser::new(&app.gw.url());
+    let mut answers = Vec::new();
+    for email in ["known@example.com", "unknown@example.com"] {
+        let page = browser.get("/auth/forgot-password").await;
+        let r = browser
+            .post(
+                "/auth/forgot-password",
+                &[("csrf_token", &page.csrf()), ("email", email)],
+            )
+            .await;
+        answers.push((r.status, r.body));
+    }
+    assert_eq!(answers[0], answers[1]);
+    let mut answers = Vec::new();
+    for email in ["known@example.com", "brand-new@example.com"] {
+        let page = browser.get("/auth/register").await;
+        let r = browser
+            .post(
+                "/auth/register",
+                &[
+                    ("csrf_token", &page.csrf()),
+                    ("email", email),
+                    ("password", PASSWORD),
+                    ("first_name", "Ada"),
+                    ("last_name", "Lovelace"),
+                ],
+            )
+            .await;
+        answers.push((r.status, r.body));
+    }
+    assert_eq!(answers[0], answers[1]);
+    let mut answers = Vec::new();
+    for email in ["known@example.com", "nobody@example.com"] {
+        let r = browser.sign_in(email, "Wrong-passw0rd!", "/").await;
+        answers.push((r.status, r.body.replace(email, "EMAIL")));
+    }
+    // The forms differ only in their fresh CSRF token.
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("csrf_token"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(answers[0].0, answers[1].0);
+    assert_eq!(strip(&answers[0].1), strip(&answers[1].1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_form_locks_the_account_like_the_api() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    app.verified_user("lock@example.com").await;
+    let browser = Browser::new(&app.gw.url());
+    for _ in 0..5 {
+        let r = browser
+            .sign_in("lock@example.com", "Wrong-passw0rd!", "/")
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = browser.sign_in("lock@example.com", PASSWORD, "/").await;
+    assert_eq!(r.status, StatusCode::LOCKED, "{}", r.body);
+    assert!(r.body.contains("this account is locked"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_is_rate_limited_like_the_api() {
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.rate_limits.login = Some("2/15m".parse().unwrap());
+    })
+    .await;
+    let browser = Browser::new(&app.gw.url());
+    for _ in 0..2 {
+        let r = browser
+            .sign_in("rl@example.com", "Wrong-passw0rd!", "/")
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = browser
+        .sign_in("rl@example.com", "Wrong-passw0rd!", "/")
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert!(r.body.contains("Too many attempts"), "{}", r.body);
+    assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+    // The API shares the count.
+    let api = app
+        .post(
+            "/api/auth/login",
+            json!({"email": "rl@example.com", "password": "x"}),
+        )
+        .await;
+    assert_eq!(api.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_factor_set_up_and_sign_in_through_the_pages() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    app.verified_user("otp@example.com").await;
+    let browser = Browser::new(&app.gw.url());
+    assert_eq!(
+        browser
+            .sign_in("otp@example.com", PASSWORD, "/")
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+    let account = browser.get("/auth/account").await;
+    let setup = browser
+        .post(
+            "/auth/account/2fa/setup",
+            &[("csrf_token", &account.csrf())],
+        )
+        .await;
+    assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
+    assert!(
+        support::browser::unescape(&setup.body).contains("src=\"data:image/png;base64,"),
+        "{}",
+        setup.body
+    );
+    let secret = setup.input("secret").expect("secret");
+    // A wrong code keeps the same secret and says what is wrong, next to the field.
+    let wrong = browser
+        .post(
+            "/auth/account/2fa/enable",
+            &[
+                ("csrf_token", &setup.csrf()),
+                ("secret", &secret),
+                ("token", "000000"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{}", wrong.body);
+    assert_eq!(wrong.input("secret").as_deref(), Some(secret.as_str()));
+    assert!(wrong.body.contains("id=\"token-error\""), "{}", wrong.body);
+    let enabled = browser
+        .post(
+            "/auth/account/2fa/enable",
+            &[
+                ("csrf_token", &setup.csrf()),
+                ("secret", &secret),
+                ("token", &totp(&secret, 0)),
+            ],
+        )
+        .await;
+    assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+    assert_eq!(enabled.headers["cache-control"], "no-store");
+    let codes = enabled.body.matches("<li><code>").count();
+    assert_eq!(codes, 10, "{}", enabled.body);
+
+    let second = Browser::new(&app.gw.url());
+    let step = second.sign_in("otp@example.com", PASSWORD, "/app").await;
+    assert_eq!(step.status, StatusCode::OK, "{}", step.body);
+    assert!(step.body.contains("autocomplete=\"one-time-code\""));
+    assert!(step.body.contains("inputmode=\"numeric\""));
+    let ticket = step.input("login_ticket").expect("ticket");
+    assert!(
+        !step.body.contains(PASSWORD),
+        "the password is sealed, not echoed"
+    );
+    let wrong = second
+        .post(
+            "/auth/login",
+            &[
+                ("csrf_token", &step.csrf()),
+                ("login_ticket", &ticket),
+                ("two_factor_code", "000000"),
+                ("return_to", "/app"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+    assert!(
+        wrong.body.contains("two_factor_code-error"),
+        "{}",
+        wrong.body
+    );
+    // The code of the next step: the one used to enable 2FA cannot be replayed.
+    let done = second
+        .post(
+            "/auth/login",
+            &[
+                ("csrf_token", &step.csrf()),
+                ("login_ticket", &ticket),
+                ("two_factor_code", &totp(&secret, 1)),
+                ("return_to", "/app"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.location(), "/app");
+    // A tampered ticket is refused without a word about the account.
+    let forged = second
+        .post(
+            "/auth/login",
+            &[
+                ("csrf_token", &step.csrf()),
+                ("login_ticket", "AAAA"),
+                ("two_factor_code", "123456"),
+            ],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_account_page_revokes_another_session_and_changes_the_profile() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    app.verified_user("acct@example.com").await;
+    let other = app.login("acct@example.com").await;
+    let browser = Browser::new(&app.gw.url());
+    browser.sign_in("acct@example.com", PASSWORD, "/").await;
+    let account = browser.get("/auth/account").await;
+    assert_eq!(account.status, StatusCode::OK);
+    let session_id = account
+        .input("session_id")
+        .expect("a revoke button for the other session");
+    let revoked = browser
+        .post(
+            "/auth/account/sessions/revoke",
+            &[("csrf_token", &account.csrf()), ("session_id", &session_id)],
+        )
+        .await;
+    assert_eq!(revoked.status, StatusCode::SEE_OTHER, "{}", revoked.body);
+    assert_eq!(revoked.location(), "/auth/account?done=session");
+    let r = app.get_as(&other.access, "/api/auth/profile").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let after = browser.get(revoked.location()).await;
+    assert!(
+        after.body.contains("That device has been signed out"),
+        "{}",
+        after.body
+    );
+    assert_eq!(after.input("session_id"), None);
+
+    let bad = browser
+        .post(
+            "/auth/account/profile",
+            &[
+                ("csrf_token", &after.csrf()),
+                ("first_name", ""),
+                ("last_name", "X"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
+    assert!(bad.body.contains("id=\"first_name-error\""), "{}", bad.body);
+    let good = browser
+        .post(
+            "/auth/account/profile",
+            &[
+                ("csrf_token", &after.csrf()),
+                ("first_name", "Augusta"),
+                ("last_name", "King"),
+            ],
+        )
+        .await;
+    assert_eq!(good.status, StatusCode::SEE_OTHER);
+    let shown = browser.get("/auth/account").await;
+    assert!(shown.body.contains("value=\"Augusta\""), "{}", shown.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forgotten_password_is_reset_from_the_mailed_link() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    app.verified_user("reset@example.com").await;
+    let browser = Browser::new(&app.gw.url());
+    let page = browser.get("/auth/forgot-password").await;
+    browser
+        .post(
+            "/auth/forgot-password",
+            &[("csrf_token", &page.csrf()), ("email", "reset@example.com")],
+        )
+        .await;
+    let link = app.mail_to("reset@example.com").await.link().unwrap();
+    let path = link.strip_prefix(&app.gw.url()).unwrap().to_owned();
+    assert!(path.starts_with("/auth/reset-password?token="), "{path}");
+    let form = browser.get(&path).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let token = form.input("token").unwrap();
+    let weak = browser
+        .post(
+            "/auth/reset-password",
+            &[
+                ("csrf_token", &form.csrf()),
+                ("token", &token),
+                ("password", "weak"),
+            ],
+        )
+        .await;
+    assert_eq!(weak.status, StatusCode::BAD_REQUEST);
+    assert!(weak.body.contains("id=\"password-error\""), "{}", weak.body);
+    let new_password = "N3w-Passw0rd!";
+    let done = browser
+        .post(
+            "/auth/reset-password",
+            &[
+                ("csrf_token", &form.csrf()),
+                ("token", &token),
+                ("password", new_password),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let again = browser
+        .post(
+            "/auth/reset-password",
+            &[
+                ("csrf_token", &form.csrf()),
+                ("token", &token),
+                ("password", new_password),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST, "a link works once");
+    let r = browser
+        .sign_in("reset@example.com", new_password, "/app")
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_carry_a_strict_policy_and_the_portal_cannot_be_shadowed() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    let browser = Browser::new(&app.gw.url());
+    let page = browser.get("/auth/login").await;
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+        "{csp}"
+    );
+    assert_eq!(page.headers["cache-control"], "no-store");
+    assert!(!page.body.contains("<script"));
+    assert!(!page.body.contains("style="), "no inline styles");
+    let css = browser.get("/auth/portal.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(
+        css.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    // Non-canonical spellings reach the portal, not the catch-all route.
+    let dotted = browser.get("/app/../auth/./login").await;
+    assert_eq!(dotted.status, StatusCode::OK);
+    assert!(dotted.body.contains("csrf_token"));
+    assert_eq!(
+        browser.get("/auth/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let err = portcullis::config::Config::load_from(
+        std::path::Path::new("t.toml"),
+        "[[routes]]\npath_prefix = \"/auth/x\"\nupstream = \"http://127.0.0.1:1\"\n",
+        Vec::new(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("routes[0].path_prefix"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mails_go_out_in_the_language_of_the_page() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    let browser = Browser::new(&app.gw.url());
+    let page = browser
+        .get_with("/auth/register?lang=ru", &[("accept-language", "en")])
+        .await;
+    let r = browser
+        .post_with(
+            "/auth/register",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("first_name", "Ада"),
+                ("last_name", "Лавлейс"),
+                ("email", "ada.ru@example.com"),
+                ("password", PASSWORD),
+            ],
+            &[("sec-fetch-site", "same-origin"), ("accept-language", "en")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(
+        r.body.contains("Проверьте почту"),
+        "the chosen language holds: {}",
+        r.body
+    );
+    let mail = app.mail_to("ada.ru@example.com").await;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Подтвердите адрес электронной почты")
+    );
+    let text = mail.text_body().unwrap();
+    assert!(text.contains("Здравствуйте, Ада!"), "{text}");
+    assert!(text.contains("24 часа"), "{text}");
+    assert!(mail.link().unwrap().contains("/auth/verify-email?token="));
+    // Later mails follow the language registered in, whatever a client asks for.
+    let r = app
+        .http
+        .post(app.url("/api/auth/request-password-reset"))
+        .header("accept-language", "en-GB")
+        .json(&json!({"email": "ada.ru@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let mail = app.mail_to("ada.ru@example.com").await;
+    assert_eq!(mail.subject().as_deref(), Some("Сброс пароля"));
+    assert!(mail.text_body().unwrap().contains("1 час"));
+    // An account registered through the API follows the request's language.
+    let r = app
+        .http
+        .post(app.url("/api/auth/register"))
+        .header("accept-language", "ru")
+        .json(&json!({"email": "api.ru@example.com", "password": PASSWORD,
+            "first_name": "Пётр", "last_name": "Иванов"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let mail = app.mail_to("api.ru@example.com").await;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Подтвердите адрес электронной почты")
+    );
+    app.register("api.en@example.com").await;
+    let mail = app.mail_to("api.en@example.com").await;
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Confirm your email address")
+    );
+
+    // Picking a language on a page while signed in moves the mails to it.
+    app.verified_user("switch@example.com").await;
+    let browser = Browser::new(&app.gw.url());
+    browser.sign_in("switch@example.com", PASSWORD, "/").await;
+    let account = browser.get("/auth/account?lang=ru").await;
+    assert!(
+        account.body.contains("Ваша учётная запись"),
+        "{}",
+        account.body
+    );
+    app.post(
+        "/api/auth/request-password-reset",
+        json!({"email": "switch@example.com"}),
+    )
+    .await;
+    let mail = app.mail_to("switch@example.com").await;
+    assert_eq!(mail.subject().as_deref(), Some("Сброс пароля"));
+}
+
+/// Signs in by hand (no cookie jar: the cookies are `Secure`, and this is plain HTTP).
+async fn sign_in_by_hand(app: &TestApp, email: &str) -> Vec<String> {
+    let page = app.http.get(app.url("/auth/login")).send().await.unwrap();
+    let set: Vec<String> = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let csrf_cookie = set
+        .iter()
+        .find_map(|c| c.split(';').next())
+        .expect("a CSRF cookie")
+        .to_owned();
+    let body = Html {
+        status: page.status(),
+        headers: page.headers().clone(),
+        body: page.text().await.unwrap(),
+    };
+    let r = app
+        .http
+        .post(app.url("/auth/login"))
+        .header("cookie", csrf_cookie)
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("csrf_token", body.csrf().as_str()),
+            ("email", email),
+            ("password", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let mut cookies = set;
+    cookies.extend(
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned()),
+    );
+    cookies
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_prefix() {
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.server.public_url = "https://auth.example.test".into();
+    })
+    .await;
+    app.verified_user("tls@example.com").await;
+    let page = app.http.get(app.url("/auth/login")).send().await.unwrap();
+    assert_eq!(
+        page.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let cookies = sign_in_by_hand(&app, "tls@example.com").await;
+    for prefix in [
+        "__Host-portcullis_csrf=",
+        "__Host-portcullis=",
+        "__Secure-portcullis_refresh=",
+    ] {
+        let cookie = cookies
+            .iter()
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {cookies:?}"));
+        assert!(cookie.contains("; Secure"), "{cookie}");
+        assert!(cookie.contains("; HttpOnly"), "{cookie}");
+        assert!(cookie.contains("; Path=/"), "{cookie}");
+        assert!(!cookie.contains("Domain="), "{cookie}");
+    }
+
+    let shared = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.server.public_url = "https://auth.example.test".into();
+        c.sessions.cookie_domain = "example.test".into();
+    })
+    .await;
+    shared.verified_user("shared@example.com").await;
+    let cookies = sign_in_by_hand(&shared, "shared@example.com").await;
+    for prefix in ["portcullis=", "__Secure-portcullis_refresh="] {
+        let cookie = cookies
+            .iter()
+            .find(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {cookies:?}"));
+        assert!(cookie.contains("; Domain=example.test"), "{cookie}");
+        assert!(cookie.contains("; Secure"), "{cookie}");
+    }
+    // The CSRF cookie stays on the portal's own host.
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-portcullis_csrf="))
+    );
+}

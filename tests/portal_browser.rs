@@ -1,0 +1,285 @@
+//! The portal in a real headless Chromium, driven over WebDriver, with axe-core checking
+//! every page for accessibility problems.
+//!
+//! Needs Debian's `chromium` and `chromium-driver`, and `npm` to fetch axe-core into the
+//! test's own directory (`.ci/run` installs all three). Without Chromium the test is
+//! skipped, unless `CI=true`, where it fails.
+
+mod support;
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use support::EchoUpstream;
+use support::app::*;
+use support::browser::totp;
+use support::webdriver::{self, Browser, ChromeDriver};
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// `axe.min.js`, installed from npm into the test's own directory when missing.
+fn axe_source() -> String {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("axe");
+    let script = dir.join("node_modules/axe-core/axe.min.js");
+    if !script.exists() {
+        std::fs::create_dir_all(&dir).expect("axe directory");
+        let status = std::process::Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+            .arg(&dir)
+            .arg("axe-core@4")
+            .status()
+            .expect("npm runs (apt-get install npm)");
+        assert!(status.success(), "npm install axe-core failed");
+    }
+    std::fs::read_to_string(&script).expect("axe.min.js")
+}
+
+/// Runs axe-core on the current page; panics on any serious or critical violation.
+async fn check_accessibility(browser: &Browser, axe: &str, page: &str) {
+    browser
+        .execute(&format!("{axe}\n;return typeof window.axe;"), json!([]))
+        .await;
+    let result = browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             window.axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                   nodes: v.nodes.map(n => n.target.join(' '))}))))
+               .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
+            json!([]),
+        )
+        .await;
+    let serious: Vec<&Value> = result
+        .as_array()
+        .expect("violations")
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    assert!(
+        serious.is_empty(),
+        "{page}: axe found {serious:#?}\nall: {result:#}"
+    );
+}
+
+/// Saves a screenshot when `PORTCULLIS_SCREENSHOTS` names a directory (for the README).
+async fn screenshot(browser: &Browser, name: &str) {
+    if let Ok(dir) = std::env::var("PORTCULLIS_SCREENSHOTS") {
+        std::fs::create_dir_all(&dir).expect("screenshot directory");
+        std::fs::write(
+            PathBuf::from(dir).join(format!("{name}.png")),
+            browser.screenshot().await,
+        )
+        .expect("screenshot written");
+    }
+}
+
+async fn sign_in(browser: &Browser, email: &str) {
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("form button[type=submit]").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password_in_chromium() {
+    if !webdriver::available() {
+        assert!(!in_ci(), "CI=true but chromium or chromedriver is missing");
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    }
+    let axe = axe_source();
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn_with(
+        Backend::Embedded,
+        &format!(
+            "[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"{}\"\npolicy = \"authenticated\"\n",
+            up.url()
+        ),
+        |c| c.tokens.access_ttl = "3s".parse().expect("duration"),
+    )
+    .await;
+    let base = app.gw.url();
+    let driver = ChromeDriver::start().await;
+    let browser = driver.session("en-US").await;
+    let email = "grace@example.com";
+
+    // A protected page sends the browser to sign in, and on to register.
+    browser.goto(&format!("{base}/app/home")).await;
+    let url = browser.wait_for_url("/auth/login").await;
+    assert!(url.contains("return_to=%2Fapp%2Fhome"), "{url}");
+    check_accessibility(&browser, &axe, "sign-in").await;
+    screenshot(&browser, "login-en").await;
+    browser.click("a[href^='/auth/register']").await;
+    browser.wait_for_url("/auth/register").await;
+    check_accessibility(&browser, &axe, "register").await;
+    screenshot(&browser, "register-en").await;
+    // A weak password is explained next to its field.
+    browser.type_into("#first_name", "Grace").await;
+    browser.type_into("#last_name", "Hopper").await;
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", "weakpass").await;
+    browser.click("form button[type=submit]").await;
+    browser.find("#password-error").await;
+    check_accessibility(&browser, &axe, "register with errors").await;
+    screenshot(&browser, "register-errors-en").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_text("Check your mail").await;
+    check_accessibility(&browser, &axe, "check your mail").await;
+
+    // The link in the mail confirms the address.
+    let link = app.mail_to(email).await.link().expect("verification link");
+    browser.goto(&link).await;
+    check_accessibility(&browser, &axe, "verify email").await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_text("Email address confirmed").await;
+    check_accessibility(&browser, &axe, "email confirmed").await;
+
+    // Signed in, the app sees who it is.
+    browser.goto(&format!("{base}/app/home")).await;
+    browser.wait_for_url("/auth/login").await;
+    sign_in(&browser, email).await;
+    browser.wait_for_url("/app/home").await;
+    let source = browser.source().await;
+    assert!(
+        source.contains("x-user-email") && source.contains(email),
+        "{source}"
+    );
+
+    // Two-factor set-up from the account page.
+    browser.goto(&format!("{base}/auth/account")).await;
+    browser.find("#profile-heading").await;
+    check_accessibility(&browser, &axe, "account").await;
+    screenshot(&browser, "account-en").await;
+    browser
+        .click("form[action='/auth/account/2fa/setup'] button")
+        .await;
+    let secret = browser.text("#secret").await;
+    check_accessibility(&browser, &axe, "two-factor set-up").await;
+    screenshot(&browser, "two-factor-setup-en").await;
+    browser.type_into("#token", &totp(&secret, 0)).await;
+    browser.click("form button[type=submit]").await;
+    browser.find("ul.codes").await;
+    check_accessibility(&browser, &axe, "recovery codes").await;
+    let recovery_codes: Vec<String> = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('ul.codes code')).map(c => c.textContent);",
+            json!([]),
+        )
+        .await
+        .as_array()
+        .expect("codes")
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(recovery_codes.len(), 10);
+
+    // Sign out, and back in with a code.
+    browser.goto(&format!("{base}/auth/logout")).await;
+    check_accessibility(&browser, &axe, "sign-out").await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_text("You are signed out").await;
+    browser.goto(&format!("{base}/app/home")).await;
+    browser.wait_for_url("/auth/login").await;
+    sign_in(&browser, email).await;
+    browser.find("#two_factor_code").await;
+    check_accessibility(&browser, &axe, "second step").await;
+    screenshot(&browser, "two-factor-en").await;
+    browser
+        .type_into("#two_factor_code", &totp(&secret, 1))
+        .await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_url("/app/home").await;
+
+    // The access token lives 3 s here: the browser stays signed in past it.
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    browser.goto(&format!("{base}/app/home?later=1")).await;
+    let url = browser.url().await;
+    assert!(url.contains("/app/home?later=1"), "{url}");
+    assert!(browser.source().await.contains(email));
+
+    // Another device (signed in with a recovery code) is signed out from the account page.
+    let other = app
+        .post(
+            "/api/auth/login",
+            json!({"email": email, "password": PASSWORD, "two_factor_code": recovery_codes[0]}),
+        )
+        .await;
+    assert_eq!(other.status, reqwest::StatusCode::OK, "{}", other.body);
+    let other_access = other.body["data"]["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    browser.goto(&format!("{base}/auth/account")).await;
+    browser
+        .click("form[action='/auth/account/sessions/revoke'] button")
+        .await;
+    browser.wait_for_url("done=session").await;
+    browser
+        .wait_for_text("That device has been signed out")
+        .await;
+    check_accessibility(&browser, &axe, "account with a notice").await;
+    let r = app.get_as(&other_access, "/api/auth/profile").await;
+    assert_eq!(r.status, reqwest::StatusCode::UNAUTHORIZED);
+
+    // A forgotten password is reset from the mailed link.
+    browser.goto(&format!("{base}/auth/logout")).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_text("You are signed out").await;
+    browser.goto(&format!("{base}/auth/forgot-password")).await;
+    check_accessibility(&browser, &axe, "forgot password").await;
+    browser.type_into("#email", email).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_text("the password is on its way").await;
+    let mail = app
+        .smtp
+        .wait_for(
+            |m| m.subject().as_deref() == Some("Reset your password"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("reset mail");
+    browser.goto(&mail.link().expect("reset link")).await;
+    check_accessibility(&browser, &axe, "reset password").await;
+    let new_password = "An0ther-Secret!";
+    browser.type_into("#password", new_password).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_text("Password changed").await;
+
+    // Back in with the new password and a recovery code, by keyboard-reachable controls only.
+    browser.goto(&format!("{base}/app/home")).await;
+    browser.wait_for_url("/auth/login").await;
+    browser.type_into("#email", email).await;
+    browser.type_into("#password", new_password).await;
+    browser.click("form button[type=submit]").await;
+    browser.click("details summary").await;
+    browser
+        .type_into("#recovery_code", &recovery_codes[1])
+        .await;
+    browser.click("details form button[type=submit]").await;
+    browser.wait_for_url("/app/home").await;
+
+    // The same account page in Russian, switched from the page itself.
+    browser.goto(&format!("{base}/auth/account")).await;
+    browser.click("a[hreflang=ru]").await;
+    browser.wait_for_url("lang=ru").await;
+    browser.wait_for_text("Ваша учётная запись").await;
+    check_accessibility(&browser, &axe, "account (ru)").await;
+    screenshot(&browser, "account-ru").await;
+    browser.quit().await;
+
+    // A Russian browser gets Russian pages from the start.
+    let russian = driver.session("ru-RU").await;
+    russian.goto(&format!("{base}/auth/login")).await;
+    let source = russian.source().await;
+    assert!(source.contains("lang=\"ru\""), "{source}");
+    check_accessibility(&russian, &axe, "sign-in (ru)").await;
+    screenshot(&russian, "login-ru").await;
+    russian.goto(&format!("{base}/auth/register")).await;
+    check_accessibility(&russian, &axe, "register (ru)").await;
+    screenshot(&russian, "register-ru").await;
+    russian.goto(&format!("{base}/auth/forgot-password")).await;
+    check_accessibility(&russian, &axe, "forgot password (ru)").await;
+    russian.quit().await;
+}

@@ -1,0 +1,225 @@
+//! A browser-like HTTP client for the portal: a cookie jar, form posts, and reading values
+//! out of the pages; plus TOTP codes computed as an authenticator app would.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, KeyInit, Mac};
+use reqwest::StatusCode;
+use reqwest::cookie::{CookieStore, Jar};
+use reqwest::header::HeaderMap;
+
+/// One answer: status, headers, body text.
+pub struct Html {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Html {
+    /// The `Location` header.
+    pub fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Every `Set-Cookie` value.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The (unescaped) value of the first input named `name`.
+    pub fn input(&self, name: &str) -> Option<String> {
+        let needle = format!("name=\"{name}\" value=\"");
+        let start = self.body.find(&needle)? + needle.len();
+        let end = self.body[start..].find('"')? + start;
+        Some(unescape(&self.body[start..end]))
+    }
+
+    /// The form's CSRF token (panics when the page has no form).
+    pub fn csrf(&self) -> String {
+        self.input("csrf_token")
+            .unwrap_or_else(|| panic!("no csrf_token in {}", self.body))
+    }
+}
+
+/// Undoes minijinja's HTML escaping.
+pub fn unescape(s: &str) -> String {
+    s.replace("&#x2f;", "/")
+        .replace("&#x27;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// A client with its own cookie jar that follows no redirects.
+pub struct Browser {
+    pub http: reqwest::Client,
+    pub jar: Arc<Jar>,
+    pub base: String,
+}
+
+impl Browser {
+    /// A fresh browser for the gateway at `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: &str) -> Self {
+        let jar = Arc::new(Jar::default());
+        let http = reqwest::Client::builder()
+            .cookie_provider(jar.clone())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client");
+        Self {
+            http,
+            jar,
+            base: base.to_owned(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.base)
+        }
+    }
+
+    async fn read(response: reqwest::Response) -> Html {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.text().await.expect("body");
+        Html {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET path` as a browser navigating (Accept: text/html).
+    pub async fn get(&self, path: &str) -> Html {
+        self.get_with(path, &[]).await
+    }
+
+    /// `GET path` with extra headers.
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Html {
+        let mut request = self
+            .http
+            .get(self.url(path))
+            .header("accept", "text/html,application/xhtml+xml");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Self::read(request.send().await.expect("request sent")).await
+    }
+
+    /// Posts a form as a same-origin page would.
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Html {
+        self.post_with(path, fields, &[("sec-fetch-site", "same-origin")])
+            .await
+    }
+
+    /// Posts a form with the given extra headers (and no others).
+    pub async fn post_with(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        headers: &[(&str, &str)],
+    ) -> Html {
+        let mut request = self
+            .http
+            .post(self.url(path))
+            .header("accept", "text/html")
+            .form(fields);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Self::read(request.send().await.expect("request sent")).await
+    }
+
+    /// The value of cookie `name` the jar would send to the gateway.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let url = reqwest::Url::parse(&self.base).expect("base URL");
+        let header = self.jar.cookies(&url)?;
+        header
+            .to_str()
+            .ok()?
+            .split(';')
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_owned())
+    }
+
+    /// Signs in through the form; returns the answer to the post.
+    pub async fn sign_in(&self, email: &str, password: &str, return_to: &str) -> Html {
+        let page = self
+            .get(&format!("/auth/login?return_to={}", urlencode(return_to)))
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        self.post(
+            "/auth/login",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("email", email),
+                ("password", password),
+                ("return_to", return_to),
+            ],
+        )
+        .await
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn base32_decode(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut bits = 0u64;
+    let mut count = 0;
+    let mut out = Vec::new();
+    for c in s.trim_end_matches('=').bytes() {
+        let v = ALPHABET
+            .iter()
+            .position(|&a| a == c.to_ascii_uppercase())
+            .expect("base32") as u64;
+        bits = (bits << 5) | v;
+        count += 5;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
+/// RFC 6238 TOTP (SHA-1, 6 digits, 30 s) for the step `offset` steps from now.
+pub fn totp(secret_base32: &str, offset: i64) -> String {
+    let key = base32_decode(secret_base32);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let counter = (now / 30 + offset) as u64;
+    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&key).expect("key");
+    mac.update(&counter.to_be_bytes());
+    let digest = mac.finalize().into_bytes();
+    let o = (digest[19] & 0x0f) as usize;
+    let value = u32::from_be_bytes([
+        digest[o] & 0x7f,
+        digest[o + 1],
+        digest[o + 2],
+        digest[o + 3],
+    ]);
+    format!("{:06}", value % 1_000_000)
+}
