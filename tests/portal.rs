@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 use support::EchoUpstream;
 use support::app::*;
-use support::browser::{Browser, Html, totp, urlencode};
+use support::browser::{Browser, Html, urlencode};
+use support::otp::totp;
 
 fn routes(upstream: &str) -> String {
     format!(

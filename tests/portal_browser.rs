@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use support::EchoUpstream;
 use support::app::*;
-use support::browser::totp;
+use support::otp::totp;
 use support::webdriver::{self, Browser, ChromeDriver};
 
 fn in_ci() -> bool {

@@ -4,9 +4,8 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
 use reqwest::cookie::{CookieStore, Jar};
 use reqwest::header::HeaderMap;
@@ -181,45 +180,4 @@ impl Browser {
 /// Percent-encodes a query value.
 pub fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
-fn base32_decode(s: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut bits = 0u64;
-    let mut count = 0;
-    let mut out = Vec::new();
-    for c in s.trim_end_matches('=').bytes() {
-        let v = ALPHABET
-            .iter()
-            .position(|&a| a == c.to_ascii_uppercase())
-            .expect("base32") as u64;
-        bits = (bits << 5) | v;
-        count += 5;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    out
-}
-
-/// RFC 6238 TOTP (SHA-1, 6 digits, 30 s) for the step `offset` steps from now.
-pub fn totp(secret_base32: &str, offset: i64) -> String {
-    let key = base32_decode(secret_base32);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    let counter = (now / 30 + offset) as u64;
-    let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&key).expect("key");
-    mac.update(&counter.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let o = (digest[19] & 0x0f) as usize;
-    let value = u32::from_be_bytes([
-        digest[o] & 0x7f,
-        digest[o + 1],
-        digest[o + 2],
-        digest[o + 3],
-    ]);
-    format!("{:06}", value % 1_000_000)
 }
