@@ -125,8 +125,17 @@ async fn unverified_accounts_are_refused_where_routes_require_a_verified_email()
         let r = get(&app, &t.access, "/app/x", &[]).await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{backend:?}: {}", r.body);
         assert_eq!(r.code(), "email_unverified");
+        // Browsers are sent to the account page, which offers a fresh verification link.
         let r = get(&app, &t.access, "/app/x", &[("accept", "text/html")]).await;
-        assert_eq!(r.status, StatusCode::FORBIDDEN, "browsers too");
+        assert_eq!(
+            r.status,
+            StatusCode::FOUND,
+            "browsers go to the account page"
+        );
+        assert_eq!(
+            r.headers.get("location").and_then(|v| v.to_str().ok()),
+            Some("/auth/account")
+        );
 
         // A route that opts out forwards the account, saying the address is unproven, and
         // a client's own copy of that header never reaches the upstream.

@@ -97,15 +97,20 @@ pub async fn authorize(
         },
     };
     // Before anything else about the user: an unproven address must not reach an upstream
-    // that keys accounts by email. Browsers get the same 403 (there is no page to send
-    // them to that would change the answer).
+    // that keys accounts by email.
     if require_verified_email && !principal.email_verified() {
-        let refusal = Verdict::Refuse {
-            response: ApiResponse::error(
+        // Browsers go to the account page, which says so and sends a fresh link.
+        let response = match app.portal.account_page().filter(|_| wants_html(headers)) {
+            Some(page) => ApiResponse::raw(StatusCode::FOUND, serde_json::Value::Null)
+                .with_header(http::header::LOCATION, page),
+            None => ApiResponse::error(
                 StatusCode::FORBIDDEN,
                 "email_unverified",
                 "Verify your email address to use this resource",
             ),
+        };
+        let refusal = Verdict::Refuse {
+            response,
             reason: "email_unverified",
         };
         return with_cookies(refusal, cookies);

@@ -281,6 +281,12 @@ impl Portal {
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     }
 
+    /// The account page, where a browser whose address is not yet proven is sent (it offers
+    /// a fresh verification mail); `None` when the portal is off.
+    pub fn account_page(&self) -> Option<String> {
+        self.enabled.then(|| format!("{}/account", self.prefix))
+    }
+
     /// The sign-in page, where unauthenticated browsers go when `server.login_url` is
     /// empty; `None` when the portal is off.
     pub fn login_page(&self) -> Option<String> {
