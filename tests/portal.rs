@@ -584,6 +584,47 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
         )
         .await;
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
+
+    // Turning the factor off takes the factor too: the password alone is not enough.
+    let recovery = enabled
+        .body
+        .split("<li><code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</code>").next())
+        .expect("a recovery code")
+        .to_owned();
+    let account = second.get("/auth/account").await;
+    assert!(account.body.contains("id=\"disable_two_factor_code\""));
+    let refused = second
+        .post(
+            "/auth/account/2fa/disable",
+            &[("csrf_token", &account.csrf()), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+    assert!(
+        refused.body.contains("disable_two_factor_code-error"),
+        "{}",
+        refused.body
+    );
+    let account = second.get("/auth/account").await;
+    let off = second
+        .post(
+            "/auth/account/2fa/disable",
+            &[
+                ("csrf_token", &account.csrf()),
+                ("password", PASSWORD),
+                ("two_factor_code", &recovery),
+            ],
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::SEE_OTHER, "{}", off.body);
+    let account = second.get("/auth/account").await;
+    assert!(
+        account.body.contains("account/2fa/setup\"") && !account.body.contains("2fa/disable"),
+        "{}",
+        account.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

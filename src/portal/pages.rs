@@ -683,7 +683,11 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
             )
         }
         "/account/2fa/disable" => {
-            let body = json!({"password": form.text("password")});
+            // Turning the second factor off takes the second factor too, like the API.
+            let body = json!({
+                "password": form.text("password"),
+                "two_factor_code": form.text("two_factor_code"),
+            });
             let r = v
                 .api(
                     Method::POST,
@@ -693,12 +697,10 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
                     true,
                 )
                 .await;
-            account_outcome(v, token, r, "two_factor_disabled", |f| {
-                if f == "password" {
-                    "disable_password".into()
-                } else {
-                    f.to_owned()
-                }
+            account_outcome(v, token, r, "two_factor_disabled", |f| match f {
+                "password" => "disable_password".into(),
+                "two_factor_code" => "disable_two_factor_code".into(),
+                other => other.to_owned(),
             })
             .await
         }
