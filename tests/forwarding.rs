@@ -170,7 +170,9 @@ async fn the_gateways_credentials_stay_at_the_gateway() {
         );
         let app = TestApp::spawn(backend, &routes).await;
         app.verified_user("cred@example.com").await;
-        let token = app.login("cred@example.com").await.access;
+        let tokens = app.login("cred@example.com").await;
+        let token = tokens.access.clone();
+        let refresh = tokens.refresh.clone();
 
         for path in ["/app/x", "/x", "/keep/x"] {
             // Bearer and cookie together; neither may reach any upstream.
@@ -246,6 +248,8 @@ async fn the_gateways_credentials_stay_at_the_gateway() {
             format!("__Secure-portcullis={token}"),
             format!("portcullis;={token}"),
             format!("other={token}"),
+            format!("x={}", token.replace('.', "%2E")),
+            format!("keep=1; refresh_token={refresh}"),
         ] {
             let r = app
                 .http
@@ -256,9 +260,10 @@ async fn the_gateways_credentials_stay_at_the_gateway() {
                 .await
                 .unwrap();
             let echo: Value = r.json().await.unwrap();
+            let seen = echo.to_string();
             assert!(
-                !echo.to_string().contains(&token),
-                "{cookie:?} leaked the token"
+                !seen.contains(&token) && !seen.contains(&refresh) && !seen.contains("%2E"),
+                "{cookie:?} leaked a token: {seen}"
             );
         }
 

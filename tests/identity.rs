@@ -68,7 +68,7 @@ async fn enable_two_factor(app: &TestApp, access: &str) -> (String, Vec<String>)
         .post_as(
             access,
             "/api/auth/enable-2fa",
-            json!({"secret": secret, "token": totp(&secret, 0)}),
+            json!({"secret": secret, "token": totp(&secret, 0), "password": PASSWORD}),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -799,5 +799,134 @@ async fn max_lifetime_caps_every_session() {
             assert!(after <= 60, "refresh never extends past the cap: {after}");
             assert!(claims_of(&t.access)["exp"].as_i64().is_some());
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pending_registration_cannot_be_held_against_the_mailbox_owner() {
+    let upstream = EchoUpstream::start().await;
+    for backend in backends() {
+        let app = TestApp::spawn(backend, &routes(&upstream)).await;
+        let email = "squatted@example.com";
+        // Someone registers an address that is not theirs and keeps a session of it.
+        assert_eq!(app.register(email).await.status, StatusCode::CREATED);
+        let squatter = app.login(email).await;
+        // Its verification mail lands in the owner's mailbox; the owner ignores it.
+        let unsolicited = app.mail_to(email).await;
+        assert!(unsolicited.token().is_some());
+
+        // The owner registers: the address is taken, and the owner's mailbox gets a link to
+        // choose a password, not the first registrant's verification link.
+        let again = app
+            .post(
+                "/api/auth/register",
+                json!({"email": email, "password": "0wner-Pass!", "first_name": "Owen", "last_name": "Owner"}),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+        let claim = app.mail_to(email).await;
+        let subject = claim.subject().unwrap_or_default();
+        assert!(subject.to_lowercase().contains("password"), "{subject}");
+        assert!(
+            !claim.text_body().unwrap_or_default().contains("Ada"),
+            "the first registrant's name is not used"
+        );
+        let token = claim.token().expect("a reset link");
+        let r = app
+            .post(
+                "/api/auth/reset-password",
+                json!({"token": token, "password": "0wner-Pass!"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+        // The first registrant's session and password are gone; the owner is verified.
+        let r = get(&app, &squatter.access, "/app/x", &[]).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "{backend:?}: {}",
+            r.body
+        );
+        let r = app
+            .post(
+                "/api/auth/login",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        let r = app
+            .post(
+                "/api/auth/login",
+                json!({"email": email, "password": "0wner-Pass!"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let owner = tokens_of(&r.body);
+        let r = get(&app, &owner.access, "/app/x", &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
+        assert_eq!(echoed_header(&r.body, "x-user-email-verified"), ["true"]);
+
+        // A verified account's address taken again sends no link.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let links = |app: &TestApp| {
+            app.smtp
+                .messages()
+                .iter()
+                .filter(|m| m.token().is_some())
+                .count()
+        };
+        let before = links(&app);
+        let again = app
+            .post(
+                "/api/auth/register",
+                json!({"email": email, "password": "0ther-Pass!", "first_name": "Eve", "last_name": "E"}),
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(links(&app), before);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_factor_cannot_be_turned_on_with_a_token_alone() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        let email = "stolen-token@example.com";
+        app.verified_user(email).await;
+        let t = app.login(email).await;
+        let setup = app
+            .post_as(&t.access, "/api/auth/setup-2fa", json!({}))
+            .await;
+        let secret = setup.body["data"]["secret"].as_str().unwrap().to_string();
+        for body in [
+            json!({"secret": secret, "token": totp(&secret, 0)}),
+            json!({"secret": secret, "token": totp(&secret, 0), "password": "Wr0ng-Pass!"}),
+        ] {
+            let r = app.post_as(&t.access, "/api/auth/enable-2fa", body).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{backend:?}: {}", r.body);
+            assert!(
+                r.body["errors"].to_string().contains("password"),
+                "{}",
+                r.body
+            );
+        }
+        // Still off: the owner signs in with the password alone.
+        let r = app
+            .post(
+                "/api/auth/login",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let r = app
+            .post_as(
+                &t.access,
+                "/api/auth/enable-2fa",
+                json!({"secret": secret, "token": totp(&secret, 0), "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
     }
 }

@@ -510,6 +510,7 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
                 ("csrf_token", &setup.csrf()),
                 ("secret", &secret),
                 ("token", "000000"),
+                ("password", PASSWORD),
             ],
         )
         .await;
@@ -523,6 +524,7 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
                 ("csrf_token", &setup.csrf()),
                 ("secret", &secret),
                 ("token", &totp(&secret, 0)),
+                ("password", PASSWORD),
             ],
         )
         .await;

@@ -159,6 +159,7 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     check_accessibility(&browser, &axe, "two-factor set-up").await;
     screenshot(&browser, "two-factor-setup-en").await;
     browser.type_into("#token", &totp(&secret, 0)).await;
+    browser.type_into("#enable_password", PASSWORD).await;
     browser.click("form button[type=submit]").await;
     browser.find("ul.codes").await;
     check_accessibility(&browser, &axe, "recovery codes").await;

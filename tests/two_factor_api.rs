@@ -85,7 +85,7 @@ async fn the_whole_two_factor_lifecycle() {
             .post_as(
                 &t.access,
                 "/api/auth/enable-2fa",
-                json!({"secret": secret, "token": "000000"}),
+                json!({"secret": secret, "token": "000000", "password": PASSWORD}),
             )
             .await;
         let wrong_ok = totp(&secret, 0) == "000000";
@@ -101,7 +101,7 @@ async fn the_whole_two_factor_lifecycle() {
             .post_as(
                 &t.access,
                 "/api/auth/enable-2fa",
-                json!({"secret": secret, "token": totp(&secret, 0)}),
+                json!({"secret": secret, "token": totp(&secret, 0), "password": PASSWORD}),
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
@@ -222,7 +222,7 @@ async fn two_factor_routes_need_a_two_factor_session() {
     app.post_as(
         &plain.access,
         "/api/auth/enable-2fa",
-        json!({"secret": secret, "token": totp(&secret, 0)}),
+        json!({"secret": secret, "token": totp(&secret, 0), "password": PASSWORD}),
     )
     .await;
     let r = app
@@ -258,7 +258,7 @@ async fn wrong_codes_count_toward_lockout() {
     app.post_as(
         &t.access,
         "/api/auth/enable-2fa",
-        json!({"secret": secret, "token": totp(&secret, 0)}),
+        json!({"secret": secret, "token": totp(&secret, 0), "password": PASSWORD}),
     )
     .await;
     let valid: Vec<String> = (-1..=1).map(|o| totp(&secret, o)).collect();

@@ -160,7 +160,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
     let user = match app
         .store
         .create_user(NewUser {
-            email,
+            email: email.clone(),
             password_hash,
             first_name,
             last_name,
@@ -169,6 +169,10 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
         .await
     {
         Ok(user) => user,
+        Err(StoreError::DuplicateEmail) => {
+            offer_pending_address(app, request, &email);
+            return StoreError::DuplicateEmail.into();
+        }
         Err(e) => return e.into(),
     };
     tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %request.client_ip);
@@ -332,6 +336,43 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
     answer
 }
 
+/// A registration for an address whose account was never verified: whoever registered it
+/// first need not own the mailbox (pre-registration hijacking), so its verification link
+/// must not be what the owner gets. The owner gets a password-reset link instead: using it
+/// sets their password, proves the address and ends every session the first registrant
+/// holds. Runs after the answer, on the backend runtime; a verified account gets nothing.
+fn offer_pending_address(app: &App, request: &ApiRequest, email: &Email) {
+    let store = Arc::clone(&app.store);
+    let mailer = Arc::clone(&app.mailer);
+    let email = email.clone();
+    let page_language = super::request_language(app, request).to_owned();
+    app.mailer.background().spawn(async move {
+        let user = match store.find_by_email(&email).await {
+            Ok(Some(user)) if user.is_active && !user.is_verified => user,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up a pending registration");
+                return;
+            }
+        };
+        tracing::info!(target: SECURITY, event = "pending_registration_claimed", user_id = %user.id);
+        match issue_token(&*store, &user, TokenKind::PasswordReset, RESET_TTL).await {
+            Ok(token) => mailer.send_in_background_in(
+                &page_language,
+                user.email.as_str(),
+                "",
+                MailKind::PasswordReset {
+                    token,
+                    expires_in: RESET_TTL,
+                },
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, user_id = %user.id, "could not issue a password reset token")
+            }
+        }
+    });
+}
+
 /// `POST /api/auth/reset-password` — sets a new password and ends every session.
 pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
     let mut f = match Fields::from_request(request) {
@@ -367,6 +408,11 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
         Err(e) => return e.into(),
     };
     if let Err(e) = app.store.set_password_hash(user_id, &password_hash).await {
+        return e.into();
+    }
+    // The link came to the mailbox: the address is proven (and a pending registration made
+    // by someone else with this address is now the mailbox owner's, with their password).
+    if let Err(e) = app.store.mark_verified(user_id).await {
         return e.into();
     }
     if let Err(e) = app.store.unlock(user_id).await {

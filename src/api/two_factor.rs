@@ -186,7 +186,15 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
         return ApiResponse::validation(&[]);
     };
     let user = &caller.user;
-    if let Err(e) = replacement_allowed(app, request, user).await {
+    // A second factor is a security change like a password: turning it on takes the
+    // password, so a stolen access token cannot lock the owner out behind a factor the
+    // thief holds. Replacing one takes a current code too.
+    let allowed = if user.two_factor_enabled {
+        replacement_allowed(app, request, user).await
+    } else {
+        super::profile::step_up(app, request, user, "password", false).await
+    };
+    if let Err(e) = allowed {
         return e;
     }
     let Some(step) = verify_code(secret.as_bytes(), &token, now_unix()) else {

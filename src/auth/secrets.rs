@@ -118,6 +118,21 @@ pub fn parse_refresh_token(token: &str) -> Option<(String, String)> {
     Some((session_id.to_owned(), secret.to_owned()))
 }
 
+/// Whether `text` holds something shaped like one of our refresh tokens anywhere: 32 hex
+/// digits (a session id), a dot and a [`random_token`]. For the headers the gateway must
+/// not forward: a refresh token under another cookie name is still ours.
+pub fn contains_refresh_token(text: &str) -> bool {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .flat_map(|word| word.match_indices('.').map(move |(i, _)| (word, i)))
+        .any(|(word, dot)| {
+            dot >= 32
+                && word[dot - 32..dot].bytes().all(|b| b.is_ascii_hexdigit())
+                && word
+                    .get(dot + 1..dot + 1 + TOKEN_CHARS)
+                    .is_some_and(is_token_shaped)
+        })
+}
+
 /// The secret that replaces `previous_secret` when the session's refresh token rotates:
 /// base64url(HMAC-SHA256(key, session_id || 0x00 || previous_secret)).
 ///
@@ -266,6 +281,27 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn refresh_tokens_are_found_wherever_they_stand() {
+        let token = format_refresh_token(&"a1".repeat(16), &random_token());
+        for text in [
+            token.clone(),
+            format!("x={token}"),
+            format!("a=1, b=\"{token}\""),
+            format!("{token}; k=v"),
+        ] {
+            assert!(contains_refresh_token(&text), "{text}");
+        }
+        for text in [
+            "x=1",
+            "s:abc.def",
+            "eyJhbGciOi.eyJzdWIi.c2ln",
+            &random_token(),
+        ] {
+            assert!(!contains_refresh_token(text), "{text}");
+        }
     }
 
     #[test]

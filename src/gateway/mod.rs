@@ -31,6 +31,7 @@ use pingora::{ErrorSource, ErrorType};
 use crate::api::{self, ApiRequest, ApiResponse};
 use crate::app::App;
 use crate::auth::gatekeeper::Principal;
+use crate::auth::secrets::contains_refresh_token;
 use crate::metrics::status_label;
 use crate::telemetry::SECURITY;
 use canonical::Refusal;
@@ -548,7 +549,12 @@ impl Gateway {
         for name in &removed {
             upstream_request.remove_header(name);
         }
-        let carries_token = |text: &str| self.app.keys.appears_in(text);
+        // Access tokens (JWTs of ours) and refresh tokens, also percent-encoded, as
+        // frameworks decode cookie values before an application reads them.
+        let carries_token = |text: &str| {
+            let decoded = forwarding::percent_decoded(text);
+            self.app.keys.appears_in(&decoded) || contains_refresh_token(&decoded)
+        };
         match forwarding::cookies_without_credentials(&upstream_request.headers, carries_token) {
             None => {}
             Some(None) => {
@@ -563,7 +569,7 @@ impl Gateway {
             .as_deref()
             .is_some_and(|r| r.forward_authorization);
         if forwarding::must_remove_authorization(&upstream_request.headers, keep_foreign, |t| {
-            self.app.keys.appears_in_or_encoded(t)
+            self.app.keys.appears_in_or_encoded(t) || contains_refresh_token(t)
         }) {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
         }

@@ -634,7 +634,11 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
         }
         "/account/2fa/enable" => {
             let secret = form.text("secret").trim().to_owned();
-            let body = json!({"secret": secret, "token": form.text("token").trim()});
+            let body = json!({
+                "secret": secret,
+                "token": form.text("token").trim(),
+                "password": form.text("password"),
+            });
             let r = v
                 .api(
                     Method::POST,
