@@ -1011,9 +1011,28 @@ fn path_is_under(path: &str, prefix: &str) -> bool {
 /// Paths the gateway answers itself; routes may not shadow them.
 pub fn is_reserved_path(prefix: &str) -> bool {
     let p = prefix.trim_end_matches('/');
-    ["/api/auth", "/.well-known/jwks.json", "/health"]
+    LOCAL_PATHS
         .iter()
-        .any(|reserved| p == *reserved || p.starts_with(&format!("{reserved}/")))
+        .any(|reserved| is_under(p, reserved, false))
+}
+
+/// The paths the gateway answers itself, each with everything under it (the portal's
+/// `portal.path_prefix` besides).
+pub const LOCAL_PATHS: &[&str] = &["/api/auth", "/.well-known/jwks.json", "/health"];
+
+/// Whether `path` is `prefix` or lies under it on a segment boundary (`/app` covers `/app`
+/// and `/app/x`, not `/application`), optionally ignoring ASCII letter case.
+pub fn is_under(path: &str, prefix: &str, ignore_case: bool) -> bool {
+    let (path, prefix) = (path.as_bytes(), prefix.as_bytes());
+    let Some(head) = path.get(..prefix.len()) else {
+        return false;
+    };
+    let same = if ignore_case {
+        head.eq_ignore_ascii_case(prefix)
+    } else {
+        head == prefix
+    };
+    same && matches!(path.get(prefix.len()), None | Some(b'/'))
 }
 
 fn parse_http_url(s: &str) -> Result<url::Url, String> {

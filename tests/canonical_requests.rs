@@ -1246,6 +1246,8 @@ fn table() -> Vec<Case> {
         ("/api/AUTH/verify", Bad),
         ("/Health", Bad),
         ("/.Well-Known/jwks.json", Bad),
+        ("/AUTH/login", Bad),
+        ("/Auth/account", Bad),
     ] {
         cases.push(get(target, expect));
     }

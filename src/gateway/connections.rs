@@ -131,7 +131,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let state = Arc::new(Mutex::new(HeadState::Waiting));
         let mut stream: Stream = Box::new(HeadDeadline {
             inner: stream,
-            limits: (self.limits.head_deadline, self.limits.max_head_bytes),
+            deadline: self.limits.head_deadline,
+            max_bytes: self.limits.max_head_bytes,
             state: state.clone(),
         });
         // Keep-alive reuse is handled here rather than by the caller, so that the
@@ -170,8 +171,10 @@ enum HeadState {
 #[derive(Debug)]
 pub struct HeadDeadline {
     inner: Stream,
-    /// The head's deadline and its size cap in bytes.
-    limits: (Duration, usize),
+    /// The whole time a head may take, from its first byte.
+    deadline: Duration,
+    /// The most bytes a head may take.
+    max_bytes: usize,
     state: Arc<Mutex<HeadState>>,
 }
 
@@ -233,7 +236,7 @@ impl AsyncRead for HeadDeadline {
             let (timer, mut scan, read) = match std::mem::replace(&mut *state, HeadState::Done) {
                 HeadState::Done => return result,
                 HeadState::Waiting => (
-                    Box::pin(tokio::time::sleep_until(Instant::now() + this.limits.0)),
+                    Box::pin(tokio::time::sleep_until(Instant::now() + this.deadline)),
                     HeadScan::default(),
                     0,
                 ),
@@ -241,7 +244,7 @@ impl AsyncRead for HeadDeadline {
             };
             let ended = scan.feed(bytes);
             let read = read + ended.unwrap_or(bytes.len());
-            if read > this.limits.1 {
+            if read > this.max_bytes {
                 return Poll::Ready(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "request head too large",

@@ -13,6 +13,8 @@
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use super::identity::{eq_normalized, normalize};
+
 /// The configured headers only a trusted proxy may send (`server.proxy_headers`).
 #[derive(Clone, Debug)]
 pub struct ProxyHeaders {
@@ -38,38 +40,14 @@ impl ProxyHeaders {
 
     /// Whether `name` (as it arrived: any case, `_` or `-`) is one of them.
     pub fn matches(&self, name: &str) -> bool {
-        let name = name.as_bytes();
         self.exact
             .iter()
-            .any(|n| n.len() == name.len() && eq_normalized(n.as_bytes(), name))
+            .any(|n| n.len() == name.len() && eq_normalized(n, name))
             || self
                 .prefixes
                 .iter()
-                .any(|p| name.len() >= p.len() && eq_normalized(p.as_bytes(), &name[..p.len()]))
+                .any(|p| name.len() >= p.len() && eq_normalized(p, name))
     }
-}
-
-fn normalize(name: &str) -> String {
-    name.bytes()
-        .map(|b| {
-            if b == b'_' {
-                '-'
-            } else {
-                char::from(b.to_ascii_lowercase())
-            }
-        })
-        .collect()
-}
-
-fn eq_normalized(normalized: &[u8], candidate: &[u8]) -> bool {
-    normalized.iter().zip(candidate).all(|(&n, &c)| {
-        let c = if c == b'_' {
-            b'-'
-        } else {
-            c.to_ascii_lowercase()
-        };
-        n == c
-    })
 }
 
 /// The cookie names that carry the gateway's credentials (access, refresh and the portal's

@@ -86,7 +86,8 @@ pub struct WireNames {
     pub assertion: Option<Bytes>,
 }
 
-fn normalize(name: &str) -> String {
+/// A header name as it is compared: lower case, `_` read as `-`.
+pub(super) fn normalize(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c == '_' {
@@ -98,7 +99,9 @@ fn normalize(name: &str) -> String {
         .collect()
 }
 
-fn eq_normalized(normalized: &str, candidate: &str) -> bool {
+/// Whether `candidate` starts with what `normalized` (from [`normalize`]) says, in any letter
+/// case and with `_` for `-`; the caller compares lengths where it wants equality.
+pub(super) fn eq_normalized(normalized: &str, candidate: &str) -> bool {
     normalized.bytes().zip(candidate.bytes()).all(|(n, c)| {
         let c = if c == b'_' {
             b'-'

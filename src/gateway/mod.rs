@@ -32,6 +32,7 @@ use crate::api::{self, ApiRequest, ApiResponse};
 use crate::app::App;
 use crate::auth::gatekeeper::Principal;
 use crate::auth::secrets::contains_refresh_token;
+use crate::config;
 use crate::metrics::status_label;
 use crate::telemetry::SECURITY;
 use canonical::Refusal;
@@ -74,6 +75,8 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     client_ip: IpAddr,
     upstream_started: Option<Instant>,
+    /// The address the connection comes from.
+    peer: IpAddr,
     /// Whether the peer is in `trusted_proxies` (it may send forwarding headers).
     peer_trusted: bool,
     /// Whether the gateway answered the request itself (metrics label).
@@ -118,6 +121,7 @@ impl ProxyHttp for Gateway {
             route: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             upstream_started: None,
+            peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             peer_trusted: false,
             local: false,
             canonical_target: None,
@@ -134,6 +138,7 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
         let trusted = &self.app.config.server.trusted_proxies;
+        ctx.peer = peer;
         ctx.peer_trusted = trusted.iter().any(|net| net.contains(&peer));
         ctx.client_ip = client_ip::client_ip(
             peer,
@@ -505,7 +510,7 @@ impl Gateway {
                 query: canonical.query.map(str::to_owned),
             };
         }
-        if path.bytes().any(|b| b.is_ascii_uppercase()) && is_local_ignoring_case(path) {
+        if path.bytes().any(|b| b.is_ascii_uppercase()) && self.is_local_ignoring_case(path) {
             // `/API/auth/login` is not the account API here, but a case-insensitive upstream
             // would serve it as its own: a login outside the lockout and the rate limits.
             return Destination::Refuse(Refusal::AmbiguousCase);
@@ -519,6 +524,16 @@ impl Gateway {
             Ok(None) => Destination::Unmatched,
             Err(refusal) => Destination::Refuse(refusal),
         }
+    }
+
+    /// Whether `path`, ignoring letter case, is one the gateway answers itself (the portal's
+    /// pages included).
+    fn is_local_ignoring_case(&self, path: &str) -> bool {
+        let portal = &self.app.config.portal;
+        config::LOCAL_PATHS
+            .iter()
+            .any(|local| config::is_under(path, local, true))
+            || (portal.enabled && config::is_under(path, &portal.path_prefix, true))
     }
 
     /// Removes what a client may not send upstream: copies of the identity headers (on every
@@ -590,16 +605,12 @@ impl Gateway {
             .map_err(|_| Error::explain(ErrorType::InternalError, "client address"))?;
         let forwarded_for =
             if ctx.peer_trusted && upstream_request.headers.contains_key("x-forwarded-for") {
-                let peer = session.client_addr().and_then(|a| a.as_inet()).map_or_else(
-                    || ctx.client_ip.to_string(),
-                    |a| a.ip().to_canonical().to_string(),
-                );
                 let mut chain = String::new();
                 for line in upstream_request.headers.get_all("x-forwarded-for") {
                     chain.push_str(&String::from_utf8_lossy(line.as_bytes()));
                     chain.push_str(", ");
                 }
-                chain.push_str(&peer);
+                chain.push_str(&ctx.peer.to_string());
                 http::HeaderValue::from_str(&chain).unwrap_or_else(|_| client.clone())
             } else {
                 client.clone()
@@ -734,17 +745,6 @@ enum Destination {
     Unmatched,
     /// Proxied under this route's policy.
     Route(Arc<Route>),
-}
-
-/// Whether `path`, ignoring letter case, is one the gateway answers itself.
-fn is_local_ignoring_case(path: &str) -> bool {
-    let starts = |prefix: &str| {
-        path.len() >= prefix.len()
-            && path.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-    };
-    ["/api/auth", "/health", "/.well-known/jwks.json"]
-        .iter()
-        .any(|local| starts(local) && matches!(path.as_bytes().get(local.len()), None | Some(b'/')))
 }
 
 /// Message framing an upstream could read differently from the gateway: a `Content-Length`

@@ -90,22 +90,9 @@ impl Route {
     /// Whether `path` falls under this route's prefix, on a segment boundary:
     /// `/app` matches `/app`, `/app/x` and `/app?q`, but not `/application`.
     fn matches_path(&self, path: &str, ignore_case: bool) -> bool {
-        let prefix = self.path_prefix.as_bytes();
-        let path = path.as_bytes();
-        let eq = |a: &[u8], b: &[u8]| {
-            if ignore_case {
-                a.eq_ignore_ascii_case(b)
-            } else {
-                a == b
-            }
-        };
-        if let Some(dir) = prefix.strip_suffix(b"/") {
-            return (path.len() >= prefix.len() && eq(&path[..prefix.len()], prefix))
-                || eq(path, dir);
-        }
-        path.len() >= prefix.len()
-            && eq(&path[..prefix.len()], prefix)
-            && (path.len() == prefix.len() || path[prefix.len()] == b'/')
+        // `/app/` covers what `/app` does: the final slash marks a directory, not a segment.
+        let prefix = self.path_prefix.trim_end_matches('/');
+        crate::config::is_under(path, prefix, ignore_case)
     }
 }
 

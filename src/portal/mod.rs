@@ -275,10 +275,7 @@ impl Portal {
 
     /// Whether the portal answers `path` (canonical).
     pub fn owns(&self, path: &str) -> bool {
-        self.enabled
-            && path
-                .strip_prefix(self.prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        self.enabled && crate::config::is_under(path, &self.prefix, false)
     }
 
     /// The account page, where a browser whose address is not yet proven is sent (it offers
