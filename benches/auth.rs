@@ -12,11 +12,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use tokio::runtime::Runtime;
 
-use portcullis::auth::gatekeeper::Gatekeeper;
+use portcullis::access::gatekeeper::Gatekeeper;
 use portcullis::auth::jwt::KeyRing;
 use portcullis::config::IdentityHeadersConfig;
 use portcullis::domain::Email;
-use portcullis::gateway::identity::IdentityHeaderNames;
+use portcullis::access::identity::IdentityHeaderNames;
 use portcullis::session::{
     MemorySessionStore, NewSession, RedisSessionStore, SessionId, SessionStore,
 };

@@ -9,7 +9,7 @@ use std::hint::black_box;
 use portcullis::config::{Config, IdentityHeadersConfig};
 use portcullis::gateway::canonical::canonicalize;
 use portcullis::gateway::client_ip::client_ip;
-use portcullis::gateway::identity::IdentityHeaderNames;
+use portcullis::access::identity::IdentityHeaderNames;
 use portcullis::gateway::routes::RouteTable;
 use portcullis::metrics::Metrics;
 

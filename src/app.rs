@@ -7,12 +7,12 @@ use anyhow::Context;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::auth::gatekeeper::Gatekeeper;
+use crate::access::gatekeeper::Gatekeeper;
 use crate::auth::jwt::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::auth::totp::TwoFactor;
 use crate::config::{Config, redact_url};
-use crate::gateway::identity::IdentityHeaderNames;
+use crate::access::identity::IdentityHeaderNames;
 use crate::gateway::routes::RouteTable;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;

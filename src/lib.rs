@@ -2,6 +2,7 @@
 //!
 //! See `ARCHITECTURE.md` for the map of the code.
 
+pub mod access;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -10,9 +11,9 @@ pub mod domain;
 pub mod gateway;
 pub mod mail;
 pub mod metrics;
-pub mod openapi;
 pub mod portal;
 pub mod ratelimit;
+pub mod reply;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -7,7 +7,7 @@ use chrono::Utc;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::caller::authenticate;
+use crate::access::credentials::authenticate;
 use super::{ApiRequest, ApiResponse, Fields};
 use crate::app::App;
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};

@@ -7,7 +7,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::account::user_summary;
-use super::caller::{authenticate, unauthorized};
+use crate::access::credentials::{authenticate, unauthorized};
 use super::lockout::{self, invalid_credentials};
 use super::{ApiRequest, ApiResponse, Fields};
 use crate::app::App;

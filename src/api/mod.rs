@@ -4,13 +4,13 @@
 //! Pingora type, so they can be tested directly.
 
 mod account;
-pub mod caller;
+pub mod browser;
 mod cors;
-mod envelope;
 mod errors;
 mod input;
 mod lockout;
 mod login;
+pub mod openapi;
 mod profile;
 mod two_factor;
 mod verify;
@@ -20,7 +20,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
-pub use envelope::{ApiResponse, FieldError};
+pub use crate::reply::{ApiResponse, FieldError};
 pub use errors::unavailable;
 pub use input::Fields;
 pub use login::session_cookie;
@@ -176,7 +176,7 @@ async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
             verify::forward_auth(app, request).await
         }
         "/api/auth/openapi.json" if is(&Method::GET) || is(&Method::HEAD) => {
-            crate::openapi::response()
+            openapi::response()
         }
         _ => {
             if let Some(id) = path.strip_prefix("/api/auth/sessions/") {

@@ -4,7 +4,7 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::account::{check_name, parse_new_password, user_profile};
-use super::caller::authenticate;
+use crate::access::credentials::authenticate;
 use super::lockout;
 use super::two_factor::LoginCodeError;
 use super::{ApiRequest, ApiResponse, FieldError, Fields};

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::StatusCode;
 use serde_json::json;
 
-use super::caller::{Caller, authenticate};
+use crate::access::credentials::{Caller, authenticate};
 use super::{ApiRequest, ApiResponse, FieldError, Fields};
 use crate::app::App;
 use crate::auth::totp::{

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use super::{ApiRequest, ApiResponse};
 use crate::app::App;
 use crate::config::Policy;
-use crate::gateway::policy::{Verdict, authorize};
+use crate::access::policy::{Verdict, authorize};
 
 /// Answers a forward-auth subrequest.
 pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {

@@ -4,7 +4,6 @@
 //! These are plain types with no I/O beyond the key files read at start; the account API
 //! and the gateway combine them with the user and session stores.
 
-pub mod gatekeeper;
 pub mod jwt;
 pub mod password;
 pub mod secrets;

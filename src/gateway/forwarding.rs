@@ -13,7 +13,7 @@
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::identity::{eq_normalized, normalize};
+use crate::access::identity::{eq_normalized, normalize};
 
 /// The configured headers only a trusted proxy may send (`server.proxy_headers`).
 #[derive(Clone, Debug)]
@@ -55,8 +55,8 @@ impl ProxyHeaders {
 /// name (a client may send any of them, whatever `public_url` says).
 pub const CREDENTIAL_COOKIES: &[&str] = &[
     "portcullis",
-    crate::portal::browser::REFRESH_COOKIE,
-    crate::portal::browser::CSRF_COOKIE,
+    crate::api::browser::REFRESH_COOKIE,
+    crate::api::browser::CSRF_COOKIE,
 ];
 
 /// Whether a cookie pair (`name=value`, as the client wrote it) must stay at the gateway:

@@ -11,8 +11,6 @@ pub mod canonical;
 pub mod client_ip;
 pub mod connections;
 pub mod forwarding;
-pub mod identity;
-pub mod policy;
 mod respond;
 pub mod routes;
 
@@ -30,14 +28,14 @@ use pingora::{ErrorSource, ErrorType};
 
 use crate::api::{self, ApiRequest, ApiResponse};
 use crate::app::App;
-use crate::auth::gatekeeper::Principal;
+use crate::access::gatekeeper::Principal;
 use crate::auth::secrets::contains_refresh_token;
 use crate::config;
 use crate::metrics::status_label;
 use crate::telemetry::SECURITY;
 use canonical::Refusal;
 use forwarding::ProxyHeaders;
-use policy::Verdict;
+use crate::access::policy::{self, Verdict};
 use routes::Route;
 
 pub use respond::{write_local_response, write_page};

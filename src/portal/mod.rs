@@ -10,7 +10,6 @@
 //! Templates are minijinja files built into the binary from `config/portal/templates/`,
 //! each overridable from `portal.templates_dir`, like the mail templates.
 
-pub mod browser;
 pub mod csrf;
 pub mod i18n;
 mod pages;
@@ -25,7 +24,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use minijinja::{Environment, Value};
 use serde_json::json;
 
-use crate::api::{ApiRequest, ApiResponse};
+use crate::api::{ApiRequest, ApiResponse, browser};
 use crate::app::App;
 use crate::auth::secrets::{derive_key, is_token_shaped};
 use crate::auth::totp::SecretBox;

@@ -5,7 +5,8 @@ use http::{Method, StatusCode};
 use minijinja::Value;
 use serde_json::json;
 
-use super::{Feedback, Form, Page, Visit, browser, to_value};
+use super::{Feedback, Form, Page, Visit, to_value};
+use crate::api::browser;
 use crate::api::ApiResponse;
 use crate::auth::secrets::is_token_shaped;
 

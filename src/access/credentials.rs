@@ -3,7 +3,7 @@
 use chrono::Utc;
 use http::StatusCode;
 
-use super::{ApiRequest, ApiResponse};
+use crate::api::{ApiRequest, ApiResponse};
 use crate::app::App;
 use crate::auth::jwt::AccessClaims;
 use crate::domain::UserId;

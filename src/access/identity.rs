@@ -87,7 +87,7 @@ pub struct WireNames {
 }
 
 /// A header name as it is compared: lower case, `_` read as `-`.
-pub(super) fn normalize(name: &str) -> String {
+pub(crate) fn normalize(name: &str) -> String {
     name.chars()
         .map(|c| {
             if c == '_' {
@@ -101,7 +101,7 @@ pub(super) fn normalize(name: &str) -> String {
 
 /// Whether `candidate` starts with what `normalized` (from [`normalize`]) says, in any letter
 /// case and with `_` for `-`; the caller compares lengths where it wants equality.
-pub(super) fn eq_normalized(normalized: &str, candidate: &str) -> bool {
+pub(crate) fn eq_normalized(normalized: &str, candidate: &str) -> bool {
     normalized.bytes().zip(candidate.bytes()).all(|(n, c)| {
         let c = if c == b'_' {
             b'-'

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::api::ApiResponse;
 
 /// The document's text, as kept in the repository.
-pub const DOCUMENT: &str = include_str!("../openapi/openapi.json");
+pub const DOCUMENT: &str = include_str!("../../openapi/openapi.json");
 
 /// Parsed once: the document is a fixed part of the binary.
 static PARSED: LazyLock<Value> =

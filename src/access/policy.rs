@@ -160,8 +160,8 @@ async fn renew(
     if !renewable {
         return Err((denial, Vec::new()));
     }
-    match crate::portal::browser::renew(app, headers, client_ip).await {
-        crate::portal::browser::Renewal::Renewed {
+    match crate::api::browser::renew(app, headers, client_ip).await {
+        crate::api::browser::Renewal::Renewed {
             access_token,
             cookies,
         } => match app
@@ -172,9 +172,9 @@ async fn renew(
             Ok(principal) => Ok((principal, cookies)),
             Err(denial) => Err((denial, cookies)),
         },
-        crate::portal::browser::Renewal::Refused { cookies } => Err((denial, cookies)),
-        crate::portal::browser::Renewal::NoCookie => Err((denial, Vec::new())),
-        crate::portal::browser::Renewal::Unavailable(_) => Err((Denial::BackendDown, Vec::new())),
+        crate::api::browser::Renewal::Refused { cookies } => Err((denial, cookies)),
+        crate::api::browser::Renewal::NoCookie => Err((denial, Vec::new())),
+        crate::api::browser::Renewal::Unavailable(_) => Err((Denial::BackendDown, Vec::new())),
     }
 }
 
