@@ -13,10 +13,10 @@ use ed25519_dalek::SigningKey;
 use tokio::runtime::Runtime;
 
 use portcullis::access::gatekeeper::Gatekeeper;
+use portcullis::access::identity::IdentityHeaderNames;
 use portcullis::auth::jwt::KeyRing;
 use portcullis::config::IdentityHeadersConfig;
 use portcullis::domain::Email;
-use portcullis::access::identity::IdentityHeaderNames;
 use portcullis::session::{
     MemorySessionStore, NewSession, RedisSessionStore, SessionId, SessionStore,
 };

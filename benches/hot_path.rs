@@ -6,10 +6,10 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 
+use portcullis::access::identity::IdentityHeaderNames;
 use portcullis::config::{Config, IdentityHeadersConfig};
 use portcullis::gateway::canonical::canonicalize;
 use portcullis::gateway::client_ip::client_ip;
-use portcullis::access::identity::IdentityHeaderNames;
 use portcullis::gateway::routes::RouteTable;
 use portcullis::metrics::Metrics;
 

@@ -1,4 +1,5 @@
-//! The shared state of one gateway instance: config, routes, metrics and backends.
+//! The composition root: the shared state of one gateway instance (config, metrics,
+//! backends, access control, mail, the portal), built once at start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,16 +8,16 @@ use anyhow::Context;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
-use crate::access::gatekeeper::Gatekeeper;
+use crate::access::Access;
+use crate::access::identity::IdentityHeaderNames;
 use crate::auth::jwt::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::auth::totp::TwoFactor;
+use crate::backend::{Backend, BackendRuntime};
 use crate::config::{Config, redact_url};
-use crate::access::identity::IdentityHeaderNames;
-use crate::gateway::routes::RouteTable;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
-use crate::portal::Portal;
+use crate::portal::site::Portal;
 use crate::ratelimit::{self, RateLimiter};
 use crate::session::{self, SessionStore};
 use crate::store::{self, UserStore};
@@ -29,36 +30,26 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Everything a request handler may need, built once at start.
 pub struct App {
     pub config: Arc<Config>,
-    pub routes: RouteTable,
     pub metrics: Metrics,
-    pub identity_headers: IdentityHeaderNames,
     pub store: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub mailer: Arc<Mailer>,
-    pub keys: KeyRing,
+    pub keys: Arc<KeyRing>,
     pub hasher: PasswordHasher,
     /// TOTP provisioning and the key that seals TOTP secrets at rest.
     pub two_factor: TwoFactor,
     /// Per-client-IP limits, shared through Redis when sessions are.
     pub rate_limiter: Arc<dyn RateLimiter>,
-    /// The per-request check of proxied traffic, with its caches.
-    pub gatekeeper: Arc<Gatekeeper>,
+    /// Access control for both ways in: checks, policy, identity headers, revocation.
+    pub access: Access,
     /// The sign-in pages for browsers.
     pub portal: Portal,
-    /// Owns the database and Redis connections (a socket stays with the runtime that made it).
-    _backend: BackendRuntime,
-}
-
-/// The long-lived runtime the backends were opened on.
-struct BackendRuntime(Option<tokio::runtime::Runtime>);
-
-impl Drop for BackendRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime inside another one panics; this form never blocks.
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
+    /// Runs work on the runtime that owns the backends' sockets (work that must finish after
+    /// the answer has gone: a reset token written, then mailed).
+    pub backend: Backend,
+    /// Owns the database, Redis and SMTP connections (a socket stays with the runtime that
+    /// made it); shut down with the instance.
+    _backend_runtime: BackendRuntime,
 }
 
 impl App {
@@ -66,9 +57,9 @@ impl App {
     /// included) and mail. Safe to call from inside or outside a tokio runtime.
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
         let metrics = Metrics::new();
-        let routes = RouteTable::from_config(&config, &metrics).map_err(|e| anyhow::anyhow!(e))?;
         let identity_headers = IdentityHeaderNames::new(&config.identity_headers);
-        let keys = KeyRing::load(&config.tokens).context("loading the token signing keys")?;
+        let keys =
+            Arc::new(KeyRing::load(&config.tokens).context("loading the token signing keys")?);
         let two_factor =
             TwoFactor::load(&config.two_factor).context("loading the two-factor encryption key")?;
         let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
@@ -76,57 +67,45 @@ impl App {
         let portal =
             Portal::new(&config, keys.refresh_rotation_key()).map_err(|e| anyhow::anyhow!(e))?;
 
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("portcullis-backend")
-            .enable_all()
-            .build()
-            .context("starting the backend runtime")?;
-        // block_on cannot run inside another runtime (tests, embedding): use a plain thread.
-        let (store, sessions, mailer, rate_limiter) = std::thread::scope(|scope| {
-            scope
-                .spawn(|| {
-                    runtime.block_on(async {
-                        let store =
-                            store::connect(&config.storage.url, config.storage.max_connections)
-                                .await
-                                .with_context(|| {
-                                    format!("opening storage {}", redact_url(&config.storage.url))
-                                })?;
-                        let sessions =
-                            session::connect(&config.sessions).await.with_context(|| {
-                                format!("opening sessions {}", redact_url(&config.sessions.url))
-                            })?;
-                        // The mailer's SMTP pool lives on this runtime too.
-                        let mut mailer =
-                            Mailer::new(&config.mail, &config.server.public_url, &metrics)
-                                .context("setting up mail")?;
-                        if let Some(prefix) =
-                            config.portal.enabled.then_some(&config.portal.path_prefix)
-                        {
-                            mailer = mailer.with_pages_prefix(prefix);
-                        }
-                        let limiter = ratelimit::connect(&config.sessions, &metrics)
-                            .await
-                            .context("setting up rate limiting")?;
-                        anyhow::Ok((store, sessions, Arc::new(mailer), limiter))
-                    })
-                })
-                .join()
-                .map_err(|_| anyhow::anyhow!("backend start-up panicked"))?
-        })?;
-        let gatekeeper = Arc::new(Gatekeeper::new());
+        let runtime = BackendRuntime::start().context("starting the backend runtime")?;
+        let (store, sessions, mailer, rate_limiter, backend) = runtime
+            .block_on(|| async {
+                let store = store::connect(&config.storage.url, config.storage.max_connections)
+                    .await
+                    .with_context(|| {
+                        format!("opening storage {}", redact_url(&config.storage.url))
+                    })?;
+                let sessions = session::connect(&config.sessions).await.with_context(|| {
+                    format!("opening sessions {}", redact_url(&config.sessions.url))
+                })?;
+                // The mailer's SMTP pool lives on this runtime too.
+                let mut mailer = Mailer::new(&config.mail, &config.server.public_url, &metrics)
+                    .context("setting up mail")?;
+                if let Some(prefix) = config.portal.enabled.then_some(&config.portal.path_prefix) {
+                    mailer = mailer.with_pages_prefix(prefix);
+                }
+                let limiter = ratelimit::connect(&config.sessions, &metrics)
+                    .await
+                    .context("setting up rate limiting")?;
+                let backend = Backend::current().context("the backend runtime is running")?;
+                anyhow::Ok((store, sessions, Arc::new(mailer), limiter, backend))
+            })
+            .map_err(|_| anyhow::anyhow!("backend start-up panicked"))??;
+        let access = Access::new(
+            keys.clone(),
+            sessions.clone(),
+            store.clone(),
+            identity_headers,
+            cookie_name(&config),
+        );
         {
             let _entered = runtime.enter();
             store::spawn_token_purger(store.clone(), TOKEN_PURGE_INTERVAL);
-            gatekeeper.spawn_listener(&*sessions);
-            gatekeeper.spawn_change_follower(store.clone(), sessions.clone());
+            access.spawn_followers();
         }
         Ok(Arc::new(Self {
             config: Arc::new(config),
-            routes,
             metrics,
-            identity_headers,
             store,
             sessions,
             mailer,
@@ -134,21 +113,17 @@ impl App {
             hasher,
             two_factor,
             rate_limiter,
-            gatekeeper,
+            access,
             portal,
-            _backend: BackendRuntime(Some(runtime)),
+            backend,
+            _backend_runtime: runtime,
         }))
     }
 
     /// The name of the browser session cookie: `__Host-` prefixed (and `Secure`) when the
     /// gateway is served over HTTPS, plain otherwise.
     pub fn cookie_name(&self) -> &'static str {
-        // `__Host-` cookies may not name a Domain: a shared sign-in uses the plain name.
-        if self.serves_tls() && self.config.sessions.cookie_domain.is_empty() {
-            "__Host-portcullis"
-        } else {
-            "portcullis"
-        }
+        self.access.cookie_name()
     }
 
     /// Where unauthenticated browsers are sent: `server.login_url`, else the portal's
@@ -164,7 +139,7 @@ impl App {
 
     /// Whether the public URL is HTTPS (a TLS terminator in front, or TLS here).
     pub fn serves_tls(&self) -> bool {
-        self.config.server.public_url.starts_with("https://")
+        serves_tls(&self.config)
     }
 
     /// The health report: 200 when every dependency answers, 503 naming those that do not.
@@ -203,6 +178,20 @@ impl App {
                 json!({"status": "degraded", "checks": report}),
             )
         }
+    }
+}
+
+fn serves_tls(config: &Config) -> bool {
+    config.server.public_url.starts_with("https://")
+}
+
+/// See [`App::cookie_name`].
+fn cookie_name(config: &Config) -> &'static str {
+    // `__Host-` cookies may not name a Domain: a shared sign-in uses the plain name.
+    if serves_tls(config) && config.sessions.cookie_domain.is_empty() {
+        "__Host-portcullis"
+    } else {
+        "portcullis"
     }
 }
 

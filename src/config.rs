@@ -1010,10 +1010,13 @@ fn path_is_under(path: &str, prefix: &str) -> bool {
 
 /// Paths the gateway answers itself; routes may not shadow them.
 pub fn is_reserved_path(prefix: &str) -> bool {
-    let p = prefix.trim_end_matches('/');
-    LOCAL_PATHS
-        .iter()
-        .any(|reserved| is_under(p, reserved, false))
+    is_local_path(prefix.trim_end_matches('/'))
+}
+
+/// Whether the gateway answers `path` itself (one of [`LOCAL_PATHS`] or below it), the
+/// portal's pages aside.
+pub fn is_local_path(path: &str) -> bool {
+    LOCAL_PATHS.iter().any(|local| is_under(path, local, false))
 }
 
 /// The paths the gateway answers itself, each with everything under it (the portal's

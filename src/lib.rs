@@ -6,6 +6,7 @@ pub mod access;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod backend;
 pub mod config;
 pub mod domain;
 pub mod gateway;

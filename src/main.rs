@@ -193,7 +193,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let admin = config.server.admin_listen;
     let app = App::new(config)?;
     tracing::info!(%listen, %admin, version = env!("CARGO_PKG_VERSION"), "portcullis starting");
-    server::run_forever(app);
+    server::run_forever(app)?;
     tracing::info!("portcullis stopped");
     Ok(())
 }

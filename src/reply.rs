@@ -1,9 +1,13 @@
-//! The response envelope every locally answered request uses.
+//! The answer every locally answered request gets: status, extra headers and a body.
 //!
-//! `{"success": true, "message": …, "data": …}` or
-//! `{"success": false, "message": …, "code": …, "errors": [{"field": …, "message": …}]}`.
+//! Envelope bodies are `{"success": true, "message": …, "data": …}` or
+//! `{"success": false, "message": …, "code": …, "errors": [{"field": …, "message": …}]}`
+//! (DESIGN section 3). Fixed documents (JWKS, OpenAPI) are serialised once and shared.
+//!
+//! Invariant: this module imports nothing from the crate, so every floor may answer with it.
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{HeaderName, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -24,14 +28,25 @@ impl FieldError {
     }
 }
 
+/// The body of a [`Reply`].
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// No body (204 answers, preflights, redirects).
+    Empty,
+    /// A JSON value, serialised when sent; in-process callers (the portal) read its fields.
+    Json(Value),
+    /// A JSON document serialised once and shared by every answer (JWKS, OpenAPI).
+    Encoded(Bytes),
+}
+
 /// A locally generated answer: status, extra headers and a JSON body.
 ///
 /// Handlers build these; the gateway turns them into bytes on the wire. No Pingora types here.
 #[derive(Clone, Debug)]
-pub struct ApiResponse {
+pub struct Reply {
     pub status: StatusCode,
-    pub headers: Vec<(http::HeaderName, String)>,
-    pub body: Value,
+    pub headers: Vec<(HeaderName, String)>,
+    pub body: Body,
 }
 
 #[derive(Serialize)]
@@ -46,10 +61,13 @@ struct Envelope<'a> {
     errors: Option<&'a [FieldError]>,
 }
 
-impl ApiResponse {
+/// `null`, for bodies that are not JSON values.
+static NULL: Value = Value::Null;
+
+impl Reply {
     /// A success envelope with optional data.
     pub fn ok(status: StatusCode, message: &str, data: Option<Value>) -> Self {
-        Self::raw(
+        Self::json(
             status,
             envelope_json(&Envelope {
                 success: true,
@@ -63,7 +81,7 @@ impl ApiResponse {
 
     /// A failure envelope with a machine-readable `code`.
     pub fn error(status: StatusCode, code: &str, message: &str) -> Self {
-        Self::raw(
+        Self::json(
             status,
             envelope_json(&Envelope {
                 success: false,
@@ -77,7 +95,7 @@ impl ApiResponse {
 
     /// A 400 `validation_error` listing every field that failed.
     pub fn validation(errors: &[FieldError]) -> Self {
-        Self::raw(
+        Self::json(
             StatusCode::BAD_REQUEST,
             envelope_json(&Envelope {
                 success: false,
@@ -89,17 +107,55 @@ impl ApiResponse {
         )
     }
 
-    /// Any JSON body (health, JWKS) that is not an envelope.
-    pub fn raw(status: StatusCode, body: Value) -> Self {
+    /// 503: a dependency is down (`what` names it). Never a 500 for that.
+    pub fn unavailable(what: &str) -> Self {
+        Self::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            &format!("The {what} is temporarily unavailable; try again shortly"),
+        )
+        .with_header(http::header::RETRY_AFTER, "5")
+    }
+
+    /// 500: a bug. Logged with the cause; the client learns nothing more.
+    pub fn internal(context: &str, error: &dyn std::fmt::Display) -> Self {
+        tracing::error!(%error, context, "internal error");
+        Self::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error",
+        )
+    }
+
+    /// Any JSON body (health) that is not an envelope.
+    pub fn json(status: StatusCode, body: Value) -> Self {
         Self {
             status,
             headers: Vec::new(),
-            body,
+            body: Body::Json(body),
+        }
+    }
+
+    /// A JSON document serialised beforehand; cloning `Bytes` shares them.
+    pub fn encoded(status: StatusCode, body: Bytes) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Body::Encoded(body),
+        }
+    }
+
+    /// An answer without a body: a 204, or a redirect (add `Location`).
+    pub fn empty(status: StatusCode) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: Body::Empty,
         }
     }
 
     /// Adds a response header.
-    pub fn with_header(mut self, name: http::HeaderName, value: impl Into<String>) -> Self {
+    pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -119,9 +175,23 @@ impl ApiResponse {
         .with_header(http::header::ALLOW, allow)
     }
 
-    /// The serialized body.
-    pub fn body_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.body).unwrap_or_else(|_| b"{}".to_vec())
+    /// The body as a JSON value, for in-process readers (`null` when empty or pre-encoded).
+    pub fn body_json(&self) -> &Value {
+        match &self.body {
+            Body::Json(value) => value,
+            Body::Empty | Body::Encoded(_) => &NULL,
+        }
+    }
+
+    /// The bytes on the wire; empty for [`Body::Empty`] (and a JSON `null`).
+    pub fn body_bytes(&self) -> Bytes {
+        match &self.body {
+            Body::Empty | Body::Json(Value::Null) => Bytes::new(),
+            Body::Json(value) => serde_json::to_vec(value)
+                .map(Bytes::from)
+                .unwrap_or_else(|_| Bytes::from_static(b"{}")),
+            Body::Encoded(bytes) => bytes.clone(),
+        }
     }
 }
 
@@ -136,27 +206,34 @@ mod tests {
 
     #[test]
     fn error_envelope_shape() {
-        let r = ApiResponse::error(StatusCode::NOT_FOUND, "not_found", "Not found");
+        let r = Reply::error(StatusCode::NOT_FOUND, "not_found", "Not found");
         assert_eq!(
-            r.body,
+            *r.body_json(),
             json!({"success": false, "message": "Not found", "code": "not_found"})
         );
     }
 
     #[test]
     fn validation_lists_fields() {
-        let r = ApiResponse::validation(&[FieldError::new("email", "is required")]);
+        let r = Reply::validation(&[FieldError::new("email", "is required")]);
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
-        assert_eq!(r.body["errors"][0]["field"], "email");
-        assert_eq!(r.body["code"], "validation_error");
+        assert_eq!(r.body_json()["errors"][0]["field"], "email");
+        assert_eq!(r.body_json()["code"], "validation_error");
     }
 
     #[test]
     fn success_envelope_carries_data() {
-        let r = ApiResponse::ok(StatusCode::OK, "ok", Some(json!({"a": 1})));
+        let r = Reply::ok(StatusCode::OK, "ok", Some(json!({"a": 1})));
         assert_eq!(
-            r.body,
+            *r.body_json(),
             json!({"success": true, "message": "ok", "data": {"a": 1}})
         );
+    }
+
+    #[test]
+    fn encoded_and_empty_bodies_go_out_as_they_are() {
+        let r = Reply::encoded(StatusCode::OK, Bytes::from_static(b"{\"keys\":[]}"));
+        assert_eq!(&r.body_bytes()[..], b"{\"keys\":[]}");
+        assert!(Reply::empty(StatusCode::NO_CONTENT).body_bytes().is_empty());
     }
 }

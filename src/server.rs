@@ -54,8 +54,8 @@ pub enum Scheduling {
     WorkStealing,
 }
 
-/// Builds the Pingora server with both services.
-pub fn build(app: Arc<App>, scheduling: Scheduling) -> Server {
+/// Builds the Pingora server with both services; fails on a route the config cannot express.
+pub fn build(app: Arc<App>, scheduling: Scheduling) -> anyhow::Result<Server> {
     let config = &app.config;
     let grace = config.server.shutdown_grace.as_secs_ceil();
     let conf = ServerConf {
@@ -68,7 +68,7 @@ pub fn build(app: Arc<App>, scheduling: Scheduling) -> Server {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app.clone()));
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app.clone())?);
     let limits = Limits {
         head_deadline: config.server.header_read_timeout.get(),
         max_head_bytes: config.server.max_header_bytes,
@@ -84,12 +84,13 @@ pub fn build(app: Arc<App>, scheduling: Scheduling) -> Server {
 
     server.add_service(proxy);
     server.add_service(admin);
-    server
+    Ok(server)
 }
 
 /// Runs the gateway in the foreground until SIGTERM (graceful) or SIGINT (fast).
-pub fn run_forever(app: Arc<App>) {
-    build(app, Scheduling::PerThread).run(RunArgs::default());
+pub fn run_forever(app: Arc<App>) -> anyhow::Result<()> {
+    build(app, Scheduling::PerThread)?.run(RunArgs::default());
+    Ok(())
 }
 
 /// A gateway running on a background thread; shuts down when dropped.
@@ -120,7 +121,7 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
     let addr = app.config.server.listen;
     let admin_addr = app.config.server.admin_listen;
     let (tx, rx) = watch::channel(false);
-    let server = build(app.clone(), Scheduling::WorkStealing);
+    let server = build(app.clone(), Scheduling::WorkStealing)?;
     let thread = std::thread::Builder::new()
         .name("portcullis-server".into())
         .spawn(move || {

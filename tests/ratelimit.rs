@@ -377,7 +377,7 @@ async fn headers_report_limit_remaining_reset_and_retry_after() {
 
         let response = ratelimit::rejection(&refused);
         assert_eq!(response.status, http::StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(response.body["code"], "rate_limited");
+        assert_eq!(response.body_json()["code"], "rate_limited");
         assert!(
             response
                 .headers

@@ -36,7 +36,7 @@ pub const USER_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Longest a verified token is remembered (it is also never used past its `exp`).
 const TOKEN_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Activity closer together than this does not slide a session's expiry again.
-const TOUCH_INTERVAL_SECS: i64 = 60;
+pub(crate) const TOUCH_INTERVAL_SECS: i64 = 60;
 /// How long an identity assertion is signed for; upstreams see at least half of it left.
 pub const ASSERTION_TTL: Duration = Duration::from_secs(60);
 /// How often the account change feed is read: with the read itself, a change reaches

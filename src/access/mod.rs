@@ -1,7 +1,136 @@
-//! Who may pass: credentials, the cached per-request check, policy decisions and identity
-//! header values, for the proxy and the account API alike.
+//! Who may pass: one home for access control, used by both ways in — the proxy
+//! (`gateway/`) and the account API (`api/`, forward-auth included).
+//!
+//! - [`credentials`]: where a token comes from (Bearer, cookie; the CSRF rule), the account
+//!   API's uncached check, the 401 both ways in answer;
+//! - [`gatekeeper`]: the cached per-request check of proxied traffic and its caches;
+//! - [`policy`]: route policies, roles and the verified-email rule → a [`policy::Verdict`];
+//! - [`identity`]: the identity header names, pre-normalised for the hot path;
+//! - [`Access`]: the above bound to the key ring and the stores, and the only way to end
+//!   sessions ([`Access::revoke_session`], [`Access::revoke_user`]): the store first, then
+//!   the caches, so a revocation holds at once.
+//!
+//! Invariants: no Pingora type and no `App` here; the cached check allocates nothing on a
+//! hit (`Principal` is two `Arc`s).
 
 pub mod credentials;
 pub mod gatekeeper;
 pub mod identity;
 pub mod policy;
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderValue};
+use uuid::Uuid;
+
+use crate::auth::jwt::KeyRing;
+use crate::session::{SessionError, SessionId, SessionStore};
+use crate::store::UserStore;
+use gatekeeper::{Denial, Gatekeeper, Principal};
+use identity::IdentityHeaderNames;
+
+/// Access control bound to this instance's keys and stores.
+pub struct Access {
+    gatekeeper: Arc<Gatekeeper>,
+    keys: Arc<KeyRing>,
+    sessions: Arc<dyn SessionStore>,
+    users: Arc<dyn UserStore>,
+    /// The identity header names (set on forwarded requests, stripped from clients').
+    pub identity_headers: IdentityHeaderNames,
+    cookie_name: &'static str,
+}
+
+impl Access {
+    /// Binds the checks to `keys` and the stores; `cookie_name` is the browser's access
+    /// cookie (see `App::cookie_name`).
+    pub fn new(
+        keys: Arc<KeyRing>,
+        sessions: Arc<dyn SessionStore>,
+        users: Arc<dyn UserStore>,
+        identity_headers: IdentityHeaderNames,
+        cookie_name: &'static str,
+    ) -> Self {
+        Self {
+            gatekeeper: Arc::new(Gatekeeper::new()),
+            keys,
+            sessions,
+            users,
+            identity_headers,
+            cookie_name,
+        }
+    }
+
+    /// Starts following revocation events and the account change feed (on the current
+    /// runtime, which must be the one that owns the stores' sockets).
+    pub fn spawn_followers(&self) {
+        self.gatekeeper.spawn_listener(&*self.sessions);
+        self.gatekeeper
+            .spawn_change_follower(self.users.clone(), self.sessions.clone());
+    }
+
+    /// The name of the browser's access cookie.
+    pub fn cookie_name(&self) -> &'static str {
+        self.cookie_name
+    }
+
+    /// The proxy's check of a request: its Bearer token, else its session cookie, through
+    /// the caches.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Denial> {
+        match credentials::proxied_token(headers, self.cookie_name) {
+            Some(token) => self.check(token).await,
+            None => Err(Denial::NoCredentials),
+        }
+    }
+
+    /// The cached check of one access token.
+    pub async fn check(&self, token: &str) -> Result<Principal, Denial> {
+        self.gatekeeper
+            .check(token, &self.keys, &*self.sessions, &*self.users)
+            .await
+    }
+
+    /// The signed identity assertion for `principal` (cached per session).
+    pub fn assertion(&self, principal: &Principal) -> Option<HeaderValue> {
+        self.gatekeeper.assertion(principal, &self.keys)
+    }
+
+    /// Ends one session: in the store, then in this instance's caches (other instances
+    /// learn it from the store's revocation event). `false` when it was already gone.
+    pub async fn revoke_session(&self, id: &SessionId) -> Result<bool, SessionError> {
+        let ended = self.sessions.revoke(id).await?;
+        self.gatekeeper.forget_session(id);
+        Ok(ended)
+    }
+
+    /// Ends every session of `user` but `except`: in the store, then in the caches (the
+    /// user's cached record included). Returns the ids it ended.
+    pub async fn revoke_user(
+        &self,
+        user: Uuid,
+        except: Option<&SessionId>,
+    ) -> Result<Vec<SessionId>, SessionError> {
+        let ended = self.sessions.revoke_all(user, except).await?;
+        self.gatekeeper.forget_user(user);
+        Ok(ended)
+    }
+
+    /// Drops sessions the store already ended by itself (evicted at login over
+    /// `sessions.max_per_user`) from the caches.
+    pub fn forget_sessions(&self, ids: &[SessionId]) {
+        for id in ids {
+            self.gatekeeper.forget_session(id);
+        }
+    }
+
+    /// Drops the cached record of `user` and its sessions: the account changed (email
+    /// verified) and every check must read it afresh.
+    pub fn forget_user(&self, user: Uuid) {
+        self.gatekeeper.forget_user(user);
+    }
+
+    /// Drops only the cached record of `user` (a new login reads the account afresh; the
+    /// user's other sessions stay cached).
+    pub fn forget_user_record(&self, user: Uuid) {
+        self.gatekeeper.forget_user_record(user);
+    }
+}

@@ -1,16 +1,16 @@
 //! Route policies: who may pass, and what they are told when they may not.
 //!
-//! Plain functions over `http` types so that the proxy and the forward-auth endpoint share
-//! one decision.
-
-use std::net::IpAddr;
+//! One decision for the proxy and the forward-auth endpoint. What only the caller knows —
+//! where browsers sign in, and how their access cookie is renewed — comes in through
+//! [`Browser`].
 
 use http::{HeaderMap, StatusCode};
 
-use crate::api::ApiResponse;
-use crate::app::App;
-use crate::auth::gatekeeper::{Denial, Principal};
+use super::Access;
+use super::credentials::unauthenticated as unauthorized_reply;
+use super::gatekeeper::{Denial, Principal};
 use crate::config::Policy;
+use crate::reply::Reply;
 
 /// The outcome of applying a policy to a request.
 pub enum Verdict {
@@ -24,73 +24,74 @@ pub enum Verdict {
     },
     /// Answer locally; `reason` is the metric label.
     Refuse {
-        response: ApiResponse,
+        response: Reply,
         reason: &'static str,
     },
 }
 
-/// The access token of a request: `Authorization: Bearer …`, else the session cookie.
-pub fn credentials<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?.trim();
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim())
-            .filter(|t| !t.is_empty());
-    }
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == cookie_name)
-        .map(|(_, value)| value.trim())
-        .filter(|v| !v.is_empty())
+/// What renewing a browser's access cookie from its refresh cookie gave.
+pub enum Renewal {
+    /// The browser holds no refresh cookie.
+    NoCookie,
+    /// A new access token, and the cookies that carry it and the rotated refresh token.
+    Renewed {
+        access_token: String,
+        cookies: Vec<String>,
+    },
+    /// The refresh token was refused (expired, revoked, reused): the cookies that clear it.
+    Refused { cookies: Vec<String> },
+    /// A backend is down: the 503 to answer.
+    Unavailable(Reply),
 }
 
-/// Applies `policy`, `roles` (any-of) and, with `require_verified_email`, the proven-address
-/// rule to a request. `path_and_query` is where a browser returns after logging in; `None`
-/// never redirects (forward-auth answers 401 instead).
+/// What a route (or a forward-auth query) asks of the caller.
+pub struct Requirement<'a> {
+    pub policy: Policy,
+    /// Any of these roles; empty for none.
+    pub roles: &'a [String],
+    /// The user must have proven their email address.
+    pub verified_email: bool,
+}
+
+/// The browser side of a decision, which the caller supplies.
+pub trait Browser {
+    /// Where unauthenticated browsers are sent, if anywhere.
+    fn login_url(&self) -> Option<String>;
+    /// The account page, where a browser with an unproven address is sent.
+    fn account_page(&self) -> Option<String>;
+    /// Renews the access cookie from the refresh cookie.
+    fn renew(&self) -> impl std::future::Future<Output = Renewal> + Send;
+}
+
+/// Applies `need` to a request. `path_and_query` is where a browser returns after logging
+/// in; `None` never redirects (forward-auth answers 401 instead).
 ///
 /// A browser (no `Authorization` header) whose access cookie is missing, expired or whose
-/// session token is stale is renewed from its refresh cookie, through the API's refresh
-/// (rotation and reuse detection), and goes on.
+/// session token is stale is renewed from its refresh cookie, through `browser`, and goes on.
 pub async fn authorize(
-    app: &App,
-    policy: Policy,
-    roles: &[String],
-    require_verified_email: bool,
+    access: &Access,
+    need: Requirement<'_>,
     headers: &HeaderMap,
     path_and_query: Option<&str>,
-    client_ip: IpAddr,
+    browser: &impl Browser,
 ) -> Verdict {
-    match policy {
+    match need.policy {
         Policy::Public => return Verdict::Allow(None),
         Policy::Deny => {
             return Verdict::Refuse {
-                response: ApiResponse::error(StatusCode::FORBIDDEN, "forbidden", "Access denied"),
+                response: Reply::error(StatusCode::FORBIDDEN, "forbidden", "Access denied"),
                 reason: "denied_route",
             };
         }
         Policy::Authenticated | Policy::TwoFactor => {}
     }
-    let checked = match credentials(headers, app.cookie_name()) {
-        Some(token) => {
-            app.gatekeeper
-                .check(token, &app.keys, &*app.sessions, &*app.store)
-                .await
-        }
-        None => Err(Denial::NoCredentials),
-    };
-    let (principal, cookies) = match checked {
+    let (principal, cookies) = match access.authenticate(headers).await {
         Ok(principal) => (principal, Vec::new()),
-        Err(denial) => match renew(app, headers, denial, client_ip).await {
+        Err(denial) => match renew(access, headers, denial, browser).await {
             Ok(renewed) => renewed,
             Err((denial, cookies)) => {
                 return with_cookies(
-                    unauthenticated(app, denial, headers, path_and_query),
+                    unauthenticated(browser, denial, headers, path_and_query),
                     cookies,
                 );
             }
@@ -98,12 +99,11 @@ pub async fn authorize(
     };
     // Before anything else about the user: an unproven address must not reach an upstream
     // that keys accounts by email.
-    if require_verified_email && !principal.email_verified() {
+    if need.verified_email && !principal.email_verified() {
         // Browsers go to the account page, which says so and sends a fresh link.
-        let response = match app.portal.account_page().filter(|_| wants_html(headers)) {
-            Some(page) => ApiResponse::raw(StatusCode::FOUND, serde_json::Value::Null)
-                .with_header(http::header::LOCATION, page),
-            None => ApiResponse::error(
+        let response = match browser.account_page().filter(|_| wants_html(headers)) {
+            Some(page) => Reply::empty(StatusCode::FOUND).with_header(http::header::LOCATION, page),
+            None => Reply::error(
                 StatusCode::FORBIDDEN,
                 "email_unverified",
                 "Verify your email address to use this resource",
@@ -115,9 +115,9 @@ pub async fn authorize(
         };
         return with_cookies(refusal, cookies);
     }
-    if policy == Policy::TwoFactor && !principal.two_factor() {
+    if need.policy == Policy::TwoFactor && !principal.two_factor() {
         let refusal = Verdict::Refuse {
-            response: ApiResponse::error(
+            response: Reply::error(
                 StatusCode::FORBIDDEN,
                 "two_factor_required",
                 "This resource requires a login with two-factor authentication",
@@ -126,9 +126,9 @@ pub async fn authorize(
         };
         return with_cookies(refusal, cookies);
     }
-    if !roles.is_empty() && !roles.iter().any(|r| principal.roles().contains(r)) {
+    if !need.roles.is_empty() && !need.roles.iter().any(|r| principal.roles().contains(r)) {
         let refusal = Verdict::Refuse {
-            response: ApiResponse::error(
+            response: Reply::error(
                 StatusCode::FORBIDDEN,
                 "forbidden_role",
                 "Your account lacks the role this resource requires",
@@ -148,10 +148,10 @@ pub async fn authorize(
 /// callers, deactivated accounts and a backend that is down are not renewed. The error is
 /// the denial to answer and any cookies that clear a refused refresh token.
 async fn renew(
-    app: &App,
+    access: &Access,
     headers: &HeaderMap,
     denial: Denial,
-    client_ip: IpAddr,
+    browser: &impl Browser,
 ) -> Result<(Principal, Vec<String>), (Denial, Vec<String>)> {
     let renewable = matches!(
         denial,
@@ -160,21 +160,17 @@ async fn renew(
     if !renewable {
         return Err((denial, Vec::new()));
     }
-    match crate::api::browser::renew(app, headers, client_ip).await {
-        crate::api::browser::Renewal::Renewed {
+    match browser.renew().await {
+        Renewal::Renewed {
             access_token,
             cookies,
-        } => match app
-            .gatekeeper
-            .check(&access_token, &app.keys, &*app.sessions, &*app.store)
-            .await
-        {
+        } => match access.check(&access_token).await {
             Ok(principal) => Ok((principal, cookies)),
             Err(denial) => Err((denial, cookies)),
         },
-        crate::api::browser::Renewal::Refused { cookies } => Err((denial, cookies)),
-        crate::api::browser::Renewal::NoCookie => Err((denial, Vec::new())),
-        crate::api::browser::Renewal::Unavailable(_) => Err((Denial::BackendDown, Vec::new())),
+        Renewal::Refused { cookies } => Err((denial, cookies)),
+        Renewal::NoCookie => Err((denial, Vec::new())),
+        Renewal::Unavailable(_) => Err((Denial::BackendDown, Vec::new())),
     }
 }
 
@@ -197,20 +193,19 @@ fn with_cookies(verdict: Verdict, cookies: Vec<String>) -> Verdict {
 /// 401 for API clients, a redirect to the login page for browsers (when one is configured),
 /// 503 when a backend could not be asked.
 fn unauthenticated(
-    app: &App,
+    browser: &impl Browser,
     denial: Denial,
     headers: &HeaderMap,
     path_and_query: Option<&str>,
 ) -> Verdict {
     if denial == Denial::BackendDown {
         return Verdict::Refuse {
-            response: crate::api::unavailable("session store"),
+            response: Reply::unavailable("session store"),
             reason: denial.reason(),
         };
     }
-    let login_url = app.login_url().unwrap_or_default();
-    if let Some(path_and_query) =
-        path_and_query.filter(|_| !login_url.is_empty() && wants_html(headers))
+    if let Some(path_and_query) = path_and_query.filter(|_| wants_html(headers))
+        && let Some(login_url) = browser.login_url().filter(|url| !url.is_empty())
     {
         let separator = if login_url.contains('?') { '&' } else { '?' };
         let location = format!(
@@ -219,24 +214,12 @@ fn unauthenticated(
                 .collect::<String>()
         );
         return Verdict::Refuse {
-            response: ApiResponse::raw(StatusCode::FOUND, serde_json::Value::Null)
-                .with_header(http::header::LOCATION, location),
+            response: Reply::empty(StatusCode::FOUND).with_header(http::header::LOCATION, location),
             reason: denial.reason(),
         };
     }
-    let (code, message) = match denial {
-        Denial::NoCredentials => ("authentication_required", "Authentication required"),
-        Denial::BadToken => ("invalid_token", "Invalid or expired token"),
-        _ => ("session_ended", "Session has ended; log in again"),
-    };
-    let challenge = if denial == Denial::NoCredentials {
-        "Bearer".to_string()
-    } else {
-        format!("Bearer error=\"invalid_token\", error_description=\"{message}\"")
-    };
     Verdict::Refuse {
-        response: ApiResponse::error(StatusCode::UNAUTHORIZED, code, message)
-            .with_header(http::header::WWW_AUTHENTICATE, challenge),
+        response: unauthorized_reply(denial),
         reason: denial.reason(),
     }
 }
@@ -262,31 +245,6 @@ fn same_site_target(path_and_query: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn bearer_wins_over_cookie_and_cookie_is_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            http::header::COOKIE,
-            HeaderValue::from_static("a=1; portcullis=tok; b=2"),
-        );
-        assert_eq!(credentials(&h, "portcullis"), Some("tok"));
-        h.insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer abc"),
-        );
-        assert_eq!(credentials(&h, "portcullis"), Some("abc"));
-        h.insert(
-            http::header::AUTHORIZATION,
-            HeaderValue::from_static("Basic abc"),
-        );
-        assert_eq!(
-            credentials(&h, "portcullis"),
-            None,
-            "a non-bearer Authorization is not credentials"
-        );
-    }
 
     #[test]
     fn return_targets_stay_on_site() {

@@ -7,8 +7,7 @@ use chrono::Utc;
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::access::credentials::authenticate;
-use super::{ApiRequest, ApiResponse, Fields};
+use super::{ApiRequest, Fields, Reply};
 use crate::app::App;
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::domain::{Email, Password};
@@ -99,7 +98,7 @@ async fn issue_mail_token(
     user: &User,
     kind: TokenKind,
     ttl: Duration,
-) -> Result<String, ApiResponse> {
+) -> Result<String, Reply> {
     Ok(issue_token(&*app.store, user, kind, ttl).await?)
 }
 
@@ -120,8 +119,8 @@ async fn issue_token(
     Ok(token)
 }
 
-fn invalid_token() -> ApiResponse {
-    ApiResponse::error(
+fn invalid_token() -> Reply {
+    Reply::error(
         StatusCode::BAD_REQUEST,
         "invalid_token",
         "The link is invalid, already used or expired",
@@ -129,11 +128,8 @@ fn invalid_token() -> ApiResponse {
 }
 
 /// `POST /api/auth/register`
-pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let mut f = Fields::from_request(request)?;
     let email = f.required("email");
     let email = parse_email(&mut f, email);
     let password = f.required_raw("password");
@@ -145,18 +141,13 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
             check_name(&mut f, field, v);
         }
     }
-    if let Err(e) = f.finish() {
-        return e;
-    }
+    f.finish()?;
     let (Some(email), Some(password), Some(first_name), Some(last_name)) =
         (email, password, first_name, last_name)
     else {
-        return ApiResponse::validation(&[]);
+        return Err(Reply::validation(&[]));
     };
-    let password_hash = match app.hasher.hash(password.expose()).await {
-        Ok(h) => h,
-        Err(e) => return e.into(),
-    };
+    let password_hash = app.hasher.hash(password.expose()).await?;
     let user = match app
         .store
         .create_user(NewUser {
@@ -171,9 +162,9 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(user) => user,
         Err(StoreError::DuplicateEmail) => {
             offer_pending_address(app, request, &email);
-            return StoreError::DuplicateEmail.into();
+            return Err(StoreError::DuplicateEmail.into());
         }
-        Err(e) => return e.into(),
+        Err(e) => return Err(e.into()),
     };
     tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %request.client_ip);
     match issue_mail_token(app, &user, TokenKind::EmailVerification, VERIFICATION_TTL).await {
@@ -190,7 +181,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
             tracing::warn!(status = %e.status, user_id = %user.id, "could not issue a verification token")
         }
     }
-    ApiResponse::ok(
+    Ok(Reply::ok(
         StatusCode::CREATED,
         "User registered successfully. Please check your email for verification.",
         Some(json!({"user": {
@@ -200,21 +191,16 @@ pub async fn register(app: &App, request: &ApiRequest) -> ApiResponse {
             "last_name": user.last_name,
             "is_verified": false,
         }})),
-    )
+    ))
 }
 
 /// `POST /api/auth/verify-email`
-pub async fn verify_email(app: &App, request: &ApiRequest) -> ApiResponse {
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn verify_email(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let mut f = Fields::from_request(request)?;
     let token = f.required("token");
-    if let Err(e) = f.finish() {
-        return e;
-    }
+    f.finish()?;
     let Some(token) = token.filter(|t| is_token_shaped(t)) else {
-        return invalid_token();
+        return Err(invalid_token());
     };
     let user_id = match app
         .store
@@ -222,15 +208,13 @@ pub async fn verify_email(app: &App, request: &ApiRequest) -> ApiResponse {
         .await
     {
         Ok(Some(id)) => id,
-        Ok(None) => return invalid_token(),
-        Err(e) => return e.into(),
+        Ok(None) => return Err(invalid_token()),
+        Err(e) => return Err(e.into()),
     };
-    if let Err(e) = app.store.mark_verified(user_id).await {
-        return e.into();
-    }
+    app.store.mark_verified(user_id).await?;
     // Routes that require a verified address must let the user in at once, here and on
     // every other instance (which learn it from the change feed).
-    app.gatekeeper.forget_user(user_id.into());
+    app.access.forget_user(user_id.into());
     if let Err(e) = app
         .store
         .record_user_change(user_id, crate::store::UserChange::Updated)
@@ -239,63 +223,56 @@ pub async fn verify_email(app: &App, request: &ApiRequest) -> ApiResponse {
         tracing::warn!(error = %e, user_id = %user_id, "could not announce a verified address");
     }
     tracing::info!(target: SECURITY, event = "email_verified", user_id = %user_id);
-    ApiResponse::ok(StatusCode::OK, "Email verified successfully", None)
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "Email verified successfully",
+        None,
+    ))
 }
 
 /// `POST /api/auth/resend-verification`
-pub async fn resend_verification(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match authenticate(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+pub async fn resend_verification(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
     if caller.user.is_verified {
-        return ApiResponse::error(
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             "already_verified",
             "Email is already verified",
-        );
+        ));
     }
-    match issue_mail_token(
+    let token = issue_mail_token(
         app,
         &caller.user,
         TokenKind::EmailVerification,
         VERIFICATION_TTL,
     )
-    .await
-    {
-        Ok(token) => {
-            app.mailer.send_in_background_in(
-                super::mail_language(app, request, &caller.user),
-                caller.user.email.as_str(),
-                &caller.user.first_name,
-                MailKind::Verification {
-                    token,
-                    expires_in: VERIFICATION_TTL,
-                },
-            );
-            ApiResponse::ok(StatusCode::OK, "Verification email sent", None)
-        }
-        Err(e) => e,
-    }
+    .await?;
+    app.mailer.send_in_background_in(
+        super::mail_language(app, request, &caller.user),
+        caller.user.email.as_str(),
+        &caller.user.first_name,
+        MailKind::Verification {
+            token,
+            expires_in: VERIFICATION_TTL,
+        },
+    );
+    Ok(Reply::ok(StatusCode::OK, "Verification email sent", None))
 }
 
 /// `POST /api/auth/request-password-reset` — the same answer whether or not the account exists.
-pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiResponse {
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn request_password_reset(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let mut f = Fields::from_request(request)?;
     let email = f.required("email");
     let email = parse_email(&mut f, email);
-    if let Err(e) = f.finish() {
-        return e;
-    }
-    let answer = ApiResponse::ok(
+    f.finish()?;
+    let answer = Reply::ok(
         StatusCode::OK,
         "If an account exists for this email, a password reset link has been sent",
         None,
     );
-    let Some(email) = email else { return answer };
+    let Some(email) = email else {
+        return Ok(answer);
+    };
     // Nothing about the account happens before the answer: the lookup, the token and the
     // mail all run afterwards on the backend runtime, so neither the answer nor its timing
     // tells whether the account exists. A failure is logged, like any mail failure.
@@ -304,7 +281,7 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
     let client_ip = request.client_ip;
     // The page's language, for an account that has none of its own yet.
     let page_language = super::request_language(app, request).to_owned();
-    app.mailer.background().spawn(async move {
+    app.backend.spawn(async move {
         let user = match store.find_by_email(&email).await {
             Ok(Some(user)) if user.is_active => user,
             Ok(_) => return,
@@ -333,7 +310,7 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> ApiRespo
             }
         }
     });
-    answer
+    Ok(answer)
 }
 
 /// A registration for an address whose account was never verified: whoever registered it
@@ -346,7 +323,7 @@ fn offer_pending_address(app: &App, request: &ApiRequest, email: &Email) {
     let mailer = Arc::clone(&app.mailer);
     let email = email.clone();
     let page_language = super::request_language(app, request).to_owned();
-    app.mailer.background().spawn(async move {
+    app.backend.spawn(async move {
         let user = match store.find_by_email(&email).await {
             Ok(Some(user)) if user.is_active && !user.is_verified => user,
             Ok(_) => return,
@@ -374,22 +351,17 @@ fn offer_pending_address(app: &App, request: &ApiRequest, email: &Email) {
 }
 
 /// `POST /api/auth/reset-password` — sets a new password and ends every session.
-pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn reset_password(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let mut f = Fields::from_request(request)?;
     let token = f.required("token");
     let password = f.required_raw("password");
     let password = parse_new_password(&mut f, "password", password);
-    if let Err(e) = f.finish() {
-        return e;
-    }
+    f.finish()?;
     let (Some(token), Some(password)) = (token, password) else {
-        return ApiResponse::validation(&[]);
+        return Err(Reply::validation(&[]));
     };
     if !is_token_shaped(&token) {
-        return invalid_token();
+        return Err(invalid_token());
     }
     // The token is checked (and spent) before bcrypt runs, so requests without a valid
     // token cost no hashing: they cannot be used to slow everyone's logins down. Should
@@ -400,29 +372,16 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
         .await
     {
         Ok(Some(id)) => id,
-        Ok(None) => return invalid_token(),
-        Err(e) => return e.into(),
+        Ok(None) => return Err(invalid_token()),
+        Err(e) => return Err(e.into()),
     };
-    let password_hash = match app.hasher.hash(password.expose()).await {
-        Ok(h) => h,
-        Err(e) => return e.into(),
-    };
-    if let Err(e) = app.store.set_password_hash(user_id, &password_hash).await {
-        return e.into();
-    }
+    let password_hash = app.hasher.hash(password.expose()).await?;
+    app.store.set_password_hash(user_id, &password_hash).await?;
     // The link came to the mailbox: the address is proven (and a pending registration made
     // by someone else with this address is now the mailbox owner's, with their password).
-    if let Err(e) = app.store.mark_verified(user_id).await {
-        return e.into();
-    }
-    if let Err(e) = app.store.unlock(user_id).await {
-        return e.into();
-    }
-    let ended = match app.sessions.revoke_all(user_id.into(), None).await {
-        Ok(ended) => ended.len(),
-        Err(e) => return e.into(),
-    };
-    app.gatekeeper.forget_user(user_id.into());
+    app.store.mark_verified(user_id).await?;
+    app.store.unlock(user_id).await?;
+    let ended = app.access.revoke_user(user_id.into(), None).await?.len();
     tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
     if let Ok(Some(user)) = app.store.find_by_id(user_id).await {
         app.mailer.send_in_background_in(
@@ -432,9 +391,9 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> ApiResponse {
             MailKind::PasswordChanged,
         );
     }
-    ApiResponse::ok(
+    Ok(Reply::ok(
         StatusCode::OK,
         "Password has been reset; please log in",
         None,
-    )
+    ))
 }

@@ -13,8 +13,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use crate::api::{ApiRequest, ApiResponse};
+pub use crate::access::credentials::cookie;
+use crate::access::policy;
+pub use crate::access::policy::Renewal;
+use crate::api::ApiRequest;
 use crate::app::App;
+use crate::reply::Reply;
 
 /// The refresh cookie's name over plain HTTP.
 pub const REFRESH_COOKIE: &str = "portcullis_refresh";
@@ -24,19 +28,6 @@ pub const SECURE_REFRESH_COOKIE: &str = "__Secure-portcullis_refresh";
 pub const CSRF_COOKIE: &str = "portcullis_csrf";
 /// The CSRF cookie's name over HTTPS (`__Host-`: `Secure`, `Path=/`, no `Domain`).
 pub const HOST_CSRF_COOKIE: &str = "__Host-portcullis_csrf";
-
-/// The first value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.trim())
-        .filter(|v| !v.is_empty())
-}
 
 fn refresh_cookie_name(app: &App) -> &'static str {
     if app.serves_tls() {
@@ -100,25 +91,10 @@ pub fn refresh_token(app: &App, headers: &HeaderMap) -> Option<String> {
     cookie(headers, refresh_cookie_name(app)).map(str::to_owned)
 }
 
-/// What renewing from the refresh cookie gave.
-pub enum Renewal {
-    /// The browser holds no refresh cookie.
-    NoCookie,
-    /// A new access token, and the cookies that carry it and the rotated refresh token.
-    Renewed {
-        access_token: String,
-        cookies: Vec<String>,
-    },
-    /// The refresh token was refused (expired, revoked, reused): the cookies that clear it.
-    Refused { cookies: Vec<String> },
-    /// A backend is down: the 503 to answer.
-    Unavailable(ApiResponse),
-}
-
 /// The cookies for a fresh pair of tokens from a login or refresh answer (`data.tokens`),
 /// with the access cookie the API already set.
-pub fn cookies_for_tokens(app: &App, response: &ApiResponse) -> Option<(String, Vec<String>)> {
-    let tokens = &response.body["data"]["tokens"];
+pub fn cookies_for_tokens(app: &App, response: &Reply) -> Option<(String, Vec<String>)> {
+    let tokens = &response.body_json()["data"]["tokens"];
     let access = tokens["access_token"].as_str()?.to_owned();
     let refresh = tokens["refresh_token"].as_str()?;
     let max_age = tokens["refresh_expires_in"].as_u64().unwrap_or(0);
@@ -168,5 +144,26 @@ pub async fn renew(app: &App, headers: &HeaderMap, client_ip: IpAddr) -> Renewal
         None => Renewal::Refused {
             cookies: clearing_cookies(app),
         },
+    }
+}
+
+/// A browser's request, as the access policy sees it: where it signs in, and its renewal.
+pub struct Browser<'a> {
+    pub app: &'a App,
+    pub headers: &'a HeaderMap,
+    pub client_ip: IpAddr,
+}
+
+impl policy::Browser for Browser<'_> {
+    fn login_url(&self) -> Option<String> {
+        self.app.login_url()
+    }
+
+    fn account_page(&self) -> Option<String> {
+        self.app.portal.account_page()
+    }
+
+    async fn renew(&self) -> Renewal {
+        renew(self.app, self.headers, self.client_ip).await
     }
 }

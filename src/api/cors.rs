@@ -5,9 +5,8 @@ use http::header::{
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, ORIGIN, VARY,
 };
 use http::{Method, StatusCode};
-use serde_json::Value;
 
-use super::{ApiRequest, ApiResponse};
+use super::{ApiRequest, Reply};
 use crate::config::CorsConfig;
 
 const ALLOWED_METHODS: &str = "GET, POST, PATCH, DELETE, OPTIONS";
@@ -24,11 +23,11 @@ fn allowed_origin<'a>(config: &CorsConfig, request: &'a ApiRequest) -> Option<&'
 }
 
 /// Answers a CORS preflight (`OPTIONS` with an `Origin`), or `None` for other requests.
-pub fn preflight(config: &CorsConfig, request: &ApiRequest) -> Option<ApiResponse> {
+pub fn preflight(config: &CorsConfig, request: &ApiRequest) -> Option<Reply> {
     if request.method != Method::OPTIONS {
         return None;
     }
-    let mut response = ApiResponse::raw(StatusCode::NO_CONTENT, Value::Null)
+    let mut response = Reply::empty(StatusCode::NO_CONTENT)
         .with_header(VARY, "Origin")
         .with_header(http::header::ALLOW, allow_for(&request.path));
     if let Some(origin) = allowed_origin(config, request) {
@@ -60,7 +59,7 @@ fn allow_for(path: &str) -> String {
 }
 
 /// Adds the CORS headers an allowed origin needs to read `response`.
-pub fn decorate(config: &CorsConfig, request: &ApiRequest, response: ApiResponse) -> ApiResponse {
+pub fn decorate(config: &CorsConfig, request: &ApiRequest, response: Reply) -> Reply {
     if request.method == Method::OPTIONS {
         return response;
     }
@@ -96,7 +95,7 @@ mod tests {
         }
     }
 
-    fn header<'a>(r: &'a ApiResponse, name: &http::HeaderName) -> Option<&'a str> {
+    fn header<'a>(r: &'a Reply, name: &http::HeaderName) -> Option<&'a str> {
         r.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -112,7 +111,7 @@ mod tests {
         let ok = decorate(
             &config,
             &request(Method::POST, "https://app.example.com"),
-            ApiResponse::not_found(),
+            Reply::not_found(),
         );
         assert_eq!(
             header(&ok, &ACCESS_CONTROL_ALLOW_ORIGIN),
@@ -122,7 +121,7 @@ mod tests {
         let other = decorate(
             &config,
             &request(Method::POST, "https://evil.example"),
-            ApiResponse::not_found(),
+            Reply::not_found(),
         );
         assert_eq!(header(&other, &ACCESS_CONTROL_ALLOW_ORIGIN), None);
     }
@@ -173,7 +172,7 @@ mod tests {
         let r = decorate(
             &config,
             &request(Method::GET, "https://any.example"),
-            ApiResponse::not_found(),
+            Reply::not_found(),
         );
         assert_eq!(header(&r, &ACCESS_CONTROL_ALLOW_ORIGIN), None);
     }

@@ -6,7 +6,7 @@
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::{ApiRequest, ApiResponse, FieldError};
+use super::{ApiRequest, FieldError, Reply};
 
 /// The fields of a JSON object body, with the errors found while reading them.
 pub struct Fields {
@@ -16,7 +16,7 @@ pub struct Fields {
 
 impl Fields {
     /// Parses the request body as a JSON object. An empty body counts as `{}`.
-    pub fn from_request(request: &ApiRequest) -> Result<Self, ApiResponse> {
+    pub fn from_request(request: &ApiRequest) -> Result<Self, Reply> {
         if request.body.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self {
                 map: Map::new(),
@@ -24,7 +24,7 @@ impl Fields {
             });
         }
         if !is_json_content_type(request) {
-            return Err(ApiResponse::error(
+            return Err(Reply::error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "Request body must be JSON (Content-Type: application/json)",
@@ -35,12 +35,12 @@ impl Fields {
                 map,
                 errors: Vec::new(),
             }),
-            Ok(_) => Err(ApiResponse::error(
+            Ok(_) => Err(Reply::error(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
                 "Request body must be a JSON object",
             )),
-            Err(_) => Err(ApiResponse::error(
+            Err(_) => Err(Reply::error(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
                 "Request body is not valid JSON",
@@ -106,11 +106,11 @@ impl Fields {
     }
 
     /// `Ok(())` when no field failed, else the 400 listing them all.
-    pub fn finish(self) -> Result<(), ApiResponse> {
+    pub fn finish(self) -> Result<(), Reply> {
         if self.errors.is_empty() {
             Ok(())
         } else {
-            Err(ApiResponse::validation(&self.errors))
+            Err(Reply::validation(&self.errors))
         }
     }
 }
@@ -175,7 +175,7 @@ mod tests {
                 .err()
                 .unwrap();
             assert_eq!(err.status, StatusCode::BAD_REQUEST, "{body}");
-            assert_eq!(err.body["code"], "invalid_json");
+            assert_eq!(err.body_json()["code"], "invalid_json");
         }
     }
 
@@ -190,7 +190,7 @@ mod tests {
         assert!(f.required_raw("password").is_none());
         assert!(!f.flag("remember_me"));
         let err = f.finish().err().unwrap();
-        let fields: Vec<_> = err.body["errors"]
+        let fields: Vec<_> = err.body_json()["errors"]
             .as_array()
             .unwrap()
             .iter()

@@ -11,15 +11,15 @@
 
 use http::StatusCode;
 
-use super::{ApiRequest, ApiResponse};
+use super::{ApiRequest, Reply};
 use crate::app::App;
 use crate::auth::secrets::sha256_hex;
 use crate::store::{AttemptClaim, User};
 use crate::telemetry::SECURITY;
 
 /// 423: too many failed attempts.
-pub fn locked() -> ApiResponse {
-    ApiResponse::error(
+pub fn locked() -> Reply {
+    Reply::error(
         StatusCode::LOCKED,
         "account_locked",
         "Account is temporarily locked after too many failed attempts; try again later",
@@ -41,7 +41,7 @@ pub async fn claim<'a>(
     user: &'a User,
     password: &str,
     request: &ApiRequest,
-) -> Result<Guess<'a>, ApiResponse> {
+) -> Result<Guess<'a>, Reply> {
     let lockout = &app.config.lockout;
     match app
         .store
@@ -91,13 +91,13 @@ impl Guess<'_> {
     }
 
     /// The caller proved who they are: the failure count and any lock are cleared.
-    pub async fn succeeded(self, app: &App) -> Result<(), ApiResponse> {
+    pub async fn succeeded(self, app: &App) -> Result<(), Reply> {
         app.store.unlock(self.user.id).await.map_err(Into::into)
     }
 
     /// The guess was right as far as it went, but the second factor was not sent: it is
     /// not counted, and a lock it set is lifted.
-    pub async fn released(self, app: &App) -> Result<(), ApiResponse> {
+    pub async fn released(self, app: &App) -> Result<(), Reply> {
         app.store
             .release_login_attempt(self.user.id, app.config.lockout.max_failed_attempts)
             .await
@@ -113,7 +113,7 @@ pub async fn unknown_account(
     canonical_email: &str,
     password: &str,
     request: &ApiRequest,
-) -> ApiResponse {
+) -> Reply {
     let lockout = &app.config.lockout;
     let claim = app
         .store
@@ -144,8 +144,8 @@ pub async fn unknown_account(
 }
 
 /// 401: the one answer for an unknown address, a wrong password and a wrong code.
-pub fn invalid_credentials() -> ApiResponse {
-    ApiResponse::error(
+pub fn invalid_credentials() -> Reply {
+    Reply::error(
         StatusCode::UNAUTHORIZED,
         "invalid_credentials",
         "Invalid email or password",

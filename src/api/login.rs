@@ -7,9 +7,9 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::account::user_summary;
-use crate::access::credentials::{authenticate, unauthorized};
 use super::lockout::{self, invalid_credentials};
-use super::{ApiRequest, ApiResponse, Fields};
+use super::{ApiRequest, Fields, Reply};
+use crate::access::credentials::unauthorized;
 use crate::app::App;
 use crate::auth::jwt::AMR_PASSWORD;
 use crate::auth::secrets::{
@@ -60,15 +60,14 @@ pub fn session_cookie(app: &App, access_token: &str) -> String {
 }
 
 /// The success answer carrying tokens, with the browser cookie set.
-fn with_tokens(app: &App, message: &str, mut data: Value, tokens: Value) -> ApiResponse {
+fn with_tokens(app: &App, message: &str, mut data: Value, tokens: Value) -> Reply {
     let cookie = session_cookie(app, tokens["access_token"].as_str().unwrap_or(""));
     data["tokens"] = tokens;
-    ApiResponse::ok(StatusCode::OK, message, Some(data))
-        .with_header(http::header::SET_COOKIE, cookie)
+    Reply::ok(StatusCode::OK, message, Some(data)).with_header(http::header::SET_COOKIE, cookie)
 }
 
 /// Signs an access token for a session and builds `data.tokens`.
-fn tokens_for(app: &App, session: &Session, refresh_token: &str) -> Result<Value, ApiResponse> {
+fn tokens_for(app: &App, session: &Session, refresh_token: &str) -> Result<Value, Reply> {
     let ttl = app.config.tokens.access_ttl.get();
     let (access, _) = app
         .keys
@@ -78,7 +77,7 @@ fn tokens_for(app: &App, session: &Session, refresh_token: &str) -> Result<Value
             amr_of(session),
             ttl,
         )
-        .map_err(|e| super::errors::internal("signing an access token", &e))?;
+        .map_err(|e| Reply::internal("signing an access token", &e))?;
     let refresh_expires_in = (session.expires_at - Utc::now()).num_seconds().max(0);
     Ok(json!({
         "access_token": access,
@@ -90,20 +89,15 @@ fn tokens_for(app: &App, session: &Session, refresh_token: &str) -> Result<Value
 }
 
 /// `POST /api/auth/login`
-pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let mut f = Fields::from_request(request)?;
     let email = f.required("email");
     let password = f.required_raw("password");
     let remember_me = f.flag("remember_me");
     let two_factor_code = f.optional("two_factor_code");
-    if let Err(e) = f.finish() {
-        return e;
-    }
+    f.finish()?;
     let (Some(email), Some(password)) = (email, password) else {
-        return ApiResponse::validation(&[]);
+        return Err(Reply::validation(&[]));
     };
 
     // Unknown and malformed addresses are counted and answered as real ones are, after
@@ -111,13 +105,18 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
     let user = match Email::parse(&email) {
         Ok(email) => match app.store.find_by_email(&email).await {
             Ok(user) => user,
-            Err(e) => return e.into(),
+            Err(e) => return Err(e.into()),
         },
         Err(_) => None,
     };
     let Some(user) = user else {
-        return lockout::unknown_account(app, &email::canonical(email.trim()), &password, request)
-            .await;
+        return Err(lockout::unknown_account(
+            app,
+            &email::canonical(email.trim()),
+            &password,
+            request,
+        )
+        .await);
     };
     // The guess is counted before bcrypt runs: a burst cannot get more checks than the
     // lockout allows, and a right password after the limit meets the lock.
@@ -130,7 +129,7 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
                 "failure"
             };
             app.metrics.logins.with_label_values(&[label]).inc();
-            return refusal;
+            return Err(refusal);
         }
     };
     match app.hasher.verify(&password, &user.password_hash).await {
@@ -138,21 +137,19 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
         Ok(false) => {
             app.metrics.logins.with_label_values(&["failure"]).inc();
             guess.failed(app, request, "wrong_password");
-            return invalid_credentials();
+            return Err(invalid_credentials());
         }
-        Err(e) => return e.into(),
+        Err(e) => return Err(e.into()),
     }
     if !user.is_active {
-        if let Err(e) = guess.released(app).await {
-            return e;
-        }
+        guess.released(app).await?;
         app.metrics.logins.with_label_values(&["deactivated"]).inc();
         tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %request.client_ip);
-        return ApiResponse::error(
+        return Err(Reply::error(
             StatusCode::FORBIDDEN,
             "account_deactivated",
             "This account has been deactivated",
-        );
+        ));
     }
     let two_factor = match crate::api::two_factor::check_login_code(
         app,
@@ -163,35 +160,31 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
     {
         Ok(passed) => passed,
         Err(super::two_factor::LoginCodeError::Required) => {
-            if let Err(e) = guess.released(app).await {
-                return e;
-            }
+            guess.released(app).await?;
             app.metrics
                 .logins
                 .with_label_values(&["two_factor_required"])
                 .inc();
-            return ApiResponse::error(
+            return Err(Reply::error(
                 StatusCode::UNAUTHORIZED,
                 "two_factor_required",
                 "A two-factor authentication code is required",
-            );
+            ));
         }
         Err(super::two_factor::LoginCodeError::Wrong) => {
             app.metrics.logins.with_label_values(&["failure"]).inc();
             guess.failed(app, request, "wrong_two_factor_code");
-            return invalid_credentials();
+            return Err(invalid_credentials());
         }
-        Err(super::two_factor::LoginCodeError::Backend(response)) => return response,
+        Err(super::two_factor::LoginCodeError::Backend(response)) => return Err(response),
     };
 
     // The guess is resolved by clearing the count with the login stamp.
     drop(guess);
-    if let Err(e) = app.store.record_successful_login(user.id).await {
-        return e.into();
-    }
+    app.store.record_successful_login(user.id).await?;
     // A new session never starts from a cached copy of the account that may predate an
     // operator's change.
-    app.gatekeeper.forget_user_record(user.id.into());
+    app.access.forget_user_record(user.id.into());
     if app.hasher.needs_rehash(&user.password_hash) {
         match app.hasher.hash(&password).await {
             Ok(hash) => {
@@ -229,18 +222,15 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
         .await
     {
         Ok(created) => created,
-        Err(e) => return e.into(),
+        Err(e) => return Err(e.into()),
     };
+    app.access.forget_sessions(&created.evicted);
     for evicted in &created.evicted {
-        app.gatekeeper.forget_session(evicted);
         tracing::info!(target: SECURITY, event = "session_evicted", user_id = %user.id, session_id = %evicted);
     }
     let session = created.session;
     let refresh_token = format_refresh_token(&session.id.to_string(), &secret);
-    let tokens = match tokens_for(app, &session, &refresh_token) {
-        Ok(t) => t,
-        Err(e) => return e,
-    };
+    let tokens = tokens_for(app, &session, &refresh_token)?;
     app.metrics.logins.with_label_values(&["success"]).inc();
     tracing::info!(
         target: SECURITY,
@@ -254,7 +244,12 @@ pub async fn login(app: &App, request: &ApiRequest) -> ApiResponse {
 
     let mut summary = user_summary(&user);
     summary["roles"] = json!(user.roles);
-    with_tokens(app, "Login successful", json!({"user": summary}), tokens)
+    Ok(with_tokens(
+        app,
+        "Login successful",
+        json!({"user": summary}),
+        tokens,
+    ))
 }
 
 /// Mails the user when a login comes from a device/IP not seen before (after the first login).
@@ -283,21 +278,16 @@ async fn notify_new_device(app: &App, user: &User, request: &ApiRequest) {
 }
 
 /// `POST /api/auth/refresh-token`
-pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn refresh(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let mut f = Fields::from_request(request)?;
     let token = f.required("refresh_token");
-    if let Err(e) = f.finish() {
-        return e;
-    }
+    f.finish()?;
     let invalid = || unauthorized("invalid_token", "Invalid or expired refresh token");
     let Some((sid, secret)) = token.as_deref().and_then(parse_refresh_token) else {
-        return invalid();
+        return Err(invalid());
     };
     let Ok(session_id) = sid.parse::<SessionId>() else {
-        return invalid();
+        return Err(invalid());
     };
     let next = next_refresh_secret(app.keys.refresh_rotation_key(), &sid, &secret);
     let outcome = app
@@ -312,7 +302,8 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
     let session = match outcome {
         Ok(RotateOutcome::Rotated(session)) | Ok(RotateOutcome::AlreadyRotated(session)) => session,
         Ok(RotateOutcome::Reused { user_id }) => {
-            app.gatekeeper.forget_session(&session_id);
+            // The store ended the session when it saw the reuse; the caches follow.
+            app.access.forget_sessions(&[session_id]);
             app.metrics.refresh_reuse.inc();
             tracing::warn!(
                 target: SECURITY,
@@ -321,59 +312,48 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
                 session_id = %session_id,
                 client_ip = %request.client_ip,
             );
-            return unauthorized(
+            return Err(unauthorized(
                 "refresh_token_reused",
                 "Refresh token was already used; the session has ended",
-            );
+            ));
         }
-        Ok(RotateOutcome::NotFound) => return invalid(),
-        Err(e) => return e.into(),
+        Ok(RotateOutcome::NotFound) => return Err(invalid()),
+        Err(e) => return Err(e.into()),
     };
     match app.store.find_by_id(session.user_id.into()).await {
         Ok(Some(user)) if user.is_active => {}
         Ok(_) => {
-            let _ = app.sessions.revoke(&session.id).await;
-            return invalid();
+            let _ = app.access.revoke_session(&session.id).await;
+            return Err(invalid());
         }
-        Err(e) => return e.into(),
+        Err(e) => return Err(e.into()),
     }
     let refresh_token = format_refresh_token(&sid, &next);
-    match tokens_for(app, &session, &refresh_token) {
-        Ok(tokens) => with_tokens(app, "Token refreshed", json!({}), tokens),
-        Err(e) => e,
-    }
+    let tokens = tokens_for(app, &session, &refresh_token)?;
+    Ok(with_tokens(app, "Token refreshed", json!({}), tokens))
 }
 
 /// `POST /api/auth/logout` — ends this session at once.
-pub async fn logout(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match authenticate(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    if let Err(e) = app.sessions.revoke(&caller.session.id).await {
-        return e.into();
-    }
-    app.gatekeeper.forget_session(&caller.session.id);
+pub async fn logout(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    app.access.revoke_session(&caller.session.id).await?;
     tracing::info!(target: SECURITY, event = "logout", user_id = %caller.user.id, session_id = %caller.session.id);
-    ApiResponse::ok(StatusCode::OK, "Logged out successfully", None)
-        .with_header(http::header::SET_COOKIE, session_cookie(app, ""))
+    Ok(Reply::ok(StatusCode::OK, "Logged out successfully", None)
+        .with_header(http::header::SET_COOKIE, session_cookie(app, "")))
 }
 
 /// `POST /api/auth/logout-all` — ends every session of the user.
-pub async fn logout_all(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match authenticate(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let ended = match app.sessions.revoke_all(caller.session.user_id, None).await {
-        Ok(ended) => ended.len(),
-        Err(e) => return e.into(),
-    };
-    app.gatekeeper.forget_user(caller.session.user_id);
+pub async fn logout_all(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    let ended = app
+        .access
+        .revoke_user(caller.session.user_id, None)
+        .await?
+        .len();
     tracing::info!(target: SECURITY, event = "logout_all", user_id = %caller.user.id, sessions_ended = ended);
-    ApiResponse::ok(
+    Ok(Reply::ok(
         StatusCode::OK,
         "Logged out from all devices",
         Some(json!({"sessions_ended": ended})),
-    )
+    ))
 }

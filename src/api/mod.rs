@@ -6,7 +6,6 @@
 mod account;
 pub mod browser;
 mod cors;
-mod errors;
 mod input;
 mod lockout;
 mod login;
@@ -20,8 +19,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http::{HeaderMap, Method};
 
-pub use crate::reply::{ApiResponse, FieldError};
-pub use errors::unavailable;
+pub use crate::reply::{FieldError, Reply};
 pub use input::Fields;
 pub use login::session_cookie;
 
@@ -42,13 +40,8 @@ pub struct ApiRequest {
     pub user_agent: String,
 }
 
-/// Whether a path is answered by the local API rather than routed upstream.
-pub fn is_local_path(path: &str) -> bool {
-    path == "/api/auth" || path.starts_with("/api/auth/") || path == "/.well-known/jwks.json"
-}
-
 /// Answers one local API request.
-pub async fn dispatch(app: &App, request: ApiRequest) -> ApiResponse {
+pub async fn dispatch(app: &App, request: ApiRequest) -> Reply {
     let cors = &app.config.cors;
     if let Some(preflight) = cors::preflight(cors, &request) {
         return preflight;
@@ -91,14 +84,16 @@ pub(crate) fn mail_language<'a>(
 /// Answers one request by the endpoint table alone, without the per-IP limits and CORS:
 /// for the gateway's own in-process calls that are not a client's API request (renewing a
 /// browser's access cookie, reading the account page).
-pub async fn call_unlimited(app: &App, request: &ApiRequest) -> ApiResponse {
+pub async fn call_unlimited(app: &App, request: &ApiRequest) -> Reply {
     route(app, request).await
 }
 
 /// `POST /api/auth/refresh-token` alone: rotates a refresh token (with reuse detection)
 /// for the gateway's renewal of a browser's expired access cookie.
-pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
-    login::refresh(app, request).await
+pub async fn refresh(app: &App, request: &ApiRequest) -> Reply {
+    login::refresh(app, request)
+        .await
+        .unwrap_or_else(|refusal| refusal)
 }
 
 /// Applies the per-IP limits of DESIGN section 5: `global` for all of `/api/auth/*` (except
@@ -107,7 +102,7 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> ApiResponse {
 async fn rate_limit(
     app: &App,
     request: &ApiRequest,
-) -> Result<Vec<(http::HeaderName, String)>, ApiResponse> {
+) -> Result<Vec<(http::HeaderName, String)>, Reply> {
     let limits = &app.config.rate_limits;
     let path = request.path.trim_end_matches('/');
     if !path.starts_with("/api/auth/") || path == "/api/auth/verify" {
@@ -141,12 +136,19 @@ async fn rate_limit(
 }
 
 /// The endpoint table: one line per endpoint, 405 for a known path with the wrong method.
-async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
+async fn route(app: &App, request: &ApiRequest) -> Reply {
+    endpoint(app, request)
+        .await
+        .unwrap_or_else(|refusal| refusal)
+}
+
+/// The handler for the request's method and path; the error is the answer too (a refusal).
+async fn endpoint(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let method = &request.method;
     let path = request.path.trim_end_matches('/');
     let is = |m: &Method| method == m;
     match path {
-        "/.well-known/jwks.json" if is(&Method::GET) || is(&Method::HEAD) => jwks(app),
+        "/.well-known/jwks.json" if is(&Method::GET) || is(&Method::HEAD) => Ok(jwks(app)),
         "/api/auth/register" if is(&Method::POST) => account::register(app, request).await,
         "/api/auth/verify-email" if is(&Method::POST) => account::verify_email(app, request).await,
         "/api/auth/resend-verification" if is(&Method::POST) => {
@@ -173,22 +175,22 @@ async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
         "/api/auth/enable-2fa" if is(&Method::POST) => two_factor::enable(app, request).await,
         "/api/auth/disable-2fa" if is(&Method::POST) => two_factor::disable(app, request).await,
         "/api/auth/verify" if is(&Method::GET) || is(&Method::HEAD) => {
-            verify::forward_auth(app, request).await
+            Ok(verify::forward_auth(app, request).await)
         }
         "/api/auth/openapi.json" if is(&Method::GET) || is(&Method::HEAD) => {
-            openapi::response()
+            Ok(openapi::response())
         }
         _ => {
             if let Some(id) = path.strip_prefix("/api/auth/sessions/") {
                 if is(&Method::DELETE) && !id.contains('/') {
                     return profile::delete_session(app, request, id).await;
                 }
-                return ApiResponse::method_not_allowed("DELETE");
+                return Err(Reply::method_not_allowed("DELETE"));
             }
-            match allowed_methods(path) {
-                Some(allow) => ApiResponse::method_not_allowed(allow),
-                None => ApiResponse::not_found(),
-            }
+            Err(match allowed_methods(path) {
+                Some(allow) => Reply::method_not_allowed(allow),
+                None => Reply::not_found(),
+            })
         }
     }
 }
@@ -220,7 +222,7 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
 }
 
 /// `GET /.well-known/jwks.json`
-fn jwks(app: &App) -> ApiResponse {
-    ApiResponse::raw(http::StatusCode::OK, app.keys.jwks())
+fn jwks(app: &App) -> Reply {
+    Reply::encoded(http::StatusCode::OK, app.keys.jwks_document())
         .with_header(http::header::CACHE_CONTROL, "public, max-age=300")
 }

@@ -6,21 +6,26 @@
 
 use std::sync::LazyLock;
 
+use bytes::Bytes;
 use http::StatusCode;
 use serde_json::Value;
 
-use crate::api::ApiResponse;
+use crate::reply::Reply;
 
 /// The document's text, as kept in the repository.
 pub const DOCUMENT: &str = include_str!("../../openapi/openapi.json");
 
-/// Parsed once: the document is a fixed part of the binary.
-static PARSED: LazyLock<Value> =
-    LazyLock::new(|| serde_json::from_str(DOCUMENT).unwrap_or_default());
+/// The document as served: parsed and serialised once (compact), shared by every answer.
+static SERVED: LazyLock<Bytes> = LazyLock::new(|| {
+    serde_json::from_str::<Value>(DOCUMENT)
+        .and_then(|doc| serde_json::to_vec(&doc))
+        .map(Bytes::from)
+        .unwrap_or_default()
+});
 
 /// `GET /api/auth/openapi.json`: the document, cacheable like the JWKS.
-pub fn response() -> ApiResponse {
-    ApiResponse::raw(StatusCode::OK, PARSED.clone())
+pub fn response() -> Reply {
+    Reply::encoded(StatusCode::OK, SERVED.clone())
         .with_header(http::header::CACHE_CONTROL, "public, max-age=300")
 }
 
@@ -32,6 +37,7 @@ mod tests {
     fn embedded_document_parses_as_openapi_3_1() {
         let doc: Value = serde_json::from_str(DOCUMENT).expect("openapi.json is valid JSON");
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1."));
-        assert_eq!(response().body, doc);
+        let served: Value = serde_json::from_slice(&response().body_bytes()).unwrap();
+        assert_eq!(served, doc);
     }
 }

@@ -4,10 +4,9 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::account::{check_name, parse_new_password, user_profile};
-use crate::access::credentials::authenticate;
 use super::lockout;
 use super::two_factor::LoginCodeError;
-use super::{ApiRequest, ApiResponse, FieldError, Fields};
+use super::{ApiRequest, FieldError, Fields, Reply};
 use crate::app::App;
 use crate::mail::MailKind;
 use crate::session::SessionId;
@@ -15,27 +14,19 @@ use crate::store::User;
 use crate::telemetry::SECURITY;
 
 /// `GET /api/auth/profile`
-pub async fn get_profile(app: &App, request: &ApiRequest) -> ApiResponse {
-    match authenticate(app, request).await {
-        Ok(caller) => ApiResponse::ok(
-            StatusCode::OK,
-            "Profile retrieved",
-            Some(json!({"user": user_profile(&caller.user)})),
-        ),
-        Err(e) => e,
-    }
+pub async fn get_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "Profile retrieved",
+        Some(json!({"user": user_profile(&caller.user)})),
+    ))
 }
 
 /// `PATCH /api/auth/profile`
-pub async fn update_profile(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match authenticate(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn update_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    let mut f = Fields::from_request(request)?;
     let first_name = f.optional("first_name");
     let last_name = f.optional("last_name");
     for (field, value) in [("first_name", &first_name), ("last_name", &last_name)] {
@@ -45,22 +36,17 @@ pub async fn update_profile(app: &App, request: &ApiRequest) -> ApiResponse {
             None => {}
         }
     }
-    if let Err(e) = f.finish() {
-        return e;
-    }
-    match app
+    f.finish()?;
+    let user = app
         .store
         .update_profile(caller.user.id, first_name, last_name)
-        .await
-    {
-        Ok(Some(user)) => ApiResponse::ok(
-            StatusCode::OK,
-            "Profile updated",
-            Some(json!({"user": user_profile(&user)})),
-        ),
-        Ok(None) => ApiResponse::not_found(),
-        Err(e) => e.into(),
-    }
+        .await?
+        .ok_or_else(Reply::not_found)?;
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "Profile updated",
+        Some(json!({"user": user_profile(&user)})),
+    ))
 }
 
 /// Proves that the caller is the account's owner right now, before a security change: the
@@ -74,7 +60,7 @@ pub(super) async fn step_up(
     user: &User,
     password_field: &str,
     with_code: bool,
-) -> Result<(), ApiResponse> {
+) -> Result<(), Reply> {
     let need_code = with_code && user.two_factor_enabled;
     let mut f = Fields::from_request(request)?;
     let password = f.required_raw(password_field);
@@ -85,14 +71,14 @@ pub(super) async fn step_up(
     };
     f.finish()?;
     let Some(password) = password else {
-        return Err(ApiResponse::validation(&[]));
+        return Err(Reply::validation(&[]));
     };
     let guess = lockout::claim(app, user, &password, request).await?;
     match app.hasher.verify(&password, &user.password_hash).await {
         Ok(true) => {}
         Ok(false) => {
             guess.failed(app, request, "wrong_current_password");
-            return Err(ApiResponse::validation(&[FieldError::new(
+            return Err(Reply::validation(&[FieldError::new(
                 password_field,
                 "is incorrect",
             )]));
@@ -104,14 +90,14 @@ pub(super) async fn step_up(
             Ok(_) => {}
             Err(LoginCodeError::Required) => {
                 guess.released(app).await?;
-                return Err(ApiResponse::validation(&[FieldError::new(
+                return Err(Reply::validation(&[FieldError::new(
                     "two_factor_code",
                     "is required",
                 )]));
             }
             Err(LoginCodeError::Wrong) => {
                 guess.failed(app, request, "wrong_two_factor_code");
-                return Err(ApiResponse::validation(&[FieldError::new(
+                return Err(Reply::validation(&[FieldError::new(
                     "two_factor_code",
                     "is not a current code or an unused recovery code",
                 )]));
@@ -123,45 +109,28 @@ pub(super) async fn step_up(
 }
 
 /// `POST /api/auth/change-password` — ends the user's other sessions.
-pub async fn change_password(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match authenticate(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    let mut f = Fields::from_request(request)?;
     let current = f.required_raw("current_password");
     let new = f.required_raw("new_password");
     let new = parse_new_password(&mut f, "new_password", new);
-    if let Err(e) = f.finish() {
-        return e;
-    }
+    f.finish()?;
     // The current password is checked (and counted) by the step-up below.
     let (Some(_), Some(new)) = (current, new) else {
-        return ApiResponse::validation(&[]);
+        return Err(Reply::validation(&[]));
     };
     if let Err(e) = step_up(app, request, &caller.user, "current_password", false).await {
         tracing::warn!(target: SECURITY, event = "password_change_refused", user_id = %caller.user.id);
-        return e;
+        return Err(e);
     }
-    let hash = match app.hasher.hash(new.expose()).await {
-        Ok(h) => h,
-        Err(e) => return e.into(),
-    };
-    if let Err(e) = app.store.set_password_hash(caller.user.id, &hash).await {
-        return e.into();
-    }
-    let ended = match app
-        .sessions
-        .revoke_all(caller.session.user_id, Some(&caller.session.id))
-        .await
-    {
-        Ok(ended) => ended.len(),
-        Err(e) => return e.into(),
-    };
-    app.gatekeeper.forget_user(caller.session.user_id);
+    let hash = app.hasher.hash(new.expose()).await?;
+    app.store.set_password_hash(caller.user.id, &hash).await?;
+    let ended = app
+        .access
+        .revoke_user(caller.session.user_id, Some(&caller.session.id))
+        .await?
+        .len();
     tracing::info!(target: SECURITY, event = "password_changed", user_id = %caller.user.id, sessions_ended = ended);
     app.mailer.send_in_background_in(
         super::mail_language(app, request, &caller.user),
@@ -169,45 +138,34 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> ApiResponse {
         &caller.user.first_name,
         MailKind::PasswordChanged,
     );
-    ApiResponse::ok(
+    Ok(Reply::ok(
         StatusCode::OK,
         "Password changed; other sessions have been ended",
         None,
-    )
+    ))
 }
 
 /// `POST /api/auth/deactivate` — the account goes inactive and every session ends.
-pub async fn deactivate(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match authenticate(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+pub async fn deactivate(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
     if let Err(e) = step_up(app, request, &caller.user, "password", false).await {
         tracing::warn!(target: SECURITY, event = "deactivation_refused", user_id = %caller.user.id);
-        return e;
+        return Err(e);
     }
-    if let Err(e) = app.store.set_active(caller.user.id, false).await {
-        return e.into();
-    }
-    let ended = match app.sessions.revoke_all(caller.session.user_id, None).await {
-        Ok(ended) => ended.len(),
-        Err(e) => return e.into(),
-    };
-    app.gatekeeper.forget_user(caller.session.user_id);
+    app.store.set_active(caller.user.id, false).await?;
+    let ended = app
+        .access
+        .revoke_user(caller.session.user_id, None)
+        .await?
+        .len();
     tracing::info!(target: SECURITY, event = "account_deactivated", user_id = %caller.user.id, sessions_ended = ended);
-    ApiResponse::ok(StatusCode::OK, "Account deactivated", None)
+    Ok(Reply::ok(StatusCode::OK, "Account deactivated", None))
 }
 
 /// `GET /api/auth/sessions` — the caller's live sessions.
-pub async fn list_sessions(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match authenticate(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let sessions = match app.sessions.list(caller.session.user_id).await {
-        Ok(s) => s,
-        Err(e) => return e.into(),
-    };
+pub async fn list_sessions(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    let sessions = app.sessions.list(caller.session.user_id).await?;
     let sessions: Vec<_> = sessions
         .iter()
         .map(|s| {
@@ -223,38 +181,32 @@ pub async fn list_sessions(app: &App, request: &ApiRequest) -> ApiResponse {
             })
         })
         .collect();
-    ApiResponse::ok(
+    Ok(Reply::ok(
         StatusCode::OK,
         "Sessions retrieved",
         Some(json!({"sessions": sessions})),
-    )
+    ))
 }
 
 /// `DELETE /api/auth/sessions/{id}` — ends one of the caller's own sessions.
-pub async fn delete_session(app: &App, request: &ApiRequest, id: &str) -> ApiResponse {
-    let caller = match authenticate(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+pub async fn delete_session(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
     let not_found = || {
-        ApiResponse::error(
+        Reply::error(
             StatusCode::NOT_FOUND,
             "session_not_found",
             "No such session",
         )
     };
     let Ok(session_id) = id.parse::<SessionId>() else {
-        return not_found();
+        return Err(not_found());
     };
     match app.sessions.get(&session_id).await {
         Ok(Some(s)) if s.user_id == caller.session.user_id => {}
-        Ok(_) => return not_found(),
-        Err(e) => return e.into(),
+        Ok(_) => return Err(not_found()),
+        Err(e) => return Err(e.into()),
     }
-    if let Err(e) = app.sessions.revoke(&session_id).await {
-        return e.into();
-    }
-    app.gatekeeper.forget_session(&session_id);
+    app.access.revoke_session(&session_id).await?;
     tracing::info!(target: SECURITY, event = "session_revoked", user_id = %caller.user.id, session_id = %session_id);
-    ApiResponse::ok(StatusCode::OK, "Session ended", None)
+    Ok(Reply::ok(StatusCode::OK, "Session ended", None))
 }

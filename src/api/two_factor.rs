@@ -10,8 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::StatusCode;
 use serde_json::json;
 
-use crate::access::credentials::{Caller, authenticate};
-use super::{ApiRequest, ApiResponse, FieldError, Fields};
+use super::{ApiRequest, FieldError, Fields, Reply};
+use crate::access::credentials::Caller;
 use crate::app::App;
 use crate::auth::totp::{
     REPLAY_TTL, TotpError, TotpSecret, generate_recovery_codes, hash_recovery_code,
@@ -28,7 +28,7 @@ pub enum LoginCodeError {
     /// A code was sent and is wrong, used or stale: counts as a failed attempt.
     Wrong,
     /// A backend could not be asked, or the stored secret cannot be opened.
-    Backend(ApiResponse),
+    Backend(Reply),
 }
 
 fn now_unix() -> u64 {
@@ -51,7 +51,7 @@ pub async fn check_login_code(
         return Err(LoginCodeError::Required);
     };
     let Some(sealed) = user.two_factor_secret.as_deref() else {
-        return Err(LoginCodeError::Backend(super::errors::internal(
+        return Err(LoginCodeError::Backend(Reply::internal(
             "two-factor secret",
             &"2FA is enabled but no secret is stored",
         )));
@@ -60,9 +60,7 @@ pub async fn check_login_code(
         .two_factor
         .secret_box()
         .open_secret(user.id.into(), sealed)
-        .map_err(|e| {
-            LoginCodeError::Backend(super::errors::internal("opening a TOTP secret", &e))
-        })?;
+        .map_err(|e| LoginCodeError::Backend(Reply::internal("opening a TOTP secret", &e)))?;
     if let Some(step) = verify_code(secret.as_bytes(), code, now_unix()) {
         return match app
             .sessions
@@ -92,10 +90,10 @@ pub async fn check_login_code(
 }
 
 /// A logged-in caller with a verified email, or the refusal.
-async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, ApiResponse> {
-    let caller = authenticate(app, request).await?;
+async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
     if !caller.user.is_verified {
-        return Err(ApiResponse::error(
+        return Err(Reply::error(
             StatusCode::FORBIDDEN,
             "email_not_verified",
             "Verify your email address before setting up two-factor authentication",
@@ -106,11 +104,7 @@ async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, ApiR
 
 /// With 2FA already on, a new second factor needs the step-up (password and a current
 /// code); without a password in the body the answer is 409 `two_factor_already_enabled`.
-async fn replacement_allowed(
-    app: &App,
-    request: &ApiRequest,
-    user: &User,
-) -> Result<(), ApiResponse> {
+async fn replacement_allowed(app: &App, request: &ApiRequest, user: &User) -> Result<(), Reply> {
     if !user.two_factor_enabled {
         return Ok(());
     }
@@ -118,7 +112,7 @@ async fn replacement_allowed(
         .optional("password")
         .is_some_and(|p| !p.is_empty());
     if !has_password {
-        return Err(ApiResponse::error(
+        return Err(Reply::error(
             StatusCode::CONFLICT,
             "two_factor_already_enabled",
             "Two-factor authentication is already on; send password and two_factor_code \
@@ -133,16 +127,11 @@ async fn replacement_allowed(
 }
 
 /// `POST /api/auth/setup-2fa` — a fresh secret to scan; nothing is stored yet.
-pub async fn setup(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match verified_caller(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    if let Err(e) = replacement_allowed(app, request, &caller.user).await {
-        return e;
-    }
-    match app.two_factor.setup(caller.user.email.as_str()) {
-        Ok(p) => ApiResponse::ok(
+pub async fn setup(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = verified_caller(app, request).await?;
+    replacement_allowed(app, request, &caller.user).await?;
+    Ok(match app.two_factor.setup(caller.user.email.as_str()) {
+        Ok(p) => Reply::ok(
             StatusCode::OK,
             "Scan the QR code with your authenticator app, then confirm with a code",
             Some(json!({
@@ -151,25 +140,19 @@ pub async fn setup(app: &App, request: &ApiRequest) -> ApiResponse {
                 "qr_code": p.qr_code_data_url,
             })),
         ),
-        Err(TotpError::InvalidAccountName) => ApiResponse::error(
+        Err(TotpError::InvalidAccountName) => Reply::error(
             StatusCode::BAD_REQUEST,
             "invalid_account_name",
             "This email address cannot be used as an authenticator account name",
         ),
-        Err(e) => super::errors::internal("two-factor setup", &e),
-    }
+        Err(e) => Reply::internal("two-factor setup", &e),
+    })
 }
 
 /// `POST /api/auth/enable-2fa` `{secret, token}` — turns 2FA on and returns recovery codes once.
-pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match verified_caller(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn enable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = verified_caller(app, request).await?;
+    let mut f = Fields::from_request(request)?;
     let secret = f.required("secret");
     let token = f.required("token");
     let secret = secret.and_then(|s| match TotpSecret::from_base32(&s) {
@@ -179,11 +162,9 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
             None
         }
     });
-    if let Err(e) = f.finish() {
-        return e;
-    }
+    f.finish()?;
     let (Some(secret), Some(token)) = (secret, token) else {
-        return ApiResponse::validation(&[]);
+        return Err(Reply::validation(&[]));
     };
     let user = &caller.user;
     // A second factor is a security change like a password: turning it on takes the
@@ -194,53 +175,39 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
     } else {
         super::profile::step_up(app, request, user, "password", false).await
     };
-    if let Err(e) = allowed {
-        return e;
-    }
+    allowed?;
     let Some(step) = verify_code(secret.as_bytes(), &token, now_unix()) else {
-        return ApiResponse::validation(&[FieldError::new(
+        return Err(Reply::validation(&[FieldError::new(
             "token",
             "is not the current code for this secret",
-        )]);
+        )]));
     };
     // The code that enabled 2FA cannot be replayed at login.
-    if let Err(e) = app
-        .sessions
+    app.sessions
         .claim_once(&replay_key(user.id.into(), step), REPLAY_TTL)
-        .await
-    {
-        return e.into();
-    }
+        .await?;
     let sealed = match app
         .two_factor
         .secret_box()
         .seal_secret(user.id.into(), &secret)
     {
         Ok(sealed) => sealed,
-        Err(e) => return super::errors::internal("sealing a TOTP secret", &e),
+        Err(e) => return Err(Reply::internal("sealing a TOTP secret", &e)),
     };
     let codes = generate_recovery_codes();
     let hashes: Vec<String> = codes
         .iter()
         .map(|c| hash_recovery_code(user.id.into(), c))
         .collect();
-    if let Err(e) = app.store.set_two_factor(user.id, Some(sealed)).await {
-        return e.into();
-    }
-    if let Err(e) = app.store.replace_recovery_codes(user.id, &hashes).await {
-        return e.into();
-    }
+    app.store.set_two_factor(user.id, Some(sealed)).await?;
+    app.store.replace_recovery_codes(user.id, &hashes).await?;
     // Sessions that never passed the new second factor must not outlive its arrival: one
     // of them could otherwise turn it off again.
-    let ended = match app
-        .sessions
-        .revoke_all(caller.session.user_id, Some(&caller.session.id))
-        .await
-    {
-        Ok(ended) => ended.len(),
-        Err(e) => return e.into(),
-    };
-    app.gatekeeper.forget_user(caller.session.user_id);
+    let ended = app
+        .access
+        .revoke_user(caller.session.user_id, Some(&caller.session.id))
+        .await?
+        .len();
     tracing::info!(target: SECURITY, event = "two_factor_enabled", user_id = %user.id, replaced = user.two_factor_enabled, sessions_ended = ended);
     app.mailer.send_in_background_in(
         super::mail_language(app, request, user),
@@ -248,35 +215,30 @@ pub async fn enable(app: &App, request: &ApiRequest) -> ApiResponse {
         &user.first_name,
         MailKind::TwoFactorEnabled,
     );
-    ApiResponse::ok(
+    Ok(Reply::ok(
         StatusCode::OK,
         "Two-factor authentication enabled. Store the recovery codes safely: they are shown once.",
         Some(json!({"recovery_codes": codes})),
-    )
+    ))
 }
 
 /// `POST /api/auth/disable-2fa` `{password, two_factor_code}` — turns 2FA off and forgets
 /// the secret and codes; the code (a current or recovery code) is required while 2FA is on.
-pub async fn disable(app: &App, request: &ApiRequest) -> ApiResponse {
-    let caller = match verified_caller(app, request).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+pub async fn disable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = verified_caller(app, request).await?;
     let user = &caller.user;
     if let Err(e) = super::profile::step_up(app, request, user, "password", true).await {
         tracing::warn!(target: SECURITY, event = "two_factor_disable_refused", user_id = %user.id);
-        return e;
+        return Err(e);
     }
     if !user.two_factor_enabled {
-        return ApiResponse::error(
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             "two_factor_not_enabled",
             "Two-factor authentication is not enabled",
-        );
+        ));
     }
-    if let Err(e) = app.store.set_two_factor(user.id, None).await {
-        return e.into();
-    }
+    app.store.set_two_factor(user.id, None).await?;
     tracing::info!(target: SECURITY, event = "two_factor_disabled", user_id = %user.id);
     app.mailer.send_in_background_in(
         super::mail_language(app, request, user),
@@ -284,5 +246,9 @@ pub async fn disable(app: &App, request: &ApiRequest) -> ApiResponse {
         &user.first_name,
         MailKind::TwoFactorDisabled,
     );
-    ApiResponse::ok(StatusCode::OK, "Two-factor authentication disabled", None)
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "Two-factor authentication disabled",
+        None,
+    ))
 }

@@ -7,13 +7,14 @@
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::{ApiRequest, ApiResponse};
+use super::browser::Browser;
+use super::{ApiRequest, Reply};
+use crate::access::policy::{Requirement, Verdict, authorize};
 use crate::app::App;
 use crate::config::Policy;
-use crate::access::policy::{Verdict, authorize};
 
 /// Answers a forward-auth subrequest.
-pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
+pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
     let mut policy = Policy::Authenticated;
     let mut roles = Vec::new();
     let mut require_verified_email = false;
@@ -34,23 +35,24 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
         }
     }
     let mut renewed_cookies = Vec::new();
-    let verdict = authorize(
+    let browser = Browser {
         app,
+        headers: &request.headers,
+        client_ip: request.client_ip,
+    };
+    let need = Requirement {
         policy,
-        &roles,
-        require_verified_email,
-        &request.headers,
-        None,
-        request.client_ip,
-    )
-    .await;
+        roles: &roles,
+        verified_email: require_verified_email,
+    };
+    let verdict = authorize(&app.access, need, &request.headers, None, &browser).await;
     let principal = match verdict {
         Verdict::Allow(Some(principal)) => principal,
         Verdict::Renewed { principal, cookies } => {
             renewed_cookies = cookies;
             principal
         }
-        Verdict::Allow(None) => return ApiResponse::ok(StatusCode::OK, "Allowed", None),
+        Verdict::Allow(None) => return Reply::ok(StatusCode::OK, "Allowed", None),
         Verdict::Refuse { response, reason } => {
             app.metrics
                 .auth_decisions
@@ -63,8 +65,8 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
         .auth_decisions
         .with_label_values(&["forward_auth", "allowed", "allowed"])
         .inc();
-    let names = &app.identity_headers;
-    let mut response = ApiResponse::ok(StatusCode::OK, "Authenticated", None)
+    let names = &app.access.identity_headers;
+    let mut response = Reply::ok(StatusCode::OK, "Authenticated", None)
         .with_header(names.user_id.clone(), principal.user_id_text())
         .with_header(names.email.clone(), principal.email())
         .with_header(names.roles.clone(), principal.roles().join(","))
@@ -78,7 +80,7 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> ApiResponse {
             },
         );
     if let Some(name) = &names.assertion
-        && let Some(assertion) = app.gatekeeper.assertion(&principal, &app.keys)
+        && let Some(assertion) = app.access.assertion(&principal)
     {
         response = response.with_header(HeaderName::clone(name), header_text(&assertion));
     }

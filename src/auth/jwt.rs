@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
@@ -194,7 +195,8 @@ pub struct KeyRing {
     header_b64: String,
     verifiers: HashMap<String, DecodingKey>,
     jwks: serde_json::Value,
-    jwks_json: String,
+    /// `jwks` serialised once: the body of `GET /.well-known/jwks.json`.
+    jwks_document: Bytes,
     refresh_key: [u8; 32],
     access_validation: Validation,
     assertion_validation: Validation,
@@ -252,7 +254,7 @@ impl KeyRing {
             verifiers.insert(kid, DecodingKey::from_ed_der(key.as_bytes()));
         }
         let jwks = serde_json::json!({ "keys": jwk_list });
-        let jwks_json = jwks.to_string();
+        let jwks_document = Bytes::from(jwks.to_string());
 
         let refresh_key = secrets::derive_key(signing_key.as_bytes(), REFRESH_KEY_LABEL);
 
@@ -278,7 +280,7 @@ impl KeyRing {
             header_b64,
             verifiers,
             jwks,
-            jwks_json,
+            jwks_document,
             refresh_key,
             access_validation,
             assertion_validation,
@@ -337,9 +339,10 @@ impl KeyRing {
         self.jwks.clone()
     }
 
-    /// The JWKS document, serialised once, for `GET /.well-known/jwks.json`.
-    pub fn jwks_json(&self) -> &str {
-        &self.jwks_json
+    /// The JWKS document as served at `GET /.well-known/jwks.json`: serialised once, shared
+    /// by every answer.
+    pub fn jwks_document(&self) -> Bytes {
+        self.jwks_document.clone()
     }
 
     /// The HMAC key for [`secrets::next_refresh_secret`].
@@ -873,7 +876,7 @@ mod tests {
         assert_eq!(keys.len(), 2);
         assert_eq!(keys[0]["kid"], ring.signing_kid());
         assert_eq!(keys[1]["kid"], jwk_thumbprint(&old));
-        let parsed: serde_json::Value = serde_json::from_str(ring.jwks_json()).unwrap();
+        let parsed: serde_json::Value = serde_json::from_slice(&ring.jwks_document()).unwrap();
         assert_eq!(parsed, ring.jwks());
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use crate::domain::password::MAX_PASSWORD_BYTES;
+use crate::reply::Reply;
 
 /// The lowest and highest costs bcrypt accepts.
 pub const BCRYPT_COST_RANGE: std::ops::RangeInclusive<u32> = 4..=31;
@@ -183,6 +184,13 @@ impl PasswordHasher {
         })
         .await
         .map_err(|_| PasswordError::WorkerStopped)
+    }
+}
+
+/// A hashing failure is a bug: 500, logged.
+impl From<PasswordError> for Reply {
+    fn from(e: PasswordError) -> Self {
+        Reply::internal("password hashing", &e)
     }
 }
 

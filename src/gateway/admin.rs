@@ -7,9 +7,9 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
-use crate::api::ApiResponse;
 use crate::app::App;
 use crate::gateway::respond::SECURITY_HEADERS;
+use crate::reply::Reply;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
@@ -31,8 +31,8 @@ impl AdminApp {
         let is_read = method == http::Method::GET || method == http::Method::HEAD;
         match path {
             "/metrics" | "/health" if !is_read => {
-                let r = ApiResponse::method_not_allowed("GET, HEAD");
-                (r.status, JSON, r.body_bytes())
+                let r = Reply::method_not_allowed("GET, HEAD");
+                (r.status, JSON, r.body_bytes().to_vec())
             }
             "/metrics" => (
                 StatusCode::OK,
@@ -44,8 +44,8 @@ impl AdminApp {
                 (status, JSON, serde_json::to_vec(&body).unwrap_or_default())
             }
             _ => {
-                let r = ApiResponse::not_found();
-                (r.status, JSON, r.body_bytes())
+                let r = Reply::not_found();
+                (r.status, JSON, r.body_bytes().to_vec())
             }
         }
     }

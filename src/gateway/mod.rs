@@ -26,17 +26,18 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
-use crate::api::{self, ApiRequest, ApiResponse};
-use crate::app::App;
 use crate::access::gatekeeper::Principal;
+use crate::access::policy::{self, Verdict};
+use crate::api::{self, ApiRequest};
+use crate::app::App;
 use crate::auth::secrets::contains_refresh_token;
 use crate::config;
 use crate::metrics::status_label;
+use crate::reply::Reply;
 use crate::telemetry::SECURITY;
 use canonical::Refusal;
 use forwarding::ProxyHeaders;
-use crate::access::policy::{self, Verdict};
-use routes::Route;
+use routes::{Route, RouteTable};
 
 pub use respond::{write_local_response, write_page};
 
@@ -48,6 +49,8 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 /// The proxy service.
 pub struct Gateway {
     app: Arc<App>,
+    /// The configured routes, upstreams resolved.
+    routes: RouteTable,
     /// Headers only a trusted proxy may send.
     proxy_headers: ProxyHeaders,
     /// Headers no client may send upstream.
@@ -55,15 +58,19 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Wraps the shared application state.
-    pub fn new(app: Arc<App>) -> Self {
+    /// Wraps the shared application state and builds the route table; fails on a route
+    /// the config cannot express (see [`RouteTable::from_config`]).
+    pub fn new(app: Arc<App>) -> anyhow::Result<Self> {
+        let routes =
+            RouteTable::from_config(&app.config, &app.metrics).map_err(|e| anyhow::anyhow!(e))?;
         let proxy_headers = ProxyHeaders::new(&app.config.server.proxy_headers);
         let strip_headers = ProxyHeaders::new(&app.config.server.strip_headers);
-        Self {
+        Ok(Self {
             app,
+            routes,
             proxy_headers,
             strip_headers,
-        }
+        })
     }
 }
 
@@ -154,7 +161,7 @@ impl ProxyHttp for Gateway {
             // An upstream that echoes the request would show the client its identity
             // headers and assertion (cross-site tracing).
             ctx.local = true;
-            let response = ApiResponse::method_not_allowed(ASTERISK_ALLOW);
+            let response = Reply::method_not_allowed(ASTERISK_ALLOW);
             write_local_response(session, &response).await?;
             return Ok(true);
         }
@@ -163,13 +170,13 @@ impl ProxyHttp for Gateway {
             Destination::Refuse(refusal) => {
                 ctx.local = true;
                 let response =
-                    ApiResponse::error(StatusCode::BAD_REQUEST, refusal.code(), refusal.message());
+                    Reply::error(StatusCode::BAD_REQUEST, refusal.code(), refusal.message());
                 respond::write_closing_response(session, &response).await?;
                 return Ok(true);
             }
             Destination::Asterisk => {
                 ctx.local = true;
-                let response = ApiResponse::raw(StatusCode::NO_CONTENT, serde_json::Value::Null)
+                let response = Reply::empty(StatusCode::NO_CONTENT)
                     .with_header(http::header::ALLOW, ASTERISK_ALLOW);
                 write_local_response(session, &response).await?;
                 return Ok(true);
@@ -179,9 +186,9 @@ impl ProxyHttp for Gateway {
                 let method = &session.req_header().method;
                 let response = if method == Method::GET || method == Method::HEAD {
                     let (status, body) = self.app.health().await;
-                    ApiResponse::raw(status, body)
+                    Reply::json(status, body)
                 } else {
-                    ApiResponse::method_not_allowed("GET, HEAD")
+                    Reply::method_not_allowed("GET, HEAD")
                 };
                 write_local_response(session, &response).await?;
                 return Ok(true);
@@ -215,7 +222,7 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
             Destination::Unmatched => {
-                write_local_response(session, &ApiResponse::not_found()).await?;
+                write_local_response(session, &Reply::not_found()).await?;
                 return Ok(true);
             }
         };
@@ -238,14 +245,22 @@ impl ProxyHttp for Gateway {
             Some(target) => target.as_str(),
             None => header.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         };
+        let need = policy::Requirement {
+            policy: route.policy,
+            roles: &route.roles,
+            verified_email: route.require_verified_email,
+        };
+        let browser = api::browser::Browser {
+            app: &self.app,
+            headers: &header.headers,
+            client_ip: ctx.client_ip,
+        };
         let verdict = policy::authorize(
-            &self.app,
-            route.policy,
-            &route.roles,
-            route.require_verified_email,
+            &self.app.access,
+            need,
             &header.headers,
             Some(target),
-            ctx.client_ip,
+            &browser,
         )
         .await;
         match verdict {
@@ -442,7 +457,7 @@ impl Gateway {
         upstream_request: &mut RequestHeader,
         principal: &Principal,
     ) -> Result<()> {
-        let names = &self.app.identity_headers.wire;
+        let names = &self.app.access.identity_headers.wire;
         let values = principal.header_values();
         upstream_request.insert_header(names.user_id.clone(), values.user_id)?;
         upstream_request.insert_header(names.email.clone(), values.email)?;
@@ -450,7 +465,7 @@ impl Gateway {
         upstream_request.insert_header(names.session_id.clone(), values.session_id)?;
         upstream_request.insert_header(names.email_verified.clone(), values.email_verified)?;
         if let Some(name) = &names.assertion
-            && let Some(assertion) = self.app.gatekeeper.assertion(principal, &self.app.keys)
+            && let Some(assertion) = self.app.access.assertion(principal)
         {
             upstream_request.insert_header(name.clone(), assertion)?;
         }
@@ -487,7 +502,7 @@ impl Gateway {
         }
         let path = canonical.path.as_ref();
         let portal = self.app.portal.owns(path);
-        if path == "/health" || api::is_local_path(path) || portal {
+        if config::is_local_path(path) || portal {
             if canonical.flags.encoded_slash {
                 return Destination::Refuse(Refusal::EncodedSlash);
             }
@@ -514,7 +529,6 @@ impl Gateway {
             return Destination::Refuse(Refusal::AmbiguousCase);
         }
         match self
-            .app
             .routes
             .route_for(canonical.host.as_deref(), path, canonical.flags)
         {
@@ -543,7 +557,7 @@ impl Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &RequestCtx,
     ) -> Result<()> {
-        let identity = &self.app.identity_headers;
+        let identity = &self.app.access.identity_headers;
         let spoofed = identity.spoofed(upstream_request.headers.keys());
         for name in &spoofed {
             upstream_request.remove_header(name);
@@ -649,7 +663,7 @@ impl Gateway {
         client_ip: IpAddr,
         path: String,
         query: Option<String>,
-    ) -> Result<std::result::Result<ApiRequest, ApiResponse>> {
+    ) -> Result<std::result::Result<ApiRequest, Reply>> {
         let max = self.app.config.server.max_body_bytes;
         let header = session.req_header();
         let method = header.method.clone();
@@ -684,7 +698,7 @@ impl Gateway {
                 Err(_) => {
                     // The rest of the body is still on the wire: this connection is done.
                     session.set_keepalive(None);
-                    return Ok(Err(ApiResponse::error(
+                    return Ok(Err(Reply::error(
                         StatusCode::REQUEST_TIMEOUT,
                         "request_timeout",
                         "The request body did not arrive in time",
@@ -789,8 +803,8 @@ fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn payload_too_large(max: usize) -> ApiResponse {
-    ApiResponse::error(
+fn payload_too_large(max: usize) -> Reply {
+    Reply::error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
         &format!("Request body exceeds {max} bytes"),
@@ -822,7 +836,7 @@ fn classify_failure(e: &Error) -> (Option<StatusCode>, Option<&'static str>) {
     }
 }
 
-fn failure_response(status: StatusCode) -> ApiResponse {
+fn failure_response(status: StatusCode) -> Reply {
     let (code, message) = match status {
         StatusCode::BAD_GATEWAY => (
             "upstream_unavailable",
@@ -835,5 +849,5 @@ fn failure_response(status: StatusCode) -> ApiResponse {
         StatusCode::BAD_REQUEST => ("bad_request", "Malformed request"),
         _ => ("internal_error", "Internal error"),
     };
-    ApiResponse::error(status, code, message)
+    Reply::error(status, code, message)
 }

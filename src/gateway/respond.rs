@@ -10,8 +10,8 @@ use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
-use crate::api::ApiResponse;
 use crate::portal::Page;
+use crate::reply::Reply;
 
 /// Security headers on everything Portcullis answers itself (Helmet's set, minus HSTS,
 /// which only makes sense over TLS).
@@ -28,7 +28,7 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// Builds the response header for a local answer, security headers included.
-pub fn local_response_header(response: &ApiResponse, body_len: usize) -> Result<ResponseHeader> {
+pub fn local_response_header(response: &Reply, body_len: usize) -> Result<ResponseHeader> {
     let mut header = ResponseHeader::build(response.status, Some(8 + response.headers.len()))?;
     if body_len > 0 {
         header.insert_header(CONTENT_TYPE, "application/json")?;
@@ -50,28 +50,23 @@ pub fn local_response_header(response: &ApiResponse, body_len: usize) -> Result<
 }
 
 /// Sends `response` and ends the exchange, keeping the connection reusable.
-pub async fn write_local_response(session: &mut Session, response: &ApiResponse) -> Result<()> {
+pub async fn write_local_response(session: &mut Session, response: &Reply) -> Result<()> {
     session.set_keepalive(Some(60));
     write_response(session, response).await
 }
 
 /// Sends `response` with `Connection: close`: for failures after which the connection
 /// cannot be reused, so clients do not pool a socket that is about to close.
-pub async fn write_closing_response(session: &mut Session, response: &ApiResponse) -> Result<()> {
+pub async fn write_closing_response(session: &mut Session, response: &Reply) -> Result<()> {
     session.set_keepalive(None);
     write_response(session, response).await
 }
 
-async fn write_response(session: &mut Session, response: &ApiResponse) -> Result<()> {
-    // A null body means "no body" (204 answers, preflights).
-    let full = if response.body.is_null() {
-        Vec::new()
-    } else {
-        response.body_bytes()
-    };
+async fn write_response(session: &mut Session, response: &Reply) -> Result<()> {
+    let full = response.body_bytes();
     let header = local_response_header(response, full.len())?;
     let body = if session.req_header().method == http::Method::HEAD {
-        Vec::new()
+        Bytes::new()
     } else {
         full
     };
@@ -79,9 +74,7 @@ async fn write_response(session: &mut Session, response: &ApiResponse) -> Result
         .write_response_header(Box::new(header), body.is_empty())
         .await?;
     if !body.is_empty() {
-        session
-            .write_response_body(Some(Bytes::from(body)), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
     }
     Ok(())
 }

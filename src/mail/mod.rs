@@ -23,8 +23,8 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{Address, Message};
 use minijinja::Value;
 use prometheus::{IntCounterVec, Opts};
-use tokio::runtime::Handle;
 
+use crate::backend::{Backend, BackendError};
 use crate::config::MailConfig;
 use crate::metrics::Metrics;
 
@@ -210,7 +210,7 @@ pub struct Mailer {
     pages_url: String,
     templates: Templates,
     transport: Arc<dyn MailTransport>,
-    runtime: Handle,
+    backend: Backend,
     login_notifications: bool,
     sent: IntCounterVec,
     failed: IntCounterVec,
@@ -235,11 +235,11 @@ impl Mailer {
         public_url: &str,
         metrics: &Metrics,
     ) -> Result<Mailer, MailError> {
-        let runtime = Handle::try_current().map_err(|_| MailError::NoRuntime)?;
+        let backend = Backend::current().ok_or(MailError::NoRuntime)?;
         let spec = TransportSpec::parse(&config.url)?;
         let from = parse_from(&config.from)?;
         let templates = Templates::load(templates_dir(config))?;
-        let transport: Arc<dyn MailTransport> = Arc::from(spec.open(&runtime)?);
+        let transport: Arc<dyn MailTransport> = Arc::from(spec.open(backend.handle())?);
 
         let (sent, failed) = counters();
         metrics.register(Box::new(sent.clone()));
@@ -253,7 +253,7 @@ impl Mailer {
             pages_url: public_url.trim_end_matches('/').to_owned(),
             templates,
             transport,
-            runtime,
+            backend,
             login_notifications: config.login_notifications,
             sent,
             failed,
@@ -323,12 +323,6 @@ impl Mailer {
         result
     }
 
-    /// The long-lived backend runtime mail is sent on, for work that must finish after the
-    /// answer has gone (a reset token written, then mailed).
-    pub fn background(&self) -> &Handle {
-        &self.runtime
-    }
-
     /// Sends on the mailer's runtime without waiting: failures are logged and counted, never
     /// returned, so a response never waits for or fails on mail.
     pub fn send_in_background(self: &Arc<Self>, to: &str, first_name: &str, mail: MailKind) {
@@ -347,7 +341,7 @@ impl Mailer {
         let to = to.to_owned();
         let first_name = first_name.to_owned();
         let language = language.to_owned();
-        self.runtime.spawn(async move {
+        self.backend.spawn(async move {
             let kind = mail.name();
             if let Err(e) = this.send_in(&language, &to, &first_name, mail).await {
                 tracing::warn!(kind, error = %e, "mail not sent");
@@ -377,13 +371,15 @@ impl Mailer {
         // Deliver on the mailer's own runtime: the SMTP pool and its sockets live there,
         // whatever runtime the caller is on.
         match self
-            .runtime
-            .spawn(async move { transport.send(message).await })
+            .backend
+            .run(async move { transport.send(message).await })
             .await
         {
             Ok(result) => result,
-            Err(e) if e.is_cancelled() => Err(MailError::RuntimeGone),
-            Err(_) => Err(MailError::Delivery("the delivery task panicked".into())),
+            Err(BackendError::Panicked) => {
+                Err(MailError::Delivery("the delivery task panicked".into()))
+            }
+            Err(_) => Err(MailError::RuntimeGone),
         }
     }
 

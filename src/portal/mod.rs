@@ -13,347 +13,23 @@
 pub mod csrf;
 pub mod i18n;
 mod pages;
+pub mod site;
+
+use site::to_value;
+pub use site::{Page, Portal};
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use minijinja::{Environment, Value};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use minijinja::Value;
 use serde_json::json;
 
-use crate::api::{ApiRequest, ApiResponse, browser};
+use crate::api::{ApiRequest, browser};
 use crate::app::App;
-use crate::auth::secrets::{derive_key, is_token_shaped};
-use crate::auth::totp::SecretBox;
-use crate::config::Config;
-use csrf::CsrfKey;
-use i18n::{Catalog, Catalogs};
-
-/// Every template file, with its built-in text.
-const BUILT_IN: &[(&str, &str)] = &[
-    (
-        "layout.html",
-        include_str!("../../config/portal/templates/layout.html"),
-    ),
-    (
-        "forms.html",
-        include_str!("../../config/portal/templates/forms.html"),
-    ),
-    (
-        "login.html",
-        include_str!("../../config/portal/templates/login.html"),
-    ),
-    (
-        "two_factor.html",
-        include_str!("../../config/portal/templates/two_factor.html"),
-    ),
-    (
-        "register.html",
-        include_str!("../../config/portal/templates/register.html"),
-    ),
-    (
-        "verify_email.html",
-        include_str!("../../config/portal/templates/verify_email.html"),
-    ),
-    (
-        "forgot_password.html",
-        include_str!("../../config/portal/templates/forgot_password.html"),
-    ),
-    (
-        "reset_password.html",
-        include_str!("../../config/portal/templates/reset_password.html"),
-    ),
-    (
-        "account.html",
-        include_str!("../../config/portal/templates/account.html"),
-    ),
-    (
-        "two_factor_setup.html",
-        include_str!("../../config/portal/templates/two_factor_setup.html"),
-    ),
-    (
-        "recovery_codes.html",
-        include_str!("../../config/portal/templates/recovery_codes.html"),
-    ),
-    (
-        "logout.html",
-        include_str!("../../config/portal/templates/logout.html"),
-    ),
-    (
-        "message.html",
-        include_str!("../../config/portal/templates/message.html"),
-    ),
-    ("portal.css", include_str!("../../config/portal/portal.css")),
-];
-
-/// The page templates a browser is shown: each is rendered
-/// once at start so that a broken override stops the server, naming the file.
-const PAGES: &[&str] = &[
-    "login.html",
-    "two_factor.html",
-    "register.html",
-    "verify_email.html",
-    "forgot_password.html",
-    "reset_password.html",
-    "account.html",
-    "two_factor_setup.html",
-    "recovery_codes.html",
-    "logout.html",
-    "message.html",
-];
-
-/// How long the second sign-in step may follow the first.
-const LOGIN_TICKET_TTL_SECS: i64 = 300;
-
-/// Any serializable value as a template value.
-fn to_value<T: serde::Serialize>(value: T) -> Value {
-    Value::from(minijinja::value::Serde(value))
-}
-
-/// A page (or the stylesheet) to send: status, headers, body.
-#[derive(Clone, Debug)]
-pub struct Page {
-    pub status: StatusCode,
-    pub headers: Vec<(HeaderName, String)>,
-    pub content_type: &'static str,
-    pub body: Bytes,
-}
-
-/// The portal of one gateway: templates, languages, keys, built once at start.
-pub struct Portal {
-    enabled: bool,
-    prefix: String,
-    env: Environment<'static>,
-    catalogs: Catalogs,
-    csrf: CsrfKey,
-    tickets: SecretBox,
-    stylesheet: Bytes,
-    csp: String,
-    public_origin: String,
-    public_host: String,
-    allowed_return_hosts: Vec<String>,
-    title: String,
-    logo_url: String,
-}
-
-impl std::fmt::Debug for Portal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Portal")
-            .field("enabled", &self.enabled)
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Portal {
-    /// Loads the templates (with overrides) and catalogues and derives the portal's keys
-    /// from `master` (the refresh-rotation key, shared by every instance). Fails naming the
-    /// template or catalogue at fault.
-    pub fn new(config: &Config, master: &[u8; 32]) -> Result<Self, String> {
-        let p = &config.portal;
-        let dir = (!p.templates_dir.trim().is_empty()).then(|| Path::new(p.templates_dir.trim()));
-        if let Some(dir) = dir
-            && !dir.is_dir()
-        {
-            return Err(format!(
-                "invalid value for `portal.templates_dir` ({}): is not a directory",
-                dir.display()
-            ));
-        }
-        let mut env = Environment::new();
-        // Pages share one layout and show optional parts (`errors.email`, `values.email`)
-        // only when present: a missing value is empty, not an error.
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-        for (name, built_in) in BUILT_IN {
-            let source = match dir.map(|d| d.join(name)) {
-                Some(path) if path.is_file() => std::fs::read_to_string(&path)
-                    .map_err(|e| format!("portal template {}: {e}", path.display()))?,
-                _ => (*built_in).to_owned(),
-            };
-            env.add_template_owned(*name, source)
-                .map_err(|e| format!("portal template {name}: {e}"))?;
-        }
-        let catalogs = Catalogs::load(dir, &p.default_language)?;
-        let stylesheet = env
-            .get_template("portal.css")
-            .and_then(|t| t.render(minijinja::context! { accent => p.accent_color.as_str() }))
-            .map_err(|e| format!("portal template portal.css: {e}"))?;
-        let public = url::Url::parse(&config.server.public_url)
-            .map_err(|e| format!("server.public_url: {e}"))?;
-        let public_origin = public.origin().ascii_serialization();
-        let public_host = public.host_str().unwrap_or("").to_ascii_lowercase();
-
-        let mut img_src = String::from("'self' data:");
-        if let Ok(logo) = url::Url::parse(&p.logo_url) {
-            img_src.push(' ');
-            img_src.push_str(&logo.origin().ascii_serialization());
-        }
-        // Chrome applies form-action to the redirect after a post: list the return hosts.
-        let mut form_action = String::from("'self'");
-        for host in &p.allowed_return_hosts {
-            form_action.push_str(&format!(" https://{host} http://{host}"));
-        }
-        let csp = format!(
-            "default-src 'none'; style-src 'self'; img-src {img_src}; form-action {form_action}; \
-             frame-ancestors 'none'; base-uri 'none'"
-        );
-        let portal = Self {
-            enabled: p.enabled,
-            prefix: p.path_prefix.clone(),
-            env,
-            catalogs,
-            csrf: CsrfKey::new(derive_key(master, "portcullis/portal-csrf/v1")),
-            tickets: SecretBox::from_key(&derive_key(master, "portcullis/portal-login-ticket/v1")),
-            stylesheet: Bytes::from(stylesheet),
-            csp,
-            public_origin,
-            public_host,
-            allowed_return_hosts: p.allowed_return_hosts.clone(),
-            title: p.title.clone(),
-            logo_url: p.logo_url.clone(),
-        };
-        portal.check_templates()?;
-        Ok(portal)
-    }
-
-    /// Renders every page once with sample values, so a broken override fails the start.
-    fn check_templates(&self) -> Result<(), String> {
-        for catalog in self.catalogs.all() {
-            for page in PAGES {
-                let mut context = self.sample_context(catalog);
-                context.insert("ticket", Value::from("sample"));
-                self.env
-                    .get_template(page)
-                    .and_then(|t| t.render(Value::from(context)))
-                    .map_err(|e| format!("portal template {page} ({}): {e}", catalog.code))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn sample_context(&self, catalog: &Catalog) -> BTreeMap<&'static str, Value> {
-        let mut context = BTreeMap::new();
-        context.insert("lang", Value::from(catalog.code.as_str()));
-        context.insert("t", catalog.value());
-        context.insert(
-            "site",
-            to_value(json!({"title": self.title, "logo_url": self.logo_url})),
-        );
-        context.insert(
-            "css_href",
-            Value::from(format!("{}/portal.css", self.prefix)),
-        );
-        context.insert("prefix", Value::from(self.prefix.as_str()));
-        context.insert("languages", Value::from(Vec::<Value>::new()));
-        context.insert("csrf", Value::from("sample"));
-        context.insert("page_title", Value::from("sample"));
-        context.insert(
-            "user",
-            to_value(json!({"email": "ada@example.com", "first_name": "Ada",
-                "last_name": "Lovelace", "is_verified": false, "two_factor_enabled": false})),
-        );
-        context.insert(
-            "sessions",
-            to_value(json!([{"id": "s", "ip": "192.0.2.1", "user_agent": "",
-                "created_at": "", "last_seen_at": "", "current": false}])),
-        );
-        context.insert("codes", to_value(json!(["abcd-efgh-ijkl"])));
-        context.insert("errors", to_value(json!({"email": ["sample"]})));
-        context.insert("values", to_value(json!({"email": "ada@example.com"})));
-        context.insert("paragraphs", to_value(json!(["sample"])));
-        context
-    }
-
-    /// The language code for an `Accept-Language` header (mails follow it).
-    pub fn language_for(&self, accept_language: Option<&str>) -> &str {
-        &self.catalogs.negotiate(None, None, accept_language).code
-    }
-
-    /// Whether the portal answers `path` (canonical).
-    pub fn owns(&self, path: &str) -> bool {
-        self.enabled && crate::config::is_under(path, &self.prefix, false)
-    }
-
-    /// The account page, where a browser whose address is not yet proven is sent (it offers
-    /// a fresh verification mail); `None` when the portal is off.
-    pub fn account_page(&self) -> Option<String> {
-        self.enabled.then(|| format!("{}/account", self.prefix))
-    }
-
-    /// The sign-in page, where unauthenticated browsers go when `server.login_url` is
-    /// empty; `None` when the portal is off.
-    pub fn login_page(&self) -> Option<String> {
-        self.enabled.then(|| format!("{}/login", self.prefix))
-    }
-
-    /// The `return_to` a browser may be sent on to: a path on this site, or an http(s) URL
-    /// on this host or one of `portal.allowed_return_hosts`. Anything else (`//host`,
-    /// `/\host`, other schemes, userinfo, control characters) is refused.
-    pub fn safe_return_to(&self, raw: &str) -> Option<String> {
-        let raw = raw.trim();
-        // Visible ASCII only: it goes into a Location header as it is (browsers send
-        // anything else percent-encoded), and no control character or space hides in it.
-        if raw.is_empty()
-            || raw.len() > 2048
-            || raw.contains('\\')
-            || !raw.bytes().all(|b| b.is_ascii_graphic())
-        {
-            return None;
-        }
-        if raw.starts_with('/') {
-            return (!raw.starts_with("//")).then(|| raw.to_owned());
-        }
-        let url = url::Url::parse(raw).ok()?;
-        if !matches!(url.scheme(), "http" | "https")
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
-            return None;
-        }
-        let host = url.host_str()?.to_ascii_lowercase();
-        let allowed = host == self.public_host || self.allowed_return_hosts.contains(&host);
-        allowed.then(|| url.to_string())
-    }
-
-    fn seal_ticket(&self, email: &str, password: &str, remember_me: bool) -> Option<String> {
-        let expires = chrono::Utc::now().timestamp() + LOGIN_TICKET_TTL_SECS;
-        let plain = json!({"e": email, "p": password, "r": remember_me, "x": expires}).to_string();
-        let sealed = self
-            .tickets
-            .encrypt(uuid::Uuid::nil(), plain.as_bytes())
-            .ok()?;
-        Some(URL_SAFE_NO_PAD.encode(sealed))
-    }
-
-    fn open_ticket(&self, ticket: &str) -> Option<(String, String, bool)> {
-        let sealed = URL_SAFE_NO_PAD.decode(ticket.trim()).ok()?;
-        let plain = self.tickets.decrypt(uuid::Uuid::nil(), &sealed).ok()?;
-        let value: serde_json::Value = serde_json::from_slice(&plain).ok()?;
-        if value["x"].as_i64()? < chrono::Utc::now().timestamp() {
-            return None;
-        }
-        Some((
-            value["e"].as_str()?.to_owned(),
-            value["p"].as_str()?.to_owned(),
-            value["r"].as_bool().unwrap_or(false),
-        ))
-    }
-
-    fn stylesheet_page(&self) -> Page {
-        Page {
-            status: StatusCode::OK,
-            headers: vec![(
-                http::header::CACHE_CONTROL,
-                "public, max-age=3600".to_owned(),
-            )],
-            content_type: "text/css; charset=utf-8",
-            body: self.stylesheet.clone(),
-        }
-    }
-}
+use crate::auth::secrets::is_token_shaped;
+use crate::reply::Reply;
+use i18n::Catalog;
 
 /// Answers one request under the portal's prefix. Never fails: every problem is a page.
 pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
@@ -409,7 +85,7 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
 }
 
 /// The page for a request the gateway refused before the portal saw it (413, 408).
-pub fn refusal_page(app: &App, request_headers: &HeaderMap, refusal: &ApiResponse) -> Page {
+pub fn refusal_page(app: &App, request_headers: &HeaderMap, refusal: &Reply) -> Page {
     let catalog = app.portal.catalogs.negotiate(
         None,
         browser::cookie(request_headers, i18n::LANGUAGE_COOKIE),
@@ -747,7 +423,7 @@ impl<'a> Visit<'a> {
     }
 
     /// A page for an API answer that is not one the form can show next to its fields.
-    fn failure(&mut self, response: &ApiResponse) -> Page {
+    fn failure(&mut self, response: &Reply) -> Page {
         let key = error_key(response);
         let back = self.path("/login");
         self.message(
@@ -839,7 +515,7 @@ impl<'a> Visit<'a> {
         bearer: Option<&str>,
         body: Option<serde_json::Value>,
         limited: bool,
-    ) -> ApiResponse {
+    ) -> Reply {
         let mut headers = HeaderMap::new();
         if body.is_some() {
             headers.insert(
@@ -894,11 +570,7 @@ impl<'a> Visit<'a> {
             return;
         };
         let app = self.app;
-        let Ok(principal) = app
-            .gatekeeper
-            .check(&token, &app.keys, &*app.sessions, &*app.store)
-            .await
-        else {
+        let Ok(principal) = app.access.check(&token).await else {
             return;
         };
         let user = crate::domain::UserId::from_uuid(principal.user_id());
@@ -910,11 +582,7 @@ impl<'a> Visit<'a> {
     async fn find_sign_in(&mut self) -> Option<String> {
         let app = self.app;
         if let Some(token) = browser::cookie(&self.request.headers, app.cookie_name())
-            && app
-                .gatekeeper
-                .check(token, &app.keys, &*app.sessions, &*app.store)
-                .await
-                .is_ok()
+            && app.access.check(token).await.is_ok()
         {
             return Some(token.to_owned());
         }
@@ -936,9 +604,9 @@ impl<'a> Visit<'a> {
 
     /// Field errors and the form-level message of a refused API call, in this language.
     /// `field_id` maps the API's field names to the ids of this page's inputs.
-    fn feedback(&self, response: &ApiResponse, field_id: impl Fn(&str) -> String) -> Feedback {
+    fn feedback(&self, response: &Reply, field_id: impl Fn(&str) -> String) -> Feedback {
         let mut feedback = Feedback::default();
-        if let Some(errors) = response.body["errors"].as_array() {
+        if let Some(errors) = response.body_json()["errors"].as_array() {
             for error in errors {
                 let (Some(field), Some(message)) =
                     (error["field"].as_str(), error["message"].as_str())
@@ -960,8 +628,8 @@ impl<'a> Visit<'a> {
 }
 
 /// The catalogue key that explains a refused API call.
-fn error_key(response: &ApiResponse) -> &'static str {
-    match response.body["code"].as_str().unwrap_or("") {
+fn error_key(response: &Reply) -> &'static str {
+    match response.body_json()["code"].as_str().unwrap_or("") {
         "invalid_credentials" => "error_invalid_credentials",
         "account_locked" => "error_locked",
         "account_deactivated" => "error_deactivated",
@@ -977,7 +645,10 @@ fn error_key(response: &ApiResponse) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::config::Config;
 
     fn portal(extra: &str) -> Portal {
         let config =

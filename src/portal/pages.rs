@@ -7,8 +7,8 @@ use serde_json::json;
 
 use super::{Feedback, Form, Page, Visit, to_value};
 use crate::api::browser;
-use crate::api::ApiResponse;
 use crate::auth::secrets::is_token_shaped;
+use crate::reply::Reply;
 
 /// Paths (below the prefix) that show a page.
 pub(super) const GET_PATHS: &[&str] = &[
@@ -246,7 +246,10 @@ async fn login(v: &mut Visit<'_>, form: Form) -> Page {
     let response = v
         .api(Method::POST, "/api/auth/login", None, Some(body), true)
         .await;
-    let code_of = response.body["code"].as_str().unwrap_or("").to_owned();
+    let code_of = response.body_json()["code"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     if response.status == StatusCode::OK {
         return match browser::cookies_for_tokens(v.app, &response) {
             Some((_, cookies)) => {
@@ -420,7 +423,7 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
             true,
         )
         .await;
-    match (response.status, response.body["code"].as_str()) {
+    match (response.status, response.body_json()["code"].as_str()) {
         (StatusCode::OK, _) => {
             v.cookies.extend(browser::clearing_cookies(v.app));
             let login = v.path("/login");
@@ -492,7 +495,7 @@ async fn account_page(
     let sessions = v
         .api(Method::GET, "/api/auth/sessions", Some(token), None, false)
         .await;
-    let sessions: Vec<serde_json::Value> = sessions.body["data"]["sessions"]
+    let sessions: Vec<serde_json::Value> = sessions.body_json()["data"]["sessions"]
         .as_array()
         .map(|list| {
             list.iter()
@@ -509,7 +512,7 @@ async fn account_page(
                 .collect()
         })
         .unwrap_or_default();
-    let user = profile.body["data"]["user"].clone();
+    let user = profile.body_json()["data"]["user"].clone();
     v.render(
         "account.html",
         status,
@@ -524,7 +527,7 @@ async fn account_page(
 async fn account_outcome(
     v: &mut Visit<'_>,
     token: &str,
-    response: ApiResponse,
+    response: Reply,
     done: &str,
     field_id: impl Fn(&str) -> String,
 ) -> Page {
@@ -626,7 +629,7 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
             if r.status != StatusCode::OK {
                 return account_outcome(v, token, r, "", str::to_owned).await;
             }
-            let data = &r.body["data"];
+            let data = &r.body_json()["data"];
             let (secret, qr) = (
                 data["secret"].as_str().unwrap_or("").to_owned(),
                 data["qr_code"].as_str().unwrap_or("").to_owned(),
@@ -650,7 +653,7 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
                 )
                 .await;
             if r.status == StatusCode::OK {
-                let codes = r.body["data"]["recovery_codes"].clone();
+                let codes = r.body_json()["data"]["recovery_codes"].clone();
                 return v.render(
                     "recovery_codes.html",
                     StatusCode::OK,
@@ -666,7 +669,7 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
             let profile = v
                 .api(Method::GET, "/api/auth/profile", Some(token), None, false)
                 .await;
-            let email = profile.body["data"]["user"]["email"]
+            let email = profile.body_json()["data"]["user"]["email"]
                 .as_str()
                 .unwrap_or("")
                 .to_owned();

@@ -78,7 +78,7 @@ impl FallbackLimiter {
         let state: Weak<Outage> = Arc::downgrade(&self.state);
         // On the owning runtime, which lives as long as the gateway; if it is already
         // gone, the handle's task is simply never run and limits stay local.
-        self.primary.runtime().spawn(async move {
+        self.primary.backend().spawn(async move {
             loop {
                 let Some(interval) = state.upgrade().map(|s| s.probe_interval) else {
                     return;

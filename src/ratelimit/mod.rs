@@ -26,10 +26,10 @@ use prometheus::{IntCounter, IntCounterVec, Opts};
 
 pub use memory::MemoryLimiter;
 
-use crate::api::ApiResponse;
 use crate::config::SessionsConfig;
 use crate::domain::RateSpec;
 use crate::metrics::Metrics;
+use crate::reply::Reply;
 use crate::telemetry::SECURITY;
 
 /// The answer to one [`RateLimiter::check`].
@@ -260,8 +260,8 @@ pub fn headers(decision: &Decision) -> Vec<(HeaderName, String)> {
 }
 
 /// The 429 envelope for a refused decision, with [`headers`] attached.
-pub fn rejection(decision: &Decision) -> ApiResponse {
-    let mut response = ApiResponse::error(
+pub fn rejection(decision: &Decision) -> Reply {
+    let mut response = Reply::error(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         "Too many requests, please try again later",
@@ -344,8 +344,8 @@ mod tests {
         let d = Decision::from_window(&spec(3), false, 3, Duration::from_millis(2_500));
         let r = rejection(&d);
         assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(r.body["success"], false);
-        assert_eq!(r.body["code"], "rate_limited");
+        assert_eq!(r.body_json()["success"], false);
+        assert_eq!(r.body_json()["code"], "rate_limited");
         let get = |n: &str| {
             r.headers
                 .iter()

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
-use tokio::runtime::Handle;
 
 use super::Decision;
+use crate::backend::{Backend, BackendError};
 use crate::domain::RateSpec;
 
 /// Drops hits older than the window, counts the rest, records this hit when there is room,
@@ -72,7 +72,7 @@ struct Inner {
 #[derive(Clone)]
 pub(super) struct RedisLimiter {
     inner: Arc<Inner>,
-    runtime: Handle,
+    backend: Backend,
 }
 
 impl RedisLimiter {
@@ -81,8 +81,8 @@ impl RedisLimiter {
     /// Fails only for a URL the Redis client cannot use. The error never repeats the
     /// URL, which may carry a password.
     pub(super) fn open(url: &str, prefix: &str, timeout: Duration) -> Result<Self, String> {
-        let runtime = Handle::try_current()
-            .map_err(|_| "the limiter must be built inside a tokio runtime".to_owned())?;
+        let backend = Backend::current()
+            .ok_or_else(|| "the limiter must be built inside a tokio runtime".to_owned())?;
         let client = Client::open(url).map_err(|e| format!("{:?}", e.kind()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -102,7 +102,7 @@ impl RedisLimiter {
                 instance: uuid::Uuid::new_v4().as_u64_pair().0,
                 sequence: AtomicU64::new(0),
             }),
-            runtime,
+            backend,
         })
     }
 
@@ -133,27 +133,19 @@ impl RedisLimiter {
             .await
     }
 
-    /// The handle of the runtime that owns the connection, for the fallback's probe task.
-    pub(super) fn runtime(&self) -> &Handle {
-        &self.runtime
+    /// The runtime that owns the connection, for the fallback's probe task.
+    pub(super) fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     async fn on_owning_runtime<T: Send + 'static>(
         &self,
         call: impl Future<Output = Result<T, RedisLimitError>> + Send + 'static,
     ) -> Result<T, RedisLimitError> {
-        let timeout = self.inner.timeout;
-        let task = self.runtime.spawn(async move {
-            tokio::time::timeout(timeout, call)
-                .await
-                .map_err(|_| RedisLimitError::Timeout(timeout))?
-        });
-        // The task times itself out; this outer bound only matters when the owning
-        // runtime is too busy to run it at all.
-        match tokio::time::timeout(timeout * 2, task).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(RedisLimitError::RuntimeGone),
-            Err(_) => Err(RedisLimitError::Timeout(timeout)),
+        match self.backend.run_within(self.inner.timeout, call).await {
+            Ok(result) => result,
+            Err(BackendError::TimedOut(limit)) => Err(RedisLimitError::Timeout(limit)),
+            Err(BackendError::Gone | BackendError::Panicked) => Err(RedisLimitError::RuntimeGone),
         }
     }
 }

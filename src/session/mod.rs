@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::config::SessionsConfig;
+use crate::reply::Reply;
 
 pub use self::memory::MemorySessionStore;
 pub use self::redis::RedisSessionStore;
@@ -365,6 +366,19 @@ fn now_micros() -> DateTime<Utc> {
 fn add(ts: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     ts.checked_add_signed(chrono::TimeDelta::microseconds(micros(d)))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// The answer for a session store failure: 503 when it is down, 500 (logged) for a bug.
+impl From<SessionError> for Reply {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Unavailable(cause) => {
+                tracing::warn!(%cause, "session store unavailable");
+                Reply::unavailable("session store")
+            }
+            other => Reply::internal("session store", &other),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,6 @@ use ::redis::{Client, RedisResult, Script};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use tokio::runtime::Handle;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -34,6 +33,7 @@ use super::{
     CreatedSession, NewSession, RefreshState, Revocation, RotateOutcome, Session, SessionError,
     SessionId, SessionStore, hashes_acceptable, micros, now_micros, truncate_micros,
 };
+use crate::backend::{Backend, BackendError};
 
 /// The longest any one Redis call may take before the caller gets `Unavailable`.
 const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -54,7 +54,7 @@ pub struct RedisSessionStore {
 struct Shared {
     conn: ConnectionManager,
     /// The runtime that owns `conn`'s sockets; every call runs there.
-    runtime: Handle,
+    backend: Backend,
     prefix: String,
     channel: String,
     revocations: broadcast::Sender<Revocation>,
@@ -95,10 +95,14 @@ impl RedisSessionStore {
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| SessionError::InvalidConfig(format!("Redis client: {:?}", e.kind())))?;
 
-        let runtime = Handle::current();
+        let backend = Backend::current().ok_or_else(|| {
+            SessionError::InvalidConfig(
+                "the session store must be opened inside a tokio runtime".into(),
+            )
+        })?;
         let channel = format!("{key_prefix}revocations");
         let (revocations, _) = broadcast::channel(REVOCATION_BUFFER);
-        let subscriber = runtime.spawn(relay_revocations(
+        let subscriber = backend.spawn(relay_revocations(
             client,
             channel.clone(),
             revocations.clone(),
@@ -106,7 +110,7 @@ impl RedisSessionStore {
         Ok(Self {
             shared: Arc::new(Shared {
                 conn,
-                runtime,
+                backend,
                 prefix: key_prefix.to_owned(),
                 channel,
                 revocations,
@@ -126,19 +130,15 @@ impl RedisSessionStore {
         let shared = self.shared.clone();
         let conn = shared.conn.clone();
         let work = op(shared, conn);
-        let task = self
-            .shared
-            .runtime
-            .spawn(async move { tokio::time::timeout(CALL_TIMEOUT, work).await });
-        match task.await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_elapsed)) => Err(SessionError::Unavailable(
+        match self.shared.backend.run_within(CALL_TIMEOUT, work).await {
+            Ok(result) => result,
+            Err(BackendError::TimedOut(_)) => Err(SessionError::Unavailable(
                 "Redis did not answer in time".into(),
             )),
-            Err(join) if join.is_cancelled() => Err(SessionError::Unavailable(
+            Err(BackendError::Gone) => Err(SessionError::Unavailable(
                 "the runtime owning the Redis connection has shut down".into(),
             )),
-            Err(_) => Err(SessionError::Unavailable(
+            Err(BackendError::Panicked) => Err(SessionError::Unavailable(
                 "a Redis call failed unexpectedly".into(),
             )),
         }

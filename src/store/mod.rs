@@ -31,6 +31,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use tokio::task::JoinHandle;
 
 use crate::domain::{Email, UserId};
+use crate::reply::Reply;
 
 /// Why a store call failed; the API maps `Unavailable` to 503 and the rest as it sees fit.
 #[derive(Debug, thiserror::Error)]
@@ -625,6 +626,30 @@ pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
 /// Converts a stored count to `u32`, treating impossible negatives as zero.
 pub(crate) fn count_from_db(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
+}
+
+/// The answer for a store failure: 503 when the database is down, 409 for a taken email,
+/// 500 (logged) for a bug.
+impl From<StoreError> for Reply {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(cause) => {
+                tracing::warn!(%cause, "user store unavailable");
+                Reply::unavailable("user store")
+            }
+            StoreError::DuplicateEmail => Reply::error(
+                http::StatusCode::CONFLICT,
+                "email_taken",
+                "An account with this email already exists",
+            ),
+            StoreError::NotFound => Reply::error(
+                http::StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "The account no longer exists",
+            ),
+            other => Reply::internal("user store", &other),
+        }
+    }
 }
 
 #[cfg(test)]

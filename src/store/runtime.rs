@@ -1,14 +1,5 @@
-//! Runs every store call on the runtime that opened the store.
-//!
-//! A tokio socket is bound to the runtime that created it, and a connection pool opens
-//! new sockets on whichever runtime happens to ask. The gateway calls the store from
-//! Pingora's runtimes, which are not the one that built the pool; if a connection were
-//! opened there and that runtime later stopped, the pool would keep a dead socket. So
-//! each call is spawned onto the owning runtime and awaited from wherever it came from.
-//!
-//! A side benefit: a caller that gives up half-way (a client disconnecting) no longer
-//! cancels the database work in the middle, so a statement is either sent and finished
-//! or never sent.
+//! Runs every store call on the runtime that opened the store, through [`Backend`] (see
+//! `backend.rs` for why).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,27 +7,27 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tokio::runtime::Handle;
 
 use super::{
     AttemptClaim, FailedLogin, NewUser, StoreError, TokenKind, User, UserChange, UserChangeEvent,
     UserStore,
 };
+use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, UserId};
 
 /// A [`UserStore`] whose calls all run on one tokio runtime.
 pub(super) struct OnRuntime {
     inner: Arc<dyn UserStore>,
-    handle: Handle,
+    backend: Backend,
 }
 
 impl OnRuntime {
     /// Binds `inner` to the current runtime (the one [`super::connect`] runs on).
     pub(super) fn new(inner: Arc<dyn UserStore>) -> Result<Self, StoreError> {
-        let handle = Handle::try_current().map_err(|_| {
+        let backend = Backend::current().ok_or_else(|| {
             StoreError::Other("the store must be opened inside a tokio runtime".into())
         })?;
-        Ok(Self { inner, handle })
+        Ok(Self { inner, backend })
     }
 
     async fn run<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
@@ -45,13 +36,10 @@ impl OnRuntime {
         Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
         T: Send + 'static,
     {
-        let task = self.handle.spawn(call(Arc::clone(&self.inner)));
-        match task.await {
+        match self.backend.run(call(Arc::clone(&self.inner))).await {
             Ok(result) => result,
-            Err(e) if e.is_cancelled() => Err(StoreError::Unavailable(
-                "the storage runtime has shut down".into(),
-            )),
-            Err(_) => Err(StoreError::Other("a storage task panicked".into())),
+            Err(BackendError::Panicked) => Err(StoreError::Other("a storage task panicked".into())),
+            Err(e) => Err(StoreError::Unavailable(e.to_string())),
         }
     }
 }
