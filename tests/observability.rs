@@ -29,7 +29,7 @@ fn promtool() -> Option<&'static str> {
     if found {
         return Some("promtool");
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if support::in_ci() {
         panic!("promtool is not installed (apt-get install prometheus); CI=true requires it");
     }
     eprintln!("skipping: promtool is not installed (apt-get install prometheus)");

@@ -12,12 +12,9 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use support::EchoUpstream;
 use support::app::*;
+use support::in_ci;
 use support::otp::totp;
 use support::webdriver::{self, Browser, ChromeDriver};
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 /// `axe.min.js`, installed from npm into the test's own directory when missing.
 fn axe_source() -> String {

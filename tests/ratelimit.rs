@@ -5,6 +5,8 @@
 //! Each Redis test uses its own random key prefix and deletes its keys (by SCAN of that
 //! prefix) at the end. Under `CI=true` an unset or unreachable Redis fails the test.
 
+mod support;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -17,16 +19,13 @@ use portcullis::config::SessionsConfig;
 use portcullis::domain::RateSpec;
 use portcullis::metrics::Metrics;
 use portcullis::ratelimit::{self, Decision, Options, RateLimiter};
+use support::in_ci;
 
 const REDIS_URL_VAR: &str = "PORTCULLIS_TEST_REDIS_URL";
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
 
 /// The Redis server for tests, checked to answer; `None` (skip) only outside CI.
 fn redis_url() -> Option<String> {

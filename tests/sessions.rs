@@ -1,6 +1,9 @@
 //! The session store's contract, run on the in-memory store always and on Redis when
 //! `PORTCULLIS_TEST_REDIS_URL` is set (required under `CI=true`).
 
+#[path = "support/ci.rs"]
+mod ci;
+use ci::in_ci;
 #[path = "support/redis.rs"]
 mod redis_support;
 

@@ -1,8 +1,12 @@
 //! The `UserStore` conformance suite: every story runs on SQLite, and on PostgreSQL
 //! when `PORTCULLIS_TEST_POSTGRES_URL` is set (required under `CI=true`).
 
+#[path = "support/ci.rs"]
+mod ci;
 #[path = "support/db.rs"]
 mod db;
+
+use ci::in_ci;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -36,16 +36,11 @@ pub struct TestDb {
     postgres: Option<(String, String)>,
 }
 
-/// True when the run must not skip anything (`CI=true`).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
-}
-
 /// The PostgreSQL admin URL, or `None` to skip; panics under CI when it is missing.
 pub fn postgres_admin_url() -> Option<String> {
     match std::env::var(POSTGRES_URL_VAR) {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
-        _ if in_ci() => panic!(
+        _ if super::in_ci() => panic!(
             "{POSTGRES_URL_VAR} is not set but CI=true: the PostgreSQL variants must run in CI \
              (e.g. {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/postgres)"
         ),

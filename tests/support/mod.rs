@@ -18,6 +18,8 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use portcullis::app::App;
+
+pub use ci::in_ci;
 use portcullis::config::Config;
 use portcullis::server::{self, RunningGateway};
 
@@ -288,6 +290,7 @@ pub fn client() -> reqwest::Client {
 
 pub mod app;
 pub mod browser;
+mod ci;
 pub mod db;
 pub mod nginx;
 pub mod otp;

@@ -18,7 +18,7 @@ pub fn nginx_binary() -> Option<String> {
             return Some(candidate.to_string());
         }
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+    if super::in_ci() {
         panic!("CI=true but nginx is not installed (apt-get install nginx)");
     }
     None

@@ -15,16 +15,11 @@ use tokio::io::copy_bidirectional;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-/// `true` when running under CI, where a missing or unreachable service is a failure.
-pub fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|value| value == "true" || value == "1")
-}
-
 /// The test Redis URL, or `None` when unset outside CI (the Redis variants are skipped then).
 pub fn redis_url() -> Option<String> {
     match std::env::var("PORTCULLIS_TEST_REDIS_URL") {
         Ok(url) if !url.trim().is_empty() => Some(url),
-        _ if under_ci() => panic!(
+        _ if super::in_ci() => panic!(
             "CI=true but PORTCULLIS_TEST_REDIS_URL is not set: the Redis session tests must run under CI \
              (set it to e.g. redis://127.0.0.1:6379/0)"
         ),
