@@ -314,6 +314,39 @@ async fn an_expired_access_cookie_is_renewed_from_the_refresh_cookie() {
     }
 }
 
+/// A page acts through the API with the browser's access token; one about to expire is
+/// renewed first, so a form is never refused because the token died while it was answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn pages_renew_an_access_cookie_about_to_expire_and_keep_a_fresh_one() {
+    let up = EchoUpstream::start().await;
+    for (ttl, renews) in [("5s", true), ("15m", false)] {
+        let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+            c.tokens.access_ttl = ttl.parse().unwrap();
+        })
+        .await;
+        app.verified_user("margin@example.com").await;
+        let browser = Browser::new(&app.gw.url());
+        let r = browser
+            .sign_in("margin@example.com", PASSWORD, "/app")
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        let access = browser.cookie("portcullis").expect("access cookie");
+        let page = browser.get("/auth/account").await;
+        assert_eq!(page.status, StatusCode::OK, "{ttl}: {}", page.body);
+        assert!(page.body.contains("margin@example.com"), "{}", page.body);
+        let set = page.set_cookies().join("\n");
+        assert_eq!(set.contains("portcullis_refresh="), renews, "{ttl}: {set}");
+        assert_eq!(
+            browser.cookie("portcullis").expect("access cookie") != access,
+            renews,
+            "{ttl}"
+        );
+        // The renewed cookies work for the next form as well.
+        let again = browser.get("/auth/account").await;
+        assert_eq!(again.status, StatusCode::OK, "{ttl}: {}", again.body);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn pages_follow_accept_language_and_the_chosen_language() {
     let up = EchoUpstream::start().await;

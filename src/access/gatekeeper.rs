@@ -86,6 +86,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// When the access token stops being accepted: its `exp`, Unix seconds, exclusive
+    /// (RFC 7519 §4.1.4).
+    pub fn expires_at(&self) -> i64 {
+        self.token.claims.exp
+    }
+
     pub fn user_id(&self) -> Uuid {
         self.token.user_id
     }

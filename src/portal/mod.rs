@@ -31,6 +31,10 @@ use crate::auth::secrets::is_token_shaped;
 use crate::reply::Reply;
 use i18n::Catalog;
 
+/// Seconds of life an access cookie must have left for a page to use it as it is; with
+/// less, the page renews it first (seconds).
+const RENEWAL_MARGIN_SECS: i64 = 10;
+
 /// Answers one request under the portal's prefix. Never fails: every problem is a page.
 pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
     let portal = &app.portal;
@@ -579,12 +583,21 @@ impl<'a> Visit<'a> {
         }
     }
 
+    /// Finds the browser's sign-in: its access cookie while that has more than
+    /// [`RENEWAL_MARGIN_SECS`] to live, otherwise a renewal from the refresh cookie (and the
+    /// still-valid access cookie when there is nothing to renew from).
     async fn find_sign_in(&mut self) -> Option<String> {
         let app = self.app;
+        // A token about to expire is renewed now rather than refused by the API call this
+        // page is about to make on its behalf (a form can take a bcrypt or two to answer).
+        let mut expiring = None;
         if let Some(token) = browser::cookie(&self.request.headers, app.cookie_name())
-            && app.access.check(token).await.is_ok()
+            && let Ok(principal) = app.access.check(token).await
         {
-            return Some(token.to_owned());
+            if principal.expires_at() - chrono::Utc::now().timestamp() > RENEWAL_MARGIN_SECS {
+                return Some(token.to_owned());
+            }
+            expiring = Some(token.to_owned());
         }
         match browser::renew(app, &self.request.headers, self.request.client_ip).await {
             browser::Renewal::Renewed {
@@ -598,7 +611,7 @@ impl<'a> Visit<'a> {
                 self.cookies.extend(cookies);
                 None
             }
-            browser::Renewal::NoCookie | browser::Renewal::Unavailable(_) => None,
+            browser::Renewal::NoCookie | browser::Renewal::Unavailable(_) => expiring,
         }
     }
 
