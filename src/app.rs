@@ -16,6 +16,7 @@ use crate::gateway::identity::IdentityHeaderNames;
 use crate::gateway::routes::RouteTable;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::passkeys::Passkeys;
 use crate::portal::Portal;
 use crate::ratelimit::{self, RateLimiter};
 use crate::session::{self, SessionStore};
@@ -45,6 +46,8 @@ pub struct App {
     pub gatekeeper: Arc<Gatekeeper>,
     /// The sign-in pages for browsers.
     pub portal: Portal,
+    /// The WebAuthn relying party (off when `server.public_url` cannot be one).
+    pub passkeys: Passkeys,
     /// Owns the database and Redis connections (a socket stays with the runtime that made it).
     _backend: BackendRuntime,
 }
@@ -75,6 +78,15 @@ impl App {
             .context("setting up password hashing")?;
         let portal =
             Portal::new(&config, keys.refresh_rotation_key()).map_err(|e| anyhow::anyhow!(e))?;
+
+        let passkeys = Passkeys::new(
+            &config.server.public_url,
+            config.two_factor.issuer.as_str(),
+            &metrics,
+        );
+        if let Some(reason) = passkeys.disabled_reason() {
+            tracing::warn!("{reason}");
+        }
 
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -136,6 +148,7 @@ impl App {
             rate_limiter,
             gatekeeper,
             portal,
+            passkeys,
             _backend: BackendRuntime(Some(runtime)),
         }))
     }

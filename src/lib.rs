@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
+pub mod passkeys;
 pub mod portal;
 pub mod ratelimit;
 pub mod server;

@@ -11,6 +11,7 @@ mod errors;
 mod input;
 mod lockout;
 mod login;
+mod passkeys;
 mod profile;
 mod two_factor;
 mod verify;
@@ -115,7 +116,9 @@ async fn rate_limit(
     }
     let own = match (&request.method, path) {
         (&Method::POST, "/api/auth/register") => limits.register.map(|s| ("register", s)),
-        (&Method::POST, "/api/auth/login") => limits.login.map(|s| ("login", s)),
+        (&Method::POST, "/api/auth/login")
+        | (&Method::POST, "/api/auth/passkeys/login")
+        | (&Method::POST, "/api/auth/passkeys/login/options") => limits.login.map(|s| ("login", s)),
         (&Method::POST, "/api/auth/request-password-reset") => {
             limits.password_reset.map(|s| ("password_reset", s))
         }
@@ -172,6 +175,17 @@ async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
         "/api/auth/setup-2fa" if is(&Method::POST) => two_factor::setup(app, request).await,
         "/api/auth/enable-2fa" if is(&Method::POST) => two_factor::enable(app, request).await,
         "/api/auth/disable-2fa" if is(&Method::POST) => two_factor::disable(app, request).await,
+        "/api/auth/passkeys" if is(&Method::GET) => passkeys::list(app, request).await,
+        "/api/auth/passkeys/register/options" if is(&Method::POST) => {
+            passkeys::register_options(app, request).await
+        }
+        "/api/auth/passkeys/register" if is(&Method::POST) => {
+            passkeys::register(app, request).await
+        }
+        "/api/auth/passkeys/login/options" if is(&Method::POST) => {
+            passkeys::login_options(app, request).await
+        }
+        "/api/auth/passkeys/login" if is(&Method::POST) => passkeys::login(app, request).await,
         "/api/auth/verify" if is(&Method::GET) || is(&Method::HEAD) => {
             verify::forward_auth(app, request).await
         }
@@ -179,6 +193,13 @@ async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
             crate::openapi::response()
         }
         _ => {
+            if let Some(id) = passkey_id(path) {
+                return match request.method {
+                    Method::PATCH => passkeys::rename(app, request, id).await,
+                    Method::DELETE => passkeys::remove(app, request, id).await,
+                    _ => ApiResponse::method_not_allowed("PATCH, DELETE"),
+                };
+            }
             if let Some(id) = path.strip_prefix("/api/auth/sessions/") {
                 if is(&Method::DELETE) && !id.contains('/') {
                     return profile::delete_session(app, request, id).await;
@@ -193,12 +214,19 @@ async fn route(app: &App, request: &ApiRequest) -> ApiResponse {
     }
 }
 
+/// The `{id}` of `/api/auth/passkeys/{id}`.
+fn passkey_id(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/auth/passkeys/")
+        .filter(|id| !id.is_empty() && !id.contains('/') && !matches!(*id, "register" | "login"))
+}
+
 /// The methods a known path accepts, for 405 answers.
 fn allowed_methods(path: &str) -> Option<&'static str> {
     Some(match path {
         "/.well-known/jwks.json" => "GET, HEAD",
         "/api/auth/profile" => "GET, PATCH",
         "/api/auth/sessions" => "GET",
+        "/api/auth/passkeys" => "GET",
         "/api/auth/verify" => "GET, HEAD",
         "/api/auth/openapi.json" => "GET, HEAD",
         "/api/auth/register"
@@ -214,7 +242,12 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/api/auth/deactivate"
         | "/api/auth/setup-2fa"
         | "/api/auth/enable-2fa"
-        | "/api/auth/disable-2fa" => "POST",
+        | "/api/auth/disable-2fa"
+        | "/api/auth/passkeys/register/options"
+        | "/api/auth/passkeys/register"
+        | "/api/auth/passkeys/login/options"
+        | "/api/auth/passkeys/login" => "POST",
+        _ if passkey_id(path).is_some() => "PATCH, DELETE",
         _ => return None,
     })
 }

@@ -87,8 +87,15 @@ const BUILT_IN: &[(&str, &str)] = &[
         "message.html",
         include_str!("../../config/portal/templates/message.html"),
     ),
+    (
+        "passkey_add.html",
+        include_str!("../../config/portal/templates/passkey_add.html"),
+    ),
     ("portal.css", include_str!("../../config/portal/portal.css")),
 ];
+
+/// The portal's only script: it calls `navigator.credentials` for the passkey forms.
+const PASSKEYS_SCRIPT: &str = include_str!("../../config/portal/passkeys.js");
 
 /// The page templates a browser is shown: each is rendered
 /// once at start so that a broken override stops the server, naming the file.
@@ -104,6 +111,7 @@ const PAGES: &[&str] = &[
     "recovery_codes.html",
     "logout.html",
     "message.html",
+    "passkey_add.html",
 ];
 
 /// How long the second sign-in step may follow the first.
@@ -138,6 +146,8 @@ pub struct Portal {
     allowed_return_hosts: Vec<String>,
     title: String,
     logo_url: String,
+    /// `server.public_url` can be a WebAuthn relying party: the passkey controls show.
+    passkeys_enabled: bool,
 }
 
 impl std::fmt::Debug for Portal {
@@ -197,9 +207,17 @@ impl Portal {
         for host in &p.allowed_return_hosts {
             form_action.push_str(&format!(" https://{host} http://{host}"));
         }
+        let passkeys_enabled = crate::passkeys::relying_party_of(&config.server.public_url).is_ok();
+        // The passkey script is a file of ours (no inline script); it fetches the
+        // options of a passwordless sign-in from the API on the same origin.
+        let scripts = if passkeys_enabled {
+            " script-src 'self'; connect-src 'self';"
+        } else {
+            ""
+        };
         let csp = format!(
-            "default-src 'none'; style-src 'self'; img-src {img_src}; form-action {form_action}; \
-             frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none';{scripts} style-src 'self'; img-src {img_src}; \
+             form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
         );
         let portal = Self {
             enabled: p.enabled,
@@ -215,6 +233,7 @@ impl Portal {
             allowed_return_hosts: p.allowed_return_hosts.clone(),
             title: p.title.clone(),
             logo_url: p.logo_url.clone(),
+            passkeys_enabled,
         };
         portal.check_templates()?;
         Ok(portal)
@@ -262,6 +281,24 @@ impl Portal {
                 "created_at": "", "last_seen_at": "", "current": false}])),
         );
         context.insert("codes", to_value(json!(["abcd-efgh-ijkl"])));
+        context.insert("passkeys_enabled", Value::from(true));
+        context.insert(
+            "js_href",
+            Value::from(format!("{}/passkeys.js", self.prefix)),
+        );
+        context.insert(
+            "passkeys",
+            to_value(json!([{"id": "p", "name": "Laptop", "created_at": "", "last_used_at": ""}])),
+        );
+        context.insert(
+            "passkey",
+            to_value(json!({"ceremony_id": "c", "options": {"publicKey": {}}})),
+        );
+        context.insert("totp", Value::from(true));
+        context.insert("options", Value::from("{\"publicKey\": {}}"));
+        context.insert("passkey_options", Value::from("{\"publicKey\": {}}"));
+        context.insert("ceremony_id", Value::from("sample"));
+        context.insert("name", Value::from("Laptop"));
         context.insert("errors", to_value(json!({"email": ["sample"]})));
         context.insert("values", to_value(json!({"email": "ada@example.com"})));
         context.insert("paragraphs", to_value(json!(["sample"])));
@@ -343,6 +380,18 @@ impl Portal {
         ))
     }
 
+    fn script_page(&self) -> Page {
+        Page {
+            status: StatusCode::OK,
+            headers: vec![(
+                http::header::CACHE_CONTROL,
+                "public, max-age=3600".to_owned(),
+            )],
+            content_type: "text/javascript; charset=utf-8",
+            body: Bytes::from_static(PASSKEYS_SCRIPT.as_bytes()),
+        }
+    }
+
     fn stylesheet_page(&self) -> Page {
         Page {
             status: StatusCode::OK,
@@ -369,6 +418,13 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
     if sub == "/portal.css" {
         if is_get {
             return portal.stylesheet_page();
+        }
+        let mut v = Visit::new(app, &request);
+        return v.method_not_allowed("GET, HEAD");
+    }
+    if sub == "/passkeys.js" && portal.passkeys_enabled {
+        if is_get {
+            return portal.script_page();
         }
         let mut v = Visit::new(app, &request);
         return v.method_not_allowed("GET, HEAD");
@@ -619,6 +675,11 @@ impl<'a> Visit<'a> {
             to_value(json!({"title": self.portal.title, "logo_url": self.portal.logo_url})),
         );
         context.insert("css_href", Value::from(self.path("/portal.css")));
+        context.insert(
+            "passkeys_enabled",
+            Value::from(self.portal.passkeys_enabled),
+        );
+        context.insert("js_href", Value::from(self.path("/passkeys.js")));
         context.insert("prefix", Value::from(self.portal.prefix.as_str()));
         context.insert("languages", self.language_links());
         context.insert("csrf", Value::from(self.csrf_token.as_str()));
@@ -970,6 +1031,7 @@ fn error_key(response: &ApiResponse) -> &'static str {
         "service_unavailable" => "error_unavailable",
         "invalid_token" => "link_invalid_text",
         "email_not_verified" => "two_factor_needs_verified_email",
+        "passkey_refused" | "ceremony_invalid" | "passkey_invalid" => "passkey_failed",
         _ if response.status == StatusCode::TOO_MANY_REQUESTS => "error_rate_limited",
         _ if response.status == StatusCode::SERVICE_UNAVAILABLE => "error_unavailable",
         _ => "error_generic",

@@ -287,6 +287,7 @@ pub fn client() -> reqwest::Client {
 }
 
 pub mod app;
+pub mod authenticator;
 pub mod browser;
 pub mod db;
 pub mod nginx;
