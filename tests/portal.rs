@@ -1018,9 +1018,9 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
         );
         assert_eq!(account.body.matches("<script").count(), 1);
         assert!(
-            account
-                .body
-                .contains("<script src=\"/auth/passkeys.js\" defer></script>")
+            unescape(&account.body).contains("<script src=\"/auth/passkeys.js\" defer></script>"),
+            "{}",
+            account.body
         );
         let script = browser.get("/auth/passkeys.js").await;
         assert_eq!(script.status, StatusCode::OK);

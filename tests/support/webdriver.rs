@@ -319,6 +319,17 @@ impl Browser {
         .unwrap_or_default()
     }
 
+    /// Gives a virtual authenticator a credential (WebAuthn Level 3 §11.6 "Add Credential"),
+    /// in the shape "Get Credentials" returns.
+    pub async fn add_virtual_credential(&self, authenticator: &str, credential: Value) {
+        self.command(
+            "POST",
+            &format!("/webauthn/authenticator/{authenticator}/credential"),
+            credential,
+        )
+        .await;
+    }
+
     /// A PNG of the viewport.
     pub async fn screenshot(&self) -> Vec<u8> {
         let data = self.command("GET", "/screenshot", Value::Null).await;
