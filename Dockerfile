@@ -24,9 +24,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && install -m 0755 target/release/portcullis /usr/local/bin/portcullis
 
 FROM debian:bookworm-slim
-# ca-certificates: smtps:// relays, rediss:// and https:// upstreams.
+# ca-certificates: smtps:// relays, rediss:// and https:// upstreams. libssl3: passkey
+# (WebAuthn) signatures are verified with OpenSSL.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates \
+    && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 portcullis \
     && useradd --system --uid 10001 --gid portcullis --no-create-home \

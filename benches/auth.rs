@@ -39,6 +39,7 @@ fn new_session(id: SessionId, user: uuid::Uuid) -> NewSession {
         ip: "127.0.0.1".into(),
         user_agent: "bench".into(),
         two_factor: false,
+        passkey: portcullis::session::PasskeyUse::None,
         remember_me: false,
         refresh_hash: "0".repeat(64),
         idle_ttl: Duration::from_secs(3600),

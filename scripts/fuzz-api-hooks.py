@@ -28,7 +28,8 @@ OUTBOX = os.environ["PORTCULLIS_FUZZ_OUTBOX"]
 
 PROTECTED = (
     r"^/api/auth/(profile|sessions|sessions/\{id\}|change-password|deactivate|logout|logout-all"
-    r"|resend-verification|setup-2fa|enable-2fa|disable-2fa|verify)$"
+    r"|resend-verification|setup-2fa|enable-2fa|disable-2fa|verify"
+    r"|passkeys|passkeys/\{id\}|passkeys/register|passkeys/register/options)$"
 )
 
 

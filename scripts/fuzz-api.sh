@@ -47,6 +47,9 @@ port="$(free_port)"
 admin_port="$(free_port)"
 while [ "$admin_port" = "$port" ]; do admin_port="$(free_port)"; done
 base="http://127.0.0.1:$port"
+# The public URL names localhost so that passkeys are on (a WebAuthn relying-party id
+# cannot be an IP address) and their endpoints are fuzzed behind their real checks.
+public_url="http://localhost:$port"
 
 # Rate limits are off: with them on, the fuzzer would spend all but the first hundred
 # cases on 429 answers and never reach the handlers. 429 stays in the document, and the
@@ -55,7 +58,7 @@ cat >"$work/portcullis.toml" <<EOF
 [server]
 listen = "127.0.0.1:$port"
 admin_listen = "127.0.0.1:$admin_port"
-public_url = "$base"
+public_url = "$public_url"
 threads = 2
 shutdown_grace = "1s"
 

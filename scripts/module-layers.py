@@ -17,7 +17,7 @@ FLOORS = [
     ["telemetry"],
     ["backend"],
     ["auth", "store", "session"],
-    ["access", "ratelimit", "mail", "portal::site"],
+    ["access", "passkeys", "ratelimit", "mail", "portal::site"],
     ["app"],
     ["api"],
     ["portal"],

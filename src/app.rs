@@ -17,6 +17,7 @@ use crate::backend::{Backend, BackendRuntime};
 use crate::config::{Config, redact_url};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
+use crate::passkeys::Passkeys;
 use crate::portal::site::Portal;
 use crate::ratelimit::{self, RateLimiter};
 use crate::session::{self, SessionStore};
@@ -47,6 +48,8 @@ pub struct App {
     /// Runs work on the runtime that owns the backends' sockets (work that must finish after
     /// the answer has gone: a reset token written, then mailed).
     pub backend: Backend,
+    /// The WebAuthn relying party (off when `server.public_url` cannot be one).
+    pub passkeys: Passkeys,
     /// Owns the database, Redis and SMTP connections (a socket stays with the runtime that
     /// made it); shut down with the instance.
     _backend_runtime: BackendRuntime,
@@ -66,6 +69,15 @@ impl App {
             .context("setting up password hashing")?;
         let portal =
             Portal::new(&config, keys.refresh_rotation_key()).map_err(|e| anyhow::anyhow!(e))?;
+
+        let passkeys = Passkeys::new(
+            &config.server.public_url,
+            config.two_factor.issuer.as_str(),
+            &metrics,
+        );
+        if let Some(reason) = passkeys.disabled_reason() {
+            tracing::warn!("{reason}");
+        }
 
         let runtime = BackendRuntime::start().context("starting the backend runtime")?;
         let (store, sessions, mailer, rate_limiter, backend) = runtime
@@ -116,6 +128,7 @@ impl App {
             access,
             portal,
             backend,
+            passkeys,
             _backend_runtime: runtime,
         }))
     }

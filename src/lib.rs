@@ -12,6 +12,7 @@ pub mod domain;
 pub mod gateway;
 pub mod mail;
 pub mod metrics;
+pub mod passkeys;
 pub mod portal;
 pub mod ratelimit;
 pub mod reply;

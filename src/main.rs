@@ -67,8 +67,8 @@ enum UserAction {
     Activate { email: String },
     /// Clear a brute-force lockout.
     Unlock { email: String },
-    /// Turn two-factor authentication off (lost authenticator): deletes the secret and the
-    /// recovery codes and ends every session.
+    /// Turn two-factor authentication off (lost authenticator): deletes the secret, the
+    /// recovery codes and the passkeys and ends every session.
     #[command(name = "reset-2fa")]
     ResetTwoFactor { email: String },
 }
@@ -108,6 +108,13 @@ fn main() -> ExitCode {
             if let Err(e) = portcullis::portal::Portal::new(&config, &[0; 32]) {
                 eprintln!("portcullis: {e} (in {})", cli.config.display());
                 return ExitCode::from(2);
+            }
+            match portcullis::passkeys::relying_party_of(&config.server.public_url) {
+                Ok((rp_id, origin)) => println!(
+                    "passkeys: on (relying-party id {rp_id}, origin {})",
+                    origin.as_str().trim_end_matches('/')
+                ),
+                Err(reason) => println!("passkeys: off: {reason}"),
             }
             let routes = config.routes.len();
             println!(

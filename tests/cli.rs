@@ -96,6 +96,24 @@ fn check_config_accepts_the_shipped_configs() {
 }
 
 #[test]
+fn check_config_says_whether_passkeys_work_and_why_not() {
+    let (code, out, err) =
+        run(portcullis().args(["check-config", "--config", "config/portcullis.toml"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("passkeys: on (relying-party id localhost, origin http://localhost:8080)"),
+        "the embedded default has passkeys on: {out}"
+    );
+    // The test config's public URL is an IP address: valid, but no passkeys.
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let (code, out, err) = run(portcullis().arg("check-config").arg("--config").arg(&path));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("passkeys: off"), "{out}");
+    assert!(out.contains("IP address"), "{out}");
+}
+
+#[test]
 fn unknown_key_names_the_key_and_the_file() {
     let scratch = Scratch::new();
     let path = write_config(&scratch, "");

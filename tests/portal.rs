@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 use support::EchoUpstream;
 use support::app::*;
-use support::browser::{Browser, Html, urlencode};
+use support::authenticator::SoftAuthenticator;
+use support::browser::{Browser, Html, unescape, urlencode};
 use support::otp::totp;
 
 fn routes(upstream: &str) -> String {
@@ -1007,4 +1008,227 @@ async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_pr
             .iter()
             .any(|c| c.starts_with("__Host-portcullis_csrf="))
     );
+}
+
+/// The JSON in a page's `data-options` attribute (passkey options), unescaped.
+fn data_options(page: &Html) -> serde_json::Value {
+    let needle = "data-options=\"";
+    let start = page
+        .body
+        .find(needle)
+        .unwrap_or_else(|| panic!("no data-options in {}", page.body))
+        + needle.len();
+    let end = page.body[start..].find('"').unwrap() + start;
+    serde_json::from_str(&unescape(&page.body[start..end])).expect("options are JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passkeys_are_added_and_used_through_the_portal_forms() {
+    for backend in backends() {
+        let up = EchoUpstream::start().await;
+        let app = TestApp::spawn_with(backend, &routes(&up.url()), |c| {
+            c.server.public_url = format!("http://localhost:{}", c.server.listen.port());
+        })
+        .await;
+        let origin = app.gw.app.config.server.public_url.clone();
+        let email = "portal.passkey@example.com";
+        app.verified_user(email).await;
+        let browser = Browser::new(&origin);
+        let r = browser.sign_in(email, PASSWORD, "/auth/account").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+
+        // The page loads the one script, from the portal, under a policy without inline code.
+        let account = browser.get("/auth/account").await;
+        assert!(
+            account.body.contains("id=\"passkeys-heading\""),
+            "{}",
+            account.body
+        );
+        let csp = account.headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert_eq!(account.body.matches("<script").count(), 1);
+        assert!(
+            unescape(&account.body).contains("<script src=\"/auth/passkeys.js\" defer></script>"),
+            "{}",
+            account.body
+        );
+        let script = browser.get("/auth/passkeys.js").await;
+        assert_eq!(script.status, StatusCode::OK);
+        assert!(
+            script.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        assert!(script.body.contains("navigator.credentials"));
+
+        // Adding: the password first, then the authenticator's answer.
+        let wrong = browser
+            .post(
+                "/auth/account/passkeys/add",
+                &[
+                    ("csrf_token", &account.csrf()),
+                    ("name", "Laptop"),
+                    ("password", "Wr0ng-pass!"),
+                ],
+            )
+            .await;
+        assert_eq!(wrong.status, StatusCode::BAD_REQUEST, "{backend:?}");
+        assert!(
+            wrong.body.contains("id=\"passkey_password-error\""),
+            "{}",
+            wrong.body
+        );
+        let add = browser
+            .post(
+                "/auth/account/passkeys/add",
+                &[
+                    ("csrf_token", &account.csrf()),
+                    ("name", "Laptop"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(add.status, StatusCode::OK, "{}", add.body);
+        let mut key = SoftAuthenticator::new();
+        let credential = key.create(&data_options(&add), &origin);
+        let done = browser
+            .post(
+                "/auth/account/passkeys/register",
+                &[
+                    ("csrf_token", &add.csrf()),
+                    ("ceremony_id", &add.input("ceremony_id").unwrap()),
+                    ("name", &add.input("name").unwrap()),
+                    ("credential", &credential.to_string()),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(done.location(), "/auth/account?done=passkey_added");
+        let account = browser.get("/auth/account?done=passkey_added").await;
+        assert!(account.body.contains("Your passkey has been added."));
+        assert!(account.body.contains("<h3>Laptop</h3>"), "{}", account.body);
+
+        // The password, then the passkey as the second step.
+        let second = Browser::new(&origin);
+        let step = second.sign_in(email, PASSWORD, "/app/x").await;
+        assert_eq!(step.status, StatusCode::OK, "{}", step.body);
+        assert!(
+            step.body.contains("data-passkey=\"second-factor\""),
+            "{}",
+            step.body
+        );
+        assert!(
+            !step.body.contains("id=\"two_factor_code\""),
+            "no TOTP on this account"
+        );
+        let answer = key.get(&data_options(&step), &origin);
+        let signed_in = second
+            .post(
+                "/auth/login",
+                &[
+                    ("csrf_token", &step.csrf()),
+                    ("return_to", "/app/x"),
+                    ("login_ticket", &step.input("login_ticket").unwrap()),
+                    ("passkey_ceremony", &step.input("passkey_ceremony").unwrap()),
+                    ("passkey_credential", &answer.to_string()),
+                ],
+            )
+            .await;
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            signed_in.body
+        );
+        assert_eq!(signed_in.location(), "/app/x");
+        let echo = echo_of(&second.get("/app/x").await);
+        assert_eq!(support::echoed_header(&echo, "x-user-email"), vec![email]);
+
+        // No password at all: the options come from the API, the answer goes to the form.
+        let third = Browser::new(&origin);
+        let login = third.get("/auth/login").await;
+        assert!(login.body.contains("autocomplete=\"username webauthn\""));
+        let options = app
+            .post("/api/auth/passkeys/login/options", json!({}))
+            .await;
+        let answer = key.get(&options.body["data"]["options"], &origin);
+        let signed_in = third
+            .post(
+                "/auth/login/passkey",
+                &[
+                    ("csrf_token", &login.csrf()),
+                    ("return_to", "/app/y"),
+                    (
+                        "ceremony_id",
+                        options.body["data"]["ceremony_id"].as_str().unwrap(),
+                    ),
+                    ("credential", &answer.to_string()),
+                ],
+            )
+            .await;
+        assert_eq!(
+            signed_in.status,
+            StatusCode::SEE_OTHER,
+            "{}",
+            signed_in.body
+        );
+        assert_eq!(signed_in.location(), "/app/y");
+        // The same answer again is refused on the sign-in page.
+        let again = third
+            .post(
+                "/auth/login/passkey",
+                &[
+                    ("csrf_token", &login.csrf()),
+                    (
+                        "ceremony_id",
+                        options.body["data"]["ceremony_id"].as_str().unwrap(),
+                    ),
+                    ("credential", &answer.to_string()),
+                ],
+            )
+            .await;
+        assert_eq!(again.status, StatusCode::BAD_REQUEST);
+        assert!(
+            again.body.contains("The passkey could not be used"),
+            "{}",
+            again.body
+        );
+
+        // Renamed, then removed with the password.
+        let account = browser.get("/auth/account").await;
+        let id = account.input("passkey_id").expect("a passkey id");
+        let renamed = browser
+            .post(
+                "/auth/account/passkeys/rename",
+                &[
+                    ("csrf_token", &account.csrf()),
+                    ("passkey_id", &id),
+                    ("name", "Old laptop"),
+                ],
+            )
+            .await;
+        assert_eq!(renamed.location(), "/auth/account?done=passkey_renamed");
+        let removed = browser
+            .post(
+                "/auth/account/passkeys/remove",
+                &[
+                    ("csrf_token", &account.csrf()),
+                    ("passkey_id", &id),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(
+            removed.location(),
+            "/auth/account?done=passkey_removed",
+            "{}",
+            removed.body
+        );
+        let account = browser.get("/auth/account").await;
+        assert!(account.body.contains("You have no passkeys yet."));
+    }
 }

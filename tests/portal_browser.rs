@@ -281,3 +281,99 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     check_accessibility(&russian, &axe, "forgot password (ru)").await;
     russian.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_adds_a_passkey_and_signs_in_with_it_with_and_without_a_password_in_chromium() {
+    if !webdriver::available() {
+        assert!(!in_ci(), "CI=true but chromium or chromedriver is missing");
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    }
+    let axe = axe_source();
+    for backend in backends() {
+        let up = EchoUpstream::start().await;
+        // Browsers allow WebAuthn on http only for localhost: the gateway is reached by name.
+        let app = TestApp::spawn_with(
+            backend,
+            &format!(
+                "[[routes]]\nname = \"secure\"\npath_prefix = \"/secure\"\nupstream = \"{}\"\npolicy = \"two_factor\"\n",
+                up.url()
+            ),
+            |c| c.server.public_url = format!("http://localhost:{}", c.server.listen.port()),
+        )
+        .await;
+        let base = app.gw.app.config.server.public_url.clone();
+        let email = "ada.passkey@example.com";
+        app.verified_user(email).await;
+        let driver = ChromeDriver::start().await;
+        let browser = driver.session("en-US").await;
+        let authenticator = browser.add_virtual_authenticator().await;
+
+        // Signed in with the password, a passkey is added from the account page.
+        browser.goto(&format!("{base}/auth/login")).await;
+        check_accessibility(&browser, &axe, "sign-in with passkeys").await;
+        sign_in(&browser, email).await;
+        browser.wait_for_url("/auth/account").await;
+        browser.find("#passkeys-heading").await;
+        browser.type_into("#passkey_name", "Laptop").await;
+        browser.type_into("#passkey_password", PASSWORD).await;
+        browser
+            .click("form[action='/auth/account/passkeys/add'] button[type=submit]")
+            .await;
+        browser
+            .find("form[data-passkey=register]:not([hidden])")
+            .await;
+        check_accessibility(&browser, &axe, "add a passkey").await;
+        browser.click("[data-passkey-start]").await;
+        browser.wait_for_url("done=passkey_added").await;
+        browser.wait_for_text("Your passkey has been added.").await;
+        browser.wait_for_text("Laptop").await;
+        check_accessibility(&browser, &axe, "account with a passkey").await;
+        let held = browser.virtual_credentials(&authenticator).await;
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(
+            held[0]["isResidentCredential"], true,
+            "a discoverable credential"
+        );
+
+        // Signed out, a two_factor page is reached with the passkey alone: the sign-in page
+        // offers it in the email field's autofill (conditional mediation), which the virtual
+        // authenticator accepts at once.
+        browser.goto(&format!("{base}/auth/logout")).await;
+        browser.click("form button[type=submit]").await;
+        browser.wait_for_text("You are signed out").await;
+        browser.goto(&format!("{base}/secure/home")).await;
+        browser.wait_for_url("/secure/home").await;
+        browser.wait_for_text("x-user-email").await;
+        let source = browser.source().await;
+        assert!(source.contains(email), "{backend:?}: {source}");
+        assert!(
+            source.contains("/auth/login?return_to=%2Fsecure%2Fhome"),
+            "reached through the sign-in page: {source}"
+        );
+        let held = browser.virtual_credentials(&authenticator).await;
+        assert!(held[0]["signCount"].as_u64().unwrap() >= 1, "{held:?}");
+        browser.quit().await;
+
+        // Another browser holds the same key as a non-discoverable credential (a security key
+        // without storage): no autofill, so the password comes first and the passkey second.
+        let other = driver.session("en-US").await;
+        let key = other.add_virtual_authenticator().await;
+        let mut credential = held[0].clone();
+        credential["isResidentCredential"] = json!(false);
+        credential.as_object_mut().unwrap().remove("userHandle");
+        other.add_virtual_credential(&key, credential).await;
+        other.goto(&format!("{base}/secure/home")).await;
+        other.wait_for_url("/auth/login").await;
+        sign_in(&other, email).await;
+        other
+            .find("form[data-passkey=second-factor]:not([hidden])")
+            .await;
+        check_accessibility(&other, &axe, "second step with a passkey").await;
+        other.click("[data-passkey-start]").await;
+        other.wait_for_url("/secure/home").await;
+        other.wait_for_text("x-user-email").await;
+        assert!(other.source().await.contains(email));
+        other.quit().await;
+    }
+}

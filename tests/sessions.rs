@@ -156,6 +156,7 @@ fn login(user_id: Uuid) -> NewSession {
         ip: "203.0.113.7".into(),
         user_agent: "Mozilla/5.0 (test)".into(),
         two_factor: false,
+        passkey: portcullis::session::PasskeyUse::None,
         remember_me: false,
         refresh_hash: hash(),
         idle_ttl: IDLE,

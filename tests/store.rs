@@ -16,7 +16,8 @@ use chrono::{TimeDelta, Utc};
 use portcullis::domain::{Email, UserId};
 use portcullis::store::admin::{AdminError, UserCommand, run_user_command};
 use portcullis::store::{
-    self, AttemptClaim, NewUser, StoreError, TokenKind, User, UserChange, UserStore, connect,
+    self, AttemptClaim, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
+    UserChange, UserStore, connect,
 };
 
 use db::{Kind, TestDb};
@@ -76,6 +77,7 @@ conformance!(
     change_feed_lists_recent_changes_in_order,
     unknown_address_claims_follow_the_account_rule,
     the_registration_language_is_kept,
+    passkeys_are_kept_per_user_and_used_only_over_their_counter,
 );
 
 async fn open(db: &TestDb) -> Arc<dyn UserStore> {
@@ -1374,4 +1376,116 @@ async fn unknown_address_claims_follow_the_account_rule(db: &TestDb) {
     );
     // Counts in use are not purged.
     assert_eq!(store.purge_unknown_login_attempts().await.unwrap(), 0);
+}
+
+fn passkey(user: UserId, credential_id: &str, name: &str) -> StoredPasskey {
+    StoredPasskey {
+        id: uuid::Uuid::new_v4(),
+        user_id: user,
+        credential_id: credential_id.into(),
+        name: name.into(),
+        credential: format!("{{\"cred\":\"{credential_id}\"}}"),
+        sign_count: 3,
+        backup_eligible: true,
+        backup_state: false,
+        created_at: {
+            use chrono::DurationRound;
+            Utc::now()
+                .duration_trunc(TimeDelta::microseconds(1))
+                .unwrap()
+        },
+        last_used_at: None,
+    }
+}
+
+async fn passkeys_are_kept_per_user_and_used_only_over_their_counter(db: &TestDb) {
+    let store = open(db).await;
+    let ada = store
+        .create_user(new_user("ada@example.com"))
+        .await
+        .unwrap();
+    let bob = store
+        .create_user(new_user("bob@example.com"))
+        .await
+        .unwrap();
+    let laptop = passkey(ada.id, "cred-laptop", "Laptop");
+    let phone = passkey(ada.id, "cred-phone", "Phone");
+    assert!(store.add_passkey(&laptop).await.unwrap());
+    assert!(store.add_passkey(&phone).await.unwrap());
+    // A credential id belongs to one account only.
+    assert!(
+        !store
+            .add_passkey(&passkey(bob.id, "cred-laptop", "Stolen"))
+            .await
+            .unwrap()
+    );
+    assert!(matches!(
+        store
+            .add_passkey(&passkey(UserId::random(), "cred-x", "Nobody"))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    let listed = store.list_passkeys(ada.id).await.unwrap();
+    assert_eq!(
+        listed,
+        vec![laptop.clone(), phone.clone()],
+        "oldest first, as stored"
+    );
+    assert!(store.list_passkeys(bob.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.find_passkey("cred-phone").await.unwrap(),
+        Some(phone.clone())
+    );
+    assert_eq!(store.find_passkey("cred-none").await.unwrap(), None);
+
+    // Only the owner renames or removes.
+    assert!(
+        !store
+            .rename_passkey(bob.id, phone.id, "Mine")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .rename_passkey(ada.id, phone.id, "Work phone")
+            .await
+            .unwrap()
+    );
+    assert!(!store.remove_passkey(bob.id, phone.id).await.unwrap());
+
+    // A use is recorded over the counter it was checked against, once.
+    let used = PasskeyUse {
+        id: laptop.id,
+        previous_sign_count: 3,
+        sign_count: 4,
+        backup_state: true,
+        credential: "{\"cred\":\"updated\"}".into(),
+    };
+    assert!(store.record_passkey_use(&used).await.unwrap());
+    assert!(
+        !store.record_passkey_use(&used).await.unwrap(),
+        "the counter moved on"
+    );
+    let laptop_now = store.find_passkey("cred-laptop").await.unwrap().unwrap();
+    assert_eq!(laptop_now.sign_count, 4);
+    assert!(laptop_now.backup_state && laptop_now.backup_eligible);
+    assert_eq!(laptop_now.credential, "{\"cred\":\"updated\"}");
+    assert!(laptop_now.last_used_at.is_some());
+
+    assert!(store.remove_passkey(ada.id, phone.id).await.unwrap());
+    assert!(!store.remove_passkey(ada.id, phone.id).await.unwrap());
+    assert_eq!(store.list_passkeys(ada.id).await.unwrap().len(), 1);
+
+    // The operator's 2FA reset removes passkeys too.
+    let report = run_user_command(
+        store.as_ref(),
+        UserCommand::ResetTwoFactor {
+            email: "ada@example.com".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.contains("1 passkey removed"), "{report}");
+    assert!(store.list_passkeys(ada.id).await.unwrap().is_empty());
 }

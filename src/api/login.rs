@@ -17,7 +17,7 @@ use crate::auth::secrets::{
 };
 use crate::domain::{Email, email};
 use crate::mail::MailKind;
-use crate::session::{NewSession, RotateOutcome, Session, SessionId};
+use crate::session::{NewSession, PasskeyUse, RotateOutcome, Session, SessionId};
 use crate::store::User;
 use crate::telemetry::SECURITY;
 
@@ -28,10 +28,12 @@ const KNOWN_DEVICE_TTL: Duration = Duration::from_secs(180 * 86_400);
 
 /// The amr claim values of a session.
 pub fn amr_of(session: &Session) -> &'static [&'static str] {
-    if session.two_factor {
-        &[AMR_PASSWORD, crate::auth::jwt::AMR_OTP]
-    } else {
-        &[AMR_PASSWORD]
+    use crate::auth::jwt::{AMR_HARDWARE_KEY, AMR_MULTIPLE_FACTORS, AMR_OTP};
+    match session.passkey {
+        PasskeyUse::SecondFactor => &[AMR_PASSWORD, AMR_HARDWARE_KEY],
+        PasskeyUse::Passwordless => &[AMR_HARDWARE_KEY, AMR_MULTIPLE_FACTORS],
+        PasskeyUse::None if session.two_factor => &[AMR_PASSWORD, AMR_OTP],
+        PasskeyUse::None => &[AMR_PASSWORD],
     }
 }
 
@@ -151,40 +153,29 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             "This account has been deactivated",
         ));
     }
-    let two_factor = match crate::api::two_factor::check_login_code(
-        app,
-        &user,
-        two_factor_code.as_deref(),
-    )
-    .await
-    {
-        Ok(passed) => passed,
-        Err(super::two_factor::LoginCodeError::Required) => {
-            guess.released(app).await?;
-            app.metrics
-                .logins
-                .with_label_values(&["two_factor_required"])
-                .inc();
-            return Err(Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "two_factor_required",
-                "A two-factor authentication code is required",
-            ));
-        }
-        Err(super::two_factor::LoginCodeError::Wrong) => {
-            app.metrics.logins.with_label_values(&["failure"]).inc();
-            guess.failed(app, request, "wrong_two_factor_code");
-            return Err(invalid_credentials());
-        }
-        Err(super::two_factor::LoginCodeError::Backend(response)) => return Err(response),
-    };
+    let (two_factor, passkey) =
+        match super::passkeys::check_second_factor(app, request, &user, two_factor_code.as_deref())
+            .await
+        {
+            Ok(passed) => passed,
+            Err(super::two_factor::LoginCodeError::Required) => {
+                guess.released(app).await?;
+                app.metrics
+                    .logins
+                    .with_label_values(&["two_factor_required"])
+                    .inc();
+                return Err(super::passkeys::two_factor_required(app, &user).await);
+            }
+            Err(super::two_factor::LoginCodeError::Wrong) => {
+                app.metrics.logins.with_label_values(&["failure"]).inc();
+                guess.failed(app, request, "wrong_two_factor_code");
+                return Err(invalid_credentials());
+            }
+            Err(super::two_factor::LoginCodeError::Backend(response)) => return Err(response),
+        };
 
     // The guess is resolved by clearing the count with the login stamp.
     drop(guess);
-    app.store.record_successful_login(user.id).await?;
-    // A new session never starts from a cached copy of the account that may predate an
-    // operator's change.
-    app.access.forget_user_record(user.id.into());
     if app.hasher.needs_rehash(&user.password_hash) {
         match app.hasher.hash(&password).await {
             Ok(hash) => {
@@ -195,6 +186,23 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             Err(e) => tracing::warn!(error = %e, "could not re-hash a password"),
         }
     }
+    open_session(app, request, &user, two_factor, passkey, remember_me).await
+}
+
+/// Starts a session for `user`, who has just proved who they are (a password, perhaps
+/// with a second factor, or a passkey alone), and answers with its tokens.
+pub(super) async fn open_session(
+    app: &App,
+    request: &ApiRequest,
+    user: &User,
+    two_factor: bool,
+    passkey: PasskeyUse,
+    remember_me: bool,
+) -> Result<Reply, Reply> {
+    app.store.record_successful_login(user.id).await?;
+    // A new session never starts from a cached copy of the account that may predate an
+    // operator's change.
+    app.access.forget_user_record(user.id.into());
 
     let tokens_cfg = &app.config.tokens;
     let lifetime = if remember_me {
@@ -212,6 +220,7 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             ip: request.client_ip.to_string(),
             user_agent: request.user_agent.clone(),
             two_factor,
+            passkey,
             remember_me,
             refresh_hash: sha256_hex(&secret),
             idle_ttl: lifetime,
@@ -238,11 +247,12 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         user_id = %user.id,
         session_id = %session.id,
         two_factor,
+        passkey = passkey.as_str(),
         client_ip = %request.client_ip,
     );
-    notify_new_device(app, &user, request).await;
+    notify_new_device(app, user, request).await;
 
-    let mut summary = user_summary(&user);
+    let mut summary = user_summary(user);
     summary["roles"] = json!(user.roles);
     Ok(with_tokens(
         app,

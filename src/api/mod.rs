@@ -10,6 +10,7 @@ mod input;
 mod lockout;
 mod login;
 pub mod openapi;
+mod passkeys;
 mod profile;
 mod two_factor;
 mod verify;
@@ -110,7 +111,9 @@ async fn rate_limit(
     }
     let own = match (&request.method, path) {
         (&Method::POST, "/api/auth/register") => limits.register.map(|s| ("register", s)),
-        (&Method::POST, "/api/auth/login") => limits.login.map(|s| ("login", s)),
+        (&Method::POST, "/api/auth/login")
+        | (&Method::POST, "/api/auth/passkeys/login")
+        | (&Method::POST, "/api/auth/passkeys/login/options") => limits.login.map(|s| ("login", s)),
         (&Method::POST, "/api/auth/request-password-reset") => {
             limits.password_reset.map(|s| ("password_reset", s))
         }
@@ -174,6 +177,17 @@ async fn endpoint(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         "/api/auth/setup-2fa" if is(&Method::POST) => two_factor::setup(app, request).await,
         "/api/auth/enable-2fa" if is(&Method::POST) => two_factor::enable(app, request).await,
         "/api/auth/disable-2fa" if is(&Method::POST) => two_factor::disable(app, request).await,
+        "/api/auth/passkeys" if is(&Method::GET) => Ok(passkeys::list(app, request).await),
+        "/api/auth/passkeys/register/options" if is(&Method::POST) => {
+            Ok(passkeys::register_options(app, request).await)
+        }
+        "/api/auth/passkeys/register" if is(&Method::POST) => {
+            Ok(passkeys::register(app, request).await)
+        }
+        "/api/auth/passkeys/login/options" if is(&Method::POST) => {
+            Ok(passkeys::login_options(app, request).await)
+        }
+        "/api/auth/passkeys/login" if is(&Method::POST) => Ok(passkeys::login(app, request).await),
         "/api/auth/verify" if is(&Method::GET) || is(&Method::HEAD) => {
             Ok(verify::forward_auth(app, request).await)
         }
@@ -181,6 +195,13 @@ async fn endpoint(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             Ok(openapi::response())
         }
         _ => {
+            if let Some(id) = passkey_id(path) {
+                return match request.method {
+                    Method::PATCH => Ok(passkeys::rename(app, request, id).await),
+                    Method::DELETE => Ok(passkeys::remove(app, request, id).await),
+                    _ => Err(Reply::method_not_allowed("PATCH, DELETE")),
+                };
+            }
             if let Some(id) = path.strip_prefix("/api/auth/sessions/") {
                 if is(&Method::DELETE) && !id.contains('/') {
                     return profile::delete_session(app, request, id).await;
@@ -195,12 +216,19 @@ async fn endpoint(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     }
 }
 
+/// The `{id}` of `/api/auth/passkeys/{id}`.
+fn passkey_id(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/auth/passkeys/")
+        .filter(|id| !id.is_empty() && !id.contains('/') && !matches!(*id, "register" | "login"))
+}
+
 /// The methods a known path accepts, for 405 answers.
 fn allowed_methods(path: &str) -> Option<&'static str> {
     Some(match path {
         "/.well-known/jwks.json" => "GET, HEAD",
         "/api/auth/profile" => "GET, PATCH",
         "/api/auth/sessions" => "GET",
+        "/api/auth/passkeys" => "GET",
         "/api/auth/verify" => "GET, HEAD",
         "/api/auth/openapi.json" => "GET, HEAD",
         "/api/auth/register"
@@ -216,7 +244,12 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         | "/api/auth/deactivate"
         | "/api/auth/setup-2fa"
         | "/api/auth/enable-2fa"
-        | "/api/auth/disable-2fa" => "POST",
+        | "/api/auth/disable-2fa"
+        | "/api/auth/passkeys/register/options"
+        | "/api/auth/passkeys/register"
+        | "/api/auth/passkeys/login/options"
+        | "/api/auth/passkeys/login" => "POST",
+        _ if passkey_id(path).is_some() => "PATCH, DELETE",
         _ => return None,
     })
 }

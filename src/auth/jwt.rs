@@ -47,6 +47,13 @@ pub const AMR_PASSWORD: &str = "pwd";
 /// `amr` value added when a second factor (TOTP or recovery code) was given.
 pub const AMR_OTP: &str = "otp";
 
+/// `amr` value of a passkey (WebAuthn) sign-in: proof of possession of a key (RFC 8176 §2).
+pub const AMR_HARDWARE_KEY: &str = "hwk";
+
+/// `amr` value added to [`AMR_HARDWARE_KEY`] for a passwordless sign-in whose authenticator
+/// verified the user (PIN or biometrics): more than one factor (RFC 8176 §2).
+pub const AMR_MULTIPLE_FACTORS: &str = "mfa";
+
 /// The label that derives the refresh-rotation HMAC key from the signing key.
 const REFRESH_KEY_LABEL: &str = "portcullis/refresh-token-rotation/v1";
 
@@ -150,14 +157,17 @@ pub struct AccessClaims {
     pub iss: String,
     /// A unique id of this token.
     pub jti: String,
-    /// How the user authenticated: `["pwd"]` or `["pwd", "otp"]`.
+    /// How the user authenticated (RFC 8176): `["pwd"]`, `["pwd", "otp"]`, `["pwd", "hwk"]`
+    /// (a passkey as second factor) or `["hwk", "mfa"]` (a passkey alone, user verified).
     pub amr: Vec<String>,
 }
 
 impl AccessClaims {
     /// Whether the session behind this token passed a second factor.
     pub fn has_second_factor(&self) -> bool {
-        self.amr.iter().any(|m| m == AMR_OTP)
+        self.amr
+            .iter()
+            .any(|m| m == AMR_OTP || m == AMR_HARDWARE_KEY || m == AMR_MULTIPLE_FACTORS)
     }
 }
 

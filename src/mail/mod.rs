@@ -129,6 +129,16 @@ pub enum MailKind {
     TwoFactorEnabled,
     /// Two-factor authentication was turned off.
     TwoFactorDisabled,
+    /// A passkey was added to the account.
+    PasskeyAdded {
+        /// The name the user gave it.
+        name: String,
+    },
+    /// A passkey was removed from the account.
+    PasskeyRemoved {
+        /// The name it had.
+        name: String,
+    },
 }
 
 impl fmt::Debug for MailKind {
@@ -157,13 +167,15 @@ impl fmt::Debug for MailKind {
 
 impl MailKind {
     /// Every kind's name, as used in template file names and the `kind` metric label.
-    pub const NAMES: [&'static str; 6] = [
+    pub const NAMES: [&'static str; 8] = [
         "verification",
         "password_reset",
         "password_changed",
         "login_notification",
         "two_factor_enabled",
         "two_factor_disabled",
+        "passkey_added",
+        "passkey_removed",
     ];
 
     /// The kind's name: the template file prefix and the metric label.
@@ -175,6 +187,8 @@ impl MailKind {
             Self::LoginNotification { .. } => "login_notification",
             Self::TwoFactorEnabled => "two_factor_enabled",
             Self::TwoFactorDisabled => "two_factor_disabled",
+            Self::PasskeyAdded { .. } => "passkey_added",
+            Self::PasskeyRemoved { .. } => "passkey_removed",
         }
     }
 
@@ -197,6 +211,12 @@ impl MailKind {
             },
             Self::TwoFactorEnabled,
             Self::TwoFactorDisabled,
+            Self::PasskeyAdded {
+                name: "Laptop".into(),
+            },
+            Self::PasskeyRemoved {
+                name: "Laptop".into(),
+            },
         ]
     }
 }
@@ -504,6 +524,9 @@ pub(crate) fn template_context(
             vars.insert("ip", Value::from(ip.as_str()));
             vars.insert("user_agent", Value::from(user_agent.as_str()));
             vars.insert("time", Value::from(format_time(time)));
+        }
+        MailKind::PasskeyAdded { name } | MailKind::PasskeyRemoved { name } => {
+            vars.insert("passkey_name", Value::from(name.as_str()));
         }
         MailKind::PasswordChanged | MailKind::TwoFactorEnabled | MailKind::TwoFactorDisabled => {}
     }

@@ -93,6 +93,30 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../config/templates/two_factor_disabled.html"),
     ),
     (
+        "passkey_added.subject.txt",
+        include_str!("../../config/templates/passkey_added.subject.txt"),
+    ),
+    (
+        "passkey_added.txt",
+        include_str!("../../config/templates/passkey_added.txt"),
+    ),
+    (
+        "passkey_added.html",
+        include_str!("../../config/templates/passkey_added.html"),
+    ),
+    (
+        "passkey_removed.subject.txt",
+        include_str!("../../config/templates/passkey_removed.subject.txt"),
+    ),
+    (
+        "passkey_removed.txt",
+        include_str!("../../config/templates/passkey_removed.txt"),
+    ),
+    (
+        "passkey_removed.html",
+        include_str!("../../config/templates/passkey_removed.html"),
+    ),
+    (
         "ru/layout.html",
         include_str!("../../config/templates/ru/layout.html"),
     ),
@@ -167,6 +191,30 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "ru/two_factor_disabled.html",
         include_str!("../../config/templates/ru/two_factor_disabled.html"),
+    ),
+    (
+        "ru/passkey_added.subject.txt",
+        include_str!("../../config/templates/ru/passkey_added.subject.txt"),
+    ),
+    (
+        "ru/passkey_added.txt",
+        include_str!("../../config/templates/ru/passkey_added.txt"),
+    ),
+    (
+        "ru/passkey_added.html",
+        include_str!("../../config/templates/ru/passkey_added.html"),
+    ),
+    (
+        "ru/passkey_removed.subject.txt",
+        include_str!("../../config/templates/ru/passkey_removed.subject.txt"),
+    ),
+    (
+        "ru/passkey_removed.txt",
+        include_str!("../../config/templates/ru/passkey_removed.txt"),
+    ),
+    (
+        "ru/passkey_removed.html",
+        include_str!("../../config/templates/ru/passkey_removed.html"),
     ),
 ];
 

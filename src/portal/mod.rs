@@ -52,6 +52,13 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
         let mut v = Visit::new(app, &request);
         return v.method_not_allowed("GET, HEAD");
     }
+    if sub == "/passkeys.js" && portal.passkeys_enabled {
+        if is_get {
+            return portal.script_page();
+        }
+        let mut v = Visit::new(app, &request);
+        return v.method_not_allowed("GET, HEAD");
+    }
     let mut v = Visit::new(app, &request);
     if request.method == Method::POST {
         if !pages::POST_PATHS.contains(&sub.as_str()) {
@@ -298,6 +305,11 @@ impl<'a> Visit<'a> {
             to_value(json!({"title": self.portal.title, "logo_url": self.portal.logo_url})),
         );
         context.insert("css_href", Value::from(self.path("/portal.css")));
+        context.insert(
+            "passkeys_enabled",
+            Value::from(self.portal.passkeys_enabled),
+        );
+        context.insert("js_href", Value::from(self.path("/passkeys.js")));
         context.insert("prefix", Value::from(self.portal.prefix.as_str()));
         context.insert("languages", self.language_links());
         context.insert("csrf", Value::from(self.csrf_token.as_str()));
@@ -650,6 +662,7 @@ fn error_key(response: &Reply) -> &'static str {
         "service_unavailable" => "error_unavailable",
         "invalid_token" => "link_invalid_text",
         "email_not_verified" => "two_factor_needs_verified_email",
+        "passkey_refused" | "ceremony_invalid" | "passkey_invalid" => "passkey_failed",
         _ if response.status == StatusCode::TOO_MANY_REQUESTS => "error_rate_limited",
         _ if response.status == StatusCode::SERVICE_UNAVAILABLE => "error_unavailable",
         _ => "error_generic",

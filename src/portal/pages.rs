@@ -1,6 +1,8 @@
 //! The pages: one function per form, each turning the form into an account-API call and
 //! the answer into the next page.
 
+mod passkeys;
+
 use http::{Method, StatusCode};
 use minijinja::Value;
 use serde_json::json;
@@ -39,6 +41,11 @@ pub(super) const POST_PATHS: &[&str] = &[
     "/account/2fa/disable",
     "/account/resend-verification",
     "/account/deactivate",
+    "/login/passkey",
+    "/account/passkeys/add",
+    "/account/passkeys/register",
+    "/account/passkeys/rename",
+    "/account/passkeys/remove",
 ];
 
 /// Notices an account page may show after a form succeeded (`?done=`).
@@ -48,6 +55,9 @@ const NOTICES: &[(&str, &str)] = &[
     ("session", "notice_session"),
     ("two_factor_disabled", "notice_two_factor_disabled"),
     ("verification_sent", "notice_verification_sent"),
+    ("passkey_added", "notice_passkey_added"),
+    ("passkey_renamed", "notice_passkey_renamed"),
+    ("passkey_removed", "notice_passkey_removed"),
 ];
 
 /// Shows the page at `sub` (a member of [`GET_PATHS`]).
@@ -124,6 +134,7 @@ pub(super) async fn get(v: &mut Visit<'_>, sub: &str) -> Page {
 pub(super) async fn post(v: &mut Visit<'_>, sub: &str, form: Form) -> Page {
     match sub {
         "/login" => login(v, form).await,
+        "/login/passkey" => passkeys::sign_in(v, form).await,
         "/register" => register(v, form).await,
         "/verify-email" => verify_email(v, form).await,
         "/forgot-password" => forgot_password(v, form).await,
@@ -190,13 +201,26 @@ fn render_login(
     )
 }
 
+/// The second sign-in step; `second_step` is the `data` of the API's
+/// `two_factor_required` answer (`methods`, and `passkey` when the user has passkeys).
 fn render_two_factor(
     v: &mut Visit<'_>,
     status: StatusCode,
     feedback: Feedback,
     return_to: Option<String>,
     ticket: String,
+    second_step: &serde_json::Value,
 ) -> Page {
+    let methods = second_step["methods"].as_array();
+    let has = |m: &str| methods.is_some_and(|list| list.iter().any(|x| x == m));
+    // Without an answer to read the methods from, the code form shows.
+    let totp = methods.is_none() || has("totp");
+    let passkey = second_step["passkey"].clone();
+    // The options go into an attribute as JSON text, HTML-escaped like every value.
+    let passkey_options = passkey
+        .get("options")
+        .map(serde_json::Value::to_string)
+        .unwrap_or_default();
     v.render(
         "two_factor.html",
         status,
@@ -205,6 +229,9 @@ fn render_two_factor(
         vec![
             ("return_to", Value::from(return_to.unwrap_or_default())),
             ("ticket", Value::from(ticket)),
+            ("totp", Value::from(totp)),
+            ("passkey", to_value(passkey)),
+            ("passkey_options", Value::from(passkey_options)),
         ],
     )
 }
@@ -240,7 +267,12 @@ async fn login(v: &mut Visit<'_>, form: Form) -> Page {
         ),
     };
     let mut body = json!({"email": email, "password": password, "remember_me": remember_me});
-    if let Some(code) = &code {
+    if let Some(answer) = ticket
+        .as_ref()
+        .and_then(|_| passkeys::second_factor_answer(&form))
+    {
+        body["passkey"] = answer;
+    } else if let Some(code) = &code {
         body["two_factor_code"] = json!(code);
     }
     let response = v
@@ -262,21 +294,47 @@ async fn login(v: &mut Visit<'_>, form: Form) -> Page {
     }
     if code_of == "two_factor_required" {
         return match v.portal.seal_ticket(&email, &password, remember_me) {
-            Some(sealed) => {
-                render_two_factor(v, StatusCode::OK, Feedback::default(), return_to, sealed)
-            }
+            Some(sealed) => render_two_factor(
+                v,
+                StatusCode::OK,
+                Feedback::default(),
+                return_to,
+                sealed,
+                &response.body_json()["data"],
+            ),
             None => v.failure(&response),
         };
     }
     if let Some(ticket) = ticket
         && code_of == "invalid_credentials"
     {
-        // The password was right a minute ago: the code is what failed.
+        // The password was right a minute ago: the second factor is what failed. A fresh
+        // first step gives the methods again (and a new passkey challenge).
         let mut feedback = Feedback::default();
-        feedback
-            .errors
-            .insert("two_factor_code".into(), vec![v.t("error_wrong_code")]);
-        return render_two_factor(v, response.status, feedback, return_to, ticket);
+        if form.get("passkey_credential").is_some() {
+            feedback.form_error = Some(v.t("passkey_failed"));
+        } else {
+            feedback
+                .errors
+                .insert("two_factor_code".into(), vec![v.t("error_wrong_code")]);
+        }
+        let again = v
+            .api(
+                Method::POST,
+                "/api/auth/login",
+                None,
+                Some(json!({"email": email, "password": password, "remember_me": remember_me})),
+                true,
+            )
+            .await;
+        return render_two_factor(
+            v,
+            response.status,
+            feedback,
+            return_to,
+            ticket,
+            &again.body_json()["data"],
+        );
     }
     let feedback = v.feedback(&response, str::to_owned);
     render_login(v, response.status, feedback, return_to, &email, remember_me)
@@ -513,12 +571,17 @@ async fn account_page(
         })
         .unwrap_or_default();
     let user = profile.body_json()["data"]["user"].clone();
+    let passkeys = passkeys::for_account(v, token).await;
     v.render(
         "account.html",
         status,
         "account_title",
         feedback,
-        vec![("user", to_value(user)), ("sessions", to_value(sessions))],
+        vec![
+            ("user", to_value(user)),
+            ("sessions", to_value(sessions)),
+            ("passkeys", passkeys),
+        ],
     )
 }
 
@@ -752,6 +815,9 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
                 &["deactivated_text"],
                 None,
             )
+        }
+        passkey if passkey.starts_with("/account/passkeys/") => {
+            passkeys::account_action(v, passkey, token, form).await
         }
         _ => v.not_found(),
     }

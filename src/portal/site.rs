@@ -74,8 +74,15 @@ const BUILT_IN: &[(&str, &str)] = &[
         "message.html",
         include_str!("../../config/portal/templates/message.html"),
     ),
+    (
+        "passkey_add.html",
+        include_str!("../../config/portal/templates/passkey_add.html"),
+    ),
     ("portal.css", include_str!("../../config/portal/portal.css")),
 ];
+
+/// The portal's only script: it calls `navigator.credentials` for the passkey forms.
+const PASSKEYS_SCRIPT: &str = include_str!("../../config/portal/passkeys.js");
 
 /// The page templates a browser is shown: each is rendered
 /// once at start so that a broken override stops the server, naming the file.
@@ -91,6 +98,7 @@ const PAGES: &[&str] = &[
     "recovery_codes.html",
     "logout.html",
     "message.html",
+    "passkey_add.html",
 ];
 
 /// How long the second sign-in step may follow the first.
@@ -125,6 +133,8 @@ pub struct Portal {
     pub(super) allowed_return_hosts: Vec<String>,
     pub(super) title: String,
     pub(super) logo_url: String,
+    /// `server.public_url` can be a WebAuthn relying party: the passkey controls show.
+    pub(super) passkeys_enabled: bool,
 }
 
 impl std::fmt::Debug for Portal {
@@ -184,9 +194,17 @@ impl Portal {
         for host in &p.allowed_return_hosts {
             form_action.push_str(&format!(" https://{host} http://{host}"));
         }
+        let passkeys_enabled = crate::passkeys::relying_party_of(&config.server.public_url).is_ok();
+        // The passkey script is a file of ours (no inline script); it fetches the
+        // options of a passwordless sign-in from the API on the same origin.
+        let scripts = if passkeys_enabled {
+            " script-src 'self'; connect-src 'self';"
+        } else {
+            ""
+        };
         let csp = format!(
-            "default-src 'none'; style-src 'self'; img-src {img_src}; form-action {form_action}; \
-             frame-ancestors 'none'; base-uri 'none'"
+            "default-src 'none';{scripts} style-src 'self'; img-src {img_src}; \
+             form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
         );
         let portal = Self {
             enabled: p.enabled,
@@ -202,6 +220,7 @@ impl Portal {
             allowed_return_hosts: p.allowed_return_hosts.clone(),
             title: p.title.clone(),
             logo_url: p.logo_url.clone(),
+            passkeys_enabled,
         };
         portal.check_templates()?;
         Ok(portal)
@@ -249,6 +268,24 @@ impl Portal {
                 "created_at": "", "last_seen_at": "", "current": false}])),
         );
         context.insert("codes", to_value(json!(["abcd-efgh-ijkl"])));
+        context.insert("passkeys_enabled", Value::from(true));
+        context.insert(
+            "js_href",
+            Value::from(format!("{}/passkeys.js", self.prefix)),
+        );
+        context.insert(
+            "passkeys",
+            to_value(json!([{"id": "p", "name": "Laptop", "created_at": "", "last_used_at": ""}])),
+        );
+        context.insert(
+            "passkey",
+            to_value(json!({"ceremony_id": "c", "options": {"publicKey": {}}})),
+        );
+        context.insert("totp", Value::from(true));
+        context.insert("options", Value::from("{\"publicKey\": {}}"));
+        context.insert("passkey_options", Value::from("{\"publicKey\": {}}"));
+        context.insert("ceremony_id", Value::from("sample"));
+        context.insert("name", Value::from("Laptop"));
         context.insert("errors", to_value(json!({"email": ["sample"]})));
         context.insert("values", to_value(json!({"email": "ada@example.com"})));
         context.insert("paragraphs", to_value(json!(["sample"])));
@@ -333,6 +370,18 @@ impl Portal {
             value["p"].as_str()?.to_owned(),
             value["r"].as_bool().unwrap_or(false),
         ))
+    }
+
+    pub(super) fn script_page(&self) -> Page {
+        Page {
+            status: StatusCode::OK,
+            headers: vec![(
+                http::header::CACHE_CONTROL,
+                "public, max-age=3600".to_owned(),
+            )],
+            content_type: "text/javascript; charset=utf-8",
+            body: Bytes::from_static(PASSKEYS_SCRIPT.as_bytes()),
+        }
     }
 
     pub(super) fn stylesheet_page(&self) -> Page {

@@ -43,6 +43,8 @@ struct Inner {
     by_user: HashMap<Uuid, VecDeque<SessionId>>,
     /// One-time claims and when they lapse.
     claims: HashMap<String, Instant>,
+    /// Stashed values (ceremony states) and when they lapse; they count against `max_claims`.
+    stashes: HashMap<String, (String, Instant)>,
     max_sessions: usize,
     max_claims: usize,
 }
@@ -73,6 +75,7 @@ impl MemorySessionStore {
             sessions: HashMap::new(),
             by_user: HashMap::new(),
             claims: HashMap::new(),
+            stashes: HashMap::new(),
             max_sessions,
             max_claims,
         }));
@@ -135,6 +138,7 @@ impl Inner {
             !ids.is_empty()
         });
         self.claims.retain(|_, until| *until > instant);
+        self.stashes.retain(|_, (_, until)| *until > instant);
     }
 
     /// The live entry for `id`; an expired one is removed on the way.
@@ -365,6 +369,34 @@ impl SessionStore for MemorySessionStore {
         Ok(true)
     }
 
+    async fn stash(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SessionError> {
+        let instant = Instant::now();
+        let until = instant.checked_add(ttl).unwrap_or(instant + super::MAX_TTL);
+        let mut inner = self.lock();
+        if inner.stashes.len() >= inner.max_claims && !inner.stashes.contains_key(key) {
+            inner.sweep(Utc::now(), instant);
+            if inner.stashes.len() >= inner.max_claims {
+                return Err(SessionError::Unavailable(
+                    "the in-memory stash is full".into(),
+                ));
+            }
+        }
+        inner
+            .stashes
+            .insert(key.to_owned(), (value.to_owned(), until));
+        Ok(())
+    }
+
+    async fn take_stash(&self, key: &str) -> Result<Option<String>, SessionError> {
+        let instant = Instant::now();
+        Ok(self
+            .lock()
+            .stashes
+            .remove(key)
+            .filter(|(_, until)| *until > instant)
+            .map(|(value, _)| value))
+    }
+
     async fn ping(&self) -> Result<(), SessionError> {
         Ok(())
     }
@@ -422,6 +454,7 @@ mod tests {
             ip: "192.0.2.1".into(),
             user_agent: "test".into(),
             two_factor: false,
+            passkey: crate::session::PasskeyUse::None,
             remember_me: false,
             refresh_hash: "00".into(),
             idle_ttl: ttl,

@@ -82,6 +82,14 @@ pub trait SessionStore: Send + Sync {
     /// across every instance sharing the store.
     async fn claim_once(&self, key: &str, ttl: Duration) -> Result<bool, SessionError>;
 
+    /// Keeps `value` under `key` for `ttl` (the state of a WebAuthn ceremony), visible to
+    /// every instance sharing the store; replaces what was there.
+    async fn stash(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SessionError>;
+
+    /// Takes back what [`SessionStore::stash`] kept under `key`, at most once across every
+    /// instance: the value is gone once read. `None` when it expired, was taken or never was.
+    async fn take_stash(&self, key: &str) -> Result<Option<String>, SessionError>;
+
     /// Checks that the backend answers, for `/health`.
     async fn ping(&self) -> Result<(), SessionError>;
 
@@ -190,6 +198,8 @@ pub struct Session {
     pub user_agent: String,
     /// The login passed a second factor.
     pub two_factor: bool,
+    /// Whether, and how, a passkey took part in the login.
+    pub passkey: PasskeyUse,
     /// The user asked to stay logged in (the longer refresh lifetime applies).
     pub remember_me: bool,
     /// The refresh-token chain.
@@ -246,6 +256,8 @@ pub struct NewSession {
     pub user_agent: String,
     /// The login passed a second factor.
     pub two_factor: bool,
+    /// Whether, and how, a passkey took part in the login.
+    pub passkey: PasskeyUse,
     /// The user asked to stay logged in.
     pub remember_me: bool,
     /// Hash (hex) of the first refresh token.
@@ -267,6 +279,7 @@ impl fmt::Debug for NewSession {
             .field("ip", &self.ip)
             .field("user_agent", &self.user_agent)
             .field("two_factor", &self.two_factor)
+            .field("passkey", &self.passkey)
             .field("remember_me", &self.remember_me)
             .field("refresh_hash", &Redacted(&self.refresh_hash))
             .field("idle_ttl", &self.idle_ttl)
@@ -290,6 +303,7 @@ impl NewSession {
             ip: self.ip,
             user_agent: self.user_agent,
             two_factor: self.two_factor,
+            passkey: self.passkey,
             remember_me: self.remember_me,
             refresh: RefreshState {
                 current_hash: self.refresh_hash,
@@ -297,6 +311,39 @@ impl NewSession {
                 rotated_at: None,
                 generation: 0,
             },
+        }
+    }
+}
+
+/// Whether, and how, a passkey (WebAuthn) took part in a session's login; the access
+/// token's `amr` (RFC 8176) follows from it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PasskeyUse {
+    /// No passkey: a password, perhaps with a TOTP or recovery code.
+    #[default]
+    None,
+    /// A password, then a passkey as the second factor (`amr` `pwd`, `hwk`).
+    SecondFactor,
+    /// A passkey alone, with user verification on the authenticator (`amr` `hwk`, `mfa`).
+    Passwordless,
+}
+
+impl PasskeyUse {
+    /// How the Redis store writes it (`""` for none).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::SecondFactor => "second_factor",
+            Self::Passwordless => "passwordless",
+        }
+    }
+
+    /// Reads what [`PasskeyUse::as_str`] wrote; anything else is no passkey.
+    pub(crate) fn from_stored(value: &str) -> Self {
+        match value {
+            "second_factor" => Self::SecondFactor,
+            "passwordless" => Self::Passwordless,
+            _ => Self::None,
         }
     }
 }
@@ -442,6 +489,7 @@ mod tests {
             ip: "127.0.0.1".into(),
             user_agent: "test".into(),
             two_factor: false,
+            passkey: PasskeyUse::None,
             remember_me: false,
             refresh_hash: current.clone(),
             idle_ttl: Duration::from_secs(60),

@@ -204,6 +204,7 @@ impl SessionStore for RedisSessionStore {
                     .arg(flag(record.two_factor))
                     .arg(flag(record.remember_me))
                     .arg(&record.refresh.current_hash)
+                    .arg(record.passkey.as_str())
                     .invoke_async(&mut conn)
                     .await
                     .map_err(unavailable)
@@ -412,6 +413,42 @@ impl SessionStore for RedisSessionStore {
         Ok(reply.is_some())
     }
 
+    async fn stash(&self, key: &str, value: &str, ttl: Duration) -> Result<(), SessionError> {
+        let key = format!("{}stash:{key}", self.shared.prefix);
+        let value = value.to_owned();
+        let ttl_ms = i64::try_from(ttl.min(super::MAX_TTL).as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        self.run(move |_, mut conn| async move {
+            ::redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms)
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn take_stash(&self, key: &str) -> Result<Option<String>, SessionError> {
+        let key = format!("{}stash:{key}", self.shared.prefix);
+        // GET and DEL in one transaction: of two instances racing, one gets the value.
+        let (value, _): (Option<String>, i64) = self
+            .run(move |_, mut conn| async move {
+                ::redis::pipe()
+                    .atomic()
+                    .get(&key)
+                    .del(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        Ok(value)
+    }
+
     async fn ping(&self) -> Result<(), SessionError> {
         let _: String = self
             .run(|_, mut conn| async move {
@@ -481,6 +518,7 @@ fn parse_session(id: SessionId, fields: &HashMap<String, String>) -> Result<Sess
         ip: text("ip")?.clone(),
         user_agent: text("ua")?.clone(),
         two_factor: text("tfa")? == "1",
+        passkey: super::PasskeyUse::from_stored(optional("pk").map_or("", String::as_str)),
         remember_me: text("rem")? == "1",
         refresh: RefreshState {
             current_hash: text("cur")?.clone(),
@@ -629,7 +667,7 @@ end
 "#;
 
 // KEYS: user index, session. ARGV: prefix, id, now, max, channel, uid, exp, abs, idle,
-// ip, ua, tfa, rem, refresh hash.
+// ip, ua, tfa, rem, refresh hash, passkey use.
 const LUA_CREATE: &str = r#"
 local ukey, skey = KEYS[1], KEYS[2]
 local prefix, id, now, max, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -651,7 +689,8 @@ local top = redis.call('ZRANGE', ukey, -1, -1, 'WITHSCORES')
 if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
 redis.call('HSET', skey, 'uid', ARGV[6], 'created', ARGV[3], 'seen', ARGV[3], 'exp', ARGV[7],
   'abs', ARGV[8], 'idle', ARGV[9], 'ip', ARGV[10], 'ua', ARGV[11], 'tfa', ARGV[12],
-  'rem', ARGV[13], 'cur', ARGV[14], 'prev', '', 'rot', '', 'gen', '0', 'retired', '')
+  'rem', ARGV[13], 'cur', ARGV[14], 'prev', '', 'rot', '', 'gen', '0', 'retired', '',
+  'pk', ARGV[15])
 expire_at(skey, tonumber(ARGV[7]), now)
 redis.call('ZADD', ukey, int(score), id)
 extend_to(ukey, tonumber(ARGV[8]), now)

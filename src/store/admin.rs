@@ -47,8 +47,9 @@ pub enum UserCommand {
         /// The account's address (any case).
         email: String,
     },
-    /// `user reset-2fa EMAIL`: turns two-factor authentication off, deletes the secret and
-    /// the recovery codes and ends every session (for a user who lost their authenticator).
+    /// `user reset-2fa EMAIL`: turns two-factor authentication off, deletes the secret, the
+    /// recovery codes and the passkeys and ends every session (for a user who lost their
+    /// authenticator).
     ResetTwoFactor {
         /// The account's address (any case).
         email: String,
@@ -168,17 +169,28 @@ pub async fn run_user_command(
             // Done even when 2FA looks off: a half-finished state (a secret left behind)
             // is cleared all the same, and the sessions end either way.
             store.set_two_factor(user.id, None).await?;
+            // Passkeys are second factors too: a user who lost theirs gets back in with
+            // the password alone.
+            let passkeys = store.list_passkeys(user.id).await?;
+            for passkey in &passkeys {
+                store.remove_passkey(user.id, passkey.id).await?;
+            }
             store
                 .record_user_change(user.id, UserChange::SessionsEnded)
                 .await?;
+            let passkeys = match passkeys.len() {
+                0 => String::new(),
+                1 => ", 1 passkey removed".to_owned(),
+                n => format!(", {n} passkeys removed"),
+            };
             if user.two_factor_enabled {
                 Ok(format!(
-                    "reset two-factor authentication of {}: secret and recovery codes deleted, sessions ended",
+                    "reset two-factor authentication of {}: secret and recovery codes deleted, sessions ended{passkeys}",
                     user.email
                 ))
             } else {
                 Ok(format!(
-                    "{} did not have two-factor authentication on; sessions ended",
+                    "{} did not have two-factor authentication on; sessions ended{passkeys}",
                     user.email
                 ))
             }

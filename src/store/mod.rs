@@ -9,6 +9,14 @@
 
 /// The `users` columns every query that builds a [`User`] selects, in one place so
 /// the two backends cannot drift apart.
+/// The `passkeys` columns every query that builds a [`StoredPasskey`] selects.
+macro_rules! passkey_columns {
+    () => {
+        "id, user_id, credential_id, name, credential, sign_count, backup_eligible, \
+         backup_state, created_at, last_used_at"
+    };
+}
+
 macro_rules! user_columns {
     () => {
         "id, email, password_hash, first_name, last_name, is_verified, is_active, \
@@ -18,6 +26,7 @@ macro_rules! user_columns {
 }
 
 pub mod admin;
+mod passkeys;
 mod postgres;
 mod runtime;
 mod sqlite;
@@ -32,6 +41,8 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{Email, UserId};
 use crate::reply::Reply;
+
+pub use passkeys::{MAX_NAME_CHARS as MAX_PASSKEY_NAME_CHARS, PasskeyUse, StoredPasskey};
 
 /// Why a store call failed; the API maps `Unavailable` to 503 and the rest as it sees fit.
 #[derive(Debug, thiserror::Error)]
@@ -439,6 +450,31 @@ pub trait UserStore: Send + Sync {
 
     /// Deletes change-feed entries older than [`USER_CHANGE_RETENTION`]; returns how many.
     async fn purge_user_changes(&self) -> Result<u64, StoreError>;
+
+    /// Stores a newly registered passkey; `false` when its credential id is already
+    /// registered (to any account).
+    async fn add_passkey(&self, passkey: &StoredPasskey) -> Result<bool, StoreError>;
+
+    /// The user's passkeys, oldest first.
+    async fn list_passkeys(&self, user: UserId) -> Result<Vec<StoredPasskey>, StoreError>;
+
+    /// The passkey with this credential id (base64url), whoever owns it.
+    async fn find_passkey(&self, credential_id: &str) -> Result<Option<StoredPasskey>, StoreError>;
+
+    /// Renames one of the user's passkeys; `false` when the user has no such key.
+    async fn rename_passkey(
+        &self,
+        user: UserId,
+        id: uuid::Uuid,
+        name: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// Deletes one of the user's passkeys; `false` when the user has no such key.
+    async fn remove_passkey(&self, user: UserId, id: uuid::Uuid) -> Result<bool, StoreError>;
+
+    /// Records an accepted use, only over the counter it was checked against: `false`
+    /// when another use got there first (the caller refuses this one).
+    async fn record_passkey_use(&self, used: &PasskeyUse) -> Result<bool, StoreError>;
 
     /// Checks that the database answers (for `/health`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AttemptClaim, FailedLogin, NewUser, StoreError, TokenKind, User, UserChange, UserChangeEvent,
-    UserStore,
+    AttemptClaim, FailedLogin, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
+    UserChange, UserChangeEvent, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, UserId};
@@ -230,5 +230,44 @@ impl UserStore for OnRuntime {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|s| async move { s.ping().await }).await
+    }
+
+    async fn add_passkey(&self, passkey: &StoredPasskey) -> Result<bool, StoreError> {
+        let passkey = passkey.clone();
+        self.run(|s| async move { s.add_passkey(&passkey).await })
+            .await
+    }
+
+    async fn list_passkeys(&self, user: UserId) -> Result<Vec<StoredPasskey>, StoreError> {
+        self.run(|s| async move { s.list_passkeys(user).await })
+            .await
+    }
+
+    async fn find_passkey(&self, credential_id: &str) -> Result<Option<StoredPasskey>, StoreError> {
+        let credential_id = credential_id.to_owned();
+        self.run(|s| async move { s.find_passkey(&credential_id).await })
+            .await
+    }
+
+    async fn rename_passkey(
+        &self,
+        user: UserId,
+        id: uuid::Uuid,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.run(|s| async move { s.rename_passkey(user, id, &name).await })
+            .await
+    }
+
+    async fn remove_passkey(&self, user: UserId, id: uuid::Uuid) -> Result<bool, StoreError> {
+        self.run(|s| async move { s.remove_passkey(user, id).await })
+            .await
+    }
+
+    async fn record_passkey_use(&self, used: &PasskeyUse) -> Result<bool, StoreError> {
+        let used = used.clone();
+        self.run(|s| async move { s.record_passkey_use(&used).await })
+            .await
     }
 }

@@ -21,10 +21,10 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::{
-    ACQUIRE_TIMEOUT, AttemptClaim, FailedLogin, NewUser, SQLITE_BUSY_TIMEOUT, StoreError,
-    TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User,
-    UserChange, UserChangeEvent, UserStore, count_from_db, is_foreign_key_violation,
-    is_unique_violation, lock_deadline, map_migrate, now,
+    ACQUIRE_TIMEOUT, AttemptClaim, FailedLogin, NewUser, PasskeyUse, SQLITE_BUSY_TIMEOUT,
+    StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION,
+    USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserStore, count_from_db,
+    is_foreign_key_violation, is_unique_violation, lock_deadline, map_migrate, now, passkeys,
 };
 use crate::domain::{Email, UserId};
 
@@ -164,6 +164,24 @@ fn user_from_row(row: &SqliteRow) -> Result<User, StoreError> {
         updated_at: row.try_get("updated_at")?,
         roles: Vec::new(),
         language: row.try_get("language")?,
+    })
+}
+
+fn passkey_from_row(row: &SqliteRow) -> Result<StoredPasskey, StoreError> {
+    let id: String = row.try_get("id")?;
+    let user_id: String = row.try_get("user_id")?;
+    Ok(StoredPasskey {
+        id: Uuid::parse_str(&id)
+            .map_err(|_| StoreError::Other("a stored passkey id is not a UUID".into()))?,
+        user_id: parse_user_id(&user_id)?,
+        credential_id: row.try_get("credential_id")?,
+        name: row.try_get("name")?,
+        credential: row.try_get("credential")?,
+        sign_count: passkeys::count_from_db(row.try_get("sign_count")?),
+        backup_eligible: row.try_get("backup_eligible")?,
+        backup_state: row.try_get("backup_state")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
     })
 }
 
@@ -706,6 +724,90 @@ impl UserStore for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    async fn add_passkey(&self, passkey: &StoredPasskey) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO passkeys (id, user_id, credential_id, name, credential, sign_count, \
+             backup_eligible, backup_state, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+        )
+        .bind(passkey.id.to_string())
+        .bind(id_text(passkey.user_id))
+        .bind(&passkey.credential_id)
+        .bind(&passkey.name)
+        .bind(&passkey.credential)
+        .bind(passkeys::count_to_db(passkey.sign_count))
+        .bind(passkey.backup_eligible)
+        .bind(passkey.backup_state)
+        .bind(ts(passkey.created_at))
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_passkeys(&self, user: UserId) -> Result<Vec<StoredPasskey>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            passkey_columns!(),
+            " FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(id_text(user))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(passkey_from_row).collect()
+    }
+
+    async fn find_passkey(&self, credential_id: &str) -> Result<Option<StoredPasskey>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            passkey_columns!(),
+            " FROM passkeys WHERE credential_id = $1"
+        ))
+        .bind(credential_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(passkey_from_row).transpose()
+    }
+
+    async fn rename_passkey(&self, user: UserId, id: Uuid, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE passkeys SET name = $3 WHERE id = $1 AND user_id = $2")
+            .bind(id.to_string())
+            .bind(id_text(user))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn remove_passkey(&self, user: UserId, id: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
+            .bind(id.to_string())
+            .bind(id_text(user))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_passkey_use(&self, used: &PasskeyUse) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE passkeys SET sign_count = $3, backup_state = $4, credential = $5, \
+             last_used_at = $6 WHERE id = $1 AND sign_count = $2",
+        )
+        .bind(used.id.to_string())
+        .bind(passkeys::count_to_db(used.previous_sign_count))
+        .bind(passkeys::count_to_db(used.sign_count))
+        .bind(used.backup_state)
+        .bind(&used.credential)
+        .bind(ts(now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -289,6 +289,7 @@ pub fn client() -> reqwest::Client {
 }
 
 pub mod app;
+pub mod authenticator;
 pub mod browser;
 mod ci;
 pub mod db;

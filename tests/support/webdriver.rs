@@ -284,6 +284,52 @@ impl Browser {
         .await
     }
 
+    /// Adds a virtual WebAuthn authenticator to the session (WebAuthn Level 3 §11.3 "Add
+    /// Virtual Authenticator"): a platform authenticator (CTAP2, internal) that keeps
+    /// discoverable credentials, verifies the user and always consents. Returns its id.
+    pub async fn add_virtual_authenticator(&self) -> String {
+        self.command(
+            "POST",
+            "/webauthn/authenticator",
+            json!({
+                "protocol": "ctap2",
+                "transport": "internal",
+                "hasResidentKey": true,
+                "hasUserVerification": true,
+                "isUserConsenting": true,
+                "isUserVerified": true,
+            }),
+        )
+        .await
+        .as_str()
+        .expect("authenticator id")
+        .to_owned()
+    }
+
+    /// The credentials a virtual authenticator holds (WebAuthn Level 3 §11.7 "Get Credentials").
+    pub async fn virtual_credentials(&self, authenticator: &str) -> Vec<Value> {
+        self.command(
+            "GET",
+            &format!("/webauthn/authenticator/{authenticator}/credentials"),
+            Value::Null,
+        )
+        .await
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    }
+
+    /// Gives a virtual authenticator a credential (WebAuthn Level 3 §11.6 "Add Credential"),
+    /// in the shape "Get Credentials" returns.
+    pub async fn add_virtual_credential(&self, authenticator: &str, credential: Value) {
+        self.command(
+            "POST",
+            &format!("/webauthn/authenticator/{authenticator}/credential"),
+            credential,
+        )
+        .await;
+    }
+
     /// A PNG of the viewport.
     pub async fn screenshot(&self) -> Vec<u8> {
         let data = self.command("GET", "/screenshot", Value::Null).await;

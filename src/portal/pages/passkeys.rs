@@ -1,0 +1,235 @@
+//! The passkey forms: passwordless sign-in, the passkey as the second sign-in step, and
+//! adding, renaming and removing passkeys on the account page. The browser's part (calling
+//! `navigator.credentials`) is `config/portal/passkeys.js`; each form it fills is checked
+//! here like any other and answered by the account API in-process.
+
+use http::{Method, StatusCode};
+use minijinja::Value;
+use serde_json::json;
+
+use super::{Feedback, Form, Page, Visit, account_outcome, browser, render_login, to_value};
+
+/// The `PublicKeyCredential` JSON a form carries in `field`, parsed; `Null` when it is not
+/// JSON (the API then names the field).
+fn credential(form: &Form, field: &str) -> serde_json::Value {
+    serde_json::from_str(form.text(field)).unwrap_or(serde_json::Value::Null)
+}
+
+/// The `passkey` member of a login for the second step, when the form carries one.
+pub(super) fn second_factor_answer(form: &Form) -> Option<serde_json::Value> {
+    let answer = form.get("passkey_credential").filter(|c| !c.is_empty())?;
+    Some(json!({
+        "ceremony_id": form.text("passkey_ceremony"),
+        "credential": serde_json::from_str::<serde_json::Value>(answer).unwrap_or_default(),
+    }))
+}
+
+/// `POST /login/passkey`: a passwordless sign-in the script began with the API's options.
+pub(super) async fn sign_in(v: &mut Visit<'_>, form: Form) -> Page {
+    let return_to = form
+        .get("return_to")
+        .and_then(|r| v.portal.safe_return_to(r));
+    let body = json!({
+        "ceremony_id": form.text("ceremony_id"),
+        "credential": credential(&form, "credential"),
+    });
+    let response = v
+        .api(
+            Method::POST,
+            "/api/auth/passkeys/login",
+            None,
+            Some(body),
+            true,
+        )
+        .await;
+    if response.status == StatusCode::OK {
+        return match browser::cookies_for_tokens(v.app, &response) {
+            Some((_, cookies)) => {
+                v.cookies.extend(cookies);
+                let target = return_to.unwrap_or_else(|| v.path("/account"));
+                v.redirect(&target)
+            }
+            None => v.failure(&response),
+        };
+    }
+    let feedback = Feedback {
+        form_error: Some(v.t(super::super::error_key(&response))),
+        ..Feedback::default()
+    };
+    let status = if response.status.is_server_error() {
+        response.status
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    render_login(v, status, feedback, return_to, "", false)
+}
+
+/// The account's passkeys for the account page, dates shortened.
+pub(super) async fn for_account(v: &mut Visit<'_>, token: &str) -> Value {
+    if !v.portal.passkeys_enabled {
+        return to_value(json!([]));
+    }
+    let r = v
+        .api(Method::GET, "/api/auth/passkeys", Some(token), None, false)
+        .await;
+    let list: Vec<serde_json::Value> = r.body_json()["data"]["passkeys"]
+        .as_array()
+        .map(|list| {
+            list.iter()
+                .map(|p| {
+                    json!({
+                        "id": p["id"],
+                        "name": p["name"],
+                        "created_at": super::short_time(&p["created_at"]),
+                        "last_used_at": super::short_time(&p["last_used_at"]),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    to_value(list)
+}
+
+/// A passkey id from a form: a UUID, or nothing.
+fn passkey_id(form: &Form) -> Option<String> {
+    uuid::Uuid::parse_str(form.text("passkey_id").trim())
+        .ok()
+        .map(|id| id.to_string())
+}
+
+/// The forms under `/account/passkeys/`.
+pub(super) async fn account_action(
+    v: &mut Visit<'_>,
+    action: &str,
+    token: &str,
+    form: Form,
+) -> Page {
+    match action {
+        "/account/passkeys/add" => {
+            let name = form.text("name").trim().to_owned();
+            if name.is_empty() {
+                let mut feedback = Feedback::default();
+                feedback.errors.insert(
+                    "passkey_name".into(),
+                    vec![v.lang.message("is required").to_owned()],
+                );
+                return super::account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
+            }
+            let mut body = json!({"password": form.text("password")});
+            if let Some(code) = form.get("two_factor_code") {
+                body["two_factor_code"] = json!(code);
+            }
+            let r = v
+                .api(
+                    Method::POST,
+                    "/api/auth/passkeys/register/options",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
+                .await;
+            if r.status != StatusCode::OK {
+                return account_outcome(v, token, r, "", |f| match f {
+                    "password" => "passkey_password".into(),
+                    "two_factor_code" => "passkey_two_factor_code".into(),
+                    other => other.to_owned(),
+                })
+                .await;
+            }
+            let data = &r.body_json()["data"];
+            let (ceremony_id, options) = (
+                data["ceremony_id"].as_str().unwrap_or("").to_owned(),
+                data["options"].clone(),
+            );
+            v.render(
+                "passkey_add.html",
+                StatusCode::OK,
+                "passkey_add_title",
+                Feedback::default(),
+                vec![
+                    ("ceremony_id", Value::from(ceremony_id)),
+                    ("options", Value::from(options.to_string())),
+                    ("name", Value::from(name)),
+                ],
+            )
+        }
+        "/account/passkeys/register" => {
+            let body = json!({
+                "ceremony_id": form.text("ceremony_id"),
+                "name": form.text("name"),
+                "credential": credential(&form, "credential"),
+            });
+            let r = v
+                .api(
+                    Method::POST,
+                    "/api/auth/passkeys/register",
+                    Some(token),
+                    Some(body),
+                    true,
+                )
+                .await;
+            let r = if r.status == StatusCode::CREATED {
+                crate::reply::Reply::ok(StatusCode::OK, "", None)
+            } else {
+                r
+            };
+            account_outcome(v, token, r, "passkey_added", |f| match f {
+                "name" => "passkey_name".into(),
+                other => other.to_owned(),
+            })
+            .await
+        }
+        "/account/passkeys/rename" => {
+            let Some(id) = passkey_id(&form) else {
+                return unknown_passkey(v, token).await;
+            };
+            let r = v
+                .api(
+                    Method::PATCH,
+                    &format!("/api/auth/passkeys/{id}"),
+                    Some(token),
+                    Some(json!({"name": form.text("name")})),
+                    true,
+                )
+                .await;
+            account_outcome(v, token, r, "passkey_renamed", |f| match f {
+                "name" => format!("rename_{id}"),
+                other => other.to_owned(),
+            })
+            .await
+        }
+        "/account/passkeys/remove" => {
+            let Some(id) = passkey_id(&form) else {
+                return unknown_passkey(v, token).await;
+            };
+            let mut body = json!({"password": form.text("password")});
+            if let Some(code) = form.get("two_factor_code") {
+                body["two_factor_code"] = json!(code);
+            }
+            let r = v
+                .api(
+                    Method::DELETE,
+                    &format!("/api/auth/passkeys/{id}"),
+                    Some(token),
+                    Some(body),
+                    true,
+                )
+                .await;
+            account_outcome(v, token, r, "passkey_removed", |f| match f {
+                "password" => format!("remove_password_{id}"),
+                "two_factor_code" => format!("remove_code_{id}"),
+                other => other.to_owned(),
+            })
+            .await
+        }
+        _ => v.not_found(),
+    }
+}
+
+async fn unknown_passkey(v: &mut Visit<'_>, token: &str) -> Page {
+    let feedback = Feedback {
+        form_error: Some(v.t("error_generic")),
+        ..Feedback::default()
+    };
+    super::account_page(v, token, StatusCode::BAD_REQUEST, feedback).await
+}

@@ -1,0 +1,77 @@
+//! The stored form of a passkey (a WebAuthn credential) and what the stores share about it.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::domain::UserId;
+
+/// One registered passkey of an account.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredPasskey {
+    /// Our id of the key (in `/api/auth/passkeys/{id}`), not the authenticator's.
+    pub id: Uuid,
+    /// The account it signs in to.
+    pub user_id: UserId,
+    /// base64url (unpadded) of the credential id the authenticator chose; unique.
+    pub credential_id: String,
+    /// The name the user gave it ("Laptop", "YubiKey 5").
+    pub name: String,
+    /// The relying-party library's record of the key as JSON: public key, counter, flags.
+    pub credential: String,
+    /// The signature counter of the last accepted use (0 for keys that keep none).
+    pub sign_count: u32,
+    /// The authenticator said the key may be synced to other devices (WebAuthn BE flag).
+    pub backup_eligible: bool,
+    /// The key was synced (backed up) at its last use (WebAuthn BS flag).
+    pub backup_state: bool,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// Its last accepted use.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for StoredPasskey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredPasskey")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("name", &self.name)
+            .field("sign_count", &self.sign_count)
+            .field("backup_eligible", &self.backup_eligible)
+            .field("backup_state", &self.backup_state)
+            .field("created_at", &self.created_at)
+            .field("last_used_at", &self.last_used_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A use of a passkey to record: the new counter and the library's updated record.
+#[derive(Clone, Debug)]
+pub struct PasskeyUse {
+    /// The key used.
+    pub id: Uuid,
+    /// The counter the use was checked against; the write happens only over it.
+    pub previous_sign_count: u32,
+    /// The counter the authenticator reported.
+    pub sign_count: u32,
+    /// The backup state the authenticator reported.
+    pub backup_state: bool,
+    /// The updated record (JSON).
+    pub credential: String,
+}
+
+/// Longest passkey name, in characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Stored counters are 32-bit (WebAuthn §6.1 `signCount`); databases hold them as integers.
+pub(crate) fn count_to_db(count: u32) -> i64 {
+    i64::from(count)
+}
+
+/// Reads a stored counter back; anything out of range reads as the largest, which refuses
+/// every later use rather than accepting a clone.
+pub(crate) fn count_from_db(count: i64) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
