@@ -4,11 +4,15 @@
 //! Portcullis, so the gap between Portcullis and nginx splits into what Pingora itself costs
 //! and what the gateway's own work adds.
 //!
-//!     bare_proxy LISTEN_ADDR UPSTREAM_ADDR
+//!     bare_proxy LISTEN_ADDR UPSTREAM_ADDR [THREADS]
+//!
+//! THREADS (default 1) is the number of worker threads, as `server.threads` in the gateway.
 
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
+use pingora::modules::http::HttpModules;
+use pingora::modules::http::compression::ResponseCompressionBuilder;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
@@ -18,6 +22,8 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 struct Bare {
     upstream: SocketAddr,
+    /// Keep the response-compression module Pingora installs (disabled) by default.
+    default_modules: bool,
 }
 
 #[async_trait]
@@ -25,6 +31,12 @@ impl ProxyHttp for Bare {
     type CTX = ();
 
     fn new_ctx(&self) -> Self::CTX {}
+
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        if self.default_modules {
+            modules.add_module(ResponseCompressionBuilder::enable(0));
+        }
+    }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
@@ -34,22 +46,33 @@ impl ProxyHttp for Bare {
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_ADDR");
+        eprintln!("usage: bare_proxy LISTEN_ADDR UPSTREAM_ADDR [THREADS]");
         std::process::exit(2);
     };
     let Ok(upstream) = upstream.parse() else {
         eprintln!("not an address: {upstream}");
         std::process::exit(2);
     };
-    // As portcullis::server::build sets them for `threads = 1`.
+    let Ok(threads) = args.next().as_deref().unwrap_or("1").parse::<usize>() else {
+        eprintln!("THREADS must be a whole number");
+        std::process::exit(2);
+    };
+    // As portcullis::server::build sets them for `serve`.
     let conf = ServerConf {
-        threads: 1,
+        threads,
         work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, Bare { upstream });
+    // Like the gateway, no downstream modules; PINGORA_DEFAULT_MODULES=1 keeps Pingora's
+    // default (a disabled compression module), to measure what that costs.
+    let default_modules = std::env::var_os("PINGORA_DEFAULT_MODULES").is_some_and(|v| v == "1");
+    let bare = Bare {
+        upstream,
+        default_modules,
+    };
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
     proxy.add_tcp(&listen);
     server.add_service(proxy);
     server.run_forever();
