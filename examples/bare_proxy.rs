@@ -9,6 +9,7 @@
 //! THREADS (default 1) is the number of worker threads, as `server.threads` in the gateway.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora::modules::http::HttpModules;
@@ -24,6 +25,8 @@ struct Bare {
     upstream: SocketAddr,
     /// Keep the response-compression module Pingora installs (disabled) by default.
     default_modules: bool,
+    /// Set the gateway's upstream timeouts (connect, read, write, idle) on every peer.
+    peer_timeouts: bool,
 }
 
 #[async_trait]
@@ -39,7 +42,16 @@ impl ProxyHttp for Bare {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = HttpPeer::new(self.upstream, false, String::new());
+        if self.peer_timeouts {
+            // What portcullis::gateway sets for a route with the default timeouts.
+            peer.options.connection_timeout = Some(Duration::from_secs(5));
+            peer.options.total_connection_timeout = Some(Duration::from_secs(5));
+            peer.options.read_timeout = Some(Duration::from_secs(60));
+            peer.options.write_timeout = Some(Duration::from_secs(60));
+            peer.options.idle_timeout = Some(Duration::from_secs(60));
+        }
+        Ok(Box::new(peer))
     }
 }
 
@@ -67,10 +79,12 @@ fn main() {
     server.bootstrap();
     // Like the gateway, no downstream modules; PINGORA_DEFAULT_MODULES=1 keeps Pingora's
     // default (a disabled compression module), to measure what that costs.
-    let default_modules = std::env::var_os("PINGORA_DEFAULT_MODULES").is_some_and(|v| v == "1");
+    // PINGORA_PEER_TIMEOUTS=1 sets the gateway's upstream timeouts, to measure their timers.
+    let flag = |name: &str| std::env::var_os(name).is_some_and(|v| v == "1");
     let bare = Bare {
         upstream,
-        default_modules,
+        default_modules: flag("PINGORA_DEFAULT_MODULES"),
+        peer_timeouts: flag("PINGORA_PEER_TIMEOUTS"),
     };
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, bare);
     proxy.add_tcp(&listen);
