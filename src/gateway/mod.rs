@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode};
 use pingora::http::RequestHeader;
+use pingora::modules::http::HttpModules;
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
@@ -117,6 +118,12 @@ impl Drop for InFlight {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
+
+    /// No downstream modules. Pingora's default installs a response-compression module,
+    /// disabled, whose per-request context is still built and consulted on every request
+    /// and response; the gateway never compresses (benches/load.sh counts what it costs:
+    /// bare Pingora with and without it).
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     fn new_ctx(&self) -> Self::CTX {
         let gauge = self.app.metrics.in_flight.clone();
