@@ -75,6 +75,18 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<LogGuards> {
         .with(layers.with_filter(filter_fn(|meta| !is_request_dump(meta))))
         .try_init()
         .map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))?;
+    // Records of the `log` crate (Pingora, rustls, lettre) are bridged into tracing, and the
+    // bridge admits every level because the security layer listens at TRACE: Pingora's
+    // per-request `debug!` lines were built and then dropped, about 13k instructions a
+    // proxied request. Cap them at the configured level, where `log`'s own check stops them.
+    log::set_max_level(match level().max_level_hint() {
+        Some(LevelFilter::OFF) => log::LevelFilter::Off,
+        Some(LevelFilter::ERROR) => log::LevelFilter::Error,
+        Some(LevelFilter::WARN) => log::LevelFilter::Warn,
+        Some(LevelFilter::INFO) => log::LevelFilter::Info,
+        Some(LevelFilter::DEBUG) => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    });
     install_panic_hook();
     Ok(LogGuards(guards))
 }
