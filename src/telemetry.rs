@@ -22,9 +22,13 @@ use crate::config::{LogFormat, LoggingConfig};
 /// The tracing target of security events: `tracing::warn!(target: SECURITY, …)`.
 pub const SECURITY: &str = "security";
 
-/// Whether an event is one of Pingora's debug or trace lines (which print whole requests).
+/// Whether an event is one of Pingora's debug or trace lines (which print whole requests),
+/// or one of webauthn-rs's own lines: it logs a client's malformed or refused answer at
+/// ERROR, which would let anyone write to `error.log`; the refusal is security-logged by
+/// the passkey endpoints instead.
 fn is_request_dump(meta: &tracing::Metadata<'_>) -> bool {
-    meta.target().starts_with("pingora") && *meta.level() > Level::INFO
+    (meta.target().starts_with("pingora") && *meta.level() > Level::INFO)
+        || meta.target().starts_with("webauthn_rs")
 }
 
 /// Keeps the background log writers alive; drop it last so buffered lines are flushed.

@@ -84,6 +84,34 @@ async fn login_limit_holds_at_its_boundary_and_resets_after_the_window() {
     }
 }
 
+/// The sign-in page fetches passwordless options on every load: those fetches must not use
+/// up the password sign-ins of the address.
+#[tokio::test(flavor = "multi_thread")]
+async fn passkey_options_do_not_use_up_the_login_limit() {
+    let app = TestApp::spawn_with(Backend::Embedded, "", |c| {
+        c.server.public_url = format!("http://localhost:{}", c.server.listen.port());
+        c.rate_limits.login = rate(2, 60_000);
+    })
+    .await;
+    let base = app.gw.url();
+    for i in 1..=5 {
+        let r = app
+            .http
+            .post(format!("{base}/api/auth/passkeys/login/options"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "options {i}");
+    }
+    for i in 1..=2 {
+        let r = login_from(&app, &base, None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "login {i}");
+    }
+    let r = login_from(&app, &base, None).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn register_reset_and_global_limits_hold_exactly() {
     let app = TestApp::spawn_with(Backend::Embedded, "", |c| {

@@ -111,9 +111,12 @@ async fn rate_limit(
     }
     let own = match (&request.method, path) {
         (&Method::POST, "/api/auth/register") => limits.register.map(|s| ("register", s)),
-        (&Method::POST, "/api/auth/login")
-        | (&Method::POST, "/api/auth/passkeys/login")
-        | (&Method::POST, "/api/auth/passkeys/login/options") => limits.login.map(|s| ("login", s)),
+        // Options for a passwordless sign-in check nothing and are fetched by the sign-in
+        // page on every load (autofill): only `global` limits them, so page views cannot
+        // use up the password sign-ins of everyone behind one address.
+        (&Method::POST, "/api/auth/login") | (&Method::POST, "/api/auth/passkeys/login") => {
+            limits.login.map(|s| ("login", s))
+        }
         (&Method::POST, "/api/auth/request-password-reset") => {
             limits.password_reset.map(|s| ("password_reset", s))
         }

@@ -83,7 +83,9 @@ fn passkey_json(p: &StoredPasskey) -> Value {
     })
 }
 
-/// Reads a passkey name: trimmed, 1 to 64 characters, no control characters.
+/// Reads a passkey name: trimmed, 1 to 64 characters, no control characters and no
+/// invisible or direction-changing format characters (which would let a name pose as
+/// another on the account page, Unicode TR #36 §2.2).
 fn parse_name(f: &mut Fields, name: Option<String>) -> Option<String> {
     let name = name?;
     if name.chars().count() > MAX_PASSKEY_NAME_CHARS {
@@ -97,7 +99,24 @@ fn parse_name(f: &mut Fields, name: Option<String>) -> Option<String> {
         f.reject("name", "must not contain control characters");
         return None;
     }
+    if name.chars().any(is_invisible_format) {
+        f.reject(
+            "name",
+            "must not contain invisible or direction-changing characters",
+        );
+        return None;
+    }
     Some(name)
+}
+
+/// Unicode format characters (general category Cf) that are invisible or change text
+/// direction: the soft hyphen, bidirectional marks, embeddings, overrides and isolates,
+/// zero-width characters, invisible operators, the byte-order mark and interlinear
+/// annotation controls.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// The JSON object body of a request (empty object for an empty body).
@@ -828,7 +847,22 @@ mod tests {
         );
         assert!(parse_name(&mut f, Some("x".repeat(65))).is_none());
         assert!(parse_name(&mut f, Some("a\u{7}b".into())).is_none());
+        assert_eq!(
+            parse_name(&mut f, Some("Ключ é 🔑".into())).as_deref(),
+            Some("Ключ é 🔑")
+        );
         let errors = f.finish().unwrap_err();
         assert_eq!(errors.body_json()["errors"].as_array().unwrap().len(), 2);
+        // Names that would pose as others: direction overrides, isolates, zero-width marks.
+        for name in [
+            "\u{202E}evil",
+            "a\u{200B}b",
+            "\u{2066}x\u{2069}",
+            "\u{FEFF}k",
+            "soft\u{AD}y",
+        ] {
+            let mut f = Fields::from_request(&request).unwrap();
+            assert!(parse_name(&mut f, Some(name.into())).is_none(), "{name:?}");
+        }
     }
 }
