@@ -601,7 +601,12 @@ async fn a_password_reset_request_takes_as_long_for_unknown_addresses() {
             assert_eq!(status, StatusCode::OK);
             unknown.push(took);
         }
-        let ratio = median(real.clone()) / median(unknown.clone());
+        // The fastest of each: both answers do the same work, and the minimum of many runs
+        // is what the work costs without the noise of other tests on a busy machine (the
+        // lookup and mail of a real address run after the answer, and slow whatever runs
+        // next, real or not).
+        let fastest = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let ratio = fastest(&real) / fastest(&unknown);
         assert!(
             (0.5..=2.0).contains(&ratio),
             "{backend:?}: real {real:?} vs unknown {unknown:?}"
