@@ -32,9 +32,8 @@ use webauthn_rs::prelude::{
 };
 
 use super::lockout;
-use super::two_factor::{LoginCodeError, check_login_code};
+use super::two_factor::{LoginCodeError, check_login_code, verified_caller};
 use super::{ApiRequest, Fields};
-use crate::access::credentials::Caller;
 use crate::app::App;
 use crate::domain::UserId;
 use crate::mail::MailKind;
@@ -169,18 +168,7 @@ fn credential_key(id: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(id)
 }
 
-/// A caller whose email is verified, or the refusal.
-async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, Reply> {
-    let caller = app.access.authenticate_api(&request.headers).await?;
-    if !caller.user.is_verified {
-        return Err(Reply::error(
-            StatusCode::FORBIDDEN,
-            "email_not_verified",
-            "Verify your email address before adding a passkey",
-        ));
-    }
-    Ok(caller)
-}
+const PASSKEY_NEEDS_VERIFIED_EMAIL: &str = "Verify your email address before adding a passkey";
 
 /// `POST /api/auth/passkeys/register/options` — step-up (password, and a code when TOTP
 /// is on), then the options for `navigator.credentials.create()`.
@@ -188,7 +176,7 @@ pub async fn register_options(app: &App, request: &ApiRequest) -> Reply {
     let Some(rp) = app.passkeys.relying_party() else {
         return disabled();
     };
-    let caller = match verified_caller(app, request).await {
+    let caller = match verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await {
         Ok(c) => c,
         Err(e) => return e,
     };
@@ -242,7 +230,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> Reply {
     let Some(rp) = app.passkeys.relying_party() else {
         return disabled();
     };
-    let caller = match verified_caller(app, request).await {
+    let caller = match verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await {
         Ok(c) => c,
         Err(e) => return e,
     };

@@ -89,18 +89,26 @@ pub async fn check_login_code(
     Err(LoginCodeError::Wrong)
 }
 
-/// A logged-in caller with a verified email, or the refusal.
-async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, Reply> {
+/// A logged-in caller with a verified email, or the refusal: 403 `email_not_verified`
+/// with `refusal` as its message (what the caller must verify the address before).
+pub(super) async fn verified_caller(
+    app: &App,
+    request: &ApiRequest,
+    refusal: &str,
+) -> Result<Caller, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
     if !caller.user.is_verified {
         return Err(Reply::error(
             StatusCode::FORBIDDEN,
             "email_not_verified",
-            "Verify your email address before setting up two-factor authentication",
+            refusal,
         ));
     }
     Ok(caller)
 }
+
+const TWO_FACTOR_NEEDS_VERIFIED_EMAIL: &str =
+    "Verify your email address before setting up two-factor authentication";
 
 /// With 2FA already on, a new second factor needs the step-up (password and a current
 /// code); without a password in the body the answer is 409 `two_factor_already_enabled`.
@@ -128,7 +136,7 @@ async fn replacement_allowed(app: &App, request: &ApiRequest, user: &User) -> Re
 
 /// `POST /api/auth/setup-2fa` — a fresh secret to scan; nothing is stored yet.
 pub async fn setup(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let caller = verified_caller(app, request).await?;
+    let caller = verified_caller(app, request, TWO_FACTOR_NEEDS_VERIFIED_EMAIL).await?;
     replacement_allowed(app, request, &caller.user).await?;
     Ok(match app.two_factor.setup(caller.user.email.as_str()) {
         Ok(p) => Reply::ok(
@@ -151,7 +159,7 @@ pub async fn setup(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
 
 /// `POST /api/auth/enable-2fa` `{secret, token}` — turns 2FA on and returns recovery codes once.
 pub async fn enable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let caller = verified_caller(app, request).await?;
+    let caller = verified_caller(app, request, TWO_FACTOR_NEEDS_VERIFIED_EMAIL).await?;
     let mut f = Fields::from_request(request)?;
     let secret = f.required("secret");
     let token = f.required("token");
@@ -225,7 +233,7 @@ pub async fn enable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
 /// `POST /api/auth/disable-2fa` `{password, two_factor_code}` — turns 2FA off and forgets
 /// the secret and codes; the code (a current or recovery code) is required while 2FA is on.
 pub async fn disable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let caller = verified_caller(app, request).await?;
+    let caller = verified_caller(app, request, TWO_FACTOR_NEEDS_VERIFIED_EMAIL).await?;
     let user = &caller.user;
     if let Err(e) = super::profile::step_up(app, request, user, "password", true).await {
         tracing::warn!(target: SECURITY, event = "two_factor_disable_refused", user_id = %user.id);

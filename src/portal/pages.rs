@@ -176,6 +176,19 @@ async fn login_page(v: &mut Visit<'_>) -> Page {
     render_login(v, StatusCode::OK, Feedback::default(), return_to, "", false)
 }
 
+/// A sign-in the API accepted: the browser gets its cookies and goes on to `return_to`
+/// (the account page when there is none).
+fn signed_in(v: &mut Visit<'_>, response: &Reply, return_to: Option<String>) -> Page {
+    match browser::cookies_for_tokens(v.app, response) {
+        Some((_, cookies)) => {
+            v.cookies.extend(cookies);
+            let target = return_to.unwrap_or_else(|| v.path("/account"));
+            v.redirect(&target)
+        }
+        None => v.failure(response),
+    }
+}
+
 fn render_login(
     v: &mut Visit<'_>,
     status: StatusCode,
@@ -283,14 +296,7 @@ async fn login(v: &mut Visit<'_>, form: Form) -> Page {
         .unwrap_or("")
         .to_owned();
     if response.status == StatusCode::OK {
-        return match browser::cookies_for_tokens(v.app, &response) {
-            Some((_, cookies)) => {
-                v.cookies.extend(cookies);
-                let target = return_to.unwrap_or_else(|| v.path("/account"));
-                v.redirect(&target)
-            }
-            None => v.failure(&response),
-        };
+        return signed_in(v, &response, return_to);
     }
     if code_of == "two_factor_required" {
         return match v.portal.seal_ticket(&email, &password, remember_me) {

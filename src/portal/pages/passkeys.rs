@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use minijinja::Value;
 use serde_json::json;
 
-use super::{Feedback, Form, Page, Visit, account_outcome, browser, render_login, to_value};
+use super::{Feedback, Form, Page, Visit, account_outcome, render_login, to_value};
 
 /// The `PublicKeyCredential` JSON a form carries in `field`, parsed; `Null` when it is not
 /// JSON (the API then names the field).
@@ -43,14 +43,7 @@ pub(super) async fn sign_in(v: &mut Visit<'_>, form: Form) -> Page {
         )
         .await;
     if response.status == StatusCode::OK {
-        return match browser::cookies_for_tokens(v.app, &response) {
-            Some((_, cookies)) => {
-                v.cookies.extend(cookies);
-                let target = return_to.unwrap_or_else(|| v.path("/account"));
-                v.redirect(&target)
-            }
-            None => v.failure(&response),
-        };
+        return super::signed_in(v, &response, return_to);
     }
     let feedback = Feedback {
         form_error: Some(v.t(super::super::error_key(&response))),
