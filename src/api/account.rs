@@ -141,12 +141,8 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             check_name(&mut f, field, v);
         }
     }
-    f.finish()?;
-    let (Some(email), Some(password), Some(first_name), Some(last_name)) =
-        (email, password, first_name, last_name)
-    else {
-        return Err(Reply::validation(&[]));
-    };
+    let ((email, password), (first_name, last_name)) =
+        f.finish_with(email.zip(password).zip(first_name.zip(last_name)))?;
     let password_hash = app.hasher.hash(password.expose()).await?;
     let user = match app
         .store
@@ -356,10 +352,7 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> Result<Reply, Re
     let token = f.required("token");
     let password = f.required_raw("password");
     let password = parse_new_password(&mut f, "password", password);
-    f.finish()?;
-    let (Some(token), Some(password)) = (token, password) else {
-        return Err(Reply::validation(&[]));
-    };
+    let (token, password) = f.finish_with(token.zip(password))?;
     if !is_token_shaped(&token) {
         return Err(invalid_token());
     }

@@ -107,10 +107,16 @@ impl Fields {
 
     /// `Ok(())` when no field failed, else the 400 listing them all.
     pub fn finish(self) -> Result<(), Reply> {
-        if self.errors.is_empty() {
-            Ok(())
-        } else {
-            Err(Reply::validation(&self.errors))
+        self.finish_with(Some(()))
+    }
+
+    /// The form's typed values when no field failed, else the 400 listing every failure.
+    /// `values` is `None` only when an accessor or [`reject`](Self::reject) recorded why,
+    /// so the 400 always names the fields.
+    pub fn finish_with<T>(self, values: Option<T>) -> Result<T, Reply> {
+        match values {
+            Some(values) if self.errors.is_empty() => Ok(values),
+            _ => Err(Reply::validation(&self.errors)),
         }
     }
 }

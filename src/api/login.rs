@@ -97,10 +97,7 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let password = f.required_raw("password");
     let remember_me = f.flag("remember_me");
     let two_factor_code = f.optional("two_factor_code");
-    f.finish()?;
-    let (Some(email), Some(password)) = (email, password) else {
-        return Err(Reply::validation(&[]));
-    };
+    let (email, password) = f.finish_with(email.zip(password))?;
 
     // Unknown and malformed addresses are counted and answered as real ones are, after
     // the same bcrypt work, so neither status nor timing tells which accounts exist.

@@ -180,17 +180,17 @@ async fn endpoint(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         "/api/auth/setup-2fa" if is(&Method::POST) => two_factor::setup(app, request).await,
         "/api/auth/enable-2fa" if is(&Method::POST) => two_factor::enable(app, request).await,
         "/api/auth/disable-2fa" if is(&Method::POST) => two_factor::disable(app, request).await,
-        "/api/auth/passkeys" if is(&Method::GET) => Ok(passkeys::list(app, request).await),
+        "/api/auth/passkeys" if is(&Method::GET) => passkeys::list(app, request).await,
         "/api/auth/passkeys/register/options" if is(&Method::POST) => {
-            Ok(passkeys::register_options(app, request).await)
+            passkeys::register_options(app, request).await
         }
         "/api/auth/passkeys/register" if is(&Method::POST) => {
-            Ok(passkeys::register(app, request).await)
+            passkeys::register(app, request).await
         }
         "/api/auth/passkeys/login/options" if is(&Method::POST) => {
-            Ok(passkeys::login_options(app, request).await)
+            passkeys::login_options(app, request).await
         }
-        "/api/auth/passkeys/login" if is(&Method::POST) => Ok(passkeys::login(app, request).await),
+        "/api/auth/passkeys/login" if is(&Method::POST) => passkeys::login(app, request).await,
         "/api/auth/verify" if is(&Method::GET) || is(&Method::HEAD) => {
             Ok(verify::forward_auth(app, request).await)
         }
@@ -200,8 +200,8 @@ async fn endpoint(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         _ => {
             if let Some(id) = passkey_id(path) {
                 return match request.method {
-                    Method::PATCH => Ok(passkeys::rename(app, request, id).await),
-                    Method::DELETE => Ok(passkeys::remove(app, request, id).await),
+                    Method::PATCH => passkeys::rename(app, request, id).await,
+                    Method::DELETE => passkeys::remove(app, request, id).await,
                     _ => Err(Reply::method_not_allowed("PATCH, DELETE")),
                 };
             }

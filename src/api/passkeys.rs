@@ -172,111 +172,82 @@ const PASSKEY_NEEDS_VERIFIED_EMAIL: &str = "Verify your email address before add
 
 /// `POST /api/auth/passkeys/register/options` — step-up (password, and a code when TOTP
 /// is on), then the options for `navigator.credentials.create()`.
-pub async fn register_options(app: &App, request: &ApiRequest) -> Reply {
-    let Some(rp) = app.passkeys.relying_party() else {
-        return disabled();
-    };
-    let caller = match verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+pub async fn register_options(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let rp = app.passkeys.relying_party().ok_or_else(disabled)?;
+    let caller = verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await?;
     if let Err(e) = super::profile::step_up(app, request, &caller.user, "password", true).await {
         tracing::warn!(target: SECURITY, event = "passkey_registration_refused", reason = "step_up", user_id = %caller.user.id);
         app.passkeys.count("refused", "step_up");
-        return e;
+        return Err(e);
     }
-    let existing = match app.store.list_passkeys(caller.user.id).await {
-        Ok(list) => list,
-        Err(e) => return e.into(),
-    };
+    let existing = app.store.list_passkeys(caller.user.id).await?;
     let exclude: Vec<Vec<u8>> = existing
         .iter()
         .filter_map(|p| URL_SAFE_NO_PAD.decode(&p.credential_id).ok())
         .collect();
     let display_name = format!("{} {}", caller.user.first_name, caller.user.last_name);
-    let (options, state) = match rp.start_passkey_registration(
-        caller.user.id.as_uuid(),
-        caller.user.email.as_str(),
-        display_name.trim(),
-        Some(exclude),
-    ) {
-        Ok(started) => started,
-        Err(e) => return Reply::internal("starting a passkey registration", &e),
-    };
+    let (options, state) = rp
+        .start_passkey_registration(
+            caller.user.id.as_uuid(),
+            caller.user.email.as_str(),
+            display_name.trim(),
+            Some(exclude),
+        )
+        .map_err(|e| Reply::internal("starting a passkey registration", &e))?;
     let ceremony = Ceremony::Registration {
         user_id: caller.user.id.as_uuid(),
         session_id: caller.session.id.to_string(),
         state,
     };
-    let id = match app.passkeys.begin(&*app.sessions, &ceremony).await {
-        Ok(id) => id,
-        Err(e) => return e.into(),
-    };
+    let id = app.passkeys.begin(&*app.sessions, &ceremony).await?;
     let mut options = serde_json::to_value(&options).unwrap_or(Value::Null);
     // Discoverable ("resident") credentials, so the key can also sign in without a
     // password (WebAuthn §5.4.4 `residentKey`).
     options["publicKey"]["authenticatorSelection"]["residentKey"] = json!("required");
     options["publicKey"]["authenticatorSelection"]["requireResidentKey"] = json!(true);
-    options_answer(
+    Ok(options_answer(
         "Create the passkey with navigator.credentials.create(), then send it back",
         &id,
         options,
-    )
+    ))
 }
 
 /// `POST /api/auth/passkeys/register` — `{ceremony_id, name, credential}`: stores the new
 /// passkey (201) and mails the owner.
-pub async fn register(app: &App, request: &ApiRequest) -> Reply {
-    let Some(rp) = app.passkeys.relying_party() else {
-        return disabled();
-    };
-    let caller = match verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let rp = app.passkeys.relying_party().ok_or_else(disabled)?;
+    let caller = verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await?;
+    let mut f = Fields::from_request(request)?;
     let body = body_object(request);
     let name = f.required("name");
     let name = parse_name(&mut f, name);
     let answer = ceremony_answer::<RegisterPublicKeyCredential>(&mut f, &body);
-    if let Err(e) = f.finish() {
-        return e;
-    }
-    let (Some(name), Some((id, credential))) = (name, answer) else {
-        return Reply::validation(&[]);
-    };
-    let state = match app.passkeys.finish(&*app.sessions, &id).await {
-        Ok(Some(Ceremony::Registration {
+    let (name, (id, credential)) = f.finish_with(name.zip(answer))?;
+    let state = match app.passkeys.finish(&*app.sessions, &id).await? {
+        Some(Ceremony::Registration {
             user_id,
             session_id,
             state,
-        })) if user_id == caller.user.id.as_uuid()
+        }) if user_id == caller.user.id.as_uuid()
             && session_id == caller.session.id.to_string() =>
         {
             state
         }
-        Ok(_) => return ceremony_invalid(),
-        Err(e) => return e.into(),
+        _ => return Err(ceremony_invalid()),
     };
-    let passkey = match rp.finish_passkey_registration(&credential, &state) {
-        Ok(p) => p,
-        Err(e) => {
+    let passkey = rp
+        .finish_passkey_registration(&credential, &state)
+        .map_err(|e| {
             tracing::warn!(target: SECURITY, event = "passkey_registration_refused", reason = %e, user_id = %caller.user.id);
             app.passkeys.count("refused", "registration_invalid");
-            return Reply::error(
+            Reply::error(
                 StatusCode::BAD_REQUEST,
                 "passkey_invalid",
                 "The authenticator's answer could not be verified",
-            );
-        }
-    };
-    let record = match serde_json::to_string(&passkey) {
-        Ok(r) => r,
-        Err(e) => return Reply::internal("writing a passkey", &e),
-    };
+            )
+        })?;
+    let record =
+        serde_json::to_string(&passkey).map_err(|e| Reply::internal("writing a passkey", &e))?;
     let cred = Credential::from(passkey);
     let stored = StoredPasskey {
         id: Uuid::new_v4(),
@@ -290,16 +261,12 @@ pub async fn register(app: &App, request: &ApiRequest) -> Reply {
         created_at: crate::store::now(),
         last_used_at: None,
     };
-    match app.store.add_passkey(&stored).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Reply::error(
-                StatusCode::CONFLICT,
-                "passkey_already_registered",
-                "This passkey is already registered",
-            );
-        }
-        Err(e) => return e.into(),
+    if !app.store.add_passkey(&stored).await? {
+        return Err(Reply::error(
+            StatusCode::CONFLICT,
+            "passkey_already_registered",
+            "This passkey is already registered",
+        ));
     }
     app.passkeys.count("registered", "ok");
     tracing::info!(target: SECURITY, event = "passkey_registered", user_id = %caller.user.id, passkey_id = %stored.id, backup_eligible = stored.backup_eligible);
@@ -311,30 +278,25 @@ pub async fn register(app: &App, request: &ApiRequest) -> Reply {
             name: stored.name.clone(),
         },
     );
-    Reply::ok(
+    Ok(Reply::ok(
         StatusCode::CREATED,
         "Passkey added",
         Some(json!({"passkey": passkey_json(&stored)})),
-    )
+    ))
 }
 
 /// `GET /api/auth/passkeys` — the caller's passkeys, oldest first.
-pub async fn list(app: &App, request: &ApiRequest) -> Reply {
-    let caller = match app.access.authenticate_api(&request.headers).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    match app.store.list_passkeys(caller.user.id).await {
-        Ok(keys) => Reply::ok(
-            StatusCode::OK,
-            "Passkeys retrieved",
-            Some(json!({
-                "passkeys": keys.iter().map(passkey_json).collect::<Vec<_>>(),
-                "enabled": app.passkeys.relying_party().is_some(),
-            })),
-        ),
-        Err(e) => e.into(),
-    }
+pub async fn list(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    let keys = app.store.list_passkeys(caller.user.id).await?;
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "Passkeys retrieved",
+        Some(json!({
+            "passkeys": keys.iter().map(passkey_json).collect::<Vec<_>>(),
+            "enabled": app.passkeys.relying_party().is_some(),
+        })),
+    ))
 }
 
 fn passkey_not_found() -> Reply {
@@ -346,69 +308,44 @@ fn passkey_not_found() -> Reply {
 }
 
 /// `PATCH /api/auth/passkeys/{id}` — `{name}`.
-pub async fn rename(app: &App, request: &ApiRequest, id: &str) -> Reply {
-    let caller = match app.access.authenticate_api(&request.headers).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn rename(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    let mut f = Fields::from_request(request)?;
     let name = f.required("name");
     let name = parse_name(&mut f, name);
-    if let Err(e) = f.finish() {
-        return e;
+    let name = f.finish_with(name)?;
+    let id = Uuid::parse_str(id).map_err(|_| passkey_not_found())?;
+    if !app.store.rename_passkey(caller.user.id, id, &name).await? {
+        return Err(passkey_not_found());
     }
-    let Some(name) = name else {
-        return Reply::validation(&[]);
-    };
-    let Ok(id) = Uuid::parse_str(id) else {
-        return passkey_not_found();
-    };
-    match app.store.rename_passkey(caller.user.id, id, &name).await {
-        Ok(true) => {}
-        Ok(false) => return passkey_not_found(),
-        Err(e) => return e.into(),
-    }
-    match app.store.list_passkeys(caller.user.id).await {
-        Ok(keys) => match keys.iter().find(|k| k.id == id) {
-            Some(key) => Reply::ok(
-                StatusCode::OK,
-                "Passkey renamed",
-                Some(json!({"passkey": passkey_json(key)})),
-            ),
-            None => passkey_not_found(),
-        },
-        Err(e) => e.into(),
-    }
+    let keys = app.store.list_passkeys(caller.user.id).await?;
+    let key = keys
+        .iter()
+        .find(|k| k.id == id)
+        .ok_or_else(passkey_not_found)?;
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "Passkey renamed",
+        Some(json!({"passkey": passkey_json(key)})),
+    ))
 }
 
 /// `DELETE /api/auth/passkeys/{id}` — `{password, two_factor_code?}` (the step-up).
-pub async fn remove(app: &App, request: &ApiRequest, id: &str) -> Reply {
-    let caller = match app.access.authenticate_api(&request.headers).await {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
+pub async fn remove(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
     if let Err(e) = super::profile::step_up(app, request, &caller.user, "password", true).await {
         tracing::warn!(target: SECURITY, event = "passkey_removal_refused", user_id = %caller.user.id);
         app.passkeys.count("refused", "step_up");
-        return e;
+        return Err(e);
     }
-    let Ok(id) = Uuid::parse_str(id) else {
-        return passkey_not_found();
-    };
-    let keys = match app.store.list_passkeys(caller.user.id).await {
-        Ok(keys) => keys,
-        Err(e) => return e.into(),
-    };
-    let Some(key) = keys.into_iter().find(|k| k.id == id) else {
-        return passkey_not_found();
-    };
-    match app.store.remove_passkey(caller.user.id, id).await {
-        Ok(true) => {}
-        Ok(false) => return passkey_not_found(),
-        Err(e) => return e.into(),
+    let id = Uuid::parse_str(id).map_err(|_| passkey_not_found())?;
+    let keys = app.store.list_passkeys(caller.user.id).await?;
+    let key = keys
+        .into_iter()
+        .find(|k| k.id == id)
+        .ok_or_else(passkey_not_found)?;
+    if !app.store.remove_passkey(caller.user.id, id).await? {
+        return Err(passkey_not_found());
     }
     app.passkeys.count("removed", "ok");
     tracing::info!(target: SECURITY, event = "passkey_removed", user_id = %caller.user.id, passkey_id = %id);
@@ -418,7 +355,7 @@ pub async fn remove(app: &App, request: &ApiRequest, id: &str) -> Reply {
         &caller.user.first_name,
         MailKind::PasskeyRemoved { name: key.name },
     );
-    Reply::ok(StatusCode::OK, "Passkey removed", None)
+    Ok(Reply::ok(StatusCode::OK, "Passkey removed", None))
 }
 
 /// Whether the user can use a passkey now: passkeys on and at least one registered.
@@ -471,7 +408,7 @@ pub(super) async fn two_factor_required(app: &App, user: &User) -> Reply {
     }
     let keys = match has_usable_passkeys(app, user).await {
         Ok(keys) => keys,
-        Err(e) => return e,
+        Err(refusal) => return refusal,
     };
     let mut data = json!({});
     if let Some(rp) = app.passkeys.relying_party()
@@ -661,119 +598,86 @@ async fn accept_use(
 
 /// `POST /api/auth/passkeys/login/options` — the options for a passwordless sign-in
 /// (`navigator.credentials.get()`, with `mediation: "conditional"` for autofill).
-pub async fn login_options(app: &App, request: &ApiRequest) -> Reply {
-    let Some(rp) = app.passkeys.relying_party() else {
-        return disabled();
-    };
-    if let Err(e) = Fields::from_request(request).and_then(Fields::finish) {
-        return e;
-    }
-    let (options, state) = match rp.start_discoverable_authentication() {
-        Ok(started) => started,
-        Err(e) => return Reply::internal("starting a passkey sign-in", &e),
-    };
-    let id = match app
+pub async fn login_options(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let rp = app.passkeys.relying_party().ok_or_else(disabled)?;
+    Fields::from_request(request)?.finish()?;
+    let (options, state) = rp
+        .start_discoverable_authentication()
+        .map_err(|e| Reply::internal("starting a passkey sign-in", &e))?;
+    let id = app
         .passkeys
         .begin(&*app.sessions, &Ceremony::Passwordless { state })
-        .await
-    {
-        Ok(id) => id,
-        Err(e) => return e.into(),
-    };
-    options_answer(
+        .await?;
+    Ok(options_answer(
         "Sign in with navigator.credentials.get(), then send the answer back",
         &id,
         serde_json::to_value(&options).unwrap_or(Value::Null),
-    )
+    ))
 }
 
 /// `POST /api/auth/passkeys/login` — `{ceremony_id, credential, remember_me?}`: a
 /// passwordless sign-in; answers like `POST /api/auth/login`.
-pub async fn login(app: &App, request: &ApiRequest) -> Reply {
-    let Some(rp) = app.passkeys.relying_party() else {
-        return disabled();
-    };
-    let mut f = match Fields::from_request(request) {
-        Ok(f) => f,
-        Err(e) => return e,
-    };
+pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let rp = app.passkeys.relying_party().ok_or_else(disabled)?;
+    let mut f = Fields::from_request(request)?;
     let body = body_object(request);
     let remember_me = f.flag("remember_me");
     let answer = ceremony_answer::<PublicKeyCredential>(&mut f, &body);
-    if let Err(e) = f.finish() {
-        return e;
-    }
-    let Some((id, credential)) = answer else {
-        return Reply::validation(&[]);
+    let (id, credential) = f.finish_with(answer)?;
+    let Some(Ceremony::Passwordless { state }) = app.passkeys.finish(&*app.sessions, &id).await?
+    else {
+        refused(app, request, None, "ceremony_invalid");
+        return Err(ceremony_invalid());
     };
-    let state = match app.passkeys.finish(&*app.sessions, &id).await {
-        Ok(Some(Ceremony::Passwordless { state })) => state,
-        Ok(_) => {
-            refused(app, request, None, "ceremony_invalid");
-            return ceremony_invalid();
-        }
-        Err(e) => return e.into(),
+    let Ok((user_id, _)) = rp.identify_discoverable_authentication(&credential) else {
+        refused(app, request, None, "no_user_handle");
+        return Err(passkey_refused());
     };
-    let user_id = match rp.identify_discoverable_authentication(&credential) {
-        Ok((user_id, _)) => UserId::from_uuid(user_id),
-        Err(_) => {
-            refused(app, request, None, "no_user_handle");
-            return passkey_refused();
-        }
-    };
-    let stored = match app
+    let user_id = UserId::from_uuid(user_id);
+    let stored = app
         .store
         .find_passkey(&credential_key(credential.get_credential_id()))
-        .await
-    {
-        Ok(Some(stored)) if stored.user_id == user_id => stored,
-        Ok(_) => {
-            refused(app, request, None, "unknown_credential");
-            return passkey_refused();
-        }
-        Err(e) => return e.into(),
+        .await?
+        .filter(|stored| stored.user_id == user_id);
+    let user = match stored {
+        Some(_) => app.store.find_by_id(user_id).await?,
+        None => None,
     };
-    let user = match app.store.find_by_id(user_id).await {
-        Ok(Some(user)) => user,
-        Ok(None) => {
-            refused(app, request, None, "unknown_credential");
-            return passkey_refused();
-        }
-        Err(e) => return e.into(),
+    let (Some(stored), Some(user)) = (stored, user) else {
+        refused(app, request, None, "unknown_credential");
+        return Err(passkey_refused());
     };
     if user.is_locked(Utc::now()) {
         app.metrics.logins.with_label_values(&["locked"]).inc();
         tracing::warn!(target: SECURITY, event = "login_refused_locked", user_id = %user.id, client_ip = %request.client_ip);
-        return lockout::locked();
+        return Err(lockout::locked());
     }
-    let passkey: Passkey = match serde_json::from_str(&stored.credential) {
-        Ok(p) => p,
-        Err(e) => return Reply::internal("reading a stored passkey", &e),
-    };
+    let passkey: Passkey = serde_json::from_str(&stored.credential)
+        .map_err(|e| Reply::internal("reading a stored passkey", &e))?;
     let result = match rp.finish_discoverable_authentication_v2(&credential, state, &passkey) {
         Ok(result) if result.user_verified() => result,
         Ok(_) => {
             refused(app, request, Some(user.id), "user_not_verified");
-            return count_failure(app, request, &user, "passkey_refused").await;
+            return Err(count_failure(app, request, &user, "passkey_refused").await);
         }
         Err(e) => {
             refused_by_library(app, request, user.id, &e);
-            return count_failure(app, request, &user, "passkey_refused").await;
+            return Err(count_failure(app, request, &user, "passkey_refused").await);
         }
     };
     match accept_use(app, request, &stored, &result).await {
         Ok(()) => {}
-        Err(Some(response)) => return response,
-        Err(None) => return count_failure(app, request, &user, "passkey_refused").await,
+        Err(Some(response)) => return Err(response),
+        Err(None) => return Err(count_failure(app, request, &user, "passkey_refused").await),
     }
     if !user.is_active {
         app.metrics.logins.with_label_values(&["deactivated"]).inc();
         tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %request.client_ip);
-        return Reply::error(
+        return Err(Reply::error(
             StatusCode::FORBIDDEN,
             "account_deactivated",
             "This account has been deactivated",
-        );
+        ));
     }
     super::login::open_session(
         app,
@@ -784,7 +688,6 @@ pub async fn login(app: &App, request: &ApiRequest) -> Reply {
         remember_me,
     )
     .await
-    .unwrap_or_else(|refusal| refusal)
 }
 
 /// 401 `passkey_refused`: the passkey did not sign the challenge as expected.

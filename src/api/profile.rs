@@ -69,10 +69,7 @@ pub(super) async fn step_up(
     } else {
         None
     };
-    f.finish()?;
-    let Some(password) = password else {
-        return Err(Reply::validation(&[]));
-    };
+    let password = f.finish_with(password)?;
     let guess = lockout::claim(app, user, &password, request).await?;
     match app.hasher.verify(&password, &user.password_hash).await {
         Ok(true) => {}
@@ -115,11 +112,8 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, R
     let current = f.required_raw("current_password");
     let new = f.required_raw("new_password");
     let new = parse_new_password(&mut f, "new_password", new);
-    f.finish()?;
     // The current password is checked (and counted) by the step-up below.
-    let (Some(_), Some(new)) = (current, new) else {
-        return Err(Reply::validation(&[]));
-    };
+    let (_, new) = f.finish_with(current.zip(new))?;
     if let Err(e) = step_up(app, request, &caller.user, "current_password", false).await {
         tracing::warn!(target: SECURITY, event = "password_change_refused", user_id = %caller.user.id);
         return Err(e);

@@ -170,10 +170,7 @@ pub async fn enable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             None
         }
     });
-    f.finish()?;
-    let (Some(secret), Some(token)) = (secret, token) else {
-        return Err(Reply::validation(&[]));
-    };
+    let (secret, token) = f.finish_with(secret.zip(token))?;
     let user = &caller.user;
     // A second factor is a security change like a password: turning it on takes the
     // password, so a stolen access token cannot lock the owner out behind a factor the
