@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
+use http::HeaderName;
 use ipnet::IpNet;
 use serde::Deserialize;
 
@@ -252,6 +253,34 @@ pub struct SessionsConfig {
     pub cookie_domain: String,
 }
 
+/// Where sessions (and rate-limit counters) live, as `sessions.url` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionBackend<'a> {
+    /// `memory://`: in this process.
+    Memory,
+    /// `redis://…` or `rediss://…` (TLS): the full URL, shared by every instance.
+    Redis(&'a str),
+}
+
+impl SessionsConfig {
+    /// The one reading of `sessions.url` (surrounding spaces ignored, schemes in any case);
+    /// `Err` names what is accepted.
+    pub fn backend(&self) -> Result<SessionBackend<'_>, String> {
+        let url = self.url.trim();
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        if scheme.eq_ignore_ascii_case("memory") && url.len() == "memory://".len() {
+            Ok(SessionBackend::Memory)
+        } else if scheme.eq_ignore_ascii_case("redis") || scheme.eq_ignore_ascii_case("rediss") {
+            Ok(SessionBackend::Redis(url))
+        } else {
+            Err(format!(
+                "{} is neither memory:// nor redis://… / rediss://…",
+                redact_url(url)
+            ))
+        }
+    }
+}
+
 impl Default for SessionsConfig {
     fn default() -> Self {
         Self {
@@ -390,48 +419,74 @@ impl Default for RateLimitsConfig {
     }
 }
 
-/// `[identity_headers]`: names of the headers that carry the identity to upstreams.
+/// `[identity_headers]`: names of the headers that carry the identity to upstreams, parsed
+/// at load (RFC 9110 §5.1 field names; held lower-case, as HTTP/2 and Pingora send them).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityHeadersConfig {
-    pub user_id: String,
-    pub email: String,
-    pub roles: String,
-    pub session_id: String,
+    #[serde(deserialize_with = "deserialize_header_name")]
+    pub user_id: HeaderName,
+    #[serde(deserialize_with = "deserialize_header_name")]
+    pub email: HeaderName,
+    #[serde(deserialize_with = "deserialize_header_name")]
+    pub roles: HeaderName,
+    #[serde(deserialize_with = "deserialize_header_name")]
+    pub session_id: HeaderName,
     /// `"true"` or `"false"`: whether the user proved they own the address.
-    pub email_verified: String,
-    /// `""` disables the signed assertion.
-    pub assertion: String,
+    #[serde(deserialize_with = "deserialize_header_name")]
+    pub email_verified: HeaderName,
+    /// `""` in the file disables the signed assertion (`None`).
+    #[serde(deserialize_with = "deserialize_optional_header_name")]
+    pub assertion: Option<HeaderName>,
 }
 
 impl Default for IdentityHeadersConfig {
     fn default() -> Self {
         Self {
-            user_id: "X-User-Id".into(),
-            email: "X-User-Email".into(),
-            roles: "X-User-Roles".into(),
-            session_id: "X-Session-Id".into(),
-            email_verified: "X-User-Email-Verified".into(),
-            assertion: "X-Identity-Assertion".into(),
+            user_id: HeaderName::from_static("x-user-id"),
+            email: HeaderName::from_static("x-user-email"),
+            roles: HeaderName::from_static("x-user-roles"),
+            session_id: HeaderName::from_static("x-session-id"),
+            email_verified: HeaderName::from_static("x-user-email-verified"),
+            assertion: Some(HeaderName::from_static("x-identity-assertion")),
         }
     }
 }
 
 impl IdentityHeadersConfig {
     /// Every configured header name, the assertion included when enabled.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
         [
             &self.user_id,
             &self.email,
             &self.roles,
             &self.session_id,
             &self.email_verified,
-            &self.assertion,
         ]
         .into_iter()
-        .map(String::as_str)
-        .filter(|n| !n.is_empty())
+        .chain(self.assertion.as_ref())
     }
+}
+
+/// A header name from the file: `"X-User-Id"` → `x-user-id`; anything that is not an RFC 9110
+/// §5.1 token is refused, naming the key.
+fn deserialize_header_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
+    let name = String::deserialize(d)?;
+    HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| serde::de::Error::custom(format!("{name:?} is not a header name")))
+}
+
+/// As [`deserialize_header_name`], with `""` meaning "none".
+fn deserialize_optional_header_name<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<HeaderName>, D::Error> {
+    let name = String::deserialize(d)?;
+    if name.is_empty() {
+        return Ok(None);
+    }
+    HeaderName::from_bytes(name.as_bytes())
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{name:?} is not a header name")))
 }
 
 /// `[cors]`: cross-origin access to the account API.
@@ -562,8 +617,21 @@ impl Upstream {
         }
     }
 
-    /// Parses and resolves an `http://host:port` or `https://host:port` URL.
+    /// Parses and resolves an `http://host:port` or `https://host:port` URL: the syntax
+    /// check of [`Upstream::check`], then one DNS lookup (the first address is kept).
     pub fn parse(url: &str) -> Result<Self, String> {
+        let (tls, host, port) = Self::check(url)?;
+        let addr = (host.as_str(), port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve upstream {url:?}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("upstream {url:?} resolves to no address"))?;
+        Ok(Self { addr, tls, host })
+    }
+
+    /// The syntax of an upstream URL without resolving it: `(tls, host, port)`. Config
+    /// loading checks this; the gateway resolves once, when it builds its route table.
+    pub fn check(url: &str) -> Result<(bool, String, u16), String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
         let tls = match parsed.scheme() {
             "http" => false,
@@ -588,12 +656,7 @@ impl Upstream {
         let port = parsed
             .port_or_known_default()
             .ok_or_else(|| format!("upstream {url:?} has no port"))?;
-        let addr = (host.as_str(), port)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve upstream {url:?}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("upstream {url:?} resolves to no address"))?;
-        Ok(Self { addr, tls, host })
+        Ok((tls, host, port))
     }
 }
 
@@ -731,18 +794,8 @@ impl Config {
         if self.storage.max_connections == 0 {
             return bad("storage.max_connections", "must be at least 1".into());
         }
-        let sessions = &self.sessions.url;
-        if sessions != "memory://"
-            && !sessions.starts_with("redis://")
-            && !sessions.starts_with("rediss://")
-        {
-            return bad(
-                "sessions.url",
-                format!(
-                    "{} is neither memory:// nor redis://…",
-                    redact_url(sessions)
-                ),
-            );
+        if let Err(message) = self.sessions.backend() {
+            return bad("sessions.url", message);
         }
         if self.sessions.max_per_user == 0 {
             return bad("sessions.max_per_user", "must be at least 1".into());
@@ -790,27 +843,6 @@ impl Config {
         }
         if self.two_factor.encryption_key_file.is_empty() {
             return bad("two_factor.encryption_key_file", "must name a file".into());
-        }
-        for (i, name) in [
-            ("user_id", &self.identity_headers.user_id),
-            ("email", &self.identity_headers.email),
-            ("roles", &self.identity_headers.roles),
-            ("session_id", &self.identity_headers.session_id),
-            ("email_verified", &self.identity_headers.email_verified),
-        ] {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return bad(
-                    &format!("identity_headers.{i}"),
-                    format!("{name:?} is not a header name"),
-                );
-            }
-        }
-        let assertion = &self.identity_headers.assertion;
-        if !assertion.is_empty() && http::HeaderName::from_bytes(assertion.as_bytes()).is_err() {
-            return bad(
-                "identity_headers.assertion",
-                format!("{assertion:?} is not a header name"),
-            );
         }
         for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
             if origin != "*" && parse_http_url(origin).is_err() {
@@ -862,7 +894,7 @@ impl Config {
                     ),
                 );
             }
-            if let Err(e) = Upstream::parse(&route.upstream) {
+            if let Err(e) = Upstream::check(&route.upstream) {
                 return bad(&key("upstream"), e);
             }
             if route
@@ -1168,6 +1200,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lockout.duration"), "{err}");
+    }
+
+    #[test]
+    fn identity_header_names_are_parsed_at_load() {
+        let c = load("[identity_headers]\nuser_id = \"X-Who\"\nassertion = \"\"\n").unwrap();
+        assert_eq!(c.identity_headers.user_id, "x-who");
+        assert!(c.identity_headers.assertion.is_none());
+        let err = load("[identity_headers]\nemail = \"bad header\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("identity_headers"), "{err}");
+        assert!(err.contains("is not a header name"), "{err}");
     }
 
     #[test]

@@ -109,6 +109,14 @@ fn main() -> ExitCode {
                 eprintln!("portcullis: {e} (in {})", cli.config.display());
                 return ExitCode::from(2);
             }
+            // Upstreams are resolved here, as the gateway will at start.
+            if let Err(e) = portcullis::gateway::routes::RouteTable::from_config(
+                &config,
+                &portcullis::metrics::Metrics::new(),
+            ) {
+                eprintln!("portcullis: {e} (in {})", cli.config.display());
+                return ExitCode::from(2);
+            }
             match portcullis::passkeys::relying_party_of(&config.server.public_url) {
                 Ok((rp_id, origin)) => println!(
                     "passkeys: on (relying-party id {rp_id}, origin {})",
@@ -180,7 +188,7 @@ async fn end_sessions(
     store: &dyn store::UserStore,
     email: &str,
 ) -> anyhow::Result<()> {
-    if config.sessions.url == "memory://" {
+    if config.sessions.backend() == Ok(portcullis::config::SessionBackend::Memory) {
         return Ok(());
     }
     let email = portcullis::domain::Email::parse(email)?;

@@ -139,6 +139,11 @@ fn bad_values_name_their_key() {
             "[[routes]]\npath_prefix = \"/x\"\nupstream = \"gopher://x\"\n",
             "routes[0].upstream",
         ),
+        // Well-formed but unresolvable (RFC 6761 §6.4): resolved by check-config as at start.
+        (
+            "[[routes]]\npath_prefix = \"/x\"\nupstream = \"http://upstream.invalid\"\n",
+            "routes[0]: upstream: cannot resolve",
+        ),
         (
             "[[routes]]\npath_prefix = \"/x\"\nupstream = \"http://127.0.0.1:1\"\npolicy = \"sometimes\"\n",
             "policy",

@@ -21,19 +21,15 @@ pub struct IdentityHeaderNames {
 }
 
 impl IdentityHeaderNames {
-    /// Builds from validated config (names were checked at load).
+    /// Builds from the config's names (parsed at load).
     pub fn new(config: &IdentityHeadersConfig) -> Self {
-        let parse = |s: &str| {
-            HeaderName::from_bytes(s.as_bytes())
-                .unwrap_or_else(|_| HeaderName::from_static("x-invalid"))
-        };
-        let normalized = config.names().map(normalize).collect();
-        let user_id = parse(&config.user_id);
-        let email = parse(&config.email);
-        let roles = parse(&config.roles);
-        let session_id = parse(&config.session_id);
-        let email_verified = parse(&config.email_verified);
-        let assertion = (!config.assertion.is_empty()).then(|| parse(&config.assertion));
+        let normalized = config.names().map(|n| normalize(n.as_str())).collect();
+        let user_id = config.user_id.clone();
+        let email = config.email.clone();
+        let roles = config.roles.clone();
+        let session_id = config.session_id.clone();
+        let email_verified = config.email_verified.clone();
+        let assertion = config.assertion.clone();
         // The wire form is the parsed (lower-case) name, so both always agree.
         let wire = |name: &HeaderName| Bytes::copy_from_slice(name.as_str().as_bytes());
         Self {
@@ -138,7 +134,7 @@ mod tests {
     #[test]
     fn disabled_assertion_is_not_stripped_by_name() {
         let config = IdentityHeadersConfig {
-            assertion: String::new(),
+            assertion: None,
             ..IdentityHeadersConfig::default()
         };
         let names = IdentityHeaderNames::new(&config);

@@ -74,7 +74,7 @@ impl Route {
             name,
             host: canonical_route_host(&cfg.host),
             path_prefix: cfg.path_prefix.clone(),
-            upstream: Upstream::parse(&cfg.upstream)?,
+            upstream: Upstream::parse(&cfg.upstream).map_err(|e| format!("upstream: {e}"))?,
             policy: cfg.policy,
             roles: cfg.roles.clone(),
             require_verified_email: cfg.require_verified_email,

@@ -26,7 +26,7 @@ use prometheus::{IntCounter, IntCounterVec, Opts};
 
 pub use memory::MemoryLimiter;
 
-use crate::config::SessionsConfig;
+use crate::config::{SessionBackend, SessionsConfig};
 use crate::domain::RateSpec;
 use crate::metrics::Metrics;
 use crate::reply::Reply;
@@ -136,25 +136,32 @@ pub async fn connect_with(
 ) -> Result<Arc<dyn RateLimiter>, RateLimitError> {
     let counters = Counters::register(metrics);
     let url = config.url.trim();
-    let scheme = url.split_once("://").map_or(url, |(s, _)| s);
-    let inner: Arc<dyn RateLimiter> = if scheme.eq_ignore_ascii_case("memory") {
-        Arc::new(MemoryLimiter::new(options.memory_capacity))
-    } else {
-        let primary = redis::RedisLimiter::open(url, &config.key_prefix, options.redis_timeout)
-            .map_err(|reason| RateLimitError::InvalidUrl {
-                scheme: scheme.to_owned(),
+    let scheme = || url.split_once("://").map_or(url, |(s, _)| s).to_owned();
+    let inner: Arc<dyn RateLimiter> = match config.backend() {
+        Ok(SessionBackend::Memory) => Arc::new(MemoryLimiter::new(options.memory_capacity)),
+        Err(reason) => {
+            return Err(RateLimitError::InvalidUrl {
+                scheme: scheme(),
                 reason,
-            })?;
-        let local = MemoryLimiter::new(options.memory_capacity);
-        Arc::new(
-            fallback::FallbackLimiter::start(
-                primary,
-                local,
-                counters.fallback.clone(),
-                options.probe_interval,
+            });
+        }
+        Ok(SessionBackend::Redis(url)) => {
+            let primary = redis::RedisLimiter::open(url, &config.key_prefix, options.redis_timeout)
+                .map_err(|reason| RateLimitError::InvalidUrl {
+                    scheme: scheme(),
+                    reason,
+                })?;
+            let local = MemoryLimiter::new(options.memory_capacity);
+            Arc::new(
+                fallback::FallbackLimiter::start(
+                    primary,
+                    local,
+                    counters.fallback.clone(),
+                    options.probe_interval,
+                )
+                .await,
             )
-            .await,
-        )
+        }
     };
     Ok(Arc::new(Counted::new(inner, counters.refused)))
 }

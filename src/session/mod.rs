@@ -18,7 +18,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-use crate::config::SessionsConfig;
+use crate::config::{SessionBackend, SessionsConfig};
 use crate::reply::Reply;
 
 pub use self::memory::MemorySessionStore;
@@ -30,17 +30,15 @@ pub use self::redis::RedisSessionStore;
 /// background tasks; the store may then be used from any other runtime. It never fails
 /// because Redis is down: calls answer [`SessionError::Unavailable`] until it is back.
 pub async fn connect(config: &SessionsConfig) -> Result<Arc<dyn SessionStore>, SessionError> {
-    let url = config.url.trim();
-    if url == "memory://" {
-        return Ok(Arc::new(MemorySessionStore::new()));
+    match config.backend() {
+        Ok(SessionBackend::Memory) => Ok(Arc::new(MemorySessionStore::new())),
+        Ok(SessionBackend::Redis(url)) => Ok(Arc::new(
+            RedisSessionStore::connect(url, &config.key_prefix).await?,
+        )),
+        Err(message) => Err(SessionError::InvalidConfig(format!(
+            "sessions.url: {message}"
+        ))),
     }
-    if url.starts_with("redis://") || url.starts_with("rediss://") {
-        let store = RedisSessionStore::connect(url, &config.key_prefix).await?;
-        return Ok(Arc::new(store));
-    }
-    Err(SessionError::InvalidConfig(
-        "sessions.url must be memory:// or redis://… / rediss://…".into(),
-    ))
 }
 
 /// The storage seam for sessions, one-time claims and revocation events.
