@@ -655,21 +655,6 @@ pub(crate) fn map_migrate(e: sqlx::migrate::MigrateError) -> StoreError {
     }
 }
 
-/// True for a unique-constraint violation.
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-/// True for a foreign-key violation (the referenced user does not exist).
-pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
-}
-
-/// Converts a stored count to `u32`, treating impossible negatives as zero.
-pub(crate) fn count_from_db(n: i64) -> u32 {
-    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
-}
-
 /// The answer for a store failure: 503 when the database is down, 409 for a taken email,
 /// 500 (logged) for a bug.
 impl From<StoreError> for Reply {

@@ -25,8 +25,7 @@ use uuid::Uuid;
 use super::{
     AttemptClaim, FailedLogin, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind,
     UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
-    UserChangeEvent, UserStore, count_from_db, is_foreign_key_violation, is_unique_violation,
-    lock_deadline, map_migrate, now, passkeys,
+    UserChangeEvent, UserStore, lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, UserId};
 
@@ -34,12 +33,12 @@ use crate::domain::{Email, UserId};
 pub(super) trait Dialect: Database<Connection: Migrate> {
     /// A UUID column (ids of users, tokens, passkeys) as bound and read: hyphenated text
     /// on SQLite, `uuid` on PostgreSQL.
-    type Id: Value<Self> + From<Uuid> + Into<Uuid>;
+    type Id: ColumnType<Self> + From<Uuid> + Into<Uuid>;
     /// A timestamp as bound: fixed-width UTC text on SQLite (so text order is time order),
     /// `timestamptz` on PostgreSQL. Both read back as `DateTime<Utc>`.
-    type Time: Value<Self>;
+    type Time: ColumnType<Self>;
     /// `user_changes.changed_at` as read: epoch seconds on SQLite, `timestamptz` on PostgreSQL.
-    type ChangedAt: Value<Self>;
+    type ChangedAt: ColumnType<Self>;
 
     /// `SELECT` the user columns `FROM users WHERE` the address is `$1`, the way the
     /// unique index on the address can serve it.
@@ -65,12 +64,12 @@ pub(super) trait Dialect: Database<Connection: Migrate> {
 }
 
 /// A Rust type that both binds to and reads from a column of `DB`.
-pub(super) trait Value<DB: Database>:
+pub(super) trait ColumnType<DB: Database>:
     Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Send
 {
 }
 
-impl<DB: Database, T> Value<DB> for T where
+impl<DB: Database, T> ColumnType<DB> for T where
     T: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Send
 {
 }
@@ -107,20 +106,45 @@ fn threshold(max_attempts: u32) -> i32 {
     i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX)
 }
 
+/// Passkey signature counters are 32-bit (WebAuthn §6.1 `signCount`); the column is a
+/// 64-bit integer.
+fn sign_count_to_db(count: u32) -> i64 {
+    i64::from(count)
+}
+
+/// Reads a stored signature counter back; anything out of range reads as the largest,
+/// which refuses every later use rather than accepting a clone.
+fn sign_count_from_db(count: i64) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// True for a unique-constraint violation.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// True for a foreign-key violation (the referenced user does not exist).
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+// The bounds say what the statements need of a database: a connection to run them on and
+// the column types they bind and read. Rust does not carry them over from `Dialect`, so the
+// two `impl` blocks below each spell them out.
 impl<DB> SqlStore<DB>
 where
     DB: Dialect,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-    bool: Value<DB>,
-    i32: Value<DB>,
-    i64: Value<DB>,
-    f64: Value<DB>,
-    Option<Vec<u8>>: Value<DB>,
-    DateTime<Utc>: Value<DB>,
+    String: ColumnType<DB>,
+    Option<String>: ColumnType<DB>,
+    bool: ColumnType<DB>,
+    i32: ColumnType<DB>,
+    i64: ColumnType<DB>,
+    f64: ColumnType<DB>,
+    Option<Vec<u8>>: ColumnType<DB>,
+    DateTime<Utc>: ColumnType<DB>,
 {
     async fn roles_of(&self, user: UserId) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1")
@@ -159,10 +183,10 @@ where
         Ok(())
     }
 
-    /// Reads the `failed_login_attempts` column.
+    /// Reads the `failed_login_attempts` column; impossible negatives read as zero.
     fn attempts(row: &DB::Row) -> Result<u32, StoreError> {
         let attempts: i32 = row.try_get("failed_login_attempts")?;
-        Ok(count_from_db(i64::from(attempts)))
+        Ok(attempts.max(0).unsigned_abs())
     }
 
     fn user_from_row(row: &DB::Row) -> Result<User, StoreError> {
@@ -193,7 +217,7 @@ where
             credential_id: row.try_get("credential_id")?,
             name: row.try_get("name")?,
             credential: row.try_get("credential")?,
-            sign_count: passkeys::count_from_db(row.try_get("sign_count")?),
+            sign_count: sign_count_from_db(row.try_get("sign_count")?),
             backup_eligible: row.try_get("backup_eligible")?,
             backup_state: row.try_get("backup_state")?,
             created_at: row.try_get("created_at")?,
@@ -228,14 +252,14 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
-    String: Value<DB>,
-    Option<String>: Value<DB>,
-    bool: Value<DB>,
-    i32: Value<DB>,
-    i64: Value<DB>,
-    f64: Value<DB>,
-    Option<Vec<u8>>: Value<DB>,
-    DateTime<Utc>: Value<DB>,
+    String: ColumnType<DB>,
+    Option<String>: ColumnType<DB>,
+    bool: ColumnType<DB>,
+    i32: ColumnType<DB>,
+    i64: ColumnType<DB>,
+    f64: ColumnType<DB>,
+    Option<Vec<u8>>: ColumnType<DB>,
+    DateTime<Utc>: ColumnType<DB>,
 {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
         let user = UserId::random();
@@ -781,7 +805,7 @@ where
         .bind(passkey.credential_id.as_str())
         .bind(passkey.name.as_str())
         .bind(passkey.credential.as_str())
-        .bind(passkeys::count_to_db(passkey.sign_count))
+        .bind(sign_count_to_db(passkey.sign_count))
         .bind(passkey.backup_eligible)
         .bind(passkey.backup_state)
         .bind(DB::time(passkey.created_at))
@@ -849,8 +873,8 @@ where
              last_used_at = $6 WHERE id = $1 AND sign_count = $2",
         )
         .bind(DB::Id::from(used.id))
-        .bind(passkeys::count_to_db(used.previous_sign_count))
-        .bind(passkeys::count_to_db(used.sign_count))
+        .bind(sign_count_to_db(used.previous_sign_count))
+        .bind(sign_count_to_db(used.sign_count))
         .bind(used.backup_state)
         .bind(used.credential.as_str())
         .bind(DB::time(now()))
