@@ -97,6 +97,7 @@ impl<DB: Dialect> SqlStore<DB> {
     }
 }
 
+/// A user id as the dialect binds it.
 fn id<DB: Dialect>(id: UserId) -> DB::Id {
     id.as_uuid().into()
 }
