@@ -2,13 +2,13 @@
 //!
 //! One trait, [`UserStore`], with a SQLite backend (the embedded default) and a
 //! PostgreSQL backend (shared by several gateway instances), picked by [`connect`]
-//! from the URL scheme. Both use sqlx's runtime query API and embedded migrations.
+//! from the URL scheme. Both are one implementation over sqlx's runtime query API
+//! (`sql.rs`), with what the dialects do differently, embedded migrations included, in
+//! `sqlite.rs` and `postgres.rs`.
 //!
 //! Nothing here is on the proxy hot path: only the account API, the CLI and the
 //! background token purger call it.
 
-/// The `users` columns every query that builds a [`User`] selects, in one place so
-/// the two backends cannot drift apart.
 /// The `passkeys` columns every query that builds a [`StoredPasskey`] selects.
 macro_rules! passkey_columns {
     () => {
@@ -17,6 +17,8 @@ macro_rules! passkey_columns {
     };
 }
 
+/// The `users` columns every query that builds a [`User`] selects, in one place so
+/// the dialects' own lookups cannot drift from the shared ones.
 macro_rules! user_columns {
     () => {
         "id, email, password_hash, first_name, last_name, is_verified, is_active, \
@@ -29,6 +31,7 @@ pub mod admin;
 mod passkeys;
 mod postgres;
 mod runtime;
+mod sql;
 mod sqlite;
 
 use std::fmt;
@@ -37,7 +40,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use sqlx::{Postgres, Sqlite};
 use tokio::task::JoinHandle;
+
+use sql::SqlStore;
 
 use crate::domain::{Email, UserId};
 use crate::reply::Reply;
@@ -500,8 +506,8 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn UserStore>, StoreError> {
     let max_connections = max_connections.max(1);
     let inner: Arc<dyn UserStore> = match Backend::of(url)? {
-        Backend::Sqlite => Arc::new(sqlite::SqliteStore::connect(url, max_connections).await?),
-        Backend::Postgres => Arc::new(postgres::PgStore::connect(url, max_connections).await?),
+        Backend::Sqlite => Arc::new(SqlStore::<Sqlite>::connect(url, max_connections).await?),
+        Backend::Postgres => Arc::new(SqlStore::<Postgres>::connect(url, max_connections).await?),
     };
     Ok(Arc::new(runtime::OnRuntime::new(inner)?))
 }
@@ -509,8 +515,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<Arc<dyn UserStor
 /// Applies pending migrations to the database named by `url` (`portcullis migrate`).
 pub async fn migrate(url: &str) -> Result<(), StoreError> {
     match Backend::of(url)? {
-        Backend::Sqlite => sqlite::SqliteStore::migrate_only(url).await,
-        Backend::Postgres => postgres::PgStore::migrate_only(url).await,
+        Backend::Sqlite => SqlStore::<Sqlite>::migrate_only(url).await,
+        Backend::Postgres => SqlStore::<Postgres>::migrate_only(url).await,
     }
 }
 
@@ -647,21 +653,6 @@ pub(crate) fn map_migrate(e: sqlx::migrate::MigrateError) -> StoreError {
         M::Execute(e) => map_sqlx(e),
         other => StoreError::Other(format!("database migration failed: {other}")),
     }
-}
-
-/// True for a unique-constraint violation.
-pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-/// True for a foreign-key violation (the referenced user does not exist).
-pub(crate) fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
-}
-
-/// Converts a stored count to `u32`, treating impossible negatives as zero.
-pub(crate) fn count_from_db(n: i64) -> u32 {
-    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
 /// The answer for a store failure: 503 when the database is down, 409 for a taken email,

@@ -1,4 +1,4 @@
-//! The stored form of a passkey (a WebAuthn credential) and what the stores share about it.
+//! The stored form of a passkey (a WebAuthn credential).
 
 use std::fmt;
 
@@ -64,14 +64,3 @@ pub struct PasskeyUse {
 
 /// Longest passkey name, in characters.
 pub const MAX_NAME_CHARS: usize = 64;
-
-/// Stored counters are 32-bit (WebAuthn §6.1 `signCount`); databases hold them as integers.
-pub(crate) fn count_to_db(count: u32) -> i64 {
-    i64::from(count)
-}
-
-/// Reads a stored counter back; anything out of range reads as the largest, which refuses
-/// every later use rather than accepting a clone.
-pub(crate) fn count_from_db(count: i64) -> u32 {
-    u32::try_from(count).unwrap_or(u32::MAX)
-}

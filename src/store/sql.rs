@@ -1,0 +1,891 @@
+//! The one [`UserStore`] over SQL, [`SqlStore`], for SQLite and PostgreSQL alike.
+//!
+//! Every statement is written once, in the SQL both dialects speak (`$1` placeholders,
+//! `TRUE`/`FALSE`, `ON CONFLICT`, `RETURNING`); what they do not share is behind
+//! [`Dialect`], implemented in `sqlite.rs` and `postgres.rs`: how ids and timestamps are
+//! stored, the email lookup, the change feed's clock, opening the pool and the migrations.
+//!
+//! Every write that must be atomic is one conditional statement, or a transaction whose
+//! first statement writes. SQLite runs writers one at a time and, the write coming first,
+//! takes its write lock up front (so the busy timeout applies rather than an immediate
+//! `SQLITE_BUSY`). PostgreSQL locks the row and, under READ COMMITTED, re-evaluates a
+//! colliding `UPDATE` against the latest version of it, so no increment is lost and
+//! nothing is consumed twice across instances, without explicit locking.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
+use uuid::Uuid;
+
+use super::{
+    AttemptClaim, FailedLogin, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind,
+    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
+    UserChangeEvent, UserStore, lock_deadline, map_migrate, now,
+};
+use crate::domain::{Email, UserId};
+
+/// What SQLite and PostgreSQL do differently; implemented on sqlx's `Sqlite` and `Postgres`.
+pub(super) trait Dialect: Database<Connection: Migrate> {
+    /// A UUID column (ids of users, tokens, passkeys) as bound and read: hyphenated text
+    /// on SQLite, `uuid` on PostgreSQL.
+    type Id: ColumnType<Self> + From<Uuid> + Into<Uuid>;
+    /// A timestamp as bound: fixed-width UTC text on SQLite (so text order is time order),
+    /// `timestamptz` on PostgreSQL. Both read back as `DateTime<Utc>`.
+    type Time: ColumnType<Self>;
+    /// `user_changes.changed_at` as read: epoch seconds on SQLite, `timestamptz` on PostgreSQL.
+    type ChangedAt: ColumnType<Self>;
+
+    /// `SELECT` the user columns `FROM users WHERE` the address is `$1`, the way the
+    /// unique index on the address can serve it.
+    const FIND_BY_EMAIL: &'static str;
+    /// The change-feed entries newer than `$1` seconds ago by the database's clock, by id.
+    const RECENT_USER_CHANGES: &'static str;
+    /// Deletes the change-feed entries older than `$1` seconds ago by the database's clock.
+    const PURGE_USER_CHANGES: &'static str;
+
+    /// The embedded schema.
+    fn migrator() -> &'static Migrator;
+    /// Opens a pool on the database `url` names.
+    fn open_pool(
+        url: &str,
+        max_connections: u32,
+    ) -> impl Future<Output = Result<Pool<Self>, StoreError>> + Send;
+    /// The stored form of a timestamp.
+    fn time(t: DateTime<Utc>) -> Self::Time;
+    /// A change-feed time as read, as an instant.
+    fn changed_at(stored: Self::ChangedAt) -> Result<DateTime<Utc>, StoreError>;
+    /// How many rows a statement changed.
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+}
+
+/// A Rust type that both binds to and reads from a column of `DB`.
+pub(super) trait ColumnType<DB: Database>:
+    Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Send
+{
+}
+
+impl<DB: Database, T> ColumnType<DB> for T where
+    T: Type<DB> + for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Send
+{
+}
+
+/// [`UserStore`] on a pool of either dialect.
+pub(super) struct SqlStore<DB: Database> {
+    pool: Pool<DB>,
+}
+
+impl<DB: Dialect> SqlStore<DB> {
+    /// Opens the database and brings its schema up to date. (PostgreSQL serialises
+    /// concurrent migrators with an advisory lock, so several instances may start at once.)
+    pub(super) async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = DB::open_pool(url, max_connections).await?;
+        DB::migrator().run(&pool).await.map_err(map_migrate)?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations and closes the database again.
+    pub(super) async fn migrate_only(url: &str) -> Result<(), StoreError> {
+        let pool = DB::open_pool(url, 1).await?;
+        let result = DB::migrator().run(&pool).await.map_err(map_migrate);
+        pool.close().await;
+        result
+    }
+}
+
+/// A user id as the dialect binds it.
+fn id<DB: Dialect>(id: UserId) -> DB::Id {
+    id.as_uuid().into()
+}
+
+/// The lockout threshold as bound: at least one, and within a SQL `INTEGER`.
+fn threshold(max_attempts: u32) -> i32 {
+    i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX)
+}
+
+/// Passkey signature counters are 32-bit (WebAuthn §6.1 `signCount`); the column is a
+/// 64-bit integer.
+fn sign_count_to_db(count: u32) -> i64 {
+    i64::from(count)
+}
+
+/// Reads a stored signature counter back; anything out of range reads as the largest,
+/// which refuses every later use rather than accepting a clone.
+fn sign_count_from_db(count: i64) -> u32 {
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// True for a unique-constraint violation.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// True for a foreign-key violation (the referenced user does not exist).
+fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
+}
+
+// The bounds say what the statements need of a database: a connection to run them on and
+// the column types they bind and read. Rust does not carry them over from `Dialect`, so the
+// two `impl` blocks below each spell them out.
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    String: ColumnType<DB>,
+    Option<String>: ColumnType<DB>,
+    bool: ColumnType<DB>,
+    i32: ColumnType<DB>,
+    i64: ColumnType<DB>,
+    f64: ColumnType<DB>,
+    Option<Vec<u8>>: ColumnType<DB>,
+    DateTime<Utc>: ColumnType<DB>,
+{
+    async fn roles_of(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1")
+            .bind(id::<DB>(user))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut roles = rows
+            .iter()
+            .map(|row| row.try_get("role"))
+            .collect::<Result<Vec<String>, _>>()?;
+        // Sorted here rather than by ORDER BY, whose order depends on the collation.
+        roles.sort();
+        Ok(roles)
+    }
+
+    async fn with_roles(&self, row: Option<DB::Row>) -> Result<Option<User>, StoreError> {
+        match row {
+            None => Ok(None),
+            Some(row) => {
+                let mut user = Self::user_from_row(&row)?;
+                user.roles = self.roles_of(user.id).await?;
+                Ok(Some(user))
+            }
+        }
+    }
+
+    /// Runs an `UPDATE users … WHERE id = $1`, turning "no row" into `NotFound`.
+    async fn update_user(
+        &self,
+        query: sqlx::query::Query<'_, DB, DB::Arguments>,
+    ) -> Result<(), StoreError> {
+        let done = query.execute(&self.pool).await?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Reads the `failed_login_attempts` column; impossible negatives read as zero.
+    fn attempts(row: &DB::Row) -> Result<u32, StoreError> {
+        let attempts: i32 = row.try_get("failed_login_attempts")?;
+        Ok(attempts.max(0).unsigned_abs())
+    }
+
+    fn user_from_row(row: &DB::Row) -> Result<User, StoreError> {
+        Ok(User {
+            id: UserId::from_uuid(row.try_get::<DB::Id, _>("id")?.into()),
+            email: Email::from_stored(row.try_get("email")?),
+            password_hash: row.try_get("password_hash")?,
+            first_name: row.try_get("first_name")?,
+            last_name: row.try_get("last_name")?,
+            is_verified: row.try_get("is_verified")?,
+            is_active: row.try_get("is_active")?,
+            two_factor_enabled: row.try_get("two_factor_enabled")?,
+            two_factor_secret: row.try_get("two_factor_secret")?,
+            failed_login_attempts: Self::attempts(row)?,
+            locked_until: row.try_get("locked_until")?,
+            last_login: row.try_get("last_login")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            roles: Vec::new(),
+            language: row.try_get("language")?,
+        })
+    }
+
+    fn passkey_from_row(row: &DB::Row) -> Result<StoredPasskey, StoreError> {
+        Ok(StoredPasskey {
+            id: row.try_get::<DB::Id, _>("id")?.into(),
+            user_id: UserId::from_uuid(row.try_get::<DB::Id, _>("user_id")?.into()),
+            credential_id: row.try_get("credential_id")?,
+            name: row.try_get("name")?,
+            credential: row.try_get("credential")?,
+            sign_count: sign_count_from_db(row.try_get("sign_count")?),
+            backup_eligible: row.try_get("backup_eligible")?,
+            backup_state: row.try_get("backup_state")?,
+            created_at: row.try_get("created_at")?,
+            last_used_at: row.try_get("last_used_at")?,
+        })
+    }
+
+    /// The answer to a claim whose conditional write changed no row: a lock is in force
+    /// (`locked_until` of `row`), or the row is gone (`None`).
+    fn locked(row: Option<DB::Row>, at: DateTime<Utc>) -> Result<Option<AttemptClaim>, StoreError> {
+        let Some(row) = row else { return Ok(None) };
+        let until: Option<DateTime<Utc>> = row.try_get("locked_until")?;
+        // Unlocked between the two statements: refuse this one guess all the same.
+        Ok(Some(AttemptClaim::Locked {
+            until: until.unwrap_or(at),
+        }))
+    }
+}
+
+/// The answer to a claim whose conditional write went through (`RETURNING` the count).
+fn granted(attempt: u32, max_attempts: u32) -> AttemptClaim {
+    AttemptClaim::Granted {
+        attempt,
+        last: attempt >= max_attempts.max(1),
+    }
+}
+
+#[async_trait]
+impl<DB> UserStore for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row> + Encode<'a, DB> + Type<DB>,
+    String: ColumnType<DB>,
+    Option<String>: ColumnType<DB>,
+    bool: ColumnType<DB>,
+    i32: ColumnType<DB>,
+    i64: ColumnType<DB>,
+    f64: ColumnType<DB>,
+    Option<Vec<u8>>: ColumnType<DB>,
+    DateTime<Utc>: ColumnType<DB>,
+{
+    async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
+        let user = UserId::random();
+        let at = now();
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, first_name, last_name, \
+             is_verified, is_active, two_factor_enabled, failed_login_attempts, \
+             created_at, updated_at, language) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, TRUE, FALSE, 0, $6, $6, $7)",
+        )
+        .bind(id::<DB>(user))
+        .bind(new.email.as_str())
+        .bind(new.password_hash.as_str())
+        .bind(new.first_name.as_str())
+        .bind(new.last_name.as_str())
+        .bind(DB::time(at))
+        .bind(new.language.as_str())
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(User::created(user, new, at)),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateEmail),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(DB::FIND_BY_EMAIL)
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        self.with_roles(row).await
+    }
+
+    async fn find_by_id(&self, user: UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users WHERE id = $1"
+        ))
+        .bind(id::<DB>(user))
+        .fetch_optional(&self.pool)
+        .await?;
+        self.with_roles(row).await
+    }
+
+    async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            user_columns!(),
+            " FROM users ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let role_rows = sqlx::query("SELECT user_id, role FROM user_roles")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut roles: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for row in &role_rows {
+            let user: DB::Id = row.try_get("user_id")?;
+            roles
+                .entry(user.into())
+                .or_default()
+                .push(row.try_get("role")?);
+        }
+        rows.iter()
+            .map(|row| {
+                let mut user = Self::user_from_row(row)?;
+                if let Some(mut r) = roles.remove(&user.id.as_uuid()) {
+                    r.sort();
+                    user.roles = r;
+                }
+                Ok(user)
+            })
+            .collect()
+    }
+
+    async fn update_profile(
+        &self,
+        user: UserId,
+        first_name: Option<String>,
+        last_name: Option<String>,
+    ) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(concat!(
+            "UPDATE users SET first_name = COALESCE($2, first_name), \
+             last_name = COALESCE($3, last_name), updated_at = $4 WHERE id = $1 RETURNING ",
+            user_columns!()
+        ))
+        .bind(id::<DB>(user))
+        .bind(first_name)
+        .bind(last_name)
+        .bind(DB::time(now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        self.with_roles(row).await
+    }
+
+    async fn set_password_hash(&self, user: UserId, password_hash: &str) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                .bind(id::<DB>(user))
+                .bind(password_hash)
+                .bind(DB::time(now())),
+        )
+        .await
+    }
+
+    async fn set_language(&self, user: UserId, language: &str) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET language = $2, updated_at = $3 WHERE id = $1")
+                .bind(id::<DB>(user))
+                .bind(language)
+                .bind(DB::time(now())),
+        )
+        .await
+    }
+
+    async fn mark_verified(&self, user: UserId) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET is_verified = TRUE, updated_at = $2 WHERE id = $1")
+                .bind(id::<DB>(user))
+                .bind(DB::time(now())),
+        )
+        .await
+    }
+
+    async fn set_active(&self, user: UserId, active: bool) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query("UPDATE users SET is_active = $2, updated_at = $3 WHERE id = $1")
+                .bind(id::<DB>(user))
+                .bind(active)
+                .bind(DB::time(now())),
+        )
+        .await
+    }
+
+    async fn record_failed_login(
+        &self,
+        user: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // All right-hand sides see the row as it was before this statement, so the
+        // CASE for locked_until repeats the new count's expression. A NULL
+        // locked_until makes both comparisons NULL, i.e. false.
+        let row = sqlx::query(
+            "UPDATE users SET \
+               failed_login_attempts = CASE WHEN locked_until <= $2 THEN 1 \
+                                            ELSE failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN locked_until > $2 THEN locked_until \
+                 WHEN (CASE WHEN locked_until <= $2 THEN 1 \
+                            ELSE failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE id = $1 \
+             RETURNING failed_login_attempts, locked_until",
+        )
+        .bind(id::<DB>(user))
+        .bind(DB::time(at))
+        .bind(threshold(max_attempts))
+        .bind(DB::time(deadline))
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let locked_until: Option<DateTime<Utc>> = row.try_get("locked_until")?;
+        Ok(FailedLogin {
+            attempts: Self::attempts(&row)?,
+            locked_until,
+            newly_locked: locked_until == Some(deadline),
+        })
+    }
+
+    async fn claim_login_attempt(
+        &self,
+        user: UserId,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // One statement, so the WHERE clause and the count are evaluated on the row as the
+        // previous claim left it, on every instance (see the module doc). Right-hand sides
+        // see the old row, hence the repeated count expression.
+        let row = sqlx::query(
+            "UPDATE users SET \
+               failed_login_attempts = CASE WHEN locked_until <= $2 THEN 1 \
+                                            ELSE failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN locked_until <= $2 THEN 1 \
+                            ELSE failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2) \
+             RETURNING failed_login_attempts",
+        )
+        .bind(id::<DB>(user))
+        .bind(DB::time(at))
+        .bind(threshold(max_attempts))
+        .bind(DB::time(deadline))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(granted(Self::attempts(&row)?, max_attempts));
+        }
+        let row = sqlx::query("SELECT locked_until FROM users WHERE id = $1")
+            .bind(id::<DB>(user))
+            .fetch_optional(&self.pool)
+            .await?;
+        Self::locked(row, at)?.ok_or(StoreError::NotFound)
+    }
+
+    async fn release_login_attempt(
+        &self,
+        user: UserId,
+        max_attempts: u32,
+    ) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET \
+                   failed_login_attempts = CASE WHEN failed_login_attempts > 0 \
+                                                THEN failed_login_attempts - 1 ELSE 0 END, \
+                   locked_until = CASE WHEN failed_login_attempts - 1 < $2 THEN NULL \
+                                       ELSE locked_until END, \
+                   updated_at = $3 \
+                 WHERE id = $1",
+            )
+            .bind(id::<DB>(user))
+            .bind(threshold(max_attempts))
+            .bind(DB::time(now())),
+        )
+        .await
+    }
+
+    async fn claim_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<AttemptClaim, StoreError> {
+        let at = now();
+        let deadline = lock_deadline(at, lock_for)?;
+        // The account rule of claim_login_attempt as an upsert: a first guess inserts
+        // count 1; later ones update the row only while no lock is in force. Concurrent
+        // upserts of one key wait for each other and re-check the WHERE clause.
+        let row = sqlx::query(
+            "INSERT INTO unknown_login_attempts \
+               (email_hash, failed_login_attempts, locked_until, updated_at) \
+             VALUES ($1, 1, CASE WHEN 1 >= $3 THEN $4 ELSE NULL END, $2) \
+             ON CONFLICT (email_hash) DO UPDATE SET \
+               failed_login_attempts = CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                 ELSE unknown_login_attempts.failed_login_attempts + 1 END, \
+               locked_until = CASE \
+                 WHEN (CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
+                       ELSE unknown_login_attempts.failed_login_attempts + 1 END) >= $3 THEN $4 \
+                 ELSE NULL END, \
+               updated_at = $2 \
+             WHERE unknown_login_attempts.locked_until IS NULL \
+                OR unknown_login_attempts.locked_until <= $2 \
+             RETURNING failed_login_attempts",
+        )
+        .bind(email_hash)
+        .bind(DB::time(at))
+        .bind(threshold(max_attempts))
+        .bind(DB::time(deadline))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(granted(Self::attempts(&row)?, max_attempts));
+        }
+        let row =
+            sqlx::query("SELECT locked_until FROM unknown_login_attempts WHERE email_hash = $1")
+                .bind(email_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(Self::locked(row, at)?.unwrap_or(AttemptClaim::Locked { until: at }))
+    }
+
+    async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
+        let at = now();
+        let idle_since =
+            at - TimeDelta::from_std(UNKNOWN_ATTEMPTS_RETENTION).unwrap_or(TimeDelta::days(1));
+        let done = sqlx::query(
+            "DELETE FROM unknown_login_attempts \
+             WHERE updated_at < $1 AND (locked_until IS NULL OR locked_until <= $2)",
+        )
+        .bind(DB::time(idle_since))
+        .bind(DB::time(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn record_successful_login(&self, user: UserId) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, \
+                 last_login = $2, updated_at = $2 WHERE id = $1",
+            )
+            .bind(id::<DB>(user))
+            .bind(DB::time(now())),
+        )
+        .await
+    }
+
+    async fn unlock(&self, user: UserId) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET failed_login_attempts = 0, locked_until = NULL, \
+                 updated_at = $2 WHERE id = $1",
+            )
+            .bind(id::<DB>(user))
+            .bind(DB::time(now())),
+        )
+        .await
+    }
+
+    async fn grant_role(&self, user: UserId, role: &str) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id::<DB>(user))
+        .bind(role)
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(done) => Ok(DB::rows_affected(&done) == 1),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn revoke_role(&self, user: UserId, role: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(id::<DB>(user))
+            .bind(role)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn set_two_factor(
+        &self,
+        user: UserId,
+        secret: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let enabled = secret.is_some();
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET two_factor_enabled = $2, two_factor_secret = $3, updated_at = $4 \
+             WHERE id = $1",
+        )
+        .bind(id::<DB>(user))
+        .bind(enabled)
+        .bind(secret)
+        .bind(DB::time(now()))
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        if !enabled {
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                .bind(id::<DB>(user))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user: UserId,
+        hashes: &[String],
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        // Writing the user row first checks that the user exists and takes the lock (the
+        // row's on PostgreSQL, the database's on SQLite) before anything is read, so two
+        // replacements for the same user run one after the other.
+        let done = sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
+            .bind(id::<DB>(user))
+            .bind(DB::time(at))
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(id::<DB>(user))
+            .execute(&mut *tx)
+            .await?;
+        for hash in hashes {
+            sqlx::query(
+                "INSERT INTO recovery_codes (user_id, code_hash, used, created_at) \
+                 VALUES ($1, $2, FALSE, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(id::<DB>(user))
+            .bind(hash.as_str())
+            .bind(DB::time(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn consume_recovery_code(
+        &self,
+        user: UserId,
+        code_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE recovery_codes SET used = TRUE \
+             WHERE user_id = $1 AND code_hash = $2 AND NOT used",
+        )
+        .bind(id::<DB>(user))
+        .bind(code_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn create_token(
+        &self,
+        user: UserId,
+        kind: TokenKind,
+        token_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO verification_tokens \
+             (id, user_id, kind, token_hash, expires_at, used, created_at) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6)",
+        )
+        .bind(DB::Id::from(Uuid::new_v4()))
+        .bind(id::<DB>(user))
+        .bind(kind.as_str())
+        .bind(token_hash)
+        .bind(DB::time(expires_at))
+        .bind(DB::time(now()))
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Other(
+                "a token with the same hash already exists".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn consume_token(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE verification_tokens SET used = TRUE \
+             WHERE token_hash = $1 AND kind = $2 AND NOT used AND expires_at > $3 \
+             RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(kind.as_str())
+        .bind(DB::time(now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(UserId::from_uuid(
+                row.try_get::<DB::Id, _>("user_id")?.into(),
+            ))
+        })
+        .transpose()
+    }
+
+    async fn invalidate_tokens(&self, user: UserId, kind: TokenKind) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE verification_tokens SET used = TRUE \
+             WHERE user_id = $1 AND kind = $2 AND NOT used",
+        )
+        .bind(id::<DB>(user))
+        .bind(kind.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn purge_expired_tokens(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM verification_tokens WHERE expires_at <= $1")
+            .bind(DB::time(now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn record_user_change(&self, user: UserId, change: UserChange) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
+            .bind(id::<DB>(user))
+            .bind(change.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn recent_user_changes(&self) -> Result<Vec<UserChangeEvent>, StoreError> {
+        let rows = sqlx::query(DB::RECENT_USER_CHANGES)
+            .bind(USER_CHANGE_WINDOW.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let change: String = row.try_get("change")?;
+                Ok(UserChangeEvent {
+                    id: row.try_get("id")?,
+                    user_id: UserId::from_uuid(row.try_get::<DB::Id, _>("user_id")?.into()),
+                    change: UserChange::from_db(&change),
+                    changed_at: DB::changed_at(row.try_get("changed_at")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_user_changes(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(DB::PURGE_USER_CHANGES)
+            .bind(USER_CHANGE_RETENTION.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn add_passkey(&self, passkey: &StoredPasskey) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO passkeys (id, user_id, credential_id, name, credential, sign_count, \
+             backup_eligible, backup_state, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+        )
+        .bind(DB::Id::from(passkey.id))
+        .bind(id::<DB>(passkey.user_id))
+        .bind(passkey.credential_id.as_str())
+        .bind(passkey.name.as_str())
+        .bind(passkey.credential.as_str())
+        .bind(sign_count_to_db(passkey.sign_count))
+        .bind(passkey.backup_eligible)
+        .bind(passkey.backup_state)
+        .bind(DB::time(passkey.created_at))
+        .execute(&self.pool)
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list_passkeys(&self, user: UserId) -> Result<Vec<StoredPasskey>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            passkey_columns!(),
+            " FROM passkeys WHERE user_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(id::<DB>(user))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::passkey_from_row).collect()
+    }
+
+    async fn find_passkey(&self, credential_id: &str) -> Result<Option<StoredPasskey>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            passkey_columns!(),
+            " FROM passkeys WHERE credential_id = $1"
+        ))
+        .bind(credential_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::passkey_from_row).transpose()
+    }
+
+    async fn rename_passkey(
+        &self,
+        user: UserId,
+        key: Uuid,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE passkeys SET name = $3 WHERE id = $1 AND user_id = $2")
+            .bind(DB::Id::from(key))
+            .bind(id::<DB>(user))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn remove_passkey(&self, user: UserId, key: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
+            .bind(DB::Id::from(key))
+            .bind(id::<DB>(user))
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn record_passkey_use(&self, used: &PasskeyUse) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE passkeys SET sign_count = $3, backup_state = $4, credential = $5, \
+             last_used_at = $6 WHERE id = $1 AND sign_count = $2",
+        )
+        .bind(DB::Id::from(used.id))
+        .bind(sign_count_to_db(used.previous_sign_count))
+        .bind(sign_count_to_db(used.sign_count))
+        .bind(used.backup_state)
+        .bind(used.credential.as_str())
+        .bind(DB::time(now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
