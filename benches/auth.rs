@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-request authentication work: JWT verification (cold, and
-//! through the gatekeeper's cache), session lookups (memory, Redis when
-//! `PORTCULLIS_TEST_REDIS_URL` is set, cached), and the identity header rewrite.
+//! through the gatekeeper's cache), session lookups (the whole record with `get`, what the
+//! check reads with `liveness`; memory, and Redis when `PORTCULLIS_TEST_REDIS_URL` is set;
+//! cached), and the identity header rewrite.
 //!
 //! Before timing, it counts the heap allocations of 10,000 cached gatekeeper checks (sessions
 //! in memory, after 1,000 that warm the caches up) with a counting global allocator, prints
@@ -181,10 +182,26 @@ fn bench_sessions(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { f.memory.get(black_box(&f.session_id)).await.expect("get") })
     });
+    c.bench_function("session_liveness/memory", |b| {
+        b.to_async(&rt).iter(|| async {
+            f.memory
+                .liveness(black_box(&f.session_id))
+                .await
+                .expect("liveness")
+        })
+    });
     if let Some(redis) = &f.redis {
         c.bench_function("session_get/redis", |b| {
             b.to_async(&rt)
                 .iter(|| async { redis.get(black_box(&f.session_id)).await.expect("get") })
+        });
+        c.bench_function("session_liveness/redis", |b| {
+            b.to_async(&rt).iter(|| async {
+                redis
+                    .liveness(black_box(&f.session_id))
+                    .await
+                    .expect("liveness")
+            })
         });
         let gatekeeper = Gatekeeper::new();
         c.bench_function("gatekeeper_check/cached_redis", |b| {

@@ -14,8 +14,8 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use portcullis::config::SessionsConfig;
 use portcullis::session::{
-    self, MemorySessionStore, NewSession, Revocation, RotateOutcome, SessionError, SessionId,
-    SessionStore,
+    self, MemorySessionStore, NewSession, Revocation, RotateOutcome, Session, SessionError,
+    SessionId, SessionLiveness, SessionStore,
 };
 use redis_support::{BlackHole, Relay, TestRedis};
 use tokio::sync::broadcast;
@@ -140,6 +140,7 @@ conformance!(
     claim_once_is_once_per_ttl,
     revocations_reach_other_instances,
     every_key_has_a_ttl,
+    liveness_agrees_with_get,
 );
 
 const IDLE: Duration = Duration::from_secs(3600);
@@ -430,6 +431,54 @@ async fn sessions_expire(b: &Backend) {
     let mut new = login(user);
     new.max_per_user = 1;
     assert!(store.create(new).await.unwrap().evicted.is_empty());
+}
+
+/// The per-request check reads `liveness`, not `get`: both must say the same of live,
+/// touched, two-factor, revoked, expired and unknown sessions.
+async fn liveness_agrees_with_get(b: &Backend) {
+    let store = &b.store;
+    let user = Uuid::new_v4();
+    let expected = |s: &Session| SessionLiveness {
+        user_id: s.user_id,
+        two_factor: s.two_factor,
+        last_seen_at: s.last_seen_at,
+    };
+    let mut strong = login(user);
+    strong.two_factor = true;
+    let strong = store.create(strong).await.unwrap().session;
+    let weak = store.create(login(user)).await.unwrap().session;
+    for s in [&strong, &weak] {
+        assert_eq!(store.liveness(&s.id).await.unwrap(), Some(expected(s)));
+    }
+    assert!(
+        store
+            .liveness(&strong.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .two_factor
+    );
+    assert!(!store.liveness(&weak.id).await.unwrap().unwrap().two_factor);
+
+    let later = Utc::now() + TimeDelta::seconds(5);
+    assert!(store.touch(&weak.id, later).await.unwrap());
+    let touched = store.get(&weak.id).await.unwrap().unwrap();
+    assert_eq!(
+        store.liveness(&weak.id).await.unwrap(),
+        Some(expected(&touched))
+    );
+
+    assert!(store.revoke(&weak.id).await.unwrap());
+    assert_eq!(store.liveness(&weak.id).await.unwrap(), None);
+    assert_eq!(store.liveness(&SessionId::generate()).await.unwrap(), None);
+
+    let mut brief = login(user);
+    brief.idle_ttl = Duration::from_millis(300);
+    let brief = store.create(brief).await.unwrap().session;
+    assert!(store.liveness(&brief.id).await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(store.get(&brief.id).await.unwrap(), None);
+    assert_eq!(store.liveness(&brief.id).await.unwrap(), None);
 }
 
 async fn activity_keeps_a_session_alive(b: &Backend) {

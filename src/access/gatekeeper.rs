@@ -314,7 +314,7 @@ impl Gatekeeper {
             return Ok(live);
         }
         let session = store
-            .get(id)
+            .liveness(id)
             .await
             .map_err(session_failure)?
             .ok_or(Denial::SessionEnded)?;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{
     CreatedSession, NewSession, Revocation, RotateOutcome, Session, SessionError, SessionId,
-    SessionStore, add, hashes_acceptable, now_micros, truncate_micros,
+    SessionLiveness, SessionStore, add, hashes_acceptable, now_micros, truncate_micros,
 };
 
 /// Default bound on stored sessions; far above what one instance serves.
@@ -234,6 +234,16 @@ impl SessionStore for MemorySessionStore {
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionError> {
         let now = Utc::now();
         Ok(self.lock().live(id, now).map(|entry| entry.session.clone()))
+    }
+
+    async fn liveness(&self, id: &SessionId) -> Result<Option<SessionLiveness>, SessionError> {
+        // Copies three fields instead of cloning the record and its four strings.
+        let now = Utc::now();
+        Ok(self.lock().live(id, now).map(|entry| SessionLiveness {
+            user_id: entry.session.user_id,
+            two_factor: entry.session.two_factor,
+            last_seen_at: entry.session.last_seen_at,
+        }))
     }
 
     async fn touch(&self, id: &SessionId, now: DateTime<Utc>) -> Result<bool, SessionError> {

@@ -50,6 +50,17 @@ pub trait SessionStore: Send + Sync {
     /// The live session with this id; `None` once it expired or was revoked.
     async fn get(&self, id: &SessionId) -> Result<Option<Session>, SessionError>;
 
+    /// What the per-request check needs of the live session with this id (see
+    /// [`SessionLiveness`]); `None` exactly when [`get`](Self::get) would answer `None`.
+    /// Stores override it to read less than the whole record.
+    async fn liveness(&self, id: &SessionId) -> Result<Option<SessionLiveness>, SessionError> {
+        Ok(self.get(id).await?.map(|s| SessionLiveness {
+            user_id: s.user_id,
+            two_factor: s.two_factor,
+            last_seen_at: s.last_seen_at,
+        }))
+    }
+
     /// Records activity at `now`: slides `expires_at` (never past `absolute_expires_at`).
     /// Returns `false` when the session is gone.
     async fn touch(&self, id: &SessionId, now: DateTime<Utc>) -> Result<bool, SessionError>;
@@ -202,6 +213,18 @@ pub struct Session {
     pub remember_me: bool,
     /// The refresh-token chain.
     pub refresh: RefreshState,
+}
+
+/// The part of a live [`Session`] the per-request check reads: whose it is, whether it
+/// passed a second factor, and when it was last seen (to slide its expiry now and then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionLiveness {
+    /// The account the session belongs to.
+    pub user_id: Uuid,
+    /// The login passed a second factor.
+    pub two_factor: bool,
+    /// The latest recorded activity.
+    pub last_seen_at: DateTime<Utc>,
 }
 
 /// The refresh-token chain of a session, stored as hashes only.
