@@ -30,7 +30,8 @@
 #   INSTR_REQUESTS=0 benches/load.sh  # without callgrind
 #   SOAK=300 benches/load.sh      # plus a 5-minute soak
 #
-# Callgrind's output stays in target/load-callgrind/ for callgrind_annotate.
+# Callgrind's output stays in target/load-callgrind/ (under CARGO_TARGET_DIR when set) for
+# callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -65,8 +66,9 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 echo "building release binaries…" >&2
 cargo build --release --quiet --bin portcullis --example bare_proxy
-BIN=target/release/portcullis
-BARE=target/release/examples/bare_proxy
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET_DIR/release/portcullis
+BARE=$TARGET_DIR/release/examples/bare_proxy
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -391,18 +393,25 @@ read -r BA_RPS BA_P50 BA_P99 < <(run bare $W "http://127.0.0.1:$BARE_PORT/")
 read -r NA_RPS NA_P50 NA_P99 < <(run nginx-auth $W "${AUTH[@]}" "http://127.0.0.1:$NGINX_AUTH_PORT/")
 read -r CF_RPS CF_P50 CF_P99 < <(run caddy-auth $W "${AUTH[@]}" "http://127.0.0.1:$CADDY_AUTH_PORT/")
 read -r PC_RPS PC_P50 PC_P99 < <(run portcullis $W "${AUTH[@]}" "http://127.0.0.1:$PC_PORT/")
+# The same one token through the many-users rows' wrk script: wrk pays for calling into Lua
+# on every request, on the cores the gateway runs on, so the many-users ratios are taken
+# against this row, which differs from them only in how many tokens rotate.
+ROTATE=(-s benches/rotate_tokens.lua)
+echo "$TOKEN" > "$WORK/one.tokens"
+read -r P1_RPS P1_P50 P1_P99 < <(run portcullis-one-rotated $W "${ROTATE[@]}" "http://127.0.0.1:$PC_PORT/" -- "$WORK/one.tokens")
 LOADED_RSS_KB=$(rss_kb "$(cat "$WORK/memory.pid")")
 # The many-users runs: a first pass over every token fills the verified-token, user and
 # assertion caches (their lifetimes are longer than a run), then the measured run. The pass
 # lasts long enough to present each token at least once at half the one-token rate.
-ROTATE=(-s benches/rotate_tokens.lua)
 WARM="-t1 -c$CONNECTIONS -d$(python3 -c "import math; print(math.ceil(2 * $USERS / max($PC_RPS, 1)) + 1)")s"
 run many-warm $WARM "${ROTATE[@]}" "http://127.0.0.1:$MANY_PORT/" -- "$WORK/many.tokens" > /dev/null
 read -r MA_RPS MA_P50 MA_P99 < <(run many $W "${ROTATE[@]}" "http://127.0.0.1:$MANY_PORT/" -- "$WORK/many.tokens")
 MANY_FULL_RSS_KB=$(rss_kb "$(cat "$WORK/many.pid")")
-RE_RPS=0 RE_P50=0 RE_P99=0 MR_RPS=0 MR_P50=0 MR_P99=0
+RE_RPS=0 RE_P50=0 RE_P99=0 MR_RPS=0 MR_P50=0 MR_P99=0 R1_RPS=0 R1_P50=0 R1_P99=0
 if $WITH_REDIS; then
   read -r RE_RPS RE_P50 RE_P99 < <(run portcullis-redis $W -H "Authorization: Bearer $REDIS_TOKEN" "http://127.0.0.1:$PCR_PORT/")
+  echo "$REDIS_TOKEN" > "$WORK/one-redis.tokens"
+  read -r R1_RPS R1_P50 R1_P99 < <(run portcullis-redis-one-rotated $W "${ROTATE[@]}" "http://127.0.0.1:$PCR_PORT/" -- "$WORK/one-redis.tokens")
   run many-redis-warm $WARM "${ROTATE[@]}" "http://127.0.0.1:$MANYR_PORT/" -- "$WORK/many-redis.tokens" > /dev/null
   read -r MR_RPS MR_P50 MR_P99 < <(run many-redis $W "${ROTATE[@]}" "http://127.0.0.1:$MANYR_PORT/" -- "$WORK/many-redis.tokens")
 fi
@@ -440,15 +449,17 @@ fi
 
 # --- instructions per request under callgrind ---------------------------------------------
 
-# drive PORT COUNT [TOKEN]: COUNT GETs on one keep-alive connection; any other answer than
-# 200 fails.
+# drive PORT COUNT [TOKEN | @FILE]: COUNT GETs on one keep-alive connection, with TOKEN, or
+# with the tokens of FILE (one a line) in turn; any other answer than 200 fails.
 drive() {
   python3 - "$@" <<'PY'
 import http.client, sys
 port, count = int(sys.argv[1]), int(sys.argv[2])
-headers = {"Authorization": f"Bearer {sys.argv[3]}"} if len(sys.argv) > 3 else {}
+arg = sys.argv[3] if len(sys.argv) > 3 else ""
+tokens = open(arg[1:]).read().split() if arg.startswith("@") else [arg] if arg else []
 c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-for _ in range(count):
+for i in range(count):
+    headers = {"Authorization": f"Bearer {tokens[i % len(tokens)]}"} if tokens else {}
     c.request("GET", "/", headers=headers)
     r = c.getresponse()
     r.read()
@@ -457,10 +468,10 @@ for _ in range(count):
 PY
 }
 
-CG_DIR=target/load-callgrind
+CG_DIR=$TARGET_DIR/load-callgrind
 IDLE_SECONDS=5
 # callgrind NAME PORT TOKEN CMD…: starts CMD under callgrind with instrumentation off,
-# warms it up with 200 requests, then counts every thread of the process over
+# warms it up with CG_WARMUP (default 200) requests, then counts every thread of the process over
 # INSTR_REQUESTS requests (dump .1), and over IDLE_SECONDS with no requests (dump .2), the
 # background work a timer does whatever the traffic. Prints the instructions per request
 # as counted, and with the idle rate times the window's length taken off.
@@ -477,7 +488,7 @@ callgrind() {
     register "$port" load
     token=$(login "$port" load)
   fi
-  drive "$port" 200 $token
+  drive "$port" "${CG_WARMUP:-200}" $token
   callgrind_control -i on "$pid" > /dev/null
   local started ended
   started=$(date +%s.%N)
@@ -499,7 +510,13 @@ print(f"{window / n:.0f} {(window - background) / n:.0f}")
 PY
 }
 
-CG_NGINX="0 0" CG_BARE="0 0" CG_BARE_MODULES="0 0" CG_PC="0 0"
+CG_NGINX="0 0" CG_BARE="0 0" CG_BARE_MODULES="0 0" CG_PC="0 0" CG_MANY="0 0"
+# Many users under callgrind: the Redis many-users instance's accounts and sessions, served
+# by a second instance with its config, so each of the first CG_USERS tokens (more than the
+# measured requests) comes back only after the whole warm-up pass: every measured request
+# misses the live-session cache (900 ms) and reads Redis, while verified tokens and users
+# stay cached, as they do when real users come back within a minute.
+CG_USERS=$(( INSTR_REQUESTS * 3 / 2 ))
 if [ "$INSTR_REQUESTS" -gt 0 ]; then
   echo "counting instructions per request under callgrind…" >&2
   mkdir -p "$CG_DIR"
@@ -509,11 +526,19 @@ if [ "$INSTR_REQUESTS" -gt 0 ]; then
   CG_BARE_MODULES=$(PINGORA_DEFAULT_MODULES=1 callgrind bare-pingora-default-modules "$CG_PORT" "" "$BARE" "127.0.0.1:$CG_PORT" "127.0.0.1:$UP_PORT" 1)
   portcullis_conf cg-portcullis "$CG_PORT" "memory://" 1 4
   CG_PC=$(callgrind portcullis "$CG_PORT" login "$BIN" --config "$WORK/cg-portcullis/portcullis.toml" serve)
+  if $WITH_REDIS && [ "$USERS" -ge "$CG_USERS" ]; then
+    head -n "$CG_USERS" "$WORK/many-redis.tokens" > "$WORK/cg-many.tokens"
+    sed -e "s/127.0.0.1:$MANYR_PORT/127.0.0.1:$CG_PORT/" \
+      -e "s/127.0.0.1:$((MANYR_PORT + 1))/127.0.0.1:$((CG_PORT + 1))/" \
+      "$WORK/many-redis/portcullis.toml" > "$WORK/cg-many.toml"
+    CG_MANY=$(CG_WARMUP=$CG_USERS callgrind portcullis-many-redis "$CG_PORT" "@$WORK/cg-many.tokens" "$BIN" --config "$WORK/cg-many.toml" serve)
+  fi
 fi
 read -r CG_NGINX_ALL CG_NGINX_NET <<< "$CG_NGINX"
 read -r CG_BARE_ALL CG_BARE_NET <<< "$CG_BARE"
 read -r CG_BAREM_ALL CG_BAREM_NET <<< "$CG_BARE_MODULES"
 read -r CG_PC_ALL CG_PC_NET <<< "$CG_PC"
+read -r CG_MANY_ALL CG_MANY_NET <<< "$CG_MANY"
 
 python3 - <<PY
 import os
@@ -529,10 +554,12 @@ rows = [
     ("nginx auth_request -> portcullis verify", $NA_RPS, $NA_P50, $NA_P99),
     ("Caddy forward_auth -> portcullis verify", $CF_RPS, $CF_P50, $CF_P99),
     ("portcullis, memory, one token", $PC_RPS, $PC_P50, $PC_P99),
+    ("portcullis, memory, one token, rotation script", $P1_RPS, $P1_P50, $P1_P99),
     (f"portcullis, memory, {users} users", $MA_RPS, $MA_P50, $MA_P99),
 ]
 if with_redis:
     rows.append(("portcullis, Redis, one token", $RE_RPS, $RE_P50, $RE_P99))
+    rows.append(("portcullis, Redis, one token, rotation script", $R1_RPS, $R1_P50, $R1_P99))
     rows.append((f"portcullis, Redis, {users} users", $MR_RPS, $MR_P50, $MR_P99))
 print(f"{cores} cores, {os.uname().sysname} {os.uname().release}; one worker each; "
       f"wrk -t1 -c$CONNECTIONS -d$DURATION")
@@ -551,9 +578,11 @@ ratio("portcullis (memory) / Caddy forward_auth", $PC_RPS, $CF_RPS, $PC_P99, $CF
 ratio("bare Pingora / nginx", $BA_RPS, $NG_RPS, $BA_P99, $NG_P99)
 ratio("portcullis (memory) / bare Pingora", $PC_RPS, $BA_RPS, $PC_P99, $BA_P99)
 ratio(f"{users} users / one token (memory)", $MA_RPS, $PC_RPS, $MA_P99, $PC_P99)
+ratio(f"{users} users / one token, same script (memory)", $MA_RPS, $P1_RPS, $MA_P99, $P1_P99)
 if with_redis:
     ratio("portcullis (Redis) / nginx", $RE_RPS, $NG_RPS, $RE_P99, $NG_P99)
     ratio(f"{users} users / one token (Redis)", $MR_RPS, $RE_RPS, $MR_P99, $RE_P99)
+    ratio(f"{users} users / one token, same script (Redis)", $MR_RPS, $R1_RPS, $MR_P99, $R1_P99)
 print()
 print(f"every core: wrk -t2 -c$((CONNECTIONS * 2)) -d$DURATION, two workers each")
 table([
@@ -575,7 +604,8 @@ if $CG_PC_ALL > 0:
         ("bare Pingora", $CG_BARE_ALL, $CG_BARE_NET),
         ("bare Pingora, Pingora's default modules", $CG_BAREM_ALL, $CG_BAREM_NET),
         ("portcullis, memory, one token", $CG_PC_ALL, $CG_PC_NET),
-    ):
+    ) + ((("portcullis, Redis, each check a session miss", $CG_MANY_ALL, $CG_MANY_NET),)
+         if $CG_MANY_ALL > 0 else ()):
         print(f"{name:46} {total:>9} {net:>9}")
     print(f"portcullis / bare Pingora: {$CG_PC_NET / $CG_BARE_NET:.2f}x (net), "
           f"{$CG_PC_ALL / $CG_BARE_ALL:.2f}x (counted); "
