@@ -1,5 +1,8 @@
 //! The proxy's per-request decision allocates nothing for an already-canonical request:
 //! counted by a global allocator around the same calls the proxy makes.
+//!
+//! A test binary of its own: the counting allocator is process-wide, so in a shared binary
+//! it would slow every other test and count their threads' allocations as this one's.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;

@@ -1,5 +1,8 @@
-//! What the log files may hold: no query string and no token, at any level. One test per
-//! binary, as it installs the process-wide log subscriber.
+//! What the log files may hold: no query string and no token, at any level.
+//!
+//! A test binary of its own: it installs the process-wide log subscriber (at debug level, to
+//! stdout as well) and the panic hook that keeps panic messages out of the logs, which would
+//! otherwise hold for every test sharing its process and hide their failure messages.
 
 mod support;
 

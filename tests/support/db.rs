@@ -8,8 +8,6 @@
 //!   Unset, the PostgreSQL variants are skipped, except under `CI=true`, where an unset
 //!   or unreachable server fails the test.
 
-#![allow(dead_code)] // each test binary uses a different part of this helper
-
 use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgConnection};

@@ -1,4 +1,5 @@
-//! Test harness: a real echo upstream and the real gateway on ephemeral ports.
+//! Test harness: a real echo upstream and the real gateway on ephemeral ports. Shared by the
+//! test binaries (`mod support;` at each root); each uses a different part of it.
 
 #![allow(dead_code)]
 

@@ -1,7 +1,6 @@
 //! Redis for tests: the server named by `PORTCULLIS_TEST_REDIS_URL` (required under `CI=true`),
 //! a random key prefix per test with cleanup by `SCAN` of that prefix (never `FLUSHALL`), and
 //! small TCP stand-ins to simulate Redis going away or hanging.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

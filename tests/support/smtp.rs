@@ -3,11 +3,7 @@
 //! lets a test wait for one and read its parts and the `token=` in its link.
 //!
 //! It runs on a thread and runtime of its own, so it answers whatever runtime (or none) the
-//! test and the gateway under test run on. Use it from a test file with
-//! `#[path = "support/smtp.rs"] mod smtp;`.
-
-// Each test file uses a different subset of the helpers.
-#![allow(dead_code)]
+//! test and the gateway under test run on.
 
 use std::collections::VecDeque;
 use std::io;

@@ -1,23 +1,17 @@
 //! The session store's contract, run on the in-memory store always and on Redis when
 //! `PORTCULLIS_TEST_REDIS_URL` is set (required under `CI=true`).
 
-#[path = "support/ci.rs"]
-mod ci;
-use ci::in_ci;
-#[path = "support/redis.rs"]
-mod redis_support;
-
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::redis::{BlackHole, Relay, TestRedis, random_prefix};
 use chrono::{TimeDelta, Utc};
 use portcullis::config::SessionsConfig;
 use portcullis::session::{
     self, MemorySessionStore, NewSession, Revocation, RotateOutcome, Session, SessionError,
     SessionId, SessionLiveness, SessionStore,
 };
-use redis_support::{BlackHole, Relay, TestRedis};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -807,7 +801,7 @@ async fn assert_unavailable(store: &dyn SessionStore) {
 async fn connect_succeeds_while_redis_is_down_and_calls_are_unavailable() {
     let config = SessionsConfig {
         url: "redis://127.0.0.1:1/0".into(),
-        key_prefix: redis_support::random_prefix(),
+        key_prefix: random_prefix(),
         max_per_user: 5,
         ..SessionsConfig::default()
     };
@@ -821,7 +815,7 @@ async fn hung_redis_is_unavailable_not_a_hang() {
     let hole = BlackHole::start().await;
     let config = SessionsConfig {
         url: format!("redis://{}/0", hole.addr),
-        key_prefix: redis_support::random_prefix(),
+        key_prefix: random_prefix(),
         max_per_user: 5,
         ..SessionsConfig::default()
     };

@@ -5,15 +5,13 @@
 //! user verification). Every story runs on SQLite + memory and, when configured,
 //! PostgreSQL + Redis, where a ceremony begun on one instance is finished on another.
 
-mod support;
-
+use crate::support::app::*;
+use crate::support::authenticator::SoftAuthenticator;
+use crate::support::{EchoUpstream, echoed_header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::app::*;
-use support::authenticator::SoftAuthenticator;
-use support::{EchoUpstream, echoed_header};
 
 /// A gateway whose public URL is `http://localhost:<port>`, so passkeys are on, with a
 /// `two_factor` route to an echo upstream under `/secure`.
@@ -216,7 +214,7 @@ async fn a_user_adds_lists_renames_and_removes_passkeys() {
             .await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
 
-        support::metrics_containing(
+        crate::support::metrics_containing(
             &app.gw.admin_url(),
             &[
                 "portcullis_passkey_events_total{event=\"registered\",reason=\"ok\"} 2",
@@ -352,7 +350,7 @@ async fn totp_users_may_use_a_passkey_instead_of_the_code() {
         .post_as(
             &t.access,
             "/api/auth/enable-2fa",
-            json!({"secret": secret, "token": support::otp::totp(&secret, 0), "password": PASSWORD}),
+            json!({"secret": secret, "token": crate::support::otp::totp(&secret, 0), "password": PASSWORD}),
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -461,7 +459,7 @@ async fn a_passkey_alone_signs_in_as_two_factors() {
             "{}",
             r.body
         );
-        support::metrics_containing(
+        crate::support::metrics_containing(
             &app.gw.admin_url(),
             &["portcullis_passkey_events_total{event=\"used\",reason=\"ok\"} 1"],
         )
@@ -494,7 +492,7 @@ async fn a_cloned_authenticator_is_refused_and_logged() {
             r.body
         );
         assert_eq!(r.code(), "passkey_refused");
-        support::metrics_containing(
+        crate::support::metrics_containing(
             &app.gw.admin_url(),
             &["portcullis_passkey_events_total{event=\"refused\",reason=\"counter_regression\"} 1"],
         )

@@ -1,18 +1,16 @@
 //! The OpenAPI document and the gateway agree: every documented operation is served, every
 //! served endpoint is documented, and the served document is the one in the repository.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::app::{Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::app::{Backend, TestApp};
 
 /// The document as kept in the repository.
-const DOCUMENT: &str = include_str!("../openapi/openapi.json");
+const DOCUMENT: &str = include_str!("../../openapi/openapi.json");
 /// The account API's router; its path literals are the route table.
-const ROUTER_SOURCE: &str = include_str!("../src/api/mod.rs");
+const ROUTER_SOURCE: &str = include_str!("../../src/api/mod.rs");
 /// A well-formed session id that belongs to nobody.
 const SAMPLE_ID: &str = "0123456789abcdef0123456789abcdef";
 

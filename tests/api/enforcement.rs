@@ -1,16 +1,14 @@
 //! Proxied traffic: every request checked (JWT + live session), identity forwarded only when
 //! earned, spoofed identity never passed on, revocations honoured at once and across instances.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::app::*;
+use crate::support::{EchoUpstream, echoed_header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::app::*;
-use support::{EchoUpstream, echoed_header};
 
 fn routes(upstream: &str) -> String {
     let route = |name: &str, prefix: &str, policy: &str, roles: &str| {
@@ -82,7 +80,7 @@ async fn each_policy_lets_through_only_what_it_should() {
         let (s, _, _) = proxied(&app, "/closed/x", Some(&t.access)).await;
         assert_eq!(s, StatusCode::FORBIDDEN);
 
-        support::metrics_containing(
+        crate::support::metrics_containing(
             &app.gw.admin_url(),
             &[
                 "portcullis_auth_decisions_total{outcome=\"denied\",reason=\"no_credentials\",route=\"app\"} 1",

@@ -3,17 +3,15 @@
 //! nothing, and operator changes that reach running gateways at once. Every story runs on
 //! both backend pairs over real HTTP.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::app::*;
+use crate::support::otp::{totp, wrong_codes};
+use crate::support::{EchoUpstream, echoed_header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::app::*;
-use support::otp::{totp, wrong_codes};
-use support::{EchoUpstream, echoed_header};
 
 use portcullis::store::admin::{UserCommand, run_user_command};
 

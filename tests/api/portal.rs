@@ -1,17 +1,15 @@
 //! The sign-in portal over real HTTP: a browser-like client with a cookie jar against the
 //! gateway in-process, a real echo upstream and a real SMTP sink.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::EchoUpstream;
+use crate::support::app::*;
+use crate::support::authenticator::SoftAuthenticator;
+use crate::support::browser::{Browser, Html, unescape, urlencode};
+use crate::support::otp::totp;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::EchoUpstream;
-use support::app::*;
-use support::authenticator::SoftAuthenticator;
-use support::browser::{Browser, Html, unescape, urlencode};
-use support::otp::totp;
 
 fn routes(upstream: &str) -> String {
     format!(
@@ -110,11 +108,11 @@ async fn a_browser_registers_signs_in_reaches_the_app_and_signs_out() {
         assert_eq!(page.status, StatusCode::OK, "{}", page.body);
         let echo = echo_of(&page);
         assert_eq!(
-            support::echoed_header(&echo, "x-user-email"),
+            crate::support::echoed_header(&echo, "x-user-email"),
             ["ada@example.com"]
         );
         // The gateway's cookies stay at the gateway.
-        let forwarded = support::echoed_header(&echo, "cookie").join("; ");
+        let forwarded = crate::support::echoed_header(&echo, "cookie").join("; ");
         assert!(!forwarded.contains("portcullis"), "{forwarded}");
 
         let account = browser.get("/auth/account").await;
@@ -271,10 +269,14 @@ async fn an_expired_access_cookie_is_renewed_from_the_refresh_cookie() {
         assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
         let echo = echo_of(&page);
         assert_eq!(
-            support::echoed_header(&echo, "x-user-email"),
+            crate::support::echoed_header(&echo, "x-user-email"),
             ["renew@example.com"]
         );
-        assert!(support::echoed_header(&echo, "cookie").join("").is_empty());
+        assert!(
+            crate::support::echoed_header(&echo, "cookie")
+                .join("")
+                .is_empty()
+        );
         let renewed = page.set_cookies().join("\n");
         assert!(renewed.contains("portcullis="), "{renewed}");
         assert!(renewed.contains("portcullis_refresh="), "{renewed}");
@@ -533,7 +535,7 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
         .await;
     assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
     assert!(
-        support::browser::unescape(&setup.body).contains("src=\"data:image/png;base64,"),
+        crate::support::browser::unescape(&setup.body).contains("src=\"data:image/png;base64,"),
         "{}",
         setup.body
     );
@@ -1146,7 +1148,10 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
         );
         assert_eq!(signed_in.location(), "/app/x");
         let echo = echo_of(&second.get("/app/x").await);
-        assert_eq!(support::echoed_header(&echo, "x-user-email"), vec![email]);
+        assert_eq!(
+            crate::support::echoed_header(&echo, "x-user-email"),
+            vec![email]
+        );
 
         // No password at all: the options come from the API, the answer goes to the form.
         let third = Browser::new(&origin);

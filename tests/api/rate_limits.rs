@@ -1,15 +1,13 @@
 //! Rate limits through the running gateway: exact boundaries, reset after the window, per-IP
 //! counting, X-Forwarded-For only from trusted proxies, and one count across instances.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::EchoUpstream;
+use crate::support::app::*;
 use portcullis::domain::RateSpec;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::EchoUpstream;
-use support::app::*;
 
 fn rate(limit: u32, ms: u64) -> Option<RateSpec> {
     Some(RateSpec {
@@ -76,7 +74,7 @@ async fn login_limit_holds_at_its_boundary_and_resets_after_the_window() {
             StatusCode::UNAUTHORIZED,
             "window passed"
         );
-        support::metrics_containing(
+        crate::support::metrics_containing(
             &app.gw.admin_url(),
             &["portcullis_rate_limited_total{scope=\"login\"} 1"],
         )
@@ -240,7 +238,7 @@ async fn proxied_routes_can_carry_their_own_limit() {
         app.http.get(app.url("/x")).send().await.unwrap().status(),
         StatusCode::OK
     );
-    support::metrics_containing(
+    crate::support::metrics_containing(
         &app.gw.admin_url(),
         &["portcullis_rate_limited_total{scope=\"route:api\"} 1"],
     )

@@ -1,11 +1,9 @@
 //! End-to-end: the real gateway in front of a real echo upstream, spoken to over HTTP.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 async fn gateway_with_routes(routes: &str) -> (portcullis::server::RunningGateway, Scratch) {
     let scratch = Scratch::new();

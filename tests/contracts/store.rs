@@ -1,13 +1,6 @@
 //! The `UserStore` conformance suite: every story runs on SQLite, and on PostgreSQL
 //! when `PORTCULLIS_TEST_POSTGRES_URL` is set (required under `CI=true`).
 
-#[path = "support/ci.rs"]
-mod ci;
-#[path = "support/db.rs"]
-mod db;
-
-use ci::in_ci;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +13,7 @@ use portcullis::store::{
     UserChange, UserStore, connect,
 };
 
-use db::{Kind, TestDb};
+use crate::support::db::{self, Kind, TestDb};
 
 /// Declares each story once per backend: `sqlite::name` and `postgres::name`.
 macro_rules! conformance {

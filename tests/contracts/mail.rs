@@ -1,17 +1,14 @@
 //! Outgoing mail over real transports: an SMTP server on a loopback socket and `.eml` files in
 //! a temp dir.
 
-#[path = "support/smtp.rs"]
-mod smtp;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::smtp::{ReceivedMail, SmtpSink};
 use chrono::TimeZone as _;
 use portcullis::config::MailConfig;
 use portcullis::mail::{MailError, MailKind, Mailer};
 use portcullis::metrics::Metrics;
-use smtp::{ReceivedMail, SmtpSink};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const PUBLIC_URL: &str = "https://auth.example.test/";

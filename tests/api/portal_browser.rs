@@ -5,16 +5,14 @@
 //! test's own directory (`.ci/run` installs all three). Without Chromium the test is
 //! skipped, unless `CI=true`, where it fails.
 
-mod support;
-
 use std::path::PathBuf;
 
+use crate::support::EchoUpstream;
+use crate::support::app::*;
+use crate::support::in_ci;
+use crate::support::otp::totp;
+use crate::support::webdriver::{self, Browser, ChromeDriver};
 use serde_json::{Value, json};
-use support::EchoUpstream;
-use support::app::*;
-use support::in_ci;
-use support::otp::totp;
-use support::webdriver::{self, Browser, ChromeDriver};
 
 /// `axe.min.js`, installed from npm into the test's own directory when missing.
 fn axe_source() -> String {

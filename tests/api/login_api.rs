@@ -1,14 +1,12 @@
 //! Login and session stories over HTTP: tokens, lockout, refresh rotation, logout, eviction.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::app::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::app::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn login_returns_tokens_verifiable_with_the_jwks() {
@@ -124,7 +122,8 @@ async fn lockout_refuses_even_the_right_password_until_unlocked() {
         .unwrap();
         assert!(!out.is_empty());
         app.login("lock@example.com").await;
-        support::metrics_containing(&app.gw.admin_url(), &["portcullis_lockouts_total 1"]).await;
+        crate::support::metrics_containing(&app.gw.admin_url(), &["portcullis_lockouts_total 1"])
+            .await;
     }
 }
 
@@ -243,7 +242,7 @@ async fn refresh_rotates_and_reuse_ends_the_session() {
             )
             .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-        support::metrics_containing(
+        crate::support::metrics_containing(
             &app.gw.admin_url(),
             &["portcullis_refresh_token_reuse_total 1"],
         )
@@ -574,10 +573,10 @@ async fn new_device_login_sends_a_notification() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn redis_outage_fails_closed_and_recovers_by_itself() {
-    let Some(redis) = support::redis::TestRedis::start().await else {
+    let Some(redis) = crate::support::redis::TestRedis::start().await else {
         return; // Redis variants are off outside CI when no URL is given.
     };
-    let relay = support::redis::Relay::start(redis.address().await).await;
+    let relay = crate::support::redis::Relay::start(redis.address().await).await;
     let via = redis.url_via(relay.addr);
     let prefix = redis.prefix.clone();
     let app = TestApp::spawn_with(Backend::Embedded, "", move |c| {

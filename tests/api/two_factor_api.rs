@@ -1,14 +1,12 @@
 //! Two-factor stories over HTTP, with TOTP codes computed by hand in `support::otp`
 //! (RFC 6238, SHA-1, 6 digits, 30 s) as an authenticator app would, not by the code under test.
 
-mod support;
-
+use crate::support::app::*;
+use crate::support::otp::{base32_decode, totp};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::app::*;
-use support::otp::{base32_decode, totp};
 
 fn amr_of(access: &str) -> Value {
     let claims = access.split('.').nth(1).unwrap();
@@ -206,7 +204,7 @@ async fn the_whole_two_factor_lifecycle() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_factor_routes_need_a_two_factor_session() {
-    let up = support::EchoUpstream::start().await;
+    let up = crate::support::EchoUpstream::start().await;
     let routes = format!(
         "[[routes]]\nname = \"vault\"\npath_prefix = \"/vault\"\nupstream = \"{}\"\npolicy = \"two_factor\"\n",
         up.url()

@@ -32,8 +32,6 @@
 //!
 //! Raw sockets throughout: HTTP clients normalise paths before sending them.
 
-mod support;
-
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,8 +42,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use support::nginx::{Nginx, nginx_binary};
-use support::{Scratch, parse_config, start_gateway, test_config_text};
+use crate::support::nginx::{Nginx, nginx_binary};
+use crate::support::{Scratch, parse_config, start_gateway, test_config_text};
 
 const PUBLIC_HOST: &str = "public.example";
 const SECURE_HOST: &str = "secure.example";

@@ -5,18 +5,16 @@
 //! `promtool` comes with Debian's `prometheus` package. Without it the promtool checks are
 //! skipped, except under `CI=true`, where they fail.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use crate::support::app::{Backend, PASSWORD, TestApp};
+use crate::support::{EchoUpstream, free_port, metrics_containing};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::app::{Backend, PASSWORD, TestApp};
-use support::{EchoUpstream, free_port, metrics_containing};
 
-const DASHBOARD: &str = include_str!("../deploy/grafana/portcullis.json");
+const DASHBOARD: &str = include_str!("../../deploy/grafana/portcullis.json");
 
 /// `promtool`, or `None` (after saying so) when it is absent outside CI.
 fn promtool() -> Option<&'static str> {
@@ -29,7 +27,7 @@ fn promtool() -> Option<&'static str> {
     if found {
         return Some("promtool");
     }
-    if support::in_ci() {
+    if crate::support::in_ci() {
         panic!("promtool is not installed (apt-get install prometheus); CI=true requires it");
     }
     eprintln!("skipping: promtool is not installed (apt-get install prometheus)");

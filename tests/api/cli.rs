@@ -1,12 +1,10 @@
 //! The `portcullis` binary as an operator uses it: config errors, env overrides, binds, signals.
 
-mod support;
-
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
+use crate::support::*;
 
 fn portcullis() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_portcullis"));
@@ -344,7 +342,7 @@ async fn serve_forwards_authenticated_requests_on_every_worker() {
         .json()
         .await
         .unwrap();
-    let token = support::app::tokens_of(&login).access;
+    let token = crate::support::app::tokens_of(&login).access;
     let user_id = login["data"]["user"]["id"].as_str().expect("a user id");
 
     let requests = (0..64).map(|i| {
@@ -423,7 +421,7 @@ async fn operator_commands_reach_a_running_gateway_within_a_second() {
         .json()
         .await
         .unwrap();
-    let token = support::app::tokens_of(&login).access;
+    let token = crate::support::app::tokens_of(&login).access;
     let status = |client: reqwest::Client, token: String| {
         let url = format!("{base}/admin/x");
         async move {

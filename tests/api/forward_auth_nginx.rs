@@ -2,13 +2,11 @@
 //!
 //! Skipped when no nginx binary is installed, except under `CI=true` (`.ci/run` installs it).
 
-mod support;
-
+use crate::support::app::*;
+use crate::support::nginx::{Nginx, nginx_binary};
+use crate::support::{EchoUpstream, echoed_header};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::app::*;
-use support::nginx::{Nginx, nginx_binary};
-use support::{EchoUpstream, echoed_header};
 
 /// The server block documented in docs/forward-auth.md, with test ports.
 fn nginx_server(port: u16, gateway: &str, upstream: &str) -> String {

@@ -2,13 +2,11 @@
 //! set, the gateway's own credentials, message framing, and slow or greedy clients.
 //! Spoken over raw sockets where an HTTP client would tidy the request up.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::app::*;
+use crate::support::*;
 use serde_json::Value;
-use support::app::*;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,10 +1,8 @@
 //! Account stories over HTTP: registration, verification, password reset, profile, plumbing.
 
-mod support;
-
+use crate::support::app::*;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::app::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn register_mails_a_link_that_verifies_once() {
@@ -404,7 +402,7 @@ async fn mail_failure_never_fails_the_request() {
     app.smtp.reject_recipients(true);
     let r = app.register("bounce@example.com").await;
     assert_eq!(r.status, StatusCode::CREATED);
-    support::metrics_containing(
+    crate::support::metrics_containing(
         &app.gw.admin_url(),
         &["portcullis_mail_failed_total{kind=\"verification\"} 1"],
     )

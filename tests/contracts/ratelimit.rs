@@ -5,8 +5,6 @@
 //! Each Redis test uses its own random key prefix and deletes its keys (by SCAN of that
 //! prefix) at the end. Under `CI=true` an unset or unreachable Redis fails the test.
 
-mod support;
-
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -15,11 +13,11 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::support::in_ci;
 use portcullis::config::SessionsConfig;
 use portcullis::domain::RateSpec;
 use portcullis::metrics::Metrics;
 use portcullis::ratelimit::{self, Decision, Options, RateLimiter};
-use support::in_ci;
 
 const REDIS_URL_VAR: &str = "PORTCULLIS_TEST_REDIS_URL";
 

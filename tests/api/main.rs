@@ -1,0 +1,26 @@
+//! The stories over HTTP: the real gateway (and the `portcullis` binary) on ephemeral ports,
+//! spoken to as a client, a browser, a raw socket or nginx would. One module per story file;
+//! `cargo test --test api login_api::` runs one of them.
+//!
+//! One binary, so the crate is linked once for all of them. Tests here share a process: they
+//! take ports from `support::free_port`, own their database and Redis prefix, and install no
+//! process-wide state (the log subscriber is `tests/logs.rs`'s, the counting allocator
+//! `tests/allocations.rs`'s).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod account_api;
+mod canonical_requests;
+mod cli;
+mod enforcement;
+mod forward_auth_nginx;
+mod forwarding;
+mod gateway;
+mod identity;
+mod login_api;
+mod passkeys_api;
+mod portal;
+mod portal_browser;
+mod rate_limits;
+mod two_factor_api;
