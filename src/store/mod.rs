@@ -297,7 +297,7 @@ pub const UNKNOWN_ATTEMPTS_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const USER_CHANGE_RETENTION: Duration = Duration::from_secs(600);
 
 /// Persistent identity data. Every backend gives every method the same meaning;
-/// `tests/store.rs` is the conformance suite that holds them to it.
+/// `tests/contracts/store.rs` is the conformance suite that holds them to it.
 #[async_trait]
 pub trait UserStore: Send + Sync {
     /// Creates an account (unverified, active, no roles). [`StoreError::DuplicateEmail`]
