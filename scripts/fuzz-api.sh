@@ -34,7 +34,7 @@ trap cleanup EXIT
 
 echo "== building the gateway"
 cargo build --quiet --bin portcullis
-binary="$(pwd)/target/debug/portcullis"
+binary="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/portcullis"
 
 echo "== installing schemathesis $SCHEMATHESIS_VERSION into a throw-away virtualenv"
 python3 -m venv "$work/venv"
