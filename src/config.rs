@@ -468,6 +468,74 @@ impl IdentityHeadersConfig {
     }
 }
 
+/// Names an identity header may not take: a copy in a client's request is removed as a
+/// spoofing attempt and the gateway then sets its own value, so these would break the
+/// request's framing (RFC 9112 §6), its hop-by-hop handling (RFC 9110 §7.6.1), its routing,
+/// its credentials or the forwarding headers the gateway sets itself.
+const RESERVED_HEADER_NAMES: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+    "range",
+    "authorization",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "www-authenticate",
+    "cookie",
+    "set-cookie",
+    "origin",
+    "forwarded",
+    "via",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-real-ip",
+];
+
+impl IdentityHeadersConfig {
+    /// Refuses a reserved name ([`RESERVED_HEADER_NAMES`]) and two identity headers with the
+    /// same name (`_` and `-` count as one, as in the spoofing check); `Err((key, message))`.
+    fn check_names(&self) -> Result<(), (String, String)> {
+        let keyed = [
+            ("user_id", Some(&self.user_id)),
+            ("email", Some(&self.email)),
+            ("roles", Some(&self.roles)),
+            ("session_id", Some(&self.session_id)),
+            ("email_verified", Some(&self.email_verified)),
+            ("assertion", self.assertion.as_ref()),
+        ];
+        let mut seen: Vec<(&str, String)> = Vec::new();
+        for (key, name) in keyed {
+            let Some(name) = name else { continue };
+            let normal = name.as_str().replace('_', "-");
+            if RESERVED_HEADER_NAMES.contains(&normal.as_str()) {
+                return Err((
+                    format!("identity_headers.{key}"),
+                    format!("{name:?} is a header the gateway or HTTP itself needs; pick another name"),
+                ));
+            }
+            if let Some((other, _)) = seen.iter().find(|(_, n)| *n == normal) {
+                return Err((
+                    format!("identity_headers.{key}"),
+                    format!("{name:?} is already the name of identity_headers.{other}"),
+                ));
+            }
+            seen.push((key, normal));
+        }
+        Ok(())
+    }
+}
+
 /// A header name from the file: `"X-User-Id"` → `x-user-id`; anything that is not an RFC 9110
 /// §5.1 token is refused, naming the key.
 fn deserialize_header_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
@@ -844,6 +912,9 @@ impl Config {
         if self.two_factor.encryption_key_file.is_empty() {
             return bad("two_factor.encryption_key_file", "must name a file".into());
         }
+        if let Err((key, message)) = self.identity_headers.check_names() {
+            return bad(&key, message);
+        }
         for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
             if origin != "*" && parse_http_url(origin).is_err() {
                 return bad(
@@ -1200,6 +1271,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lockout.duration"), "{err}");
+    }
+
+    #[test]
+    fn identity_headers_cannot_take_reserved_or_each_others_names() {
+        for (text, key) in [
+            ("user_id = \"Content-Length\"", "identity_headers.user_id"),
+            ("email = \"Host\"", "identity_headers.email"),
+            ("roles = \"transfer_encoding\"", "identity_headers.roles"),
+            ("session_id = \"Authorization\"", "identity_headers.session_id"),
+            ("assertion = \"Cookie\"", "identity_headers.assertion"),
+            ("email_verified = \"X-Forwarded-For\"", "identity_headers.email_verified"),
+            ("email = \"X-User-Id\"", "identity_headers.email"),
+            ("roles = \"x_user_email\"", "identity_headers.roles"),
+        ] {
+            let err = load(&format!("[identity_headers]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        assert!(load("[identity_headers]\nuser_id = \"X-Remote-User\"\n").is_ok());
     }
 
     #[test]
