@@ -521,7 +521,9 @@ impl IdentityHeadersConfig {
             if RESERVED_HEADER_NAMES.contains(&normal.as_str()) {
                 return Err((
                     format!("identity_headers.{key}"),
-                    format!("{name:?} is a header the gateway or HTTP itself needs; pick another name"),
+                    format!(
+                        "{name:?} is a header the gateway or HTTP itself needs; pick another name"
+                    ),
                 ));
             }
             if let Some((other, _)) = seen.iter().find(|(_, n)| *n == normal) {
@@ -691,39 +693,47 @@ impl Upstream {
         let (tls, host, port) = Self::check(url)?;
         let addr = (host.as_str(), port)
             .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve upstream {url:?}: {e}"))?
+            .map_err(|e| format!("cannot resolve upstream {}: {e}", redact_url(url)))?
             .next()
-            .ok_or_else(|| format!("upstream {url:?} resolves to no address"))?;
+            .ok_or_else(|| format!("upstream {} resolves to no address", redact_url(url)))?;
         Ok(Self { addr, tls, host })
     }
 
     /// The syntax of an upstream URL without resolving it: `(tls, host, port)`. Config
     /// loading checks this; the gateway resolves once, when it builds its route table.
     pub fn check(url: &str) -> Result<(bool, String, u16), String> {
-        let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+        // Messages show the URL with any password masked.
+        let shown = redact_url(url);
+        let parsed = url::Url::parse(url).map_err(|e| format!("{shown} is not a URL: {e}"))?;
         let tls = match parsed.scheme() {
             "http" => false,
             "https" => true,
             other => {
                 return Err(format!(
-                    "unsupported upstream scheme {other:?} in {url:?}; use http:// or https://"
+                    "unsupported upstream scheme {other:?} in {shown}; use http:// or https://"
                 ));
             }
         };
-        if parsed.path() != "/" || parsed.query().is_some() {
+        if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
             return Err(format!(
-                "upstream {url:?} must be scheme://host[:port] without a path; the request path is forwarded as is"
+                "upstream {shown} must be scheme://host[:port] without a path; the request path is forwarded as is"
+            ));
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err(format!(
+                "upstream {shown} must not carry a user or password: they would not be sent"
             ));
         }
         let host = parsed
             .host_str()
-            .ok_or_else(|| format!("upstream {url:?} has no host"))?
+            .ok_or_else(|| format!("upstream {shown} has no host"))?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
         let port = parsed
             .port_or_known_default()
-            .ok_or_else(|| format!("upstream {url:?} has no port"))?;
+            .filter(|&port| port != 0)
+            .ok_or_else(|| format!("upstream {shown} has no usable port"))?;
         Ok((tls, host, port))
     }
 }
@@ -1158,7 +1168,16 @@ pub fn redact_url(s: &str) -> String {
             let _ = url.set_password(Some("***"));
             url.to_string()
         }
-        _ => format!("{s:?}"),
+        Ok(_) => format!("{s:?}"),
+        // Not a URL the parser takes (a bad port, a missing scheme…): mask everything between
+        // the scheme (or the start) and the last `@`, where a user and password would be.
+        Err(_) => {
+            let start = s.find("://").map_or(0, |i| i + 3);
+            match s[start..].rfind('@') {
+                Some(at) => format!("{:?}", format!("{}***{}", &s[..start], &s[start + at..])),
+                None => format!("{s:?}"),
+            }
+        }
     }
 }
 
@@ -1279,9 +1298,15 @@ mod tests {
             ("user_id = \"Content-Length\"", "identity_headers.user_id"),
             ("email = \"Host\"", "identity_headers.email"),
             ("roles = \"transfer_encoding\"", "identity_headers.roles"),
-            ("session_id = \"Authorization\"", "identity_headers.session_id"),
+            (
+                "session_id = \"Authorization\"",
+                "identity_headers.session_id",
+            ),
             ("assertion = \"Cookie\"", "identity_headers.assertion"),
-            ("email_verified = \"X-Forwarded-For\"", "identity_headers.email_verified"),
+            (
+                "email_verified = \"X-Forwarded-For\"",
+                "identity_headers.email_verified",
+            ),
             ("email = \"X-User-Id\"", "identity_headers.email"),
             ("roles = \"x_user_email\"", "identity_headers.roles"),
         ] {
@@ -1378,7 +1403,31 @@ mod tests {
 
     #[test]
     fn redacts_passwords() {
-        let r = redact_url("postgres://u:secret@h/db");
-        assert!(!r.contains("secret"), "{r}");
+        // Parseable, and not (a bad port, no scheme separator, a bad host).
+        for url in [
+            "postgres://u:secret@h/db",
+            "redis://u:secret@h:99999/0",
+            "smtp://user:secret@h:99999",
+            "redis//u:secret@h",
+            "foo://u:secret@[bad/x",
+        ] {
+            let r = redact_url(url);
+            assert!(!r.contains("secret"), "{url}: {r}");
+        }
+        assert_eq!(redact_url("redis://h:6379/0"), "\"redis://h:6379/0\"");
+    }
+
+    #[test]
+    fn upstreams_with_credentials_a_fragment_or_port_zero_are_refused() {
+        for url in [
+            "http://u:secret@127.0.0.1:3000",
+            "http://u@127.0.0.1:3000",
+            "http://127.0.0.1:3000#f",
+            "http://127.0.0.1:0",
+        ] {
+            let err = Upstream::check(url).unwrap_err();
+            assert!(!err.contains("secret"), "{url}: {err}");
+        }
+        assert!(Upstream::check("http://[::1]:3000").is_ok());
     }
 }
