@@ -59,7 +59,23 @@ pub fn check_name(fields: &mut Fields, field: &str, value: &str) {
         );
     } else if value.chars().any(char::is_control) {
         fields.reject(field, "must not contain control characters");
+    } else if value.chars().any(is_invisible_format) {
+        // Names are shown in mails and on pages: none may pose as another (TR #36 §2.2).
+        fields.reject(
+            field,
+            "must not contain invisible or direction-changing characters",
+        );
     }
+}
+
+/// Unicode format characters (general category Cf) that are invisible or change text
+/// direction: the soft hyphen, bidirectional marks, embeddings, overrides and isolates,
+/// zero-width characters, invisible operators, the byte-order mark and interlinear
+/// annotation controls.
+pub(super) fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// Parses an email field, recording a field error when it is unfit.

@@ -31,6 +31,7 @@ use webauthn_rs::prelude::{
     WebauthnError,
 };
 
+use super::account::is_invisible_format;
 use super::lockout;
 use super::two_factor::{LoginCodeError, check_login_code, verified_caller};
 use super::{ApiRequest, Fields};
@@ -106,16 +107,6 @@ fn parse_name(f: &mut Fields, name: Option<String>) -> Option<String> {
         return None;
     }
     Some(name)
-}
-
-/// Unicode format characters (general category Cf) that are invisible or change text
-/// direction: the soft hyphen, bidirectional marks, embeddings, overrides and isolates,
-/// zero-width characters, invisible operators, the byte-order mark and interlinear
-/// annotation controls.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// The JSON object body of a request (empty object for an empty body).

@@ -111,6 +111,45 @@ async fn every_validation_error_is_listed_by_field() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn names_that_would_pose_as_others_are_refused() {
+    let app = TestApp::spawn(Backend::Embedded, "").await;
+    // Direction overrides, isolates, zero-width and byte-order marks: a name shown in a
+    // mail or on a page could read as another (Unicode TR #36 §2.2).
+    for (first, last) in [
+        ("\u{202E}evil", "B"),
+        ("A", "a\u{200B}b"),
+        ("\u{2066}x\u{2069}", "B"),
+        ("A", "\u{FEFF}k"),
+    ] {
+        let r = app
+            .post(
+                "/api/auth/register",
+                json!({"email": "n@example.com", "password": "Str0ng-Passw0rd!", "first_name": first, "last_name": last}),
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{first:?} {last:?}: {}",
+            r.body
+        );
+        let field = if first == "A" {
+            "last_name"
+        } else {
+            "first_name"
+        };
+        assert_eq!(r.body["errors"][0]["field"], field, "{}", r.body);
+    }
+    let r = app
+        .post(
+            "/api/auth/register",
+            json!({"email": "n@example.com", "password": "Str0ng-Passw0rd!", "first_name": "Анна-Мария", "last_name": "O'Brien"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn body_plumbing_refuses_bad_input_with_the_envelope() {
     let app = TestApp::spawn(Backend::Embedded, "").await;
     let url = app.url("/api/auth/register");
