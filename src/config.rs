@@ -271,6 +271,20 @@ impl SessionsConfig {
         if scheme.eq_ignore_ascii_case("memory") && url.len() == "memory://".len() {
             Ok(SessionBackend::Memory)
         } else if scheme.eq_ignore_ascii_case("redis") || scheme.eq_ignore_ascii_case("rediss") {
+            // The Redis client's own rules, checked at load so check-config says what `serve`
+            // would: a host, a port in range, and a database number as the only path.
+            let parsed = url::Url::parse(url)
+                .map_err(|e| format!("{} is not a Redis URL: {e}", redact_url(url)))?;
+            let db = parsed.path().trim_start_matches('/');
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(format!("{} names no Redis host", redact_url(url)));
+            }
+            if !db.is_empty() && db.parse::<u32>().is_err() {
+                return Err(format!(
+                    "{}: the path must be a database number like /0",
+                    redact_url(url)
+                ));
+            }
             Ok(SessionBackend::Redis(url))
         } else {
             Err(format!(
@@ -1415,6 +1429,38 @@ mod tests {
             assert!(!r.contains("secret"), "{url}: {r}");
         }
         assert_eq!(redact_url("redis://h:6379/0"), "\"redis://h:6379/0\"");
+    }
+
+    #[test]
+    fn session_urls_are_checked_as_the_redis_client_would() {
+        let backend = |url: &str| {
+            SessionsConfig {
+                url: url.into(),
+                ..SessionsConfig::default()
+            }
+            .backend()
+            .map(|b| b == SessionBackend::Memory)
+        };
+        assert_eq!(backend(" memory:// "), Ok(true));
+        for good in [
+            "redis://127.0.0.1:6379/0",
+            "rediss://u:p@h",
+            "redis://h/",
+            "redis://h",
+        ] {
+            assert_eq!(backend(good), Ok(false), "{good}");
+        }
+        for bad in [
+            "redis://",
+            "redis://127.0.0.1:99999/0",
+            "redis://127.0.0.1:6379/abc",
+            "memory://x",
+            "postgres://h/db",
+        ] {
+            assert!(backend(bad).is_err(), "{bad}");
+        }
+        let err = backend("redis://u:secret@h:99999/0").unwrap_err();
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]
