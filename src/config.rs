@@ -470,16 +470,34 @@ impl Default for IdentityHeadersConfig {
 impl IdentityHeadersConfig {
     /// Every configured header name, the assertion included when enabled.
     pub fn names(&self) -> impl Iterator<Item = &HeaderName> {
-        [
-            &self.user_id,
-            &self.email,
-            &self.roles,
-            &self.session_id,
-            &self.email_verified,
-        ]
-        .into_iter()
-        .chain(self.assertion.as_ref())
+        self.keyed().into_iter().filter_map(|(_, name)| name)
     }
+
+    /// Each name beside its key in `[identity_headers]`; the assertion's is `None` when off.
+    fn keyed(&self) -> [(&'static str, Option<&HeaderName>); 6] {
+        [
+            ("user_id", Some(&self.user_id)),
+            ("email", Some(&self.email)),
+            ("roles", Some(&self.roles)),
+            ("session_id", Some(&self.session_id)),
+            ("email_verified", Some(&self.email_verified)),
+            ("assertion", self.assertion.as_ref()),
+        ]
+    }
+}
+
+/// A header name as it is compared: lower case, `_` read as `-` (a client's `X_User_Id` is
+/// taken for `x-user-id` by many servers).
+pub(crate) fn normalize_header_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c == '_' {
+                '-'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
 }
 
 /// Names an identity header may not take: a copy in a client's request is removed as a
@@ -520,18 +538,10 @@ impl IdentityHeadersConfig {
     /// Refuses a reserved name ([`RESERVED_HEADER_NAMES`]) and two identity headers with the
     /// same name (`_` and `-` count as one, as in the spoofing check); `Err((key, message))`.
     fn check_names(&self) -> Result<(), (String, String)> {
-        let keyed = [
-            ("user_id", Some(&self.user_id)),
-            ("email", Some(&self.email)),
-            ("roles", Some(&self.roles)),
-            ("session_id", Some(&self.session_id)),
-            ("email_verified", Some(&self.email_verified)),
-            ("assertion", self.assertion.as_ref()),
-        ];
         let mut seen: Vec<(&str, String)> = Vec::new();
-        for (key, name) in keyed {
+        for (key, name) in self.keyed() {
             let Some(name) = name else { continue };
-            let normal = name.as_str().replace('_', "-");
+            let normal = normalize_header_name(name.as_str());
             if RESERVED_HEADER_NAMES.contains(&normal.as_str()) {
                 return Err((
                     format!("identity_headers.{key}"),
@@ -555,9 +565,11 @@ impl IdentityHeadersConfig {
 /// A header name from the file: `"X-User-Id"` → `x-user-id`; anything that is not an RFC 9110
 /// §5.1 token is refused, naming the key.
 fn deserialize_header_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HeaderName, D::Error> {
-    let name = String::deserialize(d)?;
-    HeaderName::from_bytes(name.as_bytes())
-        .map_err(|_| serde::de::Error::custom(format!("{name:?} is not a header name")))
+    parse_header_name(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn parse_header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))
 }
 
 /// As [`deserialize_header_name`], with `""` meaning "none".
@@ -568,9 +580,9 @@ fn deserialize_optional_header_name<'de, D: serde::Deserializer<'de>>(
     if name.is_empty() {
         return Ok(None);
     }
-    HeaderName::from_bytes(name.as_bytes())
+    parse_header_name(&name)
         .map(Some)
-        .map_err(|_| serde::de::Error::custom(format!("{name:?} is not a header name")))
+        .map_err(serde::de::Error::custom)
 }
 
 /// `[cors]`: cross-origin access to the account API.

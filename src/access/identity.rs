@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::HeaderName;
 
-use crate::config::IdentityHeadersConfig;
+use crate::config::{IdentityHeadersConfig, normalize_header_name};
 
 /// The configured identity header names, pre-normalized for the hot path.
 #[derive(Clone, Debug)]
@@ -23,7 +23,10 @@ pub struct IdentityHeaderNames {
 impl IdentityHeaderNames {
     /// Builds from the config's names (parsed at load).
     pub fn new(config: &IdentityHeadersConfig) -> Self {
-        let normalized = config.names().map(|n| normalize(n.as_str())).collect();
+        let normalized = config
+            .names()
+            .map(|n| normalize_header_name(n.as_str()))
+            .collect();
         let user_id = config.user_id.clone();
         let email = config.email.clone();
         let roles = config.roles.clone();
@@ -82,20 +85,8 @@ pub struct WireNames {
     pub assertion: Option<Bytes>,
 }
 
-/// A header name as it is compared: lower case, `_` read as `-`.
-pub(crate) fn normalize(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c == '_' {
-                '-'
-            } else {
-                c.to_ascii_lowercase()
-            }
-        })
-        .collect()
-}
-
-/// Whether `candidate` starts with what `normalized` (from [`normalize`]) says, in any letter
+/// Whether `candidate` starts with what `normalized` (from
+/// [`normalize_header_name`](crate::config::normalize_header_name)) says, in any letter
 /// case and with `_` for `-`; the caller compares lengths where it wants equality.
 pub(crate) fn eq_normalized(normalized: &str, candidate: &str) -> bool {
     normalized.bytes().zip(candidate.bytes()).all(|(n, c)| {

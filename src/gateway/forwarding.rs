@@ -13,7 +13,8 @@
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::access::identity::{eq_normalized, normalize};
+use crate::access::identity::eq_normalized;
+use crate::config::normalize_header_name as normalize;
 
 /// The configured headers only a trusted proxy may send (`server.proxy_headers`).
 #[derive(Clone, Debug)]
