@@ -263,13 +263,7 @@ impl SessionStore for RedisSessionStore {
         let Some(uid) = uid else {
             return Ok(None);
         };
-        let time = |name: &str, value: Option<String>| -> Result<DateTime<Utc>, SessionError> {
-            value
-                .and_then(|v| v.parse::<i64>().ok())
-                .and_then(DateTime::from_timestamp_micros)
-                .ok_or_else(|| SessionError::Corrupt(format!("session field {name} is not a time")))
-        };
-        let expires_at = time("exp", exp)?;
+        let expires_at = time_field("exp", exp.as_deref())?;
         if expires_at <= Utc::now() {
             return Ok(None);
         }
@@ -277,7 +271,7 @@ impl SessionStore for RedisSessionStore {
             user_id: Uuid::parse_str(&uid)
                 .map_err(|_| SessionError::Corrupt("session field uid is not a uuid".into()))?,
             two_factor: tfa.as_deref() == Some("1"),
-            last_seen_at: time("seen", seen)?,
+            last_seen_at: time_field("seen", seen.as_deref())?,
         }))
     }
 
@@ -527,21 +521,29 @@ fn pairs(flat: &[String]) -> HashMap<String, String> {
 }
 
 /// Reads a session hash back into a [`Session`].
+/// A stored integer field of a session record.
+fn number_field(name: &str, value: &str) -> Result<i64, SessionError> {
+    value
+        .parse()
+        .map_err(|_| SessionError::Corrupt(format!("session field {name} is not a number")))
+}
+
+/// A stored time field of a session record (microseconds since the epoch).
+fn time_field(name: &str, value: Option<&str>) -> Result<DateTime<Utc>, SessionError> {
+    let value =
+        value.ok_or_else(|| SessionError::Corrupt(format!("session field {name} is missing")))?;
+    DateTime::from_timestamp_micros(number_field(name, value)?)
+        .ok_or_else(|| SessionError::Corrupt(format!("session field {name} is out of range")))
+}
+
 fn parse_session(id: SessionId, fields: &HashMap<String, String>) -> Result<Session, SessionError> {
     let text = |name: &str| {
         fields
             .get(name)
             .ok_or_else(|| SessionError::Corrupt(format!("session field {name} is missing")))
     };
-    let number = |name: &str| -> Result<i64, SessionError> {
-        text(name)?
-            .parse()
-            .map_err(|_| SessionError::Corrupt(format!("session field {name} is not a number")))
-    };
-    let time = |name: &str| -> Result<DateTime<Utc>, SessionError> {
-        DateTime::from_timestamp_micros(number(name)?)
-            .ok_or_else(|| SessionError::Corrupt(format!("session field {name} is out of range")))
-    };
+    let number = |name: &str| -> Result<i64, SessionError> { number_field(name, text(name)?) };
+    let time = |name: &str| time_field(name, fields.get(name).map(String::as_str));
     let optional = |name: &str| fields.get(name).filter(|value| !value.is_empty());
     let user_id = Uuid::parse_str(text("uid")?)
         .map_err(|_| SessionError::Corrupt("session field uid is not a uuid".into()))?;
