@@ -52,27 +52,37 @@ pub fn user_profile(user: &User) -> Value {
 
 /// Checks a first or last name, recording a field error when it is unfit.
 pub fn check_name(fields: &mut Fields, field: &str, value: &str) {
-    if value.chars().count() > MAX_NAME_CHARS {
-        fields.reject(
-            field,
-            format!("must be at most {MAX_NAME_CHARS} characters"),
-        );
+    check_display_text(fields, field, value, MAX_NAME_CHARS);
+}
+
+/// Checks text shown to people (names of users and passkeys): at most `max_chars`
+/// characters, no control characters, and none that is invisible or changes direction, so
+/// that one cannot pose as another in a mail or on a page (Unicode TR #36 §2.2). Records
+/// the first rule broken as a field error; `true` when the text is fit.
+pub(super) fn check_display_text(
+    fields: &mut Fields,
+    field: &str,
+    value: &str,
+    max_chars: usize,
+) -> bool {
+    let problem = if value.chars().count() > max_chars {
+        format!("must be at most {max_chars} characters")
     } else if value.chars().any(char::is_control) {
-        fields.reject(field, "must not contain control characters");
+        "must not contain control characters".to_owned()
     } else if value.chars().any(is_invisible_format) {
-        // Names are shown in mails and on pages: none may pose as another (TR #36 §2.2).
-        fields.reject(
-            field,
-            "must not contain invisible or direction-changing characters",
-        );
-    }
+        "must not contain invisible or direction-changing characters".to_owned()
+    } else {
+        return true;
+    };
+    fields.reject(field, problem);
+    false
 }
 
 /// Unicode format characters (general category Cf) that are invisible or change text
 /// direction: the soft hyphen, bidirectional marks, embeddings, overrides and isolates,
 /// zero-width characters, invisible operators, the byte-order mark and interlinear
 /// annotation controls.
-pub(super) fn is_invisible_format(c: char) -> bool {
+fn is_invisible_format(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')

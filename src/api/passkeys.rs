@@ -31,7 +31,7 @@ use webauthn_rs::prelude::{
     WebauthnError,
 };
 
-use super::account::is_invisible_format;
+use super::account::check_display_text;
 use super::lockout;
 use super::two_factor::{LoginCodeError, check_login_code, verified_caller};
 use super::{ApiRequest, Fields};
@@ -88,25 +88,7 @@ fn passkey_json(p: &StoredPasskey) -> Value {
 /// another on the account page, Unicode TR #36 §2.2).
 fn parse_name(f: &mut Fields, name: Option<String>) -> Option<String> {
     let name = name?;
-    if name.chars().count() > MAX_PASSKEY_NAME_CHARS {
-        f.reject(
-            "name",
-            format!("must be at most {MAX_PASSKEY_NAME_CHARS} characters"),
-        );
-        return None;
-    }
-    if name.chars().any(char::is_control) {
-        f.reject("name", "must not contain control characters");
-        return None;
-    }
-    if name.chars().any(is_invisible_format) {
-        f.reject(
-            "name",
-            "must not contain invisible or direction-changing characters",
-        );
-        return None;
-    }
-    Some(name)
+    check_display_text(f, "name", &name, MAX_PASSKEY_NAME_CHARS).then_some(name)
 }
 
 /// The JSON object body of a request (empty object for an empty body).
