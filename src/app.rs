@@ -1,6 +1,7 @@
 //! The composition root: the shared state of one gateway instance (config, metrics,
 //! backends, access control, mail, the portal), built once at start.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,7 +162,7 @@ impl App {
             tokio::time::timeout(HEALTH_TIMEOUT, self.store.ping()),
             tokio::time::timeout(HEALTH_TIMEOUT, self.sessions.ping()),
         );
-        let checks = [
+        let mut checks = vec![
             (
                 "storage",
                 flatten(storage.map(|r| r.map_err(|e| e.to_string()))),
@@ -171,6 +172,14 @@ impl App {
                 flatten(sessions.map(|r| r.map_err(|e| e.to_string()))),
             ),
         ];
+        for (name, dir) in written_dirs(&self.config) {
+            let probe = tokio::task::spawn_blocking(move || probe_dir(&dir));
+            let result = tokio::time::timeout(HEALTH_TIMEOUT, probe).await;
+            checks.push((
+                name,
+                flatten(result.map(|r| r.unwrap_or_else(|e| Err(e.to_string())))),
+            ));
+        }
         let mut report = Map::new();
         let mut healthy = true;
         for (name, result) in checks {
@@ -192,6 +201,46 @@ impl App {
             )
         }
     }
+}
+
+/// The directories the instance writes to while it runs, by `/health` check name: the log
+/// files, the SQLite database and the mail outbox (each only when configured).
+fn written_dirs(config: &Config) -> Vec<(&'static str, PathBuf)> {
+    let mut dirs = Vec::new();
+    if !config.logging.dir.is_empty() {
+        dirs.push(("log_dir", PathBuf::from(&config.logging.dir)));
+    }
+    if let Some(file) = sqlite_file(&config.storage.url) {
+        let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
+        dirs.push((
+            "data_dir",
+            parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        ));
+    }
+    if let Some(outbox) = config.mail.url.strip_prefix("file://") {
+        dirs.push(("mail_outbox", PathBuf::from(outbox)));
+    }
+    dirs
+}
+
+/// The file of a `sqlite:` storage URL; `None` for PostgreSQL and in-memory databases.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+}
+
+/// Whether a directory still takes writes: a full disk, a read-only remount or a lost
+/// mount fails here before it fails a registration or loses log lines. Writes, syncs and
+/// removes a small file (a full disk refuses its first block).
+fn probe_dir(dir: &Path) -> Result<(), String> {
+    use std::io::Write;
+    let path = dir.join(".portcullis-health-probe");
+    let written = std::fs::File::create(&path)
+        .and_then(|mut file| file.write_all(&[0; 4096]).and_then(|()| file.sync_all()));
+    let _ = std::fs::remove_file(&path);
+    written.map_err(|e| e.to_string())
 }
 
 fn serves_tls(config: &Config) -> bool {

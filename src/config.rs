@@ -208,8 +208,12 @@ pub struct LoggingConfig {
     pub format: LogFormat,
     /// A `tracing` filter such as `"info"` or `"info,portcullis=debug"`.
     pub level: String,
-    /// Where `combined.log`, `error.log` and `security.log` go; `""` disables the files.
+    /// Where `combined.log`, `error.log`, `security.log` and `access.log` go; `""` disables
+    /// the files.
     pub dir: String,
+    /// Whether `access.log` gets one JSON line per request (client, method, path without
+    /// query, route, status, upstream, duration, bytes, user id).
+    pub access_log: bool,
 }
 
 impl Default for LoggingConfig {
@@ -218,6 +222,7 @@ impl Default for LoggingConfig {
             format: LogFormat::Pretty,
             level: "info".into(),
             dir: "logs".into(),
+            access_log: true,
         }
     }
 }

@@ -87,9 +87,36 @@ pub fn build(app: Arc<App>, scheduling: Scheduling) -> anyhow::Result<Server> {
     Ok(server)
 }
 
-/// Runs the gateway in the foreground until SIGTERM (graceful) or SIGINT (fast).
+/// Runs the gateway in the foreground until SIGTERM (graceful) or SIGINT (fast); SIGHUP
+/// reopens the log files.
 pub fn run_forever(app: Arc<App>) -> anyhow::Result<()> {
+    reopen_logs_on_hangup()?;
     build(app, Scheduling::PerThread)?.run(RunArgs::default());
+    Ok(())
+}
+
+/// Handles SIGHUP, whose default action would end the process: it reopens the log files
+/// (logrotate's `postrotate` sends it) and says that other configuration changes need a
+/// restart. The handler is installed before this returns, so no early SIGHUP kills the
+/// gateway.
+fn reopen_logs_on_hangup() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let mut hangups = runtime.block_on(async { signal(SignalKind::hangup()) })?;
+    std::thread::Builder::new()
+        .name("portcullis-signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                while hangups.recv().await.is_some() {
+                    crate::telemetry::reopen_files();
+                    tracing::info!(
+                        "SIGHUP: log files reopened; other configuration changes need a restart"
+                    );
+                }
+            })
+        })?;
     Ok(())
 }
 

@@ -35,12 +35,21 @@ use crate::auth::secrets::contains_refresh_token;
 use crate::config;
 use crate::metrics::status_label;
 use crate::reply::Reply;
-use crate::telemetry::SECURITY;
+use crate::telemetry::{self, SECURITY};
 use canonical::Refusal;
 use forwarding::ProxyHeaders;
 use routes::{Route, RouteTable};
 
 pub use respond::{write_local_response, write_page};
+
+/// The canonical path the request was decided on, without its query (which may carry
+/// tokens): what logs may name of a request.
+fn canonical_path<'a>(session: &'a Session, ctx: &'a RequestCtx) -> &'a str {
+    ctx.canonical_target.as_deref().map_or_else(
+        || session.req_header().uri.path(),
+        |t| t.split('?').next().unwrap_or(t),
+    )
+}
 
 /// Route label for requests the gateway answers itself.
 const LOCAL_ROUTE: &str = "local";
@@ -81,6 +90,8 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     client_ip: IpAddr,
     upstream_started: Option<Instant>,
+    /// Whether the request was sent to its route's upstream (for the access log).
+    proxied: bool,
     /// The address the connection comes from.
     peer: IpAddr,
     /// Whether the peer is in `trusted_proxies` (it may send forwarding headers).
@@ -133,6 +144,7 @@ impl ProxyHttp for Gateway {
             route: None,
             client_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             upstream_started: None,
+            proxied: false,
             peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             peer_trusted: false,
             local: false,
@@ -336,6 +348,7 @@ impl ProxyHttp for Gateway {
             self.set_identity_headers(upstream_request, principal)?;
         }
         ctx.upstream_started = Some(Instant::now());
+        ctx.proxied = true;
         Ok(())
     }
 
@@ -372,6 +385,10 @@ impl ProxyHttp for Gateway {
                 .inc();
             tracing::warn!(
                 route = ctx.route_label(),
+                upstream = ctx
+                    .route
+                    .as_deref()
+                    .map(|r| tracing::field::display(r.upstream.addr)),
                 error = e.etype().as_str(),
                 "upstream failed"
             );
@@ -423,17 +440,20 @@ impl ProxyHttp for Gateway {
     /// What Pingora's remaining log lines say of a request: method, path and route, never the
     /// query string (it may carry tokens).
     fn request_summary(&self, session: &Session, ctx: &Self::CTX) -> String {
-        let header = session.req_header();
-        let path = ctx
-            .canonical_target
-            .as_deref()
-            .map_or_else(|| header.uri.path(), |t| t.split('?').next().unwrap_or(t));
-        format!("{} {path}, route: {}", header.method, ctx.route_label())
+        let path = canonical_path(session, ctx);
+        format!(
+            "{} {path}, route: {}",
+            session.req_header().method,
+            ctx.route_label()
+        )
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed().as_secs_f64();
+        if self.app.config.logging.access_log {
+            self.access_log(session, ctx, status, elapsed);
+        }
         if let Some(route) = &ctx.route {
             route.metrics.requests(status).inc();
             route.metrics.request_duration().observe(elapsed);
@@ -457,6 +477,30 @@ impl ProxyHttp for Gateway {
 }
 
 impl Gateway {
+    /// Writes the request's line of the access log (see [`telemetry::access`]).
+    fn access_log(&self, session: &Session, ctx: &RequestCtx, status: u16, elapsed: f64) {
+        let route = match &ctx.route {
+            Some(route) => route.name.as_str(),
+            None if ctx.local => LOCAL_ROUTE,
+            None => UNMATCHED_ROUTE,
+        };
+        telemetry::access(&telemetry::AccessRecord {
+            client: ctx.client_ip,
+            method: session.req_header().method.as_str(),
+            path: canonical_path(session, ctx),
+            route,
+            status,
+            upstream: ctx
+                .route
+                .as_deref()
+                .filter(|_| ctx.proxied)
+                .map(|r| r.upstream.addr),
+            duration_ms: elapsed * 1000.0,
+            bytes: session.as_downstream().body_bytes_sent(),
+            user_id: ctx.principal.as_ref().map(Principal::user_id_text),
+        });
+    }
+
     /// Tells the upstream who the request comes from, in headers it can trust (every client
     /// copy was removed just before).
     fn set_identity_headers(

@@ -490,3 +490,81 @@ async fn operator_commands_reach_a_running_gateway_within_a_second() {
         .unwrap();
     assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
 }
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits until `path` holds a line containing `needle`.
+fn wait_for_line(path: &std::path::Path, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle)) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// SIGHUP (sent by logrotate's `postrotate`, or by a terminal that closes) never ends the
+/// gateway: it reopens the log files, so lines go to a new file once the old one was moved.
+#[test]
+fn sighup_reopens_the_log_files_and_never_stops_the_gateway() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let logs = scratch.path("logs");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[logging]\ndir = \"\"",
+        &format!("[logging]\nformat = \"json\"\ndir = \"{}\"", logs.display()),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let listen = listen_address(&text);
+    let mut child = serve(&scratch, &path);
+    wait_listening(&listen);
+
+    for round in 1..=3 {
+        for file in ["combined.log", "access.log"] {
+            std::fs::rename(logs.join(file), logs.join(format!("{file}.{round}"))).unwrap();
+        }
+        signal(&child, "HUP");
+        assert!(
+            wait_for_line(&logs.join("combined.log"), "log files reopened"),
+            "round {round}: no new combined.log after SIGHUP"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "SIGHUP ended the gateway"
+        );
+        let path = format!("/round-{round}");
+        let answer = std::net::TcpStream::connect(&listen).and_then(|mut s| {
+            use std::io::Write;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut answer = String::new();
+            s.read_to_string(&mut answer)?;
+            Ok(answer)
+        });
+        assert!(answer.unwrap().starts_with("HTTP/1.1 404"), "round {round}");
+        let line = format!("\"path\":\"{path}\"");
+        assert!(
+            wait_for_line(&logs.join("access.log"), &line),
+            "round {round}: the access log was not reopened"
+        );
+        let moved = std::fs::read_to_string(logs.join(format!("access.log.{round}"))).unwrap();
+        assert!(
+            !moved.contains(&line),
+            "round {round}: written to the moved file"
+        );
+    }
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(10)).expect("stops");
+    assert!(exit.success(), "{exit:?}");
+}

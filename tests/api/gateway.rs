@@ -326,3 +326,87 @@ async fn in_flight_gauge_returns_to_zero() {
     assert_eq!(slow.await.unwrap(), 200);
     metrics_containing(&gw.admin_url(), &["portcullis_http_requests_in_flight 0"]).await;
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop; `None` where this process may not
+/// mount (not root), which fails the test under `CI=true`.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: std::path::PathBuf) -> Option<Self> {
+        std::fs::create_dir_all(&at).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(
+                !in_ci(),
+                "CI=true but a tmpfs cannot be mounted (the test needs root)"
+            );
+            eprintln!("skipped: cannot mount a tmpfs (not root)");
+            return None;
+        }
+        Some(Self(at))
+    }
+
+    /// Writes until the disk is full.
+    fn fill(&self) {
+        use std::io::Write;
+        let mut file = std::fs::File::create(self.0.join("filler")).unwrap();
+        while file.write_all(&[0; 4096]).is_ok() {}
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A full disk under the log directory or the mail outbox makes `/health` say so (503,
+/// degraded, naming the directory's check) before it costs lost lines or a failed
+/// registration; freeing space makes it healthy again.
+#[tokio::test(flavor = "multi_thread")]
+async fn health_reports_a_full_log_or_outbox_directory_as_degraded() {
+    let scratch = Scratch::new();
+    let Some(disk) = SmallDisk::mount(scratch.path("small")) else {
+        return;
+    };
+    for (check, adjust) in [
+        (
+            "log_dir",
+            (|c: &mut portcullis::config::Config, dir: &str| {
+                c.logging.dir = dir.to_string();
+            }) as fn(&mut _, &str),
+        ),
+        ("mail_outbox", |c, dir| c.mail.url = format!("file://{dir}")),
+    ] {
+        let mut config = parse_config(&test_config_text(scratch.dir.path(), ""));
+        adjust(&mut config, &disk.0.display().to_string());
+        let gw = start_gateway(config);
+        let health = || async {
+            let r = client()
+                .get(format!("{}/health", gw.admin_url()))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.json::<Value>().await.unwrap())
+        };
+        let (status, body) = health().await;
+        assert_eq!(status, 200, "{check}: {body}");
+        assert_eq!(body["checks"][check], "ok", "{body}");
+
+        disk.fill();
+        let (status, body) = health().await;
+        assert_eq!(status, 503, "{check}: {body}");
+        assert_eq!(body["status"], "degraded");
+        assert_eq!(body["checks"][check]["status"], "down", "{body}");
+        let error = body["checks"][check]["error"].as_str().unwrap();
+        assert!(error.contains("No space left"), "{error}");
+
+        std::fs::remove_file(disk.0.join("filler")).unwrap();
+        let (status, body) = health().await;
+        assert_eq!(status, 200, "{check}, space freed: {body}");
+    }
+}
