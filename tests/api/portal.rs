@@ -961,7 +961,7 @@ async fn sign_in_by_hand(app: &TestApp, email: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_prefix() {
+async fn over_https_every_cookie_is_host_prefixed_and_a_shared_domain_makes_them_secure_prefixed() {
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
         c.server.public_url = "https://auth.example.test".into();
@@ -977,7 +977,7 @@ async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_pr
     for prefix in [
         "__Host-portcullis_csrf=",
         "__Host-portcullis=",
-        "__Secure-portcullis_refresh=",
+        "__Host-portcullis_refresh=",
     ] {
         let cookie = cookies
             .iter()
@@ -996,7 +996,7 @@ async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_pr
     .await;
     shared.verified_user("shared@example.com").await;
     let cookies = sign_in_by_hand(&shared, "shared@example.com").await;
-    for prefix in ["portcullis=", "__Secure-portcullis_refresh="] {
+    for prefix in ["__Secure-portcullis=", "__Secure-portcullis_refresh="] {
         let cookie = cookies
             .iter()
             .find(|c| c.starts_with(prefix))
