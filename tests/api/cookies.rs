@@ -9,9 +9,10 @@
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 
-use crate::support::EchoUpstream;
 use crate::support::app::*;
 use crate::support::browser::{Browser, urlencode};
+use crate::support::webdriver::{self, ChromeDriver};
+use crate::support::{EchoUpstream, in_ci};
 
 fn routes(upstream: &str) -> String {
     format!(
@@ -577,4 +578,183 @@ async fn after_sign_in_the_browser_goes_only_where_return_to_may_lead() {
         assert_eq!(r.status, StatusCode::SEE_OTHER, "{input}: {}", r.body);
         assert_eq!(r.location(), location, "{input}");
     }
+}
+
+/// A sibling host's page: answers `GET {path}` with a page that sets the `Set-Cookie` lines
+/// listed for that path (404 for any other path).
+struct Planter {
+    port: u16,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Planter {
+    async fn start(pages: Vec<(&'static str, Vec<String>)>) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the sibling host");
+        let port = listener.local_addr().expect("address").port();
+        let pages = std::sync::Arc::new(pages);
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let pages = pages.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&head);
+                    let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+                    let page = pages.iter().find(|(p, _)| *p == path);
+                    let mut answer = match page {
+                        Some(_) => "HTTP/1.1 200 OK\r\n".to_owned(),
+                        None => "HTTP/1.1 404 Not Found\r\n".to_owned(),
+                    };
+                    for cookie in page.map(|(_, c)| c.as_slice()).unwrap_or(&[]) {
+                        answer.push_str(&format!("Set-Cookie: {cookie}\r\n"));
+                    }
+                    let body = "<!DOCTYPE html><title>sibling</title><p>planted</p>";
+                    answer.push_str(&format!(
+                        "Content-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    ));
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        Self { port, task }
+    }
+}
+
+impl Drop for Planter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// After a sibling host planted cookies: the app the browser reaches shows the victim or
+/// nobody (the sign-in page), never the attacker; and no planted value is left in the
+/// browser. Signs the victim in again when it was signed out.
+async fn victim_stays_themselves(
+    browser: &webdriver::Browser,
+    base: &str,
+    victim: &str,
+    attacker: &Tokens,
+    attacker_email: &str,
+) {
+    browser.goto(&format!("{base}/app/home")).await;
+    let url = browser.url().await;
+    let source = browser.source().await;
+    assert!(
+        !source.contains(attacker_email),
+        "the attacker's identity: {source}"
+    );
+    if url.contains("/app/home") {
+        assert!(source.contains(victim), "{url}: {source}");
+    } else {
+        assert!(url.contains("/auth/login"), "{url}: {source}");
+    }
+    for cookie in browser.all_cookies().await {
+        let value = cookie["value"].as_str().unwrap_or("");
+        assert!(
+            value != attacker.access && value != attacker.refresh,
+            "a planted cookie is left: {cookie}"
+        );
+    }
+    if !url.contains("/app/home") {
+        browser.type_into("#email", victim).await;
+        browser.type_into("#password", PASSWORD).await;
+        browser.click("form button[type=submit]").await;
+        browser.wait_for_url("/app/home").await;
+    }
+    let source = browser.source().await;
+    assert!(
+        source.contains("x-user-email") && source.contains(victim),
+        "{source}"
+    );
+    assert!(!source.contains(attacker_email), "{source}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cookies_a_sibling_host_plants_never_sign_the_victim_in_as_the_attacker_in_chromium() {
+    if !webdriver::available() {
+        assert!(!in_ci(), "CI=true but chromium or chromedriver is missing");
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    }
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.server.public_url = format!("http://victim.example.test:{}", c.server.listen.port());
+    })
+    .await;
+    let base = app.gw.app.config.server.public_url.clone();
+    let (victim, attacker_email) = ("victim@example.com", "attacker@example.com");
+    app.verified_user(victim).await;
+    app.verified_user(attacker_email).await;
+    // The attacker's own, valid sign-in: what it plants in the victim's browser.
+    let attacker = app.login(attacker_email).await;
+    let planted = |name: &str, value: &str| {
+        format!("{name}={value}; Domain=example.test; Path=/app; Max-Age=600; SameSite=Lax")
+    };
+    let evil = Planter::start(vec![
+        (
+            "/both",
+            vec![
+                planted("portcullis", &attacker.access),
+                planted("portcullis_refresh", &attacker.refresh),
+            ],
+        ),
+        (
+            "/refresh",
+            vec![planted("portcullis_refresh", &attacker.refresh)],
+        ),
+    ])
+    .await;
+    let evil_base = format!("http://evil.example.test:{}", evil.port);
+    let driver = ChromeDriver::start().await;
+    let browser = driver
+        .session_with(
+            "en-US",
+            &[
+                "--host-resolver-rules=MAP victim.example.test 127.0.0.1, MAP evil.example.test 127.0.0.1".into(),
+                "--disable-features=HttpsUpgrades".into(),
+            ],
+        )
+        .await;
+
+    // The victim signs in; the app sees the victim.
+    browser.goto(&format!("{base}/app/home")).await;
+    browser.wait_for_url("/auth/login").await;
+    browser.type_into("#email", victim).await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_url("/app/home").await;
+    assert!(browser.source().await.contains(victim));
+
+    // A sibling page plants an access and a refresh cookie for the whole parent domain,
+    // on a longer path than the gateway's: Chromium sends them first.
+    browser.goto(&format!("{evil_base}/both")).await;
+    let jar = browser.all_cookies().await;
+    assert!(
+        jar.iter().any(|c| c["value"] == attacker.access.as_str()
+            && c["domain"]
+                .as_str()
+                .is_some_and(|d| d.ends_with("example.test"))),
+        "the sibling could not plant: {jar:#?}"
+    );
+    victim_stays_themselves(&browser, &base, victim, &attacker, attacker_email).await;
+
+    // The victim's access cookie has expired; a planted refresh cookie waits beside theirs.
+    browser.delete_cookie("portcullis").await;
+    browser.goto(&format!("{evil_base}/refresh")).await;
+    victim_stays_themselves(&browser, &base, victim, &attacker, attacker_email).await;
+
+    // The attacker's session was never used on the victim's behalf: it is still its own.
+    let r = app.get_as(&attacker.access, "/api/auth/profile").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    browser.quit().await;
 }
