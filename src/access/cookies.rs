@@ -129,13 +129,34 @@ impl CookieRules {
     /// in front refuses the answer for its size: a copy deeper than the bound is not
     /// cleared, and its requests stay anonymous while it lives.
     pub fn clearing(&self, headers: &HeaderMap, request_path: Option<&str>) -> Vec<String> {
+        self.clear(self.sent_names(headers, |_| true), request_path)
+    }
+
+    /// As [`CookieRules::clearing`], for the spellings of the gateway's names that are not
+    /// the ones it sets (`PORTCULLIS`, a name an earlier version used): a sign-in sends
+    /// them with its new cookies, so that no twin is left to make the next request
+    /// ambiguous.
+    pub fn clearing_strays(&self, headers: &HeaderMap, request_path: Option<&str>) -> Vec<String> {
+        let own = [self.access, self.refresh, self.csrf];
+        self.clear(
+            self.sent_names(headers, |n| !own.contains(&n)),
+            request_path,
+        )
+    }
+
+    /// Each spelling of a gateway name the request sent that `keep` selects, once.
+    fn sent_names<'h>(&self, headers: &'h HeaderMap, keep: impl Fn(&str) -> bool) -> Vec<&'h str> {
         let mut names: Vec<&str> = Vec::new();
         for (name, _) in super::credentials::cookie_pairs(headers) {
             let ours = GATEWAY_COOKIES.iter().any(|g| same_cookie_name(g, name));
-            if ours && names.len() < MAX_CLEARED_NAMES && !names.contains(&name) {
+            if ours && keep(name) && names.len() < MAX_CLEARED_NAMES && !names.contains(&name) {
                 names.push(name);
             }
         }
+        names
+    }
+
+    fn clear(&self, names: Vec<&str>, request_path: Option<&str>) -> Vec<String> {
         let paths = self.paths_for(request_path);
         let mut out = Vec::new();
         for name in names {
@@ -247,6 +268,12 @@ mod tests {
         assert_eq!(cleared.len(), 2 * (1 + 2 * 4), "{cleared:#?}");
         assert!(!cleared.iter().any(|c| c.starts_with("x=")));
         assert!(!cleared.iter().any(|c| c.contains("Domain=test")));
+        let strays = rules.clearing_strays(&headers, None);
+        assert!(
+            strays.iter().all(|c| c.starts_with("Portcullis_Refresh=")),
+            "{strays:#?}"
+        );
+        assert!(!strays.is_empty());
         let unknown_path = rules.clearing(&headers, None);
         assert!(
             unknown_path

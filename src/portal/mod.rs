@@ -505,6 +505,15 @@ impl<'a> Visit<'a> {
         self.csrf_token = self.portal.csrf.token_for(&value);
     }
 
+    /// Clears the cookies under other spellings of the gateway's names (another letter
+    /// case, a prefix an earlier version used) that would otherwise sit beside the ones a
+    /// sign-in sets and make the next request ambiguous.
+    fn clear_stray_cookies(&mut self) {
+        let rules = self.app.access.cookies();
+        let strays = rules.clearing_strays(&self.request.headers, Some(&self.request.path));
+        self.cookies.extend(strays);
+    }
+
     /// Ends this browser's sign-in: clears the access and refresh cookies, rotates CSRF.
     fn end_sign_in(&mut self) {
         self.cookies.extend(browser::clearing_cookies(self.app));

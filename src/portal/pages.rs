@@ -181,6 +181,7 @@ async fn login_page(v: &mut Visit<'_>) -> Page {
 fn signed_in(v: &mut Visit<'_>, response: &Reply, return_to: Option<String>) -> Page {
     match browser::cookies_for_tokens(v.app, response) {
         Some((_, cookies)) => {
+            v.clear_stray_cookies();
             v.cookies.extend(cookies);
             v.rotate_csrf();
             let target = return_to.unwrap_or_else(|| v.path("/account"));

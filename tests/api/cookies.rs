@@ -758,3 +758,53 @@ async fn cookies_a_sibling_host_plants_never_sign_the_victim_in_as_the_attacker_
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     browser.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_clears_other_spellings_of_the_names_it_sets() {
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.server.public_url = "https://auth.example.test".into();
+    })
+    .await;
+    app.verified_user("upgrade@example.com").await;
+    let page = app.http.get(app.url("/auth/login")).send().await.unwrap();
+    let csrf_cookie = set_cookies(page.headers())
+        .into_iter()
+        .find_map(|c| c.split(';').next().map(str::to_owned))
+        .expect("a CSRF cookie");
+    assert!(
+        csrf_cookie.starts_with("__Host-portcullis_csrf="),
+        "{csrf_cookie}"
+    );
+    let token = crate::support::browser::Html {
+        status: page.status(),
+        headers: page.headers().clone(),
+        body: page.text().await.unwrap(),
+    }
+    .csrf();
+    // A refresh cookie under the name an earlier version used, one in another letter case.
+    for stray in ["__Secure-portcullis_refresh", "__host-Portcullis"] {
+        let r = app
+            .http
+            .post(app.url("/auth/login"))
+            .header("cookie", format!("{csrf_cookie}; {stray}=old"))
+            .header("sec-fetch-site", "same-origin")
+            .form(&[
+                ("csrf_token", token.as_str()),
+                ("email", "upgrade@example.com"),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "{stray}");
+        let set = set_cookies(r.headers());
+        let cleared = format!("{stray}=; Path=/; Max-Age=0; Secure");
+        assert!(set.contains(&cleared), "{stray}: {set:#?}");
+        assert!(
+            set.iter()
+                .any(|c| c.starts_with("__Host-portcullis_refresh=") && !c.contains("Max-Age=0")),
+            "{stray}: {set:#?}"
+        );
+    }
+}
