@@ -36,8 +36,8 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The gateway's cookie names as they are written without a prefix: the access cookie,
-/// the refresh cookie and the portal's CSRF cookie (see [`CookieRules`] for the names the
-/// gateway sets).
+/// the refresh cookie and the portal's CSRF cookie (see [`super::cookies::CookieRules`] for
+/// the names the gateway sets).
 pub const GATEWAY_COOKIES: [&str; 3] = ["portcullis", "portcullis_refresh", "portcullis_csrf"];
 
 /// The cookie-name prefixes browsers give a meaning to (RFC 6265bis §4.1.3), lower case.

@@ -84,6 +84,22 @@ impl Access {
         }
     }
 
+    /// When the request carries one of the gateway's cookie names twice
+    /// ([`credentials::cookies_ambiguous`]: it has no credentials), the `Set-Cookie` values
+    /// that clear every copy a browser can hold for `request_path`; `None` otherwise. The
+    /// proxy, forward-auth and the portal all ask here.
+    pub fn clear_ambiguous_cookies(
+        &self,
+        headers: &HeaderMap,
+        request_path: Option<&str>,
+    ) -> Option<Vec<String>> {
+        if !credentials::cookies_ambiguous(headers) {
+            return None;
+        }
+        tracing::info!(target: crate::telemetry::SECURITY, event = "ambiguous_cookies_refused");
+        Some(self.cookies.clearing(headers, request_path))
+    }
+
     /// The cached check of one access token.
     pub async fn check(&self, token: &str) -> Result<Principal, Denial> {
         self.gatekeeper

@@ -7,7 +7,7 @@
 use http::{HeaderMap, StatusCode};
 
 use super::Access;
-use super::credentials::{self, unauthenticated as unauthorized_reply};
+use super::credentials::unauthenticated as unauthorized_reply;
 use super::gatekeeper::{Denial, Principal};
 use crate::config::Policy;
 use crate::reply::Reply;
@@ -85,8 +85,9 @@ pub async fn authorize(
         }
         Policy::Authenticated | Policy::TwoFactor => {}
     }
-    if credentials::cookies_ambiguous(headers) {
-        return refuse_ambiguous(access, headers, path_and_query, browser);
+    if let Some(cookies) = access.clear_ambiguous_cookies(headers, path_and_query) {
+        let anonymous = unauthenticated(browser, Denial::NoCredentials, headers, path_and_query);
+        return with_cookies(anonymous, cookies);
     }
     let (principal, cookies) = match access.authenticate(headers).await {
         Ok(principal) => (principal, Vec::new()),
@@ -145,23 +146,6 @@ pub async fn authorize(
     } else {
         Verdict::Renewed { principal, cookies }
     }
-}
-
-/// A request that carries one of the gateway's cookie names twice has no credentials (see
-/// `credentials::cookies_ambiguous`): it is answered as anonymous, and the answer clears
-/// every copy of the gateway's cookies the browser can be holding for it.
-fn refuse_ambiguous(
-    access: &Access,
-    headers: &HeaderMap,
-    path_and_query: Option<&str>,
-    browser: &impl Browser,
-) -> Verdict {
-    tracing::info!(target: crate::telemetry::SECURITY, event = "ambiguous_cookies_refused");
-    let cookies = access.cookies().clearing(headers, path_and_query);
-    with_cookies(
-        unauthenticated(browser, Denial::NoCredentials, headers, path_and_query),
-        cookies,
-    )
 }
 
 /// Renews a browser whose access was refused for `denial`, from its refresh cookie. Bearer

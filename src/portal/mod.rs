@@ -193,13 +193,12 @@ impl<'a> Visit<'a> {
                 .get(http::header::ACCEPT_LANGUAGE)
                 .and_then(|v| v.to_str().ok()),
         );
-        let mut cookies = Vec::new();
         // Copies of our cookies planted beside ours: none is read (`credentials::cookie`),
         // and every one is cleared before any cookie is set anew.
-        if crate::access::credentials::cookies_ambiguous(headers) {
-            tracing::info!(target: crate::telemetry::SECURITY, event = "ambiguous_cookies_refused");
-            cookies = app.access.cookies().clearing(headers, Some(&request.path));
-        }
+        let mut cookies = app
+            .access
+            .clear_ambiguous_cookies(headers, Some(&request.path))
+            .unwrap_or_default();
         let language_chosen = explicit.is_some_and(|code| code.eq_ignore_ascii_case(&lang.code));
         if language_chosen {
             let secure = if app.serves_tls() { "; Secure" } else { "" };
