@@ -36,8 +36,7 @@ pub struct CookieRules {
     /// The `Domain`s a copy may have been set with: the shared domain, the public host and
     /// its parents.
     clear_domains: Vec<String>,
-    /// The paths a copy may have been set with when the request's path is unknown: `/` and
-    /// the portal's prefix.
+    /// The paths cleared whatever the request: `/` and the portal's prefix.
     clear_paths: Vec<String>,
 }
 
@@ -123,8 +122,8 @@ impl CookieRules {
     /// (the gateway's own) and, for each domain a sibling can set a cookie for this host
     /// with (`cookie_domain`, the public host and its parents), every path a copy sent with
     /// this request can have (`/` and the first segments of `request_path`, with and without
-    /// a trailing `/`: RFC 6265bis §5.1.4 path-match; `/` and the portal's prefix when the
-    /// path is unknown). A `__Host-` name has one scope only; prefixed names and an HTTPS
+    /// a trailing `/`: RFC 6265bis §5.1.4 path-match) and the portal's prefix, where the
+    /// browser goes next to sign in. A `__Host-` name has one scope only; prefixed names and an HTTPS
     /// gateway clear with `Secure`. Bounded (a few dozen lines at most), so that no proxy
     /// in front refuses the answer for its size: a copy deeper than the bound is not
     /// cleared, and its requests stay anonymous while it lives.
@@ -181,14 +180,13 @@ impl CookieRules {
         out
     }
 
-    /// `/` and the first segments of `request_path` (with and without a trailing `/`), each
-    /// once; `/` and the portal's prefix when the path is unknown (forward-auth).
+    /// `/`, the portal's prefix (where the sign-in pages a refused browser goes to live) and
+    /// the first segments of `request_path` (with and without a trailing `/`), each once.
     fn paths_for(&self, request_path: Option<&str>) -> Vec<String> {
-        let Some(path) = request_path else {
-            return self.clear_paths.clone();
-        };
-        let path = path.split(['?', '#']).next().unwrap_or("");
-        let mut paths = vec!["/".to_owned()];
+        let mut paths = self.clear_paths.clone();
+        let path = request_path
+            .and_then(|p| p.split(['?', '#']).next())
+            .unwrap_or("");
         let mut end = 0;
         for segment in path.split('/').skip(1).take(MAX_CLEARED_SEGMENTS) {
             if segment.is_empty() || !segment.bytes().all(|b| b.is_ascii_graphic() && b != b';') {
@@ -265,7 +263,13 @@ mod tests {
                 "{expected} not in {cleared:#?}"
             );
         }
-        assert_eq!(cleared.len(), 2 * (1 + 2 * 4), "{cleared:#?}");
+        assert_eq!(cleared.len(), 2 * (1 + 2 * 5), "{cleared:#?}");
+        assert!(
+            cleared
+                .iter()
+                .any(|c| c
+                    == "portcullis_refresh=; Path=/auth; Max-Age=0; Domain=victim.example.test")
+        );
         assert!(!cleared.iter().any(|c| c.starts_with("x=")));
         assert!(!cleared.iter().any(|c| c.contains("Domain=test")));
         let strays = rules.clearing_strays(&headers, None);

@@ -127,12 +127,12 @@ fn assert_anonymous(what: &str, way: WayIn, status: StatusCode, headers: &Header
 }
 
 /// Asserts that every gateway name in `lines` is cleared: the host-only cookie at `/`, and
-/// for each of `domains`, at `/` and at the request's own path prefixes (on the proxy
-/// `/app`, `/app/`, `/app/deep`; on the portal `/auth`, `/auth/`; forward-auth, whose
-/// page is unknown, the portal's `/auth`).
+/// for each of `domains`, at `/`, the portal's `/auth` and the request's own path prefixes
+/// (on the proxy `/app`, `/app/`, `/app/deep`; on the portal `/auth/`, `/auth/account`;
+/// forward-auth's page is unknown).
 fn assert_cleared(what: &str, way: WayIn, lines: &[String], set: &[String], domains: &[&str]) {
     let paths: &[&str] = match way {
-        WayIn::ProxyBrowser | WayIn::ProxyBearer => &["/", "/app", "/app/", "/app/deep"],
+        WayIn::ProxyBrowser | WayIn::ProxyBearer => &["/", "/auth", "/app", "/app/", "/app/deep"],
         WayIn::Portal => &["/", "/auth", "/auth/", "/auth/account"],
         WayIn::Verify => &["/", "/auth"],
     };
@@ -697,9 +697,10 @@ async fn cookies_a_sibling_host_plants_never_sign_the_victim_in_as_the_attacker_
     app.verified_user(attacker_email).await;
     // The attacker's own, valid sign-in: what it plants in the victim's browser.
     let attacker = app.login(attacker_email).await;
-    let planted = |name: &str, value: &str| {
-        format!("{name}={value}; Domain=example.test; Path=/app; Max-Age=600; SameSite=Lax")
+    let planted_at = |path: &str, name: &str, value: &str| {
+        format!("{name}={value}; Domain=example.test; Path={path}; Max-Age=600; SameSite=Lax")
     };
+    let planted = |name: &str, value: &str| planted_at("/app", name, value);
     let evil = Planter::start(vec![
         (
             "/both",
@@ -711,6 +712,10 @@ async fn cookies_a_sibling_host_plants_never_sign_the_victim_in_as_the_attacker_
         (
             "/refresh",
             vec![planted("portcullis_refresh", &attacker.refresh)],
+        ),
+        (
+            "/portal-refresh",
+            vec![planted_at("/auth", "portcullis_refresh", &attacker.refresh)],
         ),
     ])
     .await;
@@ -751,6 +756,14 @@ async fn cookies_a_sibling_host_plants_never_sign_the_victim_in_as_the_attacker_
     // The victim's access cookie has expired; a planted refresh cookie waits beside theirs.
     browser.delete_cookie("portcullis").await;
     browser.goto(&format!("{evil_base}/refresh")).await;
+    victim_stays_themselves(&browser, &base, victim, &attacker, attacker_email).await;
+
+    // The same on the portal's path, where a browser whose access expired is renewed.
+    browser.delete_cookie("portcullis").await;
+    browser.goto(&format!("{evil_base}/portal-refresh")).await;
+    browser.goto(&format!("{base}/auth/account")).await;
+    let source = browser.source().await;
+    assert!(!source.contains(attacker_email), "{source}");
     victim_stays_themselves(&browser, &base, victim, &attacker, attacker_email).await;
 
     // The attacker's session was never used on the victim's behalf: it is still its own.
