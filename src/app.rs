@@ -10,6 +10,7 @@ use http::StatusCode;
 use serde_json::{Map, Value, json};
 
 use crate::access::Access;
+use crate::access::cookies::CookieRules;
 use crate::access::identity::IdentityHeaderNames;
 use crate::auth::jwt::KeyRing;
 use crate::auth::password::PasswordHasher;
@@ -109,7 +110,11 @@ impl App {
             sessions.clone(),
             store.clone(),
             identity_headers,
-            cookie_name(&config),
+            CookieRules::new(
+                &config.server.public_url,
+                &config.sessions.cookie_domain,
+                &config.portal.path_prefix,
+            ),
         );
         {
             let _entered = runtime.enter();
@@ -134,10 +139,9 @@ impl App {
         }))
     }
 
-    /// The name of the browser session cookie: `__Host-` prefixed (and `Secure`) when the
-    /// gateway is served over HTTPS, plain otherwise.
+    /// The name of the browser's access cookie (see [`CookieRules`]).
     pub fn cookie_name(&self) -> &'static str {
-        self.access.cookie_name()
+        self.access.cookies().access
     }
 
     /// Where unauthenticated browsers are sent: `server.login_url`, else the portal's
@@ -245,16 +249,6 @@ fn probe_dir(dir: &Path) -> Result<(), String> {
 
 fn serves_tls(config: &Config) -> bool {
     config.server.public_url.starts_with("https://")
-}
-
-/// See [`App::cookie_name`].
-fn cookie_name(config: &Config) -> &'static str {
-    // `__Host-` cookies may not name a Domain: a shared sign-in uses the plain name.
-    if serves_tls(config) && config.sessions.cookie_domain.is_empty() {
-        "__Host-portcullis"
-    } else {
-        "portcullis"
-    }
 }
 
 fn flatten(result: Result<Result<(), String>, tokio::time::error::Elapsed>) -> Result<(), String> {

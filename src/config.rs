@@ -1093,11 +1093,11 @@ impl Config {
             return bad("portal.title", "must not be empty".into());
         }
         for (i, host) in p.allowed_return_hosts.iter().enumerate() {
-            if !is_host_name(host) {
+            if return_host(host).is_none() {
                 return bad(
                     &format!("portal.allowed_return_hosts[{i}]"),
                     format!(
-                        "{host:?} is not a host name like app.example.com (no scheme, port or path)"
+                        "{host:?} is not a host name like app.example.com, with a port or without (app.example.com:8443); no scheme or path"
                     ),
                 );
             }
@@ -1143,6 +1143,20 @@ fn is_host_name(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         })
+}
+
+/// A `portal.allowed_return_hosts` entry as its host name (lower case, as validated) and
+/// the port it names, if any: `app.example.com`, `app.example.com:8443`. `None` for
+/// anything else (a scheme, a path, a port out of range).
+pub fn return_host(entry: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match entry.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, Some(port.parse::<u16>().ok().filter(|p| *p != 0)?))
+        }
+        Some(_) => return None,
+        None => (entry, None),
+    };
+    is_host_name(host).then_some((host, port))
 }
 
 /// Whether `path` is `prefix` or below it, segment-aligned; either may end in `/`.
@@ -1411,6 +1425,30 @@ mod tests {
             (
                 "[portal]\nallowed_return_hosts = [\"https://a.example\"]\n",
                 "portal.allowed_return_hosts[0]",
+            ),
+            (
+                "[portal]\nallowed_return_hosts = [\"ok.example:8443\", \"a.example:0\"]\n",
+                "portal.allowed_return_hosts[1]",
+            ),
+            (
+                "[portal]\nallowed_return_hosts = [\"ok.example:8443\", \"a.example:65536\"]\n",
+                "portal.allowed_return_hosts[1]",
+            ),
+            (
+                "[portal]\nallowed_return_hosts = [\"ok.example:8443\", \"a.example:\"]\n",
+                "portal.allowed_return_hosts[1]",
+            ),
+            (
+                "[portal]\nallowed_return_hosts = [\"ok.example:8443\", \"a.example:+80\"]\n",
+                "portal.allowed_return_hosts[1]",
+            ),
+            (
+                "[portal]\nallowed_return_hosts = [\"ok.example:8443\", \"A.example\"]\n",
+                "portal.allowed_return_hosts[1]",
+            ),
+            (
+                "[portal]\nallowed_return_hosts = [\"ok.example:8443\", \"a.example/x\"]\n",
+                "portal.allowed_return_hosts[1]",
             ),
             (
                 "[sessions]\ncookie_domain = \"exa mple.com\"\n",

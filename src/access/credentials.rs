@@ -35,23 +35,101 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The first non-empty value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+/// The gateway's cookie names as they are written without a prefix: the access cookie,
+/// the refresh cookie and the portal's CSRF cookie (see [`super::cookies::CookieRules`] for
+/// the names the gateway sets).
+pub const GATEWAY_COOKIES: [&str; 3] = ["portcullis", "portcullis_refresh", "portcullis_csrf"];
+
+/// The cookie-name prefixes browsers give a meaning to (RFC 6265bis §4.1.3), lower case.
+const PREFIXES: [&str; 2] = ["__host-", "__secure-"];
+
+/// `name` without a `__Host-` or `__Secure-` prefix (in any letter case).
+pub fn unprefixed(name: &str) -> &str {
+    PREFIXES
+        .iter()
+        .find_map(|prefix| {
+            name.get(..prefix.len())
+                .filter(|p| p.eq_ignore_ascii_case(prefix))
+                .and_then(|_| name.get(prefix.len()..))
+        })
+        .unwrap_or(name)
+}
+
+/// Whether two cookie names are one name to the gateway: equal in any letter case once a
+/// `__Host-` / `__Secure-` prefix is taken off (`portcullis`, `PORTCULLIS` and
+/// `__Host-portcullis` are one name).
+pub fn same_cookie_name(a: &str, b: &str) -> bool {
+    unprefixed(a).eq_ignore_ascii_case(unprefixed(b))
+}
+
+/// Which of [`GATEWAY_COOKIES`] `name` is, in any spelling.
+fn gateway_cookie(name: &str) -> Option<usize> {
+    GATEWAY_COOKIES
+        .iter()
+        .position(|g| same_cookie_name(g, name))
+}
+
+/// Every `name=value` pair of the request's `Cookie` headers (RFC 6265bis §5.8.2), trimmed.
+/// A pair that is not text is skipped.
+pub(super) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
     headers
         .get_all(http::header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, value)| value.trim())
+        .map(|(name, value)| (name.trim(), value.trim()))
+}
+
+/// Whether the request carries one of the gateway's cookie names more than once (twins in
+/// another letter case or prefix included). A browser sends every cookie whose domain and
+/// path match, so a second copy is one that another host under a shared parent domain, or a
+/// longer path, planted beside the gateway's (cookie tossing): the gateway cannot tell which
+/// is its own, and such a request carries no credentials at all.
+pub fn cookies_ambiguous(headers: &HeaderMap) -> bool {
+    let mut seen = [false; GATEWAY_COOKIES.len()];
+    for (name, _) in cookie_pairs(headers) {
+        if let Some(i) = gateway_cookie(name) {
+            if seen[i] {
+                return true;
+            }
+            seen[i] = true;
+        }
+    }
+    false
+}
+
+/// The value of cookie `name` (exactly so spelled) when the request carries it once: `None`
+/// when it is absent, empty, sent twice (twins in another letter case or prefix count), or —
+/// for one of the gateway's own cookies — when any gateway cookie is sent twice
+/// ([`cookies_ambiguous`]). The one cookie parser of the gateway.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    if gateway_cookie(name).is_some() && cookies_ambiguous(headers) {
+        return None;
+    }
+    let mut found = None;
+    for (n, value) in cookie_pairs(headers) {
+        if same_cookie_name(n, name) {
+            if found.is_some() {
+                return None;
+            }
+            found = Some((n, value));
+        }
+    }
+    found
+        .filter(|(n, _)| *n == name)
+        .map(|(_, value)| value)
         .filter(|v| !v.is_empty())
 }
 
 /// The access token of a proxied request: `Authorization: Bearer …`, else the session
 /// cookie `cookie_name`. A request with an `Authorization` header of another scheme has no
-/// token (the cookie is not consulted).
+/// token (the cookie is not consulted); a request with an ambiguous gateway cookie
+/// ([`cookies_ambiguous`]) has none either, Bearer or not.
 pub fn proxied_token<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
+    if cookies_ambiguous(headers) {
+        return None;
+    }
     if headers.contains_key(http::header::AUTHORIZATION) {
         return bearer(headers);
     }

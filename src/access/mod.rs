@@ -1,8 +1,9 @@
 //! Who may pass: one home for access control, used by both ways in — the proxy
 //! (`gateway/`) and the account API (`api/`, forward-auth included).
 //!
-//! - [`credentials`]: where a token comes from (Bearer, cookie; the CSRF rule), the account
-//!   API's uncached check, the 401 both ways in answer;
+//! - [`credentials`]: where a token comes from (Bearer, cookie; the CSRF rule; one value per
+//!   cookie name or none), the account API's uncached check, the 401 both ways in answer;
+//! - [`cookies`]: the gateway's cookie names and scopes, and clearing planted copies;
 //! - [`gatekeeper`]: the cached per-request check of proxied traffic and its caches;
 //! - [`policy`]: route policies, roles and the verified-email rule → a [`policy::Verdict`];
 //! - [`identity`]: the identity header names, pre-normalised for the hot path;
@@ -13,6 +14,7 @@
 //! Invariants: no Pingora type and no `App` here; the cached check allocates nothing on a
 //! hit (`Principal` is two `Arc`s).
 
+pub mod cookies;
 pub mod credentials;
 pub mod gatekeeper;
 pub mod identity;
@@ -26,6 +28,7 @@ use uuid::Uuid;
 use crate::auth::jwt::KeyRing;
 use crate::session::{SessionError, SessionId, SessionStore};
 use crate::store::UserStore;
+use cookies::CookieRules;
 use gatekeeper::{Denial, Gatekeeper, Principal};
 use identity::IdentityHeaderNames;
 
@@ -37,18 +40,17 @@ pub struct Access {
     users: Arc<dyn UserStore>,
     /// The identity header names (set on forwarded requests, stripped from clients').
     pub identity_headers: IdentityHeaderNames,
-    cookie_name: &'static str,
+    cookies: CookieRules,
 }
 
 impl Access {
-    /// Binds the checks to `keys` and the stores; `cookie_name` is the browser's access
-    /// cookie (see `App::cookie_name`).
+    /// Binds the checks to `keys` and the stores; `cookies` names the browser's cookies.
     pub fn new(
         keys: Arc<KeyRing>,
         sessions: Arc<dyn SessionStore>,
         users: Arc<dyn UserStore>,
         identity_headers: IdentityHeaderNames,
-        cookie_name: &'static str,
+        cookies: CookieRules,
     ) -> Self {
         Self {
             gatekeeper: Arc::new(Gatekeeper::new()),
@@ -56,7 +58,7 @@ impl Access {
             sessions,
             users,
             identity_headers,
-            cookie_name,
+            cookies,
         }
     }
 
@@ -68,18 +70,34 @@ impl Access {
             .spawn_change_follower(self.users.clone(), self.sessions.clone());
     }
 
-    /// The name of the browser's access cookie.
-    pub fn cookie_name(&self) -> &'static str {
-        self.cookie_name
+    /// The names and scopes of the browser's cookies.
+    pub fn cookies(&self) -> &CookieRules {
+        &self.cookies
     }
 
     /// The proxy's check of a request: its Bearer token, else its session cookie, through
     /// the caches.
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Denial> {
-        match credentials::proxied_token(headers, self.cookie_name) {
+        match credentials::proxied_token(headers, self.cookies.access) {
             Some(token) => self.check(token).await,
             None => Err(Denial::NoCredentials),
         }
+    }
+
+    /// When the request carries one of the gateway's cookie names twice
+    /// ([`credentials::cookies_ambiguous`]: it has no credentials), the `Set-Cookie` values
+    /// that clear every copy a browser can hold for `request_path`; `None` otherwise. The
+    /// proxy, forward-auth and the portal all ask here.
+    pub fn clear_ambiguous_cookies(
+        &self,
+        headers: &HeaderMap,
+        request_path: Option<&str>,
+    ) -> Option<Vec<String>> {
+        if !credentials::cookies_ambiguous(headers) {
+            return None;
+        }
+        tracing::info!(target: crate::telemetry::SECURITY, event = "ambiguous_cookies_refused");
+        Some(self.cookies.clearing(headers, request_path))
     }
 
     /// The cached check of one access token.

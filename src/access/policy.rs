@@ -85,6 +85,10 @@ pub async fn authorize(
         }
         Policy::Authenticated | Policy::TwoFactor => {}
     }
+    if let Some(cookies) = access.clear_ambiguous_cookies(headers, path_and_query) {
+        let anonymous = unauthenticated(browser, Denial::NoCredentials, headers, path_and_query);
+        return with_cookies(anonymous, cookies);
+    }
     let (principal, cookies) = match access.authenticate(headers).await {
         Ok(principal) => (principal, Vec::new()),
         Err(denial) => match renew(access, headers, denial, browser).await {

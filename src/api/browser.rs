@@ -2,7 +2,8 @@
 //! access cookie from the refresh cookie.
 //!
 //! The refresh cookie is HttpOnly, `SameSite=Lax`, `Secure` over HTTPS, and lives as long
-//! as the session may. Its path is `/` because the gateway renews on any protected route
+//! as the session may (names and scopes: `access::cookies`). Its path is `/` because the
+//! gateway renews on any protected route
 //! (the next request after the access cookie expired carries it); the gateway removes it,
 //! like the access cookie, from every request it forwards, so no upstream ever sees it.
 //! Renewal is the API's own refresh (rotation and reuse detection), called in-process.
@@ -20,62 +21,22 @@ use crate::api::ApiRequest;
 use crate::app::App;
 use crate::reply::Reply;
 
-/// The refresh cookie's name over plain HTTP.
-pub const REFRESH_COOKIE: &str = "portcullis_refresh";
-/// The refresh cookie's name over HTTPS (`__Secure-`: browsers accept it only with `Secure`).
-pub const SECURE_REFRESH_COOKIE: &str = "__Secure-portcullis_refresh";
-/// The CSRF cookie's name over plain HTTP.
-pub const CSRF_COOKIE: &str = "portcullis_csrf";
-/// The CSRF cookie's name over HTTPS (`__Host-`: `Secure`, `Path=/`, no `Domain`).
-pub const HOST_CSRF_COOKIE: &str = "__Host-portcullis_csrf";
-
-fn refresh_cookie_name(app: &App) -> &'static str {
-    if app.serves_tls() {
-        SECURE_REFRESH_COOKIE
-    } else {
-        REFRESH_COOKIE
-    }
-}
-
 /// The name of the CSRF cookie on this gateway.
 pub fn csrf_cookie_name(app: &App) -> &'static str {
-    if app.serves_tls() {
-        HOST_CSRF_COOKIE
-    } else {
-        CSRF_COOKIE
-    }
-}
-
-/// `; Secure` and `; Domain=…` as the gateway's address and `sessions.cookie_domain` want.
-fn scope(app: &App, shared: bool) -> String {
-    let mut out = String::new();
-    let domain = app.config.sessions.cookie_domain.trim_start_matches('.');
-    if shared && !domain.is_empty() {
-        out.push_str("; Domain=");
-        out.push_str(domain);
-    }
-    if app.serves_tls() {
-        out.push_str("; Secure");
-    }
-    out
+    app.access.cookies().csrf
 }
 
 /// The `Set-Cookie` value of the refresh cookie (`""` with `max_age` 0 clears it).
 pub fn refresh_cookie(app: &App, token: &str, max_age: u64) -> String {
-    format!(
-        "{}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
-        refresh_cookie_name(app),
-        scope(app, true)
-    )
+    let rules = app.access.cookies();
+    rules.set_cookie(rules.refresh, token, Some(max_age), true)
 }
 
-/// The `Set-Cookie` value of the CSRF cookie: lives as long as the browser does.
+/// The `Set-Cookie` value of the CSRF cookie: lives as long as the browser does, on the
+/// portal's own host only.
 pub fn csrf_cookie(app: &App, value: &str) -> String {
-    format!(
-        "{}={value}; Path=/; HttpOnly; SameSite=Lax{}",
-        csrf_cookie_name(app),
-        scope(app, false)
-    )
+    let rules = app.access.cookies();
+    rules.set_cookie(rules.csrf, value, None, false)
 }
 
 /// The `Set-Cookie` values that end the browser's sign-in: access and refresh cookies.
@@ -88,7 +49,7 @@ pub fn clearing_cookies(app: &App) -> Vec<String> {
 
 /// The refresh token the browser holds, if any.
 pub fn refresh_token(app: &App, headers: &HeaderMap) -> Option<String> {
-    cookie(headers, refresh_cookie_name(app)).map(str::to_owned)
+    cookie(headers, app.access.cookies().refresh).map(str::to_owned)
 }
 
 /// The cookies for a fresh pair of tokens from a login or refresh answer (`data.tokens`),

@@ -39,26 +39,17 @@ pub fn amr_of(session: &Session) -> &'static [&'static str] {
 
 /// The `Set-Cookie` value carrying an access token to browsers (or clearing it with `""`).
 ///
-/// HttpOnly so scripts cannot read it, SameSite=Lax against cross-site requests, and
-/// `Secure` with the `__Host-` prefix when the gateway is served over HTTPS, and
-/// `sessions.cookie_domain` as its `Domain` when set (then without the prefix).
+/// HttpOnly so scripts cannot read it, SameSite=Lax against cross-site requests, `Secure`
+/// and `__Host-` prefixed when the gateway is served over HTTPS, and
+/// `sessions.cookie_domain` as its `Domain` when set (then `__Secure-`): `access::cookies`.
 pub fn session_cookie(app: &App, access_token: &str) -> String {
     let max_age = if access_token.is_empty() {
         0
     } else {
         app.config.tokens.access_ttl.get().as_secs()
     };
-    let secure = if app.serves_tls() { "; Secure" } else { "" };
-    let domain = app.config.sessions.cookie_domain.trim_start_matches('.');
-    let domain = if domain.is_empty() {
-        String::new()
-    } else {
-        format!("; Domain={domain}")
-    };
-    format!(
-        "{}={access_token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{domain}{secure}",
-        app.cookie_name()
-    )
+    let rules = app.access.cookies();
+    rules.set_cookie(rules.access, access_token, Some(max_age), true)
 }
 
 /// The success answer carrying tokens, with the browser cookie set.

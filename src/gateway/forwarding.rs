@@ -13,6 +13,7 @@
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::access::credentials::{GATEWAY_COOKIES, same_cookie_name};
 use crate::access::identity::eq_normalized;
 use crate::config::normalize_header_name as normalize;
 
@@ -51,30 +52,14 @@ impl ProxyHeaders {
     }
 }
 
-/// The cookie names that carry the gateway's credentials (access, refresh and the portal's
-/// CSRF cookie); `__Host-` and `__Secure-` prefixed and any letter case count as the same
-/// name (a client may send any of them, whatever `public_url` says).
-pub const CREDENTIAL_COOKIES: &[&str] = &[
-    "portcullis",
-    crate::api::browser::REFRESH_COOKIE,
-    crate::api::browser::CSRF_COOKIE,
-];
-
 /// Whether a cookie pair (`name=value`, as the client wrote it) must stay at the gateway:
-/// its name is the gateway's (in any spelling), or it carries a Portcullis token anywhere.
+/// its name is one of the gateway's ([`GATEWAY_COOKIES`]: access, refresh, CSRF) in any
+/// spelling (letter case, `__Host-` / `__Secure-`), or it carries a Portcullis token anywhere.
 fn is_credential_pair(pair: &str, carries_token: &impl Fn(&str) -> bool) -> bool {
     let name = pair.split_once('=').map_or(pair, |(name, _)| name).trim();
-    let bare = ["__host-", "__secure-"]
+    GATEWAY_COOKIES
         .iter()
-        .find_map(|prefix| {
-            name.get(..prefix.len())
-                .filter(|p| p.eq_ignore_ascii_case(prefix))
-                .map(|_| &name[prefix.len()..])
-        })
-        .unwrap_or(name);
-    CREDENTIAL_COOKIES
-        .iter()
-        .any(|credential| bare.eq_ignore_ascii_case(credential))
+        .any(|credential| same_cookie_name(credential, name))
         || carries_token(pair)
 }
 

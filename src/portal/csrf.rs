@@ -6,6 +6,9 @@
 //!   site can neither read the cookie nor compute the HMAC for a cookie it planted;
 //! - the browser's own account of where the form came from: `Sec-Fetch-Site` must be
 //!   `same-origin` (or `none`, typed by the user) and `Origin`, when sent, must be this site.
+//!
+//! The cookie is renewed at sign-in and sign-out (`Visit::rotate_csrf`), so a token learnt,
+//! or a cookie planted, before either is refused after.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -61,9 +64,10 @@ impl CsrfKey {
 
 /// Whether the browser says the request comes from one of this site's pages.
 ///
-/// `own_origins` are the origins the portal is reached at (`https://auth.example.com`).
-/// Browsers that send neither header (old ones, and non-browser clients) are left to the
-/// token alone.
+/// `own_origins` are the portal's own origins (`https://auth.example.com`): `public_url`'s
+/// and the allowed return hosts', compared as RFC 6454 serialises them; never one built from
+/// the request's `Host`, which the client writes. Browsers that send neither header (old
+/// ones, and non-browser clients) are left to the token alone.
 pub fn same_origin(headers: &HeaderMap, own_origins: &[String]) -> bool {
     if let Some(site) = headers.get("sec-fetch-site") {
         let site = site.as_bytes();

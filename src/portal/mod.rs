@@ -193,7 +193,12 @@ impl<'a> Visit<'a> {
                 .get(http::header::ACCEPT_LANGUAGE)
                 .and_then(|v| v.to_str().ok()),
         );
-        let mut cookies = Vec::new();
+        // Copies of our cookies planted beside ours: none is read (`credentials::cookie`),
+        // and every one is cleared before any cookie is set anew.
+        let mut cookies = app
+            .access
+            .clear_ambiguous_cookies(headers, Some(&request.path))
+            .unwrap_or_default();
         let language_chosen = explicit.is_some_and(|code| code.eq_ignore_ascii_case(&lang.code));
         if language_chosen {
             let secure = if app.serves_tls() { "; Secure" } else { "" };
@@ -450,30 +455,9 @@ impl<'a> Visit<'a> {
         )
     }
 
-    /// The origins this portal is reached at: `server.public_url`'s, and the request's own
-    /// Host with the public URL's scheme (a gateway reached by several names).
-    fn own_origins(&self) -> Vec<String> {
-        let mut origins = vec![self.portal.public_origin.clone()];
-        if let Some(host) = self
-            .request
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-        {
-            let scheme = if self.app.serves_tls() {
-                "https"
-            } else {
-                "http"
-            };
-            origins.push(format!("{scheme}://{}", host.to_ascii_lowercase()));
-        }
-        origins
-    }
-
     /// Reads a posted form after the CSRF checks; the refusal is a page (403, 415).
     fn read_form(&mut self) -> Result<Form, Page> {
-        let origins = self.own_origins();
-        if !csrf::same_origin(&self.request.headers, &origins) {
+        if !csrf::same_origin(&self.request.headers, &self.portal.own_origins) {
             tracing::warn!(target: crate::telemetry::SECURITY, event = "portal_cross_site_post_refused", path = %self.request.path, client_ip = %self.request.client_ip);
             return Err(self.csrf_refusal());
         }
@@ -510,6 +494,29 @@ impl<'a> Visit<'a> {
             return Err(self.csrf_refusal());
         }
         Ok(form)
+    }
+
+    /// A fresh CSRF cookie and token, at sign-in and sign-out: a token learnt before (or
+    /// a cookie planted before) is worth nothing after.
+    fn rotate_csrf(&mut self) {
+        let value = self.portal.csrf.new_cookie_value();
+        self.cookies.push(browser::csrf_cookie(self.app, &value));
+        self.csrf_token = self.portal.csrf.token_for(&value);
+    }
+
+    /// Clears the cookies under other spellings of the gateway's names (another letter
+    /// case, a prefix an earlier version used) that would otherwise sit beside the ones a
+    /// sign-in sets and make the next request ambiguous.
+    fn clear_stray_cookies(&mut self) {
+        let rules = self.app.access.cookies();
+        let strays = rules.clearing_strays(&self.request.headers, Some(&self.request.path));
+        self.cookies.extend(strays);
+    }
+
+    /// Ends this browser's sign-in: clears the access and refresh cookies, rotates CSRF.
+    fn end_sign_in(&mut self) {
+        self.cookies.extend(browser::clearing_cookies(self.app));
+        self.rotate_csrf();
     }
 
     fn csrf_refusal(&mut self) -> Page {
@@ -686,16 +693,17 @@ mod tests {
     fn return_to_stays_on_site_or_on_allowed_hosts() {
         let p = portal(
             "[server]\npublic_url = \"https://auth.example.com\"\n\
-             [portal]\nallowed_return_hosts = [\"app.example.com\"]\n",
+             [portal]\nallowed_return_hosts = [\"app.example.com\", \"api.example.com:8443\"]\n",
         );
         let ok = [
             ("/app", "/app"),
             ("/app/page?x=1#top", "/app/page?x=1#top"),
             ("https://app.example.com/x", "https://app.example.com/x"),
             ("https://APP.example.com/x", "https://app.example.com/x"),
+            ("https://app.example.com:443/x", "https://app.example.com/x"),
             (
-                "http://app.example.com:8443/",
-                "http://app.example.com:8443/",
+                "https://api.example.com:8443/x",
+                "https://api.example.com:8443/x",
             ),
             (
                 "https://auth.example.com/auth/account",
@@ -721,6 +729,13 @@ mod tests {
             "javascript:alert(1)",
             "data:text/html,x",
             "ftp://app.example.com/",
+            "http://app.example.com/",
+            "http://auth.example.com/",
+            "https://app.example.com:8443/",
+            "https://auth.example.com:8443/",
+            "https://api.example.com/",
+            "https://api.example.com:443/",
+            "http://api.example.com:8443/",
             "/x\r\nSet-Cookie: a=b",
             "/a b",
             "app.example.com/x",

@@ -181,7 +181,9 @@ async fn login_page(v: &mut Visit<'_>) -> Page {
 fn signed_in(v: &mut Visit<'_>, response: &Reply, return_to: Option<String>) -> Page {
     match browser::cookies_for_tokens(v.app, response) {
         Some((_, cookies)) => {
+            v.clear_stray_cookies();
             v.cookies.extend(cookies);
+            v.rotate_csrf();
             let target = return_to.unwrap_or_else(|| v.path("/account"));
             v.redirect(&target)
         }
@@ -489,7 +491,7 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
         .await;
     match (response.status, response.body_json()["code"].as_str()) {
         (StatusCode::OK, _) => {
-            v.cookies.extend(browser::clearing_cookies(v.app));
+            v.end_sign_in();
             let login = v.path("/login");
             v.message(
                 StatusCode::OK,
@@ -516,7 +518,7 @@ async fn logout(v: &mut Visit<'_>) -> Page {
             return v.failure(&response);
         }
     }
-    v.cookies.extend(browser::clearing_cookies(v.app));
+    v.end_sign_in();
     let login = v.path("/login");
     v.message(
         StatusCode::OK,
@@ -550,7 +552,7 @@ async fn account_page(
         .api(Method::GET, "/api/auth/profile", Some(token), None, false)
         .await;
     if profile.status == StatusCode::UNAUTHORIZED || profile.status == StatusCode::FORBIDDEN {
-        v.cookies.extend(browser::clearing_cookies(v.app));
+        v.end_sign_in();
         return to_sign_in(v);
     }
     if profile.status != StatusCode::OK {
@@ -605,7 +607,7 @@ async fn account_outcome(
         return v.redirect(&target);
     }
     if response.status == StatusCode::UNAUTHORIZED {
-        v.cookies.extend(browser::clearing_cookies(v.app));
+        v.end_sign_in();
         return to_sign_in(v);
     }
     let feedback = v.feedback(&response, field_id);
@@ -682,7 +684,7 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
             if r.status != StatusCode::OK {
                 return v.failure(&r);
             }
-            v.cookies.extend(browser::clearing_cookies(v.app));
+            v.end_sign_in();
             let login = v.path("/login");
             v.message(
                 StatusCode::OK,
@@ -814,7 +816,7 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
                 })
                 .await;
             }
-            v.cookies.extend(browser::clearing_cookies(v.app));
+            v.end_sign_in();
             v.message(
                 StatusCode::OK,
                 "deactivated_title",

@@ -104,6 +104,30 @@ const PAGES: &[&str] = &[
 /// How long the second sign-in step may follow the first.
 pub(super) const LOGIN_TICKET_TTL_SECS: i64 = 300;
 
+/// `public`'s scheme, and the hosts `return_to` may name with their one port: `public`'s
+/// own, then each entry of `portal.allowed_return_hosts` (validated at load).
+fn return_hosts(public: &url::Url, allowed: &[String]) -> (String, Vec<(String, u16)>) {
+    let scheme = public.scheme().to_owned();
+    // `server.public_url` is http or https (checked at load).
+    let scheme_port = if scheme == "https" { 443 } else { 80 };
+    let mut hosts = vec![(
+        public.host_str().unwrap_or("").to_ascii_lowercase(),
+        public.port_or_known_default().unwrap_or(scheme_port),
+    )];
+    for (host, port) in allowed.iter().filter_map(|e| crate::config::return_host(e)) {
+        hosts.push((host.to_owned(), port.unwrap_or(scheme_port)));
+    }
+    (scheme, hosts)
+}
+
+/// `scheme://host[:port]`, the port left out when it is the scheme's default (RFC 6454 §6.2).
+fn origin(scheme: &str, host: &str, port: u16) -> String {
+    match (scheme, port) {
+        ("http", 80) | ("https", 443) => format!("{scheme}://{host}"),
+        _ => format!("{scheme}://{host}:{port}"),
+    }
+}
+
 /// Any serializable value as a template value.
 pub(super) fn to_value<T: serde::Serialize>(value: T) -> Value {
     Value::from(minijinja::value::Serde(value))
@@ -128,9 +152,15 @@ pub struct Portal {
     pub(super) tickets: SecretBox,
     pub(super) stylesheet: Bytes,
     pub(super) csp: String,
-    pub(super) public_origin: String,
-    pub(super) public_host: String,
-    pub(super) allowed_return_hosts: Vec<String>,
+    /// The origins that are the portal's own (RFC 6454): `server.public_url`'s, then each
+    /// of `portal.allowed_return_hosts` with the public URL's scheme. Never the request's
+    /// `Host`, which the client writes.
+    pub(super) own_origins: Vec<String>,
+    /// `server.public_url`'s scheme: the only one `return_to` may name.
+    scheme: String,
+    /// The hosts `return_to` may name, each with the one port it may have (the default
+    /// port of `scheme` when the entry names none): the public URL's first.
+    return_hosts: Vec<(String, u16)>,
     pub(super) title: String,
     pub(super) logo_url: String,
     /// `server.public_url` can be a WebAuthn relying party: the passkey controls show.
@@ -181,8 +211,11 @@ impl Portal {
             .map_err(|e| format!("portal template portal.css: {e}"))?;
         let public = url::Url::parse(&config.server.public_url)
             .map_err(|e| format!("server.public_url: {e}"))?;
-        let public_origin = public.origin().ascii_serialization();
-        let public_host = public.host_str().unwrap_or("").to_ascii_lowercase();
+        let (scheme, return_hosts) = return_hosts(&public, &p.allowed_return_hosts);
+        let own_origins: Vec<String> = return_hosts
+            .iter()
+            .map(|(host, port)| origin(&scheme, host, *port))
+            .collect();
 
         let mut img_src = String::from("'self' data:");
         if let Ok(logo) = url::Url::parse(&p.logo_url) {
@@ -191,8 +224,9 @@ impl Portal {
         }
         // Chrome applies form-action to the redirect after a post: list the return hosts.
         let mut form_action = String::from("'self'");
-        for host in &p.allowed_return_hosts {
-            form_action.push_str(&format!(" https://{host} http://{host}"));
+        for own in own_origins.iter().skip(1) {
+            form_action.push(' ');
+            form_action.push_str(own);
         }
         let passkeys_enabled = crate::passkeys::relying_party_of(&config.server.public_url).is_ok();
         // The passkey script is a file of ours (no inline script); it fetches the
@@ -215,9 +249,9 @@ impl Portal {
             tickets: SecretBox::from_key(&derive_key(master, "portcullis/portal-login-ticket/v1")),
             stylesheet: Bytes::from(stylesheet),
             csp,
-            public_origin,
-            public_host,
-            allowed_return_hosts: p.allowed_return_hosts.clone(),
+            own_origins,
+            scheme,
+            return_hosts,
             title: p.title.clone(),
             logo_url: p.logo_url.clone(),
             passkeys_enabled,
@@ -314,9 +348,12 @@ impl Portal {
         self.enabled.then(|| format!("{}/login", self.prefix))
     }
 
-    /// The `return_to` a browser may be sent on to: a path on this site, or an http(s) URL
-    /// on this host or one of `portal.allowed_return_hosts`. Anything else (`//host`,
-    /// `/\host`, other schemes, userinfo, control characters) is refused.
+    /// The `return_to` a browser may be sent on to: a path on this site, or an URL with
+    /// `server.public_url`'s scheme on its host and port, or on a host of
+    /// `portal.allowed_return_hosts` and the port the entry names (the scheme's default
+    /// when none; an explicit `:443` is the same as none). Anything else (`//host`,
+    /// `/\host`, another scheme or port, userinfo, non-ASCII or control characters) is
+    /// refused. The URL comes back as the WHATWG URL parser serialises it.
     pub fn safe_return_to(&self, raw: &str) -> Option<String> {
         let raw = raw.trim();
         // Visible ASCII only: it goes into a Location header as it is (browsers send
@@ -332,15 +369,15 @@ impl Portal {
             return (!raw.starts_with("//")).then(|| raw.to_owned());
         }
         let url = url::Url::parse(raw).ok()?;
-        if !matches!(url.scheme(), "http" | "https")
-            || !url.username().is_empty()
-            || url.password().is_some()
-        {
+        if url.scheme() != self.scheme || !url.username().is_empty() || url.password().is_some() {
             return None;
         }
         let host = url.host_str()?.to_ascii_lowercase();
-        let allowed = host == self.public_host || self.allowed_return_hosts.contains(&host);
-        allowed.then(|| url.to_string())
+        let port = url.port_or_known_default()?;
+        self.return_hosts
+            .iter()
+            .any(|(h, p)| *h == host && *p == port)
+            .then(|| url.to_string())
     }
 
     pub(super) fn seal_ticket(

@@ -612,12 +612,14 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), "/app");
-    // A tampered ticket is refused without a word about the account.
+    // A tampered ticket is refused without a word about the account (with the token the
+    // sign-in gave this browser: the one before it is refused).
+    let fresh = second.get("/auth/logout").await;
     let forged = second
         .post(
             "/auth/login",
             &[
-                ("csrf_token", &step.csrf()),
+                ("csrf_token", &fresh.csrf()),
                 ("login_ticket", "AAAA"),
                 ("two_factor_code", "123456"),
             ],
@@ -768,11 +770,13 @@ async fn a_forgotten_password_is_reset_from_the_mailed_link() {
         )
         .await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    // The reset signed this browser out: its CSRF token changed with it.
+    let fresh = browser.get("/auth/forgot-password").await;
     let again = browser
         .post(
             "/auth/reset-password",
             &[
-                ("csrf_token", &form.csrf()),
+                ("csrf_token", &fresh.csrf()),
                 ("token", &token),
                 ("password", new_password),
             ],
@@ -961,7 +965,7 @@ async fn sign_in_by_hand(app: &TestApp, email: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_prefix() {
+async fn over_https_every_cookie_is_host_prefixed_and_a_shared_domain_makes_them_secure_prefixed() {
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
         c.server.public_url = "https://auth.example.test".into();
@@ -977,7 +981,7 @@ async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_pr
     for prefix in [
         "__Host-portcullis_csrf=",
         "__Host-portcullis=",
-        "__Secure-portcullis_refresh=",
+        "__Host-portcullis_refresh=",
     ] {
         let cookie = cookies
             .iter()
@@ -996,7 +1000,7 @@ async fn over_https_every_cookie_is_secure_and_a_shared_domain_drops_the_host_pr
     .await;
     shared.verified_user("shared@example.com").await;
     let cookies = sign_in_by_hand(&shared, "shared@example.com").await;
-    for prefix in ["portcullis=", "__Secure-portcullis_refresh="] {
+    for prefix in ["__Secure-portcullis=", "__Secure-portcullis_refresh="] {
         let cookie = cookies
             .iter()
             .find(|c| c.starts_with(prefix))
@@ -1182,12 +1186,14 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
             signed_in.body
         );
         assert_eq!(signed_in.location(), "/app/y");
-        // The same answer again is refused on the sign-in page.
+        // The same answer again is refused on the sign-in page (with the CSRF token the
+        // sign-in gave this browser).
+        let fresh = third.get("/auth/logout").await;
         let again = third
             .post(
                 "/auth/login/passkey",
                 &[
-                    ("csrf_token", &login.csrf()),
+                    ("csrf_token", &fresh.csrf()),
                     (
                         "ceremony_id",
                         options.body["data"]["ceremony_id"].as_str().unwrap(),

@@ -62,19 +62,32 @@ impl ChromeDriver {
 
     /// A new headless browser with a fresh profile.
     pub async fn session(&self, language: &str) -> Browser {
+        self.session_with(language, &[]).await
+    }
+
+    /// A new headless browser with a fresh profile and more command-line switches (such as
+    /// `--host-resolver-rules=MAP victim.test 127.0.0.1`).
+    pub async fn session_with(&self, language: &str, extra_args: &[String]) -> Browser {
         let profile = self.profile.path().join(format!("p{}", super::free_port()));
+        let mut args = vec![
+            json!("--headless"),
+            json!("--no-sandbox"),
+            json!("--disable-gpu"),
+            json!("--disable-background-networking"),
+            json!("--disable-component-update"),
+            json!("--disable-sync"),
+            json!("--no-first-run"),
+            json!("--disable-dev-shm-usage"),
+            json!("--window-size=1100,1400"),
+            json!(format!("--lang={language}")),
+            json!(format!("--user-data-dir={}", profile.display())),
+        ];
+        args.extend(extra_args.iter().map(|a| json!(a)));
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                    "--window-size=1100,1400",
-                    format!("--lang={language}"),
-                    format!("--user-data-dir={}", profile.display()),
-                ],
+                "args": args,
                 "prefs": {"intl.accept_languages": language},
             },
         }}});
@@ -328,6 +341,27 @@ impl Browser {
             credential,
         )
         .await;
+    }
+
+    /// Every cookie the browser holds, for every site (Chrome DevTools Protocol
+    /// `Network.getAllCookies`, through chromedriver): objects with `name`, `value`,
+    /// `domain`, `path`.
+    pub async fn all_cookies(&self) -> Vec<Value> {
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": "Network.getAllCookies", "params": {}}),
+        )
+        .await["cookies"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Deletes the current page's cookie `name` (W3C WebDriver "Delete Cookie").
+    pub async fn delete_cookie(&self, name: &str) {
+        self.command("DELETE", &format!("/cookie/{name}"), Value::Null)
+            .await;
     }
 
     /// A PNG of the viewport.
