@@ -147,7 +147,10 @@ mod tests {
         for path in ["/api/auth/verify", "/api/auth/verify/"] {
             let mut r = request(Method::OPTIONS, "https://app.example.com");
             r.path = path.into();
-            assert!(preflight(&config, &r).is_none(), "{path} is decided like GET");
+            assert!(
+                preflight(&config, &r).is_none(),
+                "{path} is decided like GET"
+            );
         }
     }
 

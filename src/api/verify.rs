@@ -214,7 +214,10 @@ mod tests {
         // Keys and values are percent-decoded, then compared.
         assert!(parsed("%74wo_factor=true").two_factor);
         assert!(parsed("two_factor=%74rue").two_factor);
-        assert!(parsed("&two_factor=true&").two_factor, "empty pairs are no pairs");
+        assert!(
+            parsed("&two_factor=true&").two_factor,
+            "empty pairs are no pairs"
+        );
     }
 
     #[test]

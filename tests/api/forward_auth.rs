@@ -120,14 +120,26 @@ async fn every_method_is_decided_like_get() {
         for method in METHODS {
             for query in ["", "roles=admin", "two_factor=true"] {
                 let r = verify(&app, method, query, None).await;
-                assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{backend:?} {method} ?{query}");
+                assert_eq!(
+                    r.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{backend:?} {method} ?{query}"
+                );
             }
             let r = verify(&app, method, "", Some(&t.access)).await;
             assert_eq!(r.status, StatusCode::OK, "{backend:?} {method}");
             assert_eq!(r.headers["x-user-email"], "methods@example.com");
-            for query in ["roles=admin", "two_factor=true", "roles=admin&two_factor=true"] {
+            for query in [
+                "roles=admin",
+                "two_factor=true",
+                "roles=admin&two_factor=true",
+            ] {
                 let r = verify(&app, method, query, Some(&t.access)).await;
-                assert_eq!(r.status, StatusCode::FORBIDDEN, "{backend:?} {method} ?{query}");
+                assert_eq!(
+                    r.status,
+                    StatusCode::FORBIDDEN,
+                    "{backend:?} {method} ?{query}"
+                );
                 assert!(r.headers.get("x-user-id").is_none());
             }
         }
@@ -141,7 +153,9 @@ async fn every_method_is_decided_like_get() {
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{backend:?}");
-        let r = app.call(Method::TRACE, "/api/auth/verify", Some(&t.access), None).await;
+        let r = app
+            .call(Method::TRACE, "/api/auth/verify", Some(&t.access), None)
+            .await;
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     }
 }
@@ -166,11 +180,16 @@ async fn forward_auth_never_renews_and_the_sign_in_page_does() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{backend:?} {method}");
-            assert!(r.headers().get("set-cookie").is_none(), "{backend:?} {method}");
+            assert!(
+                r.headers().get("set-cookie").is_none(),
+                "{backend:?} {method}"
+            );
         }
         let browser = Browser::new(&app.gw.url());
         let url = app.gw.url().parse().unwrap();
-        browser.jar.add_cookie_str(&format!("{refresh_only}; Path=/"), &url);
+        browser
+            .jar
+            .add_cookie_str(&format!("{refresh_only}; Path=/"), &url);
         let page = browser.get("/auth/login?return_to=/app/page").await;
         assert!(page.status.is_redirection(), "{backend:?}: {}", page.body);
         assert_eq!(page.location(), "/app/page");

@@ -54,7 +54,10 @@ fn documented_config(name: &str) -> &'static str {
     let fence = after.find("```").expect("a fenced block after the marker");
     let body = &after[fence..];
     let start = body.find('\n').expect("an info string line") + 1;
-    let end = body[start..].find("\n```").expect("the block's closing fence") + start;
+    let end = body[start..]
+        .find("\n```")
+        .expect("the block's closing fence")
+        + start;
     &body[start..end]
 }
 
@@ -64,7 +67,10 @@ fn substituted(text: &str, replacements: &[(&str, String)]) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     for (placeholder, _) in replacements {
-        assert!(text.contains(placeholder), "the document lacks {placeholder}");
+        assert!(
+            text.contains(placeholder),
+            "the document lacks {placeholder}"
+        );
     }
     'outer: while !rest.is_empty() {
         for (placeholder, value) in replacements {
@@ -162,11 +168,18 @@ fn assert_app_saw_only(echo: &Value, email: &str) {
         "x-forwarded-email",
         "x-auth-request-email",
     ] {
-        assert!(echoed_header(echo, name).is_empty(), "{name} reached the app: {echo}");
+        assert!(
+            echoed_header(echo, name).is_empty(),
+            "{name} reached the app: {echo}"
+        );
     }
     let roles = echoed_header(echo, "x-user-roles");
     assert!(roles.iter().all(|r| r.is_empty()), "{echo}");
-    assert_eq!(echoed_header(echo, "x-forwarded-for"), [BROWSER_ADDRESS], "{echo}");
+    assert_eq!(
+        echoed_header(echo, "x-forwarded-for"),
+        [BROWSER_ADDRESS],
+        "{echo}"
+    );
 }
 
 /// Loads `path` as a browser would, following redirects (at most six); returns the last
@@ -239,10 +252,16 @@ async fn browser_stays_signed_in(proxy: Proxy, backend: Backend) {
         let (page, through_sign_in) = visit(&browser, "/page").await;
         let echo = echo_of(&page);
         assert_app_saw_only(&echo, &email);
-        assert!(cookie_pairs(&echo).contains(&"app_pref=kept".to_owned()), "{echo}");
+        assert!(
+            cookie_pairs(&echo).contains(&"app_pref=kept".to_owned()),
+            "{echo}"
+        );
         renewals += through_sign_in;
     }
-    assert!(renewals >= 3, "{proxy:?}: renewed {renewals} times in 3 expiries");
+    assert!(
+        renewals >= 3,
+        "{proxy:?}: renewed {renewals} times in 3 expiries"
+    );
     assert_eq!(
         s.app.gw.app.metrics.refresh_reuse.get(),
         0,
@@ -306,7 +325,9 @@ const COOKIE_CASES: &[(&[&str], &[&str])] = &[
     (&["a=1;portcullis=x;b=2"], &["a=1", "b=2"]),
     (&["  portcullis =x ;b=2"], &["b=2"]),
     (
-        &["PORTCULLIS=x; __Host-portcullis=y; __Secure-portcullis_refresh=z; portcullis_csrf=w; a=1"],
+        &[
+            "PORTCULLIS=x; __Host-portcullis=y; __Secure-portcullis_refresh=z; portcullis_csrf=w; a=1",
+        ],
         &["a=1"],
     ),
     (&["__HOST-Portcullis_Refresh=1;a=2"], &["a=2"]),
@@ -315,8 +336,14 @@ const COOKIE_CASES: &[(&[&str], &[&str])] = &[
         &["a=1", "b=2", "c=3"],
     ),
     (&["a=1, portcullis=x, b=2"], &["a=1", "b=2"]),
-    (&["myportcullis=1; p=portcullis=2; q=portcullis"], &["myportcullis=1", "p=portcullis=2", "q=portcullis"]),
-    (&["a=1; portcullis=x", "portcullis_refresh=y; b=2"], &["a=1", "b=2"]),
+    (
+        &["myportcullis=1; p=portcullis=2; q=portcullis"],
+        &["myportcullis=1", "p=portcullis=2", "q=portcullis"],
+    ),
+    (
+        &["a=1; portcullis=x", "portcullis_refresh=y; b=2"],
+        &["a=1", "b=2"],
+    ),
     (&["portcullis_lang=en; a=1"], &["a=1"]),
 ];
 
@@ -356,7 +383,10 @@ async fn proxy_takes_out_credentials(proxy: Proxy) {
         expected.sort();
         assert_eq!(cookie_pairs(&echo), expected, "{proxy:?} {lines:?}: {echo}");
         assert!(echoed_header(&echo, "authorization").is_empty(), "{echo}");
-        assert_eq!(echoed_header(&echo, "x-user-email"), ["cookies@example.com"]);
+        assert_eq!(
+            echoed_header(&echo, "x-user-email"),
+            ["cookies@example.com"]
+        );
     }
     // Beyond what a rewrite can follow, nothing of the client's: no credentials reach the
     // app (whether the request is refused or its cookies all go).
@@ -373,7 +403,9 @@ async fn proxy_takes_out_credentials(proxy: Proxy) {
     if r.status() == StatusCode::OK {
         let echo: Value = r.json().await.unwrap();
         assert!(
-            cookie_pairs(&echo).iter().all(|p| !p.contains("portcullis")),
+            cookie_pairs(&echo)
+                .iter()
+                .all(|p| !p.contains("portcullis")),
             "{proxy:?}: {echo}"
         );
     }
@@ -398,7 +430,11 @@ async fn nginx_refuses_a_password_only_session_where_two_factors_are_required() 
     };
     s.app.verified_user("admin@example.com").await;
     let t = s.app.login("admin@example.com").await;
-    for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::DELETE] {
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::POST,
+        reqwest::Method::DELETE,
+    ] {
         let r = s
             .app
             .http
