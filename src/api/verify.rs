@@ -19,6 +19,7 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::{ApiRequest, FieldError, Reply};
+use crate::access::gatekeeper::Principal;
 use crate::access::policy::{self, Renewal, Requirement, Verdict, authorize};
 use crate::app::App;
 use crate::config::Policy;
@@ -163,7 +164,7 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
 }
 
 /// The 200 with the identity headers (names from `[identity_headers]`).
-fn identity_reply(app: &App, principal: &crate::access::gatekeeper::Principal) -> Reply {
+fn identity_reply(app: &App, principal: &Principal) -> Reply {
     let names = &app.access.identity_headers;
     let mut response = Reply::ok(StatusCode::OK, "Authenticated", None)
         .with_header(names.user_id.clone(), principal.user_id_text())
