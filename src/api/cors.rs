@@ -23,8 +23,10 @@ fn allowed_origin<'a>(config: &CorsConfig, request: &'a ApiRequest) -> Option<&'
 }
 
 /// Answers a CORS preflight (`OPTIONS` with an `Origin`), or `None` for other requests.
+/// Forward-auth has none: it answers proxies, and its `OPTIONS` is decided like `GET`
+/// (a 204 there would be an answer without credentials).
 pub fn preflight(config: &CorsConfig, request: &ApiRequest) -> Option<Reply> {
-    if request.method != Method::OPTIONS {
+    if request.method != Method::OPTIONS || super::is_forward_auth(&request.path) {
         return None;
     }
     let mut response = Reply::empty(StatusCode::NO_CONTENT)
@@ -142,6 +144,14 @@ mod tests {
         let no = preflight(&config, &request(Method::OPTIONS, "https://evil.example")).unwrap();
         assert_eq!(header(&no, &ACCESS_CONTROL_ALLOW_ORIGIN), None);
         assert!(preflight(&config, &request(Method::GET, "https://app.example.com")).is_none());
+        for path in ["/api/auth/verify", "/api/auth/verify/"] {
+            let mut r = request(Method::OPTIONS, "https://app.example.com");
+            r.path = path.into();
+            assert!(
+                preflight(&config, &r).is_none(),
+                "{path} is decided like GET"
+            );
+        }
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> Reply {
         .unwrap_or_else(|refusal| refusal)
 }
 
+/// Whether `path` is forward-auth's (`/api/auth/verify`, with or without a trailing `/`),
+/// which answers every method alike and is no CORS resource.
+pub(crate) fn is_forward_auth(path: &str) -> bool {
+    path.trim_end_matches('/') == "/api/auth/verify"
+}
+
 /// Applies the per-IP limits of DESIGN section 5: `global` for all of `/api/auth/*` (except
 /// forward-auth, which answers for other servers' page loads), then the endpoint's own.
 /// Returns the `RateLimit-*` headers of the tightest limit, or the 429 to send.
@@ -106,7 +112,7 @@ async fn rate_limit(
 ) -> Result<Vec<(http::HeaderName, String)>, Reply> {
     let limits = &app.config.rate_limits;
     let path = request.path.trim_end_matches('/');
-    if !path.starts_with("/api/auth/") || path == "/api/auth/verify" {
+    if !path.starts_with("/api/auth/") || is_forward_auth(path) {
         return Ok(Vec::new());
     }
     let own = match (&request.method, path) {
@@ -191,9 +197,8 @@ async fn endpoint(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             passkeys::login_options(app, request).await
         }
         "/api/auth/passkeys/login" if is(&Method::POST) => passkeys::login(app, request).await,
-        "/api/auth/verify" if is(&Method::GET) || is(&Method::HEAD) => {
-            Ok(verify::forward_auth(app, request).await)
-        }
+        // Every method is decided like GET: a proxy may ask with the client's own.
+        "/api/auth/verify" => Ok(verify::forward_auth(app, request).await),
         "/api/auth/openapi.json" if is(&Method::GET) || is(&Method::HEAD) => {
             Ok(openapi::response())
         }
@@ -232,7 +237,6 @@ fn allowed_methods(path: &str) -> Option<&'static str> {
         "/api/auth/profile" => "GET, PATCH",
         "/api/auth/sessions" => "GET",
         "/api/auth/passkeys" => "GET",
-        "/api/auth/verify" => "GET, HEAD",
         "/api/auth/openapi.json" => "GET, HEAD",
         "/api/auth/register"
         | "/api/auth/verify-email"

@@ -1,57 +1,152 @@
-//! `GET /api/auth/verify`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and
-//! Caddy `forward_auth`. 200 with the identity headers, or 401/403.
+//! `/api/auth/verify`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and
+//! Caddy `forward_auth`. 200 with the identity headers, or 400/401/403/503.
 //!
 //! Query parameters narrow the check: `two_factor=true` requires a second factor,
 //! `verified=true` a proven email address and `roles=a,b` any of the roles. Without
 //! `verified=true` an unproven address passes, and `X-User-Email-Verified: false` says so.
+//!
+//! It fails closed: the query is parsed into a [`Narrowing`] before anything else, and a
+//! key or value it does not know is a 400 naming the key, never ignored (a misspelt
+//! `two_factor=True` must not let a password-only session through). Every method is
+//! decided like `GET`, `OPTIONS` included (it is no CORS preflight here).
+//!
+//! It never renews: a browser whose access cookie has expired gets a 401, the proxy sends
+//! it to the portal's sign-in page, and that page renews from the refresh cookie (rotation
+//! and reuse detection) and sends it back. A renewal here would rotate the refresh token in
+//! a `Set-Cookie` the proxy does not pass on, and the next request would present the
+//! rotated-out token: reuse, and the session ends (docs/forward-auth.md).
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
-use super::browser::Browser;
-use super::{ApiRequest, Reply};
-use crate::access::policy::{Requirement, Verdict, authorize};
+use super::{ApiRequest, FieldError, Reply};
+use crate::access::gatekeeper::Principal;
+use crate::access::policy::{self, Renewal, Requirement, Verdict, authorize};
 use crate::app::App;
 use crate::config::Policy;
 
-/// Answers a forward-auth subrequest.
-pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
-    let mut policy = Policy::Authenticated;
-    let mut roles = Vec::new();
-    let mut require_verified_email = false;
-    for (key, value) in
-        url::form_urlencoded::parse(request.query.as_deref().unwrap_or("").as_bytes())
-    {
-        match key.as_ref() {
-            "two_factor" if value == "true" || value == "1" => policy = Policy::TwoFactor,
-            "verified" if value == "true" || value == "1" => require_verified_email = true,
-            "roles" => roles.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|r| !r.is_empty())
-                    .map(str::to_owned),
-            ),
-            _ => {}
+/// The query keys forward-auth knows (docs/forward-auth.md), each at most once.
+const KEYS: [&str; 3] = ["two_factor", "verified", "roles"];
+
+/// The most characters of an unknown key a 400 repeats back.
+const MAX_ECHOED_CHARS: usize = 32;
+
+/// What a forward-auth query asks of the caller beyond a live session, parsed at the edge.
+///
+/// The query is `application/x-www-form-urlencoded` (keys and values percent-decoded, then
+/// compared exactly and case-sensitively): `two_factor` and `verified` take `true` or
+/// `false`; `roles` takes a comma-separated list of role names (spaces around a name are
+/// ignored, an empty name is refused). Each key at most once; nothing else.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    /// The login must have passed a second factor.
+    pub two_factor: bool,
+    /// The account's email address must be verified.
+    pub verified: bool,
+    /// Any of these roles; empty for none.
+    pub roles: Vec<String>,
+}
+
+impl Narrowing {
+    /// Parses a query string (without the `?`). The error names the offending key (an
+    /// unknown one cut to [`MAX_ECHOED_CHARS`] characters).
+    pub fn parse(query: &str) -> Result<Self, FieldError> {
+        let mut narrowing = Self::default();
+        let mut seen = [false; KEYS.len()];
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let Some(index) = KEYS.iter().position(|known| *known == key) else {
+                return Err(FieldError::new(
+                    echoed(&key),
+                    "Unknown parameter; forward-auth takes two_factor, verified and roles",
+                ));
+            };
+            let name = KEYS[index];
+            if std::mem::replace(&mut seen[index], true) {
+                return Err(FieldError::new(name, "Given more than once"));
+            }
+            match name {
+                "two_factor" => narrowing.two_factor = flag(name, &value)?,
+                "verified" => narrowing.verified = flag(name, &value)?,
+                _ => narrowing.roles = roles(&value)?,
+            }
         }
+        Ok(narrowing)
     }
-    let mut renewed_cookies = Vec::new();
-    let browser = Browser {
-        app,
-        headers: &request.headers,
-        client_ip: request.client_ip,
+}
+
+/// `true` or `false`, exactly.
+fn flag(name: &str, value: &str) -> Result<bool, FieldError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(FieldError::new(name, "Must be true or false")),
+    }
+}
+
+/// A comma-separated list of non-empty role names.
+fn roles(value: &str) -> Result<Vec<String>, FieldError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .map(|role| {
+            (!role.is_empty())
+                .then(|| role.to_owned())
+                .ok_or_else(|| FieldError::new("roles", "Role names must not be empty"))
+        })
+        .collect()
+}
+
+/// An unknown key as a 400 may repeat it: at most [`MAX_ECHOED_CHARS`] characters.
+fn echoed(key: &str) -> String {
+    let mut chars = key.chars();
+    let mut out: String = chars.by_ref().take(MAX_ECHOED_CHARS).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// The browser side of a forward-auth decision: no redirects (the proxy decides what a
+/// browser sees) and no renewal (the portal renews; see the module docs).
+struct ProxiedBrowser;
+
+impl policy::Browser for ProxiedBrowser {
+    fn login_url(&self) -> Option<String> {
+        None
+    }
+
+    fn account_page(&self) -> Option<String> {
+        None
+    }
+
+    async fn renew(&self) -> Renewal {
+        Renewal::NoCookie
+    }
+}
+
+/// Answers a forward-auth request, whatever its method.
+pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
+    let narrowing = match Narrowing::parse(request.query.as_deref().unwrap_or("")) {
+        Ok(narrowing) => narrowing,
+        Err(error) => {
+            app.metrics
+                .auth_decisions
+                .with_label_values(&["forward_auth", "denied", "bad_query"])
+                .inc();
+            return Reply::validation(&[error]);
+        }
     };
     let need = Requirement {
-        policy,
-        roles: &roles,
-        verified_email: require_verified_email,
+        policy: if narrowing.two_factor {
+            Policy::TwoFactor
+        } else {
+            Policy::Authenticated
+        },
+        roles: &narrowing.roles,
+        verified_email: narrowing.verified,
     };
-    let verdict = authorize(&app.access, need, &request.headers, None, &browser).await;
+    let verdict = authorize(&app.access, need, &request.headers, None, &ProxiedBrowser).await;
     let principal = match verdict {
-        Verdict::Allow(Some(principal)) => principal,
-        Verdict::Renewed { principal, cookies } => {
-            renewed_cookies = cookies;
-            principal
-        }
+        Verdict::Allow(Some(principal)) | Verdict::Renewed { principal, .. } => principal,
         Verdict::Allow(None) => return Reply::ok(StatusCode::OK, "Allowed", None),
         Verdict::Refuse { response, reason } => {
             app.metrics
@@ -65,6 +160,11 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
         .auth_decisions
         .with_label_values(&["forward_auth", "allowed", "allowed"])
         .inc();
+    identity_reply(app, &principal)
+}
+
+/// The 200 with the identity headers (names from `[identity_headers]`).
+fn identity_reply(app: &App, principal: &Principal) -> Reply {
     let names = &app.access.identity_headers;
     let mut response = Reply::ok(StatusCode::OK, "Authenticated", None)
         .with_header(names.user_id.clone(), principal.user_id_text())
@@ -80,13 +180,9 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
             },
         );
     if let Some(name) = &names.assertion
-        && let Some(assertion) = app.access.assertion(&principal)
+        && let Some(assertion) = app.access.assertion(principal)
     {
         response = response.with_header(HeaderName::clone(name), header_text(&assertion));
-    }
-    // A proxy may pass these on to the browser (nginx: auth_request_set + add_header).
-    for cookie in renewed_cookies {
-        response = response.with_header(http::header::SET_COOKIE, cookie);
     }
     response
 }
@@ -94,4 +190,88 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
 /// A header value built from text, as text again.
 fn header_text(value: &HeaderValue) -> String {
     String::from_utf8_lossy(value.as_bytes()).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(query: &str) -> Narrowing {
+        Narrowing::parse(query).unwrap_or_else(|e| panic!("{query:?}: {e:?}"))
+    }
+
+    #[test]
+    fn documented_queries_parse() {
+        assert_eq!(parsed(""), Narrowing::default());
+        assert!(parsed("two_factor=true").two_factor);
+        assert!(!parsed("two_factor=false").two_factor);
+        assert!(parsed("verified=true").verified);
+        assert!(!parsed("verified=false").verified);
+        assert_eq!(parsed("roles=admin,ops").roles, ["admin", "ops"]);
+        assert_eq!(parsed("roles=admin%2C%20ops").roles, ["admin", "ops"]);
+        assert_eq!(parsed("roles=admin").roles, ["admin"]);
+        let all = parsed("verified=true&roles=admin&two_factor=true");
+        assert!(all.two_factor && all.verified);
+        // Keys and values are percent-decoded, then compared.
+        assert!(parsed("%74wo_factor=true").two_factor);
+        assert!(parsed("two_factor=%74rue").two_factor);
+        assert!(
+            parsed("&two_factor=true&").two_factor,
+            "empty pairs are no pairs"
+        );
+    }
+
+    #[test]
+    fn anything_else_is_refused_naming_the_key() {
+        let cases: &[(&str, &str)] = &[
+            ("two_factor=True", "two_factor"),
+            ("two_factor=TRUE", "two_factor"),
+            ("two_factor=yes", "two_factor"),
+            ("two_factor=on", "two_factor"),
+            ("two_factor=1", "two_factor"),
+            ("two_factor=0", "two_factor"),
+            ("two_factor=2", "two_factor"),
+            ("two_factor=", "two_factor"),
+            ("two_factor", "two_factor"),
+            ("two_factor=true%20", "two_factor"),
+            ("two_factor=true;roles=admin", "two_factor"),
+            ("verified=yes", "verified"),
+            ("verified=1", "verified"),
+            ("verified=False", "verified"),
+            ("two-factor=true", "two-factor"),
+            ("twofactor=true", "twofactor"),
+            ("Two_factor=true", "Two_factor"),
+            ("two_factor%20=true", "two_factor "),
+            ("%54wo_factor=true", "Two_factor"),
+            ("role=admin", "role"),
+            ("roles[]=admin", "roles[]"),
+            ("roles%5B%5D=admin", "roles[]"),
+            ("roles[0]=admin", "roles[0]"),
+            ("=true", ""),
+            ("two_factor=true&two_factor=true", "two_factor"),
+            ("two_factor=true&%74wo_factor=false", "two_factor"),
+            ("roles=admin&roles=ops", "roles"),
+            ("verified=true&verified=true", "verified"),
+            ("roles=", "roles"),
+            ("roles", "roles"),
+            ("roles=admin,,ops", "roles"),
+            ("roles=,admin", "roles"),
+            ("roles=admin,", "roles"),
+            ("roles=%20", "roles"),
+        ];
+        for (query, key) in cases {
+            let error = Narrowing::parse(query).expect_err(query);
+            assert_eq!(error.field, *key, "{query}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_echoed_cut_short() {
+        let long = "k".repeat(10_000);
+        let error = Narrowing::parse(&format!("{long}=true")).expect_err("unknown");
+        assert_eq!(error.field.chars().count(), MAX_ECHOED_CHARS + 1);
+        assert!(error.field.ends_with('…'));
+        let error = Narrowing::parse(&format!("roles={long}&{long}=1")).expect_err("unknown");
+        assert!(error.field.len() < 40);
+    }
 }

@@ -250,7 +250,18 @@ async fn every_served_endpoint_is_documented() {
         } else {
             (literal.clone(), literal.clone())
         };
-        // No endpoint takes PUT, so every route answers 405 and names its methods.
+        // Forward-auth decides every method like GET (PUT included): the document lists
+        // GET and HEAD and says so.
+        if path == "/api/auth/verify" {
+            for method in [Method::PUT, Method::OPTIONS] {
+                let r = app.call(method.clone(), &path, None, None).await;
+                assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{method} {path}");
+            }
+            served.insert(("GET".to_string(), template.clone()));
+            served.insert(("HEAD".to_string(), template.clone()));
+            continue;
+        }
+        // No other endpoint takes PUT, so every route answers 405 and names its methods.
         let r = app.call(Method::PUT, &path, None, None).await;
         assert_eq!(
             r.status,

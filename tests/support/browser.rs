@@ -71,8 +71,18 @@ pub struct Browser {
 impl Browser {
     /// A fresh browser for the gateway at `base` (`http://127.0.0.1:PORT`).
     pub fn new(base: &str) -> Self {
+        Self::with_builder(base, reqwest::Client::builder())
+    }
+
+    /// A fresh browser whose connections come from `address` (any `127.x.y.z` on Linux), so
+    /// that a proxy in front can be seen to pass on the client's own address.
+    pub fn from_address(base: &str, address: std::net::IpAddr) -> Self {
+        Self::with_builder(base, reqwest::Client::builder().local_address(address))
+    }
+
+    fn with_builder(base: &str, builder: reqwest::ClientBuilder) -> Self {
         let jar = Arc::new(Jar::default());
-        let http = reqwest::Client::builder()
+        let http = builder
             .cookie_provider(jar.clone())
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))

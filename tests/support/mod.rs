@@ -292,6 +292,7 @@ pub fn client() -> reqwest::Client {
 pub mod app;
 pub mod authenticator;
 pub mod browser;
+pub mod caddy;
 mod ci;
 pub mod db;
 pub mod nginx;

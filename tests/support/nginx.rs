@@ -36,8 +36,14 @@ impl Nginx {
     /// Starts `binary` with `servers` as the body of the `http` block. `servers` receives the
     /// port to listen on (on 127.0.0.1). Waits until nginx accepts connections.
     pub fn start(binary: &str, servers: impl FnOnce(u16) -> String) -> Self {
-        let dir = tempfile::tempdir().expect("nginx temp dir");
         let port = free_port();
+        Self::start_on(binary, port, &servers(port))
+    }
+
+    /// As [`Nginx::start`], on a port chosen beforehand (when what nginx proxies to must
+    /// know its address first).
+    pub fn start_on(binary: &str, port: u16, servers: &str) -> Self {
+        let dir = tempfile::tempdir().expect("nginx temp dir");
         let d = dir.path().display();
         let conf_text = format!(
             r#"
@@ -53,8 +59,7 @@ http {{
     scgi_temp_path {d}/scgi;
 {servers}
 }}
-"#,
-            servers = servers(port)
+"#
         );
         let conf = dir.path().join("nginx.conf");
         std::fs::write(&conf, conf_text).expect("nginx.conf written");
