@@ -197,7 +197,7 @@ impl Default for ServerConfig {
             max_header_bytes: 65536,
             body_read_timeout: HumanDuration::from_secs(30),
             max_connections_per_ip: 256,
-            max_connections: 16384,
+            max_connections: 10000,
             admin_max_connections_per_ip: 8,
             admin_max_connections: 64,
             keepalive_timeout: HumanDuration::from_secs(75),

@@ -349,7 +349,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_full_listener_refuses_when_nothing_is_idle() {
+    async fn a_full_listener_closes_any_idle_connection_or_refuses() {
         let registry = Registry::default();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
@@ -357,6 +357,12 @@ mod tests {
         busy.start_request_for_test();
         assert!(registry.admit(a, 0, 1, &busy).is_some());
         assert!(registry.admit(b, 0, 1, &conn()).is_none());
+        // An idle connection of another address makes room.
+        registry.release(a, 0);
+        let idle = conn();
+        assert!(registry.admit(a, 0, 1, &idle).is_some());
+        assert!(registry.admit(b, 0, 1, &conn()).is_some());
+        assert!(idle.is_closed_for_test());
         registry.stop();
         assert!(registry.admit(b, 0, 0, &conn()).is_none(), "admitted while stopping");
     }
