@@ -22,6 +22,8 @@
 //!   for many clients);
 //! - shutdown: when its listener stops accepting, idle connections close at once and busy
 //!   ones after their answer, which says `Connection: close` (`respond::keep_alive`).
+//!   Closing an idle connection (here or at a cap) still serves a request already on the
+//!   wire but not yet read, then closes.
 //!   [`Drain`] counts what is open on every listener, so the process exits as soon as
 //!   nothing is left rather than after the whole grace period.
 //!

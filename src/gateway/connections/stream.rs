@@ -44,6 +44,9 @@ struct State {
     timer: Pin<Box<Sleep>>,
     /// The reader to wake when an idle connection is closed from outside.
     waker: Option<Waker>,
+    /// Closed from outside while idle: the connection ends at its next read, unless a request
+    /// has already arrived, which is then served, and the connection ends after it.
+    closing: bool,
 }
 
 #[derive(Debug)]
@@ -81,16 +84,18 @@ impl Shared {
             phase: Phase::Idle,
             timer: Box::pin(tokio::time::sleep(idle)),
             waker: None,
+            closing: false,
         })))
     }
 
-    /// Closes the connection if it is idle (its reader sees the end); whether it was.
+    /// Closes the connection if it is idle; whether it was. A request already on the wire
+    /// but not read yet is still served (a client sending at that moment loses nothing).
     pub(super) fn close_if_idle(&self) -> bool {
         let mut state = lock(&self.0);
-        if !matches!(state.phase, Phase::Idle) {
+        if !matches!(state.phase, Phase::Idle) || state.closing {
             return false;
         }
-        state.phase = Phase::Closed;
+        state.closing = true;
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
@@ -103,7 +108,8 @@ impl Shared {
         let mut state = lock(&self.0);
         // Checked under the lock `Registry::stop` takes to close idle connections, so a
         // connection is either seen idle there or sees `stopping` here.
-        if stopping.load(Ordering::SeqCst) || matches!(state.phase, Phase::Closed) {
+        if stopping.load(Ordering::SeqCst) || state.closing || matches!(state.phase, Phase::Closed)
+        {
             return false;
         }
         state.phase = Phase::Idle;
@@ -118,7 +124,8 @@ impl Shared {
 
     #[cfg(test)]
     pub(super) fn is_closed_for_test(&self) -> bool {
-        matches!(lock(&self.0).phase, Phase::Closed)
+        let state = lock(&self.0);
+        state.closing || matches!(state.phase, Phase::Closed)
     }
 }
 
@@ -304,6 +311,7 @@ impl AsyncRead for GuardedStream {
         let this = &mut *self;
         let mut guard = lock(&this.shared.0);
         let state = &mut *guard;
+        let mut closing = false;
         match state.phase {
             Phase::Closed => return Poll::Ready(Ok(())),
             Phase::Refusing(_) => return state.poll_refusal(&mut this.inner, cx),
@@ -315,12 +323,17 @@ impl AsyncRead for GuardedStream {
                 if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     state.waker = Some(cx.waker().clone());
                 }
+                closing = state.closing;
             }
             Phase::Head { .. } if state.timer.as_mut().poll(cx).is_ready() => return timed_out(),
             Phase::Head { .. } | Phase::Busy => {}
         }
         let before = buf.filled().len();
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if closing && result.is_pending() {
+            state.phase = Phase::Closed;
+            return Poll::Ready(Ok(()));
+        }
         let bytes = &buf.filled()[before..];
         if !matches!(result, Poll::Ready(Ok(()))) || bytes.is_empty() {
             return result;
