@@ -1330,6 +1330,28 @@ mod tests {
     }
 
     #[test]
+    fn connection_limits_are_checked_naming_the_key() {
+        for (line, key) in [
+            ("keepalive_timeout = \"0s\"", "server.keepalive_timeout"),
+            ("keepalive_timeout = \"later\"", "keepalive_timeout"),
+            ("max_header_bytes = 1023", "server.max_header_bytes"),
+            ("max_header_bytes = 1048576", "server.max_header_bytes"),
+            ("admin_max_connections = -1", "admin_max_connections"),
+        ] {
+            let err = load(&format!("[server]\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let c = load("").unwrap();
+        assert_eq!(c.server.keepalive_timeout.get().as_secs(), 75);
+        assert_eq!(
+            (c.server.max_connections, c.server.admin_max_connections),
+            (10000, 64)
+        );
+    }
+
+    #[test]
     fn bad_duration_is_named() {
         let err = load("[lockout]\nduration = \"soon\"\n")
             .unwrap_err()

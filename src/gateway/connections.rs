@@ -200,10 +200,7 @@ impl Drain {
         loop {
             let mut state = lock(&self.state);
             while !state.finished && !state.drained() {
-                state = self
-                    .changed
-                    .wait(state)
-                    .unwrap_or_else(|e| e.into_inner());
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
             if state.finished {
                 return;
@@ -366,6 +363,9 @@ mod tests {
         assert!(registry.admit(b, 0, 1, &conn()).is_some());
         assert!(idle.is_closed_for_test());
         registry.stop();
-        assert!(registry.admit(b, 0, 0, &conn()).is_none(), "admitted while stopping");
+        assert!(
+            registry.admit(b, 0, 0, &conn()).is_none(),
+            "admitted while stopping"
+        );
     }
 }

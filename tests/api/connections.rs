@@ -115,7 +115,11 @@ async fn idle_connections_close_after_the_idle_time_whatever_answered_them() {
     let cases = [
         ("a local answer", Listener::Main, Some("/health")),
         ("a proxied answer", Listener::Main, Some("/app/x")),
-        ("a proxied error status", Listener::Main, Some("/app/status/404")),
+        (
+            "a proxied error status",
+            Listener::Main,
+            Some("/app/status/404"),
+        ),
         ("the admin listener", Listener::Admin, Some("/health")),
         ("nothing, main", Listener::Main, None),
         ("nothing, admin", Listener::Admin, None),
@@ -261,8 +265,14 @@ async fn at_its_cap_an_address_closes_an_idle_connection_to_admit_a_new_one() {
             };
             let mut working = busy("127.0.0.1", addr).await;
             settle().await;
-            assert!(served("127.0.0.1", addr).await, "{what}: the newcomer was refused");
-            assert!(closed_within(&mut idle, BOUND).await, "{what}: the idle one stayed");
+            assert!(
+                served("127.0.0.1", addr).await,
+                "{what}: the newcomer was refused"
+            );
+            assert!(
+                closed_within(&mut idle, BOUND).await,
+                "{what}: the idle one stayed"
+            );
             // The busy one was not touched: it finishes its request.
             working.write_all(b"Host: a\r\n\r\n").await.unwrap();
             assert_eq!(answer(&mut working).await.map(|a| a.0), Some(200), "{what}");
@@ -288,11 +298,31 @@ async fn heads_over_the_limit_are_answered_431_or_414_then_closed() {
     };
     // (what, request-line target, header fields, expected status)
     let cases = [
-        ("one large field", "/health".to_string(), fields(1, 5000), 431),
+        (
+            "one large field",
+            "/health".to_string(),
+            fields(1, 5000),
+            431,
+        ),
         ("many fields", "/health".to_string(), fields(100, 60), 431),
-        ("more fields than a parser takes", "/health".to_string(), fields(300, 1), 431),
-        ("a long request-line", format!("/health?{}", "q".repeat(5000)), String::new(), 414),
-        ("just under the limit", "/health".to_string(), fields(1, 3900), 200),
+        (
+            "more fields than a parser takes",
+            "/health".to_string(),
+            fields(300, 1),
+            431,
+        ),
+        (
+            "a long request-line",
+            format!("/health?{}", "q".repeat(5000)),
+            String::new(),
+            414,
+        ),
+        (
+            "just under the limit",
+            "/health".to_string(),
+            fields(1, 3900),
+            200,
+        ),
     ];
     for listener in [Listener::Main, Listener::Admin] {
         for after_an_answer in [false, true] {
@@ -312,7 +342,11 @@ async fn heads_over_the_limit_are_answered_431_or_414_then_closed() {
                     continue;
                 }
                 assert!(head.contains("connection: close"), "{what}: {head}");
-                let code = if *expected == 431 { "header_too_large" } else { "uri_too_long" };
+                let code = if *expected == 431 {
+                    "header_too_large"
+                } else {
+                    "uri_too_long"
+                };
                 assert!(body.contains(code), "{what}: {body}");
                 assert!(closed_within(&mut stream, BOUND).await, "{what}: left open");
             }

@@ -320,7 +320,11 @@ impl AsyncRead for GuardedStream {
                     state.phase = Phase::Closed;
                     return Poll::Ready(Ok(()));
                 }
-                if !state.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                if !state
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
                     state.waker = Some(cx.waker().clone());
                 }
                 closing = state.closing;
