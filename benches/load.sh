@@ -19,7 +19,9 @@
 # then login throughput at bcrypt cost 12 against the machine's bcrypt limit
 # (cores / time of one login at concurrency 1), proxied p99 while a login storm runs, and
 # memory: idle RSS, RSS with USERS live sessions in memory and with the caches full.
-# SOAK=300 adds a soak of that many seconds with RSS sampled.
+# SOAK=300 adds a soak of that many seconds with RSS sampled. Last, IDLE_CONNECTIONS (5,000)
+# keep-alive connections each get one proxied answer and sit idle until server.keepalive_timeout
+# closes them (benches/idle_connections.py), with RSS before, while open and after.
 #
 # Prints requests/s and p50/p99 for each, and the ratios. Needs wrk, nginx, caddy, valgrind,
 # curl and python3 (Debian: apt-get install wrk nginx caddy valgrind curl python3). Debian's
@@ -29,6 +31,7 @@
 #   REDIS_URL= benches/load.sh    # without the Redis rows
 #   INSTR_REQUESTS=0 benches/load.sh  # without callgrind
 #   SOAK=300 benches/load.sh      # plus a 5-minute soak
+#   IDLE_CONNECTIONS=0 benches/load.sh  # without the idle-connections row
 #
 # Callgrind's output stays in target/load-callgrind/ (under CARGO_TARGET_DIR when set) for
 # callgrind_annotate.
@@ -41,6 +44,7 @@ REDIS_URL=${REDIS_URL-redis://127.0.0.1:6379/0}
 USERS=${USERS:-50000}
 INSTR_REQUESTS=${INSTR_REQUESTS:-2000}
 SOAK=${SOAK:-0}
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-5000}
 BASE_PORT=${BASE_PORT:-18180}
 UP_PORT=$BASE_PORT
 NGINX_PORT=$((BASE_PORT + 1))
@@ -628,3 +632,9 @@ if samples:
     print(f"soak: RSS MiB every {step}s: " + " ".join(f"{s / 1024:.1f}" for s in samples)
           + f" (last - first: {(samples[-1] - samples[0]) / 1024:+.1f} MiB)")
 PY
+
+# --- idle connections: closed after the idle time, memory back ------------------------------
+if [ "$IDLE_CONNECTIONS" -gt 0 ]; then
+  echo
+  CONNECTIONS=$IDLE_CONNECTIONS python3 benches/idle_connections.py --binary "$BIN"
+fi

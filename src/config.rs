@@ -109,6 +109,16 @@ pub struct ServerConfig {
     /// Open connections one client address may hold on the main listener; 0 for no limit.
     /// Peers in `trusted_proxies` are not limited (they speak for many clients).
     pub max_connections_per_ip: usize,
+    /// Open connections the main listener holds at once, all addresses together; 0 for no
+    /// limit. Keep it below the open-files limit (`ulimit -n`).
+    pub max_connections: usize,
+    /// Open connections one address may hold on the admin listener; 0 for no limit.
+    pub admin_max_connections_per_ip: usize,
+    /// Open connections the admin listener holds at once; 0 for no limit.
+    pub admin_max_connections: usize,
+    /// How long a client connection may sit between requests (or before its first) before
+    /// it is closed, on both listeners.
+    pub keepalive_timeout: HumanDuration,
 }
 
 /// The headers only a trusted proxy may send, by default: the forwarding headers
@@ -187,6 +197,10 @@ impl Default for ServerConfig {
             max_header_bytes: 65536,
             body_read_timeout: HumanDuration::from_secs(30),
             max_connections_per_ip: 256,
+            max_connections: 10000,
+            admin_max_connections_per_ip: 8,
+            admin_max_connections: 64,
+            keepalive_timeout: HumanDuration::from_secs(75),
         }
     }
 }
@@ -849,8 +863,12 @@ impl Config {
                 ),
             );
         }
-        if s.max_header_bytes < 1024 {
-            return bad("server.max_header_bytes", "must be at least 1024".into());
+        // Pingora refuses a head over 1 MiB with a bare 400 before this limit could answer 431.
+        if !(1024..=1_048_575).contains(&s.max_header_bytes) {
+            return bad(
+                "server.max_header_bytes",
+                "must be between 1024 and 1048575".into(),
+            );
         }
         if s.max_body_bytes == 0 {
             return bad("server.max_body_bytes", "must be greater than 0".into());
@@ -863,6 +881,7 @@ impl Config {
             ("server.upstream_timeout", s.upstream_timeout),
             ("server.header_read_timeout", s.header_read_timeout),
             ("server.body_read_timeout", s.body_read_timeout),
+            ("server.keepalive_timeout", s.keepalive_timeout),
         ] {
             if d.get().is_zero() {
                 return bad(key, "must be longer than 0s".into());
@@ -1327,6 +1346,28 @@ mod tests {
         let err = load("[server]\nlisten_port = 1\n").unwrap_err().to_string();
         assert!(err.contains("listen_port"), "{err}");
         assert!(err.contains("test.toml"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_are_checked_naming_the_key() {
+        for (line, key) in [
+            ("keepalive_timeout = \"0s\"", "server.keepalive_timeout"),
+            ("keepalive_timeout = \"later\"", "keepalive_timeout"),
+            ("max_header_bytes = 1023", "server.max_header_bytes"),
+            ("max_header_bytes = 1048576", "server.max_header_bytes"),
+            ("admin_max_connections = -1", "admin_max_connections"),
+        ] {
+            let err = load(&format!("[server]\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let c = load("").unwrap();
+        assert_eq!(c.server.keepalive_timeout.get().as_secs(), 75);
+        assert_eq!(
+            (c.server.max_connections, c.server.admin_max_connections),
+            (10000, 64)
+        );
     }
 
     #[test]

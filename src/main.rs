@@ -14,7 +14,10 @@ use portcullis::{server, session, store, telemetry};
 
 /// Pingora allocates and frees many small buffers per request; jemalloc does that about 15%
 /// cheaper than the system allocator and returns idle memory to the OS (measured with
-/// benches/load.sh; mimalloc was as fast but held twice the resident memory).
+/// benches/load.sh; mimalloc was as fast but held twice the resident memory). Its background
+/// thread is on (the `background_threads` feature): without it, freed pages go back only when
+/// the process allocates again, so memory held by thousands of connections closed at once
+/// stayed resident while the gateway sat idle (benches/idle_connections.py).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -16,7 +16,7 @@ use crate::app::App;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::admin::AdminApp;
-use crate::gateway::connections::{Guarded, Limits};
+use crate::gateway::connections::{Drain, Guarded, Limits};
 
 /// A listener address that cannot be bound, with the config key that names it.
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +55,14 @@ pub enum Scheduling {
 }
 
 /// Builds the Pingora server with both services; fails on a route the config cannot express.
-pub fn build(app: Arc<App>, scheduling: Scheduling) -> anyhow::Result<Server> {
+/// `drain` counts both listeners' connections (see [`run_forever`]).
+pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow::Result<Server> {
     let config = &app.config;
     let grace = config.server.shutdown_grace.as_secs_ceil();
     let conf = ServerConf {
         threads: config.server.threads,
         work_stealing: scheduling == Scheduling::WorkStealing,
+        // An upper bound: `run_forever` returns as soon as nothing is in flight.
         grace_period_seconds: Some(grace),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
@@ -68,19 +70,32 @@ pub fn build(app: Arc<App>, scheduling: Scheduling) -> anyhow::Result<Server> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app.clone())?);
-    let limits = Limits {
-        head_deadline: config.server.header_read_timeout.get(),
-        max_head_bytes: config.server.max_header_bytes,
-        per_ip: config.server.max_connections_per_ip,
-        trusted: config.server.trusted_proxies.clone(),
+    let s = &config.server;
+    let limits = |per_ip, total| Limits {
+        head_deadline: s.header_read_timeout.get(),
+        max_head_bytes: s.max_header_bytes,
+        idle: s.keepalive_timeout.get(),
+        per_ip,
+        total,
+        trusted: s.trusted_proxies.clone(),
     };
-    let mut proxy = Service::new("portcullis".into(), Guarded::new(proxy, limits));
-    proxy.add_tcp(&config.server.listen.to_string());
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app.clone())?);
+    let proxy = Guarded::new(
+        proxy,
+        limits(s.max_connections_per_ip, s.max_connections),
+        drain.clone(),
+    );
+    let mut proxy = Service::new("portcullis".into(), proxy);
+    proxy.add_tcp(&s.listen.to_string());
 
-    let mut admin = Service::new("portcullis-admin".into(), AdminApp::new(app.clone()));
+    let admin = Guarded::new(
+        AdminApp::new(app.clone(), drain.clone()),
+        limits(s.admin_max_connections_per_ip, s.admin_max_connections),
+        drain,
+    );
+    let mut admin = Service::new("portcullis-admin".into(), admin);
     admin.threads = Some(1);
-    admin.add_tcp(&config.server.admin_listen.to_string());
+    admin.add_tcp(&s.admin_listen.to_string());
 
     server.add_service(proxy);
     server.add_service(admin);
@@ -89,9 +104,24 @@ pub fn build(app: Arc<App>, scheduling: Scheduling) -> anyhow::Result<Server> {
 
 /// Runs the gateway in the foreground until SIGTERM (graceful) or SIGINT (fast); SIGHUP
 /// reopens the log files.
+///
+/// On SIGTERM the listeners stop accepting, idle connections close at once and busy ones
+/// after their answer; this returns as soon as no connection is left, or when the grace
+/// period (`server.shutdown_grace`) is over, whichever comes first. Pingora's own shutdown
+/// always sleeps the whole grace period, so the server runs on a thread of its own and is
+/// left behind when nothing is in flight any more.
 pub fn run_forever(app: Arc<App>) -> anyhow::Result<()> {
     reopen_logs_on_hangup()?;
-    build(app, Scheduling::PerThread)?.run(RunArgs::default());
+    let drain = Arc::new(Drain::default());
+    let server = build(app, Scheduling::PerThread, drain.clone())?;
+    let returned = drain.clone();
+    std::thread::Builder::new()
+        .name("portcullis-server".into())
+        .spawn(move || {
+            server.run(RunArgs::default());
+            returned.finish();
+        })?;
+    drain.wait();
     Ok(())
 }
 
@@ -148,7 +178,7 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
     let addr = app.config.server.listen;
     let admin_addr = app.config.server.admin_listen;
     let (tx, rx) = watch::channel(false);
-    let server = build(app.clone(), Scheduling::WorkStealing)?;
+    let server = build(app.clone(), Scheduling::WorkStealing, Arc::default())?;
     let thread = std::thread::Builder::new()
         .name("portcullis-server".into())
         .spawn(move || {

@@ -8,18 +8,20 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::app::App;
-use crate::gateway::respond::SECURITY_HEADERS;
+use crate::gateway::connections::Drain;
+use crate::gateway::respond::{self, SECURITY_HEADERS};
 use crate::reply::Reply;
 
 /// Serves the admin endpoints.
 pub struct AdminApp {
     app: Arc<App>,
+    drain: Arc<Drain>,
 }
 
 impl AdminApp {
-    /// Wraps the shared application state.
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    /// Wraps the shared application state; `drain` says when the server is stopping.
+    pub fn new(app: Arc<App>, drain: Arc<Drain>) -> Self {
+        Self { app, drain }
     }
 
     async fn answer(
@@ -57,6 +59,8 @@ impl ServeHttp for AdminApp {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let (status, content_type, body) = self.answer(&method, &path).await;
+        // Decided once the answer is ready: a stop that began meanwhile closes too.
+        session.set_keepalive(respond::keep_alive(self.drain.stopping()));
         let mut builder = Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, content_type)

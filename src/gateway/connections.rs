@@ -1,359 +1,318 @@
-//! Slow and greedy clients on the main listener.
+//! Slow, idle and greedy clients on both listeners, and a shutdown that waits only for what
+//! is in flight.
 //!
 //! Pingora bounds each read from a client, not the whole request head, so a client that
 //! sends one header byte every few seconds holds its connection (and a file descriptor)
 //! indefinitely; a few hundred such clients starve everyone, `/health` included
-//! (slowloris). Two limits close that:
-//! - a total deadline for a request head, counted from its first byte (an idle keep-alive
-//!   connection is not on the clock; Pingora's keep-alive timeout covers it);
-//! - a cap on the connections one client address holds at once. Peers in
-//!   `server.trusted_proxies` are not capped: they speak for many clients.
+//! (slowloris). Keep-alive connections wait for their next request for as long as the client
+//! likes once an answer was proxied. [`Guarded`], a `ServerApp` around either listener's HTTP
+//! app, sees each connection from accept to close and runs its HTTP/1.1 keep-alive loop
+//! itself, so it knows at any moment which connections are idle (between requests) and which
+//! are busy. It applies, per listener:
+//! - a total deadline for a request head, from its first byte, and a size cap: a head over
+//!   `server.max_header_bytes` (or with more fields than Pingora parses) is answered 431, or
+//!   414 when the request-line alone is over (RFC 6585 §5, RFC 9110 §15.5.15), with
+//!   `Connection: close`, then closed;
+//! - an idle timeout: a connection waiting for a request (its first, or the next after any
+//!   answer, local or proxied) longer than `server.keepalive_timeout` is closed;
+//! - a cap on the connections one address holds and on the listener's total. At a cap the
+//!   oldest idle connection (of that address; of any, for the total) is closed to admit the
+//!   new one, so idle connections cannot lock an address out; with none idle the new one is
+//!   closed at once. Peers in `server.trusted_proxies` have no per-address cap (they speak
+//!   for many clients);
+//! - shutdown: when its listener stops accepting, idle connections close at once and busy
+//!   ones after their answer, which says `Connection: close` (`respond::keep_alive`).
+//!   Closing an idle connection (here or at a cap) still serves a request already on the
+//!   wire but not yet read, then closes.
+//!   [`Drain`] counts what is open on every listener, so the process exits as soon as
+//!   nothing is left rather than after the whole grace period.
 //!
-//! Both are applied by [`Guarded`], a `ServerApp` around the proxy that sees each
-//! connection from accept to close, and [`HeadDeadline`], the stream it hands the proxy.
+//! The stream each HTTP session reads is [`stream::GuardedStream`]. Only HTTP/1.x is served
+//! (neither listener offers h2c or TLS).
 
-use std::collections::HashMap;
-use std::io;
-use std::net::IpAddr;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+mod stream;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ipnet::IpNet;
-use pingora::apps::ServerApp;
-use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
-    UniqueIDType,
-};
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::Stream;
+use pingora::protocols::http::ServerSession;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
 
-/// The limits, from `[server]`.
+use stream::{GuardedStream, Shared};
+
+/// Keep-alive as the HTTP sessions under a [`Guarded`] are told: on, with no timer of
+/// Pingora's (`Some(0)`), since the guard's idle timeout is the one that closes.
+pub const KEEP_ALIVE: Option<u64> = Some(0);
+
+/// How long shutdown watches for a connection accepted just before the listener stopped
+/// whose task has not started yet, before calling the listeners drained.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// One listener's limits, from `[server]`.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// The whole time a request head may take, from its first byte.
     pub head_deadline: Duration,
     /// The most bytes a request head may take.
     pub max_head_bytes: usize,
+    /// How long a connection may wait for a request before it is closed.
+    pub idle: Duration,
     /// Connections one address may hold; 0 for no limit.
     pub per_ip: usize,
-    /// Peers that are not capped.
+    /// Connections the listener holds at once; 0 for no limit.
+    pub total: usize,
+    /// Peers with no per-address cap.
     pub trusted: Vec<IpNet>,
 }
 
-/// Open connections per client address.
-#[derive(Debug, Default)]
-struct OpenConnections(Mutex<HashMap<IpAddr, usize>>);
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
-impl OpenConnections {
-    /// Counts a new connection, unless `ip` already holds `cap`.
-    fn admit(&self, ip: IpAddr, cap: usize) -> bool {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(ip).or_insert(0);
-        if *count >= cap {
-            return false;
+/// A listener's open connections, by client address, oldest first.
+#[derive(Debug, Default)]
+struct Registry {
+    open: Mutex<Open>,
+    /// Set when the listener stops accepting: no connection becomes idle again.
+    stopping: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    by_ip: HashMap<IpAddr, BTreeMap<u64, Arc<Shared>>>,
+    total: usize,
+    next_id: u64,
+}
+
+impl Registry {
+    /// Counts `conn` unless a cap is reached with nothing idle to close; its id if counted.
+    fn admit(&self, ip: IpAddr, per_ip: usize, total: usize, conn: &Arc<Shared>) -> Option<u64> {
+        let mut open = lock(&self.open);
+        if self.stopping.load(Ordering::SeqCst) {
+            return None;
         }
-        *count += 1;
-        true
+        let held = open.by_ip.get(&ip).map_or(0, BTreeMap::len);
+        if per_ip > 0 && held >= per_ip && !open.close_idle(Some(ip)) {
+            return None;
+        }
+        if total > 0 && open.total >= total && !open.close_idle(None) {
+            return None;
+        }
+        let id = open.next_id;
+        open.next_id += 1;
+        open.by_ip.entry(ip).or_default().insert(id, conn.clone());
+        open.total += 1;
+        Some(id)
     }
 
-    fn release(&self, ip: IpAddr) {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&ip) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&ip);
+    fn release(&self, ip: IpAddr, id: u64) {
+        lock(&self.open).remove(ip, id);
+    }
+
+    /// Stops making room or admitting, and closes every idle connection.
+    fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let open = lock(&self.open);
+        for conn in open.by_ip.values().flat_map(BTreeMap::values) {
+            conn.close_if_idle();
+        }
+    }
+}
+
+impl Open {
+    fn remove(&mut self, ip: IpAddr, id: u64) -> bool {
+        let Some(conns) = self.by_ip.get_mut(&ip) else {
+            return false;
+        };
+        let removed = conns.remove(&id).is_some();
+        if conns.is_empty() {
+            self.by_ip.remove(&ip);
+        }
+        if removed {
+            self.total -= 1;
+        }
+        removed
+    }
+
+    /// Closes the oldest idle connection of `ip` (of any address when `None`) and frees its
+    /// place; false when none is idle.
+    fn close_idle(&mut self, ip: Option<IpAddr>) -> bool {
+        let first_idle = |(ip, conns): (&IpAddr, &BTreeMap<u64, Arc<Shared>>)| {
+            conns
+                .iter()
+                .find(|(_, conn)| conn.close_if_idle())
+                .map(|(id, _)| (*ip, *id))
+        };
+        let found = match ip {
+            Some(ip) => self.by_ip.get_key_value(&ip).and_then(first_idle),
+            None => self.by_ip.iter().find_map(first_idle),
+        };
+        found.is_some_and(|(ip, id)| self.remove(ip, id))
+    }
+}
+
+/// What every listener has open, for a shutdown that ends when the last connection closes.
+///
+/// Shared by the listeners' [`Guarded`]s; [`Drain::wait`] blocks until every listener has
+/// stopped accepting and no connection is open (or the server has returned by itself).
+#[derive(Debug, Default)]
+pub struct Drain {
+    state: Mutex<DrainState>,
+    changed: Condvar,
+    stopping: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct DrainState {
+    listeners: usize,
+    stopped: usize,
+    open: usize,
+    finished: bool,
+}
+
+impl DrainState {
+    fn drained(&self) -> bool {
+        self.listeners > 0 && self.stopped == self.listeners && self.open == 0
+    }
+}
+
+impl Drain {
+    /// Whether a listener has stopped accepting: answers from now on close their connection.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Marks the server as returned (a fast stop, or the grace period over): `wait` returns.
+    pub fn finish(&self) {
+        lock(&self.state).finished = true;
+        self.changed.notify_all();
+    }
+
+    /// Blocks until every listener has stopped and nothing is open, or [`Drain::finish`].
+    pub fn wait(&self) {
+        loop {
+            let mut state = lock(&self.state);
+            while !state.finished && !state.drained() {
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
             }
+            if state.finished {
+                return;
+            }
+            drop(state);
+            std::thread::sleep(SETTLE);
+            let state = lock(&self.state);
+            if state.finished || state.drained() {
+                return;
+            }
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut DrainState)) {
+        let mut state = lock(&self.state);
+        change(&mut state);
+        if state.drained() {
+            self.changed.notify_all();
         }
     }
 }
 
 /// Releases a counted connection however its handling ends.
 struct Admitted<'a> {
-    open: &'a OpenConnections,
+    registry: &'a Registry,
+    drain: &'a Drain,
     ip: IpAddr,
+    id: u64,
 }
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
-        self.open.release(self.ip);
+        self.registry.release(self.ip, self.id);
+        self.drain.update(|s| s.open -= 1);
     }
 }
 
-/// A `ServerApp` that applies [`Limits`] around another (the proxy).
+/// A `ServerApp` that applies [`Limits`] around an HTTP app (the proxy, the admin app).
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: Limits,
-    open: OpenConnections,
+    registry: Registry,
+    drain: Arc<Drain>,
 }
 
 impl<A> Guarded<A> {
-    /// Wraps `inner`.
-    pub fn new(inner: A, limits: Limits) -> Self {
+    /// Wraps `inner`; `drain` is shared by every listener of the server.
+    pub fn new(inner: A, limits: Limits, drain: Arc<Drain>) -> Self {
+        drain.update(|s| s.listeners += 1);
         Self {
             inner: Arc::new(inner),
             limits,
-            open: OpenConnections::default(),
+            registry: Registry::default(),
+            drain,
         }
+    }
+
+    /// Counts a new connection from `ip`, or says why not.
+    fn admit(&self, ip: IpAddr, conn: &Arc<Shared>) -> Option<Admitted<'_>> {
+        let trusted = self.limits.trusted.iter().any(|n| n.contains(&ip));
+        let per_ip = if trusted { 0 } else { self.limits.per_ip };
+        let Some(id) = self.registry.admit(ip, per_ip, self.limits.total, conn) else {
+            tracing::debug!(client_ip = %ip, "connection refused: connection cap reached, none idle");
+            return None;
+        };
+        self.drain.update(|s| s.open += 1);
+        Some(Admitted {
+            registry: &self.registry,
+            drain: &self.drain,
+            ip,
+            id,
+        })
     }
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let peer = stream
+        let ip = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
-            .map(|ip| ip.to_canonical());
-        let _admitted = match peer {
-            Some(ip)
-                if self.limits.per_ip > 0
-                    && !self.limits.trusted.iter().any(|n| n.contains(&ip)) =>
-            {
-                if !self.open.admit(ip, self.limits.per_ip) {
-                    tracing::debug!(client_ip = %ip, "connection refused: too many from this address");
-                    return None;
-                }
-                Some(Admitted {
-                    open: &self.open,
-                    ip,
-                })
-            }
-            _ => None,
-        };
-        let state = Arc::new(Mutex::new(HeadState::Waiting));
-        let mut stream: Stream = Box::new(HeadDeadline {
-            inner: stream,
-            deadline: self.limits.head_deadline,
-            max_bytes: self.limits.max_head_bytes,
-            state: state.clone(),
-        });
-        // Keep-alive reuse is handled here rather than by the caller, so that the
-        // connection stays counted between requests and each request head gets a deadline.
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ip| ip.to_canonical());
+        let conn = Shared::new(self.limits.idle);
+        let _admitted = self.admit(ip, &conn)?;
+        let mut stream: Stream = Box::new(GuardedStream::new(stream, conn.clone(), &self.limits));
+        let mut settings = None;
+        // Pingora's own keep-alive loop, here so that the guard sees where each request ends.
         loop {
-            *state.lock().unwrap_or_else(|e| e.into_inner()) = HeadState::Waiting;
-            stream = self.inner.process_new(stream, shutdown).await?;
-            if *shutdown.borrow() {
+            let mut session = ServerSession::new_http1(stream);
+            if let Some(settings) = settings.take() {
+                pingora::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
+            }
+            session.set_keepalive(KEEP_ALIVE);
+            let reused = self.inner.process_new_http(session, shutdown).await?;
+            (stream, settings) = reused.consume();
+            if *shutdown.borrow()
+                || !conn.wait_for_request(self.limits.idle, &self.registry.stopping)
+            {
                 return None;
             }
         }
     }
 
     async fn cleanup(&self) {
-        self.inner.cleanup().await;
-    }
-}
-
-/// Where a connection is in reading its current request head.
-#[derive(Debug)]
-enum HeadState {
-    /// No byte of the head yet (an idle keep-alive connection is here).
-    Waiting,
-    /// Reading the head; it must end before the timer fires.
-    Reading {
-        timer: Pin<Box<Sleep>>,
-        scan: HeadScan,
-        /// Bytes of the head so far, against `server.max_header_bytes`.
-        read: usize,
-    },
-    /// The head is complete: reads are the body's, with no deadline.
-    Done,
-}
-
-/// The client stream, with a total deadline on each request head.
-#[derive(Debug)]
-pub struct HeadDeadline {
-    inner: Stream,
-    /// The whole time a head may take, from its first byte.
-    deadline: Duration,
-    /// The most bytes a head may take.
-    max_bytes: usize,
-    state: Arc<Mutex<HeadState>>,
-}
-
-/// Where the scan for the end of a request head stands between reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct HeadScan {
-    /// The last bytes of the head so far (the end may straddle two reads).
-    tail: [u8; 3],
-    /// Whether a byte other than CR and LF has come: empty lines before the request-line
-    /// are ignored (RFC 9112 §2.2), so they cannot end a head, nor keep one open for ever.
-    content: bool,
-}
-
-impl HeadScan {
-    /// Feeds `bytes`; `Some(n)` when the first `n` of them end the head: an empty line after
-    /// the request-line, `\r\n\r\n` or, as lenient parsers accept, `\n\n` (RFC 9112 §2.2).
-    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
-        for (i, &b) in bytes.iter().enumerate() {
-            if !self.content {
-                if b == b'\r' || b == b'\n' {
-                    continue;
-                }
-                self.content = true;
-            }
-            let [t0, t1, t2] = self.tail;
-            if (t2 == b'\n' && b == b'\n') || [t0, t1, t2, b] == *b"\r\n\r\n" {
-                return Some(i + 1);
-            }
-            self.tail = [t1, t2, b];
-        }
-        None
-    }
-}
-
-impl AsyncRead for HeadDeadline {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        let state = this.state.clone();
-        let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
-        if let HeadState::Reading { timer, .. } = &mut *state
-            && timer.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "request head not complete in time",
-            )));
-        }
-        let before = buf.filled().len();
-        let result = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            let bytes = &buf.filled()[before..];
-            if bytes.is_empty() {
-                return result;
-            }
-            let (timer, mut scan, read) = match std::mem::replace(&mut *state, HeadState::Done) {
-                HeadState::Done => return result,
-                HeadState::Waiting => (
-                    Box::pin(tokio::time::sleep_until(Instant::now() + this.deadline)),
-                    HeadScan::default(),
-                    0,
-                ),
-                HeadState::Reading { timer, scan, read } => (timer, scan, read),
-            };
-            let ended = scan.feed(bytes);
-            let read = read + ended.unwrap_or(bytes.len());
-            if read > this.max_bytes {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "request head too large",
-                )));
-            }
-            if ended.is_some() {
-                return result;
-            }
-            let mut timer = timer;
-            // A timer must be polled to be woken when it fires.
-            if timer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "request head not complete in time",
-                )));
-            }
-            *state = HeadState::Reading { timer, scan, read };
-        }
-        result
-    }
-}
-
-impl AsyncWrite for HeadDeadline {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-#[async_trait]
-impl Shutdown for HeadDeadline {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await;
-    }
-}
-
-impl UniqueID for HeadDeadline {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for HeadDeadline {
-    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
-        self.inner.get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for HeadDeadline {
-    fn get_timing_digest(&self) -> Vec<Option<pingora::protocols::TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for HeadDeadline {
-    fn get_proxy_digest(&self) -> Option<Arc<pingora::protocols::raw_connect::ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-}
-
-impl GetSocketDigest for HeadDeadline {
-    fn get_socket_digest(&self) -> Option<Arc<pingora::protocols::SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-}
-
-#[async_trait]
-impl Peek for HeadDeadline {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        self.inner.http_cleanup().await;
+        self.registry.stop();
+        self.drain.stopping.store(true, Ordering::Release);
+        self.drain.update(|s| s.stopped += 1);
     }
 }
 
@@ -361,33 +320,52 @@ impl Peek for HeadDeadline {
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_the_end_of_a_head_across_reads() {
-        let ends = |parts: &[&[u8]]| {
-            let mut scan = HeadScan::default();
-            parts.iter().any(|p| scan.feed(p).is_some())
-        };
-        assert!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]));
-        assert!(ends(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n\r", b"\n"]));
-        assert!(ends(&[b"GET / HTTP/1.0\n\n"]));
-        assert!(!ends(&[b"GET / HTTP/1.1\r\n"]));
-        assert!(!ends(&[b"x"]));
-        // Empty lines before the request-line are not a head, however many.
-        assert!(!ends(&[b"\r\n\r\n", b"\r\n", b"\n\n\r\n\r\n"]));
-        assert!(ends(&[b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"]));
+    fn conn() -> Arc<Shared> {
+        Shared::new(Duration::from_secs(60))
     }
 
-    #[test]
-    fn caps_connections_per_address() {
-        let open = OpenConnections::default();
+    #[tokio::test]
+    async fn at_its_cap_an_address_closes_its_oldest_idle_connection() {
+        let registry = Registry::default();
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        assert!(open.admit(ip, 2));
-        assert!(open.admit(ip, 2));
-        assert!(!open.admit(ip, 2));
-        open.release(ip);
-        assert!(open.admit(ip, 2));
-        open.release(ip);
-        open.release(ip);
-        assert!(open.0.lock().unwrap().is_empty());
+        let (idle, busy) = (conn(), conn());
+        busy.start_request_for_test();
+        let first = registry.admit(ip, 2, 0, &busy).unwrap();
+        registry.admit(ip, 2, 0, &idle).unwrap();
+        // The busy one stays; the idle one makes room.
+        assert!(registry.admit(ip, 2, 0, &conn()).is_some());
+        assert!(idle.is_closed_for_test() && !busy.is_closed_for_test());
+        // Nothing idle left but the newcomer, which makes room in its turn.
+        assert!(registry.admit(ip, 2, 0, &conn()).is_some());
+        let busy2 = conn();
+        busy2.start_request_for_test();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(registry.admit(other, 2, 0, &busy2).is_some());
+        registry.release(ip, first);
+        let open = lock(&registry.open);
+        assert_eq!(open.total, 2);
+        assert_eq!(open.by_ip[&ip].len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_listener_closes_any_idle_connection_or_refuses() {
+        let registry = Registry::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let busy = conn();
+        busy.start_request_for_test();
+        assert!(registry.admit(a, 0, 1, &busy).is_some());
+        assert!(registry.admit(b, 0, 1, &conn()).is_none());
+        // An idle connection of another address makes room.
+        registry.release(a, 0);
+        let idle = conn();
+        assert!(registry.admit(a, 0, 1, &idle).is_some());
+        assert!(registry.admit(b, 0, 1, &conn()).is_some());
+        assert!(idle.is_closed_for_test());
+        registry.stop();
+        assert!(
+            registry.admit(b, 0, 0, &conn()).is_none(),
+            "admitted while stopping"
+        );
     }
 }

@@ -354,10 +354,11 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut pingora::http::ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        respond::close_when_stopping(session);
         for cookie in ctx.renewed_cookies.drain(..) {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }

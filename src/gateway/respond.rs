@@ -1,15 +1,18 @@
 //! Writing locally generated answers without dropping keep-alive.
 //!
 //! Pingora's `respond_error*` turns keep-alive off, so every local answer (404, 401, 429…)
-//! goes through [`write_local_response`] instead.
+//! goes through [`write_local_response`] instead. Once the server is stopping, every answer,
+//! local or proxied, says `Connection: close` ([`keep_alive`]), so that no client sends
+//! another request onto a connection about to close.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::HeaderName;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+use crate::gateway::connections::KEEP_ALIVE;
 use crate::portal::Page;
 use crate::reply::Reply;
 
@@ -49,10 +52,47 @@ pub fn local_response_header(response: &Reply, body_len: usize) -> Result<Respon
     Ok(header)
 }
 
+/// The keep-alive an answer asks for: none once the server is `stopping`; otherwise on,
+/// timed by the connection guard (`server.keepalive_timeout`).
+pub fn keep_alive(stopping: bool) -> Option<u64> {
+    if stopping { None } else { KEEP_ALIVE }
+}
+
+/// For a proxied answer: `Connection: close` once the server is stopping (Pingora decides
+/// that only when a request starts, so a request in flight at SIGTERM would keep it).
+pub fn close_when_stopping(session: &mut Session) {
+    if session.is_process_shutting_down() {
+        session.set_keepalive(None);
+    }
+}
+
 /// Sends `response` and ends the exchange, keeping the connection reusable.
 pub async fn write_local_response(session: &mut Session, response: &Reply) -> Result<()> {
-    session.set_keepalive(Some(60));
+    let stopping = session.is_process_shutting_down();
+    session.set_keepalive(keep_alive(stopping));
     write_response(session, response).await
+}
+
+/// `reply` as a whole HTTP/1.1 answer on the wire, with `Connection: close`: for a connection
+/// no HTTP session can be made of (a request head over the limit).
+pub fn closing_answer_bytes(reply: &Reply) -> Bytes {
+    let body = reply.body_bytes();
+    let mut out = BytesMut::with_capacity(512 + body.len());
+    let reason = reply.status.canonical_reason().unwrap_or("");
+    out.put_slice(format!("HTTP/1.1 {} {reason}\r\n", reply.status.as_u16()).as_bytes());
+    if let Ok(header) = local_response_header(reply, body.len()) {
+        for (name, value) in header.headers.iter() {
+            out.put_slice(name.as_str().as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+    }
+    out.put_slice(b"date: ");
+    out.put_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    out.put_slice(b"\r\nconnection: close\r\n\r\n");
+    out.put_slice(&body);
+    out.freeze()
 }
 
 /// Sends `response` with `Connection: close`: for failures after which the connection
@@ -83,7 +123,8 @@ async fn write_response(session: &mut Session, response: &Reply) -> Result<()> {
 /// headers replacing the defaults (its CSP, `Referrer-Policy`, `Cache-Control`), keeping the
 /// connection reusable.
 pub async fn write_page(session: &mut Session, page: &Page) -> Result<()> {
-    session.set_keepalive(Some(60));
+    let stopping = session.is_process_shutting_down();
+    session.set_keepalive(keep_alive(stopping));
     let mut header = ResponseHeader::build(page.status, Some(12 + page.headers.len()))?;
     if !page.body.is_empty() {
         header.insert_header(CONTENT_TYPE, page.content_type)?;

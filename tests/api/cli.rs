@@ -568,3 +568,93 @@ fn sighup_reopens_the_log_files_and_never_stops_the_gateway() {
     let exit = wait_exit(&mut child, Duration::from_secs(10)).expect("stops");
     assert!(exit.success(), "{exit:?}");
 }
+
+/// SIGTERM under load: idle keep-alive connections close at once, requests in flight to a
+/// slow upstream are all answered, each with `Connection: close`, and the process exits as
+/// soon as the last one is, long before its 30 s grace period is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_what_is_in_flight_closes_idle_connections_and_does_not_wait_the_grace() {
+    use crate::connections::{answer, closed_within};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+
+    let upstream = EchoUpstream::start().await;
+    let scratch = Scratch::new();
+    let route = format!(
+        "[[routes]]\npath_prefix = \"/\"\nupstream = \"{}\"\npolicy = \"public\"\n",
+        upstream.url()
+    );
+    let path = write_config(&scratch, &route);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("shutdown_grace = \"1s\"", "shutdown_grace = \"30s\"")
+        .replace("upstream_timeout = \"2s\"", "upstream_timeout = \"30s\"");
+    std::fs::write(&path, &text).unwrap();
+    let listen = listen_address(&text);
+    let admin = text
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let mut child = serve(&scratch, &path);
+    let waited = listen.clone();
+    tokio::task::spawn_blocking(move || wait_listening(&waited))
+        .await
+        .unwrap();
+    // Pingora installs its signal handlers just after the listeners open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let request = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: a.example\r\n\r\n");
+    let mut idle = Vec::new();
+    for i in 0..4 {
+        let mut stream = TcpStream::connect(&listen).await.unwrap();
+        stream
+            .write_all(request(&format!("/idle/{i}")).as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(answer(&mut stream).await.map(|a| a.0), Some(200));
+        idle.push(stream);
+    }
+    let mut busy = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(&listen).await.unwrap();
+        stream
+            .write_all(request("/slow/3000").as_bytes())
+            .await
+            .unwrap();
+        busy.push(stream);
+    }
+    metrics_containing(
+        &format!("http://{admin}"),
+        &["portcullis_http_requests_in_flight 4"],
+    )
+    .await;
+    sigterm(&child);
+
+    for stream in &mut idle {
+        assert!(
+            closed_within(stream, Duration::from_secs(10)).await,
+            "an idle connection stayed open"
+        );
+    }
+    // Closed while the slow requests were still in flight, not when they ended.
+    for stream in &busy {
+        let mut byte = [0u8; 1];
+        assert!(
+            stream.try_read(&mut byte).is_err(),
+            "a slow request was answered before the idle connections closed"
+        );
+    }
+    for stream in &mut busy {
+        let (status, head, _) = answer(stream).await.expect("an answer, not a close");
+        assert_eq!(status, 200, "{head}");
+        assert!(head.contains("connection: close"), "{head}");
+        assert!(closed_within(stream, Duration::from_secs(10)).await);
+    }
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("exits once nothing is in flight, without waiting out the 30 s grace");
+    assert!(exit.success(), "{exit:?}");
+}

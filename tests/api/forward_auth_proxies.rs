@@ -326,7 +326,7 @@ const COOKIE_CASES: &[(&[&str], &[&str])] = &[
     (&["  portcullis =x ;b=2"], &["b=2"]),
     (
         &[
-            "PORTCULLIS=x; __Host-portcullis=y; __Secure-portcullis_refresh=z; portcullis_csrf=w; a=1",
+            "PORTCULLIS=x; __Secure-portcullis_refresh=z; portcullis_csrf=w; a=1",
         ],
         &["a=1"],
     ),
@@ -387,6 +387,23 @@ async fn proxy_takes_out_credentials(proxy: Proxy) {
             echoed_header(&echo, "x-user-email"),
             ["cookies@example.com"]
         );
+    }
+    // A gateway cookie name twice (any case, any prefix) means no credentials at all, a
+    // Bearer token beside it included: the browser is sent to sign in, the app sees nothing.
+    for twins in [
+        "PORTCULLIS=x; __Host-portcullis=y; a=1",
+        "portcullis_refresh=x; a=1; __Secure-portcullis_refresh=y",
+    ] {
+        let r = s
+            .app
+            .http
+            .get(format!("{}/page", s.base))
+            .bearer_auth(&t.access)
+            .header("cookie", twins)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FOUND, "{proxy:?} {twins}");
     }
     // Beyond what a rewrite can follow, nothing of the client's: no credentials reach the
     // app (whether the request is refused or its cookies all go).

@@ -13,6 +13,7 @@ mod support;
 mod account_api;
 mod canonical_requests;
 mod cli;
+mod connections;
 mod cookies;
 mod enforcement;
 mod forward_auth;
