@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::domain::{Email, Password};
 use crate::mail::MailKind;
-use crate::store::{NewUser, StoreError, TokenKind, User, UserStore};
+use crate::store::{NewToken, NewUser, StoreError, TokenKind, User, UserStore};
 use crate::telemetry::SECURITY;
 
 /// How long an email-verification link works.
@@ -128,21 +128,30 @@ async fn issue_mail_token(
     Ok(issue_token(&*app.store, user, kind, ttl).await?)
 }
 
-/// Replaces `user`'s unused tokens of `kind` with a new one and returns its plaintext.
+/// Replaces `user`'s unused tokens of `kind` with a new one, in one transaction, and
+/// returns its plaintext (to mail once the store has it).
 async fn issue_token(
     store: &dyn UserStore,
     user: &User,
     kind: TokenKind,
     ttl: Duration,
 ) -> Result<String, StoreError> {
-    store.invalidate_tokens(user.id, kind).await?;
+    let (token, stored) = new_token(kind, ttl);
+    store.replace_token(user.id, stored).await?;
+    Ok(token)
+}
+
+/// A fresh random token of `kind` valid for `ttl`: its plaintext and what the store keeps.
+fn new_token(kind: TokenKind, ttl: Duration) -> (String, NewToken) {
     let token = random_token();
     let expires_at =
         Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
-    store
-        .create_token(user.id, kind, &sha256_hex(&token), expires_at)
-        .await?;
-    Ok(token)
+    let stored = NewToken {
+        kind,
+        token_hash: sha256_hex(&token),
+        expires_at,
+    };
+    (token, stored)
 }
 
 fn invalid_token() -> Reply {
@@ -170,17 +179,18 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let ((email, password), (first_name, last_name)) =
         f.finish_with(email.zip(password).zip(first_name.zip(last_name)))?;
     let password_hash = app.hasher.hash(password.expose()).await?;
-    let user = match app
-        .store
-        .create_user(NewUser {
-            email: email.clone(),
-            password_hash,
-            first_name,
-            last_name,
-            language: super::request_language(app, request).to_owned(),
-        })
-        .await
-    {
+    // The account and its verification token are one transaction: a storage failure
+    // leaves neither (503, and a retry with the same address works), and the mail goes
+    // out only once both are stored.
+    let (token, stored) = new_token(TokenKind::EmailVerification, VERIFICATION_TTL);
+    let new = NewUser {
+        email: email.clone(),
+        password_hash,
+        first_name,
+        last_name,
+        language: super::request_language(app, request).to_owned(),
+    };
+    let user = match app.store.create_user_with_token(new, stored).await {
         Ok(user) => user,
         Err(StoreError::DuplicateEmail) => {
             offer_pending_address(app, request, &email);
@@ -189,20 +199,15 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         Err(e) => return Err(e.into()),
     };
     tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %request.client_ip);
-    match issue_mail_token(app, &user, TokenKind::EmailVerification, VERIFICATION_TTL).await {
-        Ok(token) => app.mailer.send_in_background_in(
-            super::mail_language(app, request, &user),
-            user.email.as_str(),
-            &user.first_name,
-            MailKind::Verification {
-                token,
-                expires_in: VERIFICATION_TTL,
-            },
-        ),
-        Err(e) => {
-            tracing::warn!(status = %e.status, user_id = %user.id, "could not issue a verification token")
-        }
-    }
+    app.mailer.send_in_background_in(
+        super::mail_language(app, request, &user),
+        user.email.as_str(),
+        &user.first_name,
+        MailKind::Verification {
+            token,
+            expires_in: VERIFICATION_TTL,
+        },
+    );
     Ok(Reply::ok(
         StatusCode::CREATED,
         "User registered successfully. Please check your email for verification.",

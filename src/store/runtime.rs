@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AttemptClaim, FailedLogin, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
-    UserChange, UserChangeEvent, UserStore,
+    AttemptClaim, AttemptOutcome, FailedLogin, NewToken, NewUser, PasskeyUse, StoreError,
+    StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, UserId};
@@ -48,6 +48,15 @@ impl OnRuntime {
 impl UserStore for OnRuntime {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
         self.run(|s| async move { s.create_user(new).await }).await
+    }
+
+    async fn create_user_with_token(
+        &self,
+        new: NewUser,
+        token: NewToken,
+    ) -> Result<User, StoreError> {
+        self.run(|s| async move { s.create_user_with_token(new, token).await })
+            .await
     }
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
@@ -115,9 +124,18 @@ impl UserStore for OnRuntime {
             .await
     }
 
-    async fn release_login_attempt(&self, id: UserId, max_attempts: u32) -> Result<(), StoreError> {
-        self.run(|s| async move { s.release_login_attempt(id, max_attempts).await })
-            .await
+    async fn resolve_login_attempt(
+        &self,
+        id: UserId,
+        outcome: AttemptOutcome,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        self.run(|s| async move {
+            s.resolve_login_attempt(id, outcome, max_attempts, lock_for)
+                .await
+        })
+        .await
     }
 
     async fn claim_unknown_login_attempt(
@@ -190,6 +208,11 @@ impl UserStore for OnRuntime {
     ) -> Result<(), StoreError> {
         let token_hash = token_hash.to_owned();
         self.run(|s| async move { s.create_token(id, kind, &token_hash, expires_at).await })
+            .await
+    }
+
+    async fn replace_token(&self, id: UserId, token: NewToken) -> Result<(), StoreError> {
+        self.run(|s| async move { s.replace_token(id, token).await })
             .await
     }
 

@@ -9,8 +9,8 @@ use chrono::{TimeDelta, Utc};
 use portcullis::domain::{Email, UserId};
 use portcullis::store::admin::{AdminError, UserCommand, run_user_command};
 use portcullis::store::{
-    self, AttemptClaim, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
-    UserChange, UserStore, connect,
+    self, AttemptClaim, AttemptOutcome, FailedLogin, NewToken, NewUser, PasskeyUse, StoreError,
+    StoredPasskey, TokenKind, User, UserChange, UserStore, connect,
 };
 
 use crate::support::db::{self, Kind, TestDb};
@@ -65,8 +65,9 @@ conformance!(
     migrations_are_idempotent_and_data_survives_reconnect,
     admin_commands_report_what_they_did,
     concurrent_claims_grant_only_the_allowed_guesses,
-    released_claim_lifts_the_lock_it_set,
+    resolutions_decide_the_lock,
     claims_after_an_expired_lock_start_afresh,
+    an_account_and_its_token_are_stored_together,
     change_feed_lists_recent_changes_in_order,
     unknown_address_claims_follow_the_account_rule,
     the_registration_language_is_kept,
@@ -1149,46 +1150,94 @@ async fn in_memory_sqlite_keeps_data_across_calls() {
     }
 }
 
+/// 20 claims at once for one account with a threshold of 5.
+async fn twenty_claims_at_once(store: &Arc<dyn UserStore>, user: UserId) -> Vec<AttemptClaim> {
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.claim_login_attempt(user, 5, LOCK_FOR).await })
+        })
+        .collect();
+    let mut claims = Vec::new();
+    for task in tasks {
+        claims.push(task.await.unwrap().unwrap());
+    }
+    claims
+}
+
+const LOCK_FOR: Duration = Duration::from_secs(600);
+
+/// Resolves `n` granted guesses of `user` at once with `outcome`.
+async fn resolve_at_once(
+    store: &Arc<dyn UserStore>,
+    user: UserId,
+    outcome: AttemptOutcome,
+    n: usize,
+) -> Vec<FailedLogin> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                store
+                    .resolve_login_attempt(user, outcome, 5, LOCK_FOR)
+                    .await
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for task in tasks {
+        done.push(task.await.unwrap().unwrap());
+    }
+    done
+}
+
 async fn concurrent_claims_grant_only_the_allowed_guesses(db: &TestDb) {
     let store = open(db).await;
     let user = store
         .create_user(new_user("claims@example.com"))
         .await
         .unwrap();
-    let lock_for = Duration::from_secs(600);
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.claim_login_attempt(user.id, 5, lock_for).await })
-        })
-        .collect();
-    let mut granted = BTreeSet::new();
-    let mut last = 0;
-    let mut locked = 0;
-    for task in tasks {
-        match task.await.unwrap().unwrap() {
-            AttemptClaim::Granted { attempt, last: l } => {
-                granted.insert(attempt);
-                last += usize::from(l);
-            }
-            AttemptClaim::Locked { until } => {
-                assert!(until > chrono::Utc::now());
-                locked += 1;
-            }
-        }
+    // Right guesses: five are checked at a time, the rest are told to wait; none locks,
+    // and once they are resolved there is room again.
+    for round in 0..2 {
+        let claims = twenty_claims_at_once(&store, user.id).await;
+        let granted: BTreeSet<u32> = claims
+            .iter()
+            .filter_map(|c| match c {
+                AttemptClaim::Granted { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>(), "round {round}");
+        let busy = claims.iter().filter(|c| **c == AttemptClaim::Busy).count();
+        assert_eq!(busy, 15, "round {round}: {claims:?}");
+        assert!(
+            !reload(store.as_ref(), user.id)
+                .await
+                .is_locked(chrono::Utc::now())
+        );
+        let done = resolve_at_once(&store, user.id, AttemptOutcome::Right, 5).await;
+        assert!(done.iter().all(|d| !d.newly_locked && d.attempts == 0));
     }
-    assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>());
-    assert_eq!(last, 1, "exactly one claim locked the account");
-    assert_eq!(locked, 15);
+    // Wrong guesses: five are checked, and the fifth failure locks, exactly once.
+    twenty_claims_at_once(&store, user.id).await;
+    let done = resolve_at_once(&store, user.id, AttemptOutcome::Wrong, 5).await;
+    assert_eq!(done.iter().filter(|d| d.newly_locked).count(), 1);
     let reloaded = reload(store.as_ref(), user.id).await;
     assert_eq!(reloaded.failed_login_attempts, 5);
     assert!(reloaded.is_locked(chrono::Utc::now()));
+    let claims = twenty_claims_at_once(&store, user.id).await;
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, AttemptClaim::Locked { until } if *until > chrono::Utc::now()))
+    );
 
     // A success clears it all.
     store.record_successful_login(user.id).await.unwrap();
     assert_eq!(
         store
-            .claim_login_attempt(user.id, 5, lock_for)
+            .claim_login_attempt(user.id, 5, LOCK_FOR)
             .await
             .unwrap(),
         AttemptClaim::Granted {
@@ -1196,47 +1245,80 @@ async fn concurrent_claims_grant_only_the_allowed_guesses(db: &TestDb) {
             last: false
         }
     );
-    assert!(matches!(
+    for call in [
         store
-            .claim_login_attempt(UserId::random(), 5, lock_for)
-            .await,
-        Err(StoreError::NotFound)
-    ));
+            .claim_login_attempt(UserId::random(), 5, LOCK_FOR)
+            .await
+            .map(drop),
+        store
+            .resolve_login_attempt(UserId::random(), AttemptOutcome::Wrong, 5, LOCK_FOR)
+            .await
+            .map(drop),
+    ] {
+        assert!(matches!(call, Err(StoreError::NotFound)));
+    }
 }
 
-async fn released_claim_lifts_the_lock_it_set(db: &TestDb) {
+async fn resolutions_decide_the_lock(db: &TestDb) {
     let store = open(db).await;
     let user = store
         .create_user(new_user("release@example.com"))
         .await
         .unwrap();
-    let lock_for = Duration::from_secs(600);
-    for _ in 0..2 {
-        store
-            .claim_login_attempt(user.id, 3, lock_for)
+    for n in 1..=3 {
+        let claim = store
+            .claim_login_attempt(user.id, 3, LOCK_FOR)
             .await
             .unwrap();
+        assert_eq!(
+            claim,
+            AttemptClaim::Granted {
+                attempt: n,
+                last: n == 3
+            }
+        );
     }
-    let third = store
-        .claim_login_attempt(user.id, 3, lock_for)
-        .await
-        .unwrap();
     assert_eq!(
-        third,
-        AttemptClaim::Granted {
-            attempt: 3,
-            last: true
-        }
+        store
+            .claim_login_attempt(user.id, 3, LOCK_FOR)
+            .await
+            .unwrap(),
+        AttemptClaim::Busy,
+        "the threshold is full of guesses in flight, none wrong yet"
     );
     assert!(
-        reload(store.as_ref(), user.id)
+        !reload(store.as_ref(), user.id)
             .await
             .is_locked(chrono::Utc::now())
     );
-    store.release_login_attempt(user.id, 3).await.unwrap();
+    // Given back: room for one more, and still no failure.
+    store
+        .resolve_login_attempt(user.id, AttemptOutcome::NotAGuess, 3, LOCK_FOR)
+        .await
+        .unwrap();
+    assert_eq!(
+        reload(store.as_ref(), user.id).await.failed_login_attempts,
+        0
+    );
+    assert!(matches!(
+        store
+            .claim_login_attempt(user.id, 3, LOCK_FOR)
+            .await
+            .unwrap(),
+        AttemptClaim::Granted { attempt: 3, .. }
+    ));
+    let mut locked = Vec::new();
+    for _ in 0..3 {
+        let done = store
+            .resolve_login_attempt(user.id, AttemptOutcome::Wrong, 3, LOCK_FOR)
+            .await
+            .unwrap();
+        locked.push(done.newly_locked);
+    }
+    assert_eq!(locked, [false, false, true]);
     let after = reload(store.as_ref(), user.id).await;
-    assert_eq!(after.failed_login_attempts, 2);
-    assert!(!after.is_locked(chrono::Utc::now()));
+    assert_eq!(after.failed_login_attempts, 3);
+    assert!(after.is_locked(chrono::Utc::now()));
 }
 
 async fn claims_after_an_expired_lock_start_afresh(db: &TestDb) {
@@ -1247,6 +1329,11 @@ async fn claims_after_an_expired_lock_start_afresh(db: &TestDb) {
         .unwrap();
     let brief = Duration::from_millis(200);
     store.claim_login_attempt(user.id, 1, brief).await.unwrap();
+    let done = store
+        .resolve_login_attempt(user.id, AttemptOutcome::Wrong, 1, brief)
+        .await
+        .unwrap();
+    assert!(done.newly_locked);
     assert!(matches!(
         store.claim_login_attempt(user.id, 1, brief).await.unwrap(),
         AttemptClaim::Locked { .. }
@@ -1259,6 +1346,64 @@ async fn claims_after_an_expired_lock_start_afresh(db: &TestDb) {
             last: false
         }
     );
+}
+
+async fn an_account_and_its_token_are_stored_together(db: &TestDb) {
+    let store = open(db).await;
+    let token = |hash: &str| NewToken {
+        kind: TokenKind::EmailVerification,
+        token_hash: hash.to_owned(),
+        expires_at: Utc::now() + chrono::Duration::hours(1),
+    };
+    let first = token_hash();
+    let user = store
+        .create_user_with_token(new_user("together@example.com"), token(&first))
+        .await
+        .unwrap();
+    assert_eq!(
+        reload(store.as_ref(), user.id).await.email.as_str(),
+        "together@example.com"
+    );
+    // A duplicate address stores neither the account nor its token.
+    let second = token_hash();
+    assert!(matches!(
+        store
+            .create_user_with_token(new_user("TOGETHER@example.com"), token(&second))
+            .await,
+        Err(StoreError::DuplicateEmail)
+    ));
+    assert_eq!(db.count_rows("users").await, 1);
+    assert_eq!(db.count_rows("verification_tokens").await, 1);
+    // A token that cannot be stored (its hash is taken) leaves no account behind.
+    assert!(
+        store
+            .create_user_with_token(new_user("alone@example.com"), token(&first))
+            .await
+            .is_err()
+    );
+    assert_eq!(db.count_rows("users").await, 1);
+    assert!(
+        store
+            .find_by_email(&Email::parse("alone@example.com").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Replacing: the new token works, the old one no longer; for no user, NotFound.
+    let third = token_hash();
+    store.replace_token(user.id, token(&third)).await.unwrap();
+    let kind = TokenKind::EmailVerification;
+    assert_eq!(store.consume_token(kind, &first).await.unwrap(), None);
+    assert_eq!(
+        store.consume_token(kind, &third).await.unwrap(),
+        Some(user.id)
+    );
+    assert!(matches!(
+        store
+            .replace_token(UserId::random(), token(&token_hash()))
+            .await,
+        Err(StoreError::NotFound)
+    ));
 }
 
 async fn change_feed_lists_recent_changes_in_order(db: &TestDb) {
@@ -1340,6 +1485,7 @@ async fn unknown_address_claims_follow_the_account_rule(db: &TestDb) {
                 granted.insert(attempt);
             }
             AttemptClaim::Locked { .. } => locked += 1,
+            AttemptClaim::Busy => panic!("an unknown address's guesses are all failures"),
         }
     }
     assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>());
