@@ -7,11 +7,13 @@
 //! exceed `lockout.max_failed_attempts`, so concurrent requests on any number of instances
 //! get at most that many checks per lock window; only wrong guesses lock, so a claim that
 //! finds the threshold filled by guesses still in flight waits for them (a right one makes
-//! room, wrong ones lock) instead of answering 423. Unknown addresses are counted by
-//! the same rule in the same store (keyed by a hash of the canonical address) and answered
-//! the same way, and every refusal costs one bcrypt verification, so neither the status
-//! nor the time of an answer tells whether an account exists or is locked.
+//! room, wrong ones lock) instead of answering 423. Unknown addresses are claimed, waited
+//! for and counted by the same rule in the same store (keyed by a hash of the canonical
+//! address) and answered the same way, and every refusal costs one bcrypt verification,
+//! so neither the status nor the time of an answer tells whether an account exists or is
+//! locked.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -19,7 +21,9 @@ use http::StatusCode;
 use super::{ApiRequest, Reply};
 use crate::app::App;
 use crate::auth::secrets::sha256_hex;
-use crate::store::{AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, User};
+use crate::store::{
+    AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, StoreError, User,
+};
 use crate::telemetry::SECURITY;
 
 /// 423: too many failed attempts.
@@ -48,6 +52,32 @@ const MOST_BUSY_PAUSE: Duration = Duration::from_millis(200);
 /// keeps taking the room first can last that long.
 const MOST_BUSY_WAIT: Duration = IN_FLIGHT_GUESS_TTL.saturating_add(Duration::from_secs(5));
 
+/// Claims one guess with `claim`, asking again while the store answers `Busy` (guesses
+/// in flight fill the threshold), backing off from [`FIRST_BUSY_PAUSE`] to
+/// [`MOST_BUSY_PAUSE`]; `Busy` only after [`MOST_BUSY_WAIT`].
+async fn claim_waiting<F, Fut>(mut claim: F) -> Result<AttemptClaim, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<AttemptClaim, StoreError>>,
+{
+    let give_up = Instant::now() + MOST_BUSY_WAIT;
+    let mut pause = FIRST_BUSY_PAUSE;
+    loop {
+        match claim().await? {
+            AttemptClaim::Busy if Instant::now() < give_up => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MOST_BUSY_PAUSE);
+            }
+            settled => return Ok(settled),
+        }
+    }
+}
+
+/// 503 for a guess that waited [`MOST_BUSY_WAIT`] for room in vain.
+fn still_busy() -> Reply {
+    Reply::unavailable("sign-in check")
+}
+
 /// Claims one guess at `user`'s secrets, waiting while the guesses in flight fill the
 /// threshold. A locked account gets the 423 only after a bcrypt verification of
 /// `password`, so it answers as slowly as a wrong password does.
@@ -58,33 +88,22 @@ pub async fn claim<'a>(
     request: &ApiRequest,
 ) -> Result<Guess<'a>, Reply> {
     let lockout = &app.config.lockout;
-    let give_up = Instant::now() + MOST_BUSY_WAIT;
-    let mut pause = FIRST_BUSY_PAUSE;
-    loop {
-        let claim = app
-            .store
-            .claim_login_attempt(user.id, lockout.max_failed_attempts, lockout.duration.get())
-            .await;
-        match claim {
-            Ok(AttemptClaim::Granted { .. }) => return Ok(Guess { user }),
-            Ok(AttemptClaim::Busy) if Instant::now() < give_up => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(MOST_BUSY_PAUSE);
-            }
-            Ok(AttemptClaim::Busy) => return Err(Reply::unavailable("sign-in check")),
-            Ok(AttemptClaim::Locked { until }) => {
-                app.hasher.verify_dummy(password).await;
-                tracing::warn!(
-                    target: SECURITY,
-                    event = "guess_refused_locked",
-                    user_id = %user.id,
-                    until = %until,
-                    client_ip = %request.client_ip,
-                );
-                return Err(locked());
-            }
-            Err(e) => return Err(e.into()),
+    let (max, lock_for) = (lockout.max_failed_attempts, lockout.duration.get());
+    match claim_waiting(|| app.store.claim_login_attempt(user.id, max, lock_for)).await {
+        Ok(AttemptClaim::Granted { .. }) => Ok(Guess { user }),
+        Ok(AttemptClaim::Busy) => Err(still_busy()),
+        Ok(AttemptClaim::Locked { until }) => {
+            app.hasher.verify_dummy(password).await;
+            tracing::warn!(
+                target: SECURITY,
+                event = "guess_refused_locked",
+                user_id = %user.id,
+                until = %until,
+                client_ip = %request.client_ip,
+            );
+            Err(locked())
         }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -137,9 +156,9 @@ impl Guess<'_> {
     }
 }
 
-/// A login for an address with no account: counted like a real one (in the store, under a
-/// hash of the canonical address, by the same rule) and answered like a real one, 401 and
-/// then 423, each after one bcrypt verification.
+/// A login for an address with no account: claimed, waited for and resolved like a real
+/// one (in the store, under a hash of the canonical address, by the same rule) and
+/// answered like a real one, 401 and then 423, each after one bcrypt verification.
 pub async fn unknown_account(
     app: &App,
     canonical_email: &str,
@@ -147,27 +166,26 @@ pub async fn unknown_account(
     request: &ApiRequest,
 ) -> Reply {
     let lockout = &app.config.lockout;
-    let claim = app
-        .store
-        .claim_unknown_login_attempt(
-            &sha256_hex(canonical_email),
-            lockout.max_failed_attempts,
-            lockout.duration.get(),
-        )
-        .await;
+    let (max, lock_for) = (lockout.max_failed_attempts, lockout.duration.get());
+    let key = sha256_hex(canonical_email);
+    let claim = claim_waiting(|| app.store.claim_unknown_login_attempt(&key, max, lock_for)).await;
     app.hasher.verify_dummy(password).await;
     match claim {
-        Ok(AttemptClaim::Granted { attempt, last }) => {
+        Ok(AttemptClaim::Granted { .. }) => {
+            let counted = app
+                .store
+                .resolve_unknown_login_attempt(&key, max, lock_for)
+                .await;
             app.metrics.logins.with_label_values(&["failure"]).inc();
-            tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", attempts = attempt, client_ip = %request.client_ip);
-            if last {
+            let attempts = counted.as_ref().ok().map(|c| c.attempts);
+            tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", attempts, client_ip = %request.client_ip);
+            if counted.is_ok_and(|c| c.newly_locked) {
                 app.metrics.lockouts.inc();
                 tracing::warn!(target: SECURITY, event = "account_locked", reason = "unknown_email", client_ip = %request.client_ip);
             }
             invalid_credentials()
         }
-        // Never answered for an unknown address, whose guesses are all counted as wrong.
-        Ok(AttemptClaim::Busy) => invalid_credentials(),
+        Ok(AttemptClaim::Busy) => still_busy(),
         Ok(AttemptClaim::Locked { .. }) => {
             app.metrics.logins.with_label_values(&["locked"]).inc();
             tracing::warn!(target: SECURITY, event = "login_refused_locked", reason = "unknown_email", client_ip = %request.client_ip);

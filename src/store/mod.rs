@@ -430,15 +430,26 @@ pub trait UserStore: Send + Sync {
 
     /// [`claim_login_attempt`](Self::claim_login_attempt) for an address with no account,
     /// keyed by `email_hash` (the SHA-256 hex of the canonical address), with the same rule
-    /// and the same atomicity, so a run of guesses is answered alike whether or not the
-    /// account exists. Nothing ever clears these counts but the lock rule and
-    /// [`purge_unknown_login_attempts`](Self::purge_unknown_login_attempts).
+    /// and the same atomicity (its `Busy` included), so a run of guesses is answered alike,
+    /// and as fast, whether or not the account exists. Nothing ever clears these counts but
+    /// the lock rule and [`purge_unknown_login_attempts`](Self::purge_unknown_login_attempts).
     async fn claim_unknown_login_attempt(
         &self,
         email_hash: &str,
         max_attempts: u32,
         lock_for: Duration,
     ) -> Result<AttemptClaim, StoreError>;
+
+    /// Resolves a guess granted by
+    /// [`claim_unknown_login_attempt`](Self::claim_unknown_login_attempt) as wrong (there
+    /// is no right password for an address with no account), as
+    /// [`resolve_login_attempt`](Self::resolve_login_attempt) does.
+    async fn resolve_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError>;
 
     /// Deletes the unknown-address counts idle for [`UNKNOWN_ATTEMPTS_RETENTION`] and not
     /// locked; returns how many.

@@ -152,6 +152,20 @@ impl UserStore for OnRuntime {
         .await
     }
 
+    async fn resolve_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        let email_hash = email_hash.to_owned();
+        self.run(|s| async move {
+            s.resolve_unknown_login_attempt(&email_hash, max_attempts, lock_for)
+                .await
+        })
+        .await
+    }
+
     async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
         self.run(|s| async move { s.purge_unknown_login_attempts().await })
             .await

@@ -306,27 +306,33 @@ where
         })
     }
 
-    /// Applies one step of the lockout rule (`attempts.rs`) to `user`'s lockout columns,
-    /// read and written in one transaction under the row's lock: the first statement
-    /// writes, so PostgreSQL locks the row and SQLite takes its write lock before anything
-    /// is read, and concurrent steps on any instance run one after the other.
+    /// Binds the key of whose guesses are counted: an account's id or an address's hash.
+    fn bind_guesser<'q>(
+        query: sqlx::query::Query<'q, DB, DB::Arguments>,
+        guesser: Guesser<'q>,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments> {
+        match guesser {
+            Guesser::Account(user) => query.bind(id::<DB>(user)),
+            Guesser::Unknown(email_hash) => query.bind(email_hash),
+        }
+    }
+
+    /// Applies one step of the lockout rule (`attempts.rs`) to the lockout columns of
+    /// `guesser`, read and written in one transaction under the row's lock: the first
+    /// statement writes, so PostgreSQL locks the row and SQLite takes its write lock before
+    /// anything is read, and concurrent steps on any instance run one after the other.
     async fn step_attempts<T>(
         &self,
-        user: UserId,
+        guesser: Guesser<'_>,
         at: DateTime<Utc>,
         step: impl FnOnce(Attempts) -> (Attempts, T),
     ) -> Result<T, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
-            "UPDATE users SET updated_at = $2 WHERE id = $1 \
-             RETURNING failed_login_attempts, login_attempts_in_flight, in_flight_until, \
-             locked_until",
-        )
-        .bind(id::<DB>(user))
-        .bind(DB::time(at))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
+        let row = Self::bind_guesser(sqlx::query(guesser.lock_statement()), guesser)
+            .bind(DB::time(at))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
         let in_flight: i32 = row.try_get("login_attempts_in_flight")?;
         let before = Attempts {
             failed: Self::attempts(&row)?,
@@ -336,31 +342,63 @@ where
         };
         let (after, answer) = step(before);
         if after != before {
-            sqlx::query(
-                "UPDATE users SET failed_login_attempts = $2, login_attempts_in_flight = $3, \
-                 in_flight_until = $4, locked_until = $5 WHERE id = $1",
-            )
-            .bind(id::<DB>(user))
-            .bind(count_to_db(after.failed))
-            .bind(count_to_db(after.in_flight))
-            .bind(after.in_flight_until.map(DB::time))
-            .bind(after.locked_until.map(DB::time))
-            .execute(&mut *tx)
-            .await?;
+            Self::bind_guesser(sqlx::query(guesser.write_statement()), guesser)
+                .bind(count_to_db(after.failed))
+                .bind(count_to_db(after.in_flight))
+                .bind(after.in_flight_until.map(DB::time))
+                .bind(after.locked_until.map(DB::time))
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
         Ok(answer)
     }
+}
 
-    /// The answer to a claim whose conditional write changed no row: a lock is in force
-    /// (`locked_until` of `row`), or the row is gone (`None`).
-    fn locked(row: Option<DB::Row>, at: DateTime<Utc>) -> Result<Option<AttemptClaim>, StoreError> {
-        let Some(row) = row else { return Ok(None) };
-        let until: Option<DateTime<Utc>> = row.try_get("locked_until")?;
-        // Unlocked between the two statements: refuse this one guess all the same.
-        Ok(Some(AttemptClaim::Locked {
-            until: until.unwrap_or(at),
-        }))
+/// Whose guesses a lockout step counts.
+#[derive(Clone, Copy)]
+enum Guesser<'a> {
+    /// An account, by id (`users`).
+    Account(UserId),
+    /// An address with no account, by the SHA-256 hex of its canonical form
+    /// (`unknown_login_attempts`).
+    Unknown(&'a str),
+}
+
+impl Guesser<'_> {
+    /// Writes the row (an unknown address's is created at zero) and returns its lockout
+    /// columns; `$1` the key, `$2` now.
+    const fn lock_statement(self) -> &'static str {
+        match self {
+            Self::Account(_) => {
+                "UPDATE users SET updated_at = $2 WHERE id = $1 \
+                 RETURNING failed_login_attempts, login_attempts_in_flight, in_flight_until, \
+                 locked_until"
+            }
+            Self::Unknown(_) => {
+                "INSERT INTO unknown_login_attempts \
+                   (email_hash, failed_login_attempts, locked_until, updated_at) \
+                 VALUES ($1, 0, NULL, $2) \
+                 ON CONFLICT (email_hash) DO UPDATE SET updated_at = $2 \
+                 RETURNING failed_login_attempts, login_attempts_in_flight, in_flight_until, \
+                 locked_until"
+            }
+        }
+    }
+
+    /// Stores the lockout columns; `$1` the key, then the four columns.
+    const fn write_statement(self) -> &'static str {
+        match self {
+            Self::Account(_) => {
+                "UPDATE users SET failed_login_attempts = $2, login_attempts_in_flight = $3, \
+                 in_flight_until = $4, locked_until = $5 WHERE id = $1"
+            }
+            Self::Unknown(_) => {
+                "UPDATE unknown_login_attempts SET failed_login_attempts = $2, \
+                 login_attempts_in_flight = $3, in_flight_until = $4, locked_until = $5 \
+                 WHERE email_hash = $1"
+            }
+        }
     }
 }
 
@@ -372,14 +410,6 @@ fn attempts_clock(lock_for: Duration) -> Result<Clock, StoreError> {
         lock_until: lock_deadline(at, lock_for)?,
         claim_until: lock_deadline(at, IN_FLIGHT_GUESS_TTL)?,
     })
-}
-
-/// The answer to a claim whose conditional write went through (`RETURNING` the count).
-fn granted(attempt: u32, max_attempts: u32) -> AttemptClaim {
-    AttemptClaim::Granted {
-        attempt,
-        last: attempt >= max_attempts.max(1),
-    }
 }
 
 #[async_trait]
@@ -573,8 +603,10 @@ where
         lock_for: Duration,
     ) -> Result<AttemptClaim, StoreError> {
         let clock = attempts_clock(lock_for)?;
-        self.step_attempts(user, clock.now, |a| a.claim(&clock, max_attempts))
-            .await
+        self.step_attempts(Guesser::Account(user), clock.now, |a| {
+            a.claim(&clock, max_attempts)
+        })
+        .await
     }
 
     async fn resolve_login_attempt(
@@ -585,7 +617,7 @@ where
         lock_for: Duration,
     ) -> Result<FailedLogin, StoreError> {
         let clock = attempts_clock(lock_for)?;
-        self.step_attempts(user, clock.now, |a| {
+        self.step_attempts(Guesser::Account(user), clock.now, |a| {
             a.resolve(outcome, &clock, max_attempts)
         })
         .await
@@ -597,42 +629,24 @@ where
         max_attempts: u32,
         lock_for: Duration,
     ) -> Result<AttemptClaim, StoreError> {
-        let at = now();
-        let deadline = lock_deadline(at, lock_for)?;
-        // The account rule of claim_login_attempt as an upsert: a first guess inserts
-        // count 1; later ones update the row only while no lock is in force. Concurrent
-        // upserts of one key wait for each other and re-check the WHERE clause.
-        let row = sqlx::query(
-            "INSERT INTO unknown_login_attempts \
-               (email_hash, failed_login_attempts, locked_until, updated_at) \
-             VALUES ($1, 1, CASE WHEN 1 >= $3 THEN $4 ELSE NULL END, $2) \
-             ON CONFLICT (email_hash) DO UPDATE SET \
-               failed_login_attempts = CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
-                 ELSE unknown_login_attempts.failed_login_attempts + 1 END, \
-               locked_until = CASE \
-                 WHEN (CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
-                       ELSE unknown_login_attempts.failed_login_attempts + 1 END) >= $3 THEN $4 \
-                 ELSE NULL END, \
-               updated_at = $2 \
-             WHERE unknown_login_attempts.locked_until IS NULL \
-                OR unknown_login_attempts.locked_until <= $2 \
-             RETURNING failed_login_attempts",
-        )
-        .bind(email_hash)
-        .bind(DB::time(at))
-        .bind(threshold(max_attempts))
-        .bind(DB::time(deadline))
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return Ok(granted(Self::attempts(&row)?, max_attempts));
-        }
-        let row =
-            sqlx::query("SELECT locked_until FROM unknown_login_attempts WHERE email_hash = $1")
-                .bind(email_hash)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(Self::locked(row, at)?.unwrap_or(AttemptClaim::Locked { until: at }))
+        let clock = attempts_clock(lock_for)?;
+        self.step_attempts(Guesser::Unknown(email_hash), clock.now, |a| {
+            a.claim(&clock, max_attempts)
+        })
+        .await
+    }
+
+    async fn resolve_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        let clock = attempts_clock(lock_for)?;
+        self.step_attempts(Guesser::Unknown(email_hash), clock.now, |a| {
+            a.resolve(AttemptOutcome::Wrong, &clock, max_attempts)
+        })
+        .await
     }
 
     async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
