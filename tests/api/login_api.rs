@@ -405,6 +405,9 @@ async fn concurrent_right_logins_all_succeed_within_the_session_cap() {
 const NFC: &str = "Caf\u{e9}-S3cure!";
 const NFD: &str = "Cafe\u{301}-S3cure!";
 
+/// A password as typed at login, and the status it must get.
+type Typed = (&'static str, StatusCode);
+
 async fn login_status(app: &TestApp, email: &str, password: &str) -> StatusCode {
     app.post(
         "/api/auth/login",
@@ -416,7 +419,7 @@ async fn login_status(app: &TestApp, email: &str, password: &str) -> StatusCode 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_password_logs_in_whatever_its_unicode_form() {
-    let cases: &[(&str, &str, &[(&str, StatusCode)])] = &[
+    let cases: &[(&str, &str, &[Typed])] = &[
         ("nfc", NFC, &[(NFD, StatusCode::OK), (NFC, StatusCode::OK)]),
         ("nfd", NFD, &[(NFC, StatusCode::OK), (NFD, StatusCode::OK)]),
         (
