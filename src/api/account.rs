@@ -229,26 +229,16 @@ pub async fn verify_email(app: &App, request: &ApiRequest) -> Result<Reply, Repl
     let Some(token) = token.filter(|t| is_token_shaped(t)) else {
         return Err(invalid_token());
     };
-    let user_id = match app
-        .store
-        .consume_token(TokenKind::EmailVerification, &sha256_hex(&token))
-        .await
-    {
+    // The token, the verified flag and the change feed's entry are one transaction: a
+    // failure answers 503 and leaves the link usable.
+    let user_id = match app.store.verify_address(&sha256_hex(&token)).await {
         Ok(Some(id)) => id,
         Ok(None) => return Err(invalid_token()),
         Err(e) => return Err(e.into()),
     };
-    app.store.mark_verified(user_id).await?;
     // Routes that require a verified address must let the user in at once, here and on
     // every other instance (which learn it from the change feed).
     app.access.forget_user(user_id.into());
-    if let Err(e) = app
-        .store
-        .record_user_change(user_id, crate::store::UserChange::Updated)
-        .await
-    {
-        tracing::warn!(error = %e, user_id = %user_id, "could not announce a verified address");
-    }
     tracing::info!(target: SECURITY, event = "email_verified", user_id = %user_id);
     Ok(Reply::ok(
         StatusCode::OK,
@@ -400,11 +390,10 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> Result<Reply, Re
         Err(e) => return Err(e.into()),
     };
     let password_hash = app.hasher.hash(password.expose()).await?;
-    app.store.set_password_hash(user_id, &password_hash).await?;
-    // The link came to the mailbox: the address is proven (and a pending registration made
-    // by someone else with this address is now the mailbox owner's, with their password).
-    app.store.mark_verified(user_id).await?;
-    app.store.unlock(user_id).await?;
+    // One statement: the new password, the address proven (the link came to the mailbox,
+    // and a pending registration made by someone else with this address is now the
+    // mailbox owner's, with their password) and the lockout cleared, or none of it.
+    app.store.reset_password(user_id, &password_hash).await?;
     let ended = app.access.revoke_user(user_id.into(), None).await?.len();
     tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
     if let Ok(Some(user)) = app.store.find_by_id(user_id).await {

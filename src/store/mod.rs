@@ -366,6 +366,11 @@ pub trait UserStore: Send + Sync {
     /// Replaces the password hash.
     async fn set_password_hash(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
 
+    /// A password reset through a mailed link, in one statement: replaces the password
+    /// hash, marks the address verified (the link reached the mailbox) and clears the
+    /// failures and any lock, so no failure leaves some of it done.
+    async fn reset_password(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
+
     /// Records the language the user's mails go out in (a code such as `ru`).
     async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError>;
 
@@ -492,6 +497,12 @@ pub trait UserStore: Send + Sync {
     /// transaction: a failure leaves the earlier tokens working. [`StoreError::NotFound`]
     /// when the user does not exist.
     async fn replace_token(&self, id: UserId, token: NewToken) -> Result<(), StoreError>;
+
+    /// Proves an address with its mailed [`TokenKind::EmailVerification`] token, in one
+    /// transaction: uses the token up (as [`consume_token`](Self::consume_token)), marks
+    /// its owner verified and appends [`UserChange::Updated`] to the change feed. The
+    /// owner's id, or `None` (nothing changed) for an unknown, used or expired token.
+    async fn verify_address(&self, token_hash: &str) -> Result<Option<UserId>, StoreError>;
 
     /// Uses up a token: the owner's id when the hash is known, of this kind, unused and
     /// unexpired, in which case it is now marked used (one conditional update, so two

@@ -95,6 +95,12 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn reset_password(&self, id: UserId, password_hash: &str) -> Result<(), StoreError> {
+        let password_hash = password_hash.to_owned();
+        self.run(|s| async move { s.reset_password(id, &password_hash).await })
+            .await
+    }
+
     async fn mark_verified(&self, id: UserId) -> Result<(), StoreError> {
         self.run(|s| async move { s.mark_verified(id).await }).await
     }
@@ -227,6 +233,12 @@ impl UserStore for OnRuntime {
 
     async fn replace_token(&self, id: UserId, token: NewToken) -> Result<(), StoreError> {
         self.run(|s| async move { s.replace_token(id, token).await })
+            .await
+    }
+
+    async fn verify_address(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.run(|s| async move { s.verify_address(&token_hash).await })
             .await
     }
 

@@ -247,6 +247,31 @@ where
         }
     }
 
+    /// Uses up a token on `conn` (a pooled connection or a transaction): its owner, or
+    /// `None` when it is unknown, of another kind, used or expired.
+    async fn use_token(
+        conn: &mut DB::Connection,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE verification_tokens SET used = TRUE \
+             WHERE token_hash = $1 AND kind = $2 AND NOT used AND expires_at > $3 \
+             RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(kind.as_str())
+        .bind(DB::time(now()))
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(|row| {
+            Ok(UserId::from_uuid(
+                row.try_get::<DB::Id, _>("user_id")?.into(),
+            ))
+        })
+        .transpose()
+    }
+
     /// Marks `user`'s unused tokens of `kind` as used on `conn`; returns how many.
     async fn invalidate(
         conn: &mut DB::Connection,
@@ -534,6 +559,19 @@ where
                 .bind(id::<DB>(user))
                 .bind(language)
                 .bind(DB::time(now())),
+        )
+        .await
+    }
+
+    async fn reset_password(&self, user: UserId, password_hash: &str) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET password_hash = $2, is_verified = TRUE, \
+                 failed_login_attempts = 0, locked_until = NULL, updated_at = $3 WHERE id = $1",
+            )
+            .bind(id::<DB>(user))
+            .bind(password_hash)
+            .bind(DB::time(now())),
         )
         .await
     }
@@ -829,27 +867,33 @@ where
         Ok(())
     }
 
+    async fn verify_address(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(user) = Self::use_token(&mut tx, TokenKind::EmailVerification, token_hash).await?
+        else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE users SET is_verified = TRUE, updated_at = $2 WHERE id = $1")
+            .bind(id::<DB>(user))
+            .bind(DB::time(now()))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
+            .bind(id::<DB>(user))
+            .bind(UserChange::Updated.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(user))
+    }
+
     async fn consume_token(
         &self,
         kind: TokenKind,
         token_hash: &str,
     ) -> Result<Option<UserId>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE verification_tokens SET used = TRUE \
-             WHERE token_hash = $1 AND kind = $2 AND NOT used AND expires_at > $3 \
-             RETURNING user_id",
-        )
-        .bind(token_hash)
-        .bind(kind.as_str())
-        .bind(DB::time(now()))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(UserId::from_uuid(
-                row.try_get::<DB::Id, _>("user_id")?.into(),
-            ))
-        })
-        .transpose()
+        let mut conn = self.pool.acquire().await?;
+        Self::use_token(&mut conn, kind, token_hash).await
     }
 
     async fn invalidate_tokens(&self, user: UserId, kind: TokenKind) -> Result<u64, StoreError> {

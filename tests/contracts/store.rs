@@ -289,6 +289,27 @@ async fn password_verification_and_activation_change_the_row(db: &TestDb) {
 
     store.set_active(user.id, true).await.unwrap();
     assert!(reload(store.as_ref(), user.id).await.is_active);
+
+    // A reset: the hash, the proven address and a cleared lockout, together.
+    let other = store
+        .create_user(new_user("frank-reset@example.com"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store
+            .record_failed_login(other.id, 3, Duration::from_secs(600))
+            .await
+            .unwrap();
+    }
+    assert!(reload(store.as_ref(), other.id).await.is_locked(Utc::now()));
+    store
+        .reset_password(other.id, "$2b$12$reset")
+        .await
+        .unwrap();
+    let reset = reload(store.as_ref(), other.id).await;
+    assert_eq!(reset.password_hash, "$2b$12$reset");
+    assert!(reset.is_verified);
+    assert_eq!((reset.failed_login_attempts, reset.locked_until), (0, None));
 }
 
 async fn calls_for_unknown_users_say_not_found(db: &TestDb) {
@@ -297,6 +318,7 @@ async fn calls_for_unknown_users_say_not_found(db: &TestDb) {
     let not_found = |r: Result<(), StoreError>| matches!(r, Err(StoreError::NotFound));
     assert!(not_found(store.set_password_hash(ghost, "h").await));
     assert!(not_found(store.mark_verified(ghost).await));
+    assert!(not_found(store.reset_password(ghost, "h").await));
     assert!(not_found(store.set_active(ghost, false).await));
     assert!(not_found(store.record_successful_login(ghost).await));
     assert!(not_found(store.unlock(ghost).await));
@@ -1404,6 +1426,34 @@ async fn an_account_and_its_token_are_stored_together(db: &TestDb) {
             .await,
         Err(StoreError::NotFound)
     ));
+
+    // Proving the address: the token, the flag and the change feed together, once.
+    let reset = token_hash();
+    let reset_token = NewToken {
+        kind: TokenKind::PasswordReset,
+        ..token(&reset)
+    };
+    store.replace_token(user.id, reset_token).await.unwrap();
+    assert_eq!(
+        store.verify_address(&reset).await.unwrap(),
+        None,
+        "another kind"
+    );
+    let fourth = token_hash();
+    store.replace_token(user.id, token(&fourth)).await.unwrap();
+    assert!(!reload(store.as_ref(), user.id).await.is_verified);
+    assert_eq!(store.verify_address(&fourth).await.unwrap(), Some(user.id));
+    assert!(reload(store.as_ref(), user.id).await.is_verified);
+    let feed = store.recent_user_changes().await.unwrap();
+    assert!(
+        feed.iter()
+            .any(|e| e.user_id == user.id && e.change == UserChange::Updated)
+    );
+    assert_eq!(
+        store.verify_address(&fourth).await.unwrap(),
+        None,
+        "used up"
+    );
 }
 
 async fn change_feed_lists_recent_changes_in_order(db: &TestDb) {
