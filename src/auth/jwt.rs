@@ -879,6 +879,58 @@ mod tests {
     }
 
     #[test]
+    fn times_beyond_the_skew_or_the_lifetime_are_refused_for_both_kinds() {
+        let ring = ring().with_access_lifetime(Duration::from_secs(900));
+        let kid = ring.signing_kid().to_owned();
+        let header = serde_json::json!({"alg": "EdDSA", "kid": kid});
+        let now = unix_now();
+        // (iat from now, exp - iat, accepted as access, accepted as assertion)
+        let cases = [
+            (0, 300, Ok(()), Ok(())),
+            (59, 300, Ok(()), Ok(())),
+            (0, 900 + 60, Ok(()), Err(TokenError::TooLongLived)),
+            (
+                0,
+                900 + 61,
+                Err(TokenError::TooLongLived),
+                Err(TokenError::TooLongLived),
+            ),
+            (0, 300 + 61, Ok(()), Err(TokenError::TooLongLived)),
+            (
+                61,
+                300,
+                Err(TokenError::IssuedInFuture),
+                Err(TokenError::IssuedInFuture),
+            ),
+            (
+                0,
+                10 * 365 * 86_400,
+                Err(TokenError::TooLongLived),
+                Err(TokenError::TooLongLived),
+            ),
+        ];
+        for (ahead, lifetime, access, assertion) in cases {
+            let mut claims = valid_claims(&ring);
+            claims["iat"] = (now + ahead).into();
+            claims["exp"] = (now + ahead + lifetime).into();
+            let token = forge(&key(1), &header, &claims);
+            let case = format!("iat +{ahead}, exp - iat = {lifetime}");
+            assert_eq!(ring.verify_access(&token).map(drop), access, "{case}");
+            claims["aud"] = ASSERTION_AUDIENCE.into();
+            claims["email"] = "a@example.com".into();
+            claims["email_verified"] = true.into();
+            claims["roles"] = serde_json::json!([]);
+            let token = forge(&key(1), &header, &claims);
+            assert_eq!(ring.verify_assertion(&token).map(drop), assertion, "{case}");
+        }
+        let ring = ring.with_access_lifetime(Duration::from_secs(60));
+        let (long, _) = ring
+            .issue_access("u1", "s1", &[AMR_PASSWORD], Duration::from_secs(900))
+            .unwrap();
+        assert_eq!(ring.verify_access(&long), Err(TokenError::TooLongLived));
+    }
+
+    #[test]
     fn assertion_and_access_tokens_are_not_interchangeable() {
         let ring = ring();
         let (assertion, claims) = ring

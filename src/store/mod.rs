@@ -126,18 +126,6 @@ pub struct NewUser {
     pub language: String,
 }
 
-/// A single-use mailed token to store: its kind, the SHA-256 hex of its text and when it
-/// stops working. The text itself is only ever mailed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewToken {
-    /// What the token allows.
-    pub kind: TokenKind,
-    /// SHA-256 hex of the token's text.
-    pub token_hash: String,
-    /// When the token stops working.
-    pub expires_at: DateTime<Utc>,
-}
-
 impl fmt::Debug for NewUser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NewUser")
@@ -148,6 +136,18 @@ impl fmt::Debug for NewUser {
             .field("language", &self.language)
             .finish()
     }
+}
+
+/// A single-use mailed token to store: its kind, the SHA-256 hex of its text and when it
+/// stops working. The text itself is only ever mailed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToken {
+    /// What the token allows.
+    pub kind: TokenKind,
+    /// SHA-256 hex of the token's text.
+    pub token_hash: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A stored account with its roles.
