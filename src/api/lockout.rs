@@ -149,6 +149,15 @@ impl Guess<'_> {
         self.resolve(app, AttemptOutcome::Right).await.map(drop)
     }
 
+    /// The guess could not be checked (`refusal`, a backend failing, is the answer): it is
+    /// given back, so it holds no room while the backend recovers. Answers `refusal`.
+    pub async fn unchecked(self, app: &App, refusal: Reply) -> Reply {
+        if let Err(e) = self.resolve(app, AttemptOutcome::NotAGuess).await {
+            tracing::warn!(status = %e.status, "could not give back an unchecked guess");
+        }
+        refusal
+    }
+
     /// The guess was right as far as it went, but the second factor was not sent (or the
     /// account cannot sign in anyway): it is given back, not counted.
     pub async fn released(self, app: &App) -> Result<(), Reply> {

@@ -139,7 +139,7 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             guess.failed(app, request, "wrong_password").await;
             return Err(invalid_credentials());
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(guess.unchecked(app, e.into()).await),
     };
     if !user.is_active {
         guess.released(app).await?;
@@ -169,7 +169,9 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
                 guess.failed(app, request, "wrong_two_factor_code").await;
                 return Err(invalid_credentials());
             }
-            Err(super::two_factor::LoginCodeError::Backend(response)) => return Err(response),
+            Err(super::two_factor::LoginCodeError::Backend(response)) => {
+                return Err(guess.unchecked(app, response).await);
+            }
         };
 
     guess.succeeded(app).await?;

@@ -80,7 +80,7 @@ pub(super) async fn step_up(
                 "is incorrect",
             )]));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(guess.unchecked(app, e.into()).await),
     };
     if need_code {
         match super::two_factor::check_login_code(app, user, code.as_deref()).await {
@@ -99,7 +99,9 @@ pub(super) async fn step_up(
                     "is not a current code or an unused recovery code",
                 )]));
             }
-            Err(LoginCodeError::Backend(response)) => return Err(response),
+            Err(LoginCodeError::Backend(response)) => {
+                return Err(guess.unchecked(app, response).await);
+            }
         }
     }
     guess.succeeded(app).await?;
