@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::domain::{Email, Password};
 use crate::mail::MailKind;
-use crate::store::{NewUser, StoreError, TokenKind, User, UserStore};
+use crate::store::{NewToken, NewUser, StoreError, TokenKind, User, UserStore};
 use crate::telemetry::SECURITY;
 
 /// How long an email-verification link works.
@@ -128,21 +128,30 @@ async fn issue_mail_token(
     Ok(issue_token(&*app.store, user, kind, ttl).await?)
 }
 
-/// Replaces `user`'s unused tokens of `kind` with a new one and returns its plaintext.
+/// Replaces `user`'s unused tokens of `kind` with a new one, in one transaction, and
+/// returns its plaintext (to mail once the store has it).
 async fn issue_token(
     store: &dyn UserStore,
     user: &User,
     kind: TokenKind,
     ttl: Duration,
 ) -> Result<String, StoreError> {
-    store.invalidate_tokens(user.id, kind).await?;
+    let (token, stored) = new_token(kind, ttl);
+    store.replace_token(user.id, stored).await?;
+    Ok(token)
+}
+
+/// A fresh random token of `kind` valid for `ttl`: its plaintext and what the store keeps.
+fn new_token(kind: TokenKind, ttl: Duration) -> (String, NewToken) {
     let token = random_token();
     let expires_at =
         Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
-    store
-        .create_token(user.id, kind, &sha256_hex(&token), expires_at)
-        .await?;
-    Ok(token)
+    let stored = NewToken {
+        kind,
+        token_hash: sha256_hex(&token),
+        expires_at,
+    };
+    (token, stored)
 }
 
 fn invalid_token() -> Reply {
@@ -170,17 +179,18 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let ((email, password), (first_name, last_name)) =
         f.finish_with(email.zip(password).zip(first_name.zip(last_name)))?;
     let password_hash = app.hasher.hash(password.expose()).await?;
-    let user = match app
-        .store
-        .create_user(NewUser {
-            email: email.clone(),
-            password_hash,
-            first_name,
-            last_name,
-            language: super::request_language(app, request).to_owned(),
-        })
-        .await
-    {
+    // The account and its verification token are one transaction: a storage failure
+    // leaves neither (503, and a retry with the same address works), and the mail goes
+    // out only once both are stored.
+    let (token, stored) = new_token(TokenKind::EmailVerification, VERIFICATION_TTL);
+    let new = NewUser {
+        email: email.clone(),
+        password_hash,
+        first_name,
+        last_name,
+        language: super::request_language(app, request).to_owned(),
+    };
+    let user = match app.store.create_user_with_token(new, stored).await {
         Ok(user) => user,
         Err(StoreError::DuplicateEmail) => {
             offer_pending_address(app, request, &email);
@@ -189,20 +199,15 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         Err(e) => return Err(e.into()),
     };
     tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %request.client_ip);
-    match issue_mail_token(app, &user, TokenKind::EmailVerification, VERIFICATION_TTL).await {
-        Ok(token) => app.mailer.send_in_background_in(
-            super::mail_language(app, request, &user),
-            user.email.as_str(),
-            &user.first_name,
-            MailKind::Verification {
-                token,
-                expires_in: VERIFICATION_TTL,
-            },
-        ),
-        Err(e) => {
-            tracing::warn!(status = %e.status, user_id = %user.id, "could not issue a verification token")
-        }
-    }
+    app.mailer.send_in_background_in(
+        super::mail_language(app, request, &user),
+        user.email.as_str(),
+        &user.first_name,
+        MailKind::Verification {
+            token,
+            expires_in: VERIFICATION_TTL,
+        },
+    );
     Ok(Reply::ok(
         StatusCode::CREATED,
         "User registered successfully. Please check your email for verification.",
@@ -224,26 +229,16 @@ pub async fn verify_email(app: &App, request: &ApiRequest) -> Result<Reply, Repl
     let Some(token) = token.filter(|t| is_token_shaped(t)) else {
         return Err(invalid_token());
     };
-    let user_id = match app
-        .store
-        .consume_token(TokenKind::EmailVerification, &sha256_hex(&token))
-        .await
-    {
+    // The token, the verified flag and the change feed's entry are one transaction: a
+    // failure answers 503 and leaves the link usable.
+    let user_id = match app.store.verify_address(&sha256_hex(&token)).await {
         Ok(Some(id)) => id,
         Ok(None) => return Err(invalid_token()),
         Err(e) => return Err(e.into()),
     };
-    app.store.mark_verified(user_id).await?;
     // Routes that require a verified address must let the user in at once, here and on
     // every other instance (which learn it from the change feed).
     app.access.forget_user(user_id.into());
-    if let Err(e) = app
-        .store
-        .record_user_change(user_id, crate::store::UserChange::Updated)
-        .await
-    {
-        tracing::warn!(error = %e, user_id = %user_id, "could not announce a verified address");
-    }
     tracing::info!(target: SECURITY, event = "email_verified", user_id = %user_id);
     Ok(Reply::ok(
         StatusCode::OK,
@@ -395,11 +390,10 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> Result<Reply, Re
         Err(e) => return Err(e.into()),
     };
     let password_hash = app.hasher.hash(password.expose()).await?;
-    app.store.set_password_hash(user_id, &password_hash).await?;
-    // The link came to the mailbox: the address is proven (and a pending registration made
-    // by someone else with this address is now the mailbox owner's, with their password).
-    app.store.mark_verified(user_id).await?;
-    app.store.unlock(user_id).await?;
+    // One statement: the new password, the address proven (the link came to the mailbox,
+    // and a pending registration made by someone else with this address is now the
+    // mailbox owner's, with their password) and the lockout cleared, or none of it.
+    app.store.reset_password(user_id, &password_hash).await?;
     let ended = app.access.revoke_user(user_id.into(), None).await?.len();
     tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
     if let Ok(Some(user)) = app.store.find_by_id(user_id).await {

@@ -1,20 +1,29 @@
 //! The one gate every guess at a password or a second factor passes: login, and the
 //! current-password and code checks of change-password, deactivate and the 2FA changes.
 //!
-//! A guess is counted **before** it is checked, in one atomic store statement
-//! ([`UserStore::claim_login_attempt`](crate::store::UserStore::claim_login_attempt)), so
-//! concurrent requests on any number of instances get at most
-//! `lockout.max_failed_attempts` checks per lock window. Unknown addresses are counted by
-//! the same rule in the same store (keyed by a hash of the canonical address) and answered
-//! the same way, and every refusal costs one bcrypt verification, so neither the status
-//! nor the time of an answer tells whether an account exists or is locked.
+//! A guess is claimed **before** it is checked, atomically in the store
+//! ([`UserStore::claim_login_attempt`](crate::store::UserStore::claim_login_attempt)), and
+//! resolved once it is known to be right or wrong. Failures plus guesses in flight never
+//! exceed `lockout.max_failed_attempts`, so concurrent requests on any number of instances
+//! get at most that many checks per lock window; only wrong guesses lock, so a claim that
+//! finds the threshold filled by guesses still in flight waits for them (a right one makes
+//! room, wrong ones lock) instead of answering 423. Unknown addresses are claimed, waited
+//! for and counted by the same rule in the same store (keyed by a hash of the canonical
+//! address) and answered the same way, and every refusal costs one bcrypt verification,
+//! so neither the status nor the time of an answer tells whether an account exists or is
+//! locked.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
 use super::{ApiRequest, Reply};
 use crate::app::App;
 use crate::auth::secrets::sha256_hex;
-use crate::store::{AttemptClaim, User};
+use crate::store::{
+    AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, StoreError, User,
+};
 use crate::telemetry::SECURITY;
 
 /// 423: too many failed attempts.
@@ -26,16 +35,52 @@ pub fn locked() -> Reply {
     )
 }
 
-/// A claimed guess at a known account's secret; say how it ended with one of its methods.
-#[must_use = "a claimed guess stays counted as a failure unless it is resolved"]
+/// A claimed guess at a known account's secret; say how it ended with one of its methods
+/// (one left unresolved counts as wrong once [`IN_FLIGHT_GUESS_TTL`] has passed).
+#[must_use = "a claimed guess counts as wrong unless it is resolved"]
 pub struct Guess<'a> {
     user: &'a User,
-    attempt: u32,
-    last: bool,
 }
 
-/// Claims one guess at `user`'s secrets. A locked account gets the 423 only after a
-/// bcrypt verification of `password`, so it answers as slowly as a wrong password does.
+/// The first pause before asking again for a claim the store answered `Busy`; it doubles
+/// up to [`MOST_BUSY_PAUSE`].
+const FIRST_BUSY_PAUSE: Duration = Duration::from_millis(10);
+/// The longest pause between two claims of a waiting guess.
+const MOST_BUSY_PAUSE: Duration = Duration::from_millis(200);
+/// How long a guess waits for room before answering 503: past [`IN_FLIGHT_GUESS_TTL`],
+/// claims in flight have lapsed into failures, so only a stream of newer guesses that
+/// keeps taking the room first can last that long.
+const MOST_BUSY_WAIT: Duration = IN_FLIGHT_GUESS_TTL.saturating_add(Duration::from_secs(5));
+
+/// Claims one guess with `claim`, asking again while the store answers `Busy` (guesses
+/// in flight fill the threshold), backing off from [`FIRST_BUSY_PAUSE`] to
+/// [`MOST_BUSY_PAUSE`]; `Busy` only after [`MOST_BUSY_WAIT`].
+async fn claim_waiting<F, Fut>(mut claim: F) -> Result<AttemptClaim, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<AttemptClaim, StoreError>>,
+{
+    let give_up = Instant::now() + MOST_BUSY_WAIT;
+    let mut pause = FIRST_BUSY_PAUSE;
+    loop {
+        match claim().await? {
+            AttemptClaim::Busy if Instant::now() < give_up => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(MOST_BUSY_PAUSE);
+            }
+            settled => return Ok(settled),
+        }
+    }
+}
+
+/// 503 for a guess that waited [`MOST_BUSY_WAIT`] for room in vain.
+fn still_busy() -> Reply {
+    Reply::unavailable("sign-in check")
+}
+
+/// Claims one guess at `user`'s secrets, waiting while the guesses in flight fill the
+/// threshold. A locked account gets the 423 only after a bcrypt verification of
+/// `password`, so it answers as slowly as a wrong password does.
 pub async fn claim<'a>(
     app: &App,
     user: &'a User,
@@ -43,16 +88,10 @@ pub async fn claim<'a>(
     request: &ApiRequest,
 ) -> Result<Guess<'a>, Reply> {
     let lockout = &app.config.lockout;
-    match app
-        .store
-        .claim_login_attempt(user.id, lockout.max_failed_attempts, lockout.duration.get())
-        .await
-    {
-        Ok(AttemptClaim::Granted { attempt, last }) => Ok(Guess {
-            user,
-            attempt,
-            last,
-        }),
+    let (max, lock_for) = (lockout.max_failed_attempts, lockout.duration.get());
+    match claim_waiting(|| app.store.claim_login_attempt(user.id, max, lock_for)).await {
+        Ok(AttemptClaim::Granted { .. }) => Ok(Guess { user }),
+        Ok(AttemptClaim::Busy) => Err(still_busy()),
         Ok(AttemptClaim::Locked { until }) => {
             app.hasher.verify_dummy(password).await;
             tracing::warn!(
@@ -69,17 +108,32 @@ pub async fn claim<'a>(
 }
 
 impl Guess<'_> {
-    /// The guess was wrong: it stays counted. Logs it, and the lockout when it was the last.
-    pub fn failed(self, app: &App, request: &ApiRequest, reason: &'static str) {
+    async fn resolve(&self, app: &App, outcome: AttemptOutcome) -> Result<FailedLogin, Reply> {
+        let lockout = &app.config.lockout;
+        app.store
+            .resolve_login_attempt(
+                self.user.id,
+                outcome,
+                lockout.max_failed_attempts,
+                lockout.duration.get(),
+            )
+            .await
+            .map_err(Into::into)
+    }
+
+    /// The guess was wrong: one more failure. Logs it, and the lockout when it set one.
+    /// Should the store fail here, the claim lapses into a failure all the same.
+    pub async fn failed(self, app: &App, request: &ApiRequest, reason: &'static str) {
+        let counted = self.resolve(app, AttemptOutcome::Wrong).await.ok();
         tracing::warn!(
             target: SECURITY,
             event = "login_failed",
             reason,
             user_id = %self.user.id,
-            attempts = self.attempt,
+            attempts = counted.map(|c| c.attempts),
             client_ip = %request.client_ip,
         );
-        if self.last {
+        if counted.is_some_and(|c| c.newly_locked) {
             app.metrics.lockouts.inc();
             tracing::warn!(
                 target: SECURITY,
@@ -92,22 +146,28 @@ impl Guess<'_> {
 
     /// The caller proved who they are: the failure count and any lock are cleared.
     pub async fn succeeded(self, app: &App) -> Result<(), Reply> {
-        app.store.unlock(self.user.id).await.map_err(Into::into)
+        self.resolve(app, AttemptOutcome::Right).await.map(drop)
     }
 
-    /// The guess was right as far as it went, but the second factor was not sent: it is
-    /// not counted, and a lock it set is lifted.
+    /// The guess could not be checked (`refusal`, a backend failing, is the answer): it is
+    /// given back, so it holds no room while the backend recovers. Answers `refusal`.
+    pub async fn unchecked(self, app: &App, refusal: Reply) -> Reply {
+        if let Err(e) = self.resolve(app, AttemptOutcome::NotAGuess).await {
+            tracing::warn!(status = %e.status, "could not give back an unchecked guess");
+        }
+        refusal
+    }
+
+    /// The guess was right as far as it went, but the second factor was not sent (or the
+    /// account cannot sign in anyway): it is given back, not counted.
     pub async fn released(self, app: &App) -> Result<(), Reply> {
-        app.store
-            .release_login_attempt(self.user.id, app.config.lockout.max_failed_attempts)
-            .await
-            .map_err(Into::into)
+        self.resolve(app, AttemptOutcome::NotAGuess).await.map(drop)
     }
 }
 
-/// A login for an address with no account: counted like a real one (in the store, under a
-/// hash of the canonical address, by the same rule) and answered like a real one, 401 and
-/// then 423, each after one bcrypt verification.
+/// A login for an address with no account: claimed, waited for and resolved like a real
+/// one (in the store, under a hash of the canonical address, by the same rule) and
+/// answered like a real one, 401 and then 423, each after one bcrypt verification.
 pub async fn unknown_account(
     app: &App,
     canonical_email: &str,
@@ -115,25 +175,26 @@ pub async fn unknown_account(
     request: &ApiRequest,
 ) -> Reply {
     let lockout = &app.config.lockout;
-    let claim = app
-        .store
-        .claim_unknown_login_attempt(
-            &sha256_hex(canonical_email),
-            lockout.max_failed_attempts,
-            lockout.duration.get(),
-        )
-        .await;
+    let (max, lock_for) = (lockout.max_failed_attempts, lockout.duration.get());
+    let key = sha256_hex(canonical_email);
+    let claim = claim_waiting(|| app.store.claim_unknown_login_attempt(&key, max, lock_for)).await;
     app.hasher.verify_dummy(password).await;
     match claim {
-        Ok(AttemptClaim::Granted { attempt, last }) => {
+        Ok(AttemptClaim::Granted { .. }) => {
+            let counted = app
+                .store
+                .resolve_unknown_login_attempt(&key, max, lock_for)
+                .await;
             app.metrics.logins.with_label_values(&["failure"]).inc();
-            tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", attempts = attempt, client_ip = %request.client_ip);
-            if last {
+            let attempts = counted.as_ref().ok().map(|c| c.attempts);
+            tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", attempts, client_ip = %request.client_ip);
+            if counted.is_ok_and(|c| c.newly_locked) {
                 app.metrics.lockouts.inc();
                 tracing::warn!(target: SECURITY, event = "account_locked", reason = "unknown_email", client_ip = %request.client_ip);
             }
             invalid_credentials()
         }
+        Ok(AttemptClaim::Busy) => still_busy(),
         Ok(AttemptClaim::Locked { .. }) => {
             app.metrics.logins.with_label_values(&["locked"]).inc();
             tracing::warn!(target: SECURITY, event = "login_refused_locked", reason = "unknown_email", client_ip = %request.client_ip);

@@ -11,6 +11,7 @@ use super::lockout::{self, invalid_credentials};
 use super::{ApiRequest, Fields, Reply};
 use crate::access::credentials::unauthorized;
 use crate::app::App;
+use crate::auth::Verified;
 use crate::auth::jwt::AMR_PASSWORD;
 use crate::auth::secrets::{
     format_refresh_token, next_refresh_secret, parse_refresh_token, random_token, sha256_hex,
@@ -108,8 +109,8 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         )
         .await);
     };
-    // The guess is counted before bcrypt runs: a burst cannot get more checks than the
-    // lockout allows, and a right password after the limit meets the lock.
+    // The guess is claimed before bcrypt runs: a burst cannot get more checks than the
+    // lockout allows, and a right password meets a lock only one set by wrong ones.
     let guess = match lockout::claim(app, &user, &password, request).await {
         Ok(guess) => guess,
         Err(refusal) => {
@@ -122,15 +123,15 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             return Err(refusal);
         }
     };
-    match app.hasher.verify(&password, &user.password_hash).await {
-        Ok(true) => {}
-        Ok(false) => {
+    let verified = match app.hasher.check(&password, &user.password_hash).await {
+        Ok(verified) if verified.matches() => verified,
+        Ok(_) => {
             app.metrics.logins.with_label_values(&["failure"]).inc();
-            guess.failed(app, request, "wrong_password");
+            guess.failed(app, request, "wrong_password").await;
             return Err(invalid_credentials());
         }
-        Err(e) => return Err(e.into()),
-    }
+        Err(e) => return Err(guess.unchecked(app, e.into()).await),
+    };
     if !user.is_active {
         guess.released(app).await?;
         app.metrics.logins.with_label_values(&["deactivated"]).inc();
@@ -156,25 +157,34 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             }
             Err(super::two_factor::LoginCodeError::Wrong) => {
                 app.metrics.logins.with_label_values(&["failure"]).inc();
-                guess.failed(app, request, "wrong_two_factor_code");
+                guess.failed(app, request, "wrong_two_factor_code").await;
                 return Err(invalid_credentials());
             }
-            Err(super::two_factor::LoginCodeError::Backend(response)) => return Err(response),
+            Err(super::two_factor::LoginCodeError::Backend(response)) => {
+                return Err(guess.unchecked(app, response).await);
+            }
         };
 
-    // The guess is resolved by clearing the count with the login stamp.
-    drop(guess);
-    if app.hasher.needs_rehash(&user.password_hash) {
-        match app.hasher.hash(&password).await {
-            Ok(hash) => {
-                if let Err(e) = app.store.set_password_hash(user.id, &hash).await {
-                    tracing::warn!(error = %e, user_id = %user.id, "could not store the re-hashed password");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not re-hash a password"),
-        }
-    }
+    guess.succeeded(app).await?;
+    renew_hash(app, &user, &password, verified).await;
     open_session(app, request, &user, two_factor, passkey, remember_me).await
+}
+
+/// After a right password: a hash made at another cost, or before passwords were
+/// normalised (it matched only as typed), is replaced by a fresh hash of the normalised
+/// form, so the next check is a [`Verified::Match`]. A failure is logged, not answered.
+pub(super) async fn renew_hash(app: &App, user: &User, password: &str, verified: Verified) {
+    if verified != Verified::MatchAsTyped && !app.hasher.needs_rehash(&user.password_hash) {
+        return;
+    }
+    match app.hasher.hash(password).await {
+        Ok(hash) => {
+            if let Err(e) = app.store.set_password_hash(user.id, &hash).await {
+                tracing::warn!(error = %e, user_id = %user.id, "could not store the re-hashed password");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not re-hash a password"),
+    }
 }
 
 /// Starts a session for `user`, who has just proved who they are (a password, perhaps

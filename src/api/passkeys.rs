@@ -682,7 +682,7 @@ async fn count_failure(
     app.metrics.logins.with_label_values(&["failure"]).inc();
     match lockout::claim(app, user, "", request).await {
         Ok(guess) => {
-            guess.failed(app, request, reason);
+            guess.failed(app, request, reason).await;
             passkey_refused()
         }
         Err(refusal) => refusal,

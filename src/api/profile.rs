@@ -71,17 +71,17 @@ pub(super) async fn step_up(
     };
     let password = f.finish_with(password)?;
     let guess = lockout::claim(app, user, &password, request).await?;
-    match app.hasher.verify(&password, &user.password_hash).await {
-        Ok(true) => {}
-        Ok(false) => {
-            guess.failed(app, request, "wrong_current_password");
+    let verified = match app.hasher.check(&password, &user.password_hash).await {
+        Ok(verified) if verified.matches() => verified,
+        Ok(_) => {
+            guess.failed(app, request, "wrong_current_password").await;
             return Err(Reply::validation(&[FieldError::new(
                 password_field,
                 "is incorrect",
             )]));
         }
-        Err(e) => return Err(e.into()),
-    }
+        Err(e) => return Err(guess.unchecked(app, e.into()).await),
+    };
     if need_code {
         match super::two_factor::check_login_code(app, user, code.as_deref()).await {
             Ok(_) => {}
@@ -93,16 +93,20 @@ pub(super) async fn step_up(
                 )]));
             }
             Err(LoginCodeError::Wrong) => {
-                guess.failed(app, request, "wrong_two_factor_code");
+                guess.failed(app, request, "wrong_two_factor_code").await;
                 return Err(Reply::validation(&[FieldError::new(
                     "two_factor_code",
                     "is not a current code or an unused recovery code",
                 )]));
             }
-            Err(LoginCodeError::Backend(response)) => return Err(response),
+            Err(LoginCodeError::Backend(response)) => {
+                return Err(guess.unchecked(app, response).await);
+            }
         }
     }
-    guess.succeeded(app).await
+    guess.succeeded(app).await?;
+    super::login::renew_hash(app, user, &password, verified).await;
+    Ok(())
 }
 
 /// `POST /api/auth/change-password` — ends the user's other sessions.

@@ -41,6 +41,14 @@ pub const ASSERTION_AUDIENCE: &str = "portcullis-upstream";
 /// Longest lifetime of an identity assertion; longer requests are shortened to this.
 pub const MAX_ASSERTION_TTL: Duration = Duration::from_secs(5 * 60);
 
+/// The clock difference tolerated between the instances that share a signing key: a
+/// token's `iat` may lie at most this far in the future, and its `exp - iat` may exceed
+/// the configured lifetime by at most this much (RFC 7519 §4.1.6 leaves both checks to
+/// the verifier). A token outside these bounds was not issued by a sane gateway: it is
+/// refused, whatever its signature says (defence in depth against a leaked signing key or
+/// a clock gone wrong).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// `amr` value of a password login.
 pub const AMR_PASSWORD: &str = "pwd";
 
@@ -119,6 +127,12 @@ pub enum TokenError {
     /// A required claim is missing or has the wrong type.
     #[error("token claims are invalid")]
     InvalidClaims,
+    /// `iat` is more than [`CLOCK_SKEW`] in the future.
+    #[error("token was issued in the future")]
+    IssuedInFuture,
+    /// `exp - iat` is longer than the lifetime of its kind plus [`CLOCK_SKEW`].
+    #[error("token lives longer than this gateway issues tokens for")]
+    TooLongLived,
     /// Claims could not be serialised when issuing.
     #[error("cannot encode token claims: {0}")]
     Encode(String),
@@ -137,6 +151,8 @@ impl TokenError {
             Self::WrongIssuer => "issuer",
             Self::WrongAudience => "audience",
             Self::InvalidClaims => "claims",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::TooLongLived => "too_long_lived",
             Self::Encode(_) => "encode",
         }
     }
@@ -208,6 +224,9 @@ pub struct KeyRing {
     /// `jwks` serialised once: the body of `GET /.well-known/jwks.json`.
     jwks_document: Bytes,
     refresh_key: [u8; 32],
+    /// `tokens.access_ttl` in whole seconds: the longest `exp - iat` of an access token
+    /// (plus [`CLOCK_SKEW`]).
+    access_lifetime: i64,
     access_validation: Validation,
     assertion_validation: Validation,
 }
@@ -235,10 +254,21 @@ impl KeyRing {
         for file in &config.verification_key_files {
             extra.push(load_verification_key(Path::new(file))?);
         }
-        Ok(Self::from_keys(&config.issuer, signing_key, &extra))
+        Ok(Self::from_keys(&config.issuer, signing_key, &extra)
+            .with_access_lifetime(config.access_ttl.get()))
     }
 
-    /// Builds a key ring from keys already in memory (tests, tools).
+    /// The same ring, accepting access tokens that live at most `ttl` (plus
+    /// [`CLOCK_SKEW`]); [`KeyRing::load`] sets `tokens.access_ttl`.
+    #[must_use]
+    pub fn with_access_lifetime(mut self, ttl: Duration) -> Self {
+        self.access_lifetime = ttl_secs(ttl);
+        self
+    }
+
+    /// Builds a key ring from keys already in memory (tests, tools). Access tokens may
+    /// live as long as the default `tokens.access_ttl`; see
+    /// [`KeyRing::with_access_lifetime`].
     pub fn from_keys(issuer: &str, signing_key: SigningKey, verification: &[VerifyingKey]) -> Self {
         let signing_kid = jwk_thumbprint(&signing_key.verifying_key());
         let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": signing_kid});
@@ -292,6 +322,7 @@ impl KeyRing {
             jwks,
             jwks_document,
             refresh_key,
+            access_lifetime: ttl_secs(TokensConfig::default().access_ttl.get()),
             access_validation,
             assertion_validation,
         }
@@ -399,13 +430,16 @@ impl KeyRing {
     }
 
     /// Checks an access token: EdDSA only, known `kid`, valid signature, this issuer,
-    /// not expired, no `aud`.
+    /// not expired, no `aud`, `iat` present and not ahead of the clock by more than
+    /// [`CLOCK_SKEW`], and `exp - iat` within the configured access lifetime plus
+    /// [`CLOCK_SKEW`]. The one check of the proxy, the account API and forward-auth.
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let claims: AccessClaims = self.verify(token, &self.access_validation)?;
         if claims.sid.is_empty() || claims.sub.is_empty() {
             return Err(TokenError::InvalidClaims);
         }
         alive(claims.exp)?;
+        issued_sanely(claims.iat, claims.exp, self.access_lifetime)?;
         Ok(claims)
     }
 
@@ -441,6 +475,7 @@ impl KeyRing {
     pub fn verify_assertion(&self, token: &str) -> Result<AssertionClaims, TokenError> {
         let claims: AssertionClaims = self.verify(token, &self.assertion_validation)?;
         alive(claims.exp)?;
+        issued_sanely(claims.iat, claims.exp, ttl_secs(MAX_ASSERTION_TTL))?;
         Ok(claims)
     }
 
@@ -542,6 +577,19 @@ fn alive(exp: i64) -> Result<(), TokenError> {
     } else {
         Ok(())
     }
+}
+
+/// The bounds of [`CLOCK_SKEW`]: `iat` at most that far ahead of now, and `exp - iat` at
+/// most `lifetime` (seconds) plus it.
+fn issued_sanely(iat: i64, exp: i64, lifetime: i64) -> Result<(), TokenError> {
+    let skew = ttl_secs(CLOCK_SKEW);
+    if iat > unix_now().saturating_add(skew) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    if exp.saturating_sub(iat) > lifetime.saturating_add(skew) {
+        return Err(TokenError::TooLongLived);
+    }
+    Ok(())
 }
 
 fn unix_now() -> i64 {
@@ -828,6 +876,58 @@ mod tests {
                 "{claims}"
             );
         }
+    }
+
+    #[test]
+    fn times_beyond_the_skew_or_the_lifetime_are_refused_for_both_kinds() {
+        let ring = ring().with_access_lifetime(Duration::from_secs(900));
+        let kid = ring.signing_kid().to_owned();
+        let header = serde_json::json!({"alg": "EdDSA", "kid": kid});
+        let now = unix_now();
+        // (iat from now, exp - iat, accepted as access, accepted as assertion)
+        let cases = [
+            (0, 300, Ok(()), Ok(())),
+            (59, 300, Ok(()), Ok(())),
+            (0, 900 + 60, Ok(()), Err(TokenError::TooLongLived)),
+            (
+                0,
+                900 + 61,
+                Err(TokenError::TooLongLived),
+                Err(TokenError::TooLongLived),
+            ),
+            (0, 300 + 61, Ok(()), Err(TokenError::TooLongLived)),
+            (
+                61,
+                300,
+                Err(TokenError::IssuedInFuture),
+                Err(TokenError::IssuedInFuture),
+            ),
+            (
+                0,
+                10 * 365 * 86_400,
+                Err(TokenError::TooLongLived),
+                Err(TokenError::TooLongLived),
+            ),
+        ];
+        for (ahead, lifetime, access, assertion) in cases {
+            let mut claims = valid_claims(&ring);
+            claims["iat"] = (now + ahead).into();
+            claims["exp"] = (now + ahead + lifetime).into();
+            let token = forge(&key(1), &header, &claims);
+            let case = format!("iat +{ahead}, exp - iat = {lifetime}");
+            assert_eq!(ring.verify_access(&token).map(drop), access, "{case}");
+            claims["aud"] = ASSERTION_AUDIENCE.into();
+            claims["email"] = "a@example.com".into();
+            claims["email_verified"] = true.into();
+            claims["roles"] = serde_json::json!([]);
+            let token = forge(&key(1), &header, &claims);
+            assert_eq!(ring.verify_assertion(&token).map(drop), assertion, "{case}");
+        }
+        let ring = ring.with_access_lifetime(Duration::from_secs(60));
+        let (long, _) = ring
+            .issue_access("u1", "s1", &[AMR_PASSWORD], Duration::from_secs(900))
+            .unwrap();
+        assert_eq!(ring.verify_access(&long), Err(TokenError::TooLongLived));
     }
 
     #[test]

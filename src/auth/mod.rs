@@ -10,7 +10,7 @@ pub mod secrets;
 pub mod totp;
 
 pub use jwt::{AccessClaims, AssertionClaims, KeyError, KeyRing, TokenError};
-pub use password::{PasswordError, PasswordHasher};
+pub use password::{PasswordError, PasswordHasher, Verified};
 pub use totp::{Provisioning, SecretBox, TotpError, TotpSecret, TwoFactor};
 
 #[cfg(test)]

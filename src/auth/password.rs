@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
-use crate::domain::password::MAX_PASSWORD_BYTES;
+use crate::domain::password::{MAX_PASSWORD_BYTES, normalize};
 use crate::reply::Reply;
 
 /// The lowest and highest costs bcrypt accepts.
@@ -39,7 +39,30 @@ pub enum PasswordError {
     WorkerStopped,
 }
 
+/// How a password compared with a stored hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verified {
+    /// Neither the normalised form nor the form as typed matches.
+    Mismatch,
+    /// The normalised form (RFC 8265 OpaqueString, see [`normalize`]) matches.
+    Match,
+    /// Only the exact form as typed matches: the hash was made before passwords were
+    /// normalised. The password is right; replace the hash with one of the normalised form.
+    MatchAsTyped,
+}
+
+impl Verified {
+    /// Whether the password is right, in either form.
+    pub fn matches(self) -> bool {
+        self != Self::Mismatch
+    }
+}
+
 /// Hashes and verifies passwords with bcrypt without blocking async code.
+///
+/// Every password is compared and hashed in its RFC 8265 OpaqueString form
+/// ([`normalize`]: non-ASCII spaces to U+0020, then NFC), so the same password typed
+/// in another Unicode form is the same password.
 ///
 /// Cheap to clone: clones share the same pool limit and dummy hash.
 #[derive(Clone)]
@@ -101,27 +124,47 @@ impl PasswordHasher {
         self.inner.workers
     }
 
-    /// A new bcrypt hash of `password` at the configured cost, with a random salt.
+    /// A new bcrypt hash of `password`'s normalised form at the configured cost, with a
+    /// random salt.
     ///
-    /// Refuses passwords over 72 bytes rather than hashing a truncated copy.
+    /// Refuses passwords over 72 bytes (normalised) rather than hashing a truncated copy.
     pub async fn hash(&self, password: &str) -> Result<String, PasswordError> {
+        let password = normalize(password).into_owned();
         if password.len() > MAX_PASSWORD_BYTES {
             return Err(PasswordError::TooLong);
         }
         let cost = self.inner.cost;
-        let password = password.to_owned();
         self.run(move || bcrypt::hash(password, cost))
             .await?
             .map_err(|e| PasswordError::Bcrypt(e.to_string()))
     }
 
-    /// Whether `password` matches the stored `hash`.
+    /// Whether `password` matches the stored `hash`, in its normalised form first and, when
+    /// that differs from the form as typed, as typed (a hash made before normalisation):
+    /// see [`Verified`]. A wrong password in a non-normalised form costs two verifications.
+    pub async fn check(&self, password: &str, hash: &str) -> Result<Verified, PasswordError> {
+        let normalized = normalize(password);
+        if self.verify_exact(&normalized, hash).await? {
+            return Ok(Verified::Match);
+        }
+        if normalized != password && self.verify_exact(password, hash).await? {
+            return Ok(Verified::MatchAsTyped);
+        }
+        Ok(Verified::Mismatch)
+    }
+
+    /// Whether `password` matches the stored `hash` in either form ([`Self::check`]).
+    pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, PasswordError> {
+        self.check(password, hash).await.map(Verified::matches)
+    }
+
+    /// Whether exactly these bytes match the stored `hash`.
     ///
     /// A malformed stored hash is a data problem, not the client's: it logs a warning (without
     /// the hash) and answers `false`. A password over 72 bytes answers `false` after the same
     /// work as a real check, so that a 73-byte password can never match through its 72-byte
     /// prefix and the answer time does not reveal whether the account exists.
-    pub async fn verify(&self, password: &str, hash: &str) -> Result<bool, PasswordError> {
+    async fn verify_exact(&self, password: &str, hash: &str) -> Result<bool, PasswordError> {
         if password.len() > MAX_PASSWORD_BYTES {
             self.verify_dummy(password).await;
             return Ok(false);
@@ -137,11 +180,19 @@ impl PasswordHasher {
         }
     }
 
-    /// Spends the time of one real verification and discards the result.
+    /// Spends the time of a real [`Self::check`] of a wrong password and discards the
+    /// result: one verification, two when the password is not in its normalised form.
     ///
     /// Login calls this when the email is unknown, so that unknown accounts and wrong
     /// passwords take about the same time.
     pub async fn verify_dummy(&self, password: &str) {
+        if normalize(password) != password {
+            self.verify_dummy_once(password).await;
+        }
+        self.verify_dummy_once(password).await;
+    }
+
+    async fn verify_dummy_once(&self, password: &str) {
         // bcrypt's time does not depend on the password's content; only its length is
         // bounded here so the call cannot fail.
         let password = if password.len() > MAX_PASSWORD_BYTES {
@@ -210,6 +261,24 @@ mod tests {
         assert!(h.verify("SecurePass123!", &hash).await.unwrap());
         assert!(!h.verify("SecurePass123?", &hash).await.unwrap());
         assert!(!h.verify("", &hash).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_password_in_another_unicode_form_is_the_same_password() {
+        let h = hasher();
+        let (nfc, nfd) = ("Caf\u{e9}-Secure1!", "Cafe\u{301}-Secure1!");
+        for (set, typed) in [(nfc, nfd), (nfd, nfc), (nfc, nfc), (nfd, nfd)] {
+            let hash = h.hash(set).await.unwrap();
+            assert_eq!(h.check(typed, &hash).await.unwrap(), Verified::Match);
+        }
+        // A hash of the raw NFD bytes, made before normalisation: right only as typed.
+        let legacy = bcrypt::hash(nfd, 4).unwrap();
+        assert_eq!(h.check(nfd, &legacy).await.unwrap(), Verified::MatchAsTyped);
+        assert_eq!(h.check(nfc, &legacy).await.unwrap(), Verified::Mismatch);
+        assert_eq!(
+            h.check("Cafe\u{301}-Secure2!", &legacy).await.unwrap(),
+            Verified::Mismatch
+        );
     }
 
     #[tokio::test]

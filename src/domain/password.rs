@@ -1,9 +1,16 @@
-//! A new password that satisfies the password policy.
+//! A new password that satisfies the password policy, and the one form passwords are
+//! compared in.
 //!
 //! Only passwords being *set* (register, reset, change) go through [`Password::parse`];
-//! login checks whatever string it receives against the stored hash.
+//! login checks whatever string it receives against the stored hash. Both sides see the
+//! text through [`normalize`] (RFC 8265 OpaqueString), so a password typed on a keyboard
+//! that composes characters differently (NFD, as macOS file names and some input methods
+//! produce) is the same password.
 
+use std::borrow::Cow;
 use std::fmt;
+
+use unicode_normalization::{IsNormalized, UnicodeNormalization, is_nfc_quick};
 
 /// Fewest characters (Unicode scalar values) a password may have.
 pub const MIN_PASSWORD_CHARS: usize = 8;
@@ -14,6 +21,29 @@ pub const MAX_PASSWORD_CHARS: usize = 128;
 /// Most UTF-8 bytes a password may have: bcrypt reads only the first 72 bytes, so a longer
 /// password would be silently truncated. Portcullis rejects it instead of pre-hashing it.
 pub const MAX_PASSWORD_BYTES: usize = 72;
+
+/// A password as RFC 8265 §4.2 (the OpaqueString profile) compares it: every non-ASCII
+/// space (Unicode general category Zs) mapped to U+0020 (§4.2.1, additional mapping rule),
+/// then Unicode Normalization Form C (§4.2.1, normalization rule). No case or width
+/// mapping. Borrows when the text is already in that form, as ASCII always is.
+pub fn normalize(text: &str) -> Cow<'_, str> {
+    let spaced = text.chars().any(is_non_ascii_space);
+    if !spaced && is_nfc_quick(text.chars()) == IsNormalized::Yes {
+        return Cow::Borrowed(text);
+    }
+    let mapped = text
+        .chars()
+        .map(|c| if is_non_ascii_space(c) { ' ' } else { c });
+    Cow::Owned(mapped.nfc().collect())
+}
+
+/// Unicode's space separators (general category Zs) other than U+0020.
+fn is_non_ascii_space(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00A0}' | '\u{1680}' | '\u{2000}'..='\u{200A}' | '\u{202F}' | '\u{205F}' | '\u{3000}'
+    )
+}
 
 /// One rule of the password policy that a candidate password breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,8 +136,13 @@ pub struct Password(String);
 impl Password {
     /// Checks every rule and returns the password, or every rule it breaks.
     ///
-    /// The text is kept exactly as given: no trimming and no Unicode normalisation.
+    /// The rules apply to, and the password keeps, the text in its [`normalize`]d form
+    /// (RFC 8265 OpaqueString); nothing is trimmed.
     pub fn parse(candidate: String) -> Result<Self, PasswordPolicyError> {
+        let candidate = match normalize(&candidate) {
+            Cow::Borrowed(_) => candidate,
+            Cow::Owned(normalized) => normalized,
+        };
         let mut chars = 0usize;
         let (mut lower, mut upper, mut digit, mut symbol, mut control) =
             (false, false, false, false, false);
@@ -150,7 +185,8 @@ impl Password {
         }
     }
 
-    /// The password text, for hashing; keep the borrow short and never log it.
+    /// The password text in its [`normalize`]d form, for hashing; keep the borrow short
+    /// and never log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -280,6 +316,33 @@ mod tests {
         let p = Password::parse("SecurePass123!".into()).unwrap();
         assert!(!format!("{p:?}").contains("SecurePass"));
         assert!(!format!("{p}").contains("SecurePass"));
+    }
+
+    #[test]
+    fn passwords_are_kept_in_nfc_with_plain_spaces() {
+        let nfc = "Caf\u{e9}-Secure1!";
+        let nfd = "Cafe\u{301}-Secure1!";
+        for typed in [nfc, nfd] {
+            assert_eq!(Password::parse(typed.into()).unwrap().expose(), nfc);
+            assert_eq!(normalize(typed), nfc);
+        }
+        assert!(matches!(normalize(nfc), Cow::Borrowed(_)));
+        assert!(matches!(normalize("Secure Pass 1!"), Cow::Borrowed(_)));
+        for space in ['\u{a0}', '\u{2003}', '\u{3000}', '\u{202f}'] {
+            assert_eq!(normalize(&format!("Secure{space}Pass1!")), "Secure Pass1!");
+        }
+        // Neither case nor width is mapped.
+        assert_eq!(normalize("\u{ff21}bc"), "\u{ff21}bc");
+        assert_eq!(normalize("ABC"), "ABC");
+    }
+
+    #[test]
+    fn the_byte_limit_applies_to_the_normalised_form() {
+        // 73 bytes in NFD (e + a 2-byte combining accent), 72 in NFC (one 2-byte é):
+        // accepted, as the form that is hashed fits bcrypt's 72 bytes.
+        let nfd = format!("Ab1!{}e\u{301}", "x".repeat(66));
+        assert_eq!(nfd.len(), 73);
+        assert_eq!(Password::parse(nfd).unwrap().expose().len(), 72);
     }
 
     #[test]

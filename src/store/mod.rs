@@ -28,6 +28,7 @@ macro_rules! user_columns {
 }
 
 pub mod admin;
+mod attempts;
 mod passkeys;
 mod postgres;
 mod runtime;
@@ -135,6 +136,18 @@ impl fmt::Debug for NewUser {
             .field("language", &self.language)
             .finish()
     }
+}
+
+/// A single-use mailed token to store: its kind, the SHA-256 hex of its text and when it
+/// stops working. The text itself is only ever mailed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewToken {
+    /// What the token allows.
+    pub kind: TokenKind,
+    /// SHA-256 hex of the token's text.
+    pub token_hash: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A stored account with its roles.
@@ -246,23 +259,40 @@ pub struct FailedLogin {
 }
 
 /// The answer to [`UserStore::claim_login_attempt`]: whether a password or code may be
-/// checked at all.
+/// checked now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttemptClaim {
-    /// One guess may be checked; it is already counted as a failure until the caller says
-    /// otherwise.
+    /// One guess may be checked; it is counted in flight until the caller resolves it
+    /// ([`UserStore::resolve_login_attempt`]), or as wrong once [`IN_FLIGHT_GUESS_TTL`]
+    /// passes without that.
     Granted {
-        /// This guess's number in the current series (1 = the first).
+        /// This guess's number in the current series: failures plus guesses in flight,
+        /// this one included (1 = the first).
         attempt: u32,
-        /// True when this guess is the last one allowed: the account is locked from now
-        /// until a success clears it or the lock expires.
+        /// True when no further guess may be checked until this one (or another in
+        /// flight) is resolved.
         last: bool,
     },
+    /// Failures and guesses in flight fill the threshold, but no lock is in force: ask
+    /// again once a guess in flight is resolved (a right one makes room, wrong ones lock).
+    Busy,
     /// A lock is in force: nothing may be checked.
     Locked {
         /// When the lock ends.
         until: DateTime<Utc>,
     },
+}
+
+/// How a claimed guess ended ([`UserStore::resolve_login_attempt`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The password or code was wrong: one more failure, which may lock the account.
+    Wrong,
+    /// The caller proved who they are: the failures and any lock are cleared.
+    Right,
+    /// Not a guess after all (the password was right and the second factor simply not
+    /// sent, or the account is deactivated): given back, nothing else changes.
+    NotAGuess,
 }
 
 /// What changed about an account, as the change feed tells running gateways.
@@ -291,6 +321,10 @@ pub struct UserChangeEvent {
 /// How far back [`UserStore::recent_user_changes`] looks: long enough to cover a commit
 /// that becomes visible after a later one, and a few missed polls.
 pub const USER_CHANGE_WINDOW: Duration = Duration::from_secs(10);
+/// How long a claimed guess may stay unresolved before it counts as wrong: longer than
+/// any bcrypt queue plus a second-factor check, short enough that a gateway that died
+/// mid-check holds an account's guesses only briefly.
+pub const IN_FLIGHT_GUESS_TTL: Duration = Duration::from_secs(30);
 /// How long an unknown address's failure count is kept after its last guess.
 pub const UNKNOWN_ATTEMPTS_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// How long change-feed entries are kept before [`UserStore::purge_user_changes`] deletes them.
@@ -303,6 +337,14 @@ pub trait UserStore: Send + Sync {
     /// Creates an account (unverified, active, no roles). [`StoreError::DuplicateEmail`]
     /// when the address is taken, whatever its case.
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError>;
+    /// Creates an account and its first mailed token (the address's verification) in one
+    /// transaction: both are stored, or, on any failure, neither. Errors as
+    /// [`create_user`](Self::create_user).
+    async fn create_user_with_token(
+        &self,
+        new: NewUser,
+        token: NewToken,
+    ) -> Result<User, StoreError>;
 
     /// The account with this address, if any.
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
@@ -323,6 +365,11 @@ pub trait UserStore: Send + Sync {
 
     /// Replaces the password hash.
     async fn set_password_hash(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
+
+    /// A password reset through a mailed link, in one statement: replaces the password
+    /// hash, marks the address verified (the link reached the mailbox) and clears the
+    /// failures and any lock, so no failure leaves some of it done.
+    async fn reset_password(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
 
     /// Records the language the user's mails go out in (a code such as `ru`).
     async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError>;
@@ -355,18 +402,17 @@ pub trait UserStore: Send + Sync {
     ) -> Result<FailedLogin, StoreError>;
 
     /// Claims one guess at the account's password or second factor, before anything is
-    /// checked, in one atomic conditional `UPDATE … RETURNING`; so however many requests
-    /// arrive at once, on however many instances, at most `max_attempts` guesses are
-    /// checked per lock window.
+    /// checked, under the row's lock (one transaction); so however many requests arrive at
+    /// once, on however many instances, failures plus guesses in flight never exceed
+    /// `max_attempts`, and only guesses found wrong lock the account.
     ///
+    /// - a lock that has expired is forgotten with its failures; claims in flight for
+    ///   longer than [`IN_FLIGHT_GUESS_TTL`] are counted as wrong (which may lock);
     /// - a lock in force: nothing changes, [`AttemptClaim::Locked`];
-    /// - a lock that has expired is forgotten with its count (this guess is number 1);
-    /// - otherwise the count goes up by one, and when it reaches `max_attempts` the account
-    ///   is locked until `now + lock_for` at once (`last`), before the guess is checked.
+    /// - failures plus guesses in flight at `max_attempts`: nothing changes,
+    ///   [`AttemptClaim::Busy`] (ask again);
+    /// - otherwise the guess is counted in flight, [`AttemptClaim::Granted`].
     ///
-    /// The guess counts as a failure until [`record_successful_login`](Self::record_successful_login)
-    /// or [`unlock`](Self::unlock) clears the count, or
-    /// [`release_login_attempt`](Self::release_login_attempt) gives it back.
     /// [`StoreError::NotFound`] when the user does not exist.
     async fn claim_login_attempt(
         &self,
@@ -375,22 +421,40 @@ pub trait UserStore: Send + Sync {
         lock_for: Duration,
     ) -> Result<AttemptClaim, StoreError>;
 
-    /// Gives back a claimed guess that turned out not to be one (the password was right
-    /// and the second factor simply not sent): the count goes down by one, and a lock
-    /// that guess set is lifted.
-    async fn release_login_attempt(&self, id: UserId, max_attempts: u32) -> Result<(), StoreError>;
+    /// Resolves a guess granted by [`claim_login_attempt`](Self::claim_login_attempt):
+    /// it leaves the in-flight count, and a [`AttemptOutcome::Wrong`] one is a failure
+    /// that locks the account until `now + lock_for` when failures reach `max_attempts`
+    /// (`newly_locked`); a [`AttemptOutcome::Right`] one clears failures and lock.
+    async fn resolve_login_attempt(
+        &self,
+        id: UserId,
+        outcome: AttemptOutcome,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError>;
 
     /// [`claim_login_attempt`](Self::claim_login_attempt) for an address with no account,
     /// keyed by `email_hash` (the SHA-256 hex of the canonical address), with the same rule
-    /// and the same atomicity, so a run of guesses is answered alike whether or not the
-    /// account exists. Nothing ever clears these counts but the lock rule and
-    /// [`purge_unknown_login_attempts`](Self::purge_unknown_login_attempts).
+    /// and the same atomicity (its `Busy` included), so a run of guesses is answered alike,
+    /// and as fast, whether or not the account exists. Nothing ever clears these counts but
+    /// the lock rule and [`purge_unknown_login_attempts`](Self::purge_unknown_login_attempts).
     async fn claim_unknown_login_attempt(
         &self,
         email_hash: &str,
         max_attempts: u32,
         lock_for: Duration,
     ) -> Result<AttemptClaim, StoreError>;
+
+    /// Resolves a guess granted by
+    /// [`claim_unknown_login_attempt`](Self::claim_unknown_login_attempt) as wrong (there
+    /// is no right password for an address with no account), as
+    /// [`resolve_login_attempt`](Self::resolve_login_attempt) does.
+    async fn resolve_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError>;
 
     /// Deletes the unknown-address counts idle for [`UNKNOWN_ATTEMPTS_RETENTION`] and not
     /// locked; returns how many.
@@ -428,6 +492,17 @@ pub trait UserStore: Send + Sync {
         token_hash: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+
+    /// Marks the user's unused tokens of `token.kind` as used and stores `token`, in one
+    /// transaction: a failure leaves the earlier tokens working. [`StoreError::NotFound`]
+    /// when the user does not exist.
+    async fn replace_token(&self, id: UserId, token: NewToken) -> Result<(), StoreError>;
+
+    /// Proves an address with its mailed [`TokenKind::EmailVerification`] token, in one
+    /// transaction: uses the token up (as [`consume_token`](Self::consume_token)), marks
+    /// its owner verified and appends [`UserChange::Updated`] to the change feed. The
+    /// owner's id, or `None` (nothing changed) for an unknown, used or expired token.
+    async fn verify_address(&self, token_hash: &str) -> Result<Option<UserId>, StoreError>;
 
     /// Uses up a token: the owner's id when the hash is known, of this kind, unused and
     /// unexpired, in which case it is now marked used (one conditional update, so two

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AttemptClaim, FailedLogin, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
-    UserChange, UserChangeEvent, UserStore,
+    AttemptClaim, AttemptOutcome, FailedLogin, NewToken, NewUser, PasskeyUse, StoreError,
+    StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, UserId};
@@ -50,6 +50,15 @@ impl UserStore for OnRuntime {
         self.run(|s| async move { s.create_user(new).await }).await
     }
 
+    async fn create_user_with_token(
+        &self,
+        new: NewUser,
+        token: NewToken,
+    ) -> Result<User, StoreError> {
+        self.run(|s| async move { s.create_user_with_token(new, token).await })
+            .await
+    }
+
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         let email = email.clone();
         self.run(|s| async move { s.find_by_email(&email).await })
@@ -86,6 +95,12 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn reset_password(&self, id: UserId, password_hash: &str) -> Result<(), StoreError> {
+        let password_hash = password_hash.to_owned();
+        self.run(|s| async move { s.reset_password(id, &password_hash).await })
+            .await
+    }
+
     async fn mark_verified(&self, id: UserId) -> Result<(), StoreError> {
         self.run(|s| async move { s.mark_verified(id).await }).await
     }
@@ -115,9 +130,18 @@ impl UserStore for OnRuntime {
             .await
     }
 
-    async fn release_login_attempt(&self, id: UserId, max_attempts: u32) -> Result<(), StoreError> {
-        self.run(|s| async move { s.release_login_attempt(id, max_attempts).await })
-            .await
+    async fn resolve_login_attempt(
+        &self,
+        id: UserId,
+        outcome: AttemptOutcome,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        self.run(|s| async move {
+            s.resolve_login_attempt(id, outcome, max_attempts, lock_for)
+                .await
+        })
+        .await
     }
 
     async fn claim_unknown_login_attempt(
@@ -129,6 +153,20 @@ impl UserStore for OnRuntime {
         let email_hash = email_hash.to_owned();
         self.run(|s| async move {
             s.claim_unknown_login_attempt(&email_hash, max_attempts, lock_for)
+                .await
+        })
+        .await
+    }
+
+    async fn resolve_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        let email_hash = email_hash.to_owned();
+        self.run(|s| async move {
+            s.resolve_unknown_login_attempt(&email_hash, max_attempts, lock_for)
                 .await
         })
         .await
@@ -190,6 +228,17 @@ impl UserStore for OnRuntime {
     ) -> Result<(), StoreError> {
         let token_hash = token_hash.to_owned();
         self.run(|s| async move { s.create_token(id, kind, &token_hash, expires_at).await })
+            .await
+    }
+
+    async fn replace_token(&self, id: UserId, token: NewToken) -> Result<(), StoreError> {
+        self.run(|s| async move { s.replace_token(id, token).await })
+            .await
+    }
+
+    async fn verify_address(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.run(|s| async move { s.verify_address(&token_hash).await })
             .await
     }
 

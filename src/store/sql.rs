@@ -22,10 +22,12 @@ use sqlx::migrate::{Migrate, Migrator};
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, Row, Type};
 use uuid::Uuid;
 
+use super::attempts::{Attempts, Clock};
 use super::{
-    AttemptClaim, FailedLogin, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind,
-    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
-    UserChangeEvent, UserStore, lock_deadline, map_migrate, now,
+    AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, NewToken, NewUser, PasskeyUse,
+    StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION,
+    USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserStore, lock_deadline, map_migrate,
+    now,
 };
 use crate::domain::{Email, UserId};
 
@@ -107,6 +109,11 @@ fn threshold(max_attempts: u32) -> i32 {
     i32::try_from(max_attempts.max(1)).unwrap_or(i32::MAX)
 }
 
+/// A count as stored in an SQL `INTEGER` (saturating).
+fn count_to_db(count: u32) -> i32 {
+    i32::try_from(count).unwrap_or(i32::MAX)
+}
+
 /// Passkey signature counters are 32-bit (WebAuthn §6.1 `signCount`); the column is a
 /// 64-bit integer.
 fn sign_count_to_db(count: u32) -> i64 {
@@ -145,6 +152,7 @@ where
     i64: ColumnType<DB>,
     f64: ColumnType<DB>,
     Option<Vec<u8>>: ColumnType<DB>,
+    Option<DB::Time>: ColumnType<DB>,
     DateTime<Utc>: ColumnType<DB>,
 {
     async fn roles_of(&self, user: UserId) -> Result<Vec<String>, StoreError> {
@@ -182,6 +190,103 @@ where
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    /// Inserts a new account on `conn` (a pooled connection or a transaction).
+    async fn insert_user(conn: &mut DB::Connection, new: NewUser) -> Result<User, StoreError> {
+        let user = UserId::random();
+        let at = now();
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, email, password_hash, first_name, last_name, \
+             is_verified, is_active, two_factor_enabled, failed_login_attempts, \
+             created_at, updated_at, language) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, TRUE, FALSE, 0, $6, $6, $7)",
+        )
+        .bind(id::<DB>(user))
+        .bind(new.email.as_str())
+        .bind(new.password_hash.as_str())
+        .bind(new.first_name.as_str())
+        .bind(new.last_name.as_str())
+        .bind(DB::time(at))
+        .bind(new.language.as_str())
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => Ok(User::created(user, new, at)),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateEmail),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores a mailed token of `user` on `conn` (a pooled connection or a transaction).
+    async fn insert_token(
+        conn: &mut DB::Connection,
+        user: UserId,
+        token: &NewToken,
+    ) -> Result<(), StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO verification_tokens \
+             (id, user_id, kind, token_hash, expires_at, used, created_at) \
+             VALUES ($1, $2, $3, $4, $5, FALSE, $6)",
+        )
+        .bind(DB::Id::from(Uuid::new_v4()))
+        .bind(id::<DB>(user))
+        .bind(token.kind.as_str())
+        .bind(token.token_hash.as_str())
+        .bind(DB::time(token.expires_at))
+        .bind(DB::time(now()))
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) if is_unique_violation(&e) => Err(StoreError::Other(
+                "a token with the same hash already exists".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Uses up a token on `conn` (a pooled connection or a transaction): its owner, or
+    /// `None` when it is unknown, of another kind, used or expired.
+    async fn use_token(
+        conn: &mut DB::Connection,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query(
+            "UPDATE verification_tokens SET used = TRUE \
+             WHERE token_hash = $1 AND kind = $2 AND NOT used AND expires_at > $3 \
+             RETURNING user_id",
+        )
+        .bind(token_hash)
+        .bind(kind.as_str())
+        .bind(DB::time(now()))
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(|row| {
+            Ok(UserId::from_uuid(
+                row.try_get::<DB::Id, _>("user_id")?.into(),
+            ))
+        })
+        .transpose()
+    }
+
+    /// Marks `user`'s unused tokens of `kind` as used on `conn`; returns how many.
+    async fn invalidate(
+        conn: &mut DB::Connection,
+        user: UserId,
+        kind: TokenKind,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE verification_tokens SET used = TRUE \
+             WHERE user_id = $1 AND kind = $2 AND NOT used",
+        )
+        .bind(id::<DB>(user))
+        .bind(kind.as_str())
+        .execute(&mut *conn)
+        .await?;
+        Ok(DB::rows_affected(&done))
     }
 
     /// Reads the `failed_login_attempts` column; impossible negatives read as zero.
@@ -226,24 +331,110 @@ where
         })
     }
 
-    /// The answer to a claim whose conditional write changed no row: a lock is in force
-    /// (`locked_until` of `row`), or the row is gone (`None`).
-    fn locked(row: Option<DB::Row>, at: DateTime<Utc>) -> Result<Option<AttemptClaim>, StoreError> {
-        let Some(row) = row else { return Ok(None) };
-        let until: Option<DateTime<Utc>> = row.try_get("locked_until")?;
-        // Unlocked between the two statements: refuse this one guess all the same.
-        Ok(Some(AttemptClaim::Locked {
-            until: until.unwrap_or(at),
-        }))
+    /// Binds the key of whose guesses are counted: an account's id or an address's hash.
+    fn bind_guesser<'q>(
+        query: sqlx::query::Query<'q, DB, DB::Arguments>,
+        guesser: Guesser<'q>,
+    ) -> sqlx::query::Query<'q, DB, DB::Arguments> {
+        match guesser {
+            Guesser::Account(user) => query.bind(id::<DB>(user)),
+            Guesser::Unknown(email_hash) => query.bind(email_hash),
+        }
+    }
+
+    /// Applies one step of the lockout rule (`attempts.rs`) to the lockout columns of
+    /// `guesser`, read and written in one transaction under the row's lock: the first
+    /// statement writes, so PostgreSQL locks the row and SQLite takes its write lock before
+    /// anything is read, and concurrent steps on any instance run one after the other.
+    async fn step_attempts<T>(
+        &self,
+        guesser: Guesser<'_>,
+        at: DateTime<Utc>,
+        step: impl FnOnce(Attempts) -> (Attempts, T),
+    ) -> Result<T, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = Self::bind_guesser(sqlx::query(guesser.lock_statement()), guesser)
+            .bind(DB::time(at))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(StoreError::NotFound)?;
+        let in_flight: i32 = row.try_get("login_attempts_in_flight")?;
+        let before = Attempts {
+            failed: Self::attempts(&row)?,
+            in_flight: in_flight.max(0).unsigned_abs(),
+            in_flight_until: row.try_get("in_flight_until")?,
+            locked_until: row.try_get("locked_until")?,
+        };
+        let (after, answer) = step(before);
+        if after != before {
+            Self::bind_guesser(sqlx::query(guesser.write_statement()), guesser)
+                .bind(count_to_db(after.failed))
+                .bind(count_to_db(after.in_flight))
+                .bind(after.in_flight_until.map(DB::time))
+                .bind(after.locked_until.map(DB::time))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(answer)
     }
 }
 
-/// The answer to a claim whose conditional write went through (`RETURNING` the count).
-fn granted(attempt: u32, max_attempts: u32) -> AttemptClaim {
-    AttemptClaim::Granted {
-        attempt,
-        last: attempt >= max_attempts.max(1),
+/// Whose guesses a lockout step counts.
+#[derive(Clone, Copy)]
+enum Guesser<'a> {
+    /// An account, by id (`users`).
+    Account(UserId),
+    /// An address with no account, by the SHA-256 hex of its canonical form
+    /// (`unknown_login_attempts`).
+    Unknown(&'a str),
+}
+
+impl Guesser<'_> {
+    /// Writes the row (an unknown address's is created at zero) and returns its lockout
+    /// columns; `$1` the key, `$2` now.
+    const fn lock_statement(self) -> &'static str {
+        match self {
+            Self::Account(_) => {
+                "UPDATE users SET updated_at = $2 WHERE id = $1 \
+                 RETURNING failed_login_attempts, login_attempts_in_flight, in_flight_until, \
+                 locked_until"
+            }
+            Self::Unknown(_) => {
+                "INSERT INTO unknown_login_attempts \
+                   (email_hash, failed_login_attempts, locked_until, updated_at) \
+                 VALUES ($1, 0, NULL, $2) \
+                 ON CONFLICT (email_hash) DO UPDATE SET updated_at = $2 \
+                 RETURNING failed_login_attempts, login_attempts_in_flight, in_flight_until, \
+                 locked_until"
+            }
+        }
     }
+
+    /// Stores the lockout columns; `$1` the key, then the four columns.
+    const fn write_statement(self) -> &'static str {
+        match self {
+            Self::Account(_) => {
+                "UPDATE users SET failed_login_attempts = $2, login_attempts_in_flight = $3, \
+                 in_flight_until = $4, locked_until = $5 WHERE id = $1"
+            }
+            Self::Unknown(_) => {
+                "UPDATE unknown_login_attempts SET failed_login_attempts = $2, \
+                 login_attempts_in_flight = $3, in_flight_until = $4, locked_until = $5 \
+                 WHERE email_hash = $1"
+            }
+        }
+    }
+}
+
+/// The instants a lockout step started now needs, for a lock of `lock_for`.
+fn attempts_clock(lock_for: Duration) -> Result<Clock, StoreError> {
+    let at = now();
+    Ok(Clock {
+        now: at,
+        lock_until: lock_deadline(at, lock_for)?,
+        claim_until: lock_deadline(at, IN_FLIGHT_GUESS_TTL)?,
+    })
 }
 
 #[async_trait]
@@ -260,31 +451,25 @@ where
     i64: ColumnType<DB>,
     f64: ColumnType<DB>,
     Option<Vec<u8>>: ColumnType<DB>,
+    Option<DB::Time>: ColumnType<DB>,
     DateTime<Utc>: ColumnType<DB>,
 {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
-        let user = UserId::random();
-        let at = now();
-        let inserted = sqlx::query(
-            "INSERT INTO users (id, email, password_hash, first_name, last_name, \
-             is_verified, is_active, two_factor_enabled, failed_login_attempts, \
-             created_at, updated_at, language) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, TRUE, FALSE, 0, $6, $6, $7)",
-        )
-        .bind(id::<DB>(user))
-        .bind(new.email.as_str())
-        .bind(new.password_hash.as_str())
-        .bind(new.first_name.as_str())
-        .bind(new.last_name.as_str())
-        .bind(DB::time(at))
-        .bind(new.language.as_str())
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(User::created(user, new, at)),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateEmail),
-            Err(e) => Err(e.into()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        Self::insert_user(&mut conn, new).await
+    }
+
+    async fn create_user_with_token(
+        &self,
+        new: NewUser,
+        token: NewToken,
+    ) -> Result<User, StoreError> {
+        // The user's INSERT comes first, so SQLite takes its write lock up front.
+        let mut tx = self.pool.begin().await?;
+        let user = Self::insert_user(&mut tx, new).await?;
+        Self::insert_token(&mut tx, user.id, &token).await?;
+        tx.commit().await?;
+        Ok(user)
     }
 
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
@@ -378,6 +563,19 @@ where
         .await
     }
 
+    async fn reset_password(&self, user: UserId, password_hash: &str) -> Result<(), StoreError> {
+        self.update_user(
+            sqlx::query(
+                "UPDATE users SET password_hash = $2, is_verified = TRUE, \
+                 failed_login_attempts = 0, locked_until = NULL, updated_at = $3 WHERE id = $1",
+            )
+            .bind(id::<DB>(user))
+            .bind(password_hash)
+            .bind(DB::time(now())),
+        )
+        .await
+    }
+
     async fn mark_verified(&self, user: UserId) -> Result<(), StoreError> {
         self.update_user(
             sqlx::query("UPDATE users SET is_verified = TRUE, updated_at = $2 WHERE id = $1")
@@ -442,58 +640,24 @@ where
         max_attempts: u32,
         lock_for: Duration,
     ) -> Result<AttemptClaim, StoreError> {
-        let at = now();
-        let deadline = lock_deadline(at, lock_for)?;
-        // One statement, so the WHERE clause and the count are evaluated on the row as the
-        // previous claim left it, on every instance (see the module doc). Right-hand sides
-        // see the old row, hence the repeated count expression.
-        let row = sqlx::query(
-            "UPDATE users SET \
-               failed_login_attempts = CASE WHEN locked_until <= $2 THEN 1 \
-                                            ELSE failed_login_attempts + 1 END, \
-               locked_until = CASE \
-                 WHEN (CASE WHEN locked_until <= $2 THEN 1 \
-                            ELSE failed_login_attempts + 1 END) >= $3 THEN $4 \
-                 ELSE NULL END, \
-               updated_at = $2 \
-             WHERE id = $1 AND (locked_until IS NULL OR locked_until <= $2) \
-             RETURNING failed_login_attempts",
-        )
-        .bind(id::<DB>(user))
-        .bind(DB::time(at))
-        .bind(threshold(max_attempts))
-        .bind(DB::time(deadline))
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return Ok(granted(Self::attempts(&row)?, max_attempts));
-        }
-        let row = sqlx::query("SELECT locked_until FROM users WHERE id = $1")
-            .bind(id::<DB>(user))
-            .fetch_optional(&self.pool)
-            .await?;
-        Self::locked(row, at)?.ok_or(StoreError::NotFound)
+        let clock = attempts_clock(lock_for)?;
+        self.step_attempts(Guesser::Account(user), clock.now, |a| {
+            a.claim(&clock, max_attempts)
+        })
+        .await
     }
 
-    async fn release_login_attempt(
+    async fn resolve_login_attempt(
         &self,
         user: UserId,
+        outcome: AttemptOutcome,
         max_attempts: u32,
-    ) -> Result<(), StoreError> {
-        self.update_user(
-            sqlx::query(
-                "UPDATE users SET \
-                   failed_login_attempts = CASE WHEN failed_login_attempts > 0 \
-                                                THEN failed_login_attempts - 1 ELSE 0 END, \
-                   locked_until = CASE WHEN failed_login_attempts - 1 < $2 THEN NULL \
-                                       ELSE locked_until END, \
-                   updated_at = $3 \
-                 WHERE id = $1",
-            )
-            .bind(id::<DB>(user))
-            .bind(threshold(max_attempts))
-            .bind(DB::time(now())),
-        )
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        let clock = attempts_clock(lock_for)?;
+        self.step_attempts(Guesser::Account(user), clock.now, |a| {
+            a.resolve(outcome, &clock, max_attempts)
+        })
         .await
     }
 
@@ -503,42 +667,24 @@ where
         max_attempts: u32,
         lock_for: Duration,
     ) -> Result<AttemptClaim, StoreError> {
-        let at = now();
-        let deadline = lock_deadline(at, lock_for)?;
-        // The account rule of claim_login_attempt as an upsert: a first guess inserts
-        // count 1; later ones update the row only while no lock is in force. Concurrent
-        // upserts of one key wait for each other and re-check the WHERE clause.
-        let row = sqlx::query(
-            "INSERT INTO unknown_login_attempts \
-               (email_hash, failed_login_attempts, locked_until, updated_at) \
-             VALUES ($1, 1, CASE WHEN 1 >= $3 THEN $4 ELSE NULL END, $2) \
-             ON CONFLICT (email_hash) DO UPDATE SET \
-               failed_login_attempts = CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
-                 ELSE unknown_login_attempts.failed_login_attempts + 1 END, \
-               locked_until = CASE \
-                 WHEN (CASE WHEN unknown_login_attempts.locked_until <= $2 THEN 1 \
-                       ELSE unknown_login_attempts.failed_login_attempts + 1 END) >= $3 THEN $4 \
-                 ELSE NULL END, \
-               updated_at = $2 \
-             WHERE unknown_login_attempts.locked_until IS NULL \
-                OR unknown_login_attempts.locked_until <= $2 \
-             RETURNING failed_login_attempts",
-        )
-        .bind(email_hash)
-        .bind(DB::time(at))
-        .bind(threshold(max_attempts))
-        .bind(DB::time(deadline))
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return Ok(granted(Self::attempts(&row)?, max_attempts));
-        }
-        let row =
-            sqlx::query("SELECT locked_until FROM unknown_login_attempts WHERE email_hash = $1")
-                .bind(email_hash)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(Self::locked(row, at)?.unwrap_or(AttemptClaim::Locked { until: at }))
+        let clock = attempts_clock(lock_for)?;
+        self.step_attempts(Guesser::Unknown(email_hash), clock.now, |a| {
+            a.claim(&clock, max_attempts)
+        })
+        .await
+    }
+
+    async fn resolve_unknown_login_attempt(
+        &self,
+        email_hash: &str,
+        max_attempts: u32,
+        lock_for: Duration,
+    ) -> Result<FailedLogin, StoreError> {
+        let clock = attempts_clock(lock_for)?;
+        self.step_attempts(Guesser::Unknown(email_hash), clock.now, |a| {
+            a.resolve(AttemptOutcome::Wrong, &clock, max_attempts)
+        })
+        .await
     }
 
     async fn purge_unknown_login_attempts(&self) -> Result<u64, StoreError> {
@@ -694,27 +840,51 @@ where
         token_hash: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO verification_tokens \
-             (id, user_id, kind, token_hash, expires_at, used, created_at) \
-             VALUES ($1, $2, $3, $4, $5, FALSE, $6)",
-        )
-        .bind(DB::Id::from(Uuid::new_v4()))
-        .bind(id::<DB>(user))
-        .bind(kind.as_str())
-        .bind(token_hash)
-        .bind(DB::time(expires_at))
-        .bind(DB::time(now()))
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Other(
-                "a token with the same hash already exists".into(),
-            )),
-            Err(e) => Err(e.into()),
+        let token = NewToken {
+            kind,
+            token_hash: token_hash.to_owned(),
+            expires_at,
+        };
+        let mut conn = self.pool.acquire().await?;
+        Self::insert_token(&mut conn, user, &token).await
+    }
+
+    async fn replace_token(&self, user: UserId, token: NewToken) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Writing the user row first checks that the user exists and takes the lock (the
+        // row's on PostgreSQL, the database's on SQLite) before the tokens are touched.
+        let done = sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
+            .bind(id::<DB>(user))
+            .bind(DB::time(now()))
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound);
         }
+        Self::invalidate(&mut tx, user, token.kind).await?;
+        Self::insert_token(&mut tx, user, &token).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn verify_address(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(user) = Self::use_token(&mut tx, TokenKind::EmailVerification, token_hash).await?
+        else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE users SET is_verified = TRUE, updated_at = $2 WHERE id = $1")
+            .bind(id::<DB>(user))
+            .bind(DB::time(now()))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
+            .bind(id::<DB>(user))
+            .bind(UserChange::Updated.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(user))
     }
 
     async fn consume_token(
@@ -722,34 +892,13 @@ where
         kind: TokenKind,
         token_hash: &str,
     ) -> Result<Option<UserId>, StoreError> {
-        let row = sqlx::query(
-            "UPDATE verification_tokens SET used = TRUE \
-             WHERE token_hash = $1 AND kind = $2 AND NOT used AND expires_at > $3 \
-             RETURNING user_id",
-        )
-        .bind(token_hash)
-        .bind(kind.as_str())
-        .bind(DB::time(now()))
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(UserId::from_uuid(
-                row.try_get::<DB::Id, _>("user_id")?.into(),
-            ))
-        })
-        .transpose()
+        let mut conn = self.pool.acquire().await?;
+        Self::use_token(&mut conn, kind, token_hash).await
     }
 
     async fn invalidate_tokens(&self, user: UserId, kind: TokenKind) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE verification_tokens SET used = TRUE \
-             WHERE user_id = $1 AND kind = $2 AND NOT used",
-        )
-        .bind(id::<DB>(user))
-        .bind(kind.as_str())
-        .execute(&self.pool)
-        .await?;
-        Ok(DB::rows_affected(&done))
+        let mut conn = self.pool.acquire().await?;
+        Self::invalidate(&mut conn, user, kind).await
     }
 
     async fn purge_expired_tokens(&self) -> Result<u64, StoreError> {

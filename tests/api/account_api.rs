@@ -447,3 +447,68 @@ async fn mail_failure_never_fails_the_request() {
     )
     .await;
 }
+
+/// Makes every insert into `verification_tokens` of the test's own database sleep, so a
+/// registration can be caught between its account and its token.
+const STALL_TOKENS: [&str; 2] = [
+    "CREATE FUNCTION test_stall() RETURNS trigger LANGUAGE plpgsql AS \
+     $$ BEGIN PERFORM pg_sleep(60); RETURN NEW; END $$",
+    "CREATE TRIGGER test_stall BEFORE INSERT ON verification_tokens \
+     FOR EACH ROW EXECUTE FUNCTION test_stall()",
+];
+
+/// Ends the connection stalled in the trigger, if there is one yet; the number ended.
+const KILL_STALLED: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+     WHERE datname = current_database() AND wait_event = 'PgSleep'";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registration_cut_off_mid_way_leaves_no_account() {
+    let Some(db) = crate::support::db::TestDb::postgres().await else {
+        eprintln!("skipped: PostgreSQL is not configured");
+        return;
+    };
+    let url = db.url().to_owned();
+    let app = TestApp::spawn_with(Backend::Embedded, "", |c| c.storage.url = url).await;
+    for statement in STALL_TOKENS {
+        db.execute(statement).await.expect("trigger created");
+    }
+    let kill = async {
+        for _ in 0..500 {
+            if db.execute(KILL_STALLED).await.expect("pg_stat_activity") > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the registration never reached its token");
+    };
+    let (r, ()) = tokio::join!(app.register("cut@example.com"), kill);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(r.code(), "service_unavailable");
+    assert_eq!(
+        db.count_rows("users").await,
+        0,
+        "no account without its token"
+    );
+    assert_eq!(db.count_rows("verification_tokens").await, 0);
+
+    db.execute("DROP TRIGGER test_stall ON verification_tokens")
+        .await
+        .expect("trigger dropped");
+    let r = app.register("cut@example.com").await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "the address is free: {}",
+        r.body
+    );
+    let token = app.mail_to("cut@example.com").await.token().expect("token");
+    let mails = app.smtp.messages().len();
+    assert_eq!(
+        mails, 1,
+        "nothing was mailed for the registration that failed"
+    );
+    let r = app
+        .post("/api/auth/verify-email", json!({"token": token}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}

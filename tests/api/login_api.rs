@@ -345,6 +345,176 @@ async fn sixth_login_evicts_the_oldest_session() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn concurrent_right_logins_all_succeed_within_the_session_cap() {
+    for backend in backends() {
+        // A real bcrypt cost, so that the logins overlap while their passwords are checked.
+        let app = TestApp::spawn_with(backend, "", |c| c.passwords.bcrypt_cost = 10).await;
+        app.verified_user("many@example.com").await;
+        let body = json!({"email": "many@example.com", "password": PASSWORD});
+        let logins = (0..20).map(|_| app.post("/api/auth/login", body.clone()));
+        let answers = futures_util::future::join_all(logins).await;
+        for (i, r) in answers.iter().enumerate() {
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{backend:?} login {i}: {}",
+                r.body
+            );
+        }
+        // At most `sessions.max_per_user` sessions live: the others were evicted.
+        let cap = app.gw.app.config.sessions.max_per_user;
+        let mut live = Vec::new();
+        for r in &answers {
+            let tokens = tokens_of(&r.body);
+            if app.get_as(&tokens.access, "/api/auth/profile").await.status == StatusCode::OK {
+                live.push(tokens);
+            }
+        }
+        assert_eq!(live.len(), cap, "{backend:?}");
+        let list = app.get_as(&live[0].access, "/api/auth/sessions").await;
+        assert_eq!(
+            list.body["data"]["sessions"].as_array().map(Vec::len),
+            Some(cap)
+        );
+        // The account is not locked, and wrong guesses still lock it.
+        let user = app
+            .gw
+            .app
+            .store
+            .find_by_email(&portcullis::domain::Email::parse("many@example.com").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((user.failed_login_attempts, user.locked_until), (0, None));
+        for i in 1..=5 {
+            let r = app
+                .post(
+                    "/api/auth/login",
+                    json!({"email": "many@example.com", "password": "Wr0ng-Password!"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{backend:?} wrong {i}");
+        }
+        let r = app.post("/api/auth/login", body).await;
+        assert_eq!(r.status, StatusCode::LOCKED, "{backend:?}: {}", r.body);
+    }
+}
+
+/// One password in two Unicode forms (RFC 8265 OpaqueString compares them in NFC, with
+/// non-ASCII spaces as U+0020).
+const NFC: &str = "Caf\u{e9}-S3cure!";
+const NFD: &str = "Cafe\u{301}-S3cure!";
+
+/// A password as typed at login, and the status it must get.
+type Typed = (&'static str, StatusCode);
+
+async fn login_status(app: &TestApp, email: &str, password: &str) -> StatusCode {
+    app.post(
+        "/api/auth/login",
+        json!({"email": email, "password": password}),
+    )
+    .await
+    .status
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_password_logs_in_whatever_its_unicode_form() {
+    let cases: &[(&str, &str, &[Typed])] = &[
+        ("nfc", NFC, &[(NFD, StatusCode::OK), (NFC, StatusCode::OK)]),
+        ("nfd", NFD, &[(NFC, StatusCode::OK), (NFD, StatusCode::OK)]),
+        (
+            "nbsp",
+            "Corr3ct\u{a0}Horse!",
+            &[
+                ("Corr3ct Horse!", StatusCode::OK),
+                ("Corr3ct\u{3000}Horse!", StatusCode::OK),
+            ],
+        ),
+        (
+            "wrong",
+            NFC,
+            &[
+                ("Cafe\u{301}-S3cure?", StatusCode::UNAUTHORIZED),
+                ("Caf\u{e8}-S3cure!", StatusCode::UNAUTHORIZED),
+            ],
+        ),
+    ];
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        for (name, registered, typed) in cases {
+            let email = format!("{name}@example.com");
+            let r = app
+                .post(
+                    "/api/auth/register",
+                    json!({"email": email, "password": registered, "first_name": "A", "last_name": "B"}),
+                )
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::CREATED,
+                "{backend:?} {name}: {}",
+                r.body
+            );
+            for (password, expected) in *typed {
+                let status = login_status(&app, &email, password).await;
+                assert_eq!(status, *expected, "{backend:?} {name}: {password:?}");
+            }
+        }
+        // The step-up of change-password compares the same way, and sets an NFC hash.
+        let token = app.login_with("nfc@example.com", NFD).await;
+        let r = app
+            .post_as(
+                &token,
+                "/api/auth/change-password",
+                json!({"current_password": NFD, "new_password": "N\u{e9}w-S3cure!"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
+        let status = login_status(&app, "nfc@example.com", "Ne\u{301}w-S3cure!").await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hash_of_the_raw_typed_form_verifies_once_and_is_replaced() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        app.verified_user("legacy@example.com").await;
+        let store = &app.gw.app.store;
+        let email = portcullis::domain::Email::parse("legacy@example.com").unwrap();
+        let user = store.find_by_email(&email).await.unwrap().unwrap();
+        // As stored before passwords were normalised: bcrypt of the raw NFD bytes.
+        let legacy = bcrypt::hash(NFD, 4).unwrap();
+        store.set_password_hash(user.id, &legacy).await.unwrap();
+        assert_eq!(
+            login_status(&app, "legacy@example.com", NFC).await,
+            StatusCode::UNAUTHORIZED,
+            "{backend:?}: the old hash knows only the form as typed"
+        );
+        assert_eq!(
+            login_status(&app, "legacy@example.com", NFD).await,
+            StatusCode::OK
+        );
+        let renewed = store
+            .find_by_email(&email)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
+        assert_ne!(renewed, legacy, "{backend:?}: rehashed at the first login");
+        assert_eq!(
+            app.gw.app.hasher.check(NFC, &renewed).await.unwrap(),
+            portcullis::auth::Verified::Match,
+            "{backend:?}: the new hash is of the NFC form"
+        );
+        for password in [NFC, NFD] {
+            let status = login_status(&app, "legacy@example.com", password).await;
+            assert_eq!(status, StatusCode::OK, "{backend:?} {password:?}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_user_can_end_only_their_own_sessions() {
     for backend in backends() {
         let app = TestApp::spawn(backend, "").await;

@@ -26,4 +26,5 @@ mod passkeys_api;
 mod portal;
 mod portal_browser;
 mod rate_limits;
+mod token_times;
 mod two_factor_api;

@@ -9,8 +9,8 @@ use chrono::{TimeDelta, Utc};
 use portcullis::domain::{Email, UserId};
 use portcullis::store::admin::{AdminError, UserCommand, run_user_command};
 use portcullis::store::{
-    self, AttemptClaim, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
-    UserChange, UserStore, connect,
+    self, AttemptClaim, AttemptOutcome, FailedLogin, NewToken, NewUser, PasskeyUse, StoreError,
+    StoredPasskey, TokenKind, User, UserChange, UserStore, connect,
 };
 
 use crate::support::db::{self, Kind, TestDb};
@@ -65,8 +65,9 @@ conformance!(
     migrations_are_idempotent_and_data_survives_reconnect,
     admin_commands_report_what_they_did,
     concurrent_claims_grant_only_the_allowed_guesses,
-    released_claim_lifts_the_lock_it_set,
+    resolutions_decide_the_lock,
     claims_after_an_expired_lock_start_afresh,
+    an_account_and_its_token_are_stored_together,
     change_feed_lists_recent_changes_in_order,
     unknown_address_claims_follow_the_account_rule,
     the_registration_language_is_kept,
@@ -288,6 +289,27 @@ async fn password_verification_and_activation_change_the_row(db: &TestDb) {
 
     store.set_active(user.id, true).await.unwrap();
     assert!(reload(store.as_ref(), user.id).await.is_active);
+
+    // A reset: the hash, the proven address and a cleared lockout, together.
+    let other = store
+        .create_user(new_user("frank-reset@example.com"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store
+            .record_failed_login(other.id, 3, Duration::from_secs(600))
+            .await
+            .unwrap();
+    }
+    assert!(reload(store.as_ref(), other.id).await.is_locked(Utc::now()));
+    store
+        .reset_password(other.id, "$2b$12$reset")
+        .await
+        .unwrap();
+    let reset = reload(store.as_ref(), other.id).await;
+    assert_eq!(reset.password_hash, "$2b$12$reset");
+    assert!(reset.is_verified);
+    assert_eq!((reset.failed_login_attempts, reset.locked_until), (0, None));
 }
 
 async fn calls_for_unknown_users_say_not_found(db: &TestDb) {
@@ -296,6 +318,7 @@ async fn calls_for_unknown_users_say_not_found(db: &TestDb) {
     let not_found = |r: Result<(), StoreError>| matches!(r, Err(StoreError::NotFound));
     assert!(not_found(store.set_password_hash(ghost, "h").await));
     assert!(not_found(store.mark_verified(ghost).await));
+    assert!(not_found(store.reset_password(ghost, "h").await));
     assert!(not_found(store.set_active(ghost, false).await));
     assert!(not_found(store.record_successful_login(ghost).await));
     assert!(not_found(store.unlock(ghost).await));
@@ -1149,46 +1172,94 @@ async fn in_memory_sqlite_keeps_data_across_calls() {
     }
 }
 
+/// 20 claims at once for one account with a threshold of 5.
+async fn twenty_claims_at_once(store: &Arc<dyn UserStore>, user: UserId) -> Vec<AttemptClaim> {
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.claim_login_attempt(user, 5, LOCK_FOR).await })
+        })
+        .collect();
+    let mut claims = Vec::new();
+    for task in tasks {
+        claims.push(task.await.unwrap().unwrap());
+    }
+    claims
+}
+
+const LOCK_FOR: Duration = Duration::from_secs(600);
+
+/// Resolves `n` granted guesses of `user` at once with `outcome`.
+async fn resolve_at_once(
+    store: &Arc<dyn UserStore>,
+    user: UserId,
+    outcome: AttemptOutcome,
+    n: usize,
+) -> Vec<FailedLogin> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move {
+                store
+                    .resolve_login_attempt(user, outcome, 5, LOCK_FOR)
+                    .await
+            })
+        })
+        .collect();
+    let mut done = Vec::new();
+    for task in tasks {
+        done.push(task.await.unwrap().unwrap());
+    }
+    done
+}
+
 async fn concurrent_claims_grant_only_the_allowed_guesses(db: &TestDb) {
     let store = open(db).await;
     let user = store
         .create_user(new_user("claims@example.com"))
         .await
         .unwrap();
-    let lock_for = Duration::from_secs(600);
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.claim_login_attempt(user.id, 5, lock_for).await })
-        })
-        .collect();
-    let mut granted = BTreeSet::new();
-    let mut last = 0;
-    let mut locked = 0;
-    for task in tasks {
-        match task.await.unwrap().unwrap() {
-            AttemptClaim::Granted { attempt, last: l } => {
-                granted.insert(attempt);
-                last += usize::from(l);
-            }
-            AttemptClaim::Locked { until } => {
-                assert!(until > chrono::Utc::now());
-                locked += 1;
-            }
-        }
+    // Right guesses: five are checked at a time, the rest are told to wait; none locks,
+    // and once they are resolved there is room again.
+    for round in 0..2 {
+        let claims = twenty_claims_at_once(&store, user.id).await;
+        let granted: BTreeSet<u32> = claims
+            .iter()
+            .filter_map(|c| match c {
+                AttemptClaim::Granted { attempt, .. } => Some(*attempt),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>(), "round {round}");
+        let busy = claims.iter().filter(|c| **c == AttemptClaim::Busy).count();
+        assert_eq!(busy, 15, "round {round}: {claims:?}");
+        assert!(
+            !reload(store.as_ref(), user.id)
+                .await
+                .is_locked(chrono::Utc::now())
+        );
+        let done = resolve_at_once(&store, user.id, AttemptOutcome::Right, 5).await;
+        assert!(done.iter().all(|d| !d.newly_locked && d.attempts == 0));
     }
-    assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>());
-    assert_eq!(last, 1, "exactly one claim locked the account");
-    assert_eq!(locked, 15);
+    // Wrong guesses: five are checked, and the fifth failure locks, exactly once.
+    twenty_claims_at_once(&store, user.id).await;
+    let done = resolve_at_once(&store, user.id, AttemptOutcome::Wrong, 5).await;
+    assert_eq!(done.iter().filter(|d| d.newly_locked).count(), 1);
     let reloaded = reload(store.as_ref(), user.id).await;
     assert_eq!(reloaded.failed_login_attempts, 5);
     assert!(reloaded.is_locked(chrono::Utc::now()));
+    let claims = twenty_claims_at_once(&store, user.id).await;
+    assert!(
+        claims
+            .iter()
+            .all(|c| matches!(c, AttemptClaim::Locked { until } if *until > chrono::Utc::now()))
+    );
 
     // A success clears it all.
     store.record_successful_login(user.id).await.unwrap();
     assert_eq!(
         store
-            .claim_login_attempt(user.id, 5, lock_for)
+            .claim_login_attempt(user.id, 5, LOCK_FOR)
             .await
             .unwrap(),
         AttemptClaim::Granted {
@@ -1196,47 +1267,80 @@ async fn concurrent_claims_grant_only_the_allowed_guesses(db: &TestDb) {
             last: false
         }
     );
-    assert!(matches!(
+    for call in [
         store
-            .claim_login_attempt(UserId::random(), 5, lock_for)
-            .await,
-        Err(StoreError::NotFound)
-    ));
+            .claim_login_attempt(UserId::random(), 5, LOCK_FOR)
+            .await
+            .map(drop),
+        store
+            .resolve_login_attempt(UserId::random(), AttemptOutcome::Wrong, 5, LOCK_FOR)
+            .await
+            .map(drop),
+    ] {
+        assert!(matches!(call, Err(StoreError::NotFound)));
+    }
 }
 
-async fn released_claim_lifts_the_lock_it_set(db: &TestDb) {
+async fn resolutions_decide_the_lock(db: &TestDb) {
     let store = open(db).await;
     let user = store
         .create_user(new_user("release@example.com"))
         .await
         .unwrap();
-    let lock_for = Duration::from_secs(600);
-    for _ in 0..2 {
-        store
-            .claim_login_attempt(user.id, 3, lock_for)
+    for n in 1..=3 {
+        let claim = store
+            .claim_login_attempt(user.id, 3, LOCK_FOR)
             .await
             .unwrap();
+        assert_eq!(
+            claim,
+            AttemptClaim::Granted {
+                attempt: n,
+                last: n == 3
+            }
+        );
     }
-    let third = store
-        .claim_login_attempt(user.id, 3, lock_for)
-        .await
-        .unwrap();
     assert_eq!(
-        third,
-        AttemptClaim::Granted {
-            attempt: 3,
-            last: true
-        }
+        store
+            .claim_login_attempt(user.id, 3, LOCK_FOR)
+            .await
+            .unwrap(),
+        AttemptClaim::Busy,
+        "the threshold is full of guesses in flight, none wrong yet"
     );
     assert!(
-        reload(store.as_ref(), user.id)
+        !reload(store.as_ref(), user.id)
             .await
             .is_locked(chrono::Utc::now())
     );
-    store.release_login_attempt(user.id, 3).await.unwrap();
+    // Given back: room for one more, and still no failure.
+    store
+        .resolve_login_attempt(user.id, AttemptOutcome::NotAGuess, 3, LOCK_FOR)
+        .await
+        .unwrap();
+    assert_eq!(
+        reload(store.as_ref(), user.id).await.failed_login_attempts,
+        0
+    );
+    assert!(matches!(
+        store
+            .claim_login_attempt(user.id, 3, LOCK_FOR)
+            .await
+            .unwrap(),
+        AttemptClaim::Granted { attempt: 3, .. }
+    ));
+    let mut locked = Vec::new();
+    for _ in 0..3 {
+        let done = store
+            .resolve_login_attempt(user.id, AttemptOutcome::Wrong, 3, LOCK_FOR)
+            .await
+            .unwrap();
+        locked.push(done.newly_locked);
+    }
+    assert_eq!(locked, [false, false, true]);
     let after = reload(store.as_ref(), user.id).await;
-    assert_eq!(after.failed_login_attempts, 2);
-    assert!(!after.is_locked(chrono::Utc::now()));
+    assert_eq!(after.failed_login_attempts, 3);
+    assert!(after.is_locked(chrono::Utc::now()));
 }
 
 async fn claims_after_an_expired_lock_start_afresh(db: &TestDb) {
@@ -1247,6 +1351,11 @@ async fn claims_after_an_expired_lock_start_afresh(db: &TestDb) {
         .unwrap();
     let brief = Duration::from_millis(200);
     store.claim_login_attempt(user.id, 1, brief).await.unwrap();
+    let done = store
+        .resolve_login_attempt(user.id, AttemptOutcome::Wrong, 1, brief)
+        .await
+        .unwrap();
+    assert!(done.newly_locked);
     assert!(matches!(
         store.claim_login_attempt(user.id, 1, brief).await.unwrap(),
         AttemptClaim::Locked { .. }
@@ -1258,6 +1367,92 @@ async fn claims_after_an_expired_lock_start_afresh(db: &TestDb) {
             attempt: 1,
             last: false
         }
+    );
+}
+
+async fn an_account_and_its_token_are_stored_together(db: &TestDb) {
+    let store = open(db).await;
+    let token = |hash: &str| NewToken {
+        kind: TokenKind::EmailVerification,
+        token_hash: hash.to_owned(),
+        expires_at: Utc::now() + chrono::Duration::hours(1),
+    };
+    let first = token_hash();
+    let user = store
+        .create_user_with_token(new_user("together@example.com"), token(&first))
+        .await
+        .unwrap();
+    assert_eq!(
+        reload(store.as_ref(), user.id).await.email.as_str(),
+        "together@example.com"
+    );
+    // A duplicate address stores neither the account nor its token.
+    let second = token_hash();
+    assert!(matches!(
+        store
+            .create_user_with_token(new_user("TOGETHER@example.com"), token(&second))
+            .await,
+        Err(StoreError::DuplicateEmail)
+    ));
+    assert_eq!(db.count_rows("users").await, 1);
+    assert_eq!(db.count_rows("verification_tokens").await, 1);
+    // A token that cannot be stored (its hash is taken) leaves no account behind.
+    assert!(
+        store
+            .create_user_with_token(new_user("alone@example.com"), token(&first))
+            .await
+            .is_err()
+    );
+    assert_eq!(db.count_rows("users").await, 1);
+    assert!(
+        store
+            .find_by_email(&Email::parse("alone@example.com").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Replacing: the new token works, the old one no longer; for no user, NotFound.
+    let third = token_hash();
+    store.replace_token(user.id, token(&third)).await.unwrap();
+    let kind = TokenKind::EmailVerification;
+    assert_eq!(store.consume_token(kind, &first).await.unwrap(), None);
+    assert_eq!(
+        store.consume_token(kind, &third).await.unwrap(),
+        Some(user.id)
+    );
+    assert!(matches!(
+        store
+            .replace_token(UserId::random(), token(&token_hash()))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Proving the address: the token, the flag and the change feed together, once.
+    let reset = token_hash();
+    let reset_token = NewToken {
+        kind: TokenKind::PasswordReset,
+        ..token(&reset)
+    };
+    store.replace_token(user.id, reset_token).await.unwrap();
+    assert_eq!(
+        store.verify_address(&reset).await.unwrap(),
+        None,
+        "another kind"
+    );
+    let fourth = token_hash();
+    store.replace_token(user.id, token(&fourth)).await.unwrap();
+    assert!(!reload(store.as_ref(), user.id).await.is_verified);
+    assert_eq!(store.verify_address(&fourth).await.unwrap(), Some(user.id));
+    assert!(reload(store.as_ref(), user.id).await.is_verified);
+    let feed = store.recent_user_changes().await.unwrap();
+    assert!(
+        feed.iter()
+            .any(|e| e.user_id == user.id && e.change == UserChange::Updated)
+    );
+    assert_eq!(
+        store.verify_address(&fourth).await.unwrap(),
+        None,
+        "used up"
     );
 }
 
@@ -1320,30 +1515,46 @@ async fn unknown_address_claims_follow_the_account_rule(db: &TestDb) {
     let store = open(db).await;
     let key = "a".repeat(64);
     let lock_for = Duration::from_millis(300);
-    let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let store = Arc::clone(&store);
-            let key = key.clone();
-            tokio::spawn(async move {
-                store
-                    .claim_unknown_login_attempt(&key, 5, lock_for)
-                    .await
-                    .unwrap()
+    let claim_all = || {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                let key = key.clone();
+                tokio::spawn(async move {
+                    store
+                        .claim_unknown_login_attempt(&key, 5, lock_for)
+                        .await
+                        .unwrap()
+                })
             })
-        })
-        .collect();
+            .collect();
+        futures_util::future::join_all(tasks)
+    };
     let mut granted = BTreeSet::new();
-    let mut locked = 0;
-    for task in tasks {
-        match task.await.unwrap() {
+    let mut busy = 0;
+    for claim in claim_all().await {
+        match claim.unwrap() {
             AttemptClaim::Granted { attempt, .. } => {
                 granted.insert(attempt);
             }
-            AttemptClaim::Locked { .. } => locked += 1,
+            AttemptClaim::Busy => busy += 1,
+            AttemptClaim::Locked { .. } => panic!("locked before any guess was found wrong"),
         }
     }
     assert_eq!(granted, (1..=5).collect::<BTreeSet<u32>>());
-    assert_eq!(locked, 15);
+    assert_eq!(busy, 15);
+    let mut newly_locked = 0;
+    for _ in 0..5 {
+        let done = store
+            .resolve_unknown_login_attempt(&key, 5, lock_for)
+            .await
+            .unwrap();
+        newly_locked += usize::from(done.newly_locked);
+    }
+    assert_eq!(newly_locked, 1);
+    for claim in claim_all().await {
+        assert!(matches!(claim.unwrap(), AttemptClaim::Locked { .. }));
+    }
     // Other addresses are counted apart.
     assert_eq!(
         store

@@ -218,6 +218,14 @@ impl TestApp {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         tokens_of(&r.body)
     }
+
+    /// Logs in with `password`; panics unless it succeeds; the access token.
+    pub async fn login_with(&self, email: &str, password: &str) -> String {
+        let body = json!({"email": email, "password": password});
+        let r = self.post("/api/auth/login", body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        tokens_of(&r.body).access
+    }
 }
 
 /// `data.tokens` of a login or refresh answer.
