@@ -325,9 +325,7 @@ const COOKIE_CASES: &[(&[&str], &[&str])] = &[
     (&["a=1;portcullis=x;b=2"], &["a=1", "b=2"]),
     (&["  portcullis =x ;b=2"], &["b=2"]),
     (
-        &[
-            "PORTCULLIS=x; __Secure-portcullis_refresh=z; portcullis_csrf=w; a=1",
-        ],
+        &["PORTCULLIS=x; __Secure-portcullis_refresh=z; portcullis_csrf=w; a=1"],
         &["a=1"],
     ),
     (&["__HOST-Portcullis_Refresh=1;a=2"], &["a=2"]),
