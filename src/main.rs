@@ -205,6 +205,7 @@ async fn end_sessions(
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
+    server::reopen_logs_on_hangup()?;
     let _guards = telemetry::init(&config.logging)?;
     server::check_binds(&config)?;
     let listen = config.server.listen;

@@ -102,8 +102,7 @@ pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow
     Ok(server)
 }
 
-/// Runs the gateway in the foreground until SIGTERM (graceful) or SIGINT (fast); SIGHUP
-/// reopens the log files.
+/// Runs the gateway in the foreground until SIGTERM (graceful) or SIGINT (fast).
 ///
 /// On SIGTERM the listeners stop accepting, idle connections close at once and busy ones
 /// after their answer; this returns as soon as no connection is left, or when the grace
@@ -111,7 +110,6 @@ pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow
 /// always sleeps the whole grace period, so the server runs on a thread of its own and is
 /// left behind when nothing is in flight any more.
 pub fn run_forever(app: Arc<App>) -> anyhow::Result<()> {
-    reopen_logs_on_hangup()?;
     let drain = Arc::new(Drain::default());
     let server = build(app, Scheduling::PerThread, drain.clone())?;
     let returned = drain.clone();
@@ -127,9 +125,9 @@ pub fn run_forever(app: Arc<App>) -> anyhow::Result<()> {
 
 /// Handles SIGHUP, whose default action would end the process: it reopens the log files
 /// (logrotate's `postrotate` sends it) and says that other configuration changes need a
-/// restart. The handler is installed before this returns, so no early SIGHUP kills the
-/// gateway.
-fn reopen_logs_on_hangup() -> anyhow::Result<()> {
+/// restart. The handler is installed before this returns: call it first thing in `serve`,
+/// so that no SIGHUP during start-up (migrations, key loading) ends the gateway.
+pub fn reopen_logs_on_hangup() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()

@@ -526,7 +526,19 @@ fn sighup_reopens_the_log_files_and_never_stops_the_gateway() {
     std::fs::write(&path, &text).unwrap();
     let listen = listen_address(&text);
     let mut child = serve(&scratch, &path);
+    // A SIGHUP during start-up (migrations, keys) must not end it either: the handler is in
+    // place before the log files are opened.
+    let opened = Instant::now() + Duration::from_secs(10);
+    while !logs.join("combined.log").exists() {
+        assert!(Instant::now() < opened, "no combined.log");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    signal(&child, "HUP");
     wait_listening(&listen);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a SIGHUP at start-up ended the gateway"
+    );
 
     for round in 1..=3 {
         for file in ["combined.log", "access.log"] {

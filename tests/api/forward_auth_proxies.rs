@@ -486,3 +486,75 @@ async fn nginx_refuses_a_password_only_session_where_two_factors_are_required() 
         );
     }
 }
+
+/// The names of the gateway's own strip list a client sends in [`proxy_strips_what_the_gateway_strips`]:
+/// each entry of `server.strip_headers`' default, a `*` family by the names nginx's
+/// configuration lists (nginx cannot remove by prefix) and, for Caddy, any other name too.
+fn stripped_names(proxy: Proxy) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in portcullis::config::DEFAULT_STRIP_HEADERS {
+        match entry.strip_suffix('*') {
+            Some(family) => {
+                let mut members = vec!["user", "email", "groups"];
+                if proxy == Proxy::Caddy {
+                    members.push("anything-else");
+                }
+                names.extend(members.iter().map(|m| format!("{family}{m}")));
+            }
+            None => names.push(entry.to_string()),
+        }
+    }
+    names
+}
+
+/// Every header the gateway strips on its own routes is stripped by the documented proxies
+/// too, on pages with and without a query of their own (Caddy passes a page's query to
+/// verify unless `uri` has one); an anonymous browser with a query is sent to sign in.
+async fn proxy_strips_what_the_gateway_strips(proxy: Proxy) {
+    let Some(s) = stack(proxy, Backend::Embedded).await else {
+        return;
+    };
+    s.app.verified_user("strip@example.com").await;
+    let t = s.app.login("strip@example.com").await;
+    let names = stripped_names(proxy);
+    for target in ["/page", "/page?q=1", "/page?q=1&two_factor=yes&roles=x"] {
+        let mut request = s
+            .app
+            .http
+            .get(format!("{}{target}", s.base))
+            .bearer_auth(&t.access);
+        for name in &names {
+            request = request.header(name.as_str(), "spoofed");
+        }
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{proxy:?} {target}");
+        let echo: Value = r.json().await.unwrap();
+        for name in &names {
+            assert!(
+                echoed_header(&echo, name).is_empty(),
+                "{proxy:?} {target}: {name} reached the app: {echo}"
+            );
+        }
+        let anonymous = s
+            .app
+            .http
+            .get(format!("{}{target}", s.base))
+            .header("accept", "text/html")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status(), StatusCode::FOUND, "{proxy:?} {target}");
+        let location = anonymous.headers()["location"].to_str().unwrap();
+        assert!(location.contains("/auth/login?return_to="), "{location}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nginx_strips_what_the_gateway_strips() {
+    proxy_strips_what_the_gateway_strips(Proxy::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn caddy_strips_what_the_gateway_strips() {
+    proxy_strips_what_the_gateway_strips(Proxy::Caddy).await;
+}
