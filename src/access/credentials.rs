@@ -122,16 +122,33 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// The access token of a proxied request: `Authorization: Bearer …`, else the session
-/// cookie `cookie_name`. A request with an `Authorization` header of another scheme has no
-/// token (the cookie is not consulted); a request with an ambiguous gateway cookie
-/// ([`cookies_ambiguous`]) has none either, Bearer or not.
+/// Whether the request presents a token of its own: an `Authorization` header with the
+/// `Bearer` scheme (RFC 6750 §2.1; the scheme is case-insensitive, RFC 9110 §11.1), valid or
+/// not. Another scheme (`Basic`, `Negotiate`, …) is a credential for the application, not
+/// for the gateway.
+pub fn presents_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .any(|value| {
+            let scheme = value.as_bytes().trim_ascii_start();
+            let scheme = scheme.split(|b| *b == b' ').next().unwrap_or_default();
+            scheme.eq_ignore_ascii_case(b"bearer")
+        })
+}
+
+/// The access token of a proxied request: `Authorization: Bearer …` (the only one of its
+/// header), else the session cookie `cookie_name`. A request that presents a Bearer token
+/// is judged by it alone, valid or not (the cookie is not consulted); an `Authorization` of
+/// another scheme leaves the cookie in charge. A request with an ambiguous gateway cookie
+/// ([`cookies_ambiguous`]) has no token, Bearer or not.
 pub fn proxied_token<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
     if cookies_ambiguous(headers) {
         return None;
     }
-    if headers.contains_key(http::header::AUTHORIZATION) {
-        return bearer(headers);
+    if presents_bearer(headers) {
+        let single = headers.get_all(http::header::AUTHORIZATION).iter().count() == 1;
+        return bearer(headers).filter(|_| single);
     }
     cookie(headers, cookie_name)
 }
@@ -164,7 +181,10 @@ impl Access {
     /// docs) whose session is live and whose account is active, read fresh from the stores
     /// (not the proxy's caches), sliding the session's expiry.
     pub async fn authenticate_api(&self, headers: &HeaderMap) -> Result<Caller, Reply> {
-        let token = bearer(headers).ok_or_else(|| unauthenticated(Denial::NoCredentials))?;
+        // A gateway cookie twice cancels every credential, here as on the other ways in.
+        let token = bearer(headers)
+            .filter(|_| !cookies_ambiguous(headers))
+            .ok_or_else(|| unauthenticated(Denial::NoCredentials))?;
         let claims = self.keys.verify_access(token).map_err(|e| {
             tracing::debug!(reason = e.reason(), "access token refused");
             unauthenticated(Denial::BadToken)

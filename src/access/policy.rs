@@ -7,7 +7,7 @@
 use http::{HeaderMap, StatusCode};
 
 use super::Access;
-use super::credentials::unauthenticated as unauthorized_reply;
+use super::credentials::{presents_bearer, unauthenticated as unauthorized_reply};
 use super::gatekeeper::{Denial, Principal};
 use crate::config::Policy;
 use crate::reply::Reply;
@@ -160,7 +160,7 @@ async fn renew(
     let renewable = matches!(
         denial,
         Denial::NoCredentials | Denial::BadToken | Denial::SessionEnded
-    ) && !headers.contains_key(http::header::AUTHORIZATION);
+    ) && !presents_bearer(headers);
     if !renewable {
         return Err((denial, Vec::new()));
     }
@@ -208,7 +208,10 @@ fn unauthenticated(
             reason: denial.reason(),
         };
     }
-    if let Some(path_and_query) = path_and_query.filter(|_| wants_html(headers))
+    // A client that presented its own token is told why it failed: sending it to the
+    // sign-in page would bring it back with the same token, round and round.
+    if let Some(path_and_query) =
+        path_and_query.filter(|_| wants_html(headers) && !presents_bearer(headers))
         && let Some(login_url) = browser.login_url().filter(|url| !url.is_empty())
     {
         let separator = if login_url.contains('?') { '&' } else { '?' };

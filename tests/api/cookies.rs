@@ -821,3 +821,106 @@ async fn a_sign_in_clears_other_spellings_of_the_names_it_sets() {
         );
     }
 }
+
+/// `Authorization` of another scheme (`Basic`, `Negotiate`, an empty value) is the
+/// application's credential: the session cookie stays in charge, and a route that forwards
+/// the client's `Authorization` passes it on. A Bearer token is judged alone, and a browser
+/// whose token fails is told so (401) rather than sent to sign in, which would bring it back
+/// with the same token, round and round. The account API, which reads only Bearer, also
+/// counts a gateway cookie sent twice as no credentials.
+#[tokio::test(flavor = "multi_thread")]
+async fn another_authorization_scheme_leaves_the_cookie_in_charge_and_a_bearer_is_judged_alone() {
+    let up = EchoUpstream::start().await;
+    let extra = format!(
+        "{}[[routes]]\nname = \"fwd\"\npath_prefix = \"/fwd\"\nupstream = \"{}\"\n\
+         policy = \"authenticated\"\nforward_authorization = true\n",
+        routes(&up.url()),
+        up.url()
+    );
+    for backend in backends() {
+        let app = TestApp::spawn(backend, &extra).await;
+        let email = "schemes@example.com";
+        app.verified_user(email).await;
+        let t = app.login(email).await;
+        let access = app.gw.app.access.cookies().access;
+        let cookie = format!("{access}={}", t.access);
+        let valid = format!("Bearer {}", t.access);
+        let cases: &[(&str, &[&str], bool, StatusCode)] = &[
+            ("/app/x", &["Basic YTpi"], true, StatusCode::OK),
+            ("/app/x", &["Negotiate YWJj"], true, StatusCode::OK),
+            ("/app/x", &["Digest username=\"a\""], true, StatusCode::OK),
+            ("/app/x", &[""], true, StatusCode::OK),
+            ("/fwd/x", &["Basic YTpi"], true, StatusCode::OK),
+            ("/api/auth/verify", &["Basic YTpi"], true, StatusCode::OK),
+            (
+                "/app/x",
+                &["Bearer garbage"],
+                true,
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "/app/x",
+                &["bearer garbage"],
+                true,
+                StatusCode::UNAUTHORIZED,
+            ),
+            ("/app/x", &["Bearer"], true, StatusCode::UNAUTHORIZED),
+            ("/app/x", &[valid.as_str()], false, StatusCode::OK),
+            (
+                "/app/x",
+                &[valid.as_str(), "Basic YTpi"],
+                true,
+                StatusCode::UNAUTHORIZED,
+            ),
+            (
+                "/api/auth/verify",
+                &["Bearer garbage"],
+                true,
+                StatusCode::UNAUTHORIZED,
+            ),
+        ];
+        for (path, authorizations, with_cookie, expected) in cases {
+            let mut request = app.http.get(app.url(path)).header("accept", "text/html");
+            for value in *authorizations {
+                request = request.header("authorization", *value);
+            }
+            if *with_cookie {
+                request = request.header("cookie", &cookie);
+            }
+            let r = request.send().await.unwrap();
+            let what = format!("{path} {authorizations:?} cookie={with_cookie}");
+            assert_eq!(r.status(), *expected, "{what}");
+            if *expected != StatusCode::OK || path.starts_with("/api/") {
+                continue;
+            }
+            let body = r.text().await.unwrap();
+            assert!(body.contains(email), "{what}: {body}");
+            let forwards_own = path.starts_with("/fwd");
+            assert_eq!(
+                body.contains("YTpi"),
+                forwards_own,
+                "{what}: the app's own Authorization: {body}"
+            );
+            assert!(
+                !body.contains(&t.access),
+                "{what}: our token reached the app"
+            );
+        }
+        let twice = format!("{cookie}; {access}=x");
+        let r = app
+            .http
+            .get(app.url("/api/auth/profile"))
+            .bearer_auth(&t.access)
+            .header("cookie", twice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::UNAUTHORIZED,
+            "API with a cookie twice"
+        );
+        let r = app.get_as(&t.access, "/api/auth/profile").await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+}
