@@ -25,6 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::auth::jwt::{AccessClaims, KeyRing};
+use crate::backend::Backend;
 use crate::domain::UserId;
 use crate::session::{Revocation, SessionError, SessionId, SessionStore};
 use crate::store::{StoreError, UserChange, UserChangeEvent, UserStore};
@@ -401,14 +402,16 @@ impl Gatekeeper {
         self.assertions.invalidate_all();
     }
 
-    /// Follows the store's revocation events until the store goes away.
+    /// Follows the store's revocation events, on `backend`, until the store or the
+    /// gatekeeper goes away.
     pub fn spawn_listener(
         self: &Arc<Self>,
+        backend: &Backend,
         store: &dyn SessionStore,
     ) -> tokio::task::JoinHandle<()> {
         let mut events = store.revocations();
         let gatekeeper = Arc::downgrade(self);
-        tokio::spawn(async move {
+        backend.spawn(async move {
             loop {
                 let event = events.recv().await;
                 let Some(gatekeeper) = gatekeeper.upgrade() else {
@@ -434,11 +437,12 @@ impl Gatekeeper {
     /// opens the database, can reach every running instance.
     pub fn spawn_change_follower(
         self: &Arc<Self>,
+        backend: &Backend,
         store: Arc<dyn UserStore>,
         sessions: Arc<dyn SessionStore>,
     ) -> tokio::task::JoinHandle<()> {
         let gatekeeper = Arc::downgrade(self);
-        tokio::spawn(async move {
+        backend.spawn(async move {
             // What was in the feed before this instance started is already reflected in
             // what it will read from the database.
             let mut applied: Option<HashSet<i64>> = None;

@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderValue};
 use uuid::Uuid;
 
 use crate::auth::jwt::KeyRing;
+use crate::backend::Backend;
 use crate::session::{SessionError, SessionId, SessionStore};
 use crate::store::UserStore;
 use cookies::CookieRules;
@@ -62,12 +63,12 @@ impl Access {
         }
     }
 
-    /// Starts following revocation events and the account change feed (on the current
-    /// runtime, which must be the one that owns the stores' sockets).
-    pub fn spawn_followers(&self) {
-        self.gatekeeper.spawn_listener(&*self.sessions);
+    /// Starts following revocation events and the account change feed on `backend`, the
+    /// runtime that owns the stores' sockets.
+    pub fn spawn_followers(&self, backend: &Backend) {
+        self.gatekeeper.spawn_listener(backend, &*self.sessions);
         self.gatekeeper
-            .spawn_change_follower(self.users.clone(), self.sessions.clone());
+            .spawn_change_follower(backend, self.users.clone(), self.sessions.clone());
     }
 
     /// The names and scopes of the browser's cookies.

@@ -14,6 +14,8 @@ use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::backend::Backend;
+
 use super::{
     CreatedSession, NewSession, Revocation, RotateOutcome, Session, SessionError, SessionId,
     SessionLiveness, SessionStore, add, hashes_acceptable, now_micros, truncate_micros,
@@ -63,7 +65,8 @@ impl Default for MemorySessionStore {
 }
 
 impl MemorySessionStore {
-    /// A store with the default bounds; sweeps in the background when a tokio runtime is present.
+    /// A store with the default bounds; sweeps in the background when built inside a tokio
+    /// runtime (through [`Backend::current`]: in the gateway, the backend runtime).
     pub fn new() -> Self {
         Self::with_capacity(DEFAULT_MAX_SESSIONS, DEFAULT_MAX_CLAIMS)
     }
@@ -82,9 +85,8 @@ impl MemorySessionStore {
         let (revocations, _) = broadcast::channel(REVOCATION_BUFFER);
         // The sweep only frees memory early; reads already ignore expired entries, so a
         // store built outside a runtime (or outliving it) stays correct.
-        let sweeper = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|handle| handle.spawn(sweep_periodically(Arc::downgrade(&inner))));
+        let sweeper = Backend::current()
+            .map(|backend| backend.spawn(sweep_periodically(Arc::downgrade(&inner))));
         Self {
             inner,
             revocations,
