@@ -20,7 +20,7 @@ use portcullis::access::gatekeeper::Gatekeeper;
 use portcullis::access::identity::IdentityHeaderNames;
 use portcullis::auth::jwt::KeyRing;
 use portcullis::config::IdentityHeadersConfig;
-use portcullis::domain::Email;
+use portcullis::domain::{Email, UserId};
 use portcullis::session::{
     MemorySessionStore, NewSession, RedisSessionStore, SessionId, SessionStore,
 };
@@ -36,7 +36,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-fn new_session(id: SessionId, user: uuid::Uuid) -> NewSession {
+fn new_session(id: SessionId, user: UserId) -> NewSession {
     NewSession {
         id,
         user_id: user,
@@ -72,7 +72,7 @@ fn fixture(rt: &Runtime) -> Fixture {
         let session_id = SessionId::generate();
         let memory: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new());
         memory
-            .create(new_session(session_id, user.id.into()))
+            .create(new_session(session_id, user.id))
             .await
             .expect("memory session");
         let redis = match std::env::var("PORTCULLIS_TEST_REDIS_URL") {
@@ -84,7 +84,7 @@ fn fixture(rt: &Runtime) -> Fixture {
                         .expect("redis"),
                 );
                 store
-                    .create(new_session(session_id, user.id.into()))
+                    .create(new_session(session_id, user.id))
                     .await
                     .expect("redis session");
                 Some(store)

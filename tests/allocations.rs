@@ -168,7 +168,7 @@ async fn signed_in(amr: &[&str]) -> Signed {
     sessions
         .create(NewSession {
             id,
-            user_id: user.id.into(),
+            user_id: user.id,
             ip: "127.0.0.1".into(),
             user_agent: "test".into(),
             two_factor: amr.contains(&"otp"),

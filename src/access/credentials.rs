@@ -13,7 +13,6 @@ use http::{HeaderMap, StatusCode};
 use super::Access;
 use super::gatekeeper::{Denial, TOUCH_INTERVAL_SECS};
 use crate::auth::jwt::AccessClaims;
-use crate::domain::UserId;
 use crate::reply::Reply;
 use crate::session::{Session, SessionId};
 use crate::store::User;
@@ -181,7 +180,7 @@ impl Access {
         }
         let user = self
             .users
-            .find_by_id(UserId::from(session.user_id))
+            .find_by_id(session.user_id)
             .await?
             .ok_or_else(session_ended)?;
         if !user.is_active {

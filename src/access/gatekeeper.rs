@@ -93,7 +93,7 @@ impl Principal {
         self.token.claims.exp
     }
 
-    pub fn user_id(&self) -> Uuid {
+    pub fn user_id(&self) -> UserId {
         self.token.user_id
     }
 
@@ -163,7 +163,7 @@ static VERIFIED_FALSE: HeaderValue = HeaderValue::from_static("false");
 #[derive(Debug)]
 struct VerifiedToken {
     claims: AccessClaims,
-    user_id: Uuid,
+    user_id: UserId,
     session_id: SessionId,
     user_id_value: HeaderValue,
     session_id_value: HeaderValue,
@@ -172,7 +172,7 @@ struct VerifiedToken {
 impl VerifiedToken {
     fn new(claims: AccessClaims) -> Option<Self> {
         Some(Self {
-            user_id: claims.sub.parse().ok()?,
+            user_id: Uuid::parse_str(&claims.sub).ok().map(UserId::from_uuid)?,
             session_id: claims.sid.parse().ok()?,
             user_id_value: HeaderValue::from_str(&claims.sub).ok()?,
             session_id_value: HeaderValue::from_str(&claims.sid).ok()?,
@@ -183,7 +183,7 @@ impl VerifiedToken {
 
 #[derive(Clone, Debug)]
 struct LiveSession {
-    user_id: Uuid,
+    user_id: UserId,
     two_factor: bool,
 }
 
@@ -201,7 +201,7 @@ struct KnownUser {
 pub struct Gatekeeper {
     tokens: Cache<String, Arc<VerifiedToken>>,
     sessions: Cache<SessionId, LiveSession>,
-    users: Cache<Uuid, Arc<KnownUser>>,
+    users: Cache<UserId, Arc<KnownUser>>,
     /// Signed identity assertions, re-signed when half their lifetime is gone.
     assertions: Cache<SessionId, HeaderValue>,
 }
@@ -334,12 +334,12 @@ impl Gatekeeper {
         Ok(live)
     }
 
-    async fn user(&self, id: Uuid, store: &dyn UserStore) -> Result<Arc<KnownUser>, Denial> {
+    async fn user(&self, id: UserId, store: &dyn UserStore) -> Result<Arc<KnownUser>, Denial> {
         if let Some(user) = self.users.get(&id) {
             return Ok(user);
         }
         let user = store
-            .find_by_id(UserId::from(id))
+            .find_by_id(id)
             .await
             .map_err(store_failure)?
             .ok_or(Denial::SessionEnded)?;
@@ -374,12 +374,12 @@ impl Gatekeeper {
 
     /// Forgets the cached account record of a user (a new login reads it afresh); the
     /// user's sessions stay cached.
-    pub fn forget_user_record(&self, id: Uuid) {
+    pub fn forget_user_record(&self, id: UserId) {
         self.users.invalidate(&id);
     }
 
     /// Forgets a user and every cached session (their sessions ended, or the account changed).
-    pub fn forget_user(&self, id: Uuid) {
+    pub fn forget_user(&self, id: UserId) {
         self.users.invalidate(&id);
         // Sessions are keyed by id; a user-wide event is rare, so drop them all.
         self.sessions.invalidate_all();
@@ -490,7 +490,7 @@ impl Gatekeeper {
     }
 
     async fn apply_change(&self, event: &UserChangeEvent, sessions: &dyn SessionStore) {
-        let user_id: Uuid = event.user_id.into();
+        let user_id = event.user_id;
         if event.change == UserChange::SessionsEnded {
             match end_sessions_started_before(sessions, user_id, event.changed_at).await {
                 Ok(0) => {}
@@ -515,7 +515,7 @@ impl Gatekeeper {
 /// account is refused on its next check anyway.
 async fn end_sessions_started_before(
     sessions: &dyn SessionStore,
-    user_id: Uuid,
+    user_id: UserId,
     changed_at: chrono::DateTime<Utc>,
 ) -> Result<usize, SessionError> {
     let mut ended = 0;
