@@ -19,8 +19,11 @@ use crate::store::User;
 
 /// An authenticated caller of the account API, read fresh from the stores.
 pub struct Caller {
+    /// The account, as stored now (active, not merely when the token was issued).
     pub user: User,
+    /// The live session the token's `sid` names; it belongs to `user`.
     pub session: Session,
+    /// The verified claims of the access token (`sub`, `sid`, `amr`, `iat`, `exp`).
     pub claims: AccessClaims,
 }
 

@@ -93,10 +93,12 @@ impl Principal {
         self.token.claims.exp
     }
 
+    /// The account the token speaks for (its `sub`, parsed).
     pub fn user_id(&self) -> UserId {
         self.token.user_id
     }
 
+    /// The session the token belongs to (its `sid`, parsed).
     pub fn session_id(&self) -> SessionId {
         self.token.session_id
     }
@@ -111,10 +113,12 @@ impl Principal {
         &self.token.claims.sid
     }
 
+    /// The account's email address as stored (normalised when it was written).
     pub fn email(&self) -> &str {
         &self.user.email
     }
 
+    /// The account's role names, in stored order; empty when it has none.
     pub fn roles(&self) -> &[String] {
         &self.user.roles
     }
@@ -147,10 +151,13 @@ impl Principal {
 
 /// The values of the identity headers for one principal.
 pub struct IdentityValues<'a> {
+    /// The user id, hyphenated UUID (the token's `sub`).
     pub user_id: &'a HeaderValue,
+    /// The account's email address.
     pub email: &'a HeaderValue,
     /// Roles joined with commas.
     pub roles: &'a HeaderValue,
+    /// The session id, 32 lower-case hex characters (the token's `sid`).
     pub session_id: &'a HeaderValue,
     /// `true` or `false`.
     pub email_verified: &'a HeaderValue,
