@@ -116,11 +116,8 @@ impl App {
                 &config.portal.path_prefix,
             ),
         );
-        {
-            let _entered = runtime.enter();
-            store::spawn_token_purger(store.clone(), TOKEN_PURGE_INTERVAL);
-            access.spawn_followers();
-        }
+        store::spawn_token_purger(&backend, store.clone(), TOKEN_PURGE_INTERVAL);
+        access.spawn_followers(&backend);
         Ok(Arc::new(Self {
             config: Arc::new(config),
             metrics,
@@ -177,6 +174,7 @@ impl App {
             ),
         ];
         for (name, dir) in written_dirs(&self.config) {
+            // The caller's blocking pool, not the backend runtime: a file probe, no socket.
             let probe = tokio::task::spawn_blocking(move || probe_dir(&dir));
             let result = tokio::time::timeout(HEALTH_TIMEOUT, probe).await;
             checks.push((

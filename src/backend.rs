@@ -12,7 +12,13 @@
 //!
 //! Invariant: this is the only module that spawns onto the backend runtime; the stores, the
 //! Redis session store, the Redis limiter and the mailer each hold a [`Backend`] and map
-//! [`BackendError`] to their own error once.
+//! [`BackendError`] to their own error once. The long-lived tasks go through
+//! [`Backend::spawn`] too: the token purger, the gatekeeper's revocation listener and
+//! change-feed follower, the in-memory session sweeper, the Redis revocation relay, the
+//! limiter's outage probe and mail deliveries. Clients that spawn their own housekeeping
+//! (lettre's SMTP pool) are built inside [`Backend::handle`]. Work that is not the
+//! backend's runs on the caller's runtime and says so where it is spawned: bcrypt and the
+//! health check's directory probe use that runtime's blocking pool.
 
 use std::future::Future;
 use std::time::Duration;

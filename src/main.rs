@@ -199,7 +199,7 @@ async fn end_sessions(
         return Ok(());
     };
     let sessions = session::connect(&config.sessions).await?;
-    let ended = sessions.revoke_all(user.id.into(), None).await?;
+    let ended = sessions.revoke_all(user.id, None).await?;
     println!("{} session(s) ended", ended.len());
     Ok(())
 }

@@ -1,26 +1,41 @@
-//! The proxy's per-request decision allocates nothing for an already-canonical request:
-//! counted by a global allocator around the same calls the proxy makes.
+//! The per-request work that must allocate nothing, counted by a global allocator around the
+//! same calls the proxy makes: the decision where an already-canonical request goes, and the
+//! access check of a token whose verification, session and user are already cached.
 //!
 //! A test binary of its own: the counting allocator is process-wide, so in a shared binary
-//! it would slow every other test and count their threads' allocations as this one's.
+//! it would slow every other test. Counts are kept per thread, so the allocations of other
+//! tests' threads and of a runtime's worker threads are not counted as the measured call's.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
+use ed25519_dalek::SigningKey;
+use portcullis::access::gatekeeper::Gatekeeper;
+use portcullis::auth::jwt::KeyRing;
 use portcullis::config::Config;
+use portcullis::domain::Email;
 use portcullis::gateway::canonical::canonicalize;
 use portcullis::gateway::forwarding::{self, ProxyHeaders};
 use portcullis::gateway::routes::RouteTable;
 use portcullis::metrics::Metrics;
+use portcullis::session::{MemorySessionStore, NewSession, PasskeyUse, SessionId, SessionStore};
+use portcullis::store::{self, NewUser, UserStore};
 
+/// The system allocator, counting the allocations (and reallocations) of each thread.
 struct Counting;
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+}
 
+// SAFETY: every call is forwarded unchanged to the system allocator; the count is a
+// const-initialised thread-local, which never allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.alloc(layout) }
     }
@@ -29,15 +44,22 @@ unsafe impl GlobalAlloc for Counting {
         // SAFETY: forwarded unchanged to the system allocator.
         unsafe { System.dealloc(ptr, layout) }
     }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|n| n.set(n.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
 }
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// How many times `f` allocated on this thread.
 fn allocations_in(f: impl FnOnce()) -> usize {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = ALLOCATIONS.with(Cell::get);
     f();
-    ALLOCATIONS.load(Ordering::Relaxed) - before
+    ALLOCATIONS.with(Cell::get) - before
 }
 
 #[test]
@@ -114,4 +136,98 @@ fn deciding_where_a_canonical_request_goes_allocates_nothing() {
         assert_eq!(request.path, "/app/x");
     });
     assert!(n > 0);
+}
+
+/// What the gatekeeper checks against: a user in SQLite, a session in memory, a signed token.
+struct Signed {
+    keys: KeyRing,
+    token: String,
+    sessions: Arc<dyn SessionStore>,
+    users: Arc<dyn UserStore>,
+    _dir: tempfile::TempDir,
+}
+
+async fn signed_in(amr: &[&str]) -> Signed {
+    let dir = tempfile::tempdir().unwrap();
+    let users = store::connect(&format!("sqlite://{}/a.db", dir.path().display()), 2)
+        .await
+        .unwrap();
+    let user = users
+        .create_user(NewUser {
+            email: Email::parse("cached@example.com").unwrap(),
+            password_hash: "$2b$04$abcdefghijklmnopqrstuu5Jh7qMJ9YQ8bxv5Wz3m0HMy0dq6yRmS".into(),
+            first_name: "Cached".into(),
+            last_name: "Check".into(),
+            language: String::new(),
+        })
+        .await
+        .unwrap();
+    let keys = KeyRing::from_keys("portcullis", SigningKey::from_bytes(&[7; 32]), &[]);
+    let id = SessionId::generate();
+    let sessions: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new());
+    sessions
+        .create(NewSession {
+            id,
+            user_id: user.id,
+            ip: "127.0.0.1".into(),
+            user_agent: "test".into(),
+            two_factor: amr.contains(&"otp"),
+            passkey: PasskeyUse::None,
+            remember_me: false,
+            refresh_hash: "0".repeat(64),
+            idle_ttl: Duration::from_secs(3600),
+            absolute_ttl: Duration::from_secs(3600),
+            max_per_user: 5,
+        })
+        .await
+        .unwrap();
+    let (token, _) = keys
+        .issue_access(
+            &user.id.to_string(),
+            &id.to_string(),
+            amr,
+            Duration::from_secs(900),
+        )
+        .unwrap();
+    Signed {
+        keys,
+        token,
+        sessions,
+        users,
+        _dir: dir,
+    }
+}
+
+#[test]
+fn a_cached_gatekeeper_check_allocates_nothing() {
+    // The proxy's runtime kind; `block_on` polls the check on this thread, where it is counted.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for amr in [&["pwd"][..], &["pwd", "otp"]] {
+        let signed = rt.block_on(signed_in(amr));
+        let gatekeeper = Gatekeeper::new();
+        let check = || {
+            let principal = rt
+                .block_on(gatekeeper.check(
+                    &signed.token,
+                    &signed.keys,
+                    &*signed.sessions,
+                    &*signed.users,
+                ))
+                .unwrap();
+            assert_eq!(principal.email(), "cached@example.com");
+        };
+        // The first check fills the caches: it verifies, reads and allocates (the counter works).
+        let n = allocations_in(check);
+        assert!(n > 0, "{amr:?}: a cold check counted no allocation");
+        // The caches' and the runtime's one-time set-up.
+        for _ in 0..1_000 {
+            check();
+        }
+        let n = allocations_in(|| {
+            for _ in 0..10_000 {
+                check();
+            }
+        });
+        assert_eq!(n, 0, "{amr:?}: 10,000 cached checks allocated {n} times");
+    }
 }

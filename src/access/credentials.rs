@@ -13,15 +13,17 @@ use http::{HeaderMap, StatusCode};
 use super::Access;
 use super::gatekeeper::{Denial, TOUCH_INTERVAL_SECS};
 use crate::auth::jwt::AccessClaims;
-use crate::domain::UserId;
 use crate::reply::Reply;
 use crate::session::{Session, SessionId};
 use crate::store::User;
 
 /// An authenticated caller of the account API, read fresh from the stores.
 pub struct Caller {
+    /// The account, as stored now (active, not merely when the token was issued).
     pub user: User,
+    /// The live session the token's `sid` names; it belongs to `user`.
     pub session: Session,
+    /// The verified claims of the access token (`sub`, `sid`, `amr`, `iat`, `exp`).
     pub claims: AccessClaims,
 }
 
@@ -201,7 +203,7 @@ impl Access {
         }
         let user = self
             .users
-            .find_by_id(UserId::from(session.user_id))
+            .find_by_id(session.user_id)
             .await?
             .ok_or_else(session_ended)?;
         if !user.is_active {

@@ -25,6 +25,7 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::auth::jwt::{AccessClaims, KeyRing};
+use crate::backend::Backend;
 use crate::domain::UserId;
 use crate::session::{Revocation, SessionError, SessionId, SessionStore};
 use crate::store::{StoreError, UserChange, UserChangeEvent, UserStore};
@@ -92,10 +93,12 @@ impl Principal {
         self.token.claims.exp
     }
 
-    pub fn user_id(&self) -> Uuid {
+    /// The account the token speaks for (its `sub`, parsed).
+    pub fn user_id(&self) -> UserId {
         self.token.user_id
     }
 
+    /// The session the token belongs to (its `sid`, parsed).
     pub fn session_id(&self) -> SessionId {
         self.token.session_id
     }
@@ -110,10 +113,12 @@ impl Principal {
         &self.token.claims.sid
     }
 
+    /// The account's email address as stored (normalised when it was written).
     pub fn email(&self) -> &str {
         &self.user.email
     }
 
+    /// The account's role names, in stored order; empty when it has none.
     pub fn roles(&self) -> &[String] {
         &self.user.roles
     }
@@ -146,10 +151,13 @@ impl Principal {
 
 /// The values of the identity headers for one principal.
 pub struct IdentityValues<'a> {
+    /// The user id, hyphenated UUID (the token's `sub`).
     pub user_id: &'a HeaderValue,
+    /// The account's email address.
     pub email: &'a HeaderValue,
     /// Roles joined with commas.
     pub roles: &'a HeaderValue,
+    /// The session id, 32 lower-case hex characters (the token's `sid`).
     pub session_id: &'a HeaderValue,
     /// `true` or `false`.
     pub email_verified: &'a HeaderValue,
@@ -162,7 +170,7 @@ static VERIFIED_FALSE: HeaderValue = HeaderValue::from_static("false");
 #[derive(Debug)]
 struct VerifiedToken {
     claims: AccessClaims,
-    user_id: Uuid,
+    user_id: UserId,
     session_id: SessionId,
     user_id_value: HeaderValue,
     session_id_value: HeaderValue,
@@ -171,7 +179,7 @@ struct VerifiedToken {
 impl VerifiedToken {
     fn new(claims: AccessClaims) -> Option<Self> {
         Some(Self {
-            user_id: claims.sub.parse().ok()?,
+            user_id: Uuid::parse_str(&claims.sub).ok().map(UserId::from_uuid)?,
             session_id: claims.sid.parse().ok()?,
             user_id_value: HeaderValue::from_str(&claims.sub).ok()?,
             session_id_value: HeaderValue::from_str(&claims.sid).ok()?,
@@ -182,7 +190,7 @@ impl VerifiedToken {
 
 #[derive(Clone, Debug)]
 struct LiveSession {
-    user_id: Uuid,
+    user_id: UserId,
     two_factor: bool,
 }
 
@@ -200,7 +208,7 @@ struct KnownUser {
 pub struct Gatekeeper {
     tokens: Cache<String, Arc<VerifiedToken>>,
     sessions: Cache<SessionId, LiveSession>,
-    users: Cache<Uuid, Arc<KnownUser>>,
+    users: Cache<UserId, Arc<KnownUser>>,
     /// Signed identity assertions, re-signed when half their lifetime is gone.
     assertions: Cache<SessionId, HeaderValue>,
 }
@@ -333,12 +341,12 @@ impl Gatekeeper {
         Ok(live)
     }
 
-    async fn user(&self, id: Uuid, store: &dyn UserStore) -> Result<Arc<KnownUser>, Denial> {
+    async fn user(&self, id: UserId, store: &dyn UserStore) -> Result<Arc<KnownUser>, Denial> {
         if let Some(user) = self.users.get(&id) {
             return Ok(user);
         }
         let user = store
-            .find_by_id(UserId::from(id))
+            .find_by_id(id)
             .await
             .map_err(store_failure)?
             .ok_or(Denial::SessionEnded)?;
@@ -373,12 +381,12 @@ impl Gatekeeper {
 
     /// Forgets the cached account record of a user (a new login reads it afresh); the
     /// user's sessions stay cached.
-    pub fn forget_user_record(&self, id: Uuid) {
+    pub fn forget_user_record(&self, id: UserId) {
         self.users.invalidate(&id);
     }
 
     /// Forgets a user and every cached session (their sessions ended, or the account changed).
-    pub fn forget_user(&self, id: Uuid) {
+    pub fn forget_user(&self, id: UserId) {
         self.users.invalidate(&id);
         // Sessions are keyed by id; a user-wide event is rare, so drop them all.
         self.sessions.invalidate_all();
@@ -401,14 +409,16 @@ impl Gatekeeper {
         self.assertions.invalidate_all();
     }
 
-    /// Follows the store's revocation events until the store goes away.
+    /// Follows the store's revocation events, on `backend`, until the store or the
+    /// gatekeeper goes away.
     pub fn spawn_listener(
         self: &Arc<Self>,
+        backend: &Backend,
         store: &dyn SessionStore,
     ) -> tokio::task::JoinHandle<()> {
         let mut events = store.revocations();
         let gatekeeper = Arc::downgrade(self);
-        tokio::spawn(async move {
+        backend.spawn(async move {
             loop {
                 let event = events.recv().await;
                 let Some(gatekeeper) = gatekeeper.upgrade() else {
@@ -434,11 +444,12 @@ impl Gatekeeper {
     /// opens the database, can reach every running instance.
     pub fn spawn_change_follower(
         self: &Arc<Self>,
+        backend: &Backend,
         store: Arc<dyn UserStore>,
         sessions: Arc<dyn SessionStore>,
     ) -> tokio::task::JoinHandle<()> {
         let gatekeeper = Arc::downgrade(self);
-        tokio::spawn(async move {
+        backend.spawn(async move {
             // What was in the feed before this instance started is already reflected in
             // what it will read from the database.
             let mut applied: Option<HashSet<i64>> = None;
@@ -486,7 +497,7 @@ impl Gatekeeper {
     }
 
     async fn apply_change(&self, event: &UserChangeEvent, sessions: &dyn SessionStore) {
-        let user_id: Uuid = event.user_id.into();
+        let user_id = event.user_id;
         if event.change == UserChange::SessionsEnded {
             match end_sessions_started_before(sessions, user_id, event.changed_at).await {
                 Ok(0) => {}
@@ -511,7 +522,7 @@ impl Gatekeeper {
 /// account is refused on its next check anyway.
 async fn end_sessions_started_before(
     sessions: &dyn SessionStore,
-    user_id: Uuid,
+    user_id: UserId,
     changed_at: chrono::DateTime<Utc>,
 ) -> Result<usize, SessionError> {
     let mut ended = 0;

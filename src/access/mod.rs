@@ -23,9 +23,10 @@ pub mod policy;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
-use uuid::Uuid;
 
 use crate::auth::jwt::KeyRing;
+use crate::backend::Backend;
+use crate::domain::UserId;
 use crate::session::{SessionError, SessionId, SessionStore};
 use crate::store::UserStore;
 use cookies::CookieRules;
@@ -62,12 +63,12 @@ impl Access {
         }
     }
 
-    /// Starts following revocation events and the account change feed (on the current
-    /// runtime, which must be the one that owns the stores' sockets).
-    pub fn spawn_followers(&self) {
-        self.gatekeeper.spawn_listener(&*self.sessions);
+    /// Starts following revocation events and the account change feed on `backend`, the
+    /// runtime that owns the stores' sockets.
+    pub fn spawn_followers(&self, backend: &Backend) {
+        self.gatekeeper.spawn_listener(backend, &*self.sessions);
         self.gatekeeper
-            .spawn_change_follower(self.users.clone(), self.sessions.clone());
+            .spawn_change_follower(backend, self.users.clone(), self.sessions.clone());
     }
 
     /// The names and scopes of the browser's cookies.
@@ -124,7 +125,7 @@ impl Access {
     /// user's cached record included). Returns the ids it ended.
     pub async fn revoke_user(
         &self,
-        user: Uuid,
+        user: UserId,
         except: Option<&SessionId>,
     ) -> Result<Vec<SessionId>, SessionError> {
         let ended = self.sessions.revoke_all(user, except).await?;
@@ -142,13 +143,13 @@ impl Access {
 
     /// Drops the cached record of `user` and its sessions: the account changed (email
     /// verified) and every check must read it afresh.
-    pub fn forget_user(&self, user: Uuid) {
+    pub fn forget_user(&self, user: UserId) {
         self.gatekeeper.forget_user(user);
     }
 
     /// Drops only the cached record of `user` (a new login reads the account afresh; the
     /// user's other sessions stay cached).
-    pub fn forget_user_record(&self, user: Uuid) {
+    pub fn forget_user_record(&self, user: UserId) {
         self.gatekeeper.forget_user_record(user);
     }
 }

@@ -238,7 +238,7 @@ pub async fn verify_email(app: &App, request: &ApiRequest) -> Result<Reply, Repl
     };
     // Routes that require a verified address must let the user in at once, here and on
     // every other instance (which learn it from the change feed).
-    app.access.forget_user(user_id.into());
+    app.access.forget_user(user_id);
     tracing::info!(target: SECURITY, event = "email_verified", user_id = %user_id);
     Ok(Reply::ok(
         StatusCode::OK,
@@ -394,7 +394,7 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> Result<Reply, Re
     // and a pending registration made by someone else with this address is now the
     // mailbox owner's, with their password) and the lockout cleared, or none of it.
     app.store.reset_password(user_id, &password_hash).await?;
-    let ended = app.access.revoke_user(user_id.into(), None).await?.len();
+    let ended = app.access.revoke_user(user_id, None).await?.len();
     tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
     if let Ok(Some(user)) = app.store.find_by_id(user_id).await {
         app.mailer.send_in_background_in(

@@ -200,7 +200,7 @@ pub(super) async fn open_session(
     app.store.record_successful_login(user.id).await?;
     // A new session never starts from a cached copy of the account that may predate an
     // operator's change.
-    app.access.forget_user_record(user.id.into());
+    app.access.forget_user_record(user.id);
 
     let tokens_cfg = &app.config.tokens;
     let lifetime = if remember_me {
@@ -214,7 +214,7 @@ pub(super) async fn open_session(
         .sessions
         .create(NewSession {
             id: session_id,
-            user_id: user.id.into(),
+            user_id: user.id,
             ip: request.client_ip.to_string(),
             user_agent: request.user_agent.clone(),
             two_factor,
@@ -328,7 +328,7 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         Ok(RotateOutcome::NotFound) => return Err(invalid()),
         Err(e) => return Err(e.into()),
     };
-    match app.store.find_by_id(session.user_id.into()).await {
+    match app.store.find_by_id(session.user_id).await {
         Ok(Some(user)) if user.is_active => {}
         Ok(_) => {
             let _ = app.access.revoke_session(&session.id).await;

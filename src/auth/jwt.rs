@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::TokensConfig;
 
-use super::secrets;
+use super::secrets::{self, KeyFile, KeyFileError};
 
 /// Longest token accepted for verification; anything longer is refused before parsing.
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -622,50 +622,38 @@ fn parse_private_key(path: &Path, pem: &str) -> Result<SigningKey, KeyError> {
     })
 }
 
+/// Loads the signing key; when the file is absent, creates it with a fresh key in PKCS#8 v1
+/// PEM (seed only, the form OpenSSL writes, so other tools read it too).
 fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    match std::fs::read_to_string(path) {
-        Ok(pem) => {
-            secrets::warn_if_exposed(path);
-            parse_private_key(path, &pem)
+    let file = secrets::read_or_create_key_file(path, || {
+        let seed: [u8; 32] = secrets::try_random_bytes().map_err(|e| e.to_string())?;
+        KeypairBytes {
+            secret_key: seed,
+            public_key: None,
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_signing_key(path),
-        Err(source) => Err(KeyError::Read {
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| format!("cannot encode the new key: {e}"))
+    })
+    .map_err(|e| match e {
+        KeyFileError::Read(source) => KeyError::Read {
             path: path.to_owned(),
             source,
-        }),
-    }
-}
-
-/// Creates the signing key file; when another instance created it first, uses theirs.
-fn create_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
-    let seed: [u8; 32] =
-        secrets::try_random_bytes().map_err(|e| KeyError::Random(e.to_string()))?;
-    // PKCS#8 v1 (seed only), the form OpenSSL writes, so other tools read it too.
-    let pem = KeypairBytes {
-        secret_key: seed,
-        public_key: None,
-    }
-    .to_pkcs8_pem(LineEnding::LF)
-    .map_err(|e| KeyError::Random(format!("cannot encode the new key: {e}")))?;
-
-    let created = secrets::write_new_secret_file(path, pem.as_bytes()).map_err(|source| {
-        KeyError::Create {
+        },
+        KeyFileError::Create(source) => KeyError::Create {
             path: path.to_owned(),
             source,
-        }
+        },
+        KeyFileError::Generate(reason) => KeyError::Random(reason),
     })?;
-    if created {
-        let key = SigningKey::from_bytes(&seed);
+    let key = parse_private_key(path, file.text())?;
+    if let KeyFile::Created(_) = file {
         tracing::info!(
             path = %path.display(),
             kid = %jwk_thumbprint(&key.verifying_key()),
             "generated a new Ed25519 token signing key"
         );
-        Ok(key)
-    } else {
-        let pem = read_key_file(path)?;
-        parse_private_key(path, &pem)
     }
+    Ok(key)
 }
 
 fn load_verification_key(path: &Path) -> Result<VerifyingKey, KeyError> {
@@ -883,7 +871,6 @@ mod tests {
         let ring = ring().with_access_lifetime(Duration::from_secs(900));
         let kid = ring.signing_kid().to_owned();
         let header = serde_json::json!({"alg": "EdDSA", "kid": kid});
-        let now = unix_now();
         // (iat from now, exp - iat, accepted as access, accepted as assertion)
         let cases = [
             (0, 300, Ok(()), Ok(())),
@@ -896,8 +883,10 @@ mod tests {
                 Err(TokenError::TooLongLived),
             ),
             (0, 300 + 61, Ok(()), Err(TokenError::TooLongLived)),
+            // 62, not 61: the verifier reads the clock after this test did, and a second
+            // may tick in between; either way the token is more than a minute ahead.
             (
-                61,
+                62,
                 300,
                 Err(TokenError::IssuedInFuture),
                 Err(TokenError::IssuedInFuture),
@@ -910,6 +899,7 @@ mod tests {
             ),
         ];
         for (ahead, lifetime, access, assertion) in cases {
+            let now = unix_now();
             let mut claims = valid_claims(&ring);
             claims["iat"] = (now + ahead).into();
             claims["exp"] = (now + ahead + lifetime).into();

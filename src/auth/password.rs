@@ -228,6 +228,7 @@ impl PasswordHasher {
             .acquire_owned()
             .await
             .map_err(|_| PasswordError::WorkerStopped)?;
+        // The caller's blocking pool, not the backend runtime: no socket is touched here.
         tokio::task::spawn_blocking(move || {
             let result = job();
             drop(permit);

@@ -183,6 +183,64 @@ pub(crate) fn write_new_secret_file(path: &Path, contents: &[u8]) -> std::io::Re
     placed
 }
 
+/// What a key file held: the text already there, or the text this call wrote.
+pub(crate) enum KeyFile<T> {
+    /// The file existed (or another process created it first); its whole text.
+    Found(String),
+    /// The file was absent and this call created it with the generated text.
+    Created(T),
+}
+
+impl<T: AsRef<str>> KeyFile<T> {
+    /// The file's text, to be parsed the same way whichever way it came.
+    pub(crate) fn text(&self) -> &str {
+        match self {
+            Self::Found(text) => text,
+            Self::Created(text) => text.as_ref(),
+        }
+    }
+}
+
+/// Why [`read_or_create_key_file`] has no text; each key maps it to its own error.
+pub(crate) enum KeyFileError<E> {
+    /// The file exists but cannot be read.
+    Read(std::io::Error),
+    /// The file was absent and could not be created.
+    Create(std::io::Error),
+    /// The generator failed (no randomness, or the new key could not be encoded).
+    Generate(E),
+}
+
+/// The one routine behind the gateway's key files (the token signing key and the TOTP
+/// encryption key): reads `path`; when it is absent, writes what `generate` returns with
+/// [`write_new_secret_file`] (mode 0600, never overwriting), and when another instance
+/// created it first, reads theirs. An existing file readable by group or others is used but
+/// logged as a warning ([`warn_if_exposed`]). The caller parses [`KeyFile::text`].
+pub(crate) fn read_or_create_key_file<T: AsRef<str>, E>(
+    path: &Path,
+    generate: impl FnOnce() -> Result<T, E>,
+) -> Result<KeyFile<T>, KeyFileError<E>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            warn_if_exposed(path);
+            Ok(KeyFile::Found(text))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let fresh = generate().map_err(KeyFileError::Generate)?;
+            let created = write_new_secret_file(path, fresh.as_ref().as_bytes())
+                .map_err(KeyFileError::Create)?;
+            if created {
+                Ok(KeyFile::Created(fresh))
+            } else {
+                std::fs::read_to_string(path)
+                    .map(KeyFile::Found)
+                    .map_err(KeyFileError::Read)
+            }
+        }
+        Err(e) => Err(KeyFileError::Read(e)),
+    }
+}
+
 /// Logs a warning when a secret file can be read by group or others.
 pub(crate) fn warn_if_exposed(path: &Path) {
     #[cfg(unix)]

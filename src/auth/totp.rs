@@ -14,6 +14,7 @@
 //! Recovery codes stand in for a TOTP code once each. They are 60 random bits, stored as a
 //! salted SHA-256 hash ([`hash_recovery_code`]).
 
+use std::cmp::Ordering;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,12 +23,13 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use data_encoding::BASE32_NOPAD;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 use uuid::Uuid;
 
 use crate::config::TwoFactorConfig;
 
-use super::secrets;
+use super::secrets::{self, KeyFile, KeyFileError};
 
 /// Bytes in a TOTP secret: 160 bits, the size RFC 4226 recommends.
 pub const SECRET_BYTES: usize = 20;
@@ -58,9 +60,6 @@ const MAX_RECOVERY_INPUT: usize = 64;
 /// Crockford's base32 alphabet in lower case: no `i`, `l`, `o` or `u`, so nothing reads
 /// as another character. Its 32 symbols make each character exactly 5 random bits.
 const RECOVERY_ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
-
-/// RFC 4648 base32 alphabet, used for TOTP secrets as authenticator apps expect.
-const BASE32_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 /// First byte of every sealed secret; a new format gets a new number.
 const SEAL_VERSION: u8 = 1;
@@ -171,47 +170,35 @@ impl SecretBox {
     /// Instances starting together against an absent file all end up with the same key.
     /// A key file readable by group or others is used but logged as a warning.
     pub fn load_or_create(path: &Path) -> Result<Self, TotpError> {
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                secrets::warn_if_exposed(path);
-                Ok(Self::from_key(&parse_key(path, &text)?))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(path),
-            Err(source) => Err(TotpError::KeyRead {
+        let file = secrets::read_or_create_key_file(path, || {
+            let key: [u8; ENCRYPTION_KEY_BYTES] =
+                secrets::try_random_bytes().map_err(|e| e.to_string())?;
+            let mut text = STANDARD.encode(key);
+            text.push('\n');
+            Ok(text)
+        })
+        .map_err(|e| match e {
+            KeyFileError::Read(source) => TotpError::KeyRead {
                 path: path.to_owned(),
                 source,
-            }),
+            },
+            KeyFileError::Create(source) => TotpError::KeyCreate {
+                path: path.to_owned(),
+                source,
+            },
+            KeyFileError::Generate(reason) => TotpError::Random(reason),
+        })?;
+        let key = Self::from_key(&parse_key(path, file.text())?);
+        if let KeyFile::Created(_) = file {
+            tracing::info!(path = %path.display(), "generated a new TOTP encryption key");
         }
+        Ok(key)
     }
 
     /// Builds a box from a key already in memory (tests, tools).
     pub fn from_key(key: &[u8; ENCRYPTION_KEY_BYTES]) -> Self {
         Self {
             cipher: Aes256Gcm::new(&Key::<Aes256Gcm>::from(*key)),
-        }
-    }
-
-    fn create(path: &Path) -> Result<Self, TotpError> {
-        let key: [u8; ENCRYPTION_KEY_BYTES] =
-            secrets::try_random_bytes().map_err(|e| TotpError::Random(e.to_string()))?;
-        let mut text = STANDARD.encode(key);
-        text.push('\n');
-        let created = secrets::write_new_secret_file(path, text.as_bytes()).map_err(|source| {
-            TotpError::KeyCreate {
-                path: path.to_owned(),
-                source,
-            }
-        })?;
-        if created {
-            tracing::info!(path = %path.display(), "generated a new TOTP encryption key");
-            Ok(Self::from_key(&key))
-        } else {
-            // Another instance created it first; use theirs.
-            let text = std::fs::read_to_string(path).map_err(|source| TotpError::KeyRead {
-                path: path.to_owned(),
-                source,
-            })?;
-            Ok(Self::from_key(&parse_key(path, &text)?))
         }
     }
 
@@ -326,10 +313,9 @@ impl TotpSecret {
         if text.len() > 4 * SECRET_BASE32_CHARS {
             return Err(TotpError::InvalidSecret("too long"));
         }
-        let mut bits: u64 = 0;
-        let mut nbits = 0u32;
-        let mut out = [0u8; SECRET_BYTES];
-        let mut written = 0usize;
+        // The significant characters, upper-cased; one more than a secret has shows excess.
+        // Padded with `A` (zero bits) to whole 8-character groups for the decoder.
+        let mut symbols = [b'A'; SECRET_BASE32_CHARS + 8];
         let mut chars = 0usize;
         let mut padding = false;
         for b in text.bytes() {
@@ -340,55 +326,36 @@ impl TotpSecret {
                     continue;
                 }
                 _ if padding => return Err(TotpError::InvalidSecret("characters after '='")),
+                _ if chars > SECRET_BASE32_CHARS => break,
                 _ => {}
             }
-            let value = base32_value(b).ok_or(TotpError::InvalidSecret("invalid character"))?;
+            symbols[chars] = b.to_ascii_uppercase();
             chars += 1;
-            if chars > SECRET_BASE32_CHARS {
-                return Err(TotpError::InvalidSecret("too long"));
-            }
-            bits = (bits << 5) | u64::from(value);
-            nbits += 5;
-            if nbits >= 8 {
-                nbits -= 8;
-                out[written] = (bits >> nbits) as u8;
-                written += 1;
-            }
         }
-        if chars != SECRET_BASE32_CHARS {
-            return Err(TotpError::InvalidSecret("too short"));
+        let mut decoded = [0u8; (SECRET_BASE32_CHARS + 8) / 8 * 5];
+        BASE32_NOPAD
+            .decode_mut(&symbols, &mut decoded)
+            .map_err(|_| TotpError::InvalidSecret("invalid character"))?;
+        match chars.cmp(&SECRET_BASE32_CHARS) {
+            Ordering::Greater => Err(TotpError::InvalidSecret("too long")),
+            Ordering::Less => Err(TotpError::InvalidSecret("too short")),
+            // 32 characters are exactly 160 bits: the first 20 bytes, nothing left over.
+            Ordering::Equal => Ok(Self(
+                decoded[..SECRET_BYTES]
+                    .try_into()
+                    .map_err(|_| TotpError::InvalidSecret("too short"))?,
+            )),
         }
-        // 32 characters are exactly 160 bits: nothing is left over.
-        debug_assert_eq!((written, nbits), (SECRET_BYTES, 0));
-        Ok(Self(out))
     }
 
     /// The RFC 4648 base32 form without padding (32 upper-case characters).
     pub fn to_base32(&self) -> String {
-        let mut text = String::with_capacity(SECRET_BASE32_CHARS);
-        // 5 bytes are 40 bits, 8 characters.
-        for chunk in self.0.chunks(5) {
-            let mut group = [0u8; 8];
-            group[3..].copy_from_slice(chunk);
-            let v = u64::from_be_bytes(group);
-            for i in (0..8).rev() {
-                text.push(char::from(BASE32_ALPHABET[((v >> (5 * i)) & 31) as usize]));
-            }
-        }
-        text
+        BASE32_NOPAD.encode(&self.0)
     }
 
     /// The raw secret bytes, the HMAC key of the codes.
     pub fn as_bytes(&self) -> &[u8; SECRET_BYTES] {
         &self.0
-    }
-}
-
-fn base32_value(b: u8) -> Option<u8> {
-    match b.to_ascii_uppercase() {
-        c @ b'A'..=b'Z' => Some(c - b'A'),
-        c @ b'2'..=b'7' => Some(c - b'2' + 26),
-        _ => None,
     }
 }
 
@@ -672,6 +639,28 @@ mod tests {
         }
         let long = "A".repeat(10_000);
         assert!(TotpSecret::from_base32(&long).is_err());
+    }
+
+    #[test]
+    fn base32_refusals_name_the_first_problem() {
+        let ok = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+        for (bad, reason) in [
+            ("", "too short"),
+            (&ok[..31], "too short"),
+            (&format!("{ok}A"), "too long"),
+            (&format!("{ok}A!"), "too long"),
+            (&format!("{ok}!"), "invalid character"),
+            (&format!("{}1{}", &ok[..4], &ok[5..]), "invalid character"),
+            (&format!("{}=A", &ok[..8]), "characters after '='"),
+            (&format!("{ok}=="), "ok"),
+        ] {
+            let got = match TotpSecret::from_base32(bad) {
+                Ok(_) => "ok",
+                Err(TotpError::InvalidSecret(reason)) => reason,
+                Err(e) => panic!("{bad}: {e}"),
+            };
+            assert_eq!(got, reason, "{bad}");
+        }
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Parsed types: values that can only hold what is valid ("parse, don't validate").
 
 mod duration;
+/// Email addresses, normalised and checked once ([`Email`]).
 pub mod email;
+/// Identifiers of accounts ([`UserId`]).
 pub mod ids;
 pub mod password;
+/// Rate limits written `COUNT/WINDOW`, e.g. `10/15m` ([`RateSpec`]).
 pub mod rate;
 
 pub use duration::HumanDuration;

@@ -596,7 +596,7 @@ impl<'a> Visit<'a> {
         let Ok(principal) = app.access.check(&token).await else {
             return;
         };
-        let user = crate::domain::UserId::from_uuid(principal.user_id());
+        let user = principal.user_id();
         if let Err(e) = app.store.set_language(user, &self.lang.code).await {
             tracing::warn!(error = %e, "could not store the chosen language");
         }

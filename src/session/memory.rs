@@ -8,11 +8,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use crate::backend::Backend;
+use crate::domain::UserId;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use subtle::ConstantTimeEq;
 use tokio::sync::broadcast;
-use uuid::Uuid;
 
 use super::{
     CreatedSession, NewSession, Revocation, RotateOutcome, Session, SessionError, SessionId,
@@ -40,7 +41,7 @@ pub struct MemorySessionStore {
 struct Inner {
     sessions: HashMap<SessionId, Entry>,
     /// Each user's session ids, oldest first.
-    by_user: HashMap<Uuid, VecDeque<SessionId>>,
+    by_user: HashMap<UserId, VecDeque<SessionId>>,
     /// One-time claims and when they lapse.
     claims: HashMap<String, Instant>,
     /// Stashed values (ceremony states) and when they lapse; they count against `max_claims`.
@@ -63,7 +64,8 @@ impl Default for MemorySessionStore {
 }
 
 impl MemorySessionStore {
-    /// A store with the default bounds; sweeps in the background when a tokio runtime is present.
+    /// A store with the default bounds; sweeps in the background when built inside a tokio
+    /// runtime (through [`Backend::current`]: in the gateway, the backend runtime).
     pub fn new() -> Self {
         Self::with_capacity(DEFAULT_MAX_SESSIONS, DEFAULT_MAX_CLAIMS)
     }
@@ -82,9 +84,8 @@ impl MemorySessionStore {
         let (revocations, _) = broadcast::channel(REVOCATION_BUFFER);
         // The sweep only frees memory early; reads already ignore expired entries, so a
         // store built outside a runtime (or outliving it) stays correct.
-        let sweeper = tokio::runtime::Handle::try_current()
-            .ok()
-            .map(|handle| handle.spawn(sweep_periodically(Arc::downgrade(&inner))));
+        let sweeper = Backend::current()
+            .map(|backend| backend.spawn(sweep_periodically(Arc::downgrade(&inner))));
         Self {
             inner,
             revocations,
@@ -165,7 +166,7 @@ impl Inner {
     }
 
     /// The user's live session ids, oldest first, dropping expired ones.
-    fn live_ids(&mut self, user_id: Uuid, now: DateTime<Utc>) -> Vec<SessionId> {
+    fn live_ids(&mut self, user_id: UserId, now: DateTime<Utc>) -> Vec<SessionId> {
         let ids: Vec<SessionId> = self
             .by_user
             .get(&user_id)
@@ -327,7 +328,7 @@ impl SessionStore for MemorySessionStore {
 
     async fn revoke_all(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         except: Option<&SessionId>,
     ) -> Result<Vec<SessionId>, SessionError> {
         let now = Utc::now();
@@ -345,7 +346,7 @@ impl SessionStore for MemorySessionStore {
         Ok(ended)
     }
 
-    async fn list(&self, user_id: Uuid) -> Result<Vec<Session>, SessionError> {
+    async fn list(&self, user_id: UserId) -> Result<Vec<Session>, SessionError> {
         let now = Utc::now();
         let mut inner = self.lock();
         let ids = inner.live_ids(user_id, now);
@@ -424,7 +425,7 @@ impl SessionStore for MemorySessionStore {
 /// otherwise one event per session so the kept one stays cached.
 fn announce_user(
     store: &MemorySessionStore,
-    user_id: Uuid,
+    user_id: UserId,
     except: Option<&SessionId>,
     ended: &[SessionId],
 ) {
@@ -457,7 +458,7 @@ fn chrono_delta(d: Duration) -> chrono::TimeDelta {
 mod tests {
     use super::*;
 
-    fn login(user_id: Uuid, ttl: Duration) -> NewSession {
+    fn login(user_id: UserId, ttl: Duration) -> NewSession {
         NewSession {
             id: SessionId::generate(),
             user_id,
@@ -476,7 +477,7 @@ mod tests {
     #[tokio::test]
     async fn sweep_drops_expired_sessions_and_claims() {
         let store = MemorySessionStore::new();
-        let user = Uuid::new_v4();
+        let user = UserId::random();
         let short = store
             .create(login(user, Duration::from_millis(1)))
             .await

@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::sync::broadcast;
-use uuid::Uuid;
 
 use crate::config::{SessionBackend, SessionsConfig};
+use crate::domain::UserId;
 use crate::reply::Reply;
 
 pub use self::memory::MemorySessionStore;
@@ -80,12 +80,12 @@ pub trait SessionStore: Send + Sync {
     /// Ends every live session of a user except `except`; returns the ids it ended.
     async fn revoke_all(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         except: Option<&SessionId>,
     ) -> Result<Vec<SessionId>, SessionError>;
 
     /// The user's live sessions, newest first.
-    async fn list(&self, user_id: Uuid) -> Result<Vec<Session>, SessionError>;
+    async fn list(&self, user_id: UserId) -> Result<Vec<Session>, SessionError>;
 
     /// `true` the first time `key` is claimed within `ttl` (one-time codes, replay guards),
     /// across every instance sharing the store.
@@ -192,7 +192,7 @@ pub struct Session {
     /// The id the access token's `sid` claim carries.
     pub id: SessionId,
     /// The account this session belongs to.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// When the login happened.
     pub created_at: DateTime<Utc>,
     /// The latest recorded activity (touch or refresh).
@@ -220,7 +220,7 @@ pub struct Session {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SessionLiveness {
     /// The account the session belongs to.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// The login passed a second factor.
     pub two_factor: bool,
     /// The latest recorded activity.
@@ -270,7 +270,7 @@ pub struct NewSession {
     /// A fresh id from [`SessionId::generate`] (chosen by the caller so it can go into tokens).
     pub id: SessionId,
     /// The account logging in.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// The client address.
     pub ip: String,
     /// The client's `User-Agent`.
@@ -389,7 +389,7 @@ pub enum RotateOutcome {
     /// A token that was once valid came back: the session has been revoked (theft detection).
     Reused {
         /// Whose session it was, for the security log.
-        user_id: Uuid,
+        user_id: UserId,
     },
     /// No live session with this id, or the hash was never one of its tokens.
     NotFound,
@@ -401,7 +401,7 @@ pub enum Revocation {
     /// This session ended (logout, eviction, reuse).
     Session(SessionId),
     /// Every session of this user ended.
-    User(Uuid),
+    User(UserId),
     /// Events may have been missed (the subscription was re-established): drop everything.
     All,
 }
@@ -506,7 +506,7 @@ mod tests {
 
         let new = NewSession {
             id: SessionId::generate(),
-            user_id: Uuid::new_v4(),
+            user_id: UserId::random(),
             ip: "127.0.0.1".into(),
             user_agent: "test".into(),
             two_factor: false,

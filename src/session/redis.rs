@@ -28,6 +28,8 @@ use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::domain::UserId;
+
 use super::memory::{RETIRED_HASHES, REVOCATION_BUFFER};
 use super::{
     CreatedSession, NewSession, RefreshState, Revocation, RotateOutcome, Session, SessionError,
@@ -149,7 +151,7 @@ impl RedisSessionStore {
         session_key(&self.shared.prefix, id)
     }
 
-    fn user_key(&self, user_id: Uuid) -> String {
+    fn user_key(&self, user_id: UserId) -> String {
         format!("{}user:{}", self.shared.prefix, user_id)
     }
 }
@@ -268,8 +270,8 @@ impl SessionStore for RedisSessionStore {
             return Ok(None);
         }
         Ok(Some(SessionLiveness {
-            user_id: Uuid::parse_str(&uid)
-                .map_err(|_| SessionError::Corrupt("session field uid is not a uuid".into()))?,
+            user_id: parse_user_id(&uid)
+                .ok_or_else(|| SessionError::Corrupt("session field uid is not a uuid".into()))?,
             two_factor: tfa.as_deref() == Some("1"),
             last_seen_at: time_field("seen", seen.as_deref())?,
         }))
@@ -340,7 +342,7 @@ impl SessionStore for RedisSessionStore {
             "reused" => {
                 let user_id = rest
                     .first()
-                    .and_then(|text| Uuid::parse_str(text).ok())
+                    .and_then(|text| parse_user_id(text))
                     .ok_or_else(|| SessionError::Corrupt("reused without a user id".into()))?;
                 Ok(RotateOutcome::Reused { user_id })
             }
@@ -371,7 +373,7 @@ impl SessionStore for RedisSessionStore {
 
     async fn revoke_all(
         &self,
-        user_id: Uuid,
+        user_id: UserId,
         except: Option<&SessionId>,
     ) -> Result<Vec<SessionId>, SessionError> {
         let key = self.user_key(user_id);
@@ -397,7 +399,7 @@ impl SessionStore for RedisSessionStore {
             .collect()
     }
 
-    async fn list(&self, user_id: Uuid) -> Result<Vec<Session>, SessionError> {
+    async fn list(&self, user_id: UserId) -> Result<Vec<Session>, SessionError> {
         let key = self.user_key(user_id);
         let records: Vec<Vec<String>> = self
             .run(move |shared, mut conn| async move {
@@ -545,8 +547,8 @@ fn parse_session(id: SessionId, fields: &HashMap<String, String>) -> Result<Sess
     let number = |name: &str| -> Result<i64, SessionError> { number_field(name, text(name)?) };
     let time = |name: &str| time_field(name, fields.get(name).map(String::as_str));
     let optional = |name: &str| fields.get(name).filter(|value| !value.is_empty());
-    let user_id = Uuid::parse_str(text("uid")?)
-        .map_err(|_| SessionError::Corrupt("session field uid is not a uuid".into()))?;
+    let user_id = parse_user_id(text("uid")?)
+        .ok_or_else(|| SessionError::Corrupt("session field uid is not a uuid".into()))?;
     let rotated_at = match optional("rot") {
         Some(_) => Some(time("rot")?),
         None => None,
@@ -652,13 +654,18 @@ async fn listen(pubsub: ::redis::aio::PubSub, revocations: &broadcast::Sender<Re
     }
 }
 
+/// A user id as this store writes it (`UserId`'s hyphenated form); strict, nothing trimmed.
+fn parse_user_id(text: &str) -> Option<UserId> {
+    Uuid::parse_str(text).ok().map(UserId::from_uuid)
+}
+
 fn parse_revocation(payload: &[u8]) -> Option<Revocation> {
     let text = std::str::from_utf8(payload).ok()?;
     if let Some(id) = text.strip_prefix("session:") {
         return id.parse().ok().map(Revocation::Session);
     }
     if let Some(user) = text.strip_prefix("user:") {
-        return Uuid::parse_str(user).ok().map(Revocation::User);
+        return parse_user_id(user).map(Revocation::User);
     }
     None
 }
@@ -856,7 +863,7 @@ mod tests {
     #[test]
     fn revocation_messages_parse() {
         let id = SessionId::generate();
-        let user = Uuid::new_v4();
+        let user = UserId::random();
         assert_eq!(
             parse_revocation(format!("session:{id}").as_bytes()),
             Some(Revocation::Session(id))

@@ -595,14 +595,17 @@ pub async fn migrate(url: &str) -> Result<(), StoreError> {
     }
 }
 
-/// Starts a task that deletes expired tokens every `every` (first run at once).
-///
-/// It is spawned on the current tokio runtime, which must outlive it: call it from the
-/// same long-lived runtime that [`connect`] ran on. Only counts are logged.
-pub fn spawn_token_purger(store: Arc<dyn UserStore>, every: Duration) -> JoinHandle<()> {
+/// Starts a task on `backend` (the runtime [`connect`] ran on, which owns the pool's
+/// sockets) that deletes expired tokens and idle unknown-address failure counts every
+/// `every` (first run at once; at least one second apart). Only counts are logged.
+pub fn spawn_token_purger(
+    backend: &crate::backend::Backend,
+    store: Arc<dyn UserStore>,
+    every: Duration,
+) -> JoinHandle<()> {
     // interval() panics on zero; a purge more often than once a second is pointless anyway.
     let every = every.max(Duration::from_secs(1));
-    tokio::spawn(async move {
+    backend.spawn(async move {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

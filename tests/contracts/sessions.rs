@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::support::redis::{BlackHole, Relay, TestRedis, random_prefix};
 use chrono::{TimeDelta, Utc};
 use portcullis::config::SessionsConfig;
+use portcullis::domain::UserId;
 use portcullis::session::{
     self, MemorySessionStore, NewSession, Revocation, RotateOutcome, Session, SessionError,
     SessionId, SessionLiveness, SessionStore,
@@ -144,7 +145,7 @@ fn hash() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
 }
 
-fn login(user_id: Uuid) -> NewSession {
+fn login(user_id: UserId) -> NewSession {
     NewSession {
         id: SessionId::generate(),
         user_id,
@@ -180,7 +181,7 @@ async fn next_revocation(rx: &mut broadcast::Receiver<Revocation>, within: Durat
 
 async fn create_get_and_list(b: &Backend) {
     let store = &b.store;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let mut new = login(user);
     new.two_factor = true;
     new.remember_me = true;
@@ -206,15 +207,15 @@ async fn create_get_and_list(b: &Backend) {
     let listed = store.list(user).await.unwrap();
     assert_eq!(listed, vec![second.clone(), s.clone()], "newest first");
 
-    let stranger = store.create(login(Uuid::new_v4())).await.unwrap().session;
+    let stranger = store.create(login(UserId::random())).await.unwrap().session;
     assert_eq!(store.list(user).await.unwrap().len(), 2);
     assert_eq!(store.list(stranger.user_id).await.unwrap(), vec![stranger]);
-    assert!(store.list(Uuid::new_v4()).await.unwrap().is_empty());
+    assert!(store.list(UserId::random()).await.unwrap().is_empty());
     assert_eq!(store.get(&SessionId::generate()).await.unwrap(), None);
 }
 
 async fn duplicate_id_is_refused(b: &Backend) {
-    let new = login(Uuid::new_v4());
+    let new = login(UserId::random());
     b.store.create(new.clone()).await.unwrap();
     assert!(matches!(
         b.store.create(new.clone()).await,
@@ -227,7 +228,7 @@ async fn sixth_login_evicts_the_oldest(b: &Backend) {
     let store = &b.store;
     let mut rx = store.revocations();
     b.wait_subscribed(&mut rx).await;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let mut ids = Vec::new();
     for _ in 0..5 {
         let created = store.create(login(user)).await.unwrap();
@@ -264,7 +265,7 @@ async fn sixth_login_evicts_the_oldest(b: &Backend) {
 
 async fn cap_holds_under_concurrent_logins(b: &Backend) {
     let other = b.second_instance().await;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let mut tasks = Vec::new();
     for i in 0..20 {
         let store = if i % 2 == 0 {
@@ -300,7 +301,7 @@ async fn revoke_ends_one_session(b: &Backend) {
     let store = &b.store;
     let mut rx = store.revocations();
     b.wait_subscribed(&mut rx).await;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let a = store.create(login(user)).await.unwrap().session;
     let kept = store.create(login(user)).await.unwrap().session;
     assert!(store.revoke(&a.id).await.unwrap());
@@ -318,10 +319,10 @@ async fn revoke_all_keeps_the_excepted_session(b: &Backend) {
     let store = &b.store;
     let mut rx = store.revocations();
     b.wait_subscribed(&mut rx).await;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let a = store.create(login(user)).await.unwrap().session;
     let c = store.create(login(user)).await.unwrap().session;
-    let bystander = store.create(login(Uuid::new_v4())).await.unwrap().session;
+    let bystander = store.create(login(UserId::random())).await.unwrap().session;
 
     let ended = store.revoke_all(user, Some(&c.id)).await.unwrap();
     assert_eq!(ended, vec![a.id]);
@@ -346,7 +347,7 @@ async fn revoke_all_keeps_the_excepted_session(b: &Backend) {
 
 async fn touch_slides_and_stops_at_the_absolute_expiry(b: &Backend) {
     let store = &b.store;
-    let mut new = login(Uuid::new_v4());
+    let mut new = login(UserId::random());
     new.idle_ttl = Duration::from_secs(3600);
     new.absolute_ttl = Duration::from_secs(3 * 3600);
     let s = store.create(new).await.unwrap().session;
@@ -395,7 +396,7 @@ async fn touch_slides_and_stops_at_the_absolute_expiry(b: &Backend) {
 
 async fn sessions_expire(b: &Backend) {
     let store = &b.store;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let mut idle = login(user);
     idle.idle_ttl = Duration::from_millis(300);
     let idle_hash = idle.refresh_hash.clone();
@@ -431,7 +432,7 @@ async fn sessions_expire(b: &Backend) {
 /// touched, two-factor, revoked, expired and unknown sessions.
 async fn liveness_agrees_with_get(b: &Backend) {
     let store = &b.store;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let expected = |s: &Session| SessionLiveness {
         user_id: s.user_id,
         two_factor: s.two_factor,
@@ -477,7 +478,7 @@ async fn liveness_agrees_with_get(b: &Backend) {
 
 async fn activity_keeps_a_session_alive(b: &Backend) {
     let store = &b.store;
-    let mut new = login(Uuid::new_v4());
+    let mut new = login(UserId::random());
     new.idle_ttl = Duration::from_millis(1500);
     let s = store.create(new).await.unwrap().session;
     for _ in 0..4 {
@@ -492,7 +493,7 @@ async fn activity_keeps_a_session_alive(b: &Backend) {
 
 async fn rotation_swaps_the_refresh_hash(b: &Backend) {
     let store = &b.store;
-    let mut new = login(Uuid::new_v4());
+    let mut new = login(UserId::random());
     new.idle_ttl = Duration::from_secs(600);
     let h0 = new.refresh_hash.clone();
     let s = store.create(new).await.unwrap().session;
@@ -532,7 +533,7 @@ async fn rotation_swaps_the_refresh_hash(b: &Backend) {
 
 async fn concurrent_refresh_within_grace_gets_the_same_answer(b: &Backend) {
     let store = &b.store;
-    let new = login(Uuid::new_v4());
+    let new = login(UserId::random());
     let h0 = new.refresh_hash.clone();
     let s = store.create(new).await.unwrap().session;
     let h1 = hash();
@@ -557,7 +558,7 @@ async fn concurrent_refresh_within_grace_gets_the_same_answer(b: &Backend) {
 
 async fn racing_refreshes_rotate_once(b: &Backend) {
     let other = b.second_instance().await;
-    let new = login(Uuid::new_v4());
+    let new = login(UserId::random());
     let h0 = new.refresh_hash.clone();
     let s = b.store.create(new).await.unwrap().session;
     let h1 = hash();
@@ -585,7 +586,7 @@ async fn previous_token_outside_grace_is_reuse(b: &Backend) {
     let store = &b.store;
     let mut rx = store.revocations();
     b.wait_subscribed(&mut rx).await;
-    let new = login(Uuid::new_v4());
+    let new = login(UserId::random());
     let h0 = new.refresh_hash.clone();
     let s = store.create(new).await.unwrap().session;
     let h1 = hash();
@@ -617,7 +618,7 @@ async fn previous_token_outside_grace_is_reuse(b: &Backend) {
 
 async fn retired_token_is_reuse_and_ends_the_session(b: &Backend) {
     let store = &b.store;
-    let new = login(Uuid::new_v4());
+    let new = login(UserId::random());
     let mut hashes = vec![new.refresh_hash.clone()];
     let s = store.create(new).await.unwrap().session;
     for _ in 0..5 {
@@ -659,7 +660,7 @@ async fn retired_token_is_reuse_and_ends_the_session(b: &Backend) {
 
 async fn unknown_tokens_and_sessions_are_not_found(b: &Backend) {
     let store = &b.store;
-    let new = login(Uuid::new_v4());
+    let new = login(UserId::random());
     let h0 = new.refresh_hash.clone();
     let s = store.create(new).await.unwrap().session;
     let grace = Duration::from_secs(10);
@@ -710,7 +711,7 @@ async fn revocations_reach_other_instances(b: &Backend) {
     let other = b.second_instance().await;
     let mut rx = other.revocations();
     b.wait_subscribed(&mut rx).await;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let a = b.store.create(login(user)).await.unwrap().session;
     b.store.create(login(user)).await.unwrap();
     assert!(b.store.revoke(&a.id).await.unwrap());
@@ -728,7 +729,7 @@ async fn revocations_reach_other_instances(b: &Backend) {
 
 async fn every_key_has_a_ttl(b: &Backend) {
     let store = &b.store;
-    let user = Uuid::new_v4();
+    let user = UserId::random();
     let mut ids = Vec::new();
     for _ in 0..3 {
         let new = login(user);
@@ -780,7 +781,7 @@ async fn assert_unavailable(store: &dyn SessionStore) {
             Err(SessionError::Unavailable(_))
         ));
         assert!(matches!(
-            store.create(login(Uuid::new_v4())).await,
+            store.create(login(UserId::random())).await,
             Err(SessionError::Unavailable(_))
         ));
         assert!(matches!(
@@ -838,10 +839,10 @@ async fn unknown_scheme_is_a_config_error() {
 #[tokio::test]
 async fn full_memory_store_refuses_rather_than_forgets() {
     let store = MemorySessionStore::with_capacity(2, 1);
-    store.create(login(Uuid::new_v4())).await.unwrap();
-    store.create(login(Uuid::new_v4())).await.unwrap();
+    store.create(login(UserId::random())).await.unwrap();
+    store.create(login(UserId::random())).await.unwrap();
     assert!(matches!(
-        store.create(login(Uuid::new_v4())).await,
+        store.create(login(UserId::random())).await,
         Err(SessionError::Unavailable(_))
     ));
     assert!(
@@ -880,7 +881,7 @@ async fn redis_store_recovers_after_an_outage() {
     let store = &backend.store;
     let mut rx = store.revocations();
     backend.wait_subscribed(&mut rx).await;
-    let s = store.create(login(Uuid::new_v4())).await.unwrap().session;
+    let s = store.create(login(UserId::random())).await.unwrap().session;
 
     relay.take_down();
     let during = tokio::time::timeout(GUARD, store.get(&s.id)).await.unwrap();
@@ -939,7 +940,7 @@ fn store_works_across_runtimes(config: SessionsConfig) {
         .build()
         .unwrap();
     let store = owner.block_on(session::connect(&config)).unwrap();
-    let user = Uuid::new_v4();
+    let user = UserId::random();
 
     let caller = tokio::runtime::Builder::new_current_thread()
         .enable_all()

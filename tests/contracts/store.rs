@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
+use portcullis::backend::Backend;
 use portcullis::domain::{Email, UserId};
 use portcullis::store::admin::{AdminError, UserCommand, run_user_command};
 use portcullis::store::{
@@ -779,7 +780,11 @@ async fn token_purger_task_purges_in_background(db: &TestDb) {
         .unwrap();
     assert_eq!(db.count_rows("verification_tokens").await, 1);
 
-    let purger = store::spawn_token_purger(Arc::clone(&store), Duration::from_secs(3600));
+    let purger = store::spawn_token_purger(
+        &Backend::current().unwrap(),
+        Arc::clone(&store),
+        Duration::from_secs(3600),
+    );
     let mut remaining = 1;
     for _ in 0..100 {
         remaining = db.count_rows("verification_tokens").await;
