@@ -157,26 +157,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
-        let trusted = &self.app.config.server.trusted_proxies;
-        ctx.peer = peer;
-        ctx.peer_trusted = trusted.iter().any(|net| net.contains(&peer));
-        ctx.client_ip = client_ip::client_ip(
-            peer,
-            session
-                .req_header()
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-            trusted,
-        );
-
-        let method = &session.req_header().method;
-        if method.as_str() == "TRACE" || method.as_str() == "TRACK" {
+        self.note_client(session, ctx);
+        if is_trace(&session.req_header().method) {
             // An upstream that echoes the request would show the client its identity
             // headers and assertion (cross-site tracing).
             ctx.local = true;
@@ -186,122 +168,18 @@ impl ProxyHttp for Gateway {
         }
         let route = match self.destination(session.req_header(), ctx) {
             Destination::Route(route) => route,
-            Destination::Refuse(refusal) => {
-                ctx.local = true;
-                let response =
-                    Reply::error(StatusCode::BAD_REQUEST, refusal.code(), refusal.message());
-                respond::write_closing_response(session, &response).await?;
-                return Ok(true);
-            }
-            Destination::Asterisk => {
-                ctx.local = true;
-                let response = Reply::empty(StatusCode::NO_CONTENT)
-                    .with_header(http::header::ALLOW, ASTERISK_ALLOW);
-                write_local_response(session, &response).await?;
-                return Ok(true);
-            }
-            Destination::Health => {
-                ctx.local = true;
-                let method = &session.req_header().method;
-                let response = if method == Method::GET || method == Method::HEAD {
-                    let (status, body) = self.app.health().await;
-                    Reply::json(status, body)
-                } else {
-                    Reply::method_not_allowed("GET, HEAD")
-                };
-                write_local_response(session, &response).await?;
-                return Ok(true);
-            }
-            Destination::Local { path, query } => {
-                ctx.local = true;
-                let response = match self
-                    .read_api_request(session, ctx.client_ip, path, query)
-                    .await?
-                {
-                    Ok(request) => api::dispatch(&self.app, request).await,
-                    Err(refusal) => refusal,
-                };
-                write_local_response(session, &response).await?;
-                return Ok(true);
-            }
-            Destination::Portal { path, query } => {
-                ctx.local = true;
-                let page = match self
-                    .read_api_request(session, ctx.client_ip, path, query)
-                    .await?
-                {
-                    Ok(request) => crate::portal::dispatch(&self.app, request).await,
-                    Err(refusal) => crate::portal::refusal_page(
-                        &self.app,
-                        &session.req_header().headers,
-                        &refusal,
-                    ),
-                };
-                write_page(session, &page).await?;
-                return Ok(true);
-            }
-            Destination::Unmatched => {
-                write_local_response(session, &Reply::not_found()).await?;
+            local => {
+                self.answer_locally(session, ctx, local).await?;
                 return Ok(true);
             }
         };
         ctx.route = Some(route.clone());
         // Limits come before any authentication work, so a flood cannot make us verify tokens.
-        if let Some(spec) = &route.rate_limit {
-            let key = crate::ratelimit::ip_key(ctx.client_ip);
-            let decision = self
-                .app
-                .rate_limiter
-                .check(&route.rate_limit_scope, &key, spec)
-                .await;
-            if !decision.allowed {
-                write_local_response(session, &crate::ratelimit::rejection(&decision)).await?;
-                return Ok(true);
-            }
+        if let Some(refusal) = self.rate_limit(&route, ctx).await {
+            write_local_response(session, &refusal).await?;
+            return Ok(true);
         }
-        let header = session.req_header();
-        let target = match &ctx.canonical_target {
-            Some(target) => target.as_str(),
-            None => header.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        };
-        let need = policy::Requirement {
-            policy: route.policy,
-            roles: &route.roles,
-            verified_email: route.require_verified_email,
-        };
-        let browser = api::browser::Browser {
-            app: &self.app,
-            headers: &header.headers,
-            client_ip: ctx.client_ip,
-        };
-        let verdict = policy::authorize(
-            &self.app.access,
-            need,
-            &header.headers,
-            Some(target),
-            &browser,
-        )
-        .await;
-        match verdict {
-            Verdict::Allow(principal) => {
-                if principal.is_some() {
-                    route.metrics.allowed().inc();
-                }
-                ctx.principal = principal;
-                Ok(false)
-            }
-            Verdict::Renewed { principal, cookies } => {
-                route.metrics.allowed().inc();
-                ctx.principal = Some(principal);
-                ctx.renewed_cookies = cookies;
-                Ok(false)
-            }
-            Verdict::Refuse { response, reason } => {
-                route.metrics.denied(reason).inc();
-                write_local_response(session, &response).await?;
-                Ok(true)
-            }
-        }
+        self.authorize(session, ctx, &route).await
     }
 
     async fn upstream_peer(
@@ -500,6 +378,178 @@ impl Gateway {
             bytes: session.as_downstream().body_bytes_sent(),
             user_id: ctx.principal.as_ref().map(Principal::user_id_text),
         });
+    }
+
+    /// Records where the request comes from: the peer, whether it is a trusted proxy, and
+    /// the client address its `X-Forwarded-For` chain gives.
+    fn note_client(&self, session: &Session, ctx: &mut RequestCtx) {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
+        let trusted = &self.app.config.server.trusted_proxies;
+        ctx.peer = peer;
+        ctx.peer_trusted = trusted.iter().any(|net| net.contains(&peer));
+        ctx.client_ip = client_ip::client_ip(
+            peer,
+            session
+                .req_header()
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            trusted,
+        );
+    }
+
+    /// Answers a request the gateway serves itself (or refuses, or knows no route for).
+    async fn answer_locally(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        destination: Destination,
+    ) -> Result<()> {
+        // An unmatched request is not the gateway's own: its metrics say "unmatched".
+        ctx.local = !matches!(destination, Destination::Unmatched);
+        match destination {
+            Destination::Refuse(refusal) => {
+                let response =
+                    Reply::error(StatusCode::BAD_REQUEST, refusal.code(), refusal.message());
+                respond::write_closing_response(session, &response).await
+            }
+            Destination::Asterisk => {
+                let response = Reply::empty(StatusCode::NO_CONTENT)
+                    .with_header(http::header::ALLOW, ASTERISK_ALLOW);
+                write_local_response(session, &response).await
+            }
+            Destination::Health => self.answer_health(session).await,
+            Destination::Local { path, query } => {
+                self.answer_api(session, ctx.client_ip, path, query).await
+            }
+            Destination::Portal { path, query } => {
+                self.answer_portal(session, ctx.client_ip, path, query)
+                    .await
+            }
+            // A route is proxied, never answered here.
+            Destination::Unmatched | Destination::Route(_) => {
+                write_local_response(session, &Reply::not_found()).await
+            }
+        }
+    }
+
+    /// `/health`: the health report to `GET` and `HEAD`, 405 to anything else.
+    async fn answer_health(&self, session: &mut Session) -> Result<()> {
+        let method = &session.req_header().method;
+        let response = if method == Method::GET || method == Method::HEAD {
+            let (status, body) = self.app.health().await;
+            Reply::json(status, body)
+        } else {
+            Reply::method_not_allowed("GET, HEAD")
+        };
+        write_local_response(session, &response).await
+    }
+
+    /// The account API and the JWKS, answered in-process.
+    async fn answer_api(
+        &self,
+        session: &mut Session,
+        client_ip: IpAddr,
+        path: String,
+        query: Option<String>,
+    ) -> Result<()> {
+        let response = match self
+            .read_api_request(session, client_ip, path, query)
+            .await?
+        {
+            Ok(request) => api::dispatch(&self.app, request).await,
+            Err(refusal) => refusal,
+        };
+        write_local_response(session, &response).await
+    }
+
+    /// The portal's pages; a request refused before it reaches them gets a page too.
+    async fn answer_portal(
+        &self,
+        session: &mut Session,
+        client_ip: IpAddr,
+        path: String,
+        query: Option<String>,
+    ) -> Result<()> {
+        let page = match self
+            .read_api_request(session, client_ip, path, query)
+            .await?
+        {
+            Ok(request) => crate::portal::dispatch(&self.app, request).await,
+            Err(refusal) => {
+                crate::portal::refusal_page(&self.app, &session.req_header().headers, &refusal)
+            }
+        };
+        write_page(session, &page).await
+    }
+
+    /// The route's per-address limit: the 429 to send when the client is over it.
+    async fn rate_limit(&self, route: &Route, ctx: &RequestCtx) -> Option<Reply> {
+        let spec = route.rate_limit.as_ref()?;
+        let key = crate::ratelimit::ip_key(ctx.client_ip);
+        let decision = self
+            .app
+            .rate_limiter
+            .check(&route.rate_limit_scope, &key, spec)
+            .await;
+        (!decision.allowed).then(|| crate::ratelimit::rejection(&decision))
+    }
+
+    /// Decides the route's policy for the request (renewing a browser's access when it can)
+    /// and either lets it through, noting who it comes from, or writes the refusal.
+    async fn authorize(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> Result<bool> {
+        let header = session.req_header();
+        let target = match &ctx.canonical_target {
+            Some(target) => target.as_str(),
+            None => header.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        };
+        let need = policy::Requirement {
+            policy: route.policy,
+            roles: &route.roles,
+            verified_email: route.require_verified_email,
+        };
+        let browser = api::browser::Browser {
+            app: &self.app,
+            headers: &header.headers,
+            client_ip: ctx.client_ip,
+        };
+        let verdict = policy::authorize(
+            &self.app.access,
+            need,
+            &header.headers,
+            Some(target),
+            &browser,
+        )
+        .await;
+        match verdict {
+            Verdict::Allow(principal) => {
+                if principal.is_some() {
+                    route.metrics.allowed().inc();
+                }
+                ctx.principal = principal;
+                Ok(false)
+            }
+            Verdict::Renewed { principal, cookies } => {
+                route.metrics.allowed().inc();
+                ctx.principal = Some(principal);
+                ctx.renewed_cookies = cookies;
+                Ok(false)
+            }
+            Verdict::Refuse { response, reason } => {
+                route.metrics.denied(reason).inc();
+                write_local_response(session, &response).await?;
+                Ok(true)
+            }
+        }
     }
 
     /// Tells the upstream who the request comes from, in headers it can trust (every client
@@ -776,6 +826,11 @@ impl Gateway {
             user_agent,
         }))
     }
+}
+
+/// `TRACE` and `TRACK`, which the gateway never passes on (RFC 9110 §9.3.8).
+fn is_trace(method: &Method) -> bool {
+    method.as_str() == "TRACE" || method.as_str() == "TRACK"
 }
 
 /// What `OPTIONS *` answers: the methods routes may carry.
