@@ -16,7 +16,7 @@ use crate::auth::jwt::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::auth::totp::TwoFactor;
 use crate::backend::{Backend, BackendRuntime};
-use crate::config::{Config, redact_url};
+use crate::config::{Config, MailUrl, redact_url};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passkeys::Passkeys;
@@ -87,7 +87,7 @@ impl App {
                 let store = store::connect(&config.storage.url, config.storage.max_connections)
                     .await
                     .with_context(|| {
-                        format!("opening storage {}", redact_url(&config.storage.url))
+                        format!("opening storage {}", config.storage.url.redacted())
                     })?;
                 let sessions = session::connect(&config.sessions).await.with_context(|| {
                     format!("opening sessions {}", redact_url(&config.sessions.url))
@@ -214,25 +214,17 @@ fn written_dirs(config: &Config) -> Vec<(&'static str, PathBuf)> {
     if !config.logging.dir.is_empty() {
         dirs.push(("log_dir", PathBuf::from(&config.logging.dir)));
     }
-    if let Some(file) = sqlite_file(&config.storage.url) {
+    if let Some(file) = config.storage.url.sqlite_file() {
         let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
         dirs.push((
             "data_dir",
             parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
         ));
     }
-    if let Some(outbox) = config.mail.url.strip_prefix("file://") {
-        dirs.push(("mail_outbox", PathBuf::from(outbox)));
+    if let MailUrl::File(outbox) = &config.mail.url {
+        dirs.push(("mail_outbox", outbox.clone()));
     }
     dirs
-}
-
-/// The file of a `sqlite:` storage URL; `None` for PostgreSQL and in-memory databases.
-fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite:")?;
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
 /// Whether a directory still takes writes: a full disk, a read-only remount or a lost

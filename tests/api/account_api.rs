@@ -467,7 +467,7 @@ async fn a_registration_cut_off_mid_way_leaves_no_account() {
         eprintln!("skipped: PostgreSQL is not configured");
         return;
     };
-    let url = db.url().to_owned();
+    let url = db.url().parse().expect("the test database's URL");
     let app = TestApp::spawn_with(Backend::Embedded, "", |c| c.storage.url = url).await;
     for statement in STALL_TOKENS {
         db.execute(statement).await.expect("trigger created");
