@@ -1,7 +1,7 @@
 //! Identity headers: the ones upstreams trust, so no client may send them.
 
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use crate::config::{IdentityHeadersConfig, normalize_header_name};
 
@@ -71,6 +71,21 @@ impl IdentityHeaderNames {
         }
         found
     }
+}
+
+/// One identity header as both ways out send it (the proxy to an upstream, forward-auth to
+/// the proxy in front): its configured name, the same name as shared bytes (what Pingora
+/// takes without copying), and its value for one principal (shared bytes, built once per
+/// token and account).
+#[derive(Debug)]
+pub struct IdentityHeader<'a> {
+    /// The name as `[identity_headers]` configures it (parsed, lower case).
+    pub name: &'a HeaderName,
+    /// The same name as shared bytes.
+    pub wire: &'a Bytes,
+    /// The value: an id, an address, roles joined with commas, `true`/`false`, or the
+    /// signed assertion.
+    pub value: HeaderValue,
 }
 
 /// Identity header names as shared bytes, for inserting into a Pingora request header without

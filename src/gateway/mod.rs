@@ -27,11 +27,11 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
+use crate::access::credentials::Carrier;
 use crate::access::gatekeeper::Principal;
 use crate::access::policy::{self, Verdict};
 use crate::api::{self, ApiRequest};
 use crate::app::App;
-use crate::auth::secrets::contains_refresh_token;
 use crate::config;
 use crate::metrics::status_label;
 use crate::reply::Reply;
@@ -559,17 +559,8 @@ impl Gateway {
         upstream_request: &mut RequestHeader,
         principal: &Principal,
     ) -> Result<()> {
-        let names = &self.app.access.identity_headers.wire;
-        let values = principal.header_values();
-        upstream_request.insert_header(names.user_id.clone(), values.user_id)?;
-        upstream_request.insert_header(names.email.clone(), values.email)?;
-        upstream_request.insert_header(names.roles.clone(), values.roles)?;
-        upstream_request.insert_header(names.session_id.clone(), values.session_id)?;
-        upstream_request.insert_header(names.email_verified.clone(), values.email_verified)?;
-        if let Some(name) = &names.assertion
-            && let Some(assertion) = self.app.access.assertion(principal)
-        {
-            upstream_request.insert_header(name.clone(), assertion)?;
+        for header in self.app.access.identity_headers_of(principal) {
+            upstream_request.insert_header(header.wire.clone(), header.value)?;
         }
         Ok(())
     }
@@ -678,12 +669,8 @@ impl Gateway {
         for name in &removed {
             upstream_request.remove_header(name);
         }
-        // Access tokens (JWTs of ours) and refresh tokens, also percent-encoded, as
-        // frameworks decode cookie values before an application reads them.
-        let carries_token = |text: &str| {
-            let decoded = forwarding::percent_decoded(text);
-            self.app.keys.appears_in(&decoded) || contains_refresh_token(&decoded)
-        };
+        let access = &self.app.access;
+        let carries_token = |pair: &str| access.carries_own_credential(pair, Carrier::CookiePair);
         match forwarding::cookies_without_credentials(&upstream_request.headers, carries_token) {
             None => {}
             Some(None) => {
@@ -698,7 +685,7 @@ impl Gateway {
             .as_deref()
             .is_some_and(|r| r.forward_authorization);
         if forwarding::must_remove_authorization(&upstream_request.headers, keep_foreign, |t| {
-            self.app.keys.appears_in_or_encoded(t) || contains_refresh_token(t)
+            access.carries_own_credential(t, Carrier::Authorization)
         }) {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
         }
