@@ -28,7 +28,9 @@ pub enum ConfigError {
     /// The file does not exist or cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Unreadable {
+        /// The file asked for.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// TOML syntax, an unknown key, or a value of the wrong type.
@@ -37,8 +39,11 @@ pub enum ConfigError {
     /// A value of the right type that does not make sense.
     #[error("invalid value for `{key}` (from {source_name}): {message}")]
     Invalid {
+        /// The key, as written in the file (`server.threads`, `routes[2].upstream`).
         key: String,
+        /// The file's name, or the environment variable that set the value.
         source_name: String,
+        /// What is wrong with the value.
         message: String,
     },
 }
@@ -47,32 +52,46 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[server]`: listeners, public address, limits and timeouts.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[logging]`: stdout format, level and log files.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// `[storage]`: the user database.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// `[sessions]`: the session store, also holding rate-limit counters.
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// `[tokens]`: access and refresh tokens.
     #[serde(default)]
     pub tokens: TokensConfig,
+    /// `[passwords]`: password hashing.
     #[serde(default)]
     pub passwords: PasswordsConfig,
+    /// `[lockout]`: the brute-force lock on an account.
     #[serde(default)]
     pub lockout: LockoutConfig,
+    /// `[mail]`: outgoing mail.
     #[serde(default)]
     pub mail: MailConfig,
+    /// `[two_factor]`: TOTP.
     #[serde(default)]
     pub two_factor: TwoFactorConfig,
+    /// `[rate_limits]`: per-address limits of the account API.
     #[serde(default)]
     pub rate_limits: RateLimitsConfig,
+    /// `[identity_headers]`: the names upstreams read the identity from.
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,
+    /// `[cors]`: cross-origin access to the account API.
     #[serde(default)]
     pub cors: CorsConfig,
+    /// `[portal]`: the sign-in pages.
     #[serde(default)]
     pub portal: PortalConfig,
+    /// `[[routes]]`: what is proxied where, under which policy; empty proxies nothing.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -81,12 +100,23 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// The address of the gateway: the account API, the portal and proxied routes.
     pub listen: SocketAddr,
+    /// The address of `/metrics` and `/health`; a port of its own, kept private.
     pub admin_listen: SocketAddr,
+    /// The `http(s)://host[:port]` browsers reach the gateway at: links in mails, cookie
+    /// scope (`Secure` when https), the passkeys' relying party. Checked at load.
     pub public_url: String,
+    /// Worker threads of the proxy (1 to 1024).
     pub threads: usize,
+    /// Networks whose peers are believed when they send `X-Forwarded-For` and the other
+    /// `proxy_headers`; empty trusts no one.
     pub trusted_proxies: Vec<IpNet>,
+    /// The most bytes of a request body the account API and the portal read (413 above it);
+    /// at least 1. Proxied bodies are not capped.
     pub max_body_bytes: usize,
+    /// Where browsers without a session are sent: a path (`/login`) or an http(s) URL; `""`
+    /// means the portal's sign-in page (when the portal is on).
     pub login_url: String,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: HumanDuration,
@@ -219,6 +249,7 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
+    /// The format of the lines on stdout (the files are always JSON lines).
     pub format: LogFormat,
     /// A `tracing` filter such as `"info"` or `"info,portcullis=debug"`.
     pub level: String,
@@ -334,8 +365,14 @@ impl std::fmt::Debug for StorageUrl {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
+    /// `memory://` (this process only; sessions end at a restart) or `redis://…` /
+    /// `rediss://…` (shared by every instance); read through [`SessionsConfig::backend`].
     pub url: String,
+    /// Prepended to every Redis key, so instances of different deployments can share one
+    /// Redis; unused with `memory://`.
     pub key_prefix: String,
+    /// Sessions one account may hold at once (at least 1); the oldest ends when another
+    /// starts.
     pub max_per_user: usize,
     /// The hard end of a session however active it is; activity slides it only until then.
     pub max_lifetime: HumanDuration,
@@ -402,9 +439,14 @@ impl Default for SessionsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
+    /// The `iss` of every token, checked on every token read; not empty.
     pub issuer: String,
+    /// How long an access token lives (at least 1 s); also the longest `exp - iat` accepted,
+    /// plus 60 s of clock skew.
     pub access_ttl: HumanDuration,
+    /// How long a refresh token lives without "remember me" (at least 1 s).
     pub refresh_ttl: HumanDuration,
+    /// How long a refresh token lives with "remember me" (at least 1 s).
     pub remember_me_ttl: HumanDuration,
     /// The Ed25519 key that signs new tokens; generated on first start when absent.
     pub signing_key_file: String,
@@ -429,6 +471,7 @@ impl Default for TokensConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PasswordsConfig {
+    /// bcrypt's cost factor, 4 to 31: each step doubles the work of a hash.
     pub bcrypt_cost: u32,
 }
 
@@ -442,7 +485,10 @@ impl Default for PasswordsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockoutConfig {
+    /// Wrong passwords or codes an account takes per lock window before it locks (at least
+    /// 1); right ones never count.
     pub max_failed_attempts: u32,
+    /// How long a locked account stays locked.
     pub duration: HumanDuration,
 }
 
@@ -467,7 +513,7 @@ pub struct MailConfig {
     /// A directory whose templates replace the built-in ones by file name; `""` keeps the
     /// built-in ones.
     pub templates_dir: String,
-    /// Whether a successful sign-in is mailed to the account's address.
+    /// Whether the user is mailed on a sign-in from a new device or address.
     pub login_notifications: bool,
 }
 
@@ -556,7 +602,10 @@ impl Default for MailConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TwoFactorConfig {
+    /// The name authenticator apps show beside the account.
     pub issuer: String,
+    /// The key file TOTP secrets are encrypted with at rest; generated on first start when
+    /// absent. Must name a file.
     pub encryption_key_file: String,
 }
 
@@ -573,12 +622,16 @@ impl Default for TwoFactorConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitsConfig {
+    /// Requests to all of `/api/auth/*` (`"100/15m"`); `None` (`""`) for no limit.
     #[serde(deserialize_with = "deserialize_optional_rate")]
     pub global: Option<RateSpec>,
+    /// Registrations; `None` (`""`) for no limit.
     #[serde(deserialize_with = "deserialize_optional_rate")]
     pub register: Option<RateSpec>,
+    /// Sign-ins (password, second factor, passkey); `None` (`""`) for no limit.
     #[serde(deserialize_with = "deserialize_optional_rate")]
     pub login: Option<RateSpec>,
+    /// Password-reset requests; `None` (`""`) for no limit.
     #[serde(deserialize_with = "deserialize_optional_rate")]
     pub password_reset: Option<RateSpec>,
 }
@@ -605,12 +658,16 @@ impl Default for RateLimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityHeadersConfig {
+    /// The account's id (a UUID).
     #[serde(deserialize_with = "deserialize_header_name")]
     pub user_id: HeaderName,
+    /// The account's address.
     #[serde(deserialize_with = "deserialize_header_name")]
     pub email: HeaderName,
+    /// The account's roles, joined with commas; empty when it has none.
     #[serde(deserialize_with = "deserialize_header_name")]
     pub roles: HeaderName,
+    /// The session's id.
     #[serde(deserialize_with = "deserialize_header_name")]
     pub session_id: HeaderName,
     /// `"true"` or `"false"`: whether the user proved they own the address.
@@ -758,6 +815,7 @@ fn deserialize_optional_header_name<'de, D: serde::Deserializer<'de>>(
 pub struct CorsConfig {
     /// Exact origins (`https://app.example.com`) allowed to call `/api/auth/*`; empty = none.
     pub allowed_origins: Vec<String>,
+    /// Whether those origins may send credentials (`Access-Control-Allow-Credentials`).
     pub allow_credentials: bool,
 }
 
@@ -824,17 +882,23 @@ pub struct RouteConfig {
     /// Exact `Host` to match (without port); `""` matches any host.
     #[serde(default)]
     pub host: String,
+    /// The path this route serves, with everything under it on a segment boundary;
+    /// defaults to `/`. Must start with `/`.
     #[serde(default = "default_path_prefix")]
     pub path_prefix: String,
+    /// Where requests go: `http://host:port` or `https://host:port` (resolved at start).
     pub upstream: String,
+    /// Who may pass; `authenticated` by default.
     #[serde(default)]
     pub policy: Policy,
+    /// Roles a user must hold, all of them; empty asks for none.
     #[serde(default)]
     pub roles: Vec<String>,
     /// Refuse (403 `email_unverified`) users who have not proved their address; on by
     /// default, so an upstream never sees an unproven `X-User-Email` unless it opts in.
     #[serde(default = "default_true")]
     pub require_verified_email: bool,
+    /// A per-address limit on this route (`"300/1m"`); `None` (`""`) for none.
     #[serde(default, deserialize_with = "deserialize_optional_rate")]
     pub rate_limit: Option<RateSpec>,
     /// Overrides `server.upstream_timeout` for this route.
@@ -864,7 +928,9 @@ fn default_true() -> bool {
 /// An upstream address resolved at load time (Pingora's peer constructor must not resolve).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
+    /// The address connected to.
     pub addr: SocketAddr,
+    /// Whether the connection is TLS (`https://`).
     pub tls: bool,
     /// The host name, for SNI and certificate checks.
     pub host: String,
