@@ -32,12 +32,19 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything a request handler may need, built once at start.
 pub struct App {
+    /// The configuration, validated at load.
     pub config: Arc<Config>,
+    /// The Prometheus registry and the gateway's own series.
     pub metrics: Metrics,
+    /// The accounts (SQLite or PostgreSQL, as `storage.url` says).
     pub store: Arc<dyn UserStore>,
+    /// The sessions (in process or Redis, as `sessions.url` says).
     pub sessions: Arc<dyn SessionStore>,
+    /// Outgoing mail, sent in the background.
     pub mailer: Arc<Mailer>,
+    /// The keys that sign and verify access tokens and identity assertions.
     pub keys: Arc<KeyRing>,
+    /// bcrypt on its own bounded pool, never on the proxy's threads.
     pub hasher: PasswordHasher,
     /// TOTP provisioning and the key that seals TOTP secrets at rest.
     pub two_factor: TwoFactor,
@@ -155,9 +162,10 @@ impl App {
         }
     }
 
-    /// Whether the public URL is HTTPS (a TLS terminator in front, or TLS here).
+    /// Whether the public URL is HTTPS (a TLS terminator in front, or TLS here), as the
+    /// cookie rules read `server.public_url` once at start.
     pub fn serves_tls(&self) -> bool {
-        serves_tls(&self.config)
+        self.access.cookies().secure()
     }
 
     /// The health report: 200 when every dependency answers, 503 naming those that do not.
@@ -237,10 +245,6 @@ fn probe_dir(dir: &Path) -> Result<(), String> {
         .and_then(|mut file| file.write_all(&[0; 4096]).and_then(|()| file.sync_all()));
     let _ = std::fs::remove_file(&path);
     written.map_err(|e| e.to_string())
-}
-
-fn serves_tls(config: &Config) -> bool {
-    config.server.public_url.starts_with("https://")
 }
 
 fn flatten(result: Result<Result<(), String>, tokio::time::error::Elapsed>) -> Result<(), String> {
