@@ -21,8 +21,11 @@ use crate::store::User;
 
 /// An authenticated caller of the account API, read fresh from the stores.
 pub struct Caller {
+    /// The account, as stored now.
     pub user: User,
+    /// The live session the token belongs to.
     pub session: Session,
+    /// The verified access token's claims.
     pub claims: AccessClaims,
 }
 

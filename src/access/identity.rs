@@ -8,11 +8,17 @@ use crate::config::{IdentityHeadersConfig, normalize_header_name};
 /// The configured identity header names, pre-normalized for the hot path.
 #[derive(Clone, Debug)]
 pub struct IdentityHeaderNames {
+    /// `identity_headers.user_id`.
     pub user_id: HeaderName,
+    /// `identity_headers.email`.
     pub email: HeaderName,
+    /// `identity_headers.roles`.
     pub roles: HeaderName,
+    /// `identity_headers.session_id`.
     pub session_id: HeaderName,
+    /// `identity_headers.email_verified`.
     pub email_verified: HeaderName,
+    /// `identity_headers.assertion`; `None` when the signed assertion is off.
     pub assertion: Option<HeaderName>,
     /// The same names as Pingora takes them; cloning one shares its bytes.
     pub wire: WireNames,
@@ -92,11 +98,17 @@ pub struct IdentityHeader<'a> {
 /// copying the name each time.
 #[derive(Clone, Debug)]
 pub struct WireNames {
+    /// `identity_headers.user_id`.
     pub user_id: Bytes,
+    /// `identity_headers.email`.
     pub email: Bytes,
+    /// `identity_headers.roles`.
     pub roles: Bytes,
+    /// `identity_headers.session_id`.
     pub session_id: Bytes,
+    /// `identity_headers.email_verified`.
     pub email_verified: Bytes,
+    /// `identity_headers.assertion`; `None` when the signed assertion is off.
     pub assertion: Option<Bytes>,
 }
 
