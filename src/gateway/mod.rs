@@ -596,25 +596,7 @@ impl Gateway {
         let path = canonical.path.as_ref();
         let portal = self.app.portal.owns(path);
         if config::is_local_path(path) || portal {
-            if canonical.flags.encoded_slash {
-                return Destination::Refuse(Refusal::EncodedSlash);
-            }
-            if canonical.flags.path_parameters {
-                return Destination::Refuse(Refusal::PathParameters);
-            }
-            if path == "/health" {
-                return Destination::Health;
-            }
-            if portal {
-                return Destination::Portal {
-                    path: path.to_owned(),
-                    query: canonical.query.map(str::to_owned),
-                };
-            }
-            return Destination::Local {
-                path: path.to_owned(),
-                query: canonical.query.map(str::to_owned),
-            };
+            return local_destination(&canonical, portal);
         }
         if path.bytes().any(|b| b.is_ascii_uppercase()) && self.is_local_ignoring_case(path) {
             // `/API/auth/login` is not the account API here, but a case-insensitive upstream
@@ -764,35 +746,12 @@ impl Gateway {
         if declared.is_some_and(|len| len > max) {
             return Ok(Err(payload_too_large(max)));
         }
-        let expects_continue = header
-            .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let body = if method == Method::GET || method == Method::HEAD {
             Bytes::new()
         } else {
-            if expects_continue {
-                // The client waits for this before sending the body it announced.
-                let proceed = pingora::http::ResponseHeader::build(StatusCode::CONTINUE, Some(0))?;
-                session
-                    .write_response_header(Box::new(proceed), false)
-                    .await?;
-            }
-            let deadline = self.app.config.server.body_read_timeout.get();
-            match tokio::time::timeout(deadline, read_capped_body(session, max)).await {
-                Ok(body) => match body? {
-                    Some(body) => body,
-                    None => return Ok(Err(payload_too_large(max))),
-                },
-                Err(_) => {
-                    // The rest of the body is still on the wire: this connection is done.
-                    session.set_keepalive(None);
-                    return Ok(Err(Reply::error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request_timeout",
-                        "The request body did not arrive in time",
-                    )));
-                }
+            match self.read_body(session, max).await? {
+                Ok(body) => body,
+                Err(refusal) => return Ok(Err(refusal)),
             }
         };
         let header = session.req_header();
@@ -812,6 +771,62 @@ impl Gateway {
             client_ip,
             user_agent,
         }))
+    }
+
+    /// Reads the body of an account-API request within `server.body_read_timeout`, first
+    /// answering `100 Continue` when the client waits for it: the body, or the refusal to
+    /// send (413 over `max` bytes, 408 too slow). The outer `Result` is a broken connection.
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        max: usize,
+    ) -> Result<std::result::Result<Bytes, Reply>> {
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            // The client waits for this before sending the body it announced.
+            let proceed = pingora::http::ResponseHeader::build(StatusCode::CONTINUE, Some(0))?;
+            session
+                .write_response_header(Box::new(proceed), false)
+                .await?;
+        }
+        let deadline = self.app.config.server.body_read_timeout.get();
+        match tokio::time::timeout(deadline, read_capped_body(session, max)).await {
+            Ok(body) => Ok(body?.ok_or_else(|| payload_too_large(max))),
+            Err(_) => {
+                // The rest of the body is still on the wire: this connection is done.
+                session.set_keepalive(None);
+                Ok(Err(Reply::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "The request body did not arrive in time",
+                )))
+            }
+        }
+    }
+}
+
+/// Where a request for one of the gateway's own paths goes (the portal's when `portal`):
+/// refused when its path has what no local path takes (`%2F`, `;` parameters).
+fn local_destination(canonical: &canonical::CanonicalRequest<'_>, portal: bool) -> Destination {
+    if canonical.flags.encoded_slash {
+        return Destination::Refuse(Refusal::EncodedSlash);
+    }
+    if canonical.flags.path_parameters {
+        return Destination::Refuse(Refusal::PathParameters);
+    }
+    let path = canonical.path.as_ref();
+    if path == "/health" {
+        return Destination::Health;
+    }
+    let (path, query) = (path.to_owned(), canonical.query.map(str::to_owned));
+    if portal {
+        Destination::Portal { path, query }
+    } else {
+        Destination::Local { path, query }
     }
 }
 
