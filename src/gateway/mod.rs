@@ -51,6 +51,9 @@ fn canonical_path<'a>(session: &'a Session, ctx: &'a RequestCtx) -> &'a str {
     )
 }
 
+/// How long a pooled connection to an upstream may sit unused before it is closed.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Route label for requests the gateway answers itself.
 const LOCAL_ROUTE: &str = "local";
 /// Route label for requests no route matched.
@@ -196,7 +199,7 @@ impl ProxyHttp for Gateway {
         peer.options.total_connection_timeout = Some(route.connect_timeout);
         peer.options.read_timeout = Some(route.read_timeout);
         peer.options.write_timeout = Some(route.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))
     }
 
