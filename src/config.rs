@@ -106,7 +106,7 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     /// The `http(s)://host[:port]` browsers reach the gateway at: links in mails, cookie
     /// scope (`Secure` when https), the passkeys' relying party. Checked at load.
-    pub public_url: String,
+    pub public_url: PublicUrl,
     /// Worker threads of the proxy (1 to 1024).
     pub threads: usize,
     /// Networks whose peers are believed when they send `X-Forwarded-For` and the other
@@ -207,7 +207,9 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
-            public_url: "http://localhost:8080".into(),
+            public_url: "http://localhost:8080"
+                .parse()
+                .expect("the default public URL is one"),
             threads: 2,
             trusted_proxies: Vec::new(),
             max_body_bytes: 65536,
@@ -232,6 +234,99 @@ impl Default for ServerConfig {
             admin_max_connections: 64,
             keepalive_timeout: HumanDuration::from_secs(75),
         }
+    }
+}
+
+/// `server.public_url`, parsed at load: an `http://` or `https://` URL with a host, where
+/// browsers reach the gateway. Reads as the text it was written as (`Deref<Target = str>`,
+/// `Display`), so links can be built on it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicUrl {
+    text: String,
+    https: bool,
+    host: String,
+    domain: Option<String>,
+    port: u16,
+    origin: String,
+}
+
+impl PublicUrl {
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it is `https://` (a TLS terminator in front, or TLS here).
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The host, lower case (an IPv6 address in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The host when it is a DNS name (lower case); `None` for an IP address.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// The port, the scheme's default (80, 443) when none is written.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The origin (RFC 6454 §6.2): `scheme://host`, plus `:port` when not the default.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl std::str::FromStr for PublicUrl {
+    type Err = String;
+
+    /// Takes an `http(s)://` URL with a host; `Err` says what is wrong.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let url = parse_http_url(text)?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or_default();
+        Ok(Self {
+            text: text.to_owned(),
+            https: url.scheme() == "https",
+            host,
+            domain: url.domain().map(str::to_owned),
+            port,
+            origin: url.origin().ascii_serialization(),
+        })
+    }
+}
+
+impl TryFrom<String> for PublicUrl {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl std::ops::Deref for PublicUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::fmt::Debug for PublicUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.text)
     }
 }
 
@@ -1121,9 +1216,6 @@ impl ServerConfig {
                 ),
             ));
         }
-        if let Err(e) = parse_http_url(&self.public_url) {
-            return Err(invalid("server.public_url", e));
-        }
         if !self.login_url.is_empty()
             && !self.login_url.starts_with('/')
             && parse_http_url(&self.login_url).is_err()
@@ -1873,6 +1965,36 @@ mod tests {
         assert!(!err.contains("hunter2"), "{err}");
         let shown = format!("{:?}", parse("postgres://u:hunter2@h/db").unwrap());
         assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn the_public_url_is_parsed_at_load_naming_the_key() {
+        let url: PublicUrl = "https://Auth.Example.com/base".parse().unwrap();
+        assert!(url.is_https());
+        assert_eq!(
+            (url.host(), url.port(), url.origin()),
+            ("auth.example.com", 443, "https://auth.example.com")
+        );
+        assert_eq!(url.as_str(), "https://Auth.Example.com/base");
+        let url: PublicUrl = "http://localhost:8080".parse().unwrap();
+        assert!(!url.is_https());
+        assert_eq!(
+            (url.host(), url.port(), url.origin()),
+            ("localhost", 8080, "http://localhost:8080")
+        );
+        let url: PublicUrl = "HTTPS://[::1]:8443".parse().unwrap();
+        assert!(url.is_https());
+        assert_eq!(
+            (url.host(), url.port(), url.domain()),
+            ("[::1]", 8443, None)
+        );
+        for bad in ["ftp://h", "localhost:8080", "/auth", "", "https://"] {
+            assert!(bad.parse::<PublicUrl>().is_err(), "{bad}");
+            let err = load(&format!("[server]\npublic_url = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.public_url"), "{bad}: {err}");
+        }
     }
 
     #[test]

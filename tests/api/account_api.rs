@@ -22,7 +22,7 @@ async fn register_mails_a_link_that_verifies_once() {
         let mail = app.mail_to("ada@example.com").await;
         let link = mail.link().expect("a link");
         assert!(
-            link.starts_with(&app.gw.app.config.server.public_url),
+            link.starts_with(app.gw.app.config.server.public_url.as_str()),
             "{link}"
         );
         assert!(link.contains("?token="), "{link}");
