@@ -55,7 +55,9 @@ fn new_session(id: SessionId, user: UserId) -> NewSession {
 fn fixture(rt: &Runtime) -> Fixture {
     rt.block_on(async {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}/bench.db", dir.path().display());
+        let url = format!("sqlite://{}/bench.db", dir.path().display())
+            .parse()
+            .expect("a storage URL");
         let users = store::connect(&url, 2).await.expect("sqlite store");
         let user = users
             .create_user(NewUser {

@@ -16,7 +16,7 @@ use crate::auth::jwt::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::auth::totp::TwoFactor;
 use crate::backend::{Backend, BackendRuntime};
-use crate::config::{Config, redact_url};
+use crate::config::{Config, MailUrl, redact_url};
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passkeys::Passkeys;
@@ -32,12 +32,19 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Everything a request handler may need, built once at start.
 pub struct App {
+    /// The configuration, validated at load.
     pub config: Arc<Config>,
+    /// The Prometheus registry and the gateway's own series.
     pub metrics: Metrics,
+    /// The accounts (SQLite or PostgreSQL, as `storage.url` says).
     pub store: Arc<dyn UserStore>,
+    /// The sessions (in process or Redis, as `sessions.url` says).
     pub sessions: Arc<dyn SessionStore>,
+    /// Outgoing mail, sent in the background.
     pub mailer: Arc<Mailer>,
+    /// The keys that sign and verify access tokens and identity assertions.
     pub keys: Arc<KeyRing>,
+    /// bcrypt on its own bounded pool, never on the proxy's threads.
     pub hasher: PasswordHasher,
     /// TOTP provisioning and the key that seals TOTP secrets at rest.
     pub two_factor: TwoFactor,
@@ -87,7 +94,7 @@ impl App {
                 let store = store::connect(&config.storage.url, config.storage.max_connections)
                     .await
                     .with_context(|| {
-                        format!("opening storage {}", redact_url(&config.storage.url))
+                        format!("opening storage {}", config.storage.url.redacted())
                     })?;
                 let sessions = session::connect(&config.sessions).await.with_context(|| {
                     format!("opening sessions {}", redact_url(&config.sessions.url))
@@ -152,9 +159,10 @@ impl App {
         }
     }
 
-    /// Whether the public URL is HTTPS (a TLS terminator in front, or TLS here).
+    /// Whether the public URL is HTTPS (a TLS terminator in front, or TLS here), as the
+    /// cookie rules read `server.public_url` once at start.
     pub fn serves_tls(&self) -> bool {
-        serves_tls(&self.config)
+        self.access.cookies().secure()
     }
 
     /// The health report: 200 when every dependency answers, 503 naming those that do not.
@@ -212,25 +220,17 @@ fn written_dirs(config: &Config) -> Vec<(&'static str, PathBuf)> {
     if !config.logging.dir.is_empty() {
         dirs.push(("log_dir", PathBuf::from(&config.logging.dir)));
     }
-    if let Some(file) = sqlite_file(&config.storage.url) {
+    if let Some(file) = config.storage.url.sqlite_file() {
         let parent = file.parent().filter(|p| !p.as_os_str().is_empty());
         dirs.push((
             "data_dir",
             parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf),
         ));
     }
-    if let Some(outbox) = config.mail.url.strip_prefix("file://") {
-        dirs.push(("mail_outbox", PathBuf::from(outbox)));
+    if let MailUrl::File(outbox) = &config.mail.url {
+        dirs.push(("mail_outbox", outbox.clone()));
     }
     dirs
-}
-
-/// The file of a `sqlite:` storage URL; `None` for PostgreSQL and in-memory databases.
-fn sqlite_file(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite:")?;
-    let rest = rest.strip_prefix("//").unwrap_or(rest);
-    let path = rest.split('?').next().unwrap_or(rest);
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
 
 /// Whether a directory still takes writes: a full disk, a read-only remount or a lost
@@ -243,10 +243,6 @@ fn probe_dir(dir: &Path) -> Result<(), String> {
         .and_then(|mut file| file.write_all(&[0; 4096]).and_then(|()| file.sync_all()));
     let _ = std::fs::remove_file(&path);
     written.map_err(|e| e.to_string())
-}
-
-fn serves_tls(config: &Config) -> bool {
-    config.server.public_url.starts_with("https://")
 }
 
 fn flatten(result: Result<Result<(), String>, tokio::time::error::Elapsed>) -> Result<(), String> {

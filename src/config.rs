@@ -28,7 +28,9 @@ pub enum ConfigError {
     /// The file does not exist or cannot be read.
     #[error("cannot read config file {path}: {source}")]
     Unreadable {
+        /// The file asked for.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
     /// TOML syntax, an unknown key, or a value of the wrong type.
@@ -37,8 +39,11 @@ pub enum ConfigError {
     /// A value of the right type that does not make sense.
     #[error("invalid value for `{key}` (from {source_name}): {message}")]
     Invalid {
+        /// The key, as written in the file (`server.threads`, `routes[2].upstream`).
         key: String,
+        /// The file's name, or the environment variable that set the value.
         source_name: String,
+        /// What is wrong with the value.
         message: String,
     },
 }
@@ -47,32 +52,46 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `[server]`: listeners, public address, limits and timeouts.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[logging]`: stdout format, level and log files.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// `[storage]`: the user database.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// `[sessions]`: the session store, also holding rate-limit counters.
     #[serde(default)]
     pub sessions: SessionsConfig,
+    /// `[tokens]`: access and refresh tokens.
     #[serde(default)]
     pub tokens: TokensConfig,
+    /// `[passwords]`: password hashing.
     #[serde(default)]
     pub passwords: PasswordsConfig,
+    /// `[lockout]`: the brute-force lock on an account.
     #[serde(default)]
     pub lockout: LockoutConfig,
+    /// `[mail]`: outgoing mail.
     #[serde(default)]
     pub mail: MailConfig,
+    /// `[two_factor]`: TOTP.
     #[serde(default)]
     pub two_factor: TwoFactorConfig,
+    /// `[rate_limits]`: per-address limits of the account API.
     #[serde(default)]
     pub rate_limits: RateLimitsConfig,
+    /// `[identity_headers]`: the names upstreams read the identity from.
     #[serde(default)]
     pub identity_headers: IdentityHeadersConfig,
+    /// `[cors]`: cross-origin access to the account API.
     #[serde(default)]
     pub cors: CorsConfig,
+    /// `[portal]`: the sign-in pages.
     #[serde(default)]
     pub portal: PortalConfig,
+    /// `[[routes]]`: what is proxied where, under which policy; empty proxies nothing.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
@@ -81,12 +100,23 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
+    /// The address of the gateway: the account API, the portal and proxied routes.
     pub listen: SocketAddr,
+    /// The address of `/metrics` and `/health`; a port of its own, kept private.
     pub admin_listen: SocketAddr,
-    pub public_url: String,
+    /// The `http(s)://host[:port]` browsers reach the gateway at: links in mails, cookie
+    /// scope (`Secure` when https), the passkeys' relying party. Checked at load.
+    pub public_url: PublicUrl,
+    /// Worker threads of the proxy (1 to 1024).
     pub threads: usize,
+    /// Networks whose peers are believed when they send `X-Forwarded-For` and the other
+    /// `proxy_headers`; empty trusts no one.
     pub trusted_proxies: Vec<IpNet>,
+    /// The most bytes of a request body the account API and the portal read (413 above it);
+    /// at least 1. Proxied bodies are not capped.
     pub max_body_bytes: usize,
+    /// Where browsers without a session are sent: a path (`/login`) or an http(s) URL; `""`
+    /// means the portal's sign-in page (when the portal is on).
     pub login_url: String,
     /// How long in-flight requests get to finish after SIGTERM.
     pub shutdown_grace: HumanDuration,
@@ -177,7 +207,9 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
-            public_url: "http://localhost:8080".into(),
+            public_url: "http://localhost:8080"
+                .parse()
+                .expect("the default public URL is one"),
             threads: 2,
             trusted_proxies: Vec::new(),
             max_body_bytes: 65536,
@@ -205,6 +237,99 @@ impl Default for ServerConfig {
     }
 }
 
+/// `server.public_url`, parsed at load: an `http://` or `https://` URL with a host, where
+/// browsers reach the gateway. Reads as the text it was written as (`Deref<Target = str>`,
+/// `Display`), so links can be built on it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicUrl {
+    text: String,
+    https: bool,
+    host: String,
+    domain: Option<String>,
+    port: u16,
+    origin: String,
+}
+
+impl PublicUrl {
+    /// The URL as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether it is `https://` (a TLS terminator in front, or TLS here).
+    pub fn is_https(&self) -> bool {
+        self.https
+    }
+
+    /// The host, lower case (an IPv6 address in brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The host when it is a DNS name (lower case); `None` for an IP address.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// The port, the scheme's default (80, 443) when none is written.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The origin (RFC 6454 §6.2): `scheme://host`, plus `:port` when not the default.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+}
+
+impl std::str::FromStr for PublicUrl {
+    type Err = String;
+
+    /// Takes an `http(s)://` URL with a host; `Err` says what is wrong.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let url = parse_http_url(text)?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or_default();
+        Ok(Self {
+            text: text.to_owned(),
+            https: url.scheme() == "https",
+            host,
+            domain: url.domain().map(str::to_owned),
+            port,
+            origin: url.origin().ascii_serialization(),
+        })
+    }
+}
+
+impl TryFrom<String> for PublicUrl {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl std::ops::Deref for PublicUrl {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for PublicUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::fmt::Debug for PublicUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
+}
+
 /// Log output format on stdout.
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -219,6 +344,7 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
+    /// The format of the lines on stdout (the files are always JSON lines).
     pub format: LogFormat,
     /// A `tracing` filter such as `"info"` or `"info,portcullis=debug"`.
     pub level: String,
@@ -245,16 +371,88 @@ impl Default for LoggingConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    pub url: String,
+    /// Where accounts live: `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:` or
+    /// `postgres://…` (see [`StorageUrl`]).
+    pub url: StorageUrl,
+    /// The most database connections this instance opens at once (at least 1).
     pub max_connections: u32,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         Self {
-            url: "sqlite://data/portcullis.db".into(),
+            url: StorageUrl::Sqlite("sqlite://data/portcullis.db".into()),
             max_connections: 10,
         }
+    }
+}
+
+/// `storage.url`, parsed at load: which database, with the URL its driver opens as written
+/// (it may hold a password: [`StorageUrl::redacted`] is what messages show).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum StorageUrl {
+    /// `sqlite:PATH`, `sqlite://PATH` or `sqlite::memory:`, with sqlx's `?mode=…` options.
+    Sqlite(String),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(String),
+}
+
+impl StorageUrl {
+    /// The URL as written, for the database driver.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Sqlite(url) | Self::Postgres(url) => url,
+        }
+    }
+
+    /// The URL with any password masked, for messages and logs.
+    pub fn redacted(&self) -> String {
+        redact_url(self.as_str())
+    }
+
+    /// The database file of a SQLite URL; `None` for PostgreSQL and in-memory databases.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        let Self::Sqlite(url) = self else {
+            return None;
+        };
+        let rest = url.strip_prefix("sqlite:")?;
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let path = rest.split('?').next().unwrap_or(rest);
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
+}
+
+impl std::str::FromStr for StorageUrl {
+    type Err = String;
+
+    /// Picks the database by scheme; `Err` names what is accepted, the password masked.
+    fn from_str(url: &str) -> Result<Self, String> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(url.to_owned()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(url.to_owned()))
+        } else {
+            Err(format!(
+                "{} is neither sqlite://PATH nor postgres://…",
+                redact_url(url)
+            ))
+        }
+    }
+}
+
+impl TryFrom<String> for StorageUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, String> {
+        url.parse()
+    }
+}
+
+impl std::fmt::Debug for StorageUrl {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
     }
 }
 
@@ -262,8 +460,14 @@ impl Default for StorageConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
+    /// `memory://` (this process only; sessions end at a restart) or `redis://…` /
+    /// `rediss://…` (shared by every instance); read through [`SessionsConfig::backend`].
     pub url: String,
+    /// Prepended to every Redis key, so instances of different deployments can share one
+    /// Redis; unused with `memory://`.
     pub key_prefix: String,
+    /// Sessions one account may hold at once (at least 1); the oldest ends when another
+    /// starts.
     pub max_per_user: usize,
     /// The hard end of a session however active it is; activity slides it only until then.
     pub max_lifetime: HumanDuration,
@@ -330,9 +534,14 @@ impl Default for SessionsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TokensConfig {
+    /// The `iss` of every token, checked on every token read; not empty.
     pub issuer: String,
+    /// How long an access token lives (at least 1 s); also the longest `exp - iat` accepted,
+    /// plus 60 s of clock skew.
     pub access_ttl: HumanDuration,
+    /// How long a refresh token lives without "remember me" (at least 1 s).
     pub refresh_ttl: HumanDuration,
+    /// How long a refresh token lives with "remember me" (at least 1 s).
     pub remember_me_ttl: HumanDuration,
     /// The Ed25519 key that signs new tokens; generated on first start when absent.
     pub signing_key_file: String,
@@ -357,6 +566,7 @@ impl Default for TokensConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PasswordsConfig {
+    /// bcrypt's cost factor, 4 to 31: each step doubles the work of a hash.
     pub bcrypt_cost: u32,
 }
 
@@ -370,7 +580,10 @@ impl Default for PasswordsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LockoutConfig {
+    /// Wrong passwords or codes an account takes per lock window before it locks (at least
+    /// 1); right ones never count.
     pub max_failed_attempts: u32,
+    /// How long a locked account stays locked.
     pub duration: HumanDuration,
 }
 
@@ -387,16 +600,92 @@ impl Default for LockoutConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MailConfig {
-    pub url: String,
+    /// Where mail goes: `smtp://…`, `smtps://…` or `file://DIR` (see [`MailUrl`]).
+    pub url: MailUrl,
+    /// The `From` of every mail: an address, optionally with a display name
+    /// (`Portcullis <no-reply@example.com>`).
     pub from: String,
+    /// A directory whose templates replace the built-in ones by file name; `""` keeps the
+    /// built-in ones.
     pub templates_dir: String,
+    /// Whether the user is mailed on a sign-in from a new device or address.
     pub login_notifications: bool,
+}
+
+/// `mail.url`, parsed at load.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MailUrl {
+    /// `smtp://…` or `smtps://…` in lettre's URL conventions (`?tls=required`…), as written
+    /// (it may hold a password).
+    Smtp(String),
+    /// `file://DIR`: one `.eml` file per message in DIR, relative to the working directory
+    /// (`file://data/outbox`) or absolute (`file:///var/mail`).
+    File(PathBuf),
+}
+
+impl MailUrl {
+    /// The URL with any password masked, for messages and logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Smtp(url) => redact_url(url),
+            Self::File(dir) => format!("\"file://{}\"", dir.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for MailUrl {
+    type Err = String;
+
+    /// Parses without touching the network or the file system; the SMTP form is held to
+    /// lettre's own rules, so a URL that loads is one the transport takes.
+    fn from_str(url: &str) -> Result<Self, String> {
+        let invalid = |reason: &str| format!("{}: {reason}", redact_url(url));
+        if let Some(rest) = url.strip_prefix("file://") {
+            // `file://data/outbox` is relative to the working directory and `file:///var/mail`
+            // absolute, which is what an operator writing a path expects (and not what a strict
+            // URL parser would make of the first: a host named `data`).
+            let path = rest.split(['?', '#']).next().unwrap_or_default();
+            if path.is_empty() {
+                return Err(invalid("names no directory (write file://DIR)"));
+            }
+            return Ok(Self::File(PathBuf::from(path)));
+        }
+        if url.starts_with("smtp://") || url.starts_with("smtps://") {
+            let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+            if parsed.host_str().is_none_or(str::is_empty) {
+                return Err(invalid("names no host"));
+            }
+            lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+                .map_err(|e| invalid(&e.to_string()))?;
+            return Ok(Self::Smtp(url.to_owned()));
+        }
+        Err(invalid("is not smtp://, smtps:// or file://DIR"))
+    }
+}
+
+impl TryFrom<String> for MailUrl {
+    type Error = String;
+
+    fn try_from(url: String) -> Result<Self, String> {
+        url.parse()
+    }
+}
+
+impl std::fmt::Debug for MailUrl {
+    // The SMTP URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Smtp(_) => write!(f, "Smtp({})", self.redacted()),
+            Self::File(dir) => write!(f, "File({})", dir.display()),
+        }
+    }
 }
 
 impl Default for MailConfig {
     fn default() -> Self {
         Self {
-            url: "file://data/outbox".into(),
+            url: MailUrl::File(PathBuf::from("data/outbox")),
             from: "Portcullis <no-reply@localhost>".into(),
             templates_dir: String::new(),
             login_notifications: true,
@@ -408,7 +697,10 @@ impl Default for MailConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TwoFactorConfig {
+    /// The name authenticator apps show beside the account.
     pub issuer: String,
+    /// The key file TOTP secrets are encrypted with at rest; generated on first start when
+    /// absent. Must name a file.
     pub encryption_key_file: String,
 }
 
@@ -425,12 +717,16 @@ impl Default for TwoFactorConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitsConfig {
+    /// Requests to all of `/api/auth/*` (`"100/15m"`); `None` (`""`) for no limit.
     #[serde(deserialize_with = "deserialize_optional_rate")]
     pub global: Option<RateSpec>,
+    /// Registrations; `None` (`""`) for no limit.
     #[serde(deserialize_with = "deserialize_optional_rate")]
     pub register: Option<RateSpec>,
+    /// Sign-ins (password, second factor, passkey); `None` (`""`) for no limit.
     #[serde(deserialize_with = "deserialize_optional_rate")]
     pub login: Option<RateSpec>,
+    /// Password-reset requests; `None` (`""`) for no limit.
     #[serde(deserialize_with = "deserialize_optional_rate")]
     pub password_reset: Option<RateSpec>,
 }
@@ -457,12 +753,16 @@ impl Default for RateLimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IdentityHeadersConfig {
+    /// The account's id (a UUID).
     #[serde(deserialize_with = "deserialize_header_name")]
     pub user_id: HeaderName,
+    /// The account's address.
     #[serde(deserialize_with = "deserialize_header_name")]
     pub email: HeaderName,
+    /// The account's roles, joined with commas; empty when it has none.
     #[serde(deserialize_with = "deserialize_header_name")]
     pub roles: HeaderName,
+    /// The session's id.
     #[serde(deserialize_with = "deserialize_header_name")]
     pub session_id: HeaderName,
     /// `"true"` or `"false"`: whether the user proved they own the address.
@@ -610,6 +910,7 @@ fn deserialize_optional_header_name<'de, D: serde::Deserializer<'de>>(
 pub struct CorsConfig {
     /// Exact origins (`https://app.example.com`) allowed to call `/api/auth/*`; empty = none.
     pub allowed_origins: Vec<String>,
+    /// Whether those origins may send credentials (`Access-Control-Allow-Credentials`).
     pub allow_credentials: bool,
 }
 
@@ -676,17 +977,23 @@ pub struct RouteConfig {
     /// Exact `Host` to match (without port); `""` matches any host.
     #[serde(default)]
     pub host: String,
+    /// The path this route serves, with everything under it on a segment boundary;
+    /// defaults to `/`. Must start with `/`.
     #[serde(default = "default_path_prefix")]
     pub path_prefix: String,
+    /// Where requests go: `http://host:port` or `https://host:port` (resolved at start).
     pub upstream: String,
+    /// Who may pass; `authenticated` by default.
     #[serde(default)]
     pub policy: Policy,
+    /// Roles a user must hold, all of them; empty asks for none.
     #[serde(default)]
     pub roles: Vec<String>,
     /// Refuse (403 `email_unverified`) users who have not proved their address; on by
     /// default, so an upstream never sees an unproven `X-User-Email` unless it opts in.
     #[serde(default = "default_true")]
     pub require_verified_email: bool,
+    /// A per-address limit on this route (`"300/1m"`); `None` (`""`) for none.
     #[serde(default, deserialize_with = "deserialize_optional_rate")]
     pub rate_limit: Option<RateSpec>,
     /// Overrides `server.upstream_timeout` for this route.
@@ -716,7 +1023,9 @@ fn default_true() -> bool {
 /// An upstream address resolved at load time (Pingora's peer constructor must not resolve).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Upstream {
+    /// The address connected to.
     pub addr: SocketAddr,
+    /// Whether the connection is TLS (`https://`).
     pub tls: bool,
     /// The host name, for SNI and certificate checks.
     pub host: String,
@@ -829,163 +1138,26 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks what types alone cannot; returns the offending key and what is wrong.
-    fn validate(&self) -> Result<(), (String, String)> {
-        let bad = |key: &str, message: String| Err((key.to_string(), message));
-        let s = &self.server;
-        if s.threads == 0 || s.threads > 1024 {
-            return bad(
-                "server.threads",
-                format!("{} is not between 1 and 1024", s.threads),
-            );
-        }
-        if s.listen == s.admin_listen {
-            return bad(
-                "server.admin_listen",
-                format!(
-                    "{} is also server.listen; give the admin listener its own port",
-                    s.admin_listen
-                ),
-            );
-        }
-        if let Err(e) = parse_http_url(&s.public_url) {
-            return bad("server.public_url", e);
-        }
-        if !s.login_url.is_empty()
-            && !s.login_url.starts_with('/')
-            && parse_http_url(&s.login_url).is_err()
-        {
-            return bad(
-                "server.login_url",
-                format!(
-                    "{:?} must be a path (\"/login\") or an http(s) URL",
-                    s.login_url
-                ),
-            );
-        }
-        // Pingora refuses a head over 1 MiB with a bare 400 before this limit could answer 431.
-        if !(1024..=1_048_575).contains(&s.max_header_bytes) {
-            return bad(
-                "server.max_header_bytes",
-                "must be between 1024 and 1048575".into(),
-            );
-        }
-        if s.max_body_bytes == 0 {
-            return bad("server.max_body_bytes", "must be greater than 0".into());
-        }
-        for (key, d) in [
-            (
-                "server.upstream_connect_timeout",
-                s.upstream_connect_timeout,
-            ),
-            ("server.upstream_timeout", s.upstream_timeout),
-            ("server.header_read_timeout", s.header_read_timeout),
-            ("server.body_read_timeout", s.body_read_timeout),
-            ("server.keepalive_timeout", s.keepalive_timeout),
-        ] {
-            if d.get().is_zero() {
-                return bad(key, "must be longer than 0s".into());
-            }
-        }
-        let header_lists = [
-            ("proxy_headers", &s.proxy_headers),
-            ("strip_headers", &s.strip_headers),
-        ];
-        for (key, i, name) in header_lists
-            .iter()
-            .flat_map(|(key, names)| names.iter().enumerate().map(move |(i, n)| (key, i, n)))
-        {
-            let bare = name.strip_suffix('*').unwrap_or(name);
-            if bare.is_empty() || http::HeaderName::from_bytes(bare.as_bytes()).is_err() {
-                return bad(
-                    &format!("server.{key}[{i}]"),
-                    format!("{name:?} is not a header name (or a prefix ending in '*')"),
-                );
-            }
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
-            return bad("logging.level", format!("{:?}: {e}", self.logging.level));
-        }
-        let storage = &self.storage.url;
-        if !["sqlite:", "postgres://", "postgresql://"]
-            .iter()
-            .any(|p| storage.starts_with(p))
-        {
-            return bad(
-                "storage.url",
-                format!(
-                    "{} is neither sqlite://PATH nor postgres://…",
-                    redact_url(storage)
-                ),
-            );
-        }
-        if self.storage.max_connections == 0 {
-            return bad("storage.max_connections", "must be at least 1".into());
-        }
-        if let Err(message) = self.sessions.backend() {
-            return bad("sessions.url", message);
-        }
-        if self.sessions.max_per_user == 0 {
-            return bad("sessions.max_per_user", "must be at least 1".into());
-        }
-        let t = &self.tokens;
-        if t.issuer.is_empty() {
-            return bad("tokens.issuer", "must not be empty".into());
-        }
-        for (key, d) in [
-            ("tokens.access_ttl", t.access_ttl),
-            ("tokens.refresh_ttl", t.refresh_ttl),
-            ("tokens.remember_me_ttl", t.remember_me_ttl),
-        ] {
-            if d.get().as_secs() == 0 {
-                return bad(key, "must be at least 1s".into());
-            }
-        }
-        if t.signing_key_file.is_empty() {
-            return bad("tokens.signing_key_file", "must name a file".into());
-        }
-        if !(4..=31).contains(&self.passwords.bcrypt_cost) {
-            return bad(
-                "passwords.bcrypt_cost",
-                format!(
-                    "{} is outside bcrypt's range 4..=31",
-                    self.passwords.bcrypt_cost
-                ),
-            );
-        }
-        if self.lockout.max_failed_attempts == 0 {
-            return bad("lockout.max_failed_attempts", "must be at least 1".into());
-        }
-        let mail = &self.mail.url;
-        if !["smtp://", "smtps://", "file://"]
-            .iter()
-            .any(|p| mail.starts_with(p))
-        {
-            return bad(
-                "mail.url",
-                format!(
-                    "{} is not smtp://, smtps:// or file://DIR",
-                    redact_url(mail)
-                ),
-            );
-        }
-        if self.two_factor.encryption_key_file.is_empty() {
-            return bad("two_factor.encryption_key_file", "must name a file".into());
-        }
-        if let Err((key, message)) = self.identity_headers.check_names() {
-            return bad(&key, message);
-        }
-        for (i, origin) in self.cors.allowed_origins.iter().enumerate() {
-            if origin != "*" && parse_http_url(origin).is_err() {
-                return bad(
-                    &format!("cors.allowed_origins[{i}]"),
-                    format!("{origin:?} is not an origin like https://app.example.com"),
-                );
-            }
-        }
-        if let Err((key, message)) = self.validate_portal() {
-            return bad(&key, message);
-        }
+    /// Checks what types alone cannot, section by section, then the rules that span
+    /// sections; returns the offending key and what is wrong.
+    fn validate(&self) -> Result<(), Invalid> {
+        self.server.validate()?;
+        self.logging.validate()?;
+        self.storage.validate()?;
+        self.sessions.validate()?;
+        self.tokens.validate()?;
+        self.passwords.validate()?;
+        self.lockout.validate()?;
+        self.two_factor.validate()?;
+        self.identity_headers.check_names()?;
+        self.cors.validate()?;
+        self.portal.validate()?;
+        self.validate_routes()
+    }
+
+    /// Checks each route, and what spans routes and the portal: no route under the portal's
+    /// prefix, no two routes for one host and prefix.
+    fn validate_routes(&self) -> Result<(), Invalid> {
         let portal_prefix = self
             .portal
             .enabled
@@ -993,71 +1165,296 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let key = |field: &str| format!("routes[{i}].{field}");
-            if !route.path_prefix.starts_with('/') {
-                return bad(
-                    &key("path_prefix"),
-                    format!("{:?} must start with '/'", route.path_prefix),
-                );
-            }
-            if is_reserved_path(&route.path_prefix) {
-                return bad(
-                    &key("path_prefix"),
-                    format!("{:?} is served by Portcullis itself", route.path_prefix),
-                );
-            }
+            route.validate(key)?;
             if let Some(portal) = portal_prefix
                 && path_is_under(&route.path_prefix, portal)
             {
-                return bad(
-                    &key("path_prefix"),
+                return Err(invalid(
+                    key("path_prefix"),
                     format!(
                         "{:?} is served by the portal (portal.path_prefix = {portal:?})",
                         route.path_prefix
                     ),
-                );
+                ));
             }
             if !seen.insert((route.host.to_ascii_lowercase(), route.path_prefix.clone())) {
-                return bad(
-                    &key("path_prefix"),
+                return Err(invalid(
+                    key("path_prefix"),
                     format!(
                         "host {:?} with prefix {:?} is already routed by an earlier entry",
                         route.host, route.path_prefix
                     ),
-                );
-            }
-            if let Err(e) = Upstream::check(&route.upstream) {
-                return bad(&key("upstream"), e);
-            }
-            if route
-                .roles
-                .iter()
-                .any(|r| r.trim().is_empty() || r.contains(','))
-            {
-                return bad(
-                    &key("roles"),
-                    "role names must be non-empty and contain no commas".into(),
-                );
-            }
-            if !route.roles.is_empty() && matches!(route.policy, Policy::Public | Policy::Deny) {
-                return bad(
-                    &key("roles"),
-                    "roles need policy \"authenticated\" or \"two_factor\"".into(),
-                );
-            }
-            if route.timeout.is_some_and(|t| t.get().is_zero()) {
-                return bad(&key("timeout"), "must be longer than 0s".into());
+                ));
             }
         }
         Ok(())
     }
 }
 
-impl Config {
-    /// Checks `[portal]` and `sessions.cookie_domain`.
-    fn validate_portal(&self) -> Result<(), (String, String)> {
-        let bad = |key: &str, message: String| Err((key.to_string(), message));
-        let p = &self.portal;
-        let prefix = &p.path_prefix;
+/// A key that failed validation (`server.threads`, `routes[2].upstream`) and what is wrong
+/// with its value.
+type Invalid = (String, String);
+
+/// The [`Invalid`] for `key`.
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> Invalid {
+    (key.into(), message.into())
+}
+
+impl ServerConfig {
+    /// Checks `[server]`: threads, listeners, URLs, limits, timeouts, header lists.
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.threads == 0 || self.threads > 1024 {
+            let message = format!("{} is not between 1 and 1024", self.threads);
+            return Err(invalid("server.threads", message));
+        }
+        if self.listen == self.admin_listen {
+            return Err(invalid(
+                "server.admin_listen",
+                format!(
+                    "{} is also server.listen; give the admin listener its own port",
+                    self.admin_listen
+                ),
+            ));
+        }
+        if !self.login_url.is_empty()
+            && !self.login_url.starts_with('/')
+            && parse_http_url(&self.login_url).is_err()
+        {
+            return Err(invalid(
+                "server.login_url",
+                format!(
+                    "{:?} must be a path (\"/login\") or an http(s) URL",
+                    self.login_url
+                ),
+            ));
+        }
+        self.validate_limits()?;
+        self.validate_header_lists()
+    }
+
+    /// The head and body size limits and every timeout.
+    fn validate_limits(&self) -> Result<(), Invalid> {
+        // Pingora refuses a head over 1 MiB with a bare 400 before this limit could answer 431.
+        if !(1024..=1_048_575).contains(&self.max_header_bytes) {
+            let message = "must be between 1024 and 1048575";
+            return Err(invalid("server.max_header_bytes", message));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(invalid("server.max_body_bytes", "must be greater than 0"));
+        }
+        for (key, d) in [
+            (
+                "server.upstream_connect_timeout",
+                self.upstream_connect_timeout,
+            ),
+            ("server.upstream_timeout", self.upstream_timeout),
+            ("server.header_read_timeout", self.header_read_timeout),
+            ("server.body_read_timeout", self.body_read_timeout),
+            ("server.keepalive_timeout", self.keepalive_timeout),
+        ] {
+            if d.get().is_zero() {
+                return Err(invalid(key, "must be longer than 0s"));
+            }
+        }
+        Ok(())
+    }
+
+    /// `proxy_headers` and `strip_headers`: header names, or prefixes ending in `*`.
+    fn validate_header_lists(&self) -> Result<(), Invalid> {
+        let header_lists = [
+            ("proxy_headers", &self.proxy_headers),
+            ("strip_headers", &self.strip_headers),
+        ];
+        for (key, i, name) in header_lists
+            .iter()
+            .flat_map(|(key, names)| names.iter().enumerate().map(move |(i, n)| (key, i, n)))
+        {
+            let bare = name.strip_suffix('*').unwrap_or(name);
+            if bare.is_empty() || http::HeaderName::from_bytes(bare.as_bytes()).is_err() {
+                return Err(invalid(
+                    format!("server.{key}[{i}]"),
+                    format!("{name:?} is not a header name (or a prefix ending in '*')"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LoggingConfig {
+    /// Checks `logging.level` as the log filter would read it.
+    fn validate(&self) -> Result<(), Invalid> {
+        match tracing_subscriber::EnvFilter::try_new(&self.level) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(invalid("logging.level", format!("{:?}: {e}", self.level))),
+        }
+    }
+}
+
+impl StorageConfig {
+    /// Checks `[storage]` (the URL was parsed at load).
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.max_connections == 0 {
+            return Err(invalid("storage.max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl SessionsConfig {
+    /// Checks `[sessions]`.
+    fn validate(&self) -> Result<(), Invalid> {
+        if let Err(message) = self.backend() {
+            return Err(invalid("sessions.url", message));
+        }
+        if self.max_per_user == 0 {
+            return Err(invalid("sessions.max_per_user", "must be at least 1"));
+        }
+        let domain = &self.cookie_domain;
+        if !domain.is_empty() && !is_host_name(domain.trim_start_matches('.')) {
+            let message = format!("{domain:?} is not a domain like example.com");
+            return Err(invalid("sessions.cookie_domain", message));
+        }
+        Ok(())
+    }
+}
+
+impl TokensConfig {
+    /// Checks `[tokens]`.
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.issuer.is_empty() {
+            return Err(invalid("tokens.issuer", "must not be empty"));
+        }
+        for (key, d) in [
+            ("tokens.access_ttl", self.access_ttl),
+            ("tokens.refresh_ttl", self.refresh_ttl),
+            ("tokens.remember_me_ttl", self.remember_me_ttl),
+        ] {
+            if d.get().as_secs() == 0 {
+                return Err(invalid(key, "must be at least 1s"));
+            }
+        }
+        if self.signing_key_file.is_empty() {
+            return Err(invalid("tokens.signing_key_file", "must name a file"));
+        }
+        Ok(())
+    }
+}
+
+impl PasswordsConfig {
+    /// Checks `passwords.bcrypt_cost` against bcrypt's range.
+    fn validate(&self) -> Result<(), Invalid> {
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            let message = format!("{} is outside bcrypt's range 4..=31", self.bcrypt_cost);
+            return Err(invalid("passwords.bcrypt_cost", message));
+        }
+        Ok(())
+    }
+}
+
+impl LockoutConfig {
+    /// Checks `[lockout]`.
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.max_failed_attempts == 0 {
+            return Err(invalid("lockout.max_failed_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+impl TwoFactorConfig {
+    /// Checks `[two_factor]`.
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.encryption_key_file.is_empty() {
+            return Err(invalid(
+                "two_factor.encryption_key_file",
+                "must name a file",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CorsConfig {
+    /// Checks that each `cors.allowed_origins` entry is `*` or an origin.
+    fn validate(&self) -> Result<(), Invalid> {
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            if origin != "*" && parse_http_url(origin).is_err() {
+                return Err(invalid(
+                    format!("cors.allowed_origins[{i}]"),
+                    format!("{origin:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RouteConfig {
+    /// Checks what one route says by itself; `key` names its fields (`routes[2].upstream`).
+    fn validate(&self, key: impl Fn(&str) -> String) -> Result<(), Invalid> {
+        let prefix = &self.path_prefix;
+        if !prefix.starts_with('/') {
+            let message = format!("{prefix:?} must start with '/'");
+            return Err(invalid(key("path_prefix"), message));
+        }
+        if is_reserved_path(prefix) {
+            let message = format!("{prefix:?} is served by Portcullis itself");
+            return Err(invalid(key("path_prefix"), message));
+        }
+        if let Err(e) = Upstream::check(&self.upstream) {
+            return Err(invalid(key("upstream"), e));
+        }
+        if self
+            .roles
+            .iter()
+            .any(|r| r.trim().is_empty() || r.contains(','))
+        {
+            let message = "role names must be non-empty and contain no commas";
+            return Err(invalid(key("roles"), message));
+        }
+        if !self.roles.is_empty() && matches!(self.policy, Policy::Public | Policy::Deny) {
+            let message = "roles need policy \"authenticated\" or \"two_factor\"";
+            return Err(invalid(key("roles"), message));
+        }
+        if self.timeout.is_some_and(|t| t.get().is_zero()) {
+            return Err(invalid(key("timeout"), "must be longer than 0s"));
+        }
+        Ok(())
+    }
+}
+
+impl PortalConfig {
+    /// Checks `[portal]`.
+    fn validate(&self) -> Result<(), Invalid> {
+        self.validate_prefix()?;
+        self.validate_accent_color()?;
+        if !self.logo_url.is_empty()
+            && !self.logo_url.starts_with('/')
+            && parse_http_url(&self.logo_url).is_err()
+        {
+            let message = format!("{:?} must be a path or an http(s) URL", self.logo_url);
+            return Err(invalid("portal.logo_url", message));
+        }
+        if self.title.trim().is_empty() {
+            return Err(invalid("portal.title", "must not be empty"));
+        }
+        for (i, host) in self.allowed_return_hosts.iter().enumerate() {
+            if return_host(host).is_none() {
+                return Err(invalid(
+                    format!("portal.allowed_return_hosts[{i}]"),
+                    format!(
+                        "{host:?} is not a host name like app.example.com, with a port or without (app.example.com:8443); no scheme or path"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `portal.path_prefix`: plain segments, and clear of what the gateway serves itself.
+    fn validate_prefix(&self) -> Result<(), Invalid> {
+        let prefix = &self.path_prefix;
         let segments_ok = prefix.len() > 1
             && prefix.starts_with('/')
             && !prefix.ends_with('/')
@@ -1070,63 +1467,35 @@ impl Config {
                         .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
             });
         if !segments_ok {
-            return bad(
+            return Err(invalid(
                 "portal.path_prefix",
                 format!(
                     "{prefix:?} must be a path like \"/auth\": segments of letters, digits, '-', '.', '_', '~', no trailing '/'"
                 ),
-            );
+            ));
         }
-        if p.enabled && (is_reserved_path(prefix) || path_is_under("/api/auth", prefix)) {
-            return bad(
-                "portal.path_prefix",
-                format!("{prefix:?} overlaps a path Portcullis already serves"),
-            );
+        if self.enabled && (is_reserved_path(prefix) || path_is_under("/api/auth", prefix)) {
+            let message = format!("{prefix:?} overlaps a path Portcullis already serves");
+            return Err(invalid("portal.path_prefix", message));
         }
-        let Some(contrast) = contrast_with_white(&p.accent_color) else {
-            return bad(
-                "portal.accent_color",
-                format!("{:?} is not a colour like \"#1d4ed8\"", p.accent_color),
-            );
+        Ok(())
+    }
+
+    /// `portal.accent_color`: `#rrggbb`, dark enough for white button text.
+    fn validate_accent_color(&self) -> Result<(), Invalid> {
+        let colour = &self.accent_color;
+        let Some(contrast) = contrast_with_white(colour) else {
+            let message = format!("{colour:?} is not a colour like \"#1d4ed8\"");
+            return Err(invalid("portal.accent_color", message));
         };
         // Buttons carry white text on the accent colour: WCAG 2.2 AA (1.4.3) asks 4.5:1.
         if contrast < 4.5 {
-            return bad(
+            return Err(invalid(
                 "portal.accent_color",
                 format!(
-                    "{} gives white button text a contrast of {contrast:.1}:1; WCAG AA needs 4.5:1, pick a darker colour",
-                    p.accent_color
+                    "{colour} gives white button text a contrast of {contrast:.1}:1; WCAG AA needs 4.5:1, pick a darker colour"
                 ),
-            );
-        }
-        if !p.logo_url.is_empty()
-            && !p.logo_url.starts_with('/')
-            && parse_http_url(&p.logo_url).is_err()
-        {
-            return bad(
-                "portal.logo_url",
-                format!("{:?} must be a path or an http(s) URL", p.logo_url),
-            );
-        }
-        if p.title.trim().is_empty() {
-            return bad("portal.title", "must not be empty".into());
-        }
-        for (i, host) in p.allowed_return_hosts.iter().enumerate() {
-            if return_host(host).is_none() {
-                return bad(
-                    &format!("portal.allowed_return_hosts[{i}]"),
-                    format!(
-                        "{host:?} is not a host name like app.example.com, with a port or without (app.example.com:8443); no scheme or path"
-                    ),
-                );
-            }
-        }
-        let domain = &self.sessions.cookie_domain;
-        if !domain.is_empty() && !is_host_name(domain.trim_start_matches('.')) {
-            return bad(
-                "sessions.cookie_domain",
-                format!("{domain:?} is not a domain like example.com"),
-            );
+            ));
         }
         Ok(())
     }
@@ -1336,7 +1705,7 @@ mod tests {
     fn empty_file_gives_embedded_defaults() {
         let c = load("").unwrap();
         assert_eq!(c.server.listen.port(), 8080);
-        assert_eq!(c.storage.url, "sqlite://data/portcullis.db");
+        assert_eq!(c.storage.url.as_str(), "sqlite://data/portcullis.db");
         assert_eq!(c.sessions.url, "memory://");
         assert_eq!(c.rate_limits.login.unwrap().limit, 10);
     }
@@ -1557,6 +1926,117 @@ mod tests {
         }
         let err = backend("redis://u:secret@h:99999/0").unwrap_err();
         assert!(!err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn storage_urls_are_parsed_at_load_naming_the_key() {
+        let parse = |url: &str| url.parse::<StorageUrl>();
+        for (url, sqlite) in [
+            ("sqlite://data/x.db", true),
+            ("sqlite::memory:", true),
+            ("postgres://u@h/db", false),
+            ("postgresql://u@h/db", false),
+        ] {
+            assert_eq!(
+                matches!(parse(url), Ok(StorageUrl::Sqlite(_))),
+                sqlite,
+                "{url}"
+            );
+            assert_eq!(parse(url).unwrap().as_str(), url);
+        }
+        for (url, file) in [
+            ("sqlite://data/x.db", Some("data/x.db")),
+            ("sqlite:x.db?mode=rwc", Some("x.db")),
+            ("sqlite::memory:", None),
+            ("postgres://u@h/db", None),
+        ] {
+            assert_eq!(
+                parse(url).unwrap().sqlite_file(),
+                file.map(PathBuf::from),
+                "{url}"
+            );
+        }
+        let err = parse("mysql://root:hunter2@db/x").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = load("[storage]\nurl = \"mysql://root:hunter2@db/x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage.url"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let shown = format!("{:?}", parse("postgres://u:hunter2@h/db").unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn the_public_url_is_parsed_at_load_naming_the_key() {
+        let url: PublicUrl = "https://Auth.Example.com/base".parse().unwrap();
+        assert!(url.is_https());
+        assert_eq!(
+            (url.host(), url.port(), url.origin()),
+            ("auth.example.com", 443, "https://auth.example.com")
+        );
+        assert_eq!(url.as_str(), "https://Auth.Example.com/base");
+        let url: PublicUrl = "http://localhost:8080".parse().unwrap();
+        assert!(!url.is_https());
+        assert_eq!(
+            (url.host(), url.port(), url.origin()),
+            ("localhost", 8080, "http://localhost:8080")
+        );
+        let url: PublicUrl = "HTTPS://[::1]:8443".parse().unwrap();
+        assert!(url.is_https());
+        assert_eq!(
+            (url.host(), url.port(), url.domain()),
+            ("[::1]", 8443, None)
+        );
+        for bad in ["ftp://h", "localhost:8080", "/auth", "", "https://"] {
+            assert!(bad.parse::<PublicUrl>().is_err(), "{bad}");
+            let err = load(&format!("[server]\npublic_url = {bad:?}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("server.public_url"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn mail_urls_are_parsed_at_load_naming_the_key() {
+        let parse = |url: &str| url.parse::<MailUrl>();
+        assert_eq!(
+            parse("file://data/outbox"),
+            Ok(MailUrl::File(PathBuf::from("data/outbox")))
+        );
+        assert_eq!(
+            parse("file:///var/spool/portcullis"),
+            Ok(MailUrl::File(PathBuf::from("/var/spool/portcullis")))
+        );
+        for url in [
+            "smtp://127.0.0.1:2525",
+            "smtp://mail.example.com:587?tls=required",
+            "smtp://mail.example.com?tls=opportunistic",
+            "smtps://user:secret@mail.example.com",
+            "smtps://user:secret@mail.example.com:2465",
+        ] {
+            assert!(matches!(parse(url), Ok(MailUrl::Smtp(_))), "{url}");
+        }
+        for url in [
+            "file://",
+            "smtp://host?tls=sometimes",
+            "smtp://",
+            "imap://host",
+        ] {
+            assert!(parse(url).is_err(), "{url}");
+        }
+        let err = parse("smtp://user:hunter2@host?tls=bogus").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        let shown = format!("{:?}", parse("smtps://user:hunter2@h").unwrap());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        for text in [
+            "[mail]\nurl = \"imap://user:hunter2@h\"\n",
+            "[mail]\nurl = \"smtp://user:hunter2@h?tls=bogus\"\n",
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains("mail.url"), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     #[test]

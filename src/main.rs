@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use portcullis::app::App;
-use portcullis::config::{Config, DEFAULT_CONFIG_PATH, redact_url};
+use portcullis::config::{Config, DEFAULT_CONFIG_PATH};
 use portcullis::mail::Mailer;
 use portcullis::store::admin::{UserCommand, run_user_command};
 use portcullis::{server, session, store, telemetry};
@@ -158,8 +158,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn migrate(config: &Config) -> anyhow::Result<()> {
     runtime()?
         .block_on(store::migrate(&config.storage.url))
-        .with_context(|| format!("migrating {}", redact_url(&config.storage.url)))?;
-    println!("{}: migrations applied", redact_url(&config.storage.url));
+        .with_context(|| format!("migrating {}", config.storage.url.redacted()))?;
+    println!("{}: migrations applied", config.storage.url.redacted());
     Ok(())
 }
 
@@ -167,7 +167,7 @@ fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let store = store::connect(&config.storage.url, 2)
             .await
-            .with_context(|| format!("opening {}", redact_url(&config.storage.url)))?;
+            .with_context(|| format!("opening {}", config.storage.url.redacted()))?;
         let ending_sessions = match &command {
             UserCommand::Deactivate { email } | UserCommand::ResetTwoFactor { email } => {
                 Some(email.clone())

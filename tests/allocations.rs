@@ -149,7 +149,12 @@ struct Signed {
 
 async fn signed_in(amr: &[&str]) -> Signed {
     let dir = tempfile::tempdir().unwrap();
-    let users = store::connect(&format!("sqlite://{}/a.db", dir.path().display()), 2)
+    let users = store::connect(
+        &format!("sqlite://{}/a.db", dir.path().display())
+            .parse()
+            .expect("a SQLite URL"),
+        2,
+    )
         .await
         .unwrap();
     let user = users

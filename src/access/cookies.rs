@@ -13,6 +13,8 @@
 
 use http::HeaderMap;
 
+use crate::config::PublicUrl;
+
 use super::credentials::{GATEWAY_COOKIES, same_cookie_name, unprefixed};
 
 /// At most this many spellings of the gateway's names are cleared in one answer.
@@ -43,14 +45,9 @@ pub struct CookieRules {
 impl CookieRules {
     /// The rules for a gateway at `public_url` (its scheme and host), sharing its cookies
     /// with `cookie_domain` (`""` for none), its portal under `portal_prefix`.
-    pub fn new(public_url: &str, cookie_domain: &str, portal_prefix: &str) -> Self {
-        let parsed = url::Url::parse(public_url).ok();
-        let secure = parsed.as_ref().is_some_and(|u| u.scheme() == "https");
-        let host = parsed
-            .as_ref()
-            .and_then(|u| u.domain())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+    pub fn new(public_url: &PublicUrl, cookie_domain: &str, portal_prefix: &str) -> Self {
+        let secure = public_url.is_https();
+        let host = public_url.domain().unwrap_or("").to_ascii_lowercase();
         let domain = Some(cookie_domain.trim_start_matches('.').to_ascii_lowercase())
             .filter(|d| !d.is_empty());
         let (access, refresh, csrf) = match (secure, domain.is_some()) {
@@ -206,11 +203,15 @@ impl CookieRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn url(text: &str) -> PublicUrl {
+        text.parse().expect("a public URL")
+    }
     use http::HeaderValue;
 
     #[test]
     fn names_follow_the_scheme_and_the_shared_domain() {
-        let host_only = CookieRules::new("https://auth.example.com", "", "/auth");
+        let host_only = CookieRules::new(&url("https://auth.example.com"), "", "/auth");
         assert_eq!(
             [host_only.access, host_only.refresh, host_only.csrf],
             [
@@ -219,7 +220,7 @@ mod tests {
                 "__Host-portcullis_csrf"
             ]
         );
-        let shared = CookieRules::new("https://auth.example.com", ".example.com", "/auth");
+        let shared = CookieRules::new(&url("https://auth.example.com"), ".example.com", "/auth");
         assert_eq!(
             [shared.access, shared.refresh, shared.csrf],
             [
@@ -233,7 +234,7 @@ mod tests {
                 .set_cookie(shared.refresh, "t", Some(5), true)
                 .ends_with("; Max-Age=5; HttpOnly; SameSite=Lax; Domain=example.com; Secure")
         );
-        let plain = CookieRules::new("http://127.0.0.1:8080", "", "/auth");
+        let plain = CookieRules::new(&url("http://127.0.0.1:8080"), "", "/auth");
         assert_eq!(
             [plain.access, plain.refresh, plain.csrf],
             ["portcullis", "portcullis_refresh", "portcullis_csrf"]
@@ -243,7 +244,7 @@ mod tests {
 
     #[test]
     fn clearing_reaches_every_path_and_domain_a_copy_can_have() {
-        let rules = CookieRules::new("http://victim.example.test:8080", "", "/auth");
+        let rules = CookieRules::new(&url("http://victim.example.test:8080"), "", "/auth");
         let mut headers = HeaderMap::new();
         headers.insert(
             http::header::COOKIE,
@@ -285,7 +286,7 @@ mod tests {
                 .any(|c| c == "portcullis_refresh=; Path=/auth; Max-Age=0; Domain=example.test")
         );
 
-        let https = CookieRules::new("https://auth.example.com", "", "/auth");
+        let https = CookieRules::new(&url("https://auth.example.com"), "", "/auth");
         headers.insert(
             http::header::COOKIE,
             HeaderValue::from_static("__Host-portcullis=a; __secure-portcullis=b"),

@@ -13,6 +13,7 @@ use http::{HeaderMap, StatusCode};
 use super::Access;
 use super::gatekeeper::{Denial, TOUCH_INTERVAL_SECS};
 use crate::auth::jwt::AccessClaims;
+use crate::auth::secrets::contains_refresh_token;
 use crate::reply::Reply;
 use crate::session::{Session, SessionId};
 use crate::store::User;
@@ -176,6 +177,65 @@ pub fn unauthenticated(denial: Denial) -> Reply {
         Denial::BadToken => unauthorized("invalid_token", "Invalid or expired token"),
         _ => unauthorized("session_ended", "Session has ended; log in again"),
     }
+}
+
+/// Where one of the gateway's own credentials may travel on to an upstream, which says how
+/// a value is read for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carrier {
+    /// One `name=value` pair of a `Cookie` header: read as written and percent-decoded (the
+    /// value an application sees after its framework decodes it).
+    CookiePair,
+    /// An `Authorization` value: read as written and inside base64 words (HTTP Basic
+    /// credentials, RFC 7617), in any scheme, quoting or list.
+    Authorization,
+}
+
+impl Access {
+    /// Whether `text` carries one of the gateway's own credentials: an access token of this
+    /// key ring (a JWT it signed or still verifies) or a refresh token, read as `carrier`
+    /// says. The one answer to "is this ours?" on the way out; on the way in, [`bearer`],
+    /// [`cookie`] and [`GATEWAY_COOKIES`] say where ours are looked for.
+    pub fn carries_own_credential(&self, text: &str, carrier: Carrier) -> bool {
+        match carrier {
+            Carrier::CookiePair => {
+                let decoded = percent_decoded(text);
+                self.keys.appears_in(&decoded) || contains_refresh_token(&decoded)
+            }
+            Carrier::Authorization => {
+                self.keys.appears_in_or_encoded(text) || contains_refresh_token(text)
+            }
+        }
+    }
+}
+
+/// `text` with its percent-escapes decoded (invalid UTF-8 replaced), borrowed when it has
+/// none: the cookie value an application sees after its framework decodes it.
+pub fn percent_decoded(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains('%') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 impl Access {

@@ -1,18 +1,24 @@
 //! Identity headers: the ones upstreams trust, so no client may send them.
 
 use bytes::Bytes;
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use crate::config::{IdentityHeadersConfig, normalize_header_name};
 
 /// The configured identity header names, pre-normalized for the hot path.
 #[derive(Clone, Debug)]
 pub struct IdentityHeaderNames {
+    /// `identity_headers.user_id`.
     pub user_id: HeaderName,
+    /// `identity_headers.email`.
     pub email: HeaderName,
+    /// `identity_headers.roles`.
     pub roles: HeaderName,
+    /// `identity_headers.session_id`.
     pub session_id: HeaderName,
+    /// `identity_headers.email_verified`.
     pub email_verified: HeaderName,
+    /// `identity_headers.assertion`; `None` when the signed assertion is off.
     pub assertion: Option<HeaderName>,
     /// The same names as Pingora takes them; cloning one shares its bytes.
     pub wire: WireNames,
@@ -73,15 +79,36 @@ impl IdentityHeaderNames {
     }
 }
 
+/// One identity header as both ways out send it (the proxy to an upstream, forward-auth to
+/// the proxy in front): its configured name, the same name as shared bytes (what Pingora
+/// takes without copying), and its value for one principal (shared bytes, built once per
+/// token and account).
+#[derive(Debug)]
+pub struct IdentityHeader<'a> {
+    /// The name as `[identity_headers]` configures it (parsed, lower case).
+    pub name: &'a HeaderName,
+    /// The same name as shared bytes.
+    pub wire: &'a Bytes,
+    /// The value: an id, an address, roles joined with commas, `true`/`false`, or the
+    /// signed assertion.
+    pub value: HeaderValue,
+}
+
 /// Identity header names as shared bytes, for inserting into a Pingora request header without
 /// copying the name each time.
 #[derive(Clone, Debug)]
 pub struct WireNames {
+    /// `identity_headers.user_id`.
     pub user_id: Bytes,
+    /// `identity_headers.email`.
     pub email: Bytes,
+    /// `identity_headers.roles`.
     pub roles: Bytes,
+    /// `identity_headers.session_id`.
     pub session_id: Bytes,
+    /// `identity_headers.email_verified`.
     pub email_verified: Bytes,
+    /// `identity_headers.assertion`; `None` when the signed assertion is off.
     pub assertion: Option<Bytes>,
 }
 

@@ -31,7 +31,7 @@ use crate::session::{SessionError, SessionId, SessionStore};
 use crate::store::UserStore;
 use cookies::CookieRules;
 use gatekeeper::{Denial, Gatekeeper, Principal};
-use identity::IdentityHeaderNames;
+use identity::{IdentityHeader, IdentityHeaderNames};
 
 /// Access control bound to this instance's keys and stores.
 pub struct Access {
@@ -106,6 +106,46 @@ impl Access {
         self.gatekeeper
             .check(token, &self.keys, &*self.sessions, &*self.users)
             .await
+    }
+
+    /// The identity headers `principal` is sent with, in one place for the proxy and
+    /// forward-auth: user id, email, roles (comma-separated), session id and whether the
+    /// address is verified, then the signed assertion when `identity_headers.assertion`
+    /// names a header. Values are shared, not copied.
+    pub fn identity_headers_of<'a>(
+        &'a self,
+        principal: &'a Principal,
+    ) -> impl Iterator<Item = IdentityHeader<'a>> + 'a {
+        let names = &self.identity_headers;
+        let values = principal.header_values();
+        let header = |name, wire, value: &HeaderValue| IdentityHeader {
+            name,
+            wire,
+            value: value.clone(),
+        };
+        let fixed = [
+            header(&names.user_id, &names.wire.user_id, values.user_id),
+            header(&names.email, &names.wire.email, values.email),
+            header(&names.roles, &names.wire.roles, values.roles),
+            header(&names.session_id, &names.wire.session_id, values.session_id),
+            header(
+                &names.email_verified,
+                &names.wire.email_verified,
+                values.email_verified,
+            ),
+        ];
+        let assertion = names
+            .assertion
+            .as_ref()
+            .zip(names.wire.assertion.as_ref())
+            .and_then(|(name, wire)| {
+                Some(IdentityHeader {
+                    name,
+                    wire,
+                    value: self.assertion(principal)?,
+                })
+            });
+        fixed.into_iter().chain(assertion)
     }
 
     /// The signed identity assertion for `principal` (cached per session).

@@ -16,7 +16,7 @@
 //! a `Set-Cookie` the proxy does not pass on, and the next request would present the
 //! rotated-out token: reuse, and the session ends (docs/forward-auth.md).
 
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 
 use super::{ApiRequest, FieldError, Reply};
 use crate::access::gatekeeper::Principal;
@@ -165,24 +165,9 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
 
 /// The 200 with the identity headers (names from `[identity_headers]`).
 fn identity_reply(app: &App, principal: &Principal) -> Reply {
-    let names = &app.access.identity_headers;
-    let mut response = Reply::ok(StatusCode::OK, "Authenticated", None)
-        .with_header(names.user_id.clone(), principal.user_id_text())
-        .with_header(names.email.clone(), principal.email())
-        .with_header(names.roles.clone(), principal.roles().join(","))
-        .with_header(names.session_id.clone(), principal.session_id_text())
-        .with_header(
-            names.email_verified.clone(),
-            if principal.email_verified() {
-                "true"
-            } else {
-                "false"
-            },
-        );
-    if let Some(name) = &names.assertion
-        && let Some(assertion) = app.access.assertion(principal)
-    {
-        response = response.with_header(HeaderName::clone(name), header_text(&assertion));
+    let mut response = Reply::ok(StatusCode::OK, "Authenticated", None);
+    for header in app.access.identity_headers_of(principal) {
+        response = response.with_header(header.name.clone(), header_text(&header.value));
     }
     response
 }

@@ -119,35 +119,6 @@ pub fn must_remove_authorization(
     values.any(|value| value.to_str().map_or(true, &carries_token))
 }
 
-/// `text` with its percent-escapes decoded (invalid UTF-8 replaced), borrowed when it has
-/// none: the cookie value an application sees after its framework decodes it.
-pub fn percent_decoded(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.contains('%') {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push(h << 4 | l);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
-}
-
 /// Names in `headers` that `remove` selects, each once (allocates only when one is found).
 pub fn names_matching(headers: &HeaderMap, remove: impl Fn(&str) -> bool) -> Vec<HeaderName> {
     let mut found: Vec<HeaderName> = Vec::new();

@@ -27,11 +27,11 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{ErrorSource, ErrorType};
 
+use crate::access::credentials::Carrier;
 use crate::access::gatekeeper::Principal;
 use crate::access::policy::{self, Verdict};
 use crate::api::{self, ApiRequest};
 use crate::app::App;
-use crate::auth::secrets::contains_refresh_token;
 use crate::config;
 use crate::metrics::status_label;
 use crate::reply::Reply;
@@ -50,6 +50,9 @@ fn canonical_path<'a>(session: &'a Session, ctx: &'a RequestCtx) -> &'a str {
         |t| t.split('?').next().unwrap_or(t),
     )
 }
+
+/// How long a pooled connection to an upstream may sit unused before it is closed.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Route label for requests the gateway answers itself.
 const LOCAL_ROUTE: &str = "local";
@@ -157,26 +160,8 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
-        let trusted = &self.app.config.server.trusted_proxies;
-        ctx.peer = peer;
-        ctx.peer_trusted = trusted.iter().any(|net| net.contains(&peer));
-        ctx.client_ip = client_ip::client_ip(
-            peer,
-            session
-                .req_header()
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .filter_map(|v| v.to_str().ok()),
-            trusted,
-        );
-
-        let method = &session.req_header().method;
-        if method.as_str() == "TRACE" || method.as_str() == "TRACK" {
+        self.note_client(session, ctx);
+        if is_trace(&session.req_header().method) {
             // An upstream that echoes the request would show the client its identity
             // headers and assertion (cross-site tracing).
             ctx.local = true;
@@ -186,122 +171,18 @@ impl ProxyHttp for Gateway {
         }
         let route = match self.destination(session.req_header(), ctx) {
             Destination::Route(route) => route,
-            Destination::Refuse(refusal) => {
-                ctx.local = true;
-                let response =
-                    Reply::error(StatusCode::BAD_REQUEST, refusal.code(), refusal.message());
-                respond::write_closing_response(session, &response).await?;
-                return Ok(true);
-            }
-            Destination::Asterisk => {
-                ctx.local = true;
-                let response = Reply::empty(StatusCode::NO_CONTENT)
-                    .with_header(http::header::ALLOW, ASTERISK_ALLOW);
-                write_local_response(session, &response).await?;
-                return Ok(true);
-            }
-            Destination::Health => {
-                ctx.local = true;
-                let method = &session.req_header().method;
-                let response = if method == Method::GET || method == Method::HEAD {
-                    let (status, body) = self.app.health().await;
-                    Reply::json(status, body)
-                } else {
-                    Reply::method_not_allowed("GET, HEAD")
-                };
-                write_local_response(session, &response).await?;
-                return Ok(true);
-            }
-            Destination::Local { path, query } => {
-                ctx.local = true;
-                let response = match self
-                    .read_api_request(session, ctx.client_ip, path, query)
-                    .await?
-                {
-                    Ok(request) => api::dispatch(&self.app, request).await,
-                    Err(refusal) => refusal,
-                };
-                write_local_response(session, &response).await?;
-                return Ok(true);
-            }
-            Destination::Portal { path, query } => {
-                ctx.local = true;
-                let page = match self
-                    .read_api_request(session, ctx.client_ip, path, query)
-                    .await?
-                {
-                    Ok(request) => crate::portal::dispatch(&self.app, request).await,
-                    Err(refusal) => crate::portal::refusal_page(
-                        &self.app,
-                        &session.req_header().headers,
-                        &refusal,
-                    ),
-                };
-                write_page(session, &page).await?;
-                return Ok(true);
-            }
-            Destination::Unmatched => {
-                write_local_response(session, &Reply::not_found()).await?;
+            local => {
+                self.answer_locally(session, ctx, local).await?;
                 return Ok(true);
             }
         };
         ctx.route = Some(route.clone());
         // Limits come before any authentication work, so a flood cannot make us verify tokens.
-        if let Some(spec) = &route.rate_limit {
-            let key = crate::ratelimit::ip_key(ctx.client_ip);
-            let decision = self
-                .app
-                .rate_limiter
-                .check(&route.rate_limit_scope, &key, spec)
-                .await;
-            if !decision.allowed {
-                write_local_response(session, &crate::ratelimit::rejection(&decision)).await?;
-                return Ok(true);
-            }
+        if let Some(refusal) = self.rate_limit(&route, ctx).await {
+            write_local_response(session, &refusal).await?;
+            return Ok(true);
         }
-        let header = session.req_header();
-        let target = match &ctx.canonical_target {
-            Some(target) => target.as_str(),
-            None => header.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        };
-        let need = policy::Requirement {
-            policy: route.policy,
-            roles: &route.roles,
-            verified_email: route.require_verified_email,
-        };
-        let browser = api::browser::Browser {
-            app: &self.app,
-            headers: &header.headers,
-            client_ip: ctx.client_ip,
-        };
-        let verdict = policy::authorize(
-            &self.app.access,
-            need,
-            &header.headers,
-            Some(target),
-            &browser,
-        )
-        .await;
-        match verdict {
-            Verdict::Allow(principal) => {
-                if principal.is_some() {
-                    route.metrics.allowed().inc();
-                }
-                ctx.principal = principal;
-                Ok(false)
-            }
-            Verdict::Renewed { principal, cookies } => {
-                route.metrics.allowed().inc();
-                ctx.principal = Some(principal);
-                ctx.renewed_cookies = cookies;
-                Ok(false)
-            }
-            Verdict::Refuse { response, reason } => {
-                route.metrics.denied(reason).inc();
-                write_local_response(session, &response).await?;
-                Ok(true)
-            }
-        }
+        self.authorize(session, ctx, &route).await
     }
 
     async fn upstream_peer(
@@ -318,7 +199,7 @@ impl ProxyHttp for Gateway {
         peer.options.total_connection_timeout = Some(route.connect_timeout);
         peer.options.read_timeout = Some(route.read_timeout);
         peer.options.write_timeout = Some(route.read_timeout);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         Ok(Box::new(peer))
     }
 
@@ -502,6 +383,178 @@ impl Gateway {
         });
     }
 
+    /// Records where the request comes from: the peer, whether it is a trusted proxy, and
+    /// the client address its `X-Forwarded-For` chain gives.
+    fn note_client(&self, session: &Session, ctx: &mut RequestCtx) {
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip().to_canonical());
+        let trusted = &self.app.config.server.trusted_proxies;
+        ctx.peer = peer;
+        ctx.peer_trusted = trusted.iter().any(|net| net.contains(&peer));
+        ctx.client_ip = client_ip::client_ip(
+            peer,
+            session
+                .req_header()
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+            trusted,
+        );
+    }
+
+    /// Answers a request the gateway serves itself (or refuses, or knows no route for).
+    async fn answer_locally(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        destination: Destination,
+    ) -> Result<()> {
+        // An unmatched request is not the gateway's own: its metrics say "unmatched".
+        ctx.local = !matches!(destination, Destination::Unmatched);
+        match destination {
+            Destination::Refuse(refusal) => {
+                let response =
+                    Reply::error(StatusCode::BAD_REQUEST, refusal.code(), refusal.message());
+                respond::write_closing_response(session, &response).await
+            }
+            Destination::Asterisk => {
+                let response = Reply::empty(StatusCode::NO_CONTENT)
+                    .with_header(http::header::ALLOW, ASTERISK_ALLOW);
+                write_local_response(session, &response).await
+            }
+            Destination::Health => self.answer_health(session).await,
+            Destination::Local { path, query } => {
+                self.answer_api(session, ctx.client_ip, path, query).await
+            }
+            Destination::Portal { path, query } => {
+                self.answer_portal(session, ctx.client_ip, path, query)
+                    .await
+            }
+            // A route is proxied, never answered here.
+            Destination::Unmatched | Destination::Route(_) => {
+                write_local_response(session, &Reply::not_found()).await
+            }
+        }
+    }
+
+    /// `/health`: the health report to `GET` and `HEAD`, 405 to anything else.
+    async fn answer_health(&self, session: &mut Session) -> Result<()> {
+        let method = &session.req_header().method;
+        let response = if method == Method::GET || method == Method::HEAD {
+            let (status, body) = self.app.health().await;
+            Reply::json(status, body)
+        } else {
+            Reply::method_not_allowed("GET, HEAD")
+        };
+        write_local_response(session, &response).await
+    }
+
+    /// The account API and the JWKS, answered in-process.
+    async fn answer_api(
+        &self,
+        session: &mut Session,
+        client_ip: IpAddr,
+        path: String,
+        query: Option<String>,
+    ) -> Result<()> {
+        let response = match self
+            .read_api_request(session, client_ip, path, query)
+            .await?
+        {
+            Ok(request) => api::dispatch(&self.app, request).await,
+            Err(refusal) => refusal,
+        };
+        write_local_response(session, &response).await
+    }
+
+    /// The portal's pages; a request refused before it reaches them gets a page too.
+    async fn answer_portal(
+        &self,
+        session: &mut Session,
+        client_ip: IpAddr,
+        path: String,
+        query: Option<String>,
+    ) -> Result<()> {
+        let page = match self
+            .read_api_request(session, client_ip, path, query)
+            .await?
+        {
+            Ok(request) => crate::portal::dispatch(&self.app, request).await,
+            Err(refusal) => {
+                crate::portal::refusal_page(&self.app, &session.req_header().headers, &refusal)
+            }
+        };
+        write_page(session, &page).await
+    }
+
+    /// The route's per-address limit: the 429 to send when the client is over it.
+    async fn rate_limit(&self, route: &Route, ctx: &RequestCtx) -> Option<Reply> {
+        let spec = route.rate_limit.as_ref()?;
+        let key = crate::ratelimit::ip_key(ctx.client_ip);
+        let decision = self
+            .app
+            .rate_limiter
+            .check(&route.rate_limit_scope, &key, spec)
+            .await;
+        (!decision.allowed).then(|| crate::ratelimit::rejection(&decision))
+    }
+
+    /// Decides the route's policy for the request (renewing a browser's access when it can)
+    /// and either lets it through, noting who it comes from, or writes the refusal.
+    async fn authorize(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        route: &Route,
+    ) -> Result<bool> {
+        let header = session.req_header();
+        let target = match &ctx.canonical_target {
+            Some(target) => target.as_str(),
+            None => header.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+        };
+        let need = policy::Requirement {
+            policy: route.policy,
+            roles: &route.roles,
+            verified_email: route.require_verified_email,
+        };
+        let browser = api::browser::Browser {
+            app: &self.app,
+            headers: &header.headers,
+            client_ip: ctx.client_ip,
+        };
+        let verdict = policy::authorize(
+            &self.app.access,
+            need,
+            &header.headers,
+            Some(target),
+            &browser,
+        )
+        .await;
+        match verdict {
+            Verdict::Allow(principal) => {
+                if principal.is_some() {
+                    route.metrics.allowed().inc();
+                }
+                ctx.principal = principal;
+                Ok(false)
+            }
+            Verdict::Renewed { principal, cookies } => {
+                route.metrics.allowed().inc();
+                ctx.principal = Some(principal);
+                ctx.renewed_cookies = cookies;
+                Ok(false)
+            }
+            Verdict::Refuse { response, reason } => {
+                route.metrics.denied(reason).inc();
+                write_local_response(session, &response).await?;
+                Ok(true)
+            }
+        }
+    }
+
     /// Tells the upstream who the request comes from, in headers it can trust (every client
     /// copy was removed just before).
     fn set_identity_headers(
@@ -509,17 +562,8 @@ impl Gateway {
         upstream_request: &mut RequestHeader,
         principal: &Principal,
     ) -> Result<()> {
-        let names = &self.app.access.identity_headers.wire;
-        let values = principal.header_values();
-        upstream_request.insert_header(names.user_id.clone(), values.user_id)?;
-        upstream_request.insert_header(names.email.clone(), values.email)?;
-        upstream_request.insert_header(names.roles.clone(), values.roles)?;
-        upstream_request.insert_header(names.session_id.clone(), values.session_id)?;
-        upstream_request.insert_header(names.email_verified.clone(), values.email_verified)?;
-        if let Some(name) = &names.assertion
-            && let Some(assertion) = self.app.access.assertion(principal)
-        {
-            upstream_request.insert_header(name.clone(), assertion)?;
+        for header in self.app.access.identity_headers_of(principal) {
+            upstream_request.insert_header(header.wire.clone(), header.value)?;
         }
         Ok(())
     }
@@ -555,25 +599,7 @@ impl Gateway {
         let path = canonical.path.as_ref();
         let portal = self.app.portal.owns(path);
         if config::is_local_path(path) || portal {
-            if canonical.flags.encoded_slash {
-                return Destination::Refuse(Refusal::EncodedSlash);
-            }
-            if canonical.flags.path_parameters {
-                return Destination::Refuse(Refusal::PathParameters);
-            }
-            if path == "/health" {
-                return Destination::Health;
-            }
-            if portal {
-                return Destination::Portal {
-                    path: path.to_owned(),
-                    query: canonical.query.map(str::to_owned),
-                };
-            }
-            return Destination::Local {
-                path: path.to_owned(),
-                query: canonical.query.map(str::to_owned),
-            };
+            return local_destination(&canonical, portal);
         }
         if path.bytes().any(|b| b.is_ascii_uppercase()) && self.is_local_ignoring_case(path) {
             // `/API/auth/login` is not the account API here, but a case-insensitive upstream
@@ -628,12 +654,8 @@ impl Gateway {
         for name in &removed {
             upstream_request.remove_header(name);
         }
-        // Access tokens (JWTs of ours) and refresh tokens, also percent-encoded, as
-        // frameworks decode cookie values before an application reads them.
-        let carries_token = |text: &str| {
-            let decoded = forwarding::percent_decoded(text);
-            self.app.keys.appears_in(&decoded) || contains_refresh_token(&decoded)
-        };
+        let access = &self.app.access;
+        let carries_token = |pair: &str| access.carries_own_credential(pair, Carrier::CookiePair);
         match forwarding::cookies_without_credentials(&upstream_request.headers, carries_token) {
             None => {}
             Some(None) => {
@@ -648,7 +670,7 @@ impl Gateway {
             .as_deref()
             .is_some_and(|r| r.forward_authorization);
         if forwarding::must_remove_authorization(&upstream_request.headers, keep_foreign, |t| {
-            self.app.keys.appears_in_or_encoded(t) || contains_refresh_token(t)
+            access.carries_own_credential(t, Carrier::Authorization)
         }) {
             upstream_request.remove_header(&http::header::AUTHORIZATION);
         }
@@ -727,35 +749,12 @@ impl Gateway {
         if declared.is_some_and(|len| len > max) {
             return Ok(Err(payload_too_large(max)));
         }
-        let expects_continue = header
-            .headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let body = if method == Method::GET || method == Method::HEAD {
             Bytes::new()
         } else {
-            if expects_continue {
-                // The client waits for this before sending the body it announced.
-                let proceed = pingora::http::ResponseHeader::build(StatusCode::CONTINUE, Some(0))?;
-                session
-                    .write_response_header(Box::new(proceed), false)
-                    .await?;
-            }
-            let deadline = self.app.config.server.body_read_timeout.get();
-            match tokio::time::timeout(deadline, read_capped_body(session, max)).await {
-                Ok(body) => match body? {
-                    Some(body) => body,
-                    None => return Ok(Err(payload_too_large(max))),
-                },
-                Err(_) => {
-                    // The rest of the body is still on the wire: this connection is done.
-                    session.set_keepalive(None);
-                    return Ok(Err(Reply::error(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request_timeout",
-                        "The request body did not arrive in time",
-                    )));
-                }
+            match self.read_body(session, max).await? {
+                Ok(body) => body,
+                Err(refusal) => return Ok(Err(refusal)),
             }
         };
         let header = session.req_header();
@@ -776,6 +775,67 @@ impl Gateway {
             user_agent,
         }))
     }
+
+    /// Reads the body of an account-API request within `server.body_read_timeout`, first
+    /// answering `100 Continue` when the client waits for it: the body, or the refusal to
+    /// send (413 over `max` bytes, 408 too slow). The outer `Result` is a broken connection.
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        max: usize,
+    ) -> Result<std::result::Result<Bytes, Reply>> {
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            // The client waits for this before sending the body it announced.
+            let proceed = pingora::http::ResponseHeader::build(StatusCode::CONTINUE, Some(0))?;
+            session
+                .write_response_header(Box::new(proceed), false)
+                .await?;
+        }
+        let deadline = self.app.config.server.body_read_timeout.get();
+        match tokio::time::timeout(deadline, read_capped_body(session, max)).await {
+            Ok(body) => Ok(body?.ok_or_else(|| payload_too_large(max))),
+            Err(_) => {
+                // The rest of the body is still on the wire: this connection is done.
+                session.set_keepalive(None);
+                Ok(Err(Reply::error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "The request body did not arrive in time",
+                )))
+            }
+        }
+    }
+}
+
+/// Where a request for one of the gateway's own paths goes (the portal's when `portal`):
+/// refused when its path has what no local path takes (`%2F`, `;` parameters).
+fn local_destination(canonical: &canonical::CanonicalRequest<'_>, portal: bool) -> Destination {
+    if canonical.flags.encoded_slash {
+        return Destination::Refuse(Refusal::EncodedSlash);
+    }
+    if canonical.flags.path_parameters {
+        return Destination::Refuse(Refusal::PathParameters);
+    }
+    let path = canonical.path.as_ref();
+    if path == "/health" {
+        return Destination::Health;
+    }
+    let (path, query) = (path.to_owned(), canonical.query.map(str::to_owned));
+    if portal {
+        Destination::Portal { path, query }
+    } else {
+        Destination::Local { path, query }
+    }
+}
+
+/// `TRACE` and `TRACK`, which the gateway never passes on (RFC 9110 §9.3.8).
+fn is_trace(method: &Method) -> bool {
+    method.as_str() == "TRACE" || method.as_str() == "TRACK"
 }
 
 /// What `OPTIONS *` answers: the methods routes may carry.

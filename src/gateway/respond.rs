@@ -32,20 +32,37 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
 
 /// Builds the response header for a local answer, security headers included.
 pub fn local_response_header(response: &Reply, body_len: usize) -> Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(response.status, Some(8 + response.headers.len()))?;
+    answer_header(
+        response.status,
+        "application/json",
+        body_len,
+        &response.headers,
+    )
+}
+
+/// The head of every answer the gateway writes itself (API replies and portal pages):
+/// `Content-Type` when there is a body, its length, `Cache-Control: no-store` and the
+/// [`SECURITY_HEADERS`], then the answer's own headers, which replace a default (its CSP,
+/// `Referrer-Policy`, `Cache-Control`) rather than doubling it; `Set-Cookie` lines add up.
+fn answer_header(
+    status: http::StatusCode,
+    content_type: &str,
+    body_len: usize,
+    own: &[(HeaderName, String)],
+) -> Result<ResponseHeader> {
+    let mut header = ResponseHeader::build(status, Some(12 + own.len()))?;
     if body_len > 0 {
-        header.insert_header(CONTENT_TYPE, "application/json")?;
+        header.insert_header(CONTENT_TYPE, content_type)?;
     }
     header.insert_header(CONTENT_LENGTH, body_len.to_string())?;
     header.insert_header(CACHE_CONTROL, "no-store")?;
     for (name, value) in SECURITY_HEADERS {
         header.insert_header(HeaderName::from_static(name), *value)?;
     }
-    for (name, value) in &response.headers {
+    for (name, value) in own {
         if name == http::header::SET_COOKIE {
             header.append_header(name.clone(), value.as_str())?;
         } else {
-            // Replaces a default above (e.g. Cache-Control) rather than doubling it.
             header.insert_header(name.clone(), value.as_str())?;
         }
     }
@@ -103,17 +120,18 @@ pub async fn write_closing_response(session: &mut Session, response: &Reply) -> 
 }
 
 async fn write_response(session: &mut Session, response: &Reply) -> Result<()> {
-    let full = response.body_bytes();
-    let header = local_response_header(response, full.len())?;
-    let body = if session.req_header().method == http::Method::HEAD {
-        Bytes::new()
-    } else {
-        full
-    };
+    let body = response.body_bytes();
+    let header = local_response_header(response, body.len())?;
+    write_answer(session, header, body).await
+}
+
+/// Writes `header` and `body` (no body to a `HEAD`).
+async fn write_answer(session: &mut Session, header: ResponseHeader, body: Bytes) -> Result<()> {
+    let send_body = session.req_header().method != http::Method::HEAD && !body.is_empty();
     session
-        .write_response_header(Box::new(header), body.is_empty())
+        .write_response_header(Box::new(header), !send_body)
         .await?;
-    if !body.is_empty() {
+    if send_body {
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
@@ -125,30 +143,11 @@ async fn write_response(session: &mut Session, response: &Reply) -> Result<()> {
 pub async fn write_page(session: &mut Session, page: &Page) -> Result<()> {
     let stopping = session.is_process_shutting_down();
     session.set_keepalive(keep_alive(stopping));
-    let mut header = ResponseHeader::build(page.status, Some(12 + page.headers.len()))?;
-    if !page.body.is_empty() {
-        header.insert_header(CONTENT_TYPE, page.content_type)?;
-    }
-    header.insert_header(CONTENT_LENGTH, page.body.len().to_string())?;
-    header.insert_header(CACHE_CONTROL, "no-store")?;
-    for (name, value) in SECURITY_HEADERS {
-        header.insert_header(HeaderName::from_static(name), *value)?;
-    }
-    for (name, value) in &page.headers {
-        if name == http::header::SET_COOKIE {
-            header.append_header(name.clone(), value.as_str())?;
-        } else {
-            header.insert_header(name.clone(), value.as_str())?;
-        }
-    }
-    let send_body = session.req_header().method != http::Method::HEAD && !page.body.is_empty();
-    session
-        .write_response_header(Box::new(header), !send_body)
-        .await?;
-    if send_body {
-        session
-            .write_response_body(Some(page.body.clone()), true)
-            .await?;
-    }
-    Ok(())
+    let header = answer_header(
+        page.status,
+        page.content_type,
+        page.body.len(),
+        &page.headers,
+    )?;
+    write_answer(session, header, page.body.clone()).await
 }

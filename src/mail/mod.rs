@@ -29,7 +29,7 @@ use crate::config::MailConfig;
 use crate::metrics::Metrics;
 
 pub use templates::{Rendered, Templates};
-pub use transport::{FileTransport, MailTransport, SmtpTransport, TransportSpec};
+pub use transport::{FileTransport, MailTransport, SmtpTransport};
 
 /// The page (under `server.public_url` and the portal's prefix, when the portal is on)
 /// that confirms an email address.
@@ -256,10 +256,10 @@ impl Mailer {
         metrics: &Metrics,
     ) -> Result<Mailer, MailError> {
         let backend = Backend::current().ok_or(MailError::NoRuntime)?;
-        let spec = TransportSpec::parse(&config.url)?;
         let from = parse_from(&config.from)?;
         let templates = Templates::load(templates_dir(config))?;
-        let transport: Arc<dyn MailTransport> = Arc::from(spec.open(backend.handle())?);
+        let transport: Arc<dyn MailTransport> =
+            Arc::from(transport::open(&config.url, backend.handle())?);
 
         let (sent, failed) = counters();
         metrics.register(Box::new(sent.clone()));
@@ -283,7 +283,6 @@ impl Mailer {
     /// Checks `[mail]` as [`Mailer::new`] would, without a runtime, network or outbox: for
     /// `portcullis check-config`.
     pub fn check_config(config: &MailConfig) -> Result<(), MailError> {
-        TransportSpec::parse(&config.url)?;
         parse_from(&config.from)?;
         Templates::load(templates_dir(config))?;
         Ok(())
@@ -640,7 +639,7 @@ mod tests {
     #[test]
     fn check_config_needs_no_runtime_and_rejects_a_bad_sender() {
         let mut config = MailConfig {
-            url: "smtp://127.0.0.1:2525".into(),
+            url: crate::config::MailUrl::Smtp("smtp://127.0.0.1:2525".into()),
             ..MailConfig::default()
         };
         Mailer::check_config(&config).unwrap();
@@ -652,7 +651,7 @@ mod tests {
     #[test]
     fn new_outside_a_runtime_says_so() {
         let config = MailConfig {
-            url: "smtp://127.0.0.1:2525".into(),
+            url: crate::config::MailUrl::Smtp("smtp://127.0.0.1:2525".into()),
             ..MailConfig::default()
         };
         let err = Mailer::new(&config, "http://127.0.0.1:8080", &Metrics::new()).unwrap_err();

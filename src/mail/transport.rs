@@ -14,7 +14,7 @@ use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, To
 use tokio::runtime::Handle;
 
 use super::MailError;
-use crate::config::redact_url;
+use crate::config::{MailUrl, redact_url};
 
 /// The seam between rendering a message and delivering it.
 #[async_trait]
@@ -26,62 +26,12 @@ pub trait MailTransport: Send + Sync + fmt::Debug {
     fn describe(&self) -> String;
 }
 
-/// What `mail.url` asks for, parsed but not yet connected.
-#[derive(Clone, PartialEq, Eq)]
-pub enum TransportSpec {
-    /// `smtp://…` or `smtps://…`, in lettre's URL conventions.
-    Smtp(String),
-    /// `file://DIR`: one `.eml` file per message in DIR.
-    File(PathBuf),
-}
-
-impl fmt::Debug for TransportSpec {
-    // The SMTP URL may carry a password.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Smtp(url) => write!(f, "Smtp({})", redact_url(url)),
-            Self::File(dir) => write!(f, "File({})", dir.display()),
-        }
-    }
-}
-
-impl TransportSpec {
-    /// Parses `mail.url` without touching the network or the file system.
-    pub fn parse(url: &str) -> Result<Self, MailError> {
-        let invalid = |reason: &str| MailError::InvalidUrl {
-            url: redact_url(url),
-            reason: reason.to_owned(),
-        };
-        if let Some(rest) = url.strip_prefix("file://") {
-            // `file://data/outbox` is relative to the working directory and `file:///var/mail`
-            // absolute, which is what an operator writing a path expects (and not what a strict
-            // URL parser would make of the first: a host named `data`).
-            let path = rest.split(['?', '#']).next().unwrap_or_default();
-            if path.is_empty() {
-                return Err(invalid("names no directory (write file://DIR)"));
-            }
-            return Ok(Self::File(PathBuf::from(path)));
-        }
-        if url.starts_with("smtp://") || url.starts_with("smtps://") {
-            let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
-            if parsed.host_str().is_none_or(str::is_empty) {
-                return Err(invalid("names no host"));
-            }
-            // Fail at start on what lettre would only reject when building the transport.
-            AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-                .map_err(|e| invalid(&e.to_string()))?;
-            return Ok(Self::Smtp(url.to_owned()));
-        }
-        Err(invalid("is not smtp://, smtps:// or file://DIR"))
-    }
-
-    /// Builds the transport. The SMTP pool's housekeeping task is spawned on `runtime`; the
-    /// outbox directory is created when missing.
-    pub fn open(&self, runtime: &Handle) -> Result<Box<dyn MailTransport>, MailError> {
-        match self {
-            Self::Smtp(url) => Ok(Box::new(SmtpTransport::open(url, runtime)?)),
-            Self::File(dir) => Ok(Box::new(FileTransport::open(dir)?)),
-        }
+/// Builds the transport `url` names. The SMTP pool's housekeeping task is spawned on
+/// `runtime`; the outbox directory is created when missing.
+pub fn open(url: &MailUrl, runtime: &Handle) -> Result<Box<dyn MailTransport>, MailError> {
+    match url {
+        MailUrl::Smtp(url) => Ok(Box::new(SmtpTransport::open(url, runtime)?)),
+        MailUrl::File(dir) => Ok(Box::new(FileTransport::open(dir)?)),
     }
 }
 
@@ -203,50 +153,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_urls_are_paths_relative_to_the_working_directory() {
-        assert_eq!(
-            TransportSpec::parse("file://data/outbox").unwrap(),
-            TransportSpec::File(PathBuf::from("data/outbox"))
-        );
-        assert_eq!(
-            TransportSpec::parse("file:///var/spool/portcullis").unwrap(),
-            TransportSpec::File(PathBuf::from("/var/spool/portcullis"))
-        );
-        assert!(TransportSpec::parse("file://").is_err());
-    }
-
-    #[test]
-    fn smtp_urls_follow_lettre_conventions() {
-        for url in [
-            "smtp://127.0.0.1:2525",
-            "smtp://mail.example.com:587?tls=required",
-            "smtp://mail.example.com?tls=opportunistic",
-            "smtps://user:secret@mail.example.com",
-            "smtps://user:secret@mail.example.com:2465",
-        ] {
-            assert!(
-                matches!(TransportSpec::parse(url), Ok(TransportSpec::Smtp(_))),
-                "{url}"
-            );
-        }
-        assert!(TransportSpec::parse("smtp://host?tls=sometimes").is_err());
-        assert!(TransportSpec::parse("smtp://").is_err());
-        assert!(TransportSpec::parse("imap://host").is_err());
-    }
-
-    #[test]
     fn errors_and_debug_never_show_the_password() {
-        let err = TransportSpec::parse("smtp://user:hunter2@host?tls=bogus").unwrap_err();
-        let shown = format!("{err} {err:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
-
-        let spec = TransportSpec::parse("smtps://user:hunter2@mail.example.com").unwrap();
-        assert!(!format!("{spec:?}").contains("hunter2"));
+        let url: MailUrl = "smtps://user:hunter2@mail.example.com".parse().unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let transport = spec.open(runtime.handle()).unwrap();
+        let transport = open(&url, runtime.handle()).unwrap();
         let shown = format!("{transport:?} {}", transport.describe());
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("mail.example.com"), "{shown}");

@@ -100,102 +100,112 @@ pub async fn run_user_command(
             let users = store.list_users().await?;
             Ok(format_user_table(&users, Utc::now()))
         }
-        UserCommand::GrantRole { email, role } => {
-            let role = parse_role(&role)?;
-            let user = find_user(store, &email).await?;
-            if store.grant_role(user.id, &role).await? {
-                store
-                    .record_user_change(user.id, UserChange::Updated)
-                    .await?;
-                Ok(format!("granted role {role} to {}", user.email))
-            } else {
-                Ok(format!("{} already has role {role}", user.email))
-            }
-        }
-        UserCommand::RevokeRole { email, role } => {
-            let role = parse_role(&role)?;
-            let user = find_user(store, &email).await?;
-            if store.revoke_role(user.id, &role).await? {
-                store
-                    .record_user_change(user.id, UserChange::Updated)
-                    .await?;
-                Ok(format!("revoked role {role} from {}", user.email))
-            } else {
-                Ok(format!("{} does not have role {role}", user.email))
-            }
-        }
-        UserCommand::Deactivate { email } => {
-            let user = find_user(store, &email).await?;
-            if !user.is_active {
-                return Ok(format!("{} is already deactivated", user.email));
-            }
-            store.set_active(user.id, false).await?;
-            store
-                .record_user_change(user.id, UserChange::SessionsEnded)
-                .await?;
-            Ok(format!("deactivated {}", user.email))
-        }
-        UserCommand::Activate { email } => {
-            let user = find_user(store, &email).await?;
-            if user.is_active {
-                return Ok(format!("{} is already active", user.email));
-            }
-            store.set_active(user.id, true).await?;
-            store
-                .record_user_change(user.id, UserChange::Updated)
-                .await?;
-            Ok(format!("activated {}", user.email))
-        }
-        UserCommand::Unlock { email } => {
-            let user = find_user(store, &email).await?;
-            store.unlock(user.id).await?;
-            let message = if user.is_locked(Utc::now()) {
-                format!(
-                    "unlocked {} (was locked until {} after {} failed attempts)",
-                    user.email,
-                    format_time(user.locked_until),
-                    user.failed_login_attempts
-                )
-            } else {
-                format!(
-                    "{} was not locked; failed attempts reset (was {})",
-                    user.email, user.failed_login_attempts
-                )
-            };
-            Ok(message)
-        }
-        UserCommand::ResetTwoFactor { email } => {
-            let user = find_user(store, &email).await?;
-            // Done even when 2FA looks off: a half-finished state (a secret left behind)
-            // is cleared all the same, and the sessions end either way.
-            store.set_two_factor(user.id, None).await?;
-            // Passkeys are second factors too: a user who lost theirs gets back in with
-            // the password alone.
-            let passkeys = store.list_passkeys(user.id).await?;
-            for passkey in &passkeys {
-                store.remove_passkey(user.id, passkey.id).await?;
-            }
-            store
-                .record_user_change(user.id, UserChange::SessionsEnded)
-                .await?;
-            let passkeys = match passkeys.len() {
-                0 => String::new(),
-                1 => ", 1 passkey removed".to_owned(),
-                n => format!(", {n} passkeys removed"),
-            };
-            if user.two_factor_enabled {
-                Ok(format!(
-                    "reset two-factor authentication of {}: secret and recovery codes deleted, sessions ended{passkeys}",
-                    user.email
-                ))
-            } else {
-                Ok(format!(
-                    "{} did not have two-factor authentication on; sessions ended{passkeys}",
-                    user.email
-                ))
-            }
-        }
+        UserCommand::GrantRole { email, role } => grant_role(store, &email, &role).await,
+        UserCommand::RevokeRole { email, role } => revoke_role(store, &email, &role).await,
+        UserCommand::Deactivate { email } => set_active(store, &email, false).await,
+        UserCommand::Activate { email } => set_active(store, &email, true).await,
+        UserCommand::Unlock { email } => unlock(store, &email).await,
+        UserCommand::ResetTwoFactor { email } => reset_two_factor(store, &email).await,
     }
+}
+
+/// `user grant-role`: adds `role`, recording the change only when the account lacked it.
+async fn grant_role(store: &dyn UserStore, email: &str, role: &str) -> Result<String, AdminError> {
+    let role = parse_role(role)?;
+    let user = find_user(store, email).await?;
+    if !store.grant_role(user.id, &role).await? {
+        return Ok(format!("{} already has role {role}", user.email));
+    }
+    store
+        .record_user_change(user.id, UserChange::Updated)
+        .await?;
+    Ok(format!("granted role {role} to {}", user.email))
+}
+
+/// `user revoke-role`: removes `role`, recording the change only when the account had it.
+async fn revoke_role(store: &dyn UserStore, email: &str, role: &str) -> Result<String, AdminError> {
+    let role = parse_role(role)?;
+    let user = find_user(store, email).await?;
+    if !store.revoke_role(user.id, &role).await? {
+        return Ok(format!("{} does not have role {role}", user.email));
+    }
+    store
+        .record_user_change(user.id, UserChange::Updated)
+        .await?;
+    Ok(format!("revoked role {role} from {}", user.email))
+}
+
+/// `user activate` / `user deactivate`: a deactivation also ends the account's sessions.
+async fn set_active(
+    store: &dyn UserStore,
+    email: &str,
+    active: bool,
+) -> Result<String, AdminError> {
+    let user = find_user(store, email).await?;
+    if user.is_active == active {
+        let state = if active { "active" } else { "deactivated" };
+        return Ok(format!("{} is already {state}", user.email));
+    }
+    store.set_active(user.id, active).await?;
+    let (change, done) = if active {
+        (UserChange::Updated, "activated")
+    } else {
+        (UserChange::SessionsEnded, "deactivated")
+    };
+    store.record_user_change(user.id, change).await?;
+    Ok(format!("{done} {}", user.email))
+}
+
+/// `user unlock`: clears the lockout and the failure count, saying what there was.
+async fn unlock(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
+    let user = find_user(store, email).await?;
+    store.unlock(user.id).await?;
+    Ok(if user.is_locked(Utc::now()) {
+        format!(
+            "unlocked {} (was locked until {} after {} failed attempts)",
+            user.email,
+            format_time(user.locked_until),
+            user.failed_login_attempts
+        )
+    } else {
+        format!(
+            "{} was not locked; failed attempts reset (was {})",
+            user.email, user.failed_login_attempts
+        )
+    })
+}
+
+/// `user reset-2fa`: the TOTP secret, recovery codes and passkeys go, and the sessions end.
+async fn reset_two_factor(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
+    let user = find_user(store, email).await?;
+    // Done even when 2FA looks off: a half-finished state (a secret left behind)
+    // is cleared all the same, and the sessions end either way.
+    store.set_two_factor(user.id, None).await?;
+    // Passkeys are second factors too: a user who lost theirs gets back in with
+    // the password alone.
+    let passkeys = store.list_passkeys(user.id).await?;
+    for passkey in &passkeys {
+        store.remove_passkey(user.id, passkey.id).await?;
+    }
+    store
+        .record_user_change(user.id, UserChange::SessionsEnded)
+        .await?;
+    let passkeys = match passkeys.len() {
+        0 => String::new(),
+        1 => ", 1 passkey removed".to_owned(),
+        n => format!(", {n} passkeys removed"),
+    };
+    Ok(if user.two_factor_enabled {
+        format!(
+            "reset two-factor authentication of {}: secret and recovery codes deleted, sessions ended{passkeys}",
+            user.email
+        )
+    } else {
+        format!(
+            "{} did not have two-factor authentication on; sessions ended{passkeys}",
+            user.email
+        )
+    })
 }
 
 fn parse_role(role: &str) -> Result<String, AdminError> {

@@ -22,7 +22,7 @@ async fn register_mails_a_link_that_verifies_once() {
         let mail = app.mail_to("ada@example.com").await;
         let link = mail.link().expect("a link");
         assert!(
-            link.starts_with(&app.gw.app.config.server.public_url),
+            link.starts_with(app.gw.app.config.server.public_url.as_str()),
             "{link}"
         );
         assert!(link.contains("?token="), "{link}");
@@ -467,7 +467,7 @@ async fn a_registration_cut_off_mid_way_leaves_no_account() {
         eprintln!("skipped: PostgreSQL is not configured");
         return;
     };
-    let url = db.url().to_owned();
+    let url = db.url().parse().expect("the test database's URL");
     let app = TestApp::spawn_with(Backend::Embedded, "", |c| c.storage.url = url).await;
     for statement in STALL_TOKENS {
         db.execute(statement).await.expect("trigger created");

@@ -262,7 +262,9 @@ async fn a_gateway_cookie_sent_twice_is_no_credentials_anywhere_and_every_copy_i
 async fn copies_are_cleared_on_the_shared_domain_and_every_parent_of_the_host() {
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
-        c.server.public_url = format!("http://auth.sso.example.test:{}", c.server.listen.port());
+        c.server.public_url = format!("http://auth.sso.example.test:{}", c.server.listen.port())
+            .parse()
+            .unwrap();
         c.sessions.cookie_domain = "example.test".into();
     })
     .await;
@@ -277,7 +279,7 @@ async fn copies_are_cleared_on_the_shared_domain_and_every_parent_of_the_host() 
 async fn over_https_only_the_host_prefixed_names_count_and_twins_are_cleared() {
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
-        c.server.public_url = "https://auth.example.test".into();
+        c.server.public_url = "https://auth.example.test".parse().unwrap();
     })
     .await;
     let rules = app.gw.app.access.cookies();
@@ -363,7 +365,9 @@ async fn the_csrf_token_changes_at_sign_in_and_sign_out_and_the_old_one_is_refus
 async fn an_origin_is_the_portals_own_only_when_it_is_the_public_url_or_an_allowed_host() {
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
-        c.server.public_url = format!("http://auth.example.test:{}", c.server.listen.port());
+        c.server.public_url = format!("http://auth.example.test:{}", c.server.listen.port())
+            .parse()
+            .unwrap();
         c.portal.allowed_return_hosts = vec!["app.example.test:8443".into()];
     })
     .await;
@@ -450,7 +454,7 @@ async fn an_origin_is_the_portals_own_only_when_it_is_the_public_url_or_an_allow
 async fn return_to_keeps_the_scheme_and_port_of_public_url_or_of_an_allowed_host() {
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
-        c.server.public_url = "https://auth.example.test".into();
+        c.server.public_url = "https://auth.example.test".parse().unwrap();
         c.portal.allowed_return_hosts = vec![
             "app.example.test".into(),
             "api.example.test:8443".into(),
@@ -688,7 +692,9 @@ async fn cookies_a_sibling_host_plants_never_sign_the_victim_in_as_the_attacker_
     }
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
-        c.server.public_url = format!("http://victim.example.test:{}", c.server.listen.port());
+        c.server.public_url = format!("http://victim.example.test:{}", c.server.listen.port())
+            .parse()
+            .unwrap();
     })
     .await;
     let base = app.gw.app.config.server.public_url.clone();
@@ -776,7 +782,7 @@ async fn cookies_a_sibling_host_plants_never_sign_the_victim_in_as_the_attacker_
 async fn a_sign_in_clears_other_spellings_of_the_names_it_sets() {
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
-        c.server.public_url = "https://auth.example.test".into();
+        c.server.public_url = "https://auth.example.test".parse().unwrap();
     })
     .await;
     app.verified_user("upgrade@example.com").await;

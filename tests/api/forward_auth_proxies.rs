@@ -107,7 +107,7 @@ async fn stack(proxy: Proxy, backend: Backend) -> Option<Stack> {
     let public_url = base.clone();
     let app = TestApp::spawn_with(backend, "", |c| {
         c.tokens.access_ttl = HumanDuration::from_secs(ACCESS_TTL_SECS);
-        c.server.public_url = public_url;
+        c.server.public_url = public_url.parse().unwrap();
         c.server.trusted_proxies = vec!["127.0.0.1/32".parse().expect("CIDR")];
     })
     .await;

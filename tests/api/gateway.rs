@@ -380,7 +380,9 @@ async fn health_reports_a_full_log_or_outbox_directory_as_degraded() {
                 c.logging.dir = dir.to_string();
             }) as fn(&mut _, &str),
         ),
-        ("mail_outbox", |c, dir| c.mail.url = format!("file://{dir}")),
+        ("mail_outbox", |c, dir| {
+            c.mail.url = portcullis::config::MailUrl::File(dir.into());
+        }),
     ] {
         let mut config = parse_config(&test_config_text(scratch.dir.path(), ""));
         adjust(&mut config, &disk.0.display().to_string());

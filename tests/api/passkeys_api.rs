@@ -21,14 +21,16 @@ async fn spawn(backend: Backend, upstream: &EchoUpstream) -> TestApp {
         upstream.url()
     );
     TestApp::spawn_with(backend, &routes, |c| {
-        c.server.public_url = format!("http://localhost:{}", c.server.listen.port());
+        c.server.public_url = format!("http://localhost:{}", c.server.listen.port())
+            .parse()
+            .unwrap();
     })
     .await
 }
 
 /// The origin a browser on the public URL would report.
 fn origin(app: &TestApp) -> String {
-    app.gw.app.config.server.public_url.clone()
+    app.gw.app.config.server.public_url.to_string()
 }
 
 fn amr_of(access: &str) -> Value {

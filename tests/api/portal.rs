@@ -968,7 +968,7 @@ async fn sign_in_by_hand(app: &TestApp, email: &str) -> Vec<String> {
 async fn over_https_every_cookie_is_host_prefixed_and_a_shared_domain_makes_them_secure_prefixed() {
     let up = EchoUpstream::start().await;
     let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
-        c.server.public_url = "https://auth.example.test".into();
+        c.server.public_url = "https://auth.example.test".parse().unwrap();
     })
     .await;
     app.verified_user("tls@example.com").await;
@@ -994,7 +994,7 @@ async fn over_https_every_cookie_is_host_prefixed_and_a_shared_domain_makes_them
     }
 
     let shared = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
-        c.server.public_url = "https://auth.example.test".into();
+        c.server.public_url = "https://auth.example.test".parse().unwrap();
         c.sessions.cookie_domain = "example.test".into();
     })
     .await;
@@ -1033,7 +1033,9 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
     for backend in backends() {
         let up = EchoUpstream::start().await;
         let app = TestApp::spawn_with(backend, &routes(&up.url()), |c| {
-            c.server.public_url = format!("http://localhost:{}", c.server.listen.port());
+            c.server.public_url = format!("http://localhost:{}", c.server.listen.port())
+                .parse()
+                .unwrap();
         })
         .await;
         let origin = app.gw.app.config.server.public_url.clone();

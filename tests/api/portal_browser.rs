@@ -297,7 +297,7 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_with_and_without_a_passwor
                 "[[routes]]\nname = \"secure\"\npath_prefix = \"/secure\"\nupstream = \"{}\"\npolicy = \"two_factor\"\n",
                 up.url()
             ),
-            |c| c.server.public_url = format!("http://localhost:{}", c.server.listen.port()),
+            |c| c.server.public_url = format!("http://localhost:{}", c.server.listen.port()).parse().unwrap(),
         )
         .await;
         let base = app.gw.app.config.server.public_url.clone();

@@ -87,7 +87,9 @@ async fn login_limit_holds_at_its_boundary_and_resets_after_the_window() {
 #[tokio::test(flavor = "multi_thread")]
 async fn passkey_options_do_not_use_up_the_login_limit() {
     let app = TestApp::spawn_with(Backend::Embedded, "", |c| {
-        c.server.public_url = format!("http://localhost:{}", c.server.listen.port());
+        c.server.public_url = format!("http://localhost:{}", c.server.listen.port())
+            .parse()
+            .unwrap();
         c.rate_limits.login = rate(2, 60_000);
     })
     .await;

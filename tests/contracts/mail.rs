@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn config(url: &str) -> MailConfig {
     MailConfig {
-        url: url.into(),
+        url: url.parse().expect("a mail URL"),
         from: FROM.into(),
         templates_dir: String::new(),
         login_notifications: true,

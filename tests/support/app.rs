@@ -93,13 +93,13 @@ impl TestApp {
         let scratch = Scratch::new();
         let smtp = SmtpSink::start();
         let mut config = parse_config(&test_config_text(scratch.dir.path(), extra));
-        config.mail.url = smtp.url();
+        config.mail.url = smtp.url().parse().expect("the sink's URL");
         let (db, redis) = match backend {
             Backend::Embedded => (None, None),
             Backend::Shared => {
                 let db = TestDb::postgres().await.expect("PostgreSQL configured");
                 let redis = TestRedis::start().await.expect("Redis configured");
-                config.storage.url = db.url().to_string();
+                config.storage.url = db.url().parse().expect("the test database's URL");
                 config.sessions.url = redis.url.clone();
                 config.sessions.key_prefix = redis.prefix.clone();
                 (Some(db), Some(redis))
