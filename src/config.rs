@@ -1152,7 +1152,30 @@ impl Config {
         self.identity_headers.check_names()?;
         self.cors.validate()?;
         self.portal.validate()?;
+        self.validate_cookie_domain()?;
         self.validate_routes()
+    }
+
+    /// `sessions.cookie_domain` must domain-match `server.public_url`'s host (RFC 6265bis
+    /// §5.1.3): a browser refuses a cookie whose `Domain` does not, so no sign-in would stick.
+    fn validate_cookie_domain(&self) -> Result<(), Invalid> {
+        let domain = self.sessions.cookie_domain.trim_start_matches('.');
+        if domain.is_empty() {
+            return Ok(());
+        }
+        let domain = domain.to_ascii_lowercase();
+        let host = self.server.public_url.domain().unwrap_or("");
+        if host == domain || host.ends_with(&format!(".{domain}")) {
+            return Ok(());
+        }
+        Err(invalid(
+            "sessions.cookie_domain",
+            format!(
+                "{domain:?} does not cover server.public_url's host {:?}: browsers would refuse \
+                 every cookie; set it to that host or one of its parents",
+                self.server.public_url.host()
+            ),
+        ))
     }
 
     /// Checks each route, and what spans routes and the portal: no route under the portal's
@@ -1702,6 +1725,24 @@ mod tests {
     }
 
     #[test]
+    fn a_cookie_domain_that_covers_the_public_host_is_taken() {
+        for (public_url, domain) in [
+            ("https://auth.example.com", "example.com"),
+            ("https://example.com", "example.com"),
+            ("http://a.b.example.com:8080", "b.example.com"),
+        ] {
+            let text = format!(
+                "[server]\npublic_url = \"{public_url}\"\n[sessions]\ncookie_domain = \"{domain}\"\n"
+            );
+            assert!(
+                load(&text).is_ok(),
+                "{public_url} {domain}: {:?}",
+                load(&text).err()
+            );
+        }
+    }
+
+    #[test]
     fn empty_file_gives_embedded_defaults() {
         let c = load("").unwrap();
         assert_eq!(c.server.listen.port(), 8080);
@@ -1862,6 +1903,20 @@ mod tests {
             ),
             (
                 "[sessions]\ncookie_domain = \"exa mple.com\"\n",
+                "sessions.cookie_domain",
+            ),
+            (
+                "[sessions]\ncookie_domain = \"example.com\"\n",
+                "sessions.cookie_domain",
+            ),
+            (
+                "[server]\npublic_url = \"https://auth.example.org\"\n\
+                 [sessions]\ncookie_domain = \"example.com\"\n",
+                "sessions.cookie_domain",
+            ),
+            (
+                "[server]\npublic_url = \"https://notexample.com\"\n\
+                 [sessions]\ncookie_domain = \"example.com\"\n",
                 "sessions.cookie_domain",
             ),
             (

@@ -155,8 +155,8 @@ async fn signed_in(amr: &[&str]) -> Signed {
             .expect("a SQLite URL"),
         2,
     )
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let user = users
         .create_user(NewUser {
             email: Email::parse("cached@example.com").unwrap(),
