@@ -34,6 +34,7 @@ mod postgres;
 mod runtime;
 mod sql;
 mod sqlite;
+mod tx;
 
 use std::fmt;
 use std::sync::Arc;
@@ -569,6 +570,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long SQLite waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long the health check's probe waits for SQLite's write lock: writes hold it for
+/// milliseconds, and `/health` gives a backend two seconds.
+const SQLITE_HEALTH_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Opens the store named by `url` (`storage.url`, parsed at load) and brings its schema
 /// up to date.
 ///
@@ -684,24 +689,34 @@ pub(crate) fn map_sqlx(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// Error codes that mean "try again later" rather than "this request is wrong".
+/// Error codes that mean "try again later" rather than "this request is wrong": the
+/// database could not take the write (resources, I/O, locks, shutdown, a read-only or
+/// damaged file) or a trigger refused it (nothing the request can change). Either way the
+/// answer is 503, never a 500, which stays for the gateway's own bugs.
 fn database_unavailable(code: &str) -> bool {
     if code.len() == 5 {
-        // A PostgreSQL SQLSTATE: class 08 connection exception, 53 insufficient
-        // resources, 57P0x shutdown / cannot connect now, 40001/40P01 serialization
-        // failure / deadlock (the statement may simply be retried).
-        code.starts_with("08")
-            || code.starts_with("53")
-            || code.starts_with("57P")
-            || code == "40001"
-            || code == "40P01"
+        // A PostgreSQL SQLSTATE: class 08 connection exception, 53 insufficient resources
+        // (53100 disk_full), 57 operator intervention (57P01 admin_shutdown, 57014
+        // query_canceled), 58 system error (58030 io_error), 25006 read-only transaction,
+        // 55P03 lock not available, 40001/40P01 serialization failure / deadlock (the
+        // statement may simply be retried), P0001 an exception raised by a trigger.
+        ["08", "53", "57", "58"]
+            .iter()
+            .any(|class| code.starts_with(class))
+            || matches!(code, "25006" | "55P03" | "40001" | "40P01" | "P0001")
     } else {
-        // A SQLite result code; extended codes carry the primary one in the low byte.
-        // SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_IOERR 10, SQLITE_FULL 13, SQLITE_CANTOPEN 14.
-        code.parse::<i32>()
-            .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13 | 14))
+        // A SQLite extended result code, which carries the primary one in the low byte:
+        // SQLITE_NOMEM 7, SQLITE_BUSY 5, SQLITE_LOCKED 6, SQLITE_READONLY 8, SQLITE_IOERR 10,
+        // SQLITE_CORRUPT 11, SQLITE_FULL 13, SQLITE_CANTOPEN 14, SQLITE_PROTOCOL 15,
+        // SQLITE_NOTADB 26; and SQLITE_CONSTRAINT_TRIGGER 1811 (a trigger's RAISE).
+        code.parse::<i32>().is_ok_and(|c| {
+            c == SQLITE_CONSTRAINT_TRIGGER || matches!(c & 0xff, 5..=8 | 10 | 11 | 13..=15 | 26)
+        })
     }
 }
+
+/// SQLite's extended code for an error a trigger raised (`RAISE(ABORT | FAIL | ROLLBACK, …)`).
+const SQLITE_CONSTRAINT_TRIGGER: i32 = 19 | (7 << 8);
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
@@ -816,8 +831,19 @@ mod tests {
         assert!(database_unavailable("53300"));
         assert!(database_unavailable("5")); // SQLITE_BUSY
         assert!(database_unavailable("517")); // SQLITE_BUSY_SNAPSHOT
+        assert!(database_unavailable("53100")); // disk_full
+        assert!(database_unavailable("58030")); // io_error
+        assert!(database_unavailable("25006")); // read_only_sql_transaction
+        assert!(database_unavailable("P0001")); // raised by a trigger
+        assert!(database_unavailable("13")); // SQLITE_FULL
+        assert!(database_unavailable("266")); // SQLITE_IOERR_READ
+        assert!(database_unavailable("1032")); // SQLITE_READONLY_DBMOVED
+        assert!(database_unavailable("1811")); // SQLITE_CONSTRAINT_TRIGGER
         assert!(!database_unavailable("23505"));
+        assert!(!database_unavailable("42601")); // syntax_error: a bug
         assert!(!database_unavailable("2067")); // SQLITE_CONSTRAINT_UNIQUE
+        assert!(!database_unavailable("787")); // SQLITE_CONSTRAINT_FOREIGNKEY
+        assert!(!database_unavailable("1")); // SQLITE_ERROR
         assert!(!database_unavailable(""));
     }
 }

@@ -50,6 +50,13 @@ impl Dialect for Postgres {
             .await?)
     }
 
+    /// A round trip on a pooled connection. (A transaction left open on one connection does
+    /// not stop the others here, and `Tx` closes such a connection anyway.)
+    async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(pool).await?;
+        Ok(())
+    }
+
     fn time(t: DateTime<Utc>) -> DateTime<Utc> {
         t
     }

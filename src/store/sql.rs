@@ -11,6 +11,9 @@
 //! `SQLITE_BUSY`). PostgreSQL locks the row and, under READ COMMITTED, re-evaluates a
 //! colliding `UPDATE` against the latest version of it, so no increment is lost and
 //! nothing is consumed twice across instances, without explicit locking.
+//!
+//! Every transaction runs through [`Tx`](super::tx::Tx): its connection goes back to the
+//! pool only after `COMMIT` or `ROLLBACK` returned Ok, and is closed otherwise.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,6 +26,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use uuid::Uuid;
 
 use super::attempts::{Attempts, Clock};
+use super::tx::Tx;
 use super::{
     AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, NewToken, NewUser, PasskeyUse,
     StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION,
@@ -52,6 +56,8 @@ pub(super) trait Dialect: Database<Connection: Migrate> {
 
     /// The embedded schema.
     fn migrator() -> &'static Migrator;
+    /// Checks that the database would take a write now (for `/health`), without writing.
+    fn ping(pool: &Pool<Self>) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Opens a pool on the database `url` names.
     fn open_pool(
         url: &str,
@@ -352,7 +358,7 @@ where
         at: DateTime<Utc>,
         step: impl FnOnce(Attempts) -> (Attempts, T),
     ) -> Result<T, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool).await?;
         let row = Self::bind_guesser(sqlx::query(guesser.lock_statement()), guesser)
             .bind(DB::time(at))
             .fetch_optional(&mut *tx)
@@ -465,7 +471,7 @@ where
         token: NewToken,
     ) -> Result<User, StoreError> {
         // The user's INSERT comes first, so SQLite takes its write lock up front.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool).await?;
         let user = Self::insert_user(&mut tx, new).await?;
         Self::insert_token(&mut tx, user.id, &token).await?;
         tx.commit().await?;
@@ -756,7 +762,7 @@ where
         secret: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
         let enabled = secret.is_some();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool).await?;
         let done = sqlx::query(
             "UPDATE users SET two_factor_enabled = $2, two_factor_secret = $3, updated_at = $4 \
              WHERE id = $1",
@@ -786,7 +792,7 @@ where
         hashes: &[String],
     ) -> Result<(), StoreError> {
         let at = now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool).await?;
         // Writing the user row first checks that the user exists and takes the lock (the
         // row's on PostgreSQL, the database's on SQLite) before anything is read, so two
         // replacements for the same user run one after the other.
@@ -850,7 +856,7 @@ where
     }
 
     async fn replace_token(&self, user: UserId, token: NewToken) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool).await?;
         // Writing the user row first checks that the user exists and takes the lock (the
         // row's on PostgreSQL, the database's on SQLite) before the tokens are touched.
         let done = sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
@@ -868,9 +874,10 @@ where
     }
 
     async fn verify_address(&self, token_hash: &str) -> Result<Option<UserId>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = Tx::begin(&self.pool).await?;
         let Some(user) = Self::use_token(&mut tx, TokenKind::EmailVerification, token_hash).await?
         else {
+            tx.rollback().await?;
             return Ok(None);
         };
         sqlx::query("UPDATE users SET is_verified = TRUE, updated_at = $2 WHERE id = $1")
@@ -1034,7 +1041,6 @@ where
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        DB::ping(&self.pool).await
     }
 }

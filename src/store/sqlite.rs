@@ -9,16 +9,16 @@ use std::path::Path;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use sqlx::Sqlite;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteQueryResult, SqliteSynchronous,
 };
+use sqlx::{ConnectOptions, Connection, Sqlite};
 use uuid::fmt::Hyphenated;
 
 use super::sql::Dialect;
-use super::{ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT, StoreError};
+use super::{ACQUIRE_TIMEOUT, SQLITE_BUSY_TIMEOUT, SQLITE_HEALTH_BUSY_TIMEOUT, StoreError};
 
 /// The SQLite schema, embedded at build time.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -71,6 +71,21 @@ impl Dialect for Sqlite {
         Ok(pool.connect_with(options).await?)
     }
 
+    /// Takes and gives back the write lock on a connection of its own (`BEGIN IMMEDIATE;
+    /// ROLLBACK`, nothing written), waiting at most [`SQLITE_HEALTH_BUSY_TIMEOUT`]: a
+    /// writer that never lets go (a transaction left open) fails it, as does a file that
+    /// cannot be opened. A full disk is the data directory's check (`app.rs`).
+    async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
+        let options = (*pool.connect_options())
+            .clone()
+            .create_if_missing(false)
+            .busy_timeout(SQLITE_HEALTH_BUSY_TIMEOUT);
+        let mut conn = options.connect().await?;
+        let probed = probe_write_lock(&mut conn).await;
+        let _ = conn.close().await;
+        probed
+    }
+
     fn time(t: DateTime<Utc>) -> String {
         ts(t)
     }
@@ -84,6 +99,12 @@ impl Dialect for Sqlite {
     fn rows_affected(done: &SqliteQueryResult) -> u64 {
         done.rows_affected()
     }
+}
+
+async fn probe_write_lock(conn: &mut SqliteConnection) -> Result<(), StoreError> {
+    sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+    Ok(())
 }
 
 fn is_in_memory(url: &str) -> bool {

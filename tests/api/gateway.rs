@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::support::disk::SmallDisk;
 use crate::support::*;
 use serde_json::Value;
 
@@ -327,50 +328,13 @@ async fn in_flight_gauge_returns_to_zero() {
     metrics_containing(&gw.admin_url(), &["portcullis_http_requests_in_flight 0"]).await;
 }
 
-/// A small tmpfs mounted for one test, unmounted on drop; `None` where this process may not
-/// mount (not root), which fails the test under `CI=true`.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    fn mount(at: std::path::PathBuf) -> Option<Self> {
-        std::fs::create_dir_all(&at).unwrap();
-        let mounted = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-            .arg(&at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !mounted {
-            assert!(
-                !in_ci(),
-                "CI=true but a tmpfs cannot be mounted (the test needs root)"
-            );
-            eprintln!("skipped: cannot mount a tmpfs (not root)");
-            return None;
-        }
-        Some(Self(at))
-    }
-
-    /// Writes until the disk is full.
-    fn fill(&self) {
-        use std::io::Write;
-        let mut file = std::fs::File::create(self.0.join("filler")).unwrap();
-        while file.write_all(&[0; 4096]).is_ok() {}
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A full disk under the log directory or the mail outbox makes `/health` say so (503,
 /// degraded, naming the directory's check) before it costs lost lines or a failed
 /// registration; freeing space makes it healthy again.
 #[tokio::test(flavor = "multi_thread")]
 async fn health_reports_a_full_log_or_outbox_directory_as_degraded() {
     let scratch = Scratch::new();
-    let Some(disk) = SmallDisk::mount(scratch.path("small")) else {
+    let Some(disk) = SmallDisk::mount(scratch.path("small"), "64k") else {
         return;
     };
     for (check, adjust) in [
@@ -385,7 +349,7 @@ async fn health_reports_a_full_log_or_outbox_directory_as_degraded() {
         }),
     ] {
         let mut config = parse_config(&test_config_text(scratch.dir.path(), ""));
-        adjust(&mut config, &disk.0.display().to_string());
+        adjust(&mut config, &disk.path().display().to_string());
         let gw = start_gateway(config);
         let health = || async {
             let r = client()
@@ -407,7 +371,7 @@ async fn health_reports_a_full_log_or_outbox_directory_as_degraded() {
         let error = body["checks"][check]["error"].as_str().unwrap();
         assert!(error.contains("No space left"), "{error}");
 
-        std::fs::remove_file(disk.0.join("filler")).unwrap();
+        disk.free();
         let (status, body) = health().await;
         assert_eq!(status, 200, "{check}, space freed: {body}");
     }

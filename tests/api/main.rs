@@ -26,5 +26,6 @@ mod passkeys_api;
 mod portal;
 mod portal_browser;
 mod rate_limits;
+mod storage_faults;
 mod token_times;
 mod two_factor_api;

@@ -59,6 +59,16 @@ impl TestDb {
         }
     }
 
+    /// A SQLite database file (not created yet) in `dir`, which the caller keeps alive.
+    pub fn sqlite_in(dir: &std::path::Path) -> Self {
+        Self {
+            kind: Kind::Sqlite,
+            url: format!("sqlite://{}", dir.join("portcullis.db").display()),
+            _dir: None,
+            postgres: None,
+        }
+    }
+
     /// A fresh, empty PostgreSQL database, or `None` when PostgreSQL tests are off.
     pub async fn postgres() -> Option<Self> {
         let admin_url = postgres_admin_url()?;
@@ -128,7 +138,13 @@ impl TestDb {
 
     /// `SELECT count(*) FROM <table>` on a connection of its own.
     pub async fn count_rows(&self, table: &str) -> i64 {
-        let sql = AssertSqlSafe(format!("SELECT count(*) FROM {table}"));
+        self.scalar(&format!("SELECT count(*) FROM {table}")).await
+    }
+
+    /// The one integer a query answers, read on a connection of its own (so only what is
+    /// committed).
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let sql = AssertSqlSafe(sql.to_owned());
         match self.kind {
             Kind::Sqlite => {
                 let mut conn = SqliteConnectOptions::from_str(&self.url)

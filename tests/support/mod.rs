@@ -295,6 +295,7 @@ pub mod browser;
 pub mod caddy;
 mod ci;
 pub mod db;
+pub mod disk;
 pub mod nginx;
 pub mod otp;
 pub mod redis;
