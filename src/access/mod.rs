@@ -25,9 +25,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue};
 use uuid::Uuid;
 
-use crate::auth::jwt::KeyRing;
+use crate::auth::jwt::{AccessClaims, KeyRing};
 use crate::session::{SessionError, SessionId, SessionStore};
-use crate::store::UserStore;
+use crate::store::{User, UserStore};
 use cookies::CookieRules;
 use gatekeeper::{Denial, Gatekeeper, Principal};
 use identity::IdentityHeaderNames;
@@ -105,6 +105,18 @@ impl Access {
         self.gatekeeper
             .check(token, &self.keys, &*self.sessions, &*self.users)
             .await
+    }
+
+    /// The principal of an access token just signed for `user`'s live session (see
+    /// [`Gatekeeper::admit`]): no second verification of a token minted microseconds ago.
+    pub fn admit(
+        &self,
+        token: &str,
+        claims: AccessClaims,
+        user: &User,
+        two_factor: bool,
+    ) -> Option<Principal> {
+        self.gatekeeper.admit(token, claims, user, two_factor)
     }
 
     /// The signed identity assertion for `principal` (cached per session).

@@ -7,7 +7,6 @@ mod account;
 pub mod browser;
 mod cors;
 mod input;
-mod lockout;
 mod login;
 pub mod openapi;
 mod passkeys;
@@ -24,6 +23,7 @@ pub use crate::reply::{FieldError, Reply};
 pub use input::Fields;
 pub use login::session_cookie;
 
+use crate::accounts::Client;
 use crate::app::App;
 
 /// A request for the local API, already read and size-capped by the gateway.
@@ -69,6 +69,15 @@ pub(crate) fn request_language<'a>(app: &'a App, request: &ApiRequest) -> &'a st
     )
 }
 
+/// Where a request comes from, as the account core takes it.
+pub(crate) fn client<'a>(app: &'a App, request: &'a ApiRequest) -> Client<'a> {
+    Client {
+        ip: request.client_ip,
+        user_agent: &request.user_agent,
+        language: request_language(app, request),
+    }
+}
+
 /// The language of a mail to `user`: the one they registered in, else the request's.
 pub(crate) fn mail_language<'a>(
     app: &'a App,
@@ -87,14 +96,6 @@ pub(crate) fn mail_language<'a>(
 /// browser's access cookie, reading the account page).
 pub async fn call_unlimited(app: &App, request: &ApiRequest) -> Reply {
     route(app, request).await
-}
-
-/// `POST /api/auth/refresh-token` alone: rotates a refresh token (with reuse detection)
-/// for the gateway's renewal of a browser's expired access cookie.
-pub async fn refresh(app: &App, request: &ApiRequest) -> Reply {
-    login::refresh(app, request)
-        .await
-        .unwrap_or_else(|refusal| refusal)
 }
 
 /// Whether `path` is forward-auth's (`/api/auth/verify`, with or without a trailing `/`),

@@ -4,9 +4,8 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::account::{check_name, parse_new_password, user_profile};
-use super::lockout;
-use super::two_factor::LoginCodeError;
-use super::{ApiRequest, FieldError, Fields, Reply};
+use super::{ApiRequest, Fields, Reply};
+use crate::accounts::StepUp;
 use crate::app::App;
 use crate::mail::MailKind;
 use crate::session::SessionId;
@@ -49,16 +48,15 @@ pub async fn update_profile(app: &App, request: &ApiRequest) -> Result<Reply, Re
     ))
 }
 
-/// Proves that the caller is the account's owner right now, before a security change: the
-/// password in `password_field` and, with `with_code` and 2FA on, a current TOTP or
-/// recovery code in `two_factor_code`. Counted as one guess against the lockout (a stolen
-/// access token cannot be used to try passwords), so 423 once the account is locked, and
-/// 400 naming the wrong field.
+/// Proves that the caller is the account's owner right now, before a security change
+/// (`Accounts::step_up`): the password in `password_field` and, with `with_code` and 2FA
+/// on, a current TOTP or recovery code in `two_factor_code`. 423 once the account is
+/// locked, 400 naming the wrong field.
 pub(super) async fn step_up(
     app: &App,
     request: &ApiRequest,
     user: &User,
-    password_field: &str,
+    password_field: &'static str,
     with_code: bool,
 ) -> Result<(), Reply> {
     let need_code = with_code && user.two_factor_enabled;
@@ -70,43 +68,13 @@ pub(super) async fn step_up(
         None
     };
     let password = f.finish_with(password)?;
-    let guess = lockout::claim(app, user, &password, request).await?;
-    let verified = match app.hasher.check(&password, &user.password_hash).await {
-        Ok(verified) if verified.matches() => verified,
-        Ok(_) => {
-            guess.failed(app, request, "wrong_current_password").await;
-            return Err(Reply::validation(&[FieldError::new(
-                password_field,
-                "is incorrect",
-            )]));
-        }
-        Err(e) => return Err(guess.unchecked(app, e.into()).await),
+    let proof = StepUp {
+        password: &password,
+        password_field,
+        code: code.as_deref(),
     };
-    if need_code {
-        match super::two_factor::check_login_code(app, user, code.as_deref()).await {
-            Ok(_) => {}
-            Err(LoginCodeError::Required) => {
-                guess.released(app).await?;
-                return Err(Reply::validation(&[FieldError::new(
-                    "two_factor_code",
-                    "is required",
-                )]));
-            }
-            Err(LoginCodeError::Wrong) => {
-                guess.failed(app, request, "wrong_two_factor_code").await;
-                return Err(Reply::validation(&[FieldError::new(
-                    "two_factor_code",
-                    "is not a current code or an unused recovery code",
-                )]));
-            }
-            Err(LoginCodeError::Backend(response)) => {
-                return Err(guess.unchecked(app, response).await);
-            }
-        }
-    }
-    guess.succeeded(app).await?;
-    super::login::renew_hash(app, user, &password, verified).await;
-    Ok(())
+    let client = super::client(app, request);
+    Ok(app.accounts.step_up(user, proof, &client).await?)
 }
 
 /// `POST /api/auth/change-password` — ends the user's other sessions.

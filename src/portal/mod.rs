@@ -622,6 +622,7 @@ impl<'a> Visit<'a> {
             browser::Renewal::Renewed {
                 access_token,
                 cookies,
+                ..
             } => {
                 self.cookies.extend(cookies);
                 Some(access_token)
