@@ -5,6 +5,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use webauthn_rs::prelude::RequestChallengeResponse;
 
+use super::pending::PendingId;
 use crate::access::credentials::unauthorized;
 use crate::auth::password::PasswordError;
 use crate::passkeys::CeremonyId;
@@ -26,6 +27,16 @@ impl std::fmt::Debug for PasskeyChallenge {
     }
 }
 
+/// What the second step of a password sign-in offers: the methods the account has
+/// (`totp`, `passkey`), a passkey challenge when it has passkeys, and the pending step's
+/// id when the caller asked the core to hold it (`SignIn::hold_pending`).
+#[derive(Debug)]
+pub struct SecondStep {
+    pub methods: Vec<&'static str>,
+    pub passkey: Option<PasskeyChallenge>,
+    pub pending: Option<PendingId>,
+}
+
 /// Why an account operation was refused or could not be done.
 #[derive(Debug)]
 pub enum AccountError {
@@ -40,12 +51,13 @@ pub enum AccountError {
     /// `login_refused_deactivated` where a sign-in meets it.
     Deactivated,
     /// 401 `two_factor_required`: the password was right; a second factor must follow.
-    /// `methods` are `totp` and/or `passkey`; `passkey` is the challenge when there is one.
     /// Login metric `two_factor_required`.
-    SecondFactorRequired {
-        methods: Vec<&'static str>,
-        passkey: Option<Box<PasskeyChallenge>>,
-    },
+    SecondFactorRequired(Box<SecondStep>),
+    /// 401 `invalid_credentials`: the second factor of a pending sign-in was wrong (counted
+    /// against the lockout); a fresh step to try again. Login metric `failure`.
+    WrongSecondFactor(Box<SecondStep>),
+    /// 400 `sign_in_expired`: no such pending sign-in (expired, used, never held).
+    PendingExpired,
     /// 401 `invalid_token`: the refresh token is unknown, expired or its account gone.
     InvalidRefreshToken,
     /// 401 `refresh_token_reused`: a rotated refresh token came back; the session ended.
@@ -89,10 +101,12 @@ impl AccountError {
     /// if any (failures of a backend are not sign-in results).
     pub fn login_metric(&self) -> Option<&'static str> {
         Some(match self {
-            Self::InvalidCredentials | Self::PasskeyRefused => "failure",
+            Self::InvalidCredentials | Self::PasskeyRefused | Self::WrongSecondFactor(_) => {
+                "failure"
+            }
             Self::Locked => "locked",
             Self::Deactivated => "deactivated",
-            Self::SecondFactorRequired { .. } => "two_factor_required",
+            Self::SecondFactorRequired(_) => "two_factor_required",
             _ => return None,
         })
     }
@@ -111,11 +125,12 @@ impl AccountError {
     /// the same code the account API answers with.
     pub fn catalogue_key(&self) -> &'static str {
         match self {
-            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidCredentials | Self::WrongSecondFactor(_) => "invalid_credentials",
+            Self::PendingExpired => "sign_in_expired",
             Self::Locked => "account_locked",
             Self::Busy => "service_unavailable",
             Self::Deactivated => "account_deactivated",
-            Self::SecondFactorRequired { .. } => "two_factor_required",
+            Self::SecondFactorRequired(_) => "two_factor_required",
             Self::InvalidRefreshToken => "invalid_token",
             Self::RefreshTokenReused => "refresh_token_reused",
             Self::PasskeyRefused => "passkey_refused",
@@ -154,7 +169,7 @@ impl From<PasswordError> for AccountError {
 impl From<AccountError> for Reply {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::InvalidCredentials => Reply::error(
+            AccountError::InvalidCredentials | AccountError::WrongSecondFactor(_) => Reply::error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_credentials",
                 "Invalid email or password",
@@ -170,9 +185,12 @@ impl From<AccountError> for Reply {
                 "account_deactivated",
                 "This account has been deactivated",
             ),
-            AccountError::SecondFactorRequired { methods, passkey } => {
-                second_factor_required(methods, passkey)
-            }
+            AccountError::SecondFactorRequired(step) => second_factor_required(*step),
+            AccountError::PendingExpired => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "sign_in_expired",
+                "The sign-in took too long or was already finished; sign in again",
+            ),
             AccountError::InvalidRefreshToken => {
                 unauthorized("invalid_token", "Invalid or expired refresh token")
             }
@@ -208,23 +226,20 @@ impl From<AccountError> for Reply {
 
 /// 401 `two_factor_required`, with `data.methods` and, when the user has passkeys,
 /// `data.passkey` `{ceremony_id, options}` for `navigator.credentials.get()`.
-fn second_factor_required(
-    methods: Vec<&'static str>,
-    passkey: Option<Box<PasskeyChallenge>>,
-) -> Reply {
+fn second_factor_required(step: SecondStep) -> Reply {
     let mut response = Reply::error(
         StatusCode::UNAUTHORIZED,
         "two_factor_required",
         "A second factor is required: a two-factor code or a passkey",
     );
     let mut data = json!({});
-    if let Some(challenge) = passkey {
+    if let Some(challenge) = step.passkey {
         data["passkey"] = json!({
             "ceremony_id": challenge.ceremony.as_str(),
             "options": serde_json::to_value(&challenge.options).unwrap_or(Value::Null),
         });
     }
-    data["methods"] = json!(methods);
+    data["methods"] = json!(step.methods);
     if let crate::reply::Body::Json(body) = &mut response.body {
         body["data"] = data;
     }

@@ -7,7 +7,8 @@
 //! from, for logs and mail) and returns `Result<_, AccountError>`.
 //!
 //! - [`Accounts::sign_in`]: a password, then a second factor (TOTP, recovery code or a
-//!   passkey) when the account has one; [`Accounts::sign_in_with_passkey`]: a discoverable
+//!   passkey) when the account has one, in the same call or, for pages, held on the server
+//!   and finished by [`Accounts::finish_sign_in`]; [`Accounts::sign_in_with_passkey`]: a discoverable
 //!   passkey alone;
 //! - [`Accounts::refresh`]: refresh-token rotation with reuse detection, answering the
 //!   new tokens and the [`Principal`] they stand for;
@@ -19,6 +20,7 @@
 mod error;
 mod lockout;
 mod passkey;
+mod pending;
 mod proof;
 
 use std::net::IpAddr;
@@ -28,8 +30,9 @@ use std::time::Duration;
 use chrono::Utc;
 use prometheus::{IntCounter, IntCounterVec};
 
-pub use error::{AccountError, PasskeyChallenge};
+pub use error::{AccountError, PasskeyChallenge, SecondStep};
 pub use passkey::{PasskeyAnswer, PasskeySignIn, credential_key};
+pub use pending::{PENDING_TTL, PendingId};
 pub use proof::{SecondFactor, StepUp};
 
 use crate::access::Access;
@@ -105,6 +108,9 @@ pub struct SignIn<'a> {
     /// A longer session (`tokens.remember_me_ttl` instead of `tokens.refresh_ttl`).
     pub remember_me: bool,
     pub second: SecondFactor,
+    /// When a second factor is needed and was not sent, hold the step on the server and
+    /// name it in `SecondStep::pending` (finished by [`Accounts::finish_sign_in`]).
+    pub hold_pending: bool,
 }
 
 /// A fresh access token and its refresh token (RFC 6749 §5.1 shapes).
@@ -225,7 +231,8 @@ impl Accounts {
             Ok(passed) => passed,
             Err(proof::Failed::Required) => {
                 guess.released(self).await?;
-                return Err(self.second_factor_required(&user).await);
+                let hold = input.hold_pending.then_some(input.remember_me);
+                return Err(self.second_step(&user, hold, false).await);
             }
             Err(proof::Failed::Wrong) => {
                 guess.failed(self, client, "wrong_two_factor_code").await;

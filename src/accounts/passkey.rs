@@ -55,7 +55,7 @@ impl Accounts {
     pub(super) async fn second_factor_challenge(
         &self,
         user: &User,
-    ) -> Result<Option<Box<PasskeyChallenge>>, AccountError> {
+    ) -> Result<Option<PasskeyChallenge>, AccountError> {
         let keys = self.usable_passkeys(user).await?;
         let Some(rp) = self.passkeys.relying_party().filter(|_| !keys.is_empty()) else {
             return Ok(None);
@@ -71,7 +71,7 @@ impl Accounts {
                     state,
                 };
                 let ceremony = self.passkeys.begin(&*self.sessions, &ceremony).await?;
-                Ok(Some(Box::new(PasskeyChallenge { ceremony, options })))
+                Ok(Some(PasskeyChallenge { ceremony, options }))
             }
             Err(e) => {
                 tracing::warn!(error = %e, user_id = %user.id, "could not start a passkey sign-in");

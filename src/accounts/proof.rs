@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::passkey::PasskeyAnswer;
-use super::{AccountError, Accounts, Client, lockout};
+use super::{AccountError, Accounts, Client, SecondStep, lockout};
 use crate::auth::totp::{
     REPLAY_TTL, hash_recovery_code, looks_like_recovery_code, replay_key, verify_code,
 };
@@ -77,9 +77,15 @@ impl Accounts {
         Ok((passed, PasskeyUse::None))
     }
 
-    /// `SecondFactorRequired`, with the methods `user` has and, when they have passkeys, a
-    /// fresh passkey challenge.
-    pub(super) async fn second_factor_required(&self, user: &User) -> AccountError {
+    /// The second step `user` is asked for: the methods they have and, when they have
+    /// passkeys, a fresh challenge; held as a pending sign-in when `hold` gives its
+    /// remember-me. `SecondFactorRequired`, or `WrongSecondFactor` after a `wrong` one.
+    pub(super) async fn second_step(
+        &self,
+        user: &User,
+        hold: Option<bool>,
+        wrong: bool,
+    ) -> AccountError {
         let mut methods = Vec::new();
         if user.two_factor_enabled {
             methods.push("totp");
@@ -91,7 +97,23 @@ impl Accounts {
         if passkey.is_some() {
             methods.push("passkey");
         }
-        AccountError::SecondFactorRequired { methods, passkey }
+        let pending = match hold {
+            Some(remember_me) => match self.hold_pending(user, remember_me).await {
+                Ok(id) => Some(id),
+                Err(e) => return e,
+            },
+            None => None,
+        };
+        let step = Box::new(SecondStep {
+            methods,
+            passkey,
+            pending,
+        });
+        if wrong {
+            AccountError::WrongSecondFactor(step)
+        } else {
+            AccountError::SecondFactorRequired(step)
+        }
     }
 
     /// Checks a TOTP or recovery code; `Ok(true)` when one was passed, `Ok(false)` when the

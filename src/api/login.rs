@@ -90,6 +90,7 @@ pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         password: &password,
         remember_me,
         second: second_factor(request, two_factor_code),
+        hold_pending: false,
     };
     let signed = app
         .accounts

@@ -129,7 +129,18 @@ async fn rate_limit(
         }
         _ => None,
     };
-    let key = crate::ratelimit::ip_key(request.client_ip);
+    check_limits(app, request.client_ip, own).await
+}
+
+/// Checks `global` and then `own` for `client_ip`: the `RateLimit-*` headers of the
+/// tightest, or the 429.
+async fn check_limits(
+    app: &App,
+    client_ip: IpAddr,
+    own: Option<(&'static str, crate::domain::RateSpec)>,
+) -> Result<Vec<(http::HeaderName, String)>, Reply> {
+    let limits = &app.config.rate_limits;
+    let key = crate::ratelimit::ip_key(client_ip);
     let mut tightest: Option<crate::ratelimit::Decision> = None;
     for (scope, spec) in limits.global.map(|s| ("global", s)).into_iter().chain(own) {
         let decision = app.rate_limiter.check(scope, &key, &spec).await;
@@ -146,6 +157,15 @@ async fn rate_limit(
     Ok(tightest
         .map(|d| crate::ratelimit::headers(&d))
         .unwrap_or_default())
+}
+
+/// The per-IP limits of a sign-in, as `POST /api/auth/login` gets them (`global`, then
+/// `login`): for the portal's sign-in forms, which call the account core directly. The
+/// error is the 429 (with `Retry-After`).
+pub async fn limit_sign_in(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
+    let limits = &app.config.rate_limits;
+    let own = limits.login.map(|s| ("login", s));
+    check_limits(app, client_ip, own).await.map(drop)
 }
 
 /// The endpoint table: one line per endpoint, 405 for a known path with the wrong method.

@@ -8,6 +8,7 @@ use minijinja::Value;
 use serde_json::json;
 
 use super::{Feedback, Form, Page, Visit, to_value};
+use crate::accounts::{AccountError, PendingId, SecondFactor, SecondStep, SignIn, Tokens};
 use crate::api::browser;
 use crate::auth::secrets::is_token_shaped;
 use crate::reply::Reply;
@@ -176,19 +177,15 @@ async fn login_page(v: &mut Visit<'_>) -> Page {
     render_login(v, StatusCode::OK, Feedback::default(), return_to, "", false)
 }
 
-/// A sign-in the API accepted: the browser gets its cookies and goes on to `return_to`
-/// (the account page when there is none).
-fn signed_in(v: &mut Visit<'_>, response: &Reply, return_to: Option<String>) -> Page {
-    match browser::cookies_for_tokens(v.app, response) {
-        Some((_, cookies)) => {
-            v.clear_stray_cookies();
-            v.cookies.extend(cookies);
-            v.rotate_csrf();
-            let target = return_to.unwrap_or_else(|| v.path("/account"));
-            v.redirect(&target)
-        }
-        None => v.failure(response),
-    }
+/// A sign-in the account core accepted: the browser gets its cookies and goes on to
+/// `return_to` (the account page when there is none).
+fn signed_in(v: &mut Visit<'_>, tokens: &Tokens, return_to: Option<String>) -> Page {
+    let cookies = browser::cookies_of(v.app, tokens);
+    v.clear_stray_cookies();
+    v.cookies.extend(cookies);
+    v.rotate_csrf();
+    let target = return_to.unwrap_or_else(|| v.path("/account"));
+    v.redirect(&target)
 }
 
 fn render_login(
@@ -216,25 +213,30 @@ fn render_login(
     )
 }
 
-/// The second sign-in step; `second_step` is the `data` of the API's
-/// `two_factor_required` answer (`methods`, and `passkey` when the user has passkeys).
+/// The second sign-in step: the methods the account has, a passkey challenge when it has
+/// passkeys, and the pending step's id (a field of every form; the password stays on the
+/// server).
 fn render_two_factor(
     v: &mut Visit<'_>,
     status: StatusCode,
     feedback: Feedback,
     return_to: Option<String>,
-    ticket: String,
-    second_step: &serde_json::Value,
+    step: SecondStep,
 ) -> Page {
-    let methods = second_step["methods"].as_array();
-    let has = |m: &str| methods.is_some_and(|list| list.iter().any(|x| x == m));
-    // Without an answer to read the methods from, the code form shows.
-    let totp = methods.is_none() || has("totp");
-    let passkey = second_step["passkey"].clone();
+    let Some(pending) = step.pending else {
+        return v.failure(&Reply::internal("the second sign-in step", &"not held"));
+    };
+    let totp = step.methods.contains(&"totp");
+    let passkey = step.passkey.map(|challenge| {
+        json!({
+            "ceremony_id": challenge.ceremony.as_str(),
+            "options": serde_json::to_value(&challenge.options).unwrap_or_default(),
+        })
+    });
     // The options go into an attribute as JSON text, HTML-escaped like every value.
     let passkey_options = passkey
-        .get("options")
-        .map(serde_json::Value::to_string)
+        .as_ref()
+        .map(|p| p["options"].to_string())
         .unwrap_or_default();
     v.render(
         "two_factor.html",
@@ -243,7 +245,7 @@ fn render_two_factor(
         feedback,
         vec![
             ("return_to", Value::from(return_to.unwrap_or_default())),
-            ("ticket", Value::from(ticket)),
+            ("ticket", Value::from(pending.as_str())),
             ("totp", Value::from(totp)),
             ("passkey", to_value(passkey)),
             ("passkey_options", Value::from(passkey_options)),
@@ -251,101 +253,71 @@ fn render_two_factor(
     )
 }
 
-/// `POST /login`: the first step (email, password, remember_me) or, with a `login_ticket`
-/// from the first step, the second (two_factor_code).
+/// `POST /login`: the first step (email, password, remember_me) or, with the
+/// `login_ticket` of a pending second step, the second (two_factor_code or a passkey).
 async fn login(v: &mut Visit<'_>, form: Form) -> Page {
     let return_to = form
         .get("return_to")
         .and_then(|r| v.portal.safe_return_to(r));
-    let ticket = form.get("login_ticket").map(str::to_owned);
-    let (email, password, remember_me, code) = match &ticket {
-        Some(ticket) => match v.portal.open_ticket(ticket) {
-            Some((email, password, remember)) => (
-                email,
-                password,
-                remember,
-                Some(form.text("two_factor_code").to_owned()),
-            ),
-            None => {
-                let feedback = Feedback {
-                    form_error: Some(v.t("error_ticket")),
-                    ..Feedback::default()
-                };
-                return render_login(v, StatusCode::BAD_REQUEST, feedback, return_to, "", false);
+    let email = form.text("email").trim().to_owned();
+    let remember_me = form.get("remember_me").is_some();
+    if let Err(refusal) = v.limit_sign_in().await {
+        let feedback = v.feedback(&refusal, str::to_owned);
+        return render_login(v, refusal.status, feedback, return_to, &email, remember_me);
+    }
+    let accounts = &v.app.accounts;
+    let result = match form.get("login_ticket") {
+        Some(ticket) => match ticket.parse::<PendingId>() {
+            Ok(pending) => {
+                let second = passkeys::second_factor_answer(&form).unwrap_or_else(|| {
+                    SecondFactor::Code(Some(form.text("two_factor_code").to_owned()))
+                });
+                accounts.finish_sign_in(&pending, second, &v.client()).await
             }
+            Err(expired) => Err(expired),
         },
-        None => (
-            form.text("email").trim().to_owned(),
-            form.text("password").to_owned(),
-            form.get("remember_me").is_some(),
-            None,
-        ),
-    };
-    let mut body = json!({"email": email, "password": password, "remember_me": remember_me});
-    if let Some(answer) = ticket
-        .as_ref()
-        .and_then(|_| passkeys::second_factor_answer(&form))
-    {
-        body["passkey"] = answer;
-    } else if let Some(code) = &code {
-        body["two_factor_code"] = json!(code);
-    }
-    let response = v
-        .api(Method::POST, "/api/auth/login", None, Some(body), true)
-        .await;
-    let code_of = response.body_json()["code"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    if response.status == StatusCode::OK {
-        return signed_in(v, &response, return_to);
-    }
-    if code_of == "two_factor_required" {
-        return match v.portal.seal_ticket(&email, &password, remember_me) {
-            Some(sealed) => render_two_factor(
-                v,
-                StatusCode::OK,
-                Feedback::default(),
-                return_to,
-                sealed,
-                &response.body_json()["data"],
-            ),
-            None => v.failure(&response),
-        };
-    }
-    if let Some(ticket) = ticket
-        && code_of == "invalid_credentials"
-    {
-        // The password was right a minute ago: the second factor is what failed. A fresh
-        // first step gives the methods again (and a new passkey challenge).
-        let mut feedback = Feedback::default();
-        if form.get("passkey_credential").is_some() {
-            feedback.form_error = Some(v.t("passkey_failed"));
-        } else {
-            feedback
-                .errors
-                .insert("two_factor_code".into(), vec![v.t("error_wrong_code")]);
+        None => {
+            let input = SignIn {
+                email: &email,
+                password: form.text("password"),
+                remember_me,
+                second: SecondFactor::Code(None),
+                hold_pending: true,
+            };
+            accounts.sign_in(input, &v.client()).await
         }
-        let again = v
-            .api(
-                Method::POST,
-                "/api/auth/login",
-                None,
-                Some(json!({"email": email, "password": password, "remember_me": remember_me})),
-                true,
-            )
-            .await;
-        return render_two_factor(
-            v,
-            response.status,
-            feedback,
-            return_to,
-            ticket,
-            &again.body_json()["data"],
-        );
+    };
+    match result {
+        Ok(signed) => signed_in(v, &signed.tokens, return_to),
+        Err(AccountError::SecondFactorRequired(step)) => {
+            render_two_factor(v, StatusCode::OK, Feedback::default(), return_to, *step)
+        }
+        Err(AccountError::WrongSecondFactor(step)) => {
+            // The password was right a minute ago: the second factor is what failed. The
+            // step comes again, with a new passkey challenge.
+            let mut feedback = Feedback::default();
+            if form.get("passkey_credential").is_some() {
+                feedback.form_error = Some(v.t("passkey_failed"));
+            } else {
+                feedback
+                    .errors
+                    .insert("two_factor_code".into(), vec![v.t("error_wrong_code")]);
+            }
+            render_two_factor(v, StatusCode::UNAUTHORIZED, feedback, return_to, *step)
+        }
+        Err(AccountError::PendingExpired) => {
+            let feedback = Feedback {
+                form_error: Some(v.t("error_ticket")),
+                ..Feedback::default()
+            };
+            render_login(v, StatusCode::BAD_REQUEST, feedback, return_to, "", false)
+        }
+        Err(refused) => {
+            let response = v.refusal(refused);
+            let feedback = v.feedback(&response, str::to_owned);
+            render_login(v, response.status, feedback, return_to, &email, remember_me)
+        }
     }
-    let feedback = v.feedback(&response, str::to_owned);
-    render_login(v, response.status, feedback, return_to, &email, remember_me)
 }
 
 fn render_register(
@@ -511,11 +483,19 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
 /// `POST /logout`: ends this browser's session (if any) and its cookies.
 async fn logout(v: &mut Visit<'_>) -> Page {
     if let Some(token) = v.signed_in().await {
-        let response = v
-            .api(Method::POST, "/api/auth/logout", Some(&token), None, false)
-            .await;
-        if response.status == StatusCode::SERVICE_UNAVAILABLE {
-            return v.failure(&response);
+        let app = v.app;
+        let ended = match app.access.authenticate_token(&token).await {
+            Ok(caller) => app
+                .accounts
+                .logout(&caller.user, &caller.session.id)
+                .await
+                .map_err(Reply::from),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = ended
+            && refusal.status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            return v.failure(&refusal);
         }
     }
     v.end_sign_in();

@@ -598,6 +598,19 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
         "{}",
         wrong.body
     );
+    // A pending step is used once: the used ticket is refused, the fresh one works.
+    let reused = second
+        .post(
+            "/auth/login",
+            &[
+                ("csrf_token", &step.csrf()),
+                ("login_ticket", &ticket),
+                ("two_factor_code", &totp(&secret, 1)),
+            ],
+        )
+        .await;
+    assert_eq!(reused.status, StatusCode::BAD_REQUEST, "{}", reused.body);
+    let ticket = wrong.input("login_ticket").expect("a fresh ticket");
     // The code of the next step: the one used to enable 2FA cannot be replayed.
     let done = second
         .post(

@@ -7,7 +7,12 @@ use http::{Method, StatusCode};
 use minijinja::Value;
 use serde_json::json;
 
+use webauthn_rs::prelude::PublicKeyCredential;
+
 use super::{Feedback, Form, Page, Visit, account_outcome, render_login, to_value};
+use crate::accounts::{PasskeyAnswer, PasskeySignIn, SecondFactor, Tokens};
+use crate::passkeys::CeremonyId;
+use crate::reply::Reply;
 
 /// The `PublicKeyCredential` JSON a form carries in `field`, parsed; `Null` when it is not
 /// JSON (the API then names the field).
@@ -15,13 +20,24 @@ fn credential(form: &Form, field: &str) -> serde_json::Value {
     serde_json::from_str(form.text(field)).unwrap_or(serde_json::Value::Null)
 }
 
-/// The `passkey` member of a login for the second step, when the form carries one.
-pub(super) fn second_factor_answer(form: &Form) -> Option<serde_json::Value> {
-    let answer = form.get("passkey_credential").filter(|c| !c.is_empty())?;
-    Some(json!({
-        "ceremony_id": form.text("passkey_ceremony"),
-        "credential": serde_json::from_str::<serde_json::Value>(answer).unwrap_or_default(),
-    }))
+/// A `PublicKeyCredential` JSON a form carries in `field`, read for the account core.
+fn signed_credential(form: &Form, field: &str) -> Option<PublicKeyCredential> {
+    serde_json::from_str(form.text(field)).ok()
+}
+
+/// The passkey answer of the second sign-in step, when the form carries one (one that
+/// cannot be read counts as a wrong factor).
+pub(super) fn second_factor_answer(form: &Form) -> Option<SecondFactor> {
+    form.get("passkey_credential").filter(|c| !c.is_empty())?;
+    let ceremony = form.text("passkey_ceremony").parse::<CeremonyId>().ok();
+    let credential = signed_credential(form, "passkey_credential");
+    let answer = ceremony.zip(credential).map(|(ceremony, credential)| {
+        Box::new(PasskeyAnswer {
+            ceremony,
+            credential,
+        })
+    });
+    Some(SecondFactor::Passkey(answer))
 }
 
 /// `POST /login/passkey`: a passwordless sign-in the script began with the API's options.
@@ -29,22 +45,14 @@ pub(super) async fn sign_in(v: &mut Visit<'_>, form: Form) -> Page {
     let return_to = form
         .get("return_to")
         .and_then(|r| v.portal.safe_return_to(r));
-    let body = json!({
-        "ceremony_id": form.text("ceremony_id"),
-        "credential": credential(&form, "credential"),
-    });
-    let response = v
-        .api(
-            Method::POST,
-            "/api/auth/passkeys/login",
-            None,
-            Some(body),
-            true,
-        )
-        .await;
-    if response.status == StatusCode::OK {
-        return super::signed_in(v, &response, return_to);
-    }
+    let result = match v.limit_sign_in().await {
+        Err(refusal) => Err(refusal),
+        Ok(()) => passwordless(v, &form).await,
+    };
+    let response = match result {
+        Ok(tokens) => return super::signed_in(v, &tokens, return_to),
+        Err(response) => response,
+    };
     let feedback = Feedback {
         form_error: Some(v.t(super::super::error_key(&response))),
         ..Feedback::default()
@@ -55,6 +63,29 @@ pub(super) async fn sign_in(v: &mut Visit<'_>, form: Form) -> Page {
         StatusCode::BAD_REQUEST
     };
     render_login(v, status, feedback, return_to, "", false)
+}
+
+/// The account core's passwordless sign-in with the form's answer; the refusal as the API
+/// answers it.
+async fn passwordless(v: &mut Visit<'_>, form: &Form) -> Result<Tokens, Reply> {
+    let ceremony = form.text("ceremony_id").parse::<CeremonyId>().ok();
+    let credential = signed_credential(form, "credential");
+    let Some((ceremony, credential)) = ceremony.zip(credential) else {
+        return Err(Reply::validation(&[]));
+    };
+    let input = PasskeySignIn {
+        answer: PasskeyAnswer {
+            ceremony,
+            credential,
+        },
+        remember_me: false,
+    };
+    let signed = v
+        .app
+        .accounts
+        .sign_in_with_passkey(input, &v.client())
+        .await;
+    signed.map(|s| s.tokens).map_err(|e| v.refusal(e))
 }
 
 /// The account's passkeys for the account page, dates shortened.
