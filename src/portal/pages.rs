@@ -594,221 +594,246 @@ async fn account_outcome(
     account_page(v, token, response.status, feedback).await
 }
 
+/// The forms of the account page, one function each.
 async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form) -> Page {
     match action {
-        "/account/profile" => {
-            let body =
-                json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
-            let r = v
-                .api(
-                    Method::PATCH,
-                    "/api/auth/profile",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "profile", str::to_owned).await
-        }
-        "/account/password" => {
-            let body = json!({
-                "current_password": form.text("current_password"),
-                "new_password": form.text("new_password"),
-            });
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/change-password",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "password", str::to_owned).await
-        }
-        "/account/sessions/revoke" => {
-            let id = form.text("session_id");
-            let safe = !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-            if !safe {
-                let feedback = Feedback {
-                    form_error: Some(v.t("error_generic")),
-                    ..Feedback::default()
-                };
-                return account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
-            }
-            let r = v
-                .api(
-                    Method::DELETE,
-                    &format!("/api/auth/sessions/{id}"),
-                    Some(token),
-                    None,
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "session", str::to_owned).await
-        }
-        "/account/logout-all" => {
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/logout-all",
-                    Some(token),
-                    None,
-                    true,
-                )
-                .await;
-            if r.status != StatusCode::OK {
-                return v.failure(&r);
-            }
-            v.end_sign_in();
-            let login = v.path("/login");
-            v.message(
-                StatusCode::OK,
-                "signed_out_title",
-                &["signed_out_everywhere_text"],
-                Some((login, "sign_in")),
-            )
-        }
-        "/account/2fa/setup" => {
-            let r = v
-                .api(Method::POST, "/api/auth/setup-2fa", Some(token), None, true)
-                .await;
-            if r.status != StatusCode::OK {
-                return account_outcome(v, token, r, "", str::to_owned).await;
-            }
-            let data = &r.body_json()["data"];
-            let (secret, qr) = (
-                data["secret"].as_str().unwrap_or("").to_owned(),
-                data["qr_code"].as_str().unwrap_or("").to_owned(),
-            );
-            render_setup(v, StatusCode::OK, Feedback::default(), secret, qr)
-        }
-        "/account/2fa/enable" => {
-            let secret = form.text("secret").trim().to_owned();
-            let body = json!({
-                "secret": secret,
-                "token": form.text("token").trim(),
-                "password": form.text("password"),
-            });
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/enable-2fa",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            if r.status == StatusCode::OK {
-                let codes = r.body_json()["data"]["recovery_codes"].clone();
-                return v.render(
-                    "recovery_codes.html",
-                    StatusCode::OK,
-                    "recovery_codes_title",
-                    Feedback::default(),
-                    vec![("codes", to_value(codes))],
-                );
-            }
-            if r.status != StatusCode::BAD_REQUEST {
-                return account_outcome(v, token, r, "", str::to_owned).await;
-            }
-            // The same secret again, with its QR code, and the problem next to the code.
-            let profile = v
-                .api(Method::GET, "/api/auth/profile", Some(token), None, false)
-                .await;
-            let email = profile.body_json()["data"]["user"]["email"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            let provisioning = crate::auth::totp::TotpSecret::from_base32(&secret)
-                .ok()
-                .and_then(|s| {
-                    crate::auth::totp::provisioning(v.app.two_factor.issuer(), &email, &s).ok()
-                });
-            let Some(provisioning) = provisioning else {
-                return account_outcome(v, token, r, "", str::to_owned).await;
-            };
-            let feedback = v.feedback(&r, str::to_owned);
-            render_setup(
-                v,
-                StatusCode::BAD_REQUEST,
-                feedback,
-                provisioning.secret_base32,
-                provisioning.qr_code_data_url,
-            )
-        }
-        "/account/2fa/disable" => {
-            // Turning the second factor off takes the second factor too, like the API.
-            let body = json!({
-                "password": form.text("password"),
-                "two_factor_code": form.text("two_factor_code"),
-            });
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/disable-2fa",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "two_factor_disabled", |f| match f {
-                "password" => "disable_password".into(),
-                "two_factor_code" => "disable_two_factor_code".into(),
-                other => other.to_owned(),
-            })
-            .await
-        }
-        "/account/resend-verification" => {
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/resend-verification",
-                    Some(token),
-                    None,
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "verification_sent", str::to_owned).await
-        }
-        "/account/deactivate" => {
-            let body = json!({"password": form.text("password")});
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/deactivate",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            if r.status != StatusCode::OK {
-                return account_outcome(v, token, r, "", |f| {
-                    if f == "password" {
-                        "deactivate_password".into()
-                    } else {
-                        f.to_owned()
-                    }
-                })
-                .await;
-            }
-            v.end_sign_in();
-            v.message(
-                StatusCode::OK,
-                "deactivated_title",
-                &["deactivated_text"],
-                None,
-            )
-        }
+        "/account/profile" => update_profile(v, token, form).await,
+        "/account/password" => change_password(v, token, form).await,
+        "/account/sessions/revoke" => revoke_session(v, token, form).await,
+        "/account/logout-all" => logout_all(v, token).await,
+        "/account/2fa/setup" => setup_two_factor(v, token).await,
+        "/account/2fa/enable" => enable_two_factor(v, token, form).await,
+        "/account/2fa/disable" => disable_two_factor(v, token, form).await,
+        "/account/resend-verification" => resend_verification(v, token).await,
+        "/account/deactivate" => deactivate(v, token, form).await,
         passkey if passkey.starts_with("/account/passkeys/") => {
             passkeys::account_action(v, passkey, token, form).await
         }
         _ => v.not_found(),
     }
+}
+
+/// `POST /account/profile`: Changes the name on the account.
+async fn update_profile(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let body = json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
+    let r = v
+        .api(
+            Method::PATCH,
+            "/api/auth/profile",
+            Some(token),
+            Some(body),
+            true,
+        )
+        .await;
+    account_outcome(v, token, r, "profile", str::to_owned).await
+}
+
+/// `POST /account/password`: Changes the password; the other sessions end.
+async fn change_password(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let body = json!({
+        "current_password": form.text("current_password"),
+        "new_password": form.text("new_password"),
+    });
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/change-password",
+            Some(token),
+            Some(body),
+            true,
+        )
+        .await;
+    account_outcome(v, token, r, "password", str::to_owned).await
+}
+
+/// `POST /account/sessions/revoke`: Ends one of the account's other sessions.
+async fn revoke_session(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let id = form.text("session_id");
+    let safe = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !safe {
+        let feedback = Feedback {
+            form_error: Some(v.t("error_generic")),
+            ..Feedback::default()
+        };
+        return account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
+    }
+    let r = v
+        .api(
+            Method::DELETE,
+            &format!("/api/auth/sessions/{id}"),
+            Some(token),
+            None,
+            true,
+        )
+        .await;
+    account_outcome(v, token, r, "session", str::to_owned).await
+}
+
+/// `POST /account/logout-all`: Ends every session of the account, this one included.
+async fn logout_all(v: &mut Visit<'_>, token: &str) -> Page {
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/logout-all",
+            Some(token),
+            None,
+            true,
+        )
+        .await;
+    if r.status != StatusCode::OK {
+        return v.failure(&r);
+    }
+    v.end_sign_in();
+    let login = v.path("/login");
+    v.message(
+        StatusCode::OK,
+        "signed_out_title",
+        &["signed_out_everywhere_text"],
+        Some((login, "sign_in")),
+    )
+}
+
+/// `POST /account/2fa/setup`: A fresh TOTP secret to scan; nothing is stored yet.
+async fn setup_two_factor(v: &mut Visit<'_>, token: &str) -> Page {
+    let r = v
+        .api(Method::POST, "/api/auth/setup-2fa", Some(token), None, true)
+        .await;
+    if r.status != StatusCode::OK {
+        return account_outcome(v, token, r, "", str::to_owned).await;
+    }
+    let data = &r.body_json()["data"];
+    let (secret, qr) = (
+        data["secret"].as_str().unwrap_or("").to_owned(),
+        data["qr_code"].as_str().unwrap_or("").to_owned(),
+    );
+    render_setup(v, StatusCode::OK, Feedback::default(), secret, qr)
+}
+
+/// `POST /account/2fa/enable`: Turns TOTP on and shows the recovery codes once; a wrong code shows the same secret again.
+async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let secret = form.text("secret").trim().to_owned();
+    let body = json!({
+        "secret": secret,
+        "token": form.text("token").trim(),
+        "password": form.text("password"),
+    });
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/enable-2fa",
+            Some(token),
+            Some(body),
+            true,
+        )
+        .await;
+    if r.status == StatusCode::OK {
+        let codes = r.body_json()["data"]["recovery_codes"].clone();
+        return v.render(
+            "recovery_codes.html",
+            StatusCode::OK,
+            "recovery_codes_title",
+            Feedback::default(),
+            vec![("codes", to_value(codes))],
+        );
+    }
+    if r.status != StatusCode::BAD_REQUEST {
+        return account_outcome(v, token, r, "", str::to_owned).await;
+    }
+    // The same secret again, with its QR code, and the problem next to the code.
+    let profile = v
+        .api(Method::GET, "/api/auth/profile", Some(token), None, false)
+        .await;
+    let email = profile.body_json()["data"]["user"]["email"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let provisioning = crate::auth::totp::TotpSecret::from_base32(&secret)
+        .ok()
+        .and_then(|s| crate::auth::totp::provisioning(v.app.two_factor.issuer(), &email, &s).ok());
+    let Some(provisioning) = provisioning else {
+        return account_outcome(v, token, r, "", str::to_owned).await;
+    };
+    let feedback = v.feedback(&r, str::to_owned);
+    render_setup(
+        v,
+        StatusCode::BAD_REQUEST,
+        feedback,
+        provisioning.secret_base32,
+        provisioning.qr_code_data_url,
+    )
+}
+
+/// `POST /account/2fa/disable`: Turns TOTP off (the password and a code, like the API).
+async fn disable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    // Turning the second factor off takes the second factor too, like the API.
+    let body = json!({
+        "password": form.text("password"),
+        "two_factor_code": form.text("two_factor_code"),
+    });
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/disable-2fa",
+            Some(token),
+            Some(body),
+            true,
+        )
+        .await;
+    account_outcome(v, token, r, "two_factor_disabled", |f| match f {
+        "password" => "disable_password".into(),
+        "two_factor_code" => "disable_two_factor_code".into(),
+        other => other.to_owned(),
+    })
+    .await
+}
+
+/// `POST /account/resend-verification`: Mails a fresh verification link.
+async fn resend_verification(v: &mut Visit<'_>, token: &str) -> Page {
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/resend-verification",
+            Some(token),
+            None,
+            true,
+        )
+        .await;
+    account_outcome(v, token, r, "verification_sent", str::to_owned).await
+}
+
+/// `POST /account/deactivate`: Deactivates the account; every session ends.
+async fn deactivate(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let body = json!({"password": form.text("password")});
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/deactivate",
+            Some(token),
+            Some(body),
+            true,
+        )
+        .await;
+    if r.status != StatusCode::OK {
+        return account_outcome(v, token, r, "", |f| {
+            if f == "password" {
+                "deactivate_password".into()
+            } else {
+                f.to_owned()
+            }
+        })
+        .await;
+    }
+    v.end_sign_in();
+    v.message(
+        StatusCode::OK,
+        "deactivated_title",
+        &["deactivated_text"],
+        None,
+    )
 }
 
 fn render_setup(

@@ -121,7 +121,7 @@ fn passkey_id(form: &Form) -> Option<String> {
         .map(|id| id.to_string())
 }
 
-/// The forms under `/account/passkeys/`.
+/// The forms under `/account/passkeys/`, one function each.
 pub(super) async fn account_action(
     v: &mut Visit<'_>,
     action: &str,
@@ -129,125 +129,137 @@ pub(super) async fn account_action(
     form: Form,
 ) -> Page {
     match action {
-        "/account/passkeys/add" => {
-            let name = form.text("name").trim().to_owned();
-            if name.is_empty() {
-                let mut feedback = Feedback::default();
-                feedback.errors.insert(
-                    "passkey_name".into(),
-                    vec![v.lang.message("is required").to_owned()],
-                );
-                return super::account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
-            }
-            let mut body = json!({"password": form.text("password")});
-            if let Some(code) = form.get("two_factor_code") {
-                body["two_factor_code"] = json!(code);
-            }
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/passkeys/register/options",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            if r.status != StatusCode::OK {
-                return account_outcome(v, token, r, "", |f| match f {
-                    "password" => "passkey_password".into(),
-                    "two_factor_code" => "passkey_two_factor_code".into(),
-                    other => other.to_owned(),
-                })
-                .await;
-            }
-            let data = &r.body_json()["data"];
-            let (ceremony_id, options) = (
-                data["ceremony_id"].as_str().unwrap_or("").to_owned(),
-                data["options"].clone(),
-            );
-            v.render(
-                "passkey_add.html",
-                StatusCode::OK,
-                "passkey_add_title",
-                Feedback::default(),
-                vec![
-                    ("ceremony_id", Value::from(ceremony_id)),
-                    ("options", Value::from(options.to_string())),
-                    ("name", Value::from(name)),
-                ],
-            )
-        }
-        "/account/passkeys/register" => {
-            let body = json!({
-                "ceremony_id": form.text("ceremony_id"),
-                "name": form.text("name"),
-                "credential": credential(&form, "credential"),
-            });
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/passkeys/register",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            let r = if r.status == StatusCode::CREATED {
-                crate::reply::Reply::ok(StatusCode::OK, "", None)
-            } else {
-                r
-            };
-            account_outcome(v, token, r, "passkey_added", |f| match f {
-                "name" => "passkey_name".into(),
-                other => other.to_owned(),
-            })
-            .await
-        }
-        "/account/passkeys/rename" => {
-            let Some(id) = passkey_id(&form) else {
-                return unknown_passkey(v, token).await;
-            };
-            let r = v
-                .api(
-                    Method::PATCH,
-                    &format!("/api/auth/passkeys/{id}"),
-                    Some(token),
-                    Some(json!({"name": form.text("name")})),
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "passkey_renamed", |f| match f {
-                "name" => format!("rename_{id}"),
-                other => other.to_owned(),
-            })
-            .await
-        }
-        "/account/passkeys/remove" => {
-            let Some(id) = passkey_id(&form) else {
-                return unknown_passkey(v, token).await;
-            };
-            let mut body = json!({"password": form.text("password")});
-            if let Some(code) = form.get("two_factor_code") {
-                body["two_factor_code"] = json!(code);
-            }
-            let r = v
-                .api(
-                    Method::DELETE,
-                    &format!("/api/auth/passkeys/{id}"),
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "passkey_removed", |f| match f {
-                "password" => format!("remove_password_{id}"),
-                "two_factor_code" => format!("remove_code_{id}"),
-                other => other.to_owned(),
-            })
-            .await
-        }
+        "/account/passkeys/add" => add(v, token, form).await,
+        "/account/passkeys/register" => register(v, token, form).await,
+        "/account/passkeys/rename" => rename(v, token, form).await,
+        "/account/passkeys/remove" => remove(v, token, form).await,
         _ => v.not_found(),
     }
+}
+
+/// `POST /account/passkeys/add`: The step-up, then the page that creates the passkey in the browser.
+async fn add(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let name = form.text("name").trim().to_owned();
+    if name.is_empty() {
+        let mut feedback = Feedback::default();
+        feedback.errors.insert(
+            "passkey_name".into(),
+            vec![v.lang.message("is required").to_owned()],
+        );
+        return super::account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
+    }
+    let mut body = json!({"password": form.text("password")});
+    if let Some(code) = form.get("two_factor_code") {
+        body["two_factor_code"] = json!(code);
+    }
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/passkeys/register/options",
+            Some(token),
+            Some(body),
+            true,
+        )
+        .await;
+    if r.status != StatusCode::OK {
+        return account_outcome(v, token, r, "", |f| match f {
+            "password" => "passkey_password".into(),
+            "two_factor_code" => "passkey_two_factor_code".into(),
+            other => other.to_owned(),
+        })
+        .await;
+    }
+    let data = &r.body_json()["data"];
+    let (ceremony_id, options) = (
+        data["ceremony_id"].as_str().unwrap_or("").to_owned(),
+        data["options"].clone(),
+    );
+    v.render(
+        "passkey_add.html",
+        StatusCode::OK,
+        "passkey_add_title",
+        Feedback::default(),
+        vec![
+            ("ceremony_id", Value::from(ceremony_id)),
+            ("options", Value::from(options.to_string())),
+            ("name", Value::from(name)),
+        ],
+    )
+}
+
+/// `POST /account/passkeys/register`: Stores the passkey the browser created.
+async fn register(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let body = json!({
+        "ceremony_id": form.text("ceremony_id"),
+        "name": form.text("name"),
+        "credential": credential(&form, "credential"),
+    });
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/passkeys/register",
+            Some(token),
+            Some(body),
+            true,
+        )
+        .await;
+    let r = if r.status == StatusCode::CREATED {
+        crate::reply::Reply::ok(StatusCode::OK, "", None)
+    } else {
+        r
+    };
+    account_outcome(v, token, r, "passkey_added", |f| match f {
+        "name" => "passkey_name".into(),
+        other => other.to_owned(),
+    })
+    .await
+}
+
+/// `POST /account/passkeys/rename`: Renames one of the account's passkeys.
+async fn rename(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let Some(id) = passkey_id(&form) else {
+        return unknown_passkey(v, token).await;
+    };
+    let r = v
+        .api(
+            Method::PATCH,
+            &format!("/api/auth/passkeys/{id}"),
+            Some(token),
+            Some(json!({"name": form.text("name")})),
+            true,
+        )
+        .await;
+    account_outcome(v, token, r, "passkey_renamed", |f| match f {
+        "name" => format!("rename_{id}"),
+        other => other.to_owned(),
+    })
+    .await
+}
+
+/// `POST /account/passkeys/remove`: Removes one of the account's passkeys (the step-up first).
+async fn remove(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let Some(id) = passkey_id(&form) else {
+        return unknown_passkey(v, token).await;
+    };
+    let mut body = json!({"password": form.text("password")});
+    if let Some(code) = form.get("two_factor_code") {
+        body["two_factor_code"] = json!(code);
+    }
+    let r = v
+        .api(
+            Method::DELETE,
+            &format!("/api/auth/passkeys/{id}"),
+            Some(token),
+            Some(body),
+            true,
+        )
+        .await;
+    account_outcome(v, token, r, "passkey_removed", |f| match f {
+        "password" => format!("remove_password_{id}"),
+        "two_factor_code" => format!("remove_code_{id}"),
+        other => other.to_owned(),
+    })
+    .await
 }
 
 async fn unknown_passkey(v: &mut Visit<'_>, token: &str) -> Page {
