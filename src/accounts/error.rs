@@ -58,6 +58,8 @@ pub enum AccountError {
     WrongSecondFactor(Box<SecondStep>),
     /// 400 `sign_in_expired`: no such pending sign-in (expired, used, never held).
     PendingExpired,
+    /// 404 `session_not_found`: no such session of this account.
+    SessionNotFound,
     /// 401 `invalid_token`: the refresh token is unknown, expired or its account gone.
     InvalidRefreshToken,
     /// 401 `refresh_token_reused`: a rotated refresh token came back; the session ended.
@@ -127,6 +129,7 @@ impl AccountError {
         match self {
             Self::InvalidCredentials | Self::WrongSecondFactor(_) => "invalid_credentials",
             Self::PendingExpired => "sign_in_expired",
+            Self::SessionNotFound => "session_not_found",
             Self::Locked => "account_locked",
             Self::Busy => "service_unavailable",
             Self::Deactivated => "account_deactivated",
@@ -186,6 +189,11 @@ impl From<AccountError> for Reply {
                 "This account has been deactivated",
             ),
             AccountError::SecondFactorRequired(step) => second_factor_required(*step),
+            AccountError::SessionNotFound => Reply::error(
+                StatusCode::NOT_FOUND,
+                "session_not_found",
+                "No such session",
+            ),
             AccountError::PendingExpired => Reply::error(
                 StatusCode::BAD_REQUEST,
                 "sign_in_expired",

@@ -440,6 +440,23 @@ impl Accounts {
         Ok(())
     }
 
+    /// Ends one of `user`'s sessions; `SessionNotFound` when it is gone or not theirs
+    /// (the same answer, so another account's session ids cannot be probed).
+    pub async fn end_session(&self, user: &User, id: &SessionId) -> Result<(), AccountError> {
+        match self.sessions.get(id).await? {
+            Some(s) if s.user_id == user.id.as_uuid() => {}
+            _ => return Err(AccountError::SessionNotFound),
+        }
+        self.access.revoke_session(id).await?;
+        tracing::info!(target: SECURITY, event = "session_revoked", user_id = %user.id, session_id = %id);
+        Ok(())
+    }
+
+    /// `user`'s live sessions.
+    pub async fn sessions_of(&self, user: &User) -> Result<Vec<Session>, AccountError> {
+        Ok(self.sessions.list(user.id.into()).await?)
+    }
+
     /// Ends every session of `user`; answers how many ended.
     pub async fn logout_all(&self, user: &User) -> Result<usize, AccountError> {
         let ended = self.access.revoke_user(user.id.into(), None).await?.len();

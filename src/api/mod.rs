@@ -168,6 +168,12 @@ pub async fn limit_sign_in(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
     check_limits(app, client_ip, own).await.map(drop)
 }
 
+/// The per-IP `global` limit of the account API, for the portal's account forms that call
+/// the account core directly. The error is the 429 (with `Retry-After`).
+pub async fn limit_form(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
+    check_limits(app, client_ip, None).await.map(drop)
+}
+
 /// The endpoint table: one line per endpoint, 405 for a known path with the wrong method.
 async fn route(app: &App, request: &ApiRequest) -> Reply {
     endpoint(app, request)

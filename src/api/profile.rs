@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::account::{check_name, parse_new_password, user_profile};
 use super::{ApiRequest, Fields, Reply};
-use crate::accounts::StepUp;
+use crate::accounts::{AccountError, StepUp};
 use crate::app::App;
 use crate::mail::MailKind;
 use crate::session::SessionId;
@@ -131,7 +131,7 @@ pub async fn deactivate(app: &App, request: &ApiRequest) -> Result<Reply, Reply>
 /// `GET /api/auth/sessions` — the caller's live sessions.
 pub async fn list_sessions(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    let sessions = app.sessions.list(caller.session.user_id).await?;
+    let sessions = app.accounts.sessions_of(&caller.user).await?;
     let sessions: Vec<_> = sessions
         .iter()
         .map(|s| {
@@ -157,22 +157,9 @@ pub async fn list_sessions(app: &App, request: &ApiRequest) -> Result<Reply, Rep
 /// `DELETE /api/auth/sessions/{id}` — ends one of the caller's own sessions.
 pub async fn delete_session(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    let not_found = || {
-        Reply::error(
-            StatusCode::NOT_FOUND,
-            "session_not_found",
-            "No such session",
-        )
-    };
-    let Ok(session_id) = id.parse::<SessionId>() else {
-        return Err(not_found());
-    };
-    match app.sessions.get(&session_id).await {
-        Ok(Some(s)) if s.user_id == caller.session.user_id => {}
-        Ok(_) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    }
-    app.access.revoke_session(&session_id).await?;
-    tracing::info!(target: SECURITY, event = "session_revoked", user_id = %caller.user.id, session_id = %session_id);
+    let session_id = id
+        .parse::<SessionId>()
+        .map_err(|_| AccountError::SessionNotFound)?;
+    app.accounts.end_session(&caller.user, &session_id).await?;
     Ok(Reply::ok(StatusCode::OK, "Session ended", None))
 }

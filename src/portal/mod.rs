@@ -25,6 +25,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use minijinja::Value;
 use serde_json::json;
 
+use crate::access::credentials::Caller;
 use crate::accounts::{AccountError, Client};
 use crate::api::{ApiRequest, browser};
 use crate::app::App;
@@ -598,6 +599,18 @@ impl<'a> Visit<'a> {
         let response = Reply::from(error);
         self.note_retry_after(&response);
         response
+    }
+
+    /// The signed-in account behind `token`, for a form the account core answers, after the
+    /// API's per-IP `global` limit; the refusal as the API answers it (401, 403, 429, 503).
+    async fn caller(&mut self, token: &str) -> Result<Caller, Reply> {
+        let app = self.app;
+        let limited = crate::api::limit_form(app, self.request.client_ip).await;
+        let caller = match limited {
+            Ok(()) => app.access.authenticate_token(token).await,
+            Err(refusal) => Err(refusal),
+        };
+        caller.inspect_err(|refusal| self.note_retry_after(refusal))
     }
 
     /// The per-IP limits of a sign-in form, as the API applies them to its sign-in.

@@ -12,6 +12,7 @@ use crate::accounts::{AccountError, PendingId, SecondFactor, SecondStep, SignIn,
 use crate::api::browser;
 use crate::auth::secrets::is_token_shaped;
 use crate::reply::Reply;
+use crate::session::SessionId;
 
 /// Paths (below the prefix) that show a page.
 pub(super) const GET_PATHS: &[&str] = &[
@@ -508,17 +509,9 @@ async fn logout(v: &mut Visit<'_>) -> Page {
     )
 }
 
-/// "2025-01-31T14:05:09.123Z" as "2025-01-31 14:05 UTC".
-fn short_time(value: &serde_json::Value) -> String {
-    value
-        .as_str()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M UTC")
-                .to_string()
-        })
-        .unwrap_or_default()
+/// A time as the account page shows it: "2025-01-31 14:05 UTC".
+fn short_time(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// The account page: profile, password, 2FA, sessions, deactivation.
@@ -528,45 +521,46 @@ async fn account_page(
     status: StatusCode,
     feedback: Feedback,
 ) -> Page {
-    let profile = v
-        .api(Method::GET, "/api/auth/profile", Some(token), None, false)
-        .await;
-    if profile.status == StatusCode::UNAUTHORIZED || profile.status == StatusCode::FORBIDDEN {
-        v.end_sign_in();
-        return to_sign_in(v);
-    }
-    if profile.status != StatusCode::OK {
-        return v.failure(&profile);
-    }
-    let sessions = v
-        .api(Method::GET, "/api/auth/sessions", Some(token), None, false)
-        .await;
-    let sessions: Vec<serde_json::Value> = sessions.body_json()["data"]["sessions"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|s| {
-                    json!({
-                        "id": s["id"],
-                        "ip": s["ip"],
-                        "user_agent": s["user_agent"],
-                        "current": s["current"],
-                        "created_at": short_time(&s["created_at"]),
-                        "last_seen_at": short_time(&s["last_seen_at"]),
-                    })
-                })
-                .collect()
+    let app = v.app;
+    let caller = match app.access.authenticate_token(token).await {
+        Ok(caller) => caller,
+        Err(refusal) if refusal.status.is_client_error() => {
+            v.end_sign_in();
+            return to_sign_in(v);
+        }
+        Err(refusal) => return v.failure(&refusal),
+    };
+    let (user, current) = (&caller.user, caller.session.id);
+    // A session list that cannot be read leaves the list empty, not the page.
+    let sessions = app.accounts.sessions_of(user).await.unwrap_or_default();
+    let sessions: Vec<serde_json::Value> = sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id.to_string(),
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "current": s.id == current,
+                "created_at": short_time(s.created_at),
+                "last_seen_at": short_time(s.last_seen_at),
+            })
         })
-        .unwrap_or_default();
-    let user = profile.body_json()["data"]["user"].clone();
-    let passkeys = passkeys::for_account(v, token).await;
+        .collect();
+    let user_view = json!({
+        "email": user.email.as_str(),
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "is_verified": user.is_verified,
+        "two_factor_enabled": user.two_factor_enabled,
+    });
+    let passkeys = passkeys::for_account(v, user).await;
     v.render(
         "account.html",
         status,
         "account_title",
         feedback,
         vec![
-            ("user", to_value(user)),
+            ("user", to_value(user_view)),
             ("sessions", to_value(sessions)),
             ("passkeys", passkeys),
         ],
@@ -648,44 +642,32 @@ async fn change_password(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
 
 /// `POST /account/sessions/revoke`: Ends one of the account's other sessions.
 async fn revoke_session(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
-    let id = form.text("session_id");
-    let safe = !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-    if !safe {
-        let feedback = Feedback {
-            form_error: Some(v.t("error_generic")),
-            ..Feedback::default()
-        };
-        return account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
-    }
-    let r = v
-        .api(
-            Method::DELETE,
-            &format!("/api/auth/sessions/{id}"),
-            Some(token),
-            None,
-            true,
-        )
-        .await;
+    let app = v.app;
+    let ended = match v.caller(token).await {
+        Ok(caller) => match form.text("session_id").parse::<SessionId>() {
+            Ok(id) => app.accounts.end_session(&caller.user, &id).await,
+            Err(_) => Err(AccountError::SessionNotFound),
+        }
+        .map_err(|e| v.refusal(e)),
+        Err(refusal) => Err(refusal),
+    };
+    let r = ended.map_or_else(|refusal| refusal, |()| Reply::empty(StatusCode::OK));
     account_outcome(v, token, r, "session", str::to_owned).await
 }
 
 /// `POST /account/logout-all`: Ends every session of the account, this one included.
 async fn logout_all(v: &mut Visit<'_>, token: &str) -> Page {
-    let r = v
-        .api(
-            Method::POST,
-            "/api/auth/logout-all",
-            Some(token),
-            None,
-            true,
-        )
-        .await;
-    if r.status != StatusCode::OK {
-        return v.failure(&r);
+    let app = v.app;
+    let ended = match v.caller(token).await {
+        Ok(caller) => app
+            .accounts
+            .logout_all(&caller.user)
+            .await
+            .map_err(|e| v.refusal(e)),
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(refusal) = ended {
+        return v.failure(&refusal);
     }
     v.end_sign_in();
     let login = v.path("/login");

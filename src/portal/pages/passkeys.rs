@@ -13,6 +13,7 @@ use super::{Feedback, Form, Page, Visit, account_outcome, render_login, to_value
 use crate::accounts::{PasskeyAnswer, PasskeySignIn, SecondFactor, Tokens};
 use crate::passkeys::CeremonyId;
 use crate::reply::Reply;
+use crate::store::User;
 
 /// The `PublicKeyCredential` JSON a form carries in `field`, parsed; `Null` when it is not
 /// JSON (the API then names the field).
@@ -88,29 +89,29 @@ async fn passwordless(v: &mut Visit<'_>, form: &Form) -> Result<Tokens, Reply> {
     signed.map(|s| s.tokens).map_err(|e| v.refusal(e))
 }
 
-/// The account's passkeys for the account page, dates shortened.
-pub(super) async fn for_account(v: &mut Visit<'_>, token: &str) -> Value {
+/// The account's passkeys for the account page, dates shortened (none when passkeys are
+/// off or the list cannot be read).
+pub(super) async fn for_account(v: &mut Visit<'_>, user: &User) -> Value {
     if !v.portal.passkeys_enabled {
         return to_value(json!([]));
     }
-    let r = v
-        .api(Method::GET, "/api/auth/passkeys", Some(token), None, false)
-        .await;
-    let list: Vec<serde_json::Value> = r.body_json()["data"]["passkeys"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|p| {
-                    json!({
-                        "id": p["id"],
-                        "name": p["name"],
-                        "created_at": super::short_time(&p["created_at"]),
-                        "last_used_at": super::short_time(&p["last_used_at"]),
-                    })
-                })
-                .collect()
-        })
+    let keys = v
+        .app
+        .accounts
+        .usable_passkeys(user)
+        .await
         .unwrap_or_default();
+    let list: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id.to_string(),
+                "name": p.name,
+                "created_at": super::short_time(p.created_at),
+                "last_used_at": p.last_used_at.map(super::short_time).unwrap_or_default(),
+            })
+        })
+        .collect();
     to_value(list)
 }
 
