@@ -91,13 +91,6 @@ pub(crate) fn mail_language<'a>(
     }
 }
 
-/// Answers one request by the endpoint table alone, without the per-IP limits and CORS:
-/// for the gateway's own in-process calls that are not a client's API request (renewing a
-/// browser's access cookie, reading the account page).
-pub async fn call_unlimited(app: &App, request: &ApiRequest) -> Reply {
-    route(app, request).await
-}
-
 /// Whether `path` is forward-auth's (`/api/auth/verify`, with or without a trailing `/`),
 /// which answers every method alike and is no CORS resource.
 pub(crate) fn is_forward_auth(path: &str) -> bool {

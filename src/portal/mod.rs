@@ -531,15 +531,14 @@ impl<'a> Visit<'a> {
         )
     }
 
-    /// Calls the account API in-process as this browser. `limited` applies the API's
-    /// per-IP limits (every form post); page reads are not counted.
+    /// Calls the account API in-process as this browser, through its per-IP limits (the
+    /// forms the account core does not answer directly yet).
     async fn api(
         &mut self,
         method: Method,
         path: &str,
         bearer: Option<&str>,
         body: Option<serde_json::Value>,
-        limited: bool,
     ) -> Reply {
         let mut headers = HeaderMap::new();
         if body.is_some() {
@@ -565,11 +564,7 @@ impl<'a> Visit<'a> {
             client_ip: self.request.client_ip,
             user_agent: self.request.user_agent.clone(),
         };
-        let response = if limited {
-            crate::api::dispatch(self.app, request).await
-        } else {
-            crate::api::call_unlimited(self.app, &request).await
-        };
+        let response = crate::api::dispatch(self.app, request).await;
         self.note_retry_after(&response);
         response
     }

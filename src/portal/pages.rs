@@ -1,5 +1,6 @@
-//! The pages: one function per form, each turning the form into an account-API call and
-//! the answer into the next page.
+//! The pages: one function per form, each turning the form into a call of the account core
+//! (sign-in, sign-out, sessions, the account page's reads) or of the account API in-process
+//! (the other forms), and the answer into the next page.
 
 mod passkeys;
 
@@ -361,7 +362,7 @@ async fn register(v: &mut Visit<'_>, form: Form) -> Page {
         "last_name": form.text("last_name"),
     });
     let response = v
-        .api(Method::POST, "/api/auth/register", None, Some(body), true)
+        .api(Method::POST, "/api/auth/register", None, Some(body))
         .await;
     match response.status {
         StatusCode::CREATED | StatusCode::CONFLICT => {
@@ -384,13 +385,7 @@ async fn register(v: &mut Visit<'_>, form: Form) -> Page {
 async fn verify_email(v: &mut Visit<'_>, form: Form) -> Page {
     let body = json!({"token": form.text("token")});
     let response = v
-        .api(
-            Method::POST,
-            "/api/auth/verify-email",
-            None,
-            Some(body),
-            true,
-        )
+        .api(Method::POST, "/api/auth/verify-email", None, Some(body))
         .await;
     match response.status {
         StatusCode::OK => {
@@ -417,7 +412,6 @@ async fn forgot_password(v: &mut Visit<'_>, form: Form) -> Page {
             "/api/auth/request-password-reset",
             None,
             Some(json!({"email": email})),
-            true,
         )
         .await;
     if response.status == StatusCode::OK {
@@ -454,13 +448,7 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
     let token = form.text("token").to_owned();
     let body = json!({"token": token, "password": form.text("password")});
     let response = v
-        .api(
-            Method::POST,
-            "/api/auth/reset-password",
-            None,
-            Some(body),
-            true,
-        )
+        .api(Method::POST, "/api/auth/reset-password", None, Some(body))
         .await;
     match (response.status, response.body_json()["code"].as_str()) {
         (StatusCode::OK, _) => {
@@ -611,13 +599,7 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
 async fn update_profile(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     let body = json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
     let r = v
-        .api(
-            Method::PATCH,
-            "/api/auth/profile",
-            Some(token),
-            Some(body),
-            true,
-        )
+        .api(Method::PATCH, "/api/auth/profile", Some(token), Some(body))
         .await;
     account_outcome(v, token, r, "profile", str::to_owned).await
 }
@@ -634,7 +616,6 @@ async fn change_password(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
             "/api/auth/change-password",
             Some(token),
             Some(body),
-            true,
         )
         .await;
     account_outcome(v, token, r, "password", str::to_owned).await
@@ -682,7 +663,7 @@ async fn logout_all(v: &mut Visit<'_>, token: &str) -> Page {
 /// `POST /account/2fa/setup`: A fresh TOTP secret to scan; nothing is stored yet.
 async fn setup_two_factor(v: &mut Visit<'_>, token: &str) -> Page {
     let r = v
-        .api(Method::POST, "/api/auth/setup-2fa", Some(token), None, true)
+        .api(Method::POST, "/api/auth/setup-2fa", Some(token), None)
         .await;
     if r.status != StatusCode::OK {
         return account_outcome(v, token, r, "", str::to_owned).await;
@@ -709,7 +690,6 @@ async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
             "/api/auth/enable-2fa",
             Some(token),
             Some(body),
-            true,
         )
         .await;
     if r.status == StatusCode::OK {
@@ -726,13 +706,10 @@ async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
         return account_outcome(v, token, r, "", str::to_owned).await;
     }
     // The same secret again, with its QR code, and the problem next to the code.
-    let profile = v
-        .api(Method::GET, "/api/auth/profile", Some(token), None, false)
-        .await;
-    let email = profile.body_json()["data"]["user"]["email"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
+    let email = match v.app.access.authenticate_token(token).await {
+        Ok(caller) => caller.user.email.into_string(),
+        Err(refusal) => return account_outcome(v, token, refusal, "", str::to_owned).await,
+    };
     let provisioning = crate::auth::totp::TotpSecret::from_base32(&secret)
         .ok()
         .and_then(|s| crate::auth::totp::provisioning(v.app.two_factor.issuer(), &email, &s).ok());
@@ -762,7 +739,6 @@ async fn disable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page 
             "/api/auth/disable-2fa",
             Some(token),
             Some(body),
-            true,
         )
         .await;
     account_outcome(v, token, r, "two_factor_disabled", |f| match f {
@@ -781,7 +757,6 @@ async fn resend_verification(v: &mut Visit<'_>, token: &str) -> Page {
             "/api/auth/resend-verification",
             Some(token),
             None,
-            true,
         )
         .await;
     account_outcome(v, token, r, "verification_sent", str::to_owned).await
@@ -796,7 +771,6 @@ async fn deactivate(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
             "/api/auth/deactivate",
             Some(token),
             Some(body),
-            true,
         )
         .await;
     if r.status != StatusCode::OK {

@@ -159,7 +159,6 @@ async fn add(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
             "/api/auth/passkeys/register/options",
             Some(token),
             Some(body),
-            true,
         )
         .await;
     if r.status != StatusCode::OK {
@@ -201,7 +200,6 @@ async fn register(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
             "/api/auth/passkeys/register",
             Some(token),
             Some(body),
-            true,
         )
         .await;
     let r = if r.status == StatusCode::CREATED {
@@ -227,7 +225,6 @@ async fn rename(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
             &format!("/api/auth/passkeys/{id}"),
             Some(token),
             Some(json!({"name": form.text("name")})),
-            true,
         )
         .await;
     account_outcome(v, token, r, "passkey_renamed", |f| match f {
@@ -252,7 +249,6 @@ async fn remove(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
             &format!("/api/auth/passkeys/{id}"),
             Some(token),
             Some(body),
-            true,
         )
         .await;
     account_outcome(v, token, r, "passkey_removed", |f| match f {
