@@ -123,8 +123,9 @@ impl AccountError {
         )
     }
 
-    /// The key of the portal's message for this error (`errors.<code>` in its catalogues),
-    /// the same code the account API answers with.
+    /// The code of this error, as the account API's envelope carries it (`code`): the key
+    /// the portal's pages look their message up by (`portal::error_key`), so a page and the
+    /// API name a refusal alike.
     pub fn catalogue_key(&self) -> &'static str {
         match self {
             Self::InvalidCredentials | Self::WrongSecondFactor(_) => "invalid_credentials",
