@@ -13,7 +13,8 @@
 //! - [`Accounts::refresh`]: refresh-token rotation with reuse detection, answering the
 //!   new tokens and the [`Principal`] they stand for;
 //! - [`Accounts::logout`], [`Accounts::logout_all`]: through `Access::revoke_*`;
-//! - [`Accounts::step_up`]: the proof every security change needs;
+//! - [`Accounts::step_up`]: the proof every security change needs, and the changes behind
+//!   it ([`Accounts::change_password`], [`Accounts::deactivate`]);
 //! - `lockout`: the one gate every guess at a password or a code passes (where the lockout
 //!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
 
@@ -21,6 +22,7 @@ mod error;
 mod lockout;
 mod passkey;
 mod pending;
+mod profile;
 mod proof;
 
 use std::net::IpAddr;

@@ -7,10 +7,8 @@ use super::account::{check_name, parse_new_password, user_profile};
 use super::{ApiRequest, Fields, Reply};
 use crate::accounts::{AccountError, StepUp};
 use crate::app::App;
-use crate::mail::MailKind;
 use crate::session::SessionId;
 use crate::store::User;
-use crate::telemetry::SECURITY;
 
 /// `GET /api/auth/profile`
 pub async fn get_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
@@ -84,26 +82,17 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, R
     let current = f.required_raw("current_password");
     let new = f.required_raw("new_password");
     let new = parse_new_password(&mut f, "new_password", new);
-    // The current password is checked (and counted) by the step-up below.
-    let (_, new) = f.finish_with(current.zip(new))?;
-    if let Err(e) = step_up(app, request, &caller.user, "current_password", false).await {
-        tracing::warn!(target: SECURITY, event = "password_change_refused", user_id = %caller.user.id);
-        return Err(e);
-    }
-    let hash = app.hasher.hash(new.expose()).await?;
-    app.store.set_password_hash(caller.user.id, &hash).await?;
-    let ended = app
-        .access
-        .revoke_user(caller.session.user_id, Some(&caller.session.id))
-        .await?
-        .len();
-    tracing::info!(target: SECURITY, event = "password_changed", user_id = %caller.user.id, sessions_ended = ended);
-    app.mailer.send_in_background_in(
-        super::mail_language(app, request, &caller.user),
-        caller.user.email.as_str(),
-        &caller.user.first_name,
-        MailKind::PasswordChanged,
-    );
+    let (current, new) = f.finish_with(current.zip(new))?;
+    let proof = StepUp {
+        password: &current,
+        password_field: "current_password",
+        code: None,
+    };
+    let client = super::client(app, request);
+    let (user, keep) = (&caller.user, &caller.session.id);
+    app.accounts
+        .change_password(user, keep, proof, &new, &client)
+        .await?;
     Ok(Reply::ok(
         StatusCode::OK,
         "Password changed; other sessions have been ended",
@@ -114,17 +103,18 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, R
 /// `POST /api/auth/deactivate` — the account goes inactive and every session ends.
 pub async fn deactivate(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    if let Err(e) = step_up(app, request, &caller.user, "password", false).await {
-        tracing::warn!(target: SECURITY, event = "deactivation_refused", user_id = %caller.user.id);
-        return Err(e);
-    }
-    app.store.set_active(caller.user.id, false).await?;
-    let ended = app
-        .access
-        .revoke_user(caller.session.user_id, None)
-        .await?
-        .len();
-    tracing::info!(target: SECURITY, event = "account_deactivated", user_id = %caller.user.id, sessions_ended = ended);
+    let mut f = Fields::from_request(request)?;
+    let password = f.required_raw("password");
+    let password = f.finish_with(password)?;
+    let proof = StepUp {
+        password: &password,
+        password_field: "password",
+        code: None,
+    };
+    let client = super::client(app, request);
+    app.accounts
+        .deactivate(&caller.user, proof, &client)
+        .await?;
     Ok(Reply::ok(StatusCode::OK, "Account deactivated", None))
 }
 
