@@ -162,13 +162,17 @@ impl Accounts {
     /// the password and, when `proof.code` is given, a current TOTP or recovery code.
     /// Counted as one guess against the lockout (a stolen access token cannot be used to
     /// try passwords), so `Locked` once the account is locked, and `Field` naming the wrong
-    /// field.
+    /// field. An empty password is `Field` "is required", and no guess.
     pub async fn step_up(
         &self,
         user: &User,
         proof: StepUp<'_>,
         client: &Client<'_>,
     ) -> Result<(), AccountError> {
+        if proof.password.is_empty() {
+            let (field, message) = (proof.password_field, "is required");
+            return Err(AccountError::Field { field, message });
+        }
         let guess = lockout::claim(self, user, proof.password, client).await?;
         let verified = match self.hasher.check(proof.password, &user.password_hash).await {
             Ok(verified) if verified.matches() => verified,

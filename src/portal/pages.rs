@@ -9,7 +9,7 @@ use minijinja::Value;
 use serde_json::json;
 
 use super::{Feedback, Form, Page, Visit, to_value};
-use crate::accounts::{AccountError, PendingId, SecondFactor, SecondStep, SignIn, Tokens};
+use crate::accounts::{AccountError, PendingId, SecondFactor, SecondStep, SignIn, StepUp, Tokens};
 use crate::api::browser;
 use crate::auth::secrets::is_token_shaped;
 use crate::reply::Reply;
@@ -764,16 +764,21 @@ async fn resend_verification(v: &mut Visit<'_>, token: &str) -> Page {
 
 /// `POST /account/deactivate`: Deactivates the account; every session ends.
 async fn deactivate(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
-    let body = json!({"password": form.text("password")});
-    let r = v
-        .api(
-            Method::POST,
-            "/api/auth/deactivate",
-            Some(token),
-            Some(body),
-        )
-        .await;
-    if r.status != StatusCode::OK {
+    let app = v.app;
+    let done = match v.caller(token).await {
+        Ok(caller) => {
+            let proof = StepUp {
+                password: form.text("password"),
+                password_field: "password",
+                code: None,
+            };
+            let client = v.client();
+            let done = app.accounts.deactivate(&caller.user, proof, &client).await;
+            done.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(r) = done {
         return account_outcome(v, token, r, "", |f| {
             if f == "password" {
                 "deactivate_password".into()
