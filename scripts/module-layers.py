@@ -19,6 +19,7 @@ FLOORS = [
     ["auth", "store", "session"],
     ["passkeys"],
     ["access", "ratelimit", "mail", "portal::site"],
+    ["accounts"],
     ["app"],
     ["api"],
     ["portal"],

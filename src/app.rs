@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::access::Access;
 use crate::access::cookies::CookieRules;
 use crate::access::identity::IdentityHeaderNames;
+use crate::accounts::{self, Accounts};
 use crate::auth::jwt::KeyRing;
 use crate::auth::password::PasswordHasher;
 use crate::auth::totp::TwoFactor;
@@ -47,18 +48,20 @@ pub struct App {
     /// bcrypt on its own bounded pool, never on the proxy's threads.
     pub hasher: PasswordHasher,
     /// TOTP provisioning and the key that seals TOTP secrets at rest.
-    pub two_factor: TwoFactor,
+    pub two_factor: Arc<TwoFactor>,
     /// Per-client-IP limits, shared through Redis when sessions are.
     pub rate_limiter: Arc<dyn RateLimiter>,
     /// Access control for both ways in: checks, policy, identity headers, revocation.
-    pub access: Access,
+    pub access: Arc<Access>,
+    /// The account core: sign-in, second factors, sessions (opened, renewed, ended).
+    pub accounts: Accounts,
     /// The sign-in pages for browsers.
     pub portal: Portal,
     /// Runs work on the runtime that owns the backends' sockets (work that must finish after
     /// the answer has gone: a reset token written, then mailed).
     pub backend: Backend,
     /// The WebAuthn relying party (off when `server.public_url` cannot be one).
-    pub passkeys: Passkeys,
+    pub passkeys: Arc<Passkeys>,
     /// Owns the database, Redis and SMTP connections (a socket stays with the runtime that
     /// made it); shut down with the instance.
     _backend_runtime: BackendRuntime,
@@ -72,18 +75,19 @@ impl App {
         let identity_headers = IdentityHeaderNames::new(&config.identity_headers);
         let keys =
             Arc::new(KeyRing::load(&config.tokens).context("loading the token signing keys")?);
-        let two_factor =
-            TwoFactor::load(&config.two_factor).context("loading the two-factor encryption key")?;
+        let two_factor = Arc::new(
+            TwoFactor::load(&config.two_factor).context("loading the two-factor encryption key")?,
+        );
         let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
             .context("setting up password hashing")?;
         let portal =
             Portal::new(&config, keys.refresh_rotation_key()).map_err(|e| anyhow::anyhow!(e))?;
 
-        let passkeys = Passkeys::new(
+        let passkeys = Arc::new(Passkeys::new(
             &config.server.public_url,
             config.two_factor.issuer.as_str(),
             &metrics,
-        );
+        ));
         if let Some(reason) = passkeys.disabled_reason() {
             tracing::warn!("{reason}");
         }
@@ -112,7 +116,7 @@ impl App {
                 anyhow::Ok((store, sessions, Arc::new(mailer), limiter, backend))
             })
             .map_err(|_| anyhow::anyhow!("backend start-up panicked"))??;
-        let access = Access::new(
+        let access = Arc::new(Access::new(
             keys.clone(),
             sessions.clone(),
             store.clone(),
@@ -122,11 +126,26 @@ impl App {
                 &config.sessions.cookie_domain,
                 &config.portal.path_prefix,
             ),
-        );
+        ));
         store::spawn_token_purger(&backend, store.clone(), TOKEN_PURGE_INTERVAL);
         access.spawn_followers(&backend);
+        let config = Arc::new(config);
+        let accounts = Accounts::new(
+            accounts::Parts {
+                config: config.clone(),
+                store: store.clone(),
+                sessions: sessions.clone(),
+                access: access.clone(),
+                keys: keys.clone(),
+                hasher: hasher.clone(),
+                two_factor: two_factor.clone(),
+                passkeys: passkeys.clone(),
+                mailer: mailer.clone(),
+            },
+            &metrics,
+        );
         Ok(Arc::new(Self {
-            config: Arc::new(config),
+            config,
             metrics,
             store,
             sessions,
@@ -136,6 +155,7 @@ impl App {
             two_factor,
             rate_limiter,
             access,
+            accounts,
             portal,
             backend,
             passkeys,

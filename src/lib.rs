@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the map of the code.
 
 pub mod access;
+pub mod accounts;
 pub mod api;
 pub mod app;
 pub mod auth;

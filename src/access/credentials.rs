@@ -247,6 +247,12 @@ impl Access {
         let token = bearer(headers)
             .filter(|_| !cookies_ambiguous(headers))
             .ok_or_else(|| unauthenticated(Denial::NoCredentials))?;
+        self.authenticate_token(token).await
+    }
+
+    /// [`Access::authenticate_api`]'s check of an access token however it came (the
+    /// portal's pages hold the browser's cookie): uncached, sliding the session's expiry.
+    pub async fn authenticate_token(&self, token: &str) -> Result<Caller, Reply> {
         let claims = self.keys.verify_access(token).map_err(|e| {
             tracing::debug!(reason = e.reason(), "access token refused");
             unauthenticated(Denial::BadToken)

@@ -28,7 +28,7 @@ use crate::auth::jwt::{AccessClaims, KeyRing};
 use crate::backend::Backend;
 use crate::domain::UserId;
 use crate::session::{Revocation, SessionError, SessionId, SessionStore};
-use crate::store::{StoreError, UserChange, UserChangeEvent, UserStore};
+use crate::store::{StoreError, User, UserChange, UserChangeEvent, UserStore};
 
 /// Longest a live session is believed without asking the session store again.
 pub const SESSION_CACHE_TTL: Duration = Duration::from_millis(900);
@@ -204,6 +204,31 @@ struct KnownUser {
     is_active: bool,
 }
 
+impl KnownUser {
+    /// The cached form of an account; `None` (logged) when its email or roles cannot be
+    /// header values. Emails and role names are checked when written, so that is a damaged
+    /// record, not a reason to forward without identity.
+    fn of(user: User) -> Option<Self> {
+        let email = user.email.into_string();
+        let roles_joined = user.roles.join(",");
+        let (Ok(email_value), Ok(roles_value)) = (
+            HeaderValue::from_str(&email),
+            HeaderValue::from_str(&roles_joined),
+        ) else {
+            tracing::error!(user_id = %user.id, "stored email or roles cannot be sent as a header");
+            return None;
+        };
+        Some(Self {
+            email,
+            roles: user.roles,
+            email_value,
+            roles_value,
+            email_verified: user.is_verified,
+            is_active: user.is_active,
+        })
+    }
+}
+
 /// The caches and the logic of the per-request check.
 pub struct Gatekeeper {
     tokens: Cache<String, Arc<VerifiedToken>>,
@@ -350,27 +375,36 @@ impl Gatekeeper {
             .await
             .map_err(store_failure)?
             .ok_or(Denial::SessionEnded)?;
-        let email = user.email.into_string();
-        let roles_joined = user.roles.join(",");
-        let (Ok(email_value), Ok(roles_value)) = (
-            HeaderValue::from_str(&email),
-            HeaderValue::from_str(&roles_joined),
-        ) else {
-            // Emails and role names are checked when written; a stored value that cannot be
-            // a header is a damaged record, not a reason to forward without identity.
-            tracing::error!(user_id = %id, "stored email or roles cannot be sent as a header");
-            return Err(Denial::BackendDown);
-        };
-        let known = Arc::new(KnownUser {
-            email,
-            roles: user.roles,
-            email_value,
-            roles_value,
-            email_verified: user.is_verified,
-            is_active: user.is_active,
-        });
+        let known = Arc::new(KnownUser::of(user).ok_or(Denial::BackendDown)?);
         self.users.insert(id, known.clone());
         Ok(known)
+    }
+
+    /// The principal of an access token this instance has just signed for `user`'s live
+    /// session (a refresh): its claims are taken as signed, not verified again, and the
+    /// token, session and account go into the caches the next request reads. `None` when
+    /// the claims or the account cannot make one (a damaged record).
+    pub fn admit(
+        &self,
+        token: &str,
+        claims: AccessClaims,
+        user: &User,
+        two_factor: bool,
+    ) -> Option<Principal> {
+        let token_of = Arc::new(VerifiedToken::new(claims)?);
+        let known = Arc::new(KnownUser::of(user.clone())?);
+        self.tokens.insert(token.to_owned(), token_of.clone());
+        let live = LiveSession {
+            user_id: token_of.user_id,
+            two_factor,
+        };
+        self.sessions.insert(token_of.session_id, live);
+        self.users.insert(token_of.user_id, known.clone());
+        Some(Principal {
+            token: token_of,
+            user: known,
+            two_factor,
+        })
     }
 
     /// Forgets a session at once (this instance ended it).

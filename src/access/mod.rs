@@ -24,11 +24,11 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
 
-use crate::auth::jwt::KeyRing;
+use crate::auth::jwt::{AccessClaims, KeyRing};
 use crate::backend::Backend;
 use crate::domain::UserId;
 use crate::session::{SessionError, SessionId, SessionStore};
-use crate::store::UserStore;
+use crate::store::{User, UserStore};
 use cookies::CookieRules;
 use gatekeeper::{Denial, Gatekeeper, Principal};
 use identity::{IdentityHeader, IdentityHeaderNames};
@@ -146,6 +146,18 @@ impl Access {
                 })
             });
         fixed.into_iter().chain(assertion)
+    }
+
+    /// The principal of an access token just signed for `user`'s live session (see
+    /// [`Gatekeeper::admit`]): no second verification of a token minted microseconds ago.
+    pub fn admit(
+        &self,
+        token: &str,
+        claims: AccessClaims,
+        user: &User,
+        two_factor: bool,
+    ) -> Option<Principal> {
+        self.gatekeeper.admit(token, claims, user, two_factor)
     }
 
     /// The signed identity assertion for `principal` (cached per session).

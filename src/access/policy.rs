@@ -33,8 +33,11 @@ pub enum Verdict {
 pub enum Renewal {
     /// The browser holds no refresh cookie.
     NoCookie,
-    /// A new access token, and the cookies that carry it and the rotated refresh token.
+    /// Who the new access token stands for (built from what was just signed, not
+    /// verified again), and the cookies that carry it and the rotated refresh token.
     Renewed {
+        principal: Principal,
+        /// The new access token (what the portal calls the core on behalf of).
         access_token: String,
         cookies: Vec<String>,
     },
@@ -91,7 +94,7 @@ pub async fn authorize(
     }
     let (principal, cookies) = match access.authenticate(headers).await {
         Ok(principal) => (principal, Vec::new()),
-        Err(denial) => match renew(access, headers, denial, browser).await {
+        Err(denial) => match renew(headers, denial, browser).await {
             Ok(renewed) => renewed,
             Err((denial, cookies)) => {
                 return with_cookies(
@@ -152,7 +155,6 @@ pub async fn authorize(
 /// callers, deactivated accounts and a backend that is down are not renewed. The error is
 /// the denial to answer and any cookies that clear a refused refresh token.
 async fn renew(
-    access: &Access,
     headers: &HeaderMap,
     denial: Denial,
     browser: &impl Browser,
@@ -166,12 +168,8 @@ async fn renew(
     }
     match browser.renew().await {
         Renewal::Renewed {
-            access_token,
-            cookies,
-        } => match access.check(&access_token).await {
-            Ok(principal) => Ok((principal, cookies)),
-            Err(denial) => Err((denial, cookies)),
-        },
+            principal, cookies, ..
+        } => Ok((principal, cookies)),
         Renewal::Refused { cookies } => Err((denial, cookies)),
         Renewal::NoCookie => Err((denial, Vec::new())),
         Renewal::Unavailable(_) => Err((Denial::BackendDown, Vec::new())),

@@ -6,18 +6,16 @@
 //! gateway renews on any protected route
 //! (the next request after the access cookie expired carries it); the gateway removes it,
 //! like the access cookie, from every request it forwards, so no upstream ever sees it.
-//! Renewal is the API's own refresh (rotation and reuse detection), called in-process.
+//! Renewal is the account core's refresh (rotation and reuse detection).
 
 use std::net::IpAddr;
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use serde_json::json;
+use http::HeaderMap;
 
 pub use crate::access::credentials::cookie;
 use crate::access::policy;
 pub use crate::access::policy::Renewal;
-use crate::api::ApiRequest;
+use crate::accounts::{Client, Tokens};
 use crate::app::App;
 use crate::reply::Reply;
 
@@ -69,40 +67,33 @@ pub fn cookies_for_tokens(app: &App, response: &Reply) -> Option<(String, Vec<St
     Some((access, cookies))
 }
 
-/// Renews the browser's access token from its refresh cookie, through the API's refresh.
+/// The cookies for a fresh pair of tokens: the access cookie and the refresh cookie.
+pub fn cookies_of(app: &App, tokens: &Tokens) -> Vec<String> {
+    vec![
+        crate::api::session_cookie(app, &tokens.access_token),
+        refresh_cookie(app, &tokens.refresh_token, tokens.refresh_expires_in),
+    ]
+}
+
+/// Renews the browser's access token from its refresh cookie, through the account core's
+/// refresh: the principal of the token it minted, and the cookies that carry the pair.
 pub async fn renew(app: &App, headers: &HeaderMap, client_ip: IpAddr) -> Renewal {
     let Some(token) = refresh_token(app, headers) else {
         return Renewal::NoCookie;
     };
-    let mut api_headers = HeaderMap::new();
-    api_headers.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    let request = ApiRequest {
-        method: Method::POST,
-        path: "/api/auth/refresh-token".into(),
-        query: None,
-        headers: api_headers,
-        body: Bytes::from(json!({ "refresh_token": token }).to_string()),
-        client_ip,
-        user_agent: String::new(),
+    let client = Client {
+        ip: client_ip,
+        user_agent: "",
+        language: "",
     };
-    let response = crate::api::refresh(app, &request).await;
-    if response.status == StatusCode::SERVICE_UNAVAILABLE {
-        return Renewal::Unavailable(response);
-    }
-    if response.status != StatusCode::OK {
-        return Renewal::Refused {
-            cookies: clearing_cookies(app),
-        };
-    }
-    match cookies_for_tokens(app, &response) {
-        Some((access_token, cookies)) => Renewal::Renewed {
-            access_token,
-            cookies,
+    match app.accounts.refresh(&token, &client).await {
+        Ok(renewed) => Renewal::Renewed {
+            cookies: cookies_of(app, &renewed.tokens),
+            principal: renewed.principal,
+            access_token: renewed.tokens.access_token,
         },
-        None => Renewal::Refused {
+        Err(e) if e.is_unavailable() => Renewal::Unavailable(e.into()),
+        Err(_) => Renewal::Refused {
             cookies: clearing_cookies(app),
         },
     }

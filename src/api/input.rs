@@ -121,6 +121,17 @@ impl Fields {
     }
 }
 
+/// The JSON object body of a request (empty object for an empty body).
+pub(super) fn body_object(request: &ApiRequest) -> serde_json::Map<String, Value> {
+    serde_json::from_slice::<Value>(&request.body)
+        .ok()
+        .and_then(|v| match v {
+            Value::Object(map) => Some(map),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 fn is_json_content_type(request: &ApiRequest) -> bool {
     request
         .headers

@@ -7,7 +7,6 @@ mod account;
 pub mod browser;
 mod cors;
 mod input;
-mod lockout;
 mod login;
 pub mod openapi;
 mod passkeys;
@@ -24,6 +23,7 @@ pub use crate::reply::{FieldError, Reply};
 pub use input::Fields;
 pub use login::session_cookie;
 
+use crate::accounts::Client;
 use crate::app::App;
 
 /// A request for the local API, already read and size-capped by the gateway.
@@ -69,6 +69,15 @@ pub(crate) fn request_language<'a>(app: &'a App, request: &ApiRequest) -> &'a st
     )
 }
 
+/// Where a request comes from, as the account core takes it.
+pub(crate) fn client<'a>(app: &'a App, request: &'a ApiRequest) -> Client<'a> {
+    Client {
+        ip: request.client_ip,
+        user_agent: &request.user_agent,
+        language: request_language(app, request),
+    }
+}
+
 /// The language of a mail to `user`: the one they registered in, else the request's.
 pub(crate) fn mail_language<'a>(
     app: &'a App,
@@ -80,21 +89,6 @@ pub(crate) fn mail_language<'a>(
     } else {
         &user.language
     }
-}
-
-/// Answers one request by the endpoint table alone, without the per-IP limits and CORS:
-/// for the gateway's own in-process calls that are not a client's API request (renewing a
-/// browser's access cookie, reading the account page).
-pub async fn call_unlimited(app: &App, request: &ApiRequest) -> Reply {
-    route(app, request).await
-}
-
-/// `POST /api/auth/refresh-token` alone: rotates a refresh token (with reuse detection)
-/// for the gateway's renewal of a browser's expired access cookie.
-pub async fn refresh(app: &App, request: &ApiRequest) -> Reply {
-    login::refresh(app, request)
-        .await
-        .unwrap_or_else(|refusal| refusal)
 }
 
 /// Whether `path` is forward-auth's (`/api/auth/verify`, with or without a trailing `/`),
@@ -128,7 +122,18 @@ async fn rate_limit(
         }
         _ => None,
     };
-    let key = crate::ratelimit::ip_key(request.client_ip);
+    check_limits(app, request.client_ip, own).await
+}
+
+/// Checks `global` and then `own` for `client_ip`: the `RateLimit-*` headers of the
+/// tightest, or the 429.
+async fn check_limits(
+    app: &App,
+    client_ip: IpAddr,
+    own: Option<(&'static str, crate::domain::RateSpec)>,
+) -> Result<Vec<(http::HeaderName, String)>, Reply> {
+    let limits = &app.config.rate_limits;
+    let key = crate::ratelimit::ip_key(client_ip);
     let mut tightest: Option<crate::ratelimit::Decision> = None;
     for (scope, spec) in limits.global.map(|s| ("global", s)).into_iter().chain(own) {
         let decision = app.rate_limiter.check(scope, &key, &spec).await;
@@ -145,6 +150,21 @@ async fn rate_limit(
     Ok(tightest
         .map(|d| crate::ratelimit::headers(&d))
         .unwrap_or_default())
+}
+
+/// The per-IP limits of a sign-in, as `POST /api/auth/login` gets them (`global`, then
+/// `login`): for the portal's sign-in forms, which call the account core directly. The
+/// error is the 429 (with `Retry-After`).
+pub async fn limit_sign_in(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
+    let limits = &app.config.rate_limits;
+    let own = limits.login.map(|s| ("login", s));
+    check_limits(app, client_ip, own).await.map(drop)
+}
+
+/// The per-IP `global` limit of the account API, for the portal's account forms that call
+/// the account core directly. The error is the 429 (with `Retry-After`).
+pub async fn limit_form(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
+    check_limits(app, client_ip, None).await.map(drop)
 }
 
 /// The endpoint table: one line per endpoint, 405 for a known path with the wrong method.

@@ -22,45 +22,23 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chrono::Utc;
 use http::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use webauthn_rs::prelude::{
-    AuthenticationResult, Credential, Passkey, PublicKeyCredential, RegisterPublicKeyCredential,
-    WebauthnError,
-};
+use webauthn_rs::prelude::{Credential, PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::account::check_display_text;
-use super::lockout;
-use super::two_factor::{LoginCodeError, check_login_code, verified_caller};
+use super::input::body_object;
+use super::login::signed_in;
+use super::two_factor::verified_caller;
 use super::{ApiRequest, Fields};
+use crate::accounts::{AccountError, PasskeyAnswer, PasskeySignIn, credential_key};
 use crate::app::App;
-use crate::domain::UserId;
 use crate::mail::MailKind;
 use crate::passkeys::{Ceremony, CeremonyId};
 use crate::reply::Reply;
-use crate::session::PasskeyUse;
-use crate::store::{MAX_PASSKEY_NAME_CHARS, PasskeyUse as RecordedUse, StoredPasskey, User};
+use crate::store::{MAX_PASSKEY_NAME_CHARS, StoredPasskey};
 use crate::telemetry::SECURITY;
-
-/// 404 `passkeys_disabled`: the public URL cannot be a WebAuthn relying party.
-fn disabled() -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        "passkeys_disabled",
-        "Passkeys are not available on this server",
-    )
-}
-
-/// 400 `ceremony_invalid`: no such ceremony (expired, already finished, or never begun).
-fn ceremony_invalid() -> Reply {
-    Reply::error(
-        StatusCode::BAD_REQUEST,
-        "ceremony_invalid",
-        "The passkey ceremony has expired or was already used; start again",
-    )
-}
 
 /// The `{ceremony_id, options}` answer of an `…/options` call.
 fn options_answer(message: &str, id: &CeremonyId, options: Value) -> Reply {
@@ -89,17 +67,6 @@ fn passkey_json(p: &StoredPasskey) -> Value {
 fn parse_name(f: &mut Fields, name: Option<String>) -> Option<String> {
     let name = name?;
     check_display_text(f, "name", &name, MAX_PASSKEY_NAME_CHARS).then_some(name)
-}
-
-/// The JSON object body of a request (empty object for an empty body).
-fn body_object(request: &ApiRequest) -> serde_json::Map<String, Value> {
-    serde_json::from_slice::<Value>(&request.body)
-        .ok()
-        .and_then(|v| match v {
-            Value::Object(map) => Some(map),
-            _ => None,
-        })
-        .unwrap_or_default()
 }
 
 /// `ceremony_id` and `credential` of a ceremony's second call, parsed; field errors
@@ -136,17 +103,12 @@ fn ceremony_answer<T: serde::de::DeserializeOwned>(
     Some((id?, credential?))
 }
 
-/// base64url (unpadded) of a credential id, as stored.
-fn credential_key(id: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(id)
-}
-
 const PASSKEY_NEEDS_VERIFIED_EMAIL: &str = "Verify your email address before adding a passkey";
 
 /// `POST /api/auth/passkeys/register/options` — step-up (password, and a code when TOTP
 /// is on), then the options for `navigator.credentials.create()`.
 pub async fn register_options(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let rp = app.passkeys.relying_party().ok_or_else(disabled)?;
+    let rp = app.accounts.relying_party()?;
     let caller = verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await?;
     if let Err(e) = super::profile::step_up(app, request, &caller.user, "password", true).await {
         tracing::warn!(target: SECURITY, event = "passkey_registration_refused", reason = "step_up", user_id = %caller.user.id);
@@ -188,7 +150,7 @@ pub async fn register_options(app: &App, request: &ApiRequest) -> Result<Reply, 
 /// `POST /api/auth/passkeys/register` — `{ceremony_id, name, credential}`: stores the new
 /// passkey (201) and mails the owner.
 pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let rp = app.passkeys.relying_party().ok_or_else(disabled)?;
+    let rp = app.accounts.relying_party()?;
     let caller = verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await?;
     let mut f = Fields::from_request(request)?;
     let body = body_object(request);
@@ -206,7 +168,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         {
             state
         }
-        _ => return Err(ceremony_invalid()),
+        _ => return Err(AccountError::CeremonyInvalid.into()),
     };
     let passkey = rp
         .finish_passkey_registration(&credential, &state)
@@ -331,362 +293,40 @@ pub async fn remove(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, 
     Ok(Reply::ok(StatusCode::OK, "Passkey removed", None))
 }
 
-/// Whether the user can use a passkey now: passkeys on and at least one registered.
-async fn has_usable_passkeys(app: &App, user: &User) -> Result<Vec<StoredPasskey>, Reply> {
-    if app.passkeys.relying_party().is_none() {
-        return Ok(Vec::new());
-    }
-    app.store.list_passkeys(user.id).await.map_err(Into::into)
-}
-
-/// The second factor of a password sign-in: a `passkey` answer `{ceremony_id,
-/// credential}` in the body, or the TOTP / recovery code. A user with a passkey needs a
-/// second factor even without TOTP. Returns whether one was passed and whether it was a
-/// passkey.
-pub(super) async fn check_second_factor(
-    app: &App,
-    request: &ApiRequest,
-    user: &User,
-    code: Option<&str>,
-) -> Result<(bool, PasskeyUse), LoginCodeError> {
-    let body = body_object(request);
-    if let Some(answer) = body.get("passkey").filter(|v| !v.is_null()) {
-        return second_factor_passkey(app, request, user, answer)
-            .await
-            .map(|()| (true, PasskeyUse::SecondFactor));
-    }
-    let passed = check_login_code(app, user, code).await?;
-    if !passed
-        && !has_usable_passkeys(app, user)
-            .await
-            .map_err(LoginCodeError::Backend)?
-            .is_empty()
-    {
-        return Err(LoginCodeError::Required);
-    }
-    Ok((passed, PasskeyUse::None))
-}
-
-/// 401 `two_factor_required`, with `data.methods` (`totp`, `passkey`) and, when the user
-/// has passkeys, `data.passkey` `{ceremony_id, options}` for `navigator.credentials.get()`.
-pub(super) async fn two_factor_required(app: &App, user: &User) -> Reply {
-    let mut response = Reply::error(
-        StatusCode::UNAUTHORIZED,
-        "two_factor_required",
-        "A second factor is required: a two-factor code or a passkey",
-    );
-    let mut methods = Vec::new();
-    if user.two_factor_enabled {
-        methods.push("totp");
-    }
-    let keys = match has_usable_passkeys(app, user).await {
-        Ok(keys) => keys,
-        Err(refusal) => return refusal,
-    };
-    let mut data = json!({});
-    if let Some(rp) = app.passkeys.relying_party()
-        && !keys.is_empty()
-    {
-        let passkeys: Vec<Passkey> = keys
-            .iter()
-            .filter_map(|k| serde_json::from_str(&k.credential).ok())
-            .collect();
-        match rp.start_passkey_authentication(&passkeys) {
-            Ok((options, state)) => {
-                let ceremony = Ceremony::SecondFactor {
-                    user_id: user.id.as_uuid(),
-                    state,
-                };
-                match app.passkeys.begin(&*app.sessions, &ceremony).await {
-                    Ok(id) => {
-                        methods.push("passkey");
-                        data["passkey"] = json!({
-                            "ceremony_id": id.as_str(),
-                            "options": serde_json::to_value(&options).unwrap_or(Value::Null),
-                        });
-                    }
-                    Err(e) => return e.into(),
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, user_id = %user.id, "could not start a passkey sign-in")
-            }
-        }
-    }
-    data["methods"] = json!(methods);
-    if let crate::reply::Body::Json(body) = &mut response.body {
-        body["data"] = data;
-    }
-    response
-}
-
-/// Checks a passkey answer as the second factor of `user`'s sign-in.
-async fn second_factor_passkey(
-    app: &App,
-    request: &ApiRequest,
-    user: &User,
-    answer: &Value,
-) -> Result<(), LoginCodeError> {
-    let Some(rp) = app.passkeys.relying_party() else {
-        return Err(LoginCodeError::Wrong);
-    };
-    let empty = serde_json::Map::new();
-    let answer = answer.as_object().unwrap_or(&empty);
-    let id = answer
-        .get("ceremony_id")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse::<CeremonyId>().ok());
-    let credential = answer
-        .get("credential")
-        .and_then(|c| serde_json::from_value::<PublicKeyCredential>(c.clone()).ok());
-    let (Some(id), Some(credential)) = (id, credential) else {
-        refused(app, request, Some(user.id), "answer_malformed");
-        return Err(LoginCodeError::Wrong);
-    };
-    let state = match app.passkeys.finish(&*app.sessions, &id).await {
-        Ok(Some(Ceremony::SecondFactor { user_id, state })) if user_id == user.id.as_uuid() => {
-            state
-        }
-        Ok(_) => {
-            refused(app, request, Some(user.id), "ceremony_invalid");
-            return Err(LoginCodeError::Wrong);
-        }
-        Err(e) => return Err(LoginCodeError::Backend(e.into())),
-    };
-    let result = match rp.finish_passkey_authentication(&credential, &state) {
-        Ok(r) => r,
-        Err(e) => {
-            refused_by_library(app, request, user.id, &e);
-            return Err(LoginCodeError::Wrong);
-        }
-    };
-    let stored = match app
-        .store
-        .find_passkey(&credential_key(result.cred_id()))
-        .await
-    {
-        Ok(Some(stored)) if stored.user_id == user.id => stored,
-        Ok(_) => {
-            refused(app, request, Some(user.id), "unknown_credential");
-            return Err(LoginCodeError::Wrong);
-        }
-        Err(e) => return Err(LoginCodeError::Backend(e.into())),
-    };
-    accept_use(app, request, &stored, &result)
-        .await
-        .map_err(|refusal| match refusal {
-            Some(response) => LoginCodeError::Backend(response),
-            None => LoginCodeError::Wrong,
-        })
-}
-
-/// Logs and counts a refused passkey use.
-fn refused(app: &App, request: &ApiRequest, user: Option<UserId>, reason: &'static str) {
-    app.passkeys.count("refused", reason);
-    match user {
-        Some(user_id) => {
-            tracing::warn!(target: SECURITY, event = "passkey_refused", reason, user_id = %user_id, client_ip = %request.client_ip);
-        }
-        None => {
-            tracing::warn!(target: SECURITY, event = "passkey_refused", reason, client_ip = %request.client_ip);
-        }
-    }
-}
-
-/// Logs a use the library refused; a counter that did not move forward is a possible
-/// clone and gets its own event.
-fn refused_by_library(app: &App, request: &ApiRequest, user: UserId, error: &WebauthnError) {
-    match error {
-        WebauthnError::CredentialPossibleCompromise => {
-            refused(app, request, Some(user), "counter_regression");
-            tracing::warn!(target: SECURITY, event = "passkey_clone_suspected", user_id = %user, client_ip = %request.client_ip);
-        }
-        WebauthnError::CredentialBackupEligibilityInconsistent => {
-            refused(app, request, Some(user), "backup_eligibility_changed");
-        }
-        _ => refused(app, request, Some(user), "assertion_invalid"),
-    }
-}
-
-/// Checks the counter of an accepted assertion against the stored one (read now, not
-/// when the ceremony began) and records the use over it. `Err(None)` refuses the use;
-/// `Err(Some(_))` is a backend failure to answer with.
-async fn accept_use(
-    app: &App,
-    request: &ApiRequest,
-    stored: &StoredPasskey,
-    result: &AuthenticationResult,
-) -> Result<(), Option<Reply>> {
-    let counter = result.counter();
-    // WebAuthn §6.1.1: with either counter non-zero, the new one must be greater.
-    if (counter > 0 || stored.sign_count > 0) && counter <= stored.sign_count {
-        refused(app, request, Some(stored.user_id), "counter_regression");
-        tracing::warn!(
-            target: SECURITY,
-            event = "passkey_clone_suspected",
-            user_id = %stored.user_id,
-            passkey_id = %stored.id,
-            stored_count = stored.sign_count,
-            presented_count = counter,
-            client_ip = %request.client_ip,
-        );
-        return Err(None);
-    }
-    if stored.backup_eligible && !result.backup_eligible() {
-        // The BE flag of a credential never changes (WebAuthn §6.1.3).
-        refused(
-            app,
-            request,
-            Some(stored.user_id),
-            "backup_eligibility_changed",
-        );
-        return Err(None);
-    }
-    let mut passkey: Passkey = serde_json::from_str(&stored.credential)
-        .map_err(|e| Some(Reply::internal("reading a stored passkey", &e)))?;
-    passkey.update_credential(result);
-    let record = serde_json::to_string(&passkey)
-        .map_err(|e| Some(Reply::internal("writing a passkey", &e)))?;
-    let recorded = app
-        .store
-        .record_passkey_use(&RecordedUse {
-            id: stored.id,
-            previous_sign_count: stored.sign_count,
-            sign_count: counter.max(stored.sign_count),
-            backup_state: result.backup_state(),
-            credential: record,
-        })
-        .await
-        .map_err(|e| Some(e.into()))?;
-    if !recorded {
-        // Another use of the same count got there first: one of them is a clone.
-        refused(app, request, Some(stored.user_id), "counter_regression");
-        tracing::warn!(target: SECURITY, event = "passkey_clone_suspected", user_id = %stored.user_id, passkey_id = %stored.id, client_ip = %request.client_ip);
-        return Err(None);
-    }
-    app.passkeys.count("used", "ok");
-    tracing::info!(target: SECURITY, event = "passkey_used", user_id = %stored.user_id, passkey_id = %stored.id, client_ip = %request.client_ip);
-    Ok(())
-}
-
 /// `POST /api/auth/passkeys/login/options` — the options for a passwordless sign-in
 /// (`navigator.credentials.get()`, with `mediation: "conditional"` for autofill).
 pub async fn login_options(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let rp = app.passkeys.relying_party().ok_or_else(disabled)?;
+    app.accounts.relying_party()?;
     Fields::from_request(request)?.finish()?;
-    let (options, state) = rp
-        .start_discoverable_authentication()
-        .map_err(|e| Reply::internal("starting a passkey sign-in", &e))?;
-    let id = app
-        .passkeys
-        .begin(&*app.sessions, &Ceremony::Passwordless { state })
-        .await?;
+    let challenge = app.accounts.passwordless_challenge().await?;
     Ok(options_answer(
         "Sign in with navigator.credentials.get(), then send the answer back",
-        &id,
-        serde_json::to_value(&options).unwrap_or(Value::Null),
+        &challenge.ceremony,
+        serde_json::to_value(&challenge.options).unwrap_or(Value::Null),
     ))
 }
 
 /// `POST /api/auth/passkeys/login` — `{ceremony_id, credential, remember_me?}`: a
 /// passwordless sign-in; answers like `POST /api/auth/login`.
 pub async fn login(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let rp = app.passkeys.relying_party().ok_or_else(disabled)?;
+    app.accounts.relying_party()?;
     let mut f = Fields::from_request(request)?;
     let body = body_object(request);
     let remember_me = f.flag("remember_me");
     let answer = ceremony_answer::<PublicKeyCredential>(&mut f, &body);
-    let (id, credential) = f.finish_with(answer)?;
-    let Some(Ceremony::Passwordless { state }) = app.passkeys.finish(&*app.sessions, &id).await?
-    else {
-        refused(app, request, None, "ceremony_invalid");
-        return Err(ceremony_invalid());
-    };
-    let Ok((user_id, _)) = rp.identify_discoverable_authentication(&credential) else {
-        refused(app, request, None, "no_user_handle");
-        return Err(passkey_refused());
-    };
-    let user_id = UserId::from_uuid(user_id);
-    let stored = app
-        .store
-        .find_passkey(&credential_key(credential.get_credential_id()))
-        .await?
-        .filter(|stored| stored.user_id == user_id);
-    let user = match stored {
-        Some(_) => app.store.find_by_id(user_id).await?,
-        None => None,
-    };
-    let (Some(stored), Some(user)) = (stored, user) else {
-        refused(app, request, None, "unknown_credential");
-        return Err(passkey_refused());
-    };
-    if user.is_locked(Utc::now()) {
-        app.metrics.logins.with_label_values(&["locked"]).inc();
-        tracing::warn!(target: SECURITY, event = "login_refused_locked", user_id = %user.id, client_ip = %request.client_ip);
-        return Err(lockout::locked());
-    }
-    let passkey: Passkey = serde_json::from_str(&stored.credential)
-        .map_err(|e| Reply::internal("reading a stored passkey", &e))?;
-    let result = match rp.finish_discoverable_authentication_v2(&credential, state, &passkey) {
-        Ok(result) if result.user_verified() => result,
-        Ok(_) => {
-            refused(app, request, Some(user.id), "user_not_verified");
-            return Err(count_failure(app, request, &user, "passkey_refused").await);
-        }
-        Err(e) => {
-            refused_by_library(app, request, user.id, &e);
-            return Err(count_failure(app, request, &user, "passkey_refused").await);
-        }
-    };
-    match accept_use(app, request, &stored, &result).await {
-        Ok(()) => {}
-        Err(Some(response)) => return Err(response),
-        Err(None) => return Err(count_failure(app, request, &user, "passkey_refused").await),
-    }
-    if !user.is_active {
-        app.metrics.logins.with_label_values(&["deactivated"]).inc();
-        tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %request.client_ip);
-        return Err(Reply::error(
-            StatusCode::FORBIDDEN,
-            "account_deactivated",
-            "This account has been deactivated",
-        ));
-    }
-    super::login::open_session(
-        app,
-        request,
-        &user,
-        true,
-        PasskeyUse::Passwordless,
+    let (ceremony, credential) = f.finish_with(answer)?;
+    let input = PasskeySignIn {
+        answer: PasskeyAnswer {
+            ceremony,
+            credential,
+        },
         remember_me,
-    )
-    .await
-}
-
-/// 401 `passkey_refused`: the passkey did not sign the challenge as expected.
-fn passkey_refused() -> Reply {
-    Reply::error(
-        StatusCode::UNAUTHORIZED,
-        "passkey_refused",
-        "The passkey could not be verified",
-    )
-}
-
-/// Counts a refused passwordless sign-in against the account's lockout, like a wrong code.
-async fn count_failure(
-    app: &App,
-    request: &ApiRequest,
-    user: &User,
-    reason: &'static str,
-) -> Reply {
-    app.metrics.logins.with_label_values(&["failure"]).inc();
-    match lockout::claim(app, user, "", request).await {
-        Ok(guess) => {
-            guess.failed(app, request, reason).await;
-            passkey_refused()
-        }
-        Err(refusal) => refusal,
-    }
+    };
+    let signed = app
+        .accounts
+        .sign_in_with_passkey(input, &super::client(app, request))
+        .await?;
+    Ok(signed_in(app, signed))
 }
 
 #[cfg(test)]

@@ -4,14 +4,11 @@ use http::StatusCode;
 use serde_json::json;
 
 use super::account::{check_name, parse_new_password, user_profile};
-use super::lockout;
-use super::two_factor::LoginCodeError;
-use super::{ApiRequest, FieldError, Fields, Reply};
+use super::{ApiRequest, Fields, Reply};
+use crate::accounts::{AccountError, StepUp};
 use crate::app::App;
-use crate::mail::MailKind;
 use crate::session::SessionId;
 use crate::store::User;
-use crate::telemetry::SECURITY;
 
 /// `GET /api/auth/profile`
 pub async fn get_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
@@ -49,16 +46,15 @@ pub async fn update_profile(app: &App, request: &ApiRequest) -> Result<Reply, Re
     ))
 }
 
-/// Proves that the caller is the account's owner right now, before a security change: the
-/// password in `password_field` and, with `with_code` and 2FA on, a current TOTP or
-/// recovery code in `two_factor_code`. Counted as one guess against the lockout (a stolen
-/// access token cannot be used to try passwords), so 423 once the account is locked, and
-/// 400 naming the wrong field.
+/// Proves that the caller is the account's owner right now, before a security change
+/// (`Accounts::step_up`): the password in `password_field` and, with `with_code` and 2FA
+/// on, a current TOTP or recovery code in `two_factor_code`. 423 once the account is
+/// locked, 400 naming the wrong field.
 pub(super) async fn step_up(
     app: &App,
     request: &ApiRequest,
     user: &User,
-    password_field: &str,
+    password_field: &'static str,
     with_code: bool,
 ) -> Result<(), Reply> {
     let need_code = with_code && user.two_factor_enabled;
@@ -70,43 +66,13 @@ pub(super) async fn step_up(
         None
     };
     let password = f.finish_with(password)?;
-    let guess = lockout::claim(app, user, &password, request).await?;
-    let verified = match app.hasher.check(&password, &user.password_hash).await {
-        Ok(verified) if verified.matches() => verified,
-        Ok(_) => {
-            guess.failed(app, request, "wrong_current_password").await;
-            return Err(Reply::validation(&[FieldError::new(
-                password_field,
-                "is incorrect",
-            )]));
-        }
-        Err(e) => return Err(guess.unchecked(app, e.into()).await),
+    let proof = StepUp {
+        password: &password,
+        password_field,
+        code: code.as_deref(),
     };
-    if need_code {
-        match super::two_factor::check_login_code(app, user, code.as_deref()).await {
-            Ok(_) => {}
-            Err(LoginCodeError::Required) => {
-                guess.released(app).await?;
-                return Err(Reply::validation(&[FieldError::new(
-                    "two_factor_code",
-                    "is required",
-                )]));
-            }
-            Err(LoginCodeError::Wrong) => {
-                guess.failed(app, request, "wrong_two_factor_code").await;
-                return Err(Reply::validation(&[FieldError::new(
-                    "two_factor_code",
-                    "is not a current code or an unused recovery code",
-                )]));
-            }
-            Err(LoginCodeError::Backend(response)) => {
-                return Err(guess.unchecked(app, response).await);
-            }
-        }
-    }
-    guess.succeeded(app).await?;
-    super::login::renew_hash(app, user, &password, verified).await;
-    Ok(())
+    let client = super::client(app, request);
+    Ok(app.accounts.step_up(user, proof, &client).await?)
 }
 
 /// `POST /api/auth/change-password` — ends the user's other sessions.
@@ -116,26 +82,17 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, R
     let current = f.required_raw("current_password");
     let new = f.required_raw("new_password");
     let new = parse_new_password(&mut f, "new_password", new);
-    // The current password is checked (and counted) by the step-up below.
-    let (_, new) = f.finish_with(current.zip(new))?;
-    if let Err(e) = step_up(app, request, &caller.user, "current_password", false).await {
-        tracing::warn!(target: SECURITY, event = "password_change_refused", user_id = %caller.user.id);
-        return Err(e);
-    }
-    let hash = app.hasher.hash(new.expose()).await?;
-    app.store.set_password_hash(caller.user.id, &hash).await?;
-    let ended = app
-        .access
-        .revoke_user(caller.session.user_id, Some(&caller.session.id))
-        .await?
-        .len();
-    tracing::info!(target: SECURITY, event = "password_changed", user_id = %caller.user.id, sessions_ended = ended);
-    app.mailer.send_in_background_in(
-        super::mail_language(app, request, &caller.user),
-        caller.user.email.as_str(),
-        &caller.user.first_name,
-        MailKind::PasswordChanged,
-    );
+    let (current, new) = f.finish_with(current.zip(new))?;
+    let proof = StepUp {
+        password: &current,
+        password_field: "current_password",
+        code: None,
+    };
+    let client = super::client(app, request);
+    let (user, keep) = (&caller.user, &caller.session.id);
+    app.accounts
+        .change_password(user, keep, proof, &new, &client)
+        .await?;
     Ok(Reply::ok(
         StatusCode::OK,
         "Password changed; other sessions have been ended",
@@ -146,24 +103,25 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, R
 /// `POST /api/auth/deactivate` — the account goes inactive and every session ends.
 pub async fn deactivate(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    if let Err(e) = step_up(app, request, &caller.user, "password", false).await {
-        tracing::warn!(target: SECURITY, event = "deactivation_refused", user_id = %caller.user.id);
-        return Err(e);
-    }
-    app.store.set_active(caller.user.id, false).await?;
-    let ended = app
-        .access
-        .revoke_user(caller.session.user_id, None)
-        .await?
-        .len();
-    tracing::info!(target: SECURITY, event = "account_deactivated", user_id = %caller.user.id, sessions_ended = ended);
+    let mut f = Fields::from_request(request)?;
+    let password = f.required_raw("password");
+    let password = f.finish_with(password)?;
+    let proof = StepUp {
+        password: &password,
+        password_field: "password",
+        code: None,
+    };
+    let client = super::client(app, request);
+    app.accounts
+        .deactivate(&caller.user, proof, &client)
+        .await?;
     Ok(Reply::ok(StatusCode::OK, "Account deactivated", None))
 }
 
 /// `GET /api/auth/sessions` — the caller's live sessions.
 pub async fn list_sessions(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    let sessions = app.sessions.list(caller.session.user_id).await?;
+    let sessions = app.accounts.sessions_of(&caller.user).await?;
     let sessions: Vec<_> = sessions
         .iter()
         .map(|s| {
@@ -189,22 +147,9 @@ pub async fn list_sessions(app: &App, request: &ApiRequest) -> Result<Reply, Rep
 /// `DELETE /api/auth/sessions/{id}` — ends one of the caller's own sessions.
 pub async fn delete_session(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    let not_found = || {
-        Reply::error(
-            StatusCode::NOT_FOUND,
-            "session_not_found",
-            "No such session",
-        )
-    };
-    let Ok(session_id) = id.parse::<SessionId>() else {
-        return Err(not_found());
-    };
-    match app.sessions.get(&session_id).await {
-        Ok(Some(s)) if s.user_id == caller.session.user_id => {}
-        Ok(_) => return Err(not_found()),
-        Err(e) => return Err(e.into()),
-    }
-    app.access.revoke_session(&session_id).await?;
-    tracing::info!(target: SECURITY, event = "session_revoked", user_id = %caller.user.id, session_id = %session_id);
+    let session_id = id
+        .parse::<SessionId>()
+        .map_err(|_| AccountError::SessionNotFound)?;
+    app.accounts.end_session(&caller.user, &session_id).await?;
     Ok(Reply::ok(StatusCode::OK, "Session ended", None))
 }

@@ -1,4 +1,5 @@
-//! TOTP second factor: setup, enable, disable, and the check at login.
+//! TOTP second factor: setup, enable and disable (the check at login is the account
+//! core's, `crate::accounts`).
 //!
 //! Changing a second factor is a step-up: with 2FA on, replacing it (`setup-2fa`,
 //! `enable-2fa`) or turning it off (`disable-2fa`) needs the password and a current code
@@ -14,79 +15,17 @@ use super::{ApiRequest, FieldError, Fields, Reply};
 use crate::access::credentials::Caller;
 use crate::app::App;
 use crate::auth::totp::{
-    REPLAY_TTL, TotpError, TotpSecret, generate_recovery_codes, hash_recovery_code,
-    looks_like_recovery_code, replay_key, verify_code,
+    REPLAY_TTL, TotpError, TotpSecret, generate_recovery_codes, hash_recovery_code, replay_key,
+    verify_code,
 };
 use crate::mail::MailKind;
 use crate::store::User;
 use crate::telemetry::SECURITY;
 
-/// Why a login's second factor did not pass.
-pub enum LoginCodeError {
-    /// 2FA is on and no code was sent: not a failed attempt.
-    Required,
-    /// A code was sent and is wrong, used or stale: counts as a failed attempt.
-    Wrong,
-    /// A backend could not be asked, or the stored secret cannot be opened.
-    Backend(Reply),
-}
-
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// Checks the login's second factor; `Ok(true)` when one was passed, `Ok(false)` when the
-/// account has none. A TOTP code works once (across instances); a recovery code once, ever.
-pub async fn check_login_code(
-    app: &App,
-    user: &User,
-    code: Option<&str>,
-) -> Result<bool, LoginCodeError> {
-    if !user.two_factor_enabled {
-        return Ok(false);
-    }
-    let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
-        return Err(LoginCodeError::Required);
-    };
-    let Some(sealed) = user.two_factor_secret.as_deref() else {
-        return Err(LoginCodeError::Backend(Reply::internal(
-            "two-factor secret",
-            &"2FA is enabled but no secret is stored",
-        )));
-    };
-    let secret = app
-        .two_factor
-        .secret_box()
-        .open_secret(user.id.into(), sealed)
-        .map_err(|e| LoginCodeError::Backend(Reply::internal("opening a TOTP secret", &e)))?;
-    if let Some(step) = verify_code(secret.as_bytes(), code, now_unix()) {
-        return match app
-            .sessions
-            .claim_once(&replay_key(user.id.into(), step), REPLAY_TTL)
-            .await
-        {
-            Ok(true) => Ok(true),
-            Ok(false) => {
-                tracing::warn!(target: SECURITY, event = "totp_replay_refused", user_id = %user.id);
-                Err(LoginCodeError::Wrong)
-            }
-            Err(e) => Err(LoginCodeError::Backend(e.into())),
-        };
-    }
-    if looks_like_recovery_code(code) {
-        let hash = hash_recovery_code(user.id.into(), code);
-        return match app.store.consume_recovery_code(user.id, &hash).await {
-            Ok(true) => {
-                tracing::warn!(target: SECURITY, event = "recovery_code_used", user_id = %user.id);
-                Ok(true)
-            }
-            Ok(false) => Err(LoginCodeError::Wrong),
-            Err(e) => Err(LoginCodeError::Backend(e.into())),
-        };
-    }
-    Err(LoginCodeError::Wrong)
 }
 
 /// A logged-in caller with a verified email, or the refusal: 403 `email_not_verified`

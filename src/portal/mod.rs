@@ -25,6 +25,8 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use minijinja::Value;
 use serde_json::json;
 
+use crate::access::credentials::Caller;
+use crate::accounts::{AccountError, Client};
 use crate::api::{ApiRequest, browser};
 use crate::app::App;
 use crate::auth::secrets::is_token_shaped;
@@ -529,15 +531,14 @@ impl<'a> Visit<'a> {
         )
     }
 
-    /// Calls the account API in-process as this browser. `limited` applies the API's
-    /// per-IP limits (every form post); page reads are not counted.
+    /// Calls the account API in-process as this browser, through its per-IP limits (the
+    /// forms the account core does not answer directly yet).
     async fn api(
         &mut self,
         method: Method,
         path: &str,
         bearer: Option<&str>,
         body: Option<serde_json::Value>,
-        limited: bool,
     ) -> Reply {
         let mut headers = HeaderMap::new();
         if body.is_some() {
@@ -563,17 +564,54 @@ impl<'a> Visit<'a> {
             client_ip: self.request.client_ip,
             user_agent: self.request.user_agent.clone(),
         };
-        let response = if limited {
-            crate::api::dispatch(self.app, request).await
-        } else {
-            crate::api::call_unlimited(self.app, &request).await
-        };
+        let response = crate::api::dispatch(self.app, request).await;
+        self.note_retry_after(&response);
+        response
+    }
+
+    /// Keeps a refusal's `Retry-After` for the page that shows it (429, 503).
+    fn note_retry_after(&mut self, response: &Reply) {
         self.retry_after = response
             .headers
             .iter()
             .find(|(name, _)| name == http::header::RETRY_AFTER)
             .map(|(_, value)| value.clone());
+    }
+
+    /// Where this visit comes from, as the account core takes it (mails in the page's
+    /// language).
+    fn client(&self) -> Client<'_> {
+        Client {
+            ip: self.request.client_ip,
+            user_agent: &self.request.user_agent,
+            language: &self.lang.code,
+        }
+    }
+
+    /// The account core's refusal as the API would answer it: the page reads the same
+    /// code (`AccountError::catalogue_key`) and the same field errors.
+    fn refusal(&mut self, error: AccountError) -> Reply {
+        let response = Reply::from(error);
+        self.note_retry_after(&response);
         response
+    }
+
+    /// The signed-in account behind `token`, for a form the account core answers, after the
+    /// API's per-IP `global` limit; the refusal as the API answers it (401, 403, 429, 503).
+    async fn caller(&mut self, token: &str) -> Result<Caller, Reply> {
+        let app = self.app;
+        let limited = crate::api::limit_form(app, self.request.client_ip).await;
+        let caller = match limited {
+            Ok(()) => app.access.authenticate_token(token).await,
+            Err(refusal) => Err(refusal),
+        };
+        caller.inspect_err(|refusal| self.note_retry_after(refusal))
+    }
+
+    /// The per-IP limits of a sign-in form, as the API applies them to its sign-in.
+    async fn limit_sign_in(&mut self) -> Result<(), Reply> {
+        let limited = crate::api::limit_sign_in(self.app, self.request.client_ip).await;
+        limited.inspect_err(|refusal| self.note_retry_after(refusal))
     }
 
     /// The browser's access token when it is signed in, renewed from the refresh cookie
@@ -622,6 +660,7 @@ impl<'a> Visit<'a> {
             browser::Renewal::Renewed {
                 access_token,
                 cookies,
+                ..
             } => {
                 self.cookies.extend(cookies);
                 Some(access_token)
@@ -745,29 +784,6 @@ mod tests {
         for input in refused {
             assert_eq!(p.safe_return_to(input), None, "{input:?}");
         }
-    }
-
-    #[test]
-    fn login_tickets_open_only_unaltered_and_in_time() {
-        let p = portal("");
-        let ticket = p
-            .seal_ticket("ada@example.com", "Pw-1234567", true)
-            .unwrap();
-        assert_eq!(
-            p.open_ticket(&ticket),
-            Some(("ada@example.com".into(), "Pw-1234567".into(), true))
-        );
-        let mut altered = ticket.clone().into_bytes();
-        let last = altered.len() - 3;
-        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
-        assert_eq!(p.open_ticket(&String::from_utf8(altered).unwrap()), None);
-        assert_eq!(p.open_ticket("junk"), None);
-        let other = Portal::new(
-            &Config::load_from(Path::new("t.toml"), "", Vec::new()).unwrap(),
-            &[4; 32],
-        )
-        .unwrap();
-        assert_eq!(other.open_ticket(&ticket), None, "another key");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The pages: one function per form, each turning the form into an account-API call and
-//! the answer into the next page.
+//! The pages: one function per form, each turning the form into a call of the account core
+//! (sign-in, sign-out, sessions, the account page's reads) or of the account API in-process
+//! (the other forms), and the answer into the next page.
 
 mod passkeys;
 
@@ -8,9 +9,11 @@ use minijinja::Value;
 use serde_json::json;
 
 use super::{Feedback, Form, Page, Visit, to_value};
+use crate::accounts::{AccountError, PendingId, SecondFactor, SecondStep, SignIn, StepUp, Tokens};
 use crate::api::browser;
 use crate::auth::secrets::is_token_shaped;
 use crate::reply::Reply;
+use crate::session::SessionId;
 
 /// Paths (below the prefix) that show a page.
 pub(super) const GET_PATHS: &[&str] = &[
@@ -176,19 +179,15 @@ async fn login_page(v: &mut Visit<'_>) -> Page {
     render_login(v, StatusCode::OK, Feedback::default(), return_to, "", false)
 }
 
-/// A sign-in the API accepted: the browser gets its cookies and goes on to `return_to`
-/// (the account page when there is none).
-fn signed_in(v: &mut Visit<'_>, response: &Reply, return_to: Option<String>) -> Page {
-    match browser::cookies_for_tokens(v.app, response) {
-        Some((_, cookies)) => {
-            v.clear_stray_cookies();
-            v.cookies.extend(cookies);
-            v.rotate_csrf();
-            let target = return_to.unwrap_or_else(|| v.path("/account"));
-            v.redirect(&target)
-        }
-        None => v.failure(response),
-    }
+/// A sign-in the account core accepted: the browser gets its cookies and goes on to
+/// `return_to` (the account page when there is none).
+fn signed_in(v: &mut Visit<'_>, tokens: &Tokens, return_to: Option<String>) -> Page {
+    let cookies = browser::cookies_of(v.app, tokens);
+    v.clear_stray_cookies();
+    v.cookies.extend(cookies);
+    v.rotate_csrf();
+    let target = return_to.unwrap_or_else(|| v.path("/account"));
+    v.redirect(&target)
 }
 
 fn render_login(
@@ -216,25 +215,30 @@ fn render_login(
     )
 }
 
-/// The second sign-in step; `second_step` is the `data` of the API's
-/// `two_factor_required` answer (`methods`, and `passkey` when the user has passkeys).
+/// The second sign-in step: the methods the account has, a passkey challenge when it has
+/// passkeys, and the pending step's id (a field of every form; the password stays on the
+/// server).
 fn render_two_factor(
     v: &mut Visit<'_>,
     status: StatusCode,
     feedback: Feedback,
     return_to: Option<String>,
-    ticket: String,
-    second_step: &serde_json::Value,
+    step: SecondStep,
 ) -> Page {
-    let methods = second_step["methods"].as_array();
-    let has = |m: &str| methods.is_some_and(|list| list.iter().any(|x| x == m));
-    // Without an answer to read the methods from, the code form shows.
-    let totp = methods.is_none() || has("totp");
-    let passkey = second_step["passkey"].clone();
+    let Some(pending) = step.pending else {
+        return v.failure(&Reply::internal("the second sign-in step", &"not held"));
+    };
+    let totp = step.methods.contains(&"totp");
+    let passkey = step.passkey.map(|challenge| {
+        json!({
+            "ceremony_id": challenge.ceremony.as_str(),
+            "options": serde_json::to_value(&challenge.options).unwrap_or_default(),
+        })
+    });
     // The options go into an attribute as JSON text, HTML-escaped like every value.
     let passkey_options = passkey
-        .get("options")
-        .map(serde_json::Value::to_string)
+        .as_ref()
+        .map(|p| p["options"].to_string())
         .unwrap_or_default();
     v.render(
         "two_factor.html",
@@ -243,7 +247,7 @@ fn render_two_factor(
         feedback,
         vec![
             ("return_to", Value::from(return_to.unwrap_or_default())),
-            ("ticket", Value::from(ticket)),
+            ("ticket", Value::from(pending.as_str())),
             ("totp", Value::from(totp)),
             ("passkey", to_value(passkey)),
             ("passkey_options", Value::from(passkey_options)),
@@ -251,101 +255,71 @@ fn render_two_factor(
     )
 }
 
-/// `POST /login`: the first step (email, password, remember_me) or, with a `login_ticket`
-/// from the first step, the second (two_factor_code).
+/// `POST /login`: the first step (email, password, remember_me) or, with the
+/// `login_ticket` of a pending second step, the second (two_factor_code or a passkey).
 async fn login(v: &mut Visit<'_>, form: Form) -> Page {
     let return_to = form
         .get("return_to")
         .and_then(|r| v.portal.safe_return_to(r));
-    let ticket = form.get("login_ticket").map(str::to_owned);
-    let (email, password, remember_me, code) = match &ticket {
-        Some(ticket) => match v.portal.open_ticket(ticket) {
-            Some((email, password, remember)) => (
-                email,
-                password,
-                remember,
-                Some(form.text("two_factor_code").to_owned()),
-            ),
-            None => {
-                let feedback = Feedback {
-                    form_error: Some(v.t("error_ticket")),
-                    ..Feedback::default()
-                };
-                return render_login(v, StatusCode::BAD_REQUEST, feedback, return_to, "", false);
+    let email = form.text("email").trim().to_owned();
+    let remember_me = form.get("remember_me").is_some();
+    if let Err(refusal) = v.limit_sign_in().await {
+        let feedback = v.feedback(&refusal, str::to_owned);
+        return render_login(v, refusal.status, feedback, return_to, &email, remember_me);
+    }
+    let accounts = &v.app.accounts;
+    let result = match form.get("login_ticket") {
+        Some(ticket) => match ticket.parse::<PendingId>() {
+            Ok(pending) => {
+                let second = passkeys::second_factor_answer(&form).unwrap_or_else(|| {
+                    SecondFactor::Code(Some(form.text("two_factor_code").to_owned()))
+                });
+                accounts.finish_sign_in(&pending, second, &v.client()).await
             }
+            Err(expired) => Err(expired),
         },
-        None => (
-            form.text("email").trim().to_owned(),
-            form.text("password").to_owned(),
-            form.get("remember_me").is_some(),
-            None,
-        ),
-    };
-    let mut body = json!({"email": email, "password": password, "remember_me": remember_me});
-    if let Some(answer) = ticket
-        .as_ref()
-        .and_then(|_| passkeys::second_factor_answer(&form))
-    {
-        body["passkey"] = answer;
-    } else if let Some(code) = &code {
-        body["two_factor_code"] = json!(code);
-    }
-    let response = v
-        .api(Method::POST, "/api/auth/login", None, Some(body), true)
-        .await;
-    let code_of = response.body_json()["code"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned();
-    if response.status == StatusCode::OK {
-        return signed_in(v, &response, return_to);
-    }
-    if code_of == "two_factor_required" {
-        return match v.portal.seal_ticket(&email, &password, remember_me) {
-            Some(sealed) => render_two_factor(
-                v,
-                StatusCode::OK,
-                Feedback::default(),
-                return_to,
-                sealed,
-                &response.body_json()["data"],
-            ),
-            None => v.failure(&response),
-        };
-    }
-    if let Some(ticket) = ticket
-        && code_of == "invalid_credentials"
-    {
-        // The password was right a minute ago: the second factor is what failed. A fresh
-        // first step gives the methods again (and a new passkey challenge).
-        let mut feedback = Feedback::default();
-        if form.get("passkey_credential").is_some() {
-            feedback.form_error = Some(v.t("passkey_failed"));
-        } else {
-            feedback
-                .errors
-                .insert("two_factor_code".into(), vec![v.t("error_wrong_code")]);
+        None => {
+            let input = SignIn {
+                email: &email,
+                password: form.text("password"),
+                remember_me,
+                second: SecondFactor::Code(None),
+                hold_pending: true,
+            };
+            accounts.sign_in(input, &v.client()).await
         }
-        let again = v
-            .api(
-                Method::POST,
-                "/api/auth/login",
-                None,
-                Some(json!({"email": email, "password": password, "remember_me": remember_me})),
-                true,
-            )
-            .await;
-        return render_two_factor(
-            v,
-            response.status,
-            feedback,
-            return_to,
-            ticket,
-            &again.body_json()["data"],
-        );
+    };
+    match result {
+        Ok(signed) => signed_in(v, &signed.tokens, return_to),
+        Err(AccountError::SecondFactorRequired(step)) => {
+            render_two_factor(v, StatusCode::OK, Feedback::default(), return_to, *step)
+        }
+        Err(AccountError::WrongSecondFactor(step)) => {
+            // The password was right a minute ago: the second factor is what failed. The
+            // step comes again, with a new passkey challenge.
+            let mut feedback = Feedback::default();
+            if form.get("passkey_credential").is_some() {
+                feedback.form_error = Some(v.t("passkey_failed"));
+            } else {
+                feedback
+                    .errors
+                    .insert("two_factor_code".into(), vec![v.t("error_wrong_code")]);
+            }
+            render_two_factor(v, StatusCode::UNAUTHORIZED, feedback, return_to, *step)
+        }
+        Err(AccountError::PendingExpired) => {
+            let feedback = Feedback {
+                form_error: Some(v.t("error_ticket")),
+                ..Feedback::default()
+            };
+            render_login(v, StatusCode::BAD_REQUEST, feedback, return_to, "", false)
+        }
+        Err(refused) => {
+            let response = v.refusal(refused);
+            let feedback = v.feedback(&response, str::to_owned);
+            render_login(v, response.status, feedback, return_to, &email, remember_me)
+        }
     }
-    let feedback = v.feedback(&response, str::to_owned);
-    render_login(v, response.status, feedback, return_to, &email, remember_me)
 }
 
 fn render_register(
@@ -388,7 +362,7 @@ async fn register(v: &mut Visit<'_>, form: Form) -> Page {
         "last_name": form.text("last_name"),
     });
     let response = v
-        .api(Method::POST, "/api/auth/register", None, Some(body), true)
+        .api(Method::POST, "/api/auth/register", None, Some(body))
         .await;
     match response.status {
         StatusCode::CREATED | StatusCode::CONFLICT => {
@@ -411,13 +385,7 @@ async fn register(v: &mut Visit<'_>, form: Form) -> Page {
 async fn verify_email(v: &mut Visit<'_>, form: Form) -> Page {
     let body = json!({"token": form.text("token")});
     let response = v
-        .api(
-            Method::POST,
-            "/api/auth/verify-email",
-            None,
-            Some(body),
-            true,
-        )
+        .api(Method::POST, "/api/auth/verify-email", None, Some(body))
         .await;
     match response.status {
         StatusCode::OK => {
@@ -444,7 +412,6 @@ async fn forgot_password(v: &mut Visit<'_>, form: Form) -> Page {
             "/api/auth/request-password-reset",
             None,
             Some(json!({"email": email})),
-            true,
         )
         .await;
     if response.status == StatusCode::OK {
@@ -481,13 +448,7 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
     let token = form.text("token").to_owned();
     let body = json!({"token": token, "password": form.text("password")});
     let response = v
-        .api(
-            Method::POST,
-            "/api/auth/reset-password",
-            None,
-            Some(body),
-            true,
-        )
+        .api(Method::POST, "/api/auth/reset-password", None, Some(body))
         .await;
     match (response.status, response.body_json()["code"].as_str()) {
         (StatusCode::OK, _) => {
@@ -511,11 +472,19 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
 /// `POST /logout`: ends this browser's session (if any) and its cookies.
 async fn logout(v: &mut Visit<'_>) -> Page {
     if let Some(token) = v.signed_in().await {
-        let response = v
-            .api(Method::POST, "/api/auth/logout", Some(&token), None, false)
-            .await;
-        if response.status == StatusCode::SERVICE_UNAVAILABLE {
-            return v.failure(&response);
+        let app = v.app;
+        let ended = match app.access.authenticate_token(&token).await {
+            Ok(caller) => app
+                .accounts
+                .logout(&caller.user, &caller.session.id)
+                .await
+                .map_err(Reply::from),
+            Err(refusal) => Err(refusal),
+        };
+        if let Err(refusal) = ended
+            && refusal.status == StatusCode::SERVICE_UNAVAILABLE
+        {
+            return v.failure(&refusal);
         }
     }
     v.end_sign_in();
@@ -528,17 +497,9 @@ async fn logout(v: &mut Visit<'_>) -> Page {
     )
 }
 
-/// "2025-01-31T14:05:09.123Z" as "2025-01-31 14:05 UTC".
-fn short_time(value: &serde_json::Value) -> String {
-    value
-        .as_str()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| {
-            t.with_timezone(&chrono::Utc)
-                .format("%Y-%m-%d %H:%M UTC")
-                .to_string()
-        })
-        .unwrap_or_default()
+/// A time as the account page shows it: "2025-01-31 14:05 UTC".
+fn short_time(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// The account page: profile, password, 2FA, sessions, deactivation.
@@ -548,45 +509,46 @@ async fn account_page(
     status: StatusCode,
     feedback: Feedback,
 ) -> Page {
-    let profile = v
-        .api(Method::GET, "/api/auth/profile", Some(token), None, false)
-        .await;
-    if profile.status == StatusCode::UNAUTHORIZED || profile.status == StatusCode::FORBIDDEN {
-        v.end_sign_in();
-        return to_sign_in(v);
-    }
-    if profile.status != StatusCode::OK {
-        return v.failure(&profile);
-    }
-    let sessions = v
-        .api(Method::GET, "/api/auth/sessions", Some(token), None, false)
-        .await;
-    let sessions: Vec<serde_json::Value> = sessions.body_json()["data"]["sessions"]
-        .as_array()
-        .map(|list| {
-            list.iter()
-                .map(|s| {
-                    json!({
-                        "id": s["id"],
-                        "ip": s["ip"],
-                        "user_agent": s["user_agent"],
-                        "current": s["current"],
-                        "created_at": short_time(&s["created_at"]),
-                        "last_seen_at": short_time(&s["last_seen_at"]),
-                    })
-                })
-                .collect()
+    let app = v.app;
+    let caller = match app.access.authenticate_token(token).await {
+        Ok(caller) => caller,
+        Err(refusal) if refusal.status.is_client_error() => {
+            v.end_sign_in();
+            return to_sign_in(v);
+        }
+        Err(refusal) => return v.failure(&refusal),
+    };
+    let (user, current) = (&caller.user, caller.session.id);
+    // A session list that cannot be read leaves the list empty, not the page.
+    let sessions = app.accounts.sessions_of(user).await.unwrap_or_default();
+    let sessions: Vec<serde_json::Value> = sessions
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id.to_string(),
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "current": s.id == current,
+                "created_at": short_time(s.created_at),
+                "last_seen_at": short_time(s.last_seen_at),
+            })
         })
-        .unwrap_or_default();
-    let user = profile.body_json()["data"]["user"].clone();
-    let passkeys = passkeys::for_account(v, token).await;
+        .collect();
+    let user_view = json!({
+        "email": user.email.as_str(),
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "is_verified": user.is_verified,
+        "two_factor_enabled": user.two_factor_enabled,
+    });
+    let passkeys = passkeys::for_account(v, user).await;
     v.render(
         "account.html",
         status,
         "account_title",
         feedback,
         vec![
-            ("user", to_value(user)),
+            ("user", to_value(user_view)),
             ("sessions", to_value(sessions)),
             ("passkeys", passkeys),
         ],
@@ -614,221 +576,225 @@ async fn account_outcome(
     account_page(v, token, response.status, feedback).await
 }
 
+/// The forms of the account page, one function each.
 async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form) -> Page {
     match action {
-        "/account/profile" => {
-            let body =
-                json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
-            let r = v
-                .api(
-                    Method::PATCH,
-                    "/api/auth/profile",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "profile", str::to_owned).await
-        }
-        "/account/password" => {
-            let body = json!({
-                "current_password": form.text("current_password"),
-                "new_password": form.text("new_password"),
-            });
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/change-password",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "password", str::to_owned).await
-        }
-        "/account/sessions/revoke" => {
-            let id = form.text("session_id");
-            let safe = !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
-            if !safe {
-                let feedback = Feedback {
-                    form_error: Some(v.t("error_generic")),
-                    ..Feedback::default()
-                };
-                return account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
-            }
-            let r = v
-                .api(
-                    Method::DELETE,
-                    &format!("/api/auth/sessions/{id}"),
-                    Some(token),
-                    None,
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "session", str::to_owned).await
-        }
-        "/account/logout-all" => {
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/logout-all",
-                    Some(token),
-                    None,
-                    true,
-                )
-                .await;
-            if r.status != StatusCode::OK {
-                return v.failure(&r);
-            }
-            v.end_sign_in();
-            let login = v.path("/login");
-            v.message(
-                StatusCode::OK,
-                "signed_out_title",
-                &["signed_out_everywhere_text"],
-                Some((login, "sign_in")),
-            )
-        }
-        "/account/2fa/setup" => {
-            let r = v
-                .api(Method::POST, "/api/auth/setup-2fa", Some(token), None, true)
-                .await;
-            if r.status != StatusCode::OK {
-                return account_outcome(v, token, r, "", str::to_owned).await;
-            }
-            let data = &r.body_json()["data"];
-            let (secret, qr) = (
-                data["secret"].as_str().unwrap_or("").to_owned(),
-                data["qr_code"].as_str().unwrap_or("").to_owned(),
-            );
-            render_setup(v, StatusCode::OK, Feedback::default(), secret, qr)
-        }
-        "/account/2fa/enable" => {
-            let secret = form.text("secret").trim().to_owned();
-            let body = json!({
-                "secret": secret,
-                "token": form.text("token").trim(),
-                "password": form.text("password"),
-            });
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/enable-2fa",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            if r.status == StatusCode::OK {
-                let codes = r.body_json()["data"]["recovery_codes"].clone();
-                return v.render(
-                    "recovery_codes.html",
-                    StatusCode::OK,
-                    "recovery_codes_title",
-                    Feedback::default(),
-                    vec![("codes", to_value(codes))],
-                );
-            }
-            if r.status != StatusCode::BAD_REQUEST {
-                return account_outcome(v, token, r, "", str::to_owned).await;
-            }
-            // The same secret again, with its QR code, and the problem next to the code.
-            let profile = v
-                .api(Method::GET, "/api/auth/profile", Some(token), None, false)
-                .await;
-            let email = profile.body_json()["data"]["user"]["email"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            let provisioning = crate::auth::totp::TotpSecret::from_base32(&secret)
-                .ok()
-                .and_then(|s| {
-                    crate::auth::totp::provisioning(v.app.two_factor.issuer(), &email, &s).ok()
-                });
-            let Some(provisioning) = provisioning else {
-                return account_outcome(v, token, r, "", str::to_owned).await;
-            };
-            let feedback = v.feedback(&r, str::to_owned);
-            render_setup(
-                v,
-                StatusCode::BAD_REQUEST,
-                feedback,
-                provisioning.secret_base32,
-                provisioning.qr_code_data_url,
-            )
-        }
-        "/account/2fa/disable" => {
-            // Turning the second factor off takes the second factor too, like the API.
-            let body = json!({
-                "password": form.text("password"),
-                "two_factor_code": form.text("two_factor_code"),
-            });
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/disable-2fa",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "two_factor_disabled", |f| match f {
-                "password" => "disable_password".into(),
-                "two_factor_code" => "disable_two_factor_code".into(),
-                other => other.to_owned(),
-            })
-            .await
-        }
-        "/account/resend-verification" => {
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/resend-verification",
-                    Some(token),
-                    None,
-                    true,
-                )
-                .await;
-            account_outcome(v, token, r, "verification_sent", str::to_owned).await
-        }
-        "/account/deactivate" => {
-            let body = json!({"password": form.text("password")});
-            let r = v
-                .api(
-                    Method::POST,
-                    "/api/auth/deactivate",
-                    Some(token),
-                    Some(body),
-                    true,
-                )
-                .await;
-            if r.status != StatusCode::OK {
-                return account_outcome(v, token, r, "", |f| {
-                    if f == "password" {
-                        "deactivate_password".into()
-                    } else {
-                        f.to_owned()
-                    }
-                })
-                .await;
-            }
-            v.end_sign_in();
-            v.message(
-                StatusCode::OK,
-                "deactivated_title",
-                &["deactivated_text"],
-                None,
-            )
-        }
+        "/account/profile" => update_profile(v, token, form).await,
+        "/account/password" => change_password(v, token, form).await,
+        "/account/sessions/revoke" => revoke_session(v, token, form).await,
+        "/account/logout-all" => logout_all(v, token).await,
+        "/account/2fa/setup" => setup_two_factor(v, token).await,
+        "/account/2fa/enable" => enable_two_factor(v, token, form).await,
+        "/account/2fa/disable" => disable_two_factor(v, token, form).await,
+        "/account/resend-verification" => resend_verification(v, token).await,
+        "/account/deactivate" => deactivate(v, token, form).await,
         passkey if passkey.starts_with("/account/passkeys/") => {
             passkeys::account_action(v, passkey, token, form).await
         }
         _ => v.not_found(),
     }
+}
+
+/// `POST /account/profile`: Changes the name on the account.
+async fn update_profile(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let body = json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
+    let r = v
+        .api(Method::PATCH, "/api/auth/profile", Some(token), Some(body))
+        .await;
+    account_outcome(v, token, r, "profile", str::to_owned).await
+}
+
+/// `POST /account/password`: Changes the password; the other sessions end.
+async fn change_password(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let body = json!({
+        "current_password": form.text("current_password"),
+        "new_password": form.text("new_password"),
+    });
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/change-password",
+            Some(token),
+            Some(body),
+        )
+        .await;
+    account_outcome(v, token, r, "password", str::to_owned).await
+}
+
+/// `POST /account/sessions/revoke`: Ends one of the account's other sessions.
+async fn revoke_session(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let app = v.app;
+    let ended = match v.caller(token).await {
+        Ok(caller) => match form.text("session_id").parse::<SessionId>() {
+            Ok(id) => app.accounts.end_session(&caller.user, &id).await,
+            Err(_) => Err(AccountError::SessionNotFound),
+        }
+        .map_err(|e| v.refusal(e)),
+        Err(refusal) => Err(refusal),
+    };
+    let r = ended.map_or_else(|refusal| refusal, |()| Reply::empty(StatusCode::OK));
+    account_outcome(v, token, r, "session", str::to_owned).await
+}
+
+/// `POST /account/logout-all`: Ends every session of the account, this one included.
+async fn logout_all(v: &mut Visit<'_>, token: &str) -> Page {
+    let app = v.app;
+    let ended = match v.caller(token).await {
+        Ok(caller) => app
+            .accounts
+            .logout_all(&caller.user)
+            .await
+            .map_err(|e| v.refusal(e)),
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(refusal) = ended {
+        return v.failure(&refusal);
+    }
+    v.end_sign_in();
+    let login = v.path("/login");
+    v.message(
+        StatusCode::OK,
+        "signed_out_title",
+        &["signed_out_everywhere_text"],
+        Some((login, "sign_in")),
+    )
+}
+
+/// `POST /account/2fa/setup`: A fresh TOTP secret to scan; nothing is stored yet.
+async fn setup_two_factor(v: &mut Visit<'_>, token: &str) -> Page {
+    let r = v
+        .api(Method::POST, "/api/auth/setup-2fa", Some(token), None)
+        .await;
+    if r.status != StatusCode::OK {
+        return account_outcome(v, token, r, "", str::to_owned).await;
+    }
+    let data = &r.body_json()["data"];
+    let (secret, qr) = (
+        data["secret"].as_str().unwrap_or("").to_owned(),
+        data["qr_code"].as_str().unwrap_or("").to_owned(),
+    );
+    render_setup(v, StatusCode::OK, Feedback::default(), secret, qr)
+}
+
+/// `POST /account/2fa/enable`: Turns TOTP on and shows the recovery codes once; a wrong code shows the same secret again.
+async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let secret = form.text("secret").trim().to_owned();
+    let body = json!({
+        "secret": secret,
+        "token": form.text("token").trim(),
+        "password": form.text("password"),
+    });
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/enable-2fa",
+            Some(token),
+            Some(body),
+        )
+        .await;
+    if r.status == StatusCode::OK {
+        let codes = r.body_json()["data"]["recovery_codes"].clone();
+        return v.render(
+            "recovery_codes.html",
+            StatusCode::OK,
+            "recovery_codes_title",
+            Feedback::default(),
+            vec![("codes", to_value(codes))],
+        );
+    }
+    if r.status != StatusCode::BAD_REQUEST {
+        return account_outcome(v, token, r, "", str::to_owned).await;
+    }
+    // The same secret again, with its QR code, and the problem next to the code.
+    let email = match v.app.access.authenticate_token(token).await {
+        Ok(caller) => caller.user.email.into_string(),
+        Err(refusal) => return account_outcome(v, token, refusal, "", str::to_owned).await,
+    };
+    let provisioning = crate::auth::totp::TotpSecret::from_base32(&secret)
+        .ok()
+        .and_then(|s| crate::auth::totp::provisioning(v.app.two_factor.issuer(), &email, &s).ok());
+    let Some(provisioning) = provisioning else {
+        return account_outcome(v, token, r, "", str::to_owned).await;
+    };
+    let feedback = v.feedback(&r, str::to_owned);
+    render_setup(
+        v,
+        StatusCode::BAD_REQUEST,
+        feedback,
+        provisioning.secret_base32,
+        provisioning.qr_code_data_url,
+    )
+}
+
+/// `POST /account/2fa/disable`: Turns TOTP off (the password and a code, like the API).
+async fn disable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    // Turning the second factor off takes the second factor too, like the API.
+    let body = json!({
+        "password": form.text("password"),
+        "two_factor_code": form.text("two_factor_code"),
+    });
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/disable-2fa",
+            Some(token),
+            Some(body),
+        )
+        .await;
+    account_outcome(v, token, r, "two_factor_disabled", |f| match f {
+        "password" => "disable_password".into(),
+        "two_factor_code" => "disable_two_factor_code".into(),
+        other => other.to_owned(),
+    })
+    .await
+}
+
+/// `POST /account/resend-verification`: Mails a fresh verification link.
+async fn resend_verification(v: &mut Visit<'_>, token: &str) -> Page {
+    let r = v
+        .api(
+            Method::POST,
+            "/api/auth/resend-verification",
+            Some(token),
+            None,
+        )
+        .await;
+    account_outcome(v, token, r, "verification_sent", str::to_owned).await
+}
+
+/// `POST /account/deactivate`: Deactivates the account; every session ends.
+async fn deactivate(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let app = v.app;
+    let done = match v.caller(token).await {
+        Ok(caller) => {
+            let proof = StepUp {
+                password: form.text("password"),
+                password_field: "password",
+                code: None,
+            };
+            let client = v.client();
+            let done = app.accounts.deactivate(&caller.user, proof, &client).await;
+            done.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(r) = done {
+        return account_outcome(v, token, r, "", |f| {
+            if f == "password" {
+                "deactivate_password".into()
+            } else {
+                f.to_owned()
+            }
+        })
+        .await;
+    }
+    v.end_sign_in();
+    v.message(
+        StatusCode::OK,
+        "deactivated_title",
+        &["deactivated_text"],
+        None,
+    )
 }
 
 fn render_setup(

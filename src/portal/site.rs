@@ -1,5 +1,5 @@
 //! The portal's state, built once at start: templates (with overrides), language
-//! catalogues, the CSRF and sign-in ticket keys, and where its pages live.
+//! catalogues, the CSRF key, and where its pages live.
 //!
 //! Below `app.rs` (which holds a [`Portal`]); the pages that drive the account API are in
 //! the parent module, above `api/`.
@@ -7,8 +7,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{HeaderName, StatusCode};
 use minijinja::{Environment, Value};
@@ -17,7 +15,6 @@ use serde_json::json;
 use super::csrf::CsrfKey;
 use super::i18n::{Catalog, Catalogs};
 use crate::auth::secrets::derive_key;
-use crate::auth::totp::SecretBox;
 use crate::config::Config;
 
 /// Every template file, with its built-in text.
@@ -101,9 +98,6 @@ const PAGES: &[&str] = &[
     "passkey_add.html",
 ];
 
-/// How long the second sign-in step may follow the first.
-pub(super) const LOGIN_TICKET_TTL_SECS: i64 = 300;
-
 /// `public`'s scheme, and the hosts `return_to` may name with their one port: `public`'s
 /// own, then each entry of `portal.allowed_return_hosts` (validated at load).
 fn return_hosts(public: &url::Url, allowed: &[String]) -> (String, Vec<(String, u16)>) {
@@ -149,7 +143,6 @@ pub struct Portal {
     pub(super) env: Environment<'static>,
     pub(super) catalogs: Catalogs,
     pub(super) csrf: CsrfKey,
-    pub(super) tickets: SecretBox,
     pub(super) stylesheet: Bytes,
     pub(super) csp: String,
     /// The origins that are the portal's own (RFC 6454): `server.public_url`'s, then each
@@ -246,7 +239,6 @@ impl Portal {
             env,
             catalogs,
             csrf: CsrfKey::new(derive_key(master, "portcullis/portal-csrf/v1")),
-            tickets: SecretBox::from_key(&derive_key(master, "portcullis/portal-login-ticket/v1")),
             stylesheet: Bytes::from(stylesheet),
             csp,
             own_origins,
@@ -378,35 +370,6 @@ impl Portal {
             .iter()
             .any(|(h, p)| *h == host && *p == port)
             .then(|| url.to_string())
-    }
-
-    pub(super) fn seal_ticket(
-        &self,
-        email: &str,
-        password: &str,
-        remember_me: bool,
-    ) -> Option<String> {
-        let expires = chrono::Utc::now().timestamp() + LOGIN_TICKET_TTL_SECS;
-        let plain = json!({"e": email, "p": password, "r": remember_me, "x": expires}).to_string();
-        let sealed = self
-            .tickets
-            .encrypt(uuid::Uuid::nil(), plain.as_bytes())
-            .ok()?;
-        Some(URL_SAFE_NO_PAD.encode(sealed))
-    }
-
-    pub(super) fn open_ticket(&self, ticket: &str) -> Option<(String, String, bool)> {
-        let sealed = URL_SAFE_NO_PAD.decode(ticket.trim()).ok()?;
-        let plain = self.tickets.decrypt(uuid::Uuid::nil(), &sealed).ok()?;
-        let value: serde_json::Value = serde_json::from_slice(&plain).ok()?;
-        if value["x"].as_i64()? < chrono::Utc::now().timestamp() {
-            return None;
-        }
-        Some((
-            value["e"].as_str()?.to_owned(),
-            value["p"].as_str()?.to_owned(),
-            value["r"].as_bool().unwrap_or(false),
-        ))
     }
 
     pub(super) fn script_page(&self) -> Page {

@@ -598,6 +598,19 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
         "{}",
         wrong.body
     );
+    // A pending step is used once: the used ticket is refused, the fresh one works.
+    let reused = second
+        .post(
+            "/auth/login",
+            &[
+                ("csrf_token", &step.csrf()),
+                ("login_ticket", &ticket),
+                ("two_factor_code", &totp(&secret, 1)),
+            ],
+        )
+        .await;
+    assert_eq!(reused.status, StatusCode::BAD_REQUEST, "{}", reused.body);
+    let ticket = wrong.input("login_ticket").expect("a fresh ticket");
     // The code of the next step: the one used to enable 2FA cannot be replayed.
     let done = second
         .post(
@@ -1244,4 +1257,52 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
         let account = browser.get("/auth/account").await;
         assert!(account.body.contains("You have no passkeys yet."));
     }
+}
+
+/// The deactivation form: the password is the step-up (a missing or wrong one is named next
+/// to the form's field, and a wrong one counts), and a right one ends every session.
+#[tokio::test]
+async fn the_account_page_deactivates_only_with_the_password() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    app.verified_user("leaving@example.com").await;
+    let other = app.login("leaving@example.com").await;
+    let browser = Browser::new(&app.gw.url());
+    browser.sign_in("leaving@example.com", PASSWORD, "/").await;
+    for (password, message) in [
+        ("", "This field is required."),
+        ("Wrong-Password-9", "This is not your current password."),
+    ] {
+        let account = browser.get("/auth/account").await;
+        let refused = browser
+            .post(
+                "/auth/account/deactivate",
+                &[("csrf_token", &account.csrf()), ("password", password)],
+            )
+            .await;
+        assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{}", refused.body);
+        assert!(
+            refused.body.contains("id=\"deactivate_password-error\""),
+            "{password:?}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body.contains(message),
+            "{password:?}: {}",
+            refused.body
+        );
+    }
+    let account = browser.get("/auth/account").await;
+    let done = browser
+        .post(
+            "/auth/account/deactivate",
+            &[("csrf_token", &account.csrf()), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert!(done.body.contains("Account deactivated"), "{}", done.body);
+    let r = app.get_as(&other.access, "/api/auth/profile").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "every session ended");
+    let again = browser.sign_in("leaving@example.com", PASSWORD, "/").await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN, "{}", again.body);
 }

@@ -1,7 +1,8 @@
 //! The contracts: conformance suites every implementation of a seam must pass (`UserStore`,
 //! `SessionStore`, `RateLimiter`, the mail transports), the crypto checked against independent
-//! implementations, and the documents in the repository held to the running gateway (the
-//! OpenAPI document, the Grafana dashboard). `cargo test --test contracts store::` runs one.
+//! implementations, the documents in the repository held to the running gateway (the
+//! OpenAPI document, the Grafana dashboard), and the account core called directly.
+//! `cargo test --test contracts store::` runs one.
 //!
 //! One binary, so the crate is linked once for all of them. Tests here share a process: each
 //! owns its database, Redis prefix and ports, and a test that captures logs does so with a
@@ -10,6 +11,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod accounts;
 mod auth_crypto;
 mod mail;
 mod observability;

@@ -16,24 +16,12 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use http::StatusCode;
-
-use super::{ApiRequest, Reply};
-use crate::app::App;
+use super::{AccountError, Accounts, Client};
 use crate::auth::secrets::sha256_hex;
 use crate::store::{
     AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, StoreError, User,
 };
 use crate::telemetry::SECURITY;
-
-/// 423: too many failed attempts.
-pub fn locked() -> Reply {
-    Reply::error(
-        StatusCode::LOCKED,
-        "account_locked",
-        "Account is temporarily locked after too many failed attempts; try again later",
-    )
-}
 
 /// A claimed guess at a known account's secret; say how it ended with one of its methods
 /// (one left unresolved counts as wrong once [`IN_FLIGHT_GUESS_TTL`] has passed).
@@ -73,25 +61,20 @@ where
     }
 }
 
-/// 503 for a guess that waited [`MOST_BUSY_WAIT`] for room in vain.
-fn still_busy() -> Reply {
-    Reply::unavailable("sign-in check")
-}
-
 /// Claims one guess at `user`'s secrets, waiting while the guesses in flight fill the
 /// threshold. A locked account gets the 423 only after a bcrypt verification of
 /// `password`, so it answers as slowly as a wrong password does.
-pub async fn claim<'a>(
-    app: &App,
+pub(super) async fn claim<'a>(
+    app: &Accounts,
     user: &'a User,
     password: &str,
-    request: &ApiRequest,
-) -> Result<Guess<'a>, Reply> {
+    client: &Client<'_>,
+) -> Result<Guess<'a>, AccountError> {
     let lockout = &app.config.lockout;
     let (max, lock_for) = (lockout.max_failed_attempts, lockout.duration.get());
     match claim_waiting(|| app.store.claim_login_attempt(user.id, max, lock_for)).await {
         Ok(AttemptClaim::Granted { .. }) => Ok(Guess { user }),
-        Ok(AttemptClaim::Busy) => Err(still_busy()),
+        Ok(AttemptClaim::Busy) => Err(AccountError::Busy),
         Ok(AttemptClaim::Locked { until }) => {
             app.hasher.verify_dummy(password).await;
             tracing::warn!(
@@ -99,16 +82,20 @@ pub async fn claim<'a>(
                 event = "guess_refused_locked",
                 user_id = %user.id,
                 until = %until,
-                client_ip = %request.client_ip,
+                client_ip = %client.ip,
             );
-            Err(locked())
+            Err(AccountError::Locked)
         }
         Err(e) => Err(e.into()),
     }
 }
 
 impl Guess<'_> {
-    async fn resolve(&self, app: &App, outcome: AttemptOutcome) -> Result<FailedLogin, Reply> {
+    async fn resolve(
+        &self,
+        app: &Accounts,
+        outcome: AttemptOutcome,
+    ) -> Result<FailedLogin, AccountError> {
         let lockout = &app.config.lockout;
         app.store
             .resolve_login_attempt(
@@ -123,7 +110,7 @@ impl Guess<'_> {
 
     /// The guess was wrong: one more failure. Logs it, and the lockout when it set one.
     /// Should the store fail here, the claim lapses into a failure all the same.
-    pub async fn failed(self, app: &App, request: &ApiRequest, reason: &'static str) {
+    pub(super) async fn failed(self, app: &Accounts, client: &Client<'_>, reason: &'static str) {
         let counted = self.resolve(app, AttemptOutcome::Wrong).await.ok();
         tracing::warn!(
             target: SECURITY,
@@ -131,36 +118,39 @@ impl Guess<'_> {
             reason,
             user_id = %self.user.id,
             attempts = counted.map(|c| c.attempts),
-            client_ip = %request.client_ip,
+            client_ip = %client.ip,
         );
         if counted.is_some_and(|c| c.newly_locked) {
-            app.metrics.lockouts.inc();
+            app.lockouts.inc();
             tracing::warn!(
                 target: SECURITY,
                 event = "account_locked",
                 user_id = %self.user.id,
-                client_ip = %request.client_ip,
+                client_ip = %client.ip,
             );
         }
     }
 
     /// The caller proved who they are: the failure count and any lock are cleared.
-    pub async fn succeeded(self, app: &App) -> Result<(), Reply> {
+    pub(super) async fn succeeded(self, app: &Accounts) -> Result<(), AccountError> {
         self.resolve(app, AttemptOutcome::Right).await.map(drop)
     }
 
     /// The guess could not be checked (`refusal`, a backend failing, is the answer): it is
     /// given back, so it holds no room while the backend recovers. Answers `refusal`.
-    pub async fn unchecked(self, app: &App, refusal: Reply) -> Reply {
+    pub(super) async fn unchecked(self, app: &Accounts, refusal: AccountError) -> AccountError {
         if let Err(e) = self.resolve(app, AttemptOutcome::NotAGuess).await {
-            tracing::warn!(status = %e.status, "could not give back an unchecked guess");
+            tracing::warn!(
+                error = e.catalogue_key(),
+                "could not give back an unchecked guess"
+            );
         }
         refusal
     }
 
     /// The guess was right as far as it went, but the second factor was not sent (or the
     /// account cannot sign in anyway): it is given back, not counted.
-    pub async fn released(self, app: &App) -> Result<(), Reply> {
+    pub(super) async fn released(self, app: &Accounts) -> Result<(), AccountError> {
         self.resolve(app, AttemptOutcome::NotAGuess).await.map(drop)
     }
 }
@@ -168,12 +158,12 @@ impl Guess<'_> {
 /// A login for an address with no account: claimed, waited for and resolved like a real
 /// one (in the store, under a hash of the canonical address, by the same rule) and
 /// answered like a real one, 401 and then 423, each after one bcrypt verification.
-pub async fn unknown_account(
-    app: &App,
+pub(super) async fn unknown_account(
+    app: &Accounts,
     canonical_email: &str,
     password: &str,
-    request: &ApiRequest,
-) -> Reply {
+    client: &Client<'_>,
+) -> AccountError {
     let lockout = &app.config.lockout;
     let (max, lock_for) = (lockout.max_failed_attempts, lockout.duration.get());
     let key = sha256_hex(canonical_email);
@@ -185,30 +175,19 @@ pub async fn unknown_account(
                 .store
                 .resolve_unknown_login_attempt(&key, max, lock_for)
                 .await;
-            app.metrics.logins.with_label_values(&["failure"]).inc();
             let attempts = counted.as_ref().ok().map(|c| c.attempts);
-            tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", attempts, client_ip = %request.client_ip);
+            tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", attempts, client_ip = %client.ip);
             if counted.is_ok_and(|c| c.newly_locked) {
-                app.metrics.lockouts.inc();
-                tracing::warn!(target: SECURITY, event = "account_locked", reason = "unknown_email", client_ip = %request.client_ip);
+                app.lockouts.inc();
+                tracing::warn!(target: SECURITY, event = "account_locked", reason = "unknown_email", client_ip = %client.ip);
             }
-            invalid_credentials()
+            AccountError::InvalidCredentials
         }
-        Ok(AttemptClaim::Busy) => still_busy(),
+        Ok(AttemptClaim::Busy) => AccountError::Busy,
         Ok(AttemptClaim::Locked { .. }) => {
-            app.metrics.logins.with_label_values(&["locked"]).inc();
-            tracing::warn!(target: SECURITY, event = "login_refused_locked", reason = "unknown_email", client_ip = %request.client_ip);
-            locked()
+            tracing::warn!(target: SECURITY, event = "login_refused_locked", reason = "unknown_email", client_ip = %client.ip);
+            AccountError::Locked
         }
         Err(e) => e.into(),
     }
-}
-
-/// 401: the one answer for an unknown address, a wrong password and a wrong code.
-pub fn invalid_credentials() -> Reply {
-    Reply::error(
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-        "Invalid email or password",
-    )
 }

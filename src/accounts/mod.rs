@@ -1,0 +1,468 @@
+//! The account core: how a person proves who they are, and the sessions that follow.
+//!
+//! One set of typed operations for every way in: the account API (`api/`) parses JSON into
+//! these inputs and maps the results onto its envelope; the portal's pages and the proxy's
+//! cookie renewal call them too. Nothing here knows a request, a `Reply` body, JSON, a
+//! cookie or `App`: each operation takes typed input and a [`Client`] (where the call comes
+//! from, for logs and mail) and returns `Result<_, AccountError>`.
+//!
+//! - [`Accounts::sign_in`]: a password, then a second factor (TOTP, recovery code or a
+//!   passkey) when the account has one, in the same call or, for pages, held on the server
+//!   and finished by [`Accounts::finish_sign_in`]; [`Accounts::sign_in_with_passkey`]: a discoverable
+//!   passkey alone;
+//! - [`Accounts::refresh`]: refresh-token rotation with reuse detection, answering the
+//!   new tokens and the [`Principal`] they stand for;
+//! - [`Accounts::logout`], [`Accounts::logout_all`]: through `Access::revoke_*`;
+//! - [`Accounts::step_up`]: the proof every security change needs, and the changes behind
+//!   it ([`Accounts::change_password`], [`Accounts::deactivate`]);
+//! - `lockout`: the one gate every guess at a password or a code passes (where the lockout
+//!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
+
+mod error;
+mod lockout;
+mod passkey;
+mod pending;
+mod profile;
+mod proof;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use prometheus::{IntCounter, IntCounterVec};
+
+pub use error::{AccountError, PasskeyChallenge, SecondStep};
+pub use passkey::{PasskeyAnswer, PasskeySignIn, credential_key};
+pub use pending::{PENDING_TTL, PendingId};
+pub use proof::{SecondFactor, StepUp};
+
+use crate::access::Access;
+use crate::access::gatekeeper::Principal;
+use crate::auth::Verified;
+use crate::auth::jwt::{AMR_PASSWORD, KeyRing};
+use crate::auth::password::PasswordHasher;
+use crate::auth::secrets::{
+    format_refresh_token, next_refresh_secret, parse_refresh_token, random_token, sha256_hex,
+};
+use crate::auth::totp::TwoFactor;
+use crate::config::Config;
+use crate::domain::{Email, email};
+use crate::mail::{MailKind, Mailer};
+use crate::metrics::Metrics;
+use crate::passkeys::Passkeys;
+use crate::session::{NewSession, PasskeyUse, RotateOutcome, Session, SessionId, SessionStore};
+use crate::store::{User, UserStore};
+use crate::telemetry::SECURITY;
+
+/// Concurrent refreshes of one token within this window get the same answer.
+pub const REFRESH_GRACE: Duration = Duration::from_secs(5);
+/// How long a device (IP + user agent) is remembered for login notifications.
+const KNOWN_DEVICE_TTL: Duration = Duration::from_secs(180 * 86_400);
+
+/// The account core bound to this instance's stores, keys and mail; built in `App::new`.
+pub struct Accounts {
+    config: Arc<Config>,
+    store: Arc<dyn UserStore>,
+    sessions: Arc<dyn SessionStore>,
+    access: Arc<Access>,
+    keys: Arc<KeyRing>,
+    hasher: PasswordHasher,
+    two_factor: Arc<TwoFactor>,
+    passkeys: Arc<Passkeys>,
+    mailer: Arc<Mailer>,
+    /// `portcullis_logins_total` by result.
+    logins: IntCounterVec,
+    lockouts: IntCounter,
+    refresh_reuse: IntCounter,
+}
+
+/// The parts of the instance the core works with.
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub access: Arc<Access>,
+    pub keys: Arc<KeyRing>,
+    pub hasher: PasswordHasher,
+    pub two_factor: Arc<TwoFactor>,
+    pub passkeys: Arc<Passkeys>,
+    pub mailer: Arc<Mailer>,
+}
+
+/// Where a call comes from: for security logs, device notifications and mail.
+#[derive(Clone, Copy, Debug)]
+pub struct Client<'a> {
+    /// The client address after `trusted_proxies` were applied.
+    pub ip: IpAddr,
+    /// The `User-Agent` header, truncated; empty when absent.
+    pub user_agent: &'a str,
+    /// The language of the page or request (a mail goes in the user's own when they have one).
+    pub language: &'a str,
+}
+
+/// A password sign-in: the address as typed (an unknown or malformed one is answered as a
+/// wrong password is, after the same work), the password as typed (a guess, not held to the
+/// password policy), and the second factor when the account has one.
+pub struct SignIn<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+    /// A longer session (`tokens.remember_me_ttl` instead of `tokens.refresh_ttl`).
+    pub remember_me: bool,
+    pub second: SecondFactor,
+    /// When a second factor is needed and was not sent, hold the step on the server and
+    /// name it in `SecondStep::pending` (finished by [`Accounts::finish_sign_in`]).
+    pub hold_pending: bool,
+}
+
+/// A fresh access token and its refresh token (RFC 6749 §5.1 shapes).
+#[derive(Clone, Debug)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Seconds the access token lives.
+    pub expires_in: u64,
+    /// Seconds the session (and so the refresh token) may live at most.
+    pub refresh_expires_in: u64,
+}
+
+/// A session that has just begun: who, and its tokens.
+pub struct SignedIn {
+    pub user: User,
+    pub tokens: Tokens,
+}
+
+/// A refresh token rotated: the new tokens and who the new access token stands for (built
+/// from what was just minted, not by verifying it again).
+pub struct Renewed {
+    pub principal: Principal,
+    pub tokens: Tokens,
+}
+
+/// The amr claim values of a session.
+pub fn amr_of(session: &Session) -> &'static [&'static str] {
+    use crate::auth::jwt::{AMR_HARDWARE_KEY, AMR_MULTIPLE_FACTORS, AMR_OTP};
+    match session.passkey {
+        PasskeyUse::SecondFactor => &[AMR_PASSWORD, AMR_HARDWARE_KEY],
+        PasskeyUse::Passwordless => &[AMR_HARDWARE_KEY, AMR_MULTIPLE_FACTORS],
+        PasskeyUse::None if session.two_factor => &[AMR_PASSWORD, AMR_OTP],
+        PasskeyUse::None => &[AMR_PASSWORD],
+    }
+}
+
+impl Accounts {
+    /// Binds the core to the instance's parts; `metrics` gives the sign-in counters.
+    pub fn new(parts: Parts, metrics: &Metrics) -> Self {
+        Self {
+            config: parts.config,
+            store: parts.store,
+            sessions: parts.sessions,
+            access: parts.access,
+            keys: parts.keys,
+            hasher: parts.hasher,
+            two_factor: parts.two_factor,
+            passkeys: parts.passkeys,
+            mailer: parts.mailer,
+            logins: metrics.logins.clone(),
+            lockouts: metrics.lockouts.clone(),
+            refresh_reuse: metrics.refresh_reuse.clone(),
+        }
+    }
+
+    /// Counts a sign-in's refusal under its login metric, if it has one.
+    fn counted<T>(&self, result: Result<T, AccountError>) -> Result<T, AccountError> {
+        if let Err(label) = result.as_ref().map_err(AccountError::login_metric)
+            && let Some(label) = label
+        {
+            self.logins.with_label_values(&[label]).inc();
+        }
+        result
+    }
+
+    /// Signs in with a password (and the second factor the account needs). The guess is
+    /// claimed against the lockout before bcrypt runs; unknown and malformed addresses are
+    /// counted and answered as real ones are, so neither status nor timing tells which
+    /// accounts exist.
+    ///
+    /// Errors: `InvalidCredentials`, `Locked`, `Busy`, `Deactivated`,
+    /// `SecondFactorRequired` (the password was right), backend failures.
+    pub async fn sign_in(
+        &self,
+        input: SignIn<'_>,
+        client: &Client<'_>,
+    ) -> Result<SignedIn, AccountError> {
+        let result = self.check_password_sign_in(&input, client).await;
+        let (user, two_factor, passkey) = self.counted(result)?;
+        self.open_session(&user, two_factor, passkey, input.remember_me, client)
+            .await
+            .map(|tokens| SignedIn { user, tokens })
+    }
+
+    /// The checks of [`Accounts::sign_in`]: the account, whether it passed a second factor
+    /// and whether that was a passkey.
+    async fn check_password_sign_in(
+        &self,
+        input: &SignIn<'_>,
+        client: &Client<'_>,
+    ) -> Result<(User, bool, PasskeyUse), AccountError> {
+        let user = match Email::parse(input.email) {
+            Ok(email) => self.store.find_by_email(&email).await?,
+            Err(_) => None,
+        };
+        let Some(user) = user else {
+            let canonical = email::canonical(input.email.trim());
+            return Err(lockout::unknown_account(self, &canonical, input.password, client).await);
+        };
+        // The guess is claimed before bcrypt runs: a burst cannot get more checks than the
+        // lockout allows, and a right password meets a lock only one set by wrong ones.
+        let guess = lockout::claim(self, &user, input.password, client).await?;
+        let verified = match self.hasher.check(input.password, &user.password_hash).await {
+            Ok(verified) if verified.matches() => verified,
+            Ok(_) => {
+                guess.failed(self, client, "wrong_password").await;
+                return Err(AccountError::InvalidCredentials);
+            }
+            Err(e) => return Err(guess.unchecked(self, e.into()).await),
+        };
+        if !user.is_active {
+            guess.released(self).await?;
+            tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %client.ip);
+            return Err(AccountError::Deactivated);
+        }
+        let (two_factor, passkey) = match self.second_factor(&user, &input.second, client).await {
+            Ok(passed) => passed,
+            Err(proof::Failed::Required) => {
+                guess.released(self).await?;
+                let hold = input.hold_pending.then_some(input.remember_me);
+                return Err(self.second_step(&user, hold, false).await);
+            }
+            Err(proof::Failed::Wrong) => {
+                guess.failed(self, client, "wrong_two_factor_code").await;
+                return Err(AccountError::InvalidCredentials);
+            }
+            Err(proof::Failed::Backend(e)) => return Err(guess.unchecked(self, e).await),
+        };
+        guess.succeeded(self).await?;
+        self.renew_hash(&user, input.password, verified).await;
+        Ok((user, two_factor, passkey))
+    }
+
+    /// After a right password: a hash made at another cost, or before passwords were
+    /// normalised (it matched only as typed), is replaced by a fresh hash of the normalised
+    /// form, so the next check is a [`Verified::Match`]. A failure is logged, not answered.
+    async fn renew_hash(&self, user: &User, password: &str, verified: Verified) {
+        if verified != Verified::MatchAsTyped && !self.hasher.needs_rehash(&user.password_hash) {
+            return;
+        }
+        match self.hasher.hash(password).await {
+            Ok(hash) => {
+                if let Err(e) = self.store.set_password_hash(user.id, &hash).await {
+                    tracing::warn!(error = %e, user_id = %user.id, "could not store the re-hashed password");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not re-hash a password"),
+        }
+    }
+
+    /// Starts a session for `user`, who has just proved who they are (a password, perhaps
+    /// with a second factor, or a passkey alone), and signs its first tokens.
+    async fn open_session(
+        &self,
+        user: &User,
+        two_factor: bool,
+        passkey: PasskeyUse,
+        remember_me: bool,
+        client: &Client<'_>,
+    ) -> Result<Tokens, AccountError> {
+        self.store.record_successful_login(user.id).await?;
+        // A new session never starts from a cached copy of the account that may predate an
+        // operator's change.
+        self.access.forget_user_record(user.id);
+        let tokens_cfg = &self.config.tokens;
+        let lifetime = if remember_me {
+            tokens_cfg.remember_me_ttl.get()
+        } else {
+            tokens_cfg.refresh_ttl.get()
+        };
+        let secret = random_token();
+        let created = self
+            .sessions
+            .create(NewSession {
+                id: SessionId::generate(),
+                user_id: user.id,
+                ip: client.ip.to_string(),
+                user_agent: client.user_agent.to_owned(),
+                two_factor,
+                passkey,
+                remember_me,
+                refresh_hash: sha256_hex(&secret),
+                idle_ttl: lifetime,
+                // `sessions.max_lifetime` caps every session, refresh lifetime included.
+                absolute_ttl: lifetime.min(self.config.sessions.max_lifetime.get()),
+                max_per_user: self.config.sessions.max_per_user,
+            })
+            .await?;
+        self.access.forget_sessions(&created.evicted);
+        for evicted in &created.evicted {
+            tracing::info!(target: SECURITY, event = "session_evicted", user_id = %user.id, session_id = %evicted);
+        }
+        let session = created.session;
+        let refresh_token = format_refresh_token(&session.id.to_string(), &secret);
+        let (tokens, _) = self.tokens_for(&session, refresh_token)?;
+        self.logins.with_label_values(&["success"]).inc();
+        tracing::info!(
+            target: SECURITY,
+            event = "login_succeeded",
+            user_id = %user.id,
+            session_id = %session.id,
+            two_factor,
+            passkey = passkey.as_str(),
+            client_ip = %client.ip,
+        );
+        self.notify_new_device(user, client).await;
+        Ok(tokens)
+    }
+
+    /// Signs an access token for a session; with its claims.
+    fn tokens_for(
+        &self,
+        session: &Session,
+        refresh_token: String,
+    ) -> Result<(Tokens, crate::auth::jwt::AccessClaims), AccountError> {
+        let ttl = self.config.tokens.access_ttl.get();
+        let (access_token, claims) = self
+            .keys
+            .issue_access(
+                &session.user_id.to_string(),
+                &session.id.to_string(),
+                amr_of(session),
+                ttl,
+            )
+            .map_err(|e| AccountError::internal("signing an access token", &e))?;
+        let refresh_expires_in = (session.expires_at - Utc::now()).num_seconds().max(0);
+        let tokens = Tokens {
+            access_token,
+            refresh_token,
+            expires_in: ttl.as_secs(),
+            refresh_expires_in: refresh_expires_in.unsigned_abs(),
+        };
+        Ok((tokens, claims))
+    }
+
+    /// The language of a mail to `user`: the one they registered in, else the client's.
+    fn mail_language<'a>(&self, user: &'a User, client: &Client<'a>) -> &'a str {
+        if user.language.is_empty() {
+            client.language
+        } else {
+            &user.language
+        }
+    }
+
+    /// Mails the user when a login comes from a device/IP not seen before (after the first login).
+    async fn notify_new_device(&self, user: &User, client: &Client<'_>) {
+        if !self.config.mail.login_notifications {
+            return;
+        }
+        let device = sha256_hex(&format!("{}|{}", client.ip, client.user_agent));
+        let key = format!("device:{}:{device}", user.id);
+        match self.sessions.claim_once(&key, KNOWN_DEVICE_TTL).await {
+            Ok(true) if user.last_login.is_some() => {
+                self.mailer.send_in_background_in(
+                    self.mail_language(user, client),
+                    user.email.as_str(),
+                    &user.first_name,
+                    MailKind::LoginNotification {
+                        ip: client.ip.to_string(),
+                        user_agent: client.user_agent.to_owned(),
+                        time: Utc::now(),
+                    },
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not check for a new device"),
+        }
+    }
+
+    /// Rotates a refresh token (`<session id>.<secret>`): the new pair, and the principal
+    /// the new access token stands for. A token presented again within [`REFRESH_GRACE`]
+    /// of its rotation gets the same successor; later, it ends the session
+    /// (`RefreshTokenReused`). An ended session or an inactive account is
+    /// `InvalidRefreshToken`.
+    pub async fn refresh(&self, token: &str, client: &Client<'_>) -> Result<Renewed, AccountError> {
+        let (sid, secret) = parse_refresh_token(token).ok_or(AccountError::InvalidRefreshToken)?;
+        let session_id = sid
+            .parse::<SessionId>()
+            .map_err(|_| AccountError::InvalidRefreshToken)?;
+        let next = next_refresh_secret(self.keys.refresh_rotation_key(), &sid, &secret);
+        let outcome = self
+            .sessions
+            .rotate_refresh(
+                &session_id,
+                &sha256_hex(&secret),
+                &sha256_hex(&next),
+                REFRESH_GRACE,
+            )
+            .await?;
+        let session = match outcome {
+            RotateOutcome::Rotated(session) | RotateOutcome::AlreadyRotated(session) => session,
+            RotateOutcome::Reused { user_id } => {
+                // The store ended the session when it saw the reuse; the caches follow.
+                self.access.forget_sessions(&[session_id]);
+                self.refresh_reuse.inc();
+                tracing::warn!(
+                    target: SECURITY,
+                    event = "refresh_token_reuse",
+                    user_id = %user_id,
+                    session_id = %session_id,
+                    client_ip = %client.ip,
+                );
+                return Err(AccountError::RefreshTokenReused);
+            }
+            RotateOutcome::NotFound => return Err(AccountError::InvalidRefreshToken),
+        };
+        let user = match self.store.find_by_id(session.user_id).await? {
+            Some(user) if user.is_active => user,
+            _ => {
+                let _ = self.access.revoke_session(&session.id).await;
+                return Err(AccountError::InvalidRefreshToken);
+            }
+        };
+        let (tokens, claims) = self.tokens_for(&session, format_refresh_token(&sid, &next))?;
+        let principal = self
+            .access
+            .admit(&tokens.access_token, claims, &user, session.two_factor)
+            .ok_or_else(|| AccountError::internal("admitting a fresh token", &"unusable claims"))?;
+        Ok(Renewed { principal, tokens })
+    }
+
+    /// Ends one session at once (store, then caches).
+    pub async fn logout(&self, user: &User, session: &SessionId) -> Result<(), AccountError> {
+        self.access.revoke_session(session).await?;
+        tracing::info!(target: SECURITY, event = "logout", user_id = %user.id, session_id = %session);
+        Ok(())
+    }
+
+    /// Ends one of `user`'s sessions; `SessionNotFound` when it is gone or not theirs
+    /// (the same answer, so another account's session ids cannot be probed).
+    pub async fn end_session(&self, user: &User, id: &SessionId) -> Result<(), AccountError> {
+        match self.sessions.get(id).await? {
+            Some(s) if s.user_id == user.id => {}
+            _ => return Err(AccountError::SessionNotFound),
+        }
+        self.access.revoke_session(id).await?;
+        tracing::info!(target: SECURITY, event = "session_revoked", user_id = %user.id, session_id = %id);
+        Ok(())
+    }
+
+    /// `user`'s live sessions.
+    pub async fn sessions_of(&self, user: &User) -> Result<Vec<Session>, AccountError> {
+        Ok(self.sessions.list(user.id).await?)
+    }
+
+    /// Ends every session of `user`; answers how many ended.
+    pub async fn logout_all(&self, user: &User) -> Result<usize, AccountError> {
+        let ended = self.access.revoke_user(user.id, None).await?.len();
+        tracing::info!(target: SECURITY, event = "logout_all", user_id = %user.id, sessions_ended = ended);
+        Ok(ended)
+    }
+}

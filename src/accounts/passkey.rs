@@ -1,0 +1,327 @@
+//! Signing in with a passkey: as the second factor of a password sign-in, or alone
+//! (a discoverable passkey with user verification). Counters and the backup flag are
+//! checked on every use; a refused passwordless use counts against the account's lockout.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+use webauthn_rs::prelude::{AuthenticationResult, Passkey, PublicKeyCredential, WebauthnError};
+
+use super::proof::Failed;
+use super::{AccountError, Accounts, Client, PasskeyChallenge, SignedIn, lockout};
+use crate::domain::UserId;
+use crate::passkeys::{Ceremony, CeremonyId};
+use crate::session::PasskeyUse;
+use crate::store::{PasskeyUse as RecordedUse, StoredPasskey, User};
+use crate::telemetry::SECURITY;
+
+/// A browser's answer to a passkey challenge: the ceremony it finishes and the
+/// `PublicKeyCredential` (`toJSON()` shape) it signed.
+pub struct PasskeyAnswer {
+    pub ceremony: CeremonyId,
+    pub credential: PublicKeyCredential,
+}
+
+/// A passwordless sign-in.
+pub struct PasskeySignIn {
+    pub answer: PasskeyAnswer,
+    /// A longer session, as with a password.
+    pub remember_me: bool,
+}
+
+/// base64url (unpadded) of a credential id, as stored.
+pub fn credential_key(id: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(id)
+}
+
+impl Accounts {
+    /// The relying party, or `PasskeysDisabled`.
+    pub fn relying_party(&self) -> Result<&webauthn_rs::Webauthn, AccountError> {
+        self.passkeys
+            .relying_party()
+            .ok_or(AccountError::PasskeysDisabled)
+    }
+
+    /// The user's passkeys, when passkeys are on (none otherwise).
+    pub async fn usable_passkeys(&self, user: &User) -> Result<Vec<StoredPasskey>, AccountError> {
+        if self.passkeys.relying_party().is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(self.store.list_passkeys(user.id).await?)
+    }
+
+    /// A passkey challenge for the second step of `user`'s password sign-in, when they
+    /// have passkeys (and one can be started).
+    pub(super) async fn second_factor_challenge(
+        &self,
+        user: &User,
+    ) -> Result<Option<PasskeyChallenge>, AccountError> {
+        let keys = self.usable_passkeys(user).await?;
+        let Some(rp) = self.passkeys.relying_party().filter(|_| !keys.is_empty()) else {
+            return Ok(None);
+        };
+        let passkeys: Vec<Passkey> = keys
+            .iter()
+            .filter_map(|k| serde_json::from_str(&k.credential).ok())
+            .collect();
+        match rp.start_passkey_authentication(&passkeys) {
+            Ok((options, state)) => {
+                let ceremony = Ceremony::SecondFactor {
+                    user_id: user.id.as_uuid(),
+                    state,
+                };
+                let ceremony = self.passkeys.begin(&*self.sessions, &ceremony).await?;
+                Ok(Some(PasskeyChallenge { ceremony, options }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, user_id = %user.id, "could not start a passkey sign-in");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Checks a passkey answer as the second factor of `user`'s sign-in.
+    pub(super) async fn second_factor_passkey(
+        &self,
+        user: &User,
+        answer: Option<&PasskeyAnswer>,
+        client: &Client<'_>,
+    ) -> Result<(), Failed> {
+        let Some(rp) = self.passkeys.relying_party() else {
+            return Err(Failed::Wrong);
+        };
+        let Some(answer) = answer else {
+            self.refused(client, Some(user.id), "answer_malformed");
+            return Err(Failed::Wrong);
+        };
+        let state = match self
+            .passkeys
+            .finish(&*self.sessions, &answer.ceremony)
+            .await
+        {
+            Ok(Some(Ceremony::SecondFactor { user_id, state })) if user_id == user.id.as_uuid() => {
+                state
+            }
+            Ok(_) => {
+                self.refused(client, Some(user.id), "ceremony_invalid");
+                return Err(Failed::Wrong);
+            }
+            Err(e) => return Err(AccountError::from(e).into()),
+        };
+        let result = match rp.finish_passkey_authentication(&answer.credential, &state) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refused_by_library(client, user.id, &e);
+                return Err(Failed::Wrong);
+            }
+        };
+        let stored = match self
+            .store
+            .find_passkey(&credential_key(result.cred_id()))
+            .await
+        {
+            Ok(Some(stored)) if stored.user_id == user.id => stored,
+            Ok(_) => {
+                self.refused(client, Some(user.id), "unknown_credential");
+                return Err(Failed::Wrong);
+            }
+            Err(e) => return Err(AccountError::from(e).into()),
+        };
+        self.accept_use(&stored, &result, client)
+            .await
+            .map_err(|refusal| refusal.map_or(Failed::Wrong, Failed::Backend))
+    }
+
+    /// Logs and counts a refused passkey use.
+    pub fn refused(&self, client: &Client<'_>, user: Option<UserId>, reason: &'static str) {
+        self.passkeys.count("refused", reason);
+        match user {
+            Some(user_id) => {
+                tracing::warn!(target: SECURITY, event = "passkey_refused", reason, user_id = %user_id, client_ip = %client.ip);
+            }
+            None => {
+                tracing::warn!(target: SECURITY, event = "passkey_refused", reason, client_ip = %client.ip);
+            }
+        }
+    }
+
+    /// Logs a use the library refused; a counter that did not move forward is a possible
+    /// clone and gets its own event.
+    fn refused_by_library(&self, client: &Client<'_>, user: UserId, error: &WebauthnError) {
+        match error {
+            WebauthnError::CredentialPossibleCompromise => {
+                self.refused(client, Some(user), "counter_regression");
+                tracing::warn!(target: SECURITY, event = "passkey_clone_suspected", user_id = %user, client_ip = %client.ip);
+            }
+            WebauthnError::CredentialBackupEligibilityInconsistent => {
+                self.refused(client, Some(user), "backup_eligibility_changed");
+            }
+            _ => self.refused(client, Some(user), "assertion_invalid"),
+        }
+    }
+
+    /// Checks the counter of an accepted assertion against the stored one (read now, not
+    /// when the ceremony began) and records the use over it. `Err(None)` refuses the use;
+    /// `Err(Some(_))` is a backend failure.
+    async fn accept_use(
+        &self,
+        stored: &StoredPasskey,
+        result: &AuthenticationResult,
+        client: &Client<'_>,
+    ) -> Result<(), Option<AccountError>> {
+        let counter = result.counter();
+        // WebAuthn §6.1.1: with either counter non-zero, the new one must be greater.
+        if (counter > 0 || stored.sign_count > 0) && counter <= stored.sign_count {
+            self.refused(client, Some(stored.user_id), "counter_regression");
+            tracing::warn!(
+                target: SECURITY,
+                event = "passkey_clone_suspected",
+                user_id = %stored.user_id,
+                passkey_id = %stored.id,
+                stored_count = stored.sign_count,
+                presented_count = counter,
+                client_ip = %client.ip,
+            );
+            return Err(None);
+        }
+        if stored.backup_eligible && !result.backup_eligible() {
+            // The BE flag of a credential never changes (WebAuthn §6.1.3).
+            self.refused(client, Some(stored.user_id), "backup_eligibility_changed");
+            return Err(None);
+        }
+        let mut passkey: Passkey = serde_json::from_str(&stored.credential)
+            .map_err(|e| Some(AccountError::internal("reading a stored passkey", &e)))?;
+        passkey.update_credential(result);
+        let record = serde_json::to_string(&passkey)
+            .map_err(|e| Some(AccountError::internal("writing a passkey", &e)))?;
+        let recorded = self
+            .store
+            .record_passkey_use(&RecordedUse {
+                id: stored.id,
+                previous_sign_count: stored.sign_count,
+                sign_count: counter.max(stored.sign_count),
+                backup_state: result.backup_state(),
+                credential: record,
+            })
+            .await
+            .map_err(|e| Some(e.into()))?;
+        if !recorded {
+            // Another use of the same count got there first: one of them is a clone.
+            self.refused(client, Some(stored.user_id), "counter_regression");
+            tracing::warn!(target: SECURITY, event = "passkey_clone_suspected", user_id = %stored.user_id, passkey_id = %stored.id, client_ip = %client.ip);
+            return Err(None);
+        }
+        self.passkeys.count("used", "ok");
+        tracing::info!(target: SECURITY, event = "passkey_used", user_id = %stored.user_id, passkey_id = %stored.id, client_ip = %client.ip);
+        Ok(())
+    }
+
+    /// The challenge of a passwordless sign-in (`navigator.credentials.get()`, with
+    /// `mediation: "conditional"` for autofill).
+    pub async fn passwordless_challenge(&self) -> Result<PasskeyChallenge, AccountError> {
+        let (options, state) = self
+            .relying_party()?
+            .start_discoverable_authentication()
+            .map_err(|e| AccountError::internal("starting a passkey sign-in", &e))?;
+        let ceremony = Ceremony::Passwordless { state };
+        let ceremony = self.passkeys.begin(&*self.sessions, &ceremony).await?;
+        Ok(PasskeyChallenge { ceremony, options })
+    }
+
+    /// Signs in with a discoverable passkey alone: the passkey names the user and must
+    /// have verified them (PIN or biometrics); the session counts as two factors.
+    ///
+    /// Errors: `PasskeysDisabled`, `CeremonyInvalid`, `PasskeyRefused`, `Locked`,
+    /// `Deactivated`, backend failures.
+    pub async fn sign_in_with_passkey(
+        &self,
+        input: PasskeySignIn,
+        client: &Client<'_>,
+    ) -> Result<SignedIn, AccountError> {
+        let result = self.check_passwordless(&input.answer, client).await;
+        let user = self.counted(result)?;
+        self.open_session(
+            &user,
+            true,
+            PasskeyUse::Passwordless,
+            input.remember_me,
+            client,
+        )
+        .await
+        .map(|tokens| SignedIn { user, tokens })
+    }
+
+    /// The checks of [`Accounts::sign_in_with_passkey`]: the account it signs in.
+    async fn check_passwordless(
+        &self,
+        answer: &PasskeyAnswer,
+        client: &Client<'_>,
+    ) -> Result<User, AccountError> {
+        let rp = self.relying_party()?;
+        let Some(Ceremony::Passwordless { state }) = self
+            .passkeys
+            .finish(&*self.sessions, &answer.ceremony)
+            .await?
+        else {
+            self.refused(client, None, "ceremony_invalid");
+            return Err(AccountError::CeremonyInvalid);
+        };
+        let credential = &answer.credential;
+        let Ok((user_id, _)) = rp.identify_discoverable_authentication(credential) else {
+            self.refused(client, None, "no_user_handle");
+            return Err(AccountError::PasskeyRefused);
+        };
+        let user_id = UserId::from_uuid(user_id);
+        let stored = self
+            .store
+            .find_passkey(&credential_key(credential.get_credential_id()))
+            .await?
+            .filter(|stored| stored.user_id == user_id);
+        let user = match stored {
+            Some(_) => self.store.find_by_id(user_id).await?,
+            None => None,
+        };
+        let (Some(stored), Some(user)) = (stored, user) else {
+            self.refused(client, None, "unknown_credential");
+            return Err(AccountError::PasskeyRefused);
+        };
+        if user.is_locked(Utc::now()) {
+            tracing::warn!(target: SECURITY, event = "login_refused_locked", user_id = %user.id, client_ip = %client.ip);
+            return Err(AccountError::Locked);
+        }
+        let passkey: Passkey = serde_json::from_str(&stored.credential)
+            .map_err(|e| AccountError::internal("reading a stored passkey", &e))?;
+        let result = match rp.finish_discoverable_authentication_v2(credential, state, &passkey) {
+            Ok(result) if result.user_verified() => result,
+            Ok(_) => {
+                self.refused(client, Some(user.id), "user_not_verified");
+                return Err(self.count_failure(&user, client).await);
+            }
+            Err(e) => {
+                self.refused_by_library(client, user.id, &e);
+                return Err(self.count_failure(&user, client).await);
+            }
+        };
+        match self.accept_use(&stored, &result, client).await {
+            Ok(()) => {}
+            Err(Some(e)) => return Err(e),
+            Err(None) => return Err(self.count_failure(&user, client).await),
+        }
+        if !user.is_active {
+            tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %client.ip);
+            return Err(AccountError::Deactivated);
+        }
+        Ok(user)
+    }
+
+    /// Counts a refused passwordless sign-in against the account's lockout, like a wrong code.
+    async fn count_failure(&self, user: &User, client: &Client<'_>) -> AccountError {
+        match lockout::claim(self, user, "", client).await {
+            Ok(guess) => {
+                guess.failed(self, client, "passkey_refused").await;
+                AccountError::PasskeyRefused
+            }
+            Err(refusal) => refusal,
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! Changes to one's own account that need the step-up: a new password, deactivation.
+
+use super::{AccountError, Accounts, Client, StepUp};
+use crate::domain::Password;
+use crate::mail::MailKind;
+use crate::session::SessionId;
+use crate::store::User;
+use crate::telemetry::SECURITY;
+
+impl Accounts {
+    /// Replaces `user`'s password after the step-up (`proof`), ends their sessions other
+    /// than `keep` (the one asking) and mails them; answers how many sessions ended.
+    ///
+    /// Errors: those of [`Accounts::step_up`], backend failures.
+    pub async fn change_password(
+        &self,
+        user: &User,
+        keep: &SessionId,
+        proof: StepUp<'_>,
+        new: &Password,
+        client: &Client<'_>,
+    ) -> Result<usize, AccountError> {
+        if let Err(e) = self.step_up(user, proof, client).await {
+            tracing::warn!(target: SECURITY, event = "password_change_refused", user_id = %user.id);
+            return Err(e);
+        }
+        let hash = self.hasher.hash(new.expose()).await?;
+        self.store.set_password_hash(user.id, &hash).await?;
+        let ended = self.access.revoke_user(user.id, Some(keep)).await?.len();
+        tracing::info!(target: SECURITY, event = "password_changed", user_id = %user.id, sessions_ended = ended);
+        self.mailer.send_in_background_in(
+            self.mail_language(user, client),
+            user.email.as_str(),
+            &user.first_name,
+            MailKind::PasswordChanged,
+        );
+        Ok(ended)
+    }
+
+    /// Deactivates `user`'s account after the step-up (`proof`) and ends every session;
+    /// answers how many ended.
+    ///
+    /// Errors: those of [`Accounts::step_up`], backend failures.
+    pub async fn deactivate(
+        &self,
+        user: &User,
+        proof: StepUp<'_>,
+        client: &Client<'_>,
+    ) -> Result<usize, AccountError> {
+        if let Err(e) = self.step_up(user, proof, client).await {
+            tracing::warn!(target: SECURITY, event = "deactivation_refused", user_id = %user.id);
+            return Err(e);
+        }
+        self.store.set_active(user.id, false).await?;
+        let ended = self.access.revoke_user(user.id, None).await?.len();
+        tracing::info!(target: SECURITY, event = "account_deactivated", user_id = %user.id, sessions_ended = ended);
+        Ok(ended)
+    }
+}

@@ -1,0 +1,264 @@
+//! The account core called directly, as the portal and the proxy call it: the steps of a
+//! sign-in (the pending second step held on the server, used once), the step-up, and a
+//! refresh whose principal comes from the token it minted. The HTTP answers these map to
+//! are the API stories' (`tests/api/login_api.rs`, `two_factor_api.rs`).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use portcullis::accounts::{AccountError, Client, PendingId, SecondFactor, SignIn, StepUp};
+use portcullis::app::App;
+use portcullis::auth::totp::TotpSecret;
+use portcullis::domain::Email;
+use portcullis::store::{NewUser, User};
+
+use crate::support::otp::totp;
+use crate::support::{Scratch, parse_config, test_config_text};
+
+const PASSWORD: &str = "Core-Password-1";
+
+const CLIENT: Client<'static> = Client {
+    ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+    user_agent: "core-test",
+    language: "en",
+};
+
+/// An instance on SQLite and in-process sessions, with `max_failed_attempts = 3`.
+fn app(scratch: &Scratch) -> Arc<App> {
+    let text = test_config_text(scratch.dir.path(), "[lockout]\nmax_failed_attempts = 3\n");
+    App::new(parse_config(&text)).expect("app state")
+}
+
+async fn user(app: &App, email: &str) -> User {
+    let hash = app.hasher.hash(PASSWORD).await.expect("hash");
+    let new = NewUser {
+        email: Email::parse(email).expect("email"),
+        password_hash: hash,
+        first_name: "Core".into(),
+        last_name: "Test".into(),
+        language: String::new(),
+    };
+    app.store.create_user(new).await.expect("user")
+}
+
+/// Turns TOTP on for `user`; the secret in base32.
+async fn with_totp(app: &App, user: &User) -> String {
+    let secret = TotpSecret::generate();
+    let sealed = app
+        .two_factor
+        .secret_box()
+        .seal_secret(user.id.as_uuid(), &secret)
+        .expect("seal");
+    app.store
+        .set_two_factor(user.id, Some(sealed))
+        .await
+        .expect("2FA on");
+    secret.to_base32()
+}
+
+fn sign_in<'a>(email: &'a str, password: &'a str, hold_pending: bool) -> SignIn<'a> {
+    SignIn {
+        email,
+        password,
+        remember_me: false,
+        second: SecondFactor::Code(None),
+        hold_pending,
+    }
+}
+
+fn code(text: &str) -> SecondFactor {
+    SecondFactor::Code(Some(text.to_owned()))
+}
+
+#[tokio::test]
+async fn a_held_second_step_is_finished_once_and_a_wrong_code_gets_a_fresh_one() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let ada = user(&app, "ada@example.com").await;
+    let secret = with_totp(&app, &ada).await;
+    let accounts = &app.accounts;
+
+    let Err(AccountError::SecondFactorRequired(step)) = accounts
+        .sign_in(sign_in("ada@example.com", PASSWORD, true), &CLIENT)
+        .await
+    else {
+        panic!("a right password asks for the second factor");
+    };
+    assert_eq!(step.methods, ["totp"]);
+    let first = step.pending.expect("held for the page");
+
+    let Err(AccountError::WrongSecondFactor(again)) = accounts
+        .finish_sign_in(&first, code("000000"), &CLIENT)
+        .await
+    else {
+        panic!("a wrong code is refused with a fresh step");
+    };
+    let second = again.pending.expect("a fresh id");
+    assert_ne!(first.as_str(), second.as_str());
+    assert!(
+        matches!(
+            accounts
+                .finish_sign_in(&first, code(&totp(&secret, 0)), &CLIENT)
+                .await,
+            Err(AccountError::PendingExpired)
+        ),
+        "an id is used once"
+    );
+
+    let signed = accounts
+        .finish_sign_in(&second, code(&totp(&secret, 0)), &CLIENT)
+        .await
+        .expect("the right code signs in");
+    assert_eq!(signed.user.id, ada.id);
+    assert!(
+        matches!(
+            accounts
+                .finish_sign_in(&second, code(&totp(&secret, 0)), &CLIENT)
+                .await,
+            Err(AccountError::PendingExpired)
+        ),
+        "a finished step cannot sign in again"
+    );
+    for junk in [
+        "",
+        "AAAA",
+        &"G".repeat(64),
+        &format!(" {}0", second.as_str()),
+    ] {
+        assert!(
+            matches!(junk.parse::<PendingId>(), Err(AccountError::PendingExpired)),
+            "{junk:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_holding_nothing_is_held_and_wrong_codes_lock_the_account() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let bob = user(&app, "bob@example.com").await;
+    let secret = with_totp(&app, &bob).await;
+    let accounts = &app.accounts;
+
+    let Err(AccountError::SecondFactorRequired(step)) = accounts
+        .sign_in(sign_in("bob@example.com", PASSWORD, false), &CLIENT)
+        .await
+    else {
+        panic!("a right password asks for the second factor");
+    };
+    assert!(step.pending.is_none(), "the API holds nothing");
+
+    for _ in 0..3 {
+        let mut input = sign_in("bob@example.com", PASSWORD, false);
+        input.second = code("000000");
+        assert!(matches!(
+            accounts.sign_in(input, &CLIENT).await,
+            Err(AccountError::InvalidCredentials)
+        ));
+    }
+    let mut input = sign_in("bob@example.com", PASSWORD, false);
+    input.second = code(&totp(&secret, 0));
+    assert!(
+        matches!(
+            accounts.sign_in(input, &CLIENT).await,
+            Err(AccountError::Locked)
+        ),
+        "three wrong codes lock, the right one then meets the lock"
+    );
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_addresses_are_answered_as_wrong_passwords() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    user(&app, "cy@example.com").await;
+    for (email, password) in [
+        ("cy@example.com", "Wrong-Password-1"),
+        ("nobody@example.com", PASSWORD),
+        ("not an address", PASSWORD),
+    ] {
+        let refused = app
+            .accounts
+            .sign_in(sign_in(email, password, true), &CLIENT)
+            .await;
+        assert!(
+            matches!(refused, Err(AccountError::InvalidCredentials)),
+            "{email}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_step_up_names_the_wrong_field_and_counts_toward_the_lock() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let dee = user(&app, "dee@example.com").await;
+    let secret = with_totp(&app, &dee).await;
+    let dee = app
+        .store
+        .find_by_id(dee.id)
+        .await
+        .expect("store")
+        .expect("dee");
+    let accounts = &app.accounts;
+    let proof = |password, code| StepUp {
+        password,
+        password_field: "current_password",
+        code,
+    };
+    let cases = [
+        (proof("Wrong-Password-1", None), "current_password"),
+        (proof(PASSWORD, Some("000000")), "two_factor_code"),
+    ];
+    for (step_up, field) in cases {
+        match accounts.step_up(&dee, step_up, &CLIENT).await {
+            Err(AccountError::Field { field: named, .. }) => assert_eq!(named, field),
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+    let right = totp(&secret, 0);
+    accounts
+        .step_up(&dee, proof(PASSWORD, Some(&right)), &CLIENT)
+        .await
+        .expect("the password and a current code pass");
+}
+
+#[tokio::test]
+async fn a_refresh_gives_the_principal_of_the_token_it_minted_and_a_reuse_ends_the_session() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let eve = user(&app, "eve@example.com").await;
+    let accounts = &app.accounts;
+    let signed = accounts
+        .sign_in(sign_in("eve@example.com", PASSWORD, false), &CLIENT)
+        .await
+        .expect("signs in");
+    let renewed = accounts
+        .refresh(&signed.tokens.refresh_token, &CLIENT)
+        .await
+        .expect("renews");
+    assert_eq!(renewed.principal.user_id(), eve.id);
+    assert_eq!(renewed.principal.email(), "eve@example.com");
+    let checked = app
+        .access
+        .check(&renewed.tokens.access_token)
+        .await
+        .expect("the minted token is accepted");
+    assert_eq!(checked.session_id(), renewed.principal.session_id());
+
+    // Within the grace window, a used token gets the same successor.
+    let again = accounts
+        .refresh(&signed.tokens.refresh_token, &CLIENT)
+        .await
+        .expect("within the grace window");
+    assert_eq!(again.principal.session_id(), renewed.principal.session_id());
+    for junk in ["", "x", "not.a-token"] {
+        assert!(
+            matches!(
+                accounts.refresh(junk, &CLIENT).await,
+                Err(AccountError::InvalidRefreshToken)
+            ),
+            "{junk:?}"
+        );
+    }
+}
