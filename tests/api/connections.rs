@@ -353,3 +353,162 @@ async fn heads_over_the_limit_are_answered_431_or_414_then_closed() {
         }
     }
 }
+
+/// Sends `requests` in one write (one packet, as a pipelining client does) and reads as
+/// many answers, in order; `None` for each the server closed before.
+async fn pipelined(
+    addr: SocketAddr,
+    requests: &[String],
+) -> (TcpStream, Vec<Option<(u16, String, String)>>) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(requests.concat().as_bytes())
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in requests {
+        answers.push(answer(&mut stream).await);
+    }
+    (stream, answers)
+}
+
+/// A request with a header field of `size` bytes: over `max_header_bytes = 4096` at 5000.
+fn oversized(path: &str, size: usize) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: a.example\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(size)
+    )
+}
+
+/// RFC 9112 §9.3.2: requests sent before the previous answer are answered in order, each as
+/// if sent alone, on both listeners, answered locally or proxied, after a body of either
+/// framing; a head over the limit among them is answered 431 after those before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order_and_an_oversize_one_gets_431() {
+    let up = EchoUpstream::start().await;
+    let (gw, _scratch) = gateway(&up, |s| s.max_header_bytes = 4096);
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: a.example\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let chunked = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+        )
+    };
+    // (what, listener, requests, expected (status, upstream path or body) per answer);
+    // "" where the answer is local.
+    let cases: Vec<(&str, Listener, Vec<String>, Vec<(u16, &str)>)> = vec![
+        (
+            "two local",
+            Listener::Main,
+            vec![get("/health"), get("/nowhere")],
+            vec![(200, ""), (404, "")],
+        ),
+        (
+            "three local",
+            Listener::Main,
+            vec![get("/nowhere"), get("/health"), get("/nowhere")],
+            vec![(404, ""), (200, ""), (404, "")],
+        ),
+        (
+            "two proxied",
+            Listener::Main,
+            vec![get("/app/1"), get("/app/2")],
+            vec![(200, "/app/1"), (200, "/app/2")],
+        ),
+        (
+            "three, proxied and local",
+            Listener::Main,
+            vec![get("/app/1"), get("/health"), get("/app/3")],
+            vec![(200, "/app/1"), (200, ""), (200, "/app/3")],
+        ),
+        (
+            "after a body by length",
+            Listener::Main,
+            vec![post("/app/p", "hello"), get("/app/2"), post("/app/q", "")],
+            vec![(200, "hello"), (200, "/app/2"), (200, "/app/q")],
+        ),
+        (
+            "after a chunked body",
+            Listener::Main,
+            vec![chunked("/app/c"), get("/app/2")],
+            vec![(200, "hello world"), (200, "/app/2")],
+        ),
+        (
+            "two, admin",
+            Listener::Admin,
+            vec![get("/health"), get("/nowhere")],
+            vec![(200, ""), (404, "")],
+        ),
+        (
+            "three, admin",
+            Listener::Admin,
+            vec![get("/nowhere"), get("/health"), get("/health")],
+            vec![(404, ""), (200, ""), (200, "")],
+        ),
+        (
+            "local, then oversize",
+            Listener::Main,
+            vec![get("/health"), oversized("/health", 5000)],
+            vec![(200, ""), (431, "")],
+        ),
+        (
+            "proxied, then oversize",
+            Listener::Main,
+            vec![get("/app/1"), oversized("/app/2", 5000)],
+            vec![(200, "/app/1"), (431, "")],
+        ),
+        (
+            "two, then oversize",
+            Listener::Main,
+            vec![
+                get("/app/1"),
+                post("/app/p", "body"),
+                oversized("/app/3", 5000),
+            ],
+            vec![(200, "/app/1"), (200, "body"), (431, "")],
+        ),
+        (
+            "admin, then oversize",
+            Listener::Admin,
+            vec![get("/health"), oversized("/health", 5000)],
+            vec![(200, ""), (431, "")],
+        ),
+        (
+            "admin, two then oversize",
+            Listener::Admin,
+            vec![get("/health"), get("/nowhere"), oversized("/health", 5000)],
+            vec![(200, ""), (404, ""), (431, "")],
+        ),
+    ];
+    for (what, listener, requests, expected) in cases {
+        let (mut stream, answers) = pipelined(listener.addr(&gw), &requests).await;
+        for (i, (answer, (status, seen))) in answers.iter().zip(&expected).enumerate() {
+            let (got, head, body) = answer
+                .as_ref()
+                .unwrap_or_else(|| panic!("{what}: request {i} not answered"));
+            assert_eq!(got, status, "{what}: request {i}: {head}{body}");
+            if seen.starts_with('/') {
+                let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+                assert_eq!(echo["path"], *seen, "{what}: request {i}: {body}");
+            } else if !seen.is_empty() {
+                let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+                assert_eq!(echo["body"], *seen, "{what}: request {i}: {body}");
+            }
+        }
+        if expected.last().is_some_and(|(status, _)| *status == 431) {
+            assert!(
+                closed_within(&mut stream, BOUND).await,
+                "{what}: left open after 431"
+            );
+        } else {
+            // Still kept alive, for the next request.
+            stream.write_all(get("/health").as_bytes()).await.unwrap();
+            assert_eq!(answer(&mut stream).await.map(|a| a.0), Some(200), "{what}");
+        }
+    }
+}

@@ -463,6 +463,7 @@ impl GuardedStream {
             state.unframed = true;
             if !state.held.is_empty() {
                 state.ready = state.held.len();
+                state.hand_over(buf);
                 return Poll::Ready(Ok(()));
             }
             return Pin::new(&mut self.inner).poll_read(cx, buf);
@@ -470,6 +471,7 @@ impl GuardedStream {
         if !body.done() {
             if !state.held.is_empty() {
                 state.ready = body.take(&state.held);
+                state.hand_over(buf);
                 return Poll::Ready(Ok(()));
             }
             let before = buf.filled().len();
