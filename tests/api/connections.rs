@@ -512,3 +512,110 @@ async fn pipelined_requests_are_answered_in_order_and_an_oversize_one_gets_431()
         }
     }
 }
+
+/// At the total cap the connection idle the longest makes room: by when it last became idle
+/// (its answer, or its opening if it never spoke), not by when it opened nor by address.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_total_cap_the_connection_idle_longest_is_closed() {
+    let up = EchoUpstream::start().await;
+    let (gw, _scratch) = gateway(&up, |s| {
+        s.header_read_timeout = "60s".parse().unwrap();
+        s.max_connections = 8;
+        s.admin_max_connections = 8;
+    });
+    // (what, listener, whether each spoke once on opening, which ones speak again afterwards
+    // (in that order), the one expected closed)
+    let cases: [(&str, Listener, bool, &[usize], usize); 6] = [
+        ("in the order opened", Listener::Main, true, &[], 0),
+        ("the oldest spoke again", Listener::Main, true, &[0], 1),
+        (
+            "the two oldest spoke again",
+            Listener::Main,
+            true,
+            &[1, 0],
+            2,
+        ),
+        (
+            "the oldest spoke last",
+            Listener::Main,
+            true,
+            &[3, 5, 1, 0, 2],
+            4,
+        ),
+        ("never spoke", Listener::Main, false, &[], 0),
+        (
+            "admin, the oldest spoke again",
+            Listener::Admin,
+            true,
+            &[0, 2],
+            1,
+        ),
+    ];
+    for (what, listener, spoke, again, expected) in cases {
+        let addr = listener.addr(&gw);
+        let mut open = Vec::new();
+        for i in 0..8 {
+            let mut stream = connect_from(&format!("127.0.0.{}", i + 2), addr).await;
+            if spoke {
+                stream.write_all(get("/health").as_bytes()).await.unwrap();
+                assert_eq!(answer(&mut stream).await.map(|a| a.0), Some(200), "{what}");
+            }
+            open.push(stream);
+            settle().await;
+        }
+        for &i in again {
+            open[i].write_all(get("/health").as_bytes()).await.unwrap();
+            assert_eq!(answer(&mut open[i]).await.map(|a| a.0), Some(200), "{what}");
+            settle().await;
+        }
+        assert!(
+            served("127.0.0.20", addr).await,
+            "{what}: the newcomer was refused"
+        );
+        assert!(
+            closed_within(&mut open[expected], BOUND).await,
+            "{what}: connection {expected} stayed open"
+        );
+        // Every other one is still served.
+        for (i, stream) in open.iter_mut().enumerate().filter(|(i, _)| *i != expected) {
+            stream.write_all(get("/health").as_bytes()).await.unwrap();
+            assert_eq!(
+                answer(stream).await.map(|a| a.0),
+                Some(200),
+                "{what}: connection {i} was closed instead of {expected}"
+            );
+        }
+        drop(open);
+        settle().await;
+    }
+}
+
+/// RFC 9112 §2.2: a few empty lines before a request-line are ignored; a "head" of nothing
+/// but empty lines is not a request (400), not an over-long request-line (414).
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_lines_before_a_request_are_ignored_up_to_a_few() {
+    let up = EchoUpstream::start().await;
+    let (gw, _scratch) = gateway(&up, |s| s.max_header_bytes = 4096);
+    let cases = [
+        ("one empty line", "\r\n".repeat(1), 200),
+        ("32 empty lines (64 bytes)", "\r\n".repeat(32), 200),
+        ("bare LFs", "\n".repeat(10), 200),
+        ("33 empty lines", "\r\n".repeat(33), 400),
+        ("5000 bytes of empty lines", "\r\n".repeat(2500), 400),
+        ("5000 bare LFs", "\n".repeat(5000), 400),
+    ];
+    for listener in [Listener::Main, Listener::Admin] {
+        for (what, blank, expected) in &cases {
+            let what = format!("{listener:?}, {what}");
+            let mut stream = TcpStream::connect(listener.addr(&gw)).await.unwrap();
+            let request = format!("{blank}{}", get("/health"));
+            let _ = stream.write_all(request.as_bytes()).await;
+            let (status, head, body) = answer(&mut stream).await.expect(&what);
+            assert_eq!(status, *expected, "{what}: {head}{body}");
+            if *expected == 400 {
+                assert!(body.contains("bad_request"), "{what}: {body}");
+                assert!(closed_within(&mut stream, BOUND).await, "{what}: left open");
+            }
+        }
+    }
+}
