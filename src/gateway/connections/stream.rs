@@ -352,7 +352,10 @@ impl GuardedStream {
         };
         tracing::debug!(status = reply.status.as_u16(), "request head refused");
         if self.access_log {
-            let line = scan.line.and_then(|end| state.held.get(scan.blank..end));
+            // A request-line over the limit (414) is not read, even when it has ended.
+            let line = (scan.line)
+                .filter(|&end| end <= self.max_bytes)
+                .and_then(|end| state.held.get(scan.blank..end));
             let (method, path) = line.and_then(request_line).unwrap_or(("", ""));
             telemetry::access(&AccessRecord {
                 client: self.client,
