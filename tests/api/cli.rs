@@ -268,17 +268,24 @@ fn taken_port_exits_non_zero_at_once() {
     );
 }
 
+/// How long after its last answer a gateway told to stop may take to exit: far less than
+/// its grace period (30 s where it matters), far more than it needs.
+const EXIT_BOUND: Duration = Duration::from_secs(5);
+
 #[test]
 fn sigterm_shuts_down_cleanly_and_writes_log_files() {
     let scratch = Scratch::new();
     let path = write_config(&scratch, "");
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "[logging]\ndir = \"\"",
-        &format!(
-            "[logging]\nformat = \"json\"\ndir = \"{}\"",
-            scratch.path("logs").display()
-        ),
-    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "[logging]\ndir = \"\"",
+            &format!(
+                "[logging]\nformat = \"json\"\ndir = \"{}\"",
+                scratch.path("logs").display()
+            ),
+        )
+        .replace("shutdown_grace = \"1s\"", "shutdown_grace = \"30s\"");
     std::fs::write(&path, &text).unwrap();
     let listen = listen_address(&text);
     let mut child = serve(&scratch, &path);
@@ -286,13 +293,15 @@ fn sigterm_shuts_down_cleanly_and_writes_log_files() {
     // Pingora installs its signal handlers just after the listeners open.
     std::thread::sleep(Duration::from_millis(500));
     sigterm(&child);
-    let exit =
-        wait_exit(&mut child, Duration::from_secs(10)).expect("stops within the grace period");
+    // Nothing in flight: no wait for the 30 s grace.
+    let exit = wait_exit(&mut child, EXIT_BOUND).expect("stops with nothing in flight");
     assert!(exit.success(), "{exit:?}");
     for file in ["combined.log", "error.log", "security.log"] {
         assert!(scratch.path("logs").join(file).exists(), "{file} missing");
     }
     let combined = std::fs::read_to_string(scratch.path("logs/combined.log")).unwrap();
+    // Written just before the exit, so the files were flushed.
+    assert!(combined.contains("portcullis stopped"), "{combined}");
     let first = combined.lines().next().expect("a log line");
     let line: serde_json::Value = serde_json::from_str(first).expect("JSON lines");
     assert!(line["timestamp"].is_string());
@@ -652,7 +661,8 @@ async fn sigterm_answers_what_is_in_flight_closes_idle_connections_and_does_not_
         assert!(head.contains("connection: close"), "{head}");
         assert!(closed_within(stream, Duration::from_secs(10)).await);
     }
-    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(20)))
+    // A bound, not a measure: seconds, where waiting out the grace would take 27 more.
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, EXIT_BOUND))
         .await
         .unwrap()
         .expect("exits once nothing is in flight, without waiting out the 30 s grace");
