@@ -874,4 +874,80 @@ mod tests {
         assert_eq!(scan.fields, 3);
         assert_eq!(scan.feed(b"\r\nrest"), Some(2));
     }
+
+    #[test]
+    fn finds_the_end_of_a_chunked_body_across_reads() {
+        // (body in parts, where it ends counting from the start of the first part)
+        let cases: [(&[&[u8]], Option<usize>); 8] = [
+            (&[b"0\r\n\r\nGET"], Some(5)),
+            (&[b"5\r\nhello\r\n0\r\n\r\n"], Some(15)),
+            (&[b"5\r\nhel", b"lo\r\n0\r", b"\n\r\nnext"], Some(15)),
+            (&[b"a;name=v\r\n0123456789\r\n0\r\n\r\n"], Some(27)),
+            (&[b"A\n0123456789\n0\n\n"], Some(16)),
+            (&[b"1\r\nx\r\n0\r\nTrailer: 1\r\n\r\nGET /"], Some(23)),
+            (&[b"5\r\nhello\r\n"], None),
+            (&[b"0\r\nTrailer: 1\r\n"], None),
+        ];
+        for (parts, expected) in cases {
+            let mut scan = Chunked::default();
+            let mut offset = 0;
+            let mut ended = None;
+            for part in parts {
+                if let Some(n) = scan.feed(part) {
+                    ended = Some(offset + n);
+                    break;
+                }
+                offset += part.len();
+            }
+            assert_eq!(ended, expected, "{parts:?}");
+        }
+    }
+
+    #[test]
+    fn a_heads_body_framing() {
+        let head = |fields: &str| format!("GET / HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+        let cases = [
+            ("", Body::Length(0)),
+            ("Content-Length: 12\r\n", Body::Length(12)),
+            ("content-length:7\r\n", Body::Length(7)),
+            ("Content-Length: x\r\n", Body::Unframed),
+            (
+                "Transfer-Encoding: gzip, chunked\r\n",
+                Body::Chunked(Chunked::default()),
+            ),
+            (
+                "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+                Body::Chunked(Chunked::default()),
+            ),
+            ("Transfer-Encoding: gzip\r\n", Body::Unframed),
+            (
+                "Upgrade: websocket\r\nConnection: upgrade\r\n",
+                Body::Unframed,
+            ),
+        ];
+        for (fields, expected) in cases {
+            assert_eq!(Body::of_head(head(fields).as_bytes()), expected, "{fields}");
+        }
+        // Empty lines before the request-line, and a request-line that looks like a field.
+        assert_eq!(
+            Body::of_head(b"\r\n\r\nGET /a:b HTTP/1.1\r\nContent-Length: 2\r\n\r\n"),
+            Body::Length(2)
+        );
+    }
+
+    #[test]
+    fn reads_a_request_line_for_the_access_log_or_nothing() {
+        let cases: [(&[u8], Option<(&str, &str)>); 7] = [
+            (b"GET /a/b?token=x HTTP/1.1\r\n", Some(("GET", "/a/b"))),
+            (b"POST / HTTP/1.0\n", Some(("POST", "/"))),
+            (b"GET nowhere HTTP/1.1\r\n", None),
+            (b"GET /a b HTTP/1.1\r\n", None),
+            (b"G(T /a HTTP/1.1\r\n", None),
+            (b"GET /a FTP/1.1\r\n", None),
+            (b"GET /\xff HTTP/1.1\r\n", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(request_line(line), expected, "{line:?}");
+        }
+    }
 }
