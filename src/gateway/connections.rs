@@ -11,14 +11,21 @@
 //! are busy. It applies, per listener:
 //! - a total deadline for a request head, from its first byte, and a size cap: a head over
 //!   `server.max_header_bytes` (or with more fields than Pingora parses) is answered 431, or
-//!   414 when the request-line alone is over (RFC 6585 §5, RFC 9110 §15.5.15), with
-//!   `Connection: close`, then closed;
+//!   414 when the request-line alone is over (RFC 6585 §5, RFC 9110 §15.5.15), and one of
+//!   nothing but empty lines 400 (RFC 9112 §2.2), with `Connection: close`, then closed; each
+//!   such answer has its access-log line. A head is handed to the HTTP session only once
+//!   whole and within the limits, so a client's mistake (a head refused, left unfinished or
+//!   out of time) reaches it as a clean close, not as a read error it would log at ERROR;
+//! - pipelining (RFC 9112 §9.3.2): requests sent before the previous answer are answered in
+//!   order, each head under the same limits (what a head's body does not take is held for
+//!   the next request, see `stream.rs`);
 //! - an idle timeout: a connection waiting for a request (its first, or the next after any
 //!   answer, local or proxied) longer than `server.keepalive_timeout` is closed;
 //! - a cap on the connections one address holds and on the listener's total. At a cap the
-//!   oldest idle connection (of that address; of any, for the total) is closed to admit the
-//!   new one, so idle connections cannot lock an address out; with none idle the new one is
-//!   closed at once. Peers in `server.trusted_proxies` have no per-address cap (they speak
+//!   connection idle the longest (by when it last became idle: its last answer, or its
+//!   opening; of that address, or of any for the total) is closed to admit the new one, so
+//!   idle connections cannot lock an address out; with none idle the new one is closed at
+//!   once. Peers in `server.trusted_proxies` have no per-address cap (they speak
 //!   for many clients);
 //! - shutdown: when its listener stops accepting, idle connections close at once and busy
 //!   ones after their answer, which says `Connection: close` (`respond::keep_alive`).

@@ -714,7 +714,13 @@ fn the_guards_answers_are_logged_and_a_clients_mistakes_are_no_errors() {
     let get =
         |target: &str, fields: &str| format!("GET {target} HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
     // (what, request bytes, mistake, (status, method, path) of the guard's access lines)
-    let cases: Vec<(&str, String, Mistake, Vec<(u16, &str, &str)>)> = vec![
+    type Case = (
+        &'static str,
+        String,
+        Mistake,
+        Vec<(u16, &'static str, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "431, with a query",
             get("/health?token=s3cr3t", &big),

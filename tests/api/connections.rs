@@ -401,7 +401,13 @@ async fn pipelined_requests_are_answered_in_order_and_an_oversize_one_gets_431()
     };
     // (what, listener, requests, expected (status, upstream path or body) per answer);
     // "" where the answer is local.
-    let cases: Vec<(&str, Listener, Vec<String>, Vec<(u16, &str)>)> = vec![
+    type Case = (
+        &'static str,
+        Listener,
+        Vec<String>,
+        Vec<(u16, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "two local",
             Listener::Main,
@@ -597,7 +603,7 @@ async fn empty_lines_before_a_request_are_ignored_up_to_a_few() {
     let up = EchoUpstream::start().await;
     let (gw, _scratch) = gateway(&up, |s| s.max_header_bytes = 4096);
     let cases = [
-        ("one empty line", "\r\n".repeat(1), 200),
+        ("one empty line", "\r\n".to_string(), 200),
         ("32 empty lines (64 bytes)", "\r\n".repeat(32), 200),
         ("bare LFs", "\n".repeat(10), 200),
         ("33 empty lines", "\r\n".repeat(33), 400),

@@ -937,7 +937,8 @@ mod tests {
 
     #[test]
     fn reads_a_request_line_for_the_access_log_or_nothing() {
-        let cases: [(&[u8], Option<(&str, &str)>); 7] = [
+        type Case = (&'static [u8], Option<(&'static str, &'static str)>);
+        let cases: [Case; 7] = [
             (b"GET /a/b?token=x HTTP/1.1\r\n", Some(("GET", "/a/b"))),
             (b"POST / HTTP/1.0\n", Some(("POST", "/"))),
             (b"GET nowhere HTTP/1.1\r\n", None),
