@@ -487,8 +487,9 @@ impl GuardedStream {
             }
             return result;
         }
-        // Whatever comes now is the next request: held for it, up to a head's size (the
-        // session only probes for the client closing; it has nothing to read).
+        // Whatever comes now is the next request, held for it: one read's worth, then no
+        // more reading (the session only probes for the client closing; it has nothing to
+        // read, and a probe that pends is what it expects of a pipelining client).
         if !state.held.is_empty() {
             return Poll::Pending;
         }
