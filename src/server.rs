@@ -78,6 +78,7 @@ pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow
         per_ip,
         total,
         trusted: s.trusted_proxies.clone(),
+        access_log: config.logging.access_log,
     };
     let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app.clone())?);
     let proxy = Guarded::new(

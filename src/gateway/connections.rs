@@ -11,14 +11,21 @@
 //! are busy. It applies, per listener:
 //! - a total deadline for a request head, from its first byte, and a size cap: a head over
 //!   `server.max_header_bytes` (or with more fields than Pingora parses) is answered 431, or
-//!   414 when the request-line alone is over (RFC 6585 §5, RFC 9110 §15.5.15), with
-//!   `Connection: close`, then closed;
+//!   414 when the request-line alone is over (RFC 6585 §5, RFC 9110 §15.5.15), and one of
+//!   nothing but empty lines 400 (RFC 9112 §2.2), with `Connection: close`, then closed; each
+//!   such answer has its access-log line. A head is handed to the HTTP session only once
+//!   whole and within the limits, so a client's mistake (a head refused, left unfinished or
+//!   out of time) reaches it as a clean close, not as a read error it would log at ERROR;
+//! - pipelining (RFC 9112 §9.3.2): requests sent before the previous answer are answered in
+//!   order, each head under the same limits (what a head's body does not take is held for
+//!   the next request, see `stream.rs`);
 //! - an idle timeout: a connection waiting for a request (its first, or the next after any
 //!   answer, local or proxied) longer than `server.keepalive_timeout` is closed;
 //! - a cap on the connections one address holds and on the listener's total. At a cap the
-//!   oldest idle connection (of that address; of any, for the total) is closed to admit the
-//!   new one, so idle connections cannot lock an address out; with none idle the new one is
-//!   closed at once. Peers in `server.trusted_proxies` have no per-address cap (they speak
+//!   connection idle the longest (by when it last became idle: its last answer, or its
+//!   opening; of that address, or of any for the total) is closed to admit the new one, so
+//!   idle connections cannot lock an address out; with none idle the new one is closed at
+//!   once. Peers in `server.trusted_proxies` have no per-address cap (they speak
 //!   for many clients);
 //! - shutdown: when its listener stops accepting, idle connections close at once and busy
 //!   ones after their answer, which says `Connection: close` (`respond::keep_alive`).
@@ -70,6 +77,8 @@ pub struct Limits {
     pub total: usize,
     /// Peers with no per-address cap.
     pub trusted: Vec<IpNet>,
+    /// Whether the guard's own answers (431, 414, 400) are written to the access log.
+    pub access_log: bool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,20 +150,26 @@ impl Open {
         removed
     }
 
-    /// Closes the oldest idle connection of `ip` (of any address when `None`) and frees its
-    /// place; false when none is idle.
+    /// Closes the connection of `ip` (of any address when `None`) idle the longest (since
+    /// its last answer, or since it opened if it never spoke) and frees its place; false
+    /// when none is idle. The candidates are looked at only here, at a cap, so that
+    /// becoming idle or busy stays free of the registry's lock; at the total cap that is
+    /// one pass over the listener's connections.
     fn close_idle(&mut self, ip: Option<IpAddr>) -> bool {
-        let first_idle = |(ip, conns): (&IpAddr, &BTreeMap<u64, Arc<Shared>>)| {
-            conns
-                .iter()
-                .find(|(_, conn)| conn.close_if_idle())
-                .map(|(id, _)| (*ip, *id))
+        let addresses: Box<dyn Iterator<Item = _>> = match ip {
+            Some(ip) => Box::new(self.by_ip.get_key_value(&ip).into_iter()),
+            None => Box::new(self.by_ip.iter()),
         };
-        let found = match ip {
-            Some(ip) => self.by_ip.get_key_value(&ip).and_then(first_idle),
-            None => self.by_ip.iter().find_map(first_idle),
-        };
-        found.is_some_and(|(ip, id)| self.remove(ip, id))
+        let mut idle: Vec<_> = addresses
+            .flat_map(|(at, conns)| conns.iter().map(move |(id, conn)| (*at, *id, conn)))
+            .filter_map(|(at, id, conn)| Some((conn.idle_since()?, id, at, conn.clone())))
+            .collect();
+        idle.sort_unstable_by_key(|(since, id, ..)| (*since, *id));
+        let closed = idle
+            .into_iter()
+            .find(|(.., conn)| conn.close_if_idle())
+            .map(|(_, id, at, _)| (at, id));
+        closed.is_some_and(|(ip, id)| self.remove(ip, id))
     }
 }
 
@@ -289,7 +304,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ip| ip.to_canonical());
         let conn = Shared::new(self.limits.idle);
         let _admitted = self.admit(ip, &conn)?;
-        let mut stream: Stream = Box::new(GuardedStream::new(stream, conn.clone(), &self.limits));
+        let mut stream: Stream =
+            Box::new(GuardedStream::new(stream, conn.clone(), &self.limits, ip));
         let mut settings = None;
         // Pingora's own keep-alive loop, here so that the guard sees where each request ends.
         loop {
@@ -298,10 +314,17 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 pingora::apps::HttpPersistentSettings::apply_to_session(settings, &mut session);
             }
             session.set_keepalive(KEEP_ALIVE);
+            // Requests the client sent ahead are answered in order (RFC 9112 §9.3.2): the
+            // session carries the bytes it read past its request into the next one.
+            session.set_pipelining_enabled(true);
             let reused = self.inner.process_new_http(session, shutdown).await?;
             (stream, settings) = reused.consume();
             if *shutdown.borrow()
-                || !conn.wait_for_request(self.limits.idle, &self.registry.stopping)
+                || !conn.wait_for_request(
+                    self.limits.idle,
+                    self.limits.head_deadline,
+                    &self.registry.stopping,
+                )
             {
                 return None;
             }

@@ -268,17 +268,24 @@ fn taken_port_exits_non_zero_at_once() {
     );
 }
 
+/// How long after its last answer a gateway told to stop may take to exit: far less than
+/// its grace period (30 s where it matters), far more than it needs.
+const EXIT_BOUND: Duration = Duration::from_secs(5);
+
 #[test]
 fn sigterm_shuts_down_cleanly_and_writes_log_files() {
     let scratch = Scratch::new();
     let path = write_config(&scratch, "");
-    let text = std::fs::read_to_string(&path).unwrap().replace(
-        "[logging]\ndir = \"\"",
-        &format!(
-            "[logging]\nformat = \"json\"\ndir = \"{}\"",
-            scratch.path("logs").display()
-        ),
-    );
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "[logging]\ndir = \"\"",
+            &format!(
+                "[logging]\nformat = \"json\"\ndir = \"{}\"",
+                scratch.path("logs").display()
+            ),
+        )
+        .replace("shutdown_grace = \"1s\"", "shutdown_grace = \"30s\"");
     std::fs::write(&path, &text).unwrap();
     let listen = listen_address(&text);
     let mut child = serve(&scratch, &path);
@@ -286,13 +293,15 @@ fn sigterm_shuts_down_cleanly_and_writes_log_files() {
     // Pingora installs its signal handlers just after the listeners open.
     std::thread::sleep(Duration::from_millis(500));
     sigterm(&child);
-    let exit =
-        wait_exit(&mut child, Duration::from_secs(10)).expect("stops within the grace period");
+    // Nothing in flight: no wait for the 30 s grace.
+    let exit = wait_exit(&mut child, EXIT_BOUND).expect("stops with nothing in flight");
     assert!(exit.success(), "{exit:?}");
     for file in ["combined.log", "error.log", "security.log"] {
         assert!(scratch.path("logs").join(file).exists(), "{file} missing");
     }
     let combined = std::fs::read_to_string(scratch.path("logs/combined.log")).unwrap();
+    // Written just before the exit, so the files were flushed.
+    assert!(combined.contains("portcullis stopped"), "{combined}");
     let first = combined.lines().next().expect("a log line");
     let line: serde_json::Value = serde_json::from_str(first).expect("JSON lines");
     assert!(line["timestamp"].is_string());
@@ -664,9 +673,167 @@ async fn sigterm_answers_what_is_in_flight_closes_idle_connections_and_does_not_
         assert!(head.contains("connection: close"), "{head}");
         assert!(closed_within(stream, Duration::from_secs(10)).await);
     }
-    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(20)))
+    // A bound, not a measure: seconds, where waiting out the grace would take 27 more.
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, EXIT_BOUND))
         .await
         .unwrap()
         .expect("exits once nothing is in flight, without waiting out the 30 s grace");
     assert!(exit.success(), "{exit:?}");
+}
+
+/// How a client misbehaves in [`the_guards_answers_are_logged_and_a_clients_mistakes_are_no_errors`].
+enum Mistake {
+    /// Sends this and reads the answers (statuses expected in order).
+    Answered(&'static [u16]),
+    /// Sends this, then closes its side.
+    Leaves,
+    /// Sends this, then waits for the server to close (the head deadline).
+    Stalls,
+}
+
+/// Every answer the connection guard writes itself (431, 414, 400) has its access-log line
+/// (route `local`, the path only from a request-line that reads as one, never its query),
+/// and a client's mistake (a head too large, a client leaving mid-head, a head deadline)
+/// writes nothing to `error.log`, on either listener.
+#[test]
+fn the_guards_answers_are_logged_and_a_clients_mistakes_are_no_errors() {
+    use std::io::Write;
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let logs = scratch.path("logs");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(
+            "[logging]\ndir = \"\"",
+            &format!("[logging]\nformat = \"json\"\ndir = \"{}\"", logs.display()),
+        )
+        .replace(
+            "shutdown_grace = \"1s\"",
+            "shutdown_grace = \"1s\"\nmax_header_bytes = 4096\nheader_read_timeout = \"1s\"",
+        );
+    std::fs::write(&path, &text).unwrap();
+    let listen = listen_address(&text);
+    let admin = text
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_string();
+    let mut child = serve(&scratch, &path);
+    wait_listening(&listen);
+
+    let big = format!("X-Big: {}\r\n", "v".repeat(5000));
+    let get =
+        |target: &str, fields: &str| format!("GET {target} HTTP/1.1\r\nHost: a\r\n{fields}\r\n");
+    // (what, request bytes, mistake, (status, method, path) of the guard's access lines)
+    type Case = (
+        &'static str,
+        String,
+        Mistake,
+        Vec<(u16, &'static str, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "431, with a query",
+            get("/health?token=s3cr3t", &big),
+            Mistake::Answered(&[431]),
+            vec![(431, "GET", "/health")],
+        ),
+        (
+            "414",
+            get(&format!("/health?{}", "q".repeat(5000)), ""),
+            Mistake::Answered(&[414]),
+            vec![(414, "", "")],
+        ),
+        (
+            "empty lines only",
+            "\r\n".repeat(2500),
+            Mistake::Answered(&[400]),
+            vec![(400, "", "")],
+        ),
+        (
+            "too many fields",
+            get("/x/y", &"F: 1\r\n".repeat(300)),
+            Mistake::Answered(&[431]),
+            vec![(431, "GET", "/x/y")],
+        ),
+        (
+            "a request-line that is not one",
+            get("nowhere", &big),
+            Mistake::Answered(&[431]),
+            vec![(431, "", "")],
+        ),
+        (
+            "pipelined after a good one",
+            format!("{}{}", get("/health", ""), get("/p?k=v", &big)),
+            Mistake::Answered(&[200, 431]),
+            vec![(431, "GET", "/p")],
+        ),
+        (
+            "leaves mid-head",
+            "GET /health HTTP/1.1\r\nX-A: ".into(),
+            Mistake::Leaves,
+            vec![],
+        ),
+        (
+            "stalls mid-head",
+            "GET /health HTTP/1.1\r\nX-A: 1\r\n".into(),
+            Mistake::Stalls,
+            vec![],
+        ),
+    ];
+    let mut expected = Vec::new();
+    for addr in [&listen, &admin] {
+        for (what, request, mistake, lines) in &cases {
+            let mut stream = std::net::TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let _ = stream.write_all(request.as_bytes());
+            match mistake {
+                Mistake::Answered(statuses) => {
+                    let mut answers = String::new();
+                    let _ = stream.read_to_string(&mut answers);
+                    let got: Vec<u16> = answers
+                        .match_indices("HTTP/1.1 ")
+                        .filter_map(|(i, _)| answers.get(i + 9..i + 12)?.parse().ok())
+                        .collect();
+                    assert_eq!(got, *statuses, "{addr}, {what}: {answers}");
+                }
+                Mistake::Leaves => drop(stream),
+                Mistake::Stalls => {
+                    let mut rest = Vec::new();
+                    let _ = stream.read_to_end(&mut rest);
+                    assert!(rest.is_empty(), "{addr}, {what}: answered");
+                }
+            }
+            expected.extend(lines.iter().map(|l| (*what, *l)));
+        }
+    }
+    sigterm(&child);
+    let exit = wait_exit(&mut child, Duration::from_secs(10)).expect("stops");
+    assert!(exit.success(), "{exit:?}");
+
+    let access = std::fs::read_to_string(logs.join("access.log")).unwrap();
+    assert!(
+        !access.contains("s3cr3t") && !access.contains("qqq"),
+        "{access}"
+    );
+    let refused: Vec<serde_json::Value> = access
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["status"].as_u64().is_some_and(|s| s >= 400))
+        .collect();
+    assert_eq!(refused.len(), expected.len(), "{access}");
+    for (line, (what, (status, method, path))) in refused.iter().zip(&expected) {
+        assert_eq!(line["status"], *status, "{what}: {line}");
+        assert_eq!(line["method"], *method, "{what}: {line}");
+        assert_eq!(line["path"], *path, "{what}: {line}");
+        assert_eq!(line["route"], "local", "{what}: {line}");
+    }
+    let errors = std::fs::read_to_string(logs.join("error.log")).unwrap();
+    assert!(
+        errors.is_empty(),
+        "a client's mistake logged as an error: {errors}"
+    );
 }

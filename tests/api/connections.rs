@@ -353,3 +353,275 @@ async fn heads_over_the_limit_are_answered_431_or_414_then_closed() {
         }
     }
 }
+
+/// Sends `requests` in one write (one packet, as a pipelining client does) and reads as
+/// many answers, in order; `None` for each the server closed before.
+async fn pipelined(
+    addr: SocketAddr,
+    requests: &[String],
+) -> (TcpStream, Vec<Option<(u16, String, String)>>) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(requests.concat().as_bytes())
+        .await
+        .unwrap();
+    let mut answers = Vec::new();
+    for _ in requests {
+        answers.push(answer(&mut stream).await);
+    }
+    (stream, answers)
+}
+
+/// A request with a header field of `size` bytes: over `max_header_bytes = 4096` at 5000.
+fn oversized(path: &str, size: usize) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: a.example\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(size)
+    )
+}
+
+/// RFC 9112 §9.3.2: requests sent before the previous answer are answered in order, each as
+/// if sent alone, on both listeners, answered locally or proxied, after a body of either
+/// framing; a head over the limit among them is answered 431 after those before it.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_requests_are_answered_in_order_and_an_oversize_one_gets_431() {
+    let up = EchoUpstream::start().await;
+    let (gw, _scratch) = gateway(&up, |s| s.max_header_bytes = 4096);
+    let post = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: a.example\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let chunked = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n\
+             5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+        )
+    };
+    // (what, listener, requests, expected (status, upstream path or body) per answer);
+    // "" where the answer is local.
+    type Case = (
+        &'static str,
+        Listener,
+        Vec<String>,
+        Vec<(u16, &'static str)>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "two local",
+            Listener::Main,
+            vec![get("/health"), get("/nowhere")],
+            vec![(200, ""), (404, "")],
+        ),
+        (
+            "three local",
+            Listener::Main,
+            vec![get("/nowhere"), get("/health"), get("/nowhere")],
+            vec![(404, ""), (200, ""), (404, "")],
+        ),
+        (
+            "two proxied",
+            Listener::Main,
+            vec![get("/app/1"), get("/app/2")],
+            vec![(200, "/app/1"), (200, "/app/2")],
+        ),
+        (
+            "three, proxied and local",
+            Listener::Main,
+            vec![get("/app/1"), get("/health"), get("/app/3")],
+            vec![(200, "/app/1"), (200, ""), (200, "/app/3")],
+        ),
+        (
+            "after a body by length",
+            Listener::Main,
+            vec![post("/app/p", "hello"), get("/app/2"), post("/app/q", "")],
+            vec![(200, "hello"), (200, "/app/2"), (200, "/app/q")],
+        ),
+        (
+            "after a chunked body",
+            Listener::Main,
+            vec![chunked("/app/c"), get("/app/2")],
+            vec![(200, "hello world"), (200, "/app/2")],
+        ),
+        (
+            "two, admin",
+            Listener::Admin,
+            vec![get("/health"), get("/nowhere")],
+            vec![(200, ""), (404, "")],
+        ),
+        (
+            "three, admin",
+            Listener::Admin,
+            vec![get("/nowhere"), get("/health"), get("/health")],
+            vec![(404, ""), (200, ""), (200, "")],
+        ),
+        (
+            "local, then oversize",
+            Listener::Main,
+            vec![get("/health"), oversized("/health", 5000)],
+            vec![(200, ""), (431, "")],
+        ),
+        (
+            "proxied, then oversize",
+            Listener::Main,
+            vec![get("/app/1"), oversized("/app/2", 5000)],
+            vec![(200, "/app/1"), (431, "")],
+        ),
+        (
+            "two, then oversize",
+            Listener::Main,
+            vec![
+                get("/app/1"),
+                post("/app/p", "body"),
+                oversized("/app/3", 5000),
+            ],
+            vec![(200, "/app/1"), (200, "body"), (431, "")],
+        ),
+        (
+            "admin, then oversize",
+            Listener::Admin,
+            vec![get("/health"), oversized("/health", 5000)],
+            vec![(200, ""), (431, "")],
+        ),
+        (
+            "admin, two then oversize",
+            Listener::Admin,
+            vec![get("/health"), get("/nowhere"), oversized("/health", 5000)],
+            vec![(200, ""), (404, ""), (431, "")],
+        ),
+    ];
+    for (what, listener, requests, expected) in cases {
+        let (mut stream, answers) = pipelined(listener.addr(&gw), &requests).await;
+        for (i, (answer, (status, seen))) in answers.iter().zip(&expected).enumerate() {
+            let (got, head, body) = answer
+                .as_ref()
+                .unwrap_or_else(|| panic!("{what}: request {i} not answered"));
+            assert_eq!(got, status, "{what}: request {i}: {head}{body}");
+            if seen.starts_with('/') {
+                let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+                assert_eq!(echo["path"], *seen, "{what}: request {i}: {body}");
+            } else if !seen.is_empty() {
+                let echo: serde_json::Value = serde_json::from_str(body).unwrap();
+                assert_eq!(echo["body"], *seen, "{what}: request {i}: {body}");
+            }
+        }
+        if expected.last().is_some_and(|(status, _)| *status == 431) {
+            assert!(
+                closed_within(&mut stream, BOUND).await,
+                "{what}: left open after 431"
+            );
+        } else {
+            // Still kept alive, for the next request.
+            stream.write_all(get("/health").as_bytes()).await.unwrap();
+            assert_eq!(answer(&mut stream).await.map(|a| a.0), Some(200), "{what}");
+        }
+    }
+}
+
+/// At the total cap the connection idle the longest makes room: by when it last became idle
+/// (its answer, or its opening if it never spoke), not by when it opened nor by address.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_total_cap_the_connection_idle_longest_is_closed() {
+    let up = EchoUpstream::start().await;
+    let (gw, _scratch) = gateway(&up, |s| {
+        s.header_read_timeout = "60s".parse().unwrap();
+        s.max_connections = 8;
+        s.admin_max_connections = 8;
+    });
+    // (what, listener, whether each spoke once on opening, which ones speak again afterwards
+    // (in that order), the one expected closed)
+    let cases: [(&str, Listener, bool, &[usize], usize); 6] = [
+        ("in the order opened", Listener::Main, true, &[], 0),
+        ("the oldest spoke again", Listener::Main, true, &[0], 1),
+        (
+            "the two oldest spoke again",
+            Listener::Main,
+            true,
+            &[1, 0],
+            2,
+        ),
+        (
+            "the oldest spoke last",
+            Listener::Main,
+            true,
+            &[3, 5, 1, 0, 2],
+            4,
+        ),
+        ("never spoke", Listener::Main, false, &[], 0),
+        (
+            "admin, the oldest spoke again",
+            Listener::Admin,
+            true,
+            &[0, 2],
+            1,
+        ),
+    ];
+    for (what, listener, spoke, again, expected) in cases {
+        let addr = listener.addr(&gw);
+        let mut open = Vec::new();
+        for i in 0..8 {
+            let mut stream = connect_from(&format!("127.0.0.{}", i + 2), addr).await;
+            if spoke {
+                stream.write_all(get("/health").as_bytes()).await.unwrap();
+                assert_eq!(answer(&mut stream).await.map(|a| a.0), Some(200), "{what}");
+            }
+            open.push(stream);
+            settle().await;
+        }
+        for &i in again {
+            open[i].write_all(get("/health").as_bytes()).await.unwrap();
+            assert_eq!(answer(&mut open[i]).await.map(|a| a.0), Some(200), "{what}");
+            settle().await;
+        }
+        assert!(
+            served("127.0.0.20", addr).await,
+            "{what}: the newcomer was refused"
+        );
+        assert!(
+            closed_within(&mut open[expected], BOUND).await,
+            "{what}: connection {expected} stayed open"
+        );
+        // Every other one is still served.
+        for (i, stream) in open.iter_mut().enumerate().filter(|(i, _)| *i != expected) {
+            stream.write_all(get("/health").as_bytes()).await.unwrap();
+            assert_eq!(
+                answer(stream).await.map(|a| a.0),
+                Some(200),
+                "{what}: connection {i} was closed instead of {expected}"
+            );
+        }
+        drop(open);
+        settle().await;
+    }
+}
+
+/// RFC 9112 §2.2: a few empty lines before a request-line are ignored; a "head" of nothing
+/// but empty lines is not a request (400), not an over-long request-line (414).
+#[tokio::test(flavor = "multi_thread")]
+async fn empty_lines_before_a_request_are_ignored_up_to_a_few() {
+    let up = EchoUpstream::start().await;
+    let (gw, _scratch) = gateway(&up, |s| s.max_header_bytes = 4096);
+    let cases = [
+        ("one empty line", "\r\n".to_string(), 200),
+        ("32 empty lines (64 bytes)", "\r\n".repeat(32), 200),
+        ("bare LFs", "\n".repeat(10), 200),
+        ("33 empty lines", "\r\n".repeat(33), 400),
+        ("5000 bytes of empty lines", "\r\n".repeat(2500), 400),
+        ("5000 bare LFs", "\n".repeat(5000), 400),
+    ];
+    for listener in [Listener::Main, Listener::Admin] {
+        for (what, blank, expected) in &cases {
+            let what = format!("{listener:?}, {what}");
+            let mut stream = TcpStream::connect(listener.addr(&gw)).await.unwrap();
+            let request = format!("{blank}{}", get("/health"));
+            let _ = stream.write_all(request.as_bytes()).await;
+            let (status, head, body) = answer(&mut stream).await.expect(&what);
+            assert_eq!(status, *expected, "{what}: {head}{body}");
+            if *expected == 400 {
+                assert!(body.contains("bad_request"), "{what}: {body}");
+                assert!(closed_within(&mut stream, BOUND).await, "{what}: left open");
+            }
+        }
+    }
+}
