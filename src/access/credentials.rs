@@ -316,8 +316,17 @@ mod tests {
         );
         assert_eq!(
             proxied_token(&h, "portcullis"),
+            Some("tok"),
+            "a non-bearer Authorization is the application's: the cookie decides"
+        );
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("bEaReR"),
+        );
+        assert_eq!(
+            proxied_token(&h, "portcullis"),
             None,
-            "a non-bearer Authorization is not credentials"
+            "a Bearer without a token is judged alone: no credentials"
         );
     }
 }

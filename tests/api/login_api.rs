@@ -351,21 +351,33 @@ async fn concurrent_right_logins_all_succeed_within_the_session_cap() {
         let app = TestApp::spawn_with(backend, "", |c| c.passwords.bcrypt_cost = 10).await;
         app.verified_user("many@example.com").await;
         let body = json!({"email": "many@example.com", "password": PASSWORD});
-        let logins = (0..20).map(|_| app.post("/api/auth/login", body.clone()));
+        // The logins queue for the bounded bcrypt pool: on a loaded machine in a debug build
+        // the last one waits longer than the harness client's 10 s, so this one waits more.
+        let patient = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let logins = (0..20).map(|_| async {
+            let r = patient
+                .post(app.url("/api/auth/login"))
+                .json(&body)
+                .send()
+                .await
+                .expect("an answer");
+            (
+                r.status(),
+                r.json::<serde_json::Value>().await.unwrap_or_default(),
+            )
+        });
         let answers = futures_util::future::join_all(logins).await;
-        for (i, r) in answers.iter().enumerate() {
-            assert_eq!(
-                r.status,
-                StatusCode::OK,
-                "{backend:?} login {i}: {}",
-                r.body
-            );
+        for (i, (status, body)) in answers.iter().enumerate() {
+            assert_eq!(*status, StatusCode::OK, "{backend:?} login {i}: {body}");
         }
         // At most `sessions.max_per_user` sessions live: the others were evicted.
         let cap = app.gw.app.config.sessions.max_per_user;
         let mut live = Vec::new();
-        for r in &answers {
-            let tokens = tokens_of(&r.body);
+        for (_, body) in &answers {
+            let tokens = tokens_of(body);
             if app.get_as(&tokens.access, "/api/auth/profile").await.status == StatusCode::OK {
                 live.push(tokens);
             }
