@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Portcullis: a reverse-proxy authentication gateway on Pingora.
 //!
 //! See `ARCHITECTURE.md` for the map of the code.

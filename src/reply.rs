@@ -14,7 +14,9 @@ use serde_json::Value;
 /// One field-level validation problem.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
 pub struct FieldError {
+    /// The request field at fault, as named in the request body (e.g. `email`).
     pub field: String,
+    /// What is wrong with it, in English (e.g. `is required`).
     pub message: String,
 }
 
@@ -44,8 +46,11 @@ pub enum Body {
 /// Handlers build these; the gateway turns them into bytes on the wire. No Pingora types here.
 #[derive(Clone, Debug)]
 pub struct Reply {
+    /// The response status.
     pub status: StatusCode,
+    /// Headers added to (or replacing) the security defaults, e.g. `Set-Cookie`, `Location`.
     pub headers: Vec<(HeaderName, String)>,
+    /// The body; [`Body::Empty`] for none.
     pub body: Body,
 }
 

@@ -22,9 +22,9 @@ use crate::gateway::connections::{Drain, Guarded, Limits};
 #[derive(Debug, thiserror::Error)]
 #[error("cannot listen on {addr} (`{key}`): {source}")]
 pub struct BindError {
-    pub key: &'static str,
-    pub addr: SocketAddr,
-    pub source: std::io::Error,
+    key: &'static str,
+    addr: SocketAddr,
+    source: std::io::Error,
 }
 
 /// Tries both listener addresses before Pingora does: Pingora only logs a failed bind,
@@ -151,8 +151,11 @@ pub fn reopen_logs_on_hangup() -> anyhow::Result<()> {
 
 /// A gateway running on a background thread; shuts down when dropped.
 pub struct RunningGateway {
+    /// The instance the gateway serves (its stores, config and core).
     pub app: Arc<App>,
+    /// The public listener address (`server.listen`), accepting once `spawn` returns.
     pub addr: SocketAddr,
+    /// The admin listener address (`server.admin_listen`): `/metrics` and `/health`.
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,

@@ -19,12 +19,16 @@ pub enum Verdict {
     /// Forward as this principal, whose browser's access cookie had expired and was renewed
     /// from its refresh cookie: `cookies` go back with the answer.
     Renewed {
+        /// Who the renewed access token stands for.
         principal: Principal,
+        /// `Set-Cookie` values (new access and rotated refresh cookie) to add to the answer.
         cookies: Vec<String>,
     },
     /// Answer locally; `reason` is the metric label.
     Refuse {
+        /// The answer to send instead of forwarding, e.g. 401, 403, a 302 to sign in, 503.
         response: Reply,
+        /// The `reason` label of the refusal metric.
         reason: &'static str,
     },
 }
@@ -36,19 +40,25 @@ pub enum Renewal {
     /// Who the new access token stands for (built from what was just signed, not
     /// verified again), and the cookies that carry it and the rotated refresh token.
     Renewed {
+        /// Who the new access token stands for.
         principal: Principal,
         /// The new access token (what the portal calls the core on behalf of).
         access_token: String,
+        /// `Set-Cookie` values carrying the new access token and rotated refresh token.
         cookies: Vec<String>,
     },
     /// The refresh token was refused (expired, revoked, reused): the cookies that clear it.
-    Refused { cookies: Vec<String> },
+    Refused {
+        /// `Set-Cookie` values that expire the access and refresh cookies.
+        cookies: Vec<String>,
+    },
     /// A backend is down: the 503 to answer.
     Unavailable(Reply),
 }
 
 /// What a route (or a forward-auth query) asks of the caller.
 pub struct Requirement<'a> {
+    /// Who may pass: public, authenticated, two-factor or nobody.
     pub policy: Policy,
     /// Any of these roles; empty for none.
     pub roles: &'a [String],

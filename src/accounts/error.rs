@@ -16,7 +16,9 @@ use crate::store::StoreError;
 /// A passkey challenge for the second step of a password sign-in: the ceremony to finish
 /// and what `navigator.credentials.get()` takes.
 pub struct PasskeyChallenge {
+    /// The id the answer must name to finish the ceremony (a bearer: never logged).
     pub ceremony: CeremonyId,
+    /// The WebAuthn request options, serialised as `navigator.credentials.get()` takes them.
     pub options: RequestChallengeResponse,
 }
 
@@ -32,8 +34,12 @@ impl std::fmt::Debug for PasskeyChallenge {
 /// id when the caller asked the core to hold it (`SignIn::hold_pending`).
 #[derive(Debug)]
 pub struct SecondStep {
+    /// The second factors the account has: `totp`, `passkey`, or both.
     pub methods: Vec<&'static str>,
+    /// A challenge to sign; `None` when the account has no usable passkey, passkeys are
+    /// off, or the challenge could not be started.
     pub passkey: Option<PasskeyChallenge>,
+    /// The held step's id; `None` unless `SignIn::hold_pending` was asked.
     pub pending: Option<PendingId>,
 }
 
@@ -74,7 +80,9 @@ pub enum AccountError {
     PasskeysDisabled,
     /// 400 `validation_error` naming one field: a step-up's wrong password or code.
     Field {
+        /// The request field that was wrong (e.g. `current_password`).
         field: &'static str,
+        /// What is wrong with it, for the caller.
         message: &'static str,
     },
     /// The user store failed (503 when unreachable).
@@ -85,7 +93,9 @@ pub enum AccountError {
     Password(PasswordError),
     /// A bug or a damaged record (500): what was being done, and the cause (logged only).
     Internal {
+        /// What was being done; logged with the cause (the client sees only `internal_error`).
         context: &'static str,
+        /// The underlying error's text; logged only, never sent to the client.
         cause: String,
     },
 }

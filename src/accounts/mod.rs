@@ -79,14 +79,23 @@ pub struct Accounts {
 
 /// The parts of the instance the core works with.
 pub struct Parts {
+    /// The loaded configuration (token lifetimes, lockout, password policy).
     pub config: Arc<Config>,
+    /// Where accounts, passkeys and security records are kept.
     pub store: Arc<dyn UserStore>,
+    /// Where sessions, refresh tokens and ceremonies are kept.
     pub sessions: Arc<dyn SessionStore>,
+    /// Access control: token verification and route-policy decisions.
     pub access: Arc<Access>,
+    /// The keys that sign and verify access tokens.
     pub keys: Arc<KeyRing>,
+    /// The bcrypt hasher with its bounded queue of guesses in flight.
     pub hasher: PasswordHasher,
+    /// The TOTP issuer name and the key that seals TOTP secrets.
     pub two_factor: Arc<TwoFactor>,
+    /// The WebAuthn relying party, or why passkeys are off.
     pub passkeys: Arc<Passkeys>,
+    /// Renders and delivers mail (verification, password reset, security notices).
     pub mailer: Arc<Mailer>,
 }
 
@@ -105,10 +114,13 @@ pub struct Client<'a> {
 /// wrong password is, after the same work), the password as typed (a guess, not held to the
 /// password policy), and the second factor when the account has one.
 pub struct SignIn<'a> {
+    /// The email address as typed, before normalisation.
     pub email: &'a str,
+    /// The password as typed.
     pub password: &'a str,
     /// A longer session (`tokens.remember_me_ttl` instead of `tokens.refresh_ttl`).
     pub remember_me: bool,
+    /// The second factor sent with the password; [`SecondFactor::Code`]`(None)` when none.
     pub second: SecondFactor,
     /// When a second factor is needed and was not sent, hold the step on the server and
     /// name it in `SecondStep::pending` (finished by [`Accounts::finish_sign_in`]).
@@ -118,7 +130,9 @@ pub struct SignIn<'a> {
 /// A fresh access token and its refresh token (RFC 6749 §5.1 shapes).
 #[derive(Clone, Debug)]
 pub struct Tokens {
+    /// The signed JWT access token (compact form).
     pub access_token: String,
+    /// The opaque refresh token; shown once, only its hash is stored.
     pub refresh_token: String,
     /// Seconds the access token lives.
     pub expires_in: u64,
@@ -128,14 +142,18 @@ pub struct Tokens {
 
 /// A session that has just begun: who, and its tokens.
 pub struct SignedIn {
+    /// The account signed in to, as stored.
     pub user: User,
+    /// The session's first access and refresh tokens.
     pub tokens: Tokens,
 }
 
 /// A refresh token rotated: the new tokens and who the new access token stands for (built
 /// from what was just minted, not by verifying it again).
 pub struct Renewed {
+    /// Who the new access token stands for.
     pub principal: Principal,
+    /// The new access token and the rotated refresh token.
     pub tokens: Tokens,
 }
 

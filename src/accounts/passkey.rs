@@ -18,12 +18,15 @@ use crate::telemetry::SECURITY;
 /// A browser's answer to a passkey challenge: the ceremony it finishes and the
 /// `PublicKeyCredential` (`toJSON()` shape) it signed.
 pub struct PasskeyAnswer {
+    /// The id of the ceremony whose challenge was signed.
     pub ceremony: CeremonyId,
+    /// The signed assertion, as the browser's `PublicKeyCredential.toJSON()` gives it.
     pub credential: PublicKeyCredential,
 }
 
 /// A passwordless sign-in.
 pub struct PasskeySignIn {
+    /// The discoverable passkey's answer; it names the user.
     pub answer: PasskeyAnswer,
     /// A longer session, as with a password.
     pub remember_me: bool,

@@ -23,6 +23,7 @@ pub enum SecondFactor {
 
 /// A step-up: the password and, when the change needs it and 2FA is on, a current code.
 pub struct StepUp<'a> {
+    /// The account's current password, as typed.
     pub password: &'a str,
     /// The field the password came in, named by a 400 when it is wrong.
     pub password_field: &'static str,

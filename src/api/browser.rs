@@ -101,8 +101,11 @@ pub async fn renew(app: &App, headers: &HeaderMap, client_ip: IpAddr) -> Renewal
 
 /// A browser's request, as the access policy sees it: where it signs in, and its renewal.
 pub struct Browser<'a> {
+    /// The gateway instance: its config names the sign-in page; its core renews.
     pub app: &'a App,
+    /// The request headers, where the refresh cookie is read from.
     pub headers: &'a HeaderMap,
+    /// The client address after `trusted_proxies` were applied.
     pub client_ip: IpAddr,
 }
 

@@ -29,11 +29,15 @@ use crate::app::App;
 /// A request for the local API, already read and size-capped by the gateway.
 #[derive(Clone, Debug)]
 pub struct ApiRequest {
+    /// The request method.
     pub method: Method,
     /// The path without the query string.
     pub path: String,
+    /// The query string without the `?`; `None` when the target had none.
     pub query: Option<String>,
+    /// The request headers as received.
     pub headers: HeaderMap,
+    /// The whole body, at most `server.max_body_bytes` bytes; empty for GET and HEAD.
     pub body: Bytes,
     /// The client address after `trusted_proxies` were applied.
     pub client_ip: IpAddr,

@@ -15,16 +15,24 @@ pub struct Route {
     pub name: String,
     /// Lower-case host to match, or empty for any host.
     pub host: String,
+    /// Path prefix to match on a segment boundary (`/app` matches `/app/x`, not `/apps`).
     pub path_prefix: String,
+    /// Where matching requests are forwarded.
     pub upstream: Upstream,
+    /// Who may pass.
     pub policy: Policy,
+    /// The user needs any one of these roles; empty for no role check.
     pub roles: Vec<String>,
     /// Users who have not proved their email address are refused.
     pub require_verified_email: bool,
+    /// This route's limit per client address; `None` for no limit.
     pub rate_limit: Option<RateSpec>,
     /// The rate-limit scope (`route:<name>`), built once.
     pub rate_limit_scope: String,
+    /// Time allowed to connect to the upstream (`server.upstream_connect_timeout`).
     pub connect_timeout: Duration,
+    /// Time allowed for each upstream read or write (the route's `timeout`, else
+    /// `server.upstream_timeout`).
     pub read_timeout: Duration,
     /// Whether an encoded slash (`%2F`) may reach this route's upstream.
     pub allow_encoded_slashes: bool,

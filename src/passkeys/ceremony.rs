@@ -18,17 +18,25 @@ use crate::session::{SessionError, SessionStore};
 pub enum Ceremony {
     /// Adding a passkey to `user_id`'s account, from the session `session_id`.
     Registration {
+        /// The account the passkey is added to.
         user_id: Uuid,
+        /// The session that began it; only that session may finish it.
         session_id: String,
+        /// The library's registration state, challenge included.
         state: PasskeyRegistration,
     },
     /// A passkey as the second factor of `user_id`'s password sign-in.
     SecondFactor {
+        /// The account whose password was just proven.
         user_id: Uuid,
+        /// The library's authentication state, challenge included.
         state: PasskeyAuthentication,
     },
     /// A sign-in with a discoverable passkey alone; the passkey names the user.
-    Passwordless { state: DiscoverableAuthentication },
+    Passwordless {
+        /// The library's discoverable-authentication state, challenge included.
+        state: DiscoverableAuthentication,
+    },
 }
 
 /// The random id a ceremony's state is stashed under: 256 bits, 64 lowercase hex

@@ -130,9 +130,13 @@ pub(super) fn to_value<T: serde::Serialize>(value: T) -> Value {
 /// A page (or the stylesheet) to send: status, headers, body.
 #[derive(Clone, Debug)]
 pub struct Page {
+    /// The response status.
     pub status: StatusCode,
+    /// The page's own headers (CSP, `Set-Cookie`, `Location`...), replacing the defaults.
     pub headers: Vec<(HeaderName, String)>,
+    /// The `Content-Type` value, e.g. `text/html; charset=utf-8`.
     pub content_type: &'static str,
+    /// The rendered page; empty for a redirect.
     pub body: Bytes,
 }
 
