@@ -34,7 +34,7 @@
 //!   [`Drain`] counts what is open on every listener, so the process exits as soon as
 //!   nothing is left rather than after the whole grace period.
 //!
-//! The stream each HTTP session reads is [`stream::GuardedStream`]. Only HTTP/1.x is served
+//! The stream each HTTP session reads is `stream::GuardedStream`. Only HTTP/1.x is served
 //! (neither listener offers h2c or TLS).
 
 mod stream;

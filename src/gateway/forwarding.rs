@@ -8,7 +8,7 @@
 //! - the gateway's own credentials: its session cookies and any `Authorization` carrying
 //!   one of its tokens stay at the gateway, so an upstream (even a public one) never holds a
 //!   token it could replay against the account API;
-//! - identity headers (see [`super::identity`]).
+//! - identity headers (see `access::identity`).
 
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderMap, HeaderName, HeaderValue};

@@ -9,7 +9,7 @@
 //!
 //! [`connect`] picks the backend from `sessions.url`: `memory://` stays in-process;
 //! `redis://…` counts in Redis with one atomic Lua script per check and falls back to an
-//! in-process limiter while Redis cannot answer (see [`fallback`]), so an outage neither
+//! in-process limiter while Redis cannot answer (see `fallback.rs`), so an outage neither
 //! refuses all traffic nor lets all of it through.
 
 mod fallback;

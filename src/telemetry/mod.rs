@@ -10,7 +10,7 @@
 //! `logging.level` says: no log line may carry a secret.
 //!
 //! Warnings and errors that repeat (a store outage refuses every request with the same
-//! line) are throttled per call site ([`Throttle`]), so `error.log` stays fit for alerting;
+//! line) are throttled per call site ([`throttle::Throttle`]), so `error.log` stays fit for alerting;
 //! the security and access logs keep every line. Files are reopened by [`reopen_files`]
 //! (on `SIGHUP`), so logrotate can move them away.
 

@@ -109,7 +109,7 @@ fn report(ended: &[(&'static Metadata<'static>, u64)]) {
 
 /// The per-layer filter over stdout, `combined.log` and `error.log`: throttles WARN and
 /// ERROR lines per call site, and drops Pingora's normal "failed to acquire reusable
-/// stream" (see [`super::is_normal_reuse_failure`]).
+/// stream" (Pingora logs it at ERROR although it is normal under load).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Filter;
 
