@@ -185,12 +185,8 @@ pub const DEFAULT_STRIP_HEADERS: &[&str] = &[
     "x-http-method",
     "x-method-override",
     "x-middleware-subrequest",
-    "remote-user",
-    "remote-email",
-    "remote-name",
-    "remote-groups",
-    "x-remote-user",
-    "x-remote-email",
+    "remote-*",
+    "x-remote-*",
     "x-auth-request-*",
     "x-webauth-*",
     "x-authenticated-user",
@@ -1164,6 +1160,12 @@ impl Config {
             return Ok(());
         }
         let domain = domain.to_ascii_lowercase();
+        if !domain.contains('.') {
+            return Err(invalid(
+                "sessions.cookie_domain",
+                format!("{domain:?} is a top-level domain: browsers refuse cookies for it"),
+            ));
+        }
         let host = self.server.public_url.domain().unwrap_or("");
         if host == domain || host.ends_with(&format!(".{domain}")) {
             return Ok(());
@@ -1907,6 +1909,11 @@ mod tests {
             ),
             (
                 "[sessions]\ncookie_domain = \"example.com\"\n",
+                "sessions.cookie_domain",
+            ),
+            (
+                "[server]\npublic_url = \"https://auth.example.com\"\n\
+                 [sessions]\ncookie_domain = \"com\"\n",
                 "sessions.cookie_domain",
             ),
             (

@@ -169,10 +169,13 @@ fn link_invalid(v: &mut Visit<'_>) -> Page {
     )
 }
 
-/// `GET /login`: straight on when the browser is (or can be renewed) signed in.
+/// `GET /login`: straight on when the browser is (or can be renewed) signed in — unless it
+/// presents a Bearer token of its own: the route refused that token, not the cookie, and
+/// sending it back would bring it here again, round and round.
 async fn login_page(v: &mut Visit<'_>) -> Page {
     let return_to = v.return_to_query();
-    if v.signed_in().await.is_some() {
+    let own_token = crate::access::credentials::presents_bearer(&v.request.headers);
+    if !own_token && v.signed_in().await.is_some() {
         let target = return_to.unwrap_or_else(|| v.path("/account"));
         return v.redirect(&target);
     }

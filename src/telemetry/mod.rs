@@ -46,37 +46,57 @@ fn is_request_dump(meta: &tracing::Metadata<'_>) -> bool {
         || meta.target().starts_with("webauthn_rs")
 }
 
-/// Whether an event is Pingora's "failed to acquire reusable stream": an upstream closed a
-/// kept-alive connection and Pingora opens a new one, which is normal under load, yet it
-/// logs it at ERROR (tens of lines a second). Pingora writes through the `log` crate, whose
-/// bridge gives every record of a level one call site and carries the record's target as a
-/// `log.target` field; only ERROR events are looked into.
-fn is_normal_reuse_failure(event: &tracing::Event<'_>) -> bool {
+/// Pingora's ERROR lines that are no error of ours, by the record's target and the start of
+/// its message: an upstream closed a kept-alive connection and Pingora opens a new one
+/// (normal under load, tens of lines a second); a client sent something that is not HTTP
+/// or left before its answer (the client's doing — and the read error quotes the raw request,
+/// cookies and `Authorization` included, so it must never be written).
+const PINGORA_NOISE: &[(&str, &str)] = &[
+    (
+        "pingora_core::connectors",
+        "failed to acquire reusable stream",
+    ),
+    (
+        "pingora_core::apps::http_app",
+        "HTTP server fails to read from downstream",
+    ),
+    (
+        "pingora_core::apps::http_app",
+        "HTTP server fails to write to downstream",
+    ),
+];
+
+/// Whether an event is one of [`PINGORA_NOISE`]. Pingora writes through the `log` crate,
+/// whose bridge gives every record of a level one call site and carries the record's target
+/// as a `log.target` field; only ERROR events are looked into.
+fn is_pingora_noise(event: &tracing::Event<'_>) -> bool {
     if *event.metadata().level() != Level::ERROR {
         return false;
     }
-    let mut fields = ReuseFailure::default();
+    let mut fields = LogRecord::default();
     event.record(&mut fields);
-    fields.message && fields.target
+    PINGORA_NOISE.iter().any(|(target, message)| {
+        fields.target.starts_with(target) && fields.message.starts_with(message)
+    })
 }
 
-/// What [`is_normal_reuse_failure`] reads of an event's fields.
+/// What [`is_pingora_noise`] reads of a bridged record: its target and message.
 #[derive(Default)]
-struct ReuseFailure {
-    message: bool,
-    target: bool,
+struct LogRecord {
+    target: String,
+    message: String,
 }
 
-impl tracing::field::Visit for ReuseFailure {
+impl tracing::field::Visit for LogRecord {
     fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
         if field.name() == "log.target" {
-            self.target = value.starts_with("pingora_core::connectors");
+            self.target = value.to_owned();
         }
     }
 
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
-            self.message = format!("{value:?}") == "failed to acquire reusable stream";
+            self.message = format!("{value:?}");
         }
     }
 }

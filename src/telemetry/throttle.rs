@@ -108,8 +108,8 @@ fn report(ended: &[(&'static Metadata<'static>, u64)]) {
 }
 
 /// The per-layer filter over stdout, `combined.log` and `error.log`: throttles WARN and
-/// ERROR lines per call site, and drops Pingora's normal "failed to acquire reusable
-/// stream" (Pingora logs it at ERROR although it is normal under load).
+/// ERROR lines per call site, and drops Pingora's ERROR lines that are no error of ours
+/// (`PINGORA_NOISE` in the parent module).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Filter;
 
@@ -123,7 +123,7 @@ impl<S> LayerFilter<S> for Filter {
         if *meta.level() > Level::WARN {
             return true;
         }
-        if super::is_normal_reuse_failure(event) {
+        if super::is_pingora_noise(event) {
             return false;
         }
         shared().admit(meta, Instant::now())

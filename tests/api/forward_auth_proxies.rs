@@ -496,6 +496,11 @@ fn stripped_names(proxy: Proxy) -> Vec<String> {
         match entry.strip_suffix('*') {
             Some(family) => {
                 let mut members = vec!["user", "email", "groups"];
+                match family {
+                    "x-remote-" => members.extend(["group", "uid"]),
+                    "remote-" => members.extend(["name", "uid"]),
+                    _ => {}
+                }
                 if proxy == Proxy::Caddy {
                     members.push("anything-else");
                 }
@@ -547,6 +552,43 @@ async fn proxy_strips_what_the_gateway_strips(proxy: Proxy) {
         let location = anonymous.headers()["location"].to_str().unwrap();
         assert!(location.contains("/auth/login?return_to="), "{location}");
     }
+    a_refused_bearer_beside_a_cookie_goes_round_no_loop(&s, &t.access).await;
+}
+
+/// A browser signed in by cookie that also sends a Bearer token the gateway refuses is sent
+/// to the sign-in page once and stays there: the page does not send it back to the app
+/// with the same token, round and round.
+async fn a_refused_bearer_beside_a_cookie_goes_round_no_loop(s: &Stack, access: &str) {
+    let cookie = format!("portcullis={access}");
+    let mut at = format!("{}/page", s.base);
+    let mut hops = 0;
+    let last = loop {
+        let r = s
+            .app
+            .http
+            .get(&at)
+            .header("accept", "text/html")
+            .header("cookie", &cookie)
+            .header("authorization", "Bearer garbage")
+            .send()
+            .await
+            .unwrap();
+        if !r.status().is_redirection() {
+            break r.status();
+        }
+        hops += 1;
+        assert!(hops <= 3, "a redirect loop: {hops} hops, now at {at}");
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        at = if location.starts_with('/') {
+            format!("{}{location}", s.base)
+        } else {
+            location
+        };
+    };
+    assert!(
+        last == StatusCode::OK || last == StatusCode::UNAUTHORIZED,
+        "{last}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

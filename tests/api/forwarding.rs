@@ -132,6 +132,10 @@ async fn a_trusted_proxy_speaks_for_the_client_across_header_lines() {
                    X-Original-URL: /admin\r\n\
                    X-HTTP-Method-Override: DELETE\r\n\
                    Remote-User: admin\r\n\
+                   Remote-Uid: 0\r\n\
+                   X-Remote-Group: system:masters\r\n\
+                   X-Remote-Extra-Scopes: all\r\n\
+                   X_Remote_Group: system:masters\r\n\
                    Connection: close\r\n\r\n";
     let (status, body) = raw(gw.addr, request).await;
     assert_eq!(status, 200, "{body}");
@@ -146,7 +150,15 @@ async fn a_trusted_proxy_speaks_for_the_client_across_header_lines() {
     assert_eq!(echoed_header(&echo, "x-forwarded-host"), ["app.example"]);
     assert_eq!(echoed_header(&echo, "forwarded"), ["for=198.51.100.7"]);
     // Rewrite, method-override and other proxies' identity headers go, whoever sent them.
-    for name in ["x-original-url", "x-http-method-override", "remote-user"] {
+    for name in [
+        "x-original-url",
+        "x-http-method-override",
+        "remote-user",
+        "remote-uid",
+        "x-remote-group",
+        "x-remote-extra-scopes",
+        "X_Remote_Group",
+    ] {
         assert!(
             echoed_header(&echo, name).is_empty(),
             "{name} reached the upstream"
