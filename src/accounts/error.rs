@@ -85,6 +85,9 @@ pub enum AccountError {
         /// What is wrong with it, for the caller.
         message: &'static str,
     },
+    /// 400 `validation_error` naming every field at fault (a form's input refused by the
+    /// rules of the field: an address, a new password, a name).
+    Invalid(Vec<FieldError>),
     /// The user store failed (503 when unreachable).
     Store(StoreError),
     /// The session backend failed (503 when unreachable).
@@ -150,7 +153,7 @@ impl AccountError {
             Self::PasskeyRefused => "passkey_refused",
             Self::CeremonyInvalid => "ceremony_invalid",
             Self::PasskeysDisabled => "passkeys_disabled",
-            Self::Field { .. } => "validation_error",
+            Self::Field { .. } | Self::Invalid(_) => "validation_error",
             Self::Store(StoreError::Unavailable(_))
             | Self::Session(SessionError::Unavailable(_)) => "service_unavailable",
             Self::Store(StoreError::DuplicateEmail) => "email_taken",
@@ -235,6 +238,7 @@ impl From<AccountError> for Reply {
             AccountError::Field { field, message } => {
                 Reply::validation(&[FieldError::new(field, message)])
             }
+            AccountError::Invalid(errors) => Reply::validation(&errors),
             AccountError::Store(e) => e.into(),
             AccountError::Session(e) => e.into(),
             AccountError::Password(e) => e.into(),
