@@ -48,13 +48,7 @@ pub fn preflight(config: &CorsConfig, request: &ApiRequest) -> Option<Reply> {
 /// The `Allow` of an `OPTIONS` answer: what the path itself accepts, not every method the
 /// API uses anywhere (a client must not be told that `GET /api/auth/login` exists).
 fn allow_for(path: &str) -> String {
-    let path = path.trim_end_matches('/');
-    let methods = super::allowed_methods(path).or_else(|| {
-        path.strip_prefix("/api/auth/sessions/")
-            .filter(|id| !id.contains('/'))
-            .map(|_| "DELETE")
-    });
-    match methods {
+    match super::endpoints::allowed_methods(path) {
         Some(methods) => format!("{methods}, OPTIONS"),
         None => "OPTIONS".to_string(),
     }

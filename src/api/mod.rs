@@ -6,6 +6,7 @@
 mod account;
 pub mod browser;
 mod cors;
+pub mod endpoints;
 mod input;
 mod login;
 pub mod openapi;
@@ -25,6 +26,7 @@ pub use login::session_cookie;
 
 use crate::accounts::Client;
 use crate::app::App;
+use endpoints::{Limit, Operation, Resolved};
 
 /// A request for the local API, already read and size-capped by the gateway.
 #[derive(Clone, Debug)]
@@ -98,39 +100,38 @@ pub(crate) fn mail_language<'a>(
 /// Whether `path` is forward-auth's (`/api/auth/verify`, with or without a trailing `/`),
 /// which answers every method alike and is no CORS resource.
 pub(crate) fn is_forward_auth(path: &str) -> bool {
-    path.trim_end_matches('/') == "/api/auth/verify"
+    matches!(
+        endpoints::resolve(&Method::GET, path),
+        Resolved::Found { endpoint, .. } if endpoint.operation == Operation::ForwardAuth
+    )
 }
 
-/// Applies the per-IP limits of DESIGN section 5: `global` for all of `/api/auth/*` (except
-/// forward-auth, which answers for other servers' page loads), then the endpoint's own.
-/// Returns the `RateLimit-*` headers of the tightest limit, or the 429 to send.
+/// Applies the per-IP limits of DESIGN section 5, as the endpoint table gives them: `global`
+/// for all of `/api/auth/*` (except forward-auth, which answers for other servers' page
+/// loads), then the endpoint's own. Returns the `RateLimit-*` headers of the tightest limit,
+/// or the 429 to send.
 async fn rate_limit(
     app: &App,
     request: &ApiRequest,
 ) -> Result<Vec<(http::HeaderName, String)>, Reply> {
+    let limit = match endpoints::resolve(&request.method, &request.path) {
+        Resolved::Found { endpoint, .. } => endpoint.limit,
+        Resolved::WrongMethod { limit, .. } => limit,
+        Resolved::Unknown if request.path.starts_with("/api/auth/") => Limit::Global,
+        Resolved::Unknown => Limit::Unlimited,
+    };
     let limits = &app.config.rate_limits;
-    let path = request.path.trim_end_matches('/');
-    if !path.starts_with("/api/auth/") || is_forward_auth(path) {
-        return Ok(Vec::new());
-    }
-    let own = match (&request.method, path) {
-        (&Method::POST, "/api/auth/register") => limits.register.map(|s| ("register", s)),
-        // Options for a passwordless sign-in check nothing and are fetched by the sign-in
-        // page on every load (autofill): only `global` limits them, so page views cannot
-        // use up the password sign-ins of everyone behind one address.
-        (&Method::POST, "/api/auth/login") | (&Method::POST, "/api/auth/passkeys/login") => {
-            limits.login.map(|s| ("login", s))
-        }
-        (&Method::POST, "/api/auth/request-password-reset") => {
-            limits.password_reset.map(|s| ("password_reset", s))
-        }
-        _ => None,
+    let own = match limit {
+        Limit::Unlimited => return Ok(Vec::new()),
+        Limit::Global => None,
+        Limit::Register => limits.register.map(|s| ("register", s)),
+        Limit::Login => limits.login.map(|s| ("login", s)),
+        Limit::PasswordReset => limits.password_reset.map(|s| ("password_reset", s)),
     };
     check_limits(app, request.client_ip, own).await
 }
 
-/// Checks `global` and then `own` for `client_ip`: the `RateLimit-*` headers of the
-/// tightest, or the 429.
+/// Checks `global` and then `own` (a scope and its spec) for `client_ip`.
 async fn check_limits(
     app: &App,
     client_ip: IpAddr,
@@ -171,118 +172,59 @@ pub async fn limit_form(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
     check_limits(app, client_ip, None).await.map(drop)
 }
 
-/// The endpoint table: one line per endpoint, 405 for a known path with the wrong method.
+/// Answers a request from the endpoint table: its handler, else 405 naming the path's
+/// methods, else 404.
 async fn route(app: &App, request: &ApiRequest) -> Reply {
-    endpoint(app, request)
-        .await
-        .unwrap_or_else(|refusal| refusal)
-}
-
-/// The handler for the request's method and path; the error is the answer too (a refusal).
-async fn endpoint(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let method = &request.method;
-    let path = request.path.trim_end_matches('/');
-    let is = |m: &Method| method == m;
-    match path {
-        "/.well-known/jwks.json" if is(&Method::GET) || is(&Method::HEAD) => Ok(jwks(app)),
-        "/api/auth/register" if is(&Method::POST) => account::register(app, request).await,
-        "/api/auth/verify-email" if is(&Method::POST) => account::verify_email(app, request).await,
-        "/api/auth/resend-verification" if is(&Method::POST) => {
-            account::resend_verification(app, request).await
+    match endpoints::resolve(&request.method, &request.path) {
+        Resolved::Found { endpoint, id } => {
+            call(app, request, endpoint.operation, id.unwrap_or(""))
+                .await
+                .unwrap_or_else(|refusal| refusal)
         }
-        "/api/auth/request-password-reset" if is(&Method::POST) => {
-            account::request_password_reset(app, request).await
-        }
-        "/api/auth/reset-password" if is(&Method::POST) => {
-            account::reset_password(app, request).await
-        }
-        "/api/auth/login" if is(&Method::POST) => login::login(app, request).await,
-        "/api/auth/refresh-token" if is(&Method::POST) => login::refresh(app, request).await,
-        "/api/auth/logout" if is(&Method::POST) => login::logout(app, request).await,
-        "/api/auth/logout-all" if is(&Method::POST) => login::logout_all(app, request).await,
-        "/api/auth/profile" if is(&Method::GET) => profile::get_profile(app, request).await,
-        "/api/auth/profile" if is(&Method::PATCH) => profile::update_profile(app, request).await,
-        "/api/auth/change-password" if is(&Method::POST) => {
-            profile::change_password(app, request).await
-        }
-        "/api/auth/deactivate" if is(&Method::POST) => profile::deactivate(app, request).await,
-        "/api/auth/sessions" if is(&Method::GET) => profile::list_sessions(app, request).await,
-        "/api/auth/setup-2fa" if is(&Method::POST) => two_factor::setup(app, request).await,
-        "/api/auth/enable-2fa" if is(&Method::POST) => two_factor::enable(app, request).await,
-        "/api/auth/disable-2fa" if is(&Method::POST) => two_factor::disable(app, request).await,
-        "/api/auth/passkeys" if is(&Method::GET) => passkeys::list(app, request).await,
-        "/api/auth/passkeys/register/options" if is(&Method::POST) => {
-            passkeys::register_options(app, request).await
-        }
-        "/api/auth/passkeys/register" if is(&Method::POST) => {
-            passkeys::register(app, request).await
-        }
-        "/api/auth/passkeys/login/options" if is(&Method::POST) => {
-            passkeys::login_options(app, request).await
-        }
-        "/api/auth/passkeys/login" if is(&Method::POST) => passkeys::login(app, request).await,
-        // Every method is decided like GET: a proxy may ask with the client's own.
-        "/api/auth/verify" => Ok(verify::forward_auth(app, request).await),
-        "/api/auth/openapi.json" if is(&Method::GET) || is(&Method::HEAD) => {
-            Ok(openapi::response())
-        }
-        _ => {
-            if let Some(id) = passkey_id(path) {
-                return match request.method {
-                    Method::PATCH => passkeys::rename(app, request, id).await,
-                    Method::DELETE => passkeys::remove(app, request, id).await,
-                    _ => Err(Reply::method_not_allowed("PATCH, DELETE")),
-                };
-            }
-            if let Some(id) = path.strip_prefix("/api/auth/sessions/") {
-                if is(&Method::DELETE) && !id.contains('/') {
-                    return profile::delete_session(app, request, id).await;
-                }
-                return Err(Reply::method_not_allowed("DELETE"));
-            }
-            Err(match allowed_methods(path) {
-                Some(allow) => Reply::method_not_allowed(allow),
-                None => Reply::not_found(),
-            })
-        }
+        Resolved::WrongMethod { allow, .. } => Reply::method_not_allowed(&allow),
+        Resolved::Unknown => Reply::not_found(),
     }
 }
 
-/// The `{id}` of `/api/auth/passkeys/{id}`.
-fn passkey_id(path: &str) -> Option<&str> {
-    path.strip_prefix("/api/auth/passkeys/")
-        .filter(|id| !id.is_empty() && !id.contains('/') && !matches!(*id, "register" | "login"))
-}
-
-/// The methods a known path accepts, for 405 answers.
-fn allowed_methods(path: &str) -> Option<&'static str> {
-    Some(match path {
-        "/.well-known/jwks.json" => "GET, HEAD",
-        "/api/auth/profile" => "GET, PATCH",
-        "/api/auth/sessions" => "GET",
-        "/api/auth/passkeys" => "GET",
-        "/api/auth/openapi.json" => "GET, HEAD",
-        "/api/auth/register"
-        | "/api/auth/verify-email"
-        | "/api/auth/resend-verification"
-        | "/api/auth/request-password-reset"
-        | "/api/auth/reset-password"
-        | "/api/auth/login"
-        | "/api/auth/refresh-token"
-        | "/api/auth/logout"
-        | "/api/auth/logout-all"
-        | "/api/auth/change-password"
-        | "/api/auth/deactivate"
-        | "/api/auth/setup-2fa"
-        | "/api/auth/enable-2fa"
-        | "/api/auth/disable-2fa"
-        | "/api/auth/passkeys/register/options"
-        | "/api/auth/passkeys/register"
-        | "/api/auth/passkeys/login/options"
-        | "/api/auth/passkeys/login" => "POST",
-        _ if passkey_id(path).is_some() => "PATCH, DELETE",
-        _ => return None,
-    })
+/// Calls the handler of `operation`; `id` is the path's `{id}` segment (empty when none).
+/// The error is the answer too (a refusal).
+async fn call(
+    app: &App,
+    request: &ApiRequest,
+    operation: Operation,
+    id: &str,
+) -> Result<Reply, Reply> {
+    use Operation as Op;
+    match operation {
+        Op::Jwks => Ok(jwks(app)),
+        Op::OpenApi => Ok(openapi::response()),
+        Op::ForwardAuth => Ok(verify::forward_auth(app, request).await),
+        Op::Register => account::register(app, request).await,
+        Op::VerifyEmail => account::verify_email(app, request).await,
+        Op::ResendVerification => account::resend_verification(app, request).await,
+        Op::RequestPasswordReset => account::request_password_reset(app, request).await,
+        Op::ResetPassword => account::reset_password(app, request).await,
+        Op::Login => login::login(app, request).await,
+        Op::RefreshToken => login::refresh(app, request).await,
+        Op::Logout => login::logout(app, request).await,
+        Op::LogoutAll => login::logout_all(app, request).await,
+        Op::GetProfile => profile::get_profile(app, request).await,
+        Op::UpdateProfile => profile::update_profile(app, request).await,
+        Op::ChangePassword => profile::change_password(app, request).await,
+        Op::Deactivate => profile::deactivate(app, request).await,
+        Op::ListSessions => profile::list_sessions(app, request).await,
+        Op::DeleteSession => profile::delete_session(app, request, id).await,
+        Op::SetupTwoFactor => two_factor::setup(app, request).await,
+        Op::EnableTwoFactor => two_factor::enable(app, request).await,
+        Op::DisableTwoFactor => two_factor::disable(app, request).await,
+        Op::ListPasskeys => passkeys::list(app, request).await,
+        Op::PasskeyRegisterOptions => passkeys::register_options(app, request).await,
+        Op::PasskeyRegister => passkeys::register(app, request).await,
+        Op::PasskeyLoginOptions => passkeys::login_options(app, request).await,
+        Op::PasskeyLogin => passkeys::login(app, request).await,
+        Op::RenamePasskey => passkeys::rename(app, request, id).await,
+        Op::DeletePasskey => passkeys::remove(app, request, id).await,
+    }
 }
 
 /// `GET /.well-known/jwks.json`

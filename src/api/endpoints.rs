@@ -1,0 +1,364 @@
+//! The endpoint table of the account API, written once: each endpoint's method, path and
+//! per-IP limit. Routing, `405 Allow`, the `Allow` of an `OPTIONS` answer and the rate limits
+//! all read [`ENDPOINTS`]; the OpenAPI contract test checks the document against it.
+
+use http::Method;
+
+/// What an endpoint does: the handler `api::route` calls for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // Each variant is named after its endpoint; the table gives its path.
+pub enum Operation {
+    Jwks,
+    OpenApi,
+    ForwardAuth,
+    Register,
+    VerifyEmail,
+    ResendVerification,
+    RequestPasswordReset,
+    ResetPassword,
+    Login,
+    RefreshToken,
+    Logout,
+    LogoutAll,
+    GetProfile,
+    UpdateProfile,
+    ChangePassword,
+    Deactivate,
+    ListSessions,
+    DeleteSession,
+    SetupTwoFactor,
+    EnableTwoFactor,
+    DisableTwoFactor,
+    ListPasskeys,
+    PasskeyRegisterOptions,
+    PasskeyRegister,
+    PasskeyLoginOptions,
+    PasskeyLogin,
+    RenamePasskey,
+    DeletePasskey,
+}
+
+/// The per-IP limits an endpoint counts against (`[rate_limits]`, DESIGN section 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// None: a document, or forward-auth (it answers for other servers' page loads).
+    Unlimited,
+    /// `global` only.
+    Global,
+    /// `global`, then `register`.
+    Register,
+    /// `global`, then `login`.
+    Login,
+    /// `global`, then `password_reset`.
+    PasswordReset,
+}
+
+/// One endpoint: the method (`None`: every method, decided alike), the path (a trailing
+/// `{id}` stands for one non-empty segment), the limits and the operation.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// The method it answers; `None` for forward-auth, which decides every method like GET.
+    pub method: Option<Method>,
+    /// The path as the OpenAPI document writes it (`/api/auth/passkeys/{id}`).
+    pub path: &'static str,
+    /// The per-IP limits it counts against.
+    pub limit: Limit,
+    /// What answers it.
+    pub operation: Operation,
+}
+
+const fn at(method: Method, path: &'static str, limit: Limit, operation: Operation) -> Endpoint {
+    Endpoint {
+        method: Some(method),
+        path,
+        limit,
+        operation,
+    }
+}
+
+use Limit::{Global, Unlimited};
+use Operation as Op;
+
+/// Every endpoint of the account API. Where a path has several methods, their order here is
+/// the order of `Allow`.
+pub static ENDPOINTS: &[Endpoint] = &[
+    at(Method::GET, "/.well-known/jwks.json", Unlimited, Op::Jwks),
+    at(Method::HEAD, "/.well-known/jwks.json", Unlimited, Op::Jwks),
+    at(Method::GET, "/api/auth/openapi.json", Global, Op::OpenApi),
+    at(Method::HEAD, "/api/auth/openapi.json", Global, Op::OpenApi),
+    Endpoint {
+        method: None,
+        path: "/api/auth/verify",
+        limit: Unlimited,
+        operation: Op::ForwardAuth,
+    },
+    at(
+        Method::POST,
+        "/api/auth/register",
+        Limit::Register,
+        Op::Register,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/verify-email",
+        Global,
+        Op::VerifyEmail,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/resend-verification",
+        Global,
+        Op::ResendVerification,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/request-password-reset",
+        Limit::PasswordReset,
+        Op::RequestPasswordReset,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/reset-password",
+        Global,
+        Op::ResetPassword,
+    ),
+    at(Method::POST, "/api/auth/login", Limit::Login, Op::Login),
+    at(
+        Method::POST,
+        "/api/auth/refresh-token",
+        Global,
+        Op::RefreshToken,
+    ),
+    at(Method::POST, "/api/auth/logout", Global, Op::Logout),
+    at(Method::POST, "/api/auth/logout-all", Global, Op::LogoutAll),
+    at(Method::GET, "/api/auth/profile", Global, Op::GetProfile),
+    at(
+        Method::PATCH,
+        "/api/auth/profile",
+        Global,
+        Op::UpdateProfile,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/change-password",
+        Global,
+        Op::ChangePassword,
+    ),
+    at(Method::POST, "/api/auth/deactivate", Global, Op::Deactivate),
+    at(Method::GET, "/api/auth/sessions", Global, Op::ListSessions),
+    at(
+        Method::DELETE,
+        "/api/auth/sessions/{id}",
+        Global,
+        Op::DeleteSession,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/setup-2fa",
+        Global,
+        Op::SetupTwoFactor,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/enable-2fa",
+        Global,
+        Op::EnableTwoFactor,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/disable-2fa",
+        Global,
+        Op::DisableTwoFactor,
+    ),
+    at(Method::GET, "/api/auth/passkeys", Global, Op::ListPasskeys),
+    at(
+        Method::POST,
+        "/api/auth/passkeys/register/options",
+        Global,
+        Op::PasskeyRegisterOptions,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/passkeys/register",
+        Global,
+        Op::PasskeyRegister,
+    ),
+    // Options for a passwordless sign-in check nothing and are fetched by the sign-in page on
+    // every load (autofill): only `global` limits them, so page views cannot use up the
+    // password sign-ins of everyone behind one address.
+    at(
+        Method::POST,
+        "/api/auth/passkeys/login/options",
+        Global,
+        Op::PasskeyLoginOptions,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/passkeys/login",
+        Limit::Login,
+        Op::PasskeyLogin,
+    ),
+    at(
+        Method::PATCH,
+        "/api/auth/passkeys/{id}",
+        Global,
+        Op::RenamePasskey,
+    ),
+    at(
+        Method::DELETE,
+        "/api/auth/passkeys/{id}",
+        Global,
+        Op::DeletePasskey,
+    ),
+];
+
+/// How a request's method and path meet the table.
+#[derive(Debug)]
+pub enum Resolved<'a> {
+    /// An endpoint answers it; `id` is the `{id}` segment of a parameterised path.
+    Found {
+        /// The endpoint that answers.
+        endpoint: &'static Endpoint,
+        /// The `{id}` segment, when the path has one.
+        id: Option<&'a str>,
+    },
+    /// The path is known but not with this method: `Allow` lists those it takes
+    /// (`"GET, PATCH"`), and the limits of the path's first endpoint apply.
+    WrongMethod {
+        /// The methods the path takes, comma-separated, in table order.
+        allow: String,
+        /// The limits of the path's first endpoint.
+        limit: Limit,
+    },
+    /// No endpoint has this path.
+    Unknown,
+}
+
+/// The endpoints whose path is `path` (a trailing `/` ignored), with the `{id}` segment:
+/// an exact path wins over a parameterised one (`/api/auth/passkeys/register` is not a
+/// passkey's id).
+fn matching(path: &str) -> (Vec<&'static Endpoint>, Option<&str>) {
+    let path = path.trim_end_matches('/');
+    let exact: Vec<_> = ENDPOINTS.iter().filter(|e| e.path == path).collect();
+    if !exact.is_empty() {
+        return (exact, None);
+    }
+    let mut id = None;
+    let found = ENDPOINTS
+        .iter()
+        .filter(|e| {
+            let segment = e
+                .path
+                .strip_suffix("{id}")
+                .and_then(|prefix| path.strip_prefix(prefix))
+                .filter(|s| !s.is_empty() && !s.contains('/'));
+            id = id.or(segment);
+            segment.is_some()
+        })
+        .collect();
+    (found, id)
+}
+
+/// Finds the endpoint for `method` on `path`.
+pub fn resolve<'a>(method: &Method, path: &'a str) -> Resolved<'a> {
+    let (endpoints, id) = matching(path);
+    let Some(first) = endpoints.first() else {
+        return Resolved::Unknown;
+    };
+    match endpoints
+        .iter()
+        .find(|e| e.method.as_ref().is_none_or(|m| m == method))
+    {
+        Some(endpoint) => Resolved::Found { endpoint, id },
+        None => Resolved::WrongMethod {
+            allow: allow_of(&endpoints),
+            limit: first.limit,
+        },
+    }
+}
+
+/// The methods `path` takes, comma-separated in table order (`"GET, PATCH"`); `None` for a
+/// path no endpoint has, or forward-auth's (which takes every method).
+pub fn allowed_methods(path: &str) -> Option<String> {
+    let (endpoints, _) = matching(path);
+    if endpoints.is_empty() || endpoints.iter().any(|e| e.method.is_none()) {
+        return None;
+    }
+    Some(allow_of(&endpoints))
+}
+
+fn allow_of(endpoints: &[&'static Endpoint]) -> String {
+    let names: Vec<&str> = endpoints
+        .iter()
+        .filter_map(|e| e.method.as_ref().map(Method::as_str))
+        .collect();
+    names.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_paths_win_over_an_id_and_ids_are_one_segment() {
+        let cases: &[(Method, &str, Option<Op>, Option<&str>)] = &[
+            (
+                Method::POST,
+                "/api/auth/passkeys/register",
+                Some(Op::PasskeyRegister),
+                None,
+            ),
+            (
+                Method::PATCH,
+                "/api/auth/passkeys/abc",
+                Some(Op::RenamePasskey),
+                Some("abc"),
+            ),
+            (
+                Method::DELETE,
+                "/api/auth/passkeys/abc/",
+                Some(Op::DeletePasskey),
+                Some("abc"),
+            ),
+            (
+                Method::DELETE,
+                "/api/auth/sessions/abc",
+                Some(Op::DeleteSession),
+                Some("abc"),
+            ),
+            (Method::DELETE, "/api/auth/sessions/a/b", None, None),
+            (Method::DELETE, "/api/auth/sessions/", None, None),
+            (Method::PUT, "/api/auth/verify", Some(Op::ForwardAuth), None),
+            (Method::HEAD, "/.well-known/jwks.json", Some(Op::Jwks), None),
+        ];
+        for (method, path, op, want_id) in cases {
+            match (resolve(method, path), op) {
+                (Resolved::Found { endpoint, id }, Some(op)) => {
+                    assert_eq!(endpoint.operation, *op, "{method} {path}");
+                    assert_eq!(id, *want_id, "{method} {path}");
+                }
+                (Resolved::Found { endpoint, .. }, None) => {
+                    panic!("{method} {path} found {:?}", endpoint.operation)
+                }
+                (_, Some(op)) => panic!("{method} {path} should be {op:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn allow_lists_a_paths_methods_in_table_order() {
+        let cases = [
+            ("/api/auth/profile", Some("GET, PATCH")),
+            ("/api/auth/passkeys/x", Some("PATCH, DELETE")),
+            ("/api/auth/passkeys/register", Some("POST")),
+            ("/api/auth/sessions/x", Some("DELETE")),
+            ("/.well-known/jwks.json", Some("GET, HEAD")),
+            ("/api/auth/verify", None),
+            ("/api/auth/nothing", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(allowed_methods(path).as_deref(), want, "{path}");
+        }
+    }
+}
