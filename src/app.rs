@@ -18,10 +18,11 @@ use crate::auth::password::PasswordHasher;
 use crate::auth::totp::TwoFactor;
 use crate::backend::{Backend, BackendRuntime};
 use crate::config::{Config, MailUrl, redact_url};
+use crate::i18n::Catalogs;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passkeys::Passkeys;
-use crate::portal::site::Portal;
+use crate::portal::site::{Portal, load_catalogs};
 use crate::ratelimit::{self, RateLimiter};
 use crate::session::{self, SessionStore};
 use crate::store::{self, UserStore};
@@ -55,6 +56,8 @@ pub struct App {
     pub access: Arc<Access>,
     /// The account core: sign-in, second factors, sessions (opened, renewed, ended).
     pub accounts: Accounts,
+    /// The languages and their messages, for pages and mails.
+    pub languages: Arc<Catalogs>,
     /// The sign-in pages for browsers.
     pub portal: Portal,
     /// Runs work on the runtime that owns the backends' sockets (work that must finish after
@@ -80,8 +83,9 @@ impl App {
         );
         let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
             .context("setting up password hashing")?;
-        let portal =
-            Portal::new(&config, keys.refresh_rotation_key()).map_err(|e| anyhow::anyhow!(e))?;
+        let languages = Arc::new(load_catalogs(&config).map_err(|e| anyhow::anyhow!(e))?);
+        let portal = Portal::new(&config, languages.clone(), keys.refresh_rotation_key())
+            .map_err(|e| anyhow::anyhow!(e))?;
 
         let passkeys = Arc::new(Passkeys::new(
             &config.server.public_url,
@@ -156,6 +160,7 @@ impl App {
             rate_limiter,
             access,
             accounts,
+            languages,
             portal,
             backend,
             passkeys,

@@ -12,6 +12,7 @@ pub mod backend;
 pub mod config;
 pub mod domain;
 pub mod gateway;
+pub mod i18n;
 pub mod mail;
 pub mod metrics;
 pub mod passkeys;

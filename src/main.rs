@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -108,7 +109,10 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            if let Err(e) = portcullis::portal::Portal::new(&config, &[0; 32]) {
+            let portal = portcullis::portal::site::load_catalogs(&config).and_then(|languages| {
+                portcullis::portal::Portal::new(&config, Arc::new(languages), &[0; 32])
+            });
+            if let Err(e) = portal {
                 eprintln!("portcullis: {e} (in {})", cli.config.display());
                 return ExitCode::from(2);
             }

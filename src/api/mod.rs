@@ -67,7 +67,7 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> Reply {
 /// The language of a request: its `Accept-Language` among the portal's languages (the
 /// portal sends the language of its page), else `portal.default_language`.
 pub(crate) fn request_language<'a>(app: &'a App, request: &ApiRequest) -> &'a str {
-    app.portal.language_for(
+    app.languages.language_for(
         request
             .headers
             .get(http::header::ACCEPT_LANGUAGE)

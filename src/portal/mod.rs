@@ -5,13 +5,12 @@
 //! answered by the API's handlers in-process (`crate::api`), rate limits and lockout
 //! included, so the browser and the API can never disagree. What the portal adds is what a
 //! browser needs: cookies (see [`browser`]), CSRF protection ([`csrf`]), languages
-//! ([`i18n`]), and pages that never reveal whether an email address has an account.
+//! ([`crate::i18n`]), and pages that never reveal whether an email address has an account.
 //!
 //! Templates are minijinja files built into the binary from `config/portal/templates/`,
 //! each overridable from `portal.templates_dir`, like the mail templates.
 
 pub mod csrf;
-pub mod i18n;
 mod pages;
 pub mod site;
 
@@ -30,8 +29,8 @@ use crate::accounts::{AccountError, Client};
 use crate::api::{ApiRequest, browser};
 use crate::app::App;
 use crate::auth::secrets::is_token_shaped;
+use crate::i18n::{self, Catalog};
 use crate::reply::Reply;
-use i18n::Catalog;
 
 /// Seconds of life an access cookie must have left for a page to use it as it is; with
 /// less, the page renews it first (seconds).
@@ -99,7 +98,7 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
 
 /// The page for a request the gateway refused before the portal saw it (413, 408).
 pub fn refusal_page(app: &App, request_headers: &HeaderMap, refusal: &Reply) -> Page {
-    let catalog = app.portal.catalogs.negotiate(
+    let catalog = app.languages.negotiate(
         None,
         browser::cookie(request_headers, i18n::LANGUAGE_COOKIE),
         request_headers
@@ -188,7 +187,7 @@ impl<'a> Visit<'a> {
             .find(|(k, _)| k == "lang")
             .map(|(_, v)| v.as_str());
         let headers = &request.headers;
-        let lang = portal.catalogs.negotiate(
+        let lang = app.languages.negotiate(
             explicit,
             browser::cookie(headers, i18n::LANGUAGE_COOKIE),
             headers
@@ -274,8 +273,8 @@ impl<'a> Visit<'a> {
     /// Links to this page in every language.
     fn language_links(&self) -> Value {
         let links: Vec<serde_json::Value> = self
-            .portal
-            .catalogs
+            .app
+            .languages
             .all()
             .iter()
             .map(|c| {
@@ -725,7 +724,8 @@ mod tests {
     fn portal(extra: &str) -> Portal {
         let config =
             Config::load_from(Path::new("test.toml"), extra, Vec::new()).expect("valid config");
-        Portal::new(&config, &[3; 32]).expect("portal loads")
+        let languages = site::load_catalogs(&config).expect("catalogues load");
+        Portal::new(&config, std::sync::Arc::new(languages), &[3; 32]).expect("portal loads")
     }
 
     #[test]
@@ -808,7 +808,8 @@ mod tests {
             dir.path().display().to_string()
         );
         let config = Config::load_from(Path::new("t.toml"), &text, Vec::new()).unwrap();
-        let err = Portal::new(&config, &[3; 32]).unwrap_err();
+        let languages = site::load_catalogs(&config).unwrap();
+        let err = Portal::new(&config, std::sync::Arc::new(languages), &[3; 32]).unwrap_err();
         assert!(err.contains("login.html"), "{err}");
     }
 

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, StatusCode};
@@ -13,9 +14,9 @@ use minijinja::{Environment, Value};
 use serde_json::json;
 
 use super::csrf::CsrfKey;
-use super::i18n::{Catalog, Catalogs};
 use crate::auth::secrets::derive_key;
 use crate::config::Config;
+use crate::i18n::{Catalog, Catalogs};
 
 /// Every template file, with its built-in text.
 const BUILT_IN: &[(&str, &str)] = &[
@@ -145,7 +146,7 @@ pub struct Portal {
     pub(super) enabled: bool,
     pub(super) prefix: String,
     pub(super) env: Environment<'static>,
-    pub(super) catalogs: Catalogs,
+    pub(super) catalogs: Arc<Catalogs>,
     pub(super) csrf: CsrfKey,
     pub(super) stylesheet: Bytes,
     pub(super) csp: String,
@@ -173,21 +174,40 @@ impl std::fmt::Debug for Portal {
     }
 }
 
+/// `portal.templates_dir` when set: the directory of template overrides and of extra
+/// catalogues (`locales/<code>.toml`); an error when it names no directory.
+pub fn templates_dir(config: &Config) -> Result<Option<&Path>, String> {
+    let dir = config.portal.templates_dir.trim();
+    if dir.is_empty() {
+        return Ok(None);
+    }
+    let dir = Path::new(dir);
+    if !dir.is_dir() {
+        return Err(format!(
+            "invalid value for `portal.templates_dir` ({}): is not a directory",
+            dir.display()
+        ));
+    }
+    Ok(Some(dir))
+}
+
+/// The catalogues the config names: the built-in ones and those in
+/// `portal.templates_dir/locales/`, with `portal.default_language` picked.
+pub fn load_catalogs(config: &Config) -> Result<Catalogs, String> {
+    Catalogs::load(templates_dir(config)?, &config.portal.default_language)
+}
+
 impl Portal {
-    /// Loads the templates (with overrides) and catalogues and derives the portal's keys
-    /// from `master` (the refresh-rotation key, shared by every instance). Fails naming the
-    /// template or catalogue at fault.
-    pub fn new(config: &Config, master: &[u8; 32]) -> Result<Self, String> {
+    /// Loads the templates (with overrides), checks each against every catalogue and
+    /// derives the portal's keys from `master` (the refresh-rotation key, shared by every
+    /// instance). Fails naming the template at fault.
+    pub fn new(
+        config: &Config,
+        catalogs: Arc<Catalogs>,
+        master: &[u8; 32],
+    ) -> Result<Self, String> {
         let p = &config.portal;
-        let dir = (!p.templates_dir.trim().is_empty()).then(|| Path::new(p.templates_dir.trim()));
-        if let Some(dir) = dir
-            && !dir.is_dir()
-        {
-            return Err(format!(
-                "invalid value for `portal.templates_dir` ({}): is not a directory",
-                dir.display()
-            ));
-        }
+        let dir = templates_dir(config)?;
         let mut env = Environment::new();
         // Pages share one layout and show optional parts (`errors.email`, `values.email`)
         // only when present: a missing value is empty, not an error.
@@ -201,7 +221,6 @@ impl Portal {
             env.add_template_owned(*name, source)
                 .map_err(|e| format!("portal template {name}: {e}"))?;
         }
-        let catalogs = Catalogs::load(dir, &p.default_language)?;
         let stylesheet = env
             .get_template("portal.css")
             .and_then(|t| t.render(minijinja::context! { accent => p.accent_color.as_str() }))
@@ -320,11 +339,6 @@ impl Portal {
         context.insert("values", to_value(json!({"email": "ada@example.com"})));
         context.insert("paragraphs", to_value(json!(["sample"])));
         context
-    }
-
-    /// The language code for an `Accept-Language` header (mails follow it).
-    pub fn language_for(&self, accept_language: Option<&str>) -> &str {
-        &self.catalogs.negotiate(None, None, accept_language).code
     }
 
     /// Whether the portal answers `path` (canonical).

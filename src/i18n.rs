@@ -1,4 +1,5 @@
-//! Message catalogues and the choice of language.
+//! Languages and messages: the catalogues and the choice of language, for both ways in
+//! (the portal's pages, and the account API's mails in the request's language).
 //!
 //! One TOML file per language (`config/portal/locales/<code>.toml`, embedded; more can be
 //! dropped into `portal.templates_dir/locales/`). Top-level keys are the texts of the pages;
@@ -12,8 +13,8 @@ use minijinja::Value;
 
 /// The built-in catalogues; English first, as the fallback of every other.
 const BUILT_IN: &[(&str, &str)] = &[
-    ("en", include_str!("../../config/portal/locales/en.toml")),
-    ("ru", include_str!("../../config/portal/locales/ru.toml")),
+    ("en", include_str!("../config/portal/locales/en.toml")),
+    ("ru", include_str!("../config/portal/locales/ru.toml")),
 ];
 
 /// The cookie that remembers a language picked on a page.
@@ -143,6 +144,13 @@ impl Catalogs {
     }
 
     /// Every language, in load order (built-in first).
+    /// The language code for an `Accept-Language` header (RFC 9110 §12.5.4): one of these
+    /// catalogues, else the default (mails follow it).
+    pub fn language_for(&self, accept_language: Option<&str>) -> &str {
+        &self.negotiate(None, None, accept_language).code
+    }
+
+    /// Every catalogue, English first.
     pub fn all(&self) -> &[Catalog] {
         &self.languages
     }
