@@ -18,7 +18,7 @@ FLOORS = [
     ["backend"],
     ["auth", "store", "session"],
     ["passkeys"],
-    ["access", "ratelimit", "mail", "portal::site"],
+    ["access", "ratelimit", "mail"],
     ["accounts"],
     ["app"],
     ["api"],
@@ -27,8 +27,6 @@ FLOORS = [
     ["server"],
 ]
 FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
-# Modules of the portal's state: below `app`, beside `access/`.
-PORTAL_STATE = {"site", "csrf"}
 
 SRC = pathlib.Path(__file__).resolve().parent.parent / "src"
 
@@ -37,15 +35,7 @@ def node_of_file(path: pathlib.Path) -> str | None:
     parts = path.relative_to(SRC).with_suffix("").parts
     if parts[0] in ("lib", "main"):
         return None
-    if parts[0] == "portal" and len(parts) > 1 and parts[1] in PORTAL_STATE:
-        return "portal::site"
     return parts[0]
-
-
-def node_of_path(first: str, second: str | None) -> str:
-    if first == "portal" and second in PORTAL_STATE:
-        return "portal::site"
-    return first
 
 
 def main() -> int:
@@ -58,15 +48,7 @@ def main() -> int:
         text = text.split("#[cfg(test)]\nmod tests", 1)[0]
         for lineno, line in enumerate(text.splitlines(), 1):
             code = line.split("//", 1)[0]
-            targets = [
-                node_of_path(m.group(1), m.group(2))
-                for m in re.finditer(r"\bcrate::(\w+)(?:::\{?(\w+))?", code)
-            ]
-            if node == "portal::site":
-                # `super::` from the portal's state reaches its pages unless it names a sibling.
-                for m in re.finditer(r"\bsuper::\{?(\w+)", code):
-                    if m.group(1) not in PORTAL_STATE:
-                        targets.append("portal")
+            targets = [m.group(1) for m in re.finditer(r"\bcrate::(\w+)", code)]
             for target in targets:
                 if target != node:
                     where = f"{path.relative_to(SRC.parent)}:{lineno}"

@@ -1,5 +1,6 @@
 //! The composition root: the shared state of one gateway instance (config, metrics,
-//! backends, access control, mail, the portal), built once at start.
+//! backends, access control, the account core, mail, languages), built once at start.
+//! The portal's pages and the gateway sit above it and hold their own state.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,7 +23,6 @@ use crate::i18n::Catalogs;
 use crate::mail::Mailer;
 use crate::metrics::Metrics;
 use crate::passkeys::Passkeys;
-use crate::portal::site::{Portal, load_catalogs};
 use crate::ratelimit::{self, RateLimiter};
 use crate::session::{self, SessionStore};
 use crate::store::{self, UserStore};
@@ -58,8 +58,6 @@ pub struct App {
     pub accounts: Accounts,
     /// The languages and their messages, for pages and mails.
     pub languages: Arc<Catalogs>,
-    /// The sign-in pages for browsers.
-    pub portal: Portal,
     /// Runs work on the runtime that owns the backends' sockets (work that must finish after
     /// the answer has gone: a reset token written, then mailed).
     pub backend: Backend,
@@ -83,9 +81,14 @@ impl App {
         );
         let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
             .context("setting up password hashing")?;
-        let languages = Arc::new(load_catalogs(&config).map_err(|e| anyhow::anyhow!(e))?);
-        let portal = Portal::new(&config, languages.clone(), keys.refresh_rotation_key())
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let languages = Catalogs::load(
+            config
+                .portal
+                .templates_dir()
+                .map_err(|e| anyhow::anyhow!(e))?,
+            &config.portal.default_language,
+        );
+        let languages = Arc::new(languages.map_err(|e| anyhow::anyhow!(e))?);
 
         let passkeys = Arc::new(Passkeys::new(
             &config.server.public_url,
@@ -161,7 +164,6 @@ impl App {
             access,
             accounts,
             languages,
-            portal,
             backend,
             passkeys,
             _backend_runtime: runtime,
@@ -178,7 +180,7 @@ impl App {
     pub fn login_url(&self) -> Option<String> {
         let configured = &self.config.server.login_url;
         if configured.is_empty() {
-            self.portal.login_page()
+            self.config.portal.login_page()
         } else {
             Some(configured.clone())
         }

@@ -1450,6 +1450,36 @@ impl RouteConfig {
 }
 
 impl PortalConfig {
+    /// The sign-in page, where unauthenticated browsers go when `server.login_url` is
+    /// empty; `None` when the portal is off.
+    pub fn login_page(&self) -> Option<String> {
+        self.enabled.then(|| format!("{}/login", self.path_prefix))
+    }
+
+    /// The account page, where a browser whose address is not yet proven is sent (it offers
+    /// a fresh verification mail); `None` when the portal is off.
+    pub fn account_page(&self) -> Option<String> {
+        self.enabled
+            .then(|| format!("{}/account", self.path_prefix))
+    }
+
+    /// `templates_dir` when set: the directory of template overrides and of extra
+    /// catalogues (`locales/<code>.toml`); an error naming the key when it is no directory.
+    pub fn templates_dir(&self) -> Result<Option<&std::path::Path>, String> {
+        let dir = self.templates_dir.trim();
+        if dir.is_empty() {
+            return Ok(None);
+        }
+        let dir = std::path::Path::new(dir);
+        if !dir.is_dir() {
+            return Err(format!(
+                "invalid value for `portal.templates_dir` ({}): is not a directory",
+                dir.display()
+            ));
+        }
+        Ok(Some(dir))
+    }
+
     /// Checks `[portal]`.
     fn validate(&self) -> Result<(), Invalid> {
         self.validate_prefix()?;

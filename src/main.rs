@@ -109,7 +109,9 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            let portal = portcullis::portal::site::load_catalogs(&config).and_then(|languages| {
+            let portal = config.portal.templates_dir().and_then(|dir| {
+                let languages =
+                    portcullis::i18n::Catalogs::load(dir, &config.portal.default_language)?;
                 portcullis::portal::Portal::new(&config, Arc::new(languages), &[0; 32])
             });
             if let Err(e) = portal {

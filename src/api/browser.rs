@@ -115,7 +115,7 @@ impl policy::Browser for Browser<'_> {
     }
 
     fn account_page(&self) -> Option<String> {
-        self.app.portal.account_page()
+        self.app.config.portal.account_page()
     }
 
     async fn renew(&self) -> Renewal {

@@ -34,6 +34,7 @@ use crate::api::{self, ApiRequest};
 use crate::app::App;
 use crate::config;
 use crate::metrics::status_label;
+use crate::portal::Portal;
 use crate::reply::Reply;
 use crate::telemetry::{self, SECURITY};
 use canonical::Refusal;
@@ -62,6 +63,8 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 /// The proxy service.
 pub struct Gateway {
     app: Arc<App>,
+    /// The sign-in portal: its templates, keys and where its pages live.
+    portal: Portal,
     /// The configured routes, upstreams resolved.
     routes: RouteTable,
     /// Headers only a trusted proxy may send.
@@ -71,15 +74,23 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Wraps the shared application state and builds the route table; fails on a route
-    /// the config cannot express (see [`RouteTable::from_config`]).
+    /// Wraps the shared application state and builds the portal and the route table; fails
+    /// on a broken template override or a route the config cannot express (see
+    /// [`Portal::new`], [`RouteTable::from_config`]).
     pub fn new(app: Arc<App>) -> anyhow::Result<Self> {
+        let portal = Portal::new(
+            &app.config,
+            app.languages.clone(),
+            app.keys.refresh_rotation_key(),
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
         let routes =
             RouteTable::from_config(&app.config, &app.metrics).map_err(|e| anyhow::anyhow!(e))?;
         let proxy_headers = ProxyHeaders::new(&app.config.server.proxy_headers);
         let strip_headers = ProxyHeaders::new(&app.config.server.strip_headers);
         Ok(Self {
             app,
+            portal,
             routes,
             proxy_headers,
             strip_headers,
@@ -482,10 +493,13 @@ impl Gateway {
             .read_api_request(session, client_ip, path, query)
             .await?
         {
-            Ok(request) => crate::portal::dispatch(&self.app, request).await,
-            Err(refusal) => {
-                crate::portal::refusal_page(&self.app, &session.req_header().headers, &refusal)
-            }
+            Ok(request) => crate::portal::dispatch(&self.app, &self.portal, request).await,
+            Err(refusal) => crate::portal::refusal_page(
+                &self.app,
+                &self.portal,
+                &session.req_header().headers,
+                &refusal,
+            ),
         };
         write_page(session, &page).await
     }
@@ -597,7 +611,7 @@ impl Gateway {
             return Destination::Asterisk;
         }
         let path = canonical.path.as_ref();
-        let portal = self.app.portal.owns(path);
+        let portal = self.portal.owns(path);
         if config::is_local_path(path) || portal {
             return local_destination(&canonical, portal);
         }

@@ -37,8 +37,7 @@ use crate::reply::Reply;
 const RENEWAL_MARGIN_SECS: i64 = 10;
 
 /// Answers one request under the portal's prefix. Never fails: every problem is a page.
-pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
-    let portal = &app.portal;
+pub async fn dispatch(app: &App, portal: &Portal, request: ApiRequest) -> Page {
     let sub = request
         .path
         .strip_prefix(portal.prefix.as_str())
@@ -50,17 +49,17 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
         if is_get {
             return portal.stylesheet_page();
         }
-        let mut v = Visit::new(app, &request);
+        let mut v = Visit::new(app, portal, &request);
         return v.method_not_allowed("GET, HEAD");
     }
     if sub == "/passkeys.js" && portal.passkeys_enabled {
         if is_get {
             return portal.script_page();
         }
-        let mut v = Visit::new(app, &request);
+        let mut v = Visit::new(app, portal, &request);
         return v.method_not_allowed("GET, HEAD");
     }
-    let mut v = Visit::new(app, &request);
+    let mut v = Visit::new(app, portal, &request);
     if request.method == Method::POST {
         if !pages::POST_PATHS.contains(&sub.as_str()) {
             return if pages::GET_PATHS.contains(&sub.as_str()) {
@@ -97,7 +96,12 @@ pub async fn dispatch(app: &App, request: ApiRequest) -> Page {
 }
 
 /// The page for a request the gateway refused before the portal saw it (413, 408).
-pub fn refusal_page(app: &App, request_headers: &HeaderMap, refusal: &Reply) -> Page {
+pub fn refusal_page(
+    app: &App,
+    portal: &Portal,
+    request_headers: &HeaderMap,
+    refusal: &Reply,
+) -> Page {
     let catalog = app.languages.negotiate(
         None,
         browser::cookie(request_headers, i18n::LANGUAGE_COOKIE),
@@ -119,10 +123,8 @@ pub fn refusal_page(app: &App, request_headers: &HeaderMap, refusal: &Reply) -> 
         content_type: "text/html; charset=utf-8",
         body: Bytes::from(body),
     };
-    page.headers.push((
-        http::header::CONTENT_SECURITY_POLICY,
-        app.portal.csp.clone(),
-    ));
+    page.headers
+        .push((http::header::CONTENT_SECURITY_POLICY, portal.csp.clone()));
     page
 }
 
@@ -176,8 +178,7 @@ pub(crate) struct Visit<'a> {
 }
 
 impl<'a> Visit<'a> {
-    fn new(app: &'a App, request: &'a ApiRequest) -> Self {
-        let portal = &app.portal;
+    fn new(app: &'a App, portal: &'a Portal, request: &'a ApiRequest) -> Self {
         let query: Vec<(String, String)> =
             url::form_urlencoded::parse(request.query.as_deref().unwrap_or("").as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -724,7 +725,7 @@ mod tests {
     fn portal(extra: &str) -> Portal {
         let config =
             Config::load_from(Path::new("test.toml"), extra, Vec::new()).expect("valid config");
-        let languages = site::load_catalogs(&config).expect("catalogues load");
+        let languages = crate::i18n::Catalogs::load(None, "en").expect("catalogues load");
         Portal::new(&config, std::sync::Arc::new(languages), &[3; 32]).expect("portal loads")
     }
 
@@ -795,8 +796,14 @@ mod tests {
         assert!(!p.owns("/app/auth"));
         let off = portal("[portal]\nenabled = false\n");
         assert!(!off.owns("/auth/login"));
-        assert_eq!(off.login_page(), None);
-        assert_eq!(p.login_page().as_deref(), Some("/auth/login"));
+        let config = |extra| Config::load_from(Path::new("t.toml"), extra, Vec::new()).unwrap();
+        assert_eq!(
+            config("[portal]\nenabled = false\n").portal.login_page(),
+            None
+        );
+        let on = config("").portal;
+        assert_eq!(on.login_page().as_deref(), Some("/auth/login"));
+        assert_eq!(on.account_page().as_deref(), Some("/auth/account"));
     }
 
     #[test]
@@ -808,7 +815,8 @@ mod tests {
             dir.path().display().to_string()
         );
         let config = Config::load_from(Path::new("t.toml"), &text, Vec::new()).unwrap();
-        let languages = site::load_catalogs(&config).unwrap();
+        let dir = config.portal.templates_dir().unwrap();
+        let languages = crate::i18n::Catalogs::load(dir, "en").unwrap();
         let err = Portal::new(&config, std::sync::Arc::new(languages), &[3; 32]).unwrap_err();
         assert!(err.contains("login.html"), "{err}");
     }

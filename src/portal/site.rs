@@ -5,7 +5,6 @@
 //! the parent module, above `api/`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -174,29 +173,6 @@ impl std::fmt::Debug for Portal {
     }
 }
 
-/// `portal.templates_dir` when set: the directory of template overrides and of extra
-/// catalogues (`locales/<code>.toml`); an error when it names no directory.
-pub fn templates_dir(config: &Config) -> Result<Option<&Path>, String> {
-    let dir = config.portal.templates_dir.trim();
-    if dir.is_empty() {
-        return Ok(None);
-    }
-    let dir = Path::new(dir);
-    if !dir.is_dir() {
-        return Err(format!(
-            "invalid value for `portal.templates_dir` ({}): is not a directory",
-            dir.display()
-        ));
-    }
-    Ok(Some(dir))
-}
-
-/// The catalogues the config names: the built-in ones and those in
-/// `portal.templates_dir/locales/`, with `portal.default_language` picked.
-pub fn load_catalogs(config: &Config) -> Result<Catalogs, String> {
-    Catalogs::load(templates_dir(config)?, &config.portal.default_language)
-}
-
 impl Portal {
     /// Loads the templates (with overrides), checks each against every catalogue and
     /// derives the portal's keys from `master` (the refresh-rotation key, shared by every
@@ -207,7 +183,7 @@ impl Portal {
         master: &[u8; 32],
     ) -> Result<Self, String> {
         let p = &config.portal;
-        let dir = templates_dir(config)?;
+        let dir = config.portal.templates_dir()?;
         let mut env = Environment::new();
         // Pages share one layout and show optional parts (`errors.email`, `values.email`)
         // only when present: a missing value is empty, not an error.
@@ -344,18 +320,6 @@ impl Portal {
     /// Whether the portal answers `path` (canonical).
     pub fn owns(&self, path: &str) -> bool {
         self.enabled && crate::config::is_under(path, &self.prefix, false)
-    }
-
-    /// The account page, where a browser whose address is not yet proven is sent (it offers
-    /// a fresh verification mail); `None` when the portal is off.
-    pub fn account_page(&self) -> Option<String> {
-        self.enabled.then(|| format!("{}/account", self.prefix))
-    }
-
-    /// The sign-in page, where unauthenticated browsers go when `server.login_url` is
-    /// empty; `None` when the portal is off.
-    pub fn login_page(&self) -> Option<String> {
-        self.enabled.then(|| format!("{}/login", self.prefix))
     }
 
     /// The `return_to` a browser may be sent on to: a path on this site, or an URL with
