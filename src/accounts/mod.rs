@@ -19,11 +19,13 @@
 //!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
 
 mod error;
+pub mod fields;
 mod lockout;
 mod passkey;
 mod pending;
 mod profile;
 mod proof;
+mod registration;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,9 +35,11 @@ use chrono::Utc;
 use prometheus::{IntCounter, IntCounterVec};
 
 pub use error::{AccountError, PasskeyChallenge, SecondStep};
+pub use fields::{NewAccount, NewNames, PasswordChange, ProfileChange, Registration, ResetForm};
 pub use passkey::{PasskeyAnswer, PasskeySignIn, credential_key};
 pub use pending::{PENDING_TTL, PendingId};
 pub use proof::{SecondFactor, StepUp};
+pub use registration::{RESET_TTL, VERIFICATION_TTL};
 
 use crate::access::Access;
 use crate::access::gatekeeper::Principal;
@@ -46,6 +50,7 @@ use crate::auth::secrets::{
     format_refresh_token, next_refresh_secret, parse_refresh_token, random_token, sha256_hex,
 };
 use crate::auth::totp::TwoFactor;
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::domain::{Email, email};
 use crate::mail::{MailKind, Mailer};
@@ -71,6 +76,7 @@ pub struct Accounts {
     two_factor: Arc<TwoFactor>,
     passkeys: Arc<Passkeys>,
     mailer: Arc<Mailer>,
+    backend: Backend,
     /// `portcullis_logins_total` by result.
     logins: IntCounterVec,
     lockouts: IntCounter,
@@ -97,6 +103,9 @@ pub struct Parts {
     pub passkeys: Arc<Passkeys>,
     /// Renders and delivers mail (verification, password reset, security notices).
     pub mailer: Arc<Mailer>,
+    /// The runtime that owns the backends' sockets: work done after the answer (a reset
+    /// request's lookup) runs there.
+    pub backend: Backend,
 }
 
 /// Where a call comes from: for security logs, device notifications and mail.
@@ -181,6 +190,7 @@ impl Accounts {
             two_factor: parts.two_factor,
             passkeys: parts.passkeys,
             mailer: parts.mailer,
+            backend: parts.backend,
             logins: metrics.logins.clone(),
             lockouts: metrics.lockouts.clone(),
             refresh_reuse: metrics.refresh_reuse.clone(),
