@@ -165,6 +165,23 @@ pub async fn limit_sign_in(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
     check_limits(app, client_ip, own).await.map(drop)
 }
 
+/// The per-IP limits of a registration, as `POST /api/auth/register` gets them (`global`,
+/// then `register`): for the portal's registration form. The error is the 429.
+pub async fn limit_register(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
+    let own = app.config.rate_limits.register.map(|s| ("register", s));
+    check_limits(app, client_ip, own).await.map(drop)
+}
+
+/// The per-IP limits of a reset request, as `POST /api/auth/request-password-reset` gets
+/// them (`global`, then `password_reset`): for the portal's forgotten-password form. The
+/// error is the 429.
+pub async fn limit_password_reset(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
+    let own = app.config.rate_limits.password_reset;
+    check_limits(app, client_ip, own.map(|s| ("password_reset", s)))
+        .await
+        .map(drop)
+}
+
 /// The per-IP `global` limit of the account API, for the portal's account forms that call
 /// the account core directly. The error is the 429 (with `Retry-After`).
 pub async fn limit_form(app: &App, client_ip: IpAddr) -> Result<(), Reply> {

@@ -614,6 +614,12 @@ impl<'a> Visit<'a> {
         limited.inspect_err(|refusal| self.note_retry_after(refusal))
     }
 
+    /// A per-IP limit's verdict (`crate::api::limit_*`), keeping a refusal's `Retry-After`
+    /// for the page that explains it.
+    fn limited(&mut self, verdict: Result<(), Reply>) -> Result<(), Reply> {
+        verdict.inspect_err(|refusal| self.note_retry_after(refusal))
+    }
+
     /// The browser's access token when it is signed in, renewed from the refresh cookie
     /// when the access cookie has expired (the new cookies go out with this answer).
     async fn signed_in(&mut self) -> Option<String> {
