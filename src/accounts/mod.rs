@@ -14,7 +14,15 @@
 //!   new tokens and the [`Principal`] they stand for;
 //! - [`Accounts::logout`], [`Accounts::logout_all`]: through `Access::revoke_*`;
 //! - [`Accounts::step_up`]: the proof every security change needs, and the changes behind
-//!   it ([`Accounts::change_password`], [`Accounts::deactivate`]);
+//!   it ([`Accounts::change_password`], [`Accounts::deactivate`]); [`Accounts::update_profile`]
+//!   the name, which needs none;
+//! - `registration`: [`Accounts::register`], [`Accounts::verify_email`],
+//!   [`Accounts::resend_verification`], [`Accounts::request_password_reset`] (which looks
+//!   nothing up before it returns) and [`Accounts::reset_password`]: the mailed single-use
+//!   links and the mail itself;
+//! - [`fields`]: the rules of what people type (addresses, new passwords, names), parsing
+//!   the raw text either way in reads ([`Registration`], [`ProfileChange`], [`ResetForm`],
+//!   [`PasswordChange`]) into typed values or `AccountError::Invalid` naming every field;
 //! - `lockout`: the one gate every guess at a password or a code passes (where the lockout
 //!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
 
