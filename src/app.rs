@@ -148,6 +148,7 @@ impl App {
                 two_factor: two_factor.clone(),
                 passkeys: passkeys.clone(),
                 mailer: mailer.clone(),
+                backend: backend.clone(),
             },
             &metrics,
         );

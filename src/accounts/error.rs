@@ -66,6 +66,13 @@ pub enum AccountError {
     PendingExpired,
     /// 404 `session_not_found`: no such session of this account.
     SessionNotFound,
+    /// 404 `not_found`: the account was deleted while the change was on its way.
+    AccountNotFound,
+    /// 400 `invalid_token`: a mailed link (verification, reset) that is malformed,
+    /// unknown, used or expired.
+    InvalidLink,
+    /// 400 `already_verified`: a verification link asked for an address already proven.
+    AlreadyVerified,
     /// 401 `invalid_token`: the refresh token is unknown, expired or its account gone.
     InvalidRefreshToken,
     /// 401 `refresh_token_reused`: a rotated refresh token came back; the session ended.
@@ -144,6 +151,9 @@ impl AccountError {
             Self::InvalidCredentials | Self::WrongSecondFactor(_) => "invalid_credentials",
             Self::PendingExpired => "sign_in_expired",
             Self::SessionNotFound => "session_not_found",
+            Self::AccountNotFound => "not_found",
+            Self::InvalidLink => "invalid_token",
+            Self::AlreadyVerified => "already_verified",
             Self::Locked => "account_locked",
             Self::Busy => "service_unavailable",
             Self::Deactivated => "account_deactivated",
@@ -207,6 +217,17 @@ impl From<AccountError> for Reply {
                 StatusCode::NOT_FOUND,
                 "session_not_found",
                 "No such session",
+            ),
+            AccountError::AccountNotFound => Reply::not_found(),
+            AccountError::InvalidLink => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_token",
+                "The link is invalid, already used or expired",
+            ),
+            AccountError::AlreadyVerified => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "already_verified",
+                "Email is already verified",
             ),
             AccountError::PendingExpired => Reply::error(
                 StatusCode::BAD_REQUEST,

@@ -14,16 +14,26 @@
 //!   new tokens and the [`Principal`] they stand for;
 //! - [`Accounts::logout`], [`Accounts::logout_all`]: through `Access::revoke_*`;
 //! - [`Accounts::step_up`]: the proof every security change needs, and the changes behind
-//!   it ([`Accounts::change_password`], [`Accounts::deactivate`]);
+//!   it ([`Accounts::change_password`], [`Accounts::deactivate`]); [`Accounts::update_profile`]
+//!   the name, which needs none;
+//! - `registration`: [`Accounts::register`], [`Accounts::verify_email`],
+//!   [`Accounts::resend_verification`], [`Accounts::request_password_reset`] (which looks
+//!   nothing up before it returns) and [`Accounts::reset_password`]: the mailed single-use
+//!   links and the mail itself;
+//! - [`fields`]: the rules of what people type (addresses, new passwords, names), parsing
+//!   the raw text either way in reads ([`Registration`], [`ProfileChange`], [`ResetForm`],
+//!   [`PasswordChange`]) into typed values or `AccountError::Invalid` naming every field;
 //! - `lockout`: the one gate every guess at a password or a code passes (where the lockout
 //!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
 
 mod error;
+pub mod fields;
 mod lockout;
 mod passkey;
 mod pending;
 mod profile;
 mod proof;
+mod registration;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,9 +43,11 @@ use chrono::Utc;
 use prometheus::{IntCounter, IntCounterVec};
 
 pub use error::{AccountError, PasskeyChallenge, SecondStep};
+pub use fields::{NewAccount, NewNames, PasswordChange, ProfileChange, Registration, ResetForm};
 pub use passkey::{PasskeyAnswer, PasskeySignIn, credential_key};
 pub use pending::{PENDING_TTL, PendingId};
 pub use proof::{SecondFactor, StepUp};
+pub use registration::{RESET_TTL, VERIFICATION_TTL};
 
 use crate::access::Access;
 use crate::access::gatekeeper::Principal;
@@ -46,6 +58,7 @@ use crate::auth::secrets::{
     format_refresh_token, next_refresh_secret, parse_refresh_token, random_token, sha256_hex,
 };
 use crate::auth::totp::TwoFactor;
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::domain::{Email, email};
 use crate::mail::{MailKind, Mailer};
@@ -71,6 +84,7 @@ pub struct Accounts {
     two_factor: Arc<TwoFactor>,
     passkeys: Arc<Passkeys>,
     mailer: Arc<Mailer>,
+    backend: Backend,
     /// `portcullis_logins_total` by result.
     logins: IntCounterVec,
     lockouts: IntCounter,
@@ -97,6 +111,9 @@ pub struct Parts {
     pub passkeys: Arc<Passkeys>,
     /// Renders and delivers mail (verification, password reset, security notices).
     pub mailer: Arc<Mailer>,
+    /// The runtime that owns the backends' sockets: work done after the answer (a reset
+    /// request's lookup) runs there.
+    pub backend: Backend,
 }
 
 /// Where a call comes from: for security logs, device notifications and mail.
@@ -181,6 +198,7 @@ impl Accounts {
             two_factor: parts.two_factor,
             passkeys: parts.passkeys,
             mailer: parts.mailer,
+            backend: parts.backend,
             logins: metrics.logins.clone(),
             lockouts: metrics.lockouts.clone(),
             refresh_reuse: metrics.refresh_reuse.clone(),

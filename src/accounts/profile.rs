@@ -1,5 +1,7 @@
-//! Changes to one's own account that need the step-up: a new password, deactivation.
+//! Changes to one's own account: the name, and those that need the step-up (a new
+//! password, deactivation).
 
+use super::fields::NewNames;
 use super::{AccountError, Accounts, Client, StepUp};
 use crate::domain::Password;
 use crate::mail::MailKind;
@@ -8,6 +10,17 @@ use crate::store::User;
 use crate::telemetry::SECURITY;
 
 impl Accounts {
+    /// Changes `user`'s first and last name (a `None` stays as it is); the account as
+    /// stored afterwards.
+    ///
+    /// Errors: `AccountNotFound` (it was deleted meanwhile), backend failures.
+    pub async fn update_profile(&self, user: &User, names: NewNames) -> Result<User, AccountError> {
+        self.store
+            .update_profile(user.id, names.first_name, names.last_name)
+            .await?
+            .ok_or(AccountError::AccountNotFound)
+    }
+
     /// Replaces `user`'s password after the step-up (`proof`), ends their sessions other
     /// than `keep` (the one asking) and mails them; answers how many sessions ended.
     ///

@@ -7,6 +7,7 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::{ApiRequest, FieldError, Reply};
+use crate::accounts::fields::FieldErrors;
 
 /// The fields of a JSON object body, with the errors found while reading them.
 pub struct Fields {
@@ -85,6 +86,35 @@ impl Fields {
     /// An optional, trimmed string.
     pub fn optional(&mut self, name: &str) -> Option<String> {
         self.string(name, false, false)
+    }
+
+    /// A string field as sent, for the account core's field rules (which trim, require
+    /// and parse it): `""` when absent or null; a value that is no string is named here
+    /// and read as `""` (the rules do not name that field again, see [`found`](Self::found)).
+    pub fn text(&mut self, name: &str) -> String {
+        self.optional_text(name).unwrap_or_default()
+    }
+
+    /// As [`text`](Self::text), but `None` when absent or null (a field left as it is).
+    pub fn optional_text(&mut self, name: &str) -> Option<String> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.errors.push(FieldError::new(name, "must be a string"));
+                Some(String::new())
+            }
+        }
+    }
+
+    /// The errors found so far, for the account core's field rules to go on from
+    /// (`Registration::parse_after` and its kin).
+    pub fn found(self) -> FieldErrors {
+        let mut found = FieldErrors::default();
+        for e in self.errors {
+            found.reject(&e.field, e.message);
+        }
+        found
     }
 
     /// An optional boolean, `false` when absent.

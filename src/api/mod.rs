@@ -120,6 +120,18 @@ async fn rate_limit(
         Resolved::Unknown if request.path.starts_with("/api/auth/") => Limit::Global,
         Resolved::Unknown => Limit::Unlimited,
     };
+    limit_client(app, request.client_ip, limit).await
+}
+
+/// Applies the per-IP limits of `limit` to `client_ip`, as the endpoint table gives them to
+/// its endpoints: also for the portal's forms, which call the account core directly and
+/// count against the same limits as the endpoint they stand for. Returns the `RateLimit-*`
+/// headers of the tightest limit; the error is the 429 (with `Retry-After`).
+pub async fn limit_client(
+    app: &App,
+    client_ip: IpAddr,
+    limit: Limit,
+) -> Result<Vec<(http::HeaderName, String)>, Reply> {
     let limits = &app.config.rate_limits;
     let own = match limit {
         Limit::Unlimited => return Ok(Vec::new()),
@@ -128,7 +140,7 @@ async fn rate_limit(
         Limit::Login => limits.login.map(|s| ("login", s)),
         Limit::PasswordReset => limits.password_reset.map(|s| ("password_reset", s)),
     };
-    check_limits(app, request.client_ip, own).await
+    check_limits(app, client_ip, own).await
 }
 
 /// Checks `global` and then `own` (a scope and its spec) for `client_ip`.
@@ -155,21 +167,6 @@ async fn check_limits(
     Ok(tightest
         .map(|d| crate::ratelimit::headers(&d))
         .unwrap_or_default())
-}
-
-/// The per-IP limits of a sign-in, as `POST /api/auth/login` gets them (`global`, then
-/// `login`): for the portal's sign-in forms, which call the account core directly. The
-/// error is the 429 (with `Retry-After`).
-pub async fn limit_sign_in(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
-    let limits = &app.config.rate_limits;
-    let own = limits.login.map(|s| ("login", s));
-    check_limits(app, client_ip, own).await.map(drop)
-}
-
-/// The per-IP `global` limit of the account API, for the portal's account forms that call
-/// the account core directly. The error is the 429 (with `Retry-After`).
-pub async fn limit_form(app: &App, client_ip: IpAddr) -> Result<(), Reply> {
-    check_limits(app, client_ip, None).await.map(drop)
 }
 
 /// Answers a request from the endpoint table: its handler, else 405 naming the path's

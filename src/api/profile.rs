@@ -3,9 +3,9 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::account::{check_name, parse_new_password, user_profile};
+use super::account::user_profile;
 use super::{ApiRequest, Fields, Reply};
-use crate::accounts::{AccountError, StepUp};
+use crate::accounts::{AccountError, PasswordChange, ProfileChange, StepUp};
 use crate::app::App;
 use crate::session::SessionId;
 use crate::store::User;
@@ -24,21 +24,13 @@ pub async fn get_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply
 pub async fn update_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
     let mut f = Fields::from_request(request)?;
-    let first_name = f.optional("first_name");
-    let last_name = f.optional("last_name");
-    for (field, value) in [("first_name", &first_name), ("last_name", &last_name)] {
-        match value {
-            Some(v) if v.is_empty() => f.reject(field, "must not be empty"),
-            Some(v) => check_name(&mut f, field, v),
-            None => {}
-        }
-    }
-    f.finish()?;
-    let user = app
-        .store
-        .update_profile(caller.user.id, first_name, last_name)
-        .await?
-        .ok_or_else(Reply::not_found)?;
+    let (first_name, last_name) = (f.optional_text("first_name"), f.optional_text("last_name"));
+    let change = ProfileChange {
+        first_name: first_name.as_deref(),
+        last_name: last_name.as_deref(),
+    };
+    let names = change.parse_after(f.found())?;
+    let user = app.accounts.update_profile(&caller.user, names).await?;
     Ok(Reply::ok(
         StatusCode::OK,
         "Profile updated",
@@ -79,10 +71,11 @@ pub(super) async fn step_up(
 pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
     let mut f = Fields::from_request(request)?;
-    let current = f.required_raw("current_password");
-    let new = f.required_raw("new_password");
-    let new = parse_new_password(&mut f, "new_password", new);
-    let (current, new) = f.finish_with(current.zip(new))?;
+    let form = PasswordChange {
+        current_password: &f.text("current_password"),
+        new_password: &f.text("new_password"),
+    };
+    let (current, new) = form.parse_after(f.found())?;
     let proof = StepUp {
         password: &current,
         password_field: "current_password",

@@ -26,6 +26,7 @@ use serde_json::json;
 
 use crate::access::credentials::Caller;
 use crate::accounts::{AccountError, Client};
+use crate::api::endpoints::Limit;
 use crate::api::{ApiRequest, browser};
 use crate::app::App;
 use crate::auth::secrets::is_token_shaped;
@@ -600,7 +601,9 @@ impl<'a> Visit<'a> {
     /// API's per-IP `global` limit; the refusal as the API answers it (401, 403, 429, 503).
     async fn caller(&mut self, token: &str) -> Result<Caller, Reply> {
         let app = self.app;
-        let limited = crate::api::limit_form(app, self.request.client_ip).await;
+        let limited = crate::api::limit_client(app, self.request.client_ip, Limit::Global)
+            .await
+            .map(drop);
         let caller = match limited {
             Ok(()) => app.access.authenticate_token(token).await,
             Err(refusal) => Err(refusal),
@@ -610,8 +613,16 @@ impl<'a> Visit<'a> {
 
     /// The per-IP limits of a sign-in form, as the API applies them to its sign-in.
     async fn limit_sign_in(&mut self) -> Result<(), Reply> {
-        let limited = crate::api::limit_sign_in(self.app, self.request.client_ip).await;
+        let limited = crate::api::limit_client(self.app, self.request.client_ip, Limit::Login)
+            .await
+            .map(drop);
         limited.inspect_err(|refusal| self.note_retry_after(refusal))
+    }
+
+    /// A per-IP limit's verdict (`crate::api::limit_*`), keeping a refusal's `Retry-After`
+    /// for the page that explains it.
+    fn limited(&mut self, verdict: Result<(), Reply>) -> Result<(), Reply> {
+        verdict.inspect_err(|refusal| self.note_retry_after(refusal))
     }
 
     /// The browser's access token when it is signed in, renewed from the refresh cookie

@@ -1,6 +1,7 @@
 //! The pages: one function per form, each turning the form into a call of the account core
-//! (sign-in, sign-out, sessions, the account page's reads) or of the account API in-process
-//! (the other forms), and the answer into the next page.
+//! (sign-in, sign-out, registration, verification, reset, the account page's reads and
+//! forms) or, for two-factor and passkey management, of the account API in-process, and the
+//! answer into the next page.
 
 mod passkeys;
 
@@ -9,11 +10,17 @@ use minijinja::Value;
 use serde_json::json;
 
 use super::{Feedback, Form, Page, Visit, to_value};
-use crate::accounts::{AccountError, PendingId, SecondFactor, SecondStep, SignIn, StepUp, Tokens};
+use crate::accounts::fields::FieldErrors;
+use crate::accounts::{
+    AccountError, PasswordChange, PendingId, ProfileChange, Registration, ResetForm, SecondFactor,
+    SecondStep, SignIn, StepUp, Tokens,
+};
 use crate::api::browser;
+use crate::api::endpoints::Limit;
 use crate::auth::secrets::is_token_shaped;
 use crate::reply::Reply;
 use crate::session::SessionId;
+use crate::store::StoreError;
 
 /// Paths (below the prefix) that show a page.
 pub(super) const GET_PATHS: &[&str] = &[
@@ -358,17 +365,24 @@ async fn register(v: &mut Visit<'_>, form: Form) -> Page {
     let return_to = form
         .get("return_to")
         .and_then(|r| v.portal.safe_return_to(r));
-    let body = json!({
-        "email": form.text("email"),
-        "password": form.text("password"),
-        "first_name": form.text("first_name"),
-        "last_name": form.text("last_name"),
-    });
-    let response = v
-        .api(Method::POST, "/api/auth/register", None, Some(body))
-        .await;
-    match response.status {
-        StatusCode::CREATED | StatusCode::CONFLICT => {
+    let app = v.app;
+    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Register)
+        .await
+        .map(drop);
+    let registered = match v.limited(limit) {
+        Ok(()) => match registration(&form).parse() {
+            Ok(account) => app.accounts.register(account, &v.client()).await.map(drop),
+            Err(invalid) => Err(invalid),
+        }
+        .map_err(|e| match e {
+            AccountError::Store(StoreError::DuplicateEmail) => None,
+            e => Some(v.refusal(e)),
+        }),
+        Err(refusal) => Err(Some(refusal)),
+    };
+    match registered {
+        // A taken address: the same page, so it tells nothing of who has an account.
+        Ok(()) | Err(None) => {
             let login = v.path_with_return("/login", return_to.as_deref());
             v.message(
                 StatusCode::OK,
@@ -377,21 +391,34 @@ async fn register(v: &mut Visit<'_>, form: Form) -> Page {
                 Some((login, "back_to_sign_in")),
             )
         }
-        status => {
-            let feedback = v.feedback(&response, str::to_owned);
-            render_register(v, status, feedback, return_to, &form)
+        Err(Some(refusal)) => {
+            let feedback = v.feedback(&refusal, str::to_owned);
+            render_register(v, refusal.status, feedback, return_to, &form)
         }
+    }
+}
+
+/// The registration form's fields, as typed.
+fn registration(form: &Form) -> Registration<'_> {
+    Registration {
+        email: form.text("email"),
+        password: form.text("password"),
+        first_name: form.text("first_name"),
+        last_name: form.text("last_name"),
     }
 }
 
 /// `POST /verify-email`: the mailed link's page posts its token here.
 async fn verify_email(v: &mut Visit<'_>, form: Form) -> Page {
-    let body = json!({"token": form.text("token")});
-    let response = v
-        .api(Method::POST, "/api/auth/verify-email", None, Some(body))
-        .await;
-    match response.status {
-        StatusCode::OK => {
+    let app = v.app;
+    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Global)
+        .await
+        .map(drop);
+    if let Err(refusal) = v.limited(limit) {
+        return v.failure(&refusal);
+    }
+    match app.accounts.verify_email(form.text("token").trim()).await {
+        Ok(_) => {
             let account = v.path("/account");
             let login = v.path_with_return("/login", Some(&account));
             v.message(
@@ -401,38 +428,44 @@ async fn verify_email(v: &mut Visit<'_>, form: Form) -> Page {
                 Some((login, "sign_in")),
             )
         }
-        StatusCode::BAD_REQUEST => link_invalid(v),
-        _ => v.failure(&response),
+        Err(AccountError::InvalidLink) => link_invalid(v),
+        Err(e) => {
+            let refusal = v.refusal(e);
+            v.failure(&refusal)
+        }
     }
 }
 
 /// `POST /forgot-password`: the same page whether or not the address has an account.
 async fn forgot_password(v: &mut Visit<'_>, form: Form) -> Page {
     let email = form.text("email").trim().to_owned();
-    let response = v
-        .api(
-            Method::POST,
-            "/api/auth/request-password-reset",
-            None,
-            Some(json!({"email": email})),
-        )
-        .await;
-    if response.status == StatusCode::OK {
-        let login = v.path("/login");
-        return v.message(
-            StatusCode::OK,
-            "reset_sent_title",
-            &["reset_sent_text"],
-            Some((login, "back_to_sign_in")),
+    let app = v.app;
+    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::PasswordReset)
+        .await
+        .map(drop);
+    let requested = v.limited(limit).and_then(|()| {
+        let mut found = FieldErrors::default();
+        let parsed = found.email("email", &email);
+        let parsed = found.finish_with(parsed).map_err(|e| v.refusal(e))?;
+        app.accounts.request_password_reset(parsed, &v.client());
+        Ok(())
+    });
+    if let Err(refusal) = requested {
+        let feedback = v.feedback(&refusal, str::to_owned);
+        return v.render(
+            "forgot_password.html",
+            refusal.status,
+            "forgot_password_title",
+            feedback,
+            vec![("values", to_value(json!({"email": email})))],
         );
     }
-    let feedback = v.feedback(&response, str::to_owned);
-    v.render(
-        "forgot_password.html",
-        response.status,
-        "forgot_password_title",
-        feedback,
-        vec![("values", to_value(json!({"email": email})))],
+    let login = v.path("/login");
+    v.message(
+        StatusCode::OK,
+        "reset_sent_title",
+        &["reset_sent_text"],
+        Some((login, "back_to_sign_in")),
     )
 }
 
@@ -449,12 +482,32 @@ fn render_reset(v: &mut Visit<'_>, status: StatusCode, feedback: Feedback, token
 /// `POST /reset-password`: every session ends, this browser's included.
 async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
     let token = form.text("token").to_owned();
-    let body = json!({"token": token, "password": form.text("password")});
-    let response = v
-        .api(Method::POST, "/api/auth/reset-password", None, Some(body))
-        .await;
-    match (response.status, response.body_json()["code"].as_str()) {
-        (StatusCode::OK, _) => {
+    let app = v.app;
+    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Global)
+        .await
+        .map(drop);
+    let reset = match v.limited(limit) {
+        Ok(()) => {
+            let form = ResetForm {
+                token: &token,
+                password: form.text("password"),
+            };
+            match form.parse() {
+                Ok((token, password)) => {
+                    let client = v.client();
+                    app.accounts.reset_password(token, &password, &client).await
+                }
+                Err(invalid) => Err(invalid),
+            }
+            .map_err(|e| match e {
+                AccountError::InvalidLink => None,
+                e => Some(v.refusal(e)),
+            })
+        }
+        Err(refusal) => Err(Some(refusal)),
+    };
+    match reset {
+        Ok(_) => {
             v.end_sign_in();
             let login = v.path("/login");
             v.message(
@@ -464,10 +517,10 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
                 Some((login, "sign_in")),
             )
         }
-        (StatusCode::BAD_REQUEST, Some("invalid_token")) => link_invalid(v),
-        (status, _) => {
-            let feedback = v.feedback(&response, str::to_owned);
-            render_reset(v, status, feedback, token)
+        Err(None) => link_invalid(v),
+        Err(Some(refusal)) => {
+            let feedback = v.feedback(&refusal, str::to_owned);
+            render_reset(v, refusal.status, feedback, token)
         }
     }
 }
@@ -600,27 +653,54 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
 
 /// `POST /account/profile`: Changes the name on the account.
 async fn update_profile(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
-    let body = json!({"first_name": form.text("first_name"), "last_name": form.text("last_name")});
-    let r = v
-        .api(Method::PATCH, "/api/auth/profile", Some(token), Some(body))
-        .await;
+    let app = v.app;
+    let updated = match v.caller(token).await {
+        Ok(caller) => {
+            let change = ProfileChange {
+                first_name: Some(form.text("first_name")),
+                last_name: Some(form.text("last_name")),
+            };
+            match change.parse() {
+                Ok(names) => app.accounts.update_profile(&caller.user, names).await,
+                Err(invalid) => Err(invalid),
+            }
+            .map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let r = updated.map_or_else(|refusal| refusal, |_| Reply::empty(StatusCode::OK));
     account_outcome(v, token, r, "profile", str::to_owned).await
 }
 
 /// `POST /account/password`: Changes the password; the other sessions end.
 async fn change_password(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
-    let body = json!({
-        "current_password": form.text("current_password"),
-        "new_password": form.text("new_password"),
-    });
-    let r = v
-        .api(
-            Method::POST,
-            "/api/auth/change-password",
-            Some(token),
-            Some(body),
-        )
-        .await;
+    let app = v.app;
+    let changed = match v.caller(token).await {
+        Ok(caller) => {
+            let change = PasswordChange {
+                current_password: form.text("current_password"),
+                new_password: form.text("new_password"),
+            };
+            match change.parse() {
+                Ok((current, new)) => {
+                    let proof = StepUp {
+                        password: &current,
+                        password_field: "current_password",
+                        code: None,
+                    };
+                    let (user, keep, client) = (&caller.user, &caller.session.id, v.client());
+                    let changed = app
+                        .accounts
+                        .change_password(user, keep, proof, &new, &client);
+                    changed.await
+                }
+                Err(invalid) => Err(invalid),
+            }
+            .map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let r = changed.map_or_else(|refusal| refusal, |_| Reply::empty(StatusCode::OK));
     account_outcome(v, token, r, "password", str::to_owned).await
 }
 
@@ -754,14 +834,19 @@ async fn disable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page 
 
 /// `POST /account/resend-verification`: Mails a fresh verification link.
 async fn resend_verification(v: &mut Visit<'_>, token: &str) -> Page {
-    let r = v
-        .api(
-            Method::POST,
-            "/api/auth/resend-verification",
-            Some(token),
-            None,
-        )
-        .await;
+    let app = v.app;
+    let sent = match v.caller(token).await {
+        Ok(caller) => {
+            let client = v.client();
+            let sent = app
+                .accounts
+                .resend_verification(&caller.user, &client)
+                .await;
+            sent.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let r = sent.map_or_else(|refusal| refusal, |()| Reply::empty(StatusCode::OK));
     account_outcome(v, token, r, "verification_sent", str::to_owned).await
 }
 

@@ -513,6 +513,68 @@ async fn sign_in_is_rate_limited_like_the_api() {
     assert_eq!(api.status, StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// The registration and forgotten-password forms count against the limits of the API's
+/// endpoints they stand for (`register`, `password_reset`), shared with the API.
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_and_reset_requests_are_rate_limited_like_the_api() {
+    let up = EchoUpstream::start().await;
+    let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.rate_limits.register = Some("1/15m".parse().unwrap());
+        c.rate_limits.password_reset = Some("1/15m".parse().unwrap());
+    })
+    .await;
+    let browser = Browser::new(&app.gw.url());
+    for (path, fields, api_path, api_body) in [
+        (
+            "/auth/register",
+            vec![
+                ("email", "rl@example.com"),
+                ("password", PASSWORD),
+                ("first_name", "Ada"),
+                ("last_name", "Lovelace"),
+            ],
+            "/api/auth/register",
+            json!({"email": "rl2@example.com", "password": PASSWORD, "first_name": "A", "last_name": "B"}),
+        ),
+        (
+            "/auth/forgot-password",
+            vec![("email", "rl@example.com")],
+            "/api/auth/request-password-reset",
+            json!({"email": "rl@example.com"}),
+        ),
+    ] {
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let page = browser.get(path).await;
+            let csrf = page.csrf();
+            let mut form = vec![("csrf_token", csrf.as_str())];
+            form.extend(fields.iter().copied());
+            answers.push(browser.post(path, &form).await);
+        }
+        assert_eq!(answers[0].status, StatusCode::OK, "{}", answers[0].body);
+        let refused = &answers[1];
+        assert_eq!(
+            refused.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{path}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body.contains("Too many attempts"),
+            "{}",
+            refused.body
+        );
+        assert!(
+            refused.headers.contains_key("retry-after"),
+            "{path}: {:?}",
+            refused.headers
+        );
+        // The API shares the count.
+        let api = app.post(api_path, api_body).await;
+        assert_eq!(api.status, StatusCode::TOO_MANY_REQUESTS, "{api_path}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_factor_set_up_and_sign_in_through_the_pages() {
     let up = EchoUpstream::start().await;

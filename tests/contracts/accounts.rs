@@ -1,18 +1,24 @@
 //! The account core called directly, as the portal and the proxy call it: the steps of a
-//! sign-in (the pending second step held on the server, used once), the step-up, and a
-//! refresh whose principal comes from the token it minted. The HTTP answers these map to
-//! are the API stories' (`tests/api/login_api.rs`, `two_factor_api.rs`).
+//! sign-in (the pending second step held on the server, used once), the step-up, a
+//! refresh whose principal comes from the token it minted, and an account's mailed links
+//! (registration, verification, reset). The HTTP answers these map to are the API
+//! stories' (`tests/api/login_api.rs`, `two_factor_api.rs`, `account_api.rs`).
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use portcullis::accounts::{AccountError, Client, PendingId, SecondFactor, SignIn, StepUp};
+use portcullis::accounts::{
+    AccountError, Client, PendingId, Registration, ResetForm, SecondFactor, SignIn, StepUp,
+};
 use portcullis::app::App;
 use portcullis::auth::totp::TotpSecret;
 use portcullis::domain::Email;
 use portcullis::store::{NewUser, User};
 
 use crate::support::otp::totp;
+use crate::support::smtp::ReceivedMail;
 use crate::support::{Scratch, parse_config, test_config_text};
 
 const PASSWORD: &str = "Core-Password-1";
@@ -261,4 +267,150 @@ async fn a_refresh_gives_the_principal_of_the_token_it_minted_and_a_reuse_ends_t
             "{junk:?}"
         );
     }
+}
+
+/// The token of the first mail under `subject` in the instance's outbox (10 s at most).
+async fn mailed_token(scratch: &Scratch, subject: &str) -> String {
+    let outbox = scratch.path("data/outbox");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        for entry in std::fs::read_dir(&outbox).expect("outbox").flatten() {
+            let Ok(raw) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let mail = ReceivedMail::from_eml(&raw);
+            if mail.subject().as_deref() == Some(subject)
+                && let Some(token) = mail.token()
+            {
+                return token;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no mail {subject:?} in {}", outbox.display());
+}
+
+#[tokio::test]
+async fn a_registration_is_proven_by_its_mailed_link_once_and_then_signs_in() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let accounts = &app.accounts;
+    let form = Registration {
+        email: " Fay@Example.com ",
+        password: PASSWORD,
+        first_name: " Fay ",
+        last_name: "Core",
+    };
+    let fay = accounts
+        .register(form.parse().expect("fit"), &CLIENT)
+        .await
+        .expect("registers");
+    assert_eq!(fay.email.as_str(), "fay@example.com");
+    assert_eq!(fay.first_name, "Fay");
+    assert!(!fay.is_verified);
+    let again = accounts.register(form.parse().expect("fit"), &CLIENT).await;
+    assert!(
+        matches!(
+            again,
+            Err(AccountError::Store(
+                portcullis::store::StoreError::DuplicateEmail
+            ))
+        ),
+        "{again:?}"
+    );
+
+    // The address's owner is offered a reset link (the first registrant need not be them);
+    // the verification link still works until the address is proven.
+    mailed_token(&scratch, "Reset your password").await;
+    let token = mailed_token(&scratch, "Confirm your email address").await;
+    assert_eq!(accounts.verify_email(&token).await.expect("proves"), fay.id);
+    for spent in [token.as_str(), "", "not a token"] {
+        assert!(
+            matches!(
+                accounts.verify_email(spent).await,
+                Err(AccountError::InvalidLink)
+            ),
+            "{spent:?}"
+        );
+    }
+    let fay = app.store.find_by_id(fay.id).await.unwrap().unwrap();
+    assert!(fay.is_verified);
+    assert!(matches!(
+        accounts.resend_verification(&fay, &CLIENT).await,
+        Err(AccountError::AlreadyVerified)
+    ));
+    accounts
+        .sign_in(sign_in("fay@example.com", PASSWORD, false), &CLIENT)
+        .await
+        .expect("signs in");
+}
+
+#[test]
+fn a_registration_names_every_field_at_fault_as_the_api_does() {
+    let form = Registration {
+        email: "not-an-email",
+        password: "short",
+        first_name: "",
+        last_name: "\u{202E}evil",
+    };
+    let Err(AccountError::Invalid(errors)) = form.parse() else {
+        panic!("refused");
+    };
+    let fields: HashSet<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        HashSet::from(["email", "password", "first_name", "last_name"])
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "first_name" && e.message == "is required")
+    );
+}
+
+#[tokio::test]
+async fn a_reset_link_sets_the_password_once_and_ends_every_session() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let gil = user(&app, "gil@example.com").await;
+    let accounts = &app.accounts;
+    for _ in 0..2 {
+        accounts
+            .sign_in(sign_in("gil@example.com", PASSWORD, false), &CLIENT)
+            .await
+            .expect("signs in");
+    }
+    // Unknown addresses are answered alike, and get nothing.
+    for email in ["nobody@example.com", "gil@example.com"] {
+        accounts.request_password_reset(Email::parse(email).unwrap(), &CLIENT);
+    }
+    let token = mailed_token(&scratch, "Reset your password").await;
+
+    let new_password = "Fresh-Password-2";
+    let (token, password) = ResetForm {
+        token: &token,
+        password: new_password,
+    }
+    .parse()
+    .expect("fit");
+    let ended = accounts
+        .reset_password(token, &password, &CLIENT)
+        .await
+        .expect("resets");
+    assert_eq!(ended, 2);
+    assert!(accounts.sessions_of(&gil).await.unwrap().is_empty());
+    assert!(matches!(
+        accounts.reset_password(token, &password, &CLIENT).await,
+        Err(AccountError::InvalidLink)
+    ));
+    assert!(matches!(
+        accounts
+            .sign_in(sign_in("gil@example.com", PASSWORD, false), &CLIENT)
+            .await,
+        Err(AccountError::InvalidCredentials)
+    ));
+    accounts
+        .sign_in(sign_in("gil@example.com", new_password, false), &CLIENT)
+        .await
+        .expect("the new password signs in");
 }

@@ -1,0 +1,375 @@
+//! The rules of the fields people type into account forms, written once for both ways in:
+//! the API reads them out of a JSON body, the portal out of a posted form, and both hand
+//! the raw text to these rules, which parse it into typed values or name every field at
+//! fault (`AccountError::Invalid`), with the same field names and messages either way.
+
+use super::AccountError;
+use crate::domain::{Email, Password};
+use crate::reply::FieldError;
+
+/// Longest first or last name accepted, in characters.
+pub const MAX_NAME_CHARS: usize = 100;
+
+/// The field errors found while reading one form, in the order they were found.
+///
+/// A field that already has an error (say, a JSON value that is no string, found by the way
+/// in) is not checked again, so each field is named for one reason at a time.
+#[derive(Debug, Default)]
+pub struct FieldErrors(Vec<FieldError>);
+
+impl FieldErrors {
+    /// Records a problem with `field`.
+    pub fn reject(&mut self, field: &str, message: impl Into<String>) {
+        self.0.push(FieldError::new(field, message));
+    }
+
+    /// Whether no field was refused.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The errors found, in order.
+    pub fn into_vec(self) -> Vec<FieldError> {
+        self.0
+    }
+
+    /// Whether `field` was refused already.
+    fn refused(&self, field: &str) -> bool {
+        self.0.iter().any(|e| e.field == field)
+    }
+
+    /// A required text field, trimmed; `is required` when nothing is left.
+    pub fn required<'v>(&mut self, field: &str, value: &'v str) -> Option<&'v str> {
+        if self.refused(field) {
+            return None;
+        }
+        let value = value.trim();
+        if value.is_empty() {
+            self.reject(field, "is required");
+            return None;
+        }
+        Some(value)
+    }
+
+    /// A required password field, kept exactly as typed (spaces are part of a password).
+    fn required_raw<'v>(&mut self, field: &str, value: &'v str) -> Option<&'v str> {
+        if self.refused(field) {
+            return None;
+        }
+        if value.is_empty() {
+            self.reject(field, "is required");
+            return None;
+        }
+        Some(value)
+    }
+
+    /// A required email address (`Email::parse`: normalised, checked once).
+    pub fn email(&mut self, field: &str, value: &str) -> Option<Email> {
+        let value = self.required(field, value)?;
+        Email::parse(value)
+            .map_err(|e| self.reject(field, e.to_string()))
+            .ok()
+    }
+
+    /// A required new password, held to the password policy; every rule it breaks is named.
+    pub fn new_password(&mut self, field: &str, value: &str) -> Option<Password> {
+        let value = self.required_raw(field, value)?;
+        Password::parse(value.to_owned())
+            .map_err(|e| {
+                for message in e.messages() {
+                    self.reject(field, message);
+                }
+            })
+            .ok()
+    }
+
+    /// A password as typed, to be checked against the stored hash (no policy: a guess).
+    pub fn password(&mut self, field: &str, value: &str) -> Option<String> {
+        self.required_raw(field, value).map(str::to_owned)
+    }
+
+    /// A required first or last name, trimmed ([`display_text_problem`], at most
+    /// [`MAX_NAME_CHARS`]).
+    pub fn name(&mut self, field: &str, value: &str) -> Option<String> {
+        let value = self.required(field, value)?;
+        self.display_text(field, value, MAX_NAME_CHARS)
+            .then(|| value.to_owned())
+    }
+
+    /// A name that may be left out (`None`: unchanged), but not emptied.
+    pub fn optional_name(&mut self, field: &str, value: Option<&str>) -> Option<String> {
+        let value = value?.trim();
+        if self.refused(field) {
+            return None;
+        }
+        if value.is_empty() {
+            self.reject(field, "must not be empty");
+            return None;
+        }
+        self.display_text(field, value, MAX_NAME_CHARS)
+            .then(|| value.to_owned())
+    }
+
+    /// Checks text shown to people against [`display_text_problem`]; `true` when it is fit.
+    pub fn display_text(&mut self, field: &str, value: &str, max_chars: usize) -> bool {
+        match display_text_problem(value, max_chars) {
+            Some(problem) => {
+                self.reject(field, problem);
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// The form's typed values when no field was refused, else `AccountError::Invalid`
+    /// naming every field at fault. `values` is `None` only when a rule recorded why.
+    pub fn finish_with<T>(self, values: Option<T>) -> Result<T, AccountError> {
+        match values {
+            Some(values) if self.0.is_empty() => Ok(values),
+            _ => Err(AccountError::Invalid(self.0)),
+        }
+    }
+}
+
+/// What is wrong with text shown to people (names of users and passkeys), if anything:
+/// more than `max_chars` characters, a control character, or one that is invisible or
+/// changes direction, so that one cannot pose as another in a mail or on a page (Unicode
+/// TR #36 §2.2). The first rule broken, as the field's message.
+pub fn display_text_problem(value: &str, max_chars: usize) -> Option<String> {
+    if value.chars().count() > max_chars {
+        Some(format!("must be at most {max_chars} characters"))
+    } else if value.chars().any(char::is_control) {
+        Some("must not contain control characters".to_owned())
+    } else if value.chars().any(is_invisible_format) {
+        Some("must not contain invisible or direction-changing characters".to_owned())
+    } else {
+        None
+    }
+}
+
+/// Unicode format characters (general category Cf) that are invisible or change text
+/// direction: the soft hyphen, bidirectional marks, embeddings, overrides and isolates,
+/// zero-width characters, invisible operators, the byte-order mark and interlinear
+/// annotation controls.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+/// A registration as typed: each field's raw text (`""` when absent).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Registration<'a> {
+    /// The email address.
+    pub email: &'a str,
+    /// The new password, exactly as typed.
+    pub password: &'a str,
+    /// The first name.
+    pub first_name: &'a str,
+    /// The last name.
+    pub last_name: &'a str,
+}
+
+/// A registration that passed the field rules (`Accounts::register` takes it).
+pub struct NewAccount {
+    /// The address, normalised.
+    pub email: Email,
+    /// The password, held to the policy.
+    pub password: Password,
+    /// The first name, trimmed.
+    pub first_name: String,
+    /// The last name, trimmed.
+    pub last_name: String,
+}
+
+impl Registration<'_> {
+    /// The typed registration, or `Invalid` naming every field at fault.
+    pub fn parse(self) -> Result<NewAccount, AccountError> {
+        self.parse_after(FieldErrors::default())
+    }
+
+    /// As [`parse`](Self::parse), after the way in's own reading found `found` (those
+    /// fields are not checked again, and their errors come first).
+    pub fn parse_after(self, mut found: FieldErrors) -> Result<NewAccount, AccountError> {
+        let email = found.email("email", self.email);
+        let password = found.new_password("password", self.password);
+        let first_name = found.name("first_name", self.first_name);
+        let last_name = found.name("last_name", self.last_name);
+        let ((email, password), (first_name, last_name)) =
+            found.finish_with(email.zip(password).zip(first_name.zip(last_name)))?;
+        Ok(NewAccount {
+            email,
+            password,
+            first_name,
+            last_name,
+        })
+    }
+}
+
+/// A change of one's name as typed: `None` leaves that name as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProfileChange<'a> {
+    /// The new first name, if it changes.
+    pub first_name: Option<&'a str>,
+    /// The new last name, if it changes.
+    pub last_name: Option<&'a str>,
+}
+
+/// A change of one's name that passed the field rules (`Accounts::update_profile`).
+pub struct NewNames {
+    /// The new first name, trimmed; `None`: unchanged.
+    pub first_name: Option<String>,
+    /// The new last name, trimmed; `None`: unchanged.
+    pub last_name: Option<String>,
+}
+
+impl ProfileChange<'_> {
+    /// The typed change, or `Invalid` naming every field at fault (an emptied name, one
+    /// that would pose as another).
+    pub fn parse(self) -> Result<NewNames, AccountError> {
+        self.parse_after(FieldErrors::default())
+    }
+
+    /// As [`parse`](Self::parse), after the way in's own reading found `found`.
+    pub fn parse_after(self, mut found: FieldErrors) -> Result<NewNames, AccountError> {
+        let first_name = found.optional_name("first_name", self.first_name);
+        let last_name = found.optional_name("last_name", self.last_name);
+        found.finish_with(Some(NewNames {
+            first_name,
+            last_name,
+        }))
+    }
+}
+
+/// A mailed reset link's form as typed: its token and the new password.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResetForm<'a> {
+    /// The token from the link.
+    pub token: &'a str,
+    /// The new password, exactly as typed.
+    pub password: &'a str,
+}
+
+impl<'a> ResetForm<'a> {
+    /// The token (trimmed; its shape is checked by `Accounts::reset_password`) and the new
+    /// password, or `Invalid` naming every field at fault.
+    pub fn parse(self) -> Result<(&'a str, Password), AccountError> {
+        self.parse_after(FieldErrors::default())
+    }
+
+    /// As [`parse`](Self::parse), after the way in's own reading found `found`.
+    pub fn parse_after(self, mut found: FieldErrors) -> Result<(&'a str, Password), AccountError> {
+        let token = found.required("token", self.token);
+        let password = found.new_password("password", self.password);
+        found.finish_with(token.zip(password))
+    }
+}
+
+/// A password change as typed: the current password (the step-up) and the new one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PasswordChange<'a> {
+    /// The current password, as typed.
+    pub current_password: &'a str,
+    /// The new password, as typed.
+    pub new_password: &'a str,
+}
+
+impl PasswordChange<'_> {
+    /// The current password (unchecked until the step-up) and the new one, or `Invalid`
+    /// naming every field at fault.
+    pub fn parse(self) -> Result<(String, Password), AccountError> {
+        self.parse_after(FieldErrors::default())
+    }
+
+    /// As [`parse`](Self::parse), after the way in's own reading found `found`.
+    pub fn parse_after(self, mut found: FieldErrors) -> Result<(String, Password), AccountError> {
+        let current = found.password("current_password", self.current_password);
+        let new = found.new_password("new_password", self.new_password);
+        found.finish_with(current.zip(new))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(result: Result<impl Sized, AccountError>) -> Vec<(String, String)> {
+        match result {
+            Err(AccountError::Invalid(errors)) => {
+                errors.into_iter().map(|e| (e.field, e.message)).collect()
+            }
+            Err(other) => panic!("not a field error: {other:?}"),
+            Ok(_) => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn every_field_of_a_registration_is_named() {
+        let found = fields(
+            Registration {
+                email: "not-an-email",
+                password: "short",
+                first_name: " ",
+                last_name: "a\u{200B}b",
+            }
+            .parse(),
+        );
+        let names: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
+        assert!(names.starts_with(&["email", "password"]), "{found:?}");
+        assert!(names.ends_with(&["first_name", "last_name"]), "{found:?}");
+        assert!(found.contains(&("first_name".into(), "is required".into())));
+    }
+
+    #[test]
+    fn a_field_the_way_in_refused_is_not_checked_again() {
+        let mut found = FieldErrors::default();
+        found.reject("last_name", "must be a string");
+        let form = Registration {
+            email: "a@example.com",
+            password: "Str0ng-Passw0rd!",
+            first_name: "Ada",
+            last_name: "",
+        };
+        assert_eq!(
+            fields(form.parse_after(found)),
+            [("last_name".into(), "must be a string".into())]
+        );
+    }
+
+    #[test]
+    fn an_emptied_name_is_refused_and_a_left_out_one_is_unchanged() {
+        let change = ProfileChange {
+            first_name: Some("  "),
+            last_name: None,
+        };
+        assert_eq!(
+            fields(change.parse()),
+            [("first_name".into(), "must not be empty".into())]
+        );
+        let names = ProfileChange {
+            first_name: Some(" Ada "),
+            last_name: None,
+        }
+        .parse()
+        .expect("fit");
+        assert_eq!(names.first_name.as_deref(), Some("Ada"));
+        assert!(names.last_name.is_none());
+    }
+
+    #[test]
+    fn names_that_pose_as_others_are_refused() {
+        for text in [
+            "\u{202E}evil",
+            "a\u{200B}b",
+            "\u{2066}x\u{2069}",
+            "\u{FEFF}k",
+        ] {
+            assert!(
+                display_text_problem(text, MAX_NAME_CHARS).is_some(),
+                "{text:?}"
+            );
+        }
+        assert!(display_text_problem("Анна-Мария", MAX_NAME_CHARS).is_none());
+        assert!(display_text_problem(&"x".repeat(101), MAX_NAME_CHARS).is_some());
+    }
+}
