@@ -70,7 +70,7 @@ impl Accounts {
         match rp.start_passkey_authentication(&passkeys) {
             Ok((options, state)) => {
                 let ceremony = Ceremony::SecondFactor {
-                    user_id: user.id.as_uuid(),
+                    user_id: user.id,
                     state,
                 };
                 let ceremony = self.passkeys.begin(&*self.sessions, &ceremony).await?;
@@ -102,9 +102,7 @@ impl Accounts {
             .finish(&*self.sessions, &answer.ceremony)
             .await
         {
-            Ok(Some(Ceremony::SecondFactor { user_id, state })) if user_id == user.id.as_uuid() => {
-                state
-            }
+            Ok(Some(Ceremony::SecondFactor { user_id, state })) if user_id == user.id => state,
             Ok(_) => {
                 self.refused(client, Some(user.id), "ceremony_invalid");
                 return Err(Failed::Wrong);

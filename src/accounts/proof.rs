@@ -133,10 +133,10 @@ impl Accounts {
         let secret = self
             .two_factor
             .secret_box()
-            .open_secret(user.id.into(), sealed)
+            .open_secret(user.id, sealed)
             .map_err(|e| AccountError::internal("opening a TOTP secret", &e))?;
         if let Some(step) = verify_code(secret.as_bytes(), code, now_unix()) {
-            let key = replay_key(user.id.into(), step);
+            let key = replay_key(user.id, step);
             if self
                 .sessions
                 .claim_once(&key, REPLAY_TTL)
@@ -149,7 +149,7 @@ impl Accounts {
             return Err(Failed::Wrong);
         }
         if looks_like_recovery_code(code) {
-            let hash = hash_recovery_code(user.id.into(), code);
+            let hash = hash_recovery_code(user.id, code);
             let used = self.store.consume_recovery_code(user.id, &hash).await;
             if used.map_err(AccountError::from)? {
                 tracing::warn!(target: SECURITY, event = "recovery_code_used", user_id = %user.id);

@@ -130,7 +130,7 @@ pub async fn register_options(app: &App, request: &ApiRequest) -> Result<Reply, 
         )
         .map_err(|e| Reply::internal("starting a passkey registration", &e))?;
     let ceremony = Ceremony::Registration {
-        user_id: caller.user.id.as_uuid(),
+        user_id: caller.user.id,
         session_id: caller.session.id.to_string(),
         state,
     };
@@ -163,11 +163,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             user_id,
             session_id,
             state,
-        }) if user_id == caller.user.id.as_uuid()
-            && session_id == caller.session.id.to_string() =>
-        {
-            state
-        }
+        }) if user_id == caller.user.id && session_id == caller.session.id.to_string() => state,
         _ => return Err(AccountError::CeremonyInvalid.into()),
     };
     let passkey = rp

@@ -128,20 +128,16 @@ pub async fn enable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     };
     // The code that enabled 2FA cannot be replayed at login.
     app.sessions
-        .claim_once(&replay_key(user.id.into(), step), REPLAY_TTL)
+        .claim_once(&replay_key(user.id, step), REPLAY_TTL)
         .await?;
-    let sealed = match app
-        .two_factor
-        .secret_box()
-        .seal_secret(user.id.into(), &secret)
-    {
+    let sealed = match app.two_factor.secret_box().seal_secret(user.id, &secret) {
         Ok(sealed) => sealed,
         Err(e) => return Err(Reply::internal("sealing a TOTP secret", &e)),
     };
     let codes = generate_recovery_codes();
     let hashes: Vec<String> = codes
         .iter()
-        .map(|c| hash_recovery_code(user.id.into(), c))
+        .map(|c| hash_recovery_code(user.id, c))
         .collect();
     app.store.set_two_factor(user.id, Some(sealed)).await?;
     app.store.replace_recovery_codes(user.id, &hashes).await?;

@@ -47,7 +47,7 @@ async fn with_totp(app: &App, user: &User) -> String {
     let sealed = app
         .two_factor
         .secret_box()
-        .seal_secret(user.id.as_uuid(), &secret)
+        .seal_secret(user.id, &secret)
         .expect("seal");
     app.store
         .set_two_factor(user.id, Some(sealed))
