@@ -78,6 +78,22 @@ pub enum AccountError {
     CeremonyInvalid,
     /// 404 `passkeys_disabled`: the public URL cannot be a WebAuthn relying party.
     PasskeysDisabled,
+    /// 403 `email_not_verified`: the change needs a proven address first; the message
+    /// says which change (setting up two-factor authentication, adding a passkey).
+    EmailNotVerified(&'static str),
+    /// 409 `two_factor_already_enabled`: replacing TOTP needs the step-up with a code,
+    /// and no password came with the request.
+    TwoFactorAlreadyEnabled,
+    /// 400 `two_factor_not_enabled`: there is no TOTP to turn off.
+    TwoFactorNotEnabled,
+    /// 400 `invalid_account_name`: the address cannot label an authenticator's entry.
+    InvalidAccountName,
+    /// 400 `passkey_invalid`: the authenticator's answer to a registration did not verify.
+    PasskeyInvalid,
+    /// 409 `passkey_already_registered`: that credential is someone's passkey already.
+    PasskeyAlreadyRegistered,
+    /// 404 `passkey_not_found`: no such passkey of this account.
+    PasskeyNotFound,
     /// 400 `validation_error` naming one field: a step-up's wrong password or code.
     Field {
         /// The request field that was wrong (e.g. `current_password`).
@@ -153,6 +169,13 @@ impl AccountError {
             Self::PasskeyRefused => "passkey_refused",
             Self::CeremonyInvalid => "ceremony_invalid",
             Self::PasskeysDisabled => "passkeys_disabled",
+            Self::EmailNotVerified(_) => "email_not_verified",
+            Self::TwoFactorAlreadyEnabled => "two_factor_already_enabled",
+            Self::TwoFactorNotEnabled => "two_factor_not_enabled",
+            Self::InvalidAccountName => "invalid_account_name",
+            Self::PasskeyInvalid => "passkey_invalid",
+            Self::PasskeyAlreadyRegistered => "passkey_already_registered",
+            Self::PasskeyNotFound => "passkey_not_found",
             Self::Field { .. } | Self::Invalid(_) => "validation_error",
             Self::Store(StoreError::Unavailable(_))
             | Self::Session(SessionError::Unavailable(_)) => "service_unavailable",
@@ -234,6 +257,40 @@ impl From<AccountError> for Reply {
                 StatusCode::NOT_FOUND,
                 "passkeys_disabled",
                 "Passkeys are not available on this server",
+            ),
+            AccountError::EmailNotVerified(message) => {
+                Reply::error(StatusCode::FORBIDDEN, "email_not_verified", message)
+            }
+            AccountError::TwoFactorAlreadyEnabled => Reply::error(
+                StatusCode::CONFLICT,
+                "two_factor_already_enabled",
+                "Two-factor authentication is already on; send password and two_factor_code \
+                 (a current or recovery code) to replace it",
+            ),
+            AccountError::TwoFactorNotEnabled => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "two_factor_not_enabled",
+                "Two-factor authentication is not enabled",
+            ),
+            AccountError::InvalidAccountName => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "invalid_account_name",
+                "This email address cannot be used as an authenticator account name",
+            ),
+            AccountError::PasskeyInvalid => Reply::error(
+                StatusCode::BAD_REQUEST,
+                "passkey_invalid",
+                "The authenticator's answer could not be verified",
+            ),
+            AccountError::PasskeyAlreadyRegistered => Reply::error(
+                StatusCode::CONFLICT,
+                "passkey_already_registered",
+                "This passkey is already registered",
+            ),
+            AccountError::PasskeyNotFound => Reply::error(
+                StatusCode::NOT_FOUND,
+                "passkey_not_found",
+                "No such passkey",
             ),
             AccountError::Field { field, message } => {
                 Reply::validation(&[FieldError::new(field, message)])

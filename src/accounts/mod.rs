@@ -24,6 +24,7 @@ mod passkey;
 mod pending;
 mod profile;
 mod proof;
+mod two_factor;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,9 +34,13 @@ use chrono::Utc;
 use prometheus::{IntCounter, IntCounterVec};
 
 pub use error::{AccountError, PasskeyChallenge, SecondStep};
-pub use passkey::{PasskeyAnswer, PasskeySignIn, credential_key};
+pub use passkey::{
+    NewPasskey, PasskeyAnswer, PasskeyName, PasskeySignIn, RegistrationChallenge, credential_key,
+    verified_for_passkeys,
+};
 pub use pending::{PENDING_TTL, PendingId};
 pub use proof::{SecondFactor, StepUp};
+pub use two_factor::{TotpEnable, verified_for_two_factor};
 
 use crate::access::Access;
 use crate::access::gatekeeper::Principal;
