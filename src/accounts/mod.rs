@@ -15,6 +15,12 @@
 //! - [`Accounts::logout`], [`Accounts::logout_all`]: through `Access::revoke_*`;
 //! - [`Accounts::step_up`]: the proof every security change needs, and the changes behind
 //!   it ([`Accounts::change_password`], [`Accounts::deactivate`]);
+//! - `two_factor`: TOTP management ([`Accounts::setup_two_factor`],
+//!   [`Accounts::enable_two_factor`] with its recovery codes, [`Accounts::disable_two_factor`]),
+//!   each behind a verified address and the step-up (with a code while TOTP is on);
+//! - `passkey`: passkey sign-in and the account's passkeys
+//!   ([`Accounts::begin_passkey_registration`] and [`Accounts::add_passkey`],
+//!   [`Accounts::passkeys_of`], [`Accounts::rename_passkey`], [`Accounts::remove_passkey`]);
 //! - `lockout`: the one gate every guess at a password or a code passes (where the lockout
 //!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
 

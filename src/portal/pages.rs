@@ -1,6 +1,7 @@
 //! The pages: one function per form, each turning the form into a call of the account core
-//! (sign-in, sign-out, sessions, the account page's reads) or of the account API in-process
-//! (the other forms), and the answer into the next page.
+//! (sign-in, sign-out, sessions, the account page's reads, two-factor and passkey
+//! management) or of the account API in-process (the other forms), and the answer into the
+//! next page.
 
 mod passkeys;
 
