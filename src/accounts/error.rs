@@ -85,6 +85,22 @@ pub enum AccountError {
     CeremonyInvalid,
     /// 404 `passkeys_disabled`: the public URL cannot be a WebAuthn relying party.
     PasskeysDisabled,
+    /// 403 `email_not_verified`: the change needs a proven address first; the message
+    /// says which change (setting up two-factor authentication, adding a passkey).
+    EmailNotVerified(&'static str),
+    /// 409 `two_factor_already_enabled`: replacing TOTP needs the step-up with a code,
+    /// and no password came with the request.
+    TwoFactorAlreadyEnabled,
+    /// 400 `two_factor_not_enabled`: there is no TOTP to turn off.
+    TwoFactorNotEnabled,
+    /// 400 `invalid_account_name`: the address cannot label an authenticator's entry.
+    InvalidAccountName,
+    /// 400 `passkey_invalid`: the authenticator's answer to a registration did not verify.
+    PasskeyInvalid,
+    /// 409 `passkey_already_registered`: that credential is someone's passkey already.
+    PasskeyAlreadyRegistered,
+    /// 404 `passkey_not_found`: no such passkey of this account.
+    PasskeyNotFound,
     /// 400 `validation_error` naming one field: a step-up's wrong password or code.
     Field {
         /// The request field that was wrong (e.g. `current_password`).
@@ -163,6 +179,13 @@ impl AccountError {
             Self::PasskeyRefused => "passkey_refused",
             Self::CeremonyInvalid => "ceremony_invalid",
             Self::PasskeysDisabled => "passkeys_disabled",
+            Self::EmailNotVerified(_) => "email_not_verified",
+            Self::TwoFactorAlreadyEnabled => "two_factor_already_enabled",
+            Self::TwoFactorNotEnabled => "two_factor_not_enabled",
+            Self::InvalidAccountName => "invalid_account_name",
+            Self::PasskeyInvalid => "passkey_invalid",
+            Self::PasskeyAlreadyRegistered => "passkey_already_registered",
+            Self::PasskeyNotFound => "passkey_not_found",
             Self::Field { .. } | Self::Invalid(_) => "validation_error",
             Self::Store(StoreError::Unavailable(_))
             | Self::Session(SessionError::Unavailable(_)) => "service_unavailable",
@@ -193,47 +216,65 @@ impl From<PasswordError> for AccountError {
     }
 }
 
+impl AccountError {
+    /// The status and English message of a refusal whose answer is the plain error envelope
+    /// (its `code` is [`AccountError::catalogue_key`]); `None` for those answered otherwise.
+    fn plain_refusal(&self) -> Option<(StatusCode, &'static str)> {
+        use StatusCode as S;
+        Some(match self {
+            Self::InvalidCredentials | Self::WrongSecondFactor(_) => {
+                (S::UNAUTHORIZED, "Invalid email or password")
+            }
+            Self::Locked => (
+                S::LOCKED,
+                "Account is temporarily locked after too many failed attempts; try again later",
+            ),
+            Self::Deactivated => (S::FORBIDDEN, "This account has been deactivated"),
+            Self::SessionNotFound => (S::NOT_FOUND, "No such session"),
+            Self::InvalidLink => (
+                S::BAD_REQUEST,
+                "The link is invalid, already used or expired",
+            ),
+            Self::AlreadyVerified => (S::BAD_REQUEST, "Email is already verified"),
+            Self::PendingExpired => (
+                S::BAD_REQUEST,
+                "The sign-in took too long or was already finished; sign in again",
+            ),
+            Self::PasskeyRefused => (S::UNAUTHORIZED, "The passkey could not be verified"),
+            Self::CeremonyInvalid => (
+                S::BAD_REQUEST,
+                "The passkey ceremony has expired or was already used; start again",
+            ),
+            Self::PasskeysDisabled => (S::NOT_FOUND, "Passkeys are not available on this server"),
+            Self::TwoFactorAlreadyEnabled => (
+                S::CONFLICT,
+                "Two-factor authentication is already on; send password and two_factor_code \
+                 (a current or recovery code) to replace it",
+            ),
+            Self::TwoFactorNotEnabled => {
+                (S::BAD_REQUEST, "Two-factor authentication is not enabled")
+            }
+            Self::InvalidAccountName => (
+                S::BAD_REQUEST,
+                "This email address cannot be used as an authenticator account name",
+            ),
+            Self::PasskeyInvalid => (
+                S::BAD_REQUEST,
+                "The authenticator's answer could not be verified",
+            ),
+            Self::PasskeyAlreadyRegistered => (S::CONFLICT, "This passkey is already registered"),
+            Self::PasskeyNotFound => (S::NOT_FOUND, "No such passkey"),
+            _ => return None,
+        })
+    }
+}
+
 impl From<AccountError> for Reply {
     fn from(e: AccountError) -> Self {
         match e {
-            AccountError::InvalidCredentials | AccountError::WrongSecondFactor(_) => Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_credentials",
-                "Invalid email or password",
-            ),
-            AccountError::Locked => Reply::error(
-                StatusCode::LOCKED,
-                "account_locked",
-                "Account is temporarily locked after too many failed attempts; try again later",
-            ),
             AccountError::Busy => Reply::unavailable("sign-in check"),
-            AccountError::Deactivated => Reply::error(
-                StatusCode::FORBIDDEN,
-                "account_deactivated",
-                "This account has been deactivated",
-            ),
             AccountError::SecondFactorRequired(step) => second_factor_required(*step),
-            AccountError::SessionNotFound => Reply::error(
-                StatusCode::NOT_FOUND,
-                "session_not_found",
-                "No such session",
-            ),
             AccountError::AccountNotFound => Reply::not_found(),
-            AccountError::InvalidLink => Reply::error(
-                StatusCode::BAD_REQUEST,
-                "invalid_token",
-                "The link is invalid, already used or expired",
-            ),
-            AccountError::AlreadyVerified => Reply::error(
-                StatusCode::BAD_REQUEST,
-                "already_verified",
-                "Email is already verified",
-            ),
-            AccountError::PendingExpired => Reply::error(
-                StatusCode::BAD_REQUEST,
-                "sign_in_expired",
-                "The sign-in took too long or was already finished; sign in again",
-            ),
             AccountError::InvalidRefreshToken => {
                 unauthorized("invalid_token", "Invalid or expired refresh token")
             }
@@ -241,21 +282,9 @@ impl From<AccountError> for Reply {
                 "refresh_token_reused",
                 "Refresh token was already used; the session has ended",
             ),
-            AccountError::PasskeyRefused => Reply::error(
-                StatusCode::UNAUTHORIZED,
-                "passkey_refused",
-                "The passkey could not be verified",
-            ),
-            AccountError::CeremonyInvalid => Reply::error(
-                StatusCode::BAD_REQUEST,
-                "ceremony_invalid",
-                "The passkey ceremony has expired or was already used; start again",
-            ),
-            AccountError::PasskeysDisabled => Reply::error(
-                StatusCode::NOT_FOUND,
-                "passkeys_disabled",
-                "Passkeys are not available on this server",
-            ),
+            AccountError::EmailNotVerified(message) => {
+                Reply::error(StatusCode::FORBIDDEN, "email_not_verified", message)
+            }
             AccountError::Field { field, message } => {
                 Reply::validation(&[FieldError::new(field, message)])
             }
@@ -264,6 +293,10 @@ impl From<AccountError> for Reply {
             AccountError::Session(e) => e.into(),
             AccountError::Password(e) => e.into(),
             AccountError::Internal { context, cause } => Reply::internal(context, &cause),
+            refusal => match refusal.plain_refusal() {
+                Some((status, message)) => Reply::error(status, refusal.catalogue_key(), message),
+                None => Reply::internal("mapping an account refusal", &format!("{refusal:?}")),
+            },
         }
     }
 }

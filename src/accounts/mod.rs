@@ -23,6 +23,12 @@
 //! - [`fields`]: the rules of what people type (addresses, new passwords, names), parsing
 //!   the raw text either way in reads ([`Registration`], [`ProfileChange`], [`ResetForm`],
 //!   [`PasswordChange`]) into typed values or `AccountError::Invalid` naming every field;
+//! - `two_factor`: TOTP management ([`Accounts::setup_two_factor`],
+//!   [`Accounts::enable_two_factor`] with its recovery codes, [`Accounts::disable_two_factor`]),
+//!   each behind a verified address and the step-up (with a code while TOTP is on);
+//! - `passkey`: passkey sign-in and the account's passkeys
+//!   ([`Accounts::begin_passkey_registration`] and [`Accounts::add_passkey`],
+//!   [`Accounts::passkeys_of`], [`Accounts::rename_passkey`], [`Accounts::remove_passkey`]);
 //! - `lockout`: the one gate every guess at a password or a code passes (where the lockout
 //!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
 
@@ -34,6 +40,7 @@ mod pending;
 mod profile;
 mod proof;
 mod registration;
+mod two_factor;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -44,10 +51,14 @@ use prometheus::{IntCounter, IntCounterVec};
 
 pub use error::{AccountError, PasskeyChallenge, SecondStep};
 pub use fields::{NewAccount, NewNames, PasswordChange, ProfileChange, Registration, ResetForm};
-pub use passkey::{PasskeyAnswer, PasskeySignIn, credential_key};
+pub use passkey::{
+    NewPasskey, PasskeyAnswer, PasskeyName, PasskeySignIn, RegistrationChallenge, credential_key,
+    verified_for_passkeys,
+};
 pub use pending::{PENDING_TTL, PendingId};
 pub use proof::{SecondFactor, StepUp};
 pub use registration::{RESET_TTL, VERIFICATION_TTL};
+pub use two_factor::{TotpEnable, verified_for_two_factor};
 
 use crate::access::Access;
 use crate::access::gatekeeper::Principal;

@@ -1,19 +1,31 @@
-//! Signing in with a passkey: as the second factor of a password sign-in, or alone
-//! (a discoverable passkey with user verification). Counters and the backup flag are
-//! checked on every use; a refused passwordless use counts against the account's lockout.
+//! Passkeys: signing in with one, as the second factor of a password sign-in or alone (a
+//! discoverable passkey with user verification), and the account's own keys — adding,
+//! listing, renaming and removing them. Counters and the backup flag are checked on every
+//! use; a refused passwordless use counts against the account's lockout.
+//!
+//! Adding a passkey needs a verified address and the step-up (the password, and a current
+//! code when TOTP is on), as every security change does; so does removing one. Renaming
+//! does not. A registration is finished only by the session that began it.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use webauthn_rs::prelude::{AuthenticationResult, Passkey, PublicKeyCredential, WebauthnError};
+use webauthn_rs::prelude::{
+    AuthenticationResult, CreationChallengeResponse, Credential, Passkey, PublicKeyCredential,
+    RegisterPublicKeyCredential, WebauthnError,
+};
 
 use super::proof::Failed;
-use super::{AccountError, Accounts, Client, PasskeyChallenge, SignedIn, lockout};
-use crate::domain::UserId;
+use super::{AccountError, Accounts, Client, PasskeyChallenge, SignedIn, StepUp, lockout};
+use crate::domain::{PasskeyId, UserId};
+use crate::mail::MailKind;
 use crate::passkeys::{Ceremony, CeremonyId};
-use crate::session::PasskeyUse;
+use crate::session::{PasskeyUse, SessionId};
 use crate::store::{PasskeyUse as RecordedUse, StoredPasskey, User};
 use crate::telemetry::SECURITY;
+
+/// Why an account must have proven its address first, as the refusal says it.
+const PASSKEY_NEEDS_VERIFIED_EMAIL: &str = "Verify your email address before adding a passkey";
 
 /// A browser's answer to a passkey challenge: the ceremony it finishes and the
 /// `PublicKeyCredential` (`toJSON()` shape) it signed.
@@ -30,6 +42,61 @@ pub struct PasskeySignIn {
     pub answer: PasskeyAnswer,
     /// A longer session, as with a password.
     pub remember_me: bool,
+}
+
+/// A passkey's name as the account shows it: trimmed, 1 to 64 characters
+/// ([`crate::store::MAX_PASSKEY_NAME_CHARS`]), no control characters and nothing invisible
+/// or direction-changing (Unicode TR #36 §2.2), so that one name cannot pose as another.
+/// The ways in hold a name to those rules before wrapping it (the API's display-text
+/// check, `api::passkey_name`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasskeyName(String);
+
+impl PasskeyName {
+    /// Wraps a name already held to the rules above.
+    pub fn checked(name: String) -> Self {
+        Self(name)
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The options of a passkey registration: the ceremony to finish and what
+/// `navigator.credentials.create()` takes (discoverable credentials required).
+pub struct RegistrationChallenge {
+    /// The id the answer must name to finish the ceremony (a bearer: never logged).
+    pub ceremony: CeremonyId,
+    /// The WebAuthn creation options.
+    pub options: CreationChallengeResponse,
+}
+
+impl std::fmt::Debug for RegistrationChallenge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The ceremony id is a bearer of the challenge: kept out of logs.
+        f.write_str("RegistrationChallenge")
+    }
+}
+
+/// A passkey the browser created, to store under `name`.
+pub struct NewPasskey {
+    /// The registration ceremony it answers.
+    pub ceremony: CeremonyId,
+    /// The browser's `PublicKeyCredential` (`toJSON()` shape) from `create()`.
+    pub credential: RegisterPublicKeyCredential,
+    /// What the account calls it.
+    pub name: PasskeyName,
+}
+
+/// Adding a passkey takes a verified address; `EmailNotVerified` otherwise.
+pub fn verified_for_passkeys(user: &User) -> Result<(), AccountError> {
+    if user.is_verified {
+        Ok(())
+    } else {
+        Err(AccountError::EmailNotVerified(PASSKEY_NEEDS_VERIFIED_EMAIL))
+    }
 }
 
 /// base64url (unpadded) of a credential id, as stored.
@@ -70,7 +137,7 @@ impl Accounts {
         match rp.start_passkey_authentication(&passkeys) {
             Ok((options, state)) => {
                 let ceremony = Ceremony::SecondFactor {
-                    user_id: user.id.as_uuid(),
+                    user_id: user.id,
                     state,
                 };
                 let ceremony = self.passkeys.begin(&*self.sessions, &ceremony).await?;
@@ -102,9 +169,7 @@ impl Accounts {
             .finish(&*self.sessions, &answer.ceremony)
             .await
         {
-            Ok(Some(Ceremony::SecondFactor { user_id, state })) if user_id == user.id.as_uuid() => {
-                state
-            }
+            Ok(Some(Ceremony::SecondFactor { user_id, state })) if user_id == user.id => state,
             Ok(_) => {
                 self.refused(client, Some(user.id), "ceremony_invalid");
                 return Err(Failed::Wrong);
@@ -326,5 +391,193 @@ impl Accounts {
             }
             Err(refusal) => refusal,
         }
+    }
+}
+
+impl Accounts {
+    /// Whether this server can be a WebAuthn relying party (passkeys are on).
+    pub fn passkeys_enabled(&self) -> bool {
+        self.passkeys.relying_party().is_some()
+    }
+
+    /// All of `user`'s passkeys, oldest first, whether or not passkeys are on.
+    pub async fn passkeys_of(&self, user: &User) -> Result<Vec<StoredPasskey>, AccountError> {
+        Ok(self.store.list_passkeys(user.id).await?)
+    }
+
+    /// Begins adding a passkey to `user`'s account from `session`, after the step-up
+    /// (`proof`: the password, and a code when TOTP is on): the options for `navigator.credentials.create()`, which exclude the keys
+    /// the account has and require a discoverable credential, so the key can also sign in
+    /// without a password (WebAuthn §5.4.4 `residentKey`).
+    ///
+    /// Errors: `PasskeysDisabled`, `EmailNotVerified`, `Invalid` (a missing password or
+    /// code), those of [`Accounts::step_up`], backend failures.
+    pub async fn begin_passkey_registration(
+        &self,
+        user: &User,
+        session: &SessionId,
+        proof: StepUp<'_>,
+        client: &Client<'_>,
+    ) -> Result<RegistrationChallenge, AccountError> {
+        let rp = self.relying_party()?;
+        verified_for_passkeys(user)?;
+        if let Err(e) = self.step_up_with_code(user, proof, client).await {
+            tracing::warn!(target: SECURITY, event = "passkey_registration_refused", reason = "step_up", user_id = %user.id);
+            self.passkeys.count("refused", "step_up");
+            return Err(e);
+        }
+        let existing = self.store.list_passkeys(user.id).await?;
+        let exclude: Vec<Vec<u8>> = existing
+            .iter()
+            .filter_map(|p| URL_SAFE_NO_PAD.decode(&p.credential_id).ok())
+            .collect();
+        let display_name = format!("{} {}", user.first_name, user.last_name);
+        let (mut options, state) = rp
+            .start_passkey_registration(
+                user.id.as_uuid(),
+                user.email.as_str(),
+                display_name.trim(),
+                Some(exclude),
+            )
+            .map_err(|e| AccountError::internal("starting a passkey registration", &e))?;
+        let selection = options
+            .public_key
+            .authenticator_selection
+            .get_or_insert_with(Default::default);
+        selection.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
+        selection.require_resident_key = true;
+        let ceremony = Ceremony::Registration {
+            user_id: user.id,
+            session_id: session.to_string(),
+            state,
+        };
+        let ceremony = self.passkeys.begin(&*self.sessions, &ceremony).await?;
+        Ok(RegistrationChallenge { ceremony, options })
+    }
+
+    /// Finishes adding a passkey: the ceremony `session` began for `user` (once), the
+    /// authenticator's answer checked, the key stored and the owner mailed.
+    ///
+    /// Errors: `PasskeysDisabled`, `EmailNotVerified`, `CeremonyInvalid` (expired, used,
+    /// or another account's or session's), `PasskeyInvalid`, `PasskeyAlreadyRegistered`,
+    /// backend failures.
+    pub async fn add_passkey(
+        &self,
+        user: &User,
+        session: &SessionId,
+        input: NewPasskey,
+        client: &Client<'_>,
+    ) -> Result<StoredPasskey, AccountError> {
+        let rp = self.relying_party()?;
+        verified_for_passkeys(user)?;
+        let state = match self
+            .passkeys
+            .finish(&*self.sessions, &input.ceremony)
+            .await?
+        {
+            Some(Ceremony::Registration {
+                user_id,
+                session_id,
+                state,
+            }) if user_id == user.id && session_id == session.to_string() => state,
+            _ => return Err(AccountError::CeremonyInvalid),
+        };
+        let passkey = rp
+            .finish_passkey_registration(&input.credential, &state)
+            .map_err(|e| {
+                tracing::warn!(target: SECURITY, event = "passkey_registration_refused", reason = %e, user_id = %user.id);
+                self.passkeys.count("refused", "registration_invalid");
+                AccountError::PasskeyInvalid
+            })?;
+        let record = serde_json::to_string(&passkey)
+            .map_err(|e| AccountError::internal("writing a passkey", &e))?;
+        let cred = Credential::from(passkey);
+        let stored = StoredPasskey {
+            id: PasskeyId::random(),
+            user_id: user.id,
+            credential_id: credential_key(&cred.cred_id),
+            name: input.name.0,
+            credential: record,
+            sign_count: cred.counter,
+            backup_eligible: cred.backup_eligible,
+            backup_state: cred.backup_state,
+            created_at: crate::store::now(),
+            last_used_at: None,
+        };
+        if !self.store.add_passkey(&stored).await? {
+            return Err(AccountError::PasskeyAlreadyRegistered);
+        }
+        self.passkeys.count("registered", "ok");
+        tracing::info!(target: SECURITY, event = "passkey_registered", user_id = %user.id, passkey_id = %stored.id, backup_eligible = stored.backup_eligible);
+        self.mailer.send_in_background_in(
+            self.mail_language(user, client),
+            user.email.as_str(),
+            &user.first_name,
+            MailKind::PasskeyAdded {
+                name: stored.name.clone(),
+            },
+        );
+        Ok(stored)
+    }
+
+    /// Renames one of `user`'s passkeys; answers it as now stored.
+    ///
+    /// Errors: `PasskeyNotFound` (none of theirs has that id), backend failures.
+    pub async fn rename_passkey(
+        &self,
+        user: &User,
+        id: PasskeyId,
+        name: &PasskeyName,
+    ) -> Result<StoredPasskey, AccountError> {
+        if !self
+            .store
+            .rename_passkey(user.id, id, name.as_str())
+            .await?
+        {
+            return Err(AccountError::PasskeyNotFound);
+        }
+        let keys = self.store.list_passkeys(user.id).await?;
+        keys.into_iter()
+            .find(|k| k.id == id)
+            .ok_or(AccountError::PasskeyNotFound)
+    }
+
+    /// Removes one of `user`'s passkeys after the step-up (`proof`: the password, and a
+    /// code when TOTP is on) and mails them. `id`
+    /// is `None` when what was sent is no passkey id at all: answered like an unknown one,
+    /// after the step-up all the same.
+    ///
+    /// Errors: `Invalid`, those of [`Accounts::step_up`], `PasskeyNotFound`, backend
+    /// failures.
+    pub async fn remove_passkey(
+        &self,
+        user: &User,
+        id: Option<PasskeyId>,
+        proof: StepUp<'_>,
+        client: &Client<'_>,
+    ) -> Result<(), AccountError> {
+        if let Err(e) = self.step_up_with_code(user, proof, client).await {
+            tracing::warn!(target: SECURITY, event = "passkey_removal_refused", user_id = %user.id);
+            self.passkeys.count("refused", "step_up");
+            return Err(e);
+        }
+        let id = id.ok_or(AccountError::PasskeyNotFound)?;
+        let keys = self.store.list_passkeys(user.id).await?;
+        let key = keys
+            .into_iter()
+            .find(|k| k.id == id)
+            .ok_or(AccountError::PasskeyNotFound)?;
+        if !self.store.remove_passkey(user.id, id).await? {
+            return Err(AccountError::PasskeyNotFound);
+        }
+        self.passkeys.count("removed", "ok");
+        tracing::info!(target: SECURITY, event = "passkey_removed", user_id = %user.id, passkey_id = %id);
+        self.mailer.send_in_background_in(
+            self.mail_language(user, client),
+            user.email.as_str(),
+            &user.first_name,
+            MailKind::PasskeyRemoved { name: key.name },
+        );
+        Ok(())
     }
 }

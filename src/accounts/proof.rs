@@ -8,6 +8,7 @@ use super::{AccountError, Accounts, Client, SecondStep, lockout};
 use crate::auth::totp::{
     REPLAY_TTL, hash_recovery_code, looks_like_recovery_code, replay_key, verify_code,
 };
+use crate::reply::FieldError;
 use crate::session::PasskeyUse;
 use crate::store::User;
 use crate::telemetry::SECURITY;
@@ -133,10 +134,10 @@ impl Accounts {
         let secret = self
             .two_factor
             .secret_box()
-            .open_secret(user.id.into(), sealed)
+            .open_secret(user.id, sealed)
             .map_err(|e| AccountError::internal("opening a TOTP secret", &e))?;
         if let Some(step) = verify_code(secret.as_bytes(), code, now_unix()) {
-            let key = replay_key(user.id.into(), step);
+            let key = replay_key(user.id, step);
             if self
                 .sessions
                 .claim_once(&key, REPLAY_TTL)
@@ -149,7 +150,7 @@ impl Accounts {
             return Err(Failed::Wrong);
         }
         if looks_like_recovery_code(code) {
-            let hash = hash_recovery_code(user.id.into(), code);
+            let hash = hash_recovery_code(user.id, code);
             let used = self.store.consume_recovery_code(user.id, &hash).await;
             if used.map_err(AccountError::from)? {
                 tracing::warn!(target: SECURITY, event = "recovery_code_used", user_id = %user.id);
@@ -206,5 +207,29 @@ impl Accounts {
         guess.succeeded(self).await?;
         self.renew_hash(user, proof.password, verified).await;
         Ok(())
+    }
+
+    /// The step-up of a change that needs the second factor too: the password and, when
+    /// `user` has TOTP on, a current or recovery code. `Invalid` names each one missing
+    /// (blank), before any guess is counted; then [`Accounts::step_up`].
+    pub(super) async fn step_up_with_code(
+        &self,
+        user: &User,
+        proof: StepUp<'_>,
+        client: &Client<'_>,
+    ) -> Result<(), AccountError> {
+        let code = proof.code.map(str::trim).filter(|c| !c.is_empty());
+        let mut missing = Vec::new();
+        if proof.password.is_empty() {
+            missing.push(FieldError::new(proof.password_field, "is required"));
+        }
+        if user.two_factor_enabled && code.is_none() {
+            missing.push(FieldError::new("two_factor_code", "is required"));
+        }
+        if !missing.is_empty() {
+            return Err(AccountError::Invalid(missing));
+        }
+        let code = code.filter(|_| user.two_factor_enabled);
+        self.step_up(user, StepUp { code, ..proof }, client).await
     }
 }

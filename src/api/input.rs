@@ -49,6 +49,15 @@ impl Fields {
         }
     }
 
+    /// The fields of an object already in hand: a portal form's values, read the way the
+    /// API reads a body, so both ways in name the same problems.
+    pub fn of_object(map: Map<String, Value>) -> Self {
+        Self {
+            map,
+            errors: Vec::new(),
+        }
+    }
+
     /// A required string field, trimmed unless `raw` (passwords keep their spaces).
     fn string(&mut self, name: &str, required: bool, raw: bool) -> Option<String> {
         match self.map.get(name) {
@@ -81,6 +90,11 @@ impl Fields {
     /// A required string kept exactly as sent (for passwords).
     pub fn required_raw(&mut self, name: &str) -> Option<String> {
         self.string(name, true, true)
+    }
+
+    /// An optional string kept exactly as sent (for passwords).
+    pub fn optional_raw(&mut self, name: &str) -> Option<String> {
+        self.string(name, false, true)
     }
 
     /// An optional, trimmed string.
@@ -138,6 +152,15 @@ impl Fields {
     /// `Ok(())` when no field failed, else the 400 listing them all.
     pub fn finish(self) -> Result<(), Reply> {
         self.finish_with(Some(()))
+    }
+
+    /// The typed values when no field failed, else every failure (for the account core's
+    /// `AccountError::Invalid`). `values` is `None` only when a failure was recorded.
+    pub fn into_values<T>(self, values: Option<T>) -> Result<T, Vec<FieldError>> {
+        match values {
+            Some(values) if self.errors.is_empty() => Ok(values),
+            _ => Err(self.errors),
+        }
     }
 
     /// The form's typed values when no field failed, else the 400 listing every failure.

@@ -23,6 +23,8 @@ use http::{HeaderMap, Method};
 pub use crate::reply::{FieldError, Reply};
 pub use input::Fields;
 pub use login::session_cookie;
+pub(crate) use passkeys::{new_passkey, passkey_name};
+pub(crate) use two_factor::totp_enable;
 
 use crate::accounts::Client;
 use crate::app::App;
@@ -81,19 +83,6 @@ pub(crate) fn client<'a>(app: &'a App, request: &'a ApiRequest) -> Client<'a> {
         ip: request.client_ip,
         user_agent: &request.user_agent,
         language: request_language(app, request),
-    }
-}
-
-/// The language of a mail to `user`: the one they registered in, else the request's.
-pub(crate) fn mail_language<'a>(
-    app: &'a App,
-    request: &ApiRequest,
-    user: &'a crate::store::User,
-) -> &'a str {
-    if user.language.is_empty() {
-        request_language(app, request)
-    } else {
-        &user.language
     }
 }
 

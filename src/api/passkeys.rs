@@ -1,5 +1,7 @@
 //! Passkeys (WebAuthn) in the account API: registering, listing, renaming and removing
-//! them, the second factor of a password sign-in, and passwordless sign-in.
+//! them, the second factor of a password sign-in, and passwordless sign-in — each over
+//! the account core (`accounts/passkey.rs`, where the rules below are enforced); these
+//! handlers read the JSON and write the WebAuthn shapes back.
 //!
 //! Ceremonies come in two calls: `…/options` answers `{ceremony_id, options}`, where
 //! `options` is what `navigator.credentials.create()` / `.get()` take (the WebAuthn JSON
@@ -20,25 +22,24 @@
 //!   one (WebAuthn §6.1.1; a cloned authenticator) is refused and security-logged.
 //! - A failed assertion for a known account counts against its lockout like a wrong code.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::StatusCode;
 use serde_json::{Value, json};
-use uuid::Uuid;
-use webauthn_rs::prelude::{Credential, PublicKeyCredential, RegisterPublicKeyCredential};
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::account::check_display_text;
 use super::input::body_object;
 use super::login::signed_in;
-use super::two_factor::verified_caller;
+use super::two_factor::Proof;
 use super::{ApiRequest, Fields};
-use crate::accounts::{AccountError, PasskeyAnswer, PasskeySignIn, credential_key};
+use crate::access::credentials::Caller;
+use crate::accounts::{
+    AccountError, NewPasskey, PasskeyAnswer, PasskeyName, PasskeySignIn, verified_for_passkeys,
+};
 use crate::app::App;
-use crate::mail::MailKind;
-use crate::passkeys::{Ceremony, CeremonyId};
+use crate::domain::PasskeyId;
+use crate::passkeys::CeremonyId;
 use crate::reply::Reply;
 use crate::store::{MAX_PASSKEY_NAME_CHARS, StoredPasskey};
-use crate::telemetry::SECURITY;
 
 /// The `{ceremony_id, options}` answer of an `…/options` call.
 fn options_answer(message: &str, id: &CeremonyId, options: Value) -> Reply {
@@ -103,116 +104,96 @@ fn ceremony_answer<T: serde::de::DeserializeOwned>(
     Some((id?, credential?))
 }
 
-const PASSKEY_NEEDS_VERIFIED_EMAIL: &str = "Verify your email address before adding a passkey";
+/// A signed-in caller whose address is proven, or the refusal (401, 403 `email_not_verified`).
+async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    verified_for_passkeys(&caller.user)?;
+    Ok(caller)
+}
+
+/// A passkey name as a form or body sent it, held to the API's rules (trimmed, 1 to 64
+/// characters, fit to show); `Invalid` naming `name` otherwise. The portal's forms read
+/// names here too.
+pub(crate) fn passkey_name(text: &str) -> Result<PasskeyName, AccountError> {
+    let mut f = Fields::of_object(json_object(&[("name", Value::from(text))]));
+    let name = f.required("name");
+    let name = parse_name(&mut f, name);
+    f.into_values(name)
+        .map(PasskeyName::checked)
+        .map_err(AccountError::Invalid)
+}
+
+/// A new passkey's fields: `name`, `ceremony_id` and `credential`.
+fn read_new_passkey(f: &mut Fields, body: &serde_json::Map<String, Value>) -> Option<NewPasskey> {
+    let name = f.required("name");
+    let name = parse_name(f, name);
+    let answer = ceremony_answer::<RegisterPublicKeyCredential>(f, body);
+    name.zip(answer)
+        .map(|(name, (ceremony, credential))| NewPasskey {
+            ceremony,
+            credential,
+            name: PasskeyName::checked(name),
+        })
+}
+
+/// A new passkey as a form sends it (the credential as JSON text), read as the API reads
+/// its body; `Invalid` naming each field at fault. The portal's form reads it here.
+pub(crate) fn new_passkey(
+    ceremony_id: &str,
+    name: &str,
+    credential: &str,
+) -> Result<NewPasskey, AccountError> {
+    let credential = serde_json::from_str(credential).unwrap_or(Value::Null);
+    let body = json_object(&[
+        ("ceremony_id", Value::from(ceremony_id)),
+        ("name", Value::from(name)),
+        ("credential", credential),
+    ]);
+    let mut f = Fields::of_object(body.clone());
+    let input = read_new_passkey(&mut f, &body);
+    f.into_values(input).map_err(AccountError::Invalid)
+}
+
+/// An object of `fields`.
+fn json_object(fields: &[(&str, Value)]) -> serde_json::Map<String, Value> {
+    fields
+        .iter()
+        .map(|(name, value)| ((*name).to_owned(), value.clone()))
+        .collect()
+}
 
 /// `POST /api/auth/passkeys/register/options` — step-up (password, and a code when TOTP
 /// is on), then the options for `navigator.credentials.create()`.
 pub async fn register_options(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let rp = app.accounts.relying_party()?;
-    let caller = verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await?;
-    if let Err(e) = super::profile::step_up(app, request, &caller.user, "password", true).await {
-        tracing::warn!(target: SECURITY, event = "passkey_registration_refused", reason = "step_up", user_id = %caller.user.id);
-        app.passkeys.count("refused", "step_up");
-        return Err(e);
-    }
-    let existing = app.store.list_passkeys(caller.user.id).await?;
-    let exclude: Vec<Vec<u8>> = existing
-        .iter()
-        .filter_map(|p| URL_SAFE_NO_PAD.decode(&p.credential_id).ok())
-        .collect();
-    let display_name = format!("{} {}", caller.user.first_name, caller.user.last_name);
-    let (options, state) = rp
-        .start_passkey_registration(
-            caller.user.id.as_uuid(),
-            caller.user.email.as_str(),
-            display_name.trim(),
-            Some(exclude),
-        )
-        .map_err(|e| Reply::internal("starting a passkey registration", &e))?;
-    let ceremony = Ceremony::Registration {
-        user_id: caller.user.id.as_uuid(),
-        session_id: caller.session.id.to_string(),
-        state,
-    };
-    let id = app.passkeys.begin(&*app.sessions, &ceremony).await?;
-    let mut options = serde_json::to_value(&options).unwrap_or(Value::Null);
-    // Discoverable ("resident") credentials, so the key can also sign in without a
-    // password (WebAuthn §5.4.4 `residentKey`).
-    options["publicKey"]["authenticatorSelection"]["residentKey"] = json!("required");
-    options["publicKey"]["authenticatorSelection"]["requireResidentKey"] = json!(true);
+    app.accounts.relying_party()?;
+    let caller = verified_caller(app, request).await?;
+    let proof = Proof::read(request, &caller.user)?;
+    let client = super::client(app, request);
+    let (user, session) = (&caller.user, &caller.session.id);
+    let challenge = app
+        .accounts
+        .begin_passkey_registration(user, session, proof.step_up(), &client)
+        .await?;
     Ok(options_answer(
         "Create the passkey with navigator.credentials.create(), then send it back",
-        &id,
-        options,
+        &challenge.ceremony,
+        serde_json::to_value(&challenge.options).unwrap_or(Value::Null),
     ))
 }
 
 /// `POST /api/auth/passkeys/register` — `{ceremony_id, name, credential}`: stores the new
 /// passkey (201) and mails the owner.
 pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
-    let rp = app.accounts.relying_party()?;
-    let caller = verified_caller(app, request, PASSKEY_NEEDS_VERIFIED_EMAIL).await?;
+    app.accounts.relying_party()?;
+    let caller = verified_caller(app, request).await?;
     let mut f = Fields::from_request(request)?;
-    let body = body_object(request);
-    let name = f.required("name");
-    let name = parse_name(&mut f, name);
-    let answer = ceremony_answer::<RegisterPublicKeyCredential>(&mut f, &body);
-    let (name, (id, credential)) = f.finish_with(name.zip(answer))?;
-    let state = match app.passkeys.finish(&*app.sessions, &id).await? {
-        Some(Ceremony::Registration {
-            user_id,
-            session_id,
-            state,
-        }) if user_id == caller.user.id.as_uuid()
-            && session_id == caller.session.id.to_string() =>
-        {
-            state
-        }
-        _ => return Err(AccountError::CeremonyInvalid.into()),
-    };
-    let passkey = rp
-        .finish_passkey_registration(&credential, &state)
-        .map_err(|e| {
-            tracing::warn!(target: SECURITY, event = "passkey_registration_refused", reason = %e, user_id = %caller.user.id);
-            app.passkeys.count("refused", "registration_invalid");
-            Reply::error(
-                StatusCode::BAD_REQUEST,
-                "passkey_invalid",
-                "The authenticator's answer could not be verified",
-            )
-        })?;
-    let record =
-        serde_json::to_string(&passkey).map_err(|e| Reply::internal("writing a passkey", &e))?;
-    let cred = Credential::from(passkey);
-    let stored = StoredPasskey {
-        id: Uuid::new_v4(),
-        user_id: caller.user.id,
-        credential_id: credential_key(&cred.cred_id),
-        name,
-        credential: record,
-        sign_count: cred.counter,
-        backup_eligible: cred.backup_eligible,
-        backup_state: cred.backup_state,
-        created_at: crate::store::now(),
-        last_used_at: None,
-    };
-    if !app.store.add_passkey(&stored).await? {
-        return Err(Reply::error(
-            StatusCode::CONFLICT,
-            "passkey_already_registered",
-            "This passkey is already registered",
-        ));
-    }
-    app.passkeys.count("registered", "ok");
-    tracing::info!(target: SECURITY, event = "passkey_registered", user_id = %caller.user.id, passkey_id = %stored.id, backup_eligible = stored.backup_eligible);
-    app.mailer.send_in_background_in(
-        super::mail_language(app, request, &caller.user),
-        caller.user.email.as_str(),
-        &caller.user.first_name,
-        MailKind::PasskeyAdded {
-            name: stored.name.clone(),
-        },
-    );
+    let input = read_new_passkey(&mut f, &body_object(request));
+    let input = f.finish_with(input)?;
+    let client = super::client(app, request);
+    let stored = app
+        .accounts
+        .add_passkey(&caller.user, &caller.session.id, input, &client)
+        .await?;
     Ok(Reply::ok(
         StatusCode::CREATED,
         "Passkey added",
@@ -223,23 +204,15 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
 /// `GET /api/auth/passkeys` — the caller's passkeys, oldest first.
 pub async fn list(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    let keys = app.store.list_passkeys(caller.user.id).await?;
+    let keys = app.accounts.passkeys_of(&caller.user).await?;
     Ok(Reply::ok(
         StatusCode::OK,
         "Passkeys retrieved",
         Some(json!({
             "passkeys": keys.iter().map(passkey_json).collect::<Vec<_>>(),
-            "enabled": app.passkeys.relying_party().is_some(),
+            "enabled": app.accounts.passkeys_enabled(),
         })),
     ))
-}
-
-fn passkey_not_found() -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        "passkey_not_found",
-        "No such passkey",
-    )
 }
 
 /// `PATCH /api/auth/passkeys/{id}` — `{name}`.
@@ -248,48 +221,28 @@ pub async fn rename(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, 
     let mut f = Fields::from_request(request)?;
     let name = f.required("name");
     let name = parse_name(&mut f, name);
-    let name = f.finish_with(name)?;
-    let id = Uuid::parse_str(id).map_err(|_| passkey_not_found())?;
-    if !app.store.rename_passkey(caller.user.id, id, &name).await? {
-        return Err(passkey_not_found());
-    }
-    let keys = app.store.list_passkeys(caller.user.id).await?;
-    let key = keys
-        .iter()
-        .find(|k| k.id == id)
-        .ok_or_else(passkey_not_found)?;
+    let name = PasskeyName::checked(f.finish_with(name)?);
+    let id = id
+        .parse::<PasskeyId>()
+        .map_err(|_| AccountError::PasskeyNotFound)?;
+    let key = app.accounts.rename_passkey(&caller.user, id, &name).await?;
     Ok(Reply::ok(
         StatusCode::OK,
         "Passkey renamed",
-        Some(json!({"passkey": passkey_json(key)})),
+        Some(json!({"passkey": passkey_json(&key)})),
     ))
 }
 
 /// `DELETE /api/auth/passkeys/{id}` — `{password, two_factor_code?}` (the step-up).
 pub async fn remove(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    if let Err(e) = super::profile::step_up(app, request, &caller.user, "password", true).await {
-        tracing::warn!(target: SECURITY, event = "passkey_removal_refused", user_id = %caller.user.id);
-        app.passkeys.count("refused", "step_up");
-        return Err(e);
-    }
-    let id = Uuid::parse_str(id).map_err(|_| passkey_not_found())?;
-    let keys = app.store.list_passkeys(caller.user.id).await?;
-    let key = keys
-        .into_iter()
-        .find(|k| k.id == id)
-        .ok_or_else(passkey_not_found)?;
-    if !app.store.remove_passkey(caller.user.id, id).await? {
-        return Err(passkey_not_found());
-    }
-    app.passkeys.count("removed", "ok");
-    tracing::info!(target: SECURITY, event = "passkey_removed", user_id = %caller.user.id, passkey_id = %id);
-    app.mailer.send_in_background_in(
-        super::mail_language(app, request, &caller.user),
-        caller.user.email.as_str(),
-        &caller.user.first_name,
-        MailKind::PasskeyRemoved { name: key.name },
-    );
+    let proof = Proof::read(request, &caller.user)?;
+    // An id that is no passkey id is answered like an unknown one, after the step-up.
+    let id = id.parse::<PasskeyId>().ok();
+    let client = super::client(app, request);
+    app.accounts
+        .remove_passkey(&caller.user, id, proof.step_up(), &client)
+        .await?;
     Ok(Reply::ok(StatusCode::OK, "Passkey removed", None))
 }
 

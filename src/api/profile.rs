@@ -8,7 +8,6 @@ use super::{ApiRequest, Fields, Reply};
 use crate::accounts::{AccountError, PasswordChange, ProfileChange, StepUp};
 use crate::app::App;
 use crate::session::SessionId;
-use crate::store::User;
 
 /// `GET /api/auth/profile`
 pub async fn get_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
@@ -36,35 +35,6 @@ pub async fn update_profile(app: &App, request: &ApiRequest) -> Result<Reply, Re
         "Profile updated",
         Some(json!({"user": user_profile(&user)})),
     ))
-}
-
-/// Proves that the caller is the account's owner right now, before a security change
-/// (`Accounts::step_up`): the password in `password_field` and, with `with_code` and 2FA
-/// on, a current TOTP or recovery code in `two_factor_code`. 423 once the account is
-/// locked, 400 naming the wrong field.
-pub(super) async fn step_up(
-    app: &App,
-    request: &ApiRequest,
-    user: &User,
-    password_field: &'static str,
-    with_code: bool,
-) -> Result<(), Reply> {
-    let need_code = with_code && user.two_factor_enabled;
-    let mut f = Fields::from_request(request)?;
-    let password = f.required_raw(password_field);
-    let code = if need_code {
-        f.required("two_factor_code")
-    } else {
-        None
-    };
-    let password = f.finish_with(password)?;
-    let proof = StepUp {
-        password: &password,
-        password_field,
-        code: code.as_deref(),
-    };
-    let client = super::client(app, request);
-    Ok(app.accounts.step_up(user, proof, &client).await?)
 }
 
 /// `POST /api/auth/change-password` — ends the user's other sessions.

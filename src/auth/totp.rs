@@ -19,15 +19,14 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::config::TwoFactorConfig;
+use crate::domain::UserId;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use data_encoding::BASE32_NOPAD;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
-use uuid::Uuid;
-
-use crate::config::TwoFactorConfig;
 
 use super::secrets::{self, KeyFile, KeyFileError};
 
@@ -203,7 +202,7 @@ impl SecretBox {
     }
 
     /// Seals `plaintext_secret` for `user_id` under a fresh random nonce.
-    pub fn encrypt(&self, user_id: Uuid, plaintext_secret: &[u8]) -> Result<Vec<u8>, TotpError> {
+    pub fn encrypt(&self, user_id: UserId, plaintext_secret: &[u8]) -> Result<Vec<u8>, TotpError> {
         let nonce_bytes: [u8; NONCE_BYTES] = secrets::random_bytes();
         let aad = associated_data(user_id);
         let ciphertext = self
@@ -224,7 +223,7 @@ impl SecretBox {
     }
 
     /// Opens a secret sealed by [`encrypt`](Self::encrypt) for the same `user_id` and key.
-    pub fn decrypt(&self, user_id: Uuid, sealed: &[u8]) -> Result<Vec<u8>, TotpError> {
+    pub fn decrypt(&self, user_id: UserId, sealed: &[u8]) -> Result<Vec<u8>, TotpError> {
         let (&version, rest) = sealed.split_first().ok_or(TotpError::MalformedSealed)?;
         if version != SEAL_VERSION || rest.len() < NONCE_BYTES + TAG_BYTES {
             return Err(TotpError::MalformedSealed);
@@ -246,12 +245,12 @@ impl SecretBox {
     }
 
     /// Seals a TOTP secret for storage on `user_id`'s row.
-    pub fn seal_secret(&self, user_id: Uuid, secret: &TotpSecret) -> Result<Vec<u8>, TotpError> {
+    pub fn seal_secret(&self, user_id: UserId, secret: &TotpSecret) -> Result<Vec<u8>, TotpError> {
         self.encrypt(user_id, secret.as_bytes())
     }
 
     /// Opens a stored TOTP secret of `user_id`.
-    pub fn open_secret(&self, user_id: Uuid, sealed: &[u8]) -> Result<TotpSecret, TotpError> {
+    pub fn open_secret(&self, user_id: UserId, sealed: &[u8]) -> Result<TotpSecret, TotpError> {
         let bytes = self.decrypt(user_id, sealed)?;
         let bytes: [u8; SECRET_BYTES] = bytes
             .as_slice()
@@ -261,10 +260,10 @@ impl SecretBox {
     }
 }
 
-fn associated_data(user_id: Uuid) -> [u8; 17] {
+fn associated_data(user_id: UserId) -> [u8; 17] {
     let mut aad = [0u8; 17];
     aad[0] = SEAL_VERSION;
-    aad[1..].copy_from_slice(user_id.as_bytes());
+    aad[1..].copy_from_slice(user_id.as_uuid().as_bytes());
     aad
 }
 
@@ -476,7 +475,7 @@ pub fn verify_code(secret: &[u8], code: &str, now_unix: u64) -> Option<u64> {
 }
 
 /// The key to claim once in the shared store when `user_id`'s code for `step` is used.
-pub fn replay_key(user_id: Uuid, step: u64) -> String {
+pub fn replay_key(user_id: UserId, step: u64) -> String {
     format!("totp:{user_id}:{step}")
 }
 
@@ -505,7 +504,7 @@ pub fn generate_recovery_codes() -> Vec<String> {
 /// is out of reach, and the per-user salt stops one computation from testing a guess
 /// against every account's codes at once. Normalization ignores case, spaces and dashes,
 /// and reads the look-alikes `o`, `i` and `l` (absent from the alphabet) as `0`, `1`, `1`.
-pub fn hash_recovery_code(user_id: Uuid, code: &str) -> String {
+pub fn hash_recovery_code(user_id: UserId, code: &str) -> String {
     let mut input = String::with_capacity(37 + code.len());
     input.push_str(&user_id.to_string());
     input.push(':');
@@ -582,12 +581,13 @@ impl TwoFactor {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+    use uuid::Uuid;
 
     /// RFC 6238 appendix B seed for SHA-1.
     const RFC_SEED: &[u8; 20] = b"12345678901234567890";
 
-    fn user() -> Uuid {
-        Uuid::from_u128(0x6f1c_1f8e_1111_4222_8333_4444_5555_6666)
+    fn user() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(0x6f1c_1f8e_1111_4222_8333_4444_5555_6666))
     }
 
     #[test]
@@ -720,7 +720,7 @@ mod tests {
         // Fresh nonce every time.
         assert_ne!(sealed, sealed_box.seal_secret(user(), &secret).unwrap());
         assert!(matches!(
-            sealed_box.open_secret(Uuid::from_u128(1), &sealed),
+            sealed_box.open_secret(UserId::from_uuid(Uuid::from_u128(1)), &sealed),
             Err(TotpError::Decrypt)
         ));
         assert!(matches!(
@@ -777,7 +777,10 @@ mod tests {
         assert_eq!(h, hash_recovery_code(user(), " abcd efgh 1234 "));
         assert_eq!(h, hash_recovery_code(user(), "abcd-efgh-I234"));
         assert_ne!(h, hash_recovery_code(user(), "abcd-efgh-1235"));
-        assert_ne!(h, hash_recovery_code(Uuid::from_u128(1), "abcd-efgh-1234"));
+        assert_ne!(
+            h,
+            hash_recovery_code(UserId::from_uuid(Uuid::from_u128(1)), "abcd-efgh-1234")
+        );
         assert_eq!(h, secrets::sha256_hex(&format!("{}:abcdefgh1234", user())));
     }
 

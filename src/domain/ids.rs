@@ -67,6 +67,58 @@ impl FromStr for UserId {
     }
 }
 
+/// Our id of a registered passkey (a random UUID, shown hyphenated, as in
+/// `/api/auth/passkeys/{id}`), not the credential id the authenticator chose.
+///
+/// A newtype so that a passkey's id cannot be passed where an account's is expected.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PasskeyId(Uuid);
+
+/// The text given is not a passkey id (a UUID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid passkey id (expected a UUID)")]
+pub struct InvalidPasskeyId;
+
+impl PasskeyId {
+    /// A fresh random id for a newly registered passkey.
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+
+    /// Wraps a UUID read from storage.
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The underlying UUID.
+    pub const fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl fmt::Display for PasskeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for PasskeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PasskeyId({})", self.0.hyphenated())
+    }
+}
+
+impl FromStr for PasskeyId {
+    type Err = InvalidPasskeyId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s.trim())
+            .map(Self)
+            .map_err(|_| InvalidPasskeyId)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +147,13 @@ mod tests {
             format!("{id:?}"),
             "UserId(67e55044-10b1-426f-9247-bb680e5fe0c8)"
         );
+    }
+
+    #[test]
+    fn passkey_ids_parse_as_uuids_only() {
+        let id = PasskeyId::random();
+        assert_eq!(id.to_string().parse::<PasskeyId>(), Ok(id));
+        assert_eq!("laptop".parse::<PasskeyId>(), Err(InvalidPasskeyId));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 mod duration;
 /// Email addresses, normalised and checked once ([`Email`]).
 pub mod email;
-/// Identifiers of accounts ([`UserId`]).
+/// Identifiers of accounts ([`UserId`]) and their passkeys ([`PasskeyId`]).
 pub mod ids;
 pub mod password;
 /// Rate limits written `COUNT/WINDOW`, e.g. `10/15m` ([`RateSpec`]).
@@ -11,6 +11,6 @@ pub mod rate;
 
 pub use duration::HumanDuration;
 pub use email::{Email, EmailError};
-pub use ids::{InvalidUserId, UserId};
+pub use ids::{InvalidPasskeyId, InvalidUserId, PasskeyId, UserId};
 pub use password::{Password, PasswordPolicyError, PasswordRule};
 pub use rate::RateSpec;

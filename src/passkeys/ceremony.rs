@@ -4,12 +4,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 use webauthn_rs::prelude::{
     DiscoverableAuthentication, PasskeyAuthentication, PasskeyRegistration,
 };
 
 use super::CEREMONY_TTL;
+use crate::domain::UserId;
 use crate::session::{SessionError, SessionStore};
 
 /// What a ceremony was begun for, with the library's state (the challenge among it).
@@ -19,7 +19,7 @@ pub enum Ceremony {
     /// Adding a passkey to `user_id`'s account, from the session `session_id`.
     Registration {
         /// The account the passkey is added to.
-        user_id: Uuid,
+        user_id: UserId,
         /// The session that began it; only that session may finish it.
         session_id: String,
         /// The library's registration state, challenge included.
@@ -28,7 +28,7 @@ pub enum Ceremony {
     /// A passkey as the second factor of `user_id`'s password sign-in.
     SecondFactor {
         /// The account whose password was just proven.
-        user_id: Uuid,
+        user_id: UserId,
         /// The library's authentication state, challenge included.
         state: PasskeyAuthentication,
     },

@@ -1,10 +1,11 @@
 //! The sign-in portal: server-rendered pages for browsers under `portal.path_prefix`.
 //!
 //! Every page is a plain HTML form posted back here, usable without JavaScript. The pages
-//! hold no rules of their own: each form is turned into the account API's JSON request and
-//! answered by the API's handlers in-process (`crate::api`), rate limits and lockout
-//! included, so the browser and the API can never disagree. What the portal adds is what a
-//! browser needs: cookies (see [`browser`]), CSRF protection ([`csrf`]), languages
+//! hold no rules of their own: each form is parsed into the account core's typed input and
+//! answered by the same operation the API's handler calls ([`crate::accounts`]), after the
+//! per-IP limits of the endpoint it stands for (`api::limit_client`), with the lockout
+//! inside the core, so the browser and the API can never disagree. What the portal adds is
+//! what a browser needs: cookies (see [`browser`]), CSRF protection ([`csrf`]), languages
 //! ([`crate::i18n`]), and pages that never reveal whether an email address has an account.
 //!
 //! Templates are minijinja files built into the binary from `config/portal/templates/`,
@@ -20,7 +21,7 @@ pub use site::{Page, Portal};
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode};
 use minijinja::Value;
 use serde_json::json;
 
@@ -530,44 +531,6 @@ impl<'a> Visit<'a> {
             &["error_csrf"],
             Some((again, "error_generic")),
         )
-    }
-
-    /// Calls the account API in-process as this browser, through its per-IP limits (the
-    /// forms the account core does not answer directly yet).
-    async fn api(
-        &mut self,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<serde_json::Value>,
-    ) -> Reply {
-        let mut headers = HeaderMap::new();
-        if body.is_some() {
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        // Mails the call causes go out in this page's language.
-        if let Ok(language) = HeaderValue::from_str(&self.lang.code) {
-            headers.insert(http::header::ACCEPT_LANGUAGE, language);
-        }
-        if let Some(value) = bearer.and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
-        {
-            headers.insert(http::header::AUTHORIZATION, value);
-        }
-        let request = ApiRequest {
-            method,
-            path: path.to_owned(),
-            query: None,
-            headers,
-            body: body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string())),
-            client_ip: self.request.client_ip,
-            user_agent: self.request.user_agent.clone(),
-        };
-        let response = crate::api::dispatch(self.app, request).await;
-        self.note_retry_after(&response);
-        response
     }
 
     /// Keeps a refusal's `Retry-After` for the page that shows it (429, 503).

@@ -1,11 +1,10 @@
 //! The pages: one function per form, each turning the form into a call of the account core
-//! (sign-in, sign-out, registration, verification, reset, the account page's reads and
-//! forms) or, for two-factor and passkey management, of the account API in-process, and the
-//! answer into the next page.
+//! (sign-in, sign-out, registration, verification, reset, sessions, the account page's
+//! reads and forms, two-factor and passkey management), and the answer into the next page.
 
 mod passkeys;
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use minijinja::Value;
 use serde_json::json;
 
@@ -13,7 +12,7 @@ use super::{Feedback, Form, Page, Visit, to_value};
 use crate::accounts::fields::FieldErrors;
 use crate::accounts::{
     AccountError, PasswordChange, PendingId, ProfileChange, Registration, ResetForm, SecondFactor,
-    SecondStep, SignIn, StepUp, Tokens,
+    SecondStep, SignIn, StepUp, Tokens, verified_for_two_factor,
 };
 use crate::api::browser;
 use crate::api::endpoints::Limit;
@@ -745,57 +744,79 @@ async fn logout_all(v: &mut Visit<'_>, token: &str) -> Page {
 
 /// `POST /account/2fa/setup`: A fresh TOTP secret to scan; nothing is stored yet.
 async fn setup_two_factor(v: &mut Visit<'_>, token: &str) -> Page {
-    let r = v
-        .api(Method::POST, "/api/auth/setup-2fa", Some(token), None)
-        .await;
-    if r.status != StatusCode::OK {
-        return account_outcome(v, token, r, "", str::to_owned).await;
+    let app = v.app;
+    let setup = match v.caller(token).await {
+        Ok(caller) => {
+            // No proof comes with this form: with TOTP on, the core asks for one (409).
+            let proof = StepUp {
+                password: "",
+                password_field: "password",
+                code: None,
+            };
+            let client = v.client();
+            let setup = app.accounts.setup_two_factor(&caller.user, proof, &client);
+            setup.await.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match setup {
+        Ok(p) => render_setup(
+            v,
+            StatusCode::OK,
+            Feedback::default(),
+            p.secret_base32,
+            p.qr_code_data_url,
+        ),
+        Err(r) => account_outcome(v, token, r, "", str::to_owned).await,
     }
-    let data = &r.body_json()["data"];
-    let (secret, qr) = (
-        data["secret"].as_str().unwrap_or("").to_owned(),
-        data["qr_code"].as_str().unwrap_or("").to_owned(),
-    );
-    render_setup(v, StatusCode::OK, Feedback::default(), secret, qr)
 }
 
 /// `POST /account/2fa/enable`: Turns TOTP on and shows the recovery codes once; a wrong code shows the same secret again.
 async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let app = v.app;
+    let caller = match v.caller(token).await {
+        Ok(caller) => caller,
+        Err(refusal) => return account_outcome(v, token, refusal, "", str::to_owned).await,
+    };
     let secret = form.text("secret").trim().to_owned();
-    let body = json!({
-        "secret": secret,
-        "token": form.text("token").trim(),
-        "password": form.text("password"),
-    });
-    let r = v
-        .api(
-            Method::POST,
-            "/api/auth/enable-2fa",
-            Some(token),
-            Some(body),
-        )
-        .await;
-    if r.status == StatusCode::OK {
-        let codes = r.body_json()["data"]["recovery_codes"].clone();
-        return v.render(
-            "recovery_codes.html",
-            StatusCode::OK,
-            "recovery_codes_title",
-            Feedback::default(),
-            vec![("codes", to_value(codes))],
-        );
-    }
+    // An unproven address is refused before the form is read, as the API refuses it.
+    let input = verified_for_two_factor(&caller.user)
+        .and_then(|()| crate::api::totp_enable(&secret, form.text("token")));
+    let enabled = match input {
+        Ok(input) => {
+            let proof = StepUp {
+                password: form.text("password"),
+                password_field: "password",
+                code: form.get("two_factor_code"),
+            };
+            let (client, keep) = (v.client(), &caller.session.id);
+            let enabled = app
+                .accounts
+                .enable_two_factor(&caller.user, keep, &input, proof, &client)
+                .await;
+            enabled.map_err(|e| v.refusal(e))
+        }
+        Err(invalid) => Err(v.refusal(invalid)),
+    };
+    let r = match enabled {
+        Ok(codes) => {
+            return v.render(
+                "recovery_codes.html",
+                StatusCode::OK,
+                "recovery_codes_title",
+                Feedback::default(),
+                vec![("codes", to_value(json!(codes)))],
+            );
+        }
+        Err(r) => r,
+    };
     if r.status != StatusCode::BAD_REQUEST {
         return account_outcome(v, token, r, "", str::to_owned).await;
     }
     // The same secret again, with its QR code, and the problem next to the code.
-    let email = match v.app.access.authenticate_token(token).await {
-        Ok(caller) => caller.user.email.into_string(),
-        Err(refusal) => return account_outcome(v, token, refusal, "", str::to_owned).await,
-    };
     let provisioning = crate::auth::totp::TotpSecret::from_base32(&secret)
         .ok()
-        .and_then(|s| crate::auth::totp::provisioning(v.app.two_factor.issuer(), &email, &s).ok());
+        .and_then(|s| app.accounts.totp_provisioning(&caller.user, &s).ok());
     let Some(provisioning) = provisioning else {
         return account_outcome(v, token, r, "", str::to_owned).await;
     };
@@ -811,19 +832,24 @@ async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
 
 /// `POST /account/2fa/disable`: Turns TOTP off (the password and a code, like the API).
 async fn disable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
-    // Turning the second factor off takes the second factor too, like the API.
-    let body = json!({
-        "password": form.text("password"),
-        "two_factor_code": form.text("two_factor_code"),
-    });
-    let r = v
-        .api(
-            Method::POST,
-            "/api/auth/disable-2fa",
-            Some(token),
-            Some(body),
-        )
-        .await;
+    let app = v.app;
+    let disabled = match v.caller(token).await {
+        Ok(caller) => {
+            // Turning the second factor off takes the second factor too.
+            let proof = StepUp {
+                password: form.text("password"),
+                password_field: "password",
+                code: Some(form.text("two_factor_code")),
+            };
+            let client = v.client();
+            let disabled = app
+                .accounts
+                .disable_two_factor(&caller.user, proof, &client);
+            disabled.await.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let r = disabled.map_or_else(|refusal| refusal, |()| Reply::empty(StatusCode::OK));
     account_outcome(v, token, r, "two_factor_disabled", |f| match f {
         "password" => "disable_password".into(),
         "two_factor_code" => "disable_two_factor_code".into(),

@@ -48,7 +48,7 @@ use tokio::task::JoinHandle;
 use sql::SqlStore;
 
 use crate::config::StorageUrl;
-use crate::domain::{Email, UserId};
+use crate::domain::{Email, PasskeyId, UserId};
 use crate::reply::Reply;
 
 pub use passkeys::{MAX_NAME_CHARS as MAX_PASSKEY_NAME_CHARS, PasskeyUse, StoredPasskey};
@@ -548,12 +548,12 @@ pub trait UserStore: Send + Sync {
     async fn rename_passkey(
         &self,
         user: UserId,
-        id: uuid::Uuid,
+        id: PasskeyId,
         name: &str,
     ) -> Result<bool, StoreError>;
 
     /// Deletes one of the user's passkeys; `false` when the user has no such key.
-    async fn remove_passkey(&self, user: UserId, id: uuid::Uuid) -> Result<bool, StoreError>;
+    async fn remove_passkey(&self, user: UserId, id: PasskeyId) -> Result<bool, StoreError>;
 
     /// Records an accepted use, only over the counter it was checked against: `false`
     /// when another use got there first (the caller refuses this one).

@@ -3,15 +3,14 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use uuid::Uuid;
 
-use crate::domain::UserId;
+use crate::domain::{PasskeyId, UserId};
 
 /// One registered passkey of an account.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredPasskey {
     /// Our id of the key (in `/api/auth/passkeys/{id}`), not the authenticator's.
-    pub id: Uuid,
+    pub id: PasskeyId,
     /// The account it signs in to.
     pub user_id: UserId,
     /// base64url (unpadded) of the credential id the authenticator chose; unique.
@@ -51,7 +50,7 @@ impl fmt::Debug for StoredPasskey {
 #[derive(Clone, Debug)]
 pub struct PasskeyUse {
     /// The key used.
-    pub id: Uuid,
+    pub id: PasskeyId,
     /// The counter the use was checked against; the write happens only over it.
     pub previous_sign_count: u32,
     /// The counter the authenticator reported.

@@ -13,7 +13,7 @@ use super::{
     StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserStore,
 };
 use crate::backend::{Backend, BackendError};
-use crate::domain::{Email, UserId};
+use crate::domain::{Email, PasskeyId, UserId};
 
 /// A [`UserStore`] whose calls all run on one tokio runtime.
 pub(super) struct OnRuntime {
@@ -301,7 +301,7 @@ impl UserStore for OnRuntime {
     async fn rename_passkey(
         &self,
         user: UserId,
-        id: uuid::Uuid,
+        id: PasskeyId,
         name: &str,
     ) -> Result<bool, StoreError> {
         let name = name.to_owned();
@@ -309,7 +309,7 @@ impl UserStore for OnRuntime {
             .await
     }
 
-    async fn remove_passkey(&self, user: UserId, id: uuid::Uuid) -> Result<bool, StoreError> {
+    async fn remove_passkey(&self, user: UserId, id: PasskeyId) -> Result<bool, StoreError> {
         self.run(|s| async move { s.remove_passkey(user, id).await })
             .await
     }

@@ -33,7 +33,7 @@ use super::{
     USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserStore, lock_deadline, map_migrate,
     now,
 };
-use crate::domain::{Email, UserId};
+use crate::domain::{Email, PasskeyId, UserId};
 
 /// What SQLite and PostgreSQL do differently; implemented on sqlx's `Sqlite` and `Postgres`.
 pub(super) trait Dialect: Database<Connection: Migrate> {
@@ -324,7 +324,7 @@ where
 
     fn passkey_from_row(row: &DB::Row) -> Result<StoredPasskey, StoreError> {
         Ok(StoredPasskey {
-            id: row.try_get::<DB::Id, _>("id")?.into(),
+            id: PasskeyId::from_uuid(row.try_get::<DB::Id, _>("id")?.into()),
             user_id: UserId::from_uuid(row.try_get::<DB::Id, _>("user_id")?.into()),
             credential_id: row.try_get("credential_id")?,
             name: row.try_get("name")?,
@@ -957,7 +957,7 @@ where
              backup_eligible, backup_state, created_at, last_used_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
         )
-        .bind(DB::Id::from(passkey.id))
+        .bind(DB::Id::from(passkey.id.as_uuid()))
         .bind(id::<DB>(passkey.user_id))
         .bind(passkey.credential_id.as_str())
         .bind(passkey.name.as_str())
@@ -1003,11 +1003,11 @@ where
     async fn rename_passkey(
         &self,
         user: UserId,
-        key: Uuid,
+        key: PasskeyId,
         name: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE passkeys SET name = $3 WHERE id = $1 AND user_id = $2")
-            .bind(DB::Id::from(key))
+            .bind(DB::Id::from(key.as_uuid()))
             .bind(id::<DB>(user))
             .bind(name)
             .execute(&self.pool)
@@ -1015,9 +1015,9 @@ where
         Ok(DB::rows_affected(&done) == 1)
     }
 
-    async fn remove_passkey(&self, user: UserId, key: Uuid) -> Result<bool, StoreError> {
+    async fn remove_passkey(&self, user: UserId, key: PasskeyId) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
-            .bind(DB::Id::from(key))
+            .bind(DB::Id::from(key.as_uuid()))
             .bind(id::<DB>(user))
             .execute(&self.pool)
             .await?;
@@ -1029,7 +1029,7 @@ where
             "UPDATE passkeys SET sign_count = $3, backup_state = $4, credential = $5, \
              last_used_at = $6 WHERE id = $1 AND sign_count = $2",
         )
-        .bind(DB::Id::from(used.id))
+        .bind(DB::Id::from(used.id.as_uuid()))
         .bind(sign_count_to_db(used.previous_sign_count))
         .bind(sign_count_to_db(used.sign_count))
         .bind(used.backup_state)

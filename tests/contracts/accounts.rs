@@ -1,7 +1,8 @@
 //! The account core called directly, as the portal and the proxy call it: the steps of a
 //! sign-in (the pending second step held on the server, used once), the step-up, a
-//! refresh whose principal comes from the token it minted, and an account's mailed links
-//! (registration, verification, reset). The HTTP answers these map to are the API
+//! refresh whose principal comes from the token it minted, an account's mailed links
+//! (registration, verification, reset) and the management of second factors (TOTP on and
+//! off, passkeys removed) behind the step-up. The HTTP answers these map to are the API
 //! stories' (`tests/api/login_api.rs`, `two_factor_api.rs`, `account_api.rs`).
 
 use std::collections::HashSet;
@@ -10,11 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use portcullis::accounts::{
-    AccountError, Client, PendingId, Registration, ResetForm, SecondFactor, SignIn, StepUp,
+    AccountError, Client, PasskeyName, PendingId, Registration, ResetForm, SecondFactor, SignIn,
+    StepUp, TotpEnable,
 };
 use portcullis::app::App;
 use portcullis::auth::totp::TotpSecret;
-use portcullis::domain::Email;
+use portcullis::domain::{Email, PasskeyId};
+use portcullis::session::SessionId;
 use portcullis::store::{NewUser, User};
 
 use crate::support::otp::totp;
@@ -53,7 +56,7 @@ async fn with_totp(app: &App, user: &User) -> String {
     let sealed = app
         .two_factor
         .secret_box()
-        .seal_secret(user.id.as_uuid(), &secret)
+        .seal_secret(user.id, &secret)
         .expect("seal");
     app.store
         .set_two_factor(user.id, Some(sealed))
@@ -413,4 +416,240 @@ async fn a_reset_link_sets_the_password_once_and_ends_every_session() {
         .sign_in(sign_in("gil@example.com", new_password, false), &CLIENT)
         .await
         .expect("the new password signs in");
+}
+
+/// `user` with a proven address, read afresh.
+async fn verified(app: &App, user: &User) -> User {
+    app.store.mark_verified(user.id).await.expect("verify");
+    reread(app, user).await
+}
+
+async fn reread(app: &App, user: &User) -> User {
+    let found = app.store.find_by_id(user.id).await.expect("store");
+    found.expect("the account")
+}
+
+fn proof<'a>(password: &'a str, code: Option<&'a str>) -> StepUp<'a> {
+    StepUp {
+        password,
+        password_field: "password",
+        code,
+    }
+}
+
+/// The fields an `Invalid` names, in order.
+fn named(refused: Result<impl std::fmt::Debug, AccountError>) -> Vec<String> {
+    match refused {
+        Err(AccountError::Invalid(errors)) => errors.iter().map(|e| e.field.clone()).collect(),
+        other => panic!("not a field refusal: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn turning_totp_on_takes_the_password_then_every_sign_in_takes_a_code() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let fay = user(&app, "fay@example.com").await;
+    let accounts = &app.accounts;
+    assert!(matches!(
+        accounts
+            .setup_two_factor(&fay, proof("", None), &CLIENT)
+            .await,
+        Err(AccountError::EmailNotVerified(_))
+    ));
+    let fay = verified(&app, &fay).await;
+    let before = accounts
+        .sign_in(sign_in("fay@example.com", PASSWORD, false), &CLIENT)
+        .await
+        .expect("a password alone, for now");
+
+    let setup = accounts
+        .setup_two_factor(&fay, proof("", None), &CLIENT)
+        .await
+        .expect("a secret to scan");
+    let enable = |code: String| TotpEnable {
+        secret: TotpSecret::from_base32(&setup.secret_base32).expect("base32"),
+        code,
+    };
+    let keep = SessionId::generate();
+    let wrong = accounts
+        .enable_two_factor(
+            &fay,
+            &keep,
+            &enable(totp(&setup.secret_base32, 0)),
+            proof("Wrong-Password-1", None),
+            &CLIENT,
+        )
+        .await;
+    assert!(
+        matches!(
+            wrong,
+            Err(AccountError::Field {
+                field: "password",
+                ..
+            })
+        ),
+        "{wrong:?}"
+    );
+    let stale = accounts
+        .enable_two_factor(
+            &fay,
+            &keep,
+            &enable("000000".into()),
+            proof(PASSWORD, None),
+            &CLIENT,
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(AccountError::Field { field: "token", .. })),
+        "{stale:?}"
+    );
+    let now = totp(&setup.secret_base32, 0);
+    let codes = accounts
+        .enable_two_factor(
+            &fay,
+            &keep,
+            &enable(now.clone()),
+            proof(PASSWORD, None),
+            &CLIENT,
+        )
+        .await
+        .expect("the password and the app's code turn it on");
+    assert_eq!(codes.len(), 10);
+    assert!(
+        matches!(
+            accounts
+                .refresh(&before.tokens.refresh_token, &CLIENT)
+                .await,
+            Err(AccountError::InvalidRefreshToken)
+        ),
+        "a session that never passed the new factor has ended"
+    );
+
+    let Err(AccountError::SecondFactorRequired(step)) = accounts
+        .sign_in(sign_in("fay@example.com", PASSWORD, false), &CLIENT)
+        .await
+    else {
+        panic!("the password alone no longer signs in");
+    };
+    assert_eq!(step.methods, ["totp"]);
+    let with = |code: &str| SignIn {
+        second: SecondFactor::Code(Some(code.to_owned())),
+        ..sign_in("fay@example.com", PASSWORD, false)
+    };
+    assert!(
+        matches!(
+            accounts.sign_in(with(&now), &CLIENT).await,
+            Err(AccountError::InvalidCredentials)
+        ),
+        "the code that turned it on is not replayed"
+    );
+    accounts
+        .sign_in(with(&codes[0]), &CLIENT)
+        .await
+        .expect("a recovery code signs in");
+}
+
+#[tokio::test]
+async fn turning_totp_off_or_replacing_it_takes_the_step_up_with_a_code() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let gus = user(&app, "gus@example.com").await;
+    let gus = verified(&app, &gus).await;
+    let secret = with_totp(&app, &gus).await;
+    let gus = reread(&app, &gus).await;
+    let accounts = &app.accounts;
+
+    assert!(matches!(
+        accounts
+            .setup_two_factor(&gus, proof("", None), &CLIENT)
+            .await,
+        Err(AccountError::TwoFactorAlreadyEnabled)
+    ));
+    assert_eq!(
+        named(
+            accounts
+                .setup_two_factor(&gus, proof(PASSWORD, None), &CLIENT)
+                .await
+        ),
+        ["two_factor_code"],
+        "a replacement takes a code"
+    );
+    assert_eq!(
+        named(
+            accounts
+                .disable_two_factor(&gus, proof("", Some(" ")), &CLIENT)
+                .await
+        ),
+        ["password", "two_factor_code"],
+        "blanks are named before any guess counts"
+    );
+    let wrong = accounts
+        .disable_two_factor(&gus, proof(PASSWORD, Some("000000")), &CLIENT)
+        .await;
+    assert!(
+        matches!(
+            wrong,
+            Err(AccountError::Field {
+                field: "two_factor_code",
+                ..
+            })
+        ),
+        "{wrong:?}"
+    );
+    accounts
+        .disable_two_factor(&gus, proof(PASSWORD, Some(&totp(&secret, 0))), &CLIENT)
+        .await
+        .expect("the password and a current code turn it off");
+
+    let gus = reread(&app, &gus).await;
+    assert!(!gus.two_factor_enabled);
+    assert!(matches!(
+        accounts
+            .disable_two_factor(&gus, proof(PASSWORD, None), &CLIENT)
+            .await,
+        Err(AccountError::TwoFactorNotEnabled)
+    ));
+    accounts
+        .sign_in(sign_in("gus@example.com", PASSWORD, false), &CLIENT)
+        .await
+        .expect("the password alone signs in again");
+}
+
+#[tokio::test]
+async fn removing_a_passkey_takes_the_step_up_before_anything_is_looked_up() {
+    let scratch = Scratch::new();
+    let app = app(&scratch);
+    let hal = user(&app, "hal@example.com").await;
+    let accounts = &app.accounts;
+    let unknown = Some(PasskeyId::random());
+    let wrong = accounts
+        .remove_passkey(&hal, unknown, proof("Wrong-Password-1", None), &CLIENT)
+        .await;
+    assert!(
+        matches!(
+            wrong,
+            Err(AccountError::Field {
+                field: "password",
+                ..
+            })
+        ),
+        "{wrong:?}"
+    );
+    for id in [unknown, None] {
+        assert!(matches!(
+            accounts
+                .remove_passkey(&hal, id, proof(PASSWORD, None), &CLIENT)
+                .await,
+            Err(AccountError::PasskeyNotFound)
+        ));
+    }
+    let name = PasskeyName::checked("Laptop".into());
+    assert!(matches!(
+        accounts
+            .rename_passkey(&hal, PasskeyId::random(), &name)
+            .await,
+        Err(AccountError::PasskeyNotFound)
+    ));
+    assert!(accounts.passkeys_of(&hal).await.expect("store").is_empty());
 }

@@ -1606,7 +1606,7 @@ async fn unknown_address_claims_follow_the_account_rule(db: &TestDb) {
 
 fn passkey(user: UserId, credential_id: &str, name: &str) -> StoredPasskey {
     StoredPasskey {
-        id: uuid::Uuid::new_v4(),
+        id: portcullis::domain::PasskeyId::random(),
         user_id: user,
         credential_id: credential_id.into(),
         name: name.into(),

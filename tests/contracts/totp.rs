@@ -17,6 +17,7 @@ use portcullis::auth::totp::{
     looks_like_recovery_code, replay_key, verify_code,
 };
 use portcullis::config::TwoFactorConfig;
+use portcullis::domain::UserId;
 
 /// RFC 6238 appendix B: the SHA-1 seed.
 const RFC_SEED: &[u8; 20] = b"12345678901234567890";
@@ -52,8 +53,8 @@ fn totp_at_step(secret: &[u8], step: u64) -> String {
     hotp(secret, step, 6)
 }
 
-fn user() -> Uuid {
-    Uuid::from_u128(0x0123_4567_89ab_4cde_8f01_2345_6789_abcd)
+fn user() -> UserId {
+    UserId::from_uuid(Uuid::from_u128(0x0123_4567_89ab_4cde_8f01_2345_6789_abcd))
 }
 
 fn config(key_file: &Path, issuer: &str) -> TwoFactorConfig {
@@ -394,7 +395,7 @@ fn sealed_secrets_are_bound_to_their_user_and_detect_tampering() {
             .any(|w| w == secret.as_bytes())
     );
     // Another account's row.
-    let someone_else = Uuid::from_u128(user().as_u128() ^ 1);
+    let someone_else = UserId::from_uuid(Uuid::from_u128(user().as_uuid().as_u128() ^ 1));
     assert!(matches!(
         sealer.decrypt(someone_else, &sealed),
         Err(TotpError::Decrypt)

@@ -1,25 +1,22 @@
 //! The passkey forms: passwordless sign-in, the passkey as the second sign-in step, and
 //! adding, renaming and removing passkeys on the account page. The browser's part (calling
 //! `navigator.credentials`) is `config/portal/passkeys.js`; each form it fills is checked
-//! here like any other and answered by the account API in-process.
+//! here like any other and answered by the account core, after the API's per-IP limits.
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use minijinja::Value;
 use serde_json::json;
 
 use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::{Feedback, Form, Page, Visit, account_outcome, render_login, to_value};
-use crate::accounts::{PasskeyAnswer, PasskeySignIn, SecondFactor, Tokens};
+use crate::accounts::{
+    PasskeyAnswer, PasskeySignIn, SecondFactor, StepUp, Tokens, verified_for_passkeys,
+};
+use crate::domain::PasskeyId;
 use crate::passkeys::CeremonyId;
 use crate::reply::Reply;
 use crate::store::User;
-
-/// The `PublicKeyCredential` JSON a form carries in `field`, parsed; `Null` when it is not
-/// JSON (the API then names the field).
-fn credential(form: &Form, field: &str) -> serde_json::Value {
-    serde_json::from_str(form.text(field)).unwrap_or(serde_json::Value::Null)
-}
 
 /// A `PublicKeyCredential` JSON a form carries in `field`, read for the account core.
 fn signed_credential(form: &Form, field: &str) -> Option<PublicKeyCredential> {
@@ -116,10 +113,18 @@ pub(super) async fn for_account(v: &mut Visit<'_>, user: &User) -> Value {
 }
 
 /// A passkey id from a form: a UUID, or nothing.
-fn passkey_id(form: &Form) -> Option<String> {
-    uuid::Uuid::parse_str(form.text("passkey_id").trim())
-        .ok()
-        .map(|id| id.to_string())
+fn passkey_id(form: &Form) -> Option<PasskeyId> {
+    form.text("passkey_id").trim().parse().ok()
+}
+
+/// The step-up a passkey form carries: the password and, when the account has TOTP on,
+/// a code.
+fn proof(form: &Form) -> StepUp<'_> {
+    StepUp {
+        password: form.text("password"),
+        password_field: "password",
+        code: form.get("two_factor_code"),
+    }
 }
 
 /// The forms under `/account/passkeys/`, one function each.
@@ -149,39 +154,39 @@ async fn add(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
         );
         return super::account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
     }
-    let mut body = json!({"password": form.text("password")});
-    if let Some(code) = form.get("two_factor_code") {
-        body["two_factor_code"] = json!(code);
-    }
-    let r = v
-        .api(
-            Method::POST,
-            "/api/auth/passkeys/register/options",
-            Some(token),
-            Some(body),
-        )
-        .await;
-    if r.status != StatusCode::OK {
-        return account_outcome(v, token, r, "", |f| match f {
-            "password" => "passkey_password".into(),
-            "two_factor_code" => "passkey_two_factor_code".into(),
-            other => other.to_owned(),
-        })
-        .await;
-    }
-    let data = &r.body_json()["data"];
-    let (ceremony_id, options) = (
-        data["ceremony_id"].as_str().unwrap_or("").to_owned(),
-        data["options"].clone(),
-    );
+    let app = v.app;
+    let begun = match v.caller(token).await {
+        Ok(caller) => {
+            let (client, session) = (v.client(), &caller.session.id);
+            let begun = app
+                .accounts
+                .begin_passkey_registration(&caller.user, session, proof(&form), &client)
+                .await;
+            begun.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let challenge = match begun {
+        Ok(challenge) => challenge,
+        Err(r) => {
+            return account_outcome(v, token, r, "", |f| match f {
+                "password" => "passkey_password".into(),
+                "two_factor_code" => "passkey_two_factor_code".into(),
+                other => other.to_owned(),
+            })
+            .await;
+        }
+    };
+    // The options go into an attribute as JSON text, HTML-escaped like every value.
+    let options = serde_json::to_string(&challenge.options).unwrap_or_default();
     v.render(
         "passkey_add.html",
         StatusCode::OK,
         "passkey_add_title",
         Feedback::default(),
         vec![
-            ("ceremony_id", Value::from(ceremony_id)),
-            ("options", Value::from(options.to_string())),
+            ("ceremony_id", Value::from(challenge.ceremony.as_str())),
+            ("options", Value::from(options)),
             ("name", Value::from(name)),
         ],
     )
@@ -189,24 +194,32 @@ async fn add(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
 
 /// `POST /account/passkeys/register`: Stores the passkey the browser created.
 async fn register(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
-    let body = json!({
-        "ceremony_id": form.text("ceremony_id"),
-        "name": form.text("name"),
-        "credential": credential(&form, "credential"),
-    });
-    let r = v
-        .api(
-            Method::POST,
-            "/api/auth/passkeys/register",
-            Some(token),
-            Some(body),
-        )
-        .await;
-    let r = if r.status == StatusCode::CREATED {
-        crate::reply::Reply::ok(StatusCode::OK, "", None)
-    } else {
-        r
+    let app = v.app;
+    let added = match v.caller(token).await {
+        Ok(caller) => {
+            // The checks come in the API's order: passkeys on, a proven address, the form.
+            let input = app
+                .accounts
+                .relying_party()
+                .and_then(|_| verified_for_passkeys(&caller.user))
+                .and_then(|()| {
+                    let (ceremony, name) = (form.text("ceremony_id"), form.text("name"));
+                    crate::api::new_passkey(ceremony, name, form.text("credential"))
+                });
+            let added = match input {
+                Ok(input) => {
+                    let (client, session) = (v.client(), &caller.session.id);
+                    app.accounts
+                        .add_passkey(&caller.user, session, input, &client)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            added.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
     };
+    let r = added.map_or_else(|refusal| refusal, |_| Reply::empty(StatusCode::OK));
     account_outcome(v, token, r, "passkey_added", |f| match f {
         "name" => "passkey_name".into(),
         other => other.to_owned(),
@@ -219,14 +232,18 @@ async fn rename(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     let Some(id) = passkey_id(&form) else {
         return unknown_passkey(v, token).await;
     };
-    let r = v
-        .api(
-            Method::PATCH,
-            &format!("/api/auth/passkeys/{id}"),
-            Some(token),
-            Some(json!({"name": form.text("name")})),
-        )
-        .await;
+    let app = v.app;
+    let renamed = match v.caller(token).await {
+        Ok(caller) => {
+            let renamed = match crate::api::passkey_name(form.text("name")) {
+                Ok(name) => app.accounts.rename_passkey(&caller.user, id, &name).await,
+                Err(invalid) => Err(invalid),
+            };
+            renamed.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let r = renamed.map_or_else(|refusal| refusal, |_| Reply::empty(StatusCode::OK));
     account_outcome(v, token, r, "passkey_renamed", |f| match f {
         "name" => format!("rename_{id}"),
         other => other.to_owned(),
@@ -239,18 +256,19 @@ async fn remove(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     let Some(id) = passkey_id(&form) else {
         return unknown_passkey(v, token).await;
     };
-    let mut body = json!({"password": form.text("password")});
-    if let Some(code) = form.get("two_factor_code") {
-        body["two_factor_code"] = json!(code);
-    }
-    let r = v
-        .api(
-            Method::DELETE,
-            &format!("/api/auth/passkeys/{id}"),
-            Some(token),
-            Some(body),
-        )
-        .await;
+    let app = v.app;
+    let removed = match v.caller(token).await {
+        Ok(caller) => {
+            let client = v.client();
+            let removed = app
+                .accounts
+                .remove_passkey(&caller.user, Some(id), proof(&form), &client)
+                .await;
+            removed.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    let r = removed.map_or_else(|refusal| refusal, |()| Reply::empty(StatusCode::OK));
     account_outcome(v, token, r, "passkey_removed", |f| match f {
         "password" => format!("remove_password_{id}"),
         "two_factor_code" => format!("remove_code_{id}"),
