@@ -38,10 +38,12 @@ pub struct App {
     pub config: Arc<Config>,
     /// The Prometheus registry and the gateway's own series.
     pub metrics: Metrics,
-    /// The accounts (SQLite or PostgreSQL, as `storage.url` says).
-    pub store: Arc<dyn UserStore>,
-    /// The sessions (in process or Redis, as `sessions.url` says).
-    pub sessions: Arc<dyn SessionStore>,
+    /// The accounts (SQLite or PostgreSQL, as `storage.url` says). Private: accounts change
+    /// through the core ([`Accounts`]) and [`Access`], never straight from a handler.
+    store: Arc<dyn UserStore>,
+    /// The sessions (in process or Redis, as `sessions.url` says). Private: a session ends
+    /// only through `Access::revoke_*`, so that the caches of every instance hear of it.
+    sessions: Arc<dyn SessionStore>,
     /// Outgoing mail, sent in the background.
     pub mailer: Arc<Mailer>,
     /// The keys that sign and verify access tokens and identity assertions.

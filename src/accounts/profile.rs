@@ -1,9 +1,9 @@
-//! Changes to one's own account: the name, and those that need the step-up (a new
+//! Changes to one's own account: the name, the language of mails, and those that need the step-up (a new
 //! password, deactivation).
 
 use super::fields::NewNames;
 use super::{AccountError, Accounts, Client, StepUp};
-use crate::domain::Password;
+use crate::domain::{Password, UserId};
 use crate::mail::MailKind;
 use crate::session::SessionId;
 use crate::store::User;
@@ -19,6 +19,14 @@ impl Accounts {
             .update_profile(user.id, names.first_name, names.last_name)
             .await?
             .ok_or(AccountError::AccountNotFound)
+    }
+
+    /// Keeps `language` (a catalogue's code, as the page chose it) as the language of the
+    /// mails to `user` from now on.
+    ///
+    /// Errors: backend failures.
+    pub async fn set_language(&self, user: UserId, language: &str) -> Result<(), AccountError> {
+        Ok(self.store.set_language(user, language).await?)
     }
 
     /// Replaces `user`'s password after the step-up (`proof`), ends their sessions other

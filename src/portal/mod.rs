@@ -609,8 +609,8 @@ impl<'a> Visit<'a> {
             return;
         };
         let user = principal.user_id();
-        if let Err(e) = app.store.set_language(user, &self.lang.code).await {
-            tracing::warn!(error = %e, "could not store the chosen language");
+        if let Err(e) = app.accounts.set_language(user, &self.lang.code).await {
+            tracing::warn!(error = ?e, "could not store the chosen language");
         }
     }
 

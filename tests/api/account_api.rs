@@ -45,9 +45,8 @@ async fn register_mails_a_link_that_verifies_once() {
 
         // Only the hash of the token is stored, and the password is a bcrypt hash.
         let user = app
-            .gw
-            .app
-            .store
+            .store()
+            .await
             .find_by_email(&"ada@example.com".parse().unwrap())
             .await
             .unwrap()

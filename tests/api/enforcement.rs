@@ -99,7 +99,7 @@ async fn roles_are_any_of() {
     let app = TestApp::spawn(Backend::Embedded, &routes(&up.url())).await;
     app.verified_user("ops@example.com").await;
     portcullis::store::admin::run_user_command(
-        &*app.gw.app.store,
+        &*app.store().await,
         portcullis::store::admin::UserCommand::GrantRole {
             email: "ops@example.com".into(),
             role: "ops".into(),

@@ -388,9 +388,8 @@ async fn an_operator_can_reset_a_lost_second_factor() {
             "{backend:?}: the login after the reset survives"
         );
         let user = app
-            .gw
-            .app
-            .store
+            .store()
+            .await
             .find_by_email(&email.parse().unwrap())
             .await
             .unwrap()
@@ -739,7 +738,7 @@ async fn a_fresh_login_never_uses_a_stale_cached_account() {
         );
         // A change written straight to the database, with no feed entry: only a new login
         // may notice it at once.
-        let store = &app.gw.app.store;
+        let store = app.store().await;
         let user = store
             .find_by_email(&email.parse().unwrap())
             .await

@@ -113,7 +113,7 @@ async fn lockout_refuses_even_the_right_password_until_unlocked() {
         assert_eq!(r.code(), "account_locked");
 
         let out = portcullis::store::admin::run_user_command(
-            &*app.gw.app.store,
+            &*app.store().await,
             portcullis::store::admin::UserCommand::Unlock {
                 email: "lock@example.com".into(),
             },
@@ -390,9 +390,8 @@ async fn concurrent_right_logins_all_succeed_within_the_session_cap() {
         );
         // The account is not locked, and wrong guesses still lock it.
         let user = app
-            .gw
-            .app
-            .store
+            .store()
+            .await
             .find_by_email(&portcullis::domain::Email::parse("many@example.com").unwrap())
             .await
             .unwrap()
@@ -492,7 +491,7 @@ async fn a_hash_of_the_raw_typed_form_verifies_once_and_is_replaced() {
     for backend in backends() {
         let app = TestApp::spawn(backend, "").await;
         app.verified_user("legacy@example.com").await;
-        let store = &app.gw.app.store;
+        let store = app.store().await;
         let email = portcullis::domain::Email::parse("legacy@example.com").unwrap();
         let user = store.find_by_email(&email).await.unwrap().unwrap();
         // As stored before passwords were normalised: bcrypt of the raw NFD bytes.

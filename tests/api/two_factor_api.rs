@@ -115,9 +115,8 @@ async fn the_whole_two_factor_lifecycle() {
 
         // The stored secret is sealed, not the plaintext.
         let user = app
-            .gw
-            .app
-            .store
+            .store()
+            .await
             .find_by_email(&email.parse().unwrap())
             .await
             .unwrap()
@@ -190,9 +189,8 @@ async fn the_whole_two_factor_lifecycle() {
             "2FA off: the password alone works again"
         );
         let user = app
-            .gw
-            .app
-            .store
+            .store()
+            .await
             .find_by_email(&email.parse().unwrap())
             .await
             .unwrap()

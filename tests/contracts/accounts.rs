@@ -18,7 +18,7 @@ use portcullis::app::App;
 use portcullis::auth::totp::TotpSecret;
 use portcullis::domain::{Email, PasskeyId};
 use portcullis::session::SessionId;
-use portcullis::store::{NewUser, User};
+use portcullis::store::{NewUser, User, UserStore};
 
 use crate::support::otp::totp;
 use crate::support::smtp::ReceivedMail;
@@ -38,6 +38,13 @@ fn app(scratch: &Scratch) -> Arc<App> {
     App::new(parse_config(&text)).expect("app state")
 }
 
+/// A connection of its own to the instance's database, as the operator's CLI opens it.
+async fn store(app: &App) -> Arc<dyn UserStore> {
+    portcullis::store::connect(&app.config.storage.url, 2)
+        .await
+        .expect("the instance's database")
+}
+
 async fn user(app: &App, email: &str) -> User {
     let hash = app.hasher.hash(PASSWORD).await.expect("hash");
     let new = NewUser {
@@ -47,7 +54,7 @@ async fn user(app: &App, email: &str) -> User {
         last_name: "Test".into(),
         language: String::new(),
     };
-    app.store.create_user(new).await.expect("user")
+    store(app).await.create_user(new).await.expect("user")
 }
 
 /// Turns TOTP on for `user`; the secret in base32.
@@ -58,7 +65,8 @@ async fn with_totp(app: &App, user: &User) -> String {
         .secret_box()
         .seal_secret(user.id, &secret)
         .expect("seal");
-    app.store
+    store(app)
+        .await
         .set_two_factor(user.id, Some(sealed))
         .await
         .expect("2FA on");
@@ -203,8 +211,8 @@ async fn the_step_up_names_the_wrong_field_and_counts_toward_the_lock() {
     let app = app(&scratch);
     let dee = user(&app, "dee@example.com").await;
     let secret = with_totp(&app, &dee).await;
-    let dee = app
-        .store
+    let dee = store(&app)
+        .await
         .find_by_id(dee.id)
         .await
         .expect("store")
@@ -336,7 +344,7 @@ async fn a_registration_is_proven_by_its_mailed_link_once_and_then_signs_in() {
             "{spent:?}"
         );
     }
-    let fay = app.store.find_by_id(fay.id).await.unwrap().unwrap();
+    let fay = store(&app).await.find_by_id(fay.id).await.unwrap().unwrap();
     assert!(fay.is_verified);
     assert!(matches!(
         accounts.resend_verification(&fay, &CLIENT).await,
@@ -420,12 +428,16 @@ async fn a_reset_link_sets_the_password_once_and_ends_every_session() {
 
 /// `user` with a proven address, read afresh.
 async fn verified(app: &App, user: &User) -> User {
-    app.store.mark_verified(user.id).await.expect("verify");
+    store(&app)
+        .await
+        .mark_verified(user.id)
+        .await
+        .expect("verify");
     reread(app, user).await
 }
 
 async fn reread(app: &App, user: &User) -> User {
-    let found = app.store.find_by_id(user.id).await.expect("store");
+    let found = store(&app).await.find_by_id(user.id).await.expect("store");
     found.expect("the account")
 }
 

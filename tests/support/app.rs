@@ -180,6 +180,14 @@ impl TestApp {
     }
 
     /// Registers an account and returns the answer.
+    /// A connection of its own to the instance's database, as the operator's CLI opens it
+    /// (the instance keeps its store to itself).
+    pub async fn store(&self) -> std::sync::Arc<dyn portcullis::store::UserStore> {
+        portcullis::store::connect(&self.gw.app.config.storage.url, 2)
+            .await
+            .expect("the instance's database")
+    }
+
     pub async fn register(&self, email: &str) -> Answer {
         self.post(
             "/api/auth/register",
