@@ -228,11 +228,16 @@ fn a_cached_gatekeeper_check_allocates_nothing() {
         for _ in 0..1_000 {
             check();
         }
-        let n = allocations_in(|| {
-            for _ in 0..10_000 {
-                check();
-            }
-        });
-        assert_eq!(n, 0, "{amr:?}: 10,000 cached checks allocated {n} times");
+        // A cached check allocates nothing. The live-session entry lives under a second, so
+        // on a loaded machine a check may find it expired and read (and allocate) afresh:
+        // at most once per cache per second passed, where an allocating check path would
+        // allocate in all 10,000.
+        let started = std::time::Instant::now();
+        let allocating = (0..10_000).filter(|_| allocations_in(check) > 0).count() as u64;
+        let refills = 2 * (started.elapsed().as_secs() + 1);
+        assert!(
+            allocating <= refills,
+            "{amr:?}: {allocating} of 10,000 cached checks allocated (cache refills allowed: {refills})"
+        );
     }
 }
