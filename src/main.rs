@@ -133,6 +133,9 @@ fn main() -> ExitCode {
                 ),
                 Err(reason) => println!("passkeys: off: {reason}"),
             }
+            for warning in config.warnings() {
+                eprintln!("portcullis: warning: {warning}");
+            }
             let routes = config.routes.len();
             println!(
                 "{}: configuration is valid ({routes} route{})",
@@ -216,6 +219,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
     server::check_binds(&config)?;
     let listen = config.server.listen;
     let admin = config.server.admin_listen;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let app = App::new(config)?;
     tracing::info!(%listen, %admin, version = env!("CARGO_PKG_VERSION"), "portcullis starting");
     server::run_forever(app)?;

@@ -8,6 +8,7 @@ use webauthn_rs::prelude::RequestChallengeResponse;
 use super::pending::PendingId;
 use crate::access::credentials::unauthorized;
 use crate::auth::password::PasswordError;
+use crate::config::Refusal;
 use crate::passkeys::CeremonyId;
 use crate::reply::{FieldError, Reply};
 use crate::session::SessionError;
@@ -78,6 +79,9 @@ pub enum AccountError {
     CeremonyInvalid,
     /// 404 `passkeys_disabled`: the public URL cannot be a WebAuthn relying party.
     PasskeysDisabled,
+    /// 403 `registration_closed` or `invitation_required`: `[registration]` does not let
+    /// this address register by itself.
+    RegistrationRefused(Refusal),
     /// 400 `validation_error` naming one field: a step-up's wrong password or code.
     Field {
         /// The request field that was wrong (e.g. `current_password`).
@@ -153,6 +157,7 @@ impl AccountError {
             Self::PasskeyRefused => "passkey_refused",
             Self::CeremonyInvalid => "ceremony_invalid",
             Self::PasskeysDisabled => "passkeys_disabled",
+            Self::RegistrationRefused(refusal) => refusal.code(),
             Self::Field { .. } | Self::Invalid(_) => "validation_error",
             Self::Store(StoreError::Unavailable(_))
             | Self::Session(SessionError::Unavailable(_)) => "service_unavailable",
@@ -162,6 +167,12 @@ impl AccountError {
                 "internal_error"
             }
         }
+    }
+}
+
+impl From<Refusal> for AccountError {
+    fn from(refusal: Refusal) -> Self {
+        Self::RegistrationRefused(refusal)
     }
 }
 
@@ -235,6 +246,7 @@ impl From<AccountError> for Reply {
                 "passkeys_disabled",
                 "Passkeys are not available on this server",
             ),
+            AccountError::RegistrationRefused(refusal) => registration_refused(refusal),
             AccountError::Field { field, message } => {
                 Reply::validation(&[FieldError::new(field, message)])
             }
@@ -245,6 +257,19 @@ impl From<AccountError> for Reply {
             AccountError::Internal { context, cause } => Reply::internal(context, &cause),
         }
     }
+}
+
+/// 403 `registration_closed` or `invitation_required`: what the caller can do instead.
+fn registration_refused(refusal: Refusal) -> Reply {
+    let message = match refusal {
+        Refusal::Closed | Refusal::DomainNotAllowed => {
+            "Registration is closed for this address; ask an administrator for an account"
+        }
+        Refusal::InvitationRequired => {
+            "Registration is by invitation only; ask an administrator for an invitation"
+        }
+    };
+    Reply::error(StatusCode::FORBIDDEN, refusal.code(), message)
 }
 
 /// 401 `two_factor_required`, with `data.methods` and, when the user has passkeys,

@@ -86,10 +86,23 @@ fn wait_listening(addr: &str) {
 
 #[test]
 fn check_config_accepts_the_shipped_configs() {
-    for file in ["config/portcullis.toml", "config/production.example.toml"] {
+    // The embedded default keeps sign-up open for the quick start, and says what that means
+    // for its role-less route; the production example takes invitations only.
+    for (file, warned) in [
+        ("config/portcullis.toml", true),
+        ("config/production.example.toml", false),
+    ] {
         let (code, out, err) = run(portcullis().args(["check-config", "--config", file]));
         assert_eq!(code, 0, "{file}: {out}{err}");
         assert!(out.contains("valid"), "{out}");
+        assert_eq!(
+            err.contains("warning: registration is open"),
+            warned,
+            "{file}: {err}"
+        );
+        if warned {
+            assert!(err.contains("routes[0] (\"app\")"), "{err}");
+        }
     }
 }
 
