@@ -8,8 +8,10 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{ApiRequest, Fields, Reply};
+use crate::accounts::AccountError;
 use crate::app::App;
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
+use crate::config::Refusal;
 use crate::domain::{Email, Password};
 use crate::mail::MailKind;
 use crate::store::{NewToken, NewUser, StoreError, TokenKind, User, UserStore};
@@ -164,9 +166,20 @@ fn invalid_token() -> Reply {
 
 /// `POST /api/auth/register`
 pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    // `[registration]` is asked before anything is written or mailed: `closed` and
+    // `invite` before the body is read, `domains` as soon as the address is known.
+    let policy = &app.config.registration;
+    if let Some(refusal) = policy.refuses_everyone() {
+        return Err(registration_refused(request, refusal));
+    }
     let mut f = Fields::from_request(request)?;
     let email = f.required("email");
     let email = parse_email(&mut f, email);
+    if let Some(email) = &email {
+        policy
+            .admits(email)
+            .map_err(|refusal| registration_refused(request, refusal))?;
+    }
     let password = f.required_raw("password");
     let password = parse_new_password(&mut f, "password", password);
     let first_name = f.required("first_name");
@@ -219,6 +232,12 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             "is_verified": false,
         }})),
     ))
+}
+
+/// The 403 of a registration `[registration]` turns away, logged without the address.
+fn registration_refused(request: &ApiRequest, refusal: Refusal) -> Reply {
+    tracing::info!(target: SECURITY, event = "registration_refused", reason = refusal.code(), client_ip = %request.client_ip);
+    AccountError::from(refusal).into()
 }
 
 /// `POST /api/auth/verify-email`
