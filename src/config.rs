@@ -16,6 +16,10 @@ use serde::Deserialize;
 use crate::domain::rate::deserialize_optional_rate;
 use crate::domain::{HumanDuration, RateSpec};
 
+mod registration;
+
+pub use registration::{DomainPattern, Refusal, RegistrationMode, RegistrationPolicy};
+
 /// Where the config file is looked for when neither `--config` nor `PORTCULLIS_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "config/portcullis.toml";
 
@@ -91,6 +95,9 @@ pub struct Config {
     /// `[portal]`: the sign-in pages.
     #[serde(default)]
     pub portal: PortalConfig,
+    /// `[registration]`: who may create an account by themselves.
+    #[serde(default)]
+    pub registration: RegistrationPolicy,
     /// `[[routes]]`: what is proxied where, under which policy; empty proxies nothing.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -1148,6 +1155,7 @@ impl Config {
         self.identity_headers.check_names()?;
         self.cors.validate()?;
         self.portal.validate()?;
+        self.registration.validate()?;
         self.validate_cookie_domain()?;
         self.validate_routes()
     }
@@ -1213,6 +1221,43 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// What is valid but probably not meant, one sentence each, for `check-config` and
+    /// `serve` to print: open registration in front of routes any account may pass.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.registration.mode == RegistrationMode::Open {
+            let exposed: Vec<String> = self
+                .routes
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    matches!(r.policy, Policy::Authenticated | Policy::TwoFactor)
+                        && r.roles.is_empty()
+                })
+                .map(|(i, r)| {
+                    let name = if r.name.is_empty() {
+                        &r.path_prefix
+                    } else {
+                        &r.name
+                    };
+                    format!("routes[{i}] ({name:?})")
+                })
+                .collect();
+            if !exposed.is_empty() {
+                warnings.push(format!(
+                    "registration is open (registration.mode = \"open\"): anyone with a \
+                     mailbox can create an account and pass {}, which name no role; set \
+                     registration.mode to \"domains\", \"invite\" or \"closed\", or give \
+                     the route roles",
+                    exposed.join(", ")
+                ));
+            }
+        }
+        warnings
     }
 }
 
@@ -1781,6 +1826,91 @@ mod tests {
         assert_eq!(c.storage.url.as_str(), "sqlite://data/portcullis.db");
         assert_eq!(c.sessions.url, "memory://");
         assert_eq!(c.rate_limits.login.unwrap().limit, 10);
+    }
+
+    #[test]
+    fn registration_is_parsed_at_load_naming_the_key() {
+        let c = load("").unwrap();
+        assert_eq!(c.registration.mode, RegistrationMode::Open);
+        let c = load(
+            "[registration]\nmode = \"domains\"\nallowed_domains = [\"Example.COM.\", \"*.münchen.de\"]\n",
+        )
+        .unwrap();
+        let domains: Vec<String> = c
+            .registration
+            .allowed_domains
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(domains, ["example.com", "*.xn--mnchen-3ya.de"]);
+        for (text, key) in [
+            (
+                "[registration]\nmode = \"domains\"\n",
+                "registration.allowed_domains",
+            ),
+            (
+                "[registration]\nallowed_domains = [\"example.com\"]\n",
+                "registration.allowed_domains",
+            ),
+            (
+                "[registration]\nmode = \"domains\"\nallowed_domains = [\"ex*ample.com\"]\n",
+                "registration.allowed_domains",
+            ),
+            (
+                "[registration]\nmode = \"sometimes\"\n",
+                "registration.mode",
+            ),
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let env = [
+            ("PORTCULLIS_REGISTRATION__MODE", "domains"),
+            (
+                "PORTCULLIS_REGISTRATION__ALLOWED_DOMAINS",
+                "[\"example.com\"]",
+            ),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let c = Config::load_from(Path::new("test.toml"), "", env).unwrap();
+        assert_eq!(c.registration.mode, RegistrationMode::Domains);
+        assert_eq!(c.registration.allowed_domains.len(), 1);
+        let env = [("PORTCULLIS_REGISTRATION__MODE", "domains")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        let err = Config::load_from(Path::new("test.toml"), "", env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("registration.allowed_domains"), "{err}");
+    }
+
+    #[test]
+    fn open_registration_before_a_route_any_account_passes_is_warned_about() {
+        let route = |policy: &str, roles: &str| {
+            format!(
+                "[[routes]]\nname = \"app\"\npath_prefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\npolicy = \"{policy}\"\nroles = {roles}\n"
+            )
+        };
+        for (text, warned) in [
+            (route("authenticated", "[]"), true),
+            (route("two_factor", "[]"), true),
+            (route("authenticated", "[\"staff\"]"), false),
+            (route("public", "[]"), false),
+            (
+                format!(
+                    "[registration]\nmode = \"invite\"\n{}",
+                    route("authenticated", "[]")
+                ),
+                false,
+            ),
+            (String::new(), false),
+        ] {
+            let warnings = load(&text).unwrap().warnings();
+            assert_eq!(warnings.len(), usize::from(warned), "{text}: {warnings:?}");
+            if warned {
+                assert!(warnings[0].contains("routes[0] (\"app\")"), "{warnings:?}");
+                assert!(warnings[0].contains("registration.mode"), "{warnings:?}");
+            }
+        }
     }
 
     #[test]

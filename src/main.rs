@@ -8,9 +8,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use portcullis::app::App;
+use portcullis::auth::password::PasswordHasher;
+use portcullis::config::SessionBackend;
 use portcullis::config::{Config, DEFAULT_CONFIG_PATH};
+use portcullis::domain::{Password, UserId};
 use portcullis::mail::Mailer;
-use portcullis::store::admin::{UserCommand, run_user_command};
+use portcullis::store::admin::{
+    InitialPassword, UserCommand, find_user, format_table, format_time, run_user_command,
+};
 use portcullis::{server, session, store, telemetry};
 
 /// Pingora allocates and frees many small buffers per request; jemalloc does that about 15%
@@ -50,7 +55,7 @@ enum Command {
     CheckConfig,
     /// Apply database migrations and exit.
     Migrate,
-    /// Manage accounts: list, roles, activation, lockout.
+    /// Manage accounts: create, delete, roles, activation, lockout, sessions.
     User {
         #[command(subcommand)]
         action: UserAction,
@@ -61,6 +66,23 @@ enum Command {
 enum UserAction {
     /// List every account.
     List,
+    /// Create an account whose address counts as verified (you vouch for it); without
+    /// --password-stdin no password works until the user sets one through "Forgot password?".
+    Create {
+        email: String,
+        /// A role to grant; repeat for more.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+        /// Read the password from standard input (one line; a final newline is dropped).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Delete an account: its sessions end, its 2FA, passkeys, roles and links go with it.
+    Delete { email: String },
+    /// Show an account's sessions (needs a shared session backend: redis://).
+    Sessions { email: String },
+    /// End every session of an account (it may sign in again).
+    RevokeSessions { email: String },
     /// Give an account a role.
     GrantRole { email: String, role: String },
     /// Take a role from an account.
@@ -75,20 +97,6 @@ enum UserAction {
     /// recovery codes and the passkeys and ends every session.
     #[command(name = "reset-2fa")]
     ResetTwoFactor { email: String },
-}
-
-impl From<UserAction> for UserCommand {
-    fn from(action: UserAction) -> Self {
-        match action {
-            UserAction::List => UserCommand::List,
-            UserAction::GrantRole { email, role } => UserCommand::GrantRole { email, role },
-            UserAction::RevokeRole { email, role } => UserCommand::RevokeRole { email, role },
-            UserAction::Deactivate { email } => UserCommand::Deactivate { email },
-            UserAction::Activate { email } => UserCommand::Activate { email },
-            UserAction::Unlock { email } => UserCommand::Unlock { email },
-            UserAction::ResetTwoFactor { email } => UserCommand::ResetTwoFactor { email },
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -133,6 +141,9 @@ fn main() -> ExitCode {
                 ),
                 Err(reason) => println!("passkeys: off: {reason}"),
             }
+            for warning in config.warnings() {
+                eprintln!("portcullis: warning: {warning}");
+            }
             let routes = config.routes.len();
             println!(
                 "{}: configuration is valid ({routes} route{})",
@@ -142,7 +153,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Migrate => migrate(&config),
-        Command::User { action } => user(&config, action.into()),
+        Command::User { action } => user(&config, action),
         Command::Serve => serve(config),
     };
     match result {
@@ -169,44 +180,125 @@ fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn user(config: &Config, command: UserCommand) -> anyhow::Result<()> {
+fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let store = store::connect(&config.storage.url, 2)
             .await
             .with_context(|| format!("opening {}", config.storage.url.redacted()))?;
-        let ending_sessions = match &command {
-            UserCommand::Deactivate { email } | UserCommand::ResetTwoFactor { email } => {
-                Some(email.clone())
+        let command = match action {
+            UserAction::Sessions { email } => {
+                return list_sessions(config, &*store, &email).await;
             }
+            UserAction::Create {
+                email,
+                roles,
+                password_stdin,
+            } => {
+                let password = initial_password(config, password_stdin).await?;
+                UserCommand::Create {
+                    email,
+                    roles,
+                    password,
+                }
+            }
+            UserAction::List => UserCommand::List,
+            UserAction::GrantRole { email, role } => UserCommand::GrantRole { email, role },
+            UserAction::RevokeRole { email, role } => UserCommand::RevokeRole { email, role },
+            UserAction::Deactivate { email } => UserCommand::Deactivate { email },
+            UserAction::Activate { email } => UserCommand::Activate { email },
+            UserAction::Unlock { email } => UserCommand::Unlock { email },
+            UserAction::ResetTwoFactor { email } => UserCommand::ResetTwoFactor { email },
+            UserAction::Delete { email } => UserCommand::Delete { email },
+            UserAction::RevokeSessions { email } => UserCommand::RevokeSessions { email },
+        };
+        // Looked up before the command runs: a deleted account cannot be found after it.
+        let ending_sessions = match &command {
+            UserCommand::Deactivate { email }
+            | UserCommand::ResetTwoFactor { email }
+            | UserCommand::Delete { email }
+            | UserCommand::RevokeSessions { email } => Some(find_user(&*store, email).await?.id),
             _ => None,
         };
         let output = run_user_command(&*store, command).await?;
         println!("{output}");
-        if let Some(email) = ending_sessions {
-            end_sessions(config, &*store, &email).await?;
+        if let Some(user) = ending_sessions {
+            end_sessions(config, user).await?;
         }
         anyhow::Ok(())
     })
 }
 
-/// Ends every session of a deactivated account or one whose 2FA was reset. With
+/// The password of `user create`: read from standard input, held to the password policy
+/// and hashed; or, without `--password-stdin`, the hash of a secret nobody holds.
+async fn initial_password(config: &Config, from_stdin: bool) -> anyhow::Result<InitialPassword> {
+    let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)?;
+    if !from_stdin {
+        return Ok(InitialPassword::Unusable(
+            hasher.hash_of_unknown_secret().await?,
+        ));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let line = line.strip_suffix('\n').unwrap_or(&line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let password = Password::parse(line.to_owned())
+        .map_err(|e| anyhow::anyhow!("the password: {}", e.messages().join("; ")))?;
+    Ok(InitialPassword::Chosen(
+        hasher.hash(password.expose()).await?,
+    ))
+}
+
+/// Ends every session of an account whose sessions an operator command ended. With
 /// `memory://` sessions live inside the running gateway, which ends them itself when it
 /// reads the change feed (within a second).
-async fn end_sessions(
+async fn end_sessions(config: &Config, user: UserId) -> anyhow::Result<()> {
+    if config.sessions.backend() == Ok(SessionBackend::Memory) {
+        println!("sessions end on the running gateway within a second (they live inside it)");
+        return Ok(());
+    }
+    let sessions = session::connect(&config.sessions).await?;
+    let ended = sessions.revoke_all(user, None).await?;
+    println!("{} session(s) ended", ended.len());
+    Ok(())
+}
+
+/// `user sessions`: the account's live sessions, from the shared session backend.
+async fn list_sessions(
     config: &Config,
     store: &dyn store::UserStore,
     email: &str,
 ) -> anyhow::Result<()> {
-    if config.sessions.backend() == Ok(portcullis::config::SessionBackend::Memory) {
-        return Ok(());
+    let user = find_user(store, email).await?;
+    if config.sessions.backend() == Ok(SessionBackend::Memory) {
+        anyhow::bail!(
+            "sessions.url is memory://: sessions live inside the running gateway, out of this \
+             command's reach; the account page lists them, or use redis:// to list them here \
+             (`user revoke-sessions` works with either)"
+        );
     }
-    let email = portcullis::domain::Email::parse(email)?;
-    let Some(user) = store.find_by_email(&email).await? else {
-        return Ok(());
-    };
     let sessions = session::connect(&config.sessions).await?;
-    let ended = sessions.revoke_all(user.id, None).await?;
-    println!("{} session(s) ended", ended.len());
+    let mut list = sessions.list(user.id).await?;
+    list.sort_by_key(|s| std::cmp::Reverse(s.last_seen_at));
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|s| {
+            let mut id = s.id.to_string();
+            id.truncate(8);
+            let agent = s.user_agent.chars().take(60).collect::<String>();
+            vec![
+                id,
+                format_time(Some(s.created_at)),
+                format_time(Some(s.last_seen_at)),
+                s.ip.clone(),
+                if agent.is_empty() { "-".into() } else { agent },
+            ]
+        })
+        .collect();
+    let header = ["ID", "CREATED", "LAST SEEN", "IP", "USER AGENT"];
+    print!("{}", format_table(&header, &rows));
+    println!("{} session(s) of {}", list.len(), user.email);
     Ok(())
 }
 
@@ -216,6 +308,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
     server::check_binds(&config)?;
     let listen = config.server.listen;
     let admin = config.server.admin_listen;
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let app = App::new(config)?;
     tracing::info!(%listen, %admin, version = env!("CARGO_PKG_VERSION"), "portcullis starting");
     server::run_forever(app)?;

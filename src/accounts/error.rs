@@ -8,6 +8,7 @@ use webauthn_rs::prelude::RequestChallengeResponse;
 use super::pending::PendingId;
 use crate::access::credentials::unauthorized;
 use crate::auth::password::PasswordError;
+use crate::config::Refusal;
 use crate::passkeys::CeremonyId;
 use crate::reply::{FieldError, Reply};
 use crate::session::SessionError;
@@ -101,6 +102,9 @@ pub enum AccountError {
     PasskeyAlreadyRegistered,
     /// 404 `passkey_not_found`: no such passkey of this account.
     PasskeyNotFound,
+    /// 403 `registration_closed` or `invitation_required`: `[registration]` does not let
+    /// this address register by itself.
+    RegistrationRefused(Refusal),
     /// 400 `validation_error` naming one field: a step-up's wrong password or code.
     Field {
         /// The request field that was wrong (e.g. `current_password`).
@@ -186,6 +190,7 @@ impl AccountError {
             Self::PasskeyInvalid => "passkey_invalid",
             Self::PasskeyAlreadyRegistered => "passkey_already_registered",
             Self::PasskeyNotFound => "passkey_not_found",
+            Self::RegistrationRefused(refusal) => refusal.code(),
             Self::Field { .. } | Self::Invalid(_) => "validation_error",
             Self::Store(StoreError::Unavailable(_))
             | Self::Session(SessionError::Unavailable(_)) => "service_unavailable",
@@ -195,6 +200,12 @@ impl AccountError {
                 "internal_error"
             }
         }
+    }
+}
+
+impl From<Refusal> for AccountError {
+    fn from(refusal: Refusal) -> Self {
+        Self::RegistrationRefused(refusal)
     }
 }
 
@@ -285,6 +296,7 @@ impl From<AccountError> for Reply {
             AccountError::EmailNotVerified(message) => {
                 Reply::error(StatusCode::FORBIDDEN, "email_not_verified", message)
             }
+            AccountError::RegistrationRefused(refusal) => registration_refused(refusal),
             AccountError::Field { field, message } => {
                 Reply::validation(&[FieldError::new(field, message)])
             }
@@ -299,6 +311,19 @@ impl From<AccountError> for Reply {
             },
         }
     }
+}
+
+/// 403 `registration_closed` or `invitation_required`: what the caller can do instead.
+fn registration_refused(refusal: Refusal) -> Reply {
+    let message = match refusal {
+        Refusal::Closed | Refusal::DomainNotAllowed => {
+            "Registration is closed for this address; ask an administrator for an account"
+        }
+        Refusal::InvitationRequired => {
+            "Registration is by invitation only; ask an administrator for an invitation"
+        }
+    };
+    Reply::error(StatusCode::FORBIDDEN, refusal.code(), message)
 }
 
 /// 401 `two_factor_required`, with `data.methods` and, when the user has passkeys,

@@ -10,6 +10,7 @@ use chrono::Utc;
 use super::fields::NewAccount;
 use super::{AccountError, Accounts, Client};
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
+use crate::config::Refusal;
 use crate::domain::{Email, Password, UserId};
 use crate::mail::{MailKind, Mailer};
 use crate::store::{NewToken, NewUser, StoreError, TokenKind, User, UserStore};
@@ -21,18 +22,34 @@ pub const VERIFICATION_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const RESET_TTL: Duration = Duration::from_secs(3600);
 
 impl Accounts {
+    /// Whether anyone may register by themselves now: `[registration]` `closed` and
+    /// `invite` refuse every address before any is read (a page then shows no form).
+    ///
+    /// Errors: `RegistrationRefused` (logged `registration_refused`, without an address).
+    pub fn registration_open(&self, client: &Client<'_>) -> Result<(), AccountError> {
+        match self.config.registration.refuses_everyone() {
+            Some(refusal) => Err(registration_refused(refusal, client)),
+            None => Ok(()),
+        }
+    }
+
     /// Creates an account (in `client.language`) and mails its verification link. The
     /// account and its token are one transaction: a storage failure leaves neither (and a
     /// retry with the same address works), and the mail goes out only once both are stored.
     ///
     /// An address already taken answers `Store(DuplicateEmail)`; when its account was never
     /// verified, the address's owner is mailed a reset link in the background (see
-    /// `offer_pending_address`). Errors otherwise: hashing and backend failures.
+    /// `offer_pending_address`). `[registration]` is asked first: `RegistrationRefused`
+    /// (closed, invitation only, or the address's domain not allowed) writes and mails
+    /// nothing. Errors otherwise: hashing and backend failures.
     pub async fn register(
         &self,
         account: NewAccount,
         client: &Client<'_>,
     ) -> Result<User, AccountError> {
+        self.registration_open(client)?;
+        let admitted = self.config.registration.admits(&account.email);
+        admitted.map_err(|refusal| registration_refused(refusal, client))?;
         let password_hash = self.hasher.hash(account.password.expose()).await?;
         let (token, stored) = new_token(TokenKind::EmailVerification, VERIFICATION_TTL);
         let new = NewUser {
@@ -265,4 +282,10 @@ fn new_token(kind: TokenKind, ttl: Duration) -> (String, NewToken) {
         expires_at,
     };
     (token, stored)
+}
+
+/// A registration `[registration]` turns away, logged without the address.
+fn registration_refused(refusal: Refusal, client: &Client<'_>) -> AccountError {
+    tracing::info!(target: SECURITY, event = "registration_refused", reason = refusal.code(), client_ip = %client.ip);
+    AccountError::RegistrationRefused(refusal)
 }

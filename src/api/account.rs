@@ -59,6 +59,10 @@ pub(super) fn check_display_text(
 
 /// `POST /api/auth/register`
 pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    // `[registration]`: `closed` and `invite` before the body is read; the core asks again,
+    // and about the address's domain, before anything is written or mailed.
+    let client = super::client(app, request);
+    app.accounts.registration_open(&client)?;
     let mut f = Fields::from_request(request)?;
     let form = Registration {
         email: &f.text("email"),
@@ -67,7 +71,6 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         last_name: &f.text("last_name"),
     };
     let account = form.parse_after(f.found())?;
-    let client = super::client(app, request);
     let user = app.accounts.register(account, &client).await?;
     Ok(Reply::ok(
         StatusCode::CREATED,

@@ -139,6 +139,14 @@ impl PasswordHasher {
             .map_err(|e| PasswordError::Bcrypt(e.to_string()))
     }
 
+    /// A bcrypt hash of a random 256-bit secret that is thrown away at once: the hash of an
+    /// account that has no usable password yet (created by an operator without one). No
+    /// typed password matches it, and a guess costs what a guess at any account costs;
+    /// the user sets a password through the reset mail.
+    pub async fn hash_of_unknown_secret(&self) -> Result<String, PasswordError> {
+        self.hash(&super::secrets::random_token()).await
+    }
+
     /// Whether `password` matches the stored `hash`, in its normalised form first and, when
     /// that differs from the form as typed, as typed (a hash made before normalisation):
     /// see [`Verified`]. A wrong password in a non-normalised form costs two verifications.

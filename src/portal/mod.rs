@@ -678,6 +678,8 @@ fn error_key(response: &Reply) -> &'static str {
         "invalid_credentials" => "error_invalid_credentials",
         "account_locked" => "error_locked",
         "account_deactivated" => "error_deactivated",
+        "registration_closed" => "error_registration_closed",
+        "invitation_required" => "error_invitation_required",
         "rate_limited" => "error_rate_limited",
         "service_unavailable" => "error_unavailable",
         "invalid_token" => "link_invalid_text",

@@ -17,6 +17,7 @@ use crate::accounts::{
 use crate::api::browser;
 use crate::api::endpoints::Limit;
 use crate::auth::secrets::is_token_shaped;
+use crate::config::Refusal;
 use crate::reply::Reply;
 use crate::session::SessionId;
 use crate::store::StoreError;
@@ -207,7 +208,11 @@ fn render_login(
     email: &str,
     remember_me: bool,
 ) -> Page {
-    let register_href = v.path_with_return("/register", return_to.as_deref());
+    // No way to sign up: no link to a page without a form.
+    let register_href = match v.app.config.registration.refuses_everyone() {
+        Some(_) => String::new(),
+        None => v.path_with_return("/register", return_to.as_deref()),
+    };
     v.render(
         "login.html",
         status,
@@ -339,6 +344,16 @@ fn render_register(
     form: &Form,
 ) -> Page {
     let login_href = v.path_with_return("/login", return_to.as_deref());
+    // Closed or by invitation: no form, and why.
+    let closed = v
+        .app
+        .config
+        .registration
+        .refuses_everyone()
+        .map(|refusal| match refusal {
+            Refusal::InvitationRequired => v.t("register_invite_only_text"),
+            Refusal::Closed | Refusal::DomainNotAllowed => v.t("register_closed_text"),
+        });
     v.render(
         "register.html",
         status,
@@ -347,6 +362,7 @@ fn render_register(
         vec![
             ("return_to", Value::from(return_to.unwrap_or_default())),
             ("login_href", Value::from(login_href)),
+            ("closed", to_value(closed)),
             (
                 "values",
                 to_value(json!({

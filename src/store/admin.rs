@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{StoreError, User, UserChange, UserStore};
+use super::{NewUser, StoreError, User, UserChange, UserStore};
 use crate::domain::{Email, EmailError};
 
 /// The longest role name accepted.
@@ -54,6 +54,54 @@ pub enum UserCommand {
         /// The account's address (any case).
         email: String,
     },
+    /// `user create EMAIL [--role ROLE]…`: an account whose address counts as proven (the
+    /// operator vouches for it), whatever `[registration]` says.
+    Create {
+        /// The address (any case).
+        email: String,
+        /// Roles to grant, each checked as a role name.
+        roles: Vec<String>,
+        /// The password, already hashed, or none usable.
+        password: InitialPassword,
+    },
+    /// `user delete EMAIL`: the account goes, with its roles, 2FA, recovery codes, passkeys
+    /// and mailed tokens; every session ends.
+    Delete {
+        /// The account's address (any case).
+        email: String,
+    },
+    /// `user revoke-sessions EMAIL`: every session of the account ends (it may sign in again).
+    RevokeSessions {
+        /// The account's address (any case).
+        email: String,
+    },
+}
+
+/// The password of an account an operator creates.
+#[derive(Clone, PartialEq, Eq)]
+pub enum InitialPassword {
+    /// The bcrypt hash of a password the operator chose (`--password-stdin`).
+    Chosen(String),
+    /// The bcrypt hash of a secret nobody holds: no password works until the user sets one
+    /// through the reset mail ("Forgot password").
+    Unusable(String),
+}
+
+impl InitialPassword {
+    fn into_hash(self) -> String {
+        match self {
+            Self::Chosen(hash) | Self::Unusable(hash) => hash,
+        }
+    }
+}
+
+impl std::fmt::Debug for InitialPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Chosen(_) => "Chosen(<redacted>)",
+            Self::Unusable(_) => "Unusable",
+        })
+    }
 }
 
 /// Why an operator command did nothing; each message says what to fix.
@@ -75,6 +123,9 @@ pub enum AdminError {
     /// No account has this address.
     #[error("no such user: {0}")]
     NoSuchUser(Email),
+    /// `user create` for an address that already has an account.
+    #[error("{0} already has an account (see `portcullis user list`)")]
+    Taken(Email),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -106,7 +157,78 @@ pub async fn run_user_command(
         UserCommand::Activate { email } => set_active(store, &email, true).await,
         UserCommand::Unlock { email } => unlock(store, &email).await,
         UserCommand::ResetTwoFactor { email } => reset_two_factor(store, &email).await,
+        UserCommand::Create {
+            email,
+            roles,
+            password,
+        } => create(store, &email, &roles, password).await,
+        UserCommand::Delete { email } => delete(store, &email).await,
+        UserCommand::RevokeSessions { email } => revoke_sessions(store, &email).await,
     }
+}
+
+/// `user create`: the account, its proven address and its roles in one transaction.
+async fn create(
+    store: &dyn UserStore,
+    email: &str,
+    roles: &[String],
+    password: InitialPassword,
+) -> Result<String, AdminError> {
+    let email = parse_email(email)?;
+    let mut checked = Vec::with_capacity(roles.len());
+    for role in roles {
+        checked.push(parse_role(role)?);
+    }
+    let chosen = matches!(password, InitialPassword::Chosen(_));
+    let new = NewUser {
+        email: email.clone(),
+        password_hash: password.into_hash(),
+        first_name: String::new(),
+        last_name: String::new(),
+        language: String::new(),
+    };
+    let user = match store.create_vouched_user(new, &checked).await {
+        Err(StoreError::DuplicateEmail) => return Err(AdminError::Taken(email)),
+        other => other?,
+    };
+    let roles = if user.roles.is_empty() {
+        "no roles".to_owned()
+    } else {
+        format!("roles {}", user.roles.join(","))
+    };
+    let next = if chosen {
+        "they sign in with the password given"
+    } else {
+        "no password works yet: they choose one through \"Forgot password?\" on the sign-in \
+         page (POST /api/auth/request-password-reset), which mails them a link"
+    };
+    Ok(format!(
+        "created {} ({}; address verified, {roles}); {next}",
+        user.email, user.id
+    ))
+}
+
+/// `user delete`: the account and everything hanging from it go, in one transaction with
+/// the change-feed entry that ends its sessions on every instance.
+async fn delete(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
+    let user = find_user(store, email).await?;
+    if !store.delete_user(user.id).await? {
+        return Err(AdminError::NoSuchUser(user.email));
+    }
+    Ok(format!(
+        "deleted {} ({}): roles, two-factor secret, recovery codes, passkeys and mailed links \
+         with it; its sessions end",
+        user.email, user.id
+    ))
+}
+
+/// `user revoke-sessions`: ends every session of the account, wherever it is held.
+async fn revoke_sessions(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
+    let user = find_user(store, email).await?;
+    store
+        .record_user_change(user.id, UserChange::SessionsEnded)
+        .await?;
+    Ok(format!("ending every session of {}", user.email))
 }
 
 /// `user grant-role`: adds `role`, recording the change only when the account lacked it.
@@ -217,18 +339,24 @@ fn parse_role(role: &str) -> Result<String, AdminError> {
     }
 }
 
-async fn find_user(store: &dyn UserStore, input: &str) -> Result<User, AdminError> {
-    let email = Email::parse(input).map_err(|source| AdminError::InvalidEmail {
+fn parse_email(input: &str) -> Result<Email, AdminError> {
+    Email::parse(input).map_err(|source| AdminError::InvalidEmail {
         input: input.to_owned(),
         source,
-    })?;
+    })
+}
+
+/// The account with the address `input`, or [`AdminError::NoSuchUser`].
+pub async fn find_user(store: &dyn UserStore, input: &str) -> Result<User, AdminError> {
+    let email = parse_email(input)?;
     store
         .find_by_email(&email)
         .await?
         .ok_or(AdminError::NoSuchUser(email))
 }
 
-fn format_time(t: Option<DateTime<Utc>>) -> String {
+/// A time as the CLI's tables show it (`2026-01-31 14:05:09Z`), `-` for none.
+pub fn format_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(
         || "-".into(),
         |t| t.format("%Y-%m-%d %H:%M:%SZ").to_string(),
@@ -272,30 +400,38 @@ pub fn format_user_table(users: &[User], now: DateTime<Utc>) -> String {
         })
         .collect();
 
-    let mut widths = header.map(str::len);
-    for row in &rows {
+    let rows: Vec<Vec<String>> = rows.into_iter().map(Vec::from).collect();
+    let mut out = format_table(&header, &rows);
+    let n = users.len();
+    out.push_str(&format!("{n} user{}\n", if n == 1 { "" } else { "s" }));
+    out
+}
+
+/// Renders a header and rows as columns aligned by two spaces, one line each (the last
+/// column unpadded); a row has as many cells as the header.
+pub fn format_table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let mut push_line = |cells: &[&str]| {
-        let last = cells.len() - 1;
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+    let mut push_line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut cells = cells.zip(&widths).peekable();
+        while let Some((cell, w)) = cells.next() {
             out.push_str(cell);
-            if i < last {
+            if cells.peek().is_some() {
                 let pad = w - cell.chars().count() + 2;
                 out.extend(std::iter::repeat_n(' ', pad));
             }
         }
         out.push('\n');
     };
-    push_line(&header);
-    for row in &rows {
-        push_line(&row.each_ref().map(String::as_str));
+    push_line(&mut header.iter().copied());
+    for row in rows {
+        push_line(&mut row.iter().map(String::as_str));
     }
-    let n = users.len();
-    out.push_str(&format!("{n} user{}\n", if n == 1 { "" } else { "s" }));
     out
 }
 

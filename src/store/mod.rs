@@ -348,6 +348,17 @@ pub trait UserStore: Send + Sync {
         token: NewToken,
     ) -> Result<User, StoreError>;
 
+    /// Creates an account an operator vouches for, in one transaction: its address counts
+    /// as proven and `roles` (already checked as role names) are granted. Errors as
+    /// [`create_user`](Self::create_user).
+    async fn create_vouched_user(&self, new: NewUser, roles: &[String])
+    -> Result<User, StoreError>;
+
+    /// Deletes an account with its roles, mailed tokens, recovery codes and passkeys, and
+    /// writes [`UserChange::SessionsEnded`] to the change feed in the same transaction, so
+    /// every instance ends its sessions; `false` when there was no such account.
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
+
     /// The account with this address, if any.
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError>;
 

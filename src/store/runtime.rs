@@ -59,6 +59,20 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn create_vouched_user(
+        &self,
+        new: NewUser,
+        roles: &[String],
+    ) -> Result<User, StoreError> {
+        let roles = roles.to_vec();
+        self.run(|s| async move { s.create_vouched_user(new, &roles).await })
+            .await
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        self.run(|s| async move { s.delete_user(id).await }).await
+    }
+
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         let email = email.clone();
         self.run(|s| async move { s.find_by_email(&email).await })

@@ -478,6 +478,56 @@ where
         Ok(user)
     }
 
+    async fn create_vouched_user(
+        &self,
+        new: NewUser,
+        roles: &[String],
+    ) -> Result<User, StoreError> {
+        let mut tx = Tx::begin(&self.pool).await?;
+        let mut user = Self::insert_user(&mut tx, new).await?;
+        sqlx::query("UPDATE users SET is_verified = TRUE WHERE id = $1")
+            .bind(id::<DB>(user.id))
+            .execute(&mut *tx)
+            .await?;
+        for role in roles {
+            sqlx::query(
+                "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id::<DB>(user.id))
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        user.is_verified = true;
+        user.roles = roles.to_vec();
+        user.roles.sort();
+        user.roles.dedup();
+        Ok(user)
+    }
+
+    async fn delete_user(&self, user: UserId) -> Result<bool, StoreError> {
+        // The feed's entry first: SQLite takes its write lock up front, and the entry and
+        // the deletion stand or fall together. Roles, tokens, recovery codes and passkeys
+        // go with the row (ON DELETE CASCADE).
+        let mut tx = Tx::begin(&self.pool).await?;
+        sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
+            .bind(id::<DB>(user))
+            .bind(UserChange::SessionsEnded.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id::<DB>(user))
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&done) == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, StoreError> {
         let row = sqlx::query(DB::FIND_BY_EMAIL)
             .bind(email.as_str())

@@ -511,3 +511,72 @@ async fn a_registration_cut_off_mid_way_leaves_no_account() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
+
+/// `[registration]` as a table: each mode and domain spelling, the answer it gets, and, when
+/// refused, no account, no token and no mail.
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_follows_the_configured_policy() {
+    const DOMAINS: &str = "[registration]\nmode = \"domains\"\nallowed_domains = [\"example.com\", \"*.example.org\", \"münchen.de\"]\n";
+    // (config, address, status, code)
+    let table: &[(&str, &str, u16, &str)] = &[
+        ("", "anyone@elsewhere.test", 201, ""),
+        (
+            "[registration]\nmode = \"closed\"\n",
+            "bob@example.com",
+            403,
+            "registration_closed",
+        ),
+        (
+            "[registration]\nmode = \"invite\"\n",
+            "bob@example.com",
+            403,
+            "invitation_required",
+        ),
+        (DOMAINS, "Bob@EXAMPLE.com", 201, ""),
+        (DOMAINS, "bob+tag@example.com", 201, ""),
+        (DOMAINS, "bob@team.example.org", 201, ""),
+        (DOMAINS, "bob@xn--mnchen-3ya.de", 201, ""),
+        (DOMAINS, "bob@example.org", 403, "registration_closed"),
+        (DOMAINS, "bob@mail.example.com", 403, "registration_closed"),
+        (
+            DOMAINS,
+            "bob@example.com.evil.test",
+            403,
+            "registration_closed",
+        ),
+        (DOMAINS, "bob@evil-example.com", 403, "registration_closed"),
+        (DOMAINS, "example.com@evil.test", 403, "registration_closed"),
+        // Malformed before any policy is asked.
+        (DOMAINS, "bob@example.com.", 400, "validation_error"),
+    ];
+    for backend in backends() {
+        for (config, address, status, code) in table {
+            let app = TestApp::spawn(backend, config).await;
+            let r = app.register(address).await;
+            assert_eq!(
+                r.status.as_u16(),
+                *status,
+                "{backend:?} {config} {address}: {}",
+                r.body
+            );
+            let users = app.store().await.list_users().await.unwrap();
+            if *status == 201 {
+                assert_eq!(users.len(), 1);
+                app.mail_to(users[0].email.as_str()).await;
+                continue;
+            }
+            assert_eq!(r.code(), *code, "{address}: {}", r.body);
+            assert!(users.is_empty(), "{address}: an account was written");
+            if let Some(db) = &app.db {
+                assert_eq!(db.count_rows("verification_tokens").await, 0);
+            }
+            // A refused body is never read: closed and invite answer before parsing it.
+            if !config.contains("domains") {
+                let r = app.post("/api/auth/register", json!({})).await;
+                assert_eq!(r.code(), *code, "{}", r.body);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            assert_eq!(app.smtp.count(), 0, "{address}: a mail went out");
+        }
+    }
+}

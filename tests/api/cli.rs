@@ -86,10 +86,23 @@ fn wait_listening(addr: &str) {
 
 #[test]
 fn check_config_accepts_the_shipped_configs() {
-    for file in ["config/portcullis.toml", "config/production.example.toml"] {
+    // The embedded default keeps sign-up open for the quick start, and says what that means
+    // for its role-less route; the production example takes invitations only.
+    for (file, warned) in [
+        ("config/portcullis.toml", true),
+        ("config/production.example.toml", false),
+    ] {
         let (code, out, err) = run(portcullis().args(["check-config", "--config", file]));
         assert_eq!(code, 0, "{file}: {out}{err}");
         assert!(out.contains("valid"), "{out}");
+        assert_eq!(
+            err.contains("warning: registration is open"),
+            warned,
+            "{file}: {err}"
+        );
+        if warned {
+            assert!(err.contains("routes[0] (\"app\")"), "{err}");
+        }
     }
 }
 
@@ -836,4 +849,146 @@ fn the_guards_answers_are_logged_and_a_clients_mistakes_are_no_errors() {
         errors.is_empty(),
         "a client's mistake logged as an error: {errors}"
     );
+}
+
+/// `user create` (a password from standard input, roles), `user sessions`, `user
+/// revoke-sessions` and `user delete`, run as separate processes against a running `serve`:
+/// with in-process sessions (the feed ends them; the CLI cannot list them) and, when Redis is
+/// configured, with Redis (listed and ended by the CLI itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_creates_lists_signs_out_and_deletes_an_account() {
+    let redis = crate::support::redis::TestRedis::start().await;
+    let mut sessions = vec![String::new()];
+    if let Some(redis) = &redis {
+        sessions.push(format!(
+            "[sessions]\nurl = \"{}\"\nkey_prefix = \"{}\"\n",
+            redis.url, redis.prefix
+        ));
+    }
+    for sessions in sessions {
+        let shared = !sessions.is_empty();
+        let upstream = EchoUpstream::start().await;
+        let scratch = Scratch::new();
+        let route = format!(
+            "{sessions}[[routes]]\npath_prefix = \"/admin\"\nupstream = \"{}\"\npolicy = \"authenticated\"\nroles = [\"admin\"]\n",
+            upstream.url()
+        );
+        let path = write_config(&scratch, &route);
+        let listen = listen_address(&std::fs::read_to_string(&path).unwrap());
+        let mut child = serve(&scratch, &path);
+        let waited = listen.clone();
+        tokio::task::spawn_blocking(move || wait_listening(&waited))
+            .await
+            .unwrap();
+        let user = |args: &[&str], stdin: Option<&str>| {
+            let mut cmd = portcullis();
+            cmd.arg("--config").arg(&path).arg("user").args(args);
+            cmd.current_dir(scratch.dir.path());
+            run_with_input(&mut cmd, stdin)
+        };
+        let email = "cli-made@example.com";
+        let (code, out, err) = user(
+            &["create", email, "--role", "admin", "--password-stdin"],
+            Some("Cli-Made-Pass-1!\n"),
+        );
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("address verified, roles admin"), "{out}");
+
+        let base = format!("http://{listen}");
+        let client = reqwest::Client::new();
+        let login = || {
+            client
+                .post(format!("{base}/api/auth/login"))
+                .header("user-agent", "cli-story/1.0")
+                .json(&serde_json::json!({"email": email, "password": "Cli-Made-Pass-1!"}))
+                .send()
+        };
+        let answer: serde_json::Value = login().await.unwrap().json().await.unwrap();
+        let token = crate::support::app::tokens_of(&answer).access;
+        let status = |token: String| {
+            let (client, url) = (client.clone(), format!("{base}/admin/x"));
+            async move {
+                let r = client.get(url).bearer_auth(token).send().await.unwrap();
+                r.status()
+            }
+        };
+        // Verified and an admin at once: no mail to follow, no grant to wait for.
+        assert_eq!(status(token.clone()).await, 200);
+
+        let (code, out, err) = user(&["sessions", email], None);
+        if shared {
+            assert_eq!(code, 0, "{out}{err}");
+            let lines: Vec<&str> = out.lines().collect();
+            assert!(
+                lines[0].starts_with("ID") && lines[0].contains("USER AGENT"),
+                "{out}"
+            );
+            assert!(
+                lines[1].contains("127.0.0.1") && lines[1].contains("cli-story/1.0"),
+                "{out}"
+            );
+            assert!(
+                out.contains("1 session(s) of cli-made@example.com"),
+                "{out}"
+            );
+        } else {
+            assert_ne!(code, 0, "{out}");
+            assert!(err.contains("memory://"), "{err}");
+        }
+
+        for args in [["revoke-sessions", email], ["delete", email]] {
+            let token = if args[0] == "delete" {
+                let answer: serde_json::Value = login().await.unwrap().json().await.unwrap();
+                crate::support::app::tokens_of(&answer).access
+            } else {
+                token.clone()
+            };
+            let (code, out, err) = user(&args, None);
+            assert_eq!(code, 0, "{args:?}: {out}{err}");
+            if shared {
+                assert!(out.contains("1 session(s) ended"), "{out}");
+            }
+            let started = Instant::now();
+            while status(token.clone()).await != 401 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(1),
+                    "{args:?}: the session outlived the command"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        assert_eq!(login().await.unwrap().status(), 401, "deleted");
+        let (code, _, err) = user(&["delete", email], None);
+        assert_ne!(code, 0);
+        assert!(err.contains("no such user"), "{err}");
+
+        sigterm(&child);
+        let exit =
+            tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+                .await
+                .unwrap();
+        assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+    }
+}
+
+/// Runs `cmd` with `input` on its standard input (none when `None`).
+fn run_with_input(cmd: &mut Command, input: Option<&str>) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

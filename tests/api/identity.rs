@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use portcullis::store::admin::{UserCommand, run_user_command};
+use portcullis::store::admin::{InitialPassword, UserCommand, run_user_command};
 
 const WRONG_PASSWORD: &str = "Wr0ng-Password!";
 
@@ -721,6 +721,126 @@ async fn an_operator_role_grant_reaches_a_running_gateway_within_a_second() {
             StatusCode::OK,
             "a fresh login after activation passes at once"
         );
+    }
+}
+
+/// `user create` makes an account that passes verified-only routes with its roles at once;
+/// `user revoke-sessions` and `user delete` end its sessions on every instance within a
+/// second, whatever the session backend; a deleted account signs in no more.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_creates_signs_out_and_deletes_an_account() {
+    let upstream = EchoUpstream::start().await;
+    let hasher = portcullis::auth::password::PasswordHasher::new(4).unwrap();
+    for backend in backends() {
+        let app = TestApp::spawn(backend, &routes(&upstream)).await;
+        let peer = (backend == Backend::Shared).then(|| app.spawn_peer());
+        let cli = portcullis::store::connect(&app.gw.app.config.storage.url, 2)
+            .await
+            .expect("the CLI opens the database");
+        let command = |cmd| run_user_command(&*cli, cmd);
+        let email = "vouched@example.com";
+        command(UserCommand::Create {
+            email: email.into(),
+            roles: vec!["admin".into()],
+            password: InitialPassword::Chosen(hasher.hash(PASSWORD).await.unwrap()),
+        })
+        .await
+        .unwrap();
+        let t = app.login(email).await;
+        for path in ["/app/x", "/admin/x"] {
+            let r = get(&app, &t.access, path, &[]).await;
+            assert_eq!(r.status, StatusCode::OK, "{backend:?} {path}: {}", r.body);
+        }
+        let peer_status = |token: String| {
+            let (http, url) = (app.http.clone(), peer.as_ref().map(|p| p.url()));
+            async move {
+                let url = url?;
+                let r = http.get(format!("{url}/app/x")).bearer_auth(token);
+                Some(r.send().await.unwrap().status())
+            }
+        };
+
+        command(UserCommand::RevokeSessions {
+            email: email.into(),
+        })
+        .await
+        .unwrap();
+        let waited = time_until(&app, &t.access, "/app/x", StatusCode::UNAUTHORIZED).await;
+        assert!(
+            waited < Duration::from_secs(1),
+            "{backend:?}: took {waited:?}"
+        );
+        if let Some(status) = peer_status(t.access.clone()).await {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "the other instance too");
+        }
+
+        let again = app.login(email).await;
+        command(UserCommand::Delete {
+            email: email.into(),
+        })
+        .await
+        .unwrap();
+        let waited = time_until(&app, &again.access, "/app/x", StatusCode::UNAUTHORIZED).await;
+        assert!(
+            waited < Duration::from_secs(1),
+            "{backend:?}: took {waited:?}"
+        );
+        if let Some(status) = peer_status(again.access.clone()).await {
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "the other instance too");
+        }
+        let r = login_with(&app, email, PASSWORD, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+        let r = app
+            .post(
+                "/api/auth/refresh-token",
+                json!({"refresh_token": again.refresh}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+        // The address is free again: it can register afresh.
+        assert_eq!(app.register(email).await.status, StatusCode::CREATED);
+    }
+}
+
+/// Without a password, `user create` leaves an account no password opens, until the user
+/// chooses one through the reset mail.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_account_created_without_a_password_is_opened_by_the_reset_mail() {
+    let hasher = portcullis::auth::password::PasswordHasher::new(4).unwrap();
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        let cli = portcullis::store::connect(&app.gw.app.config.storage.url, 2)
+            .await
+            .expect("the CLI opens the database");
+        let email = "nopass@example.com";
+        let out = run_user_command(
+            &*cli,
+            UserCommand::Create {
+                email: email.into(),
+                roles: Vec::new(),
+                password: InitialPassword::Unusable(hasher.hash_of_unknown_secret().await.unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+        assert!(out.contains("Forgot password"), "{out}");
+        for guess in [PASSWORD, "", "!"] {
+            let r = login_with(&app, email, guess, None).await;
+            assert_ne!(r.status, StatusCode::OK, "{guess:?} opened it: {}", r.body);
+        }
+        let r = app
+            .post("/api/auth/request-password-reset", json!({"email": email}))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let token = app.mail_to(email).await.token().expect("a reset link");
+        let r = app
+            .post(
+                "/api/auth/reset-password",
+                json!({"token": token, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        app.login(email).await;
     }
 }
 

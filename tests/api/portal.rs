@@ -1368,3 +1368,101 @@ async fn the_account_page_deactivates_only_with_the_password() {
     let again = browser.sign_in("leaving@example.com", PASSWORD, "/").await;
     assert_eq!(again.status, StatusCode::FORBIDDEN, "{}", again.body);
 }
+
+/// With sign-up closed or by invitation, the sign-up page has no form and says why, in
+/// every language, and the sign-in page links to no sign-up; a domain outside the list gets
+/// the reason on the form.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sign_up_page_follows_the_registration_policy() {
+    let cases = [
+        (
+            "closed",
+            "accounts are created by an administrator",
+            "учётные записи создаёт администратор",
+        ),
+        (
+            "invite",
+            "Sign-up here is by invitation only",
+            "Регистрация здесь только по приглашению",
+        ),
+    ];
+    for (mode, english, russian) in cases {
+        let app = TestApp::spawn(
+            Backend::Embedded,
+            &format!("[registration]\nmode = \"{mode}\"\n"),
+        )
+        .await;
+        let browser = Browser::new(&app.gw.url());
+        for (language, text) in [("en", english), ("ru", russian)] {
+            let page = browser
+                .get_with(&format!("/auth/register?lang={language}"), &[])
+                .await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            assert!(page.body.contains(text), "{mode} {language}: {}", page.body);
+            assert!(
+                !page.body.contains("name=\"password\""),
+                "{mode}: a form: {}",
+                page.body
+            );
+            let login = browser.get(&format!("/auth/login?lang={language}")).await;
+            assert!(login.body.contains("name=\"password\""), "{}", login.body);
+            assert!(
+                !login.body.contains("/auth/register"),
+                "{mode} {language}: {}",
+                login.body
+            );
+        }
+        // A form posted anyway (an old tab) is refused, and says why.
+        let page = browser.get("/auth/login?lang=en").await;
+        let r = browser
+            .post(
+                "/auth/register",
+                &[
+                    ("csrf_token", &page.csrf()),
+                    ("first_name", "Ada"),
+                    ("last_name", "Lovelace"),
+                    ("email", "ada@example.com"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+        assert!(r.body.contains("Ask an administrator"), "{}", r.body);
+        assert!(app.store().await.list_users().await.unwrap().is_empty());
+    }
+
+    let app = TestApp::spawn(
+        Backend::Embedded,
+        "[registration]\nmode = \"domains\"\nallowed_domains = [\"example.com\"]\n",
+    )
+    .await;
+    let browser = Browser::new(&app.gw.url());
+    let login = browser.get("/auth/login").await;
+    assert!(
+        unescape(&login.body).contains("/auth/register"),
+        "{}",
+        login.body
+    );
+    let page = browser.get("/auth/register?lang=ru").await;
+    assert!(page.body.contains("name=\"password\""), "{}", page.body);
+    let r = browser
+        .post(
+            "/auth/register",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("first_name", "Ada"),
+                ("last_name", "Lovelace"),
+                ("email", "ada@elsewhere.test"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(
+        r.body
+            .contains("Регистрация для этого адреса электронной почты закрыта"),
+        "{}",
+        r.body
+    );
+    assert!(app.store().await.list_users().await.unwrap().is_empty());
+}

@@ -428,7 +428,7 @@ async fn a_reset_link_sets_the_password_once_and_ends_every_session() {
 
 /// `user` with a proven address, read afresh.
 async fn verified(app: &App, user: &User) -> User {
-    store(&app)
+    store(app)
         .await
         .mark_verified(user.id)
         .await
@@ -437,7 +437,7 @@ async fn verified(app: &App, user: &User) -> User {
 }
 
 async fn reread(app: &App, user: &User) -> User {
-    let found = store(&app).await.find_by_id(user.id).await.expect("store");
+    let found = store(app).await.find_by_id(user.id).await.expect("store");
     found.expect("the account")
 }
 

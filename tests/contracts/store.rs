@@ -9,7 +9,7 @@ use chrono::{TimeDelta, Utc};
 use portcullis::backend::Backend;
 use portcullis::config::StorageUrl;
 use portcullis::domain::{Email, UserId};
-use portcullis::store::admin::{AdminError, UserCommand, run_user_command};
+use portcullis::store::admin::{AdminError, InitialPassword, UserCommand, run_user_command};
 use portcullis::store::{
     self, AttemptClaim, AttemptOutcome, FailedLogin, NewToken, NewUser, PasskeyUse, StoreError,
     StoredPasskey, TokenKind, User, UserChange, UserStore, connect,
@@ -74,6 +74,7 @@ conformance!(
     unknown_address_claims_follow_the_account_rule,
     the_registration_language_is_kept,
     passkeys_are_kept_per_user_and_used_only_over_their_counter,
+    operators_create_vouched_accounts_and_delete_them_whole,
 );
 
 /// `url` as `storage.url` would be parsed at load.
@@ -1714,4 +1715,123 @@ async fn passkeys_are_kept_per_user_and_used_only_over_their_counter(db: &TestDb
     .unwrap();
     assert!(report.contains("1 passkey removed"), "{report}");
     assert!(store.list_passkeys(ada.id).await.unwrap().is_empty());
+}
+
+/// `user create` stores a proven address and its roles in one step; `user delete` takes the
+/// account and everything hanging from it, and writes the feed entry that ends its sessions.
+async fn operators_create_vouched_accounts_and_delete_them_whole(db: &TestDb) {
+    let store = open(db).await;
+    let s = store.as_ref();
+    let create = |address: &str, roles: &[&str]| UserCommand::Create {
+        email: address.into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+        password: InitialPassword::Unusable("$2b$04$unusable.hash.for.tests".into()),
+    };
+    let out = run_user_command(s, create("Nora@Example.com", &["staff", "ops", "staff"]))
+        .await
+        .unwrap();
+    assert!(out.starts_with("created nora@example.com"), "{out}");
+    assert!(out.contains("Forgot password"), "{out}");
+    let nora = store
+        .find_by_email(&email("nora@example.com"))
+        .await
+        .unwrap()
+        .expect("created");
+    assert!(nora.is_verified && nora.is_active);
+    assert_eq!(nora.roles, ["ops", "staff"]);
+    assert_eq!(nora.password_hash, "$2b$04$unusable.hash.for.tests");
+
+    let taken = run_user_command(s, create("NORA@example.com", &[])).await;
+    assert!(matches!(taken, Err(AdminError::Taken(_))), "{taken:?}");
+    let bad_role = run_user_command(s, create("role@example.com", &["a,b"])).await;
+    assert!(
+        matches!(bad_role, Err(AdminError::InvalidRole(_))),
+        "{bad_role:?}"
+    );
+    assert!(
+        s.find_by_email(&email("role@example.com"))
+            .await
+            .unwrap()
+            .is_none(),
+        "a refused role creates nothing"
+    );
+
+    // Everything an account holds goes with it.
+    s.set_two_factor(nora.id, Some(vec![1, 2, 3]))
+        .await
+        .unwrap();
+    s.replace_recovery_codes(nora.id, &["code-hash".into()])
+        .await
+        .unwrap();
+    s.create_token(
+        nora.id,
+        TokenKind::PasswordReset,
+        &token_hash(),
+        Utc::now() + TimeDelta::hours(1),
+    )
+    .await
+    .unwrap();
+    assert!(
+        s.add_passkey(&passkey(nora.id, "nora-key", "Key"))
+            .await
+            .unwrap()
+    );
+    let keep = s.create_user(new_user("keep@example.com")).await.unwrap();
+    s.grant_role(keep.id, "staff").await.unwrap();
+
+    let out = run_user_command(
+        s,
+        UserCommand::RevokeSessions {
+            email: "nora@example.com".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "ending every session of nora@example.com");
+    let out = run_user_command(
+        s,
+        UserCommand::Delete {
+            email: "Nora@example.com".into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(out.starts_with("deleted nora@example.com"), "{out}");
+    assert!(s.find_by_id(nora.id).await.unwrap().is_none());
+    // `keep` holds one role and nothing else.
+    for (table, kept) in [
+        ("user_roles", 1),
+        ("verification_tokens", 0),
+        ("recovery_codes", 0),
+        ("passkeys", 0),
+    ] {
+        let left = db.scalar(&format!("SELECT COUNT(*) FROM {table}")).await;
+        assert_eq!(left, kept, "{table} keeps rows of the deleted account");
+    }
+    assert_eq!(
+        reload(s, keep.id).await.roles,
+        ["staff"],
+        "others keep theirs"
+    );
+    let ended: Vec<UserChange> = s
+        .recent_user_changes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.user_id == nora.id)
+        .map(|e| e.change)
+        .collect();
+    assert_eq!(
+        ended,
+        [UserChange::SessionsEnded, UserChange::SessionsEnded]
+    );
+
+    let gone = run_user_command(
+        s,
+        UserCommand::Delete {
+            email: "nora@example.com".into(),
+        },
+    )
+    .await;
+    assert!(matches!(gone, Err(AdminError::NoSuchUser(_))), "{gone:?}");
 }
