@@ -76,140 +76,56 @@ const fn at(method: Method, path: &'static str, limit: Limit, operation: Operati
     }
 }
 
+const fn any_method(path: &'static str, limit: Limit, operation: Operation) -> Endpoint {
+    Endpoint {
+        method: None,
+        path,
+        limit,
+        operation,
+    }
+}
+
 use Limit::{Global, Unlimited};
 use Operation as Op;
 
 /// Every endpoint of the account API. Where a path has several methods, their order here is
 /// the order of `Allow`.
+#[rustfmt::skip]
 pub static ENDPOINTS: &[Endpoint] = &[
     at(Method::GET, "/.well-known/jwks.json", Unlimited, Op::Jwks),
     at(Method::HEAD, "/.well-known/jwks.json", Unlimited, Op::Jwks),
     at(Method::GET, "/api/auth/openapi.json", Global, Op::OpenApi),
     at(Method::HEAD, "/api/auth/openapi.json", Global, Op::OpenApi),
-    Endpoint {
-        method: None,
-        path: "/api/auth/verify",
-        limit: Unlimited,
-        operation: Op::ForwardAuth,
-    },
-    at(
-        Method::POST,
-        "/api/auth/register",
-        Limit::Register,
-        Op::Register,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/verify-email",
-        Global,
-        Op::VerifyEmail,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/resend-verification",
-        Global,
-        Op::ResendVerification,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/request-password-reset",
-        Limit::PasswordReset,
-        Op::RequestPasswordReset,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/reset-password",
-        Global,
-        Op::ResetPassword,
-    ),
+    // Forward-auth decides every method like GET: a proxy may ask with the client's own.
+    any_method("/api/auth/verify", Unlimited, Op::ForwardAuth),
+    at(Method::POST, "/api/auth/register", Limit::Register, Op::Register),
+    at(Method::POST, "/api/auth/verify-email", Global, Op::VerifyEmail),
+    at(Method::POST, "/api/auth/resend-verification", Global, Op::ResendVerification),
+    at(Method::POST, "/api/auth/request-password-reset", Limit::PasswordReset, Op::RequestPasswordReset),
+    at(Method::POST, "/api/auth/reset-password", Global, Op::ResetPassword),
     at(Method::POST, "/api/auth/login", Limit::Login, Op::Login),
-    at(
-        Method::POST,
-        "/api/auth/refresh-token",
-        Global,
-        Op::RefreshToken,
-    ),
+    at(Method::POST, "/api/auth/refresh-token", Global, Op::RefreshToken),
     at(Method::POST, "/api/auth/logout", Global, Op::Logout),
     at(Method::POST, "/api/auth/logout-all", Global, Op::LogoutAll),
     at(Method::GET, "/api/auth/profile", Global, Op::GetProfile),
-    at(
-        Method::PATCH,
-        "/api/auth/profile",
-        Global,
-        Op::UpdateProfile,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/change-password",
-        Global,
-        Op::ChangePassword,
-    ),
+    at(Method::PATCH, "/api/auth/profile", Global, Op::UpdateProfile),
+    at(Method::POST, "/api/auth/change-password", Global, Op::ChangePassword),
     at(Method::POST, "/api/auth/deactivate", Global, Op::Deactivate),
     at(Method::GET, "/api/auth/sessions", Global, Op::ListSessions),
-    at(
-        Method::DELETE,
-        "/api/auth/sessions/{id}",
-        Global,
-        Op::DeleteSession,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/setup-2fa",
-        Global,
-        Op::SetupTwoFactor,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/enable-2fa",
-        Global,
-        Op::EnableTwoFactor,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/disable-2fa",
-        Global,
-        Op::DisableTwoFactor,
-    ),
+    at(Method::DELETE, "/api/auth/sessions/{id}", Global, Op::DeleteSession),
+    at(Method::POST, "/api/auth/setup-2fa", Global, Op::SetupTwoFactor),
+    at(Method::POST, "/api/auth/enable-2fa", Global, Op::EnableTwoFactor),
+    at(Method::POST, "/api/auth/disable-2fa", Global, Op::DisableTwoFactor),
     at(Method::GET, "/api/auth/passkeys", Global, Op::ListPasskeys),
-    at(
-        Method::POST,
-        "/api/auth/passkeys/register/options",
-        Global,
-        Op::PasskeyRegisterOptions,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/passkeys/register",
-        Global,
-        Op::PasskeyRegister,
-    ),
+    at(Method::POST, "/api/auth/passkeys/register/options", Global, Op::PasskeyRegisterOptions),
+    at(Method::POST, "/api/auth/passkeys/register", Global, Op::PasskeyRegister),
     // Options for a passwordless sign-in check nothing and are fetched by the sign-in page on
     // every load (autofill): only `global` limits them, so page views cannot use up the
     // password sign-ins of everyone behind one address.
-    at(
-        Method::POST,
-        "/api/auth/passkeys/login/options",
-        Global,
-        Op::PasskeyLoginOptions,
-    ),
-    at(
-        Method::POST,
-        "/api/auth/passkeys/login",
-        Limit::Login,
-        Op::PasskeyLogin,
-    ),
-    at(
-        Method::PATCH,
-        "/api/auth/passkeys/{id}",
-        Global,
-        Op::RenamePasskey,
-    ),
-    at(
-        Method::DELETE,
-        "/api/auth/passkeys/{id}",
-        Global,
-        Op::DeletePasskey,
-    ),
+    at(Method::POST, "/api/auth/passkeys/login/options", Global, Op::PasskeyLoginOptions),
+    at(Method::POST, "/api/auth/passkeys/login", Limit::Login, Op::PasskeyLogin),
+    at(Method::PATCH, "/api/auth/passkeys/{id}", Global, Op::RenamePasskey),
+    at(Method::DELETE, "/api/auth/passkeys/{id}", Global, Op::DeletePasskey),
 ];
 
 /// How a request's method and path meet the table.
