@@ -15,13 +15,14 @@ use webauthn_rs::prelude::{
     RegisterPublicKeyCredential, WebauthnError,
 };
 
+use super::fields::FieldErrors;
 use super::proof::Failed;
 use super::{AccountError, Accounts, Client, PasskeyChallenge, SignedIn, StepUp, lockout};
 use crate::domain::{PasskeyId, UserId};
 use crate::mail::MailKind;
 use crate::passkeys::{Ceremony, CeremonyId};
 use crate::session::{PasskeyUse, SessionId};
-use crate::store::{PasskeyUse as RecordedUse, StoredPasskey, User};
+use crate::store::{MAX_PASSKEY_NAME_CHARS, PasskeyUse as RecordedUse, StoredPasskey, User};
 use crate::telemetry::SECURITY;
 
 /// Why an account must have proven its address first, as the refusal says it.
@@ -47,12 +48,22 @@ pub struct PasskeySignIn {
 /// A passkey's name as the account shows it: trimmed, 1 to 64 characters
 /// ([`crate::store::MAX_PASSKEY_NAME_CHARS`]), no control characters and nothing invisible
 /// or direction-changing (Unicode TR #36 §2.2), so that one name cannot pose as another.
-/// The ways in hold a name to those rules before wrapping it (the API's display-text
-/// check, `api::passkey_name`).
+/// [`PasskeyName::parse`] holds a name to those rules; the API's JSON reader holds it to
+/// the same rule (`accounts::fields::display_text_problem`) before [`PasskeyName::checked`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasskeyName(String);
 
 impl PasskeyName {
+    /// A name as typed, trimmed and held to the rules above.
+    ///
+    /// Errors: `Invalid` naming the field `name` (`is required`, or the rule broken).
+    pub fn parse(text: &str) -> Result<Self, AccountError> {
+        let mut found = FieldErrors::default();
+        let name = found.required("name", text).map(str::to_owned);
+        let name = name.filter(|n| found.display_text("name", n, MAX_PASSKEY_NAME_CHARS));
+        found.finish_with(name.map(Self))
+    }
+
     /// Wraps a name already held to the rules above.
     pub fn checked(name: String) -> Self {
         Self(name)

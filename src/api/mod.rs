@@ -23,7 +23,7 @@ use http::{HeaderMap, Method};
 pub use crate::reply::{FieldError, Reply};
 pub use input::Fields;
 pub use login::session_cookie;
-pub(crate) use passkeys::{new_passkey, passkey_name};
+pub(crate) use passkeys::new_passkey;
 pub(crate) use two_factor::totp_enable;
 
 use crate::accounts::Client;

@@ -111,18 +111,6 @@ async fn verified_caller(app: &App, request: &ApiRequest) -> Result<Caller, Repl
     Ok(caller)
 }
 
-/// A passkey name as a form or body sent it, held to the API's rules (trimmed, 1 to 64
-/// characters, fit to show); `Invalid` naming `name` otherwise. The portal's forms read
-/// names here too.
-pub(crate) fn passkey_name(text: &str) -> Result<PasskeyName, AccountError> {
-    let mut f = Fields::of_object(json_object(&[("name", Value::from(text))]));
-    let name = f.required("name");
-    let name = parse_name(&mut f, name);
-    f.into_values(name)
-        .map(PasskeyName::checked)
-        .map_err(AccountError::Invalid)
-}
-
 /// A new passkey's fields: `name`, `ceremony_id` and `credential`.
 fn read_new_passkey(f: &mut Fields, body: &serde_json::Map<String, Value>) -> Option<NewPasskey> {
     let name = f.required("name");

@@ -11,7 +11,7 @@ use webauthn_rs::prelude::PublicKeyCredential;
 
 use super::{Feedback, Form, Page, Visit, account_outcome, render_login, to_value};
 use crate::accounts::{
-    PasskeyAnswer, PasskeySignIn, SecondFactor, StepUp, Tokens, verified_for_passkeys,
+    PasskeyAnswer, PasskeyName, PasskeySignIn, SecondFactor, StepUp, Tokens, verified_for_passkeys,
 };
 use crate::domain::PasskeyId;
 use crate::passkeys::CeremonyId;
@@ -235,7 +235,7 @@ async fn rename(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     let app = v.app;
     let renamed = match v.caller(token).await {
         Ok(caller) => {
-            let renamed = match crate::api::passkey_name(form.text("name")) {
+            let renamed = match PasskeyName::parse(form.text("name")) {
                 Ok(name) => app.accounts.rename_passkey(&caller.user, id, &name).await,
                 Err(invalid) => Err(invalid),
             };
