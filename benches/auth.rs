@@ -1,24 +1,38 @@
 //! Micro-benchmarks of the per-request authentication work: JWT verification (cold, and
 //! through the gatekeeper's cache), session lookups (the whole record with `get`, what the
 //! check reads with `liveness`; memory, and Redis when `PORTCULLIS_TEST_REDIS_URL` is set;
-//! cached), and the identity header rewrite.
+//! cached), the identity header rewrite, and a browser's cookie renewal (`renewal/cookie`).
+//!
+//! `renewal/cookie` is what the proxy does when an access cookie has expired: read the
+//! refresh cookie, rotate the session's refresh token, mint an access token, and build both
+//! `Set-Cookie` values (`api::browser::renew`), on an instance with SQLite in a temp dir and
+//! `memory://` sessions, one user signed in once. Each iteration presents the refresh token
+//! the previous one handed out, so it times a rotation, never the reuse grace window.
 //!
 //! Timing only: that the cached check allocates nothing is asserted by `cargo test`
 //! (`tests/allocations.rs`, `a_cached_gatekeeper_check_allocates_nothing`).
 //!
 //! `cargo bench --bench auth`
 
+use std::cell::RefCell;
 use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
+use http::{HeaderMap, HeaderValue, Method};
 use tokio::runtime::Runtime;
 
 use portcullis::access::gatekeeper::Gatekeeper;
 use portcullis::access::identity::IdentityHeaderNames;
+use portcullis::api::ApiRequest;
+use portcullis::api::browser::{self, Renewal};
+use portcullis::app::App;
 use portcullis::auth::jwt::KeyRing;
+use portcullis::config::Config;
 use portcullis::config::IdentityHeadersConfig;
 use portcullis::domain::{Email, UserId};
 use portcullis::session::{
@@ -214,5 +228,122 @@ fn bench_identity_rewrite(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_jwt, bench_sessions, bench_identity_rewrite);
+const CLIENT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7));
+
+/// An instance on SQLite in `dir` and `memory://` sessions, without rate limits.
+fn renewal_app(dir: &Path) -> Arc<App> {
+    let dir = dir.display();
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:18080"
+admin_listen = "127.0.0.1:18081"
+public_url = "http://127.0.0.1:18080"
+[logging]
+dir = ""
+[storage]
+url = "sqlite://{dir}/bench.db"
+[sessions]
+url = "memory://"
+[tokens]
+signing_key_file = "{dir}/signing-key.pem"
+[passwords]
+bcrypt_cost = 4
+[mail]
+url = "file://{dir}/outbox"
+[two_factor]
+encryption_key_file = "{dir}/totp.key"
+[rate_limits]
+global = ""
+register = ""
+login = ""
+password_reset = ""
+"#
+    );
+    let config = Config::load_from(Path::new("bench.toml"), &text, Vec::new()).expect("config");
+    App::new(config).expect("app state")
+}
+
+/// Creates one user and signs them in through the API: the `Cookie` header carrying the
+/// refresh token, as a browser would send it.
+async fn signed_in_browser(app: &App) -> HeaderMap {
+    let password = "Bench-Password-1";
+    app.store
+        .create_user(NewUser {
+            email: Email::parse("renew@example.com").expect("email"),
+            password_hash: app.hasher.hash(password).await.expect("hash"),
+            first_name: "Bench".into(),
+            last_name: "Mark".into(),
+            language: String::new(),
+        })
+        .await
+        .expect("user");
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let body = serde_json::json!({"email": "renew@example.com", "password": password});
+    let reply = portcullis::api::dispatch(
+        app,
+        ApiRequest {
+            method: Method::POST,
+            path: "/api/auth/login".into(),
+            query: None,
+            headers,
+            body: body.to_string().into(),
+            client_ip: CLIENT_IP,
+            user_agent: "bench".into(),
+        },
+    )
+    .await;
+    let refresh = reply.body_json()["data"]["tokens"]["refresh_token"]
+        .as_str()
+        .expect("signed in");
+    cookie_header(&browser::refresh_cookie(app, refresh, 3600))
+}
+
+/// The `Cookie` header a browser sends back for one `Set-Cookie` value.
+fn cookie_header(set_cookie: &str) -> HeaderMap {
+    let pair = set_cookie.split(';').next().expect("name=value");
+    let mut headers = HeaderMap::new();
+    headers.insert(http::header::COOKIE, pair.parse().expect("a cookie header"));
+    headers
+}
+
+fn bench_renewal(c: &mut Criterion) {
+    let rt = Runtime::new().expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let app = renewal_app(dir.path());
+    let first = rt.block_on(signed_in_browser(&app));
+    // The refresh cookie's name, to pick it out of the renewal's `Set-Cookie` values.
+    let name = browser::refresh_cookie(&app, "", 0);
+    let name = name.split('=').next().expect("a cookie name").to_owned() + "=";
+    let browser_headers = RefCell::new(first);
+    let mut group = c.benchmark_group("renewal");
+    group.bench_function("cookie", |b| {
+        b.to_async(&rt).iter(|| async {
+            let headers = browser_headers.take();
+            let Renewal::Renewed { cookies, .. } =
+                browser::renew(&app, black_box(&headers), CLIENT_IP).await
+            else {
+                panic!("the refresh cookie renews");
+            };
+            let refresh = cookies
+                .iter()
+                .find(|c| c.starts_with(&name))
+                .expect("a rotated refresh cookie");
+            browser_headers.replace(cookie_header(refresh));
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_jwt,
+    bench_sessions,
+    bench_identity_rewrite,
+    bench_renewal
+);
 criterion_main!(benches);
