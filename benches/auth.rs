@@ -268,7 +268,11 @@ password_reset = ""
 /// refresh token, as a browser would send it.
 async fn signed_in_browser(app: &App) -> HeaderMap {
     let password = "Bench-Password-1";
-    app.store
+    // The instance keeps its store to itself: open the database as the operator's CLI does.
+    let store = portcullis::store::connect(&app.config.storage.url, 2)
+        .await
+        .expect("the instance's database");
+    store
         .create_user(NewUser {
             email: Email::parse("renew@example.com").expect("email"),
             password_hash: app.hasher.hash(password).await.expect("hash"),
