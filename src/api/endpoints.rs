@@ -12,6 +12,7 @@ pub enum Operation {
     OpenApi,
     ForwardAuth,
     Register,
+    AcceptInvitation,
     VerifyEmail,
     ResendVerification,
     RequestPasswordReset,
@@ -97,6 +98,12 @@ pub static ENDPOINTS: &[Endpoint] = &[
         "/api/auth/register",
         Limit::Register,
         Op::Register,
+    ),
+    at(
+        Method::POST,
+        "/api/auth/accept-invitation",
+        Limit::Register,
+        Op::AcceptInvitation,
     ),
     at(
         Method::POST,
