@@ -243,6 +243,7 @@ mod tests {
         RegistrationPolicy {
             mode,
             allowed_domains: domains.iter().map(|d| d.parse().unwrap()).collect(),
+            ..RegistrationPolicy::default()
         }
     }
 
