@@ -7,11 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use portcullis::accounts::AccountError;
 use portcullis::app::App;
 use portcullis::auth::password::PasswordHasher;
 use portcullis::config::SessionBackend;
 use portcullis::config::{Config, DEFAULT_CONFIG_PATH};
-use portcullis::accounts::AccountError;
 use portcullis::domain::{Email, Password, UserId};
 use portcullis::mail::{MailKind, Mailer};
 use portcullis::store::StoreError;
@@ -327,7 +327,10 @@ async fn invite(
         expires_in: ttl,
     };
     let language = &config.portal.default_language;
-    match mailer.send_in(language, invitation.email.as_str(), "", mail).await {
+    match mailer
+        .send_in(language, invitation.email.as_str(), "", mail)
+        .await
+    {
         Ok(()) => println!("mailed to {}", invitation.email),
         Err(e) => eprintln!("portcullis: the invitation was not mailed ({e}); pass the link on"),
     }

@@ -114,7 +114,11 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<User, AccountError> {
         let invitation = self.invitation(token).await?;
-        if account.email.as_ref().is_some_and(|e| *e != invitation.email) {
+        if account
+            .email
+            .as_ref()
+            .is_some_and(|e| *e != invitation.email)
+        {
             return Err(AccountError::Field {
                 field: "email",
                 message: "The invitation is for another address",

@@ -451,7 +451,10 @@ pub fn format_invitation_table(invitations: &[Invitation], now: DateTime<Utc>) -
         .collect();
     let mut out = format_table(&header, &rows);
     let n = invitations.len();
-    out.push_str(&format!("{n} invitation{}\n", if n == 1 { "" } else { "s" }));
+    out.push_str(&format!(
+        "{n} invitation{}\n",
+        if n == 1 { "" } else { "s" }
+    ));
     out
 }
 

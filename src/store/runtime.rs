@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Invitation, NewInvitation, AttemptClaim, AttemptOutcome, FailedLogin, NewToken, NewUser, PasskeyUse, StoreError,
-    StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserStore,
+    AttemptClaim, AttemptOutcome, FailedLogin, Invitation, NewInvitation, NewToken, NewUser,
+    PasskeyUse, StoreError, StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, PasskeyId, UserId};
@@ -297,7 +297,8 @@ impl UserStore for OnRuntime {
     }
 
     async fn list_invitations(&self) -> Result<Vec<Invitation>, StoreError> {
-        self.run(|s| async move { s.list_invitations().await }).await
+        self.run(|s| async move { s.list_invitations().await })
+            .await
     }
 
     async fn find_invitation(&self, token_hash: &str) -> Result<Option<Invitation>, StoreError> {

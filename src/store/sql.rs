@@ -29,10 +29,10 @@ use super::attempts::{Attempts, Clock};
 use super::invitations::{roles_from_db, roles_to_db};
 use super::tx::Tx;
 use super::{
-    AttemptClaim, AttemptOutcome, FailedLogin, Invitation, NewInvitation, IN_FLIGHT_GUESS_TTL, NewToken, NewUser, PasskeyUse,
-    StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION,
-    USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserStore, lock_deadline, map_migrate,
-    now,
+    AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, Invitation, NewInvitation,
+    NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind,
+    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
+    UserChangeEvent, UserStore, lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, PasskeyId, UserId};
 

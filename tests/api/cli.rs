@@ -1008,7 +1008,10 @@ async fn operator_invites_and_the_printed_link_works() {
     };
     let (code, out, err) = user(&["invite", "Guest@Example.com", "--role", "ops"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("invited guest@example.com (roles ops)"), "{out}");
+    assert!(
+        out.contains("invited guest@example.com (roles ops)"),
+        "{out}"
+    );
     assert!(out.contains("mailed to guest@example.com"), "{out}{err}");
     let link = out
         .split_whitespace()
@@ -1037,7 +1040,10 @@ async fn operator_invites_and_the_printed_link_works() {
 
     let (code, out, err) = user(&["invitations"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("guest@example.com") && out.contains("used"), "{out}");
+    assert!(
+        out.contains("guest@example.com") && out.contains("used"),
+        "{out}"
+    );
     let (code, out, _) = user(&["invite", "guest@example.com"]);
     assert_ne!(code, 0, "an address with an account: {out}");
     let (code, _, err) = user(&["invite", "other@example.com"]);
@@ -1046,7 +1052,10 @@ async fn operator_invites_and_the_printed_link_works() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("revoked 1 pending invitation"), "{out}");
     let (_, out, _) = user(&["invitations"]);
-    assert!(out.contains("revoked") && out.contains("2 invitations"), "{out}");
+    assert!(
+        out.contains("revoked") && out.contains("2 invitations"),
+        "{out}"
+    );
 
     sigterm(&child);
     let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))

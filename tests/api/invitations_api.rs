@@ -35,21 +35,28 @@ async fn an_invitation_makes_a_verified_account_with_its_roles_once() {
         assert!(link.contains("/auth/invitation?token="), "{link}");
         let token = mail.token().expect("token");
 
-        let r = app.post("/api/auth/accept-invitation", answer(&token)).await;
+        let r = app
+            .post("/api/auth/accept-invitation", answer(&token))
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{backend:?}: {}", r.body);
         let user = &r.body["data"]["user"];
         assert_eq!(user["email"], "ivy@example.com");
         assert_eq!(user["is_verified"], true);
         assert_eq!(user["roles"], json!(["billing", "ops"]));
 
-        let again = app.post("/api/auth/accept-invitation", answer(&token)).await;
+        let again = app
+            .post("/api/auth/accept-invitation", answer(&token))
+            .await;
         assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
         assert_eq!(again.code(), "invalid_token");
 
         let tokens = app.login("ivy@example.com").await;
         let profile = app.get_as(&tokens.access, "/api/auth/profile").await;
         assert_eq!(profile.body["data"]["user"]["is_verified"], true);
-        assert_eq!(profile.body["data"]["user"]["roles"], json!(["billing", "ops"]));
+        assert_eq!(
+            profile.body["data"]["user"]["roles"],
+            json!(["billing", "ops"])
+        );
         // The store keeps the token's hash, never its text.
         if let Some(db) = &app.db {
             assert_eq!(db.count_rows("invitations").await, 1);
@@ -76,7 +83,10 @@ async fn two_uses_at_once_on_two_instances_make_one_account() {
             let (here, there) = tokio::join!(here, there);
             let there = there.expect("peer answers").status();
             let statuses = [here.status, there];
-            let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+            let created = statuses
+                .iter()
+                .filter(|s| **s == StatusCode::CREATED)
+                .count();
             assert_eq!(created, 1, "{backend:?}: {statuses:?} {}", here.body);
             assert!(
                 statuses.contains(&StatusCode::BAD_REQUEST),
@@ -96,7 +106,10 @@ async fn expired_revoked_and_unknown_invitations_get_one_answer() {
         tokio::time::sleep(Duration::from_millis(1300)).await;
         let revoked = invite(&app, "gone@example.com", &[]).await;
         let gone = Email::parse("gone@example.com").unwrap();
-        assert_eq!(app.gw.app.accounts.revoke_invitation(&gone).await.unwrap(), 1);
+        assert_eq!(
+            app.gw.app.accounts.revoke_invitation(&gone).await.unwrap(),
+            1
+        );
         let unknown = "A".repeat(43);
         for token in [expired.as_str(), revoked.as_str(), unknown.as_str(), "bad"] {
             let r = app.post("/api/auth/accept-invitation", answer(token)).await;
@@ -147,8 +160,15 @@ async fn invite_and_closed_modes_refuse_sign_up_but_take_invitations() {
             let r = app.register("walk-in@example.com").await;
             assert_eq!(r.status, StatusCode::FORBIDDEN, "{mode}: {}", r.body);
             let token = invite(&app, "guest@example.com", &[]).await;
-            let r = app.post("/api/auth/accept-invitation", answer(&token)).await;
-            assert_eq!(r.status, StatusCode::CREATED, "{backend:?} {mode}: {}", r.body);
+            let r = app
+                .post("/api/auth/accept-invitation", answer(&token))
+                .await;
+            assert_eq!(
+                r.status,
+                StatusCode::CREATED,
+                "{backend:?} {mode}: {}",
+                r.body
+            );
             app.login("guest@example.com").await;
         }
     }
