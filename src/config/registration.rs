@@ -247,6 +247,16 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_invitation_lasts_seven_days_unless_set_and_never_zero() {
+        let mut policy = RegistrationPolicy::default();
+        assert_eq!(policy.invitation_ttl.get().as_secs(), 7 * 86_400);
+        assert!(policy.validate().is_ok());
+        policy.invitation_ttl = HumanDuration::from_secs(0);
+        let (key, _) = policy.validate().unwrap_err();
+        assert_eq!(key, "registration.invitation_ttl");
+    }
+
     fn email(text: &str) -> Email {
         Email::parse(text).unwrap_or_else(|e| panic!("{text:?}: {e}"))
     }
