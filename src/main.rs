@@ -7,12 +7,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use portcullis::accounts::AccountError;
 use portcullis::app::App;
 use portcullis::auth::password::PasswordHasher;
 use portcullis::config::SessionBackend;
 use portcullis::config::{Config, DEFAULT_CONFIG_PATH};
-use portcullis::domain::{Password, UserId};
-use portcullis::mail::Mailer;
+use portcullis::domain::{Email, Password, UserId};
+use portcullis::mail::{MailKind, Mailer};
+use portcullis::store::StoreError;
 use portcullis::store::admin::{
     InitialPassword, UserCommand, find_user, format_table, format_time, run_user_command,
 };
@@ -55,7 +57,7 @@ enum Command {
     CheckConfig,
     /// Apply database migrations and exit.
     Migrate,
-    /// Manage accounts: create, delete, roles, activation, lockout, sessions.
+    /// Manage accounts: create, invite, delete, roles, activation, lockout, sessions.
     User {
         #[command(subcommand)]
         action: UserAction,
@@ -79,6 +81,19 @@ enum UserAction {
     },
     /// Delete an account: its sessions end, its 2FA, passkeys, roles and links go with it.
     Delete { email: String },
+    /// Invite an address: mails a single-use link (registration.invitation_ttl, 7 days by
+    /// default) that creates the account with the address verified and the roles given, in
+    /// every registration mode; the link is printed too.
+    Invite {
+        email: String,
+        /// A role the account gets; repeat for more.
+        #[arg(long = "role", value_name = "ROLE")]
+        roles: Vec<String>,
+    },
+    /// List invitations, newest first.
+    Invitations,
+    /// Stop an address's pending invitations from working.
+    RevokeInvitation { email: String },
     /// Show an account's sessions (needs a shared session backend: redis://).
     Sessions { email: String },
     /// End every session of an account (it may sign in again).
@@ -189,6 +204,11 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
             UserAction::Sessions { email } => {
                 return list_sessions(config, &*store, &email).await;
             }
+            UserAction::Invite { email, roles } => {
+                return invite(config, &*store, &email, &roles).await;
+            }
+            UserAction::Invitations => UserCommand::Invitations,
+            UserAction::RevokeInvitation { email } => UserCommand::RevokeInvitation { email },
             UserAction::Create {
                 email,
                 roles,
@@ -261,6 +281,59 @@ async fn end_sessions(config: &Config, user: UserId) -> anyhow::Result<()> {
     let sessions = session::connect(&config.sessions).await?;
     let ended = sessions.revoke_all(user, None).await?;
     println!("{} session(s) ended", ended.len());
+    Ok(())
+}
+
+/// `user invite`: stores the invitation, prints its link and mails it (a mail that cannot
+/// go out is reported, and the printed link still works).
+async fn invite(
+    config: &Config,
+    store: &dyn store::UserStore,
+    email: &str,
+    roles: &[String],
+) -> anyhow::Result<()> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e} (got {email:?})"))?;
+    let ttl = config.registration.invitation_ttl.get();
+    let (invitation, token) =
+        match portcullis::accounts::issue_invitation(store, ttl, email, roles, None).await {
+            Ok(issued) => issued,
+            Err(AccountError::Store(StoreError::DuplicateEmail)) => {
+                anyhow::bail!("that address already has an account (see `portcullis user list`)")
+            }
+            Err(AccountError::Field { message, .. }) => anyhow::bail!("invalid role: {message}"),
+            Err(e) => anyhow::bail!("could not store the invitation: {e:?}"),
+        };
+    let mut mailer = Mailer::new(
+        &config.mail,
+        config.server.public_url.as_str(),
+        &portcullis::metrics::Metrics::new(),
+    )?;
+    if config.portal.enabled {
+        mailer = mailer.with_pages_prefix(&config.portal.path_prefix);
+    }
+    let link = mailer.invitation_link(&token);
+    let roles = if invitation.roles.is_empty() {
+        "no roles".to_owned()
+    } else {
+        format!("roles {}", invitation.roles.join(","))
+    };
+    println!(
+        "invited {} ({roles}); the link works once, until {}:\n{link}",
+        invitation.email,
+        format_time(Some(invitation.expires_at))
+    );
+    let mail = MailKind::Invitation {
+        token,
+        expires_in: ttl,
+    };
+    let language = &config.portal.default_language;
+    match mailer
+        .send_in(language, invitation.email.as_str(), "", mail)
+        .await
+    {
+        Ok(()) => println!("mailed to {}", invitation.email),
+        Err(e) => eprintln!("portcullis: the invitation was not mailed ({e}); pass the link on"),
+    }
     Ok(())
 }
 

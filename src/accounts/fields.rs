@@ -206,6 +206,54 @@ impl Registration<'_> {
     }
 }
 
+/// The answer to an invitation as typed: the address is the invitation's, so none is asked
+/// (`email`, when a way in sends one, must be that address).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InvitationForm<'a> {
+    /// The address the caller says the invitation is for; `None` or empty: not said.
+    pub email: Option<&'a str>,
+    /// The new password, exactly as typed.
+    pub password: &'a str,
+    /// The first name.
+    pub first_name: &'a str,
+    /// The last name.
+    pub last_name: &'a str,
+}
+
+/// An answer to an invitation that passed the field rules (`Accounts::accept_invitation`).
+pub struct InvitedAccount {
+    /// The address the caller named, normalised, if any: it must be the invitation's.
+    pub email: Option<Email>,
+    /// The password, held to the policy.
+    pub password: Password,
+    /// The first name, trimmed.
+    pub first_name: String,
+    /// The last name, trimmed.
+    pub last_name: String,
+}
+
+impl InvitationForm<'_> {
+    /// The typed answer, or `Invalid` naming every field at fault, after the way in's own
+    /// reading found `found`.
+    pub fn parse_after(self, mut found: FieldErrors) -> Result<InvitedAccount, AccountError> {
+        let email = match self.email.map(str::trim).filter(|e| !e.is_empty()) {
+            Some(email) => found.email("email", email).map(Some),
+            None => Some(None),
+        };
+        let password = found.new_password("password", self.password);
+        let first_name = found.name("first_name", self.first_name);
+        let last_name = found.name("last_name", self.last_name);
+        let ((email, password), (first_name, last_name)) =
+            found.finish_with(email.zip(password).zip(first_name.zip(last_name)))?;
+        Ok(InvitedAccount {
+            email,
+            password,
+            first_name,
+            last_name,
+        })
+    }
+}
+
 /// A change of one's name as typed: `None` leaves that name as it is.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProfileChange<'a> {

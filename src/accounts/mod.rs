@@ -20,6 +20,10 @@
 //!   [`Accounts::resend_verification`], [`Accounts::request_password_reset`] (which looks
 //!   nothing up before it returns) and [`Accounts::reset_password`]: the mailed single-use
 //!   links and the mail itself;
+//! - `invitations`: [`Accounts::invite`] (and [`issue_invitation`] for the CLI),
+//!   [`Accounts::accept_invitation`], [`Accounts::revoke_invitation`],
+//!   [`Accounts::list_invitations`]: one address let in, with roles, in every
+//!   `[registration]` mode;
 //! - [`fields`]: the rules of what people type (addresses, new passwords, names), parsing
 //!   the raw text either way in reads ([`Registration`], [`ProfileChange`], [`ResetForm`],
 //!   [`PasswordChange`]) into typed values or `AccountError::Invalid` naming every field;
@@ -34,6 +38,7 @@
 
 mod error;
 pub mod fields;
+mod invitations;
 mod lockout;
 mod passkey;
 mod pending;
@@ -50,7 +55,11 @@ use chrono::Utc;
 use prometheus::{IntCounter, IntCounterVec};
 
 pub use error::{AccountError, PasskeyChallenge, SecondStep};
-pub use fields::{NewAccount, NewNames, PasswordChange, ProfileChange, Registration, ResetForm};
+pub use fields::{
+    InvitationForm, InvitedAccount, NewAccount, NewNames, PasswordChange, ProfileChange,
+    Registration, ResetForm,
+};
+pub use invitations::issue_invitation;
 pub use passkey::{
     NewPasskey, PasskeyAnswer, PasskeyName, PasskeySignIn, RegistrationChallenge, credential_key,
     verified_for_passkeys,

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::{ApiRequest, Fields, Reply};
 use crate::accounts::fields::display_text_problem;
-use crate::accounts::{Registration, ResetForm};
+use crate::accounts::{InvitationForm, Registration, ResetForm};
 use crate::app::App;
 use crate::store::User;
 
@@ -82,6 +82,35 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             "last_name": user.last_name,
             "is_verified": false,
         }})),
+    ))
+}
+
+/// `POST /api/auth/accept-invitation` — creates the invitee's account with the invitation's
+/// address (proven) and roles, whatever `[registration]` says; an `email`, if sent, must be
+/// that address.
+pub async fn accept_invitation(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let mut f = Fields::from_request(request)?;
+    let token = f.text("token");
+    let email = f.text("email");
+    let form = InvitationForm {
+        email: Some(email.as_str()),
+        password: &f.text("password"),
+        first_name: &f.text("first_name"),
+        last_name: &f.text("last_name"),
+    };
+    let mut found = f.found();
+    let token = found.required("token", &token).map(str::to_owned);
+    let account = form.parse_after(found)?;
+    let token = token.unwrap_or_default();
+    let client = super::client(app, request);
+    let user = app
+        .accounts
+        .accept_invitation(&token, account, &client)
+        .await?;
+    Ok(Reply::ok(
+        StatusCode::CREATED,
+        "Account created; please log in",
+        Some(json!({"user": user_profile(&user)})),
     ))
 }
 

@@ -12,6 +12,7 @@ pub enum Operation {
     OpenApi,
     ForwardAuth,
     Register,
+    AcceptInvitation,
     VerifyEmail,
     ResendVerification,
     RequestPasswordReset,
@@ -99,6 +100,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     // Forward-auth decides every method like GET: a proxy may ask with the client's own.
     any_method("/api/auth/verify", Unlimited, Op::ForwardAuth),
     at(Method::POST, "/api/auth/register", Limit::Register, Op::Register),
+    at(Method::POST, "/api/auth/accept-invitation", Limit::Register, Op::AcceptInvitation),
     at(Method::POST, "/api/auth/verify-email", Global, Op::VerifyEmail),
     at(Method::POST, "/api/auth/resend-verification", Global, Op::ResendVerification),
     at(Method::POST, "/api/auth/request-password-reset", Limit::PasswordReset, Op::RequestPasswordReset),

@@ -186,6 +186,7 @@ async fn call(
         Op::OpenApi => Ok(openapi::response()),
         Op::ForwardAuth => Ok(verify::forward_auth(app, request).await),
         Op::Register => account::register(app, request).await,
+        Op::AcceptInvitation => account::accept_invitation(app, request).await,
         Op::VerifyEmail => account::verify_email(app, request).await,
         Op::ResendVerification => account::resend_verification(app, request).await,
         Op::RequestPasswordReset => account::request_password_reset(app, request).await,

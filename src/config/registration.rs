@@ -5,11 +5,11 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::domain::Email;
+use crate::domain::{Email, HumanDuration};
 
 /// `[registration]`: who may register through `POST /api/auth/register` and the portal's
 /// sign-up page. Accounts an operator creates (`portcullis user create`) are not held to it.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationPolicy {
     /// `open` (anyone with a mailbox; the default), `domains` (only addresses under
@@ -20,6 +20,23 @@ pub struct RegistrationPolicy {
     /// Compared after lower-casing and IDNA (Unicode and punycode spellings are one
     /// domain); a trailing dot is ignored. Must be empty with `mode = "open"`.
     pub allowed_domains: Vec<DomainPattern>,
+    /// How long an invitation's link works (`portcullis user invite`); 7 days by default.
+    /// Invitations work in every mode, `closed` included: an operator vouches for the
+    /// invitee, as with `portcullis user create`.
+    pub invitation_ttl: HumanDuration,
+}
+
+/// How long an invitation works unless `registration.invitation_ttl` says otherwise.
+pub const DEFAULT_INVITATION_TTL: HumanDuration = HumanDuration::from_secs(7 * 86_400);
+
+impl Default for RegistrationPolicy {
+    fn default() -> Self {
+        Self {
+            mode: RegistrationMode::default(),
+            allowed_domains: Vec::new(),
+            invitation_ttl: DEFAULT_INVITATION_TTL,
+        }
+    }
 }
 
 /// `registration.mode`.
@@ -103,6 +120,12 @@ impl RegistrationPolicy {
 
     /// Checks what spans the two keys; returns the offending key and what is wrong.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        if self.invitation_ttl.get().is_zero() {
+            return Err((
+                "registration.invitation_ttl".into(),
+                "must be longer than zero, e.g. \"7d\"".into(),
+            ));
+        }
         let key = "registration.allowed_domains".to_owned();
         match self.mode {
             RegistrationMode::Domains if self.allowed_domains.is_empty() => Err((
@@ -220,7 +243,18 @@ mod tests {
         RegistrationPolicy {
             mode,
             allowed_domains: domains.iter().map(|d| d.parse().unwrap()).collect(),
+            ..RegistrationPolicy::default()
         }
+    }
+
+    #[test]
+    fn an_invitation_lasts_seven_days_unless_set_and_never_zero() {
+        let mut policy = RegistrationPolicy::default();
+        assert_eq!(policy.invitation_ttl.get().as_secs(), 7 * 86_400);
+        assert!(policy.validate().is_ok());
+        policy.invitation_ttl = HumanDuration::from_secs(0);
+        let (key, _) = policy.validate().unwrap_err();
+        assert_eq!(key, "registration.invitation_ttl");
     }
 
     fn email(text: &str) -> Email {

@@ -36,6 +36,9 @@ pub use transport::{FileTransport, MailTransport, SmtpTransport};
 pub const VERIFY_EMAIL_PATH: &str = "/verify-email";
 /// The page (under `server.public_url`) where a user picks a new password.
 pub const RESET_PASSWORD_PATH: &str = "/reset-password";
+/// The page (under `server.public_url` and the portal's prefix) where an invitee chooses
+/// their password.
+pub const INVITATION_PATH: &str = "/invitation";
 
 /// Why a mail could not be set up, rendered or delivered. No variant carries a token or link.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +117,13 @@ pub enum MailKind {
         /// How long the token is accepted.
         expires_in: Duration,
     },
+    /// An invitation to create an account for the recipient's address.
+    Invitation {
+        /// The raw single-use token; only its hash is stored.
+        token: String,
+        /// How long the token is accepted.
+        expires_in: Duration,
+    },
     /// The password was changed or reset.
     PasswordChanged,
     /// A sign-in from a device or address not seen before.
@@ -145,7 +155,9 @@ impl fmt::Debug for MailKind {
     // Tokens are credentials: never print them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Verification { expires_in, .. } | Self::PasswordReset { expires_in, .. } => f
+            Self::Verification { expires_in, .. }
+            | Self::PasswordReset { expires_in, .. }
+            | Self::Invitation { expires_in, .. } => f
                 .debug_struct(self.name())
                 .field("token", &"<redacted>")
                 .field("expires_in", expires_in)
@@ -167,9 +179,10 @@ impl fmt::Debug for MailKind {
 
 impl MailKind {
     /// Every kind's name, as used in template file names and the `kind` metric label.
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 9] = [
         "verification",
         "password_reset",
+        "invitation",
         "password_changed",
         "login_notification",
         "two_factor_enabled",
@@ -183,6 +196,7 @@ impl MailKind {
         match self {
             Self::Verification { .. } => "verification",
             Self::PasswordReset { .. } => "password_reset",
+            Self::Invitation { .. } => "invitation",
             Self::PasswordChanged => "password_changed",
             Self::LoginNotification { .. } => "login_notification",
             Self::TwoFactorEnabled => "two_factor_enabled",
@@ -202,6 +216,10 @@ impl MailKind {
             Self::PasswordReset {
                 token: "sample-token".into(),
                 expires_in: Duration::from_secs(3600),
+            },
+            Self::Invitation {
+                token: "sample-token".into(),
+                expires_in: Duration::from_secs(7 * 86_400),
             },
             Self::PasswordChanged,
             Self::LoginNotification {
@@ -303,6 +321,11 @@ impl Mailer {
     /// The link a password-reset mail carries for `token`.
     pub fn reset_link(&self, token: &str) -> String {
         link(&self.pages_url, RESET_PASSWORD_PATH, token)
+    }
+
+    /// The link an invitation mail carries for `token`.
+    pub fn invitation_link(&self, token: &str) -> String {
+        link(&self.pages_url, INVITATION_PATH, token)
     }
 
     /// Whether sign-ins from new devices are mailed (`mail.login_notifications`).
@@ -510,6 +533,13 @@ pub(crate) fn template_context(
                 "link",
                 Value::from(link(pages_url, RESET_PASSWORD_PATH, token)),
             );
+            vars.insert(
+                "expires_in",
+                Value::from(human_duration_in(*expires_in, language)),
+            );
+        }
+        MailKind::Invitation { token, expires_in } => {
+            vars.insert("link", Value::from(link(pages_url, INVITATION_PATH, token)));
             vars.insert(
                 "expires_in",
                 Value::from(human_duration_in(*expires_in, language)),

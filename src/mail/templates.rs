@@ -117,6 +117,18 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../config/templates/passkey_removed.html"),
     ),
     (
+        "invitation.subject.txt",
+        include_str!("../../config/templates/invitation.subject.txt"),
+    ),
+    (
+        "invitation.txt",
+        include_str!("../../config/templates/invitation.txt"),
+    ),
+    (
+        "invitation.html",
+        include_str!("../../config/templates/invitation.html"),
+    ),
+    (
         "ru/layout.html",
         include_str!("../../config/templates/ru/layout.html"),
     ),
@@ -215,6 +227,18 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "ru/passkey_removed.html",
         include_str!("../../config/templates/ru/passkey_removed.html"),
+    ),
+    (
+        "ru/invitation.subject.txt",
+        include_str!("../../config/templates/ru/invitation.subject.txt"),
+    ),
+    (
+        "ru/invitation.txt",
+        include_str!("../../config/templates/ru/invitation.txt"),
+    ),
+    (
+        "ru/invitation.html",
+        include_str!("../../config/templates/ru/invitation.html"),
     ),
 ];
 

@@ -2,6 +2,7 @@
 //! (sign-in, sign-out, registration, verification, reset, sessions, the account page's
 //! reads and forms, two-factor and passkey management), and the answer into the next page.
 
+mod invitation;
 mod passkeys;
 
 use http::StatusCode;
@@ -30,6 +31,7 @@ pub(super) const GET_PATHS: &[&str] = &[
     "/verify-email",
     "/forgot-password",
     "/reset-password",
+    "/invitation",
     "/account",
     "/logout",
 ];
@@ -41,6 +43,7 @@ pub(super) const POST_PATHS: &[&str] = &[
     "/verify-email",
     "/forgot-password",
     "/reset-password",
+    "/invitation",
     "/logout",
     "/account/profile",
     "/account/password",
@@ -115,6 +118,7 @@ pub(super) async fn get(v: &mut Visit<'_>, sub: &str) -> Page {
             }
             None => link_invalid(v),
         },
+        "/invitation" => invitation::page(v).await,
         "/account" => {
             let Some(token) = v.signed_in().await else {
                 return to_sign_in(v);
@@ -149,6 +153,7 @@ pub(super) async fn post(v: &mut Visit<'_>, sub: &str, form: Form) -> Page {
         "/verify-email" => verify_email(v, form).await,
         "/forgot-password" => forgot_password(v, form).await,
         "/reset-password" => reset_password(v, form).await,
+        "/invitation" => invitation::accept(v, form).await,
         "/logout" => logout(v).await,
         account => {
             let Some(token) = v.signed_in().await else {

@@ -52,6 +52,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../config/portal/templates/reset_password.html"),
     ),
     (
+        "invitation.html",
+        include_str!("../../config/portal/templates/invitation.html"),
+    ),
+    (
         "account.html",
         include_str!("../../config/portal/templates/account.html"),
     ),
@@ -90,6 +94,7 @@ const PAGES: &[&str] = &[
     "verify_email.html",
     "forgot_password.html",
     "reset_password.html",
+    "invitation.html",
     "account.html",
     "two_factor_setup.html",
     "recovery_codes.html",

@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{NewUser, StoreError, User, UserChange, UserStore};
+use super::{Invitation, NewUser, StoreError, User, UserChange, UserStore};
 use crate::domain::{Email, EmailError};
 
 /// The longest role name accepted.
@@ -73,6 +73,13 @@ pub enum UserCommand {
     /// `user revoke-sessions EMAIL`: every session of the account ends (it may sign in again).
     RevokeSessions {
         /// The account's address (any case).
+        email: String,
+    },
+    /// `user invitations`: every invitation as a table, newest first.
+    Invitations,
+    /// `user revoke-invitation EMAIL`: the address's pending invitations stop working.
+    RevokeInvitation {
+        /// The invitee's address (any case).
         email: String,
     },
 }
@@ -164,6 +171,17 @@ pub async fn run_user_command(
         } => create(store, &email, &roles, password).await,
         UserCommand::Delete { email } => delete(store, &email).await,
         UserCommand::RevokeSessions { email } => revoke_sessions(store, &email).await,
+        UserCommand::Invitations => {
+            let invitations = store.list_invitations().await?;
+            Ok(format_invitation_table(&invitations, Utc::now()))
+        }
+        UserCommand::RevokeInvitation { email } => {
+            let email = parse_email(&email)?;
+            Ok(match store.revoke_invitations(&email).await? {
+                0 => format!("{email} has no pending invitation"),
+                n => format!("revoked {n} pending invitation(s) of {email}"),
+            })
+        }
     }
 }
 
@@ -404,6 +422,39 @@ pub fn format_user_table(users: &[User], now: DateTime<Utc>) -> String {
     let mut out = format_table(&header, &rows);
     let n = users.len();
     out.push_str(&format!("{n} user{}\n", if n == 1 { "" } else { "s" }));
+    out
+}
+
+/// Renders invitations as an aligned table (address, state, roles, times) with a count.
+pub fn format_invitation_table(invitations: &[Invitation], now: DateTime<Utc>) -> String {
+    if invitations.is_empty() {
+        return "no invitations\n".into();
+    }
+    let header = ["EMAIL", "STATE", "ROLES", "CREATED", "EXPIRES", "USED"];
+    let rows: Vec<Vec<String>> = invitations
+        .iter()
+        .map(|i| {
+            let roles = if i.roles.is_empty() {
+                "-".into()
+            } else {
+                i.roles.join(",")
+            };
+            vec![
+                i.email.to_string(),
+                i.state(now).as_str().into(),
+                roles,
+                format_time(Some(i.created_at)),
+                format_time(Some(i.expires_at)),
+                format_time(i.used_at),
+            ]
+        })
+        .collect();
+    let mut out = format_table(&header, &rows);
+    let n = invitations.len();
+    out.push_str(&format!(
+        "{n} invitation{}\n",
+        if n == 1 { "" } else { "s" }
+    ));
     out
 }
 

@@ -27,8 +27,16 @@ macro_rules! user_columns {
     };
 }
 
+/// The `invitations` columns every query that builds an [`Invitation`] selects.
+macro_rules! invitation_columns {
+    () => {
+        "id, email, roles, created_by, created_at, expires_at, used_at, revoked_at"
+    };
+}
+
 pub mod admin;
 mod attempts;
+mod invitations;
 mod passkeys;
 mod postgres;
 mod runtime;
@@ -51,6 +59,7 @@ use crate::config::StorageUrl;
 use crate::domain::{Email, PasskeyId, UserId};
 use crate::reply::Reply;
 
+pub use invitations::{Invitation, InvitationState, NewInvitation};
 pub use passkeys::{MAX_NAME_CHARS as MAX_PASSKEY_NAME_CHARS, PasskeyUse, StoredPasskey};
 
 /// Why a store call failed; the API maps `Unavailable` to 503 and the rest as it sees fit.
@@ -569,6 +578,31 @@ pub trait UserStore: Send + Sync {
     /// Records an accepted use, only over the counter it was checked against: `false`
     /// when another use got there first (the caller refuses this one).
     async fn record_passkey_use(&self, used: &PasskeyUse) -> Result<bool, StoreError>;
+
+    /// Stores an invitation and revokes the address's earlier pending ones, in one
+    /// transaction (the newest link is the one that works).
+    async fn create_invitation(&self, new: NewInvitation) -> Result<Invitation, StoreError>;
+
+    /// Every invitation, newest first (for the CLI; not for request paths).
+    async fn list_invitations(&self) -> Result<Vec<Invitation>, StoreError>;
+
+    /// The invitation with this token hash while it can be used (unused, unrevoked,
+    /// unexpired); `None` otherwise.
+    async fn find_invitation(&self, token_hash: &str) -> Result<Option<Invitation>, StoreError>;
+
+    /// Revokes the address's pending invitations; returns how many.
+    async fn revoke_invitations(&self, email: &Email) -> Result<u64, StoreError>;
+
+    /// Uses an invitation, in one transaction: claims it (one conditional update, so of two
+    /// uses at once exactly one gets it) when it is usable and for `new.email`, then creates
+    /// the account with its address proven and the invitation's roles. `None` (nothing
+    /// written) when no usable invitation for that address has this hash; a taken address
+    /// is [`StoreError::DuplicateEmail`] and leaves the invitation usable.
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        new: NewUser,
+    ) -> Result<Option<User>, StoreError>;
 
     /// Checks that the database answers (for `/health`).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AttemptClaim, AttemptOutcome, FailedLogin, NewToken, NewUser, PasskeyUse, StoreError,
-    StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserStore,
+    AttemptClaim, AttemptOutcome, FailedLogin, Invitation, NewInvitation, NewToken, NewUser,
+    PasskeyUse, StoreError, StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, PasskeyId, UserId};
@@ -288,6 +288,38 @@ impl UserStore for OnRuntime {
 
     async fn purge_user_changes(&self) -> Result<u64, StoreError> {
         self.run(|s| async move { s.purge_user_changes().await })
+            .await
+    }
+
+    async fn create_invitation(&self, new: NewInvitation) -> Result<Invitation, StoreError> {
+        self.run(|s| async move { s.create_invitation(new).await })
+            .await
+    }
+
+    async fn list_invitations(&self) -> Result<Vec<Invitation>, StoreError> {
+        self.run(|s| async move { s.list_invitations().await })
+            .await
+    }
+
+    async fn find_invitation(&self, token_hash: &str) -> Result<Option<Invitation>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.run(|s| async move { s.find_invitation(&token_hash).await })
+            .await
+    }
+
+    async fn revoke_invitations(&self, email: &Email) -> Result<u64, StoreError> {
+        let email = email.clone();
+        self.run(|s| async move { s.revoke_invitations(&email).await })
+            .await
+    }
+
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        new: NewUser,
+    ) -> Result<Option<User>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.run(|s| async move { s.accept_invitation(&token_hash, new).await })
             .await
     }
 

@@ -26,12 +26,13 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool,
 use uuid::Uuid;
 
 use super::attempts::{Attempts, Clock};
+use super::invitations::{roles_from_db, roles_to_db};
 use super::tx::Tx;
 use super::{
-    AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, NewToken, NewUser, PasskeyUse,
-    StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION,
-    USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserStore, lock_deadline, map_migrate,
-    now,
+    AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, Invitation, NewInvitation,
+    NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind,
+    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
+    UserChangeEvent, UserStore, lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, PasskeyId, UserId};
 
@@ -159,6 +160,7 @@ where
     f64: ColumnType<DB>,
     Option<Vec<u8>>: ColumnType<DB>,
     Option<DB::Time>: ColumnType<DB>,
+    Option<DB::Id>: ColumnType<DB>,
     DateTime<Utc>: ColumnType<DB>,
 {
     async fn roles_of(&self, user: UserId) -> Result<Vec<String>, StoreError> {
@@ -293,6 +295,65 @@ where
         .execute(&mut *conn)
         .await?;
         Ok(DB::rows_affected(&done))
+    }
+
+    /// Proves a new account's address and grants it `roles` on `conn` (the transaction that
+    /// created it): an operator or an invitation vouches for it.
+    async fn vouch(
+        conn: &mut DB::Connection,
+        user: &mut User,
+        roles: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET is_verified = TRUE WHERE id = $1")
+            .bind(id::<DB>(user.id))
+            .execute(&mut *conn)
+            .await?;
+        for role in roles {
+            sqlx::query(
+                "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id::<DB>(user.id))
+            .bind(role.as_str())
+            .execute(&mut *conn)
+            .await?;
+        }
+        user.is_verified = true;
+        user.roles = roles.to_vec();
+        user.roles.sort();
+        user.roles.dedup();
+        Ok(())
+    }
+
+    /// Revokes `email`'s pending invitations on `conn`; returns how many.
+    async fn revoke_pending(
+        conn: &mut DB::Connection,
+        email: &Email,
+        at: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE invitations SET revoked_at = $2 \
+             WHERE email = $1 AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(email.as_str())
+        .bind(DB::time(at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    fn invitation_from_row(row: &DB::Row) -> Result<Invitation, StoreError> {
+        let roles: String = row.try_get("roles")?;
+        let created_by: Option<DB::Id> = row.try_get("created_by")?;
+        Ok(Invitation {
+            id: row.try_get::<DB::Id, _>("id")?.into(),
+            email: Email::from_stored(row.try_get("email")?),
+            roles: roles_from_db(&roles),
+            created_by: created_by.map(|u| UserId::from_uuid(u.into())),
+            created_at: row.try_get("created_at")?,
+            expires_at: row.try_get("expires_at")?,
+            used_at: row.try_get("used_at")?,
+            revoked_at: row.try_get("revoked_at")?,
+        })
     }
 
     /// Reads the `failed_login_attempts` column; impossible negatives read as zero.
@@ -458,6 +519,7 @@ where
     f64: ColumnType<DB>,
     Option<Vec<u8>>: ColumnType<DB>,
     Option<DB::Time>: ColumnType<DB>,
+    Option<DB::Id>: ColumnType<DB>,
     DateTime<Utc>: ColumnType<DB>,
 {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
@@ -485,24 +547,8 @@ where
     ) -> Result<User, StoreError> {
         let mut tx = Tx::begin(&self.pool).await?;
         let mut user = Self::insert_user(&mut tx, new).await?;
-        sqlx::query("UPDATE users SET is_verified = TRUE WHERE id = $1")
-            .bind(id::<DB>(user.id))
-            .execute(&mut *tx)
-            .await?;
-        for role in roles {
-            sqlx::query(
-                "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            )
-            .bind(id::<DB>(user.id))
-            .bind(role.as_str())
-            .execute(&mut *tx)
-            .await?;
-        }
+        Self::vouch(&mut tx, &mut user, roles).await?;
         tx.commit().await?;
-        user.is_verified = true;
-        user.roles = roles.to_vec();
-        user.roles.sort();
-        user.roles.dedup();
         Ok(user)
     }
 
@@ -1088,6 +1134,110 @@ where
         .execute(&self.pool)
         .await?;
         Ok(DB::rows_affected(&done) == 1)
+    }
+
+    async fn create_invitation(&self, new: NewInvitation) -> Result<Invitation, StoreError> {
+        let at = now();
+        let invitation = Invitation {
+            id: Uuid::new_v4(),
+            email: new.email,
+            roles: roles_from_db(&roles_to_db(&new.roles)),
+            created_by: new.created_by,
+            created_at: at,
+            expires_at: new.expires_at,
+            used_at: None,
+            revoked_at: None,
+        };
+        // The revocation writes first, so SQLite takes its write lock up front.
+        let mut tx = Tx::begin(&self.pool).await?;
+        Self::revoke_pending(&mut tx, &invitation.email, at).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO invitations \
+             (id, email, token_hash, roles, created_by, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(DB::Id::from(invitation.id))
+        .bind(invitation.email.as_str())
+        .bind(new.token_hash.as_str())
+        .bind(roles_to_db(&invitation.roles))
+        .bind(invitation.created_by.map(id::<DB>))
+        .bind(DB::time(at))
+        .bind(DB::time(invitation.expires_at))
+        .execute(&mut *tx)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(invitation)
+    }
+
+    async fn list_invitations(&self) -> Result<Vec<Invitation>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            invitation_columns!(),
+            " FROM invitations ORDER BY created_at DESC, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::invitation_from_row).collect()
+    }
+
+    async fn find_invitation(&self, token_hash: &str) -> Result<Option<Invitation>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            invitation_columns!(),
+            " FROM invitations WHERE token_hash = $1 AND used_at IS NULL \
+             AND revoked_at IS NULL AND expires_at > $2"
+        ))
+        .bind(token_hash)
+        .bind(DB::time(now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(Self::invitation_from_row).transpose()
+    }
+
+    async fn revoke_invitations(&self, email: &Email) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::revoke_pending(&mut conn, email, now()).await
+    }
+
+    async fn accept_invitation(
+        &self,
+        token_hash: &str,
+        new: NewUser,
+    ) -> Result<Option<User>, StoreError> {
+        let at = now();
+        // The claim writes first: SQLite takes its write lock up front, and PostgreSQL
+        // re-checks a colliding claim against the committed row, so one use wins.
+        let mut tx = Tx::begin(&self.pool).await?;
+        let claimed = sqlx::query(
+            "UPDATE invitations SET used_at = $3 \
+             WHERE token_hash = $1 AND email = $2 AND used_at IS NULL \
+             AND revoked_at IS NULL AND expires_at > $3 RETURNING roles",
+        )
+        .bind(token_hash)
+        .bind(new.email.as_str())
+        .bind(DB::time(at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = claimed else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let roles: String = row.try_get("roles")?;
+        let mut user = match Self::insert_user(&mut tx, new).await {
+            Ok(user) => user,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        };
+        Self::vouch(&mut tx, &mut user, &roles_from_db(&roles)).await?;
+        tx.commit().await?;
+        Ok(Some(user))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -992,3 +992,74 @@ fn run_with_input(cmd: &mut Command, input: Option<&str>) -> (i32, String, Strin
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// `user invite` prints a link that works (and mails it to the outbox), `user invitations`
+/// lists it, `user revoke-invitation` stops one; sign-up by oneself stays closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_invites_and_the_printed_link_works() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "[registration]\nmode = \"invite\"\n");
+    let listen = listen_address(&std::fs::read_to_string(&path).unwrap());
+    let user = |args: &[&str]| {
+        let mut cmd = portcullis();
+        cmd.arg("--config").arg(&path).arg("user").args(args);
+        cmd.current_dir(scratch.dir.path());
+        run(&mut cmd)
+    };
+    let (code, out, err) = user(&["invite", "Guest@Example.com", "--role", "ops"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("invited guest@example.com (roles ops)"),
+        "{out}"
+    );
+    assert!(out.contains("mailed to guest@example.com"), "{out}{err}");
+    let link = out
+        .split_whitespace()
+        .find(|w| w.contains("/auth/invitation?token="))
+        .unwrap_or_else(|| panic!("a link in {out}"));
+    let token = link.split_once("token=").unwrap().1.to_owned();
+    let (code, out, _) = user(&["invite", "guest@example.com", "--role", "bad,role"]);
+    assert_ne!(code, 0, "{out}");
+
+    let mut child = serve(&scratch, &path);
+    let waited = listen.clone();
+    tokio::task::spawn_blocking(move || wait_listening(&waited))
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{listen}/api/auth/accept-invitation"))
+        .json(&serde_json::json!({"token": token, "password": "Invited-Pass-1!", "first_name": "G", "last_name": "Uest"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["data"]["user"]["roles"], serde_json::json!(["ops"]));
+    assert_eq!(body["data"]["user"]["is_verified"], true);
+
+    let (code, out, err) = user(&["invitations"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("guest@example.com") && out.contains("used"),
+        "{out}"
+    );
+    let (code, out, _) = user(&["invite", "guest@example.com"]);
+    assert_ne!(code, 0, "an address with an account: {out}");
+    let (code, _, err) = user(&["invite", "other@example.com"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = user(&["revoke-invitation", "other@example.com"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("revoked 1 pending invitation"), "{out}");
+    let (_, out, _) = user(&["invitations"]);
+    assert!(
+        out.contains("revoked") && out.contains("2 invitations"),
+        "{out}"
+    );
+
+    sigterm(&child);
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+}

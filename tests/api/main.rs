@@ -21,6 +21,7 @@ mod forward_auth_proxies;
 mod forwarding;
 mod gateway;
 mod identity;
+mod invitations_api;
 mod login_api;
 mod passkeys_api;
 mod portal;

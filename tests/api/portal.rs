@@ -1466,3 +1466,87 @@ async fn the_sign_up_page_follows_the_registration_policy() {
     );
     assert!(app.store().await.list_users().await.unwrap().is_empty());
 }
+
+/// The mailed invitation opens a page that shows its address (not editable) and takes the
+/// names and a password; the account is then signed into; a used or unknown link gets one
+/// page that does not say which. Sign-up by oneself stays closed (`invite` mode).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitation_is_accepted_on_its_page() {
+    let up = EchoUpstream::start().await;
+    for backend in backends() {
+        let config = format!("[registration]\nmode = \"invite\"\n{}", routes(&up.url()));
+        let app = TestApp::spawn(backend, &config).await;
+        let invite = |email: &'static str| {
+            let accounts = std::sync::Arc::clone(&app.gw.app);
+            async move {
+                let email = portcullis::domain::Email::parse(email).unwrap();
+                accounts
+                    .accounts
+                    .invite(email, &["ops".to_owned()], None, "en")
+                    .await
+                    .unwrap()
+            }
+        };
+        invite("page@example.com").await;
+        let link = app.mail_to("page@example.com").await.link().unwrap();
+        let path = link.strip_prefix(&app.gw.url()).unwrap().to_owned();
+        assert!(path.starts_with("/auth/invitation?token="), "{path}");
+        let browser = Browser::new(&app.gw.url());
+        let form = browser.get(&path).await;
+        assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+        assert!(
+            form.body.contains("value=\"page@example.com\" readonly"),
+            "{}",
+            form.body
+        );
+        let token = form.input("token").unwrap();
+        let post = |password: &'static str, csrf: String| {
+            let (browser, token) = (&browser, token.clone());
+            async move {
+                browser
+                    .post(
+                        "/auth/invitation",
+                        &[
+                            ("csrf_token", csrf.as_str()),
+                            ("token", &token),
+                            ("first_name", "Page"),
+                            ("last_name", "Invitee"),
+                            ("password", password),
+                        ],
+                    )
+                    .await
+            }
+        };
+        let weak = post("weak", form.csrf()).await;
+        assert_eq!(weak.status, StatusCode::BAD_REQUEST);
+        assert!(weak.body.contains("id=\"password-error\""), "{}", weak.body);
+        assert!(weak.body.contains("page@example.com"), "{}", weak.body);
+        let done = post(PASSWORD, form.csrf()).await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        assert!(done.body.contains("Account created"), "{}", done.body);
+        let again = post(PASSWORD, form.csrf()).await;
+        assert_eq!(again.status, StatusCode::BAD_REQUEST);
+        assert!(
+            again.body.contains("This invitation does not work"),
+            "{}",
+            again.body
+        );
+        let unknown = browser
+            .get(&format!("/auth/invitation?token={}", "A".repeat(43)))
+            .await;
+        assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+        assert!(unknown.body.contains("This invitation does not work"));
+
+        let r = browser.sign_in("page@example.com", PASSWORD, "/app").await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+
+        invite("russian@example.com").await;
+        let link = app.mail_to("russian@example.com").await.link().unwrap();
+        let path = link.strip_prefix(&app.gw.url()).unwrap().to_owned();
+        let ru = Browser::new(&app.gw.url())
+            .get(&format!("{path}&lang=ru"))
+            .await;
+        assert_eq!(ru.status, StatusCode::OK);
+        assert!(ru.body.contains("Создать учётную запись"), "{}", ru.body);
+    }
+}

@@ -375,3 +375,57 @@ async fn a_person_adds_a_passkey_and_signs_in_with_it_with_and_without_a_passwor
         other.quit().await;
     }
 }
+
+/// An invitation accepted in Chromium, in English and Russian, with axe-core on every page:
+/// the form, the form with errors, "account created", and a link that does not work.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitee_creates_their_account_on_the_invitation_page_in_chromium() {
+    if !webdriver::available() {
+        assert!(!in_ci(), "CI=true but chromium or chromedriver is missing");
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    }
+    let axe = axe_source();
+    let app = TestApp::spawn(Backend::Embedded, "[registration]\nmode = \"invite\"\n").await;
+    let base = app.gw.url();
+    let invite = |email: &str| {
+        let email = portcullis::domain::Email::parse(email).unwrap();
+        let app = std::sync::Arc::clone(&app.gw.app);
+        async move { app.accounts.invite(email, &[], None, "en").await.unwrap().1 }
+    };
+    let driver = ChromeDriver::start().await;
+    let browser = driver.session("en-US").await;
+    let token = invite("invitee@example.com").await;
+    browser
+        .goto(&format!("{base}/auth/invitation?token={token}"))
+        .await;
+    browser.wait_for_text("invitee@example.com").await;
+    check_accessibility(&browser, &axe, "invitation").await;
+    browser.type_into("#first_name", "Ivy").await;
+    browser.type_into("#last_name", "Invitee").await;
+    browser.type_into("#password", "weak").await;
+    browser.click("form button[type=submit]").await;
+    browser
+        .wait_for_text("Some fields need your attention")
+        .await;
+    check_accessibility(&browser, &axe, "invitation with errors").await;
+    browser.type_into("#password", PASSWORD).await;
+    browser.click("form button[type=submit]").await;
+    browser.wait_for_text("Account created").await;
+    check_accessibility(&browser, &axe, "account created").await;
+    browser
+        .goto(&format!("{base}/auth/invitation?token={token}"))
+        .await;
+    browser.wait_for_text("This invitation does not work").await;
+    check_accessibility(&browser, &axe, "invitation refused").await;
+    browser.quit().await;
+
+    let russian = driver.session("ru-RU").await;
+    let token = invite("priglashenie@example.com").await;
+    russian
+        .goto(&format!("{base}/auth/invitation?token={token}"))
+        .await;
+    russian.wait_for_text("Создать учётную запись").await;
+    check_accessibility(&russian, &axe, "invitation (ru)").await;
+    russian.quit().await;
+}

@@ -11,8 +11,9 @@ use portcullis::config::StorageUrl;
 use portcullis::domain::{Email, UserId};
 use portcullis::store::admin::{AdminError, InitialPassword, UserCommand, run_user_command};
 use portcullis::store::{
-    self, AttemptClaim, AttemptOutcome, FailedLogin, NewToken, NewUser, PasskeyUse, StoreError,
-    StoredPasskey, TokenKind, User, UserChange, UserStore, connect,
+    self, AttemptClaim, AttemptOutcome, FailedLogin, InvitationState, NewInvitation, NewToken,
+    NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User, UserChange, UserStore,
+    connect,
 };
 
 use crate::support::db::{self, Kind, TestDb};
@@ -75,6 +76,8 @@ conformance!(
     the_registration_language_is_kept,
     passkeys_are_kept_per_user_and_used_only_over_their_counter,
     operators_create_vouched_accounts_and_delete_them_whole,
+    invitations_are_used_once_for_their_address_only,
+    invitations_expire_are_revoked_and_replaced,
 );
 
 /// `url` as `storage.url` would be parsed at load.
@@ -1834,4 +1837,142 @@ async fn operators_create_vouched_accounts_and_delete_them_whole(db: &TestDb) {
     )
     .await;
     assert!(matches!(gone, Err(AdminError::NoSuchUser(_))), "{gone:?}");
+}
+
+fn invitation(address: &str, hash: &str, roles: &[&str], ttl: TimeDelta) -> NewInvitation {
+    NewInvitation {
+        email: email(address),
+        token_hash: hash.to_owned(),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        created_by: None,
+        expires_at: Utc::now() + ttl,
+    }
+}
+
+/// Ten uses of one invitation at once make one account, verified, with the roles; another
+/// address, or an address already taken, spends nothing.
+async fn invitations_are_used_once_for_their_address_only(db: &TestDb) {
+    let store = open(db).await;
+    let hash = token_hash();
+    let made = store
+        .create_invitation(invitation(
+            "inv@example.com",
+            &hash,
+            &["ops", "admin"],
+            TimeDelta::days(7),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(made.roles, vec!["admin", "ops"]);
+    assert_eq!(
+        store.find_invitation(&hash).await.unwrap().unwrap().id,
+        made.id
+    );
+    let other = store
+        .accept_invitation(&hash, new_user("other@example.com"))
+        .await
+        .unwrap();
+    assert!(other.is_none(), "another address");
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (store, hash) = (Arc::clone(&store), hash.clone());
+            tokio::spawn(async move {
+                store
+                    .accept_invitation(&hash, new_user("inv@example.com"))
+                    .await
+            })
+        })
+        .collect();
+    let mut created = Vec::new();
+    for task in tasks {
+        if let Some(user) = task.await.unwrap().unwrap() {
+            created.push(user);
+        }
+    }
+    assert_eq!(created.len(), 1);
+    let user = reload(&*store, created[0].id).await;
+    assert!(user.is_verified);
+    assert_eq!(user.roles, vec!["admin", "ops"]);
+    assert!(store.find_invitation(&hash).await.unwrap().is_none());
+    let listed = store.list_invitations().await.unwrap();
+    assert_eq!(listed[0].state(Utc::now()), InvitationState::Used);
+
+    // A taken address leaves the invitation usable (for once the account is gone).
+    let second = token_hash();
+    store
+        .create_invitation(invitation(
+            "inv@example.com",
+            &second,
+            &[],
+            TimeDelta::days(7),
+        ))
+        .await
+        .unwrap();
+    let taken = store
+        .accept_invitation(&second, new_user("inv@example.com"))
+        .await;
+    assert!(
+        matches!(taken, Err(StoreError::DuplicateEmail)),
+        "{taken:?}"
+    );
+    assert!(store.find_invitation(&second).await.unwrap().is_some());
+}
+
+async fn invitations_expire_are_revoked_and_replaced(db: &TestDb) {
+    let store = open(db).await;
+    let expired = token_hash();
+    store
+        .create_invitation(invitation(
+            "old@example.com",
+            &expired,
+            &[],
+            TimeDelta::seconds(-1),
+        ))
+        .await
+        .unwrap();
+    assert!(store.find_invitation(&expired).await.unwrap().is_none());
+    let used = store
+        .accept_invitation(&expired, new_user("old@example.com"))
+        .await;
+    assert!(used.unwrap().is_none(), "expired");
+
+    let (first, second) = (token_hash(), token_hash());
+    for hash in [&first, &second] {
+        store
+            .create_invitation(invitation("new@example.com", hash, &[], TimeDelta::days(1)))
+            .await
+            .unwrap();
+    }
+    assert!(
+        store.find_invitation(&first).await.unwrap().is_none(),
+        "replaced"
+    );
+    assert!(store.find_invitation(&second).await.unwrap().is_some());
+    assert_eq!(
+        store
+            .revoke_invitations(&email("new@example.com"))
+            .await
+            .unwrap(),
+        1
+    );
+    let revoked = store
+        .accept_invitation(&second, new_user("new@example.com"))
+        .await;
+    assert!(revoked.unwrap().is_none(), "revoked");
+    let states: Vec<_> = store
+        .list_invitations()
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.state(Utc::now()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            InvitationState::Revoked,
+            InvitationState::Revoked,
+            InvitationState::Expired
+        ]
+    );
+    assert!(store.list_users().await.unwrap().is_empty());
 }

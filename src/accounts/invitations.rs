@@ -1,0 +1,155 @@
+//! Invitations: an operator (or, later, an administrator) lets one address in, with roles,
+//! whatever `[registration]` says, even `closed` (the inviter vouches for the invitee, as
+//! `portcullis user create` does). The mailed link is a single-use token whose hash alone
+//! is stored; using it creates the account with the address proven and the roles granted,
+//! in one transaction that also spends the invitation.
+
+use std::time::Duration;
+
+use chrono::Utc;
+
+use super::fields::InvitedAccount;
+use super::{AccountError, Accounts, Client};
+use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
+use crate::domain::{Email, UserId};
+use crate::mail::MailKind;
+use crate::store::admin::is_valid_role;
+use crate::store::{Invitation, NewInvitation, NewUser, StoreError, User, UserStore};
+use crate::telemetry::SECURITY;
+
+/// Stores an invitation for `email` with `roles`, valid for `ttl`, replacing the address's
+/// earlier pending ones; the invitation and its token's text (to mail or show once). For
+/// the core and for the CLI, which has no mailer of the instance's.
+///
+/// Errors: `Field("roles")` for a name that cannot be a role, `Store(DuplicateEmail)` when
+/// the address has an account already, backend failures.
+pub async fn issue_invitation(
+    store: &dyn UserStore,
+    ttl: Duration,
+    email: Email,
+    roles: &[String],
+    by: Option<UserId>,
+) -> Result<(Invitation, String), AccountError> {
+    if let Some(bad) = roles.iter().find(|r| !is_valid_role(r)) {
+        tracing::debug!(role = %bad, "an invitation named an invalid role");
+        return Err(AccountError::Field {
+            field: "roles",
+            message: "a role is 1 to 64 letters, digits, '-', '_', '.' or ':'",
+        });
+    }
+    if store.find_by_email(&email).await?.is_some() {
+        return Err(StoreError::DuplicateEmail.into());
+    }
+    let token = random_token();
+    let expires_at =
+        Utc::now() + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::days(7));
+    let invitation = store
+        .create_invitation(NewInvitation {
+            email,
+            token_hash: sha256_hex(&token),
+            roles: roles.to_vec(),
+            created_by: by,
+            expires_at,
+        })
+        .await?;
+    tracing::info!(target: SECURITY, event = "invitation_created", invitation_id = %invitation.id, roles = %invitation.roles.join(","), by = ?by.map(|u| u.to_string()));
+    Ok((invitation, token))
+}
+
+impl Accounts {
+    /// How long an invitation works (`registration.invitation_ttl`).
+    pub fn invitation_ttl(&self) -> Duration {
+        self.config.registration.invitation_ttl.get()
+    }
+
+    /// Invites `email` (see [`issue_invitation`]) and mails the link in `language`, in the
+    /// background; the invitation and the token's text.
+    pub async fn invite(
+        &self,
+        email: Email,
+        roles: &[String],
+        by: Option<UserId>,
+        language: &str,
+    ) -> Result<(Invitation, String), AccountError> {
+        let ttl = self.invitation_ttl();
+        let (invitation, token) = issue_invitation(&*self.store, ttl, email, roles, by).await?;
+        self.mailer.send_in_background_in(
+            language,
+            invitation.email.as_str(),
+            "",
+            MailKind::Invitation {
+                token: token.clone(),
+                expires_in: ttl,
+            },
+        );
+        Ok((invitation, token))
+    }
+
+    /// The invitation a link's `token` stands for, while it can be used (for the page that
+    /// shows its address).
+    ///
+    /// Errors: `InvalidLink` (malformed, unknown, used, revoked or expired: one answer),
+    /// backend failures.
+    pub async fn invitation(&self, token: &str) -> Result<Invitation, AccountError> {
+        if !is_token_shaped(token) {
+            return Err(AccountError::InvalidLink);
+        }
+        self.store
+            .find_invitation(&sha256_hex(token))
+            .await?
+            .ok_or(AccountError::InvalidLink)
+    }
+
+    /// Creates the invitee's account with the invitation of `token`: the invitation's
+    /// address (proven) and roles, the password and names given. The invitation is spent in
+    /// the same transaction, so of two uses at once exactly one creates the account.
+    ///
+    /// Errors: `InvalidLink` (malformed, unknown, used, revoked or expired), `Field("email")`
+    /// when `account.email` names another address, `Store(DuplicateEmail)` when the address
+    /// has an account already (the invitation stays usable), hashing and backend failures.
+    pub async fn accept_invitation(
+        &self,
+        token: &str,
+        account: InvitedAccount,
+        client: &Client<'_>,
+    ) -> Result<User, AccountError> {
+        let invitation = self.invitation(token).await?;
+        if account
+            .email
+            .as_ref()
+            .is_some_and(|e| *e != invitation.email)
+        {
+            return Err(AccountError::Field {
+                field: "email",
+                message: "The invitation is for another address",
+            });
+        }
+        let password_hash = self.hasher.hash(account.password.expose()).await?;
+        let new = NewUser {
+            email: invitation.email,
+            password_hash,
+            first_name: account.first_name,
+            last_name: account.last_name,
+            language: client.language.to_owned(),
+        };
+        let user = self
+            .store
+            .accept_invitation(&sha256_hex(token), new)
+            .await?
+            .ok_or(AccountError::InvalidLink)?;
+        tracing::info!(target: SECURITY, event = "invitation_accepted", user_id = %user.id, invitation_id = %invitation.id, client_ip = %client.ip);
+        Ok(user)
+    }
+
+    /// Revokes the pending invitations of `email`; how many there were.
+    pub async fn revoke_invitation(&self, email: &Email) -> Result<u64, AccountError> {
+        let revoked = self.store.revoke_invitations(email).await?;
+        tracing::info!(target: SECURITY, event = "invitation_revoked", revoked);
+        Ok(revoked)
+    }
+
+    /// Every invitation, newest first.
+    pub async fn list_invitations(&self) -> Result<Vec<Invitation>, AccountError> {
+        Ok(self.store.list_invitations().await?)
+    }
+}

@@ -1,0 +1,127 @@
+//! The invitation page: the mailed link opens it, it shows the invitation's address (not
+//! editable) and takes the invitee's names and password, posting to itself; the account
+//! core creates the account. Every refusal of the link itself (unknown, used, revoked,
+//! expired) is one page that does not say which.
+
+use http::StatusCode;
+use minijinja::Value;
+use serde_json::json;
+
+use super::{Feedback, Form, Page, Visit, to_value};
+use crate::accounts::fields::FieldErrors;
+use crate::accounts::{AccountError, InvitationForm};
+use crate::api::endpoints::Limit;
+
+/// `GET /invitation?token=…`: the form, or the page for a link that does not work.
+pub(super) async fn page(v: &mut Visit<'_>) -> Page {
+    let token = v.query("token").unwrap_or_default().to_owned();
+    let app = v.app;
+    match app.accounts.invitation(&token).await {
+        Ok(invitation) => {
+            let email = invitation.email.to_string();
+            render(
+                v,
+                StatusCode::OK,
+                Feedback::default(),
+                token,
+                email,
+                &Form(vec![]),
+            )
+        }
+        Err(e) => refused(v, e),
+    }
+}
+
+/// `POST /invitation`: the account is created, or the form comes back with what to fix.
+/// The per-IP limits are `POST /api/auth/accept-invitation`'s.
+pub(super) async fn accept(v: &mut Visit<'_>, form: Form) -> Page {
+    let token = form.text("token").trim().to_owned();
+    let app = v.app;
+    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Register)
+        .await
+        .map(drop);
+    if let Err(refusal) = v.limited(limit) {
+        return v.failure(&refusal);
+    }
+    let answer = InvitationForm {
+        email: None,
+        password: form.text("password"),
+        first_name: form.text("first_name"),
+        last_name: form.text("last_name"),
+    };
+    let accepted = match answer.parse_after(FieldErrors::default()) {
+        Ok(account) => {
+            let client = v.client();
+            app.accounts
+                .accept_invitation(&token, account, &client)
+                .await
+        }
+        Err(invalid) => Err(invalid),
+    };
+    match accepted {
+        Ok(_) => {
+            let login = v.path("/login");
+            v.message(
+                StatusCode::OK,
+                "invitation_accepted_title",
+                &["invitation_accepted_text"],
+                Some((login, "sign_in")),
+            )
+        }
+        Err(e @ AccountError::Invalid(_)) => {
+            let refusal = v.refusal(e);
+            let feedback = v.feedback(&refusal, str::to_owned);
+            match app.accounts.invitation(&token).await {
+                Ok(invitation) => {
+                    let email = invitation.email.to_string();
+                    render(v, refusal.status, feedback, token, email, &form)
+                }
+                Err(e) => refused(v, e),
+            }
+        }
+        Err(e) => refused(v, e),
+    }
+}
+
+/// The page for a link that does not work (one for every reason), or for a failure.
+fn refused(v: &mut Visit<'_>, error: AccountError) -> Page {
+    if matches!(error, AccountError::InvalidLink) {
+        let login = v.path("/login");
+        return v.message(
+            StatusCode::BAD_REQUEST,
+            "invitation_invalid_title",
+            &["invitation_invalid_text"],
+            Some((login, "back_to_sign_in")),
+        );
+    }
+    let refusal = v.refusal(error);
+    v.failure(&refusal)
+}
+
+/// The form for the invitation of `token`, for `email`, with the names as typed.
+fn render(
+    v: &mut Visit<'_>,
+    status: StatusCode,
+    feedback: Feedback,
+    token: String,
+    email: String,
+    form: &Form,
+) -> Page {
+    v.render(
+        "invitation.html",
+        status,
+        "invitation_title",
+        feedback,
+        vec![
+            ("token", Value::from(token)),
+            ("email", Value::from(email)),
+            (
+                "values",
+                to_value(json!({
+                    "first_name": form.text("first_name"),
+                    "last_name": form.text("last_name"),
+                })),
+            ),
+        ],
+    )
+}
