@@ -141,12 +141,10 @@ pub enum Resolved<'a> {
         id: Option<&'a str>,
     },
     /// The path is known but not with this method: `Allow` lists those it takes
-    /// (`"GET, PATCH"`), and the limits of the path's first endpoint apply.
+    /// (`"GET, PATCH"`).
     WrongMethod {
         /// The methods the path takes, comma-separated, in table order.
         allow: String,
-        /// The limits of the path's first endpoint.
-        limit: Limit,
     },
     /// No endpoint has this path.
     Unknown,
@@ -180,9 +178,9 @@ fn matching(path: &str) -> (Vec<&'static Endpoint>, Option<&str>) {
 /// Finds the endpoint for `method` on `path`.
 pub fn resolve<'a>(method: &Method, path: &'a str) -> Resolved<'a> {
     let (endpoints, id) = matching(path);
-    let Some(first) = endpoints.first() else {
+    if endpoints.is_empty() {
         return Resolved::Unknown;
-    };
+    }
     match endpoints
         .iter()
         .find(|e| e.method.as_ref().is_none_or(|m| m == method))
@@ -190,8 +188,19 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Resolved<'a> {
         Some(endpoint) => Resolved::Found { endpoint, id },
         None => Resolved::WrongMethod {
             allow: allow_of(&endpoints),
-            limit: first.limit,
         },
+    }
+}
+
+/// The per-IP limits a request counts against: its endpoint's; only `global` for anything
+/// else under `/api/auth/` (a wrong method or an unknown path uses no endpoint, so it must
+/// not use up the sign-ins, registrations or reset mails of everyone behind the address);
+/// none outside it.
+pub fn limit_of(method: &Method, path: &str) -> Limit {
+    match resolve(method, path) {
+        Resolved::Found { endpoint, .. } => endpoint.limit,
+        _ if path.trim_end_matches('/').starts_with("/api/auth/") => Limit::Global,
+        _ => Limit::Unlimited,
     }
 }
 
@@ -261,6 +270,46 @@ mod tests {
                 (_, Some(op)) => panic!("{method} {path} should be {op:?}"),
                 _ => {}
             }
+        }
+    }
+
+    #[test]
+    fn only_the_endpoint_itself_uses_its_own_limit() {
+        let cases: &[(Method, &str, Limit)] = &[
+            (Method::POST, "/api/auth/login", Limit::Login),
+            (Method::POST, "/api/auth/login/", Limit::Login),
+            (Method::POST, "/api/auth/passkeys/login", Limit::Login),
+            (Method::POST, "/api/auth/register", Limit::Register),
+            (
+                Method::POST,
+                "/api/auth/request-password-reset",
+                Limit::PasswordReset,
+            ),
+            (Method::GET, "/api/auth/login", Limit::Global),
+            (Method::HEAD, "/api/auth/register", Limit::Global),
+            (
+                Method::DELETE,
+                "/api/auth/request-password-reset/",
+                Limit::Global,
+            ),
+            (Method::GET, "/api/auth/passkeys/login", Limit::Global),
+            (
+                Method::POST,
+                "/api/auth/passkeys/login/options",
+                Limit::Global,
+            ),
+            (Method::GET, "/api/auth/nothing", Limit::Global),
+            (Method::GET, "/api/auth/sessions/a/b", Limit::Global),
+            (Method::GET, "/api/auth/", Limit::Unlimited),
+            (Method::POST, "/api/auth//", Limit::Unlimited),
+            (Method::GET, "/api/auth/verify", Limit::Unlimited),
+            (Method::POST, "/api/auth/verify/", Limit::Unlimited),
+            (Method::GET, "/.well-known/jwks.json", Limit::Unlimited),
+            (Method::POST, "/.well-known/jwks.json", Limit::Unlimited),
+            (Method::GET, "/api/auth/openapi.json", Limit::Global),
+        ];
+        for (method, path, want) in cases {
+            assert_eq!(limit_of(method, path), *want, "{method} {path}");
         }
     }
 

@@ -103,12 +103,7 @@ async fn rate_limit(
     app: &App,
     request: &ApiRequest,
 ) -> Result<Vec<(http::HeaderName, String)>, Reply> {
-    let limit = match endpoints::resolve(&request.method, &request.path) {
-        Resolved::Found { endpoint, .. } => endpoint.limit,
-        Resolved::WrongMethod { limit, .. } => limit,
-        Resolved::Unknown if request.path.starts_with("/api/auth/") => Limit::Global,
-        Resolved::Unknown => Limit::Unlimited,
-    };
+    let limit = endpoints::limit_of(&request.method, &request.path);
     limit_client(app, request.client_ip, limit).await
 }
 
@@ -167,7 +162,7 @@ async fn route(app: &App, request: &ApiRequest) -> Reply {
                 .await
                 .unwrap_or_else(|refusal| refusal)
         }
-        Resolved::WrongMethod { allow, .. } => Reply::method_not_allowed(&allow),
+        Resolved::WrongMethod { allow } => Reply::method_not_allowed(&allow),
         Resolved::Unknown => Reply::not_found(),
     }
 }

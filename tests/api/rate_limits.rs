@@ -112,6 +112,62 @@ async fn passkey_options_do_not_use_up_the_login_limit() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// A wrong method or a stray path uses no endpoint: only `global` counts it, so probing
+/// cannot use up the sign-ins, registrations or reset mails of everyone behind an address.
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_methods_use_only_the_global_limit() {
+    let app = TestApp::spawn_with(Backend::Embedded, "", |c| {
+        c.rate_limits.login = rate(2, 60_000);
+        c.rate_limits.register = rate(2, 60_000);
+        c.rate_limits.password_reset = rate(2, 60_000);
+        c.rate_limits.global = rate(1_000, 60_000);
+    })
+    .await;
+    let base = app.gw.url();
+    let probes = [
+        (reqwest::Method::GET, "/api/auth/login"),
+        (reqwest::Method::GET, "/api/auth/passkeys/login"),
+        (reqwest::Method::HEAD, "/api/auth/register"),
+        (reqwest::Method::PUT, "/api/auth/register/"),
+        (reqwest::Method::DELETE, "/api/auth/request-password-reset/"),
+    ];
+    for (method, path) in &probes {
+        for _ in 0..3 {
+            let r = app
+                .http
+                .request(method.clone(), format!("{base}{path}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                r.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(r.headers()["ratelimit-limit"], "1000", "{method} {path}");
+        }
+    }
+    let r = login_from(&app, &base, None).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "the login limit is untouched"
+    );
+    let r = app.register("probe@example.com").await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "the register limit is untouched"
+    );
+    let r = app
+        .post(
+            "/api/auth/request-password-reset",
+            json!({"email": "probe@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "the reset limit is untouched");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn register_reset_and_global_limits_hold_exactly() {
     let app = TestApp::spawn_with(Backend::Embedded, "", |c| {
