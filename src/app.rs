@@ -136,7 +136,13 @@ impl App {
                 &config.portal.path_prefix,
             ),
         ));
-        store::spawn_token_purger(&backend, store.clone(), TOKEN_PURGE_INTERVAL);
+        let audit_retention = config.audit.retention.map(|r| r.get());
+        store::spawn_token_purger(
+            &backend,
+            store.clone(),
+            TOKEN_PURGE_INTERVAL,
+            audit_retention,
+        );
         access.spawn_followers(&backend);
         let config = Arc::new(config);
         let accounts = Accounts::new(

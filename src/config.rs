@@ -98,6 +98,9 @@ pub struct Config {
     /// `[registration]`: who may create an account by themselves.
     #[serde(default)]
     pub registration: RegistrationPolicy,
+    /// `[audit]`: how long the audit trail is kept.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// `[[routes]]`: what is proxied where, under which policy; empty proxies nothing.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -576,6 +579,44 @@ pub struct PasswordsConfig {
 impl Default for PasswordsConfig {
     fn default() -> Self {
         Self { bcrypt_cost: 12 }
+    }
+}
+
+/// `[audit]`: the audit trail (`audit_events` in the user database).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long an event is kept (a duration such as `"365d"`); `None` — written `"0"` or
+    /// `""` — keeps every event forever. Older events are deleted by the hourly purger.
+    #[serde(deserialize_with = "deserialize_retention")]
+    pub retention: Option<HumanDuration>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Some(HumanDuration::from_secs(365 * 86_400)),
+        }
+    }
+}
+
+/// Deserializes a retention: `""`, `"0"` (or the number 0) keep forever.
+fn deserialize_retention<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<HumanDuration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(i64),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Number(0) => Ok(None),
+        Raw::Number(n) => Err(serde::de::Error::custom(format!(
+            "invalid retention {n}; write a duration like \"365d\", or \"0\" to keep forever"
+        ))),
+        Raw::Text(t) if t.trim().is_empty() || t.trim() == "0" => Ok(None),
+        Raw::Text(t) => t.parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
 

@@ -29,6 +29,7 @@ macro_rules! user_columns {
 
 pub mod admin;
 mod attempts;
+mod audit;
 mod passkeys;
 mod postgres;
 mod runtime;
@@ -51,6 +52,10 @@ use crate::config::StorageUrl;
 use crate::domain::{Email, PasskeyId, UserId};
 use crate::reply::Reply;
 
+pub use audit::{
+    Actor, AuditEvent, AuditFilter, AuditKind, AuditOutcome, DEFAULT_AUDIT_RETENTION,
+    MAX_AUDIT_PAGE, MAX_DETAIL_CHARS, NewAuditEvent,
+};
 pub use passkeys::{MAX_NAME_CHARS as MAX_PASSKEY_NAME_CHARS, PasskeyUse, StoredPasskey};
 
 /// Why a store call failed; the API maps `Unavailable` to 503 and the rest as it sees fit.
@@ -570,6 +575,16 @@ pub trait UserStore: Send + Sync {
     /// when another use got there first (the caller refuses this one).
     async fn record_passkey_use(&self, used: &PasskeyUse) -> Result<bool, StoreError>;
 
+    /// Appends an event to the audit trail; the database stamps its id and time.
+    async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<(), StoreError>;
+
+    /// The audit events `filter` selects, newest first (by id), at most `filter.limit`
+    /// ([`MAX_AUDIT_PAGE`] at most): the next page passes the last id as `before_id`.
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Deletes audit events older than `retention` by the database's clock; returns how many.
+    async fn purge_audit_events(&self, retention: Duration) -> Result<u64, StoreError>;
+
     /// Checks that the database answers (for `/health`).
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -620,12 +635,14 @@ pub async fn migrate(url: &StorageUrl) -> Result<(), StoreError> {
 }
 
 /// Starts a task on `backend` (the runtime [`connect`] ran on, which owns the pool's
-/// sockets) that deletes expired tokens and idle unknown-address failure counts every
-/// `every` (first run at once; at least one second apart). Only counts are logged.
+/// sockets) that deletes expired tokens, idle unknown-address failure counts and audit
+/// events older than `audit_retention` (`None` keeps them) every `every` (first run at
+/// once; at least one second apart). Only counts are logged.
 pub fn spawn_token_purger(
     backend: &crate::backend::Backend,
     store: Arc<dyn UserStore>,
     every: Duration,
+    audit_retention: Option<Duration>,
 ) -> JoinHandle<()> {
     // interval() panics on zero; a purge more often than once a second is pointless anyway.
     let every = every.max(Duration::from_secs(1));
@@ -643,6 +660,12 @@ pub fn spawn_token_purger(
                 Ok(purged) => tracing::debug!(purged, "purged idle unknown-address failure counts"),
                 Err(e) => {
                     tracing::warn!(error = %e, "purging unknown-address failure counts failed")
+                }
+            }
+            if let Some(retention) = audit_retention {
+                match store.purge_audit_events(retention).await {
+                    Ok(purged) => tracing::debug!(purged, "purged old audit events"),
+                    Err(e) => tracing::warn!(error = %e, "purging old audit events failed"),
                 }
             }
         }

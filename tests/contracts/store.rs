@@ -796,6 +796,7 @@ async fn token_purger_task_purges_in_background(db: &TestDb) {
         &Backend::current().unwrap(),
         Arc::clone(&store),
         Duration::from_secs(3600),
+        None,
     );
     let mut remaining = 1;
     for _ in 0..100 {
