@@ -1870,6 +1870,28 @@ mod tests {
     }
 
     #[test]
+    fn audit_retention_is_a_duration_or_forever() {
+        let year = Some(HumanDuration::from_secs(365 * 86_400));
+        assert_eq!(load("").unwrap().audit.retention, year);
+        let days = load("[audit]\nretention = \"30d\"\n").unwrap();
+        assert_eq!(
+            days.audit.retention,
+            Some(HumanDuration::from_secs(30 * 86_400))
+        );
+        for forever in ["\"0\"", "\"\"", "0", "\" 0 \""] {
+            let c = load(&format!("[audit]\nretention = {forever}\n")).unwrap();
+            assert_eq!(c.audit.retention, None, "{forever}");
+        }
+        let env = vec![("PORTCULLIS_AUDIT__RETENTION".to_owned(), "0".to_owned())];
+        let c = Config::load_from(Path::new("test.toml"), "", env).unwrap();
+        assert_eq!(c.audit.retention, None);
+        for bad in ["\"a year\"", "7", "\"-1d\""] {
+            let err = load(&format!("[audit]\nretention = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("audit.retention"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn registration_is_parsed_at_load_naming_the_key() {
         let c = load("").unwrap();
         assert_eq!(c.registration.mode, RegistrationMode::Open);

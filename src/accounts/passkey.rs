@@ -558,6 +558,15 @@ impl Accounts {
         {
             return Err(AccountError::PasskeyNotFound);
         }
+        // The name is the user's own text: the trail keeps the key's id, not what it is called.
+        let detail = format!("passkey {id}");
+        self.audit_own(
+            AuditKind::PasskeyRename,
+            user,
+            None,
+            AuditOutcome::Success,
+            &detail,
+        );
         let keys = self.store.list_passkeys(user.id).await?;
         keys.into_iter()
             .find(|k| k.id == id)
