@@ -503,14 +503,19 @@ impl Accounts {
         Ok(Renewed { principal, tokens })
     }
 
-    /// Ends one session at once (store, then caches).
-    pub async fn logout(&self, user: &User, session: &SessionId) -> Result<(), AccountError> {
+    /// Ends one session at once (store, then caches); `client` is who asked.
+    pub async fn logout(
+        &self,
+        user: &User,
+        session: &SessionId,
+        client: &Client<'_>,
+    ) -> Result<(), AccountError> {
         self.access.revoke_session(session).await?;
         tracing::info!(target: SECURITY, event = "logout", user_id = %user.id, session_id = %session);
         self.audit_own(
             AuditKind::SessionEnd,
             user,
-            None,
+            Some(client),
             AuditOutcome::Success,
             "sign-out",
         );
@@ -518,8 +523,14 @@ impl Accounts {
     }
 
     /// Ends one of `user`'s sessions; `SessionNotFound` when it is gone or not theirs
-    /// (the same answer, so another account's session ids cannot be probed).
-    pub async fn end_session(&self, user: &User, id: &SessionId) -> Result<(), AccountError> {
+    /// (the same answer, so another account's session ids cannot be probed). `client` is
+    /// who asked.
+    pub async fn end_session(
+        &self,
+        user: &User,
+        id: &SessionId,
+        client: &Client<'_>,
+    ) -> Result<(), AccountError> {
         match self.sessions.get(id).await? {
             Some(s) if s.user_id == user.id => {}
             _ => return Err(AccountError::SessionNotFound),
@@ -529,7 +540,7 @@ impl Accounts {
         self.audit_own(
             AuditKind::SessionEnd,
             user,
-            None,
+            Some(client),
             AuditOutcome::Success,
             "from the list",
         );
@@ -541,15 +552,19 @@ impl Accounts {
         Ok(self.sessions.list(user.id).await?)
     }
 
-    /// Ends every session of `user`; answers how many ended.
-    pub async fn logout_all(&self, user: &User) -> Result<usize, AccountError> {
+    /// Ends every session of `user` (`client` asked); answers how many ended.
+    pub async fn logout_all(
+        &self,
+        user: &User,
+        client: &Client<'_>,
+    ) -> Result<usize, AccountError> {
         let ended = self.access.revoke_user(user.id, None).await?.len();
         tracing::info!(target: SECURITY, event = "logout_all", user_id = %user.id, sessions_ended = ended);
         let detail = format!("{ended} sessions ended");
         self.audit_own(
             AuditKind::LogoutAll,
             user,
-            None,
+            Some(client),
             AuditOutcome::Success,
             &detail,
         );

@@ -100,6 +100,7 @@ async fn sign_ins_a_password_change_and_logout_all_are_audited_without_secrets()
         assert_eq!(changed.client_ip.as_deref(), Some("127.0.0.1"));
         let ended = one("logout_all", AuditOutcome::Success);
         assert_eq!(ended.actor, Actor::User(ada.id));
+        assert_eq!(ended.client_ip.as_deref(), Some("127.0.0.1"));
 
         let verification = app.mail_to("ada@example.com").await.token();
         let everything = format!("{events:?}");
