@@ -70,6 +70,25 @@ pub struct App {
     _backend_runtime: BackendRuntime,
 }
 
+/// Starts what runs for the life of the process on the backend runtime: the purger
+/// (expired tokens, idle failure counts, audit events past `[audit] retention`) and the
+/// gatekeeper's followers.
+fn start_background_tasks(
+    backend: &Backend,
+    store: &Arc<dyn UserStore>,
+    access: &Access,
+    config: &Config,
+) {
+    let audit_retention = config.audit.retention.map(|r| r.get());
+    store::spawn_token_purger(
+        backend,
+        store.clone(),
+        TOKEN_PURGE_INTERVAL,
+        audit_retention,
+    );
+    access.spawn_followers(backend);
+}
+
 impl App {
     /// Builds the application state from a validated config: keys, backends (migrations
     /// included) and mail. Safe to call from inside or outside a tokio runtime.
@@ -136,8 +155,7 @@ impl App {
                 &config.portal.path_prefix,
             ),
         ));
-        store::spawn_token_purger(&backend, store.clone(), TOKEN_PURGE_INTERVAL);
-        access.spawn_followers(&backend);
+        start_background_tasks(&backend, &store, &access, &config);
         let config = Arc::new(config);
         let accounts = Accounts::new(
             accounts::Parts {

@@ -98,6 +98,9 @@ pub struct Config {
     /// `[registration]`: who may create an account by themselves.
     #[serde(default)]
     pub registration: RegistrationPolicy,
+    /// `[audit]`: how long the audit trail is kept.
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// `[[routes]]`: what is proxied where, under which policy; empty proxies nothing.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -576,6 +579,44 @@ pub struct PasswordsConfig {
 impl Default for PasswordsConfig {
     fn default() -> Self {
         Self { bcrypt_cost: 12 }
+    }
+}
+
+/// `[audit]`: the audit trail (`audit_events` in the user database).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long an event is kept (a duration such as `"365d"`); `None` — written `"0"` or
+    /// `""` — keeps every event forever. Older events are deleted by the hourly purger.
+    #[serde(deserialize_with = "deserialize_retention")]
+    pub retention: Option<HumanDuration>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Some(HumanDuration::from_secs(365 * 86_400)),
+        }
+    }
+}
+
+/// Deserializes a retention: `""`, `"0"` (or the number 0) keep forever.
+fn deserialize_retention<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<HumanDuration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Text(String),
+        Number(i64),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Number(0) => Ok(None),
+        Raw::Number(n) => Err(serde::de::Error::custom(format!(
+            "invalid retention {n}; write a duration like \"365d\", or \"0\" to keep forever"
+        ))),
+        Raw::Text(t) if t.trim().is_empty() || t.trim() == "0" => Ok(None),
+        Raw::Text(t) => t.parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
 
@@ -1826,6 +1867,28 @@ mod tests {
         assert_eq!(c.storage.url.as_str(), "sqlite://data/portcullis.db");
         assert_eq!(c.sessions.url, "memory://");
         assert_eq!(c.rate_limits.login.unwrap().limit, 10);
+    }
+
+    #[test]
+    fn audit_retention_is_a_duration_or_forever() {
+        let year = Some(HumanDuration::from_secs(365 * 86_400));
+        assert_eq!(load("").unwrap().audit.retention, year);
+        let days = load("[audit]\nretention = \"30d\"\n").unwrap();
+        assert_eq!(
+            days.audit.retention,
+            Some(HumanDuration::from_secs(30 * 86_400))
+        );
+        for forever in ["\"0\"", "\"\"", "0", "\" 0 \""] {
+            let c = load(&format!("[audit]\nretention = {forever}\n")).unwrap();
+            assert_eq!(c.audit.retention, None, "{forever}");
+        }
+        let env = vec![("PORTCULLIS_AUDIT__RETENTION".to_owned(), "0".to_owned())];
+        let c = Config::load_from(Path::new("test.toml"), "", env).unwrap();
+        assert_eq!(c.audit.retention, None);
+        for bad in ["\"a year\"", "7", "\"-1d\""] {
+            let err = load(&format!("[audit]\nretention = {bad}\n")).unwrap_err();
+            assert!(err.to_string().contains("audit.retention"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ use portcullis::domain::{Email, Password, UserId};
 use portcullis::mail::{MailKind, Mailer};
 use portcullis::store::StoreError;
 use portcullis::store::admin::{
-    InitialPassword, UserCommand, find_user, format_table, format_time, run_user_command,
+    AuditQuery, InitialPassword, UserCommand, find_user, format_table, format_time,
+    list_audit_events, run_user_command,
 };
 use portcullis::{server, session, store, telemetry};
 
@@ -61,6 +62,21 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Show the audit trail, newest first: sign-ins, account changes, operator commands.
+    Audit {
+        /// Only events about this account (or this address, once its account is deleted).
+        #[arg(long, value_name = "EMAIL")]
+        user: Option<String>,
+        /// Only events of this kind (sign_in, password_change, role_grant, …).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Only events at or after this time (RFC 3339: 2026-12-01T00:00:00Z).
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+        /// At most this many events (up to 1000).
+        #[arg(long, value_name = "N", default_value_t = 50)]
+        limit: u32,
     },
 }
 
@@ -169,6 +185,20 @@ fn main() -> ExitCode {
         }
         Command::Migrate => migrate(&config),
         Command::User { action } => user(&config, action),
+        Command::Audit {
+            user,
+            kind,
+            since,
+            limit,
+        } => audit(
+            &config,
+            AuditQuery {
+                user,
+                kind,
+                since,
+                limit,
+            },
+        ),
         Command::Serve => serve(config),
     };
     match result {
@@ -244,6 +274,17 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
         if let Some(user) = ending_sessions {
             end_sessions(config, user).await?;
         }
+        anyhow::Ok(())
+    })
+}
+
+/// `audit`: the audit trail, filtered, as a table.
+fn audit(config: &Config, query: AuditQuery) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let store = store::connect(&config.storage.url, 1)
+            .await
+            .with_context(|| format!("opening {}", config.storage.url.redacted()))?;
+        print!("{}", list_audit_events(&*store, query).await?);
         anyhow::Ok(())
     })
 }

@@ -18,8 +18,10 @@ use std::time::{Duration, Instant};
 
 use super::{AccountError, Accounts, Client};
 use crate::auth::secrets::sha256_hex;
+use crate::domain::Email;
 use crate::store::{
-    AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, StoreError, User,
+    Actor, AttemptClaim, AttemptOutcome, AuditKind, AuditOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL,
+    NewAuditEvent, StoreError, User,
 };
 use crate::telemetry::SECURITY;
 
@@ -28,6 +30,9 @@ use crate::telemetry::SECURITY;
 #[must_use = "a claimed guess counts as wrong unless it is resolved"]
 pub struct Guess<'a> {
     user: &'a User,
+    /// What the guess is for, as the audit trail names it ([`AuditKind::SignIn`] or
+    /// [`AuditKind::StepUp`]).
+    purpose: AuditKind,
 }
 
 /// The first pause before asking again for a claim the store answered `Busy`; it doubles
@@ -63,17 +68,19 @@ where
 
 /// Claims one guess at `user`'s secrets, waiting while the guesses in flight fill the
 /// threshold. A locked account gets the 423 only after a bcrypt verification of
-/// `password`, so it answers as slowly as a wrong password does.
+/// `password`, so it answers as slowly as a wrong password does. `purpose` names the
+/// guess in the audit trail.
 pub(super) async fn claim<'a>(
     app: &Accounts,
     user: &'a User,
     password: &str,
     client: &Client<'_>,
+    purpose: AuditKind,
 ) -> Result<Guess<'a>, AccountError> {
     let lockout = &app.config.lockout;
     let (max, lock_for) = (lockout.max_failed_attempts, lockout.duration.get());
     match claim_waiting(|| app.store.claim_login_attempt(user.id, max, lock_for)).await {
-        Ok(AttemptClaim::Granted { .. }) => Ok(Guess { user }),
+        Ok(AttemptClaim::Granted { .. }) => Ok(Guess { user, purpose }),
         Ok(AttemptClaim::Busy) => Err(AccountError::Busy),
         Ok(AttemptClaim::Locked { until }) => {
             app.hasher.verify_dummy(password).await;
@@ -84,6 +91,8 @@ pub(super) async fn claim<'a>(
                 until = %until,
                 client_ip = %client.ip,
             );
+            let event = guess_event(purpose, user, client).outcome(AuditOutcome::Refused);
+            app.audit(event.detail("locked"));
             Err(AccountError::Locked)
         }
         Err(e) => Err(e.into()),
@@ -120,6 +129,8 @@ impl Guess<'_> {
             attempts = counted.map(|c| c.attempts),
             client_ip = %client.ip,
         );
+        let event = guess_event(self.purpose, self.user, client).outcome(AuditOutcome::Failure);
+        app.audit(event.detail(reason));
         if counted.is_some_and(|c| c.newly_locked) {
             app.lockouts.inc();
             tracing::warn!(
@@ -128,6 +139,8 @@ impl Guess<'_> {
                 user_id = %self.user.id,
                 client_ip = %client.ip,
             );
+            let event = guess_event(AuditKind::Lockout, self.user, client);
+            app.audit(event.outcome(AuditOutcome::Failure).detail(reason));
         }
     }
 
@@ -155,6 +168,24 @@ impl Guess<'_> {
     }
 }
 
+/// An audit event about a guess at `user`'s secrets: a sign-in's guesser is not known
+/// yet; a step-up's is the signed-in owner.
+fn guess_event(purpose: AuditKind, user: &User, client: &Client<'_>) -> NewAuditEvent {
+    let actor = match purpose {
+        AuditKind::StepUp => Actor::User(user.id),
+        _ => Actor::Anonymous,
+    };
+    NewAuditEvent::new(purpose, actor, Some((user.id, &user.email))).from_ip(client.ip)
+}
+
+/// An audit event about a sign-in for an address with no account: no subject, and the
+/// address only when it is one.
+fn unknown_event(kind: AuditKind, canonical_email: &str, client: &Client<'_>) -> NewAuditEvent {
+    let mut event = NewAuditEvent::new(kind, Actor::Anonymous, None).from_ip(client.ip);
+    event.subject_email = Email::parse(canonical_email).ok();
+    event
+}
+
 /// A login for an address with no account: claimed, waited for and resolved like a real
 /// one (in the store, under a hash of the canonical address, by the same rule) and
 /// answered like a real one, 401 and then 423, each after one bcrypt verification.
@@ -177,15 +208,21 @@ pub(super) async fn unknown_account(
                 .await;
             let attempts = counted.as_ref().ok().map(|c| c.attempts);
             tracing::warn!(target: SECURITY, event = "login_failed", reason = "unknown_email", attempts, client_ip = %client.ip);
+            let event = unknown_event(AuditKind::SignIn, canonical_email, client);
+            app.audit(event.outcome(AuditOutcome::Failure).detail("unknown_email"));
             if counted.is_ok_and(|c| c.newly_locked) {
                 app.lockouts.inc();
                 tracing::warn!(target: SECURITY, event = "account_locked", reason = "unknown_email", client_ip = %client.ip);
+                let event = unknown_event(AuditKind::Lockout, canonical_email, client);
+                app.audit(event.outcome(AuditOutcome::Failure).detail("unknown_email"));
             }
             AccountError::InvalidCredentials
         }
         Ok(AttemptClaim::Busy) => AccountError::Busy,
         Ok(AttemptClaim::Locked { .. }) => {
             tracing::warn!(target: SECURITY, event = "login_refused_locked", reason = "unknown_email", client_ip = %client.ip);
+            let event = unknown_event(AuditKind::SignIn, canonical_email, client);
+            app.audit(event.outcome(AuditOutcome::Refused).detail("locked"));
             AccountError::Locked
         }
         Err(e) => e.into(),

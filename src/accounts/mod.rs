@@ -36,6 +36,7 @@
 //! - `lockout`: the one gate every guess at a password or a code passes (where the lockout
 //!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
 
+mod audit;
 mod error;
 pub mod fields;
 mod invitations;
@@ -85,7 +86,7 @@ use crate::mail::{MailKind, Mailer};
 use crate::metrics::Metrics;
 use crate::passkeys::Passkeys;
 use crate::session::{NewSession, PasskeyUse, RotateOutcome, Session, SessionId, SessionStore};
-use crate::store::{User, UserStore};
+use crate::store::{AuditKind, AuditOutcome, User, UserStore};
 use crate::telemetry::SECURITY;
 
 /// Concurrent refreshes of one token within this window get the same answer.
@@ -271,7 +272,7 @@ impl Accounts {
         };
         // The guess is claimed before bcrypt runs: a burst cannot get more checks than the
         // lockout allows, and a right password meets a lock only one set by wrong ones.
-        let guess = lockout::claim(self, &user, input.password, client).await?;
+        let guess = lockout::claim(self, &user, input.password, client, AuditKind::SignIn).await?;
         let verified = match self.hasher.check(input.password, &user.password_hash).await {
             Ok(verified) if verified.matches() => verified,
             Ok(_) => {
@@ -283,6 +284,13 @@ impl Accounts {
         if !user.is_active {
             guess.released(self).await?;
             tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %client.ip);
+            self.audit_own(
+                AuditKind::SignIn,
+                &user,
+                Some(client),
+                AuditOutcome::Refused,
+                "deactivated",
+            );
             return Err(AccountError::Deactivated);
         }
         let (two_factor, passkey) = match self.second_factor(&user, &input.second, client).await {
@@ -374,6 +382,19 @@ impl Accounts {
             two_factor,
             passkey = passkey.as_str(),
             client_ip = %client.ip,
+        );
+        let how = match (passkey, two_factor) {
+            (PasskeyUse::None, true) => "password and code",
+            (PasskeyUse::None, false) => "password",
+            (PasskeyUse::SecondFactor, _) => "password and passkey",
+            (PasskeyUse::Passwordless, _) => "passkey",
+        };
+        self.audit_own(
+            AuditKind::SignIn,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            how,
         );
         self.notify_new_device(user, client).await;
         Ok(tokens)
@@ -491,22 +512,47 @@ impl Accounts {
         Ok(Renewed { principal, tokens })
     }
 
-    /// Ends one session at once (store, then caches).
-    pub async fn logout(&self, user: &User, session: &SessionId) -> Result<(), AccountError> {
+    /// Ends one session at once (store, then caches); `client` is who asked.
+    pub async fn logout(
+        &self,
+        user: &User,
+        session: &SessionId,
+        client: &Client<'_>,
+    ) -> Result<(), AccountError> {
         self.access.revoke_session(session).await?;
         tracing::info!(target: SECURITY, event = "logout", user_id = %user.id, session_id = %session);
+        self.audit_own(
+            AuditKind::SessionEnd,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            "sign-out",
+        );
         Ok(())
     }
 
     /// Ends one of `user`'s sessions; `SessionNotFound` when it is gone or not theirs
-    /// (the same answer, so another account's session ids cannot be probed).
-    pub async fn end_session(&self, user: &User, id: &SessionId) -> Result<(), AccountError> {
+    /// (the same answer, so another account's session ids cannot be probed). `client` is
+    /// who asked.
+    pub async fn end_session(
+        &self,
+        user: &User,
+        id: &SessionId,
+        client: &Client<'_>,
+    ) -> Result<(), AccountError> {
         match self.sessions.get(id).await? {
             Some(s) if s.user_id == user.id => {}
             _ => return Err(AccountError::SessionNotFound),
         }
         self.access.revoke_session(id).await?;
         tracing::info!(target: SECURITY, event = "session_revoked", user_id = %user.id, session_id = %id);
+        self.audit_own(
+            AuditKind::SessionEnd,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            "from the list",
+        );
         Ok(())
     }
 
@@ -515,10 +561,22 @@ impl Accounts {
         Ok(self.sessions.list(user.id).await?)
     }
 
-    /// Ends every session of `user`; answers how many ended.
-    pub async fn logout_all(&self, user: &User) -> Result<usize, AccountError> {
+    /// Ends every session of `user` (`client` asked); answers how many ended.
+    pub async fn logout_all(
+        &self,
+        user: &User,
+        client: &Client<'_>,
+    ) -> Result<usize, AccountError> {
         let ended = self.access.revoke_user(user.id, None).await?.len();
         tracing::info!(target: SECURITY, event = "logout_all", user_id = %user.id, sessions_ended = ended);
+        let detail = format!("{ended} sessions ended");
+        self.audit_own(
+            AuditKind::LogoutAll,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            &detail,
+        );
         Ok(ended)
     }
 }

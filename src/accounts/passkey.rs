@@ -22,7 +22,9 @@ use crate::domain::{PasskeyId, UserId};
 use crate::mail::MailKind;
 use crate::passkeys::{Ceremony, CeremonyId};
 use crate::session::{PasskeyUse, SessionId};
-use crate::store::{MAX_PASSKEY_NAME_CHARS, PasskeyUse as RecordedUse, StoredPasskey, User};
+use crate::store::{
+    AuditKind, AuditOutcome, MAX_PASSKEY_NAME_CHARS, PasskeyUse as RecordedUse, StoredPasskey, User,
+};
 use crate::telemetry::SECURITY;
 
 /// Why an account must have proven its address first, as the refusal says it.
@@ -366,6 +368,13 @@ impl Accounts {
         };
         if user.is_locked(Utc::now()) {
             tracing::warn!(target: SECURITY, event = "login_refused_locked", user_id = %user.id, client_ip = %client.ip);
+            self.audit_own(
+                AuditKind::SignIn,
+                &user,
+                Some(client),
+                AuditOutcome::Refused,
+                "locked",
+            );
             return Err(AccountError::Locked);
         }
         let passkey: Passkey = serde_json::from_str(&stored.credential)
@@ -388,6 +397,13 @@ impl Accounts {
         }
         if !user.is_active {
             tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %client.ip);
+            self.audit_own(
+                AuditKind::SignIn,
+                &user,
+                Some(client),
+                AuditOutcome::Refused,
+                "deactivated",
+            );
             return Err(AccountError::Deactivated);
         }
         Ok(user)
@@ -395,7 +411,7 @@ impl Accounts {
 
     /// Counts a refused passwordless sign-in against the account's lockout, like a wrong code.
     async fn count_failure(&self, user: &User, client: &Client<'_>) -> AccountError {
-        match lockout::claim(self, user, "", client).await {
+        match lockout::claim(self, user, "", client, AuditKind::SignIn).await {
             Ok(guess) => {
                 guess.failed(self, client, "passkey_refused").await;
                 AccountError::PasskeyRefused
@@ -520,6 +536,14 @@ impl Accounts {
         }
         self.passkeys.count("registered", "ok");
         tracing::info!(target: SECURITY, event = "passkey_registered", user_id = %user.id, passkey_id = %stored.id, backup_eligible = stored.backup_eligible);
+        let detail = format!("passkey {}", stored.id);
+        self.audit_own(
+            AuditKind::PasskeyAdd,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            &detail,
+        );
         self.mailer.send_in_background_in(
             self.mail_language(user, client),
             user.email.as_str(),
@@ -547,6 +571,15 @@ impl Accounts {
         {
             return Err(AccountError::PasskeyNotFound);
         }
+        // The name is the user's own text: the trail keeps the key's id, not what it is called.
+        let detail = format!("passkey {id}");
+        self.audit_own(
+            AuditKind::PasskeyRename,
+            user,
+            None,
+            AuditOutcome::Success,
+            &detail,
+        );
         let keys = self.store.list_passkeys(user.id).await?;
         keys.into_iter()
             .find(|k| k.id == id)
@@ -583,6 +616,14 @@ impl Accounts {
         }
         self.passkeys.count("removed", "ok");
         tracing::info!(target: SECURITY, event = "passkey_removed", user_id = %user.id, passkey_id = %id);
+        let detail = format!("passkey {id}");
+        self.audit_own(
+            AuditKind::PasskeyRemove,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            &detail,
+        );
         self.mailer.send_in_background_in(
             self.mail_language(user, client),
             user.email.as_str(),

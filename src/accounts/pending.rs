@@ -15,7 +15,7 @@ use super::proof::Failed;
 use super::{AccountError, Accounts, Client, SecondFactor, SignedIn, lockout};
 use crate::domain::UserId;
 use crate::session::SessionError;
-use crate::store::User;
+use crate::store::{AuditKind, User};
 
 /// How long a pending second step waits, from the right password.
 pub const PENDING_TTL: Duration = Duration::from_secs(5 * 60);
@@ -124,7 +124,7 @@ impl Accounts {
         else {
             return Err(AccountError::PendingExpired);
         };
-        let guess = lockout::claim(self, &user, "", client).await?;
+        let guess = lockout::claim(self, &user, "", client, AuditKind::SignIn).await?;
         if !user.is_active {
             guess.released(self).await?;
             return Err(AccountError::Deactivated);

@@ -6,7 +6,7 @@ use super::{AccountError, Accounts, Client, StepUp};
 use crate::domain::{Password, UserId};
 use crate::mail::MailKind;
 use crate::session::SessionId;
-use crate::store::User;
+use crate::store::{AuditKind, AuditOutcome, User};
 use crate::telemetry::SECURITY;
 
 impl Accounts {
@@ -49,6 +49,14 @@ impl Accounts {
         self.store.set_password_hash(user.id, &hash).await?;
         let ended = self.access.revoke_user(user.id, Some(keep)).await?.len();
         tracing::info!(target: SECURITY, event = "password_changed", user_id = %user.id, sessions_ended = ended);
+        let detail = format!("{ended} other sessions ended");
+        self.audit_own(
+            AuditKind::PasswordChange,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            &detail,
+        );
         self.mailer.send_in_background_in(
             self.mail_language(user, client),
             user.email.as_str(),
@@ -75,6 +83,14 @@ impl Accounts {
         self.store.set_active(user.id, false).await?;
         let ended = self.access.revoke_user(user.id, None).await?.len();
         tracing::info!(target: SECURITY, event = "account_deactivated", user_id = %user.id, sessions_ended = ended);
+        let detail = format!("{ended} sessions ended");
+        self.audit_own(
+            AuditKind::SelfDeactivate,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            &detail,
+        );
         Ok(ended)
     }
 }

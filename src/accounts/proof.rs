@@ -10,7 +10,7 @@ use crate::auth::totp::{
 };
 use crate::reply::FieldError;
 use crate::session::PasskeyUse;
-use crate::store::User;
+use crate::store::{AuditKind, User};
 use crate::telemetry::SECURITY;
 
 /// The second factor sent with a password sign-in.
@@ -175,7 +175,7 @@ impl Accounts {
             let (field, message) = (proof.password_field, "is required");
             return Err(AccountError::Field { field, message });
         }
-        let guess = lockout::claim(self, user, proof.password, client).await?;
+        let guess = lockout::claim(self, user, proof.password, client, AuditKind::StepUp).await?;
         let verified = match self.hasher.check(proof.password, &user.password_hash).await {
             Ok(verified) if verified.matches() => verified,
             Ok(_) => {

@@ -13,7 +13,10 @@ use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::config::Refusal;
 use crate::domain::{Email, Password, UserId};
 use crate::mail::{MailKind, Mailer};
-use crate::store::{NewToken, NewUser, StoreError, TokenKind, User, UserStore};
+use crate::store::{
+    Actor, AuditKind, AuditOutcome, NewAuditEvent, NewToken, NewUser, StoreError, TokenKind, User,
+    UserStore,
+};
 use crate::telemetry::SECURITY;
 
 /// How long an email-verification link works.
@@ -68,6 +71,13 @@ impl Accounts {
             Err(e) => return Err(e.into()),
         };
         tracing::info!(target: SECURITY, event = "user_registered", user_id = %user.id, client_ip = %client.ip);
+        self.audit_own(
+            AuditKind::Registration,
+            &user,
+            Some(client),
+            AuditOutcome::Success,
+            "",
+        );
         self.mail_verification(&user, token, client);
         Ok(user)
     }
@@ -90,6 +100,7 @@ impl Accounts {
         // on every other instance (which learn it from the change feed).
         self.access.forget_user(user_id);
         tracing::info!(target: SECURITY, event = "email_verified", user_id = %user_id);
+        self.audit_by_id(AuditKind::EmailVerification, user_id, "");
         Ok(user_id)
     }
 
@@ -144,6 +155,8 @@ impl Accounts {
                 return;
             };
             tracing::info!(target: SECURITY, event = "password_reset_requested", user_id = %user.id, client_ip = %client_ip);
+            let event = NewAuditEvent::new(AuditKind::PasswordResetRequest, Actor::Anonymous, Some((user.id, &user.email)));
+            super::audit::record(&*store, &event.from_ip(client_ip)).await;
             let language = if user.language.is_empty() {
                 &page_language
             } else {
@@ -203,6 +216,11 @@ impl Accounts {
         self.store.reset_password(user_id, &password_hash).await?;
         let ended = self.access.revoke_user(user_id, None).await?.len();
         tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
+        self.audit_by_id(
+            AuditKind::PasswordReset,
+            user_id,
+            &format!("{ended} sessions ended"),
+        );
         if let Ok(Some(user)) = self.store.find_by_id(user_id).await {
             self.mailer.send_in_background_in(
                 self.mail_language(&user, client),

@@ -17,7 +17,7 @@ use crate::auth::totp::{
 };
 use crate::mail::MailKind;
 use crate::session::SessionId;
-use crate::store::User;
+use crate::store::{AuditKind, AuditOutcome, User};
 use crate::telemetry::SECURITY;
 
 /// Why an account must have proven its address first, as the refusal says it.
@@ -156,6 +156,18 @@ impl Accounts {
         // one of them could otherwise turn it off again.
         let ended = self.access.revoke_user(user.id, Some(keep)).await?.len();
         tracing::info!(target: SECURITY, event = "two_factor_enabled", user_id = %user.id, replaced = user.two_factor_enabled, sessions_ended = ended);
+        let detail = if user.two_factor_enabled {
+            "replaced"
+        } else {
+            ""
+        };
+        self.audit_own(
+            AuditKind::TwoFactorEnable,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            detail,
+        );
         self.mailer.send_in_background_in(
             self.mail_language(user, client),
             user.email.as_str(),
@@ -186,6 +198,13 @@ impl Accounts {
         }
         self.store.set_two_factor(user.id, None).await?;
         tracing::info!(target: SECURITY, event = "two_factor_disabled", user_id = %user.id);
+        self.audit_own(
+            AuditKind::TwoFactorDisable,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            "",
+        );
         self.mailer.send_in_background_in(
             self.mail_language(user, client),
             user.email.as_str(),

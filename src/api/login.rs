@@ -120,7 +120,11 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
 pub async fn logout(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
     app.accounts
-        .logout(&caller.user, &caller.session.id)
+        .logout(
+            &caller.user,
+            &caller.session.id,
+            &super::client(app, request),
+        )
         .await?;
     Ok(Reply::ok(StatusCode::OK, "Logged out successfully", None)
         .with_header(http::header::SET_COOKIE, session_cookie(app, "")))
@@ -129,7 +133,8 @@ pub async fn logout(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
 /// `POST /api/auth/logout-all` — ends every session of the user.
 pub async fn logout_all(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
-    let ended = app.accounts.logout_all(&caller.user).await?;
+    let client = super::client(app, request);
+    let ended = app.accounts.logout_all(&caller.user, &client).await?;
     Ok(Reply::ok(
         StatusCode::OK,
         "Logged out from all devices",

@@ -113,6 +113,9 @@ pub async fn delete_session(app: &App, request: &ApiRequest, id: &str) -> Result
     let session_id = id
         .parse::<SessionId>()
         .map_err(|_| AccountError::SessionNotFound)?;
-    app.accounts.end_session(&caller.user, &session_id).await?;
+    let client = super::client(app, request);
+    app.accounts
+        .end_session(&caller.user, &session_id, &client)
+        .await?;
     Ok(Reply::ok(StatusCode::OK, "Session ended", None))
 }

@@ -26,6 +26,10 @@ pub struct RegistrationPolicy {
     pub invitation_ttl: HumanDuration,
 }
 
+/// The longest an invitation may work: a year (a link that lives longer is a standing
+/// password to an account, and far-future times do not fit every clock type).
+pub const MAX_INVITATION_TTL: std::time::Duration = std::time::Duration::from_secs(366 * 86_400);
+
 /// How long an invitation works unless `registration.invitation_ttl` says otherwise.
 pub const DEFAULT_INVITATION_TTL: HumanDuration = HumanDuration::from_secs(7 * 86_400);
 
@@ -120,10 +124,11 @@ impl RegistrationPolicy {
 
     /// Checks what spans the two keys; returns the offending key and what is wrong.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
-        if self.invitation_ttl.get().is_zero() {
+        let ttl = self.invitation_ttl.get();
+        if ttl.is_zero() || ttl > MAX_INVITATION_TTL {
             return Err((
                 "registration.invitation_ttl".into(),
-                "must be longer than zero, e.g. \"7d\"".into(),
+                "must be longer than zero and at most a year, e.g. \"7d\"".into(),
             ));
         }
         let key = "registration.allowed_domains".to_owned();
@@ -252,9 +257,13 @@ mod tests {
         let mut policy = RegistrationPolicy::default();
         assert_eq!(policy.invitation_ttl.get().as_secs(), 7 * 86_400);
         assert!(policy.validate().is_ok());
-        policy.invitation_ttl = HumanDuration::from_secs(0);
-        let (key, _) = policy.validate().unwrap_err();
-        assert_eq!(key, "registration.invitation_ttl");
+        for refused in [0, 367 * 86_400, 100_000_000 * 86_400] {
+            policy.invitation_ttl = HumanDuration::from_secs(refused);
+            let (key, _) = policy.validate().unwrap_err();
+            assert_eq!(key, "registration.invitation_ttl", "{refused} s");
+        }
+        policy.invitation_ttl = HumanDuration::from_secs(365 * 86_400);
+        assert!(policy.validate().is_ok());
     }
 
     fn email(text: &str) -> Email {

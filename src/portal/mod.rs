@@ -369,8 +369,9 @@ impl<'a> Visit<'a> {
                 http::header::CONTENT_SECURITY_POLICY,
                 self.portal.csp.clone(),
             ),
-            // Same-origin, so that browsers send Origin with our own form posts.
-            (http::header::REFERRER_POLICY, "same-origin".to_owned()),
+            // Only the origin, never a page's path and query (a mailed link's token), and not
+            // `no-referrer`: browsers then send `Origin: null` with our own form posts.
+            (http::header::REFERRER_POLICY, "strict-origin".to_owned()),
             (http::header::CONTENT_LANGUAGE, self.lang.code.clone()),
             (http::header::VARY, "Cookie, Accept-Language".to_owned()),
         ];

@@ -552,7 +552,7 @@ async fn logout(v: &mut Visit<'_>) -> Page {
         let ended = match app.access.authenticate_token(&token).await {
             Ok(caller) => app
                 .accounts
-                .logout(&caller.user, &caller.session.id)
+                .logout(&caller.user, &caller.session.id, &v.client())
                 .await
                 .map_err(Reply::from),
             Err(refusal) => Err(refusal),
@@ -728,11 +728,17 @@ async fn change_password(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
 async fn revoke_session(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     let app = v.app;
     let ended = match v.caller(token).await {
-        Ok(caller) => match form.text("session_id").parse::<SessionId>() {
-            Ok(id) => app.accounts.end_session(&caller.user, &id).await,
-            Err(_) => Err(AccountError::SessionNotFound),
+        Ok(caller) => {
+            let ended = match form.text("session_id").parse::<SessionId>() {
+                Ok(id) => {
+                    app.accounts
+                        .end_session(&caller.user, &id, &v.client())
+                        .await
+                }
+                Err(_) => Err(AccountError::SessionNotFound),
+            };
+            ended.map_err(|e| v.refusal(e))
         }
-        .map_err(|e| v.refusal(e)),
         Err(refusal) => Err(refusal),
     };
     let r = ended.map_or_else(|refusal| refusal, |()| Reply::empty(StatusCode::OK));
@@ -743,11 +749,10 @@ async fn revoke_session(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
 async fn logout_all(v: &mut Visit<'_>, token: &str) -> Page {
     let app = v.app;
     let ended = match v.caller(token).await {
-        Ok(caller) => app
-            .accounts
-            .logout_all(&caller.user)
-            .await
-            .map_err(|e| v.refusal(e)),
+        Ok(caller) => {
+            let ended = app.accounts.logout_all(&caller.user, &v.client()).await;
+            ended.map_err(|e| v.refusal(e))
+        }
         Err(refusal) => Err(refusal),
     };
     if let Err(refusal) = ended {

@@ -4,10 +4,17 @@
 //! Every change that a running gateway caches (roles, activation, 2FA) is also written to
 //! the account change feed ([`UserStore::record_user_change`]), which every instance polls,
 //! so it holds on every gateway within a second, whatever the session backend.
+//!
+//! Every change is written to the audit trail with the operator as its actor
+//! ([`Actor::Operator`]: the command line has no account); a failure to write it is
+//! logged, never the command's answer.
 
 use chrono::{DateTime, Utc};
 
-use super::{Invitation, NewUser, StoreError, User, UserChange, UserStore};
+use super::{
+    Actor, AuditEvent, AuditFilter, AuditKind, Invitation, NewAuditEvent, NewUser, StoreError,
+    User, UserChange, UserStore,
+};
 use crate::domain::{Email, EmailError};
 
 /// The longest role name accepted.
@@ -133,9 +140,99 @@ pub enum AdminError {
     /// `user create` for an address that already has an account.
     #[error("{0} already has an account (see `portcullis user list`)")]
     Taken(Email),
+    /// `audit --kind` names no audit kind.
+    #[error("unknown audit kind {0:?}; one of: {kinds}", kinds = audit_kind_names())]
+    InvalidKind(String),
+    /// `audit --since` is not an RFC 3339 time.
+    #[error("invalid time {0:?}: write it as RFC 3339, such as 2026-12-01T00:00:00Z")]
+    InvalidTime(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// `portcullis audit`'s filters, as typed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// `--user EMAIL`: events about this address's account (or, once it is deleted, about
+    /// this address).
+    pub user: Option<String>,
+    /// `--kind KIND`: an [`AuditKind`] name.
+    pub kind: Option<String>,
+    /// `--since RFC3339`: events at or after this time.
+    pub since: Option<String>,
+    /// `--limit N`: at most this many, newest first.
+    pub limit: u32,
+}
+
+fn audit_kind_names() -> String {
+    AuditKind::ALL.map(AuditKind::as_str).join(", ")
+}
+
+/// `portcullis audit`: the events `query` selects, newest first, as a table.
+pub async fn list_audit_events(
+    store: &dyn UserStore,
+    query: AuditQuery,
+) -> Result<String, AdminError> {
+    let mut filter = AuditFilter {
+        limit: query.limit,
+        ..AuditFilter::default()
+    };
+    if let Some(kind) = query.kind {
+        filter.kind = Some(AuditKind::parse(kind.trim()).ok_or(AdminError::InvalidKind(kind))?);
+    }
+    if let Some(since) = query.since {
+        let at = DateTime::parse_from_rfc3339(since.trim())
+            .map_err(|_| AdminError::InvalidTime(since.clone()))?;
+        filter.since = Some(at.with_timezone(&Utc));
+    }
+    if let Some(user) = query.user {
+        let email = parse_email(&user)?;
+        match store.find_by_email(&email).await? {
+            Some(account) => filter.user = Some(account.id),
+            None => filter.email = Some(email),
+        }
+    }
+    let events = store.audit_events(&filter).await?;
+    Ok(format_audit_table(&events))
+}
+
+/// Renders audit events as an aligned table, one line each, with a count.
+pub fn format_audit_table(events: &[AuditEvent]) -> String {
+    if events.is_empty() {
+        return "no audit events\n".into();
+    }
+    let header = [
+        "ID", "TIME", "KIND", "OUTCOME", "ACTOR", "SUBJECT", "CLIENT", "DETAIL",
+    ];
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let actor = match e.actor.user_id() {
+                Some(id) => format!("{} {id}", e.actor.kind()),
+                None => e.actor.kind().to_owned(),
+            };
+            vec![
+                e.id.to_string(),
+                format_time(Some(e.at)),
+                e.kind.clone(),
+                e.outcome.as_str().to_owned(),
+                actor,
+                dash(e.subject_email.clone().or(e.subject.map(|s| s.to_string()))),
+                dash(e.client_ip.clone()),
+                if e.detail.is_empty() {
+                    "-".into()
+                } else {
+                    e.detail.clone()
+                },
+            ]
+        })
+        .collect();
+    let mut out = format_table(&header, &rows);
+    let n = events.len();
+    out.push_str(&format!("{n} event{}\n", if n == 1 { "" } else { "s" }));
+    out
 }
 
 /// Whether `role` can be a role name: it ends up in a comma-separated identity
@@ -214,6 +311,7 @@ async fn create(
     } else {
         format!("roles {}", user.roles.join(","))
     };
+    audit(store, AuditKind::UserCreate, &user, &roles).await;
     let next = if chosen {
         "they sign in with the password given"
     } else {
@@ -233,6 +331,7 @@ async fn delete(store: &dyn UserStore, email: &str) -> Result<String, AdminError
     if !store.delete_user(user.id).await? {
         return Err(AdminError::NoSuchUser(user.email));
     }
+    audit(store, AuditKind::UserDelete, &user, "").await;
     Ok(format!(
         "deleted {} ({}): roles, two-factor secret, recovery codes, passkeys and mailed links \
          with it; its sessions end",
@@ -246,6 +345,7 @@ async fn revoke_sessions(store: &dyn UserStore, email: &str) -> Result<String, A
     store
         .record_user_change(user.id, UserChange::SessionsEnded)
         .await?;
+    audit(store, AuditKind::SessionsRevoke, &user, "").await;
     Ok(format!("ending every session of {}", user.email))
 }
 
@@ -259,6 +359,7 @@ async fn grant_role(store: &dyn UserStore, email: &str, role: &str) -> Result<St
     store
         .record_user_change(user.id, UserChange::Updated)
         .await?;
+    audit(store, AuditKind::RoleGrant, &user, &role).await;
     Ok(format!("granted role {role} to {}", user.email))
 }
 
@@ -272,6 +373,7 @@ async fn revoke_role(store: &dyn UserStore, email: &str, role: &str) -> Result<S
     store
         .record_user_change(user.id, UserChange::Updated)
         .await?;
+    audit(store, AuditKind::RoleRevoke, &user, &role).await;
     Ok(format!("revoked role {role} from {}", user.email))
 }
 
@@ -287,12 +389,17 @@ async fn set_active(
         return Ok(format!("{} is already {state}", user.email));
     }
     store.set_active(user.id, active).await?;
-    let (change, done) = if active {
-        (UserChange::Updated, "activated")
+    let (change, done, kind) = if active {
+        (UserChange::Updated, "activated", AuditKind::UserActivate)
     } else {
-        (UserChange::SessionsEnded, "deactivated")
+        (
+            UserChange::SessionsEnded,
+            "deactivated",
+            AuditKind::UserDeactivate,
+        )
     };
     store.record_user_change(user.id, change).await?;
+    audit(store, kind, &user, "").await;
     Ok(format!("{done} {}", user.email))
 }
 
@@ -300,6 +407,8 @@ async fn set_active(
 async fn unlock(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
     let user = find_user(store, email).await?;
     store.unlock(user.id).await?;
+    let detail = format!("{} failed attempts cleared", user.failed_login_attempts);
+    audit(store, AuditKind::UserUnlock, &user, &detail).await;
     Ok(if user.is_locked(Utc::now()) {
         format!(
             "unlocked {} (was locked until {} after {} failed attempts)",
@@ -330,6 +439,8 @@ async fn reset_two_factor(store: &dyn UserStore, email: &str) -> Result<String, 
     store
         .record_user_change(user.id, UserChange::SessionsEnded)
         .await?;
+    let detail = format!("{} passkeys removed", passkeys.len());
+    audit(store, AuditKind::TwoFactorReset, &user, &detail).await;
     let passkeys = match passkeys.len() {
         0 => String::new(),
         1 => ", 1 passkey removed".to_owned(),
@@ -346,6 +457,15 @@ async fn reset_two_factor(store: &dyn UserStore, email: &str) -> Result<String, 
             user.email
         )
     })
+}
+
+/// Writes an operator's `kind` on `user` to the audit trail; a failure is logged as a
+/// warning (the change is made, and the command says so).
+async fn audit(store: &dyn UserStore, kind: AuditKind, user: &User, detail: &str) {
+    let event = NewAuditEvent::new(kind, Actor::Operator, Some((user.id, &user.email)));
+    if let Err(e) = store.record_audit_event(&event.detail(detail)).await {
+        tracing::warn!(error = %e, kind = kind.as_str(), "could not write an audit event");
+    }
 }
 
 fn parse_role(role: &str) -> Result<String, AdminError> {

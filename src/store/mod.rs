@@ -36,6 +36,7 @@ macro_rules! invitation_columns {
 
 pub mod admin;
 mod attempts;
+mod audit;
 mod invitations;
 mod passkeys;
 mod postgres;
@@ -59,6 +60,10 @@ use crate::config::StorageUrl;
 use crate::domain::{Email, PasskeyId, UserId};
 use crate::reply::Reply;
 
+pub use audit::{
+    Actor, AuditEvent, AuditFilter, AuditKind, AuditOutcome, DEFAULT_AUDIT_RETENTION,
+    MAX_AUDIT_PAGE, MAX_DETAIL_CHARS, NewAuditEvent,
+};
 pub use invitations::{Invitation, InvitationState, NewInvitation};
 pub use passkeys::{MAX_NAME_CHARS as MAX_PASSKEY_NAME_CHARS, PasskeyUse, StoredPasskey};
 
@@ -363,7 +368,8 @@ pub trait UserStore: Send + Sync {
     async fn create_vouched_user(&self, new: NewUser, roles: &[String])
     -> Result<User, StoreError>;
 
-    /// Deletes an account with its roles, mailed tokens, recovery codes and passkeys, and
+    /// Deletes an account with its roles, mailed tokens, recovery codes and passkeys, revokes
+    /// the address's pending invitations (one would bring the account back), and
     /// writes [`UserChange::SessionsEnded`] to the change feed in the same transaction, so
     /// every instance ends its sessions; `false` when there was no such account.
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
@@ -604,6 +610,16 @@ pub trait UserStore: Send + Sync {
         new: NewUser,
     ) -> Result<Option<User>, StoreError>;
 
+    /// Appends an event to the audit trail; the database stamps its id and time.
+    async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<(), StoreError>;
+
+    /// The audit events `filter` selects, newest first (by id), at most `filter.limit`
+    /// ([`MAX_AUDIT_PAGE`] at most): the next page passes the last id as `before_id`.
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+
+    /// Deletes audit events older than `retention` by the database's clock; returns how many.
+    async fn purge_audit_events(&self, retention: Duration) -> Result<u64, StoreError>;
+
     /// Checks that the database answers (for `/health`).
     async fn ping(&self) -> Result<(), StoreError>;
 }
@@ -654,12 +670,14 @@ pub async fn migrate(url: &StorageUrl) -> Result<(), StoreError> {
 }
 
 /// Starts a task on `backend` (the runtime [`connect`] ran on, which owns the pool's
-/// sockets) that deletes expired tokens and idle unknown-address failure counts every
-/// `every` (first run at once; at least one second apart). Only counts are logged.
+/// sockets) that deletes expired tokens, idle unknown-address failure counts and audit
+/// events older than `audit_retention` (`None` keeps them) every `every` (first run at
+/// once; at least one second apart). Only counts are logged.
 pub fn spawn_token_purger(
     backend: &crate::backend::Backend,
     store: Arc<dyn UserStore>,
     every: Duration,
+    audit_retention: Option<Duration>,
 ) -> JoinHandle<()> {
     // interval() panics on zero; a purge more often than once a second is pointless anyway.
     let every = every.max(Duration::from_secs(1));
@@ -677,6 +695,12 @@ pub fn spawn_token_purger(
                 Ok(purged) => tracing::debug!(purged, "purged idle unknown-address failure counts"),
                 Err(e) => {
                     tracing::warn!(error = %e, "purging unknown-address failure counts failed")
+                }
+            }
+            if let Some(retention) = audit_retention {
+                match store.purge_audit_events(retention).await {
+                    Ok(purged) => tracing::debug!(purged, "purged old audit events"),
+                    Err(e) => tracing::warn!(error = %e, "purging old audit events failed"),
                 }
             }
         }

@@ -35,6 +35,9 @@ impl Dialect for Postgres {
     const PURGE_USER_CHANGES: &'static str = "DELETE FROM user_changes \
          WHERE changed_at < clock_timestamp() - make_interval(secs => $1)";
 
+    const PURGE_AUDIT_EVENTS: &'static str = "DELETE FROM audit_events \
+         WHERE occurred_at < clock_timestamp() - make_interval(secs => $1)";
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
@@ -63,6 +66,10 @@ impl Dialect for Postgres {
 
     fn changed_at(stored: DateTime<Utc>) -> Result<DateTime<Utc>, StoreError> {
         Ok(stored)
+    }
+
+    fn clock(t: DateTime<Utc>) -> DateTime<Utc> {
+        t
     }
 
     fn rows_affected(done: &PgQueryResult) -> u64 {

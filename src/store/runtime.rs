@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AttemptClaim, AttemptOutcome, FailedLogin, Invitation, NewInvitation, NewToken, NewUser,
-    PasskeyUse, StoreError, StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserStore,
+    AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, FailedLogin, Invitation, NewAuditEvent,
+    NewInvitation, NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
+    UserChange, UserChangeEvent, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, PasskeyId, UserId};
@@ -325,6 +326,23 @@ impl UserStore for OnRuntime {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|s| async move { s.ping().await }).await
+    }
+
+    async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let event = event.clone();
+        self.run(|s| async move { s.record_audit_event(&event).await })
+            .await
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let filter = filter.clone();
+        self.run(|s| async move { s.audit_events(&filter).await })
+            .await
+    }
+
+    async fn purge_audit_events(&self, retention: Duration) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.purge_audit_events(retention).await })
+            .await
     }
 
     async fn add_passkey(&self, passkey: &StoredPasskey) -> Result<bool, StoreError> {

@@ -29,10 +29,11 @@ use super::attempts::{Attempts, Clock};
 use super::invitations::{roles_from_db, roles_to_db};
 use super::tx::Tx;
 use super::{
-    AttemptClaim, AttemptOutcome, FailedLogin, IN_FLIGHT_GUESS_TTL, Invitation, NewInvitation,
-    NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind,
-    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
-    UserChangeEvent, UserStore, lock_deadline, map_migrate, now,
+    Actor, AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, AuditOutcome, FailedLogin,
+    IN_FLIGHT_GUESS_TTL, Invitation, MAX_AUDIT_PAGE, NewAuditEvent, NewInvitation, NewToken,
+    NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION,
+    USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserStore,
+    lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, PasskeyId, UserId};
 
@@ -44,7 +45,7 @@ pub(super) trait Dialect: Database<Connection: Migrate> {
     /// A timestamp as bound: fixed-width UTC text on SQLite (so text order is time order),
     /// `timestamptz` on PostgreSQL. Both read back as `DateTime<Utc>`.
     type Time: ColumnType<Self>;
-    /// `user_changes.changed_at` as read: epoch seconds on SQLite, `timestamptz` on PostgreSQL.
+    /// `user_changes.changed_at` and `audit_events.occurred_at` as read: epoch seconds on SQLite, `timestamptz` on PostgreSQL.
     type ChangedAt: ColumnType<Self>;
 
     /// `SELECT` the user columns `FROM users WHERE` the address is `$1`, the way the
@@ -54,6 +55,8 @@ pub(super) trait Dialect: Database<Connection: Migrate> {
     const RECENT_USER_CHANGES: &'static str;
     /// Deletes the change-feed entries older than `$1` seconds ago by the database's clock.
     const PURGE_USER_CHANGES: &'static str;
+    /// Deletes the audit events older than `$1` seconds ago by the database's clock.
+    const PURGE_AUDIT_EVENTS: &'static str;
 
     /// The embedded schema.
     fn migrator() -> &'static Migrator;
@@ -68,6 +71,9 @@ pub(super) trait Dialect: Database<Connection: Migrate> {
     fn time(t: DateTime<Utc>) -> Self::Time;
     /// A change-feed time as read, as an instant.
     fn changed_at(stored: Self::ChangedAt) -> Result<DateTime<Utc>, StoreError>;
+    /// An instant in the form of a database-clock column (`changed_at`, `occurred_at`),
+    /// to compare with one.
+    fn clock(t: DateTime<Utc>) -> Self::ChangedAt;
     /// How many rows a statement changed.
     fn rows_affected(done: &Self::QueryResult) -> u64;
 }
@@ -161,6 +167,8 @@ where
     Option<Vec<u8>>: ColumnType<DB>,
     Option<DB::Time>: ColumnType<DB>,
     Option<DB::Id>: ColumnType<DB>,
+    Option<DB::ChangedAt>: ColumnType<DB>,
+    Option<i64>: ColumnType<DB>,
     DateTime<Utc>: ColumnType<DB>,
 {
     async fn roles_of(&self, user: UserId) -> Result<Vec<String>, StoreError> {
@@ -383,6 +391,26 @@ where
         })
     }
 
+    fn audit_event_from_row(row: &DB::Row) -> Result<AuditEvent, StoreError> {
+        let user = |column: &str| -> Result<Option<UserId>, StoreError> {
+            let stored: Option<DB::Id> = row.try_get(column)?;
+            Ok(stored.map(|u| UserId::from_uuid(u.into())))
+        };
+        let actor_kind: String = row.try_get("actor_kind")?;
+        let outcome: String = row.try_get("outcome")?;
+        Ok(AuditEvent {
+            id: row.try_get("id")?,
+            at: DB::changed_at(row.try_get("occurred_at")?)?,
+            kind: row.try_get("kind")?,
+            actor: Actor::from_db(&actor_kind, user("actor_user_id")?),
+            subject: user("subject_user_id")?,
+            subject_email: row.try_get("subject_email")?,
+            client_ip: row.try_get("client_ip")?,
+            outcome: AuditOutcome::from_db(&outcome),
+            detail: row.try_get("detail")?,
+        })
+    }
+
     fn passkey_from_row(row: &DB::Row) -> Result<StoredPasskey, StoreError> {
         Ok(StoredPasskey {
             id: PasskeyId::from_uuid(row.try_get::<DB::Id, _>("id")?.into()),
@@ -520,6 +548,8 @@ where
     Option<Vec<u8>>: ColumnType<DB>,
     Option<DB::Time>: ColumnType<DB>,
     Option<DB::Id>: ColumnType<DB>,
+    Option<DB::ChangedAt>: ColumnType<DB>,
+    Option<i64>: ColumnType<DB>,
     DateTime<Utc>: ColumnType<DB>,
 {
     async fn create_user(&self, new: NewUser) -> Result<User, StoreError> {
@@ -555,21 +585,31 @@ where
     async fn delete_user(&self, user: UserId) -> Result<bool, StoreError> {
         // The feed's entry first: SQLite takes its write lock up front, and the entry and
         // the deletion stand or fall together. Roles, tokens, recovery codes and passkeys
-        // go with the row (ON DELETE CASCADE).
+        // go with the row (ON DELETE CASCADE); the address's pending invitations are revoked.
         let mut tx = Tx::begin(&self.pool).await?;
         sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
             .bind(id::<DB>(user))
             .bind(UserChange::SessionsEnded.as_str())
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1 RETURNING email")
             .bind(id::<DB>(user))
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        if DB::rows_affected(&done) == 0 {
+        let Some(row) = deleted else {
             tx.rollback().await?;
             return Ok(false);
-        }
+        };
+        let email: String = row.try_get("email")?;
+        // A link still pending for the address would bring the account back, roles and all.
+        sqlx::query(
+            "UPDATE invitations SET revoked_at = $2 \
+             WHERE email = $1 AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(email)
+        .bind(DB::time(now()))
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1238,6 +1278,54 @@ where
         Self::vouch(&mut tx, &mut user, &roles_from_db(&roles)).await?;
         tx.commit().await?;
         Ok(Some(user))
+    }
+
+    async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit_events (kind, actor_kind, actor_user_id, subject_user_id, \
+             subject_email, client_ip, outcome, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(event.kind.as_str())
+        .bind(event.actor.kind())
+        .bind(event.actor.user_id().map(id::<DB>))
+        .bind(event.subject.map(id::<DB>))
+        .bind(event.subject_email.as_ref().map(|e| e.as_str().to_owned()))
+        .bind(event.client_ip.map(|ip| ip.to_string()))
+        .bind(event.outcome.as_str())
+        .bind(event.detail.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let limit = i64::from(filter.limit.clamp(1, MAX_AUDIT_PAGE));
+        let rows = sqlx::query(
+            "SELECT id, occurred_at, kind, actor_kind, actor_user_id, subject_user_id, \
+             subject_email, client_ip, outcome, detail FROM audit_events \
+             WHERE ($1 IS NULL OR subject_user_id = $1) AND ($2 IS NULL OR subject_email = $2) \
+             AND ($3 IS NULL OR kind = $3) AND ($4 IS NULL OR occurred_at >= $4) \
+             AND ($5 IS NULL OR occurred_at < $5) AND ($6 IS NULL OR id < $6) \
+             ORDER BY id DESC LIMIT $7",
+        )
+        .bind(filter.user.map(id::<DB>))
+        .bind(filter.email.as_ref().map(|e| e.as_str().to_owned()))
+        .bind(filter.kind.map(|k| k.as_str().to_owned()))
+        .bind(filter.since.map(DB::clock))
+        .bind(filter.until.map(DB::clock))
+        .bind(filter.before_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(Self::audit_event_from_row).collect()
+    }
+
+    async fn purge_audit_events(&self, retention: Duration) -> Result<u64, StoreError> {
+        let done = sqlx::query(DB::PURGE_AUDIT_EVENTS)
+            .bind(retention.as_secs_f64())
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

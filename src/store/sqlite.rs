@@ -38,6 +38,9 @@ impl Dialect for Sqlite {
     const PURGE_USER_CHANGES: &'static str = "DELETE FROM user_changes \
          WHERE changed_at < (julianday('now') - 2440587.5) * 86400.0 - $1";
 
+    const PURGE_AUDIT_EVENTS: &'static str = "DELETE FROM audit_events \
+         WHERE occurred_at < (julianday('now') - 2440587.5) * 86400.0 - $1";
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
@@ -94,6 +97,10 @@ impl Dialect for Sqlite {
         // Microseconds since the epoch fit an i64 for the next 290 000 years.
         DateTime::from_timestamp_micros((seconds * 1e6) as i64)
             .ok_or_else(|| StoreError::Other("a change time is out of range".into()))
+    }
+
+    fn clock(t: DateTime<Utc>) -> f64 {
+        t.timestamp_micros() as f64 / 1e6
     }
 
     fn rows_affected(done: &SqliteQueryResult) -> u64 {

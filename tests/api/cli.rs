@@ -962,6 +962,23 @@ async fn operator_creates_lists_signs_out_and_deletes_an_account() {
         assert_ne!(code, 0);
         assert!(err.contains("no such user"), "{err}");
 
+        // The trail outlives the account: the operator's commands and the gateway's sign-ins.
+        let mut cmd = portcullis();
+        cmd.arg("--config")
+            .arg(&path)
+            .current_dir(scratch.dir.path());
+        let (code, out, err) = run(cmd.args(["audit", "--user", email, "--limit", "100"]));
+        assert_eq!(code, 0, "{out}{err}");
+        for kind in ["user_create", "sign_in", "sessions_revoke", "user_delete"] {
+            assert!(out.contains(kind), "{kind}: {out}");
+        }
+        assert!(
+            out.lines()
+                .any(|l| l.contains("user_delete") && l.contains("operator")),
+            "{out}"
+        );
+        assert!(!out.contains("Cli-Made-Pass-1!"), "{out}");
+
         sigterm(&child);
         let exit =
             tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))

@@ -19,4 +19,5 @@ mod openapi;
 mod ratelimit;
 mod sessions;
 mod store;
+mod store_audit;
 mod totp;

@@ -799,6 +799,7 @@ async fn token_purger_task_purges_in_background(db: &TestDb) {
         &Backend::current().unwrap(),
         Arc::clone(&store),
         Duration::from_secs(3600),
+        None,
     );
     let mut remaining = 1;
     for _ in 0..100 {
@@ -1916,6 +1917,19 @@ async fn invitations_are_used_once_for_their_address_only(db: &TestDb) {
         "{taken:?}"
     );
     assert!(store.find_invitation(&second).await.unwrap().is_some());
+
+    // Deleting the account revokes it: a pending link must not bring the account back.
+    let holder = store
+        .find_by_email(&email("inv@example.com"))
+        .await
+        .unwrap()
+        .expect("the account");
+    assert!(store.delete_user(holder.id).await.unwrap());
+    assert!(store.find_invitation(&second).await.unwrap().is_none());
+    let after = store
+        .accept_invitation(&second, new_user("inv@example.com"))
+        .await;
+    assert!(after.unwrap().is_none(), "revoked with the account");
 }
 
 async fn invitations_expire_are_revoked_and_replaced(db: &TestDb) {
