@@ -57,10 +57,11 @@ impl Email {
             return Err(EmailError::TooLong);
         }
         let (local, domain) = email.split_once('@').ok_or(EmailError::Invalid)?;
-        if !valid_local_part(local) || !valid_domain(domain) {
+        let domain = unicode_domain(domain)?;
+        if !valid_local_part(local) || !valid_domain(&domain) {
             return Err(EmailError::Invalid);
         }
-        Ok(Self(email.to_owned()))
+        Ok(Self(format!("{local}@{domain}")))
     }
 
     /// Wraps an address read back from storage, which was parsed when it was written.
@@ -102,6 +103,20 @@ pub fn canonical(input: &str) -> String {
     use unicode_normalization::UnicodeNormalization;
     let lowered: String = input.nfkc().collect::<String>().to_lowercase();
     lowered.nfkc().collect()
+}
+
+/// A domain in one spelling: an IDNA A-label (`xn--mnchen-3ya`) becomes the U-label it
+/// stands for (`münchen`, UTS #46 `ToUnicode`), canonical like the rest of the address, so
+/// the two spellings of one mailbox cannot register as two accounts. A domain without
+/// A-labels is kept as it is; an A-label that decodes to nothing valid is `Invalid`.
+fn unicode_domain(domain: &str) -> Result<String, EmailError> {
+    if !domain.split('.').any(|label| label.starts_with("xn--")) {
+        return Ok(domain.to_owned());
+    }
+    match idna::domain_to_unicode(domain) {
+        (unicode, Ok(())) => Ok(canonical(&unicode)),
+        (_, Err(_)) => Err(EmailError::Invalid),
+    }
 }
 
 /// Dot-atom local part: printable atext characters (any Unicode letter or digit
@@ -187,6 +202,26 @@ mod tests {
         assert_eq!(email.as_str(), "alice.smith+tag@example.com");
         assert_eq!(email.domain(), "example.com");
         assert_eq!(email.to_string(), "alice.smith+tag@example.com");
+    }
+
+    #[test]
+    fn an_idna_domain_has_one_spelling() {
+        let cases = [
+            ("dup@xn--mnchen-3ya.de", "dup@münchen.de"),
+            ("dup@münchen.de", "dup@münchen.de"),
+            ("dup@XN--MNCHEN-3YA.DE", "dup@münchen.de"),
+            ("dup@MÜNCHEN.de", "dup@münchen.de"),
+            ("dupb@xn--zca.corp.test", "dupb@ß.corp.test"),
+            ("dupb@ß.corp.test", "dupb@ß.corp.test"),
+            ("a@mail.xn--mnchen-3ya.de", "a@mail.münchen.de"),
+            ("plain@example.com", "plain@example.com"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(Email::parse(input).unwrap().as_str(), want, "{input}");
+        }
+        for broken in ["a@xn--.de", "a@xn--a.de", "a@xn--zz-.de"] {
+            assert_eq!(Email::parse(broken), Err(EmailError::Invalid), "{broken}");
+        }
     }
 
     #[test]
