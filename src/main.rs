@@ -298,12 +298,15 @@ async fn initial_password(config: &Config, from_stdin: bool) -> anyhow::Result<I
             hasher.hash_of_unknown_secret().await?,
         ));
     }
-    let mut line = String::new();
-    std::io::stdin()
-        .read_line(&mut line)
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)
         .context("reading the password from standard input")?;
-    let line = line.strip_suffix('\n').unwrap_or(&line);
+    let line = input.strip_suffix('\n').unwrap_or(&input);
     let line = line.strip_suffix('\r').unwrap_or(line);
+    // A second line is refused rather than dropped: the password would not be what was sent.
+    if line.contains('\n') {
+        anyhow::bail!("standard input must hold the password alone, on one line");
+    }
     let password = Password::parse(line.to_owned())
         .map_err(|e| anyhow::anyhow!("the password: {}", e.messages().join("; ")))?;
     Ok(InitialPassword::Chosen(

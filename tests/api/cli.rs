@@ -887,6 +887,13 @@ async fn operator_creates_lists_signs_out_and_deletes_an_account() {
             run_with_input(&mut cmd, stdin)
         };
         let email = "cli-made@example.com";
+        // A second line is refused, not dropped, and nothing is created.
+        let (code, out, err) = user(
+            &["create", email, "--password-stdin"],
+            Some("Cli-Made-Pass-1!\nsecond line\n"),
+        );
+        assert_ne!(code, 0, "{out}{err}");
+        assert!(err.contains("one line"), "{err}");
         let (code, out, err) = user(
             &["create", email, "--role", "admin", "--password-stdin"],
             Some("Cli-Made-Pass-1!\n"),
