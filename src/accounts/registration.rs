@@ -31,7 +31,7 @@ impl Accounts {
     /// Errors: `RegistrationRefused` (logged `registration_refused`, without an address).
     pub fn registration_open(&self, client: &Client<'_>) -> Result<(), AccountError> {
         match self.config.registration.refuses_everyone() {
-            Some(refusal) => Err(registration_refused(refusal, client)),
+            Some(refusal) => Err(self.registration_refused(refusal, client)),
             None => Ok(()),
         }
     }
@@ -52,7 +52,7 @@ impl Accounts {
     ) -> Result<User, AccountError> {
         self.registration_open(client)?;
         let admitted = self.config.registration.admits(&account.email);
-        admitted.map_err(|refusal| registration_refused(refusal, client))?;
+        admitted.map_err(|refusal| self.registration_refused(refusal, client))?;
         let password_hash = self.hasher.hash(account.password.expose()).await?;
         let (token, stored) = new_token(TokenKind::EmailVerification, VERIFICATION_TTL);
         let new = NewUser {
@@ -302,8 +302,16 @@ fn new_token(kind: TokenKind, ttl: Duration) -> (String, NewToken) {
     (token, stored)
 }
 
-/// A registration `[registration]` turns away, logged without the address.
-fn registration_refused(refusal: Refusal, client: &Client<'_>) -> AccountError {
-    tracing::info!(target: SECURITY, event = "registration_refused", reason = refusal.code(), client_ip = %client.ip);
-    AccountError::RegistrationRefused(refusal)
+impl Accounts {
+    /// A registration `[registration]` turns away: logged and audited (outcome `refused`,
+    /// the reason as its detail) without the address.
+    fn registration_refused(&self, refusal: Refusal, client: &Client<'_>) -> AccountError {
+        tracing::info!(target: SECURITY, event = "registration_refused", reason = refusal.code(), client_ip = %client.ip);
+        let mut event = NewAuditEvent::new(AuditKind::Registration, Actor::Anonymous, None)
+            .outcome(AuditOutcome::Refused)
+            .detail(refusal.code());
+        event.client_ip = Some(client.ip);
+        self.audit(event);
+        AccountError::RegistrationRefused(refusal)
+    }
 }

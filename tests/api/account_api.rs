@@ -577,6 +577,23 @@ async fn registration_follows_the_configured_policy() {
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             assert_eq!(app.smtp.count(), 0, "{address}: a mail went out");
+            if *status != 403 {
+                continue;
+            }
+            // Audited as refused, with the reason and without the address.
+            let filter = portcullis::store::AuditFilter {
+                kind: Some(portcullis::store::AuditKind::Registration),
+                limit: 10,
+                ..Default::default()
+            };
+            let events = app.store().await.audit_events(&filter).await.unwrap();
+            assert!(!events.is_empty(), "{address}: no audit event");
+            for event in &events {
+                assert_eq!(event.outcome, portcullis::store::AuditOutcome::Refused);
+                assert_eq!(event.detail, *code, "{address}");
+                assert_eq!(event.subject_email, None, "{address}");
+                assert_eq!(event.client_ip.as_deref(), Some("127.0.0.1"), "{address}");
+            }
         }
     }
 }
