@@ -14,7 +14,10 @@ use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::domain::{Email, UserId};
 use crate::mail::MailKind;
 use crate::store::admin::is_valid_role;
-use crate::store::{Invitation, NewInvitation, NewUser, StoreError, User, UserStore};
+use crate::store::{
+    Actor, AuditKind, AuditOutcome, Invitation, NewAuditEvent, NewInvitation, NewUser, StoreError,
+    User, UserStore,
+};
 use crate::telemetry::SECURITY;
 
 /// Stores an invitation for `email` with `roles`, valid for `ttl`, replacing the address's
@@ -53,6 +56,11 @@ pub async fn issue_invitation(
         })
         .await?;
     tracing::info!(target: SECURITY, event = "invitation_created", invitation_id = %invitation.id, roles = %invitation.roles.join(","), by = ?by.map(|u| u.to_string()));
+    let actor = by.map_or(Actor::Operator, Actor::Admin);
+    let mut event = NewAuditEvent::new(AuditKind::InvitationCreate, actor, None)
+        .detail(format!("roles: {}", invitation.roles.join(",")));
+    event.subject_email = Some(invitation.email.clone());
+    super::audit::record(store, &event).await;
     Ok((invitation, token))
 }
 
@@ -138,6 +146,14 @@ impl Accounts {
             .await?
             .ok_or(AccountError::InvalidLink)?;
         tracing::info!(target: SECURITY, event = "invitation_accepted", user_id = %user.id, invitation_id = %invitation.id, client_ip = %client.ip);
+        let roles = format!("roles: {}", user.roles.join(","));
+        self.audit_own(
+            AuditKind::InvitationAccept,
+            &user,
+            Some(client),
+            AuditOutcome::Success,
+            &roles,
+        );
         Ok(user)
     }
 
@@ -145,6 +161,11 @@ impl Accounts {
     pub async fn revoke_invitation(&self, email: &Email) -> Result<u64, AccountError> {
         let revoked = self.store.revoke_invitations(email).await?;
         tracing::info!(target: SECURITY, event = "invitation_revoked", revoked);
+        if revoked > 0 {
+            let mut event = NewAuditEvent::new(AuditKind::InvitationRevoke, Actor::Operator, None);
+            event.subject_email = Some(email.clone());
+            self.audit(event.detail(format!("{revoked} pending")));
+        }
         Ok(revoked)
     }
 

@@ -274,10 +274,19 @@ pub async fn run_user_command(
         }
         UserCommand::RevokeInvitation { email } => {
             let email = parse_email(&email)?;
-            Ok(match store.revoke_invitations(&email).await? {
-                0 => format!("{email} has no pending invitation"),
-                n => format!("revoked {n} pending invitation(s) of {email}"),
-            })
+            let revoked = store.revoke_invitations(&email).await?;
+            if revoked == 0 {
+                return Ok(format!("{email} has no pending invitation"));
+            }
+            let mut event = NewAuditEvent::new(AuditKind::InvitationRevoke, Actor::Operator, None);
+            event.subject_email = Some(email.clone());
+            let event = event.detail(format!("{revoked} pending"));
+            if let Err(e) = store.record_audit_event(&event).await {
+                tracing::warn!(error = %e, "could not write an audit event");
+            }
+            Ok(format!(
+                "revoked {revoked} pending invitation(s) of {email}"
+            ))
         }
     }
 }

@@ -63,6 +63,30 @@ async fn an_invitation_makes_a_verified_account_with_its_roles_once() {
         }
         let listed = app.gw.app.accounts.list_invitations().await.unwrap();
         assert!(listed[0].used_at.is_some());
+
+        // Both ends are in the audit trail (written in the background), never the token.
+        let store = app.store().await;
+        let filter = portcullis::store::AuditFilter {
+            email: Some(Email::parse("ivy@example.com").unwrap()),
+            limit: 100,
+            ..Default::default()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let events = loop {
+            let events = store.audit_events(&filter).await.unwrap();
+            let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+            if kinds.contains(&"invitation_create") && kinds.contains(&"invitation_accept") {
+                break events;
+            }
+            assert!(std::time::Instant::now() < deadline, "{kinds:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        };
+        for event in &events {
+            assert!(!event.detail.contains(&token), "{event:?}");
+            if event.kind.starts_with("invitation_") {
+                assert!(event.detail.contains("ops"), "{event:?}");
+            }
+        }
     }
 }
 
