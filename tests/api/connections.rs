@@ -220,12 +220,14 @@ async fn each_listener_caps_connections_per_address_and_in_total() {
     for listener in [Listener::Main, Listener::Admin] {
         let addr = listener.addr(&gw);
         let what = format!("{listener:?}");
-        // Of three busy connections from one address, two are served.
+        // Two busy connections from one address: a third from it is refused.
         let one = ["127.0.0.1"; 3];
         assert_cap(addr, &one, 2, &format!("{what}, per address")).await;
-        // Of four from three addresses (none over its own cap), three are served.
+        settle().await;
+        // Three from two addresses (none over its own cap): a fourth from a third is refused.
         let three = ["127.0.0.1", "127.0.0.1", "127.0.0.2", "127.0.0.3"];
         assert_cap(addr, &three, 3, &format!("{what}, in total")).await;
+        settle().await;
         // Once they have ended, their places are free again.
         let mut freed = false;
         for _ in 0..100 {
@@ -239,41 +241,48 @@ async fn each_listener_caps_connections_per_address_and_in_total() {
     }
 }
 
-/// Opens a busy connection from each of `sources` (a partial head each), lets the server
-/// take them in, then finishes every head and counts the connections served: never more
-/// than `cap`, whichever the server took in first, and `cap` exactly once it has let go of
-/// the connections of an earlier round (asked again for a while: a loaded machine may be
-/// slow to notice a close).
+/// Busy connections from each of `sources`, each proven taken in by the server (one whole
+/// answer) before the next opens, then left mid-way through a second request's head.
+pub(crate) async fn hold(addr: SocketAddr, sources: &[&str]) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for source in sources {
+        let mut stream = connect_from(source, addr).await;
+        stream
+            .write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let first = answer(&mut stream).await.map(|a| a.0);
+        assert_eq!(first, Some(200), "a connection under the cap was refused");
+        stream.write_all(b"GET /health HTTP/1.1\r\n").await.unwrap();
+        held.push(stream);
+    }
+    settle().await;
+    held
+}
+
+/// With the first `cap` of `sources` holding busy connections, a connection from the next
+/// is refused. On a loaded machine a held connection's partial head may still be unread when
+/// the newcomer arrives, so the server sees it idle and closes it to make room (as it should):
+/// then the round is tried again; a newcomer served while every held connection stays open
+/// is a connection over the cap.
 pub(crate) async fn assert_cap(addr: SocketAddr, sources: &[&str], cap: usize, what: &str) {
-    for round in 0..20 {
-        let mut opened = Vec::new();
-        for source in sources {
-            opened.push(busy(source, addr).await);
-        }
-        settle().await;
-        let mut served = 0;
-        for mut stream in opened {
-            let finished = stream
-                .write_all(b"Host: a\r\nConnection: close\r\n\r\n")
-                .await;
-            if finished.is_ok() && answer(&mut stream).await.is_some_and(|a| a.0 == 200) {
-                served += 1;
-            }
-        }
-        assert!(
-            served <= cap,
-            "{what}: {served} of {} served over a cap of {cap}",
-            sources.len()
-        );
-        if served == cap {
+    for _ in 0..10 {
+        let mut held = hold(addr, &sources[..cap]).await;
+        if !served(sources[cap], addr).await {
             return;
         }
+        let mut evicted = false;
+        for stream in &mut held {
+            evicted |= closed_within(stream, Duration::from_millis(300)).await;
+        }
         assert!(
-            round < 19,
-            "{what}: only {served} served under a cap of {cap}"
+            evicted,
+            "{what}: a connection over the cap of {cap} was served"
         );
+        drop(held);
         settle().await;
     }
+    panic!("{what}: the server never saw the held connections as busy");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -311,7 +320,7 @@ async fn at_its_cap_an_address_closes_an_idle_connection_to_admit_a_new_one() {
             settle().await;
         }
     }
-    // With nothing idle, one of three is refused.
+    // With nothing idle, the newcomer is the one refused.
     assert_cap(gw.addr, &["127.0.0.1"; 3], 2, "nothing idle").await;
 }
 
