@@ -33,7 +33,7 @@ pub(super) async fn page(v: &mut Visit<'_>) -> Page {
 }
 
 /// `POST /invitation`: the account is created, or the form comes back with what to fix.
-/// The per-IP limits are `POST /api/auth/accept-invitation`'s.
+/// The per-IP limits are those of the accept-invitation endpoint (`Limit::Register`).
 pub(super) async fn accept(v: &mut Visit<'_>, form: Form) -> Page {
     let token = form.text("token").trim().to_owned();
     let app = v.app;
