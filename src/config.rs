@@ -1267,38 +1267,55 @@ impl Config {
 
 impl Config {
     /// What is valid but probably not meant, one sentence each, for `check-config` and
-    /// `serve` to print: open registration in front of routes any account may pass.
+    /// `serve` to print: open registration in front of routes any account may pass, and
+    /// `allowed_domains` in a mode that does not read them.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        if self.registration.mode == RegistrationMode::Open {
-            let exposed: Vec<String> = self
-                .routes
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| {
-                    matches!(r.policy, Policy::Authenticated | Policy::TwoFactor)
-                        && r.roles.is_empty()
-                })
-                .map(|(i, r)| {
-                    let name = if r.name.is_empty() {
-                        &r.path_prefix
-                    } else {
-                        &r.name
-                    };
-                    format!("routes[{i}] ({name:?})")
-                })
-                .collect();
-            if !exposed.is_empty() {
-                warnings.push(format!(
-                    "registration is open (registration.mode = \"open\"): anyone with a \
-                     mailbox can create an account and pass {}, which name no role; set \
-                     registration.mode to \"domains\", \"invite\" or \"closed\", or give \
-                     the route roles",
-                    exposed.join(", ")
-                ));
-            }
+        warnings.extend(self.open_registration_warning());
+        let mode = self.registration.mode;
+        if matches!(mode, RegistrationMode::Invite | RegistrationMode::Closed)
+            && !self.registration.allowed_domains.is_empty()
+        {
+            warnings.push(format!(
+                "registration.allowed_domains has no effect with registration.mode = \"{}\": \
+                 only \"domains\" reads it, and invitations and `user create` are not held to it",
+                mode.as_str()
+            ));
         }
         warnings
+    }
+
+    /// Open registration in front of `authenticated` or `two_factor` routes that name no
+    /// role: anyone with a mailbox passes them.
+    fn open_registration_warning(&self) -> Option<String> {
+        if self.registration.mode != RegistrationMode::Open {
+            return None;
+        }
+        let exposed: Vec<String> = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                matches!(r.policy, Policy::Authenticated | Policy::TwoFactor) && r.roles.is_empty()
+            })
+            .map(|(i, r)| {
+                let name = if r.name.is_empty() {
+                    &r.path_prefix
+                } else {
+                    &r.name
+                };
+                format!("routes[{i}] ({name:?})")
+            })
+            .collect();
+        (!exposed.is_empty()).then(|| {
+            format!(
+                "registration is open (registration.mode = \"open\"): anyone with a \
+                 mailbox can create an account and pass {}, which name no role; set \
+                 registration.mode to \"domains\", \"invite\" or \"closed\", or give \
+                 the route roles",
+                exposed.join(", ")
+            )
+        })
     }
 }
 
@@ -1968,11 +1985,28 @@ mod tests {
             (String::new(), false),
         ] {
             let warnings = load(&text).unwrap().warnings();
+            assert!(
+                warnings.iter().all(|w| !w.contains("allowed_domains")),
+                "{warnings:?}"
+            );
             assert_eq!(warnings.len(), usize::from(warned), "{text}: {warnings:?}");
             if warned {
                 assert!(warnings[0].contains("routes[0] (\"app\")"), "{warnings:?}");
                 assert!(warnings[0].contains("registration.mode"), "{warnings:?}");
             }
+        }
+    }
+
+    #[test]
+    fn allowed_domains_in_a_mode_that_does_not_read_them_are_warned_about() {
+        for (mode, warned) in [("invite", true), ("closed", true), ("domains", false)] {
+            let text =
+                format!("[registration]\nmode = \"{mode}\"\nallowed_domains = [\"example.com\"]\n");
+            let warnings = load(&text).unwrap().warnings();
+            let found = warnings
+                .iter()
+                .any(|w| w.contains("allowed_domains has no effect"));
+            assert_eq!(found, warned, "{mode}: {warnings:?}");
         }
     }
 
