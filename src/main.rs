@@ -342,7 +342,11 @@ async fn invite(
         match portcullis::accounts::issue_invitation(store, ttl, email, roles, None).await {
             Ok(issued) => issued,
             Err(AccountError::Store(StoreError::DuplicateEmail)) => {
-                anyhow::bail!("that address already has an account (see `portcullis user list`)")
+                anyhow::bail!(
+                    "that address already has an account (see `portcullis user list`; one whose \
+                     address is not verified may be someone else's sign-up: `portcullis user \
+                     delete` it first)"
+                )
             }
             Err(AccountError::Field { message, .. }) => anyhow::bail!("invalid role: {message}"),
             Err(e) => anyhow::bail!("could not store the invitation: {e:?}"),

@@ -138,7 +138,10 @@ pub enum AdminError {
     #[error("no such user: {0}")]
     NoSuchUser(Email),
     /// `user create` for an address that already has an account.
-    #[error("{0} already has an account (see `portcullis user list`)")]
+    #[error(
+        "{0} already has an account (see `portcullis user list`; one whose address is not \
+         verified may be someone else's sign-up: `portcullis user delete` it first)"
+    )]
     Taken(Email),
     /// `audit --kind` names no audit kind.
     #[error("unknown audit kind {0:?}; one of: {kinds}", kinds = audit_kind_names())]
