@@ -4,6 +4,50 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// What every UUID-backed id shares: `random`, `from_uuid`, `as_uuid`, the hyphenated
+/// `Display`, a `Debug` that names the type, and `FromStr` (surrounding whitespace ignored;
+/// anything but a UUID is `$invalid`).
+macro_rules! uuid_id {
+    ($id:ident, $invalid:ident) => {
+        impl $id {
+            /// A fresh random id.
+            pub fn random() -> Self {
+                Self(Uuid::new_v4())
+            }
+
+            /// Wraps a UUID read from storage (or, for an account, a verified token).
+            pub const fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            /// The underlying UUID.
+            pub const fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl fmt::Display for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.hyphenated(), f)
+            }
+        }
+
+        impl fmt::Debug for $id {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($id), "({})"), self.0.hyphenated())
+            }
+        }
+
+        impl FromStr for $id {
+            type Err = $invalid;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s.trim()).map(Self).map_err(|_| $invalid)
+            }
+        }
+    };
+}
+
 /// The stable identifier of a user account (a random UUID, shown hyphenated).
 ///
 /// A newtype so that a user id cannot be passed where a session or token id is expected.
@@ -16,22 +60,7 @@ pub struct UserId(Uuid);
 #[error("not a valid user id (expected a UUID)")]
 pub struct InvalidUserId;
 
-impl UserId {
-    /// A fresh random id for a new account.
-    pub fn random() -> Self {
-        Self(Uuid::new_v4())
-    }
-
-    /// Wraps a UUID read from storage or a verified token.
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The underlying UUID.
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
+uuid_id!(UserId, InvalidUserId);
 
 impl From<Uuid> for UserId {
     fn from(uuid: Uuid) -> Self {
@@ -42,28 +71,6 @@ impl From<Uuid> for UserId {
 impl From<UserId> for Uuid {
     fn from(id: UserId) -> Self {
         id.0
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({})", self.0.hyphenated())
-    }
-}
-
-impl FromStr for UserId {
-    type Err = InvalidUserId;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s.trim())
-            .map(Self)
-            .map_err(|_| InvalidUserId)
     }
 }
 
@@ -80,44 +87,7 @@ pub struct PasskeyId(Uuid);
 #[error("not a valid passkey id (expected a UUID)")]
 pub struct InvalidPasskeyId;
 
-impl PasskeyId {
-    /// A fresh random id for a newly registered passkey.
-    pub fn random() -> Self {
-        Self(Uuid::new_v4())
-    }
-
-    /// Wraps a UUID read from storage.
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The underlying UUID.
-    pub const fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl fmt::Display for PasskeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0.hyphenated(), f)
-    }
-}
-
-impl fmt::Debug for PasskeyId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PasskeyId({})", self.0.hyphenated())
-    }
-}
-
-impl FromStr for PasskeyId {
-    type Err = InvalidPasskeyId;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s.trim())
-            .map(Self)
-            .map_err(|_| InvalidPasskeyId)
-    }
-}
+uuid_id!(PasskeyId, InvalidPasskeyId);
 
 #[cfg(test)]
 mod tests {
