@@ -50,8 +50,8 @@ pub struct PasskeySignIn {
 /// A passkey's name as the account shows it: trimmed, 1 to 64 characters
 /// ([`crate::store::MAX_PASSKEY_NAME_CHARS`]), no control characters and nothing invisible
 /// or direction-changing (Unicode TR #36 §2.2), so that one name cannot pose as another.
-/// [`PasskeyName::parse`] holds a name to those rules; the API's JSON reader holds it to
-/// the same rule (`accounts::fields::display_text_problem`) before [`PasskeyName::checked`].
+/// [`PasskeyName::parse`] holds a name to those rules, for the API's JSON reader and the
+/// portal's forms alike.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PasskeyName(String);
 
@@ -64,11 +64,6 @@ impl PasskeyName {
         let name = found.required("name", text).map(str::to_owned);
         let name = name.filter(|n| found.display_text("name", n, MAX_PASSKEY_NAME_CHARS));
         found.finish_with(name.map(Self))
-    }
-
-    /// Wraps a name already held to the rules above.
-    pub fn checked(name: String) -> Self {
-        Self(name)
     }
 
     /// The name.

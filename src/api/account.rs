@@ -6,7 +6,6 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{ApiRequest, Fields, Reply};
-use crate::accounts::fields::display_text_problem;
 use crate::accounts::{InvitationForm, Registration, ResetForm};
 use crate::app::App;
 use crate::store::User;
@@ -37,24 +36,6 @@ pub fn user_profile(user: &User) -> Value {
         "last_login": user.last_login,
         "created_at": user.created_at,
     })
-}
-
-/// Checks text shown to people (a passkey's name) by the account core's rule
-/// (`accounts::fields::display_text_problem`), recording a field error when it is unfit;
-/// `true` when the text is fit.
-pub(super) fn check_display_text(
-    fields: &mut Fields,
-    field: &str,
-    value: &str,
-    max_chars: usize,
-) -> bool {
-    match display_text_problem(value, max_chars) {
-        Some(problem) => {
-            fields.reject(field, problem);
-            false
-        }
-        None => true,
-    }
 }
 
 /// `POST /api/auth/register`

@@ -26,7 +26,6 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
-use super::account::check_display_text;
 use super::input::body_object;
 use super::login::signed_in;
 use super::two_factor::Proof;
@@ -39,7 +38,7 @@ use crate::app::App;
 use crate::domain::PasskeyId;
 use crate::passkeys::CeremonyId;
 use crate::reply::Reply;
-use crate::store::{MAX_PASSKEY_NAME_CHARS, StoredPasskey};
+use crate::store::StoredPasskey;
 
 /// The `{ceremony_id, options}` answer of an `…/options` call.
 fn options_answer(message: &str, id: &CeremonyId, options: Value) -> Reply {
@@ -65,9 +64,21 @@ fn passkey_json(p: &StoredPasskey) -> Value {
 /// Reads a passkey name: trimmed, 1 to 64 characters, no control characters and no
 /// invisible or direction-changing format characters (which would let a name pose as
 /// another on the account page, Unicode TR #36 §2.2).
-fn parse_name(f: &mut Fields, name: Option<String>) -> Option<String> {
-    let name = name?;
-    check_display_text(f, "name", &name, MAX_PASSKEY_NAME_CHARS).then_some(name)
+/// The rule is the core's ([`PasskeyName::parse`]); its field errors join the body's.
+fn parse_name(f: &mut Fields, name: Option<String>) -> Option<PasskeyName> {
+    match PasskeyName::parse(&name?) {
+        Ok(name) => Some(name),
+        Err(AccountError::Invalid(errors)) => {
+            for error in errors {
+                f.reject(&error.field, error.message);
+            }
+            None
+        }
+        Err(other) => {
+            f.reject("name", other.catalogue_key());
+            None
+        }
+    }
 }
 
 /// `ceremony_id` and `credential` of a ceremony's second call, parsed; field errors
@@ -120,7 +131,7 @@ fn read_new_passkey(f: &mut Fields, body: &serde_json::Map<String, Value>) -> Op
         .map(|(name, (ceremony, credential))| NewPasskey {
             ceremony,
             credential,
-            name: PasskeyName::checked(name),
+            name,
         })
 }
 
@@ -209,7 +220,7 @@ pub async fn rename(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, 
     let mut f = Fields::from_request(request)?;
     let name = f.required("name");
     let name = parse_name(&mut f, name);
-    let name = PasskeyName::checked(f.finish_with(name)?);
+    let name = f.finish_with(name)?;
     let id = id
         .parse::<PasskeyId>()
         .map_err(|_| AccountError::PasskeyNotFound)?;
@@ -287,13 +298,17 @@ mod tests {
         };
         let mut f = Fields::from_request(&request).unwrap();
         assert_eq!(
-            parse_name(&mut f, Some("Laptop".into())).as_deref(),
+            parse_name(&mut f, Some("Laptop".into()))
+                .as_ref()
+                .map(PasskeyName::as_str),
             Some("Laptop")
         );
         assert!(parse_name(&mut f, Some("x".repeat(65))).is_none());
         assert!(parse_name(&mut f, Some("a\u{7}b".into())).is_none());
         assert_eq!(
-            parse_name(&mut f, Some("Ключ é 🔑".into())).as_deref(),
+            parse_name(&mut f, Some("Ключ é 🔑".into()))
+                .as_ref()
+                .map(PasskeyName::as_str),
             Some("Ключ é 🔑")
         );
         let errors = f.finish().unwrap_err();

@@ -656,7 +656,7 @@ async fn removing_a_passkey_takes_the_step_up_before_anything_is_looked_up() {
             Err(AccountError::PasskeyNotFound)
         ));
     }
-    let name = PasskeyName::checked("Laptop".into());
+    let name = PasskeyName::parse("Laptop").expect("a fit name");
     assert!(matches!(
         accounts
             .rename_passkey(&hal, PasskeyId::random(), &name)
