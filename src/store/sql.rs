@@ -600,16 +600,9 @@ where
             tx.rollback().await?;
             return Ok(false);
         };
-        let email: String = row.try_get("email")?;
+        let email = Email::from_stored(row.try_get("email")?);
         // A link still pending for the address would bring the account back, roles and all.
-        sqlx::query(
-            "UPDATE invitations SET revoked_at = $2 \
-             WHERE email = $1 AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(email)
-        .bind(DB::time(now()))
-        .execute(&mut *tx)
-        .await?;
+        Self::revoke_pending(&mut tx, &email, now()).await?;
         tx.commit().await?;
         Ok(true)
     }
