@@ -13,7 +13,7 @@ use super::{AccountError, Accounts, Client};
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::domain::{Email, UserId};
 use crate::mail::MailKind;
-use crate::store::admin::is_valid_role;
+use crate::store::admin::{is_valid_role, revoke_invitations};
 use crate::store::{
     Actor, AuditKind, AuditOutcome, Invitation, NewAuditEvent, NewInvitation, NewUser, StoreError,
     User, UserStore,
@@ -159,13 +159,8 @@ impl Accounts {
 
     /// Revokes the pending invitations of `email`; how many there were.
     pub async fn revoke_invitation(&self, email: &Email) -> Result<u64, AccountError> {
-        let revoked = self.store.revoke_invitations(email).await?;
+        let revoked = revoke_invitations(&*self.store, email, Actor::Operator).await?;
         tracing::info!(target: SECURITY, event = "invitation_revoked", revoked);
-        if revoked > 0 {
-            let mut event = NewAuditEvent::new(AuditKind::InvitationRevoke, Actor::Operator, None);
-            event.subject_email = Some(email.clone());
-            self.audit(event.detail(format!("{revoked} pending")));
-        }
         Ok(revoked)
     }
 

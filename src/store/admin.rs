@@ -277,21 +277,33 @@ pub async fn run_user_command(
         }
         UserCommand::RevokeInvitation { email } => {
             let email = parse_email(&email)?;
-            let revoked = store.revoke_invitations(&email).await?;
-            if revoked == 0 {
-                return Ok(format!("{email} has no pending invitation"));
-            }
-            let mut event = NewAuditEvent::new(AuditKind::InvitationRevoke, Actor::Operator, None);
-            event.subject_email = Some(email.clone());
-            let event = event.detail(format!("{revoked} pending"));
-            if let Err(e) = store.record_audit_event(&event).await {
-                tracing::warn!(error = %e, "could not write an audit event");
-            }
-            Ok(format!(
-                "revoked {revoked} pending invitation(s) of {email}"
-            ))
+            Ok(
+                match revoke_invitations(store, &email, Actor::Operator).await? {
+                    0 => format!("{email} has no pending invitation"),
+                    n => format!("revoked {n} pending invitation(s) of {email}"),
+                },
+            )
         }
     }
+}
+
+/// Revokes the pending invitations of `email`; when there were any, audits it as done by
+/// `actor` (a failed audit write is a warning, not a failure). Answers how many.
+pub async fn revoke_invitations(
+    store: &dyn UserStore,
+    email: &Email,
+    actor: Actor,
+) -> Result<u64, StoreError> {
+    let revoked = store.revoke_invitations(email).await?;
+    if revoked > 0 {
+        let mut event = NewAuditEvent::new(AuditKind::InvitationRevoke, actor, None);
+        event.subject_email = Some(email.clone());
+        let event = event.detail(format!("{revoked} pending"));
+        if let Err(e) = store.record_audit_event(&event).await {
+            tracing::warn!(error = %e, "could not write an audit event");
+        }
+    }
+    Ok(revoked)
 }
 
 /// `user create`: the account, its proven address and its roles in one transaction.
