@@ -101,6 +101,9 @@ pub struct Config {
     /// `[audit]`: how long the audit trail is kept.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// `[admin]`: who may use the admin API and console.
+    #[serde(default)]
+    pub admin: AdminConfig,
     /// `[[routes]]`: what is proxied where, under which policy; empty proxies nothing.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -598,6 +601,60 @@ impl Default for AuditConfig {
             retention: Some(HumanDuration::from_secs(365 * 86_400)),
         }
     }
+}
+
+/// `[admin]`: the admin API (`/api/admin/*`) and console (`{portal.path_prefix}/admin`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The role an account needs (a role name, as `portcullis user grant-role` takes it).
+    pub role: String,
+    /// How recently the session's second factor (a code or a passkey) must have been proven
+    /// (OWASP's step-up); older, the API answers 403 `step_up_required` and the console asks
+    /// for it again. From 1 minute to 24 hours.
+    pub max_auth_age: HumanDuration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            role: "admin".to_owned(),
+            max_auth_age: HumanDuration::from_secs(15 * 60),
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Checks `[admin]`.
+    fn validate(&self) -> Result<(), Invalid> {
+        if !is_role_name(&self.role) {
+            return Err(invalid(
+                "admin.role",
+                format!(
+                    "{:?} is not a role name: use 1 to 64 characters from letters, digits,                      '-', '_', '.' and ':'",
+                    self.role
+                ),
+            ));
+        }
+        let secs = self.max_auth_age.get().as_secs();
+        if !(60..=86_400).contains(&secs) {
+            return Err(invalid(
+                "admin.max_auth_age",
+                "must be from 1 minute to 24 hours (such as \"15m\")",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether `role` can be a role name: it ends up in a comma-separated identity header and in
+/// route config, so only letters, digits, `-`, `_`, `.` and `:`, 1 to 64 of them.
+pub fn is_role_name(role: &str) -> bool {
+    !role.is_empty()
+        && role.len() <= 64
+        && role
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 /// Deserializes a retention: `""`, `"0"` (or the number 0) keep forever.
@@ -1197,6 +1254,7 @@ impl Config {
         self.cors.validate()?;
         self.portal.validate()?;
         self.registration.validate()?;
+        self.admin.validate()?;
         self.validate_cookie_domain()?;
         self.validate_routes()
     }

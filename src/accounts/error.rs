@@ -102,6 +102,13 @@ pub enum AccountError {
     PasskeyAlreadyRegistered,
     /// 404 `passkey_not_found`: no such passkey of this account.
     PasskeyNotFound,
+    /// The account lacks the admin role (`admin.role`).
+    NotAdministrator,
+    /// The session's second factor was proven longer ago than `admin.max_auth_age`, or never.
+    StepUpRequired,
+    /// An administrator tried, through the admin API or console, what would lock them out
+    /// of their own account.
+    OwnAccount,
     /// 403 `registration_closed` or `invitation_required`: `[registration]` does not let
     /// this address register by itself.
     RegistrationRefused(Refusal),
@@ -190,6 +197,9 @@ impl AccountError {
             Self::PasskeyInvalid => "passkey_invalid",
             Self::PasskeyAlreadyRegistered => "passkey_already_registered",
             Self::PasskeyNotFound => "passkey_not_found",
+            Self::NotAdministrator => "forbidden",
+            Self::StepUpRequired => "step_up_required",
+            Self::OwnAccount => "own_account",
             Self::RegistrationRefused(refusal) => refusal.code(),
             Self::Field { .. } | Self::Invalid(_) => "validation_error",
             Self::Store(StoreError::Unavailable(_))
@@ -275,6 +285,15 @@ impl AccountError {
             ),
             Self::PasskeyAlreadyRegistered => (S::CONFLICT, "This passkey is already registered"),
             Self::PasskeyNotFound => (S::NOT_FOUND, "No such passkey"),
+            Self::NotAdministrator => (S::FORBIDDEN, "This needs the administrator role"),
+            Self::StepUpRequired => (
+                S::FORBIDDEN,
+                "Prove your second factor again (POST /api/admin/step-up) to use the admin API",
+            ),
+            Self::OwnAccount => (
+                S::CONFLICT,
+                "An administrator cannot do this to their own account here; use the account page",
+            ),
             _ => return None,
         })
     }

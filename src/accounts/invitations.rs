@@ -11,9 +11,10 @@ use chrono::Utc;
 use super::fields::InvitedAccount;
 use super::{AccountError, Accounts, Client};
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
+use crate::config::is_role_name;
 use crate::domain::{Email, UserId};
 use crate::mail::MailKind;
-use crate::store::admin::{is_valid_role, revoke_invitations};
+use crate::store::admin::revoke_invitations;
 use crate::store::{
     Actor, AuditKind, AuditOutcome, Invitation, NewAuditEvent, NewInvitation, NewUser, StoreError,
     User, UserStore,
@@ -33,7 +34,7 @@ pub async fn issue_invitation(
     roles: &[String],
     by: Option<UserId>,
 ) -> Result<(Invitation, String), AccountError> {
-    if let Some(bad) = roles.iter().find(|r| !is_valid_role(r)) {
+    if let Some(bad) = roles.iter().find(|r| !is_role_name(r)) {
         tracing::debug!(role = %bad, "an invitation named an invalid role");
         return Err(AccountError::Field {
             field: "roles",

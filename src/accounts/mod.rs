@@ -36,6 +36,7 @@
 //! - `lockout`: the one gate every guess at a password or a code passes (where the lockout
 //!   is applied; per-IP rate limits stay with the ways in, before any of this runs).
 
+pub mod admin;
 mod audit;
 mod error;
 pub mod fields;

@@ -318,6 +318,20 @@ impl SessionStore for MemorySessionStore {
         Ok(RotateOutcome::Reused { user_id })
     }
 
+    async fn prove_second_factor(
+        &self,
+        id: &SessionId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, SessionError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.live(id, Utc::now()) else {
+            return Ok(false);
+        };
+        entry.session.two_factor = true;
+        entry.session.second_factor_at = Some(truncate_micros(at));
+        Ok(true)
+    }
+
     async fn revoke(&self, id: &SessionId) -> Result<bool, SessionError> {
         let removed = self.lock().remove(id).is_some();
         if removed {

@@ -77,6 +77,15 @@ pub trait SessionStore: Send + Sync {
     /// Ends one session; `false` when it was already gone.
     async fn revoke(&self, id: &SessionId) -> Result<bool, SessionError>;
 
+    /// Records that a second factor was proven in the live session `id` at `at` (a step-up):
+    /// sets [`Session::second_factor_at`] and marks the session as having passed a second
+    /// factor. Answers `false` when the session is gone.
+    async fn prove_second_factor(
+        &self,
+        id: &SessionId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, SessionError>;
+
     /// Ends every live session of a user except `except`; returns the ids it ended.
     async fn revoke_all(
         &self,
@@ -207,6 +216,10 @@ pub struct Session {
     pub user_agent: String,
     /// The login passed a second factor.
     pub two_factor: bool,
+    /// When a second factor (a TOTP or recovery code, or a passkey) was last proven in this
+    /// session: at login, or later by a step-up ([`SessionStore::prove_second_factor`]);
+    /// `None` when never. The admin API and console ask it to be recent (`admin.max_auth_age`).
+    pub second_factor_at: Option<DateTime<Utc>>,
     /// Whether, and how, a passkey took part in the login.
     pub passkey: PasskeyUse,
     /// The user asked to stay logged in (the longer refresh lifetime applies).
@@ -324,6 +337,7 @@ impl NewSession {
             ip: self.ip,
             user_agent: self.user_agent,
             two_factor: self.two_factor,
+            second_factor_at: self.two_factor.then_some(now),
             passkey: self.passkey,
             remember_me: self.remember_me,
             refresh: RefreshState {

@@ -67,6 +67,7 @@ struct Shared {
 struct Scripts {
     create: Script,
     touch: Script,
+    prove: Script,
     rotate: Script,
     revoke: Script,
     revoke_all: Script,
@@ -351,6 +352,29 @@ impl SessionStore for RedisSessionStore {
         }
     }
 
+    async fn prove_second_factor(
+        &self,
+        id: &SessionId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, SessionError> {
+        let key = self.session_key(id);
+        let at = truncate_micros(at).timestamp_micros();
+        let proven: i64 = self
+            .run(move |shared, mut conn| async move {
+                shared
+                    .scripts
+                    .prove
+                    .key(key)
+                    .arg(at)
+                    .arg(wall_micros())
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        Ok(proven == 1)
+    }
+
     async fn revoke(&self, id: &SessionId) -> Result<bool, SessionError> {
         let key = self.session_key(id);
         let id_text = id.to_string();
@@ -563,6 +587,10 @@ fn parse_session(id: SessionId, fields: &HashMap<String, String>) -> Result<Sess
         ip: text("ip")?.clone(),
         user_agent: text("ua")?.clone(),
         two_factor: text("tfa")? == "1",
+        second_factor_at: match optional("sfa") {
+            Some(_) => Some(time("sfa")?),
+            None => None,
+        },
         passkey: super::PasskeyUse::from_stored(optional("pk").map_or("", String::as_str)),
         remember_me: text("rem")? == "1",
         refresh: RefreshState {
@@ -676,6 +704,7 @@ impl Scripts {
         Self {
             create: script(LUA_CREATE),
             touch: script(LUA_TOUCH),
+            prove: script(LUA_PROVE),
             rotate: script(LUA_ROTATE),
             revoke: script(LUA_REVOKE),
             revoke_all: script(LUA_REVOKE_ALL),
@@ -740,11 +769,20 @@ if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
 redis.call('HSET', skey, 'uid', ARGV[6], 'created', ARGV[3], 'seen', ARGV[3], 'exp', ARGV[7],
   'abs', ARGV[8], 'idle', ARGV[9], 'ip', ARGV[10], 'ua', ARGV[11], 'tfa', ARGV[12],
   'rem', ARGV[13], 'cur', ARGV[14], 'prev', '', 'rot', '', 'gen', '0', 'retired', '',
-  'pk', ARGV[15])
+  'pk', ARGV[15], 'sfa', (ARGV[12] == '1') and ARGV[3] or '')
 expire_at(skey, tonumber(ARGV[7]), now)
 redis.call('ZADD', ukey, int(score), id)
 extend_to(ukey, tonumber(ARGV[8]), now)
 return reply
+"#;
+
+// KEYS: session. ARGV: when the second factor was proven, wall clock. A session that has
+// expired (by its own `exp`) is not brought back.
+const LUA_PROVE: &str = r#"
+local exp = redis.call('HGET', KEYS[1], 'exp')
+if not exp or tonumber(exp) <= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'tfa', '1', 'sfa', ARGV[1])
+return 1
 "#;
 
 // KEYS: session. ARGV: now (the caller's), wall clock.

@@ -9,16 +9,16 @@
 //! ([`Actor::Operator`]: the command line has no account); a failure to write it is
 //! logged, never the command's answer.
 
+use std::net::IpAddr;
+
 use chrono::{DateTime, Utc};
 
 use super::{
     Actor, AuditEvent, AuditFilter, AuditKind, Invitation, NewAuditEvent, NewUser, StoreError,
     User, UserChange, UserStore,
 };
+use crate::config::is_role_name;
 use crate::domain::{Email, EmailError};
-
-/// The longest role name accepted.
-const MAX_ROLE_LEN: usize = 64;
 
 /// One `portcullis user …` subcommand, with its arguments as typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,16 +238,6 @@ pub fn format_audit_table(events: &[AuditEvent]) -> String {
     out
 }
 
-/// Whether `role` can be a role name: it ends up in a comma-separated identity
-/// header and in route config, so only a conservative character set is allowed.
-pub fn is_valid_role(role: &str) -> bool {
-    !role.is_empty()
-        && role.len() <= MAX_ROLE_LEN
-        && role
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-}
-
 /// Runs one command and returns the text to print.
 pub async fn run_user_command(
     store: &dyn UserStore,
@@ -306,6 +296,190 @@ pub async fn revoke_invitations(
     Ok(revoked)
 }
 
+/// Who makes an account change, and from where: written into its audit event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct By {
+    /// The operator at the command line, or an administrator.
+    pub actor: Actor,
+    /// The administrator's client address; `None` at the command line.
+    pub ip: Option<IpAddr>,
+}
+
+impl By {
+    /// An operator at the command line.
+    pub const OPERATOR: Self = Self {
+        actor: Actor::Operator,
+        ip: None,
+    };
+
+    /// Writes `kind` on `user` to the audit trail; a failure is logged as a warning (the
+    /// change is made, and the caller says so).
+    async fn audit(self, store: &dyn UserStore, kind: AuditKind, user: &User, detail: &str) {
+        let mut event = NewAuditEvent::new(kind, self.actor, Some((user.id, &user.email)));
+        event.client_ip = self.ip;
+        if let Err(e) = store.record_audit_event(&event.detail(detail)).await {
+            tracing::warn!(error = %e, kind = kind.as_str(), "could not write an audit event");
+        }
+    }
+}
+
+/// Creates an account whose address counts as proven, with `roles` (each a role name), in
+/// one transaction; audited. `StoreError::DuplicateEmail` when the address is taken.
+pub async fn create_vouched(
+    store: &dyn UserStore,
+    email: &Email,
+    roles: &[String],
+    password: InitialPassword,
+    by: By,
+) -> Result<User, StoreError> {
+    let new = NewUser {
+        email: email.clone(),
+        password_hash: password.into_hash(),
+        first_name: String::new(),
+        last_name: String::new(),
+        language: String::new(),
+    };
+    let user = store.create_vouched_user(new, roles).await?;
+    let roles = if user.roles.is_empty() {
+        "no roles".to_owned()
+    } else {
+        format!("roles {}", user.roles.join(","))
+    };
+    by.audit(store, AuditKind::UserCreate, &user, &roles).await;
+    Ok(user)
+}
+
+/// Deletes `user` with its roles, 2FA, recovery codes, passkeys, mailed links and pending
+/// invitations, in one transaction with the change-feed entry that ends its sessions on
+/// every instance; audited (the trail stays). `false` when it was already gone.
+pub async fn delete_account(
+    store: &dyn UserStore,
+    user: &User,
+    by: By,
+) -> Result<bool, StoreError> {
+    if !store.delete_user(user.id).await? {
+        return Ok(false);
+    }
+    by.audit(store, AuditKind::UserDelete, user, "").await;
+    Ok(true)
+}
+
+/// Ends every session of `user` on every instance (the change feed); audited.
+pub async fn end_sessions(store: &dyn UserStore, user: &User, by: By) -> Result<(), StoreError> {
+    store
+        .record_user_change(user.id, UserChange::SessionsEnded)
+        .await?;
+    by.audit(store, AuditKind::SessionsRevoke, user, "").await;
+    Ok(())
+}
+
+/// Grants `role` (a role name) to `user`; `false` (and nothing recorded) when it had it.
+pub async fn grant_role_to(
+    store: &dyn UserStore,
+    user: &User,
+    role: &str,
+    by: By,
+) -> Result<bool, StoreError> {
+    if !store.grant_role(user.id, role).await? {
+        return Ok(false);
+    }
+    store
+        .record_user_change(user.id, UserChange::Updated)
+        .await?;
+    by.audit(store, AuditKind::RoleGrant, user, role).await;
+    Ok(true)
+}
+
+/// Revokes `role` from `user`; `false` (and nothing recorded) when it did not have it.
+pub async fn revoke_role_from(
+    store: &dyn UserStore,
+    user: &User,
+    role: &str,
+    by: By,
+) -> Result<bool, StoreError> {
+    if !store.revoke_role(user.id, role).await? {
+        return Ok(false);
+    }
+    store
+        .record_user_change(user.id, UserChange::Updated)
+        .await?;
+    by.audit(store, AuditKind::RoleRevoke, user, role).await;
+    Ok(true)
+}
+
+/// Activates or deactivates `user`; a deactivation also ends its sessions everywhere.
+/// `false` (and nothing recorded) when it already was so.
+pub async fn set_user_active(
+    store: &dyn UserStore,
+    user: &User,
+    active: bool,
+    by: By,
+) -> Result<bool, StoreError> {
+    if user.is_active == active {
+        return Ok(false);
+    }
+    store.set_active(user.id, active).await?;
+    let (change, kind) = if active {
+        (UserChange::Updated, AuditKind::UserActivate)
+    } else {
+        (UserChange::SessionsEnded, AuditKind::UserDeactivate)
+    };
+    store.record_user_change(user.id, change).await?;
+    by.audit(store, kind, user, "").await;
+    Ok(true)
+}
+
+/// Clears `user`'s lockout and failure count; audited with the count cleared.
+pub async fn unlock_user(store: &dyn UserStore, user: &User, by: By) -> Result<(), StoreError> {
+    store.unlock(user.id).await?;
+    let detail = format!("{} failed attempts cleared", user.failed_login_attempts);
+    by.audit(store, AuditKind::UserUnlock, user, &detail).await;
+    Ok(())
+}
+
+/// Marks `user`'s address as proven (an administrator vouches for it); `false` (and nothing
+/// recorded) when it already was.
+pub async fn mark_user_verified(
+    store: &dyn UserStore,
+    user: &User,
+    by: By,
+) -> Result<bool, StoreError> {
+    if user.is_verified {
+        return Ok(false);
+    }
+    store.mark_verified(user.id).await?;
+    store
+        .record_user_change(user.id, UserChange::Updated)
+        .await?;
+    by.audit(store, AuditKind::UserVerify, user, "").await;
+    Ok(true)
+}
+
+/// Turns `user`'s second factors off — the TOTP secret, recovery codes and passkeys go —
+/// and ends its sessions everywhere, for a user who lost their authenticator. Done even
+/// when 2FA looks off (a half-finished state is cleared all the same). Answers how many
+/// passkeys were removed.
+pub async fn reset_second_factors(
+    store: &dyn UserStore,
+    user: &User,
+    by: By,
+) -> Result<usize, StoreError> {
+    store.set_two_factor(user.id, None).await?;
+    // Passkeys are second factors too: a user who lost theirs gets back in with the
+    // password alone.
+    let passkeys = store.list_passkeys(user.id).await?;
+    for passkey in &passkeys {
+        store.remove_passkey(user.id, passkey.id).await?;
+    }
+    store
+        .record_user_change(user.id, UserChange::SessionsEnded)
+        .await?;
+    let detail = format!("{} passkeys removed", passkeys.len());
+    by.audit(store, AuditKind::TwoFactorReset, user, &detail)
+        .await;
+    Ok(passkeys.len())
+}
+
 /// `user create`: the account, its proven address and its roles in one transaction.
 async fn create(
     store: &dyn UserStore,
@@ -319,14 +493,7 @@ async fn create(
         checked.push(parse_role(role)?);
     }
     let chosen = matches!(password, InitialPassword::Chosen(_));
-    let new = NewUser {
-        email: email.clone(),
-        password_hash: password.into_hash(),
-        first_name: String::new(),
-        last_name: String::new(),
-        language: String::new(),
-    };
-    let user = match store.create_vouched_user(new, &checked).await {
+    let user = match create_vouched(store, &email, &checked, password, By::OPERATOR).await {
         Err(StoreError::DuplicateEmail) => return Err(AdminError::Taken(email)),
         other => other?,
     };
@@ -335,7 +502,6 @@ async fn create(
     } else {
         format!("roles {}", user.roles.join(","))
     };
-    audit(store, AuditKind::UserCreate, &user, &roles).await;
     let next = if chosen {
         "they sign in with the password given"
     } else {
@@ -348,14 +514,12 @@ async fn create(
     ))
 }
 
-/// `user delete`: the account and everything hanging from it go, in one transaction with
-/// the change-feed entry that ends its sessions on every instance.
+/// `user delete`.
 async fn delete(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
     let user = find_user(store, email).await?;
-    if !store.delete_user(user.id).await? {
+    if !delete_account(store, &user, By::OPERATOR).await? {
         return Err(AdminError::NoSuchUser(user.email));
     }
-    audit(store, AuditKind::UserDelete, &user, "").await;
     Ok(format!(
         "deleted {} ({}): roles, two-factor secret, recovery codes, passkeys and mailed links \
          with it; its sessions end",
@@ -363,76 +527,57 @@ async fn delete(store: &dyn UserStore, email: &str) -> Result<String, AdminError
     ))
 }
 
-/// `user revoke-sessions`: ends every session of the account, wherever it is held.
+/// `user revoke-sessions`.
 async fn revoke_sessions(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
     let user = find_user(store, email).await?;
-    store
-        .record_user_change(user.id, UserChange::SessionsEnded)
-        .await?;
-    audit(store, AuditKind::SessionsRevoke, &user, "").await;
+    end_sessions(store, &user, By::OPERATOR).await?;
     Ok(format!("ending every session of {}", user.email))
 }
 
-/// `user grant-role`: adds `role`, recording the change only when the account lacked it.
+/// `user grant-role`.
 async fn grant_role(store: &dyn UserStore, email: &str, role: &str) -> Result<String, AdminError> {
     let role = parse_role(role)?;
     let user = find_user(store, email).await?;
-    if !store.grant_role(user.id, &role).await? {
-        return Ok(format!("{} already has role {role}", user.email));
-    }
-    store
-        .record_user_change(user.id, UserChange::Updated)
-        .await?;
-    audit(store, AuditKind::RoleGrant, &user, &role).await;
-    Ok(format!("granted role {role} to {}", user.email))
+    Ok(if grant_role_to(store, &user, &role, By::OPERATOR).await? {
+        format!("granted role {role} to {}", user.email)
+    } else {
+        format!("{} already has role {role}", user.email)
+    })
 }
 
-/// `user revoke-role`: removes `role`, recording the change only when the account had it.
+/// `user revoke-role`.
 async fn revoke_role(store: &dyn UserStore, email: &str, role: &str) -> Result<String, AdminError> {
     let role = parse_role(role)?;
     let user = find_user(store, email).await?;
-    if !store.revoke_role(user.id, &role).await? {
-        return Ok(format!("{} does not have role {role}", user.email));
-    }
-    store
-        .record_user_change(user.id, UserChange::Updated)
-        .await?;
-    audit(store, AuditKind::RoleRevoke, &user, &role).await;
-    Ok(format!("revoked role {role} from {}", user.email))
+    Ok(
+        if revoke_role_from(store, &user, &role, By::OPERATOR).await? {
+            format!("revoked role {role} from {}", user.email)
+        } else {
+            format!("{} does not have role {role}", user.email)
+        },
+    )
 }
 
-/// `user activate` / `user deactivate`: a deactivation also ends the account's sessions.
+/// `user activate` / `user deactivate`.
 async fn set_active(
     store: &dyn UserStore,
     email: &str,
     active: bool,
 ) -> Result<String, AdminError> {
     let user = find_user(store, email).await?;
-    if user.is_active == active {
-        let state = if active { "active" } else { "deactivated" };
-        return Ok(format!("{} is already {state}", user.email));
-    }
-    store.set_active(user.id, active).await?;
-    let (change, done, kind) = if active {
-        (UserChange::Updated, "activated", AuditKind::UserActivate)
-    } else {
-        (
-            UserChange::SessionsEnded,
-            "deactivated",
-            AuditKind::UserDeactivate,
-        )
-    };
-    store.record_user_change(user.id, change).await?;
-    audit(store, kind, &user, "").await;
-    Ok(format!("{done} {}", user.email))
+    let changed = set_user_active(store, &user, active, By::OPERATOR).await?;
+    Ok(match (changed, active) {
+        (false, true) => format!("{} is already active", user.email),
+        (false, false) => format!("{} is already deactivated", user.email),
+        (true, true) => format!("activated {}", user.email),
+        (true, false) => format!("deactivated {}", user.email),
+    })
 }
 
 /// `user unlock`: clears the lockout and the failure count, saying what there was.
 async fn unlock(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
     let user = find_user(store, email).await?;
-    store.unlock(user.id).await?;
-    let detail = format!("{} failed attempts cleared", user.failed_login_attempts);
-    audit(store, AuditKind::UserUnlock, &user, &detail).await;
+    unlock_user(store, &user, By::OPERATOR).await?;
     Ok(if user.is_locked(Utc::now()) {
         format!(
             "unlocked {} (was locked until {} after {} failed attempts)",
@@ -448,24 +593,11 @@ async fn unlock(store: &dyn UserStore, email: &str) -> Result<String, AdminError
     })
 }
 
-/// `user reset-2fa`: the TOTP secret, recovery codes and passkeys go, and the sessions end.
+/// `user reset-2fa`.
 async fn reset_two_factor(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
     let user = find_user(store, email).await?;
-    // Done even when 2FA looks off: a half-finished state (a secret left behind)
-    // is cleared all the same, and the sessions end either way.
-    store.set_two_factor(user.id, None).await?;
-    // Passkeys are second factors too: a user who lost theirs gets back in with
-    // the password alone.
-    let passkeys = store.list_passkeys(user.id).await?;
-    for passkey in &passkeys {
-        store.remove_passkey(user.id, passkey.id).await?;
-    }
-    store
-        .record_user_change(user.id, UserChange::SessionsEnded)
-        .await?;
-    let detail = format!("{} passkeys removed", passkeys.len());
-    audit(store, AuditKind::TwoFactorReset, &user, &detail).await;
-    let passkeys = match passkeys.len() {
+    let removed = reset_second_factors(store, &user, By::OPERATOR).await?;
+    let passkeys = match removed {
         0 => String::new(),
         1 => ", 1 passkey removed".to_owned(),
         n => format!(", {n} passkeys removed"),
@@ -483,18 +615,9 @@ async fn reset_two_factor(store: &dyn UserStore, email: &str) -> Result<String, 
     })
 }
 
-/// Writes an operator's `kind` on `user` to the audit trail; a failure is logged as a
-/// warning (the change is made, and the command says so).
-async fn audit(store: &dyn UserStore, kind: AuditKind, user: &User, detail: &str) {
-    let event = NewAuditEvent::new(kind, Actor::Operator, Some((user.id, &user.email)));
-    if let Err(e) = store.record_audit_event(&event.detail(detail)).await {
-        tracing::warn!(error = %e, kind = kind.as_str(), "could not write an audit event");
-    }
-}
-
 fn parse_role(role: &str) -> Result<String, AdminError> {
     let role = role.trim();
-    if is_valid_role(role) {
+    if is_role_name(role) {
         Ok(role.to_owned())
     } else {
         Err(AdminError::InvalidRole(role.to_owned()))
@@ -637,10 +760,10 @@ mod tests {
     #[test]
     fn role_names_are_restricted() {
         for ok in ["admin", "billing-reader", "team:ops", "v1.editor", "A_B"] {
-            assert!(is_valid_role(ok), "{ok}");
+            assert!(is_role_name(ok), "{ok}");
         }
         for bad in ["", "a,b", "has space", "ünïcode", "x\n", &"r".repeat(65)] {
-            assert!(!is_valid_role(bad), "{bad:?}");
+            assert!(!is_role_name(bad), "{bad:?}");
         }
     }
 

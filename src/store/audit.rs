@@ -82,11 +82,15 @@ pub enum AuditKind {
     InvitationRevoke,
     /// An invitation used to create an account.
     InvitationAccept,
+    /// An administrator or operator marked an account's address as proven.
+    UserVerify,
+    /// A request to the admin API or console refused: no admin role, or a stale second factor.
+    AdminRefused,
 }
 
 impl AuditKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [Self; 28] = [
+    pub const ALL: [Self; 30] = [
         Self::SignIn,
         Self::Lockout,
         Self::StepUp,
@@ -115,6 +119,8 @@ impl AuditKind {
         Self::InvitationCreate,
         Self::InvitationRevoke,
         Self::InvitationAccept,
+        Self::UserVerify,
+        Self::AdminRefused,
     ];
 
     /// The value stored in the `kind` column.
@@ -148,6 +154,8 @@ impl AuditKind {
             Self::InvitationCreate => "invitation_create",
             Self::InvitationRevoke => "invitation_revoke",
             Self::InvitationAccept => "invitation_accept",
+            Self::UserVerify => "user_verify",
+            Self::AdminRefused => "admin_refused",
         }
     }
 

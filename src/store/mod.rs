@@ -166,6 +166,36 @@ pub struct NewToken {
     pub expires_at: DateTime<Utc>,
 }
 
+/// The most accounts one page of [`UserStore::search_users`] holds.
+pub const MAX_USER_PAGE: u32 = 100;
+
+/// Which accounts [`UserStore::search_users`] answers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UserSearch {
+    /// Text the address, first or last name contains (any case); `""` matches every account.
+    pub text: String,
+    /// The last address of the previous page (the cursor); `None` for the first page.
+    pub after: Option<Email>,
+    /// At most this many accounts (0 is taken as 1; capped at [`MAX_USER_PAGE`]).
+    pub limit: u32,
+}
+
+impl UserSearch {
+    /// The `LIKE` pattern (escape character `\\`) of a lower-cased substring match.
+    pub(crate) fn like_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.text.len() + 2);
+        pattern.push('%');
+        for c in self.text.trim().to_lowercase().chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        pattern
+    }
+}
+
 /// A stored account with its roles.
 #[derive(Clone, PartialEq, Eq)]
 pub struct User {
@@ -382,6 +412,11 @@ pub trait UserStore: Send + Sync {
 
     /// Every account, oldest first (for the CLI; not for request paths).
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
+
+    /// One page of accounts in address order: those whose address or names contain
+    /// `search.text` (case-insensitive), after `search.after`, at most `search.limit`
+    /// (capped at [`MAX_USER_PAGE`]).
+    async fn search_users(&self, search: &UserSearch) -> Result<Vec<User>, StoreError>;
 
     /// Changes the names given as `Some`; `None` when the user does not exist.
     async fn update_profile(

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use super::{
     AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, FailedLogin, Invitation, NewAuditEvent,
     NewInvitation, NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
-    UserChange, UserChangeEvent, UserStore,
+    UserChange, UserChangeEvent, UserSearch, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, PasskeyId, UserId};
@@ -86,6 +86,12 @@ impl UserStore for OnRuntime {
 
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.run(|s| async move { s.list_users().await }).await
+    }
+
+    async fn search_users(&self, search: &UserSearch) -> Result<Vec<User>, StoreError> {
+        let search = search.clone();
+        self.run(|s| async move { s.search_users(&search).await })
+            .await
     }
 
     async fn update_profile(

@@ -30,10 +30,10 @@ use super::invitations::{roles_from_db, roles_to_db};
 use super::tx::Tx;
 use super::{
     Actor, AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, AuditOutcome, FailedLogin,
-    IN_FLIGHT_GUESS_TTL, Invitation, MAX_AUDIT_PAGE, NewAuditEvent, NewInvitation, NewToken,
-    NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION,
-    USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserStore,
-    lock_deadline, map_migrate, now,
+    IN_FLIGHT_GUESS_TTL, Invitation, MAX_AUDIT_PAGE, MAX_USER_PAGE, NewAuditEvent, NewInvitation,
+    NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind,
+    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
+    UserChangeEvent, UserSearch, UserStore, lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, PasskeyId, UserId};
 
@@ -183,6 +183,28 @@ where
         // Sorted here rather than by ORDER BY, whose order depends on the collation.
         roles.sort();
         Ok(roles)
+    }
+
+    /// Accounts from `rows`, each with its roles from `role_rows` (`user_id`, `role`).
+    fn users_with_roles(rows: &[DB::Row], role_rows: &[DB::Row]) -> Result<Vec<User>, StoreError> {
+        let mut roles: HashMap<Uuid, Vec<String>> = HashMap::new();
+        for row in role_rows {
+            let user: DB::Id = row.try_get("user_id")?;
+            roles
+                .entry(user.into())
+                .or_default()
+                .push(row.try_get("role")?);
+        }
+        rows.iter()
+            .map(|row| {
+                let mut user = Self::user_from_row(row)?;
+                if let Some(mut r) = roles.remove(&user.id.as_uuid()) {
+                    r.sort();
+                    user.roles = r;
+                }
+                Ok(user)
+            })
+            .collect()
     }
 
     async fn with_roles(&self, row: Option<DB::Row>) -> Result<Option<User>, StoreError> {
@@ -627,6 +649,37 @@ where
         self.with_roles(row).await
     }
 
+    async fn search_users(&self, search: &UserSearch) -> Result<Vec<User>, StoreError> {
+        // The same filter twice: the page, then the roles of the accounts on it.
+        macro_rules! page {
+            () => {
+                " FROM users WHERE (lower(email) LIKE $1 ESCAPE '\\' \
+                 OR lower(first_name) LIKE $1 ESCAPE '\\' \
+                 OR lower(last_name) LIKE $1 ESCAPE '\\') AND email > $2 ORDER BY email LIMIT $3"
+            };
+        }
+        let pattern = search.like_pattern();
+        let after = search.after.as_ref().map_or("", Email::as_str);
+        let limit = i64::from(search.limit.clamp(1, MAX_USER_PAGE));
+        let rows = sqlx::query(concat!("SELECT ", user_columns!(), page!()))
+            .bind(&pattern)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        let role_rows = sqlx::query(concat!(
+            "SELECT user_id, role FROM user_roles WHERE user_id IN (SELECT id",
+            page!(),
+            ")"
+        ))
+        .bind(&pattern)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Self::users_with_roles(&rows, &role_rows)
+    }
+
     async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
@@ -638,24 +691,7 @@ where
         let role_rows = sqlx::query("SELECT user_id, role FROM user_roles")
             .fetch_all(&self.pool)
             .await?;
-        let mut roles: HashMap<Uuid, Vec<String>> = HashMap::new();
-        for row in &role_rows {
-            let user: DB::Id = row.try_get("user_id")?;
-            roles
-                .entry(user.into())
-                .or_default()
-                .push(row.try_get("role")?);
-        }
-        rows.iter()
-            .map(|row| {
-                let mut user = Self::user_from_row(row)?;
-                if let Some(mut r) = roles.remove(&user.id.as_uuid()) {
-                    r.sort();
-                    user.roles = r;
-                }
-                Ok(user)
-            })
-            .collect()
+        Self::users_with_roles(&rows, &role_rows)
     }
 
     async fn update_profile(
