@@ -611,7 +611,7 @@ pub struct AdminConfig {
     pub role: String,
     /// How recently the session's second factor (a code or a passkey) must have been proven
     /// (OWASP's step-up); older, the API answers 403 `step_up_required` and the console asks
-    /// for it again. From 1 minute to 24 hours.
+    /// for it again. From 1 second to 24 hours.
     pub max_auth_age: HumanDuration,
 }
 
@@ -637,10 +637,10 @@ impl AdminConfig {
             ));
         }
         let secs = self.max_auth_age.get().as_secs();
-        if !(60..=86_400).contains(&secs) {
+        if !(1..=86_400).contains(&secs) {
             return Err(invalid(
                 "admin.max_auth_age",
-                "must be from 1 minute to 24 hours (such as \"15m\")",
+                "must be from 1 second to 24 hours (such as \"15m\")",
             ));
         }
         Ok(())
