@@ -136,6 +136,7 @@ conformance!(
     revocations_reach_other_instances,
     every_key_has_a_ttl,
     liveness_agrees_with_get,
+    second_factor_is_recorded_at_login_and_by_a_step_up,
 );
 
 const IDLE: Duration = Duration::from_secs(3600);
@@ -295,6 +296,66 @@ async fn cap_holds_under_concurrent_logins(b: &Backend) {
     for id in &evicted {
         assert_eq!(b.store.get(id).await.unwrap(), None);
     }
+}
+
+/// A login with a second factor records when it was proven; one without records nothing
+/// until a step-up proves it, which also marks the session as having passed one. Gone or
+/// expired sessions are not brought back; another instance reads the same time.
+async fn second_factor_is_recorded_at_login_and_by_a_step_up(b: &Backend) {
+    let store = &b.store;
+    let user = UserId::random();
+    let mut strong = login(user);
+    strong.two_factor = true;
+    let strong = store.create(strong).await.unwrap().session;
+    assert_eq!(strong.second_factor_at, Some(strong.created_at));
+    let read = store.get(&strong.id).await.unwrap().unwrap();
+    assert_eq!(read.second_factor_at, Some(strong.created_at));
+
+    let weak = store.create(login(user)).await.unwrap().session;
+    assert_eq!(weak.second_factor_at, None);
+    assert_eq!(
+        store.get(&weak.id).await.unwrap().unwrap().second_factor_at,
+        None
+    );
+    let at = Utc::now() + TimeDelta::seconds(3);
+    assert!(store.prove_second_factor(&weak.id, at).await.unwrap());
+    let other = b.second_instance().await;
+    let proven = other.get(&weak.id).await.unwrap().unwrap();
+    assert_eq!(
+        proven.second_factor_at.map(|t| t.timestamp_micros()),
+        Some(at.timestamp_micros())
+    );
+    assert!(
+        proven.two_factor,
+        "a proven second factor counts for the session"
+    );
+    assert!(other.liveness(&weak.id).await.unwrap().unwrap().two_factor);
+
+    assert!(store.revoke(&weak.id).await.unwrap());
+    assert!(
+        !store.prove_second_factor(&weak.id, at).await.unwrap(),
+        "revoked"
+    );
+    assert!(
+        store.get(&weak.id).await.unwrap().is_none(),
+        "not brought back"
+    );
+    assert!(
+        !store
+            .prove_second_factor(&SessionId::generate(), at)
+            .await
+            .unwrap()
+    );
+
+    let mut short = login(user);
+    short.idle_ttl = Duration::from_millis(300);
+    let short = store.create(short).await.unwrap().session;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !store.prove_second_factor(&short.id, at).await.unwrap(),
+        "expired"
+    );
+    assert!(store.get(&short.id).await.unwrap().is_none());
 }
 
 async fn revoke_ends_one_session(b: &Backend) {

@@ -12,8 +12,8 @@ use portcullis::domain::{Email, UserId};
 use portcullis::store::admin::{AdminError, InitialPassword, UserCommand, run_user_command};
 use portcullis::store::{
     self, AttemptClaim, AttemptOutcome, FailedLogin, InvitationState, NewInvitation, NewToken,
-    NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User, UserChange, UserStore,
-    connect,
+    NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User, UserChange, UserSearch,
+    UserStore, connect,
 };
 
 use crate::support::db::{self, Kind, TestDb};
@@ -50,6 +50,7 @@ conformance!(
     duplicate_email_in_other_case_is_rejected,
     schema_itself_refuses_case_variants,
     lists_users_oldest_first_with_roles,
+    search_pages_through_accounts_by_address_and_name,
     updates_profile_fields_given,
     password_verification_and_activation_change_the_row,
     calls_for_unknown_users_say_not_found,
@@ -247,6 +248,103 @@ async fn lists_users_oldest_first_with_roles(db: &TestDb) {
     assert!(users[0].roles.is_empty());
     assert_eq!(users[1].roles, vec!["alpha", "zeta"]);
     assert_eq!(users[2].roles, vec!["admin"]);
+}
+
+/// `search_users`: a case-insensitive substring of the address or a name, in address
+/// order, a page at a time after a cursor; `%`, `_` and `\` are plain characters, roles
+/// come with each account and the page never exceeds its cap.
+async fn search_pages_through_accounts_by_address_and_name(db: &TestDb) {
+    let store = open(db).await;
+    let mut made = Vec::new();
+    for address in [
+        "carol@example.com",
+        "alice@example.com",
+        "bob_x@example.org",
+        "dave%@example.net",
+        "erin@sub.example.com",
+    ] {
+        made.push(store.create_user(new_user(address)).await.unwrap());
+    }
+    let mut named = new_user("zed@example.com");
+    named.first_name = "Grace".into();
+    named.last_name = "Hopper".into();
+    made.push(store.create_user(named).await.unwrap());
+    store.grant_role(made[1].id, "admin").await.unwrap();
+    store.grant_role(made[1].id, "ops").await.unwrap();
+
+    let search = |text: &str, after: Option<&str>, limit: u32| UserSearch {
+        text: text.into(),
+        after: after.map(email),
+        limit,
+    };
+    let addresses = |users: Vec<User>| -> Vec<String> {
+        users.into_iter().map(|u| u.email.to_string()).collect()
+    };
+    let table: &[(&str, Option<&str>, u32, &[&str])] = &[
+        (
+            "",
+            None,
+            100,
+            &[
+                "alice@example.com",
+                "bob_x@example.org",
+                "carol@example.com",
+                "dave%@example.net",
+                "erin@sub.example.com",
+                "zed@example.com",
+            ],
+        ),
+        ("", None, 2, &["alice@example.com", "bob_x@example.org"]),
+        (
+            "",
+            Some("bob_x@example.org"),
+            2,
+            &["carol@example.com", "dave%@example.net"],
+        ),
+        ("", Some("zed@example.com"), 2, &[]),
+        (
+            "EXAMPLE.COM",
+            None,
+            100,
+            &[
+                "alice@example.com",
+                "carol@example.com",
+                "erin@sub.example.com",
+                "zed@example.com",
+            ],
+        ),
+        ("_", None, 100, &["bob_x@example.org"]),
+        ("%", None, 100, &["dave%@example.net"]),
+        ("\\", None, 100, &[]),
+        ("hop", None, 100, &["zed@example.com"]),
+        ("  grace ", None, 100, &["zed@example.com"]),
+        ("nobody", None, 100, &[]),
+        ("", None, 0, &["alice@example.com"]),
+    ];
+    for (text, after, limit, expected) in table {
+        let found = store
+            .search_users(&search(text, *after, *limit))
+            .await
+            .unwrap();
+        assert_eq!(
+            addresses(found),
+            *expected,
+            "{text:?} after {after:?} limit {limit}"
+        );
+    }
+    let alice = store
+        .search_users(&search("alice", None, 10))
+        .await
+        .unwrap();
+    assert_eq!(alice[0].roles, vec!["admin", "ops"]);
+    for i in 0..120 {
+        store
+            .create_user(new_user(&format!("bulk{i:03}@example.com")))
+            .await
+            .unwrap();
+    }
+    let page = store.search_users(&search("", None, 1000)).await.unwrap();
+    assert_eq!(page.len(), store::MAX_USER_PAGE as usize, "capped");
 }
 
 async fn updates_profile_fields_given(db: &TestDb) {
