@@ -29,16 +29,26 @@ use crate::store::{
 use crate::telemetry::SECURITY;
 
 /// A signed-in account that holds the admin role and proved its second factor recently
-/// enough, in the session it acts from; every admin operation takes one.
+/// enough, in the session it acts from; every admin operation takes one. Only
+/// [`Accounts::administrator`] makes one (its fields are private), so holding one is the
+/// proof.
 #[derive(Clone, Debug)]
 pub struct Administrator {
-    /// The administrator's account, as just read.
-    pub user: User,
-    /// The session the request came with.
-    pub session: SessionId,
+    user: User,
+    session: SessionId,
 }
 
 impl Administrator {
+    /// The administrator's account, as read when admitted.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// The session the request came with.
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
     fn by(&self, client: &Client<'_>) -> By {
         By {
             actor: Actor::Admin(self.user.id),

@@ -174,8 +174,8 @@ pub const MAX_USER_PAGE: u32 = 100;
 pub struct UserSearch {
     /// Text the address, first or last name contains (any case); `""` matches every account.
     pub text: String,
-    /// The last address of the previous page (the cursor); `None` for the first page.
-    pub after: Option<Email>,
+    /// How many matching accounts to skip (`(page - 1) × limit` for a 1-based page).
+    pub offset: u32,
     /// At most this many accounts (0 is taken as 1; capped at [`MAX_USER_PAGE`]).
     pub limit: u32,
 }
@@ -414,7 +414,7 @@ pub trait UserStore: Send + Sync {
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
 
     /// One page of accounts in address order: those whose address or names contain
-    /// `search.text` (case-insensitive), after `search.after`, at most `search.limit`
+    /// `search.text` (case-insensitive), skipping `search.offset`, at most `search.limit`
     /// (capped at [`MAX_USER_PAGE`]).
     async fn search_users(&self, search: &UserSearch) -> Result<Vec<User>, StoreError>;
 

@@ -655,16 +655,16 @@ where
             () => {
                 " FROM users WHERE (lower(email) LIKE $1 ESCAPE '\\' \
                  OR lower(first_name) LIKE $1 ESCAPE '\\' \
-                 OR lower(last_name) LIKE $1 ESCAPE '\\') AND email > $2 ORDER BY email LIMIT $3"
+                 OR lower(last_name) LIKE $1 ESCAPE '\\') ORDER BY email LIMIT $2 OFFSET $3"
             };
         }
         let pattern = search.like_pattern();
-        let after = search.after.as_ref().map_or("", Email::as_str);
         let limit = i64::from(search.limit.clamp(1, MAX_USER_PAGE));
+        let offset = i64::from(search.offset);
         let rows = sqlx::query(concat!("SELECT ", user_columns!(), page!()))
             .bind(&pattern)
-            .bind(after)
             .bind(limit)
+            .bind(offset)
             .fetch_all(&self.pool)
             .await?;
         let role_rows = sqlx::query(concat!(
@@ -673,8 +673,8 @@ where
             ")"
         ))
         .bind(&pattern)
-        .bind(after)
         .bind(limit)
+        .bind(offset)
         .fetch_all(&self.pool)
         .await?;
         Self::users_with_roles(&rows, &role_rows)
