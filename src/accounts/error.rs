@@ -205,6 +205,7 @@ impl AccountError {
             Self::Store(StoreError::Unavailable(_))
             | Self::Session(SessionError::Unavailable(_)) => "service_unavailable",
             Self::Store(StoreError::DuplicateEmail) => "email_taken",
+            Self::Store(StoreError::DuplicatePasskey) => "passkey_already_registered",
             Self::Store(StoreError::NotFound) => "invalid_token",
             Self::Store(_) | Self::Session(_) | Self::Password(_) | Self::Internal { .. } => {
                 "internal_error"

@@ -254,6 +254,24 @@ impl InvitationForm<'_> {
     }
 }
 
+/// An invitee's names, when a passkey rather than a password will sign them in.
+pub struct InvitedNames<'a> {
+    /// The first name as typed.
+    pub first_name: &'a str,
+    /// The last name as typed.
+    pub last_name: &'a str,
+}
+
+impl InvitedNames<'_> {
+    /// The trimmed names, or `Invalid` naming each one at fault.
+    pub fn parse(self) -> Result<(String, String), AccountError> {
+        let mut found = FieldErrors::default();
+        let first_name = found.name("first_name", self.first_name);
+        let last_name = found.name("last_name", self.last_name);
+        found.finish_with(first_name.zip(last_name))
+    }
+}
+
 /// A change of one's name as typed: `None` leaves that name as it is.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ProfileChange<'a> {

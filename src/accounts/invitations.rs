@@ -9,15 +9,17 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::fields::InvitedAccount;
+use super::passkey::{NewPasskey, RegistrationChallenge, require_resident_key, stored_passkey};
 use super::{AccountError, Accounts, Client};
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::config::is_role_name;
 use crate::domain::{Email, UserId};
 use crate::mail::MailKind;
+use crate::passkeys::Ceremony;
 use crate::store::admin::revoke_invitations;
 use crate::store::{
-    Actor, AuditKind, AuditOutcome, Invitation, NewAuditEvent, NewInvitation, NewUser, StoreError,
-    User, UserStore,
+    Actor, AuditKind, AuditOutcome, Invitation, InvitationState, NewAuditEvent, NewInvitation,
+    NewUser, StoreError, User, UserStore,
 };
 use crate::telemetry::SECURITY;
 
@@ -148,6 +150,97 @@ impl Accounts {
             .ok_or(AccountError::InvalidLink)?;
         tracing::info!(target: SECURITY, event = "invitation_accepted", user_id = %user.id, invitation_id = %invitation.id, client_ip = %client.ip);
         let roles = format!("roles: {}", user.roles.join(","));
+        self.audit_own(
+            AuditKind::InvitationAccept,
+            &user,
+            Some(client),
+            AuditOutcome::Success,
+            &roles,
+        );
+        Ok(user)
+    }
+
+    /// Begins the invitee's first passkey, for an account that does not exist yet: the
+    /// options for `navigator.credentials.create()` (a discoverable credential, user handle
+    /// the id the account will have), the ceremony bound to the invitation of `token`.
+    ///
+    /// Errors: `PasskeysDisabled`, `InvalidLink` (malformed, unknown, used, revoked or
+    /// expired), backend failures.
+    pub async fn begin_invitation_passkey(
+        &self,
+        token: &str,
+    ) -> Result<RegistrationChallenge, AccountError> {
+        let rp = self.relying_party()?;
+        let invitation = self.invitation(token).await?;
+        if invitation.state(Utc::now()) != InvitationState::Pending {
+            return Err(AccountError::InvalidLink);
+        }
+        let user_id = UserId::random();
+        let email = invitation.email.as_str();
+        let (mut options, state) = rp
+            .start_passkey_registration(user_id.as_uuid(), email, email, None)
+            .map_err(|e| AccountError::internal("starting a passkey registration", &e))?;
+        require_resident_key(&mut options);
+        let ceremony = Ceremony::Invitation {
+            token_hash: sha256_hex(token),
+            user_id,
+            state,
+        };
+        let ceremony = self.passkeys.begin(&*self.sessions, &ceremony).await?;
+        Ok(RegistrationChallenge { ceremony, options })
+    }
+
+    /// Creates the invitee's account with the invitation of `token` and the passkey begun
+    /// by [`Accounts::begin_invitation_passkey`] for it, instead of a password (none works
+    /// until one is set through a reset): address proven, roles granted, the passkey
+    /// stored, the invitation spent — one transaction.
+    ///
+    /// Errors: `PasskeysDisabled`, `CeremonyInvalid` (expired, used, or another
+    /// invitation's), `PasskeyInvalid`, `InvalidLink`, `Store(DuplicateEmail)`,
+    /// `Store(DuplicatePasskey)`, backend failures.
+    pub async fn accept_invitation_with_passkey(
+        &self,
+        token: &str,
+        names: (String, String),
+        input: NewPasskey,
+        client: &Client<'_>,
+    ) -> Result<User, AccountError> {
+        let rp = self.relying_party()?;
+        let token_hash = sha256_hex(token);
+        let (user_id, state) = match self
+            .passkeys
+            .finish(&*self.sessions, &input.ceremony)
+            .await?
+        {
+            Some(Ceremony::Invitation {
+                token_hash: begun,
+                user_id,
+                state,
+            }) if begun == token_hash => (user_id, state),
+            _ => return Err(AccountError::CeremonyInvalid),
+        };
+        let invitation = self.invitation(token).await?;
+        let passkey = rp
+            .finish_passkey_registration(&input.credential, &state)
+            .map_err(|e| {
+                tracing::warn!(target: SECURITY, event = "passkey_registration_refused", reason = %e, invitation_id = %invitation.id);
+                AccountError::PasskeyInvalid
+            })?;
+        let stored = stored_passkey(user_id, passkey, input.name)?;
+        let new = NewUser {
+            email: invitation.email,
+            password_hash: self.hasher.hash_of_unknown_secret().await?,
+            first_name: names.0,
+            last_name: names.1,
+            language: client.language.to_owned(),
+        };
+        let user = self
+            .store
+            .accept_invitation_with_passkey(&token_hash, new, &stored)
+            .await?
+            .ok_or(AccountError::InvalidLink)?;
+        tracing::info!(target: SECURITY, event = "invitation_accepted", user_id = %user.id, invitation_id = %invitation.id, passkey_id = %stored.id, client_ip = %client.ip);
+        let roles = format!("roles: {}; with a passkey", user.roles.join(","));
         self.audit_own(
             AuditKind::InvitationAccept,
             &user,

@@ -58,8 +58,8 @@ use prometheus::{IntCounter, IntCounterVec};
 
 pub use error::{AccountError, PasskeyChallenge, SecondStep};
 pub use fields::{
-    InvitationForm, InvitedAccount, NewAccount, NewNames, PasswordChange, ProfileChange,
-    Registration, ResetForm,
+    InvitationForm, InvitedAccount, InvitedNames, NewAccount, NewNames, PasswordChange,
+    ProfileChange, Registration, ResetForm,
 };
 pub use invitations::issue_invitation;
 pub use passkey::{

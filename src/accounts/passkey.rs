@@ -98,6 +98,40 @@ pub struct NewPasskey {
     pub name: PasskeyName,
 }
 
+/// A passkey the relying party just registered, as stored for `user`.
+pub(super) fn stored_passkey(
+    user: UserId,
+    passkey: Passkey,
+    name: PasskeyName,
+) -> Result<StoredPasskey, AccountError> {
+    let record = serde_json::to_string(&passkey)
+        .map_err(|e| AccountError::internal("writing a passkey", &e))?;
+    let cred = Credential::from(passkey);
+    Ok(StoredPasskey {
+        id: PasskeyId::random(),
+        user_id: user,
+        credential_id: credential_key(&cred.cred_id),
+        name: name.0,
+        credential: record,
+        sign_count: cred.counter,
+        backup_eligible: cred.backup_eligible,
+        backup_state: cred.backup_state,
+        created_at: crate::store::now(),
+        last_used_at: None,
+    })
+}
+
+/// Registration options that ask for a discoverable credential, so the key can also sign
+/// in without a password (WebAuthn §5.4.4 `residentKey`).
+pub(super) fn require_resident_key(options: &mut CreationChallengeResponse) {
+    let selection = options
+        .public_key
+        .authenticator_selection
+        .get_or_insert_with(Default::default);
+    selection.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
+    selection.require_resident_key = true;
+}
+
 /// Adding a passkey takes a verified address; `EmailNotVerified` otherwise.
 pub fn verified_for_passkeys(user: &User) -> Result<(), AccountError> {
     if user.is_verified {
@@ -462,12 +496,7 @@ impl Accounts {
                 Some(exclude),
             )
             .map_err(|e| AccountError::internal("starting a passkey registration", &e))?;
-        let selection = options
-            .public_key
-            .authenticator_selection
-            .get_or_insert_with(Default::default);
-        selection.resident_key = Some(webauthn_rs_proto::ResidentKeyRequirement::Required);
-        selection.require_resident_key = true;
+        require_resident_key(&mut options);
         let ceremony = Ceremony::Registration {
             user_id: user.id,
             session_id: session.to_string(),
@@ -511,21 +540,7 @@ impl Accounts {
                 self.passkeys.count("refused", "registration_invalid");
                 AccountError::PasskeyInvalid
             })?;
-        let record = serde_json::to_string(&passkey)
-            .map_err(|e| AccountError::internal("writing a passkey", &e))?;
-        let cred = Credential::from(passkey);
-        let stored = StoredPasskey {
-            id: PasskeyId::random(),
-            user_id: user.id,
-            credential_id: credential_key(&cred.cred_id),
-            name: input.name.0,
-            credential: record,
-            sign_count: cred.counter,
-            backup_eligible: cred.backup_eligible,
-            backup_state: cred.backup_state,
-            created_at: crate::store::now(),
-            last_used_at: None,
-        };
+        let stored = stored_passkey(user.id, passkey, input.name)?;
         if !self.store.add_passkey(&stored).await? {
             return Err(AccountError::PasskeyAlreadyRegistered);
         }

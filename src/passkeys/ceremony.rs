@@ -32,6 +32,16 @@ pub enum Ceremony {
         /// The library's authentication state, challenge included.
         state: PasskeyAuthentication,
     },
+    /// The first passkey of an invitee's account, made before the account exists: it is
+    /// created (with the id `user_id`, the passkey's user handle) when the answer comes.
+    Invitation {
+        /// The SHA-256 (hex) of the invitation's token; only that invitation may finish it.
+        token_hash: String,
+        /// The id the account will have.
+        user_id: UserId,
+        /// The library's registration state, challenge included.
+        state: PasskeyRegistration,
+    },
     /// A sign-in with a discoverable passkey alone; the passkey names the user.
     Passwordless {
         /// The library's discoverable-authentication state, challenge included.

@@ -44,6 +44,8 @@ pub(super) const POST_PATHS: &[&str] = &[
     "/forgot-password",
     "/reset-password",
     "/invitation",
+    "/invitation/passkey",
+    "/invitation/passkey/finish",
     "/logout",
     "/account/profile",
     "/account/password",
@@ -154,6 +156,8 @@ pub(super) async fn post(v: &mut Visit<'_>, sub: &str, form: Form) -> Page {
         "/forgot-password" => forgot_password(v, form).await,
         "/reset-password" => reset_password(v, form).await,
         "/invitation" => invitation::accept(v, form).await,
+        "/invitation/passkey" => invitation::begin_passkey(v, form).await,
+        "/invitation/passkey/finish" => invitation::finish_passkey(v, form).await,
         "/logout" => logout(v).await,
         account => {
             let Some(token) = v.signed_in().await else {

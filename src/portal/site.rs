@@ -56,6 +56,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../config/portal/templates/invitation.html"),
     ),
     (
+        "invitation_passkey.html",
+        include_str!("../../config/portal/templates/invitation_passkey.html"),
+    ),
+    (
         "account.html",
         include_str!("../../config/portal/templates/account.html"),
     ),
@@ -95,6 +99,7 @@ const PAGES: &[&str] = &[
     "forgot_password.html",
     "reset_password.html",
     "invitation.html",
+    "invitation_passkey.html",
     "account.html",
     "two_factor_setup.html",
     "recovery_codes.html",

@@ -76,6 +76,9 @@ pub enum StoreError {
     /// The user the call names does not exist.
     #[error("no such user")]
     NotFound,
+    /// The passkey's credential id is registered already (to any account).
+    #[error("this passkey is registered already")]
+    DuplicatePasskey,
     /// The database cannot be reached or the pool is exhausted: retry later.
     #[error("user store unavailable: {0}")]
     Unavailable(String),
@@ -645,6 +648,16 @@ pub trait UserStore: Send + Sync {
         new: NewUser,
     ) -> Result<Option<User>, StoreError>;
 
+    /// As [`UserStore::accept_invitation`], the account made with the id `passkey.user_id`
+    /// and `passkey` as its first passkey, in the same transaction. `DuplicatePasskey` when
+    /// the credential is registered already (nothing is written).
+    async fn accept_invitation_with_passkey(
+        &self,
+        token_hash: &str,
+        new: NewUser,
+        passkey: &StoredPasskey,
+    ) -> Result<Option<User>, StoreError>;
+
     /// Appends an event to the audit trail; the database stamps its id and time.
     async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<(), StoreError>;
 
@@ -850,6 +863,11 @@ impl From<StoreError> for Reply {
                 http::StatusCode::CONFLICT,
                 "email_taken",
                 "An account with this email already exists",
+            ),
+            StoreError::DuplicatePasskey => Reply::error(
+                http::StatusCode::CONFLICT,
+                "passkey_already_registered",
+                "This passkey is already registered",
             ),
             StoreError::NotFound => Reply::error(
                 http::StatusCode::UNAUTHORIZED,

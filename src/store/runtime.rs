@@ -330,6 +330,21 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn accept_invitation_with_passkey(
+        &self,
+        token_hash: &str,
+        new: NewUser,
+        passkey: &StoredPasskey,
+    ) -> Result<Option<User>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        let passkey = passkey.clone();
+        self.run(|s| async move {
+            s.accept_invitation_with_passkey(&token_hash, new, &passkey)
+                .await
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.run(|s| async move { s.ping().await }).await
     }

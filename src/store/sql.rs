@@ -207,6 +207,83 @@ where
             .collect()
     }
 
+    /// Stores a passkey on `conn`; `false` when its credential id is taken, `NotFound` when
+    /// its account is gone.
+    async fn insert_passkey(
+        conn: &mut DB::Connection,
+        passkey: &StoredPasskey,
+    ) -> Result<bool, StoreError> {
+        let inserted = sqlx::query(
+            "INSERT INTO passkeys (id, user_id, credential_id, name, credential, sign_count, \
+             backup_eligible, backup_state, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
+        )
+        .bind(DB::Id::from(passkey.id.as_uuid()))
+        .bind(id::<DB>(passkey.user_id))
+        .bind(passkey.credential_id.as_str())
+        .bind(passkey.name.as_str())
+        .bind(passkey.credential.as_str())
+        .bind(sign_count_to_db(passkey.sign_count))
+        .bind(passkey.backup_eligible)
+        .bind(passkey.backup_state)
+        .bind(DB::time(passkey.created_at))
+        .execute(&mut *conn)
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            Err(e) if is_unique_violation(&e) => Ok(false),
+            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Spends the invitation of `token_hash` for `new.email` and creates its account (id
+    /// `user`) with the invitation's roles, proven, and `passkey` if given — one
+    /// transaction. `None` when the invitation is not usable for that address.
+    async fn spend_invitation(
+        &self,
+        token_hash: &str,
+        user: UserId,
+        new: NewUser,
+        passkey: Option<&StoredPasskey>,
+    ) -> Result<Option<User>, StoreError> {
+        let at = now();
+        // The claim writes first: SQLite takes its write lock up front, and PostgreSQL
+        // re-checks a colliding claim against the committed row, so one use wins.
+        let mut tx = Tx::begin(&self.pool).await?;
+        let claimed = sqlx::query(
+            "UPDATE invitations SET used_at = $3 \
+             WHERE token_hash = $1 AND email = $2 AND used_at IS NULL \
+             AND revoked_at IS NULL AND expires_at > $3 RETURNING roles",
+        )
+        .bind(token_hash)
+        .bind(new.email.as_str())
+        .bind(DB::time(at))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = claimed else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let roles: String = row.try_get("roles")?;
+        let mut account = match Self::insert_user_as(&mut tx, user, new).await {
+            Ok(account) => account,
+            Err(e) => {
+                tx.rollback().await?;
+                return Err(e);
+            }
+        };
+        Self::vouch(&mut tx, &mut account, &roles_from_db(&roles)).await?;
+        if let Some(passkey) = passkey
+            && !Self::insert_passkey(&mut tx, passkey).await?
+        {
+            tx.rollback().await?;
+            return Err(StoreError::DuplicatePasskey);
+        }
+        tx.commit().await?;
+        Ok(Some(account))
+    }
+
     async fn with_roles(&self, row: Option<DB::Row>) -> Result<Option<User>, StoreError> {
         match row {
             None => Ok(None),
@@ -232,7 +309,16 @@ where
 
     /// Inserts a new account on `conn` (a pooled connection or a transaction).
     async fn insert_user(conn: &mut DB::Connection, new: NewUser) -> Result<User, StoreError> {
-        let user = UserId::random();
+        Self::insert_user_as(conn, UserId::random(), new).await
+    }
+
+    /// Inserts a new account with the id `user` (chosen beforehand: a passkey made for the
+    /// account names it as its user handle).
+    async fn insert_user_as(
+        conn: &mut DB::Connection,
+        user: UserId,
+        new: NewUser,
+    ) -> Result<User, StoreError> {
         let at = now();
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, password_hash, first_name, last_name, \
@@ -1117,28 +1203,8 @@ where
     }
 
     async fn add_passkey(&self, passkey: &StoredPasskey) -> Result<bool, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO passkeys (id, user_id, credential_id, name, credential, sign_count, \
-             backup_eligible, backup_state, created_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL)",
-        )
-        .bind(DB::Id::from(passkey.id.as_uuid()))
-        .bind(id::<DB>(passkey.user_id))
-        .bind(passkey.credential_id.as_str())
-        .bind(passkey.name.as_str())
-        .bind(passkey.credential.as_str())
-        .bind(sign_count_to_db(passkey.sign_count))
-        .bind(passkey.backup_eligible)
-        .bind(passkey.backup_state)
-        .bind(DB::time(passkey.created_at))
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(e.into()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        Self::insert_passkey(&mut conn, passkey).await
     }
 
     async fn list_passkeys(&self, user: UserId) -> Result<Vec<StoredPasskey>, StoreError> {
@@ -1278,35 +1344,18 @@ where
         token_hash: &str,
         new: NewUser,
     ) -> Result<Option<User>, StoreError> {
-        let at = now();
-        // The claim writes first: SQLite takes its write lock up front, and PostgreSQL
-        // re-checks a colliding claim against the committed row, so one use wins.
-        let mut tx = Tx::begin(&self.pool).await?;
-        let claimed = sqlx::query(
-            "UPDATE invitations SET used_at = $3 \
-             WHERE token_hash = $1 AND email = $2 AND used_at IS NULL \
-             AND revoked_at IS NULL AND expires_at > $3 RETURNING roles",
-        )
-        .bind(token_hash)
-        .bind(new.email.as_str())
-        .bind(DB::time(at))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = claimed else {
-            tx.rollback().await?;
-            return Ok(None);
-        };
-        let roles: String = row.try_get("roles")?;
-        let mut user = match Self::insert_user(&mut tx, new).await {
-            Ok(user) => user,
-            Err(e) => {
-                tx.rollback().await?;
-                return Err(e);
-            }
-        };
-        Self::vouch(&mut tx, &mut user, &roles_from_db(&roles)).await?;
-        tx.commit().await?;
-        Ok(Some(user))
+        self.spend_invitation(token_hash, UserId::random(), new, None)
+            .await
+    }
+
+    async fn accept_invitation_with_passkey(
+        &self,
+        token_hash: &str,
+        new: NewUser,
+        passkey: &StoredPasskey,
+    ) -> Result<Option<User>, StoreError> {
+        self.spend_invitation(token_hash, passkey.user_id, new, Some(passkey))
+            .await
     }
 
     async fn record_audit_event(&self, event: &NewAuditEvent) -> Result<(), StoreError> {

@@ -1550,3 +1550,157 @@ async fn an_invitation_is_accepted_on_its_page() {
         assert!(ru.body.contains("Создать учётную запись"), "{}", ru.body);
     }
 }
+
+/// An invitee may choose a passkey instead of a password: the invitation's page leads to
+/// the passkey page (names checked first), the answer creates the account — address proven,
+/// roles granted, the passkey its first — and that passkey alone signs in. The ceremony
+/// belongs to its invitation: another invitation's token cannot finish it, a finished one
+/// cannot be finished again, and no password works on the account.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitation_is_accepted_with_a_passkey() {
+    for backend in backends() {
+        let up = EchoUpstream::start().await;
+        let config = format!("[registration]\nmode = \"invite\"\n{}", routes(&up.url()));
+        let app = TestApp::spawn_with(backend, &config, |c| {
+            c.server.public_url = format!("http://localhost:{}", c.server.listen.port())
+                .parse()
+                .unwrap();
+        })
+        .await;
+        let origin = app.gw.app.config.server.public_url.origin().to_owned();
+        let invite = |email: &'static str| {
+            let accounts = std::sync::Arc::clone(&app.gw.app);
+            async move {
+                let email = portcullis::domain::Email::parse(email).unwrap();
+                let roles = ["ops".to_owned()];
+                accounts
+                    .accounts
+                    .invite(email, &roles, None, "en")
+                    .await
+                    .unwrap()
+            }
+        };
+        invite("key@example.com").await;
+        invite("other@example.com").await;
+        let other_token = app.mail_to("other@example.com").await.token().unwrap();
+        let link = app.mail_to("key@example.com").await.link().unwrap();
+        let path = link.strip_prefix(&origin).unwrap().to_owned();
+        let browser = Browser::new(&origin);
+        let form = browser.get(&path).await;
+        assert!(
+            form.body.contains("/invitation/passkey\" formnovalidate"),
+            "{}",
+            form.body
+        );
+        let token = form.input("token").unwrap();
+        let begin = |first: &'static str, csrf: String| {
+            let (browser, token) = (&browser, token.clone());
+            async move {
+                let fields = [
+                    ("csrf_token", csrf.as_str()),
+                    ("token", token.as_str()),
+                    ("first_name", first),
+                    ("last_name", "Key"),
+                    ("password", ""),
+                ];
+                browser.post("/auth/invitation/passkey", &fields).await
+            }
+        };
+        let blank = begin("", form.csrf()).await;
+        assert_eq!(blank.status, StatusCode::BAD_REQUEST, "{}", blank.body);
+        assert!(
+            blank.body.contains("id=\"first_name-error\""),
+            "{}",
+            blank.body
+        );
+        let page = begin("Pass", form.csrf()).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(
+            page.body.contains("data-passkey=\"register\""),
+            "{}",
+            page.body
+        );
+        let mut key = SoftAuthenticator::new();
+        let credential = key.create(&data_options(&page), &origin).to_string();
+        let finish = |token: String, csrf: String| {
+            let (browser, credential) = (&browser, credential.clone());
+            let ceremony = page.input("ceremony_id").unwrap();
+            async move {
+                let fields = [
+                    ("csrf_token", csrf.as_str()),
+                    ("token", token.as_str()),
+                    ("ceremony_id", ceremony.as_str()),
+                    ("first_name", "Pass"),
+                    ("last_name", "Key"),
+                    ("credential", credential.as_str()),
+                ];
+                browser
+                    .post("/auth/invitation/passkey/finish", &fields)
+                    .await
+            }
+        };
+        let stolen = finish(other_token.clone(), page.csrf()).await;
+        assert_eq!(stolen.status, StatusCode::BAD_REQUEST, "{}", stolen.body);
+        assert!(app.store().await.list_users().await.unwrap().is_empty());
+        // The refused attempt spent the ceremony: a fresh one is begun (with a fresh key,
+        // so the one that will sign in is the one stored).
+        let page = begin("Pass", form.csrf()).await;
+        let mut key = SoftAuthenticator::new();
+        let credential = key.create(&data_options(&page), &origin).to_string();
+        let fields = [
+            ("csrf_token", page.csrf()),
+            ("token", token.clone()),
+            ("ceremony_id", page.input("ceremony_id").unwrap()),
+            ("first_name", "Pass".to_owned()),
+            ("last_name", "Key".to_owned()),
+            ("credential", credential.clone()),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let done = browser
+            .post("/auth/invitation/passkey/finish", &fields)
+            .await;
+        assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+        assert!(
+            done.body.contains("Sign in with your passkey"),
+            "{}",
+            done.body
+        );
+        let again = browser
+            .post("/auth/invitation/passkey/finish", &fields)
+            .await;
+        assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);
+
+        let store = app.store().await;
+        let email = portcullis::domain::Email::parse("key@example.com").unwrap();
+        let user = store.find_by_email(&email).await.unwrap().unwrap();
+        assert!(user.is_verified);
+        assert_eq!(user.roles, vec!["ops"]);
+        assert_eq!(user.first_name, "Pass");
+        let passkeys = store.list_passkeys(user.id).await.unwrap();
+        assert_eq!(passkeys.len(), 1);
+        assert_eq!(passkeys[0].name, "My passkey");
+        let tried = app
+            .post(
+                "/api/auth/login",
+                json!({"email": "key@example.com", "password": ""}),
+            )
+            .await;
+        assert_ne!(tried.status, StatusCode::OK, "no password works");
+
+        // The passkey alone signs in.
+        let options = app
+            .post("/api/auth/passkeys/login/options", json!({}))
+            .await;
+        let answer = key.get(&options.body["data"]["options"], &origin);
+        let signed_in = app
+            .post(
+                "/api/auth/passkeys/login",
+                json!({
+                    "ceremony_id": options.body["data"]["ceremony_id"],
+                    "credential": answer,
+                }),
+            )
+            .await;
+        assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.body);
+    }
+}

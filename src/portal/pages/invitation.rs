@@ -1,6 +1,8 @@
 //! The invitation page: the mailed link opens it, it shows the invitation's address (not
 //! editable) and takes the invitee's names and password, posting to itself; the account
-//! core creates the account. Every refusal of the link itself (unknown, used, revoked,
+//! core creates the account. Where passkeys are on, the invitee may choose a passkey
+//! instead of a password (`/invitation/passkey`, then the browser's ceremony, then
+//! `/invitation/passkey/finish`). Every refusal of the link itself (unknown, used, revoked,
 //! expired) is one page that does not say which.
 
 use http::StatusCode;
@@ -9,7 +11,7 @@ use serde_json::json;
 
 use super::{Feedback, Form, Page, Visit, to_value};
 use crate::accounts::fields::FieldErrors;
-use crate::accounts::{AccountError, InvitationForm};
+use crate::accounts::{AccountError, InvitationForm, InvitedNames};
 use crate::api::endpoints::Limit;
 
 /// `GET /invitation?token=…`: the form, or the page for a link that does not work.
@@ -83,6 +85,106 @@ pub(super) async fn accept(v: &mut Visit<'_>, form: Form) -> Page {
     }
 }
 
+/// `POST /invitation/passkey`: the names are checked, then the page that asks the
+/// browser for a passkey (the portal's script; without it the page says so).
+pub(super) async fn begin_passkey(v: &mut Visit<'_>, form: Form) -> Page {
+    let token = form.text("token").trim().to_owned();
+    let app = v.app;
+    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Register)
+        .await
+        .map(drop);
+    if let Err(refusal) = v.limited(limit) {
+        return v.failure(&refusal);
+    }
+    let names = InvitedNames {
+        first_name: form.text("first_name"),
+        last_name: form.text("last_name"),
+    };
+    let begun = match names.parse() {
+        Ok(_) => app.accounts.begin_invitation_passkey(&token).await,
+        Err(invalid) => Err(invalid),
+    };
+    let challenge = match begun {
+        Ok(challenge) => challenge,
+        Err(e) => return form_again(v, e, token, &form).await,
+    };
+    // The options go into an attribute as JSON text, HTML-escaped like every value.
+    let options = serde_json::to_string(&challenge.options).unwrap_or_default();
+    v.render(
+        "invitation_passkey.html",
+        StatusCode::OK,
+        "invitation_title",
+        Feedback::default(),
+        vec![
+            ("token", Value::from(token)),
+            ("ceremony_id", Value::from(challenge.ceremony.as_str())),
+            ("options", Value::from(options)),
+            ("first_name", Value::from(form.text("first_name"))),
+            ("last_name", Value::from(form.text("last_name"))),
+        ],
+    )
+}
+
+/// `POST /invitation/passkey/finish`: the account is created with the passkey the browser
+/// made, or the invitation's form comes back saying what went wrong.
+pub(super) async fn finish_passkey(v: &mut Visit<'_>, form: Form) -> Page {
+    let token = form.text("token").trim().to_owned();
+    let app = v.app;
+    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Register)
+        .await
+        .map(drop);
+    if let Err(refusal) = v.limited(limit) {
+        return v.failure(&refusal);
+    }
+    let names = InvitedNames {
+        first_name: form.text("first_name"),
+        last_name: form.text("last_name"),
+    };
+    let accepted = match names.parse().and_then(|names| {
+        let name = v.t("invitation_passkey_name");
+        let input =
+            crate::api::new_passkey(form.text("ceremony_id"), &name, form.text("credential"));
+        input.map(|input| (names, input))
+    }) {
+        Ok((names, input)) => {
+            let client = v.client();
+            app.accounts
+                .accept_invitation_with_passkey(&token, names, input, &client)
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match accepted {
+        Ok(_) => {
+            let login = v.path("/login");
+            v.message(
+                StatusCode::OK,
+                "invitation_accepted_title",
+                &["invitation_accepted_passkey_text"],
+                Some((login, "sign_in")),
+            )
+        }
+        Err(e) => form_again(v, e, token, &form).await,
+    }
+}
+
+/// The invitation's form again after `error` (the names kept), or the page for a link
+/// that does not work.
+async fn form_again(v: &mut Visit<'_>, error: AccountError, token: String, form: &Form) -> Page {
+    if matches!(error, AccountError::InvalidLink) {
+        return refused(v, error);
+    }
+    let refusal = v.refusal(error);
+    let feedback = v.feedback(&refusal, str::to_owned);
+    match v.app.accounts.invitation(&token).await {
+        Ok(invitation) => {
+            let email = invitation.email.to_string();
+            render(v, refusal.status, feedback, token, email, form)
+        }
+        Err(e) => refused(v, e),
+    }
+}
+
 /// The page for a link that does not work (one for every reason), or for a failure.
 fn refused(v: &mut Visit<'_>, error: AccountError) -> Page {
     if matches!(error, AccountError::InvalidLink) {
@@ -113,6 +215,7 @@ fn render(
         "invitation_title",
         feedback,
         vec![
+            ("passkeys", Value::from(v.app.accounts.passkeys_enabled())),
             ("token", Value::from(token)),
             ("email", Value::from(email)),
             (
