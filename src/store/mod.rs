@@ -588,6 +588,10 @@ pub trait UserStore: Send + Sync {
     /// of recent mail.
     async fn purge_expired_tokens(&self) -> Result<u64, StoreError>;
 
+    /// Deletes invitations that stopped working (expired, whether used, revoked or not) more
+    /// than [`INVITATION_RETENTION`] ago; answers how many. The audit trail keeps their story.
+    async fn purge_invitations(&self) -> Result<u64, StoreError>;
+
     /// Appends an entry to the account change feed that every running gateway follows.
     async fn record_user_change(&self, id: UserId, change: UserChange) -> Result<(), StoreError>;
 
@@ -717,8 +721,11 @@ pub async fn migrate(url: &StorageUrl) -> Result<(), StoreError> {
     }
 }
 
+/// How long an invitation is kept after its expiry, so the lists show what became of it.
+pub const INVITATION_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
 /// Starts a task on `backend` (the runtime [`connect`] ran on, which owns the pool's
-/// sockets) that deletes expired tokens, idle unknown-address failure counts and audit
+/// sockets) that deletes expired tokens, old invitations, idle unknown-address failure counts and audit
 /// events older than `audit_retention` (`None` keeps them) every `every` (first run at
 /// once; at least one second apart). Only counts are logged.
 pub fn spawn_token_purger(
@@ -738,6 +745,10 @@ pub fn spawn_token_purger(
                 Ok(0) => tracing::debug!("no expired verification tokens to purge"),
                 Ok(purged) => tracing::info!(purged, "purged expired verification tokens"),
                 Err(e) => tracing::warn!(error = %e, "purging expired verification tokens failed"),
+            }
+            match store.purge_invitations().await {
+                Ok(purged) => tracing::debug!(purged, "purged old invitations"),
+                Err(e) => tracing::warn!(error = %e, "purging old invitations failed"),
             }
             match store.purge_unknown_login_attempts().await {
                 Ok(purged) => tracing::debug!(purged, "purged idle unknown-address failure counts"),

@@ -283,6 +283,11 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn purge_invitations(&self) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.purge_invitations().await })
+            .await
+    }
+
     async fn record_user_change(&self, id: UserId, change: UserChange) -> Result<(), StoreError> {
         self.run(|s| async move { s.record_user_change(id, change).await })
             .await

@@ -30,10 +30,10 @@ use super::invitations::{roles_from_db, roles_to_db};
 use super::tx::Tx;
 use super::{
     Actor, AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, AuditOutcome, FailedLogin,
-    IN_FLIGHT_GUESS_TTL, Invitation, MAX_AUDIT_PAGE, MAX_USER_PAGE, NewAuditEvent, NewInvitation,
-    NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind,
-    UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange,
-    UserChangeEvent, UserSearch, UserStore, lock_deadline, map_migrate, now,
+    IN_FLIGHT_GUESS_TTL, INVITATION_RETENTION, Invitation, MAX_AUDIT_PAGE, MAX_USER_PAGE,
+    NewAuditEvent, NewInvitation, NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey,
+    TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User,
+    UserChange, UserChangeEvent, UserSearch, UserStore, lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, PasskeyId, UserId};
 
@@ -1162,6 +1162,15 @@ where
     async fn purge_expired_tokens(&self) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM verification_tokens WHERE expires_at <= $1")
             .bind(DB::time(now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    async fn purge_invitations(&self) -> Result<u64, StoreError> {
+        let before = now() - TimeDelta::from_std(INVITATION_RETENTION).unwrap_or_default();
+        let done = sqlx::query("DELETE FROM invitations WHERE expires_at <= $1")
+            .bind(DB::time(before))
             .execute(&self.pool)
             .await?;
         Ok(DB::rows_affected(&done))

@@ -50,6 +50,7 @@ conformance!(
     duplicate_email_in_other_case_is_rejected,
     schema_itself_refuses_case_variants,
     lists_users_oldest_first_with_roles,
+    invitations_are_purged_a_month_after_they_stop_working,
     search_pages_through_accounts_by_address_and_name,
     updates_profile_fields_given,
     password_verification_and_activation_change_the_row,
@@ -2020,6 +2021,34 @@ async fn invitations_are_used_once_for_their_address_only(db: &TestDb) {
         .accept_invitation(&second, new_user("inv@example.com"))
         .await;
     assert!(after.unwrap().is_none(), "revoked with the account");
+}
+
+/// `purge_invitations` deletes what expired more than `INVITATION_RETENTION` ago, used or
+/// not, and keeps what is pending or expired recently.
+async fn invitations_are_purged_a_month_after_they_stop_working(db: &TestDb) {
+    let store = open(db).await;
+    let days = TimeDelta::days;
+    for (address, ttl) in [
+        ("old@example.com", days(-31)),
+        ("recent@example.com", days(-29)),
+        ("pending@example.com", days(7)),
+    ] {
+        store
+            .create_invitation(invitation(address, &token_hash(), &[], ttl))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.purge_invitations().await.unwrap(), 1);
+    let mut left: Vec<String> = store
+        .list_invitations()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.email.to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["pending@example.com", "recent@example.com"]);
+    assert_eq!(store.purge_invitations().await.unwrap(), 0);
 }
 
 async fn invitations_expire_are_revoked_and_replaced(db: &TestDb) {
