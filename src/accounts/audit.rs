@@ -38,14 +38,19 @@ impl Accounts {
     /// Audits a successful `kind` done to the account `user` by whoever held its mailed
     /// link; the address is looked up in the background too.
     pub(crate) fn audit_by_id(&self, kind: AuditKind, user: UserId, detail: &str) {
+        let event = NewAuditEvent::new(kind, Actor::User(user), None).detail(detail);
+        self.audit_about(user, event);
+    }
+
+    /// Audits `event` about the account `user`, whose address is looked up in the
+    /// background (the event's subject is set here).
+    pub(crate) fn audit_about(&self, user: UserId, mut event: NewAuditEvent) {
         let store = Arc::clone(&self.store);
-        let detail = detail.to_owned();
         self.backend.spawn(async move {
             let email = match store.find_by_id(user).await {
                 Ok(found) => found.map(|u| u.email),
                 Err(_) => None,
             };
-            let mut event = NewAuditEvent::new(kind, Actor::User(user), None).detail(detail);
             event.subject = Some(user);
             event.subject_email = email;
             record(&*store, &event).await;

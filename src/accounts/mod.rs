@@ -87,7 +87,7 @@ use crate::mail::{MailKind, Mailer};
 use crate::metrics::Metrics;
 use crate::passkeys::Passkeys;
 use crate::session::{NewSession, PasskeyUse, RotateOutcome, Session, SessionId, SessionStore};
-use crate::store::{AuditKind, AuditOutcome, User, UserStore};
+use crate::store::{Actor, AuditKind, AuditOutcome, NewAuditEvent, User, UserStore};
 use crate::telemetry::SECURITY;
 
 /// Concurrent refreshes of one token within this window get the same answer.
@@ -494,6 +494,11 @@ impl Accounts {
                     session_id = %session_id,
                     client_ip = %client.ip,
                 );
+                let event = NewAuditEvent::new(AuditKind::RefreshReuse, Actor::Anonymous, None)
+                    .outcome(AuditOutcome::Refused)
+                    .from_ip(client.ip)
+                    .detail("the session ended");
+                self.audit_about(user_id, event);
                 return Err(AccountError::RefreshTokenReused);
             }
             RotateOutcome::NotFound => return Err(AccountError::InvalidRefreshToken),

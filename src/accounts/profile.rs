@@ -15,10 +15,19 @@ impl Accounts {
     ///
     /// Errors: `AccountNotFound` (it was deleted meanwhile), backend failures.
     pub async fn update_profile(&self, user: &User, names: NewNames) -> Result<User, AccountError> {
-        self.store
+        let updated = self
+            .store
             .update_profile(user.id, names.first_name, names.last_name)
             .await?
-            .ok_or(AccountError::AccountNotFound)
+            .ok_or(AccountError::AccountNotFound)?;
+        self.audit_own(
+            AuditKind::ProfileUpdate,
+            &updated,
+            None,
+            AuditOutcome::Success,
+            "",
+        );
+        Ok(updated)
     }
 
     /// Keeps `language` (a catalogue's code, as the page chose it) as the language of the

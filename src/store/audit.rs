@@ -86,11 +86,15 @@ pub enum AuditKind {
     UserVerify,
     /// A request to the admin API or console refused: no admin role, or a stale second factor.
     AdminRefused,
+    /// A refresh token presented again after its rotation: the session ended.
+    RefreshReuse,
+    /// The account's names changed.
+    ProfileUpdate,
 }
 
 impl AuditKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [Self; 30] = [
+    pub const ALL: [Self; 32] = [
         Self::SignIn,
         Self::Lockout,
         Self::StepUp,
@@ -121,6 +125,8 @@ impl AuditKind {
         Self::InvitationAccept,
         Self::UserVerify,
         Self::AdminRefused,
+        Self::RefreshReuse,
+        Self::ProfileUpdate,
     ];
 
     /// The value stored in the `kind` column.
@@ -156,6 +162,8 @@ impl AuditKind {
             Self::InvitationAccept => "invitation_accept",
             Self::UserVerify => "user_verify",
             Self::AdminRefused => "admin_refused",
+            Self::RefreshReuse => "refresh_reuse",
+            Self::ProfileUpdate => "profile_update",
         }
     }
 

@@ -120,3 +120,57 @@ async fn sign_ins_a_password_change_and_logout_all_are_audited_without_secrets()
         assert!(!everything.contains(&ada.password_hash), "{backend:?}");
     }
 }
+
+/// A change of names and a refresh token presented after its successor was used (reuse:
+/// the session ends) are in the trail: the change by its owner, the reuse by nobody known,
+/// refused, about the session's account.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_name_change_and_a_refresh_token_reuse_are_audited() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        app.verified_user("ada@example.com").await;
+        let tokens = app.login("ada@example.com").await;
+        let r = app
+            .call(
+                reqwest::Method::PATCH,
+                "/api/auth/profile",
+                Some(&tokens.access),
+                Some(json!({"first_name": "Augusta"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
+        let refresh = |token: String| {
+            let app = &app;
+            async move {
+                app.post("/api/auth/refresh-token", json!({"refresh_token": token}))
+                    .await
+            }
+        };
+        let second = refresh(tokens.refresh.clone()).await;
+        assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+        let third = refresh(crate::support::app::tokens_of(&second.body).refresh).await;
+        assert_eq!(third.status, StatusCode::OK, "{}", third.body);
+        let reused = refresh(tokens.refresh.clone()).await;
+        assert_eq!(reused.code(), "refresh_token_reused", "{}", reused.body);
+
+        let store = app.store().await;
+        let ada = store
+            .find_by_email(&Email::parse("ada@example.com").unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+        let events = events_with(&*store, &["profile_update", "refresh_reuse"]).await;
+        let of = |kind: &str| events.iter().find(|e| e.kind == kind).unwrap();
+        let named = of("profile_update");
+        assert_eq!(named.actor, Actor::User(ada.id));
+        assert_eq!(named.subject, Some(ada.id));
+        let reuse = of("refresh_reuse");
+        assert_eq!(reuse.actor, Actor::Anonymous);
+        assert_eq!(reuse.outcome, AuditOutcome::Refused);
+        assert_eq!(reuse.subject, Some(ada.id));
+        assert_eq!(reuse.subject_email.as_deref(), Some("ada@example.com"));
+        assert_eq!(reuse.client_ip.as_deref(), Some("127.0.0.1"));
+        let everything = format!("{events:?}");
+        assert!(!everything.contains(&tokens.refresh), "{backend:?}");
+    }
+}
