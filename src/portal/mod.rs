@@ -11,6 +11,7 @@
 //! Templates are minijinja files built into the binary from `config/portal/templates/`,
 //! each overridable from `portal.templates_dir`, like the mail templates.
 
+mod console;
 pub mod csrf;
 mod pages;
 pub mod site;
@@ -62,6 +63,9 @@ pub async fn dispatch(app: &App, portal: &Portal, request: ApiRequest) -> Page {
         return v.method_not_allowed("GET, HEAD");
     }
     let mut v = Visit::new(app, portal, &request);
+    if console::owns(&sub) {
+        return console::dispatch(&mut v, &sub).await;
+    }
     if request.method == Method::POST {
         if !pages::POST_PATHS.contains(&sub.as_str()) {
             return if pages::GET_PATHS.contains(&sub.as_str()) {

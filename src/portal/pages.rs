@@ -3,7 +3,7 @@
 //! reads and forms, two-factor and passkey management), and the answer into the next page.
 
 mod invitation;
-mod passkeys;
+pub(super) mod passkeys;
 
 use http::StatusCode;
 use minijinja::Value;
@@ -574,7 +574,7 @@ async fn logout(v: &mut Visit<'_>) -> Page {
 }
 
 /// A time as the account page shows it: "2025-01-31 14:05 UTC".
-fn short_time(time: chrono::DateTime<chrono::Utc>) -> String {
+pub(super) fn short_time(time: chrono::DateTime<chrono::Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
@@ -618,6 +618,8 @@ async fn account_page(
         "two_factor_enabled": user.two_factor_enabled,
     });
     let passkeys = passkeys::for_account(v, user).await;
+    // An administrator finds the console from here (the console asks the rest).
+    let console = app.accounts.is_admin(user).then(|| v.path("/admin"));
     v.render(
         "account.html",
         status,
@@ -627,6 +629,7 @@ async fn account_page(
             ("user", to_value(user_view)),
             ("sessions", to_value(sessions)),
             ("passkeys", passkeys),
+            ("console_href", to_value(console)),
         ],
     )
 }
