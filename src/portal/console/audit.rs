@@ -217,7 +217,7 @@ fn row(v: &Visit<'_>, e: &AuditEvent, names: &HashMap<UserId, String>) -> serde_
         "actor": v.t(&format!("audit_actor_{}", e.actor.kind())),
         "actor_account": actor_account,
         "subject": subject,
-        "ip": e.client_ip,
+        "ip": e.client_ip.as_deref().unwrap_or(""),
         "detail": e.detail,
     })
 }

@@ -247,7 +247,11 @@ async fn standing(v: &mut Visit<'_>, route: Route, limit: Limit) -> Result<Stand
     };
     let caller = match caller {
         Ok(caller) => caller,
-        Err(refusal) if refusal.status == StatusCode::UNAUTHORIZED => {
+        // The sign-in ended, or its account was deactivated: sign in again.
+        Err(refusal)
+            if refusal.status == StatusCode::UNAUTHORIZED
+                || refusal.status == StatusCode::FORBIDDEN =>
+        {
             v.end_sign_in();
             return Err(to_sign_in(v, route));
         }
