@@ -9,7 +9,6 @@ use crate::support::app::*;
 use crate::support::authenticator::SoftAuthenticator;
 use crate::support::browser::{Browser, Html, unescape, urlencode};
 use crate::support::otp::{totp, wrong_codes};
-use portcullis::store::admin::{By, grant_role_to};
 use portcullis::store::{AuditFilter, AuditKind, User};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -27,41 +26,11 @@ async fn account(app: &TestApp, email: &str) -> User {
         .unwrap_or_else(|| panic!("no account {email}"))
 }
 
-/// Grants `role` to `email` as the operator's command line does.
-async fn grant(app: &TestApp, email: &str, role: &str) {
-    let user = account(app, email).await;
-    let store = app.store().await;
-    assert!(
-        grant_role_to(&*store, &user, role, By::OPERATOR)
-            .await
-            .unwrap()
-    );
-}
-
-/// Turns TOTP on for `email` through the API; the secret and the recovery codes. The code
-/// used is the previous step's, so that later ones (this step's and the next) stay unused.
-async fn enable_totp(app: &TestApp, email: &str) -> (String, Vec<String>) {
-    let token = app.login(email).await.access;
-    let setup = app.post_as(&token, "/api/auth/setup-2fa", json!({})).await;
-    assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
-    let secret = setup.body["data"]["secret"].as_str().unwrap().to_owned();
-    let body = json!({"secret": secret, "token": totp(&secret, -1), "password": PASSWORD});
-    let enabled = app.post_as(&token, "/api/auth/enable-2fa", body).await;
-    assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
-    let codes = enabled.body["data"]["recovery_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_owned())
-        .collect();
-    (secret, codes)
-}
-
 /// A verified account with the admin role and TOTP on: its secret and recovery codes.
 async fn administrator(app: &TestApp, email: &str) -> (String, Vec<String>) {
     app.verified_user(email).await;
-    grant(app, email, "admin").await;
-    enable_totp(app, email).await
+    app.grant_role(email, "admin").await;
+    app.enable_totp(email).await
 }
 
 /// Signs in through the pages with the password and then `code`; the answer to the code.
@@ -294,7 +263,7 @@ async fn the_console_opens_only_to_an_administrator_with_a_recent_second_factor(
 
         // An administrator without any second factor is sent to set one up...
         app.verified_user("new-admin@example.com").await;
-        grant(&app, "new-admin@example.com", "admin").await;
+        app.grant_role("new-admin@example.com", "admin").await;
         let newcomer = Browser::new(&app.gw.url());
         let r = newcomer
             .sign_in("new-admin@example.com", PASSWORD, "/auth/admin")
@@ -628,7 +597,7 @@ async fn one_account_is_changed_form_by_form(app: &TestApp, admin: &Browser) {
     );
 
     // Second factors reset: TOTP goes, and sign-in takes the password alone again.
-    enable_totp(app, email).await;
+    app.enable_totp(email).await;
     let user = page(admin, &path).await;
     assert!(user.body.contains("An authenticator app (TOTP) is set up"));
     let r = app.post("/api/auth/login", right.clone()).await;
@@ -791,6 +760,10 @@ async fn the_audit_trail_is_filtered_and_paged(admin: &Browser) {
     let trail = page(admin, "/auth/admin/audit").await;
     assert_eq!(rows(&trail), 25);
     assert!(trail.body.contains("<caption id=\"events-caption\">"));
+    assert!(
+        !trail.body.contains(">None<"),
+        "an absent value shows as nothing"
+    );
     // 28 accounts were made here: one page of 25, then 3.
     let created = page(admin, "/auth/admin/audit?kind=user_create").await;
     assert_eq!(rows(&created), 25);
@@ -967,7 +940,7 @@ async fn a_passkey_proves_the_step_up_through_the_same_form() {
         let origin = app.gw.app.config.server.public_url.to_string();
         let email = "keyholder@example.com";
         app.verified_user(email).await;
-        grant(&app, email, "admin").await;
+        app.grant_role(email, "admin").await;
         let token = app.login(email).await.access;
         let options = app
             .post_as(
