@@ -10,6 +10,9 @@
 //!
 //! Templates are minijinja files built into the binary from `config/portal/templates/`,
 //! each overridable from `portal.templates_dir`, like the mail templates.
+//!
+//! The admin console (`console`) is the portal's too: its pages under `{prefix}/admin`,
+//! the same forms and checks, over the account core's admin operations.
 
 mod console;
 pub mod csrf;
