@@ -571,8 +571,14 @@ impl<'a> Visit<'a> {
     /// The signed-in account behind `token`, for a form the account core answers, after the
     /// API's per-IP `global` limit; the refusal as the API answers it (401, 403, 429, 503).
     async fn caller(&mut self, token: &str) -> Result<Caller, Reply> {
+        self.caller_within(token, Limit::Global).await
+    }
+
+    /// As [`Visit::caller`], after the per-IP limits of `limit` (a form that stands for an
+    /// endpoint with limits of its own).
+    async fn caller_within(&mut self, token: &str, limit: Limit) -> Result<Caller, Reply> {
         let app = self.app;
-        let limited = crate::api::limit_client(app, self.request.client_ip, Limit::Global)
+        let limited = crate::api::limit_client(app, self.request.client_ip, limit)
             .await
             .map(drop);
         let caller = match limited {

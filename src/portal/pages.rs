@@ -244,34 +244,42 @@ fn render_two_factor(
     return_to: Option<String>,
     step: SecondStep,
 ) -> Page {
-    let Some(pending) = step.pending else {
+    let Some(pending) = &step.pending else {
         return v.failure(&Reply::internal("the second sign-in step", &"not held"));
     };
-    let totp = step.methods.contains(&"totp");
-    let passkey = step.passkey.map(|challenge| {
-        json!({
-            "ceremony_id": challenge.ceremony.as_str(),
-            "options": serde_json::to_value(&challenge.options).unwrap_or_default(),
-        })
-    });
-    // The options go into an attribute as JSON text, HTML-escaped like every value.
-    let passkey_options = passkey
-        .as_ref()
-        .map(|p| p["options"].to_string())
-        .unwrap_or_default();
+    let mut values = second_step_values(&step);
+    values.push(("return_to", Value::from(return_to.unwrap_or_default())));
+    values.push(("ticket", Value::from(pending.as_str())));
     v.render(
         "two_factor.html",
         status,
         "two_factor_title",
         feedback,
-        vec![
-            ("return_to", Value::from(return_to.unwrap_or_default())),
-            ("ticket", Value::from(pending.as_str())),
-            ("totp", Value::from(totp)),
-            ("passkey", to_value(passkey)),
-            ("passkey_options", Value::from(passkey_options)),
-        ],
+        values,
     )
+}
+
+/// What a form for a second factor shows of `step`: whether it takes a TOTP code (`totp`),
+/// the passkey challenge (`passkey`: its ceremony and options) and those options as the
+/// JSON text of the form's `data-options` attribute (`passkey_options`), HTML-escaped like
+/// every value.
+pub(super) fn second_step_values(step: &SecondStep) -> Vec<(&'static str, Value)> {
+    let totp = step.methods.contains(&"totp");
+    let passkey = step.passkey.as_ref().map(|challenge| {
+        json!({
+            "ceremony_id": challenge.ceremony.as_str(),
+            "options": serde_json::to_value(&challenge.options).unwrap_or_default(),
+        })
+    });
+    let passkey_options = passkey
+        .as_ref()
+        .map(|p| p["options"].to_string())
+        .unwrap_or_default();
+    vec![
+        ("totp", Value::from(totp)),
+        ("passkey", to_value(passkey)),
+        ("passkey_options", Value::from(passkey_options)),
+    ]
 }
 
 /// `POST /login`: the first step (email, password, remember_me) or, with the

@@ -919,14 +919,6 @@ async fn forms_need_the_token_the_method_and_a_known_path(app: &TestApp, admin: 
     assert_eq!(head.status(), StatusCode::OK);
 }
 
-/// The JSON in a page's `data-options` attribute (passkey options), unescaped.
-fn data_options(page: &Html) -> serde_json::Value {
-    let needle = "data-options=\"";
-    let start = page.body.find(needle).expect("data-options") + needle.len();
-    let end = page.body[start..].find('"').unwrap() + start;
-    serde_json::from_str(&unescape(&page.body[start..end])).expect("options are JSON")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_passkey_proves_the_step_up_through_the_same_form() {
     for backend in backends() {
@@ -961,7 +953,7 @@ async fn a_passkey_proves_the_step_up_through_the_same_form() {
         // The password and the passkey: in.
         let browser = Browser::new(origin.trim_end_matches('/'));
         let step = browser.sign_in(email, PASSWORD, "/auth/admin").await;
-        let answer = key.get(&data_options(&step), &origin);
+        let answer = key.get(&step.data_options(), &origin);
         let fields = [
             ("return_to", "/auth/admin"),
             ("login_ticket", &step.input("login_ticket").unwrap()),
@@ -989,7 +981,7 @@ async fn a_passkey_proves_the_step_up_through_the_same_form() {
         assert!(!form.body.contains("id=\"two_factor_code\""));
         assert!(form.body.contains("<noscript>"));
         assert_eq!(form.body.matches("<script").count(), 1);
-        let answer = key.get(&data_options(&form), &origin);
+        let answer = key.get(&form.data_options(), &origin);
         let fields = [
             ("return_to", "/auth/admin/audit"),
             ("passkey_ceremony", &form.input("passkey_ceremony").unwrap()),

@@ -237,15 +237,7 @@ async fn standing(v: &mut Visit<'_>, route: Route, limit: Limit) -> Result<Stand
     let Some(token) = v.signed_in().await else {
         return Err(to_sign_in(v, route));
     };
-    let app = v.app;
-    let verdict = crate::api::limit_client(app, v.request.client_ip, limit)
-        .await
-        .map(drop);
-    let caller = match v.limited(verdict) {
-        Ok(()) => app.access.authenticate_token(&token).await,
-        Err(refusal) => Err(refusal),
-    };
-    let caller = match caller {
+    let caller = match v.caller_within(&token, limit).await {
         Ok(caller) => caller,
         // The sign-in ended, or its account was deactivated: sign in again.
         Err(refusal)
@@ -255,13 +247,10 @@ async fn standing(v: &mut Visit<'_>, route: Route, limit: Limit) -> Result<Stand
             v.end_sign_in();
             return Err(to_sign_in(v, route));
         }
-        Err(refusal) => {
-            v.note_retry_after(&refusal);
-            return Err(failure(v, &refusal));
-        }
+        Err(refusal) => return Err(failure(v, &refusal)),
     };
     let (user, session) = (caller.user.id, caller.session.id);
-    match app.accounts.administrator(user, session).await {
+    match v.app.accounts.administrator(user, session).await {
         Ok(admin) => Ok(Standing::Fresh(admin)),
         Err(AccountError::StepUpRequired) => Ok(Standing::Stale(caller.user, session)),
         Err(AccountError::NotAdministrator) => Err(forbidden(v, route, &caller.user)),
@@ -438,6 +427,20 @@ async fn emails_of(
         }
     }
     found
+}
+
+/// An account's first and last name as one line (`""` when it has none).
+fn full_name(user: &User) -> String {
+    format!("{} {}", user.first_name, user.last_name)
+        .trim()
+        .to_owned()
+}
+
+/// When the account's lock ends, while it is locked.
+fn locked_until(user: &User) -> Option<String> {
+    user.locked_until
+        .filter(|until| *until > chrono::Utc::now())
+        .map(short_time)
 }
 
 /// A time as the console shows it: "2025-01-31 14:05 UTC".

@@ -5,12 +5,12 @@
 
 use http::StatusCode;
 use minijinja::Value;
-use serde_json::json;
 
 use super::super::pages::passkeys::second_factor_answer;
+use super::super::pages::second_step_values;
 use super::{Section, Standing, render};
 use crate::accounts::{AccountError, SecondFactor, SecondStep};
-use crate::portal::{Feedback, Form, Page, Visit, to_value};
+use crate::portal::{Feedback, Form, Page, Visit};
 
 /// `GET /admin/step-up?return_to=…`: the form, or why there is none.
 pub(super) async fn page(v: &mut Visit<'_>, standing: &Standing) -> Page {
@@ -106,18 +106,8 @@ fn render_form(
     return_to: &str,
     step: SecondStep,
 ) -> Page {
-    let totp = step.methods.contains(&"totp");
-    let passkey = step.passkey.map(|challenge| {
-        json!({
-            "ceremony_id": challenge.ceremony.as_str(),
-            "options": serde_json::to_value(&challenge.options).unwrap_or_default(),
-        })
-    });
-    // The options go into an attribute as JSON text, HTML-escaped like every value.
-    let passkey_options = passkey
-        .as_ref()
-        .map(|p| p["options"].to_string())
-        .unwrap_or_default();
+    let mut values = second_step_values(&step);
+    values.push(("return_to", Value::from(return_to)));
     render(
         v,
         "admin_step_up.html",
@@ -125,12 +115,7 @@ fn render_form(
         "admin_step_up_title",
         Section::None,
         feedback,
-        vec![
-            ("return_to", Value::from(return_to)),
-            ("totp", Value::from(totp)),
-            ("passkey", to_value(passkey)),
-            ("passkey_options", Value::from(passkey_options)),
-        ],
+        values,
     )
 }
 

@@ -2,7 +2,6 @@
 //! the forms that change it, each posted to `/admin/users/{id}/{action}` and answered by a
 //! 303 back to the page with a notice, or by the page with the problem.
 
-use chrono::Utc;
 use http::StatusCode;
 use minijinja::Value;
 use serde_json::json;
@@ -244,22 +243,18 @@ fn view(v: &Visit<'_>, admin: &Administrator, detail: &AccountDetail) -> serde_j
         .iter()
         .map(|r| json!({"name": r, "revocable": !(is_self && r == admin_role)}))
         .collect();
-    let locked_until = user
-        .locked_until
-        .filter(|until| *until > Utc::now())
-        .map(super::short_time);
     json!({
         "href": v.path(&format!("/admin/users/{}", user.id)),
         "id": user.id.to_string(),
         "email": user.email.as_str(),
-        "name": format!("{} {}", user.first_name, user.last_name).trim(),
+        "name": super::full_name(user),
         "created_at": super::short_time(user.created_at),
         "last_login": user.last_login.map(super::short_time),
         "is_verified": user.is_verified,
         "is_active": user.is_active,
         "two_factor_enabled": user.two_factor_enabled,
         "failed_login_attempts": user.failed_login_attempts,
-        "locked_until": locked_until,
+        "locked_until": super::locked_until(user),
         "roles": roles,
         "sessions": sessions,
         "passkeys": passkeys,

@@ -1,7 +1,6 @@
 //! The console's first page: the accounts in address order, a search (a GET form), pages
 //! by cursor (the last address shown), and the form that creates an account.
 
-use chrono::Utc;
 use http::StatusCode;
 use minijinja::Value;
 use serde_json::json;
@@ -135,18 +134,14 @@ async fn render_list(
 
 /// One account as a row of the table.
 fn row(v: &Visit<'_>, user: &User) -> serde_json::Value {
-    let locked_until = user
-        .locked_until
-        .filter(|until| *until > Utc::now())
-        .map(super::short_time);
     json!({
         "href": v.path(&format!("/admin/users/{}", user.id)),
         "email": user.email.as_str(),
-        "name": format!("{} {}", user.first_name, user.last_name).trim(),
+        "name": super::full_name(user),
         "roles": user.roles.join(", "),
         "is_verified": user.is_verified,
         "is_active": user.is_active,
         "two_factor_enabled": user.two_factor_enabled,
-        "locked_until": locked_until,
+        "locked_until": super::locked_until(user),
     })
 }
