@@ -10,7 +10,11 @@
 //!
 //! Templates are minijinja files built into the binary from `config/portal/templates/`,
 //! each overridable from `portal.templates_dir`, like the mail templates.
+//!
+//! The admin console (`console`) is the portal's too: its pages under `{prefix}/admin`,
+//! the same forms and checks, over the account core's admin operations.
 
+mod console;
 pub mod csrf;
 mod pages;
 pub mod site;
@@ -62,6 +66,9 @@ pub async fn dispatch(app: &App, portal: &Portal, request: ApiRequest) -> Page {
         return v.method_not_allowed("GET, HEAD");
     }
     let mut v = Visit::new(app, portal, &request);
+    if console::owns(&sub) {
+        return console::dispatch(&mut v, &sub).await;
+    }
     if request.method == Method::POST {
         if !pages::POST_PATHS.contains(&sub.as_str()) {
             return if pages::GET_PATHS.contains(&sub.as_str()) {
@@ -564,8 +571,14 @@ impl<'a> Visit<'a> {
     /// The signed-in account behind `token`, for a form the account core answers, after the
     /// API's per-IP `global` limit; the refusal as the API answers it (401, 403, 429, 503).
     async fn caller(&mut self, token: &str) -> Result<Caller, Reply> {
+        self.caller_within(token, Limit::Global).await
+    }
+
+    /// As [`Visit::caller`], after the per-IP limits of `limit` (a form that stands for an
+    /// endpoint with limits of its own).
+    async fn caller_within(&mut self, token: &str, limit: Limit) -> Result<Caller, Reply> {
         let app = self.app;
-        let limited = crate::api::limit_client(app, self.request.client_ip, Limit::Global)
+        let limited = crate::api::limit_client(app, self.request.client_ip, limit)
             .await
             .map(drop);
         let caller = match limited {

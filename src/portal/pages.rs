@@ -3,7 +3,7 @@
 //! reads and forms, two-factor and passkey management), and the answer into the next page.
 
 mod invitation;
-mod passkeys;
+pub(super) mod passkeys;
 
 use http::StatusCode;
 use minijinja::Value;
@@ -248,34 +248,42 @@ fn render_two_factor(
     return_to: Option<String>,
     step: SecondStep,
 ) -> Page {
-    let Some(pending) = step.pending else {
+    let Some(pending) = &step.pending else {
         return v.failure(&Reply::internal("the second sign-in step", &"not held"));
     };
-    let totp = step.methods.contains(&"totp");
-    let passkey = step.passkey.map(|challenge| {
-        json!({
-            "ceremony_id": challenge.ceremony.as_str(),
-            "options": serde_json::to_value(&challenge.options).unwrap_or_default(),
-        })
-    });
-    // The options go into an attribute as JSON text, HTML-escaped like every value.
-    let passkey_options = passkey
-        .as_ref()
-        .map(|p| p["options"].to_string())
-        .unwrap_or_default();
+    let mut values = second_step_values(&step);
+    values.push(("return_to", Value::from(return_to.unwrap_or_default())));
+    values.push(("ticket", Value::from(pending.as_str())));
     v.render(
         "two_factor.html",
         status,
         "two_factor_title",
         feedback,
-        vec![
-            ("return_to", Value::from(return_to.unwrap_or_default())),
-            ("ticket", Value::from(pending.as_str())),
-            ("totp", Value::from(totp)),
-            ("passkey", to_value(passkey)),
-            ("passkey_options", Value::from(passkey_options)),
-        ],
+        values,
     )
+}
+
+/// What a form for a second factor shows of `step`: whether it takes a TOTP code (`totp`),
+/// the passkey challenge (`passkey`: its ceremony and options) and those options as the
+/// JSON text of the form's `data-options` attribute (`passkey_options`), HTML-escaped like
+/// every value.
+pub(super) fn second_step_values(step: &SecondStep) -> Vec<(&'static str, Value)> {
+    let totp = step.methods.contains(&"totp");
+    let passkey = step.passkey.as_ref().map(|challenge| {
+        json!({
+            "ceremony_id": challenge.ceremony.as_str(),
+            "options": serde_json::to_value(&challenge.options).unwrap_or_default(),
+        })
+    });
+    let passkey_options = passkey
+        .as_ref()
+        .map(|p| p["options"].to_string())
+        .unwrap_or_default();
+    vec![
+        ("totp", Value::from(totp)),
+        ("passkey", to_value(passkey)),
+        ("passkey_options", Value::from(passkey_options)),
+    ]
 }
 
 /// `POST /login`: the first step (email, password, remember_me) or, with the
@@ -578,7 +586,7 @@ async fn logout(v: &mut Visit<'_>) -> Page {
 }
 
 /// A time as the account page shows it: "2025-01-31 14:05 UTC".
-fn short_time(time: chrono::DateTime<chrono::Utc>) -> String {
+pub(super) fn short_time(time: chrono::DateTime<chrono::Utc>) -> String {
     time.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
@@ -622,6 +630,8 @@ async fn account_page(
         "two_factor_enabled": user.two_factor_enabled,
     });
     let passkeys = passkeys::for_account(v, user).await;
+    // An administrator finds the console from here (the console asks the rest).
+    let console = app.accounts.is_admin(user).then(|| v.path("/admin"));
     v.render(
         "account.html",
         status,
@@ -631,6 +641,7 @@ async fn account_page(
             ("user", to_value(user_view)),
             ("sessions", to_value(sessions)),
             ("passkeys", passkeys),
+            ("console_href", to_value(console)),
         ],
     )
 }

@@ -83,6 +83,26 @@ const BUILT_IN: &[(&str, &str)] = &[
         "passkey_add.html",
         include_str!("../../config/portal/templates/passkey_add.html"),
     ),
+    (
+        "admin_users.html",
+        include_str!("../../config/portal/templates/admin_users.html"),
+    ),
+    (
+        "admin_user.html",
+        include_str!("../../config/portal/templates/admin_user.html"),
+    ),
+    (
+        "admin_invitations.html",
+        include_str!("../../config/portal/templates/admin_invitations.html"),
+    ),
+    (
+        "admin_audit.html",
+        include_str!("../../config/portal/templates/admin_audit.html"),
+    ),
+    (
+        "admin_step_up.html",
+        include_str!("../../config/portal/templates/admin_step_up.html"),
+    ),
     ("portal.css", include_str!("../../config/portal/portal.css")),
 ];
 
@@ -106,6 +126,11 @@ const PAGES: &[&str] = &[
     "logout.html",
     "message.html",
     "passkey_add.html",
+    "admin_users.html",
+    "admin_user.html",
+    "admin_invitations.html",
+    "admin_audit.html",
+    "admin_step_up.html",
 ];
 
 /// `public`'s scheme, and the hosts `return_to` may name with their one port: `public`'s
@@ -324,7 +349,64 @@ impl Portal {
         context.insert("errors", to_value(json!({"email": ["sample"]})));
         context.insert("values", to_value(json!({"email": "ada@example.com"})));
         context.insert("paragraphs", to_value(json!(["sample"])));
+        Self::console_sample(&mut context);
         context
+    }
+
+    /// The console pages' sample values: one of each row, every optional part shown.
+    fn console_sample(context: &mut BTreeMap<&'static str, Value>) {
+        let account = json!({"email": "ada@example.com", "href": "/auth/admin/users/u"});
+        context.insert(
+            "console_nav",
+            to_value(json!([{"href": "/auth/admin", "text": "Users", "current": true}])),
+        );
+        context.insert("wide", Value::from(true));
+        context.insert(
+            "users",
+            to_value(
+                json!([{"href": "/auth/admin/users/u", "email": "ada@example.com",
+                "name": "Ada", "roles": "admin", "is_verified": true, "is_active": true,
+                "two_factor_enabled": true, "locked_until": "2025-01-31 14:05 UTC"}]),
+            ),
+        );
+        context.insert("next_href", Value::from("/auth/admin?after=x"));
+        context.insert("first_href", Value::from("/auth/admin"));
+        context.insert(
+            "account",
+            to_value(
+                json!({"href": "/auth/admin/users/u", "id": "u", "email": "ada@example.com",
+                "name": "Ada", "created_at": "", "last_login": null, "is_verified": false,
+                "is_active": false, "two_factor_enabled": true, "failed_login_attempts": 2,
+                "locked_until": "2025-01-31 14:05 UTC", "is_self": false,
+                "roles": [{"name": "admin", "revocable": true}],
+                "sessions": [{"id": "s", "ip": "192.0.2.1", "user_agent": "", "created_at": "",
+                    "last_seen_at": "", "second_factor": true, "current": true}],
+                "passkeys": [{"name": "Laptop", "created_at": "", "last_used_at": null}]}),
+            ),
+        );
+        context.insert(
+            "invitations",
+            to_value(
+                json!([{"email": "ada@example.com", "roles": "", "state": "pending",
+                "pending": true, "expires_at": "", "inviter": account}]),
+            ),
+        );
+        context.insert(
+            "kinds",
+            to_value(json!([{"value": "sign_in", "label": "Sign-in", "selected": true}])),
+        );
+        context.insert(
+            "events",
+            to_value(json!([{"at": "", "kind": "sign_in", "outcome": "success",
+                "actor": "admin", "actor_account": account, "subject": account,
+                "ip": "192.0.2.1", "detail": ""}])),
+        );
+        context.insert(
+            "pages",
+            to_value(json!({"older_href": "/auth/admin/audit?before=2",
+                "newest_href": "/auth/admin/audit"})),
+        );
+        context.insert("return_to", Value::from("/auth/admin"));
     }
 
     /// Whether the portal answers `path` (canonical).

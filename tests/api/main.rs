@@ -16,6 +16,7 @@ mod audit_trail;
 mod canonical_requests;
 mod cli;
 mod connections;
+mod console;
 mod cookies;
 mod enforcement;
 mod forward_auth;

@@ -1091,18 +1091,6 @@ async fn over_https_every_cookie_is_host_prefixed_and_a_shared_domain_makes_them
     );
 }
 
-/// The JSON in a page's `data-options` attribute (passkey options), unescaped.
-fn data_options(page: &Html) -> serde_json::Value {
-    let needle = "data-options=\"";
-    let start = page
-        .body
-        .find(needle)
-        .unwrap_or_else(|| panic!("no data-options in {}", page.body))
-        + needle.len();
-    let end = page.body[start..].find('"').unwrap() + start;
-    serde_json::from_str(&unescape(&page.body[start..end])).expect("options are JSON")
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn passkeys_are_added_and_used_through_the_portal_forms() {
     for backend in backends() {
@@ -1177,7 +1165,7 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
             .await;
         assert_eq!(add.status, StatusCode::OK, "{}", add.body);
         let mut key = SoftAuthenticator::new();
-        let credential = key.create(&data_options(&add), &origin);
+        let credential = key.create(&add.data_options(), &origin);
         let done = browser
             .post(
                 "/auth/account/passkeys/register",
@@ -1208,7 +1196,7 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
             !step.body.contains("id=\"two_factor_code\""),
             "no TOTP on this account"
         );
-        let answer = key.get(&data_options(&step), &origin);
+        let answer = key.get(&step.data_options(), &origin);
         let signed_in = second
             .post(
                 "/auth/login",
@@ -1621,7 +1609,7 @@ async fn an_invitation_is_accepted_with_a_passkey() {
             page.body
         );
         let mut key = SoftAuthenticator::new();
-        let credential = key.create(&data_options(&page), &origin).to_string();
+        let credential = key.create(&page.data_options(), &origin).to_string();
         let finish = |token: String, csrf: String| {
             let (browser, credential) = (&browser, credential.clone());
             let ceremony = page.input("ceremony_id").unwrap();
@@ -1646,7 +1634,7 @@ async fn an_invitation_is_accepted_with_a_passkey() {
         // so the one that will sign in is the one stored).
         let page = begin("Pass", form.csrf()).await;
         let mut key = SoftAuthenticator::new();
-        let credential = key.create(&data_options(&page), &origin).to_string();
+        let credential = key.create(&page.data_options(), &origin).to_string();
         let fields = [
             ("csrf_token", page.csrf()),
             ("token", token.clone()),

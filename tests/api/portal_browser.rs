@@ -33,19 +33,7 @@ fn axe_source() -> String {
 
 /// Runs axe-core on the current page; panics on any serious or critical violation.
 async fn check_accessibility(browser: &Browser, axe: &str, page: &str) {
-    browser
-        .execute(&format!("{axe}\n;return typeof window.axe;"), json!([]))
-        .await;
-    let result = browser
-        .execute_async(
-            "const done = arguments[arguments.length - 1];
-             window.axe.run(document, {resultTypes: ['violations']})
-               .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-                   nodes: v.nodes.map(n => n.target.join(' '))}))))
-               .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
-            json!([]),
-        )
-        .await;
+    let result = axe_violations(browser, axe).await;
     let serious: Vec<&Value> = result
         .as_array()
         .expect("violations")
@@ -56,6 +44,30 @@ async fn check_accessibility(browser: &Browser, axe: &str, page: &str) {
         serious.is_empty(),
         "{page}: axe found {serious:#?}\nall: {result:#}"
     );
+}
+
+/// Runs axe-core on the current page; panics on any violation at all, whatever its impact.
+async fn check_no_violations(browser: &Browser, axe: &str, page: &str) {
+    let result = axe_violations(browser, axe).await;
+    let found = result.as_array().expect("violations");
+    assert!(found.is_empty(), "{page}: axe found {result:#}");
+}
+
+/// axe-core's violations on the current page: `{id, impact, help, nodes}` each.
+async fn axe_violations(browser: &Browser, axe: &str) -> Value {
+    browser
+        .execute(&format!("{axe}\n;return typeof window.axe;"), json!([]))
+        .await;
+    browser
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             window.axe.run(document, {resultTypes: ['violations']})
+               .then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                   nodes: v.nodes.map(n => n.target.join(' '))}))))
+               .catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
+            json!([]),
+        )
+        .await
 }
 
 /// Saves a screenshot when `PORTCULLIS_SCREENSHOTS` names a directory (for the README).
@@ -434,4 +446,288 @@ async fn an_invitee_creates_their_account_on_the_invitation_page_in_chromium() {
     russian.wait_for_text("Создать учётную запись").await;
     check_accessibility(&russian, &axe, "invitation (ru)").await;
     russian.quit().await;
+}
+
+/// The accounts a console walk meets: the administrator's recovery codes (one per sign-in
+/// and step-up) and the account the walk changes.
+struct ConsoleWorld {
+    base: String,
+    codes: Vec<String>,
+    target: String,
+    own: String,
+}
+
+/// Signs in through the pages (the password, then a recovery code when `code` is given),
+/// starting from a console page, and waits to be back on it.
+async fn sign_in_to_console(browser: &Browser, base: &str, email: &str, code: Option<&str>) {
+    browser.goto(&format!("{base}/auth/admin")).await;
+    browser.wait_for_url("/auth/login").await;
+    sign_in(browser, email).await;
+    if let Some(code) = code {
+        browser.type_into("#two_factor_code", code).await;
+        browser
+            .click("form:not([data-passkey]) button[type=submit]")
+            .await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while browser.url().await.contains("/auth/login") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            browser.source().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Every console page (and the pages that refuse it) in one language, each checked by
+/// axe-core: none may have any violation.
+async fn walk_the_console(driver: &ChromeDriver, axe: &str, world: &ConsoleWorld, lang: &str) {
+    let base = &world.base;
+    let name = |page: &str| format!("console: {page} ({lang})");
+    let (accept, codes) = match lang {
+        "ru" => ("ru-RU", &world.codes[2..4]),
+        _ => ("en-US", &world.codes[0..2]),
+    };
+
+    // Signed in without the role: the 403 page.
+    let user = driver.session(accept).await;
+    sign_in_to_console(&user, base, "user@example.com", None).await;
+    user.find("main a[href='/auth/account']").await;
+    assert!(user.source().await.contains(&format!("lang=\"{lang}\"")));
+    check_no_violations(&user, axe, &name("403")).await;
+    user.quit().await;
+
+    // The role but no second factor: told to set one up.
+    let bare = driver.session(accept).await;
+    sign_in_to_console(&bare, base, "bare@example.com", None).await;
+    bare.wait_for_url("/auth/admin/step-up").await;
+    bare.find("main a[href='/auth/account']").await;
+    check_no_violations(&bare, axe, &name("no second factor")).await;
+    bare.quit().await;
+
+    let admin = driver.session(accept).await;
+    sign_in_to_console(&admin, base, "root@example.com", Some(&codes[0])).await;
+    walk_users(&admin, axe, world, lang).await;
+    walk_account(&admin, axe, world, lang).await;
+    walk_invitations_and_audit(&admin, axe, world, lang).await;
+
+    // The step-up page, and back to the page asked for.
+    admin
+        .goto(&format!(
+            "{base}/auth/admin/step-up?return_to=%2Fauth%2Fadmin%2Finvitations"
+        ))
+        .await;
+    admin.find("#two_factor_code").await;
+    check_no_violations(&admin, axe, &name("step-up")).await;
+    admin.type_into("#two_factor_code", &codes[1]).await;
+    admin
+        .click("form:not([data-passkey]) button[type=submit]")
+        .await;
+    admin.wait_for_url("/auth/admin/invitations").await;
+
+    // The account page leads here.
+    admin.goto(&format!("{base}/auth/account")).await;
+    admin.find("#console-heading").await;
+    admin.click("a[href='/auth/admin']").await;
+    admin.find("#users-heading").await;
+    admin.quit().await;
+}
+
+async fn walk_users(admin: &Browser, axe: &str, world: &ConsoleWorld, lang: &str) {
+    let name = |page: &str| format!("console: {page} ({lang})");
+    admin.find("#users-heading").await;
+    check_no_violations(admin, axe, &name("users")).await;
+    if lang == "en" {
+        screenshot(admin, "console-users-en").await;
+    }
+    admin.type_into("#q", "example").await;
+    admin.click("form[role=search] button").await;
+    admin.wait_for_url("q=example").await;
+    admin.find("a[rel=next]").await;
+    check_no_violations(admin, axe, &name("users, searched")).await;
+    admin.click("a[rel=next]").await;
+    admin.wait_for_url("after=").await;
+    check_no_violations(admin, axe, &name("users, second page")).await;
+
+    // The new-account form: refused (the address is taken), then accepted.
+    admin.goto(&format!("{}/auth/admin", world.base)).await;
+    admin.type_into("#email", "target@example.com").await;
+    admin
+        .click("form[action='/auth/admin/users'] button[type=submit]")
+        .await;
+    admin.find("#email-error").await;
+    check_no_violations(admin, axe, &name("users, form refused")).await;
+    admin
+        .type_into("#email", &format!("made-{lang}@example.com"))
+        .await;
+    admin.type_into("#roles", "ops, billing").await;
+    admin.type_into("#password", PASSWORD).await;
+    admin
+        .click("form[action='/auth/admin/users'] button[type=submit]")
+        .await;
+    admin.wait_for_url("done=created").await;
+    admin.find(".notice").await;
+    check_no_violations(admin, axe, &name("new account")).await;
+}
+
+async fn walk_account(admin: &Browser, axe: &str, world: &ConsoleWorld, lang: &str) {
+    let name = |page: &str| format!("console: {page} ({lang})");
+    let base = &world.base;
+    admin
+        .goto(&format!("{base}/auth/admin/users/{}", world.target))
+        .await;
+    admin.find("#sessions-caption").await;
+    check_no_violations(admin, axe, &name("account")).await;
+    if lang == "ru" {
+        screenshot(admin, "console-account-ru").await;
+    }
+    admin.type_into("#grant_role", "bad/role").await;
+    admin.click("form[action$='/grant-role'] button").await;
+    admin.find("#grant_role-error").await;
+    check_no_violations(admin, axe, &name("account, form refused")).await;
+    admin
+        .type_into("#grant_role", &format!("editors-{lang}"))
+        .await;
+    admin.click("form[action$='/grant-role'] button").await;
+    admin.wait_for_url("done=role_granted").await;
+    admin.find(".notice").await;
+    check_no_violations(admin, axe, &name("account, role granted")).await;
+    admin
+        .goto(&format!("{base}/auth/admin/users/{}", world.own))
+        .await;
+    admin.find("#sessions-caption").await;
+    check_no_violations(admin, axe, &name("own account")).await;
+}
+
+async fn walk_invitations_and_audit(admin: &Browser, axe: &str, world: &ConsoleWorld, lang: &str) {
+    let name = |page: &str| format!("console: {page} ({lang})");
+    let base = &world.base;
+    admin.goto(&format!("{base}/auth/admin/invitations")).await;
+    admin.find("#invite-heading").await;
+    check_no_violations(admin, axe, &name("invitations")).await;
+    admin
+        .type_into("#email", &format!("guest-{lang}@example.com"))
+        .await;
+    admin.type_into("#roles", "viewers").await;
+    admin
+        .click("form[action='/auth/admin/invitations'] button")
+        .await;
+    admin.wait_for_url("done=invited").await;
+    admin.find("#invitations-caption").await;
+    check_no_violations(admin, axe, &name("invitations, one sent")).await;
+
+    admin.goto(&format!("{base}/auth/admin/audit")).await;
+    admin.find("#events-caption").await;
+    check_no_violations(admin, axe, &name("audit trail")).await;
+    if lang == "en" {
+        screenshot(admin, "console-audit-en").await;
+    }
+    admin.click("#kind option[value=user_create]").await;
+    admin.click("form.filters button").await;
+    admin.wait_for_url("kind=user_create").await;
+    admin.find("#events-caption").await;
+    check_no_violations(admin, axe, &name("audit trail, filtered")).await;
+    admin
+        .goto(&format!(
+            "{base}/auth/admin/audit?since=2021-01-02&until=2021-01-01"
+        ))
+        .await;
+    admin.find("#until-error").await;
+    check_no_violations(admin, axe, &name("audit trail, filter refused")).await;
+}
+
+/// Every console page in Chromium, in English and Russian, with axe-core finding no
+/// violation at all on any of them; and a passkey proving the step-up through the
+/// portal's script.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_administrator_uses_the_console_in_english_and_russian_in_chromium() {
+    if !webdriver::available() {
+        assert!(!in_ci(), "CI=true but chromium or chromedriver is missing");
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    }
+    let axe = axe_source();
+    for backend in backends() {
+        // Browsers allow WebAuthn on http only for localhost: the gateway is reached by name.
+        let app = TestApp::spawn_with(backend, "", |c| {
+            c.server.public_url = format!("http://localhost:{}", c.server.listen.port())
+                .parse()
+                .unwrap()
+        })
+        .await;
+        let base = app.gw.app.config.server.public_url.to_string();
+        let base = base.trim_end_matches('/').to_owned();
+        app.verified_user("root@example.com").await;
+        app.grant_role("root@example.com", "admin").await;
+        let (_, codes) = app.enable_totp("root@example.com").await;
+        app.verified_user("bare@example.com").await;
+        app.grant_role("bare@example.com", "admin").await;
+        app.verified_user("user@example.com").await;
+        app.register("target@example.com").await;
+        app.login("target@example.com").await;
+        for n in 0..26 {
+            app.register(&format!("page-{n:02}@example.com")).await;
+        }
+        let store = app.store().await;
+        let id_of = |email: &'static str| {
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                let email = email.parse().unwrap();
+                store
+                    .find_by_email(&email)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id
+                    .to_string()
+            }
+        };
+        let world = ConsoleWorld {
+            base: base.clone(),
+            codes,
+            target: id_of("target@example.com").await,
+            own: id_of("root@example.com").await,
+        };
+        let driver = ChromeDriver::start().await;
+        walk_the_console(&driver, &axe, &world, "en").await;
+        walk_the_console(&driver, &axe, &world, "ru").await;
+        step_up_with_a_passkey(&driver, &axe, &world).await;
+    }
+}
+
+/// A passkey added on the account page proves the step-up through `passkeys.js`.
+async fn step_up_with_a_passkey(driver: &ChromeDriver, axe: &str, world: &ConsoleWorld) {
+    let base = &world.base;
+    let admin = driver.session("en-US").await;
+    admin.add_virtual_authenticator().await;
+    sign_in_to_console(&admin, base, "root@example.com", Some(&world.codes[4])).await;
+    admin.goto(&format!("{base}/auth/account")).await;
+    admin.type_into("#passkey_name", "Laptop").await;
+    admin.type_into("#passkey_password", PASSWORD).await;
+    admin
+        .type_into("#passkey_two_factor_code", &world.codes[5])
+        .await;
+    admin
+        .click("form[action='/auth/account/passkeys/add'] button[type=submit]")
+        .await;
+    admin
+        .find("form[data-passkey=register]:not([hidden])")
+        .await;
+    admin.click("[data-passkey-start]").await;
+    admin.wait_for_url("done=passkey_added").await;
+
+    admin
+        .goto(&format!(
+            "{base}/auth/admin/step-up?return_to=%2Fauth%2Fadmin%2Faudit"
+        ))
+        .await;
+    admin
+        .find("form[data-passkey=second-factor]:not([hidden])")
+        .await;
+    check_no_violations(&admin, axe, "console: step-up with a passkey").await;
+    admin.click("[data-passkey-start]").await;
+    admin.wait_for_url("/auth/admin/audit").await;
+    admin.find("#events-caption").await;
+    admin.quit().await;
 }

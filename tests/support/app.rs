@@ -215,6 +215,39 @@ impl TestApp {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
 
+    /// Grants `role` to the account of `email`, as the operator's command line does.
+    pub async fn grant_role(&self, email: &str, role: &str) {
+        let store = self.store().await;
+        let user = store
+            .find_by_email(&email.parse().expect("an address"))
+            .await
+            .expect("the store answers")
+            .unwrap_or_else(|| panic!("no account {email}"));
+        let by = portcullis::store::admin::By::OPERATOR;
+        let granted = portcullis::store::admin::grant_role_to(&*store, &user, role, by).await;
+        assert!(granted.expect("the role is granted"), "{email} had {role}");
+    }
+
+    /// Turns TOTP on for `email` through the API: its secret and recovery codes. The code
+    /// sent is the previous step's, so that this step's and the next stay unused.
+    pub async fn enable_totp(&self, email: &str) -> (String, Vec<String>) {
+        let token = self.login(email).await.access;
+        let setup = self.post_as(&token, "/api/auth/setup-2fa", json!({})).await;
+        assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
+        let secret = setup.body["data"]["secret"].as_str().unwrap().to_owned();
+        let code = super::otp::totp(&secret, -1);
+        let body = json!({"secret": secret, "token": code, "password": PASSWORD});
+        let enabled = self.post_as(&token, "/api/auth/enable-2fa", body).await;
+        assert_eq!(enabled.status, StatusCode::OK, "{}", enabled.body);
+        let codes = enabled.body["data"]["recovery_codes"]
+            .as_array()
+            .expect("recovery codes")
+            .iter()
+            .map(|c| c.as_str().unwrap().to_owned())
+            .collect();
+        (secret, codes)
+    }
+
     /// Logs in with the standard password; panics unless it succeeds.
     pub async fn login(&self, email: &str) -> Tokens {
         let r = self

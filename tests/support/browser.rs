@@ -44,6 +44,19 @@ impl Html {
         Some(unescape(&self.body[start..end]))
     }
 
+    /// The JSON of the page's first `data-options` attribute (a passkey form's options),
+    /// unescaped (panics when the page has none).
+    pub fn data_options(&self) -> serde_json::Value {
+        let needle = "data-options=\"";
+        let start = self
+            .body
+            .find(needle)
+            .unwrap_or_else(|| panic!("no data-options in {}", self.body))
+            + needle.len();
+        let end = self.body[start..].find('"').expect("a closing quote") + start;
+        serde_json::from_str(&unescape(&self.body[start..end])).expect("options are JSON")
+    }
+
     /// The form's CSRF token (panics when the page has no form).
     pub fn csrf(&self) -> String {
         self.input("csrf_token")

@@ -25,7 +25,7 @@ fn signed_credential(form: &Form, field: &str) -> Option<PublicKeyCredential> {
 
 /// The passkey answer of the second sign-in step, when the form carries one (one that
 /// cannot be read counts as a wrong factor).
-pub(super) fn second_factor_answer(form: &Form) -> Option<SecondFactor> {
+pub(in crate::portal) fn second_factor_answer(form: &Form) -> Option<SecondFactor> {
     form.get("passkey_credential").filter(|c| !c.is_empty())?;
     let ceremony = form.text("passkey_ceremony").parse::<CeremonyId>().ok();
     let credential = signed_credential(form, "passkey_credential");
