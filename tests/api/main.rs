@@ -11,6 +11,7 @@
 mod support;
 
 mod account_api;
+mod admin_api;
 mod audit_trail;
 mod canonical_requests;
 mod cli;
