@@ -200,7 +200,8 @@ pub async fn step_up(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let second = second_factor(request, code);
     app.accounts
         .prove_second_factor(&caller.user, caller.session.id, second, &client)
-        .await?;
+        .await
+        .map_err(wrong_second_factor)?;
     // The instant as the session store recorded it, read back with the session.
     let proven = app.access.authenticate_api(&request.headers).await?;
     let at = proven
@@ -214,6 +215,19 @@ pub async fn step_up(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         "Second factor proven; the admin API is open to this session until valid_until",
         Some(json!({"second_factor_at": at, "valid_until": at + window})),
     ))
+}
+
+/// A step-up's refusal; a wrong answer is the sign-in's 401 `invalid_credentials`, told as
+/// what it is here (there is no address or password in a step-up).
+fn wrong_second_factor(e: AccountError) -> Reply {
+    match e {
+        AccountError::WrongSecondFactor(_) => Reply::error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "The code is wrong or used, or the passkey's answer did not verify",
+        ),
+        other => other.into(),
+    }
 }
 
 /// A page size from `limit`: 1 to `max`, `default` when not given.

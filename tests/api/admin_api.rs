@@ -610,6 +610,8 @@ async fn admin_step_up_asks_checks_and_counts_toward_the_lockout() {
             r.body
         );
         assert_eq!(r.code(), "invalid_credentials");
+        let message = r.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains("code"), "{}", r.body);
 
         // Wrong codes lock the account like wrong passwords: two more make three.
         for wrong in wrong_codes(&admin.secret, 2) {
