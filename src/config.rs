@@ -1690,7 +1690,8 @@ impl PortalConfig {
                 ),
             ));
         }
-        if self.enabled && (is_reserved_path(prefix) || path_is_under("/api/auth", prefix)) {
+        let covers_local = LOCAL_PATHS.iter().any(|local| path_is_under(local, prefix));
+        if self.enabled && (is_reserved_path(prefix) || covers_local) {
             let message = format!("{prefix:?} overlaps a path Portcullis already serves");
             return Err(invalid("portal.path_prefix", message));
         }
@@ -1783,7 +1784,12 @@ pub fn is_local_path(path: &str) -> bool {
 
 /// The paths the gateway answers itself, each with everything under it (the portal's
 /// `portal.path_prefix` besides).
-pub const LOCAL_PATHS: &[&str] = &["/api/auth", "/.well-known/jwks.json", "/health"];
+pub const LOCAL_PATHS: &[&str] = &[
+    "/api/auth",
+    "/api/admin",
+    "/.well-known/jwks.json",
+    "/health",
+];
 
 /// Whether `path` is `prefix` or lies under it on a segment boundary (`/app` covers `/app`
 /// and `/app/x`, not `/application`), optionally ignoring ASCII letter case.
@@ -2159,9 +2165,19 @@ mod tests {
     fn reserved_paths_cannot_be_routed() {
         assert!(is_reserved_path("/api/auth"));
         assert!(is_reserved_path("/api/auth/login"));
+        assert!(is_reserved_path("/api/admin"));
+        assert!(is_reserved_path("/api/admin/users/"));
+        assert!(!is_reserved_path("/api/administrator"));
         assert!(is_reserved_path("/health"));
         assert!(!is_reserved_path("/api"));
         assert!(!is_reserved_path("/healthz"));
+        for prefix in ["/api/auth", "/api/admin", "/api/admin/users"] {
+            let text = format!(
+                "[[routes]]\npath_prefix = \"{prefix}\"\nupstream = \"http://127.0.0.1:1\"\n"
+            );
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains("routes[0].path_prefix"), "{prefix}: {err}");
+        }
     }
 
     #[test]
@@ -2180,6 +2196,14 @@ mod tests {
                 "portal.path_prefix",
             ),
             ("[portal]\npath_prefix = \"/api\"\n", "portal.path_prefix"),
+            (
+                "[portal]\npath_prefix = \"/api/admin\"\n",
+                "portal.path_prefix",
+            ),
+            (
+                "[portal]\npath_prefix = \"/.well-known\"\n",
+                "portal.path_prefix",
+            ),
             (
                 "[portal]\npath_prefix = \"/health\"\n",
                 "portal.path_prefix",

@@ -1,6 +1,6 @@
-//! The endpoint table of the account API, written once: each endpoint's method, path and
-//! per-IP limit. Routing, `405 Allow`, the `Allow` of an `OPTIONS` answer and the rate limits
-//! all read [`ENDPOINTS`]; the OpenAPI contract test checks the document against it.
+//! The endpoint table of the account and admin APIs, written once: each endpoint's method,
+//! path and per-IP limit. Routing, `405 Allow`, the `Allow` of an `OPTIONS` answer and the
+//! rate limits all read [`ENDPOINTS`]; the OpenAPI contract test checks the document against it.
 
 use http::Method;
 
@@ -37,6 +37,33 @@ pub enum Operation {
     PasskeyLogin,
     RenamePasskey,
     DeletePasskey,
+    /// An endpoint of the admin API.
+    Admin(AdminOperation),
+}
+
+/// What an endpoint of the admin API (`/api/admin/*`) does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // Each variant is named after its endpoint; the table gives its path.
+pub enum AdminOperation {
+    StepUp,
+    ListUsers,
+    CreateUser,
+    GetUser,
+    DeleteUser,
+    ActivateUser,
+    DeactivateUser,
+    UnlockUser,
+    ResetTwoFactor,
+    VerifyEmail,
+    RevokeSessions,
+    GrantRole,
+    RevokeRole,
+    UserSessions,
+    EndSession,
+    ListInvitations,
+    Invite,
+    RevokeInvitations,
+    Audit,
 }
 
 /// The per-IP limits an endpoint counts against (`[rate_limits]`, DESIGN section 5).
@@ -54,13 +81,14 @@ pub enum Limit {
     PasswordReset,
 }
 
-/// One endpoint: the method (`None`: every method, decided alike), the path (a trailing
-/// `{id}` stands for one non-empty segment), the limits and the operation.
+/// One endpoint: the method (`None`: every method, decided alike), the path (an `{id}`
+/// segment, anywhere in it, stands for one non-empty segment), the limits and the operation.
 #[derive(Clone, Debug)]
 pub struct Endpoint {
     /// The method it answers; `None` for forward-auth, which decides every method like GET.
     pub method: Option<Method>,
-    /// The path as the OpenAPI document writes it (`/api/auth/passkeys/{id}`).
+    /// The path as the OpenAPI document writes it (`/api/auth/passkeys/{id}`,
+    /// `/api/admin/users/{id}/activate`).
     pub path: &'static str,
     /// The per-IP limits it counts against.
     pub limit: Limit,
@@ -86,6 +114,7 @@ const fn any_method(path: &'static str, limit: Limit, operation: Operation) -> E
     }
 }
 
+use AdminOperation as Adm;
 use Limit::{Global, Unlimited};
 use Operation as Op;
 
@@ -128,7 +157,31 @@ pub static ENDPOINTS: &[Endpoint] = &[
     at(Method::POST, "/api/auth/passkeys/login", Limit::Login, Op::PasskeyLogin),
     at(Method::PATCH, "/api/auth/passkeys/{id}", Global, Op::RenamePasskey),
     at(Method::DELETE, "/api/auth/passkeys/{id}", Global, Op::DeletePasskey),
+    // The admin API: `global` only, like the rest of the signed-in API.
+    at(Method::POST, "/api/admin/step-up", Global, Op::Admin(Adm::StepUp)),
+    at(Method::GET, "/api/admin/users", Global, Op::Admin(Adm::ListUsers)),
+    at(Method::POST, "/api/admin/users", Global, Op::Admin(Adm::CreateUser)),
+    at(Method::GET, "/api/admin/users/{id}", Global, Op::Admin(Adm::GetUser)),
+    at(Method::DELETE, "/api/admin/users/{id}", Global, Op::Admin(Adm::DeleteUser)),
+    at(Method::POST, "/api/admin/users/{id}/activate", Global, Op::Admin(Adm::ActivateUser)),
+    at(Method::POST, "/api/admin/users/{id}/deactivate", Global, Op::Admin(Adm::DeactivateUser)),
+    at(Method::POST, "/api/admin/users/{id}/unlock", Global, Op::Admin(Adm::UnlockUser)),
+    at(Method::POST, "/api/admin/users/{id}/reset-2fa", Global, Op::Admin(Adm::ResetTwoFactor)),
+    at(Method::POST, "/api/admin/users/{id}/verify-email", Global, Op::Admin(Adm::VerifyEmail)),
+    at(Method::POST, "/api/admin/users/{id}/revoke-sessions", Global, Op::Admin(Adm::RevokeSessions)),
+    at(Method::POST, "/api/admin/users/{id}/grant-role", Global, Op::Admin(Adm::GrantRole)),
+    at(Method::POST, "/api/admin/users/{id}/revoke-role", Global, Op::Admin(Adm::RevokeRole)),
+    at(Method::GET, "/api/admin/users/{id}/sessions", Global, Op::Admin(Adm::UserSessions)),
+    at(Method::DELETE, "/api/admin/sessions/{id}", Global, Op::Admin(Adm::EndSession)),
+    at(Method::GET, "/api/admin/invitations", Global, Op::Admin(Adm::ListInvitations)),
+    at(Method::POST, "/api/admin/invitations", Global, Op::Admin(Adm::Invite)),
+    at(Method::POST, "/api/admin/invitations/revoke", Global, Op::Admin(Adm::RevokeInvitations)),
+    at(Method::GET, "/api/admin/audit", Global, Op::Admin(Adm::Audit)),
 ];
+
+/// The paths under which every request counts against `global` at least: the account API
+/// (but forward-auth and the JWKS) and the admin API.
+const LIMITED_PREFIXES: [&str; 2] = ["/api/auth/", "/api/admin/"];
 
 /// How a request's method and path meet the table.
 #[derive(Debug)]
@@ -152,7 +205,7 @@ pub enum Resolved<'a> {
 
 /// The endpoints whose path is `path` (a trailing `/` ignored), with the `{id}` segment:
 /// an exact path wins over a parameterised one (`/api/auth/passkeys/register` is not a
-/// passkey's id).
+/// passkey's id, `/api/admin/invitations/revoke` not an invitation's).
 fn matching(path: &str) -> (Vec<&'static Endpoint>, Option<&str>) {
     let path = path.trim_end_matches('/');
     let exact: Vec<_> = ENDPOINTS.iter().filter(|e| e.path == path).collect();
@@ -163,16 +216,22 @@ fn matching(path: &str) -> (Vec<&'static Endpoint>, Option<&str>) {
     let found = ENDPOINTS
         .iter()
         .filter(|e| {
-            let segment = e
-                .path
-                .strip_suffix("{id}")
-                .and_then(|prefix| path.strip_prefix(prefix))
-                .filter(|s| !s.is_empty() && !s.contains('/'));
+            let segment = id_in(e.path, path);
             id = id.or(segment);
             segment.is_some()
         })
         .collect();
     (found, id)
+}
+
+/// The segment of `path` that stands where `template` has `{id}`, when `path` is the
+/// template with one non-empty segment (no `/`) in that place; `None` for a template
+/// without `{id}` or a path that does not fit it.
+fn id_in<'a>(template: &str, path: &'a str) -> Option<&'a str> {
+    let (before, after) = template.split_once("{id}")?;
+    let rest = path.strip_prefix(before)?;
+    let segment = rest.strip_suffix(after)?;
+    (!segment.is_empty() && !segment.contains('/')).then_some(segment)
 }
 
 /// Finds the endpoint for `method` on `path`.
@@ -193,13 +252,18 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> Resolved<'a> {
 }
 
 /// The per-IP limits a request counts against: its endpoint's; only `global` for anything
-/// else under `/api/auth/` (a wrong method or an unknown path uses no endpoint, so it must
-/// not use up the sign-ins, registrations or reset mails of everyone behind the address);
-/// none outside it.
+/// else under `/api/auth/` or `/api/admin/` (a wrong method or an unknown path uses no
+/// endpoint, so it must not use up the sign-ins, registrations or reset mails of everyone
+/// behind the address); none outside them.
 pub fn limit_of(method: &Method, path: &str) -> Limit {
     match resolve(method, path) {
         Resolved::Found { endpoint, .. } => endpoint.limit,
-        _ if path.trim_end_matches('/').starts_with("/api/auth/") => Limit::Global,
+        _ if LIMITED_PREFIXES
+            .iter()
+            .any(|prefix| path.trim_end_matches('/').starts_with(prefix)) =>
+        {
+            Limit::Global
+        }
         _ => Limit::Unlimited,
     }
 }
@@ -257,6 +321,42 @@ mod tests {
             (Method::DELETE, "/api/auth/sessions/", None, None),
             (Method::PUT, "/api/auth/verify", Some(Op::ForwardAuth), None),
             (Method::HEAD, "/.well-known/jwks.json", Some(Op::Jwks), None),
+            // `{id}` in the middle of a path.
+            (
+                Method::POST,
+                "/api/admin/users/u-1/activate",
+                Some(Op::Admin(Adm::ActivateUser)),
+                Some("u-1"),
+            ),
+            (
+                Method::GET,
+                "/api/admin/users/u-1/sessions/",
+                Some(Op::Admin(Adm::UserSessions)),
+                Some("u-1"),
+            ),
+            (
+                Method::GET,
+                "/api/admin/users/u-1",
+                Some(Op::Admin(Adm::GetUser)),
+                Some("u-1"),
+            ),
+            (
+                Method::GET,
+                "/api/admin/users",
+                Some(Op::Admin(Adm::ListUsers)),
+                None,
+            ),
+            (
+                Method::POST,
+                "/api/admin/invitations/revoke",
+                Some(Op::Admin(Adm::RevokeInvitations)),
+                None,
+            ),
+            (Method::POST, "/api/admin/users//activate", None, None),
+            (Method::POST, "/api/admin/users/activate", None, None),
+            (Method::POST, "/api/admin/users/a/b/activate", None, None),
+            (Method::POST, "/api/admin/users/a/activate/x", None, None),
+            (Method::GET, "/api/admin/users/a/sessionsx", None, None),
         ];
         for (method, path, op, want_id) in cases {
             match (resolve(method, path), op) {
@@ -307,6 +407,12 @@ mod tests {
             (Method::GET, "/.well-known/jwks.json", Limit::Unlimited),
             (Method::POST, "/.well-known/jwks.json", Limit::Unlimited),
             (Method::GET, "/api/auth/openapi.json", Limit::Global),
+            (Method::GET, "/api/admin/users", Limit::Global),
+            (Method::POST, "/api/admin/step-up", Limit::Global),
+            (Method::PUT, "/api/admin/users/x/activate", Limit::Global),
+            (Method::GET, "/api/admin/nothing", Limit::Global),
+            (Method::GET, "/api/admin/", Limit::Unlimited),
+            (Method::GET, "/api/administrator", Limit::Unlimited),
         ];
         for (method, path, want) in cases {
             assert_eq!(limit_of(method, path), *want, "{method} {path}");
@@ -323,6 +429,12 @@ mod tests {
             ("/.well-known/jwks.json", Some("GET, HEAD")),
             ("/api/auth/verify", None),
             ("/api/auth/nothing", None),
+            ("/api/admin/users", Some("GET, POST")),
+            ("/api/admin/users/x", Some("GET, DELETE")),
+            ("/api/admin/users/x/grant-role", Some("POST")),
+            ("/api/admin/invitations", Some("GET, POST")),
+            ("/api/admin/invitations/revoke", Some("POST")),
+            ("/api/admin/users/x/y", None),
         ];
         for (path, want) in cases {
             assert_eq!(allowed_methods(path).as_deref(), want, "{path}");

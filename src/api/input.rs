@@ -131,6 +131,30 @@ impl Fields {
         found
     }
 
+    /// An optional list of strings (role names), each trimmed; `None` when absent or null.
+    /// A value that is no array of strings is named here.
+    pub fn string_list(&mut self, name: &str) -> Option<Vec<String>> {
+        match self.map.get(name) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => {
+                let strings: Option<Vec<String>> = items
+                    .iter()
+                    .map(|item| item.as_str().map(|s| s.trim().to_owned()))
+                    .collect();
+                if strings.is_none() {
+                    self.errors
+                        .push(FieldError::new(name, "must be an array of strings"));
+                }
+                strings
+            }
+            Some(_) => {
+                self.errors
+                    .push(FieldError::new(name, "must be an array of strings"));
+                None
+            }
+        }
+    }
+
     /// An optional boolean, `false` when absent.
     pub fn flag(&mut self, name: &str) -> bool {
         match self.map.get(name) {
@@ -172,6 +196,75 @@ impl Fields {
             _ => Err(Reply::validation(&self.errors)),
         }
     }
+}
+
+/// The most characters of an unknown query key a 400 repeats back.
+const MAX_ECHOED_KEY_CHARS: usize = 32;
+
+/// The parameters of a request's query string (`application/x-www-form-urlencoded`: keys
+/// and values percent-decoded, keys compared exactly), held to a list of known keys, each
+/// at most once. An empty value counts as not given.
+#[derive(Debug, Default)]
+pub struct Query {
+    values: Vec<(&'static str, String)>,
+}
+
+impl Query {
+    /// Reads `request`'s query, taking only the `known` keys; the 400 names every unknown
+    /// key (cut to 32 characters) and every key given twice, never ignoring one.
+    pub fn parse(request: &ApiRequest, known: &[&'static str]) -> Result<Self, Reply> {
+        let mut query = Self::default();
+        let mut errors = Vec::new();
+        let text = request.query.as_deref().unwrap_or("");
+        for (key, value) in url::form_urlencoded::parse(text.as_bytes()) {
+            let Some(name) = known.iter().copied().find(|k| *k == key) else {
+                errors.push(FieldError::new(echoed(&key), unknown_key(known)));
+                continue;
+            };
+            if query.values.iter().any(|(k, _)| *k == name) {
+                errors.push(FieldError::new(name, "is given more than once"));
+                continue;
+            }
+            if !value.is_empty() {
+                query.values.push((name, value.into_owned()));
+            }
+        }
+        if errors.is_empty() {
+            Ok(query)
+        } else {
+            Err(Reply::validation(&errors))
+        }
+    }
+
+    /// The value of `key`, when given and not empty.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The message of an unknown query key: what the endpoint takes instead.
+fn unknown_key(known: &[&str]) -> String {
+    if known.is_empty() {
+        "is not a parameter of this endpoint (it takes none)".to_owned()
+    } else {
+        format!(
+            "is not a parameter of this endpoint (it takes {})",
+            known.join(", ")
+        )
+    }
+}
+
+/// An unknown key as a 400 may repeat it: at most [`MAX_ECHOED_KEY_CHARS`] characters.
+fn echoed(key: &str) -> String {
+    let mut chars = key.chars();
+    let mut out: String = chars.by_ref().take(MAX_ECHOED_KEY_CHARS).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// The JSON object body of a request (empty object for an empty body).
@@ -267,6 +360,46 @@ mod tests {
             .map(|e| e["field"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(fields, ["email", "password", "remember_me"]);
+    }
+
+    #[test]
+    fn a_query_names_unknown_and_repeated_keys() {
+        let mut req = request(None, "");
+        req.query = Some("search=a%20b&limit=&after=x%40y.z".into());
+        let query = Query::parse(&req, &["search", "after", "limit"]).unwrap();
+        assert_eq!(query.get("search"), Some("a b"));
+        assert_eq!(query.get("after"), Some("x@y.z"));
+        assert_eq!(query.get("limit"), None, "an empty value is no value");
+
+        req.query = Some(format!("search=a&search=b&q=1&{}=2", "k".repeat(40)));
+        let err = Query::parse(&req, &["search"]).unwrap_err();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        let fields: Vec<_> = err.body_json()["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap().to_string())
+            .collect();
+        let long = format!("{}…", "k".repeat(32));
+        assert_eq!(fields, ["search", "q", long.as_str()]);
+    }
+
+    #[test]
+    fn a_string_list_is_an_array_of_strings() {
+        let req = request(
+            Some("application/json"),
+            r#"{"roles": [" ops ", "billing"], "bad": [1], "worse": "ops"}"#,
+        );
+        let mut f = Fields::from_request(&req).unwrap();
+        assert_eq!(
+            f.string_list("roles"),
+            Some(vec!["ops".to_owned(), "billing".to_owned()])
+        );
+        assert_eq!(f.string_list("absent"), None);
+        assert_eq!(f.string_list("bad"), None);
+        assert_eq!(f.string_list("worse"), None);
+        let err = f.finish().unwrap_err();
+        assert_eq!(err.body_json()["errors"].as_array().unwrap().len(), 2);
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub(super) fn signed_in(app: &App, signed: SignedIn) -> Reply {
 
 /// The second factor sent with a login: a `passkey` answer `{ceremony_id, credential}`
 /// (one that cannot be read counts as a wrong factor), else `two_factor_code`.
-fn second_factor(request: &ApiRequest, code: Option<String>) -> SecondFactor {
+pub(super) fn second_factor(request: &ApiRequest, code: Option<String>) -> SecondFactor {
     let body = body_object(request);
     let Some(answer) = body.get("passkey").filter(|v| !v.is_null()) else {
         return SecondFactor::Code(code);

@@ -1,9 +1,11 @@
-//! The account API under `/api/auth/*`, answered by the gateway itself.
+//! The account API under `/api/auth/*` and the admin API under `/api/admin/*`, answered by
+//! the gateway itself.
 //!
 //! Handlers are plain async functions over [`ApiRequest`] and [`App`]; they never see a
 //! Pingora type, so they can be tested directly.
 
 mod account;
+mod admin;
 pub mod browser;
 mod cors;
 pub mod endpoints;
@@ -27,8 +29,9 @@ pub(crate) use passkeys::new_passkey;
 pub(crate) use two_factor::totp_enable;
 
 use crate::accounts::Client;
+use crate::accounts::admin::AccountAction;
 use crate::app::App;
-use endpoints::{Limit, Operation, Resolved};
+use endpoints::{AdminOperation, Limit, Operation, Resolved};
 
 /// A request for the local API, already read and size-capped by the gateway.
 #[derive(Clone, Debug)]
@@ -97,7 +100,7 @@ pub(crate) fn is_forward_auth(path: &str) -> bool {
 
 /// Applies the per-IP limits of DESIGN section 5, as the endpoint table gives them: `global`
 /// for all of `/api/auth/*` (except forward-auth, which answers for other servers' page
-/// loads), then the endpoint's own. Returns the `RateLimit-*` headers of the tightest limit,
+/// loads) and `/api/admin/*`, then the endpoint's own. Returns the `RateLimit-*` headers of the tightest limit,
 /// or the 429 to send.
 async fn rate_limit(
     app: &App,
@@ -206,6 +209,39 @@ async fn call(
         Op::PasskeyLogin => passkeys::login(app, request).await,
         Op::RenamePasskey => passkeys::rename(app, request, id).await,
         Op::DeletePasskey => passkeys::remove(app, request, id).await,
+        Op::Admin(admin_op) => call_admin(app, request, admin_op, id).await,
+    }
+}
+
+/// Calls the admin API's handler of `operation` (see [`call`]).
+async fn call_admin(
+    app: &App,
+    request: &ApiRequest,
+    operation: AdminOperation,
+    id: &str,
+) -> Result<Reply, Reply> {
+    use AccountAction as Act;
+    use AdminOperation as Op;
+    match operation {
+        Op::StepUp => admin::step_up(app, request).await,
+        Op::ListUsers => admin::list_users(app, request).await,
+        Op::CreateUser => admin::create_user(app, request).await,
+        Op::GetUser => admin::get_user(app, request, id).await,
+        Op::DeleteUser => admin::delete_user(app, request, id).await,
+        Op::ActivateUser => admin::act(app, request, id, Act::Activate).await,
+        Op::DeactivateUser => admin::act(app, request, id, Act::Deactivate).await,
+        Op::UnlockUser => admin::act(app, request, id, Act::Unlock).await,
+        Op::ResetTwoFactor => admin::act(app, request, id, Act::ResetSecondFactors).await,
+        Op::VerifyEmail => admin::act(app, request, id, Act::MarkVerified).await,
+        Op::RevokeSessions => admin::act(app, request, id, Act::EndSessions).await,
+        Op::GrantRole => admin::change_role(app, request, id, true).await,
+        Op::RevokeRole => admin::change_role(app, request, id, false).await,
+        Op::UserSessions => admin::user_sessions(app, request, id).await,
+        Op::EndSession => admin::end_session(app, request, id).await,
+        Op::ListInvitations => admin::list_invitations(app, request).await,
+        Op::Invite => admin::invite(app, request).await,
+        Op::RevokeInvitations => admin::revoke_invitations(app, request).await,
+        Op::Audit => admin::audit(app, request).await,
     }
 }
 

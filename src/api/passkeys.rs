@@ -50,7 +50,7 @@ fn options_answer(message: &str, id: &CeremonyId, options: Value) -> Reply {
 }
 
 /// A passkey as the API shows it.
-fn passkey_json(p: &StoredPasskey) -> Value {
+pub(super) fn passkey_json(p: &StoredPasskey) -> Value {
     json!({
         "id": p.id.to_string(),
         "name": p.name,

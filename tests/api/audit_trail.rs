@@ -94,7 +94,8 @@ async fn sign_ins_a_password_change_and_logout_all_are_audited_without_secrets()
         assert_eq!(failed.subject_email.as_deref(), Some("ada@example.com"));
         let signed_in = one("sign_in", AuditOutcome::Success);
         assert_eq!(signed_in.actor, Actor::User(ada.id));
-        assert!(failed.id < signed_in.id, "in order");
+        // Both are written in the background after their answers, so their order in the
+        // trail is not the order of the requests: only that both are there is asserted.
         let changed = one("password_change", AuditOutcome::Success);
         assert_eq!(changed.actor, Actor::User(ada.id));
         assert_eq!(changed.client_ip.as_deref(), Some("127.0.0.1"));

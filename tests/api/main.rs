@@ -11,6 +11,7 @@
 mod support;
 
 mod account_api;
+mod admin_api;
 mod admin_sessions_property;
 mod audit_trail;
 mod canonical_requests;

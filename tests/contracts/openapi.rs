@@ -90,8 +90,10 @@ fn every_reference_resolves_and_every_operation_answers_something() {
             responses.keys().any(|s| s.starts_with('2')),
             "{method} {path} documents no success"
         );
-        // Every /api/auth/* endpoint except forward-auth counts against the global limit.
-        let limited = path.starts_with("/api/auth/") && path != "/api/auth/verify";
+        // Every /api/auth/* endpoint except forward-auth, and every /api/admin/* endpoint,
+        // counts against the global limit.
+        let limited = (path.starts_with("/api/auth/") && path != "/api/auth/verify")
+            || path.starts_with("/api/admin/");
         assert_eq!(
             responses.contains_key("429"),
             limited,

@@ -28,14 +28,23 @@ pub fn base32_decode(s: &str) -> Vec<u8> {
     out
 }
 
-/// RFC 6238 TOTP for the 30 s step `offset` steps from now.
-pub fn totp(secret_base32: &str, offset: i64) -> String {
-    let key = base32_decode(secret_base32);
-    let now = SystemTime::now()
+/// The 30 s step of now (RFC 6238's counter).
+pub fn current_step() -> u64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_secs() as i64;
-    let counter = (now / 30 + offset) as u64;
+        .as_secs()
+        / 30
+}
+
+/// RFC 6238 TOTP for the 30 s step `offset` steps from now.
+pub fn totp(secret_base32: &str, offset: i64) -> String {
+    totp_at(secret_base32, (current_step() as i64 + offset) as u64)
+}
+
+/// RFC 6238 TOTP for the 30 s step `counter` (an absolute step, as [`current_step`]).
+pub fn totp_at(secret_base32: &str, counter: u64) -> String {
+    let key = base32_decode(secret_base32);
     let mut mac = <Hmac<sha1::Sha1> as KeyInit>::new_from_slice(&key).unwrap();
     mac.update(&counter.to_be_bytes());
     let digest = mac.finalize().into_bytes();
