@@ -65,10 +65,6 @@ pub struct IdentityProviderConfig {
     /// (an attacker who registers your address at a lax provider would get your account).
     #[serde(default)]
     pub link_by_verified_email: bool,
-    /// With `kind = "oidc"`: also sign out at the provider (its `end_session_endpoint`) when
-    /// the user signs out of Portcullis.
-    #[serde(default)]
-    pub end_session: bool,
     /// With `kind = "github"`: where the authorisation and token endpoints live
     /// (`{web_url}/login/oauth/authorize`, `…/access_token`); `https://github.com` by default
     /// (GitHub Enterprise Server: its own host).
@@ -278,9 +274,6 @@ impl IdentityProviderConfig {
                         key("issuer"),
                         "kind = \"github\" has no issuer; set web_url and api_url",
                     ));
-                }
-                if self.end_session {
-                    return Err(invalid(key("end_session"), "only for kind = \"oidc\""));
                 }
                 check_provider_url(&self.web_url).map_err(|m| invalid(key("web_url"), m))?;
                 check_provider_url(&self.api_url).map_err(|m| invalid(key("api_url"), m))?;

@@ -2,6 +2,7 @@
 //! (sign-in, sign-out, registration, verification, reset, sessions, the account page's
 //! reads and forms, two-factor and passkey management), and the answer into the next page.
 
+pub(super) mod federation;
 mod invitation;
 mod passkeys;
 
@@ -73,6 +74,8 @@ const NOTICES: &[(&str, &str)] = &[
     ("passkey_added", "notice_passkey_added"),
     ("passkey_renamed", "notice_passkey_renamed"),
     ("passkey_removed", "notice_passkey_removed"),
+    ("identity_linked", "notice_identity_linked"),
+    ("identity_unlinked", "notice_identity_unlinked"),
 ];
 
 /// Shows the page at `sub` (a member of [`GET_PATHS`]).
@@ -222,6 +225,7 @@ fn render_login(
         Some(_) => String::new(),
         None => v.path_with_return("/register", return_to.as_deref()),
     };
+    let providers = federation::buttons(v, return_to.as_deref());
     v.render(
         "login.html",
         status,
@@ -230,6 +234,7 @@ fn render_login(
         vec![
             ("return_to", Value::from(return_to.unwrap_or_default())),
             ("register_href", Value::from(register_href)),
+            ("providers", providers),
             (
                 "values",
                 to_value(json!({"email": email, "remember_me": remember_me})),

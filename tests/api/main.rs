@@ -18,6 +18,7 @@ mod cli;
 mod connections;
 mod cookies;
 mod enforcement;
+mod federation;
 mod forward_auth;
 mod forward_auth_proxies;
 mod forwarding;

@@ -297,6 +297,7 @@ mod ci;
 pub mod db;
 pub mod disk;
 pub mod nginx;
+pub mod oidc;
 pub mod otp;
 pub mod redis;
 pub mod smtp;

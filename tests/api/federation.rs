@@ -1,0 +1,133 @@
+//! Signing in through `[[identity_providers]]` against a real OpenID Provider
+//! (`oidc-provider` from npm, on loopback): the portal's buttons, the provider's own login
+//! and consent, the session that follows on a protected route, several providers at once.
+
+use crate::support::EchoUpstream;
+use crate::support::app::*;
+use crate::support::browser::{Browser, Html, unescape};
+use crate::support::oidc::{TestOp, through_op};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SECRET: &str = "op-client-secret-for-tests";
+
+/// A route that needs a session, and the catch-all.
+fn routes(upstream: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"{upstream}\"\npolicy = \"authenticated\"\n\
+         [[routes]]\nname = \"public\"\npath_prefix = \"/\"\nupstream = \"{upstream}\"\npolicy = \"public\"\n"
+    )
+}
+
+/// One `[[identity_providers]]` entry of kind oidc at `issuer`, with `extra` keys.
+fn provider(id: &str, name: &str, issuer: &str, extra: &str) -> String {
+    format!(
+        "[[identity_providers]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\n\
+         client_id = \"portcullis-{id}\"\nclient_secret = \"{SECRET}\"\n{extra}\n"
+    )
+}
+
+/// The redirect URI the gateway registers for provider `id`.
+fn redirect_uri(app: &TestApp, id: &str) -> String {
+    app.url(&format!("/auth/oidc/{id}/callback"))
+}
+
+/// The href of the sign-in page's button for provider `id`.
+fn button(page: &Html, id: &str) -> String {
+    let prefix = format!("/auth/oidc/{id}/start");
+    page.body
+        .split("href=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(unescape)
+        .find(|href| href.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no button for {id}: {}", page.body))
+}
+
+/// The echo upstream's JSON of a proxied answer.
+fn echo_of(page: &Html) -> Value {
+    serde_json::from_str(&page.body).unwrap_or_else(|_| panic!("not an echo: {}", page.body))
+}
+
+/// Signs in from a protected route through provider `id` as `login`; the answer of the
+/// route afterwards.
+async fn sign_in_through(browser: &Browser, id: &str, login: &str, route: &str) -> Html {
+    let refused = browser.get(route).await;
+    assert!(refused.status.is_redirection(), "{}", refused.body);
+    let login_page = browser.get(refused.location()).await;
+    assert_eq!(login_page.status, StatusCode::OK, "{}", login_page.body);
+    let start = button(&login_page, id);
+    let (page, url) = through_op(browser, &start, login).await;
+    assert!(url.ends_with(route), "landed on {url}: {}", page.body);
+    page
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_sign_in_through_two_real_openid_providers_onto_a_protected_route() {
+    for backend in backends() {
+        let (Some(mut corp), Some(mut partner)) = (TestOp::reserve(), TestOp::reserve()) else {
+            return;
+        };
+        let upstream = EchoUpstream::start().await;
+        let config = format!(
+            "{}{}{}",
+            routes(&upstream.url()),
+            provider("corp", "Corp SSO", &corp.issuer, "auto_create = true"),
+            provider("partner", "Partner", &partner.issuer, "auto_create = true"),
+        );
+        let app = TestApp::spawn(backend, &config).await;
+        corp.start(
+            &[("portcullis-corp", SECRET, &redirect_uri(&app, "corp"))],
+            json!({"alice": {"email": "alice@corp.example", "email_verified": true, "given_name": "Alice"}}),
+        );
+        partner.start(
+            &[("portcullis-partner", SECRET, &redirect_uri(&app, "partner"))],
+            json!({"bob": {"email": "bob@partner.example", "email_verified": true}}),
+        );
+
+        let alice = Browser::new(&app.url(""));
+        let page = sign_in_through(&alice, "corp", "alice", "/app/hello?x=1").await;
+        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
+        let echo = echo_of(&page);
+        assert_eq!(
+            crate::support::echoed_header(&echo, "x-user-email"),
+            ["alice@corp.example"],
+            "{backend:?}"
+        );
+        assert_eq!(
+            crate::support::echoed_header(&echo, "x-user-email-verified"),
+            ["true"]
+        );
+        // The session is an ordinary one: the account page lists it, and sign-out ends it.
+        let account = alice.get("/auth/account").await;
+        assert_eq!(account.status, StatusCode::OK, "{}", account.body);
+        assert!(account.body.contains("alice@corp.example"));
+
+        let bob = Browser::new(&app.url(""));
+        let page = sign_in_through(&bob, "partner", "bob", "/app/other").await;
+        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
+        assert_eq!(
+            crate::support::echoed_header(&echo_of(&page), "x-user-email"),
+            ["bob@partner.example"]
+        );
+
+        // A second sign-in of the same identity reaches the same account, not a new one.
+        let again = Browser::new(&app.url(""));
+        let page = sign_in_through(&again, "corp", "alice", "/app/again").await;
+        let echo = echo_of(&page);
+        let first_id = crate::support::echoed_header(&echo, "x-user-id");
+        let store = app.store().await;
+        let user = store
+            .find_by_email(&portcullis::domain::Email::parse("alice@corp.example").unwrap())
+            .await
+            .unwrap()
+            .expect("the account made at the first sign-in");
+        assert_eq!(first_id, [user.id.to_string()]);
+        let linked = store.linked_identities(user.id).await.unwrap();
+        assert_eq!(linked.len(), 1);
+        assert_eq!(
+            (linked[0].provider.as_str(), linked[0].subject.as_str()),
+            ("corp", "alice")
+        );
+    }
+}
