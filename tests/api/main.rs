@@ -19,6 +19,7 @@ mod connections;
 mod cookies;
 mod enforcement;
 mod federation;
+mod federation_accounts;
 mod federation_attacks;
 mod forward_auth;
 mod forward_auth_proxies;

@@ -1,0 +1,230 @@
+//! What an identity from a provider means for local accounts: joining an existing account by
+//! address only when both sides call it verified and the provider allows it; the provider's
+//! `allowed_domains`, `allowed_groups` and `role_mapping`; `[registration]` for the accounts
+//! it makes. The provider is the hostile stub (tests/support/hostile_op.rs) sending sound
+//! tokens with the claims each case needs.
+
+use crate::support::app::*;
+use crate::support::browser::{Browser, Html};
+use crate::support::hostile_op::{Attack, HostileOp};
+use crate::support::oidc::through_op;
+use portcullis::domain::Email;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const CLIENT: &str = "portcullis-idp";
+
+async fn spawn(backend: Backend, stub: &HostileOp, keys: &str, before: &str) -> TestApp {
+    let config = format!(
+        "{before}\n[[identity_providers]]\nid = \"idp\"\nname = \"IdP\"\nkind = \"oidc\"\nissuer = \"{}\"\n\
+         client_id = \"{CLIENT}\"\nclient_secret = \"s\"\n{keys}\n",
+        stub.issuer
+    );
+    stub.attack(Attack::None);
+    TestApp::spawn(backend, &config).await
+}
+
+/// The stub's next identity: its subject and claims.
+fn assert_as(stub: &HostileOp, subject: &str, claims: Value) {
+    let mut s = stub.state.lock().unwrap();
+    s.subject = subject.to_owned();
+    s.claims = claims.as_object().cloned().unwrap_or_default();
+}
+
+/// A sign-in through the stub from a fresh browser: the browser and the gateway's answer.
+async fn sign_in(app: &TestApp) -> (Browser, Html) {
+    let browser = Browser::new(&app.url(""));
+    let (page, _) = through_op(&browser, "/auth/oidc/idp/start", "unused").await;
+    (browser, page)
+}
+
+fn signed_in(browser: &Browser) -> bool {
+    browser.cookie("portcullis_refresh").is_some()
+}
+
+async fn user(app: &TestApp, email: &str) -> Option<portcullis::store::User> {
+    app.store()
+        .await
+        .find_by_email(&Email::parse(email).unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_joins_an_existing_account_only_when_linking_is_on_and_both_sides_verified() {
+    // (link_by_verified_email, the provider's email_verified, the local account verified)
+    let cases = [
+        (false, true, true, false),
+        (true, false, true, false),
+        (true, true, false, false),
+        (true, true, true, true),
+    ];
+    for backend in backends() {
+        for (linking, provider_verified, local_verified, joins) in cases {
+            let stub = HostileOp::start(CLIENT).await;
+            let keys = format!("auto_create = true\nlink_by_verified_email = {linking}");
+            let app = spawn(backend, &stub, &keys, "").await;
+            let case = format!(
+                "{backend:?} linking={linking} provider={provider_verified} local={local_verified}"
+            );
+            if local_verified {
+                app.verified_user("ada@example.com").await;
+            } else {
+                assert_eq!(
+                    app.register("ada@example.com").await.status,
+                    StatusCode::CREATED
+                );
+            }
+            assert_as(
+                &stub,
+                "attacker-sub",
+                json!({"email": "ada@example.com", "email_verified": provider_verified}),
+            );
+            let (browser, page) = sign_in(&app).await;
+            let local = user(&app, "ada@example.com").await.unwrap();
+            let linked = app.store().await.linked_identities(local.id).await.unwrap();
+            if joins {
+                assert_eq!(page.status, StatusCode::OK, "{case}: {}", page.body);
+                assert!(signed_in(&browser), "{case}");
+                assert_eq!(linked.len(), 1, "{case}");
+            } else {
+                assert_eq!(page.status, StatusCode::CONFLICT, "{case}: {}", page.body);
+                assert!(
+                    page.body.contains("already exists"),
+                    "{case}: {}",
+                    page.body
+                );
+                assert!(!signed_in(&browser), "{case}");
+                assert!(linked.is_empty(), "{case}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_domains_and_groups_admit_and_role_mapping_sets_roles_at_each_sign_in() {
+    for backend in backends() {
+        let stub = HostileOp::start(CLIENT).await;
+        let keys = "auto_create = true\nallowed_domains = [\"corp.example\"]\nallowed_groups = [\"staff\", \"admins\"]\n\
+                    groups_claim = \"roles_of\"\nrole_mapping = { admins = \"admin\", staff = \"staff\" }";
+        let app = spawn(backend, &stub, keys, "").await;
+        let refused = [
+            json!({"email": "eve@other.example", "email_verified": true, "roles_of": ["staff"]}),
+            json!({"email": "eve@corp.example", "email_verified": false, "roles_of": ["staff"]}),
+            json!({"email": "eve@corp.example", "email_verified": true, "roles_of": ["guests"]}),
+            json!({"email": "eve@corp.example", "email_verified": true}),
+        ];
+        for claims in refused {
+            assert_as(&stub, "eve", claims.clone());
+            let (browser, page) = sign_in(&app).await;
+            assert_eq!(
+                page.status,
+                StatusCode::FORBIDDEN,
+                "{backend:?} {claims}: {}",
+                page.body
+            );
+            assert!(
+                page.body.contains("not allowed to sign in here"),
+                "{}",
+                page.body
+            );
+            assert!(!signed_in(&browser));
+        }
+        assert!(user(&app, "eve@corp.example").await.is_none());
+
+        assert_as(
+            &stub,
+            "ann",
+            json!({"email": "ann@corp.example", "email_verified": true, "roles_of": ["staff", "admins"]}),
+        );
+        let (browser, page) = sign_in(&app).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(signed_in(&browser));
+        let ann = user(&app, "ann@corp.example").await.unwrap();
+        assert_eq!(ann.roles, ["admin", "staff"], "{backend:?}");
+        assert!(ann.is_verified);
+        // A role granted otherwise stays; a mapped role the groups no longer give goes.
+        app.store().await.grant_role(ann.id, "ops").await.unwrap();
+        assert_as(
+            &stub,
+            "ann",
+            json!({"email": "ann@corp.example", "email_verified": true, "roles_of": ["staff"]}),
+        );
+        let (_, page) = sign_in(&app).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        let ann = user(&app, "ann@corp.example").await.unwrap();
+        assert_eq!(ann.roles, ["ops", "staff"], "{backend:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_made_at_a_first_sign_in_follow_the_registration_policy() {
+    for backend in backends() {
+        // Without auto_create: a page explains, no account.
+        let stub = HostileOp::start(CLIENT).await;
+        let app = spawn(backend, &stub, "", "").await;
+        assert_as(
+            &stub,
+            "s1",
+            json!({"email": "new@example.com", "email_verified": true}),
+        );
+        let (_, page) = sign_in(&app).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+        assert!(
+            page.body.contains("No account here is linked"),
+            "{}",
+            page.body
+        );
+        assert!(user(&app, "new@example.com").await.is_none());
+
+        // Invitations only: refused.
+        let stub = HostileOp::start(CLIENT).await;
+        let app = spawn(
+            backend,
+            &stub,
+            "auto_create = true",
+            "[registration]\nmode = \"invite\"\n",
+        )
+        .await;
+        assert_as(
+            &stub,
+            "s2",
+            json!({"email": "new@example.com", "email_verified": true}),
+        );
+        let (_, page) = sign_in(&app).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+        assert!(page.body.contains("by invitation only"), "{}", page.body);
+        assert!(user(&app, "new@example.com").await.is_none());
+
+        // Some domains: the others refused; an unverified address makes an unverified account.
+        let stub = HostileOp::start(CLIENT).await;
+        let app = spawn(
+            backend,
+            &stub,
+            "auto_create = true",
+            "[registration]\nmode = \"domains\"\nallowed_domains = [\"ok.example\"]\n",
+        )
+        .await;
+        assert_as(
+            &stub,
+            "s3",
+            json!({"email": "bob@bad.example", "email_verified": true}),
+        );
+        let (_, page) = sign_in(&app).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+        assert!(user(&app, "bob@bad.example").await.is_none());
+        assert_as(
+            &stub,
+            "s4",
+            json!({"email": "amy@ok.example", "email_verified": false}),
+        );
+        let (browser, page) = sign_in(&app).await;
+        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
+        assert!(signed_in(&browser));
+        let amy = user(&app, "amy@ok.example").await.unwrap();
+        assert!(
+            !amy.is_verified,
+            "the provider did not vouch for the address"
+        );
+    }
+}
