@@ -62,6 +62,8 @@ pub(super) const POST_PATHS: &[&str] = &[
     "/account/passkeys/register",
     "/account/passkeys/rename",
     "/account/passkeys/remove",
+    "/account/identities/link",
+    "/account/identities/unlink",
 ];
 
 /// Notices an account page may show after a form succeeded (`?done=`).
@@ -627,6 +629,7 @@ async fn account_page(
         "two_factor_enabled": user.two_factor_enabled,
     });
     let passkeys = passkeys::for_account(v, user).await;
+    let identities = federation::for_account(v, user).await;
     v.render(
         "account.html",
         status,
@@ -636,6 +639,7 @@ async fn account_page(
             ("user", to_value(user_view)),
             ("sessions", to_value(sessions)),
             ("passkeys", passkeys),
+            ("identities", identities),
         ],
     )
 }
@@ -673,6 +677,9 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
         "/account/2fa/disable" => disable_two_factor(v, token, form).await,
         "/account/resend-verification" => resend_verification(v, token).await,
         "/account/deactivate" => deactivate(v, token, form).await,
+        identity if identity.starts_with("/account/identities/") => {
+            federation::account_action(v, identity, token, form).await
+        }
         passkey if passkey.starts_with("/account/passkeys/") => {
             passkeys::account_action(v, passkey, token, form).await
         }

@@ -228,3 +228,136 @@ async fn accounts_made_at_a_first_sign_in_follow_the_registration_policy() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identity_is_linked_and_unlinked_from_the_account_page_after_a_step_up() {
+    for backend in backends() {
+        let stub = HostileOp::start(CLIENT).await;
+        let app = spawn(backend, &stub, "", "").await;
+        app.verified_user("ada@example.com").await;
+        assert_as(
+            &stub,
+            "ada-at-idp",
+            json!({"email": "ada@idp.example", "email_verified": true}),
+        );
+        let ada = Browser::new(&app.url(""));
+        let signed = ada
+            .sign_in("ada@example.com", PASSWORD, "/auth/account")
+            .await;
+        assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+        let account = ada.get("/auth/account").await;
+        assert!(account.body.contains("Link IdP"), "{}", account.body);
+
+        // A wrong password starts nothing.
+        let wrong = ada
+            .post(
+                "/auth/account/identities/link",
+                &[
+                    ("csrf_token", &account.csrf()),
+                    ("provider", "idp"),
+                    ("password", "wrong"),
+                ],
+            )
+            .await;
+        assert!(
+            wrong.status.is_client_error(),
+            "{backend:?}: {}",
+            wrong.status
+        );
+        assert_eq!(stub.state.lock().unwrap().token_requests.len(), 0);
+
+        let account = ada.get("/auth/account").await;
+        let started = ada
+            .post(
+                "/auth/account/identities/link",
+                &[
+                    ("csrf_token", &account.csrf()),
+                    ("provider", "idp"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.body);
+        assert!(
+            started.location().starts_with(&stub.issuer),
+            "{}",
+            started.location()
+        );
+        let (page, url) = through_op(&ada, started.location(), "unused").await;
+        assert!(url.contains("done=identity_linked"), "{url}");
+        assert!(page.body.contains("has been linked"), "{}", page.body);
+        assert!(page.body.contains("ada@idp.example"), "{}", page.body);
+
+        // The identity now signs in to Ada's account.
+        let (browser, page) = sign_in(&app).await;
+        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
+        assert!(signed_in(&browser));
+        assert!(page.body.contains("ada@example.com"), "{}", page.body);
+
+        // Another account cannot take it.
+        app.verified_user("bob@example.com").await;
+        let bob = Browser::new(&app.url(""));
+        bob.sign_in("bob@example.com", PASSWORD, "/auth/account")
+            .await;
+        let account = bob.get("/auth/account").await;
+        let started = bob
+            .post(
+                "/auth/account/identities/link",
+                &[
+                    ("csrf_token", &account.csrf()),
+                    ("provider", "idp"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        let (page, _) = through_op(&bob, started.location(), "unused").await;
+        assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+
+        // Unlinking takes the password too; then the identity signs in nowhere.
+        let account = ada.get("/auth/account").await;
+        let fields = |password: &'static str, csrf: String| {
+            vec![
+                ("csrf_token".to_owned(), csrf),
+                ("provider".to_owned(), "idp".to_owned()),
+                ("subject".to_owned(), "ada-at-idp".to_owned()),
+                ("password".to_owned(), password.to_owned()),
+            ]
+        };
+        let wrong = fields("wrong", account.csrf());
+        let wrong: Vec<(&str, &str)> = wrong
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let refused = ada.post("/auth/account/identities/unlink", &wrong).await;
+        assert!(refused.status.is_client_error(), "{}", refused.status);
+        let ada_user = user(&app, "ada@example.com").await.unwrap();
+        assert_eq!(
+            app.store()
+                .await
+                .linked_identities(ada_user.id)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let account = ada.get("/auth/account").await;
+        let right = fields(PASSWORD, account.csrf());
+        let right: Vec<(&str, &str)> = right
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let done = ada.post("/auth/account/identities/unlink", &right).await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert!(done.location().contains("done=identity_unlinked"));
+        assert!(
+            app.store()
+                .await
+                .linked_identities(ada_user.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let (_, page) = sign_in(&app).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    }
+}

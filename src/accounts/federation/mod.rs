@@ -22,13 +22,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Accounts, Client, Tokens};
+use super::{Accounts, Client, StepUp, Tokens};
 use crate::auth::secrets::{random_token, sha256_hex};
 use crate::config::{Config, IdentityProviderConfig, ProviderKind, Refusal};
 use crate::domain::{Email, UserId};
 use crate::session::PasskeyUse;
 use crate::store::{
-    AuditKind, AuditOutcome, NewLinkedIdentity, NewUser, StoreError, User, UserChange,
+    AuditKind, AuditOutcome, LinkedIdentity, NewLinkedIdentity, NewUser, StoreError, User,
+    UserChange,
 };
 use crate::telemetry::SECURITY;
 
@@ -85,9 +86,9 @@ pub enum FederationError {
     /// The identity is linked to another account already (409).
     #[error("this identity is linked to another account")]
     LinkedElsewhere,
-    /// The identity was the account's last way to sign in (409).
-    #[error("the last way to sign in cannot be removed")]
-    LastWayIn,
+    /// The identity is not linked to this account (404).
+    #[error("no such linked identity")]
+    NotLinked,
     /// The account is deactivated, or a backend failed.
     #[error("the account core refused: {0:?}")]
     Account(super::AccountError),
@@ -117,7 +118,8 @@ impl FederationError {
             Self::NotAllowed | Self::NoAccount | Self::NoAddress | Self::Registration(_) => {
                 S::FORBIDDEN
             }
-            Self::AddressTaken | Self::LinkedElsewhere | Self::LastWayIn => S::CONFLICT,
+            Self::AddressTaken | Self::LinkedElsewhere => S::CONFLICT,
+            Self::NotLinked => S::NOT_FOUND,
             // The portal answers these as it answers the account core's other refusals.
             Self::Account(_) => S::SERVICE_UNAVAILABLE,
         }
@@ -138,7 +140,7 @@ impl FederationError {
             Self::Registration(Refusal::InvitationRequired) => "error_invitation_required",
             Self::Registration(_) => "error_registration_closed",
             Self::LinkedElsewhere => "federation_linked_elsewhere",
-            Self::LastWayIn => "federation_last_way_in",
+            Self::NotLinked => "error_generic",
             Self::Account(e) => e.catalogue_key(),
         }
     }
@@ -660,6 +662,92 @@ impl Accounts {
                 .map_err(super::AccountError::from)?;
             self.access.forget_user_record(user.id);
         }
+        Ok(())
+    }
+}
+
+/// A linked identity as the account page shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkedView {
+    /// The provider's id.
+    pub provider: String,
+    /// The provider's name (its id when it is no longer configured).
+    pub name: String,
+    /// The provider's subject.
+    pub subject: String,
+    /// The address it last asserted.
+    pub email: String,
+    /// When it was linked.
+    pub linked_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Accounts {
+    /// The identities linked to `user`, with their providers' names.
+    pub async fn linked_identities(
+        &self,
+        user: &User,
+    ) -> Result<Vec<LinkedView>, super::AccountError> {
+        let linked = self.store.linked_identities(user.id).await?;
+        Ok(linked
+            .into_iter()
+            .map(|l: LinkedIdentity| LinkedView {
+                name: self
+                    .federation
+                    .providers
+                    .iter()
+                    .find(|p| p.config.id.as_str() == l.provider)
+                    .map_or_else(|| l.provider.clone(), |p| p.config.name.clone()),
+                provider: l.provider,
+                subject: l.subject,
+                email: l.email,
+                linked_at: l.created_at,
+            })
+            .collect())
+    }
+
+    /// Starts linking an identity at `provider` to `user`, after the step-up (the current
+    /// password, and a code while TOTP is on): the URL to send the browser to.
+    pub async fn begin_link(
+        &self,
+        user: &User,
+        provider: &str,
+        proof: StepUp<'_>,
+        browser: &str,
+        client: &Client<'_>,
+    ) -> Result<String, FederationError> {
+        self.federation.provider(provider)?;
+        self.step_up_with_code(user, proof, client).await?;
+        self.begin_federated(provider, browser, None, Intent::Link(user.id))
+            .await
+    }
+
+    /// Detaches one of `user`'s linked identities, after the step-up. The step-up's
+    /// password is itself a way in, so an account never loses its last one here.
+    pub async fn unlink_identity(
+        &self,
+        user: &User,
+        provider: &str,
+        subject: &str,
+        proof: StepUp<'_>,
+        client: &Client<'_>,
+    ) -> Result<(), FederationError> {
+        self.step_up_with_code(user, proof, client).await?;
+        if !self
+            .store
+            .unlink_identity(user.id, provider, subject)
+            .await
+            .map_err(super::AccountError::from)?
+        {
+            return Err(FederationError::NotLinked);
+        }
+        tracing::info!(target: SECURITY, event = "identity_unlinked", user_id = %user.id, provider);
+        self.audit_own(
+            AuditKind::SignIn,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            &format!("identity of provider {provider} unlinked"),
+        );
         Ok(())
     }
 }

@@ -4,7 +4,10 @@
 
 use minijinja::Value;
 
-use super::super::{Feedback, Page, Visit, to_value};
+use http::StatusCode;
+
+use super::super::{Feedback, Form, Page, Visit, to_value};
+use crate::accounts::StepUp;
 use crate::accounts::federation::{
     Callback, FederationError, Finished, Intent, new_browser_binding,
 };
@@ -32,6 +35,15 @@ fn sent_binding(v: &Visit<'_>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Sets the binding cookie: sent only to `{prefix}/oidc/`, for the flow's life.
+fn set_binding(v: &mut Visit<'_>, binding: &str) {
+    let secure = if v.app.serves_tls() { "; Secure" } else { "" };
+    v.cookies.push(format!(
+        "{BINDING_COOKIE}={binding}; Path={}/oidc/; Max-Age=600; HttpOnly; SameSite=Lax{secure}",
+        v.portal.prefix
+    ));
+}
+
 /// `GET …/start?return_to=`: the browser goes to the provider, with a binding cookie.
 async fn start(v: &mut Visit<'_>, id: &str) -> Page {
     if let Err(refusal) = v.limit_sign_in().await {
@@ -45,11 +57,7 @@ async fn start(v: &mut Visit<'_>, id: &str) -> Page {
         .await
     {
         Ok(url) => {
-            let secure = if v.app.serves_tls() { "; Secure" } else { "" };
-            v.cookies.push(format!(
-                "{BINDING_COOKIE}={binding}; Path={}/oidc/; Max-Age=600; HttpOnly; SameSite=Lax{secure}",
-                v.portal.prefix
-            ));
+            set_binding(v, &binding);
             v.redirect(&url)
         }
         Err(e) => failed(v, e),
@@ -135,4 +143,106 @@ pub(in crate::portal) fn buttons(v: &Visit<'_>, return_to: Option<&str>) -> Valu
         })
         .collect();
     to_value(buttons)
+}
+
+/// The account page's part: linked identities and the providers not linked yet.
+pub(in crate::portal) async fn for_account(v: &Visit<'_>, user: &crate::store::User) -> Value {
+    let linked = v
+        .app
+        .accounts
+        .linked_identities(user)
+        .await
+        .unwrap_or_default();
+    let unlinked: Vec<serde_json::Value> = v
+        .app
+        .accounts
+        .identity_providers()
+        .into_iter()
+        .filter(|p| !linked.iter().any(|l| l.provider == p.id))
+        .map(|p| serde_json::json!({"id": p.id, "name": p.name}))
+        .collect();
+    let linked: Vec<serde_json::Value> = linked
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::json!({
+                "index": i, "provider": l.provider, "name": l.name, "subject": l.subject,
+                "email": l.email, "linked_at": l.linked_at.format("%Y-%m-%d %H:%M UTC").to_string(),
+            })
+        })
+        .collect();
+    to_value(serde_json::json!({"linked": linked, "unlinked": unlinked}))
+}
+
+fn proof(form: &Form) -> StepUp<'_> {
+    StepUp {
+        password: form.text("password"),
+        password_field: "password",
+        code: form.get("two_factor_code"),
+    }
+}
+
+/// `POST /account/identities/link` and `/unlink`, the step-up first.
+pub(in crate::portal) async fn account_action(
+    v: &mut Visit<'_>,
+    action: &str,
+    token: &str,
+    form: Form,
+) -> Page {
+    let caller = match v.caller(token).await {
+        Ok(caller) => caller,
+        Err(refusal) => return super::account_outcome(v, token, refusal, "", str::to_owned).await,
+    };
+    let provider = form.text("provider").to_owned();
+    let client = v.client();
+    let accounts = &v.app.accounts;
+    match action {
+        "/account/identities/link" => {
+            let binding = sent_binding(v).unwrap_or_else(new_browser_binding);
+            let started = accounts
+                .begin_link(&caller.user, &provider, proof(&form), &binding, &client)
+                .await;
+            match started {
+                Ok(url) => {
+                    set_binding(v, &binding);
+                    v.redirect(&url)
+                }
+                Err(e) => refused(v, token, e, "link").await,
+            }
+        }
+        "/account/identities/unlink" => {
+            let done = accounts
+                .unlink_identity(
+                    &caller.user,
+                    &provider,
+                    form.text("subject"),
+                    proof(&form),
+                    &client,
+                )
+                .await;
+            match done {
+                Ok(()) => {
+                    let target = format!("{}?done=identity_unlinked", v.path("/account"));
+                    v.redirect(&target)
+                }
+                Err(e) => refused(v, token, e, "unlink").await,
+            }
+        }
+        _ => v.not_found(),
+    }
+}
+
+/// A refused link or unlink: a wrong step-up is shown beside its form's fields, anything
+/// else as the flow's page.
+async fn refused(v: &mut Visit<'_>, token: &str, e: FederationError, form: &'static str) -> Page {
+    match e {
+        FederationError::Account(e) => {
+            let response = v.refusal(e);
+            if response.status == StatusCode::OK {
+                return v.failure(&response);
+            }
+            super::account_outcome(v, token, response, "", |f| format!("{form}_{f}")).await
+        }
+        other => failed(v, other),
+    }
 }
