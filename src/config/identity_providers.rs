@@ -275,6 +275,13 @@ impl IdentityProviderConfig {
                         "kind = \"github\" has no issuer; set web_url and api_url",
                     ));
                 }
+                if !self.allowed_groups.is_empty() || !self.role_mapping.is_empty() {
+                    return Err(invalid(
+                        key("allowed_groups"),
+                        "kind = \"github\" asserts no groups: allowed_groups and role_mapping \
+                         work with kind = \"oidc\" only",
+                    ));
+                }
                 check_provider_url(&self.web_url).map_err(|m| invalid(key("web_url"), m))?;
                 check_provider_url(&self.api_url).map_err(|m| invalid(key("api_url"), m))?;
             }

@@ -1183,6 +1183,10 @@ fn check_config_refuses_an_unsound_identity_provider_naming_the_key() {
             "identity_providers[0].issuer",
         ),
         (
+            entry("kind = \"github\"\nclient_secret = \"s\"\nallowed_groups = [\"staff\"]"),
+            "identity_providers[0].allowed_groups",
+        ),
+        (
             format!(
                 "{}{}",
                 entry("kind = \"github\"\nclient_secret = \"s\""),

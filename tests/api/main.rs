@@ -21,6 +21,7 @@ mod enforcement;
 mod federation;
 mod federation_accounts;
 mod federation_attacks;
+mod federation_github;
 mod forward_auth;
 mod forward_auth_proxies;
 mod forwarding;

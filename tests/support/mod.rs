@@ -296,6 +296,7 @@ pub mod caddy;
 mod ci;
 pub mod db;
 pub mod disk;
+pub mod github_stub;
 pub mod hostile_op;
 pub mod nginx;
 pub mod oidc;

@@ -13,6 +13,7 @@
 //! account page, or — with `link_by_verified_email` — when provider and account both call the
 //! address verified. Never by an address alone.
 
+mod github;
 pub mod http;
 mod oidc;
 
@@ -102,7 +103,7 @@ impl From<super::AccountError> for FederationError {
 
 impl FederationError {
     /// A provider that could not be reached, logged with `what` (never a URL's query).
-    fn unavailable(what: &str, e: &dyn std::fmt::Display) -> Self {
+    pub(super) fn unavailable(what: &str, e: &dyn std::fmt::Display) -> Self {
         tracing::warn!(what, error = %e, "an identity provider could not be used");
         Self::Unavailable
     }
@@ -168,7 +169,35 @@ pub struct Asserted {
 /// One configured provider, ready to use.
 struct Provider {
     config: IdentityProviderConfig,
-    protocol: Option<oidc::OidcProvider>,
+    protocol: Option<Protocol>,
+}
+
+/// What a provider speaks.
+enum Protocol {
+    Oidc(Box<oidc::OidcProvider>),
+    Github(github::GithubProvider),
+}
+
+impl Protocol {
+    async fn start(&self, http: &http::Http) -> Result<oidc::Started, FederationError> {
+        match self {
+            Self::Oidc(p) => p.start(http).await,
+            Self::Github(p) => p.start(),
+        }
+    }
+
+    async fn finish(
+        &self,
+        http: &http::Http,
+        code: &str,
+        verifier: &str,
+        nonce: &str,
+    ) -> Result<Asserted, FederationError> {
+        match self {
+            Self::Oidc(p) => p.finish(http, code, verifier, nonce).await,
+            Self::Github(p) => p.finish(http, code, verifier).await,
+        }
+    }
 }
 
 /// The configured providers and their HTTP client; built with [`Accounts`].
@@ -193,6 +222,7 @@ impl Federation {
                 let protocol = match (p.kind, p.read_client_secret()) {
                     (ProviderKind::Oidc, Ok(secret)) => {
                         oidc::OidcProvider::new(p, secret.expose(), &redirect)
+                            .map(|p| Protocol::Oidc(Box::new(p)))
                             .map_err(|e| tracing::error!(provider = %p.id, error = %e, "identity provider unusable"))
                             .ok()
                     }
@@ -200,7 +230,9 @@ impl Federation {
                         tracing::error!(provider = %p.id, error = %e, "identity provider unusable");
                         None
                     }
-                    (ProviderKind::Github, Ok(_)) => None,
+                    (ProviderKind::Github, Ok(secret)) => Some(Protocol::Github(
+                        github::GithubProvider::new(p, secret.expose(), &redirect),
+                    )),
                 };
                 Arc::new(Provider { config: p.clone(), protocol })
             })
