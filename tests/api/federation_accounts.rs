@@ -361,3 +361,41 @@ async fn an_identity_is_linked_and_unlinked_from_the_account_page_after_a_step_u
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_providers_second_factor_counts_only_when_trusted() {
+    // (trust_provider_mfa, amr) → whether a two_factor route lets the session through
+    let cases = [
+        (false, json!(["pwd", "mfa"]), false),
+        (true, json!(["pwd"]), false),
+        (true, json!(["pwd", "otp", "mfa"]), true),
+    ];
+    for backend in backends() {
+        for (trust, amr, passes) in cases.clone() {
+            let upstream = crate::support::EchoUpstream::start().await;
+            let stub = HostileOp::start(CLIENT).await;
+            let keys = format!("auto_create = true\ntrust_provider_mfa = {trust}");
+            let route = format!(
+                "[[routes]]\nname = \"secure\"\npath_prefix = \"/secure\"\nupstream = \"{}\"\npolicy = \"two_factor\"\n",
+                upstream.url()
+            );
+            let app = spawn(backend, &stub, &keys, &route).await;
+            assert_as(
+                &stub,
+                "mfa-user",
+                json!({"email": "m@example.com", "email_verified": true, "amr": amr}),
+            );
+            let (browser, page) = sign_in(&app).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            assert!(signed_in(&browser));
+            let secure = browser.get("/secure/x").await;
+            assert_eq!(
+                secure.status == StatusCode::OK,
+                passes,
+                "{backend:?} trust={trust} amr={amr}: {} {}",
+                secure.status,
+                secure.body
+            );
+        }
+    }
+}
