@@ -131,3 +131,76 @@ async fn people_sign_in_through_two_real_openid_providers_onto_a_protected_route
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chromium_signs_in_through_the_real_provider_and_lands_back_on_the_route() {
+    use crate::portal_browser::{axe_source, check_accessibility};
+    use crate::support::webdriver::{self, ChromeDriver};
+    if !webdriver::available() {
+        assert!(
+            !crate::support::in_ci(),
+            "CI=true but chromium or chromedriver is missing"
+        );
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    }
+    for backend in backends() {
+        let (Some(mut corp), Some(mut partner)) = (TestOp::reserve(), TestOp::reserve()) else {
+            return;
+        };
+        let axe = axe_source();
+        let upstream = EchoUpstream::start().await;
+        let config = format!(
+            "{}{}{}",
+            routes(&upstream.url()),
+            provider("corp", "Corp SSO", &corp.issuer, "auto_create = true"),
+            provider("partner", "Partner", &partner.issuer, "auto_create = true"),
+        );
+        let app = TestApp::spawn(backend, &config).await;
+        corp.start(
+            &[("portcullis-corp", SECRET, &redirect_uri(&app, "corp"))],
+            json!({"carol": {"email": "carol@corp.example", "email_verified": true}}),
+        );
+        partner.start(
+            &[("portcullis-partner", SECRET, &redirect_uri(&app, "partner"))],
+            json!({}),
+        );
+        let base = app.gw.url();
+        let driver = ChromeDriver::start().await;
+        for (language, button_text) in [
+            ("en-US", "Sign in with Corp SSO"),
+            ("ru-RU", "Войти через Corp SSO"),
+        ] {
+            let browser = driver.session(language).await;
+            browser
+                .goto(&format!("{base}/app/hello?from=chromium"))
+                .await;
+            browser.wait_for_text(button_text).await;
+            check_accessibility(&browser, &axe, "sign-in page with providers").await;
+            browser.click("a[href*='/oidc/corp/start']").await;
+            // The provider's own development login, then its consent.
+            browser.wait_for_url(&corp.issuer).await;
+            browser.type_into("input[name=login]", "carol").await;
+            browser.type_into("input[name=password]", "anything").await;
+            browser.click("button[type=submit]").await;
+            browser.wait_for_text("Continue").await;
+            browser.click("button[type=submit]").await;
+            browser.wait_for_url("/app/hello?from=chromium").await;
+            browser.wait_for_text("carol@corp.example").await;
+            // A callback this browser never started: a page, in its language, no sign-in.
+            browser
+                .goto(&format!(
+                    "{base}/auth/oidc/partner/callback?state=forged&code=forged"
+                ))
+                .await;
+            let refused = if language == "en-US" {
+                "was not started in this browser"
+            } else {
+                "начат не в этом браузере"
+            };
+            browser.wait_for_text(refused).await;
+            check_accessibility(&browser, &axe, "a refused sign-in").await;
+            browser.quit().await;
+        }
+    }
+}
