@@ -237,3 +237,23 @@ async fn a_flow_finished_on_two_instances_at_once_signs_in_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_started_on_one_instance_finishes_on_another() {
+    // Only the shared pair shares the session backend between instances.
+    if !backends().contains(&Backend::Shared) {
+        eprintln!("skipped: no shared backend pair configured");
+        return;
+    }
+    let stub = HostileOp::start(CLIENT).await;
+    let app = spawn(Backend::Shared, &stub).await;
+    stub.attack(Attack::None);
+    let peer = app.spawn_peer();
+    let browser = Browser::new(&app.url(""));
+    let callback = callback_url(&browser).await;
+    let finished = browser
+        .get(&callback.replace(&app.url(""), &peer.url()))
+        .await;
+    assert_eq!(finished.status, StatusCode::SEE_OTHER, "{}", finished.body);
+    assert!(signed_in(&browser));
+}
