@@ -65,6 +65,12 @@ pub struct IdentityProviderConfig {
     /// (an attacker who registers your address at a lax provider would get your account).
     #[serde(default)]
     pub link_by_verified_email: bool,
+    /// With `kind = "oidc"`: signing out of Portcullis also signs out at the provider, through
+    /// its `end_session_endpoint` (OpenID Connect RP-Initiated Logout 1.0), coming back to the
+    /// sign-in page (register `{public_url}{portal.path_prefix}/login` as a post-logout
+    /// redirect URI). Off by default.
+    #[serde(default)]
+    pub end_session: bool,
     /// With `kind = "github"`: where the authorisation and token endpoints live
     /// (`{web_url}/login/oauth/authorize`, `…/access_token`); `https://github.com` by default
     /// (GitHub Enterprise Server: its own host).
@@ -273,6 +279,12 @@ impl IdentityProviderConfig {
                     return Err(invalid(
                         key("issuer"),
                         "kind = \"github\" has no issuer; set web_url and api_url",
+                    ));
+                }
+                if self.end_session {
+                    return Err(invalid(
+                        key("end_session"),
+                        "GitHub has no sign-out endpoint",
                     ));
                 }
                 if !self.allowed_groups.is_empty() || !self.role_mapping.is_empty() {

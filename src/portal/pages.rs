@@ -558,14 +558,29 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
 
 /// `POST /logout`: ends this browser's session (if any) and its cookies.
 async fn logout(v: &mut Visit<'_>) -> Page {
+    let mut provider_sign_out = None;
     if let Some(token) = v.signed_in().await {
         let app = v.app;
         let ended = match app.access.authenticate_token(&token).await {
-            Ok(caller) => app
-                .accounts
-                .logout(&caller.user, &caller.session.id, &v.client())
-                .await
-                .map_err(Reply::from),
+            Ok(caller) => {
+                let ended = app
+                    .accounts
+                    .logout(&caller.user, &caller.session.id, &v.client())
+                    .await
+                    .map_err(Reply::from);
+                if ended.is_ok() {
+                    let back = format!(
+                        "{}{}",
+                        app.config.server.public_url.origin(),
+                        v.path("/login")
+                    );
+                    provider_sign_out = app
+                        .accounts
+                        .provider_sign_out_url(&caller.session.id, &back)
+                        .await;
+                }
+                ended
+            }
             Err(refusal) => Err(refusal),
         };
         if let Err(refusal) = ended
@@ -575,6 +590,10 @@ async fn logout(v: &mut Visit<'_>) -> Page {
         }
     }
     v.end_sign_in();
+    // Signed in through a provider with `end_session`: sign out there too.
+    if let Some(url) = provider_sign_out {
+        return v.redirect(&url);
+    }
     let login = v.path("/login");
     v.message(
         StatusCode::OK,

@@ -1187,6 +1187,10 @@ fn check_config_refuses_an_unsound_identity_provider_naming_the_key() {
             "identity_providers[0].allowed_groups",
         ),
         (
+            entry("kind = \"github\"\nclient_secret = \"s\"\nend_session = true"),
+            "identity_providers[0].end_session",
+        ),
+        (
             format!(
                 "{}{}",
                 entry("kind = \"github\"\nclient_secret = \"s\""),

@@ -204,3 +204,101 @@ async fn chromium_signs_in_through_the_real_provider_and_lands_back_on_the_route
         }
     }
 }
+
+/// Whether a new sign-in through `id` meets the provider's login form (its session ended)
+/// rather than going straight on.
+async fn provider_asks_for_login(browser: &Browser, id: &str) -> bool {
+    let mut url = app_url(browser, &format!("/auth/oidc/{id}/start"));
+    for _ in 0..10 {
+        let page = browser.get(&url).await;
+        if page.status.is_redirection() {
+            url = reqwest::Url::parse(&url)
+                .unwrap()
+                .join(page.location())
+                .unwrap()
+                .to_string();
+            continue;
+        }
+        return !url.starts_with(&browser.base) && page.body.contains("name=\"login\"");
+    }
+    false
+}
+
+fn app_url(browser: &Browser, path: &str) -> String {
+    format!("{}{path}", browser.base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_out_signs_out_at_the_provider_when_asked() {
+    for backend in backends() {
+        let (Some(mut corp), Some(mut partner)) = (TestOp::reserve(), TestOp::reserve()) else {
+            return;
+        };
+        let upstream = EchoUpstream::start().await;
+        let config = format!(
+            "{}{}{}",
+            routes(&upstream.url()),
+            provider(
+                "corp",
+                "Corp SSO",
+                &corp.issuer,
+                "auto_create = true\nend_session = true"
+            ),
+            provider("partner", "Partner", &partner.issuer, "auto_create = true"),
+        );
+        let app = TestApp::spawn(backend, &config).await;
+        corp.start(
+            &[("portcullis-corp", SECRET, &redirect_uri(&app, "corp"))],
+            json!({"alice": {"email": "alice@corp.example", "email_verified": true}}),
+        );
+        partner.start(
+            &[("portcullis-partner", SECRET, &redirect_uri(&app, "partner"))],
+            json!({"bob": {"email": "bob@partner.example", "email_verified": true}}),
+        );
+        let alice = Browser::new(&app.url(""));
+        let page = sign_in_through(&alice, "corp", "alice", "/app/hello").await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        // The provider remembers her: no login form the second time.
+        assert!(
+            !provider_asks_for_login(&alice, "corp").await,
+            "{backend:?}"
+        );
+
+        let ask = alice.get("/auth/logout").await;
+        let out = alice
+            .post("/auth/logout", &[("csrf_token", &ask.csrf())])
+            .await;
+        assert_eq!(
+            out.status,
+            StatusCode::SEE_OTHER,
+            "{backend:?}: {}",
+            out.body
+        );
+        let to = out.location().to_owned();
+        assert!(
+            to.starts_with(&format!("{}/session/end", corp.issuer)),
+            "{to}"
+        );
+        assert!(to.contains("id_token_hint="), "{to}");
+        let (back, url) = through_op(&alice, &to, "alice").await;
+        assert!(
+            url.starts_with(&app.url("/auth/login")),
+            "{url}: {}",
+            back.body
+        );
+        assert!(alice.get("/app/hello").await.status.is_redirection());
+        assert!(
+            provider_asks_for_login(&alice, "corp").await,
+            "{backend:?}: still signed in at the provider"
+        );
+
+        // Without end_session, signing out stays here.
+        let bob = Browser::new(&app.url(""));
+        sign_in_through(&bob, "partner", "bob", "/app/bob").await;
+        let ask = bob.get("/auth/logout").await;
+        let out = bob
+            .post("/auth/logout", &[("csrf_token", &ask.csrf())])
+            .await;
+        assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+    }
+}

@@ -1,6 +1,7 @@
 // A real OpenID Provider for the tests: `oidc-provider` (a certified OP) on loopback, with
 // the clients and users the test passes as JSON in argv[2]:
-//   { "port": 1234, "clients": [{ "client_id", "client_secret", "redirect_uris": [...] }],
+//   { "port": 1234, "clients": [{ "client_id", "client_secret", "redirect_uris": [...],
+//       "post_logout_redirect_uris": [...] }],
 //     "users": { "alice": { "email", "email_verified", "given_name", "groups": [...] } } }
 // Its development login takes any user name (the account id) and any password; the
 // consent form follows. It prints "ready" once it listens. Test use only.
@@ -21,6 +22,7 @@ const provider = new Provider(issuer, {
     client_id: c.client_id,
     client_secret: c.client_secret,
     redirect_uris: c.redirect_uris,
+    post_logout_redirect_uris: c.post_logout_redirect_uris || [],
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',

@@ -55,7 +55,14 @@ impl TestOp {
         let clients: Vec<Value> = clients
             .iter()
             .map(|(id, secret, redirect)| {
-                serde_json::json!({"client_id": id, "client_secret": secret, "redirect_uris": [redirect]})
+                // The portal's sign-in page is where a sign-out at the provider comes back to.
+                let origin = reqwest::Url::parse(redirect)
+                    .map(|u| u.origin().ascii_serialization())
+                    .unwrap_or_default();
+                serde_json::json!({
+                    "client_id": id, "client_secret": secret, "redirect_uris": [redirect],
+                    "post_logout_redirect_uris": [format!("{origin}/auth/login")],
+                })
             })
             .collect();
         let config = serde_json::json!({"port": self.port, "clients": clients, "users": users});
@@ -138,8 +145,11 @@ pub async fn through_op(browser: &Browser, url: &str, login: &str) -> (Html, Str
         let on_op = !url.starts_with(&browser.base);
         match form_of(&page) {
             Some((action, inputs)) if on_op && page.status == StatusCode::OK => {
+                // The OP's sign-out confirmation submits with its "yes" button.
+                let confirm = page.body.contains("name=\"logout\"");
                 let fields: Vec<(String, String)> = inputs
                     .into_iter()
+                    .chain(confirm.then(|| ("logout".to_owned(), "yes".to_owned())))
                     .map(|(n, v)| match n.as_str() {
                         "login" => (n, login.to_owned()),
                         "password" => (n, "any password".to_owned()),

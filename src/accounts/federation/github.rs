@@ -106,6 +106,7 @@ impl GithubProvider {
             email_verified: primary.is_some_and(|e| e.verified),
             given_name: first,
             family_name: last,
+            id_token: String::new(),
             amr: Vec::new(),
             claims: serde_json::Map::new(),
         })

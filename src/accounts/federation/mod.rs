@@ -160,6 +160,8 @@ pub struct Asserted {
     pub given_name: String,
     /// Family name, for a new account.
     pub family_name: String,
+    /// The ID token as received (compact), for the provider's sign-out; `""` for GitHub.
+    pub id_token: String,
     /// `amr` (RFC 8176) as asserted.
     pub amr: Vec<String>,
     /// The token's other claims (`groups_claim` is read here).
@@ -410,6 +412,8 @@ impl Accounts {
                 let tokens = self
                     .open_federated_session(&provider.config, &user, &asserted, client)
                     .await?;
+                self.remember_for_sign_out(&provider.config, &asserted, &tokens)
+                    .await;
                 Ok(Finished::SignedIn {
                     tokens,
                     return_to: stashed.return_to,
@@ -695,6 +699,82 @@ impl Accounts {
             self.access.forget_user_record(user.id);
         }
         Ok(())
+    }
+}
+
+/// What a session opened through a provider with `end_session` keeps for its sign-out.
+#[derive(Serialize, Deserialize)]
+struct SignOutHint {
+    provider: String,
+    id_token: String,
+}
+
+fn sign_out_key(session: &str) -> String {
+    format!("federation-signout:{session}")
+}
+
+impl Accounts {
+    /// With `end_session`: keeps the provider and the ID token for the session's sign-out,
+    /// as long as the session may live. A failure is logged: the sign-in stands.
+    async fn remember_for_sign_out(
+        &self,
+        provider: &IdentityProviderConfig,
+        asserted: &Asserted,
+        tokens: &Tokens,
+    ) {
+        if !provider.end_session || asserted.id_token.is_empty() {
+            return;
+        }
+        let Some((session, _)) = crate::auth::secrets::parse_refresh_token(&tokens.refresh_token)
+        else {
+            return;
+        };
+        let hint = SignOutHint {
+            provider: provider.id.to_string(),
+            id_token: asserted.id_token.clone(),
+        };
+        let Ok(value) = serde_json::to_string(&hint) else {
+            return;
+        };
+        let ttl = Duration::from_secs(tokens.refresh_expires_in.max(1));
+        if let Err(e) = self
+            .sessions
+            .stash(&sign_out_key(&session.to_string()), &value, ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "could not keep a provider's sign-out hint");
+        }
+    }
+
+    /// Where to send a browser that has just signed out of `session`, when the session was
+    /// opened through a provider with `end_session` and that provider has an
+    /// `end_session_endpoint`: its sign-out URL, coming back to `post_logout`.
+    pub async fn provider_sign_out_url(
+        &self,
+        session: &crate::session::SessionId,
+        post_logout: &str,
+    ) -> Option<String> {
+        let stashed = self
+            .sessions
+            .take_stash(&sign_out_key(&session.to_string()))
+            .await
+            .ok()??;
+        let hint: SignOutHint = serde_json::from_str(&stashed).ok()?;
+        let provider = self.federation.provider(&hint.provider).ok()?;
+        let http = self.federation.http.clone();
+        let post_logout = post_logout.to_owned();
+        self.backend
+            .run(async move {
+                match &provider.protocol {
+                    Some(Protocol::Oidc(p)) => {
+                        p.end_session_url(&http, &hint.id_token, &post_logout).await
+                    }
+                    _ => None,
+                }
+            })
+            .await
+            .ok()
+            .flatten()
     }
 }
 

@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use openidconnect::ProviderMetadataWithLogout as CoreProviderMetadata;
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata,
 };
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
@@ -239,12 +239,37 @@ impl OidcProvider {
                 .and_then(|n| n.get(None))
                 .map(|n| n.as_str().to_owned())
                 .unwrap_or_default(),
+            id_token: id_token.to_string(),
             amr: claims
                 .auth_method_refs()
                 .map(|a| a.iter().map(|m| m.as_str().to_owned()).collect())
                 .unwrap_or_default(),
             claims: extra,
         })
+    }
+}
+
+impl OidcProvider {
+    /// The provider's sign-out URL (RP-Initiated Logout 1.0 §2) for the session whose ID
+    /// token was `id_token`, coming back to `post_logout`; `None` when the provider has no
+    /// `end_session_endpoint` or cannot be reached.
+    pub async fn end_session_url(
+        &self,
+        http: &Http,
+        id_token: &str,
+        post_logout: &str,
+    ) -> Option<String> {
+        let metadata = self.metadata(http, false).await.ok()?;
+        let endpoint = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .as_ref()?;
+        let mut url = url::Url::parse(endpoint.as_str()).ok()?;
+        url.query_pairs_mut()
+            .append_pair("id_token_hint", id_token)
+            .append_pair("client_id", self.client_id.as_str())
+            .append_pair("post_logout_redirect_uri", post_logout);
+        Some(url.to_string())
     }
 }
 
