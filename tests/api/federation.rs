@@ -102,6 +102,21 @@ async fn people_sign_in_through_two_real_openid_providers_onto_a_protected_route
         let account = alice.get("/auth/account").await;
         assert_eq!(account.status, StatusCode::OK, "{}", account.body);
         assert!(account.body.contains("alice@corp.example"));
+        // Forward-auth answers for the same session, from its cookie.
+        let verdict = alice.get("/api/auth/verify").await;
+        assert_eq!(
+            verdict.status,
+            StatusCode::OK,
+            "{backend:?}: {}",
+            verdict.body
+        );
+        assert_eq!(
+            verdict
+                .headers
+                .get("x-user-email")
+                .and_then(|v| v.to_str().ok()),
+            Some("alice@corp.example")
+        );
 
         let bob = Browser::new(&app.url(""));
         let page = sign_in_through(&bob, "partner", "bob", "/app/other").await;
