@@ -16,8 +16,10 @@ use serde::Deserialize;
 use crate::domain::rate::deserialize_optional_rate;
 use crate::domain::{HumanDuration, RateSpec};
 
+mod identity_providers;
 mod registration;
 
+pub use identity_providers::{ClientSecret, IdentityProviderConfig, ProviderId, ProviderKind};
 pub use registration::{DomainPattern, Refusal, RegistrationMode, RegistrationPolicy};
 
 /// Where the config file is looked for when neither `--config` nor `PORTCULLIS_CONFIG` says.
@@ -104,6 +106,9 @@ pub struct Config {
     /// `[admin]`: who may use the admin API and console.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// `[[identity_providers]]`: the OpenID Connect and GitHub sign-ins the portal offers.
+    #[serde(default)]
+    pub identity_providers: Vec<IdentityProviderConfig>,
     /// `[[routes]]`: what is proxied where, under which policy; empty proxies nothing.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
@@ -1256,6 +1261,7 @@ impl Config {
         self.registration.validate()?;
         self.admin.validate()?;
         self.validate_cookie_domain()?;
+        identity_providers::validate_all(&self.identity_providers, self.portal.enabled)?;
         self.validate_routes()
     }
 

@@ -172,6 +172,10 @@ fn main() -> ExitCode {
                 ),
                 Err(reason) => println!("passkeys: off: {reason}"),
             }
+            if let Err(e) = print_identity_providers(&config) {
+                eprintln!("portcullis: {e} (in {})", cli.config.display());
+                return ExitCode::from(2);
+            }
             for warning in config.warnings() {
                 eprintln!("portcullis: warning: {warning}");
             }
@@ -436,5 +440,23 @@ fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%listen, %admin, version = env!("CARGO_PKG_VERSION"), "portcullis starting");
     server::run_forever(app)?;
     tracing::info!("portcullis stopped");
+    Ok(())
+}
+
+/// check-config's lines on `[[identity_providers]]`: each one's redirect URI to register at
+/// the provider; `Err` when a client secret file cannot be read.
+fn print_identity_providers(config: &Config) -> Result<(), String> {
+    for (i, provider) in config.identity_providers.iter().enumerate() {
+        provider.read_client_secret().map_err(|e| {
+            format!("invalid value for `identity_providers[{i}].client_secret_file`: {e}")
+        })?;
+        println!(
+            "identity provider {} ({}, kind {}): register the redirect URI {}",
+            provider.id,
+            provider.name,
+            provider.kind.as_str(),
+            provider.redirect_uri(&config.server.public_url, &config.portal.path_prefix)
+        );
+    }
     Ok(())
 }

@@ -39,6 +39,7 @@
 pub mod admin;
 mod audit;
 mod error;
+pub mod federation;
 pub mod fields;
 mod invitations;
 mod lockout;
@@ -107,6 +108,8 @@ pub struct Accounts {
     passkeys: Arc<Passkeys>,
     mailer: Arc<Mailer>,
     backend: Backend,
+    /// The `[[identity_providers]]` and their HTTP client.
+    federation: federation::Federation,
     /// `portcullis_logins_total` by result.
     logins: IntCounterVec,
     lockouts: IntCounter,
@@ -211,6 +214,7 @@ impl Accounts {
     /// Binds the core to the instance's parts; `metrics` gives the sign-in counters.
     pub fn new(parts: Parts, metrics: &Metrics) -> Self {
         Self {
+            federation: federation::Federation::new(&parts.config),
             config: parts.config,
             store: parts.store,
             sessions: parts.sessions,
@@ -339,6 +343,27 @@ impl Accounts {
         remember_me: bool,
         client: &Client<'_>,
     ) -> Result<Tokens, AccountError> {
+        let how = match (passkey, two_factor) {
+            (PasskeyUse::None, true) => "password and code",
+            (PasskeyUse::None, false) => "password",
+            (PasskeyUse::SecondFactor, _) => "password and passkey",
+            (PasskeyUse::Passwordless, _) => "passkey",
+        };
+        self.open_session_as(user, two_factor, passkey, remember_me, client, how)
+            .await
+    }
+
+    /// [`Accounts::open_session`], with `how` the sign-in was made as the audit trail
+    /// records it (a provider's sign-in names the provider and its `amr`).
+    async fn open_session_as(
+        &self,
+        user: &User,
+        two_factor: bool,
+        passkey: PasskeyUse,
+        remember_me: bool,
+        client: &Client<'_>,
+        how: &str,
+    ) -> Result<Tokens, AccountError> {
         self.store.record_successful_login(user.id).await?;
         // A new session never starts from a cached copy of the account that may predate an
         // operator's change.
@@ -384,12 +409,6 @@ impl Accounts {
             passkey = passkey.as_str(),
             client_ip = %client.ip,
         );
-        let how = match (passkey, two_factor) {
-            (PasskeyUse::None, true) => "password and code",
-            (PasskeyUse::None, false) => "password",
-            (PasskeyUse::SecondFactor, _) => "password and passkey",
-            (PasskeyUse::Passwordless, _) => "passkey",
-        };
         self.audit_own(
             AuditKind::SignIn,
             user,

@@ -162,6 +162,12 @@ pub struct DomainPattern {
 }
 
 impl DomainPattern {
+    /// Whether `email`'s domain is this entry's (or, for `*.`, under it), compared in ASCII
+    /// form as [`RegistrationPolicy::admits`] compares it.
+    pub fn matches_email(&self, email: &Email) -> bool {
+        ascii_domain(email.domain()).is_some_and(|d| self.matches(&d))
+    }
+
     /// Whether an address's ASCII domain is this entry's (or, for `*.`, under it).
     fn matches(&self, domain: &str) -> bool {
         if self.subdomains {

@@ -83,6 +83,14 @@ pub async fn dispatch(app: &App, portal: &Portal, request: ApiRequest) -> Page {
         };
         return pages::post(&mut v, &sub, form).await;
     }
+    // `/oidc/{id}/start` and `/oidc/{id}/callback`: one pair per `[[identity_providers]]`.
+    if let Some(rest) = sub.strip_prefix("/oidc/") {
+        return if is_get {
+            pages::federation::get(&mut v, rest).await
+        } else {
+            v.method_not_allowed("GET, HEAD")
+        };
+    }
     if is_get && pages::GET_PATHS.contains(&sub.as_str()) {
         if v.language_chosen {
             v.remember_language().await;

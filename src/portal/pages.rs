@@ -2,6 +2,7 @@
 //! (sign-in, sign-out, registration, verification, reset, sessions, the account page's
 //! reads and forms, two-factor and passkey management), and the answer into the next page.
 
+pub(super) mod federation;
 mod invitation;
 pub(super) mod passkeys;
 
@@ -61,6 +62,8 @@ pub(super) const POST_PATHS: &[&str] = &[
     "/account/passkeys/register",
     "/account/passkeys/rename",
     "/account/passkeys/remove",
+    "/account/identities/link",
+    "/account/identities/unlink",
 ];
 
 /// Notices an account page may show after a form succeeded (`?done=`).
@@ -73,6 +76,8 @@ const NOTICES: &[(&str, &str)] = &[
     ("passkey_added", "notice_passkey_added"),
     ("passkey_renamed", "notice_passkey_renamed"),
     ("passkey_removed", "notice_passkey_removed"),
+    ("identity_linked", "notice_identity_linked"),
+    ("identity_unlinked", "notice_identity_unlinked"),
 ];
 
 /// Shows the page at `sub` (a member of [`GET_PATHS`]).
@@ -222,6 +227,7 @@ fn render_login(
         Some(_) => String::new(),
         None => v.path_with_return("/register", return_to.as_deref()),
     };
+    let providers = federation::buttons(v, return_to.as_deref());
     v.render(
         "login.html",
         status,
@@ -230,6 +236,7 @@ fn render_login(
         vec![
             ("return_to", Value::from(return_to.unwrap_or_default())),
             ("register_href", Value::from(register_href)),
+            ("providers", providers),
             (
                 "values",
                 to_value(json!({"email": email, "remember_me": remember_me})),
@@ -559,14 +566,29 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
 
 /// `POST /logout`: ends this browser's session (if any) and its cookies.
 async fn logout(v: &mut Visit<'_>) -> Page {
+    let mut provider_sign_out = None;
     if let Some(token) = v.signed_in().await {
         let app = v.app;
         let ended = match app.access.authenticate_token(&token).await {
-            Ok(caller) => app
-                .accounts
-                .logout(&caller.user, &caller.session.id, &v.client())
-                .await
-                .map_err(Reply::from),
+            Ok(caller) => {
+                let ended = app
+                    .accounts
+                    .logout(&caller.user, &caller.session.id, &v.client())
+                    .await
+                    .map_err(Reply::from);
+                if ended.is_ok() {
+                    let back = format!(
+                        "{}{}",
+                        app.config.server.public_url.origin(),
+                        v.path("/login")
+                    );
+                    provider_sign_out = app
+                        .accounts
+                        .provider_sign_out_url(&caller.session.id, &back)
+                        .await;
+                }
+                ended
+            }
             Err(refusal) => Err(refusal),
         };
         if let Err(refusal) = ended
@@ -576,6 +598,10 @@ async fn logout(v: &mut Visit<'_>) -> Page {
         }
     }
     v.end_sign_in();
+    // Signed in through a provider with `end_session`: sign out there too.
+    if let Some(url) = provider_sign_out {
+        return v.redirect(&url);
+    }
     let login = v.path("/login");
     v.message(
         StatusCode::OK,
@@ -632,6 +658,7 @@ async fn account_page(
     let passkeys = passkeys::for_account(v, user).await;
     // An administrator finds the console from here (the console asks the rest).
     let console = app.accounts.is_admin(user).then(|| v.path("/admin"));
+    let identities = federation::for_account(v, user).await;
     v.render(
         "account.html",
         status,
@@ -642,6 +669,7 @@ async fn account_page(
             ("sessions", to_value(sessions)),
             ("passkeys", passkeys),
             ("console_href", to_value(console)),
+            ("identities", identities),
         ],
     )
 }
@@ -679,6 +707,9 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
         "/account/2fa/disable" => disable_two_factor(v, token, form).await,
         "/account/resend-verification" => resend_verification(v, token).await,
         "/account/deactivate" => deactivate(v, token, form).await,
+        identity if identity.starts_with("/account/identities/") => {
+            federation::account_action(v, identity, token, form).await
+        }
         passkey if passkey.starts_with("/account/passkeys/") => {
             passkeys::account_action(v, passkey, token, form).await
         }

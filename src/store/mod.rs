@@ -37,6 +37,7 @@ macro_rules! invitation_columns {
 pub mod admin;
 mod attempts;
 mod audit;
+mod federation;
 mod invitations;
 mod passkeys;
 mod postgres;
@@ -64,6 +65,7 @@ pub use audit::{
     Actor, AuditEvent, AuditFilter, AuditKind, AuditOutcome, DEFAULT_AUDIT_RETENTION,
     MAX_AUDIT_PAGE, MAX_DETAIL_CHARS, NewAuditEvent,
 };
+pub use federation::{LinkedIdentity, NewLinkedIdentity};
 pub use invitations::{Invitation, InvitationState, NewInvitation};
 pub use passkeys::{MAX_NAME_CHARS as MAX_PASSKEY_NAME_CHARS, PasskeyUse, StoredPasskey};
 
@@ -671,6 +673,47 @@ pub trait UserStore: Send + Sync {
 
     /// Deletes audit events older than `retention` by the database's clock; returns how many.
     async fn purge_audit_events(&self, retention: Duration) -> Result<u64, StoreError>;
+
+    /// The account an external identity (provider id, subject) signs in to, if linked.
+    async fn find_linked_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<UserId>, StoreError>;
+
+    /// Links an external identity to an account; `false` when that (provider, subject) is
+    /// already linked (to this account or another). Records the sign-in time as its first use.
+    async fn link_identity(&self, identity: &NewLinkedIdentity) -> Result<bool, StoreError>;
+
+    /// Creates an account signed up through a provider, with its identity linked, in one
+    /// transaction; `verified` when the provider vouched for the address. The account has
+    /// `password_hash` (a hash of a secret nobody holds). `DuplicateEmail` when the address
+    /// has an account already.
+    async fn create_linked_user(
+        &self,
+        new: NewUser,
+        verified: bool,
+        identity: &NewLinkedIdentity,
+    ) -> Result<User, StoreError>;
+
+    /// The identities linked to an account, oldest first.
+    async fn linked_identities(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError>;
+
+    /// Records a sign-in through a linked identity (its time and the address last asserted).
+    async fn touch_linked_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        email: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Detaches an identity from its account; `false` when it was not linked to `user`.
+    async fn unlink_identity(
+        &self,
+        user: UserId,
+        provider: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Checks that the database answers (for `/health`).
     async fn ping(&self) -> Result<(), StoreError>;

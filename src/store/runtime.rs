@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, FailedLogin, Invitation, NewAuditEvent,
-    NewInvitation, NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey, TokenKind, User,
-    UserChange, UserChangeEvent, UserSearch, UserStore,
+    AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, FailedLogin, Invitation, LinkedIdentity,
+    NewAuditEvent, NewInvitation, NewLinkedIdentity, NewToken, NewUser, PasskeyUse, StoreError,
+    StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserSearch, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, PasskeyId, UserId};
@@ -348,6 +348,61 @@ impl UserStore for OnRuntime {
                 .await
         })
         .await
+    }
+
+    async fn find_linked_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let (provider, subject) = (provider.to_owned(), subject.to_owned());
+        self.run(|s| async move { s.find_linked_user(&provider, &subject).await })
+            .await
+    }
+
+    async fn link_identity(&self, identity: &NewLinkedIdentity) -> Result<bool, StoreError> {
+        let identity = identity.clone();
+        self.run(|s| async move { s.link_identity(&identity).await })
+            .await
+    }
+
+    async fn create_linked_user(
+        &self,
+        new: NewUser,
+        verified: bool,
+        identity: &NewLinkedIdentity,
+    ) -> Result<User, StoreError> {
+        let identity = identity.clone();
+        self.run(|s| async move { s.create_linked_user(new, verified, &identity).await })
+            .await
+    }
+
+    async fn linked_identities(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        self.run(|s| async move { s.linked_identities(user).await })
+            .await
+    }
+
+    async fn touch_linked_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        email: &str,
+    ) -> Result<(), StoreError> {
+        let (provider, subject, email) =
+            (provider.to_owned(), subject.to_owned(), email.to_owned());
+        self.run(|s| async move { s.touch_linked_identity(&provider, &subject, &email).await })
+            .await
+    }
+
+    async fn unlink_identity(
+        &self,
+        user: UserId,
+        provider: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let (provider, subject) = (provider.to_owned(), subject.to_owned());
+        self.run(|s| async move { s.unlink_identity(user, &provider, &subject).await })
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -30,10 +30,11 @@ use super::invitations::{roles_from_db, roles_to_db};
 use super::tx::Tx;
 use super::{
     Actor, AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, AuditOutcome, FailedLogin,
-    IN_FLIGHT_GUESS_TTL, INVITATION_RETENTION, Invitation, MAX_AUDIT_PAGE, MAX_USER_PAGE,
-    NewAuditEvent, NewInvitation, NewToken, NewUser, PasskeyUse, StoreError, StoredPasskey,
-    TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User,
-    UserChange, UserChangeEvent, UserSearch, UserStore, lock_deadline, map_migrate, now,
+    IN_FLIGHT_GUESS_TTL, INVITATION_RETENTION, Invitation, LinkedIdentity, MAX_AUDIT_PAGE,
+    MAX_USER_PAGE, NewAuditEvent, NewInvitation, NewLinkedIdentity, NewToken, NewUser, PasskeyUse,
+    StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION,
+    USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserSearch, UserStore, lock_deadline,
+    map_migrate, now,
 };
 use crate::domain::{Email, PasskeyId, UserId};
 
@@ -340,6 +341,27 @@ where
             Err(e) if is_unique_violation(&e) => Err(StoreError::DuplicateEmail),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Links an identity on `conn`; `false` when (provider, subject) is linked already.
+    async fn insert_linked_identity(
+        conn: &mut DB::Connection,
+        identity: &NewLinkedIdentity,
+    ) -> Result<bool, StoreError> {
+        let at = now();
+        let inserted = sqlx::query(
+            "INSERT INTO external_identities \
+             (provider, subject, user_id, email, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (provider, subject) DO NOTHING",
+        )
+        .bind(identity.provider.as_str())
+        .bind(identity.subject.as_str())
+        .bind(id::<DB>(identity.user_id))
+        .bind(identity.email.as_str())
+        .bind(DB::time(at))
+        .execute(&mut *conn)
+        .await?;
+        Ok(DB::rows_affected(&inserted) == 1)
     }
 
     /// Stores a mailed token of `user` on `conn` (a pooled connection or a transaction).
@@ -1413,6 +1435,106 @@ where
             .execute(&self.pool)
             .await?;
         Ok(DB::rows_affected(&done))
+    }
+
+    async fn find_linked_user(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id FROM external_identities WHERE provider = $1 AND subject = $2",
+        )
+        .bind(provider)
+        .bind(subject)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(UserId::from_uuid(r.try_get::<DB::Id, _>("user_id")?.into())))
+            .transpose()
+    }
+
+    async fn link_identity(&self, identity: &NewLinkedIdentity) -> Result<bool, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        Self::insert_linked_identity(&mut conn, identity).await
+    }
+
+    async fn create_linked_user(
+        &self,
+        new: NewUser,
+        verified: bool,
+        identity: &NewLinkedIdentity,
+    ) -> Result<User, StoreError> {
+        let mut tx = Tx::begin(&self.pool).await?;
+        let mut user = Self::insert_user_as(&mut tx, identity.user_id, new).await?;
+        if verified {
+            Self::vouch(&mut tx, &mut user, &[]).await?;
+        }
+        if !Self::insert_linked_identity(&mut tx, identity).await? {
+            tx.rollback().await?;
+            return Err(StoreError::Other(
+                "the identity was linked to another account meanwhile".into(),
+            ));
+        }
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    async fn linked_identities(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, provider, subject, email, created_at, last_used_at \
+             FROM external_identities WHERE user_id = $1 ORDER BY created_at, provider, subject",
+        )
+        .bind(id::<DB>(user))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LinkedIdentity {
+                    user_id: UserId::from_uuid(row.try_get::<DB::Id, _>("user_id")?.into()),
+                    provider: row.try_get("provider")?,
+                    subject: row.try_get("subject")?,
+                    email: row.try_get("email")?,
+                    created_at: row.try_get("created_at")?,
+                    last_used_at: row.try_get("last_used_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn touch_linked_identity(
+        &self,
+        provider: &str,
+        subject: &str,
+        email: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE external_identities SET last_used_at = $3, email = $4 \
+             WHERE provider = $1 AND subject = $2",
+        )
+        .bind(provider)
+        .bind(subject)
+        .bind(DB::time(now()))
+        .bind(email)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unlink_identity(
+        &self,
+        user: UserId,
+        provider: &str,
+        subject: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM external_identities WHERE user_id = $1 AND provider = $2 AND subject = $3",
+        )
+        .bind(id::<DB>(user))
+        .bind(provider)
+        .bind(subject)
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&done) == 1)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

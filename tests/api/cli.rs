@@ -1087,3 +1087,139 @@ async fn operator_invites_and_the_printed_link_works() {
         .unwrap();
     assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
 }
+
+#[test]
+fn check_config_prints_each_identity_providers_redirect_uri() {
+    let scratch = Scratch::new();
+    let secret = scratch.path("github-secret");
+    std::fs::write(&secret, "  s3cret\n").unwrap();
+    let extra = format!(
+        r#"
+[[identity_providers]]
+id = "corp"
+name = "Corp SSO"
+kind = "oidc"
+issuer = "http://127.0.0.1:9/realms/corp"
+client_id = "portcullis"
+client_secret = "not-printed"
+
+[[identity_providers]]
+id = "github"
+name = "GitHub"
+kind = "github"
+client_id = "Iv1.abc"
+client_secret_file = "{}"
+"#,
+        secret.display()
+    );
+    let path = write_config(&scratch, &extra);
+    let (code, out, err) = run(portcullis().arg("check-config").arg("--config").arg(&path));
+    assert_eq!(code, 0, "{out}{err}");
+    let public_url = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("public_url = \"")
+                .map(|r| r.trim_end_matches('"').to_owned())
+        })
+        .unwrap();
+    for id in ["corp", "github"] {
+        let line = format!("register the redirect URI {public_url}/auth/oidc/{id}/callback");
+        assert!(out.contains(&line), "{id}: {out}");
+    }
+    assert!(
+        !out.contains("not-printed") && !err.contains("not-printed"),
+        "{out}{err}"
+    );
+    assert!(
+        !out.contains("s3cret") && !err.contains("s3cret"),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn check_config_refuses_an_unsound_identity_provider_naming_the_key() {
+    let entry = |body: &str| {
+        format!(
+            "[[identity_providers]]\nid = \"corp\"\nname = \"Corp\"\nclient_id = \"c\"\n{body}\n"
+        )
+    };
+    let cases = [
+        // A plain-http issuer is for loopback only.
+        (
+            entry("kind = \"oidc\"\nissuer = \"http://idp.example.com\"\nclient_secret = \"s\""),
+            "identity_providers[0].issuer",
+        ),
+        (
+            entry("kind = \"oidc\"\nclient_secret = \"s\""),
+            "identity_providers[0].issuer",
+        ),
+        (
+            entry("kind = \"oidc\"\nissuer = \"https://idp.example.com\""),
+            "identity_providers[0].client_secret",
+        ),
+        (
+            entry(
+                "kind = \"oidc\"\nissuer = \"https://idp.example.com\"\nclient_secret = \"s\"\nclient_secret_file = \"/x\"",
+            ),
+            "identity_providers[0].client_secret_file",
+        ),
+        (
+            entry("kind = \"saml\"\nissuer = \"https://idp.example.com\"\nclient_secret = \"s\""),
+            "kind",
+        ),
+        (
+            entry(
+                "kind = \"oidc\"\nissuer = \"https://idp.example.com\"\nclient_secret = \"s\"\nrole_mapping = { admins = \"not a role\" }",
+            ),
+            "identity_providers[0].role_mapping",
+        ),
+        (
+            entry("kind = \"github\"\nclient_secret = \"s\"\napi_url = \"http://api.example.com\""),
+            "identity_providers[0].api_url",
+        ),
+        (
+            entry("kind = \"github\"\nclient_secret = \"s\"\nissuer = \"https://github.com\""),
+            "identity_providers[0].issuer",
+        ),
+        (
+            entry("kind = \"github\"\nclient_secret = \"s\"\nallowed_groups = [\"staff\"]"),
+            "identity_providers[0].allowed_groups",
+        ),
+        (
+            entry("kind = \"github\"\nclient_secret = \"s\"\nend_session = true"),
+            "identity_providers[0].end_session",
+        ),
+        (
+            format!(
+                "{}{}",
+                entry("kind = \"github\"\nclient_secret = \"s\""),
+                entry("kind = \"github\"\nclient_secret = \"t\"")
+            ),
+            "identity_providers[1].id",
+        ),
+        (
+            entry(
+                "kind = \"oidc\"\nissuer = \"https://idp.example.com\"\nclient_secret_file = \"/nonexistent/secret\"",
+            ),
+            "identity_providers[0].client_secret_file",
+        ),
+    ];
+    for (extra, key) in cases {
+        let scratch = Scratch::new();
+        let path = write_config(&scratch, &extra);
+        let (code, out, err) = run(portcullis().arg("check-config").arg("--config").arg(&path));
+        assert_eq!(code, 2, "{extra}: {out}{err}");
+        assert!(err.contains(key), "{extra}: expected {key} in {err}");
+        assert!(!out.contains("configuration is valid"), "{out}");
+    }
+    // A bad slug.
+    let scratch = Scratch::new();
+    let path = write_config(
+        &scratch,
+        &entry("kind = \"github\"\nclient_secret = \"s\"").replace("\"corp\"", "\"Corp/x\""),
+    );
+    let (code, _, err) = run(portcullis().arg("check-config").arg("--config").arg(&path));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a provider id"), "{err}");
+}

@@ -15,7 +15,7 @@ use crate::support::webdriver::{self, Browser, ChromeDriver};
 use serde_json::{Value, json};
 
 /// `axe.min.js`, installed from npm into the test's own directory when missing.
-fn axe_source() -> String {
+pub(crate) fn axe_source() -> String {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("axe");
     let script = dir.join("node_modules/axe-core/axe.min.js");
     if !script.exists() {
@@ -32,7 +32,7 @@ fn axe_source() -> String {
 }
 
 /// Runs axe-core on the current page; panics on any serious or critical violation.
-async fn check_accessibility(browser: &Browser, axe: &str, page: &str) {
+pub(crate) async fn check_accessibility(browser: &Browser, axe: &str, page: &str) {
     let result = axe_violations(browser, axe).await;
     let serious: Vec<&Value> = result
         .as_array()

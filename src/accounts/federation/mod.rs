@@ -1,0 +1,887 @@
+//! Signing in through `[[identity_providers]]`: the authorization-code flow with PKCE, its
+//! single-use state in the session backend (any instance finishes what another started),
+//! and what an external identity (provider, `sub`) means for local accounts.
+//!
+//! - [`Accounts::begin_federated`]: the provider's authorization URL; `state`, `nonce`, the
+//!   PKCE verifier, `return_to` and a hash of the browser's binding cookie are stashed for
+//!   [`FLOW_TTL`] under the state's hash;
+//! - [`Accounts::finish_federated`]: the stash taken (once, on any instance), the browser
+//!   compared, the provider's error shown or the code exchanged and the identity checked
+//!   (`oidc.rs`), then the account found, linked or made, and an ordinary session opened.
+//!
+//! An identity reaches an existing local account only through a link made from the signed-in
+//! account page, or — with `link_by_verified_email` — when provider and account both call the
+//! address verified. Never by an address alone.
+
+mod github;
+pub mod http;
+mod oidc;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Accounts, Client, StepUp, Tokens};
+use crate::auth::secrets::{random_token, sha256_hex};
+use crate::config::{Config, IdentityProviderConfig, ProviderKind, Refusal};
+use crate::domain::{Email, UserId};
+use crate::session::PasskeyUse;
+use crate::store::{
+    AuditKind, AuditOutcome, LinkedIdentity, NewLinkedIdentity, NewUser, StoreError, User,
+    UserChange,
+};
+use crate::telemetry::SECURITY;
+
+pub use oidc::JWKS_REFETCH_FLOOR;
+
+/// How long a started sign-in may take at the provider: its stash lives this long.
+pub const FLOW_TTL: Duration = Duration::from_secs(600);
+
+/// The `amr` values (RFC 8176) that mean the provider checked more than one factor.
+const MULTI_FACTOR_AMR: &[&str] = &["mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "iris"];
+
+/// Why a federated sign-in did not happen; the portal shows each as a page.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// No provider has that id (404).
+    #[error("no such identity provider")]
+    UnknownProvider,
+    /// The provider could not be reached or answered nonsense (502).
+    #[error("the identity provider is unavailable")]
+    Unavailable,
+    /// The provider answered with an OAuth error (`error`, `error_description`): shown to
+    /// the user as text, escaped (400).
+    #[error("the identity provider refused: {error}")]
+    ProviderRefused {
+        /// The `error` code as sent.
+        error: String,
+        /// The `error_description` as sent, if any.
+        description: Option<String>,
+    },
+    /// The callback matches no flow started by this browser: unknown, expired, replayed,
+    /// from another browser or for another provider (400).
+    #[error("the sign-in could not be matched to one this browser started")]
+    InvalidCallback,
+    /// The provider's answer failed a check; the label names which (`iss`, `aud`, …) (401).
+    #[error("the identity provider's answer failed the {0} check")]
+    InvalidToken(&'static str),
+    /// The identity is outside `allowed_domains` or `allowed_groups` (403).
+    #[error("this identity is not allowed here")]
+    NotAllowed,
+    /// No account is linked, none may be made (`auto_create` off), and none joins by
+    /// address (403).
+    #[error("no account is linked to this identity")]
+    NoAccount,
+    /// An account would be made but the address has one already: it must be linked from
+    /// its account page (409).
+    #[error("an account with this address exists")]
+    AddressTaken,
+    /// The provider asserted no address, and an account cannot be made without one (403).
+    #[error("the identity provider gave no email address")]
+    NoAddress,
+    /// `[registration]` turns the address away (403).
+    #[error("{0}")]
+    Registration(Refusal),
+    /// The identity is linked to another account already (409).
+    #[error("this identity is linked to another account")]
+    LinkedElsewhere,
+    /// The identity is not linked to this account (404).
+    #[error("no such linked identity")]
+    NotLinked,
+    /// The account is deactivated, or a backend failed.
+    #[error("the account core refused: {0:?}")]
+    Account(super::AccountError),
+}
+
+impl From<super::AccountError> for FederationError {
+    fn from(e: super::AccountError) -> Self {
+        Self::Account(e)
+    }
+}
+
+impl FederationError {
+    /// A provider that could not be reached, logged with `what` (never a URL's query).
+    pub(super) fn unavailable(what: &str, e: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(what, error = %e, "an identity provider could not be used");
+        Self::Unavailable
+    }
+
+    /// The status of the page that explains it.
+    pub fn status(&self) -> ::http::StatusCode {
+        use ::http::StatusCode as S;
+        match self {
+            Self::UnknownProvider => S::NOT_FOUND,
+            Self::Unavailable => S::BAD_GATEWAY,
+            Self::ProviderRefused { .. } | Self::InvalidCallback => S::BAD_REQUEST,
+            Self::InvalidToken(_) => S::UNAUTHORIZED,
+            Self::NotAllowed | Self::NoAccount | Self::NoAddress | Self::Registration(_) => {
+                S::FORBIDDEN
+            }
+            Self::AddressTaken | Self::LinkedElsewhere => S::CONFLICT,
+            Self::NotLinked => S::NOT_FOUND,
+            // The portal answers these as it answers the account core's other refusals.
+            Self::Account(_) => S::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The portal catalogue's key for the sentence that explains it.
+    pub fn catalogue_key(&self) -> &'static str {
+        match self {
+            Self::UnknownProvider => "error_not_found",
+            Self::Unavailable => "federation_unavailable",
+            Self::ProviderRefused { .. } => "federation_refused",
+            Self::InvalidCallback => "federation_invalid_callback",
+            Self::InvalidToken(_) => "federation_invalid_token",
+            Self::NotAllowed => "federation_not_allowed",
+            Self::NoAccount => "federation_no_account",
+            Self::AddressTaken => "federation_address_taken",
+            Self::NoAddress => "federation_no_address",
+            Self::Registration(Refusal::InvitationRequired) => "error_invitation_required",
+            Self::Registration(_) => "error_registration_closed",
+            Self::LinkedElsewhere => "federation_linked_elsewhere",
+            Self::NotLinked => "error_generic",
+            Self::Account(e) => e.catalogue_key(),
+        }
+    }
+}
+
+/// What a provider said about who signed in, after every check of its answer.
+#[derive(Debug)]
+pub struct Asserted {
+    /// The provider's stable subject (`sub`; GitHub: the numeric id).
+    pub subject: String,
+    /// The address it asserted.
+    pub email: Option<String>,
+    /// Whether it calls that address verified.
+    pub email_verified: bool,
+    /// Given name, for a new account.
+    pub given_name: String,
+    /// Family name, for a new account.
+    pub family_name: String,
+    /// The ID token as received (compact), for the provider's sign-out; `""` for GitHub.
+    pub id_token: String,
+    /// `amr` (RFC 8176) as asserted.
+    pub amr: Vec<String>,
+    /// The token's other claims (`groups_claim` is read here).
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One configured provider, ready to use.
+struct Provider {
+    config: IdentityProviderConfig,
+    protocol: Option<Protocol>,
+}
+
+/// What a provider speaks.
+enum Protocol {
+    Oidc(Box<oidc::OidcProvider>),
+    Github(github::GithubProvider),
+}
+
+impl Protocol {
+    async fn start(&self, http: &http::Http) -> Result<oidc::Started, FederationError> {
+        match self {
+            Self::Oidc(p) => p.start(http).await,
+            Self::Github(p) => p.start(),
+        }
+    }
+
+    async fn finish(
+        &self,
+        http: &http::Http,
+        code: &str,
+        verifier: &str,
+        nonce: &str,
+    ) -> Result<Asserted, FederationError> {
+        match self {
+            Self::Oidc(p) => p.finish(http, code, verifier, nonce).await,
+            Self::Github(p) => p.finish(http, code, verifier).await,
+        }
+    }
+}
+
+/// The configured providers and their HTTP client; built with [`Accounts`].
+pub struct Federation {
+    providers: Vec<Arc<Provider>>,
+    http: http::Http,
+}
+
+impl Federation {
+    /// The providers of `config`. A provider whose secret cannot be read is kept (its
+    /// button shows) but answers `Unavailable`, with the reason logged once here.
+    pub fn new(config: &Config) -> Self {
+        let http = http::Http::new().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "identity providers are unavailable");
+            http::Http::new().expect("a default HTTP client")
+        });
+        let providers = config
+            .identity_providers
+            .iter()
+            .map(|p| {
+                let redirect = p.redirect_uri(&config.server.public_url, &config.portal.path_prefix);
+                let protocol = match (p.kind, p.read_client_secret()) {
+                    (ProviderKind::Oidc, Ok(secret)) => {
+                        oidc::OidcProvider::new(p, secret.expose(), &redirect)
+                            .map(|p| Protocol::Oidc(Box::new(p)))
+                            .map_err(|e| tracing::error!(provider = %p.id, error = %e, "identity provider unusable"))
+                            .ok()
+                    }
+                    (_, Err(e)) => {
+                        tracing::error!(provider = %p.id, error = %e, "identity provider unusable");
+                        None
+                    }
+                    (ProviderKind::Github, Ok(secret)) => Some(Protocol::Github(
+                        github::GithubProvider::new(p, secret.expose(), &redirect),
+                    )),
+                };
+                Arc::new(Provider { config: p.clone(), protocol })
+            })
+            .collect();
+        Self { providers, http }
+    }
+
+    fn provider(&self, id: &str) -> Result<Arc<Provider>, FederationError> {
+        self.providers
+            .iter()
+            .find(|p| p.config.id.as_str() == id)
+            .cloned()
+            .ok_or(FederationError::UnknownProvider)
+    }
+}
+
+/// What a flow is for: signing in, or linking an identity to the signed-in account.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "intent", content = "user")]
+pub enum Intent {
+    /// Sign in (or up) with the identity.
+    SignIn,
+    /// Link the identity to this account (its owner passed a step-up first).
+    Link(UserId),
+}
+
+/// What a started flow keeps in the session backend under its state's hash.
+#[derive(Serialize, Deserialize)]
+struct Stashed {
+    provider: String,
+    browser: String,
+    nonce: String,
+    verifier: String,
+    return_to: Option<String>,
+    intent: Intent,
+}
+
+/// What the provider sent back to the redirect URI.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Callback<'a> {
+    /// `state`.
+    pub state: Option<&'a str>,
+    /// `code`.
+    pub code: Option<&'a str>,
+    /// `error` (RFC 6749 §4.1.2.1).
+    pub error: Option<&'a str>,
+    /// `error_description`.
+    pub error_description: Option<&'a str>,
+}
+
+/// A finished flow: a session opened, or an identity linked.
+pub enum Finished {
+    /// A new session, and where the browser goes next.
+    SignedIn {
+        /// Its first tokens.
+        tokens: Tokens,
+        /// The `return_to` kept from the start.
+        return_to: Option<String>,
+    },
+    /// The identity is now linked to the signed-in account.
+    Linked {
+        /// The provider's name, for the notice.
+        provider: String,
+    },
+}
+
+/// A configured provider as the sign-in page shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProviderButton {
+    /// The slug, in paths.
+    pub id: String,
+    /// The label.
+    pub name: String,
+}
+
+fn stash_key(state: &str) -> String {
+    format!("federation:{}", sha256_hex(state))
+}
+
+impl Accounts {
+    /// The configured providers, in config order, for the sign-in page's buttons.
+    pub fn identity_providers(&self) -> Vec<ProviderButton> {
+        self.federation
+            .providers
+            .iter()
+            .map(|p| ProviderButton {
+                id: p.config.id.to_string(),
+                name: p.config.name.clone(),
+            })
+            .collect()
+    }
+
+    /// Starts a flow at `provider` for the browser whose binding cookie is `browser` (a
+    /// random value the portal keeps in an HttpOnly cookie): answers the URL to send the
+    /// browser to. `return_to` (already checked by the caller) comes back at the end.
+    pub async fn begin_federated(
+        &self,
+        provider: &str,
+        browser: &str,
+        return_to: Option<String>,
+        intent: Intent,
+    ) -> Result<String, FederationError> {
+        let provider = self.federation.provider(provider)?;
+        let started = {
+            let (provider, http) = (Arc::clone(&provider), self.federation.http.clone());
+            self.backend
+                .run(async move {
+                    match &provider.protocol {
+                        Some(p) => p.start(&http).await,
+                        None => Err(FederationError::Unavailable),
+                    }
+                })
+                .await
+                .map_err(|e| FederationError::unavailable("start", &e))??
+        };
+        let stashed = Stashed {
+            provider: provider.config.id.to_string(),
+            browser: sha256_hex(browser),
+            nonce: started.nonce,
+            verifier: started.verifier,
+            return_to,
+            intent,
+        };
+        let value = serde_json::to_string(&stashed)
+            .map_err(|e| super::AccountError::internal("stashing a federated flow", &e))?;
+        self.sessions
+            .stash(&stash_key(&started.state), &value, FLOW_TTL)
+            .await
+            .map_err(super::AccountError::from)?;
+        Ok(started.url)
+    }
+
+    /// Finishes a flow at the redirect URI of `provider`: the stash is taken (so a state
+    /// works once, on any instance), the browser and provider compared, then the provider's
+    /// error shown or its answer checked, and the account signed in or the identity linked.
+    pub async fn finish_federated(
+        &self,
+        provider: &str,
+        callback: Callback<'_>,
+        browser: Option<&str>,
+        client: &Client<'_>,
+    ) -> Result<Finished, FederationError> {
+        let provider = self.federation.provider(provider)?;
+        let state = callback.state.ok_or(FederationError::InvalidCallback)?;
+        let taken = self
+            .sessions
+            .take_stash(&stash_key(state))
+            .await
+            .map_err(super::AccountError::from)?;
+        let stashed: Stashed = taken
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .ok_or(FederationError::InvalidCallback)?;
+        let same_browser = browser.is_some_and(|b| {
+            subtle::ConstantTimeEq::ct_eq(sha256_hex(b).as_bytes(), stashed.browser.as_bytes())
+                .into()
+        });
+        if stashed.provider != provider.config.id.as_str() || !same_browser {
+            tracing::warn!(target: SECURITY, event = "federated_callback_refused", provider = %provider.config.id, client_ip = %client.ip);
+            return Err(FederationError::InvalidCallback);
+        }
+        if let Some(error) = callback.error {
+            return Err(FederationError::ProviderRefused {
+                error: error.to_owned(),
+                description: callback.error_description.map(str::to_owned),
+            });
+        }
+        let code = callback.code.ok_or(FederationError::InvalidCallback)?;
+        let asserted = self.exchange(&provider, code, &stashed).await?;
+        self.admit_identity(&provider.config, &asserted)?;
+        match stashed.intent {
+            Intent::SignIn => {
+                let user = self
+                    .account_for(&provider.config, &asserted, client)
+                    .await?;
+                let tokens = self
+                    .open_federated_session(&provider.config, &user, &asserted, client)
+                    .await?;
+                self.remember_for_sign_out(&provider.config, &asserted, &tokens)
+                    .await;
+                Ok(Finished::SignedIn {
+                    tokens,
+                    return_to: stashed.return_to,
+                })
+            }
+            Intent::Link(user) => {
+                self.link(&provider.config, user, &asserted).await?;
+                Ok(Finished::Linked {
+                    provider: provider.config.name.clone(),
+                })
+            }
+        }
+    }
+
+    /// The code exchange and the identity's checks, on the backend runtime (which owns the
+    /// HTTP client's connections).
+    async fn exchange(
+        &self,
+        provider: &Arc<Provider>,
+        code: &str,
+        stashed: &Stashed,
+    ) -> Result<Asserted, FederationError> {
+        let (provider, http) = (Arc::clone(provider), self.federation.http.clone());
+        let (code, verifier, nonce) = (
+            code.to_owned(),
+            stashed.verifier.clone(),
+            stashed.nonce.clone(),
+        );
+        self.backend
+            .run(async move {
+                match &provider.protocol {
+                    Some(p) => p.finish(&http, &code, &verifier, &nonce).await,
+                    None => Err(FederationError::Unavailable),
+                }
+            })
+            .await
+            .map_err(|e| FederationError::unavailable("exchange", &e))?
+    }
+
+    /// `allowed_domains` (on a verified address) and `allowed_groups`.
+    fn admit_identity(
+        &self,
+        provider: &IdentityProviderConfig,
+        asserted: &Asserted,
+    ) -> Result<(), FederationError> {
+        if !provider.allowed_domains.is_empty() {
+            let domain_ok = asserted.email_verified
+                && asserted
+                    .email
+                    .as_deref()
+                    .and_then(|e| Email::parse(e).ok())
+                    .is_some_and(|e| provider.allowed_domains.iter().any(|p| p.matches_email(&e)));
+            if !domain_ok {
+                return Err(FederationError::NotAllowed);
+            }
+        }
+        if !provider.allowed_groups.is_empty() {
+            let groups = groups_of(provider, asserted);
+            if !provider.allowed_groups.iter().any(|g| groups.contains(g)) {
+                return Err(FederationError::NotAllowed);
+            }
+        }
+        Ok(())
+    }
+
+    /// The account the identity signs in to: the linked one; else, with
+    /// `link_by_verified_email`, the account of the same address when both sides call it
+    /// verified; else, with `auto_create`, a new one under `[registration]`.
+    async fn account_for(
+        &self,
+        provider: &IdentityProviderConfig,
+        asserted: &Asserted,
+        client: &Client<'_>,
+    ) -> Result<User, FederationError> {
+        let id = provider.id.as_str();
+        let email_text = asserted.email.clone().unwrap_or_default();
+        if let Some(user) = self
+            .store
+            .find_linked_user(id, &asserted.subject)
+            .await
+            .map_err(super::AccountError::from)?
+        {
+            let user = self
+                .store
+                .find_by_id(user)
+                .await
+                .map_err(super::AccountError::from)?
+                .ok_or(FederationError::NoAccount)?;
+            self.store
+                .touch_linked_identity(id, &asserted.subject, &email_text)
+                .await
+                .map_err(super::AccountError::from)?;
+            return Ok(user);
+        }
+        let email = asserted.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let existing = match &email {
+            Some(e) => self
+                .store
+                .find_by_email(e)
+                .await
+                .map_err(super::AccountError::from)?,
+            None => None,
+        };
+        if let Some(user) = existing {
+            if provider.link_by_verified_email && asserted.email_verified && user.is_verified {
+                self.link(provider, user.id, asserted).await?;
+                return Ok(user);
+            }
+            return Err(if provider.auto_create {
+                FederationError::AddressTaken
+            } else {
+                FederationError::NoAccount
+            });
+        }
+        if !provider.auto_create {
+            return Err(FederationError::NoAccount);
+        }
+        let email = email.ok_or(FederationError::NoAddress)?;
+        self.config
+            .registration
+            .admits(&email)
+            .map_err(FederationError::Registration)?;
+        self.create_federated(provider, email, asserted, client)
+            .await
+    }
+
+    /// A new account for the identity, its address verified only when the provider says so.
+    async fn create_federated(
+        &self,
+        provider: &IdentityProviderConfig,
+        email: Email,
+        asserted: &Asserted,
+        client: &Client<'_>,
+    ) -> Result<User, FederationError> {
+        let hash = self
+            .hasher
+            .hash_of_unknown_secret()
+            .await
+            .map_err(super::AccountError::from)?;
+        let user_id = UserId::random();
+        let new = NewUser {
+            email,
+            password_hash: hash,
+            first_name: short(&asserted.given_name),
+            last_name: short(&asserted.family_name),
+            language: client.language.to_owned(),
+        };
+        let identity = NewLinkedIdentity {
+            user_id,
+            provider: provider.id.to_string(),
+            subject: asserted.subject.clone(),
+            email: asserted.email.clone().unwrap_or_default(),
+        };
+        let user = match self
+            .store
+            .create_linked_user(new, asserted.email_verified, &identity)
+            .await
+        {
+            Ok(user) => user,
+            Err(StoreError::DuplicateEmail) => return Err(FederationError::AddressTaken),
+            Err(e) => return Err(super::AccountError::from(e).into()),
+        };
+        self.audit_own(
+            AuditKind::Registration,
+            &user,
+            Some(client),
+            AuditOutcome::Success,
+            &format!("through provider {}", provider.id),
+        );
+        Ok(user)
+    }
+
+    /// Links the identity to `user`; `LinkedElsewhere` when another account has it.
+    async fn link(
+        &self,
+        provider: &IdentityProviderConfig,
+        user: UserId,
+        asserted: &Asserted,
+    ) -> Result<(), FederationError> {
+        let identity = NewLinkedIdentity {
+            user_id: user,
+            provider: provider.id.to_string(),
+            subject: asserted.subject.clone(),
+            email: asserted.email.clone().unwrap_or_default(),
+        };
+        if self
+            .store
+            .link_identity(&identity)
+            .await
+            .map_err(super::AccountError::from)?
+        {
+            tracing::info!(target: SECURITY, event = "identity_linked", user_id = %user, provider = %provider.id);
+            self.audit_by_id(
+                AuditKind::SignIn,
+                user,
+                &format!("identity of provider {} linked", provider.id),
+            );
+            return Ok(());
+        }
+        match self
+            .store
+            .find_linked_user(provider.id.as_str(), &asserted.subject)
+            .await
+            .map_err(super::AccountError::from)?
+        {
+            Some(owner) if owner == user => Ok(()),
+            _ => Err(FederationError::LinkedElsewhere),
+        }
+    }
+
+    /// Roles from `role_mapping` refreshed, then an ordinary session: two factors only when
+    /// the provider says so and `trust_provider_mfa` takes its word.
+    async fn open_federated_session(
+        &self,
+        provider: &IdentityProviderConfig,
+        user: &User,
+        asserted: &Asserted,
+        client: &Client<'_>,
+    ) -> Result<Tokens, FederationError> {
+        if !user.is_active {
+            tracing::warn!(target: SECURITY, event = "login_refused_deactivated", user_id = %user.id, client_ip = %client.ip);
+            return Err(super::AccountError::Deactivated.into());
+        }
+        self.refresh_mapped_roles(provider, user, asserted).await?;
+        let provider_mfa = asserted
+            .amr
+            .iter()
+            .any(|m| MULTI_FACTOR_AMR.contains(&m.as_str()));
+        let two_factor = provider.trust_provider_mfa && provider_mfa;
+        let how = format!(
+            "provider {} (amr {})",
+            provider.id,
+            if asserted.amr.is_empty() {
+                "none".to_owned()
+            } else {
+                asserted.amr.join(" ")
+            }
+        );
+        Ok(self
+            .open_session_as(user, two_factor, PasskeyUse::None, false, client, &how)
+            .await?)
+    }
+
+    /// Grants the roles `role_mapping` gives the asserted groups and takes back the mapped
+    /// roles they no longer give; roles granted otherwise are left alone.
+    async fn refresh_mapped_roles(
+        &self,
+        provider: &IdentityProviderConfig,
+        user: &User,
+        asserted: &Asserted,
+    ) -> Result<(), FederationError> {
+        if provider.role_mapping.is_empty() {
+            return Ok(());
+        }
+        let groups = groups_of(provider, asserted);
+        let given: BTreeSet<&str> = provider
+            .role_mapping
+            .iter()
+            .filter(|(group, _)| groups.contains(*group))
+            .map(|(_, role)| role.as_str())
+            .collect();
+        let mut changed = false;
+        for role in provider
+            .role_mapping
+            .values()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+        {
+            let has = user.roles.iter().any(|r| r == role);
+            let store = &self.store;
+            let done = match (given.contains(role), has) {
+                (true, false) => store.grant_role(user.id, role).await,
+                (false, true) => store.revoke_role(user.id, role).await,
+                _ => continue,
+            };
+            changed |= done.map_err(super::AccountError::from)?;
+        }
+        if changed {
+            self.store
+                .record_user_change(user.id, UserChange::Updated)
+                .await
+                .map_err(super::AccountError::from)?;
+            self.access.forget_user_record(user.id);
+        }
+        Ok(())
+    }
+}
+
+/// What a session opened through a provider with `end_session` keeps for its sign-out.
+#[derive(Serialize, Deserialize)]
+struct SignOutHint {
+    provider: String,
+    id_token: String,
+}
+
+fn sign_out_key(session: &str) -> String {
+    format!("federation-signout:{session}")
+}
+
+impl Accounts {
+    /// With `end_session`: keeps the provider and the ID token for the session's sign-out,
+    /// as long as the session may live. A failure is logged: the sign-in stands.
+    async fn remember_for_sign_out(
+        &self,
+        provider: &IdentityProviderConfig,
+        asserted: &Asserted,
+        tokens: &Tokens,
+    ) {
+        if !provider.end_session || asserted.id_token.is_empty() {
+            return;
+        }
+        let Some((session, _)) = crate::auth::secrets::parse_refresh_token(&tokens.refresh_token)
+        else {
+            return;
+        };
+        let hint = SignOutHint {
+            provider: provider.id.to_string(),
+            id_token: asserted.id_token.clone(),
+        };
+        let Ok(value) = serde_json::to_string(&hint) else {
+            return;
+        };
+        let ttl = Duration::from_secs(tokens.refresh_expires_in.max(1));
+        if let Err(e) = self
+            .sessions
+            .stash(&sign_out_key(&session.to_string()), &value, ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "could not keep a provider's sign-out hint");
+        }
+    }
+
+    /// Where to send a browser that has just signed out of `session`, when the session was
+    /// opened through a provider with `end_session` and that provider has an
+    /// `end_session_endpoint`: its sign-out URL, coming back to `post_logout`.
+    pub async fn provider_sign_out_url(
+        &self,
+        session: &crate::session::SessionId,
+        post_logout: &str,
+    ) -> Option<String> {
+        let stashed = self
+            .sessions
+            .take_stash(&sign_out_key(&session.to_string()))
+            .await
+            .ok()??;
+        let hint: SignOutHint = serde_json::from_str(&stashed).ok()?;
+        let provider = self.federation.provider(&hint.provider).ok()?;
+        let http = self.federation.http.clone();
+        let post_logout = post_logout.to_owned();
+        self.backend
+            .run(async move {
+                match &provider.protocol {
+                    Some(Protocol::Oidc(p)) => {
+                        p.end_session_url(&http, &hint.id_token, &post_logout).await
+                    }
+                    _ => None,
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// A linked identity as the account page shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkedView {
+    /// The provider's id.
+    pub provider: String,
+    /// The provider's name (its id when it is no longer configured).
+    pub name: String,
+    /// The provider's subject.
+    pub subject: String,
+    /// The address it last asserted.
+    pub email: String,
+    /// When it was linked.
+    pub linked_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Accounts {
+    /// The identities linked to `user`, with their providers' names.
+    pub async fn linked_identities(
+        &self,
+        user: &User,
+    ) -> Result<Vec<LinkedView>, super::AccountError> {
+        let linked = self.store.linked_identities(user.id).await?;
+        Ok(linked
+            .into_iter()
+            .map(|l: LinkedIdentity| LinkedView {
+                name: self
+                    .federation
+                    .providers
+                    .iter()
+                    .find(|p| p.config.id.as_str() == l.provider)
+                    .map_or_else(|| l.provider.clone(), |p| p.config.name.clone()),
+                provider: l.provider,
+                subject: l.subject,
+                email: l.email,
+                linked_at: l.created_at,
+            })
+            .collect())
+    }
+
+    /// Starts linking an identity at `provider` to `user`, after the step-up (the current
+    /// password, and a code while TOTP is on): the URL to send the browser to.
+    pub async fn begin_link(
+        &self,
+        user: &User,
+        provider: &str,
+        proof: StepUp<'_>,
+        browser: &str,
+        client: &Client<'_>,
+    ) -> Result<String, FederationError> {
+        self.federation.provider(provider)?;
+        self.step_up_with_code(user, proof, client).await?;
+        self.begin_federated(provider, browser, None, Intent::Link(user.id))
+            .await
+    }
+
+    /// Detaches one of `user`'s linked identities, after the step-up. The step-up's
+    /// password is itself a way in, so an account never loses its last one here.
+    pub async fn unlink_identity(
+        &self,
+        user: &User,
+        provider: &str,
+        subject: &str,
+        proof: StepUp<'_>,
+        client: &Client<'_>,
+    ) -> Result<(), FederationError> {
+        self.step_up_with_code(user, proof, client).await?;
+        if !self
+            .store
+            .unlink_identity(user.id, provider, subject)
+            .await
+            .map_err(super::AccountError::from)?
+        {
+            return Err(FederationError::NotLinked);
+        }
+        tracing::info!(target: SECURITY, event = "identity_unlinked", user_id = %user.id, provider);
+        self.audit_own(
+            AuditKind::SignIn,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            &format!("identity of provider {provider} unlinked"),
+        );
+        Ok(())
+    }
+}
+
+/// The groups in `groups_claim`: a list of strings (or one string).
+fn groups_of(provider: &IdentityProviderConfig, asserted: &Asserted) -> BTreeSet<String> {
+    match asserted.claims.get(&provider.groups_claim) {
+        Some(serde_json::Value::Array(items)) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect(),
+        Some(serde_json::Value::String(one)) => BTreeSet::from([one.clone()]),
+        _ => BTreeSet::new(),
+    }
+}
+
+/// A name as a provider sent it, cut to what the profile takes.
+fn short(name: &str) -> String {
+    name.chars().filter(|c| !c.is_control()).take(100).collect()
+}
+
+/// A random value for a browser's binding cookie.
+pub fn new_browser_binding() -> String {
+    random_token()
+}
