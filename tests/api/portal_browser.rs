@@ -547,7 +547,7 @@ async fn walk_users(admin: &Browser, axe: &str, world: &ConsoleWorld, lang: &str
     admin.find("a[rel=next]").await;
     check_no_violations(admin, axe, &name("users, searched")).await;
     admin.click("a[rel=next]").await;
-    admin.wait_for_url("after=").await;
+    admin.wait_for_url("page=2").await;
     check_no_violations(admin, axe, &name("users, second page")).await;
 
     // The new-account form: refused (the address is taken), then accepted.
