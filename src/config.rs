@@ -636,7 +636,8 @@ impl AdminConfig {
             return Err(invalid(
                 "admin.role",
                 format!(
-                    "{:?} is not a role name: use 1 to 64 characters from letters, digits,                      '-', '_', '.' and ':'",
+                    "{:?} is not a role name: use 1 to 64 characters from letters, digits, \
+                     '-', '_', '.' and ':'",
                     self.role
                 ),
             ));

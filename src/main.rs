@@ -342,19 +342,26 @@ async fn invite(
 ) -> anyhow::Result<()> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{e} (got {email:?})"))?;
     let ttl = config.registration.invitation_ttl.get();
-    let (invitation, token) =
-        match portcullis::accounts::issue_invitation(store, ttl, email, roles, None).await {
-            Ok(issued) => issued,
-            Err(AccountError::Store(StoreError::DuplicateEmail)) => {
-                anyhow::bail!(
-                    "that address already has an account (see `portcullis user list`; one whose \
+    let (invitation, token) = match portcullis::accounts::issue_invitation(
+        store,
+        ttl,
+        email,
+        roles,
+        portcullis::store::admin::By::OPERATOR,
+    )
+    .await
+    {
+        Ok(issued) => issued,
+        Err(AccountError::Store(StoreError::DuplicateEmail)) => {
+            anyhow::bail!(
+                "that address already has an account (see `portcullis user list`; one whose \
                      address is not verified may be someone else's sign-up: `portcullis user \
                      delete` it first)"
-                )
-            }
-            Err(AccountError::Field { message, .. }) => anyhow::bail!("invalid role: {message}"),
-            Err(e) => anyhow::bail!("could not store the invitation: {e:?}"),
-        };
+            )
+        }
+        Err(AccountError::Field { message, .. }) => anyhow::bail!("invalid role: {message}"),
+        Err(e) => anyhow::bail!("could not store the invitation: {e:?}"),
+    };
     let mut mailer = Mailer::new(
         &config.mail,
         config.server.public_url.as_str(),

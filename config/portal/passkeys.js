@@ -117,6 +117,11 @@
     });
   }
 
+  // Choices that lead to a passkey ceremony (the invitation's "Use a passkey instead"):
+  // offered only where one can run.
+  document.querySelectorAll("[data-passkey-reveal]").forEach(function (element) {
+    element.hidden = false;
+  });
   document.querySelectorAll("[data-passkey]").forEach(function (form) {
     form.hidden = false;
     var kind = form.getAttribute("data-passkey");

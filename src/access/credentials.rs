@@ -30,7 +30,13 @@ pub struct Caller {
 
 /// The token of `Authorization: Bearer <token>`, if the request carries one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    // Two `Authorization` fields are no credentials: which one counts would be a guess
+    // (RFC 9110 §5.3 does not allow the field to be repeated).
+    let mut fields = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = fields.next()?.to_str().ok()?;
+    if fields.next().is_some() {
+        return None;
+    }
     let (scheme, token) = value.trim().split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -218,11 +218,19 @@ impl Accounts {
     }
 
     /// One page of accounts (address order), for an administrator.
+    ///
+    /// Errors: `Field("q")` for a search with a control character, backend failures.
     pub async fn find_accounts(
         &self,
         _admin: &Administrator,
         search: &UserSearch,
     ) -> Result<Vec<User>, AccountError> {
+        if search.text.chars().any(char::is_control) {
+            return Err(AccountError::Field {
+                field: "q",
+                message: "must not contain control characters",
+            });
+        }
         Ok(self.store.search_users(search).await?)
     }
 
@@ -320,13 +328,18 @@ impl Accounts {
         }
         let user = self.account(id).await?;
         let (store, by) = (&*self.store, admin.by(client));
+        let now = Utc::now();
         let (changed, ends_sessions) = match &action {
             AccountAction::Activate => (set_user_active(store, &user, true, by).await?, false),
             AccountAction::Deactivate => (set_user_active(store, &user, false, by).await?, true),
-            AccountAction::Unlock => (unlock_user(store, &user, by).await.map(|()| true)?, false),
+            AccountAction::Unlock => {
+                unlock_user(store, &user, by).await?;
+                (user.is_locked(now) || user.failed_login_attempts > 0, false)
+            }
             AccountAction::ResetSecondFactors => {
-                reset_second_factors(store, &user, by).await?;
-                (true, true)
+                let removed = reset_second_factors(store, &user, by).await?;
+                let had = user.two_factor_enabled || user.two_factor_secret.is_some();
+                (had || removed > 0, true)
             }
             AccountAction::MarkVerified => (mark_user_verified(store, &user, by).await?, false),
             AccountAction::GrantRole(role) => (grant_role_to(store, &user, role, by).await?, false),
@@ -334,7 +347,10 @@ impl Accounts {
                 (revoke_role_from(store, &user, role, by).await?, false)
             }
             AccountAction::EndSessions => {
-                (end_sessions(store, &user, by).await.map(|()| true)?, true)
+                // Here first, to say how many ended; the feed ends them everywhere else.
+                let ended = self.access.revoke_user(id, None).await?.len();
+                end_sessions(store, &user, by, &format!("{ended} sessions ended here")).await?;
+                (ended > 0, true)
             }
         };
         if ends_sessions {
@@ -346,19 +362,21 @@ impl Accounts {
         Ok(changed)
     }
 
-    /// Ends one session of any account, audited.
+    /// Ends one session of any account — of `owner`'s only, when given — audited.
     ///
-    /// Errors: `SessionNotFound`, backend failures.
+    /// Errors: `SessionNotFound` (gone, or not `owner`'s), backend failures.
     pub async fn end_any_session(
         &self,
         admin: &Administrator,
         session: SessionId,
+        owner: Option<UserId>,
         client: &Client<'_>,
     ) -> Result<(), AccountError> {
         let live = self
             .sessions
             .get(&session)
             .await?
+            .filter(|s| owner.is_none_or(|o| s.user_id == o))
             .ok_or(AccountError::SessionNotFound)?;
         if !self.access.revoke_session(&session).await? {
             return Err(AccountError::SessionNotFound);
@@ -385,7 +403,7 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<Invitation, AccountError> {
         let (invitation, _token) = self
-            .invite(email, roles, Some(admin.user.id), client.language)
+            .invite_by(email, roles, admin.by(client), client.language)
             .await?;
         Ok(invitation)
     }
@@ -395,8 +413,9 @@ impl Accounts {
         &self,
         admin: &Administrator,
         email: &Email,
+        client: &Client<'_>,
     ) -> Result<u64, AccountError> {
-        let revoked = revoke_invitations(&*self.store, email, Actor::Admin(admin.user.id)).await?;
+        let revoked = revoke_invitations(&*self.store, email, admin.by(client)).await?;
         tracing::info!(target: SECURITY, event = "invitation_revoked", revoked, by = %admin.user.id);
         Ok(revoked)
     }

@@ -16,7 +16,7 @@ use crate::config::is_role_name;
 use crate::domain::{Email, UserId};
 use crate::mail::MailKind;
 use crate::passkeys::Ceremony;
-use crate::store::admin::revoke_invitations;
+use crate::store::admin::{By, revoke_invitations};
 use crate::store::{
     Actor, AuditKind, AuditOutcome, Invitation, InvitationState, NewAuditEvent, NewInvitation,
     NewUser, StoreError, User, UserStore,
@@ -34,8 +34,9 @@ pub async fn issue_invitation(
     ttl: Duration,
     email: Email,
     roles: &[String],
-    by: Option<UserId>,
+    by: By,
 ) -> Result<(Invitation, String), AccountError> {
+    let inviter = by.actor.user_id();
     if let Some(bad) = roles.iter().find(|r| !is_role_name(r)) {
         tracing::debug!(role = %bad, "an invitation named an invalid role");
         return Err(AccountError::Field {
@@ -54,15 +55,15 @@ pub async fn issue_invitation(
             email,
             token_hash: sha256_hex(&token),
             roles: roles.to_vec(),
-            created_by: by,
+            created_by: inviter,
             expires_at,
         })
         .await?;
-    tracing::info!(target: SECURITY, event = "invitation_created", invitation_id = %invitation.id, roles = %invitation.roles.join(","), by = ?by.map(|u| u.to_string()));
-    let actor = by.map_or(Actor::Operator, Actor::Admin);
-    let mut event = NewAuditEvent::new(AuditKind::InvitationCreate, actor, None)
+    tracing::info!(target: SECURITY, event = "invitation_created", invitation_id = %invitation.id, roles = %invitation.roles.join(","), by = ?inviter.map(|u| u.to_string()));
+    let mut event = NewAuditEvent::new(AuditKind::InvitationCreate, by.actor, None)
         .detail(format!("roles: {}", invitation.roles.join(",")));
     event.subject_email = Some(invitation.email.clone());
+    event.client_ip = by.ip;
     super::audit::record(store, &event).await;
     Ok((invitation, token))
 }
@@ -80,6 +81,21 @@ impl Accounts {
         email: Email,
         roles: &[String],
         by: Option<UserId>,
+        language: &str,
+    ) -> Result<(Invitation, String), AccountError> {
+        let by = By {
+            actor: by.map_or(Actor::Operator, Actor::Admin),
+            ip: None,
+        };
+        self.invite_by(email, roles, by, language).await
+    }
+
+    /// [`Accounts::invite`] by `by` (its actor and client address go to the audit trail).
+    pub(super) async fn invite_by(
+        &self,
+        email: Email,
+        roles: &[String],
+        by: By,
         language: &str,
     ) -> Result<(Invitation, String), AccountError> {
         let ttl = self.invitation_ttl();
@@ -105,10 +121,21 @@ impl Accounts {
         if !is_token_shaped(token) {
             return Err(AccountError::InvalidLink);
         }
-        self.store
+        let invitation = self
+            .store
             .find_invitation(&sha256_hex(token))
             .await?
-            .ok_or(AccountError::InvalidLink)
+            .ok_or(AccountError::InvalidLink)?;
+        // An administrator's invitation holds only while they are one: deactivated, without
+        // the role or deleted (then it was revoked with the account), it lets no one in.
+        if let Some(inviter) = invitation.created_by {
+            let inviter = self.store.find_by_id(inviter).await?;
+            if !inviter.is_some_and(|u| self.is_admin(&u)) {
+                tracing::warn!(target: SECURITY, event = "invitation_refused", reason = "inviter_not_admin", invitation_id = %invitation.id);
+                return Err(AccountError::InvalidLink);
+            }
+        }
+        Ok(invitation)
     }
 
     /// Creates the invitee's account with the invitation of `token`: the invitation's
@@ -253,7 +280,7 @@ impl Accounts {
 
     /// Revokes the pending invitations of `email`; how many there were.
     pub async fn revoke_invitation(&self, email: &Email) -> Result<u64, AccountError> {
-        let revoked = revoke_invitations(&*self.store, email, Actor::Operator).await?;
+        let revoked = revoke_invitations(&*self.store, email, By::OPERATOR).await?;
         tracing::info!(target: SECURITY, event = "invitation_revoked", revoked);
         Ok(revoked)
     }

@@ -479,7 +479,7 @@ pub async fn end_session(app: &App, request: &ApiRequest, id: &str) -> Result<Re
         .map_err(|_| AccountError::SessionNotFound)?;
     let client = super::client(app, request);
     app.accounts
-        .end_any_session(&admin, session, &client)
+        .end_any_session(&admin, session, None, &client)
         .await
         .map_err(refused)?;
     Ok(Reply::ok(StatusCode::OK, "Session ended", None))
@@ -534,9 +534,10 @@ pub async fn revoke_invitations(app: &App, request: &ApiRequest) -> Result<Reply
     let mut found = f.found();
     let email = found.email("email", &email);
     let email = found.finish_with(email)?;
+    let client = super::client(app, request);
     let revoked = app
         .accounts
-        .revoke_invitations_as(&admin, &email)
+        .revoke_invitations_as(&admin, &email, &client)
         .await
         .map_err(refused)?;
     Ok(Reply::ok(

@@ -775,9 +775,7 @@ impl Gateway {
         let user_agent = header
             .headers
             .get(http::header::USER_AGENT)
-            .map(|v| {
-                truncate_utf8(&String::from_utf8_lossy(v.as_bytes()), MAX_USER_AGENT).to_string()
-            })
+            .map(|v| shown_user_agent(&String::from_utf8_lossy(v.as_bytes())))
             .unwrap_or_default();
         Ok(Ok(ApiRequest {
             method,
@@ -918,6 +916,25 @@ fn check_framing(headers: &http::HeaderMap) -> std::result::Result<(), Refusal> 
 /// Longest `User-Agent` kept for sessions and mails.
 const MAX_USER_AGENT: usize = 256;
 
+/// A `User-Agent` as it is kept and shown (session lists, the console, `user sessions`):
+/// cut to [`MAX_USER_AGENT`] bytes, with control characters and the bidirectional
+/// formatting characters (Unicode's `Bidi_Control`, which can make text read backwards)
+/// each replaced by U+FFFD.
+fn shown_user_agent(raw: &str) -> String {
+    let is_bidi = |c: char| matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    let cleaned: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_control() || is_bidi(c) {
+                '\u{FFFD}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    truncate_utf8(&cleaned, MAX_USER_AGENT).to_string()
+}
+
 fn truncate_utf8(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
@@ -976,4 +993,26 @@ fn failure_response(status: StatusCode) -> Reply {
         _ => ("internal_error", "Internal error"),
     };
     Reply::error(status, code, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_USER_AGENT, shown_user_agent};
+
+    #[test]
+    fn a_user_agent_is_kept_without_controls_or_bidi_overrides_and_cut() {
+        let table = [
+            ("Mozilla/5.0 (X11; Linux)", "Mozilla/5.0 (X11; Linux)"),
+            ("evil\u{202E}txt.exe", "evil\u{FFFD}txt.exe"),
+            ("a\tb\u{7}c", "a\u{FFFD}b\u{FFFD}c"),
+            ("\u{2066}x\u{2069}\u{200F}", "\u{FFFD}x\u{FFFD}\u{FFFD}"),
+            ("Сафари 17", "Сафари 17"),
+        ];
+        for (raw, shown) in table {
+            assert_eq!(shown_user_agent(raw), shown, "{raw:?}");
+        }
+        let long = "я".repeat(MAX_USER_AGENT);
+        let cut = shown_user_agent(&long);
+        assert!(cut.len() <= MAX_USER_AGENT && cut.chars().all(|c| c == 'я'));
+    }
 }

@@ -268,7 +268,7 @@ pub async fn run_user_command(
         UserCommand::RevokeInvitation { email } => {
             let email = parse_email(&email)?;
             Ok(
-                match revoke_invitations(store, &email, Actor::Operator).await? {
+                match revoke_invitations(store, &email, By::OPERATOR).await? {
                     0 => format!("{email} has no pending invitation"),
                     n => format!("revoked {n} pending invitation(s) of {email}"),
                 },
@@ -278,16 +278,17 @@ pub async fn run_user_command(
 }
 
 /// Revokes the pending invitations of `email`; when there were any, audits it as done by
-/// `actor` (a failed audit write is a warning, not a failure). Answers how many.
+/// `by` (a failed audit write is a warning, not a failure). Answers how many.
 pub async fn revoke_invitations(
     store: &dyn UserStore,
     email: &Email,
-    actor: Actor,
+    by: By,
 ) -> Result<u64, StoreError> {
     let revoked = store.revoke_invitations(email).await?;
     if revoked > 0 {
-        let mut event = NewAuditEvent::new(AuditKind::InvitationRevoke, actor, None);
+        let mut event = NewAuditEvent::new(AuditKind::InvitationRevoke, by.actor, None);
         event.subject_email = Some(email.clone());
+        event.client_ip = by.ip;
         let event = event.detail(format!("{revoked} pending"));
         if let Err(e) = store.record_audit_event(&event).await {
             tracing::warn!(error = %e, "could not write an audit event");
@@ -364,12 +365,19 @@ pub async fn delete_account(
     Ok(true)
 }
 
-/// Ends every session of `user` on every instance (the change feed); audited.
-pub async fn end_sessions(store: &dyn UserStore, user: &User, by: By) -> Result<(), StoreError> {
+/// Ends every session of `user` on every instance (the change feed); audited with
+/// `detail` (what the caller knows of how many ended).
+pub async fn end_sessions(
+    store: &dyn UserStore,
+    user: &User,
+    by: By,
+    detail: &str,
+) -> Result<(), StoreError> {
     store
         .record_user_change(user.id, UserChange::SessionsEnded)
         .await?;
-    by.audit(store, AuditKind::SessionsRevoke, user, "").await;
+    by.audit(store, AuditKind::SessionsRevoke, user, detail)
+        .await;
     Ok(())
 }
 
@@ -530,7 +538,13 @@ async fn delete(store: &dyn UserStore, email: &str) -> Result<String, AdminError
 /// `user revoke-sessions`.
 async fn revoke_sessions(store: &dyn UserStore, email: &str) -> Result<String, AdminError> {
     let user = find_user(store, email).await?;
-    end_sessions(store, &user, By::OPERATOR).await?;
+    end_sessions(
+        store,
+        &user,
+        By::OPERATOR,
+        "on every instance within a second",
+    )
+    .await?;
     Ok(format!("ending every session of {}", user.email))
 }
 

@@ -715,13 +715,24 @@ where
     async fn delete_user(&self, user: UserId) -> Result<bool, StoreError> {
         // The feed's entry first: SQLite takes its write lock up front, and the entry and
         // the deletion stand or fall together. Roles, tokens, recovery codes and passkeys
-        // go with the row (ON DELETE CASCADE); the address's pending invitations are revoked.
+        // go with the row (ON DELETE CASCADE); the address's pending invitations, and those
+        // the account made, are revoked.
         let mut tx = Tx::begin(&self.pool).await?;
         sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
             .bind(id::<DB>(user))
             .bind(UserChange::SessionsEnded.as_str())
             .execute(&mut *tx)
             .await?;
+        // What the account invited goes with it: `created_by` would be emptied by the
+        // deletion, and an invitation of nobody's reads as an operator's.
+        sqlx::query(
+            "UPDATE invitations SET revoked_at = $2 \
+             WHERE created_by = $1 AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(id::<DB>(user))
+        .bind(DB::time(now()))
+        .execute(&mut *tx)
+        .await?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = $1 RETURNING email")
             .bind(id::<DB>(user))
             .fetch_optional(&mut *tx)

@@ -49,7 +49,13 @@ pub(super) async fn revoke(v: &mut Visit<'_>, admin: &Administrator, form: &Form
     let mut found = FieldErrors::default();
     let email = found.email("email", form.text("email"));
     let revoked = match found.finish_with(email) {
-        Ok(email) => v.app.accounts.revoke_invitations_as(admin, &email).await,
+        Ok(email) => {
+            let client = v.client();
+            v.app
+                .accounts
+                .revoke_invitations_as(admin, &email, &client)
+                .await
+        }
         Err(invalid) => Err(invalid),
     };
     match revoked {

@@ -97,7 +97,7 @@ pub(super) async fn act(
     }
     let outcome = match action {
         Action::Delete => delete(v, admin, id).await,
-        Action::EndSession => end_session(v, admin, form).await,
+        Action::EndSession => end_session(v, admin, id, form).await,
         Action::Activate => change(v, admin, id, Ok(AccountAction::Activate)).await,
         Action::Deactivate => change(v, admin, id, Ok(AccountAction::Deactivate)).await,
         Action::Unlock => change(v, admin, id, Ok(AccountAction::Unlock)).await,
@@ -152,10 +152,12 @@ async fn change(
     accounts.act_on_account(admin, id, change?, &client).await
 }
 
-/// Ends one session (the form's `session_id`).
+/// Ends one session of the account `id` (the form's `session_id`; another account's is
+/// refused as unknown).
 async fn end_session(
     v: &Visit<'_>,
     admin: &Administrator,
+    id: UserId,
     form: &Form,
 ) -> Result<bool, AccountError> {
     let session = form
@@ -164,7 +166,9 @@ async fn end_session(
         .map_err(|_| AccountError::SessionNotFound)?;
     let client = v.client();
     let accounts = &v.app.accounts;
-    accounts.end_any_session(admin, session, &client).await?;
+    accounts
+        .end_any_session(admin, session, Some(id), &client)
+        .await?;
     Ok(true)
 }
 
