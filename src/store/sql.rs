@@ -917,10 +917,16 @@ where
         .await?
         .ok_or(StoreError::NotFound)?;
         let locked_until: Option<DateTime<Utc>> = row.try_get("locked_until")?;
+        let attempts = Self::attempts(&row)?;
+        // The failure that set the lock is the one whose count reached the threshold (the
+        // count starts again at 1 once a lock has passed). Comparing the stored deadline with
+        // this call's would also name a concurrent failure stamped in the same microsecond.
+        let newly_locked =
+            locked_until.is_some() && i64::from(attempts) == i64::from(threshold(max_attempts));
         Ok(FailedLogin {
-            attempts: Self::attempts(&row)?,
+            attempts,
             locked_until,
-            newly_locked: locked_until == Some(deadline),
+            newly_locked,
         })
     }
 
