@@ -1692,3 +1692,41 @@ async fn an_invitation_is_accepted_with_a_passkey() {
         assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.body);
     }
 }
+
+/// An invited address someone signed up with first: the invitation page says so (409), in
+/// the page's language, instead of a failure; nothing is created.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invitation_for_a_taken_address_says_so() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        let email = portcullis::domain::Email::parse("taken@example.com").unwrap();
+        let accounts = std::sync::Arc::clone(&app.gw.app);
+        accounts
+            .accounts
+            .invite(email, &[], None, "en")
+            .await
+            .unwrap();
+        let link = app.mail_to("taken@example.com").await.link().unwrap();
+        let r = app.register("taken@example.com").await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        let origin = app.gw.app.config.server.public_url.origin().to_owned();
+        let path = link.strip_prefix(&origin).unwrap().to_owned();
+        let browser = Browser::new(&app.gw.url());
+        let form = browser.get(&path).await;
+        let fields = [
+            ("csrf_token", form.csrf()),
+            ("token", form.input("token").unwrap()),
+            ("first_name", "Tak".to_owned()),
+            ("last_name", "En".to_owned()),
+            ("password", PASSWORD.to_owned()),
+        ];
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = browser.post("/auth/invitation", &fields).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{backend:?}: {}", r.body);
+        assert!(
+            r.body.contains("This address already has an account"),
+            "{}",
+            r.body
+        );
+    }
+}

@@ -13,6 +13,7 @@ use super::{Feedback, Form, Page, Visit, to_value};
 use crate::accounts::fields::FieldErrors;
 use crate::accounts::{AccountError, InvitationForm, InvitedNames};
 use crate::api::endpoints::Limit;
+use crate::store::StoreError;
 
 /// `GET /invitation?token=…`: the form, or the page for a link that does not work.
 pub(super) async fn page(v: &mut Visit<'_>) -> Page {
@@ -193,6 +194,17 @@ fn refused(v: &mut Visit<'_>, error: AccountError) -> Page {
             StatusCode::BAD_REQUEST,
             "invitation_invalid_title",
             &["invitation_invalid_text"],
+            Some((login, "back_to_sign_in")),
+        );
+    }
+    if matches!(error, AccountError::Store(StoreError::DuplicateEmail)) {
+        // Someone signed up with the invited address first (an unproven sign-up, most
+        // likely): the invitation stays, and an administrator can clear the way.
+        let login = v.path("/login");
+        return v.message(
+            StatusCode::CONFLICT,
+            "invitation_taken_title",
+            &["invitation_taken_text"],
             Some((login, "back_to_sign_in")),
         );
     }
