@@ -314,6 +314,23 @@ fn stash_key(state: &str) -> String {
     format!("federation:{}", sha256_hex(state))
 }
 
+/// The address a provider asserted, when it is one Portcullis can take as written: no
+/// surrounding space, an ASCII local part (mail servers tell `ｖictim` from `victim`; a
+/// compatibility fold here would hand one person's account to another), and no other
+/// change from parsing than letter case (and an A-label domain read as its U-label).
+/// Anything else is no address.
+pub(super) fn provider_email(raw: &str) -> Option<Email> {
+    let (local, domain) = raw.rsplit_once('@')?;
+    if raw.trim() != raw || !local.is_ascii() {
+        return None;
+    }
+    let email = Email::parse(raw).ok()?;
+    let (parsed_local, parsed_domain) = email.as_str().rsplit_once('@')?;
+    let same_domain = parsed_domain == domain.to_lowercase()
+        || (domain.is_ascii() && domain.to_ascii_lowercase().contains("xn--"));
+    (parsed_local == local.to_ascii_lowercase() && same_domain).then_some(email)
+}
+
 impl Accounts {
     /// The configured providers, in config order, for the sign-in page's buttons.
     pub fn identity_providers(&self) -> Vec<ProviderButton> {
@@ -464,7 +481,7 @@ impl Accounts {
                 && asserted
                     .email
                     .as_deref()
-                    .and_then(|e| Email::parse(e).ok())
+                    .and_then(provider_email)
                     .is_some_and(|e| provider.allowed_domains.iter().any(|p| p.matches_email(&e)));
             if !domain_ok {
                 return Err(FederationError::NotAllowed);
@@ -508,7 +525,7 @@ impl Accounts {
                 .map_err(super::AccountError::from)?;
             return Ok(user);
         }
-        let email = asserted.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let email = asserted.email.as_deref().and_then(provider_email);
         let existing = match &email {
             Some(e) => self
                 .store
@@ -518,7 +535,19 @@ impl Accounts {
             None => None,
         };
         if let Some(user) = existing {
-            if provider.link_by_verified_email && asserted.email_verified && user.is_verified {
+            // Only an address proven here counts: an account that some provider made (and
+            // vouched for) is no proof of who owns the address for another one.
+            let made_elsewhere = !self
+                .store
+                .linked_identities(user.id)
+                .await
+                .map_err(super::AccountError::from)?
+                .is_empty();
+            if provider.link_by_verified_email
+                && asserted.email_verified
+                && user.is_verified
+                && !made_elsewhere
+            {
                 self.link(provider, user.id, asserted).await?;
                 return Ok(user);
             }
@@ -884,4 +913,35 @@ fn short(name: &str) -> String {
 /// A random value for a browser's binding cookie.
 pub fn new_browser_binding() -> String {
     random_token()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::provider_email;
+
+    /// A provider's address is taken only as written: compatibility forms, space and
+    /// non-ASCII local parts are no address (they would fold onto someone else's).
+    #[test]
+    fn a_provider_address_is_taken_only_as_written() {
+        let table = [
+            ("victim@example.com", Some("victim@example.com")),
+            ("Victim@Example.COM", Some("victim@example.com")),
+            ("ada+tag@example.com", Some("ada+tag@example.com")),
+            ("ada@xn--mnchen-3ya.de", Some("ada@münchen.de")),
+            ("ada@münchen.de", Some("ada@münchen.de")),
+            ("\u{FF56}ictim@example.com", None),
+            ("\u{24E5}ictim@example.com", None),
+            ("victim@\u{FF45}xample.com", None),
+            ("\u{212A}arol@example.com", None),
+            (" victim@example.com", None),
+            ("victim@example.com ", None),
+            ("vïctim@example.com", None),
+            ("victim", None),
+            ("", None),
+        ];
+        for (raw, want) in table {
+            let got = provider_email(raw).map(|e| e.as_str().to_owned());
+            assert_eq!(got.as_deref(), want, "{raw:?}");
+        }
+    }
 }
