@@ -39,13 +39,10 @@ pub(super) async fn page(v: &mut Visit<'_>) -> Page {
 /// The per-IP limits are those of the accept-invitation endpoint (`Limit::Register`).
 pub(super) async fn accept(v: &mut Visit<'_>, form: Form) -> Page {
     let token = form.text("token").trim().to_owned();
-    let app = v.app;
-    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Register)
-        .await
-        .map(drop);
-    if let Err(refusal) = v.limited(limit) {
-        return v.failure(&refusal);
+    if let Some(refused) = over_limit(v).await {
+        return refused;
     }
+    let app = v.app;
     let answer = InvitationForm {
         email: None,
         password: form.text("password"),
@@ -71,17 +68,7 @@ pub(super) async fn accept(v: &mut Visit<'_>, form: Form) -> Page {
                 Some((login, "sign_in")),
             )
         }
-        Err(e @ AccountError::Invalid(_)) => {
-            let refusal = v.refusal(e);
-            let feedback = v.feedback(&refusal, str::to_owned);
-            match app.accounts.invitation(&token).await {
-                Ok(invitation) => {
-                    let email = invitation.email.to_string();
-                    render(v, refusal.status, feedback, token, email, &form)
-                }
-                Err(e) => refused(v, e),
-            }
-        }
+        Err(e @ AccountError::Invalid(_)) => form_again(v, e, token, &form).await,
         Err(e) => refused(v, e),
     }
 }
@@ -90,13 +77,10 @@ pub(super) async fn accept(v: &mut Visit<'_>, form: Form) -> Page {
 /// browser for a passkey (the portal's script; without it the page says so).
 pub(super) async fn begin_passkey(v: &mut Visit<'_>, form: Form) -> Page {
     let token = form.text("token").trim().to_owned();
-    let app = v.app;
-    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Register)
-        .await
-        .map(drop);
-    if let Err(refusal) = v.limited(limit) {
-        return v.failure(&refusal);
+    if let Some(refused) = over_limit(v).await {
+        return refused;
     }
+    let app = v.app;
     let names = InvitedNames {
         first_name: form.text("first_name"),
         last_name: form.text("last_name"),
@@ -130,13 +114,10 @@ pub(super) async fn begin_passkey(v: &mut Visit<'_>, form: Form) -> Page {
 /// made, or the invitation's form comes back saying what went wrong.
 pub(super) async fn finish_passkey(v: &mut Visit<'_>, form: Form) -> Page {
     let token = form.text("token").trim().to_owned();
-    let app = v.app;
-    let limit = crate::api::limit_client(app, v.request.client_ip, Limit::Register)
-        .await
-        .map(drop);
-    if let Err(refusal) = v.limited(limit) {
-        return v.failure(&refusal);
+    if let Some(refused) = over_limit(v).await {
+        return refused;
     }
+    let app = v.app;
     let names = InvitedNames {
         first_name: form.text("first_name"),
         last_name: form.text("last_name"),
@@ -167,6 +148,15 @@ pub(super) async fn finish_passkey(v: &mut Visit<'_>, form: Form) -> Page {
         }
         Err(e) => form_again(v, e, token, &form).await,
     }
+}
+
+/// The page for a client over the per-IP limits of the accept-invitation endpoint
+/// (`Limit::Register`), which every invitation form counts against; `None` within them.
+async fn over_limit(v: &mut Visit<'_>) -> Option<Page> {
+    let limit = crate::api::limit_client(v.app, v.request.client_ip, Limit::Register)
+        .await
+        .map(drop);
+    v.limited(limit).err().map(|refusal| v.failure(&refusal))
 }
 
 /// The invitation's form again after `error` (the names kept), or the page for a link
