@@ -352,6 +352,11 @@ fn check_role_names(f: &mut Fields, field: &str, roles: &[String]) {
     }
 }
 
+/// An account's sessions as the admin API shows them (`current` marks `admin`'s own).
+fn sessions_json(sessions: &[Session], admin: &Administrator) -> Vec<Value> {
+    sessions.iter().map(|s| session_json(s, admin)).collect()
+}
+
 /// `GET /api/admin/users/{id}` — the account with its live sessions and passkeys.
 pub async fn get_user(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
     let (admin, _) = administrator(app, request, &[]).await?;
@@ -360,11 +365,7 @@ pub async fn get_user(app: &App, request: &ApiRequest, id: &str) -> Result<Reply
         .account_detail(&admin, user_id(id)?)
         .await
         .map_err(refused)?;
-    let sessions: Vec<Value> = detail
-        .sessions
-        .iter()
-        .map(|s| session_json(s, &admin))
-        .collect();
+    let sessions = sessions_json(&detail.sessions, &admin);
     let passkeys: Vec<Value> = detail.passkeys.iter().map(passkey_json).collect();
     Ok(Reply::ok(
         StatusCode::OK,
@@ -458,11 +459,7 @@ pub async fn user_sessions(app: &App, request: &ApiRequest, id: &str) -> Result<
         .account_detail(&admin, user_id(id)?)
         .await
         .map_err(refused)?;
-    let sessions: Vec<Value> = detail
-        .sessions
-        .iter()
-        .map(|s| session_json(s, &admin))
-        .collect();
+    let sessions = sessions_json(&detail.sessions, &admin);
     Ok(Reply::ok(
         StatusCode::OK,
         "Sessions retrieved",
