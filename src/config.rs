@@ -1876,6 +1876,15 @@ impl figment::Provider for EnvOverrides {
                 .map(str::to_ascii_lowercase)
                 .collect();
             let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+            if path
+                .first()
+                .is_some_and(|s| FILE_ONLY_SECTIONS.contains(&s.as_str()))
+            {
+                return Err(figment::Error::from(format!(
+                    "environment variable {name}: [[{}]] come from the config file only",
+                    path[0]
+                )));
+            }
             let Some((last, parents)) = path.split_last() else {
                 continue;
             };
@@ -1900,6 +1909,9 @@ impl figment::Provider for EnvOverrides {
 }
 
 const ENV_SOURCE_NAME: &str = "environment overrides";
+
+/// The lists of tables, which an environment variable cannot address one entry of.
+const FILE_ONLY_SECTIONS: [&str; 2] = ["routes", "identity_providers"];
 
 fn describe_figment_error(err: &figment::Error, file_name: &str) -> String {
     let key = if err.path.is_empty() {
@@ -1976,6 +1988,20 @@ mod tests {
         for bad in ["\"a year\"", "7", "\"-1d\""] {
             let err = load(&format!("[audit]\nretention = {bad}\n")).unwrap_err();
             assert!(err.to_string().contains("audit.retention"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_variable_naming_a_list_of_tables_is_refused_by_name() {
+        for (name, value) in [
+            ("PORTCULLIS_ROUTES__0__UPSTREAM", "http://127.0.0.1:1"),
+            ("PORTCULLIS_IDENTITY_PROVIDERS__0__CLIENT_SECRET", "s"),
+            ("PORTCULLIS_IDENTITY_PROVIDERS__X", "[]"),
+        ] {
+            let env = vec![(name.to_owned(), value.to_owned())];
+            let err = Config::load_from(Path::new("test.toml"), "", env).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(name) && text.contains("file only"), "{text}");
         }
     }
 
