@@ -83,7 +83,28 @@ enum Command {
 #[derive(Subcommand)]
 enum UserAction {
     /// List every account.
-    List,
+    List {
+        /// Print a JSON array instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one account: its state, roles, passkeys and linked identities.
+    Show {
+        email: String,
+        /// Print a JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set an account's password (read from standard input, held to the password rules);
+    /// every session of the account ends.
+    SetPassword {
+        email: String,
+        /// Read the password from standard input (one line; a final newline is dropped).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Mail an account a password-reset link (valid one hour), as "Forgot password?" does.
+    SendReset { email: String },
     /// Create an account whose address counts as verified (you vouch for it); without
     /// --password-stdin no password works until the user sets one through "Forgot password?".
     Create {
@@ -255,7 +276,14 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
                     password,
                 }
             }
-            UserAction::List => UserCommand::List,
+            UserAction::List { json } => UserCommand::List { json },
+            UserAction::Show { email, json } => UserCommand::Show { email, json },
+            UserAction::SetPassword { email, .. } => {
+                return set_password(config, &*store, &email).await;
+            }
+            UserAction::SendReset { email } => {
+                return send_reset(config, &*store, &email).await;
+            }
             UserAction::GrantRole { email, role } => UserCommand::GrantRole { email, role },
             UserAction::RevokeRole { email, role } => UserCommand::RevokeRole { email, role },
             UserAction::Deactivate { email } => UserCommand::Deactivate { email },
@@ -362,14 +390,7 @@ async fn invite(
         Err(AccountError::Field { message, .. }) => anyhow::bail!("invalid role: {message}"),
         Err(e) => anyhow::bail!("could not store the invitation: {e:?}"),
     };
-    let mut mailer = Mailer::new(
-        &config.mail,
-        config.server.public_url.as_str(),
-        &portcullis::metrics::Metrics::new(),
-    )?;
-    if config.portal.enabled {
-        mailer = mailer.with_pages_prefix(&config.portal.path_prefix);
-    }
+    let mailer = operator_mailer(config)?;
     let link = mailer.invitation_link(&token);
     let roles = if invitation.roles.is_empty() {
         "no roles".to_owned()
@@ -394,6 +415,67 @@ async fn invite(
         Err(e) => eprintln!("portcullis: the invitation was not mailed ({e}); pass the link on"),
     }
     Ok(())
+}
+
+/// `user set-password`: the password from standard input, then every session ends.
+async fn set_password(
+    config: &Config,
+    store: &dyn store::UserStore,
+    email: &str,
+) -> anyhow::Result<()> {
+    let user = find_user(store, email).await?;
+    let InitialPassword::Chosen(hash) = initial_password(config, true).await? else {
+        anyhow::bail!("no password was read");
+    };
+    portcullis::store::admin::set_password(
+        store,
+        &user,
+        &hash,
+        portcullis::store::admin::By::OPERATOR,
+    )
+    .await?;
+    println!("password of {} set", user.email);
+    end_sessions(config, user.id).await
+}
+
+/// `user send-reset`: a reset link mailed to the account, in its language.
+async fn send_reset(
+    config: &Config,
+    store: &dyn store::UserStore,
+    email: &str,
+) -> anyhow::Result<()> {
+    let user = find_user(store, email).await?;
+    let mailer = operator_mailer(config)?;
+    let language = if user.language.is_empty() {
+        &config.portal.default_language
+    } else {
+        &user.language
+    };
+    match portcullis::accounts::mail_operator_reset(store, &mailer, &user, language).await {
+        Ok(()) => println!("a password-reset link was mailed to {}", user.email),
+        Err(AccountError::Deactivated) => {
+            anyhow::bail!("{} is deactivated (`user activate` it first)", user.email)
+        }
+        Err(AccountError::Internal { context, cause }) => {
+            anyhow::bail!("the reset link was not mailed ({context}: {cause})")
+        }
+        Err(e) => anyhow::bail!("the reset link was not mailed: {e:?}"),
+    }
+    Ok(())
+}
+
+/// The mailer of the operator commands that mail (links to the portal's pages).
+fn operator_mailer(config: &Config) -> anyhow::Result<Mailer> {
+    let mailer = Mailer::new(
+        &config.mail,
+        config.server.public_url.as_str(),
+        &portcullis::metrics::Metrics::new(),
+    )?;
+    Ok(if config.portal.enabled {
+        mailer.with_pages_prefix(&config.portal.path_prefix)
+    } else {
+        mailer
+    })
 }
 
 /// `user sessions`: the account's live sessions, from the shared session backend.

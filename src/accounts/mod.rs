@@ -69,7 +69,7 @@ pub use passkey::{
 };
 pub use pending::{PENDING_TTL, PendingId};
 pub use proof::{SecondFactor, StepUp};
-pub use registration::{RESET_TTL, VERIFICATION_TTL};
+pub use registration::{RESET_TTL, VERIFICATION_TTL, mail_operator_reset};
 pub use two_factor::{TotpEnable, verified_for_two_factor};
 
 use crate::access::Access;

@@ -276,6 +276,36 @@ async fn mail_reset_link(
     }
 }
 
+/// `portcullis user send-reset`: a fresh reset link for `user` (an active account), mailed
+/// now in `language` and audited as asked by the operator. Errors: the account is
+/// deactivated (`Deactivated`), the token could not be stored, or the mail not sent (the
+/// link is then unused: the operator can try again or use `user set-password`).
+pub async fn mail_operator_reset(
+    store: &dyn UserStore,
+    mailer: &Mailer,
+    user: &User,
+    language: &str,
+) -> Result<(), AccountError> {
+    if !user.is_active {
+        return Err(AccountError::Deactivated);
+    }
+    let token = issue_token(store, user, TokenKind::PasswordReset, RESET_TTL).await?;
+    let event = NewAuditEvent::new(
+        AuditKind::PasswordResetRequest,
+        Actor::Operator,
+        Some((user.id, &user.email)),
+    );
+    super::audit::record(store, &event).await;
+    let mail = MailKind::PasswordReset {
+        token,
+        expires_in: RESET_TTL,
+    };
+    mailer
+        .send_in(language, user.email.as_str(), &user.first_name, mail)
+        .await
+        .map_err(|e| AccountError::internal("mailing a reset link", &e))
+}
+
 /// Replaces `user`'s unused tokens of `kind` with a new one, in one transaction, and
 /// returns its plaintext (to mail once the store has it).
 async fn issue_token(

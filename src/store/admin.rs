@@ -12,19 +12,31 @@
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 
 use super::{
     Actor, AuditEvent, AuditFilter, AuditKind, Invitation, NewAuditEvent, NewUser, StoreError,
     User, UserChange, UserStore,
 };
 use crate::config::is_role_name;
-use crate::domain::{Email, EmailError};
+use crate::domain::{Email, EmailError, UserId};
 
 /// One `portcullis user …` subcommand, with its arguments as typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UserCommand {
-    /// `user list`: every account as a table.
-    List,
+    /// `user list [--json]`: every account as a table, or as a JSON array of
+    /// [`AccountSummary`].
+    List {
+        /// JSON instead of the table.
+        json: bool,
+    },
+    /// `user show EMAIL [--json]`: one account in full ([`AccountView`]).
+    Show {
+        /// The account's address (any case).
+        email: String,
+        /// JSON instead of `key: value` lines.
+        json: bool,
+    },
     /// `user grant-role EMAIL ROLE`.
     GrantRole {
         /// The account's address (any case).
@@ -244,9 +256,22 @@ pub async fn run_user_command(
     cmd: UserCommand,
 ) -> Result<String, AdminError> {
     match cmd {
-        UserCommand::List => {
+        UserCommand::List { json } => {
             let users = store.list_users().await?;
-            Ok(format_user_table(&users, Utc::now()))
+            Ok(if json {
+                let summaries: Vec<AccountSummary> = users.iter().map(AccountSummary::of).collect();
+                to_json(&summaries)
+            } else {
+                format_user_table(&users, Utc::now())
+            })
+        }
+        UserCommand::Show { email, json } => {
+            let view = account_view(store, &email).await?;
+            Ok(if json {
+                to_json(&view)
+            } else {
+                view.to_string()
+            })
         }
         UserCommand::GrantRole { email, role } => grant_role(store, &email, &role).await,
         UserCommand::RevokeRole { email, role } => revoke_role(store, &email, &role).await,
@@ -295,6 +320,165 @@ pub async fn revoke_invitations(
         }
     }
     Ok(revoked)
+}
+
+/// An account as `user list --json` gives it: never a hash or a secret.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccountSummary {
+    /// The account's id (JWT `sub`).
+    pub id: UserId,
+    /// Its address, lower-cased.
+    pub email: Email,
+    /// Given name (`""` when none).
+    pub first_name: String,
+    /// Family name (`""` when none).
+    pub last_name: String,
+    /// Whether the address was proven.
+    pub verified: bool,
+    /// False once deactivated.
+    pub active: bool,
+    /// Whether TOTP is on.
+    pub two_factor: bool,
+    /// Sign-ins are refused until then (RFC 3339), when set and in the future.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// Wrong guesses counted towards the lockout.
+    pub failed_login_attempts: u32,
+    /// The last successful sign-in (RFC 3339).
+    pub last_login: Option<DateTime<Utc>>,
+    /// When the account was made (RFC 3339).
+    pub created_at: DateTime<Utc>,
+    /// Role names, sorted.
+    pub roles: Vec<String>,
+}
+
+impl AccountSummary {
+    /// What of `user` may be shown.
+    pub fn of(user: &User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.clone(),
+            first_name: user.first_name.clone(),
+            last_name: user.last_name.clone(),
+            verified: user.is_verified,
+            active: user.is_active,
+            two_factor: user.two_factor_enabled,
+            locked_until: user.locked_until.filter(|t| *t > Utc::now()),
+            failed_login_attempts: user.failed_login_attempts,
+            last_login: user.last_login,
+            created_at: user.created_at,
+            roles: user.roles.clone(),
+        }
+    }
+}
+
+/// One account as `user show` gives it: the summary, its passkeys' names and its linked
+/// identities (provider, subject, address).
+#[derive(Clone, Debug, Serialize)]
+pub struct AccountView {
+    /// The account itself.
+    #[serde(flatten)]
+    pub account: AccountSummary,
+    /// The names of its passkeys.
+    pub passkeys: Vec<String>,
+    /// Its identities at identity providers.
+    pub linked_identities: Vec<LinkedIdentityView>,
+}
+
+/// A linked identity as `user show` gives it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LinkedIdentityView {
+    /// The provider's config `id`.
+    pub provider: String,
+    /// The provider's `sub`.
+    pub subject: String,
+    /// The address it last asserted (`""` when none).
+    pub email: String,
+    /// When it was linked (RFC 3339).
+    pub linked_at: DateTime<Utc>,
+}
+
+/// `user show`: the account at `email` with its passkeys and linked identities.
+pub async fn account_view(store: &dyn UserStore, email: &str) -> Result<AccountView, AdminError> {
+    let user = find_user(store, email).await?;
+    let passkeys = store.list_passkeys(user.id).await?;
+    let linked = store.linked_identities(user.id).await?;
+    Ok(AccountView {
+        account: AccountSummary::of(&user),
+        passkeys: passkeys.into_iter().map(|p| p.name).collect(),
+        linked_identities: linked
+            .into_iter()
+            .map(|l| LinkedIdentityView {
+                provider: l.provider,
+                subject: l.subject,
+                email: l.email,
+                linked_at: l.created_at,
+            })
+            .collect(),
+    })
+}
+
+impl std::fmt::Display for AccountView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let a = &self.account;
+        let name = format!("{} {}", a.first_name, a.last_name);
+        let lines = [
+            ("id", a.id.to_string()),
+            ("email", a.email.to_string()),
+            ("name", dash_if_empty(name.trim())),
+            ("verified", yes_no(a.verified).into()),
+            ("active", yes_no(a.active).into()),
+            ("2fa", yes_no(a.two_factor).into()),
+            ("locked until", format_time(a.locked_until)),
+            ("failed sign-ins", a.failed_login_attempts.to_string()),
+            ("last sign-in", format_time(a.last_login)),
+            ("created", format_time(Some(a.created_at))),
+            ("roles", dash_if_empty(&a.roles.join(","))),
+            ("passkeys", dash_if_empty(&self.passkeys.join(", "))),
+        ];
+        for (key, value) in lines {
+            writeln!(f, "{key:<16}{value}")?;
+        }
+        for l in &self.linked_identities {
+            let email = dash_if_empty(&l.email);
+            writeln!(
+                f,
+                "{:<16}{} {} ({email})",
+                "identity", l.provider, l.subject
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn dash_if_empty(text: &str) -> String {
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text.into()
+    }
+}
+
+/// Pretty JSON with a final newline; the views hold nothing that cannot be written.
+fn to_json(value: &impl Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
+}
+
+/// `user set-password`: `user`'s password becomes `password_hash` (already held to the
+/// password rules and hashed) and its sessions end everywhere, as after a change by its
+/// owner; audited as a password change by `by`. A lockout stays (`user unlock`).
+pub async fn set_password(
+    store: &dyn UserStore,
+    user: &User,
+    password_hash: &str,
+    by: By,
+) -> Result<(), StoreError> {
+    store.set_password_hash(user.id, password_hash).await?;
+    store
+        .record_user_change(user.id, UserChange::SessionsEnded)
+        .await?;
+    by.audit(store, AuditKind::PasswordChange, user, "set by an operator")
+        .await;
+    Ok(())
 }
 
 /// Who makes an account change, and from where: written into its audit event.

@@ -36,9 +36,11 @@ pub enum AuditKind {
     Registration,
     /// An address proven through its mailed link.
     EmailVerification,
-    /// A password changed by its owner (after the step-up).
+    /// A password changed by its owner (after the step-up), or set by an operator
+    /// (`user set-password`).
     PasswordChange,
-    /// A password reset link was asked for an existing account.
+    /// A password reset link was asked for an existing account (or mailed by an operator:
+    /// `user send-reset`).
     PasswordResetRequest,
     /// A password set through a mailed reset link.
     PasswordReset,

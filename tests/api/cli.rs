@@ -1223,3 +1223,140 @@ fn check_config_refuses_an_unsound_identity_provider_naming_the_key() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("not a provider id"), "{err}");
 }
+
+/// `user show` and `user list --json` say what an account is (never a hash); `user
+/// set-password` replaces the password and ends its sessions; `user send-reset` mails a
+/// working reset link; each is in the audit trail as the operator's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_shows_an_account_sets_its_password_and_mails_a_reset() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let listen = listen_address(&std::fs::read_to_string(&path).unwrap());
+    let user = |args: &[&str], stdin: Option<&str>| {
+        let mut cmd = portcullis();
+        cmd.arg("--config").arg(&path).arg("user").args(args);
+        cmd.current_dir(scratch.dir.path());
+        run_with_input(&mut cmd, stdin)
+    };
+    let email = "shown@example.com";
+    let (code, out, err) = user(
+        &["create", email, "--role", "ops", "--password-stdin"],
+        Some("First-Pass-1!\n"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+
+    let (code, out, err) = user(&["show", "Shown@Example.com"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    for line in [
+        "email           shown@example.com",
+        "roles           ops",
+        "2fa             no",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    let (code, out, err) = user(&["show", email, "--json"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(shown["email"], email);
+    assert_eq!(shown["verified"], true);
+    assert_eq!(shown["roles"], serde_json::json!(["ops"]));
+    assert_eq!(shown["passkeys"], serde_json::json!([]));
+    assert_eq!(shown["linked_identities"], serde_json::json!([]));
+    assert!(!out.contains("$2") && !out.contains("hash"), "{out}");
+    let (code, out, err) = user(&["list", "--json"], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).expect("a JSON array");
+    assert_eq!(listed.len(), 1, "{out}");
+    assert_eq!(listed[0]["id"], shown["id"]);
+    let (code, _, err) = user(&["show", "nobody@example.com"], None);
+    assert_ne!(code, 0);
+    assert!(err.contains("no such user"), "{err}");
+
+    let mut child = serve(&scratch, &path);
+    let waited = listen.clone();
+    tokio::task::spawn_blocking(move || wait_listening(&waited))
+        .await
+        .unwrap();
+    let (base, client) = (format!("http://{listen}"), reqwest::Client::new());
+    let login = |password: &'static str| {
+        client
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": password}))
+            .send()
+    };
+    let answer: serde_json::Value = login("First-Pass-1!").await.unwrap().json().await.unwrap();
+    let token = crate::support::app::tokens_of(&answer).access;
+
+    // Refused without reading a password, or with one the rules refuse: nothing changes.
+    let (code, out, err) = user(&["set-password", email], None);
+    assert_ne!(code, 0, "{out}{err}");
+    let (code, out, err) = user(
+        &["set-password", email, "--password-stdin"],
+        Some("short\n"),
+    );
+    assert_ne!(code, 0, "{out}{err}");
+    assert_eq!(login("First-Pass-1!").await.unwrap().status(), 200);
+    let (code, out, err) = user(
+        &["set-password", email, "--password-stdin"],
+        Some("Second-Pass-2!\n"),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let started = Instant::now();
+    loop {
+        let r = client
+            .get(format!("{base}/api/auth/profile"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "the session outlived set-password"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(login("First-Pass-1!").await.unwrap().status(), 401);
+    assert_eq!(login("Second-Pass-2!").await.unwrap().status(), 200);
+
+    let (code, out, err) = user(&["send-reset", email], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("mailed to shown@example.com"), "{out}");
+    let outbox = scratch.path("data/outbox");
+    let mail = std::fs::read_dir(&outbox)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .map(|raw| crate::support::smtp::ReceivedMail::from_eml(&raw))
+        .find(|m| m.token().is_some() && m.link().is_some_and(|l| l.contains("reset")))
+        .expect("a reset mail in the outbox");
+    let r = client
+        .post(format!("{base}/api/auth/reset-password"))
+        .json(&serde_json::json!({"token": mail.token().unwrap(), "password": "Third-Pass-3!"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(login("Third-Pass-3!").await.unwrap().status(), 200);
+
+    let mut cmd = portcullis();
+    cmd.arg("--config")
+        .arg(&path)
+        .current_dir(scratch.dir.path());
+    let (code, out, err) = run(cmd.args(["audit", "--user", email, "--limit", "100"]));
+    assert_eq!(code, 0, "{out}{err}");
+    for kind in ["password_change", "password_reset_request"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(kind) && l.contains("operator")),
+            "{kind}: {out}"
+        );
+    }
+    assert!(!out.contains("Second-Pass-2!"), "{out}");
+    sigterm(&child);
+    let exit = tokio::task::spawn_blocking(move || wait_exit(&mut child, Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
+}

@@ -1090,7 +1090,7 @@ async fn admin_commands_report_what_they_did(db: &TestDb) {
             .unwrap();
     }
     store.mark_verified(vera.id).await.unwrap();
-    let table = run(UserCommand::List).await.unwrap();
+    let table = run(UserCommand::List { json: false }).await.unwrap();
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 4, "{table}");
     let header: Vec<&str> = lines[0].split_whitespace().collect();
