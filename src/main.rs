@@ -58,6 +58,9 @@ enum Command {
     CheckConfig,
     /// Apply database migrations and exit.
     Migrate,
+    /// Ask the running gateway's admin listener (server.admin_listen) for /health: exit 0
+    /// when it answers 200, 1 otherwise (the container's health check).
+    Health,
     /// Manage accounts: create, invite, delete, roles, activation, lockout, sessions.
     User {
         #[command(subcommand)]
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Migrate => migrate(&config),
+        Command::Health => health(&config),
         Command::User { action } => user(&config, action),
         Command::Audit {
             user,
@@ -232,6 +236,34 @@ fn main() -> ExitCode {
             eprintln!("portcullis: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `health`: one HTTP/1.0 request to the admin listener, a wildcard address asked on
+/// loopback, three seconds at most.
+fn health(config: &Config) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let mut address = config.server.admin_listen;
+    if address.ip().is_unspecified() {
+        address.set_ip(match address.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let limit = std::time::Duration::from_secs(3);
+    let mut stream = std::net::TcpStream::connect_timeout(&address, limit)
+        .with_context(|| format!("connecting to the admin listener at {address}"))?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head)?;
+    let status_line = String::from_utf8_lossy(&head[..n]);
+    let status_line = status_line.lines().next().unwrap_or_default();
+    if status_line.split(' ').nth(1) == Some("200") {
+        println!("healthy ({address})");
+        Ok(())
+    } else {
+        anyhow::bail!("unhealthy: {address} answered {status_line:?}")
     }
 }
 

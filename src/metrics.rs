@@ -4,17 +4,31 @@
 use std::sync::OnceLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
-/// Every metric the gateway exports, registered in one registry.
+/// The process collector on a registry of its own (no prefix): `process_*` on Linux,
+/// nothing where `/proc` is not.
+fn process_registry() -> Registry {
+    let registry = Registry::new();
+    let _ = registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ));
+    registry
+}
+
+/// Every metric the gateway exports: its own in one registry (names prefixed
+/// `portcullis_`), and the process's (`process_*`, the Prometheus client's collector:
+/// CPU seconds, resident and virtual memory, open and maximum descriptors, start time) in
+/// another, under the names every exporter uses.
 pub struct Metrics {
     registry: Registry,
+    process: Registry,
     /// Requests answered, by route name and HTTP status.
     pub requests: IntCounterVec,
     /// Time from request start to the end of the response, by route name.
@@ -113,8 +127,21 @@ impl Metrics {
             // Names are unique by construction; a clash would be a programming error caught by tests.
             let _ = registry.register(collector);
         }
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "build_info",
+                "1, labelled with the version of the running build",
+            ),
+            &["version"],
+        )
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let _ = registry.register(Box::new(build_info));
         Self {
             registry,
+            process: process_registry(),
             requests,
             request_duration,
             upstream_duration,
@@ -132,10 +159,11 @@ impl Metrics {
         let _ = self.registry.register(collector);
     }
 
-    /// The registry in Prometheus text exposition format.
+    /// Both registries in Prometheus text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 * 1024);
-        let families = self.registry.gather();
+        let mut families = self.registry.gather();
+        families.extend(self.process.gather());
         if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
             tracing::error!(error = %e, "cannot encode metrics");
         }

@@ -301,14 +301,23 @@ fn sigterm_shuts_down_cleanly_and_writes_log_files() {
         .replace("shutdown_grace = \"1s\"", "shutdown_grace = \"30s\"");
     std::fs::write(&path, &text).unwrap();
     let listen = listen_address(&text);
+    let health = || run(portcullis().arg("--config").arg(&path).arg("health"));
+    let (code, out, err) = health();
+    assert_ne!(code, 0, "nothing runs yet: {out}{err}");
+    assert!(err.contains("admin listener"), "{err}");
     let mut child = serve(&scratch, &path);
     wait_listening(&listen);
+    // `health` asks the admin listener the config names, as the container's check does.
+    let (code, out, err) = health();
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("healthy"), "{out}");
     // Pingora installs its signal handlers just after the listeners open.
     std::thread::sleep(Duration::from_millis(500));
     sigterm(&child);
     // Nothing in flight: no wait for the 30 s grace.
     let exit = wait_exit(&mut child, EXIT_BOUND).expect("stops with nothing in flight");
     assert!(exit.success(), "{exit:?}");
+    assert_ne!(health().0, 0, "stopped");
     for file in ["combined.log", "error.log", "security.log"] {
         assert!(scratch.path("logs").join(file).exists(), "{file} missing");
     }

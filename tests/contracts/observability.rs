@@ -138,6 +138,13 @@ policy = "public"
             "portcullis_upstream_errors_total{kind=\"connect\",route=\"down\"}",
             "portcullis_rate_limited_total{scope=\"password_reset\"} 1",
             "portcullis_http_requests_total{route=\"local\",status=\"429\"}",
+            // The build and the process (the Prometheus client's collector, standard names).
+            "portcullis_build_info{version=\"",
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_cpu_seconds_total ",
+            "process_start_time_seconds ",
         ],
     )
     .await
