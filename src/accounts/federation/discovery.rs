@@ -313,14 +313,10 @@ mod tests {
         ];
         for (fetched, failed, has, want) in table {
             let state = State {
-                document: None,
+                document: has.then(sample),
                 fetched,
                 jwks_fetched: None,
                 failed: failed.map(|at| (at, Failure::Unreachable(String::new()))),
-            };
-            let state = State {
-                document: has.then(|| sample()),
-                ..state
             };
             assert_eq!(state.next(now), want, "{fetched:?} {failed:?} {has}");
         }
