@@ -19,7 +19,9 @@ use crate::domain::{HumanDuration, RateSpec};
 mod identity_providers;
 mod registration;
 
-pub use identity_providers::{ClientSecret, IdentityProviderConfig, ProviderId, ProviderKind};
+pub use identity_providers::{
+    ClientSecret, IdentityProviderConfig, ProviderId, ProviderKind, check_endpoint_url,
+};
 pub use registration::{DomainPattern, Refusal, RegistrationMode, RegistrationPolicy};
 
 /// Where the config file is looked for when neither `--config` nor `PORTCULLIS_CONFIG` says.

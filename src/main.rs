@@ -200,6 +200,7 @@ fn main() -> ExitCode {
                 eprintln!("portcullis: {e} (in {})", cli.config.display());
                 return ExitCode::from(2);
             }
+            print_discovery(&config);
             for warning in config.warnings() {
                 eprintln!("portcullis: warning: {warning}");
             }
@@ -264,6 +265,33 @@ fn health(config: &Config) -> anyhow::Result<()> {
         Ok(())
     } else {
         anyhow::bail!("unhealthy: {address} answered {status_line:?}")
+    }
+}
+
+/// check-config's look at each oidc provider's discovery document: the endpoints it names,
+/// or (a warning, not a failure: the provider may be down for now) why it cannot be used.
+fn print_discovery(config: &Config) {
+    let probes = match runtime() {
+        Ok(rt) => rt.block_on(portcullis::accounts::federation::probe_discovery(config)),
+        Err(e) => {
+            eprintln!("portcullis: warning: identity providers not checked: {e:#}");
+            return;
+        }
+    };
+    for probe in probes {
+        match probe.outcome {
+            Ok(endpoints) => {
+                println!("identity provider {}: discovery ok", probe.id);
+                for (name, url) in endpoints {
+                    println!("  {name} {url}");
+                }
+            }
+            Err(reason) => eprintln!(
+                "portcullis: warning: identity provider {}: discovery {reason}; sign-in through \
+                 it is refused until it answers a sound document",
+                probe.id
+            ),
+        }
     }
 }
 

@@ -302,10 +302,20 @@ impl IdentityProviderConfig {
     }
 }
 
-/// An issuer or API base: `https://`, or `http://` only on a loopback host (`127.0.0.0/8`,
-/// `::1`, `localhost`); no query, fragment or credentials.
+/// An issuer or API base: an endpoint URL (below) without a query either.
 fn check_provider_url(url: &Url) -> Result<(), String> {
-    if url.query().is_some() || url.fragment().is_some() {
+    if url.query().is_some() {
+        return Err(format!("{url} must have no query or fragment"));
+    }
+    check_endpoint_url(url)
+}
+
+/// A URL a provider is reached at (an issuer, an API base, or an endpoint its discovery
+/// document names): `https://` with a host, or `http://` only on a loopback host
+/// (`127.0.0.0/8`, `::1`, `localhost`); no fragment (RFC 6749 §3.1) and no credentials. A
+/// query is allowed here (some providers' endpoints carry one); the caller decides.
+pub fn check_endpoint_url(url: &Url) -> Result<(), String> {
+    if url.fragment().is_some() {
         return Err(format!("{url} must have no query or fragment"));
     }
     if !url.username().is_empty() || url.password().is_some() {

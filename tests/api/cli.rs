@@ -1369,3 +1369,51 @@ async fn operator_shows_an_account_sets_its_password_and_mails_a_reset() {
         .unwrap();
     assert!(exit.is_some_and(|e| e.success()), "{exit:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reports_each_providers_discovery_and_warns_when_one_is_down() {
+    use crate::support::hostile_op::HostileOp;
+    let up = HostileOp::start("portcullis").await;
+    let unsound = HostileOp::start("portcullis").await;
+    unsound.state.lock().unwrap().discovery.insert(
+        "token_endpoint".into(),
+        serde_json::json!("http://idp.example.com/token"),
+    );
+    let entry = |id: &str, issuer: &str| {
+        format!(
+            "[[identity_providers]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"oidc\"\n\
+             issuer = \"{issuer}\"\nclient_id = \"portcullis\"\nclient_secret = \"s\"\n"
+        )
+    };
+    let scratch = Scratch::new();
+    let extra = format!(
+        "{}{}{}",
+        entry("up", &up.issuer),
+        entry("unsound", &unsound.issuer),
+        // Nothing listens on the discard port.
+        entry("down", "http://127.0.0.1:9"),
+    );
+    let path = write_config(&scratch, &extra);
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        run(portcullis().arg("check-config").arg("--config").arg(&path))
+    })
+    .await
+    .unwrap();
+    // A provider that is down or unsound is a warning: the configuration itself is valid.
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("configuration is valid"), "{out}");
+    assert!(out.contains("identity provider up: discovery ok"), "{out}");
+    for endpoint in ["authorize", "token", "jwks"] {
+        let line = format!("{}/{endpoint}", up.issuer);
+        assert!(out.contains(&line), "{line}: {out}");
+    }
+    assert!(
+        err.contains("warning: identity provider unsound: discovery answered a document that is refused: token_endpoint"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: identity provider down: discovery could not be reached"),
+        "{err}"
+    );
+    assert_eq!(unsound.state.lock().unwrap().jwks_fetches, 0);
+}

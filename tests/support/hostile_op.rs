@@ -85,6 +85,14 @@ pub struct StubState {
     pub token_requests: Vec<(String, bool)>,
     /// How many times the JWKS was fetched.
     pub jwks_fetches: usize,
+    /// How many times the discovery document was fetched.
+    pub discovery_fetches: usize,
+    /// How long the discovery document takes to answer (to make first uses overlap).
+    pub discovery_delay: std::time::Duration,
+    /// Fields set in (or, as `null`, taken from) the discovery document.
+    pub discovery: serde_json::Map<String, Value>,
+    /// The `iss` its authorization responses carry (RFC 9207); none by default.
+    pub callback_iss: Option<String>,
 }
 
 /// A running stub on loopback.
@@ -216,21 +224,7 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     let (issuer, client_id) = ctx;
     match req.uri().path() {
-        "/.well-known/openid-configuration" => reply(
-            StatusCode::OK,
-            "application/json",
-            json!({
-                "issuer": issuer,
-                "authorization_endpoint": format!("{issuer}/authorize"),
-                "token_endpoint": format!("{issuer}/token"),
-                "jwks_uri": format!("{issuer}/jwks"),
-                "response_types_supported": ["code"],
-                "subject_types_supported": ["public"],
-                "id_token_signing_alg_values_supported": ["ES256", "HS256", "none"],
-                "code_challenge_methods_supported": ["S256"],
-            })
-            .to_string(),
-        ),
+        "/.well-known/openid-configuration" => discovery(state, issuer).await,
         "/jwks" => {
             state.lock().unwrap().jwks_fetches += 1;
             reply(
@@ -253,6 +247,35 @@ async fn answer(
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found".into()),
     }
+}
+
+/// The discovery document, with the test's changes, after the test's delay.
+async fn discovery(state: &Mutex<StubState>, issuer: &str) -> Response<Full<Bytes>> {
+    let (delay, changes) = {
+        let mut s = state.lock().unwrap();
+        s.discovery_fetches += 1;
+        (s.discovery_delay, s.discovery.clone())
+    };
+    tokio::time::sleep(delay).await;
+    let mut document = json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/authorize"),
+        "token_endpoint": format!("{issuer}/token"),
+        "jwks_uri": format!("{issuer}/jwks"),
+        "response_types_supported": ["code"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256", "HS256", "none"],
+        "code_challenge_methods_supported": ["S256"],
+    });
+    for (k, v) in changes {
+        match v {
+            Value::Null => {
+                document.as_object_mut().unwrap().remove(&k);
+            }
+            v => document[k] = v,
+        }
+    }
+    reply(StatusCode::OK, "application/json", document.to_string())
 }
 
 /// Redirects back with a code (remembering the nonce and PKCE challenge), or an error.
@@ -288,6 +311,9 @@ fn authorize(query: &HashMap<String, String>, state: &Mutex<StubState>) -> Respo
             .query_pairs_mut()
             .append_pair("code", &code)
             .append_pair("state", &st);
+    }
+    if let Some(iss) = &s.callback_iss {
+        location.query_pairs_mut().append_pair("iss", iss);
     }
     Response::builder()
         .status(StatusCode::FOUND)

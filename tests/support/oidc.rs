@@ -134,11 +134,25 @@ fn attribute(tag: &str, name: &str) -> Option<String> {
 /// until an answer that is neither: the gateway's answer after its callback (or an error).
 /// Returns that answer and the URL it came from.
 pub async fn through_op(browser: &Browser, url: &str, login: &str) -> (Html, String) {
+    through_op_until(browser, url, login, |_| false).await
+}
+
+/// [`through_op`], stopping before a redirect to a URL `stop` accepts: returns the page that
+/// redirected there and that URL (not fetched).
+pub async fn through_op_until(
+    browser: &Browser,
+    url: &str,
+    login: &str,
+    stop: impl Fn(&str) -> bool,
+) -> (Html, String) {
     let mut url = resolve(&browser.base, url);
     let mut page = browser.get(&url).await;
     for _ in 0..20 {
         if page.status.is_redirection() {
             url = resolve(&url, page.location());
+            if stop(&url) {
+                return (page, url);
+            }
             page = browser.get(&url).await;
             continue;
         }

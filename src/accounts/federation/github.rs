@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::http::{Http, read_capped, transport_error};
 use super::oidc::Started;
-use super::{Asserted, FederationError};
+use super::{Asserted, FederationError, claims};
 use crate::config::IdentityProviderConfig;
 
 /// GitHub's REST API version this speaks (its `X-GitHub-Api-Version`).
@@ -16,6 +16,7 @@ const API_VERSION: &str = "2022-11-28";
 
 /// One GitHub (or GitHub Enterprise Server) OAuth app.
 pub struct GithubProvider {
+    id: String,
     client_id: String,
     secret: String,
     redirect: String,
@@ -51,6 +52,7 @@ impl GithubProvider {
     /// The app of `config` with its secret.
     pub fn new(config: &IdentityProviderConfig, secret: &str, redirect_uri: &str) -> Self {
         Self {
+            id: config.id.to_string(),
             client_id: config.client_id.clone(),
             secret: secret.to_owned(),
             redirect: redirect_uri.to_owned(),
@@ -65,7 +67,7 @@ impl GithubProvider {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let state = CsrfToken::new_random();
         let mut url = url::Url::parse(&format!("{}/login/oauth/authorize", self.web_url))
-            .map_err(|e| FederationError::unavailable("authorize URL", &e))?;
+            .map_err(|e| self.unavailable("authorize URL", &e))?;
         url.query_pairs_mut()
             .append_pair("client_id", &self.client_id)
             .append_pair("redirect_uri", &self.redirect)
@@ -80,6 +82,19 @@ impl GithubProvider {
             nonce: String::new(),
             verifier: verifier.secret().clone(),
         })
+    }
+
+    /// RFC 9207 for an app that sends no `iss`: GitHub names no issuer, so a callback that
+    /// carries one must name this app's `web_url` (the server it was sent to); anything else
+    /// is another provider's answer.
+    pub fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), FederationError> {
+        match iss {
+            Some(iss) if iss.trim_end_matches('/') != self.web_url => {
+                tracing::warn!(target: crate::telemetry::SECURITY, event = "federated_callback_refused", provider = %self.id, reason = "iss", present = true);
+                Err(FederationError::InvalidToken("iss"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Exchanges `code`, then reads the user and their addresses.
@@ -101,7 +116,7 @@ impl GithubProvider {
             None => (String::new(), String::new()),
         };
         Ok(Asserted {
-            subject: user.id.to_string(),
+            subject: claims::github_subject(&self.id, user.id)?,
             email: primary.map(|e| e.email.clone()),
             email_verified: primary.is_some_and(|e| e.verified),
             given_name: first,
@@ -133,19 +148,20 @@ impl GithubProvider {
             ])
             .send()
             .await
-            .map_err(|e| FederationError::unavailable("github token", &transport_error(&e)))?;
+            .map_err(|e| self.unavailable("token", &transport_error(&e)))?;
         let body = read_capped(response)
             .await
-            .map_err(|e| FederationError::unavailable("github token", &e))?;
+            .map_err(|e| self.unavailable("token", &e))?;
         let answer: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|e| FederationError::unavailable("github token", &e))?;
+            .map_err(|e| FederationError::invalid_answer(&self.id, "github token", &e))?;
         match (answer.access_token, answer.error) {
             (_, Some(error)) => Err(FederationError::ProviderRefused {
                 error,
                 description: answer.error_description,
             }),
             (Some(token), None) => Ok(token),
-            (None, None) => Err(FederationError::unavailable(
+            (None, None) => Err(FederationError::invalid_answer(
+                &self.id,
                 "github token",
                 &"no access token",
             )),
@@ -167,14 +183,21 @@ impl GithubProvider {
             .header("x-github-api-version", API_VERSION)
             .send()
             .await
-            .map_err(|e| FederationError::unavailable("github api", &transport_error(&e)))?;
+            .map_err(|e| self.unavailable(path, &transport_error(&e)))?;
         if !response.status().is_success() {
             let status = response.status();
-            return Err(FederationError::unavailable("github api", &status));
+            return Err(self.unavailable(path, &status));
         }
         let body = read_capped(response)
             .await
-            .map_err(|e| FederationError::unavailable("github api", &e))?;
-        serde_json::from_slice(&body).map_err(|e| FederationError::unavailable("github api", &e))
+            .map_err(|e| self.unavailable(path, &e))?;
+        // Reached, but an answer of the wrong shape (an id that is not a positive integer,
+        // a `verified` that is not a boolean): refused as such.
+        serde_json::from_slice(&body)
+            .map_err(|e| FederationError::invalid_answer(&self.id, &format!("github {path}"), &e))
+    }
+
+    fn unavailable(&self, what: &str, e: &dyn std::fmt::Display) -> FederationError {
+        FederationError::unavailable(&self.id, &format!("github {what}"), e)
     }
 }

@@ -24,9 +24,14 @@ pub struct Http {
 impl Http {
     /// A client that follows no redirect and gives up after [`TIMEOUT`].
     pub fn new() -> Result<Self, HttpError> {
+        Self::with_timeout(TIMEOUT)
+    }
+
+    /// The same, giving up after `timeout` (`check-config` waits less than a sign-in).
+    pub fn with_timeout(timeout: Duration) -> Result<Self, HttpError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .timeout(TIMEOUT)
+            .timeout(timeout)
             .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HttpError(format!("cannot build the HTTP client: {e}")))?;

@@ -13,9 +13,12 @@
 //! account page, or — with `link_by_verified_email` — when provider and account both call the
 //! address verified. Never by an address alone.
 
+mod claims;
+mod discovery;
 mod github;
 pub mod http;
 mod oidc;
+mod probe;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ use crate::store::{
 use crate::telemetry::SECURITY;
 
 pub use oidc::JWKS_REFETCH_FLOOR;
+pub use probe::{Probe, probe_discovery};
 
 /// How long a started sign-in may take at the provider: its stash lives this long.
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
@@ -48,9 +52,14 @@ pub enum FederationError {
     /// No provider has that id (404).
     #[error("no such identity provider")]
     UnknownProvider,
-    /// The provider could not be reached or answered nonsense (502).
+    /// The provider could not be reached (transport, timeout, an error status) (502).
     #[error("the identity provider is unavailable")]
     Unavailable,
+    /// The provider was reached but its answer is refused: a discovery document or a token
+    /// response that does not parse (a claim of an impossible type), an endpoint that is not
+    /// https, a `sub` outside OpenID Connect Core §2 (502).
+    #[error("the identity provider's answer was not valid")]
+    InvalidAnswer,
     /// The provider answered with an OAuth error (`error`, `error_description`): shown to
     /// the user as text, escaped (400).
     #[error("the identity provider refused: {error}")]
@@ -102,10 +111,17 @@ impl From<super::AccountError> for FederationError {
 }
 
 impl FederationError {
-    /// A provider that could not be reached, logged with `what` (never a URL's query).
-    pub(super) fn unavailable(what: &str, e: &dyn std::fmt::Display) -> Self {
-        tracing::warn!(what, error = %e, "an identity provider could not be used");
+    /// A provider that could not be reached, logged with its id and `what` (never a URL's
+    /// query, a token or a code).
+    pub(super) fn unavailable(provider: &str, what: &str, e: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(provider, what, error = %e, "an identity provider could not be reached");
         Self::Unavailable
+    }
+
+    /// A provider whose answer is refused, logged with its id, `what` and why.
+    pub(super) fn invalid_answer(provider: &str, what: &str, e: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(provider, what, error = %e, "an identity provider's answer was not valid");
+        Self::InvalidAnswer
     }
 
     /// The status of the page that explains it.
@@ -113,7 +129,7 @@ impl FederationError {
         use ::http::StatusCode as S;
         match self {
             Self::UnknownProvider => S::NOT_FOUND,
-            Self::Unavailable => S::BAD_GATEWAY,
+            Self::Unavailable | Self::InvalidAnswer => S::BAD_GATEWAY,
             Self::ProviderRefused { .. } | Self::InvalidCallback => S::BAD_REQUEST,
             Self::InvalidToken(_) => S::UNAUTHORIZED,
             Self::NotAllowed | Self::NoAccount | Self::NoAddress | Self::Registration(_) => {
@@ -131,6 +147,7 @@ impl FederationError {
         match self {
             Self::UnknownProvider => "error_not_found",
             Self::Unavailable => "federation_unavailable",
+            Self::InvalidAnswer => "federation_invalid_answer",
             Self::ProviderRefused { .. } => "federation_refused",
             Self::InvalidCallback => "federation_invalid_callback",
             Self::InvalidToken(_) => "federation_invalid_token",
@@ -181,6 +198,17 @@ enum Protocol {
 }
 
 impl Protocol {
+    async fn check_response_issuer(
+        &self,
+        http: &http::Http,
+        iss: Option<&str>,
+    ) -> Result<(), FederationError> {
+        match self {
+            Self::Oidc(p) => p.check_response_issuer(http, iss).await,
+            Self::Github(p) => p.check_response_issuer(iss),
+        }
+    }
+
     async fn start(&self, http: &http::Http) -> Result<oidc::Started, FederationError> {
         match self {
             Self::Oidc(p) => p.start(http).await,
@@ -283,6 +311,8 @@ pub struct Callback<'a> {
     pub error: Option<&'a str>,
     /// `error_description`.
     pub error_description: Option<&'a str>,
+    /// `iss` (RFC 9207): the issuer that answered.
+    pub iss: Option<&'a str>,
 }
 
 /// A finished flow: a session opened, or an identity linked.
@@ -356,16 +386,18 @@ impl Accounts {
     ) -> Result<String, FederationError> {
         let provider = self.federation.provider(provider)?;
         let started = {
-            let (provider, http) = (Arc::clone(&provider), self.federation.http.clone());
+            let (this, http) = (Arc::clone(&provider), self.federation.http.clone());
             self.backend
                 .run(async move {
-                    match &provider.protocol {
+                    match &this.protocol {
                         Some(p) => p.start(&http).await,
                         None => Err(FederationError::Unavailable),
                     }
                 })
                 .await
-                .map_err(|e| FederationError::unavailable("start", &e))??
+                .map_err(|e| {
+                    FederationError::unavailable(provider.config.id.as_str(), "start", &e)
+                })??
         };
         let stashed = Stashed {
             provider: provider.config.id.to_string(),
@@ -412,6 +444,7 @@ impl Accounts {
             tracing::warn!(target: SECURITY, event = "federated_callback_refused", provider = %provider.config.id, client_ip = %client.ip);
             return Err(FederationError::InvalidCallback);
         }
+        self.check_response_issuer(&provider, callback.iss).await?;
         if let Some(error) = callback.error {
             return Err(FederationError::ProviderRefused {
                 error: error.to_owned(),
@@ -445,6 +478,27 @@ impl Accounts {
         }
     }
 
+    /// RFC 9207's `iss` of the response, before anything in it is used (its error shown, its
+    /// code exchanged).
+    async fn check_response_issuer(
+        &self,
+        provider: &Arc<Provider>,
+        iss: Option<&str>,
+    ) -> Result<(), FederationError> {
+        let (provider, http) = (Arc::clone(provider), self.federation.http.clone());
+        let iss = iss.map(str::to_owned);
+        let id = provider.config.id.to_string();
+        self.backend
+            .run(async move {
+                match &provider.protocol {
+                    Some(p) => p.check_response_issuer(&http, iss.as_deref()).await,
+                    None => Err(FederationError::Unavailable),
+                }
+            })
+            .await
+            .map_err(|e| FederationError::unavailable(&id, "callback", &e))?
+    }
+
     /// The code exchange and the identity's checks, on the backend runtime (which owns the
     /// HTTP client's connections).
     async fn exchange(
@@ -454,6 +508,7 @@ impl Accounts {
         stashed: &Stashed,
     ) -> Result<Asserted, FederationError> {
         let (provider, http) = (Arc::clone(provider), self.federation.http.clone());
+        let id = provider.config.id.to_string();
         let (code, verifier, nonce) = (
             code.to_owned(),
             stashed.verifier.clone(),
@@ -467,7 +522,7 @@ impl Accounts {
                 }
             })
             .await
-            .map_err(|e| FederationError::unavailable("exchange", &e))?
+            .map_err(|e| FederationError::unavailable(&id, "exchange", &e))?
     }
 
     /// `allowed_domains` (on a verified address) and `allowed_groups`.
@@ -771,7 +826,7 @@ impl Accounts {
             .stash(&sign_out_key(&session.to_string()), &value, ttl)
             .await
         {
-            tracing::warn!(error = %e, "could not keep a provider's sign-out hint");
+            tracing::warn!(provider = %provider.id, error = %e, "could not keep a provider's sign-out hint");
         }
     }
 

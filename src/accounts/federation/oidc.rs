@@ -3,31 +3,26 @@
 //! Core 1.0 §3.1.3.7). What this adds: the algorithms are the asymmetric ones the provider
 //! advertises (never `none`, never an HMAC), `azp` and `iat` are checked, and a token signed
 //! by a key the cached JWKS lacks refetches the JWKS once (no more often than
-//! [`JWKS_REFETCH_FLOOR`]).
+//! [`JWKS_REFETCH_FLOOR`]), the authorization response's `iss` is checked (RFC 9207), and
+//! `sub` is held to OpenID Connect Core §2. The discovery document and its cache are
+//! `discovery.rs`'s.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
-use openidconnect::ProviderMetadataWithLogout as CoreProviderMetadata;
-use openidconnect::core::{
-    CoreAuthenticationFlow, CoreClient, CoreJsonWebKeySet, CoreJwsSigningAlgorithm,
-};
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreJwsSigningAlgorithm};
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IssuerUrl,
     JwsSigningAlgorithm, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
     RequestTokenError, Scope, SignatureVerificationError, TokenResponse,
 };
-use tokio::sync::Mutex;
 
+use super::discovery::{Cache, Metadata};
 use super::http::Http;
-use super::{Asserted, FederationError};
+use super::{Asserted, FederationError, claims};
 use crate::config::IdentityProviderConfig;
 
-/// How long a discovery document is used before it is fetched again.
-const METADATA_TTL: Duration = Duration::from_secs(3600);
-/// The least time between two JWKS fetches caused by unknown keys: a stream of forged
-/// tokens naming random `kid`s cannot turn into a stream of requests to the provider.
-pub const JWKS_REFETCH_FLOOR: Duration = Duration::from_secs(30);
+pub use super::discovery::JWKS_REFETCH_FLOOR;
 /// How far in the future an ID token's `iat` may lie (clock skew).
 const IAT_SKEW: Duration = Duration::from_secs(60);
 /// How old an ID token's `iat` may be: no flow lives longer than its stash.
@@ -35,18 +30,13 @@ const IAT_MAX_AGE: Duration = Duration::from_secs(600 + 60);
 
 /// One OpenID provider: its client registration and the cached discovery document.
 pub struct OidcProvider {
+    id: String,
     issuer: IssuerUrl,
     client_id: ClientId,
     secret: ClientSecret,
     redirect: RedirectUrl,
     scopes: Vec<String>,
-    cache: Mutex<Option<Cached>>,
-}
-
-struct Cached {
-    metadata: CoreProviderMetadata,
-    fetched: Instant,
-    jwks_fetched: Instant,
+    cache: Cache,
 }
 
 /// What the authorization request carries, for the stash.
@@ -68,59 +58,50 @@ impl OidcProvider {
         secret: &str,
         redirect_uri: &str,
     ) -> Result<Self, String> {
-        let issuer = config.issuer.as_ref().ok_or("no issuer")?;
-        // The issuer is compared as written (OpenID Connect Discovery §4.3): `url` would add
-        // a trailing slash to a bare origin.
-        let written = issuer.as_str();
-        let written = if issuer.path() == "/" {
-            written.trim_end_matches('/')
-        } else {
-            written
-        };
         Ok(Self {
-            issuer: IssuerUrl::new(written.to_owned()).map_err(|e| e.to_string())?,
+            id: config.id.to_string(),
+            issuer: issuer_of(config)?,
             client_id: ClientId::new(config.client_id.clone()),
             secret: ClientSecret::new(secret.to_owned()),
             redirect: RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| e.to_string())?,
             scopes: config.effective_scopes(),
-            cache: Mutex::new(None),
+            cache: Cache::default(),
         })
     }
 
-    /// The discovery document (with its JWKS), fetched when missing or older than
-    /// [`METADATA_TTL`]; with `refetch_jwks`, the JWKS again unless fetched within the floor.
-    async fn metadata(
+    /// The discovery document (with its JWKS), cached; with `refetch_jwks`, the JWKS again
+    /// unless fetched within the floor.
+    async fn metadata(&self, http: &Http, refetch_jwks: bool) -> Result<Metadata, FederationError> {
+        self.cache
+            .get(http, &self.issuer, &self.id, refetch_jwks)
+            .await
+    }
+
+    /// RFC 9207 §2.4: an authorization response's `iss`, when present, is this provider's
+    /// issuer exactly; when the provider says it always sends one, it must be present. A
+    /// response from another provider (a mix-up) is refused before its code is used.
+    pub async fn check_response_issuer(
         &self,
         http: &Http,
-        refetch_jwks: bool,
-    ) -> Result<CoreProviderMetadata, FederationError> {
-        let mut cache = self.cache.lock().await;
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|c| c.fetched.elapsed() < METADATA_TTL);
-        if !fresh {
-            let metadata = CoreProviderMetadata::discover_async(self.issuer.clone(), http)
-                .await
-                .map_err(|e| FederationError::unavailable("discovery", &e))?;
-            *cache = Some(Cached {
-                metadata,
-                fetched: Instant::now(),
-                jwks_fetched: Instant::now(),
-            });
-        } else if refetch_jwks
-            && let Some(cached) = cache.as_mut()
-            && cached.jwks_fetched.elapsed() >= JWKS_REFETCH_FLOOR
-        {
-            let jwks = CoreJsonWebKeySet::fetch_async(cached.metadata.jwks_uri(), http)
-                .await
-                .map_err(|e| FederationError::unavailable("jwks", &e))?;
-            cached.metadata = cached.metadata.clone().set_jwks(jwks);
-            cached.jwks_fetched = Instant::now();
+        iss: Option<&str>,
+    ) -> Result<(), FederationError> {
+        let required = || async {
+            self.metadata(http, false).await.map(|m| {
+                m.additional_metadata()
+                    .additional_metadata
+                    .authorization_response_iss_parameter_supported
+                    == Some(true)
+            })
+        };
+        let refused = match iss {
+            Some(iss) => iss != self.issuer.as_str(),
+            None => required().await?,
+        };
+        if refused {
+            tracing::warn!(target: crate::telemetry::SECURITY, event = "federated_callback_refused", provider = %self.id, reason = "iss", present = iss.is_some());
+            return Err(FederationError::InvalidToken("iss"));
         }
-        cache
-            .as_ref()
-            .map(|c| c.metadata.clone())
-            .ok_or_else(|| FederationError::unavailable("discovery", &"no document"))
+        Ok(())
     }
 
     /// The authorization request: a fresh `state`, `nonce` and PKCE (S256) verifier.
@@ -169,9 +150,12 @@ impl OidcProvider {
         .set_redirect_uri(self.redirect.clone());
         let request = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .map_err(|e| FederationError::unavailable("token endpoint", &e))?
+            .map_err(|e| FederationError::unavailable(&self.id, "token endpoint", &e))?
             .set_pkce_verifier(PkceCodeVerifier::new(verifier.to_owned()));
-        let response = request.request_async(http).await.map_err(token_error)?;
+        let response = request
+            .request_async(http)
+            .await
+            .map_err(|e| token_error(&self.id, e))?;
         let id_token = response
             .id_token()
             .cloned()
@@ -189,7 +173,7 @@ impl OidcProvider {
     /// The ID token's checks against `metadata`'s keys and algorithms.
     fn check(
         &self,
-        metadata: &CoreProviderMetadata,
+        metadata: &Metadata,
         id_token: &openidconnect::core::CoreIdToken,
         nonce: &str,
     ) -> Result<Asserted, FederationError> {
@@ -213,7 +197,7 @@ impl OidcProvider {
             .set_issue_time_verifier_fn(check_iat);
         let claims = id_token
             .claims(&verifier, &Nonce::new(nonce.to_owned()))
-            .map_err(claims_error)?;
+            .map_err(|e| claims_error(&self.id, e))?;
         // OpenID Connect Core §3.1.3.7 (4, 5): `openidconnect` leaves `azp` to its callers.
         match claims.authorized_party() {
             Some(azp) if azp.as_str() != self.client_id.as_str() => {
@@ -226,7 +210,7 @@ impl OidcProvider {
         }
         let extra = verified_payload(&id_token.to_string());
         Ok(Asserted {
-            subject: claims.subject().as_str().to_owned(),
+            subject: claims::subject(&self.id, claims.subject().as_str())?,
             email: claims.email().map(|e| e.as_str().to_owned()),
             email_verified: claims.email_verified().unwrap_or(false),
             given_name: claims
@@ -273,6 +257,20 @@ impl OidcProvider {
     }
 }
 
+/// The configured issuer as the discovery document must name it.
+pub(super) fn issuer_of(config: &IdentityProviderConfig) -> Result<IssuerUrl, String> {
+    let issuer = config.issuer.as_ref().ok_or("no issuer")?;
+    // The issuer is compared as written (OpenID Connect Discovery §4.3): `url` would add a
+    // trailing slash to a bare origin.
+    let written = issuer.as_str();
+    let written = if issuer.path() == "/" {
+        written.trim_end_matches('/')
+    } else {
+        written
+    };
+    IssuerUrl::new(written.to_owned()).map_err(|e| e.to_string())
+}
+
 /// `iat` within the flow's life and not in the future beyond the skew.
 fn check_iat(iat: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
     let now = chrono::Utc::now();
@@ -305,6 +303,7 @@ fn verified_payload(compact: &str) -> serde_json::Map<String, serde_json::Value>
 /// A refused token exchange: the provider's own error (shown to the user, escaped) or a
 /// transport failure.
 fn token_error<E: std::error::Error + 'static>(
+    provider: &str,
     e: RequestTokenError<
         E,
         openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
@@ -315,12 +314,17 @@ fn token_error<E: std::error::Error + 'static>(
             error: answer.error().to_string(),
             description: answer.error_description().cloned(),
         },
-        other => FederationError::unavailable("token endpoint", &other),
+        // An answer that does not parse (an ID token whose claims have impossible types
+        // among them): the provider was reached, and what it said is refused.
+        RequestTokenError::Parse(e, _) => {
+            FederationError::invalid_answer(provider, "token response", &e)
+        }
+        other => FederationError::unavailable(provider, "token endpoint", &other),
     }
 }
 
 /// The reason label of a failed ID-token check (logged in full, shown as one sentence).
-fn claims_error(e: ClaimsVerificationError) -> FederationError {
+fn claims_error(provider: &str, e: ClaimsVerificationError) -> FederationError {
     let reason = match &e {
         ClaimsVerificationError::InvalidIssuer(_) => "iss",
         ClaimsVerificationError::InvalidAudience(_) => "aud",
@@ -335,6 +339,6 @@ fn claims_error(e: ClaimsVerificationError) -> FederationError {
         ClaimsVerificationError::SignatureVerification(_) => "signature",
         _ => "claims",
     };
-    tracing::warn!(target: crate::telemetry::SECURITY, event = "federated_token_refused", reason, error = %e);
+    tracing::warn!(target: crate::telemetry::SECURITY, event = "federated_token_refused", provider, reason, error = %e);
     FederationError::InvalidToken(reason)
 }

@@ -71,17 +71,8 @@ async fn callback(v: &mut Visit<'_>, id: &str) -> Page {
     }
     let binding = sent_binding(v);
     let query = v.query.clone();
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, value)| value.as_str())
-    };
-    let answer = Callback {
-        state: param("state"),
-        code: param("code"),
-        error: param("error"),
-        error_description: param("error_description"),
+    let Some(answer) = callback_of(&query) else {
+        return failed(v, FederationError::InvalidCallback);
     };
     let accounts = &v.app.accounts;
     let result = accounts
@@ -95,6 +86,27 @@ async fn callback(v: &mut Visit<'_>, id: &str) -> Page {
         }
         Err(e) => failed(v, e),
     }
+}
+
+/// The parameters of an authorization response; `None` when one of them comes twice
+/// (RFC 6749 §3.1: a parameter is sent once; two `state`s or `iss`es are an attempt to
+/// have one checked and the other used).
+fn callback_of(query: &[(String, String)]) -> Option<Callback<'_>> {
+    let mut answer = Callback::default();
+    for (name, value) in query {
+        let slot = match name.as_str() {
+            "state" => &mut answer.state,
+            "code" => &mut answer.code,
+            "error" => &mut answer.error,
+            "error_description" => &mut answer.error_description,
+            "iss" => &mut answer.iss,
+            _ => continue,
+        };
+        if slot.replace(value.as_str()).is_some() {
+            return None;
+        }
+    }
+    Some(answer)
 }
 
 /// The page that explains a failed flow, in the page's language; a provider's own error
