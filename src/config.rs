@@ -114,6 +114,10 @@ pub struct Config {
     /// `[[routes]]`: what is proxied where, under which policy; empty proxies nothing.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// `PORTCULLIS_` variables that name no key (one underscore where two belong): not
+    /// an error, as the environment holds more than this process's settings, but said.
+    #[serde(skip)]
+    stray_variables: Vec<String>,
 }
 
 /// `[server]`: listeners, public address and proxy behaviour.
@@ -1217,22 +1221,27 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let env: Vec<(String, String)> = env
+        let (env, stray): (Vec<(String, String)>, Vec<(String, String)>) = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k[ENV_PREFIX.len()..].contains("__"))
-            .collect();
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
         let file_name = path.display().to_string();
         let figment = Figment::new()
             .merge(Toml::string(text))
             .merge(EnvOverrides(env.clone()));
-        let config: Config = figment.extract().map_err(|e| {
+        let mut config: Config = figment.extract().map_err(|e| {
             ConfigError::Parse(
                 e.into_iter()
-                    .map(|err| describe_figment_error(&err, &file_name))
+                    .map(|err| describe_figment_error(&err, &file_name, &env))
                     .collect::<Vec<_>>()
                     .join("; "),
             )
         })?;
+        config.stray_variables = stray
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("PORTCULLIS_TEST_"))
+            .collect();
         config.validate().map_err(|(key, message)| {
             let source_name = env_var_for(&key)
                 .filter(|var| env.iter().any(|(k, _)| k == var))
@@ -1339,6 +1348,19 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         warnings.extend(self.open_registration_warning());
+        for name in &self.stray_variables {
+            warnings.push(format!(
+                "environment variable {name} names no setting and is ignored (a section and \
+                 its key are joined by two underscores: PORTCULLIS_SERVER__LISTEN)"
+            ));
+        }
+        if self.passwords.bcrypt_cost < 10 {
+            warnings.push(format!(
+                "passwords.bcrypt_cost = {} makes stolen password hashes cheap to guess; use \
+                 10 or more (12, the default, costs about 0.25 s of one core per sign-in)",
+                self.passwords.bcrypt_cost
+            ));
+        }
         let mode = self.registration.mode;
         if matches!(mode, RegistrationMode::Invite | RegistrationMode::Closed)
             && !self.registration.allowed_domains.is_empty()
@@ -1915,25 +1937,69 @@ const ENV_SOURCE_NAME: &str = "environment overrides";
 /// The lists of tables, which an environment variable cannot address one entry of.
 const FILE_ONLY_SECTIONS: [&str; 2] = ["routes", "identity_providers"];
 
-fn describe_figment_error(err: &figment::Error, file_name: &str) -> String {
+/// The variables of this process that are no setting of its own (`PORTCULLIS_CONFIG`
+/// names the file; the test suite's variables are read by the tests).
+const NOT_SETTINGS: [&str; 2] = ["PORTCULLIS_CONFIG", "PORTCULLIS_SCREENSHOTS"];
+
+/// A figment error as one line: the key (`routes[0].upstream`), what is wrong (serde's
+/// text, without its nested quoting) and where the value came from — the file, or the
+/// variable that set it.
+fn describe_figment_error(
+    err: &figment::Error,
+    file_name: &str,
+    env: &[(String, String)],
+) -> String {
     let key = if err.path.is_empty() {
         String::new()
     } else {
-        format!("`{}`: ", err.path.join("."))
+        format!("`{}`: ", key_path(&err.path))
     };
-    let source = err
+    let from_env = err
         .metadata
         .as_ref()
-        .map(|m| {
-            if m.name == ENV_SOURCE_NAME {
-                let var = env_var_for(&err.path.join(".")).unwrap_or_else(|| m.name.to_string());
-                format!(" (from environment variable {var})")
-            } else {
-                format!(" (in {file_name})")
+        .is_some_and(|m| m.name == ENV_SOURCE_NAME);
+    let source = if from_env {
+        let var = variable_setting(env, &err.path).unwrap_or_else(|| "PORTCULLIS_…".to_owned());
+        format!(" (from environment variable {var})")
+    } else {
+        format!(" (in {file_name})")
+    };
+    let what = err
+        .kind
+        .to_string()
+        .replace("`one of ", "one of ")
+        .replace("``", "`");
+    format!("{key}{what}{source}")
+}
+
+/// `routes.0.upstream` written the way validation messages write it: `routes[0].upstream`.
+fn key_path(path: &[String]) -> String {
+    let mut out = String::new();
+    for part in path {
+        if part.parse::<usize>().is_ok() {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
             }
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// The variable among `env` whose key path begins with `path` (the one that set it).
+fn variable_setting(env: &[(String, String)], path: &[String]) -> Option<String> {
+    env.iter()
+        .map(|(name, _)| name)
+        .find(|name| {
+            let parts: Vec<String> = name[ENV_PREFIX.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            !path.is_empty() && parts.starts_with(path)
         })
-        .unwrap_or_else(|| format!(" (in {file_name})"));
-    format!("{key}{}{source}", err.kind)
+        .cloned()
 }
 
 #[cfg(test)]
@@ -1991,6 +2057,71 @@ mod tests {
             let err = load(&format!("[audit]\nretention = {bad}\n")).unwrap_err();
             assert!(err.to_string().contains("audit.retention"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_the_key_as_validation_writes_it() {
+        let cases = [
+            ("PORTCULLIS_FOO__BAR", "1", "`foo`", "PORTCULLIS_FOO__BAR"),
+            (
+                "PORTCULLIS_SERVER__LISTN",
+                "1",
+                "`server.listn`",
+                "PORTCULLIS_SERVER__LISTN",
+            ),
+            (
+                "PORTCULLIS_SERVER__THREADS",
+                "many",
+                "`server.threads`",
+                "PORTCULLIS_SERVER__THREADS",
+            ),
+        ];
+        for (name, value, key, var) in cases {
+            let env = vec![(name.to_owned(), value.to_owned())];
+            let text = Config::load_from(Path::new("test.toml"), "", env)
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(key), "{name}: {text}");
+            assert!(
+                text.contains(&format!("environment variable {var})")),
+                "{name}: {text}"
+            );
+            assert!(
+                !text.contains("``") && !text.contains("`one of"),
+                "{name}: {text}"
+            );
+        }
+        let text = load("[[routes]]\nupstream = \"http://127.0.0.1:1\"\npolicy = \"nobody\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(text.contains("`routes[0].policy`"), "{text}");
+    }
+
+    #[test]
+    fn stray_variables_and_a_cheap_bcrypt_cost_are_warned_about() {
+        let env = vec![
+            (
+                "PORTCULLIS_SERVER_LISTEN".to_owned(),
+                "0.0.0.0:1".to_owned(),
+            ),
+            ("PORTCULLIS_CONFIG".to_owned(), "x.toml".to_owned()),
+            (
+                "PORTCULLIS_TEST_REDIS_URL".to_owned(),
+                "redis://x".to_owned(),
+            ),
+        ];
+        let c =
+            Config::load_from(Path::new("t.toml"), "[passwords]\nbcrypt_cost = 4\n", env).unwrap();
+        let warnings = c.warnings().join("\n");
+        assert!(
+            warnings.contains("PORTCULLIS_SERVER_LISTEN names no setting"),
+            "{warnings}"
+        );
+        assert!(!warnings.contains("PORTCULLIS_CONFIG"), "{warnings}");
+        assert!(!warnings.contains("PORTCULLIS_TEST_"), "{warnings}");
+        assert!(warnings.contains("bcrypt_cost = 4"), "{warnings}");
+        let c = load("[passwords]\nbcrypt_cost = 10\n").unwrap();
+        assert!(!c.warnings().join("").contains("bcrypt"));
     }
 
     #[test]
