@@ -1221,7 +1221,7 @@ impl Config {
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let (env, stray): (Vec<(String, String)>, Vec<(String, String)>) = env
+        let (env, stray): (Vec<Variable>, Vec<Variable>) = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
@@ -1936,6 +1936,9 @@ const ENV_SOURCE_NAME: &str = "environment overrides";
 
 /// The lists of tables, which an environment variable cannot address one entry of.
 const FILE_ONLY_SECTIONS: [&str; 2] = ["routes", "identity_providers"];
+
+/// An environment variable: its name and value.
+type Variable = (String, String);
 
 /// The variables of this process that are no setting of its own (`PORTCULLIS_CONFIG`
 /// names the file; the test suite's variables are read by the tests).
