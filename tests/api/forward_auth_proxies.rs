@@ -606,9 +606,9 @@ async fn caddy_strips_what_the_gateway_strips() {
     proxy_strips_what_the_gateway_strips(Proxy::Caddy).await;
 }
 
-/// The gateway's routes for [`the_route_table_decides_behind_nginx`]: forward-auth finds
-/// them from the original request nginx describes.
-const NGINX_RULES: &str = r#"
+/// The gateway's routes for [`the_route_table_decides_behind`]: forward-auth finds them
+/// from the original request the proxy describes.
+const RULES: &str = r#"
 [[routes]]
 name = "open"
 path_prefix = "/open"
@@ -634,16 +634,15 @@ upstream = "http://127.0.0.1:9"
 networks = ["127.0.0.2/32"]
 "#;
 
-/// Behind the documented nginx configuration, the gateway's route table decides: a public
+/// Behind the documented proxy configuration, the gateway's route table decides: a public
 /// route lets anonymous browsers through, roles and networks are held to the browser's own
 /// address, and a client's own `X-Forwarded-Uri` (naming a public route) changes nothing.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_route_table_decides_behind_nginx() {
+async fn the_route_table_decides_behind(proxy: Proxy) {
     for backend in backends() {
-        let Some(s) = stack_with(Proxy::Nginx, backend, NGINX_RULES).await else {
+        let Some(s) = stack_with(proxy, backend, RULES).await else {
             return;
         };
-        let email = format!("nginx-rules-{backend:?}@example.com").to_lowercase();
+        let email = format!("{proxy:?}-rules-{backend:?}@example.com").to_lowercase();
         s.app.verified_user(&email).await;
         let t = s.app.login(&email).await;
         let address: IpAddr = BROWSER_ADDRESS.parse().unwrap();
@@ -655,21 +654,36 @@ async fn the_route_table_decides_behind_nginx() {
             ("x-forwarded-host", "127.0.0.1"),
         ];
 
-        // Anonymous: the public route reaches the app, with no identity.
+        // Anonymous: the public route reaches the app, with no identity. (Caddy before 2.7
+        // copies its placeholder text for a header the answer lacks: docs/forward-auth.md.)
         let page = browser.get_with("/open/x", spoof).await;
         let echo = echo_of(&page);
-        assert!(echoed_header(&echo, "x-user-email").is_empty(), "{echo}");
+        let emails = echoed_header(&echo, "x-user-email");
+        assert!(
+            emails
+                .iter()
+                .all(|e| e.is_empty() || e.starts_with("{http.")),
+            "{echo}"
+        );
         // A client naming the public route in its own headers is still asked to sign in.
-        for path in ["/page", "/ops/x", "/lan"] {
+        for path in ["/page", "/ops/x"] {
             let page = browser.get_with(path, spoof).await;
             assert_eq!(
                 page.status,
                 StatusCode::FOUND,
-                "{backend:?} {path}: {}",
+                "{proxy:?} {backend:?} {path}: {}",
                 page.body
             );
             assert!(page.location().contains("/auth/login?return_to="), "{path}");
         }
+        // A network the browser is not in is refused before anyone is asked to sign in.
+        let page = browser.get_with("/lan/x", spoof).await;
+        assert_eq!(
+            page.status,
+            StatusCode::FORBIDDEN,
+            "{proxy:?} {backend:?}: {}",
+            page.body
+        );
         // Signed in: roles and networks decide, on the browser's address nginx saw.
         let mut headers = vec![("authorization", bearer.as_str())];
         headers.extend_from_slice(spoof);
@@ -680,7 +694,11 @@ async fn the_route_table_decides_behind_nginx() {
             ("/lan/x", StatusCode::FORBIDDEN),
         ] {
             let page = browser.get_with(path, &headers).await;
-            assert_eq!(page.status, status, "{backend:?} {path}: {}", page.body);
+            assert_eq!(
+                page.status, status,
+                "{proxy:?} {backend:?} {path}: {}",
+                page.body
+            );
             if status == StatusCode::OK {
                 assert_eq!(
                     echoed_header(&echo_of(&page), "x-user-email"),
@@ -696,4 +714,14 @@ async fn the_route_table_decides_behind_nginx() {
             .await;
         assert_eq!(echoed_header(&echo_of(&page), "x-user-roles"), ["ops"]);
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_route_table_decides_behind_nginx() {
+    the_route_table_decides_behind(Proxy::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_route_table_decides_behind_caddy() {
+    the_route_table_decides_behind(Proxy::Caddy).await;
 }
