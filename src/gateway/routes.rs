@@ -364,6 +364,44 @@ mod tests {
     }
 
     #[test]
+    fn exact_hosts_then_longer_wildcards_then_any_host() {
+        let route = |name: &str, host: &str, prefix: &str| {
+            format!(
+                "[[routes]]\nname = \"{name}\"\nhost = \"{host}\"\npath_prefix = \"{prefix}\"\n\
+                 upstream = \"http://127.0.0.1:1\"\n"
+            )
+        };
+        let t = table(
+            &[
+                route("any", "", "/"),
+                route("any-deep", "", "/a/b/c"),
+                route("wild", "*.example.com", "/"),
+                route("wild-long", "*.b.example.com", "/"),
+                route("exact", "a.b.example.com", "/a"),
+            ]
+            .concat(),
+        );
+        let cases = [
+            ("a.b.example.com", "/a/b/c", Some("exact")),
+            ("a.b.example.com", "/x", Some("wild-long")),
+            ("x.b.example.com", "/a/b/c", Some("wild-long")),
+            ("b.example.com", "/x", Some("wild")),
+            ("B.Example.Com.:8080", "/x", Some("wild")),
+            ("example.com", "/a/b/c", Some("any-deep")),
+            ("example.com.evil.test", "/x", Some("any")),
+            ("xexample.com", "/x", Some("any")),
+        ];
+        for (host, path, expected) in cases {
+            assert_eq!(
+                name(&t, Some(host), path).as_deref(),
+                expected,
+                "{host}{path}"
+            );
+        }
+        assert_eq!(name(&t, None, "/x").as_deref(), Some("any"));
+    }
+
+    #[test]
     fn no_route_no_match() {
         let t = table("[[routes]]\npath_prefix = \"/only\"\nupstream = \"http://127.0.0.1:1\"\n");
         assert!(t.find(None, "/").is_none());
