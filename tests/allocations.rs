@@ -127,14 +127,14 @@ fn deciding_where_a_canonical_request_goes_allocates_nothing() {
         assert_eq!(rules.check_request(&http::Method::GET, &client), Ok(()));
         assert_eq!(rules.check_account(&account), Ok(()));
         assert!(!request.target_changed && !request.host_changed);
-        let removed = forwarding::names_matching(&headers, |n| proxy_headers.matches(n));
+        let removed = forwarding::names_matching(headers, |n| proxy_headers.matches(n));
         assert!(removed.is_empty());
         assert_eq!(
-            forwarding::cookies_without_credentials(&headers, |t| t.contains("..")),
+            forwarding::cookies_without_credentials(headers, |t| t.contains("..")),
             None
         );
         assert!(!forwarding::must_remove_authorization(
-            &headers,
+            headers,
             false,
             |_| true
         ));

@@ -93,9 +93,10 @@ impl<'a> Requirement<'a> {
 }
 
 /// The refusal of a request that failed one of its route's conditions: 405 with `Allow`
-/// for a method, else 403 with the condition's code; written to the security log.
+/// for a method, else 403 with the condition's code; written to the security log (at INFO:
+/// a refusal is the rule working, not a warning for operators, and is never throttled).
 fn unmet(need: &Requirement<'_>, unmet: Unmet, user: Option<&Principal>) -> Verdict {
-    tracing::warn!(
+    tracing::info!(
         target: SECURITY,
         event = "route_condition_unmet",
         route = need.route,

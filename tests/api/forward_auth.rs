@@ -222,6 +222,16 @@ fn rule_routes() -> String {
     .concat()
 }
 
+/// Query, described method/host/URI, extra headers, token, status and code.
+type DescribedCase<'a> = (
+    &'a str,
+    [Option<&'a str>; 3],
+    &'a [(&'a str, &'a str)],
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
 /// A forward-auth call describing `method host uri` (`None` leaves a header out), with
 /// extra headers and, when given, a token.
 async fn described(
@@ -272,7 +282,7 @@ async fn a_trusted_proxys_original_request_is_decided_by_the_route_table() {
         let lan = [("x-forwarded-for", "10.1.2.3")];
         let away = [("x-forwarded-for", "192.0.2.1")];
         #[rustfmt::skip]
-        let cases: &[(&str, [Option<&str>; 3], &[(&str, &str)], Option<&str>, u16, &str)] = &[
+        let cases: &[DescribedCase] = &[
             ("", [Some("GET"), host, Some("/open/x")], &[], None, 200, ""),
             // The query stays a stricter extra: a public route asked for a second factor.
             ("?two_factor=true", [Some("GET"), host, Some("/open/x")], &[], None, 401, "authentication_required"),
