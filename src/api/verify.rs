@@ -1,5 +1,9 @@
 //! `/api/auth/verify`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and
-//! Caddy `forward_auth`. 200 with the identity headers, or 400/401/403/503.
+//! Caddy `forward_auth`. 200 with the identity headers, or 400/401/403/405/503.
+//!
+//! From a trusted proxy that describes the original request (`X-Forwarded-Method`, `-Host`,
+//! `-Uri`), the gateway finds its route ([`Original`]) and that route's policy and
+//! conditions decide, held to the original method; the query then only adds to them.
 //!
 //! Query parameters narrow the check: `two_factor=true` requires a second factor,
 //! `verified=true` a proven email address and `roles=a,b` any of the roles. Without
@@ -7,8 +11,8 @@
 //!
 //! It fails closed: the query is parsed into a [`Narrowing`] before anything else, and a
 //! key or value it does not know is a 400 naming the key, never ignored (a misspelt
-//! `two_factor=True` must not let a password-only session through). Every method is
-//! decided like `GET`, `OPTIONS` included (it is no CORS preflight here).
+//! `two_factor=True` must not let a password-only session through). The call's own method
+//! is decided like `GET`, `OPTIONS` included (it is no CORS preflight here).
 //!
 //! It never renews: a browser whose access cookie has expired gets a 401, the proxy sends
 //! it to the portal's sign-in page, and that page renews from the refresh cookie (rotation
