@@ -298,6 +298,7 @@ async fn signed_in_browser(app: &App) -> HeaderMap {
             body: body.to_string().into(),
             client_ip: CLIENT_IP,
             user_agent: "bench".into(),
+            original: None,
         },
     )
     .await;

@@ -18,11 +18,17 @@ use crate::domain::{HumanDuration, RateSpec};
 
 mod identity_providers;
 mod registration;
+mod route_checks;
+mod rules;
 
 pub use identity_providers::{
     ClientSecret, IdentityProviderConfig, ProviderId, ProviderKind, check_endpoint_url,
 };
 pub use registration::{DomainPattern, Refusal, RegistrationMode, RegistrationPolicy};
+pub use route_checks::HostPattern;
+pub use rules::{
+    Account, EmailDomain, EmailEntry, MethodName, Network, RouteGuard, Rules, Unmet, UserEntry,
+};
 
 /// Where the config file is looked for when neither `--config` nor `PORTCULLIS_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "config/portcullis.toml";
@@ -1087,7 +1093,9 @@ pub struct RouteConfig {
     /// A short name used in metrics and logs; defaults to the path prefix.
     #[serde(default)]
     pub name: String,
-    /// Exact `Host` to match (without port); `""` matches any host.
+    /// `Host` to match (without port): exact (`app.example.com`), or `*.example.com` for one
+    /// or more labels before `.example.com` (never `example.com` itself); `""` matches any
+    /// host. Compared ignoring letter case and a trailing dot.
     #[serde(default)]
     pub host: String,
     /// The path this route serves, with everything under it on a segment boundary;
@@ -1099,9 +1107,28 @@ pub struct RouteConfig {
     /// Who may pass; `authenticated` by default.
     #[serde(default)]
     pub policy: Policy,
-    /// Roles a user must hold, all of them; empty asks for none.
+    /// The methods this route serves (405 with `Allow` for others); left out, any.
+    #[serde(default)]
+    pub methods: Option<Vec<MethodName>>,
+    /// Where clients may come from (the address after `server.trusted_proxies`); left out,
+    /// anywhere.
+    #[serde(default)]
+    pub networks: Option<Vec<Network>>,
+    /// Accounts (by id) that may pass; one condition with `emails`: either names the account.
+    #[serde(default)]
+    pub users: Option<Vec<UserEntry>>,
+    /// Accounts (by address) that may pass; one condition with `users`.
+    #[serde(default)]
+    pub emails: Option<Vec<EmailEntry>>,
+    /// Domains the account's address must be at (`example.com`, `*.example.com`).
+    #[serde(default)]
+    pub email_domains: Option<Vec<EmailDomain>>,
+    /// Roles the account must hold ANY one of; empty (or left out) for none.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Roles the account must hold ALL of.
+    #[serde(default)]
+    pub all_roles: Vec<String>,
     /// Refuse (403 `email_unverified`) users who have not proved their address; on by
     /// default, so an upstream never sees an unproven `X-User-Email` unless it opts in.
     #[serde(default = "default_true")]
@@ -1327,7 +1354,8 @@ impl Config {
                     ),
                 ));
             }
-            if !seen.insert((route.host.to_ascii_lowercase(), route.path_prefix.clone())) {
+            let host = HostPattern::of(&route.host).to_string();
+            if !seen.insert((host, route.path_prefix.trim_end_matches('/').to_owned())) {
                 return Err(invalid(
                     key("path_prefix"),
                     format!(
@@ -1348,6 +1376,7 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
         warnings.extend(self.open_registration_warning());
+        warnings.extend(route_checks::warnings(&self.routes));
         for name in &self.stray_variables {
             warnings.push(format!(
                 "environment variable {name} names no setting and is ignored (a section and \
@@ -1385,7 +1414,8 @@ impl Config {
             .iter()
             .enumerate()
             .filter(|(_, r)| {
-                matches!(r.policy, Policy::Authenticated | Policy::TwoFactor) && r.roles.is_empty()
+                matches!(r.policy, Policy::Authenticated | Policy::TwoFactor)
+                    && !r.rules().has_identity_conditions()
             })
             .map(|(i, r)| {
                 let name = if r.name.is_empty() {
@@ -1608,6 +1638,66 @@ impl CorsConfig {
 }
 
 impl RouteConfig {
+    /// The route's conditions, in the form requests are compared with.
+    pub fn rules(&self) -> Rules {
+        rules::rules_of(self)
+    }
+
+    /// The name logs and metrics give the route: `name`, else the path prefix.
+    pub fn display_name(&self) -> &str {
+        if self.name.is_empty() {
+            &self.path_prefix
+        } else {
+            &self.name
+        }
+    }
+
+    /// The route's whole policy, as both ways in decide it.
+    pub fn guard(&self) -> RouteGuard {
+        RouteGuard {
+            name: self.display_name().to_owned(),
+            policy: self.policy,
+            verified_email: self.require_verified_email,
+            rules: self.rules(),
+        }
+    }
+
+    /// The first key that names who may pass (users, emails, domains, roles), if any.
+    fn identity_condition(&self) -> Option<&'static str> {
+        [
+            ("users", self.users.is_some()),
+            ("emails", self.emails.is_some()),
+            ("email_domains", self.email_domains.is_some()),
+            ("roles", !self.roles.is_empty()),
+            ("all_roles", !self.all_roles.is_empty()),
+        ]
+        .into_iter()
+        .find_map(|(field, given)| given.then_some(field))
+    }
+
+    /// `host`: empty, a host name, or `*.` and a host name; no port, no other `*`.
+    fn validate_host(&self) -> Result<(), String> {
+        let host = self.host.as_str();
+        let name = host.strip_prefix("*.").unwrap_or(host);
+        if host.is_empty() {
+            return Ok(());
+        }
+        let valid = !name.is_empty()
+            && !name.contains(['*', ':', '/', '@', '[', ']'])
+            && name.trim_end_matches('.').contains(|c: char| c != '.')
+            && !name.trim_end_matches('.').split('.').any(str::is_empty);
+        if !valid {
+            return Err(format!(
+                "{host:?} is not a host name (without port), e.g. \"app.example.com\", or \
+                 \"*.example.com\" for its subdomains"
+            ));
+        }
+        if host.starts_with("*.") && name.parse::<std::net::IpAddr>().is_ok() {
+            return Err(format!("{host:?}: an IP address has no subdomains"));
+        }
+        Ok(())
+    }
+
     /// Checks what one route says by itself; `key` names its fields (`routes[2].upstream`).
     fn validate(&self, key: impl Fn(&str) -> String) -> Result<(), Invalid> {
         let prefix = &self.path_prefix;
@@ -1622,17 +1712,30 @@ impl RouteConfig {
         if let Err(e) = Upstream::check(&self.upstream) {
             return Err(invalid(key("upstream"), e));
         }
-        if self
-            .roles
-            .iter()
-            .any(|r| r.trim().is_empty() || r.contains(','))
-        {
-            let message = "role names must be non-empty and contain no commas";
-            return Err(invalid(key("roles"), message));
+        self.validate_host().map_err(|m| invalid(key("host"), m))?;
+        let role_lists = [
+            ("roles", self.roles.as_slice()),
+            ("all_roles", self.all_roles.as_slice()),
+        ];
+        for (field, roles) in role_lists {
+            if roles.iter().any(|r| r.trim().is_empty() || r.contains(',')) {
+                let message = "role names must be non-empty and contain no commas";
+                return Err(invalid(key(field), message));
+            }
         }
-        if !self.roles.is_empty() && matches!(self.policy, Policy::Public | Policy::Deny) {
-            let message = "roles need policy \"authenticated\" or \"two_factor\"";
-            return Err(invalid(key("roles"), message));
+        if matches!(self.policy, Policy::Public | Policy::Deny)
+            && let Some(field) = self.identity_condition()
+        {
+            let message = format!(
+                "{field} names who may pass, which needs policy \"authenticated\" or \
+                 \"two_factor\" (a {} route asks nobody who they are)",
+                if self.policy == Policy::Public {
+                    "public"
+                } else {
+                    "deny"
+                }
+            );
+            return Err(invalid(key(field), message));
         }
         if self.timeout.is_some_and(|t| t.get().is_zero()) {
             return Err(invalid(key("timeout"), "must be longer than 0s"));

@@ -182,12 +182,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             // Upstreams are resolved here, as the gateway will at start.
-            if let Err(e) = portcullis::gateway::routes::RouteTable::from_config(
+            match portcullis::gateway::routes::RouteTable::from_config(
                 &config,
                 &portcullis::metrics::Metrics::new(),
             ) {
-                eprintln!("portcullis: {e} (in {})", cli.config.display());
-                return ExitCode::from(2);
+                Ok(table) => print_route_table(&table),
+                Err(e) => {
+                    eprintln!("portcullis: {e} (in {})", cli.config.display());
+                    return ExitCode::from(2);
+                }
             }
             match portcullis::passkeys::relying_party_of(&config.server.public_url) {
                 Ok((rp_id, origin)) => println!(
@@ -590,6 +593,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
     server::run_forever(app)?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// check-config's route table: one line per route, in the order requests are matched.
+fn print_route_table(table: &portcullis::gateway::routes::RouteTable) {
+    println!("routes, in match order (host first, then the longest path prefix):");
+    for route in table.iter() {
+        println!("  {}", route.describe());
+    }
 }
 
 /// check-config's lines on `[[identity_providers]]`: each one's redirect URI to register at

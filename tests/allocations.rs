@@ -15,7 +15,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use portcullis::access::gatekeeper::Gatekeeper;
 use portcullis::auth::jwt::KeyRing;
-use portcullis::config::Config;
+use portcullis::config::{Account, Config};
 use portcullis::domain::Email;
 use portcullis::gateway::canonical::canonicalize;
 use portcullis::gateway::forwarding::{self, ProxyHeaders};
@@ -76,6 +76,17 @@ fn deciding_where_a_canonical_request_goes_allocates_nothing() {
         host = "secure.example"
         path_prefix = "/"
         upstream = "http://127.0.0.1:3002"
+        [[routes]]
+        host = "*.apps.example"
+        path_prefix = "/"
+        upstream = "http://127.0.0.1:3003"
+        methods = ["POST", "GET"]
+        networks = ["2001:db8::/32", "10.0.0.0/8"]
+        users = ["9f0c1c43-6b6f-4a8e-9d4c-3f1a3c2b1a00"]
+        emails = ["cached@example.com"]
+        email_domains = ["*.corp.example", "example.com"]
+        roles = ["dev", "ops"]
+        all_roles = ["ops"]
     "#;
     let config = Config::load_from(Path::new("t.toml"), text, Vec::new()).unwrap();
     let table = RouteTable::from_config(&config, &Metrics::new()).unwrap();
@@ -85,43 +96,61 @@ fn deciding_where_a_canonical_request_goes_allocates_nothing() {
     headers.insert("user-agent", http::HeaderValue::from_static("curl/8"));
     headers.insert("accept", http::HeaderValue::from_static("*/*"));
     headers.insert("cookie", http::HeaderValue::from_static("theme=dark"));
+    let mut tenant = headers.clone();
+    tenant.insert(
+        "host",
+        http::HeaderValue::from_static("a.b.apps.example:8443"),
+    );
+    let client: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+    let roles = vec!["ops".to_owned()];
+    let account = Account {
+        id: "0d7f6c1e-2d5b-4a3a-8f52-5a4c1c9e7b11".parse().unwrap(),
+        email: "cached@example.com",
+        roles: &roles,
+    };
 
-    let decide = |target: &'static str| {
+    let decide = |headers: &http::HeaderMap, target: &'static str| {
         let request = canonicalize(
             &http::Method::GET,
             http::Version::HTTP_11,
             target.as_bytes(),
-            &headers,
+            headers,
             None,
         )
         .unwrap();
         let route = table
             .route_for(request.host.as_deref(), &request.path, request.flags)
-            .unwrap();
-        assert!(route.is_some());
+            .unwrap()
+            .expect("a route");
+        // The route's conditions, as the policy decides them.
+        let rules = &route.guard.rules;
+        assert_eq!(rules.check_request(&http::Method::GET, &client), Ok(()));
+        assert_eq!(rules.check_account(&account), Ok(()));
         assert!(!request.target_changed && !request.host_changed);
-        let removed = forwarding::names_matching(&headers, |n| proxy_headers.matches(n));
+        let removed = forwarding::names_matching(headers, |n| proxy_headers.matches(n));
         assert!(removed.is_empty());
         assert_eq!(
-            forwarding::cookies_without_credentials(&headers, |t| t.contains("..")),
+            forwarding::cookies_without_credentials(headers, |t| t.contains("..")),
             None
         );
         assert!(!forwarding::must_remove_authorization(
-            &headers,
+            headers,
             false,
             |_| true
         ));
     };
     // Warm up whatever is lazily initialised.
-    decide("/app/items/42?x=1");
+    decide(&headers, "/app/items/42?x=1");
     for target in [
         "/app/items/42?x=1",
         "/",
         "/static/a.b-c_d~e/",
         "/app?q=%2F..%2F",
     ] {
-        let n = allocations_in(|| decide(target));
-        assert_eq!(n, 0, "{target} allocated {n} times");
+        for (host, headers) in [("any host", &headers), ("wildcard host", &tenant)] {
+            let n = allocations_in(|| decide(headers, target));
+            assert_eq!(n, 0, "{target} on {host} allocated {n} times");
+        }
     }
     // A target that must be resolved does allocate (the canonical copy): the counter works.
     let n = allocations_in(|| {

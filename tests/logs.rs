@@ -27,6 +27,7 @@ async fn the_log_files_keep_secrets_out_log_each_request_and_throttle_repeats() 
     proxied_query_strings_never_reach_the_logs_even_at_debug_level(&logs).await;
     each_request_gets_one_access_line_with_no_query_email_or_token(&logs).await;
     repeated_warnings_are_throttled_with_a_count_and_security_lines_are_kept(&logs).await;
+    route_condition_refusals_are_in_the_security_log(&logs).await;
     pingoras_normal_reuse_failure_is_not_an_error(&logs).await;
     drop(guards);
 }
@@ -90,6 +91,43 @@ async fn proxied_query_strings_never_reach_the_logs_even_at_debug_level(logs: &P
             assert!(!text.contains(secret), "{secret} logged in {file}:\n{text}");
         }
     }
+}
+
+/// Every refusal by a route's conditions is a security line with its reason, never the query.
+async fn route_condition_refusals_are_in_the_security_log(logs: &Path) {
+    let upstream = EchoUpstream::start().await;
+    let scratch = Scratch::new();
+    let route = format!(
+        "[[routes]]\nname = \"lan\"\npath_prefix = \"/lan\"\nupstream = \"{}\"\n\
+         policy = \"public\"\nmethods = [\"GET\"]\nnetworks = [\"10.0.0.0/8\"]\n",
+        upstream.url()
+    );
+    let gw = start_gateway(parse_config(&test_config_text(scratch.dir.path(), &route)));
+    for (method, reason) in [
+        (reqwest::Method::GET, "forbidden_network"),
+        (reqwest::Method::POST, "method_not_allowed"),
+    ] {
+        let r = client()
+            .request(
+                method.clone(),
+                format!("{}/lan/x?token=QUERYSECRET", gw.url()),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{method}");
+        let line = wait_for(&logs.join("security.log"), |l| {
+            l["event"] == "route_condition_unmet" && l["reason"] == reason
+        })
+        .await
+        .unwrap_or_else(|| panic!("no security line for {reason}"));
+        assert_eq!(line["route"], "lan", "{line}");
+        assert_eq!(line["method"], method.as_str(), "{line}");
+        assert_eq!(line["client"], "127.0.0.1", "{line}");
+    }
+    drop(gw);
+    let text = std::fs::read_to_string(logs.join("security.log")).unwrap();
+    assert!(!text.contains("QUERYSECRET"), "{text}");
 }
 
 async fn each_request_gets_one_access_line_with_no_query_email_or_token(logs: &Path) {

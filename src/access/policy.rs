@@ -4,13 +4,16 @@
 //! where browsers sign in, and how their access cookie is renewed — comes in through
 //! [`Browser`].
 
-use http::{HeaderMap, StatusCode};
+use std::net::IpAddr;
+
+use http::{HeaderMap, Method, StatusCode};
 
 use super::Access;
 use super::credentials::{presents_bearer, unauthenticated as unauthorized_reply};
 use super::gatekeeper::{Denial, Principal};
-use crate::config::Policy;
+use crate::config::{Account, Policy, RouteGuard, Rules, Unmet};
 use crate::reply::Reply;
+use crate::telemetry::SECURITY;
 
 /// The outcome of applying a policy to a request.
 pub enum Verdict {
@@ -56,14 +59,74 @@ pub enum Renewal {
     Unavailable(Reply),
 }
 
-/// What a route (or a forward-auth query) asks of the caller.
+/// What a route (and a forward-auth query) asks of the caller.
 pub struct Requirement<'a> {
+    /// The route's name, for the security log (`""` when no route applies).
+    pub route: &'a str,
     /// Who may pass: public, authenticated, two-factor or nobody.
     pub policy: Policy,
-    /// Any of these roles; empty for none.
+    /// The route's conditions ([`Rules::NONE`] for none).
+    pub rules: &'a Rules,
+    /// Any of these roles besides the route's (forward-auth's `roles=`); empty for none.
     pub roles: &'a [String],
     /// The user must have proven their email address.
     pub verified_email: bool,
+    /// The method of the request decided on (forward-auth: the original request's).
+    pub method: &'a Method,
+    /// The client's address, after `server.trusted_proxies`.
+    pub client: IpAddr,
+}
+
+impl<'a> Requirement<'a> {
+    /// What a route asks of a request with this method from this client.
+    pub fn of(guard: &'a RouteGuard, method: &'a Method, client: IpAddr) -> Self {
+        Self {
+            route: &guard.name,
+            policy: guard.policy,
+            rules: &guard.rules,
+            roles: &[],
+            verified_email: guard.verified_email,
+            method,
+            client,
+        }
+    }
+}
+
+/// The refusal of a request that failed one of its route's conditions: 405 with `Allow`
+/// for a method, else 403 with the condition's code; written to the security log (at INFO:
+/// a refusal is the rule working, not a warning for operators, and is never throttled).
+fn unmet(need: &Requirement<'_>, unmet: Unmet, user: Option<&Principal>) -> Verdict {
+    tracing::info!(
+        target: SECURITY,
+        event = "route_condition_unmet",
+        route = need.route,
+        reason = unmet.code(),
+        method = need.method.as_str(),
+        client = %need.client,
+        user_id = user.map(Principal::user_id_text),
+    );
+    let response = match unmet {
+        Unmet::Method => Reply::method_not_allowed(&need.rules.allow),
+        Unmet::Network => Reply::error(
+            StatusCode::FORBIDDEN,
+            unmet.code(),
+            "This resource is not available from your network",
+        ),
+        Unmet::User | Unmet::EmailDomain => Reply::error(
+            StatusCode::FORBIDDEN,
+            unmet.code(),
+            "Your account may not use this resource",
+        ),
+        Unmet::Role => Reply::error(
+            StatusCode::FORBIDDEN,
+            unmet.code(),
+            "Your account lacks the role this resource requires",
+        ),
+    };
+    Verdict::Refuse {
+        response,
+        reason: unmet.code(),
+    }
 }
 
 /// The browser side of a decision, which the caller supplies.
@@ -88,6 +151,9 @@ pub async fn authorize(
     path_and_query: Option<&str>,
     browser: &impl Browser,
 ) -> Verdict {
+    if let Err(refused) = need.rules.check_request(need.method, &need.client) {
+        return unmet(&need, refused, None);
+    }
     match need.policy {
         Policy::Public => return Verdict::Allow(None),
         Policy::Deny => {
@@ -143,16 +209,19 @@ pub async fn authorize(
         };
         return with_cookies(refusal, cookies);
     }
-    if !need.roles.is_empty() && !need.roles.iter().any(|r| principal.roles().contains(r)) {
-        let refusal = Verdict::Refuse {
-            response: Reply::error(
-                StatusCode::FORBIDDEN,
-                "forbidden_role",
-                "Your account lacks the role this resource requires",
-            ),
-            reason: "forbidden_role",
+    let account = Account {
+        id: principal.user_id(),
+        email: principal.email(),
+        roles: principal.roles(),
+    };
+    let extra_roles =
+        if !need.roles.is_empty() && !need.roles.iter().any(|r| account.roles.contains(r)) {
+            Err(Unmet::Role)
+        } else {
+            Ok(())
         };
-        return with_cookies(refusal, cookies);
+    if let Err(refused) = need.rules.check_account(&account).and(extra_roles) {
+        return with_cookies(unmet(&need, refused, Some(&principal)), cookies);
     }
     if cookies.is_empty() {
         Verdict::Allow(Some(principal))

@@ -88,6 +88,7 @@ mod tests {
             body: Bytes::new(),
             client_ip: "127.0.0.1".parse().unwrap(),
             user_agent: String::new(),
+            original: None,
         }
     }
 

@@ -318,6 +318,7 @@ mod tests {
             body: Bytes::from(body.to_string()),
             client_ip: "127.0.0.1".parse().unwrap(),
             user_agent: String::new(),
+            original: None,
         }
     }
 

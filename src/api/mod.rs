@@ -16,6 +16,7 @@ mod passkeys;
 mod profile;
 mod two_factor;
 mod verify;
+pub use verify::Original;
 
 use std::net::IpAddr;
 
@@ -50,6 +51,9 @@ pub struct ApiRequest {
     pub client_ip: IpAddr,
     /// The `User-Agent` header, truncated; empty when absent.
     pub user_agent: String,
+    /// Forward-auth from a trusted proxy: the original request it asks about, as the
+    /// gateway found it in the route table; `None` otherwise.
+    pub original: Option<Original>,
 }
 
 /// Answers one local API request.

@@ -295,6 +295,7 @@ mod tests {
             body: bytes::Bytes::new(),
             client_ip: "127.0.0.1".parse().unwrap(),
             user_agent: String::new(),
+            original: None,
         };
         let mut f = Fields::from_request(&request).unwrap();
         assert_eq!(

@@ -1,5 +1,9 @@
 //! `/api/auth/verify`: forward-auth for nginx `auth_request`, Traefik ForwardAuth and
-//! Caddy `forward_auth`. 200 with the identity headers, or 400/401/403/503.
+//! Caddy `forward_auth`. 200 with the identity headers, or 400/401/403/405/503.
+//!
+//! From a trusted proxy that describes the original request (`X-Forwarded-Method`, `-Host`,
+//! `-Uri`), the gateway finds its route ([`Original`]) and that route's policy and
+//! conditions decide, held to the original method; the query then only adds to them.
 //!
 //! Query parameters narrow the check: `two_factor=true` requires a second factor,
 //! `verified=true` a proven email address and `roles=a,b` any of the roles. Without
@@ -7,8 +11,8 @@
 //!
 //! It fails closed: the query is parsed into a [`Narrowing`] before anything else, and a
 //! key or value it does not know is a 400 naming the key, never ignored (a misspelt
-//! `two_factor=True` must not let a password-only session through). Every method is
-//! decided like `GET`, `OPTIONS` included (it is no CORS preflight here).
+//! `two_factor=True` must not let a password-only session through). The call's own method
+//! is decided like `GET`, `OPTIONS` included (it is no CORS preflight here).
 //!
 //! It never renews: a browser whose access cookie has expired gets a 401, the proxy sends
 //! it to the portal's sign-in page, and that page renews from the refresh cookie (rotation
@@ -16,13 +20,15 @@
 //! a `Set-Cookie` the proxy does not pass on, and the next request would present the
 //! rotated-out token: reuse, and the session ends (docs/forward-auth.md).
 
-use http::{HeaderValue, StatusCode};
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, StatusCode};
 
 use super::{ApiRequest, FieldError, Reply};
 use crate::access::gatekeeper::Principal;
 use crate::access::policy::{self, Renewal, Requirement, Verdict, authorize};
 use crate::app::App;
-use crate::config::Policy;
+use crate::config::{Policy, RouteGuard, Rules};
 
 /// The query keys forward-auth knows (docs/forward-auth.md), each at most once.
 const KEYS: [&str; 3] = ["two_factor", "verified", "roles"];
@@ -123,6 +129,48 @@ impl policy::Browser for ProxiedBrowser {
     }
 }
 
+/// The request a trusted proxy's forward-auth call is about (`X-Forwarded-Method`, `-Host`,
+/// `-Uri`), canonicalised and looked up in the route table by the gateway.
+#[derive(Clone, Debug)]
+pub struct Original {
+    /// The original request's method.
+    pub method: Method,
+    /// The policy of the route it falls under; `None` when no route matches (then the query
+    /// alone decides).
+    pub guard: Option<Arc<RouteGuard>>,
+}
+
+/// No condition: forward-auth for a request no route matches, or that no proxy described.
+static NO_RULES: Rules = Rules::NONE;
+
+/// What the route (when the proxy described the original request) and the query ask,
+/// together: each query key can only add to the route's demands.
+fn requirement<'a>(request: &'a ApiRequest, narrowing: &'a Narrowing) -> Requirement<'a> {
+    let original = request.original.as_ref();
+    let method = original.map_or(&request.method, |o| &o.method);
+    let mut need = match original.and_then(|o| o.guard.as_deref()) {
+        Some(guard) => Requirement::of(guard, method, request.client_ip),
+        None => Requirement {
+            route: "",
+            policy: Policy::Authenticated,
+            rules: &NO_RULES,
+            roles: &[],
+            verified_email: false,
+            method,
+            client: request.client_ip,
+        },
+    };
+    if narrowing.two_factor && need.policy != Policy::Deny {
+        need.policy = Policy::TwoFactor;
+    }
+    if need.policy == Policy::Public && (narrowing.verified || !narrowing.roles.is_empty()) {
+        need.policy = Policy::Authenticated;
+    }
+    need.verified_email |= narrowing.verified;
+    need.roles = &narrowing.roles;
+    need
+}
+
 /// Answers a forward-auth request, whatever its method.
 pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
     let narrowing = match Narrowing::parse(request.query.as_deref().unwrap_or("")) {
@@ -135,15 +183,7 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
             return Reply::validation(&[error]);
         }
     };
-    let need = Requirement {
-        policy: if narrowing.two_factor {
-            Policy::TwoFactor
-        } else {
-            Policy::Authenticated
-        },
-        roles: &narrowing.roles,
-        verified_email: narrowing.verified,
-    };
+    let need = requirement(request, &narrowing);
     let verdict = authorize(&app.access, need, &request.headers, None, &ProxiedBrowser).await;
     let principal = match verdict {
         Verdict::Allow(Some(principal)) | Verdict::Renewed { principal, .. } => principal,

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod canonical;
 pub mod client_ip;
 pub mod connections;
+mod forwarded;
 pub mod forwarding;
 mod respond;
 pub mod routes;
@@ -438,7 +439,16 @@ impl Gateway {
             }
             Destination::Health => self.answer_health(session).await,
             Destination::Local { path, query } => {
-                self.answer_api(session, ctx.client_ip, path, query).await
+                let original = if ctx.peer_trusted && api::is_forward_auth(&path) {
+                    match self.original_request(session.req_header()) {
+                        Ok(original) => original,
+                        Err(refusal) => return write_local_response(session, &refusal).await,
+                    }
+                } else {
+                    None
+                };
+                self.answer_api(session, ctx.client_ip, path, query, original)
+                    .await
             }
             Destination::Portal { path, query } => {
                 self.answer_portal(session, ctx.client_ip, path, query)
@@ -470,12 +480,16 @@ impl Gateway {
         client_ip: IpAddr,
         path: String,
         query: Option<String>,
+        original: Option<api::Original>,
     ) -> Result<()> {
         let response = match self
             .read_api_request(session, client_ip, path, query)
             .await?
         {
-            Ok(request) => api::dispatch(&self.app, request).await,
+            Ok(mut request) => {
+                request.original = original;
+                api::dispatch(&self.app, request).await
+            }
             Err(refusal) => refusal,
         };
         write_local_response(session, &response).await
@@ -529,11 +543,7 @@ impl Gateway {
             Some(target) => target.as_str(),
             None => header.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         };
-        let need = policy::Requirement {
-            policy: route.policy,
-            roles: &route.roles,
-            verified_email: route.require_verified_email,
-        };
+        let need = policy::Requirement::of(&route.guard, &header.method, ctx.client_ip);
         let browser = api::browser::Browser {
             app: &self.app,
             headers: &header.headers,
@@ -607,13 +617,20 @@ impl Gateway {
                 .as_deref()
                 .and_then(|a| http::HeaderValue::from_str(a).ok());
         }
+        self.route_destination(&canonical)
+    }
+
+    /// Where a canonical request goes: the gateway's own paths, a route, or nowhere. The one
+    /// reading of the route table for both ways in (forward-auth asks it of the original
+    /// request).
+    fn route_destination(&self, canonical: &canonical::CanonicalRequest<'_>) -> Destination {
         if canonical.asterisk {
             return Destination::Asterisk;
         }
         let path = canonical.path.as_ref();
         let portal = self.portal.owns(path);
         if config::is_local_path(path) || portal {
-            return local_destination(&canonical, portal);
+            return local_destination(canonical, portal);
         }
         if path.bytes().any(|b| b.is_ascii_uppercase()) && self.is_local_ignoring_case(path) {
             // `/API/auth/login` is not the account API here, but a case-insensitive upstream
@@ -785,6 +802,7 @@ impl Gateway {
             body,
             client_ip,
             user_agent,
+            original: None,
         }))
     }
 

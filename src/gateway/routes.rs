@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::canonical::{self, PathFlags, Refusal};
-use crate::config::{Config, Policy, RouteConfig, Upstream};
+use crate::config::{Config, HostPattern, Policy, RouteConfig, RouteGuard, Upstream};
 use crate::domain::RateSpec;
 use crate::metrics::{Metrics, RouteMetrics};
 
@@ -13,18 +13,15 @@ use crate::metrics::{Metrics, RouteMetrics};
 pub struct Route {
     /// Label for metrics and logs; from config, so the label set is bounded.
     pub name: String,
-    /// Lower-case host to match, or empty for any host.
-    pub host: String,
+    /// The hosts this route serves: exact, `*.suffix`, or any.
+    pub host: HostPattern,
     /// Path prefix to match on a segment boundary (`/app` matches `/app/x`, not `/apps`).
     pub path_prefix: String,
     /// Where matching requests are forwarded.
     pub upstream: Upstream,
-    /// Who may pass.
-    pub policy: Policy,
-    /// The user needs any one of these roles; empty for no role check.
-    pub roles: Vec<String>,
-    /// Users who have not proved their email address are refused.
-    pub require_verified_email: bool,
+    /// Who may pass: the policy and its conditions (methods, networks, who, roles), parsed
+    /// at load; shared with forward-auth's decisions.
+    pub guard: Arc<RouteGuard>,
     /// This route's limit per client address; `None` for no limit.
     pub rate_limit: Option<RateSpec>,
     /// The rate-limit scope (`route:<name>`), built once.
@@ -63,29 +60,24 @@ impl Route {
                 ));
             }
         }
+        let bare_host = cfg.host.strip_prefix("*.").unwrap_or(&cfg.host);
         if !cfg.host.is_empty()
-            && (cfg.host.contains(':') || canonical::canonical_host(&cfg.host).is_err())
+            && (bare_host.contains(':') || canonical::canonical_host(bare_host).is_err())
         {
             return Err(format!(
                 "host {:?} is not a host name (without port), e.g. \"app.example.com\"",
                 cfg.host
             ));
         }
-        let name = if cfg.name.is_empty() {
-            cfg.path_prefix.clone()
-        } else {
-            cfg.name.clone()
-        };
+        let name = cfg.display_name().to_owned();
         Ok(Self {
             rate_limit_scope: format!("route:{name}"),
             metrics: RouteMetrics::new(metrics, &name),
             name,
-            host: canonical_route_host(&cfg.host),
+            host: HostPattern::of(&cfg.host),
             path_prefix: cfg.path_prefix.clone(),
             upstream: Upstream::parse(&cfg.upstream).map_err(|e| format!("upstream: {e}"))?,
-            policy: cfg.policy,
-            roles: cfg.roles.clone(),
-            require_verified_email: cfg.require_verified_email,
+            guard: Arc::new(cfg.guard()),
             rate_limit: cfg.rate_limit,
             connect_timeout: config.server.upstream_connect_timeout.get(),
             read_timeout: cfg.timeout.unwrap_or(config.server.upstream_timeout).get(),
@@ -93,6 +85,36 @@ impl Route {
             allow_path_parameters: cfg.allow_path_parameters,
             forward_authorization: cfg.forward_authorization,
         })
+    }
+
+    /// One line of `check-config`'s route table: name, host, path, methods, networks, and
+    /// who may pass.
+    pub fn describe(&self) -> String {
+        let rules = &self.guard.rules;
+        let list = |items: Option<Vec<String>>| match items {
+            None => "any".to_owned(),
+            Some(items) if items.is_empty() => "none".to_owned(),
+            Some(items) => items.join(","),
+        };
+        let methods = list(
+            rules
+                .methods
+                .as_ref()
+                .map(|m| m.iter().map(ToString::to_string).collect()),
+        );
+        let networks = list(
+            rules
+                .networks
+                .as_ref()
+                .map(|n| n.iter().map(ToString::to_string).collect()),
+        );
+        format!(
+            "{}: host {} path {} methods {methods} networks {networks} -> {}",
+            self.name,
+            self.host,
+            self.path_prefix,
+            who(&self.guard)
+        )
     }
 
     /// Whether `path` falls under this route's prefix, on a segment boundary:
@@ -104,15 +126,11 @@ impl Route {
     }
 }
 
-/// A route's `host` in the form requests are matched in: lower case, no trailing dot.
-fn canonical_route_host(host: &str) -> String {
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
-}
-
 /// All routes, ordered so that the first match is the right one.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    /// Host-specific routes first, then catch-all ones; each group by descending prefix length.
+    /// Exact hosts first, then wildcards (the longest suffix first), then any host; each
+    /// group by descending prefix length.
     routes: Vec<Arc<Route>>,
     /// Whether any prefix holds an upper-case letter (then every path gets the case check).
     has_upper_case_prefix: bool,
@@ -138,7 +156,7 @@ impl RouteTable {
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Stable sort keeps config order among equals, so "first match wins" still holds.
-        routes.sort_by_key(|r| (r.host.is_empty(), std::cmp::Reverse(r.path_prefix.len())));
+        routes.sort_by_key(|r| (r.host.rank(), std::cmp::Reverse(r.path_prefix.len())));
         Ok(Self {
             has_upper_case_prefix: routes
                 .iter()
@@ -153,11 +171,12 @@ impl RouteTable {
     }
 
     fn find_with(&self, host: Option<&str>, path: &str, ignore_case: bool) -> Option<&Arc<Route>> {
-        let host = host.map(strip_port).unwrap_or("");
-        self.routes.iter().find(|r| {
-            (r.host.is_empty() || r.host.eq_ignore_ascii_case(host))
-                && r.matches_path(path, ignore_case)
-        })
+        let host = host
+            .map(strip_port)
+            .map(|h| h.strip_suffix('.').unwrap_or(h));
+        self.routes
+            .iter()
+            .find(|r| r.host.matches(host) && r.matches_path(path, ignore_case))
     }
 
     /// The route for a canonical request, or why it must be refused.
@@ -237,6 +256,41 @@ impl RouteTable {
     }
 }
 
+/// Who may pass a route, in words: the policy, then each condition on the account.
+fn who(guard: &RouteGuard) -> String {
+    let mut parts = vec![match guard.policy {
+        Policy::Public => "anyone".to_owned(),
+        Policy::Deny => "nobody".to_owned(),
+        Policy::Authenticated => "signed in".to_owned(),
+        Policy::TwoFactor => "signed in with a second factor".to_owned(),
+    }];
+    let rules = &guard.rules;
+    if guard.verified_email && matches!(guard.policy, Policy::Authenticated | Policy::TwoFactor) {
+        parts.push("verified address".into());
+    }
+    if rules.users.is_some() || rules.emails.is_some() {
+        let mut named: Vec<String> = rules
+            .users
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        named.extend(rules.emails.iter().flatten().map(|e| e.as_str().to_owned()));
+        parts.push(format!("account one of [{}]", named.join(", ")));
+    }
+    if let Some(domains) = &rules.email_domains {
+        let domains: Vec<String> = domains.iter().map(ToString::to_string).collect();
+        parts.push(format!("address at one of [{}]", domains.join(", ")));
+    }
+    if !rules.roles.is_empty() {
+        parts.push(format!("any of roles [{}]", rules.roles.join(", ")));
+    }
+    if !rules.all_roles.is_empty() {
+        parts.push(format!("all of roles [{}]", rules.all_roles.join(", ")));
+    }
+    parts.join("; ")
+}
+
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
@@ -307,6 +361,44 @@ mod tests {
             name(&t, Some("other.example.com"), "/app").as_deref(),
             Some("app")
         );
+    }
+
+    #[test]
+    fn exact_hosts_then_longer_wildcards_then_any_host() {
+        let route = |name: &str, host: &str, prefix: &str| {
+            format!(
+                "[[routes]]\nname = \"{name}\"\nhost = \"{host}\"\npath_prefix = \"{prefix}\"\n\
+                 upstream = \"http://127.0.0.1:1\"\n"
+            )
+        };
+        let t = table(
+            &[
+                route("any", "", "/"),
+                route("any-deep", "", "/a/b/c"),
+                route("wild", "*.example.com", "/"),
+                route("wild-long", "*.b.example.com", "/"),
+                route("exact", "a.b.example.com", "/a"),
+            ]
+            .concat(),
+        );
+        let cases = [
+            ("a.b.example.com", "/a/b/c", Some("exact")),
+            ("a.b.example.com", "/x", Some("wild-long")),
+            ("x.b.example.com", "/a/b/c", Some("wild-long")),
+            ("b.example.com", "/x", Some("wild")),
+            ("B.Example.Com.:8080", "/x", Some("wild")),
+            ("example.com", "/a/b/c", Some("any-deep")),
+            ("example.com.evil.test", "/x", Some("any")),
+            ("xexample.com", "/x", Some("any")),
+        ];
+        for (host, path, expected) in cases {
+            assert_eq!(
+                name(&t, Some(host), path).as_deref(),
+                expected,
+                "{host}{path}"
+            );
+        }
+        assert_eq!(name(&t, None, "/x").as_deref(), Some("any"));
     }
 
     #[test]

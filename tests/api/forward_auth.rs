@@ -203,3 +203,166 @@ async fn forward_auth_never_renews_and_the_sign_in_page_does() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
 }
+
+/// The routes forward-auth decides by when a trusted proxy describes the original request.
+fn rule_routes() -> String {
+    let route = |name: &str, host: &str, prefix: &str, rest: &str| {
+        format!(
+            "[[routes]]\nname = \"{name}\"\nhost = \"{host}\"\npath_prefix = \"{prefix}\"\n\
+             upstream = \"http://127.0.0.1:9\"\n{rest}\n"
+        )
+    };
+    [
+        route("open", "", "/open", "policy = \"public\""),
+        route("readonly", "", "/readonly", "methods = [\"GET\", \"HEAD\"]"),
+        route("lan", "", "/lan", "networks = [\"10.0.0.0/8\"]"),
+        route("ops", "", "/ops", "roles = [\"ops\"]"),
+        route("tenants", "*.apps.example", "/", "policy = \"deny\""),
+    ]
+    .concat()
+}
+
+/// Query, described method/host/URI, extra headers, token, status and code.
+type DescribedCase<'a> = (
+    &'a str,
+    [Option<&'a str>; 3],
+    &'a [(&'a str, &'a str)],
+    Option<&'a str>,
+    u16,
+    &'a str,
+);
+
+/// A forward-auth call describing `method host uri` (`None` leaves a header out), with
+/// extra headers and, when given, a token.
+async fn described(
+    app: &TestApp,
+    query: &str,
+    original: [Option<&str>; 3],
+    extra: &[(&str, &str)],
+    token: Option<&str>,
+) -> Answer {
+    let path = format!("/api/auth/verify{query}");
+    let mut request = app.http.get(app.url(&path));
+    for (name, value) in ["x-forwarded-method", "x-forwarded-host", "x-forwarded-uri"]
+        .into_iter()
+        .zip(original)
+    {
+        if let Some(value) = value {
+            request = request.header(name, value);
+        }
+    }
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let r = request.send().await.unwrap();
+    let status = r.status();
+    let headers = r.headers().clone();
+    let body = r.json().await.unwrap_or(serde_json::Value::Null);
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trusted_proxys_original_request_is_decided_by_the_route_table() {
+    for backend in backends() {
+        let app = TestApp::spawn_with(backend, &rule_routes(), |c| {
+            c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        })
+        .await;
+        app.verified_user("fa-rules@example.com").await;
+        let t = app.login("fa-rules@example.com").await;
+        let token = Some(t.access.as_str());
+        let host = Some("app.example");
+        let lan = [("x-forwarded-for", "10.1.2.3")];
+        let away = [("x-forwarded-for", "192.0.2.1")];
+        #[rustfmt::skip]
+        let cases: &[DescribedCase] = &[
+            ("", [Some("GET"), host, Some("/open/x")], &[], None, 200, ""),
+            // The query stays a stricter extra: a public route asked for a second factor.
+            ("?two_factor=true", [Some("GET"), host, Some("/open/x")], &[], None, 401, "authentication_required"),
+            ("", [Some("GET"), host, Some("/readonly")], &[], token, 200, ""),
+            ("", [Some("HEAD"), host, Some("/readonly")], &[], token, 200, ""),
+            ("", [Some("POST"), host, Some("/readonly")], &[], token, 405, "method_not_allowed"),
+            ("", [Some("GET"), host, Some("/lan/x")], &lan, token, 200, ""),
+            ("", [Some("GET"), host, Some("/lan/x")], &away, token, 403, "forbidden_network"),
+            ("", [Some("GET"), host, Some("/ops")], &[], token, 403, "forbidden_role"),
+            // Canonicalised as a proxied request: dot segments, escapes and case.
+            ("", [Some("GET"), host, Some("/open/../ops")], &[], token, 403, "forbidden_role"),
+            ("", [Some("GET"), host, Some("/open/%2e%2e/ops?x=1")], &[], token, 403, "forbidden_role"),
+            ("", [Some("GET"), host, Some("/open%2Fx")], &[], token, 400, "encoded_slash"),
+            ("", [Some("GET"), host, Some("/open\\x")], &[], token, 400, "invalid_path"),
+            ("", [Some("GET"), host, Some("/OPS")], &[], token, 400, "ambiguous_path"),
+            ("", [Some("GET"), host, Some("open")], &[], token, 400, "invalid_request_target"),
+            ("", [Some("GET"), Some("app.example:99999"), Some("/open")], &[], token, 400, "invalid_host"),
+            ("", [Some("GET"), Some("a, b"), Some("/open")], &[], token, 400, "invalid_host"),
+            // Hosts as routes see them.
+            ("", [Some("GET"), Some("x.apps.example"), Some("/open")], &[], token, 403, "forbidden"),
+            ("", [Some("GET"), Some("apps.example"), Some("/open")], &[], None, 200, ""),
+            // No route: the query alone decides, as without a description.
+            ("", [Some("GET"), host, Some("/elsewhere")], &[], None, 401, "authentication_required"),
+            ("", [Some("GET"), host, Some("/elsewhere")], &[], token, 200, ""),
+            // A description is whole or refused.
+            ("", [None, host, Some("/open")], &[], token, 400, "invalid_forwarded_request"),
+            ("", [Some("GET"), None, Some("/open")], &[], token, 400, "invalid_forwarded_request"),
+            ("", [Some("GET"), host, None], &[], token, 400, "invalid_forwarded_request"),
+            ("", [Some("G ET"), host, Some("/open")], &[], token, 400, "invalid_forwarded_request"),
+            ("", [Some("GET"), host, Some("/open")], &[("x-forwarded-proto", "gopher")], token, 400, "invalid_forwarded_request"),
+        ];
+        for (query, original, extra, token, status, code) in cases {
+            let r = described(&app, query, *original, extra, *token).await;
+            let what = format!("{backend:?} {query} {original:?} {extra:?}");
+            assert_eq!(r.status.as_u16(), *status, "{what}: {}", r.body);
+            if !code.is_empty() {
+                assert_eq!(r.code(), *code, "{what}: {}", r.body);
+            }
+        }
+        let r = described(
+            &app,
+            "",
+            [Some("DELETE"), host, Some("/readonly")],
+            &[],
+            token,
+        )
+        .await;
+        assert_eq!(r.headers["allow"], "GET, HEAD");
+        // The answer for a public route carries no identity; one for a named route does.
+        let r = described(&app, "", [Some("GET"), host, Some("/open")], &[], token).await;
+        assert!(r.headers.get("x-user-id").is_none());
+        let r = described(&app, "", [Some("GET"), host, Some("/lan")], &lan, token).await;
+        assert_eq!(r.headers["x-user-email"], "fa-rules@example.com");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_untrusted_peers_description_is_ignored() {
+    for backend in backends() {
+        // No trusted proxies: the test client is a client like any other.
+        let app = TestApp::spawn(backend, &rule_routes()).await;
+        app.verified_user("fa-spoof@example.com").await;
+        let t = app.login("fa-spoof@example.com").await;
+        let host = Some("app.example");
+        // A public route named by a client does not open anything...
+        let r = described(&app, "", [Some("GET"), host, Some("/open")], &[], None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{backend:?}");
+        // ...a route's conditions it names are not applied either: the query decides.
+        for uri in ["/ops", "/lan", "/OPS", "/open%2Fx"] {
+            let r = described(
+                &app,
+                "",
+                [Some("POST"), host, Some(uri)],
+                &[],
+                Some(&t.access),
+            )
+            .await;
+            assert_eq!(r.status, StatusCode::OK, "{backend:?} {uri}: {}", r.body);
+        }
+        let r = described(&app, "", [None, None, Some("/open")], &[], None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+}

@@ -36,6 +36,7 @@ mod passkeys_api;
 mod portal;
 mod portal_browser;
 mod rate_limits;
+mod route_rules;
 mod storage_faults;
 mod token_times;
 mod two_factor_api;
