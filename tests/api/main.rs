@@ -24,6 +24,7 @@ mod federation;
 mod federation_accounts;
 mod federation_attacks;
 mod federation_github;
+mod federation_sessions;
 mod forward_auth;
 mod forward_auth_proxies;
 mod forwarding;
