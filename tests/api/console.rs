@@ -630,7 +630,7 @@ async fn one_account_is_changed_form_by_form(app: &TestApp, admin: &Browser) {
         app.post("/api/auth/login", right.clone()).await.status,
         StatusCode::FORBIDDEN
     );
-    let user = submit_ok(admin, &user, &form("activate"), &[], &at("activated")).await;
+    submit_ok(admin, &user, &form("activate"), &[], &at("activated")).await;
     assert_eq!(
         app.post("/api/auth/login", right.clone()).await.status,
         StatusCode::OK
