@@ -207,6 +207,7 @@ async fn signed_in(amr: &[&str]) -> Signed {
             user_agent: "test".into(),
             two_factor: amr.contains(&"otp"),
             passkey: PasskeyUse::None,
+            provider: None,
             remember_me: false,
             refresh_hash: "0".repeat(64),
             idle_ttl: Duration::from_secs(3600),

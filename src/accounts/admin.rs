@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 
+use super::federation::LinkedView;
 use super::lockout;
 use super::proof::{Failed, SecondFactor};
 use super::{AccountError, Accounts, Client};
@@ -66,6 +67,8 @@ pub struct AccountDetail {
     pub sessions: Vec<Session>,
     /// Its passkeys.
     pub passkeys: Vec<StoredPasskey>,
+    /// Its identities at identity providers.
+    pub identities: Vec<LinkedView>,
 }
 
 /// An administrator's change to an account, named after what it does.
@@ -87,6 +90,14 @@ pub enum AccountAction {
     RevokeRole(String),
     /// Every session ends.
     EndSessions,
+    /// The linked identity (`provider`, `subject`) is detached, even the account's last:
+    /// the account keeps its password and the reset by mail.
+    UnlinkIdentity {
+        /// The provider's `id`.
+        provider: String,
+        /// The provider's subject.
+        subject: String,
+    },
 }
 
 impl AccountAction {
@@ -234,7 +245,7 @@ impl Accounts {
         Ok(self.store.search_users(search).await?)
     }
 
-    /// One account with its sessions and passkeys.
+    /// One account with its sessions, passkeys and linked identities.
     ///
     /// Errors: `AccountNotFound`, backend failures.
     pub async fn account_detail(
@@ -245,10 +256,12 @@ impl Accounts {
         let user = self.account(id).await?;
         let sessions = self.sessions.list(id).await?;
         let passkeys = self.store.list_passkeys(id).await?;
+        let identities = self.linked_identities(&user).await?;
         Ok(AccountDetail {
             user,
             sessions,
             passkeys,
+            identities,
         })
     }
 
@@ -351,6 +364,11 @@ impl Accounts {
                 let ended = self.access.revoke_user(id, None).await?.len();
                 end_sessions(store, &user, by, &format!("{ended} sessions ended here")).await?;
                 (ended > 0, true)
+            }
+            AccountAction::UnlinkIdentity { provider, subject } => {
+                let actor = Actor::Admin(admin.user.id);
+                let removed = self.remove_identity(&user, provider, subject, actor, client);
+                (removed.await?, false)
             }
         };
         if ends_sessions {

@@ -199,9 +199,33 @@ pub struct Renewed {
     pub tokens: Tokens,
 }
 
-/// The amr claim values of a session.
+/// How a person proved who they are, for the session it opens.
+#[derive(Clone, Copy, Debug)]
+struct Proven<'a> {
+    /// A second factor took part (for a provider: its `amr`, trusted).
+    two_factor: bool,
+    /// Whether, and how, a passkey took part.
+    passkey: PasskeyUse,
+    /// The identity provider signed in through, if any.
+    provider: Option<&'a str>,
+    /// The audit trail's note on how.
+    how: &'a str,
+}
+
+/// The amr claim values (RFC 8176) of a session: what this gateway can vouch for.
+///
+/// A session opened through an identity provider never claims a password or a code it did
+/// not see: `["mfa"]` once it counts as two factors (the provider's `amr` admitted by
+/// `trust_provider_mfa`, or a local step-up since), otherwise `[]`.
 pub fn amr_of(session: &Session) -> &'static [&'static str] {
     use crate::auth::jwt::{AMR_HARDWARE_KEY, AMR_MULTIPLE_FACTORS, AMR_OTP};
+    if session.provider.is_some() {
+        return if session.two_factor {
+            &[AMR_MULTIPLE_FACTORS]
+        } else {
+            &[]
+        };
+    }
     match session.passkey {
         PasskeyUse::SecondFactor => &[AMR_PASSWORD, AMR_HARDWARE_KEY],
         PasskeyUse::Passwordless => &[AMR_HARDWARE_KEY, AMR_MULTIPLE_FACTORS],
@@ -349,21 +373,31 @@ impl Accounts {
             (PasskeyUse::SecondFactor, _) => "password and passkey",
             (PasskeyUse::Passwordless, _) => "passkey",
         };
-        self.open_session_as(user, two_factor, passkey, remember_me, client, how)
+        let proven = Proven {
+            two_factor,
+            passkey,
+            provider: None,
+            how,
+        };
+        self.open_session_as(user, proven, remember_me, client)
             .await
     }
 
-    /// [`Accounts::open_session`], with `how` the sign-in was made as the audit trail
-    /// records it (a provider's sign-in names the provider and its `amr`).
+    /// [`Accounts::open_session`] for a sign-in `proven` as it says (a provider's names the
+    /// provider, which the session keeps).
     async fn open_session_as(
         &self,
         user: &User,
-        two_factor: bool,
-        passkey: PasskeyUse,
+        proven: Proven<'_>,
         remember_me: bool,
         client: &Client<'_>,
-        how: &str,
     ) -> Result<Tokens, AccountError> {
+        let Proven {
+            two_factor,
+            passkey,
+            provider,
+            how,
+        } = proven;
         self.store.record_successful_login(user.id).await?;
         // A new session never starts from a cached copy of the account that may predate an
         // operator's change.
@@ -384,6 +418,7 @@ impl Accounts {
                 user_agent: client.user_agent.to_owned(),
                 two_factor,
                 passkey,
+                provider: provider.map(str::to_owned),
                 remember_me,
                 refresh_hash: sha256_hex(&secret),
                 idle_ttl: lifetime,

@@ -24,8 +24,9 @@ use super::passkeys::passkey_json;
 use super::{ApiRequest, FieldError, Reply};
 use crate::accounts::AccountError;
 use crate::accounts::admin::{AccountAction, Administrator};
+use crate::accounts::federation::LinkedView;
 use crate::app::App;
-use crate::config::is_role_name;
+use crate::config::{ProviderId, is_role_name};
 use crate::domain::{Email, UserId};
 use crate::session::{Session, SessionId};
 use crate::store::{
@@ -135,6 +136,7 @@ fn session_json(session: &Session, admin: &Administrator) -> Value {
         "user_agent": session.user_agent,
         "two_factor": session.two_factor,
         "second_factor_at": session.second_factor_at,
+        "provider": session.provider,
         "remember_me": session.remember_me,
         "current": session.id == admin.session(),
     })
@@ -357,7 +359,19 @@ fn sessions_json(sessions: &[Session], admin: &Administrator) -> Vec<Value> {
     sessions.iter().map(|s| session_json(s, admin)).collect()
 }
 
-/// `GET /api/admin/users/{id}` — the account with its live sessions and passkeys.
+/// A linked identity as the admin API shows it.
+fn identity_json(identity: &LinkedView) -> Value {
+    json!({
+        "provider": identity.provider,
+        "name": identity.name,
+        "subject": identity.subject,
+        "email": identity.email,
+        "linked_at": identity.linked_at,
+    })
+}
+
+/// `GET /api/admin/users/{id}` — the account with its live sessions, passkeys and linked
+/// identities.
 pub async fn get_user(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
     let (admin, _) = administrator(app, request, &[]).await?;
     let detail = app
@@ -367,6 +381,7 @@ pub async fn get_user(app: &App, request: &ApiRequest, id: &str) -> Result<Reply
         .map_err(refused)?;
     let sessions = sessions_json(&detail.sessions, &admin);
     let passkeys: Vec<Value> = detail.passkeys.iter().map(passkey_json).collect();
+    let identities: Vec<Value> = detail.identities.iter().map(identity_json).collect();
     Ok(Reply::ok(
         StatusCode::OK,
         "User retrieved",
@@ -374,6 +389,7 @@ pub async fn get_user(app: &App, request: &ApiRequest, id: &str) -> Result<Reply
             "user": user_json(&detail.user, Utc::now()),
             "sessions": sessions,
             "passkeys": passkeys,
+            "identities": identities,
         })),
     ))
 }
@@ -421,6 +437,43 @@ pub async fn change_role(
         AccountAction::GrantRole(role)
     } else {
         AccountAction::RevokeRole(role)
+    };
+    changed(app, request, &admin, id, action).await
+}
+
+/// The longest `subject` taken, in characters (OpenID Connect's `sub` is at most 255).
+const MAX_SUBJECT_CHARS: usize = 255;
+
+/// `POST /api/admin/users/{id}/unlink-identity` — `{provider, subject}`; `{changed}`
+/// (`false` when the account has no such identity). The account's last identity goes too:
+/// it keeps its password and the reset by mail.
+pub async fn unlink_identity(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, Reply> {
+    let (admin, _) = administrator(app, request, &[]).await?;
+    let mut f = Fields::from_request(request)?;
+    let provider = f.required("provider");
+    let subject = f.required_raw("subject");
+    let provider = match provider.map(ProviderId::try_from) {
+        Some(Ok(p)) => Some(p),
+        Some(Err(_)) => {
+            f.reject(
+                "provider",
+                "must be a provider id: 1 to 32 of a-z, 0-9 and '-'",
+            );
+            None
+        }
+        None => None,
+    };
+    let bad_subject =
+        |s: &String| s.chars().count() > MAX_SUBJECT_CHARS || s.chars().any(char::is_control);
+    if subject.as_ref().is_some_and(bad_subject) {
+        let message =
+            format!("must be at most {MAX_SUBJECT_CHARS} characters, none a control character");
+        f.reject("subject", message);
+    }
+    let (provider, subject) = f.finish_with(provider.zip(subject))?;
+    let action = AccountAction::UnlinkIdentity {
+        provider: provider.to_string(),
+        subject,
     };
     changed(app, request, &admin, id, action).await
 }

@@ -240,6 +240,7 @@ async fn call_admin(
         Op::RevokeSessions => admin::act(app, request, id, Act::EndSessions).await,
         Op::GrantRole => admin::change_role(app, request, id, true).await,
         Op::RevokeRole => admin::change_role(app, request, id, false).await,
+        Op::UnlinkIdentity => admin::unlink_identity(app, request, id).await,
         Op::UserSessions => admin::user_sessions(app, request, id).await,
         Op::EndSession => admin::end_session(app, request, id).await,
         Op::ListInvitations => admin::list_invitations(app, request).await,

@@ -480,6 +480,7 @@ mod tests {
             user_agent: "test".into(),
             two_factor: false,
             passkey: crate::session::PasskeyUse::None,
+            provider: None,
             remember_me: false,
             refresh_hash: "00".into(),
             idle_ttl: ttl,

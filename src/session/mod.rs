@@ -222,6 +222,10 @@ pub struct Session {
     pub second_factor_at: Option<DateTime<Utc>>,
     /// Whether, and how, a passkey took part in the login.
     pub passkey: PasskeyUse,
+    /// The identity provider (its `[[identity_providers]]` `id`) the session was opened
+    /// through; `None` for a local sign-in. Such a session claims no password in its `amr`,
+    /// and its second factor for the admin console and API is only ever a local step-up.
+    pub provider: Option<String>,
     /// The user asked to stay logged in (the longer refresh lifetime applies).
     pub remember_me: bool,
     /// The refresh-token chain.
@@ -292,6 +296,8 @@ pub struct NewSession {
     pub two_factor: bool,
     /// Whether, and how, a passkey took part in the login.
     pub passkey: PasskeyUse,
+    /// The identity provider the login went through (`None`: a local sign-in).
+    pub provider: Option<String>,
     /// The user asked to stay logged in.
     pub remember_me: bool,
     /// Hash (hex) of the first refresh token.
@@ -314,6 +320,7 @@ impl fmt::Debug for NewSession {
             .field("user_agent", &self.user_agent)
             .field("two_factor", &self.two_factor)
             .field("passkey", &self.passkey)
+            .field("provider", &self.provider)
             .field("remember_me", &self.remember_me)
             .field("refresh_hash", &Redacted(&self.refresh_hash))
             .field("idle_ttl", &self.idle_ttl)
@@ -337,8 +344,11 @@ impl NewSession {
             ip: self.ip,
             user_agent: self.user_agent,
             two_factor: self.two_factor,
-            second_factor_at: self.two_factor.then_some(now),
+            // A provider's word may pass `two_factor` routes (`trust_provider_mfa`), but the
+            // admin console and API take only a factor proven here, by a step-up.
+            second_factor_at: (self.two_factor && self.provider.is_none()).then_some(now),
             passkey: self.passkey,
+            provider: self.provider,
             remember_me: self.remember_me,
             refresh: RefreshState {
                 current_hash: self.refresh_hash,
@@ -525,6 +535,7 @@ mod tests {
             user_agent: "test".into(),
             two_factor: false,
             passkey: PasskeyUse::None,
+            provider: None,
             remember_me: false,
             refresh_hash: current.clone(),
             idle_ttl: Duration::from_secs(60),

@@ -209,6 +209,12 @@ impl SessionStore for RedisSessionStore {
                     .arg(flag(record.remember_me))
                     .arg(&record.refresh.current_hash)
                     .arg(record.passkey.as_str())
+                    .arg(record.provider.as_deref().unwrap_or(""))
+                    .arg(
+                        record
+                            .second_factor_at
+                            .map_or(String::new(), |at| at.timestamp_micros().to_string()),
+                    )
                     .invoke_async(&mut conn)
                     .await
                     .map_err(unavailable)
@@ -592,6 +598,7 @@ fn parse_session(id: SessionId, fields: &HashMap<String, String>) -> Result<Sess
             None => None,
         },
         passkey: super::PasskeyUse::from_stored(optional("pk").map_or("", String::as_str)),
+        provider: optional("idp").cloned(),
         remember_me: text("rem")? == "1",
         refresh: RefreshState {
             current_hash: text("cur")?.clone(),
@@ -746,7 +753,8 @@ end
 "#;
 
 // KEYS: user index, session. ARGV: prefix, id, now, max, channel, uid, exp, abs, idle,
-// ip, ua, tfa, rem, refresh hash, passkey use.
+// ip, ua, tfa, rem, refresh hash, passkey use, identity provider ('' for none), when the
+// second factor was proven ('' for never: `NewSession::start` decides).
 const LUA_CREATE: &str = r#"
 local ukey, skey = KEYS[1], KEYS[2]
 local prefix, id, now, max, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -769,7 +777,7 @@ if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
 redis.call('HSET', skey, 'uid', ARGV[6], 'created', ARGV[3], 'seen', ARGV[3], 'exp', ARGV[7],
   'abs', ARGV[8], 'idle', ARGV[9], 'ip', ARGV[10], 'ua', ARGV[11], 'tfa', ARGV[12],
   'rem', ARGV[13], 'cur', ARGV[14], 'prev', '', 'rot', '', 'gen', '0', 'retired', '',
-  'pk', ARGV[15], 'sfa', (ARGV[12] == '1') and ARGV[3] or '')
+  'pk', ARGV[15], 'idp', ARGV[16], 'sfa', ARGV[17])
 expire_at(skey, tonumber(ARGV[7]), now)
 redis.call('ZADD', ukey, int(score), id)
 extend_to(ukey, tonumber(ARGV[8]), now)

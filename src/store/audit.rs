@@ -24,8 +24,9 @@ pub const MAX_DETAIL_CHARS: usize = 200;
 /// ([`AuditKind::as_str`]), and the CLI's `--kind` takes the same names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuditKind {
-    /// A sign-in with a password (and second factor) or a passkey: success, a wrong
-    /// guess (`failure`) or a refusal (`refused`: locked, deactivated).
+    /// A sign-in with a password (and second factor), a passkey or an identity provider:
+    /// success, a wrong guess or a callback that failed a check (`failure`) or a refusal
+    /// (`refused`: locked, deactivated, no account for the identity).
     SignIn,
     /// A wrong guess locked the account.
     Lockout,
@@ -92,11 +93,16 @@ pub enum AuditKind {
     RefreshReuse,
     /// The account's names changed.
     ProfileUpdate,
+    /// An identity at an identity provider linked to the account (from the account page, or
+    /// by a verified address): the provider and subject; refused links too.
+    IdentityLink,
+    /// A linked identity detached, by the owner or an administrator: the provider and subject.
+    IdentityUnlink,
 }
 
 impl AuditKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [Self; 32] = [
+    pub const ALL: [Self; 34] = [
         Self::SignIn,
         Self::Lockout,
         Self::StepUp,
@@ -129,6 +135,8 @@ impl AuditKind {
         Self::AdminRefused,
         Self::RefreshReuse,
         Self::ProfileUpdate,
+        Self::IdentityLink,
+        Self::IdentityUnlink,
     ];
 
     /// The value stored in the `kind` column.
@@ -166,6 +174,8 @@ impl AuditKind {
             Self::AdminRefused => "admin_refused",
             Self::RefreshReuse => "refresh_reuse",
             Self::ProfileUpdate => "profile_update",
+            Self::IdentityLink => "identity_link",
+            Self::IdentityUnlink => "identity_unlink",
         }
     }
 

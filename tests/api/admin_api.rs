@@ -293,6 +293,14 @@ fn cases(t: &Targets) -> Vec<Case> {
         ),
         case(
             Method::POST,
+            "/api/admin/users/{id}/unlink-identity",
+            target,
+            Some(json!({"provider": "idp", "subject": "target-at-idp"})),
+            ok,
+            on_target("identity_unlink"),
+        ),
+        case(
+            Method::POST,
             "/api/admin/users/{id}/reset-2fa",
             target,
             None,
@@ -384,6 +392,18 @@ async fn assert_refused(
     }
 }
 
+/// Links the identity `subject` at the provider `idp` to `user`, as a sign-in would.
+async fn link(app: &TestApp, user: UserId, subject: &str) {
+    let identity = portcullis::store::NewLinkedIdentity {
+        user_id: user,
+        provider: "idp".into(),
+        subject: subject.into(),
+        email: format!("{subject}@idp.example"),
+    };
+    let linked = app.store().await.link_identity(&identity).await;
+    assert!(linked.expect("the store answers"), "{subject} was linked");
+}
+
 /// The accounts the matrix acts on, made through the API.
 async fn targets(app: &TestApp) -> Targets {
     let r = app.register("target@example.com").await;
@@ -392,8 +412,10 @@ async fn targets(app: &TestApp) -> Targets {
     let other = app.login("other@example.com").await;
     let sessions = app.get_as(&other.access, "/api/auth/sessions").await;
     app.verified_user("doomed@example.com").await;
+    let target = id_of(app, "target@example.com").await;
+    link(app, target, "target-at-idp").await;
     Targets {
-        target: id_of(app, "target@example.com").await,
+        target,
         other: id_of(app, "other@example.com").await,
         other_session: sessions.body["data"]["sessions"][0]["id"]
             .as_str()
@@ -953,6 +975,49 @@ async fn assert_bad_input_is_named(app: &TestApp, token: &str) {
         assert_eq!(named, fields, "{path}: {}", r.body);
     }
     let me = id_of(app, "root@example.com").await;
+    let unlink = format!("/api/admin/users/{me}/unlink-identity");
+    let long = "s".repeat(256);
+    let bad_identities = [
+        (json!({}), vec!["provider", "subject"]),
+        (
+            json!({"provider": "Not A Slug", "subject": "s"}),
+            vec!["provider"],
+        ),
+        (
+            json!({"provider": "-idp", "subject": "s"}),
+            vec!["provider"],
+        ),
+        (
+            json!({"provider": "idp", "subject": "a\u{0}b"}),
+            vec!["subject"],
+        ),
+        (
+            json!({"provider": "idp", "subject": "a\u{1b}[31m"}),
+            vec!["subject"],
+        ),
+        (json!({"provider": "idp", "subject": long}), vec!["subject"]),
+        (
+            json!({"provider": 5, "subject": ["s"]}),
+            vec!["provider", "subject"],
+        ),
+    ];
+    for (body, fields) in bad_identities {
+        let r = app.post_as(token, &unlink, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.body);
+        let named: Vec<&str> = r.body["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["field"].as_str().unwrap())
+            .collect();
+        assert_eq!(named, fields, "{body}: {}", r.body);
+    }
+    let unknown = format!("/api/admin/users/{some_id}/unlink-identity");
+    let r = app
+        .post_as(token, &unknown, json!({"provider": "idp", "subject": "s"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    assert_eq!(r.code(), "user_not_found");
     for body in [json!({}), json!({"role": "a b"}), json!({"role": ["ops"]})] {
         let r = app
             .post_as(token, &format!("/api/admin/users/{me}/grant-role"), body)
@@ -1022,6 +1087,49 @@ async fn assert_accounts_are_shown_without_secrets(app: &TestApp, token: &str) {
             .any(|s| s["current"] == true && s["second_factor_at"].is_string())
     );
     assert_eq!(data["passkeys"], json!([]));
+    assert_eq!(data["identities"], json!([]));
+    assert_identities_are_shown_and_removed(app, token, root.id).await;
+}
+
+/// An account's linked identities are listed, and an administrator removes one — even the
+/// account's last (it keeps its password) — audited with the administrator as the actor.
+async fn assert_identities_are_shown_and_removed(app: &TestApp, token: &str, root: UserId) {
+    link(app, root, "root-at-idp").await;
+    let detail = format!("/api/admin/users/{root}");
+    let r = app.get_as(token, &detail).await;
+    let identities = r.body["data"]["identities"].as_array().unwrap().clone();
+    assert_eq!(identities.len(), 1, "{}", r.body);
+    let shown = &identities[0];
+    assert_eq!(shown["provider"], "idp");
+    assert_eq!(
+        shown["name"], "idp",
+        "no longer configured: named by its id"
+    );
+    assert_eq!(shown["subject"], "root-at-idp");
+    assert_eq!(shown["email"], "root-at-idp@idp.example");
+    assert!(shown["linked_at"].is_string(), "{shown}");
+
+    let unlink = format!("/api/admin/users/{root}/unlink-identity");
+    let body = json!({"provider": "idp", "subject": "root-at-idp"});
+    let r = app.post_as(token, &unlink, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["data"]["changed"], true);
+    let r = app.post_as(token, &unlink, body).await;
+    assert_eq!(r.body["data"]["changed"], false, "{}", r.body);
+    let r = app.get_as(token, &detail).await;
+    assert_eq!(r.body["data"]["identities"], json!([]));
+    let store = app.store().await;
+    let event = event_where(&*store, "identity_unlink", |e| {
+        e.kind == "identity_unlink" && e.subject == Some(root)
+    })
+    .await;
+    assert_eq!(event.actor, Actor::Admin(root));
+    assert_eq!(event.detail, "provider idp, subject root-at-idp");
+    assert_eq!(event.client_ip.as_deref(), Some("127.0.0.1"));
+    // The last identity gone, the password still signs in.
+    let login = json!({"email": "root@example.com", "password": PASSWORD});
+    let r = app.post("/api/auth/login", login).await;
+    assert_eq!(r.code(), "two_factor_required", "{}", r.body);
 }
 
 /// `next_page` and `next_before` lead through every page.

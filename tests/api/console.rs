@@ -95,6 +95,12 @@ async fn submit_ok(
     page(browser, expected).await
 }
 
+/// How many identities are linked to `user`.
+async fn linked_to(app: &TestApp, user: &User) -> usize {
+    let linked = app.store().await.linked_identities(user.id).await;
+    linked.expect("the store answers").len()
+}
+
 /// The rows of the page's table (`<th scope="row">`).
 fn rows(page: &Html) -> usize {
     page.body.matches("<th scope=\"row\">").count()
@@ -624,11 +630,53 @@ async fn one_account_is_changed_form_by_form(app: &TestApp, admin: &Browser) {
         app.post("/api/auth/login", right.clone()).await.status,
         StatusCode::FORBIDDEN
     );
-    let user = submit_ok(admin, &user, &form("activate"), &[], &at("activated")).await;
+    submit_ok(admin, &user, &form("activate"), &[], &at("activated")).await;
     assert_eq!(
         app.post("/api/auth/login", right.clone()).await.status,
         StatusCode::OK
     );
+
+    // A linked identity: listed, removed only with its box ticked, audited.
+    let identity = portcullis::store::NewLinkedIdentity {
+        user_id: target.id,
+        provider: "corp".into(),
+        subject: "target-at-corp".into(),
+        email: "target@corp.example".into(),
+    };
+    assert!(app.store().await.link_identity(&identity).await.unwrap());
+    let user = page(admin, &path).await;
+    assert!(
+        user.body.contains("<code>target-at-corp</code>"),
+        "{}",
+        user.body
+    );
+    assert!(user.body.contains("target@corp.example"));
+    let ru = page(admin, &format!("{path}?lang=ru")).await;
+    assert!(ru.body.contains("Сервисы входа") && ru.body.contains("Да, отвязать"));
+    let user = page(admin, &format!("{path}?lang=en")).await;
+    let which = [("provider", "corp"), ("subject", "target-at-corp")];
+    let r = submit(admin, &user, &form("unlink-identity"), &which).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("id=\"confirm_unlink-error\""), "{}", r.body);
+    assert_eq!(linked_to(app, &target).await, 1);
+    let confirmed = [which[0], which[1], ("confirm", "yes")];
+    let user = submit_ok(
+        admin,
+        &user,
+        &form("unlink-identity"),
+        &confirmed,
+        &at("identity_unlinked"),
+    )
+    .await;
+    assert!(
+        user.body
+            .contains("The sign-in service has been removed from the account.")
+    );
+    assert!(!user.body.contains("target-at-corp"));
+    assert_eq!(linked_to(app, &target).await, 0);
+    audited(app, AuditKind::IdentityUnlink, email).await;
+    let r = submit(admin, &user, &form("unlink-identity"), &confirmed).await;
+    assert_eq!(r.location(), at("unchanged"));
 
     // Deleted only with the box ticked; then gone, its page says so.
     let r = submit(admin, &user, &form("delete"), &[]).await;

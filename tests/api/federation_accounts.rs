@@ -8,13 +8,14 @@ use crate::support::app::*;
 use crate::support::browser::{Browser, Html};
 use crate::support::hostile_op::{Attack, HostileOp};
 use crate::support::oidc::through_op;
-use portcullis::domain::Email;
+use portcullis::domain::{Email, UserId};
+use portcullis::store::{Actor, AuditEvent, AuditFilter, AuditOutcome, UserStore};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const CLIENT: &str = "portcullis-idp";
+pub(crate) const CLIENT: &str = "portcullis-idp";
 
-async fn spawn(backend: Backend, stub: &HostileOp, keys: &str, before: &str) -> TestApp {
+pub(crate) async fn spawn(backend: Backend, stub: &HostileOp, keys: &str, before: &str) -> TestApp {
     let config = format!(
         "{before}\n[[identity_providers]]\nid = \"idp\"\nname = \"IdP\"\nkind = \"oidc\"\nissuer = \"{}\"\n\
          client_id = \"{CLIENT}\"\nclient_secret = \"s\"\n{keys}\n",
@@ -25,24 +26,24 @@ async fn spawn(backend: Backend, stub: &HostileOp, keys: &str, before: &str) -> 
 }
 
 /// The stub's next identity: its subject and claims.
-fn assert_as(stub: &HostileOp, subject: &str, claims: Value) {
+pub(crate) fn assert_as(stub: &HostileOp, subject: &str, claims: Value) {
     let mut s = stub.state.lock().unwrap();
     s.subject = subject.to_owned();
     s.claims = claims.as_object().cloned().unwrap_or_default();
 }
 
 /// A sign-in through the stub from a fresh browser: the browser and the gateway's answer.
-async fn sign_in(app: &TestApp) -> (Browser, Html) {
+pub(crate) async fn sign_in(app: &TestApp) -> (Browser, Html) {
     let browser = Browser::new(&app.url(""));
     let (page, _) = through_op(&browser, "/auth/oidc/idp/start", "unused").await;
     (browser, page)
 }
 
-fn signed_in(browser: &Browser) -> bool {
+pub(crate) fn signed_in(browser: &Browser) -> bool {
     browser.cookie("portcullis_refresh").is_some()
 }
 
-async fn user(app: &TestApp, email: &str) -> Option<portcullis::store::User> {
+pub(crate) async fn user(app: &TestApp, email: &str) -> Option<portcullis::store::User> {
     app.store()
         .await
         .find_by_email(&Email::parse(email).unwrap())
@@ -87,10 +88,16 @@ async fn an_address_joins_an_existing_account_only_when_linking_is_on_and_both_s
                 assert_eq!(page.status, StatusCode::OK, "{case}: {}", page.body);
                 assert!(signed_in(&browser), "{case}");
                 assert_eq!(linked.len(), 1, "{case}");
+                let event = audited(&*app.store().await, "identity_link", local.id).await;
+                assert_eq!(
+                    event.detail, "provider idp, subject attacker-sub, by verified address",
+                    "{case}"
+                );
             } else {
-                assert_eq!(page.status, StatusCode::CONFLICT, "{case}: {}", page.body);
+                // Answered as if the address had no account (the page tells nothing).
+                assert_eq!(page.status, StatusCode::FORBIDDEN, "{case}: {}", page.body);
                 assert!(
-                    page.body.contains("already exists"),
+                    page.body.contains("If you already have an account here"),
                     "{case}: {}",
                     page.body
                 );
@@ -171,7 +178,7 @@ async fn accounts_made_at_a_first_sign_in_follow_the_registration_policy() {
         let (_, page) = sign_in(&app).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
         assert!(
-            page.body.contains("No account here is linked"),
+            page.body.contains("If you already have an account here"),
             "{}",
             page.body
         );
@@ -312,6 +319,14 @@ async fn an_identity_is_linked_and_unlinked_from_the_account_page_after_a_step_u
             .await;
         let (page, _) = through_op(&bob, started.location(), "unused").await;
         assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+        let store = app.store().await;
+        let bob_id = user(&app, "bob@example.com").await.unwrap().id;
+        let refused = audited(&*store, "identity_link", bob_id).await;
+        assert_eq!(refused.outcome, AuditOutcome::Refused);
+        assert_eq!(
+            refused.detail,
+            "provider idp, subject ada-at-idp: linked to another account"
+        );
 
         // Unlinking takes the password too; then the identity signs in nowhere.
         let account = ada.get("/auth/account").await;
@@ -359,6 +374,42 @@ async fn an_identity_is_linked_and_unlinked_from_the_account_page_after_a_step_u
         );
         let (_, page) = sign_in(&app).await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+
+        // The link and the unlink are their own audit kinds, with provider and subject.
+        let linked = audited(&*store, "identity_link", ada_user.id).await;
+        assert_eq!(linked.outcome, AuditOutcome::Success, "{backend:?}");
+        assert_eq!(
+            linked.detail,
+            "provider idp, subject ada-at-idp, from the account page"
+        );
+        let unlinked = audited(&*store, "identity_unlink", ada_user.id).await;
+        assert_eq!(unlinked.actor, Actor::User(ada_user.id));
+        assert_eq!(unlinked.detail, "provider idp, subject ada-at-idp");
+        assert_eq!(unlinked.client_ip.as_deref(), Some("127.0.0.1"));
+    }
+}
+
+/// The newest event of `kind` whose actor is `user`, once written (events are written
+/// after the answer); panics after five seconds.
+async fn audited(store: &dyn UserStore, kind: &str, user: UserId) -> AuditEvent {
+    let started = std::time::Instant::now();
+    loop {
+        let filter = AuditFilter {
+            limit: 1000,
+            ..AuditFilter::default()
+        };
+        let events = store.audit_events(&filter).await.unwrap();
+        if let Some(e) = events
+            .into_iter()
+            .find(|e| e.kind == kind && e.actor == Actor::User(user))
+        {
+            return e;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "no {kind} event"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
 

@@ -25,6 +25,7 @@ mod federation_accounts;
 mod federation_attacks;
 mod federation_github;
 mod federation_protocol;
+mod federation_sessions;
 mod forward_auth;
 mod forward_auth_proxies;
 mod forwarding;

@@ -578,6 +578,7 @@ async fn walk_account(admin: &Browser, axe: &str, world: &ConsoleWorld, lang: &s
         .goto(&format!("{base}/auth/admin/users/{}", world.target))
         .await;
     admin.find("#sessions-caption").await;
+    admin.find("#identities-caption").await;
     check_no_violations(admin, axe, &name("account")).await;
     if lang == "ru" {
         screenshot(admin, "console-account-ru").await;
@@ -689,6 +690,14 @@ async fn an_administrator_uses_the_console_in_english_and_russian_in_chromium() 
             target: id_of("target@example.com").await,
             own: id_of("root@example.com").await,
         };
+        // The target's page lists a linked identity, with its remove form.
+        let identity = portcullis::store::NewLinkedIdentity {
+            user_id: world.target.parse().unwrap(),
+            provider: "corp".into(),
+            subject: "target-at-corp".into(),
+            email: "target@corp.example".into(),
+        };
+        assert!(store.link_identity(&identity).await.unwrap());
         let driver = ChromeDriver::start().await;
         walk_the_console(&driver, &axe, &world, "en").await;
         walk_the_console(&driver, &axe, &world, "ru").await;

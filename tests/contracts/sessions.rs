@@ -137,7 +137,39 @@ conformance!(
     every_key_has_a_ttl,
     liveness_agrees_with_get,
     second_factor_is_recorded_at_login_and_by_a_step_up,
+    a_providers_session_keeps_its_provider_and_no_factor_for_the_admin,
 );
+
+/// A session opened through an identity provider keeps the provider's id on every
+/// instance; a second factor the provider vouched for counts for the session but records
+/// no `second_factor_at` (the admin console and API take only a local step-up).
+async fn a_providers_session_keeps_its_provider_and_no_factor_for_the_admin(b: &Backend) {
+    let store = &b.store;
+    let user = UserId::random();
+    let mut through = login(user);
+    through.two_factor = true;
+    through.provider = Some("corp-sso".into());
+    let created = store.create(through).await.unwrap().session;
+    assert_eq!(created.provider.as_deref(), Some("corp-sso"));
+    assert!(created.two_factor);
+    assert_eq!(created.second_factor_at, None);
+    let other = b.second_instance().await;
+    let read = other.get(&created.id).await.unwrap().unwrap();
+    assert_eq!(read.provider.as_deref(), Some("corp-sso"));
+    assert!(read.two_factor);
+    assert_eq!(read.second_factor_at, None);
+
+    let local = store.create(login(user)).await.unwrap().session;
+    assert_eq!(other.get(&local.id).await.unwrap().unwrap().provider, None);
+    let at = Utc::now();
+    assert!(store.prove_second_factor(&created.id, at).await.unwrap());
+    let proven = other.get(&created.id).await.unwrap().unwrap();
+    assert_eq!(
+        proven.second_factor_at.map(|t| t.timestamp_micros()),
+        Some(at.timestamp_micros())
+    );
+    assert_eq!(proven.provider.as_deref(), Some("corp-sso"));
+}
 
 const IDLE: Duration = Duration::from_secs(3600);
 const ABSOLUTE: Duration = Duration::from_secs(7 * 86_400);
@@ -154,6 +186,7 @@ fn login(user_id: UserId) -> NewSession {
         user_agent: "Mozilla/5.0 (test)".into(),
         two_factor: false,
         passkey: portcullis::session::PasskeyUse::None,
+        provider: None,
         remember_me: false,
         refresh_hash: hash(),
         idle_ttl: IDLE,

@@ -30,10 +30,10 @@ use super::{Accounts, Client, StepUp, Tokens};
 use crate::auth::secrets::{random_token, sha256_hex};
 use crate::config::{Config, IdentityProviderConfig, ProviderKind, Refusal};
 use crate::domain::{Email, UserId};
-use crate::session::PasskeyUse;
+use crate::session::{PasskeyUse, SessionId};
 use crate::store::{
-    AuditKind, AuditOutcome, LinkedIdentity, NewLinkedIdentity, NewUser, StoreError, User,
-    UserChange,
+    Actor, AuditKind, AuditOutcome, LinkedIdentity, NewAuditEvent, NewLinkedIdentity, NewUser,
+    StoreError, User, UserChange,
 };
 use crate::telemetry::SECURITY;
 
@@ -45,6 +45,15 @@ pub const FLOW_TTL: Duration = Duration::from_secs(600);
 
 /// The `amr` values (RFC 8176) that mean the provider checked more than one factor.
 const MULTI_FACTOR_AMR: &[&str] = &["mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "iris"];
+
+/// Every `amr` value RFC 8176 registers: the audit trail notes these and no other text.
+const RFC_8176_AMR: &[&str] = &[
+    "face", "fpt", "geo", "hwk", "iris", "kba", "mca", "mfa", "otp", "pin", "pop", "pwd", "rba",
+    "retina", "sc", "sms", "swk", "tel", "user", "vbm", "wia",
+];
+
+/// The most characters of a provider's subject the audit trail notes.
+const MAX_NOTED_SUBJECT_CHARS: usize = 100;
 
 /// Why a federated sign-in did not happen; the portal shows each as a page.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +93,9 @@ pub enum FederationError {
     #[error("no account is linked to this identity")]
     NoAccount,
     /// An account would be made but the address has one already: it must be linked from
-    /// its account page (409).
+    /// its account page. Answered exactly as [`NoAccount`](Self::NoAccount) (403, the same
+    /// page), so a sign-in tells nobody which addresses have accounts; only the audit trail
+    /// tells them apart.
     #[error("an account with this address exists")]
     AddressTaken,
     /// The provider asserted no address, and an account cannot be made without one (403).
@@ -99,6 +110,10 @@ pub enum FederationError {
     /// The identity is not linked to this account (404).
     #[error("no such linked identity")]
     NotLinked,
+    /// A link finished after the session that started it ended (signed out, ended from
+    /// another device or by an administrator) or for another account: nothing linked (403).
+    #[error("the session that started the link has ended")]
+    LinkSessionEnded,
     /// The account is deactivated, or a backend failed.
     #[error("the account core refused: {0:?}")]
     Account(super::AccountError),
@@ -132,10 +147,13 @@ impl FederationError {
             Self::Unavailable | Self::InvalidAnswer => S::BAD_GATEWAY,
             Self::ProviderRefused { .. } | Self::InvalidCallback => S::BAD_REQUEST,
             Self::InvalidToken(_) => S::UNAUTHORIZED,
-            Self::NotAllowed | Self::NoAccount | Self::NoAddress | Self::Registration(_) => {
-                S::FORBIDDEN
-            }
-            Self::AddressTaken | Self::LinkedElsewhere => S::CONFLICT,
+            Self::NotAllowed
+            | Self::NoAccount
+            | Self::AddressTaken
+            | Self::NoAddress
+            | Self::Registration(_)
+            | Self::LinkSessionEnded => S::FORBIDDEN,
+            Self::LinkedElsewhere => S::CONFLICT,
             Self::NotLinked => S::NOT_FOUND,
             // The portal answers these as it answers the account core's other refusals.
             Self::Account(_) => S::SERVICE_UNAVAILABLE,
@@ -152,15 +170,42 @@ impl FederationError {
             Self::InvalidCallback => "federation_invalid_callback",
             Self::InvalidToken(_) => "federation_invalid_token",
             Self::NotAllowed => "federation_not_allowed",
-            Self::NoAccount => "federation_no_account",
-            Self::AddressTaken => "federation_address_taken",
+            // One sentence for both: whether the address has an account is not told.
+            Self::NoAccount | Self::AddressTaken => "federation_no_account",
             Self::NoAddress => "federation_no_address",
             Self::Registration(Refusal::InvitationRequired) => "error_invitation_required",
             Self::Registration(_) => "error_registration_closed",
             Self::LinkedElsewhere => "federation_linked_elsewhere",
             Self::NotLinked => "error_generic",
+            Self::LinkSessionEnded => "federation_link_session_ended",
             Self::Account(e) => e.catalogue_key(),
         }
+    }
+
+    /// How the audit trail records it when a callback ends so, and why (a fixed note: never
+    /// the provider's own text, a token or a code); `None` for what is no refusal.
+    fn audit_reason(&self) -> Option<(AuditOutcome, String)> {
+        use AuditOutcome::{Failure, Refused};
+        let (outcome, why) = match self {
+            Self::UnknownProvider | Self::NotLinked => return None,
+            Self::Unavailable => (Failure, "the provider could not be reached"),
+            Self::ProviderRefused { .. } => (Failure, "the provider answered with an error"),
+            Self::InvalidAnswer => (Failure, "the provider's answer was not valid"),
+            Self::InvalidCallback => (Failure, "the callback matched no flow of this browser"),
+            Self::InvalidToken(check) => {
+                return Some((Failure, format!("the answer failed the {check} check")));
+            }
+            Self::NotAllowed => (Refused, "not in allowed_domains or allowed_groups"),
+            Self::NoAccount => (Refused, "no account"),
+            Self::AddressTaken => (Refused, "the address has an account not linked to it"),
+            Self::NoAddress => (Refused, "no address"),
+            Self::Registration(_) => (Refused, "[registration] refused the address"),
+            Self::LinkedElsewhere => (Refused, "linked to another account"),
+            Self::LinkSessionEnded => (Refused, "the session that started the link has ended"),
+            Self::Account(super::AccountError::Deactivated) => (Refused, "account deactivated"),
+            Self::Account(_) => return None,
+        };
+        Some((outcome, why.to_owned()))
     }
 }
 
@@ -281,12 +326,29 @@ impl Federation {
 
 /// What a flow is for: signing in, or linking an identity to the signed-in account.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(tag = "intent", content = "user")]
+#[serde(tag = "intent", content = "link")]
 pub enum Intent {
     /// Sign in (or up) with the identity.
     SignIn,
-    /// Link the identity to this account (its owner passed a step-up first).
-    Link(UserId),
+    /// Link the identity to this account (its owner passed a step-up first), from this
+    /// session: the link is made only while the session still lives and is the account's.
+    Link {
+        /// The account.
+        user: UserId,
+        /// The session the link was started from.
+        session: SessionId,
+    },
+}
+
+/// What a callback has learnt so far, for the audit trail when it ends in a refusal.
+#[derive(Default)]
+struct Attempt {
+    /// The flow's purpose, once its stash is found.
+    intent: Option<Intent>,
+    /// The provider's subject, once its answer passed every check.
+    subject: Option<String>,
+    /// The account concerned, once known.
+    user: Option<UserId>,
 }
 
 /// What a started flow keeps in the session backend under its state's hash.
@@ -419,6 +481,7 @@ impl Accounts {
     /// Finishes a flow at the redirect URI of `provider`: the stash is taken (so a state
     /// works once, on any instance), the browser and provider compared, then the provider's
     /// error shown or its answer checked, and the account signed in or the identity linked.
+    /// Every refusal after the provider is known is written to the audit trail.
     pub async fn finish_federated(
         &self,
         provider: &str,
@@ -427,6 +490,76 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<Finished, FederationError> {
         let provider = self.federation.provider(provider)?;
+        let mut attempt = Attempt::default();
+        let result = self
+            .finish_flow(&provider, callback, browser, client, &mut attempt)
+            .await;
+        if let Err(e) = &result {
+            self.audit_refusal(&provider.config, &attempt, e, client);
+        }
+        result
+    }
+
+    /// [`Accounts::finish_federated`] for a known provider, noting in `attempt` what it learns.
+    async fn finish_flow(
+        &self,
+        provider: &Arc<Provider>,
+        callback: Callback<'_>,
+        browser: Option<&str>,
+        client: &Client<'_>,
+        attempt: &mut Attempt,
+    ) -> Result<Finished, FederationError> {
+        let stashed = self.take_flow(provider, callback, browser, client).await?;
+        attempt.intent = Some(stashed.intent);
+        self.check_response_issuer(provider, callback.iss).await?;
+        if let Some(error) = callback.error {
+            return Err(FederationError::ProviderRefused {
+                error: error.to_owned(),
+                description: callback.error_description.map(str::to_owned),
+            });
+        }
+        let code = callback.code.ok_or(FederationError::InvalidCallback)?;
+        let asserted = self.exchange(provider, code, &stashed).await?;
+        attempt.subject = Some(asserted.subject.clone());
+        self.admit_identity(&provider.config, &asserted)?;
+        match stashed.intent {
+            Intent::SignIn => {
+                let user = self
+                    .account_for(&provider.config, &asserted, client)
+                    .await?;
+                attempt.user = Some(user.id);
+                let tokens = self
+                    .open_federated_session(&provider.config, &user, &asserted, client)
+                    .await?;
+                self.remember_for_sign_out(&provider.config, &asserted, &tokens)
+                    .await;
+                Ok(Finished::SignedIn {
+                    tokens,
+                    return_to: stashed.return_to,
+                })
+            }
+            Intent::Link { user, session } => {
+                attempt.user = Some(user);
+                self.link_session_lives(user, session).await?;
+                let how = "from the account page";
+                self.link(&provider.config, user, &asserted, how, client)
+                    .await?;
+                Ok(Finished::Linked {
+                    provider: provider.config.name.clone(),
+                })
+            }
+        }
+    }
+
+    /// The stash of the flow `callback` finishes, taken (once, on any instance); refused
+    /// unless this browser started it at this provider.
+    async fn take_flow(
+        &self,
+        provider: &Provider,
+        callback: Callback<'_>,
+        browser: Option<&str>,
+        client: &Client<'_>,
+    ) -> Result<Stashed, FederationError> {
         let state = callback.state.ok_or(FederationError::InvalidCallback)?;
         let taken = self
             .sessions
@@ -444,37 +577,55 @@ impl Accounts {
             tracing::warn!(target: SECURITY, event = "federated_callback_refused", provider = %provider.config.id, client_ip = %client.ip);
             return Err(FederationError::InvalidCallback);
         }
-        self.check_response_issuer(&provider, callback.iss).await?;
-        if let Some(error) = callback.error {
-            return Err(FederationError::ProviderRefused {
-                error: error.to_owned(),
-                description: callback.error_description.map(str::to_owned),
-            });
+        Ok(stashed)
+    }
+
+    /// `LinkSessionEnded` unless `session`, which started linking, still lives and is `user`'s:
+    /// signing out (everywhere), an administrator's revocation or an eviction ends the link
+    /// it started, even one already at the provider.
+    async fn link_session_lives(
+        &self,
+        user: UserId,
+        session: SessionId,
+    ) -> Result<(), FederationError> {
+        let live = self
+            .sessions
+            .get(&session)
+            .await
+            .map_err(super::AccountError::from)?;
+        match live {
+            Some(live) if live.user_id == user => Ok(()),
+            _ => {
+                tracing::warn!(target: SECURITY, event = "identity_link_refused", user_id = %user, reason = "session_ended");
+                Err(FederationError::LinkSessionEnded)
+            }
         }
-        let code = callback.code.ok_or(FederationError::InvalidCallback)?;
-        let asserted = self.exchange(&provider, code, &stashed).await?;
-        self.admit_identity(&provider.config, &asserted)?;
-        match stashed.intent {
-            Intent::SignIn => {
-                let user = self
-                    .account_for(&provider.config, &asserted, client)
-                    .await?;
-                let tokens = self
-                    .open_federated_session(&provider.config, &user, &asserted, client)
-                    .await?;
-                self.remember_for_sign_out(&provider.config, &asserted, &tokens)
-                    .await;
-                Ok(Finished::SignedIn {
-                    tokens,
-                    return_to: stashed.return_to,
-                })
-            }
-            Intent::Link(user) => {
-                self.link(&provider.config, user, &asserted).await?;
-                Ok(Finished::Linked {
-                    provider: provider.config.name.clone(),
-                })
-            }
+    }
+
+    /// Writes a refused callback to the audit trail: the provider, the subject once its
+    /// answer was checked, the account when one is concerned, and why.
+    fn audit_refusal(
+        &self,
+        provider: &IdentityProviderConfig,
+        attempt: &Attempt,
+        e: &FederationError,
+        client: &Client<'_>,
+    ) {
+        let Some((outcome, why)) = e.audit_reason() else {
+            return;
+        };
+        let (kind, actor) = match attempt.intent {
+            Some(Intent::Link { user, .. }) => (AuditKind::IdentityLink, Actor::User(user)),
+            _ => (AuditKind::SignIn, Actor::Anonymous),
+        };
+        let who = identity_note(provider, attempt.subject.as_deref());
+        let event = NewAuditEvent::new(kind, actor, None)
+            .outcome(outcome)
+            .from_ip(client.ip)
+            .detail(format!("{who}: {why}"));
+        match attempt.user {
+            Some(user) => self.audit_about(user, event),
+            None => self.audit(event),
         }
     }
 
@@ -603,7 +754,8 @@ impl Accounts {
                 && user.is_verified
                 && !made_elsewhere
             {
-                self.link(provider, user.id, asserted).await?;
+                self.link(provider, user.id, asserted, "by verified address", client)
+                    .await?;
                 return Ok(user);
             }
             return Err(if provider.auto_create {
@@ -660,22 +812,26 @@ impl Accounts {
             Err(StoreError::DuplicateEmail) => return Err(FederationError::AddressTaken),
             Err(e) => return Err(super::AccountError::from(e).into()),
         };
+        let how = identity_note(provider, Some(&asserted.subject));
         self.audit_own(
             AuditKind::Registration,
             &user,
             Some(client),
             AuditOutcome::Success,
-            &format!("through provider {}", provider.id),
+            &format!("through {how}"),
         );
         Ok(user)
     }
 
-    /// Links the identity to `user`; `LinkedElsewhere` when another account has it.
+    /// Links the identity to `user` (`how`: the audit trail's note on the way it came);
+    /// `LinkedElsewhere` when another account has it.
     async fn link(
         &self,
         provider: &IdentityProviderConfig,
         user: UserId,
         asserted: &Asserted,
+        how: &str,
+        client: &Client<'_>,
     ) -> Result<(), FederationError> {
         let identity = NewLinkedIdentity {
             user_id: user,
@@ -690,11 +846,11 @@ impl Accounts {
             .map_err(super::AccountError::from)?
         {
             tracing::info!(target: SECURITY, event = "identity_linked", user_id = %user, provider = %provider.id);
-            self.audit_by_id(
-                AuditKind::SignIn,
-                user,
-                &format!("identity of provider {} linked", provider.id),
-            );
+            let who = identity_note(provider, Some(&asserted.subject));
+            let event = NewAuditEvent::new(AuditKind::IdentityLink, Actor::User(user), None)
+                .from_ip(client.ip)
+                .detail(format!("{who}, {how}"));
+            self.audit_about(user, event);
             return Ok(());
         }
         match self
@@ -726,19 +882,29 @@ impl Accounts {
             .amr
             .iter()
             .any(|m| MULTI_FACTOR_AMR.contains(&m.as_str()));
-        let two_factor = provider.trust_provider_mfa && provider_mfa;
+        // Only the values RFC 8176 registers are noted: never whatever else a provider sent.
+        let amr: Vec<&str> = asserted
+            .amr
+            .iter()
+            .map(String::as_str)
+            .filter(|m| RFC_8176_AMR.contains(m))
+            .collect();
         let how = format!(
-            "provider {} (amr {})",
-            provider.id,
-            if asserted.amr.is_empty() {
+            "{}, amr {}",
+            identity_note(provider, Some(&asserted.subject)),
+            if amr.is_empty() {
                 "none".to_owned()
             } else {
-                asserted.amr.join(" ")
+                amr.join(" ")
             }
         );
-        Ok(self
-            .open_session_as(user, two_factor, PasskeyUse::None, false, client, &how)
-            .await?)
+        let proven = super::Proven {
+            two_factor: provider.trust_provider_mfa && provider_mfa,
+            passkey: PasskeyUse::None,
+            provider: Some(provider.id.as_str()),
+            how: &how,
+        };
+        Ok(self.open_session_as(user, proven, false, client).await?)
     }
 
     /// Grants the roles `role_mapping` gives the asserted groups and takes back the mapped
@@ -901,11 +1067,13 @@ impl Accounts {
             .collect())
     }
 
-    /// Starts linking an identity at `provider` to `user`, after the step-up (the current
-    /// password, and a code while TOTP is on): the URL to send the browser to.
+    /// Starts linking an identity at `provider` to `user`, from their `session`, after the
+    /// step-up (the current password, and a code while TOTP is on): the URL to send the
+    /// browser to. The link is made only if `session` still lives when the provider answers.
     pub async fn begin_link(
         &self,
         user: &User,
+        session: SessionId,
         provider: &str,
         proof: StepUp<'_>,
         browser: &str,
@@ -913,8 +1081,11 @@ impl Accounts {
     ) -> Result<String, FederationError> {
         self.federation.provider(provider)?;
         self.step_up_with_code(user, proof, client).await?;
-        self.begin_federated(provider, browser, None, Intent::Link(user.id))
-            .await
+        let intent = Intent::Link {
+            user: user.id,
+            session,
+        };
+        self.begin_federated(provider, browser, None, intent).await
     }
 
     /// Detaches one of `user`'s linked identities, after the step-up. The step-up's
@@ -928,24 +1099,64 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<(), FederationError> {
         self.step_up_with_code(user, proof, client).await?;
+        let removed = self
+            .remove_identity(user, provider, subject, Actor::User(user.id), client)
+            .await?;
+        if !removed {
+            return Err(FederationError::NotLinked);
+        }
+        Ok(())
+    }
+
+    /// Detaches the identity (`provider`, `subject`) from `user`, by `actor` (the owner, or
+    /// an administrator), audited as `identity_unlink`; `false` when it was not linked to
+    /// `user`. No way in is checked here: the owner has just proven their password, and an
+    /// administrator may remove the last identity (the account keeps its password and the
+    /// reset by mail).
+    pub(crate) async fn remove_identity(
+        &self,
+        user: &User,
+        provider: &str,
+        subject: &str,
+        actor: Actor,
+        client: &Client<'_>,
+    ) -> Result<bool, super::AccountError> {
         if !self
             .store
             .unlink_identity(user.id, provider, subject)
-            .await
-            .map_err(super::AccountError::from)?
+            .await?
         {
-            return Err(FederationError::NotLinked);
+            return Ok(false);
         }
-        tracing::info!(target: SECURITY, event = "identity_unlinked", user_id = %user.id, provider);
-        self.audit_own(
-            AuditKind::SignIn,
-            user,
-            Some(client),
-            AuditOutcome::Success,
-            &format!("identity of provider {provider} unlinked"),
+        tracing::info!(target: SECURITY, event = "identity_unlinked", user_id = %user.id, provider, by = actor.kind());
+        let who = match self.federation.provider(provider) {
+            Ok(p) => identity_note(&p.config, Some(subject)),
+            Err(_) => format!("provider {}, subject {}", noted(provider), noted(subject)),
+        };
+        let event = NewAuditEvent::new(
+            AuditKind::IdentityUnlink,
+            actor,
+            Some((user.id, &user.email)),
         );
-        Ok(())
+        self.audit(event.from_ip(client.ip).detail(who));
+        Ok(true)
     }
+}
+
+/// `provider ID, subject SUB` for the audit trail (the subject as [`noted`]).
+fn identity_note(provider: &IdentityProviderConfig, subject: Option<&str>) -> String {
+    match subject {
+        Some(subject) => format!("provider {}, subject {}", provider.id, noted(subject)),
+        None => format!("provider {}", provider.id),
+    }
+}
+
+/// A provider's text as the audit trail notes it: no control characters, cut short.
+fn noted(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NOTED_SUBJECT_CHARS)
+        .collect()
 }
 
 /// The groups in `groups_claim`: a list of strings (or one string).

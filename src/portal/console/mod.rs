@@ -46,6 +46,7 @@ const NOTICES: &[(&str, &str)] = &[
     ("unchanged", "admin_notice_unchanged"),
     ("invited", "admin_notice_invited"),
     ("invitation_revoked", "admin_notice_invitation_revoked"),
+    ("identity_unlinked", "admin_notice_identity_unlinked"),
 ];
 
 /// Whether `sub` (a path below the portal's prefix) is the console's.

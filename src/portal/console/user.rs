@@ -37,6 +37,8 @@ pub(super) enum Action {
     EndSessions,
     /// `delete` (field `confirm` = `yes`).
     Delete,
+    /// `unlink-identity` (fields `provider`, `subject`, `confirm` = `yes`).
+    UnlinkIdentity,
 }
 
 /// Each action's path segment and the notice its success shows.
@@ -51,6 +53,26 @@ const ACTIONS: &[(&str, Action, &str)] = &[
     ("end-session", Action::EndSession, "session_ended"),
     ("end-sessions", Action::EndSessions, "sessions_ended"),
     ("delete", Action::Delete, "deleted"),
+    (
+        "unlink-identity",
+        Action::UnlinkIdentity,
+        "identity_unlinked",
+    ),
+];
+
+/// The actions that ask for the box `confirm` ticked first, with the id of the message
+/// shown when it was not, and that message.
+const CONFIRMED: &[(Action, &str, &str)] = &[
+    (
+        Action::Delete,
+        "confirm_delete",
+        "admin_error_confirm_delete",
+    ),
+    (
+        Action::UnlinkIdentity,
+        "confirm_unlink",
+        "admin_error_confirm_unlink",
+    ),
 ];
 
 impl Action {
@@ -87,12 +109,13 @@ pub(super) async fn act(
     action: Action,
     form: &Form,
 ) -> Page {
-    if action == Action::Delete && form.get("confirm") != Some("yes") {
+    let unconfirmed = CONFIRMED.iter().find(|(a, _, _)| *a == action);
+    if let Some((_, field, key)) = unconfirmed
+        && form.get("confirm") != Some("yes")
+    {
         let mut feedback = Feedback::default();
-        let message = v.t("admin_error_confirm_delete");
-        feedback
-            .errors
-            .insert("confirm_delete".into(), vec![message]);
+        let message = v.t(key);
+        feedback.errors.insert((*field).into(), vec![message]);
         return render_user(v, admin, id, StatusCode::BAD_REQUEST, feedback).await;
     }
     let outcome = match action {
@@ -113,6 +136,13 @@ pub(super) async fn act(
         Action::RevokeRole => {
             let revoke = role(form).map(AccountAction::RevokeRole);
             change(v, admin, id, revoke).await
+        }
+        Action::UnlinkIdentity => {
+            let unlink = AccountAction::UnlinkIdentity {
+                provider: form.text("provider").to_owned(),
+                subject: form.text("subject").to_owned(),
+            };
+            change(v, admin, id, Ok(unlink)).await
         }
     };
     match outcome {
@@ -262,6 +292,27 @@ fn view(v: &Visit<'_>, admin: &Administrator, detail: &AccountDetail) -> serde_j
         "roles": roles,
         "sessions": sessions,
         "passkeys": passkeys,
+        "identities": identities_view(detail),
+        "providers": !v.app.accounts.identity_providers().is_empty(),
         "is_self": is_self,
     })
+}
+
+/// What the page shows of the account's linked identities (`index` names each one's form).
+fn identities_view(detail: &AccountDetail) -> Vec<serde_json::Value> {
+    detail
+        .identities
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            json!({
+                "index": i,
+                "provider": l.provider,
+                "name": l.name,
+                "subject": l.subject,
+                "email": l.email,
+                "linked_at": super::short_time(l.linked_at),
+            })
+        })
+        .collect()
 }

@@ -211,8 +211,9 @@ pub(in crate::portal) async fn account_action(
     match action {
         "/account/identities/link" => {
             let binding = sent_binding(v).unwrap_or_else(new_browser_binding);
+            let (user, session) = (&caller.user, caller.session.id);
             let started = accounts
-                .begin_link(&caller.user, &provider, proof(&form), &binding, &client)
+                .begin_link(user, session, &provider, proof(&form), &binding, &client)
                 .await;
             match started {
                 Ok(url) => {
