@@ -38,6 +38,19 @@ use crate::auth::secrets::is_token_shaped;
 use crate::i18n::{self, Catalog};
 use crate::reply::Reply;
 
+
+/// The parameters of an authorization response (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207,
+/// OpenID Connect Session Management): one use each, and never repeated in a link.
+const AUTHORIZATION_RESPONSE_PARAMS: [&str; 7] = [
+    "code",
+    "state",
+    "iss",
+    "error",
+    "error_description",
+    "error_uri",
+    "session_state",
+];
+
 /// Seconds of life an access cookie must have left for a page to use it as it is; with
 /// less, the page renews it first (seconds).
 const RENEWAL_MARGIN_SECS: i64 = 10;
@@ -288,7 +301,9 @@ impl<'a> Visit<'a> {
             .and_then(|r| self.portal.safe_return_to(r))
     }
 
-    /// Links to this page in every language.
+    /// Links to this page in every language, with this page's query but the language and
+    /// a provider's authorization response (a spent code and state are never written into
+    /// a page).
     fn language_links(&self) -> Value {
         let links: Vec<serde_json::Value> = self
             .app
@@ -297,7 +312,8 @@ impl<'a> Visit<'a> {
             .iter()
             .map(|c| {
                 let mut query = url::form_urlencoded::Serializer::new(String::new());
-                for (k, v) in self.query.iter().filter(|(k, _)| k != "lang") {
+                let kept = |k: &str| k != "lang" && !AUTHORIZATION_RESPONSE_PARAMS.contains(&k);
+                for (k, v) in self.query.iter().filter(|(k, _)| kept(k)) {
                     query.append_pair(k, v);
                 }
                 query.append_pair("lang", &c.code);

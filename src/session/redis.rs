@@ -251,7 +251,7 @@ impl SessionStore for RedisSessionStore {
     }
 
     async fn liveness(&self, id: &SessionId) -> Result<Option<SessionLiveness>, SessionError> {
-        // Four fields with HMGET instead of the thirteen of HGETALL and a map of them.
+        // Four fields with HMGET instead of every field of HGETALL and a map of them.
         let key = self.session_key(id);
         let fields: Vec<Option<String>> = self
             .run(move |_, mut conn| async move {

@@ -146,6 +146,11 @@ async fn a_provider_error_with_markup_is_shown_as_text() {
             assert!(!page.body.contains("<script>alert"), "{}", page.body);
             assert!(!page.body.contains("<img src=x"), "{}", page.body);
             assert!(page.body.contains("&lt;script&gt;"), "{}", page.body);
+            // The language links keep no part of the authorization response.
+            for param in ["state=", "?error=", "&amp;error=", "error_description=", "iss="] {
+                assert!(!page.body.contains(param), "{param}: {}", page.body);
+            }
+            assert!(page.body.contains("callback?lang="), "{}", page.body);
             let said = if lang == "en" {
                 "refused the sign-in"
             } else {
