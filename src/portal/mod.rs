@@ -38,7 +38,6 @@ use crate::auth::secrets::is_token_shaped;
 use crate::i18n::{self, Catalog};
 use crate::reply::Reply;
 
-
 /// The parameters of an authorization response (RFC 6749 §4.1.2 and §4.1.2.1, RFC 9207,
 /// OpenID Connect Session Management): one use each, and never repeated in a link.
 const AUTHORIZATION_RESPONSE_PARAMS: [&str; 7] = [

@@ -165,7 +165,10 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<LogGuards> {
         .with(
             general
                 .with_filter(throttle::Filter)
-                .and_then(records)
+                // No layer at all rather than an empty list: an empty list under a filter
+                // that drops an event leaves tracing-subscriber's per-layer filter state
+                // unbalanced (a debug assertion aborts the process at the first dropped line).
+                .and_then((!records.is_empty()).then_some(records))
                 .with_filter(filter_fn(|meta| !is_request_dump(meta))),
         )
         .try_init()

@@ -1417,3 +1417,56 @@ async fn check_config_reports_each_providers_discovery_and_warns_when_one_is_dow
     );
     assert_eq!(unsound.state.lock().unwrap().jwks_fetches, 0);
 }
+
+/// A warning repeated past the throttle's burst is dropped, not fatal: with no log directory
+/// (`logging.dir = ""`, stdout only) the gateway keeps answering, and says how many it dropped.
+#[test]
+fn warnings_past_the_burst_are_dropped_and_the_gateway_keeps_answering() {
+    let scratch = Scratch::new();
+    let dead = free_port();
+    let route = format!(
+        "[[routes]]\npath_prefix = \"/\"\nupstream = \"http://127.0.0.1:{dead}\"\npolicy = \"public\"\n"
+    );
+    let path = write_config(&scratch, &route);
+    let listen = listen_address(&std::fs::read_to_string(&path).unwrap());
+    let mut child = portcullis()
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .current_dir(scratch.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary runs");
+    wait_listening(&listen);
+    for i in 0..20 {
+        let mut stream = std::net::TcpStream::connect(&listen).expect("still listening");
+        std::io::Write::write_all(
+            &mut stream,
+            b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 502"),
+            "request {i}: {answer:?}"
+        );
+    }
+    assert!(child.try_wait().unwrap().is_none(), "the gateway stopped");
+    sigterm(&child);
+    let exit = wait_exit(&mut child, EXIT_BOUND).expect("stops");
+    assert!(exit.success(), "{exit:?}");
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let warned = out
+        .lines()
+        .filter(|l| l.contains("upstream failed"))
+        .count();
+    assert_eq!(warned, 5, "{out}");
+}

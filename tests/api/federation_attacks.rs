@@ -147,7 +147,13 @@ async fn a_provider_error_with_markup_is_shown_as_text() {
             assert!(!page.body.contains("<img src=x"), "{}", page.body);
             assert!(page.body.contains("&lt;script&gt;"), "{}", page.body);
             // The language links keep no part of the authorization response.
-            for param in ["state=", "?error=", "&amp;error=", "error_description=", "iss="] {
+            for param in [
+                "state=",
+                "?error=",
+                "&amp;error=",
+                "error_description=",
+                "iss=",
+            ] {
                 assert!(!page.body.contains(param), "{param}: {}", page.body);
             }
             assert!(page.body.contains("callback?lang="), "{}", page.body);
