@@ -1377,6 +1377,11 @@ impl Config {
         let mut warnings = Vec::new();
         warnings.extend(self.open_registration_warning());
         warnings.extend(route_checks::warnings(&self.routes));
+        warnings.extend(identity_providers::warnings(
+            &self.identity_providers,
+            self.registration.mode,
+            &self.admin.role,
+        ));
         for name in &self.stray_variables {
             warnings.push(format!(
                 "environment variable {name} names no setting and is ignored (a section and \
@@ -2228,6 +2233,87 @@ mod tests {
         assert!(warnings.contains("bcrypt_cost = 4"), "{warnings}");
         let c = load("[passwords]\nbcrypt_cost = 10\n").unwrap();
         assert!(!c.warnings().join("").contains("bcrypt"));
+    }
+
+    /// One `[[identity_providers]]` entry of `kind`, with `extra` lines.
+    fn provider(id: &str, kind: &str, extra: &str) -> String {
+        let issuer = if kind == "oidc" {
+            "issuer = \"https://sso.example.com\"\n"
+        } else {
+            ""
+        };
+        format!(
+            "[[identity_providers]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"{kind}\"\n\
+             {issuer}client_id = \"c\"\nclient_secret = \"s\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn unsound_identity_providers_are_refused_naming_the_key() {
+        let cases = [
+            (
+                provider("a", "oidc", "role_mapping = { \"\" = \"staff\" }\n"),
+                "identity_providers[0].role_mapping",
+            ),
+            (
+                provider("a", "oidc", "allowed_groups = [\" \"]\n"),
+                "identity_providers[0].allowed_groups",
+            ),
+            (
+                provider("a", "github", "trust_provider_mfa = true\n"),
+                "identity_providers[0].trust_provider_mfa",
+            ),
+            (
+                provider("a", "oidc", "") + &provider("b", "oidc", ""),
+                "identity_providers[1].client_id",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+        // The same issuer with another client is two providers, not one twice.
+        let two = provider("a", "oidc", "") + &provider("b", "oidc", "").replace("\"c\"", "\"d\"");
+        assert!(load(&two).is_ok());
+    }
+
+    #[test]
+    fn identity_provider_settings_that_do_nothing_or_too_much_are_warned_about() {
+        let cases = [
+            (
+                "[registration]\nmode = \"closed\"\n".to_owned()
+                    + &provider("a", "oidc", "auto_create = true\n"),
+                "auto_create makes no account",
+            ),
+            (
+                "[registration]\nmode = \"invite\"\n".to_owned()
+                    + &provider("a", "oidc", "auto_create = true\n"),
+                "auto_create makes no account",
+            ),
+            (
+                provider(
+                    "a",
+                    "oidc",
+                    "scopes = [\"openid\"]\nallowed_domains = [\"example.com\"]\n",
+                ),
+                "allowed_domains needs an address",
+            ),
+            (
+                provider("a", "oidc", "role_mapping = { everyone = \"admin\" }\n"),
+                "an administrator",
+            ),
+        ];
+        for (text, said) in cases {
+            let warnings = load(&text).unwrap().warnings().join("\n");
+            assert!(warnings.contains(said), "{said}: {warnings}");
+        }
+        let quiet = provider(
+            "a",
+            "oidc",
+            "auto_create = true\nallowed_domains = [\"example.com\"]\nrole_mapping = { ops = \"ops\" }\n",
+        );
+        let warnings = load(&quiet).unwrap().warnings().join("\n");
+        assert!(!warnings.contains("identity_providers"), "{warnings}");
     }
 
     #[test]

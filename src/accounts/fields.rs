@@ -147,6 +147,17 @@ pub fn display_text_problem(value: &str, max_chars: usize) -> Option<String> {
     }
 }
 
+/// Text someone else wrote (a provider's names, its error), made fit to show: control,
+/// invisible and direction-changing characters dropped, at most `max_chars` kept — the
+/// rule of [`display_text_problem`], applied rather than refused.
+pub fn shown_text(value: &str, max_chars: usize) -> String {
+    value
+        .chars()
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
+        .take(max_chars)
+        .collect()
+}
+
 /// Unicode format characters (general category Cf) that are invisible or change text
 /// direction: the soft hyphen, bidirectional marks, embeddings, overrides and isolates,
 /// zero-width characters, invisible operators, the byte-order mark and interlinear
@@ -358,6 +369,21 @@ impl PasswordChange<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_from_elsewhere_is_shown_without_what_could_pose_or_hide() {
+        let cases = [
+            ("Ada\u{202E}ecilA", "AdaecilA"),
+            ("Ada\u{200B}\u{2066}Lovelace\u{2069}", "AdaLovelace"),
+            ("line\nbreak\u{7}\u{1b}[31m", "linebreak[31m"),
+            ("Ада Лавлейс", "Ада Лавлейс"),
+        ];
+        for (raw, shown) in cases {
+            assert_eq!(shown_text(raw, 100), shown, "{raw:?}");
+            assert_eq!(display_text_problem(&shown_text(raw, 100), 100), None);
+        }
+        assert_eq!(shown_text(&"я".repeat(300), 100).chars().count(), 100);
+    }
 
     fn fields(result: Result<impl Sized, AccountError>) -> Vec<(String, String)> {
         match result {

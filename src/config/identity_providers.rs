@@ -256,6 +256,17 @@ impl IdentityProviderConfig {
                 format!("{scope:?} is not a scope (one word each)"),
             ));
         }
+        let groups = self.role_mapping.keys().chain(&self.allowed_groups);
+        if groups.clone().any(|g| g.trim().is_empty()) {
+            return Err(invalid(
+                key(if self.role_mapping.keys().any(|g| g.trim().is_empty()) {
+                    "role_mapping"
+                } else {
+                    "allowed_groups"
+                }),
+                "a group name must not be empty",
+            ));
+        }
         if let Some((group, role)) = self.role_mapping.iter().find(|(_, r)| !is_role_name(r)) {
             return Err(invalid(
                 key("role_mapping"),
@@ -285,6 +296,13 @@ impl IdentityProviderConfig {
                     return Err(invalid(
                         key("end_session"),
                         "GitHub has no sign-out endpoint",
+                    ));
+                }
+                if self.trust_provider_mfa {
+                    return Err(invalid(
+                        key("trust_provider_mfa"),
+                        "GitHub says nothing of how its user signed in (no amr): there is no \
+                         multi-factor claim to trust",
                     ));
                 }
                 if !self.allowed_groups.is_empty() || !self.role_mapping.is_empty() {
@@ -366,6 +384,62 @@ pub(super) fn validate_all(
                 format!("{:?} names an earlier provider too", provider.id.as_str()),
             ));
         }
+        let issuer = provider.issuer.as_ref().map(Url::as_str);
+        if providers[..i].iter().any(|p| {
+            issuer.is_some()
+                && p.issuer.as_ref().map(Url::as_str) == issuer
+                && p.client_id == provider.client_id
+        }) {
+            return Err(invalid(
+                key("client_id"),
+                "an earlier provider has the same issuer and client_id: their answers could not \
+                 be told apart (RFC 9207); give each its own client at the provider",
+            ));
+        }
     }
     Ok(())
+}
+
+/// What is valid but likely unmeant in `[[identity_providers]]`: `auto_create` that the
+/// registration mode turns into nothing, `allowed_domains` without the scope that brings
+/// an address, a group mapped onto the administrators' role.
+pub(super) fn warnings(
+    providers: &[IdentityProviderConfig],
+    registration: super::RegistrationMode,
+    admin_role: &str,
+) -> Vec<String> {
+    use super::RegistrationMode::{Closed, Invite};
+    let mut out = Vec::new();
+    for (i, p) in providers.iter().enumerate() {
+        let at = format!("identity_providers[{i}] ({})", p.id);
+        if p.auto_create && matches!(registration, Closed | Invite) {
+            out.push(format!(
+                "{at}: auto_create makes no account while registration.mode = \"{}\" (the \
+                 mode refuses every first sign-in that is not linked; invite people, or link \
+                 their identities from the account page)",
+                registration.as_str()
+            ));
+        }
+        let asks_email = p
+            .effective_scopes()
+            .iter()
+            .any(|s| s == "email" || s == "user:email");
+        if !p.allowed_domains.is_empty() && !asks_email {
+            out.push(format!(
+                "{at}: allowed_domains needs an address, but scopes do not ask for one \
+                 (\"email\"): every sign-in through it will be refused"
+            ));
+        }
+        for (group, _) in p
+            .role_mapping
+            .iter()
+            .filter(|(_, r)| r.as_str() == admin_role)
+        {
+            out.push(format!(
+                "{at}: role_mapping makes every member of the provider's group {group:?} an \
+                 administrator (admin.role = \"{admin_role}\") at each sign-in"
+            ));
+        }
+    }
+    out
 }

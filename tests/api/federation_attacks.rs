@@ -178,6 +178,8 @@ async fn a_callback_works_once_for_the_browser_that_started_it() {
         // Replayed: the second use of a callback finds nothing.
         let browser = Browser::new(&app.url(""));
         let callback = callback_url(&browser).await;
+        let binding = || browser.cookie_for("/auth/oidc/evil/callback", "portcullis_federation");
+        assert!(binding().is_some());
         let first = browser.get(&callback).await;
         assert_eq!(
             first.status,
@@ -185,6 +187,8 @@ async fn a_callback_works_once_for_the_browser_that_started_it() {
             "{backend:?}: {}",
             first.body
         );
+        // The finished flow's binding cookie is gone.
+        assert_eq!(binding(), None);
         let replayed = Browser::new(&app.url(""));
         let again = browser.get(&callback).await;
         assert_eq!(again.status, StatusCode::BAD_REQUEST, "{}", again.body);

@@ -170,7 +170,14 @@ impl Browser {
 
     /// The value of cookie `name` the jar would send to the gateway.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        let url = reqwest::Url::parse(&self.base).expect("base URL");
+        self.cookie_for("/", name)
+    }
+
+    /// The value of cookie `name` the jar would send with a request for `path`.
+    pub fn cookie_for(&self, path: &str, name: &str) -> Option<String> {
+        let url = reqwest::Url::parse(&self.base)
+            .and_then(|base| base.join(path))
+            .expect("a URL");
         let header = self.jar.cookies(&url)?;
         header
             .to_str()

@@ -285,7 +285,7 @@ async fn refetch(state: &mut State, http: &Http, provider: &str) -> Result<(), F
 fn log_failure(provider: &str, failure: &Failure, kept: bool) {
     tracing::warn!(
         provider,
-        reason = %failure,
+        reason = super::loggable(failure),
         old_document_kept = kept,
         "an identity provider's discovery document could not be used; sign-in through it \
          is refused until it can"

@@ -119,6 +119,43 @@ pub enum FederationError {
     Account(super::AccountError),
 }
 
+/// An error about a provider's answer as the log may hold it: every quoted value (`"…"`)
+/// and every back-quoted one that is no field name (`` `12345` ``) replaced by `…`, at
+/// most 200 characters. Parsers quote what they were sent, and a provider (or whoever
+/// stands in for one) chooses that text: a token in the wrong field would reach the logs.
+pub(super) fn loggable(e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    let mut out = String::with_capacity(text.len().min(256));
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(['"', '`']) {
+        let quote = rest[at..].chars().next().unwrap_or('"');
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let Some(end) = after.find(quote) else {
+            out.push(quote);
+            out.push('…');
+            rest = "";
+            break;
+        };
+        let inner = &after[..end];
+        let field_name = quote == '`'
+            && inner.len() <= 40
+            && inner.starts_with(|c: char| c.is_ascii_lowercase())
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        out.push(quote);
+        out.push_str(if field_name { inner } else { "…" });
+        out.push(quote);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    if out.chars().count() > 200 {
+        out = out.chars().take(200).collect::<String>() + "…";
+    }
+    out
+}
+
 impl From<super::AccountError> for FederationError {
     fn from(e: super::AccountError) -> Self {
         Self::Account(e)
@@ -129,13 +166,25 @@ impl FederationError {
     /// A provider that could not be reached, logged with its id and `what` (never a URL's
     /// query, a token or a code).
     pub(super) fn unavailable(provider: &str, what: &str, e: &dyn std::fmt::Display) -> Self {
-        tracing::warn!(provider, what, error = %e, "an identity provider could not be reached");
+        let error = loggable(e);
+        tracing::warn!(
+            provider,
+            what,
+            error,
+            "an identity provider could not be reached"
+        );
         Self::Unavailable
     }
 
     /// A provider whose answer is refused, logged with its id, `what` and why.
     pub(super) fn invalid_answer(provider: &str, what: &str, e: &dyn std::fmt::Display) -> Self {
-        tracing::warn!(provider, what, error = %e, "an identity provider's answer was not valid");
+        let error = loggable(e);
+        tracing::warn!(
+            provider,
+            what,
+            error,
+            "an identity provider's answer was not valid"
+        );
         Self::InvalidAnswer
     }
 
@@ -514,8 +563,10 @@ impl Accounts {
         self.check_response_issuer(provider, callback.iss).await?;
         if let Some(error) = callback.error {
             return Err(FederationError::ProviderRefused {
-                error: error.to_owned(),
-                description: callback.error_description.map(str::to_owned),
+                error: super::fields::shown_text(error, 200),
+                description: callback
+                    .error_description
+                    .map(|d| super::fields::shown_text(d, 500)),
             });
         }
         let code = callback.code.ok_or(FederationError::InvalidCallback)?;
@@ -1173,7 +1224,7 @@ fn groups_of(provider: &IdentityProviderConfig, asserted: &Asserted) -> BTreeSet
 
 /// A name as a provider sent it, cut to what the profile takes.
 fn short(name: &str) -> String {
-    name.chars().filter(|c| !c.is_control()).take(100).collect()
+    super::fields::shown_text(name, 100)
 }
 
 /// A random value for a browser's binding cookie.
@@ -1183,10 +1234,35 @@ pub fn new_browser_binding() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::provider_email;
+    use super::{loggable, provider_email};
 
     /// A provider's address is taken only as written: compatibility forms, space and
     /// non-ASCII local parts are no address (they would fold onto someone else's).
+    #[test]
+    fn what_a_provider_sent_stays_out_of_the_log() {
+        let cases = [
+            (
+                r#"expires_in: invalid type: string "SECRETEXP", expected u64"#,
+                r#"expires_in: invalid type: string "…", expected u64"#,
+            ),
+            (
+                "access_token: invalid type: integer `12345`, expected a string",
+                "access_token: invalid type: integer `…`, expected a string",
+            ),
+            (
+                "missing field `access_token`",
+                "missing field `access_token`",
+            ),
+            (r#"unterminated "eyJhbGciOi"#, r#"unterminated "…"#),
+            ("unknown variant `Bearer x`", "unknown variant `…`"),
+        ];
+        for (raw, logged) in cases {
+            assert_eq!(loggable(&raw), logged, "{raw}");
+        }
+        let long = "x".repeat(500);
+        assert_eq!(loggable(&long).chars().count(), 201);
+    }
+
     #[test]
     fn a_provider_address_is_taken_only_as_written() {
         let table = [

@@ -339,6 +339,7 @@ fn claims_error(provider: &str, e: ClaimsVerificationError) -> FederationError {
         ClaimsVerificationError::SignatureVerification(_) => "signature",
         _ => "claims",
     };
-    tracing::warn!(target: crate::telemetry::SECURITY, event = "federated_token_refused", provider, reason, error = %e);
+    let error = super::loggable(&e);
+    tracing::warn!(target: crate::telemetry::SECURITY, event = "federated_token_refused", provider, reason, error);
     FederationError::InvalidToken(reason)
 }

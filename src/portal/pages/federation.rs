@@ -44,6 +44,16 @@ fn set_binding(v: &mut Visit<'_>, binding: &str) {
     ));
 }
 
+/// Clears the binding cookie once a flow has finished (another flow of this browser that is
+/// still at its provider then fails and is started again).
+fn clear_binding(v: &mut Visit<'_>) {
+    let secure = if v.app.serves_tls() { "; Secure" } else { "" };
+    v.cookies.push(format!(
+        "{BINDING_COOKIE}=; Path={}/oidc/; Max-Age=0; HttpOnly; SameSite=Lax{secure}",
+        v.portal.prefix
+    ));
+}
+
 /// `GET …/start?return_to=`: the browser goes to the provider, with a binding cookie.
 async fn start(v: &mut Visit<'_>, id: &str) -> Page {
     if let Err(refusal) = v.limit_sign_in().await {
@@ -78,6 +88,9 @@ async fn callback(v: &mut Visit<'_>, id: &str) -> Page {
     let result = accounts
         .finish_federated(id, answer, binding.as_deref(), &v.client())
         .await;
+    if result.is_ok() {
+        clear_binding(v);
+    }
     match result {
         Ok(Finished::SignedIn { tokens, return_to }) => super::signed_in(v, &tokens, return_to),
         Ok(Finished::Linked { .. }) => {
