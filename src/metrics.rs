@@ -12,6 +12,22 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// `portcullis_build_info{version}`, always 1.
+fn build_info() -> IntGaugeVec {
+    let build_info = IntGaugeVec::new(
+        Opts::new(
+            "build_info",
+            "1, labelled with the version of the running build",
+        ),
+        &["version"],
+    )
+    .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION")])
+        .set(1);
+    build_info
+}
+
 /// The process collector on a registry of its own (no prefix): `process_*` on Linux,
 /// nothing where `/proc` is not.
 fn process_registry() -> Registry {
@@ -127,18 +143,7 @@ impl Metrics {
             // Names are unique by construction; a clash would be a programming error caught by tests.
             let _ = registry.register(collector);
         }
-        let build_info = IntGaugeVec::new(
-            Opts::new(
-                "build_info",
-                "1, labelled with the version of the running build",
-            ),
-            &["version"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        let _ = registry.register(Box::new(build_info));
+        let _ = registry.register(Box::new(build_info()));
         Self {
             registry,
             process: process_registry(),
