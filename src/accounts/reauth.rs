@@ -65,7 +65,7 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<Reauthenticated, AccountError> {
         let live = self.sessions.get(&session).await?;
-        if !live.is_some_and(|s| s.user_id == user.id) {
+        if live.is_none_or(|s| s.user_id != user.id) {
             return Err(AccountError::SessionNotFound);
         }
         let second_factor = self.check_reproof(user, proof, client).await?;

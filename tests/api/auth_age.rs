@@ -7,9 +7,9 @@
 
 use std::time::Duration;
 
+use crate::support::EchoUpstream;
 use crate::support::app::*;
 use crate::support::browser::{Browser, urlencode};
-use crate::support::EchoUpstream;
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -56,10 +56,18 @@ async fn api_clients_get_401_for_a_stale_sign_in_and_a_refresh_does_not_mend_it(
         // (path, fresh status)
         for path in ["/recent", "/recent/deeper?x=1", "/open"] {
             let r = get(&app, path, &tokens.access).await;
-            assert_eq!(r.status, StatusCode::OK, "{backend:?} fresh {path}: {}", r.body);
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "{backend:?} fresh {path}: {}",
+                r.body
+            );
         }
         let verify = "/api/auth/verify?max_auth_age=1h";
-        assert_eq!(get(&app, verify, &tokens.access).await.status, StatusCode::OK);
+        assert_eq!(
+            get(&app, verify, &tokens.access).await.status,
+            StatusCode::OK
+        );
 
         outlive_the_window().await;
         let stale = get(&app, "/recent", &tokens.access).await;
@@ -101,7 +109,10 @@ async fn api_clients_get_401_for_a_stale_sign_in_and_a_refresh_does_not_mend_it(
 
         // A new sign-in is fresh again.
         let again = app.login(email).await;
-        assert_eq!(get(&app, "/recent", &again.access).await.status, StatusCode::OK);
+        assert_eq!(
+            get(&app, "/recent", &again.access).await.status,
+            StatusCode::OK
+        );
     }
 }
 
@@ -122,7 +133,10 @@ async fn a_stale_browser_proves_itself_again_and_comes_back_in_the_same_session(
         outlive_the_window().await;
         let sent = browser.get("/recent/page?x=1").await;
         assert_eq!(sent.status, StatusCode::FOUND, "{backend:?}: {}", sent.body);
-        let expected = format!("/auth/reauthenticate?return_to={}", urlencode("/recent/page?x=1"));
+        let expected = format!(
+            "/auth/reauthenticate?return_to={}",
+            urlencode("/recent/page?x=1")
+        );
         assert_eq!(sent.location(), expected);
 
         let form = browser.get(sent.location()).await;
@@ -155,9 +169,16 @@ async fn a_stale_browser_proves_itself_again_and_comes_back_in_the_same_session(
             )
             .await;
         assert!(proven.status.is_redirection(), "{}", proven.body);
-        assert!(!proven.location().contains("evil.example"), "{}", proven.location());
         assert!(
-            !proven.set_cookies().iter().any(|c| c.starts_with("portcullis_refresh=")),
+            !proven.location().contains("evil.example"),
+            "{}",
+            proven.location()
+        );
+        assert!(
+            !proven
+                .set_cookies()
+                .iter()
+                .any(|c| c.starts_with("portcullis_refresh=")),
             "the same session: the refresh token stays"
         );
         assert_eq!(browser.cookie("portcullis_refresh"), refresh_cookie);

@@ -352,7 +352,10 @@ async fn auth_time_moves_only_with_a_proof(b: &Backend) {
     assert_eq!(ahead.auth_time, ahead.created_at, "never after the login");
     let other = b.second_instance().await;
     let read = other.get(&federated.id).await.unwrap().unwrap();
-    assert_eq!(read.auth_time.timestamp_micros(), earlier.timestamp_micros());
+    assert_eq!(
+        read.auth_time.timestamp_micros(),
+        earlier.timestamp_micros()
+    );
 
     // A refresh keeps it.
     let (h0, h1) = (local.refresh.current_hash.clone(), hash());
@@ -379,11 +382,20 @@ async fn auth_time_moves_only_with_a_proof(b: &Backend) {
     let later = at + TimeDelta::seconds(1);
     assert!(store.prove_second_factor(&local.id, later).await.unwrap());
     let stepped = other.get(&local.id).await.unwrap().unwrap();
-    assert_eq!(stepped.auth_time.timestamp_micros(), later.timestamp_micros());
+    assert_eq!(
+        stepped.auth_time.timestamp_micros(),
+        later.timestamp_micros()
+    );
 
     assert!(store.revoke(&local.id).await.unwrap());
-    assert!(!store.prove_identity(&local.id, at).await.unwrap(), "revoked");
-    assert!(store.get(&local.id).await.unwrap().is_none(), "not brought back");
+    assert!(
+        !store.prove_identity(&local.id, at).await.unwrap(),
+        "revoked"
+    );
+    assert!(
+        store.get(&local.id).await.unwrap().is_none(),
+        "not brought back"
+    );
     let unknown = SessionId::generate();
     assert!(!store.prove_identity(&unknown, at).await.unwrap());
 }

@@ -55,7 +55,11 @@ pub(super) fn check(
     );
     let page = path_and_query
         .filter(|_| wants_html(headers) && !presents_bearer(headers))
-        .zip(browser.reauthenticate_page().filter(|page| !page.is_empty()));
+        .zip(
+            browser
+                .reauthenticate_page()
+                .filter(|page| !page.is_empty()),
+        );
     let response = match page {
         Some((path_and_query, page)) => {
             let separator = if page.contains('?') { '&' } else { '?' };
@@ -114,7 +118,7 @@ mod tests {
                 "{age}s old, window {window}s"
             );
         }
-        assert!(!is_fresh(i64::MIN, u64::MAX >> 1, 0));
+        assert!(!is_fresh(i64::MIN, 1_000, 0));
         assert!(is_fresh(0, u64::MAX, i64::MAX));
     }
 }

@@ -62,7 +62,11 @@ pub(super) async fn prove(v: &mut Visit<'_>, form: Form) -> Page {
     };
     let client = v.client();
     let (user, session) = (&caller.user, caller.session.id);
-    match app.accounts.reauthenticate(user, session, proof, &client).await {
+    match app
+        .accounts
+        .reauthenticate(user, session, proof, &client)
+        .await
+    {
         Ok(proven) => {
             let cookie = crate::api::session_cookie(app, &proven.access_token);
             v.cookies.push(cookie);
