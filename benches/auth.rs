@@ -59,6 +59,7 @@ fn new_session(id: SessionId, user: UserId) -> NewSession {
         two_factor: false,
         passkey: portcullis::session::PasskeyUse::None,
         provider: None,
+        auth_time: None,
         remember_me: false,
         refresh_hash: "0".repeat(64),
         idle_ttl: Duration::from_secs(3600),

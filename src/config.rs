@@ -1150,6 +1150,11 @@ pub struct RouteConfig {
     /// Forwards a client's own `Authorization` header (a Portcullis token never is).
     #[serde(default)]
     pub forward_authorization: bool,
+    /// How recently the user must have proved who they are (`"10m"`; at least 1 second):
+    /// a session whose `auth_time` is older is asked to reauthenticate (API clients get 401
+    /// `reauthentication_required`, browsers the portal's page). Left out, any age.
+    #[serde(default)]
+    pub max_auth_age: Option<HumanDuration>,
 }
 
 fn default_path_prefix() -> String {
@@ -1664,6 +1669,7 @@ impl RouteConfig {
             policy: self.policy,
             verified_email: self.require_verified_email,
             rules: self.rules(),
+            max_auth_age: self.max_auth_age,
         }
     }
 
@@ -1678,6 +1684,24 @@ impl RouteConfig {
         ]
         .into_iter()
         .find_map(|(field, given)| given.then_some(field))
+    }
+
+    /// `max_auth_age`: at least one second, on a route that asks who the user is.
+    fn validate_max_auth_age(&self) -> Result<(), String> {
+        let Some(age) = self.max_auth_age else {
+            return Ok(());
+        };
+        if age.get() < std::time::Duration::from_secs(1) {
+            return Err("must be at least 1s (such as \"10m\")".into());
+        }
+        if matches!(self.policy, Policy::Public | Policy::Deny) {
+            return Err(
+                "asks how recently the user signed in, which needs policy \"authenticated\" \
+                 or \"two_factor\""
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// `host`: empty, a host name, or `*.` and a host name; no port, no other `*`.
@@ -1745,6 +1769,8 @@ impl RouteConfig {
         if self.timeout.is_some_and(|t| t.get().is_zero()) {
             return Err(invalid(key("timeout"), "must be longer than 0s"));
         }
+        self.validate_max_auth_age()
+            .map_err(|m| invalid(key("max_auth_age"), m))?;
         Ok(())
     }
 }
@@ -1761,6 +1787,13 @@ impl PortalConfig {
     pub fn account_page(&self) -> Option<String> {
         self.enabled
             .then(|| format!("{}/account", self.path_prefix))
+    }
+
+    /// The reauthentication page, where a browser whose sign-in is older than a route's
+    /// `max_auth_age` proves who it is again; `None` when the portal is off.
+    pub fn reauthenticate_page(&self) -> Option<String> {
+        self.enabled
+            .then(|| format!("{}/reauthenticate", self.path_prefix))
     }
 
     /// `templates_dir` when set: the directory of template overrides and of extra

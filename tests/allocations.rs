@@ -208,6 +208,7 @@ async fn signed_in(amr: &[&str]) -> Signed {
             two_factor: amr.contains(&"otp"),
             passkey: PasskeyUse::None,
             provider: None,
+            auth_time: None,
             remember_me: false,
             refresh_hash: "0".repeat(64),
             idle_ttl: Duration::from_secs(3600),
@@ -216,11 +217,13 @@ async fn signed_in(amr: &[&str]) -> Signed {
         })
         .await
         .unwrap();
+    let now = chrono::Utc::now().timestamp();
     let (token, _) = keys
-        .issue_access(
+        .issue_session_access(
             &user.id.to_string(),
             &id.to_string(),
             amr,
+            now - 5,
             Duration::from_secs(900),
         )
         .unwrap();
@@ -250,6 +253,16 @@ fn a_cached_gatekeeper_check_allocates_nothing() {
                 ))
                 .unwrap();
             assert_eq!(principal.email(), "cached@example.com");
+            // A route's `max_auth_age`: two numbers compared.
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64;
+            assert!(portcullis::access::policy::freshness::is_fresh(
+                principal.auth_time(),
+                600,
+                now
+            ));
         };
         // The first check fills the caches: it verifies, reads and allocates (the counter works).
         let n = allocations_in(check);

@@ -133,6 +133,12 @@ impl Principal {
         self.two_factor
     }
 
+    /// When the user last proved who they are in the session, Unix seconds: the token's
+    /// `auth_time`, or its `iat` when it has none (signed before the claim existed).
+    pub fn auth_time(&self) -> i64 {
+        self.token.claims.proven_at()
+    }
+
     /// The identity header values, built once per token and per user.
     pub fn header_values(&self) -> IdentityValues<'_> {
         IdentityValues {

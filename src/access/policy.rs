@@ -4,6 +4,8 @@
 //! where browsers sign in, and how their access cookie is renewed — comes in through
 //! [`Browser`].
 
+pub mod freshness;
+
 use std::net::IpAddr;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -75,6 +77,8 @@ pub struct Requirement<'a> {
     pub method: &'a Method,
     /// The client's address, after `server.trusted_proxies`.
     pub client: IpAddr,
+    /// How recently (seconds) the user must have proved who they are; `None` for any age.
+    pub max_auth_age: Option<u64>,
 }
 
 impl<'a> Requirement<'a> {
@@ -88,6 +92,7 @@ impl<'a> Requirement<'a> {
             verified_email: guard.verified_email,
             method,
             client,
+            max_auth_age: guard.max_auth_age.map(|age| age.as_secs_ceil()),
         }
     }
 }
@@ -137,6 +142,11 @@ pub trait Browser {
     fn account_page(&self) -> Option<String>;
     /// Renews the access cookie from the refresh cookie.
     fn renew(&self) -> impl std::future::Future<Output = Renewal> + Send;
+    /// The portal's reauthentication page, where a browser whose sign-in is older than the
+    /// route's `max_auth_age` is sent; `None`: it gets the API's 401.
+    fn reauthenticate_page(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Applies `need` to a request. `path_and_query` is where a browser returns after logging
@@ -222,6 +232,9 @@ pub async fn authorize(
         };
     if let Err(refused) = need.rules.check_account(&account).and(extra_roles) {
         return with_cookies(unmet(&need, refused, Some(&principal)), cookies);
+    }
+    if let Some(stale) = freshness::check(&need, &principal, headers, path_and_query, browser) {
+        return with_cookies(stale, cookies);
     }
     if cookies.is_empty() {
         Verdict::Allow(Some(principal))

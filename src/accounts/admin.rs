@@ -193,23 +193,7 @@ impl Accounts {
         second: SecondFactor,
         client: &Client<'_>,
     ) -> Result<(), AccountError> {
-        let guess = lockout::claim(self, user, "", client, AuditKind::StepUp).await?;
-        match self.second_factor(user, &second, client).await {
-            Ok((true, _)) => guess.succeeded(self).await?,
-            Ok((false, _)) => {
-                guess.released(self).await?;
-                return Err(AccountError::TwoFactorNotEnabled);
-            }
-            Err(Failed::Required) => {
-                guess.released(self).await?;
-                return Err(self.second_step(user, None, false).await);
-            }
-            Err(Failed::Wrong) => {
-                guess.failed(self, client, "wrong_second_factor").await;
-                return Err(self.second_step(user, None, true).await);
-            }
-            Err(Failed::Backend(e)) => return Err(guess.unchecked(self, e).await),
-        }
+        self.second_factor_guess(user, &second, client).await?;
         if !self
             .sessions
             .prove_second_factor(&session, Utc::now())
@@ -225,6 +209,37 @@ impl Accounts {
             Some((user.id, &user.email)),
         );
         self.audit(event.from_ip(client.ip).detail("second factor"));
+        Ok(())
+    }
+
+    /// One guess at `user`'s second factor (a TOTP or recovery code, or a passkey's answer
+    /// to a challenge of [`Accounts::step_up_challenge`]), counted against the lockout.
+    ///
+    /// Errors: `TwoFactorNotEnabled` (nothing to prove), `SecondFactorRequired` (none sent),
+    /// `WrongSecondFactor`, `Locked`, backend failures.
+    pub(super) async fn second_factor_guess(
+        &self,
+        user: &User,
+        second: &SecondFactor,
+        client: &Client<'_>,
+    ) -> Result<(), AccountError> {
+        let guess = lockout::claim(self, user, "", client, AuditKind::StepUp).await?;
+        match self.second_factor(user, second, client).await {
+            Ok((true, _)) => guess.succeeded(self).await?,
+            Ok((false, _)) => {
+                guess.released(self).await?;
+                return Err(AccountError::TwoFactorNotEnabled);
+            }
+            Err(Failed::Required) => {
+                guess.released(self).await?;
+                return Err(self.second_step(user, None, false).await);
+            }
+            Err(Failed::Wrong) => {
+                guess.failed(self, client, "wrong_second_factor").await;
+                return Err(self.second_step(user, None, true).await);
+            }
+            Err(Failed::Backend(e)) => return Err(guess.unchecked(self, e).await),
+        }
         Ok(())
     }
 

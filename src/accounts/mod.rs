@@ -13,6 +13,8 @@
 //! - [`Accounts::refresh`]: refresh-token rotation with reuse detection, answering the
 //!   new tokens and the [`Principal`] they stand for;
 //! - [`Accounts::logout`], [`Accounts::logout_all`]: through `Access::revoke_*`;
+//! - [`Accounts::reauthenticate`]: the user of a live session proves who they are again
+//!   (a route's `max_auth_age`), the same session with a new `auth_time`;
 //! - [`Accounts::step_up`]: the proof every security change needs, and the changes behind
 //!   it ([`Accounts::change_password`], [`Accounts::deactivate`]); [`Accounts::update_profile`]
 //!   the name, which needs none;
@@ -47,6 +49,7 @@ mod passkey;
 mod pending;
 mod profile;
 mod proof;
+mod reauth;
 mod registration;
 mod two_factor;
 
@@ -69,6 +72,7 @@ pub use passkey::{
 };
 pub use pending::{PENDING_TTL, PendingId};
 pub use proof::{SecondFactor, StepUp};
+pub use reauth::{Reauthenticated, Reproof};
 pub use registration::{RESET_TTL, VERIFICATION_TTL, mail_operator_reset};
 pub use two_factor::{TotpEnable, verified_for_two_factor};
 
@@ -208,6 +212,8 @@ struct Proven<'a> {
     passkey: PasskeyUse,
     /// The identity provider signed in through, if any.
     provider: Option<&'a str>,
+    /// When the provider says the user proved who they are; `None`: now.
+    auth_time: Option<chrono::DateTime<Utc>>,
     /// The audit trail's note on how.
     how: &'a str,
 }
@@ -377,6 +383,7 @@ impl Accounts {
             two_factor,
             passkey,
             provider: None,
+            auth_time: None,
             how,
         };
         self.open_session_as(user, proven, remember_me, client)
@@ -396,6 +403,7 @@ impl Accounts {
             two_factor,
             passkey,
             provider,
+            auth_time,
             how,
         } = proven;
         self.store.record_successful_login(user.id).await?;
@@ -419,6 +427,7 @@ impl Accounts {
                 two_factor,
                 passkey,
                 provider: provider.map(str::to_owned),
+                auth_time,
                 remember_me,
                 refresh_hash: sha256_hex(&secret),
                 idle_ttl: lifetime,
@@ -461,24 +470,31 @@ impl Accounts {
         session: &Session,
         refresh_token: String,
     ) -> Result<(Tokens, crate::auth::jwt::AccessClaims), AccountError> {
-        let ttl = self.config.tokens.access_ttl.get();
-        let (access_token, claims) = self
-            .keys
-            .issue_access(
-                &session.user_id.to_string(),
-                &session.id.to_string(),
-                amr_of(session),
-                ttl,
-            )
-            .map_err(|e| AccountError::internal("signing an access token", &e))?;
+        let (access_token, claims) = self.access_token_for(session)?;
         let refresh_expires_in = (session.expires_at - Utc::now()).num_seconds().max(0);
         let tokens = Tokens {
             access_token,
             refresh_token,
-            expires_in: ttl.as_secs(),
+            expires_in: self.config.tokens.access_ttl.get().as_secs(),
             refresh_expires_in: refresh_expires_in.unsigned_abs(),
         };
         Ok((tokens, claims))
+    }
+
+    /// Signs an access token for a session (its `amr` and `auth_time`); with its claims.
+    fn access_token_for(
+        &self,
+        session: &Session,
+    ) -> Result<(String, crate::auth::jwt::AccessClaims), AccountError> {
+        self.keys
+            .issue_session_access(
+                &session.user_id.to_string(),
+                &session.id.to_string(),
+                amr_of(session),
+                session.auth_time.timestamp(),
+                self.config.tokens.access_ttl.get(),
+            )
+            .map_err(|e| AccountError::internal("signing an access token", &e))
     }
 
     /// The language of a mail to `user`: the one they registered in, else the client's.

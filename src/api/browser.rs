@@ -118,6 +118,10 @@ impl policy::Browser for Browser<'_> {
         self.app.config.portal.account_page()
     }
 
+    fn reauthenticate_page(&self) -> Option<String> {
+        self.app.config.portal.reauthenticate_page()
+    }
+
     async fn renew(&self) -> Renewal {
         renew(self.app, self.headers, self.client_ip).await
     }

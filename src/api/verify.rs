@@ -6,7 +6,8 @@
 //! conditions decide, held to the original method; the query then only adds to them.
 //!
 //! Query parameters narrow the check: `two_factor=true` requires a second factor,
-//! `verified=true` a proven email address and `roles=a,b` any of the roles. Without
+//! `verified=true` a proven email address, `roles=a,b` any of the roles and
+//! `max_auth_age=10m` a sign-in (or reauthentication) at most that long ago. Without
 //! `verified=true` an unproven address passes, and `X-User-Email-Verified: false` says so.
 //!
 //! It fails closed: the query is parsed into a [`Narrowing`] before anything else, and a
@@ -29,9 +30,10 @@ use crate::access::gatekeeper::Principal;
 use crate::access::policy::{self, Renewal, Requirement, Verdict, authorize};
 use crate::app::App;
 use crate::config::{Policy, RouteGuard, Rules};
+use crate::domain::HumanDuration;
 
 /// The query keys forward-auth knows (docs/forward-auth.md), each at most once.
-const KEYS: [&str; 3] = ["two_factor", "verified", "roles"];
+const KEYS: [&str; 4] = ["two_factor", "verified", "roles", "max_auth_age"];
 
 /// The most characters of an unknown key a 400 repeats back.
 const MAX_ECHOED_CHARS: usize = 32;
@@ -41,7 +43,9 @@ const MAX_ECHOED_CHARS: usize = 32;
 /// The query is `application/x-www-form-urlencoded` (keys and values percent-decoded, then
 /// compared exactly and case-sensitively): `two_factor` and `verified` take `true` or
 /// `false`; `roles` takes a comma-separated list of role names (spaces around a name are
-/// ignored, an empty name is refused). Each key at most once; nothing else.
+/// ignored, an empty name is refused); `max_auth_age` a duration of at least a second
+/// (`10m`), stricter than the route's when both are given. Each key at most once; nothing
+/// else.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Narrowing {
     /// The login must have passed a second factor.
@@ -50,6 +54,8 @@ pub struct Narrowing {
     pub verified: bool,
     /// Any of these roles; empty for none.
     pub roles: Vec<String>,
+    /// How recently (whole seconds, rounded up) the user must have proved who they are.
+    pub max_auth_age: Option<u64>,
 }
 
 impl Narrowing {
@@ -62,7 +68,8 @@ impl Narrowing {
             let Some(index) = KEYS.iter().position(|known| *known == key) else {
                 return Err(FieldError::new(
                     echoed(&key),
-                    "Unknown parameter; forward-auth takes two_factor, verified and roles",
+                    "Unknown parameter; forward-auth takes two_factor, verified, roles and \
+                     max_auth_age",
                 ));
             };
             let name = KEYS[index];
@@ -72,7 +79,8 @@ impl Narrowing {
             match name {
                 "two_factor" => narrowing.two_factor = flag(name, &value)?,
                 "verified" => narrowing.verified = flag(name, &value)?,
-                _ => narrowing.roles = roles(&value)?,
+                "roles" => narrowing.roles = roles(&value)?,
+                _ => narrowing.max_auth_age = Some(max_auth_age(&value)?),
             }
         }
         Ok(narrowing)
@@ -85,6 +93,15 @@ fn flag(name: &str, value: &str) -> Result<bool, FieldError> {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(FieldError::new(name, "Must be true or false")),
+    }
+}
+
+/// A duration of at least one second, in whole seconds (rounded up).
+fn max_auth_age(value: &str) -> Result<u64, FieldError> {
+    let message = "Must be a duration of at least 1s, such as 10m";
+    match value.parse::<HumanDuration>() {
+        Ok(age) if age.get() >= std::time::Duration::from_secs(1) => Ok(age.as_secs_ceil()),
+        _ => Err(FieldError::new("max_auth_age", message)),
     }
 }
 
@@ -158,16 +175,22 @@ fn requirement<'a>(request: &'a ApiRequest, narrowing: &'a Narrowing) -> Require
             verified_email: false,
             method,
             client: request.client_ip,
+            max_auth_age: None,
         },
     };
     if narrowing.two_factor && need.policy != Policy::Deny {
         need.policy = Policy::TwoFactor;
     }
-    if need.policy == Policy::Public && (narrowing.verified || !narrowing.roles.is_empty()) {
+    let asks_who = narrowing.verified || !narrowing.roles.is_empty();
+    if need.policy == Policy::Public && (asks_who || narrowing.max_auth_age.is_some()) {
         need.policy = Policy::Authenticated;
     }
     need.verified_email |= narrowing.verified;
     need.roles = &narrowing.roles;
+    need.max_auth_age = match (need.max_auth_age, narrowing.max_auth_age) {
+        (Some(route), Some(query)) => Some(route.min(query)),
+        (route, query) => route.or(query),
+    };
     need
 }
 
@@ -244,6 +267,9 @@ mod tests {
             parsed("&two_factor=true&").two_factor,
             "empty pairs are no pairs"
         );
+        assert_eq!(parsed("max_auth_age=10m").max_auth_age, Some(600));
+        assert_eq!(parsed("max_auth_age=1s").max_auth_age, Some(1));
+        assert_eq!(parsed("max_auth_age=1500ms").max_auth_age, Some(2));
     }
 
     #[test]
@@ -283,6 +309,13 @@ mod tests {
             ("roles=,admin", "roles"),
             ("roles=admin,", "roles"),
             ("roles=%20", "roles"),
+            ("max_auth_age=", "max_auth_age"),
+            ("max_auth_age=0s", "max_auth_age"),
+            ("max_auth_age=999ms", "max_auth_age"),
+            ("max_auth_age=ten", "max_auth_age"),
+            ("max_auth_age=-5m", "max_auth_age"),
+            ("max_auth_age=10m&max_auth_age=5m", "max_auth_age"),
+            ("max_age=10m", "max_age"),
         ];
         for (query, key) in cases {
             let error = Narrowing::parse(query).expect_err(query);

@@ -176,9 +176,21 @@ pub struct AccessClaims {
     /// How the user authenticated (RFC 8176): `["pwd"]`, `["pwd", "otp"]`, `["pwd", "hwk"]`
     /// (a passkey as second factor) or `["hwk", "mfa"]` (a passkey alone, user verified).
     pub amr: Vec<String>,
+    /// When the user last proved who they are in this session (OpenID Connect Core's
+    /// `auth_time`, seconds since the epoch): the sign-in, or a later reauthentication or
+    /// step-up; a refresh keeps it. Absent from tokens signed before it existed, which are
+    /// read as proven at their `iat` ([`AccessClaims::proven_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
 }
 
 impl AccessClaims {
+    /// When the user last proved who they are: `auth_time`, else `iat` (a token signed
+    /// before the claim existed).
+    pub fn proven_at(&self) -> i64 {
+        self.auth_time.unwrap_or(self.iat)
+    }
+
     /// Whether the session behind this token passed a second factor.
     pub fn has_second_factor(&self) -> bool {
         self.amr
@@ -407,6 +419,22 @@ impl KeyRing {
         self.issue_access_at(sub, sid, amr, ttl, unix_now())
     }
 
+    /// As [`KeyRing::issue_access`], with the `auth_time` claim: when the user last proved
+    /// who they are in the session (seconds since the epoch).
+    pub fn issue_session_access(
+        &self,
+        sub: &str,
+        sid: &str,
+        amr: &[&str],
+        auth_time: i64,
+        ttl: Duration,
+    ) -> Result<(String, AccessClaims), TokenError> {
+        let mut claims = self.unsigned_access(sub, sid, amr, ttl, unix_now());
+        claims.auth_time = Some(auth_time);
+        let token = self.sign(&claims)?;
+        Ok((token, claims))
+    }
+
     /// As [`KeyRing::issue_access`] with an explicit issue time (seconds since the epoch).
     pub(crate) fn issue_access_at(
         &self,
@@ -416,7 +444,21 @@ impl KeyRing {
         ttl: Duration,
         now: i64,
     ) -> Result<(String, AccessClaims), TokenError> {
-        let claims = AccessClaims {
+        let claims = self.unsigned_access(sub, sid, amr, ttl, now);
+        let token = self.sign(&claims)?;
+        Ok((token, claims))
+    }
+
+    /// The claims of an access token issued at `now`, without `auth_time`, not yet signed.
+    fn unsigned_access(
+        &self,
+        sub: &str,
+        sid: &str,
+        amr: &[&str],
+        ttl: Duration,
+        now: i64,
+    ) -> AccessClaims {
+        AccessClaims {
             sub: sub.to_owned(),
             sid: sid.to_owned(),
             iat: now,
@@ -424,9 +466,8 @@ impl KeyRing {
             iss: self.issuer.clone(),
             jti: uuid::Uuid::new_v4().to_string(),
             amr: amr.iter().map(|m| (*m).to_owned()).collect(),
-        };
-        let token = self.sign(&claims)?;
-        Ok((token, claims))
+            auth_time: None,
+        }
     }
 
     /// Checks an access token: EdDSA only, known `kid`, valid signature, this issuer,

@@ -15,7 +15,7 @@ use http::Method;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::domain::{Email, UserId};
+use crate::domain::{Email, HumanDuration, UserId};
 
 /// One `methods` entry: an RFC 9110 method token as requests carry it (methods are
 /// case-sensitive, so `get` is refused rather than left to match nothing).
@@ -218,6 +218,8 @@ pub struct RouteGuard {
     pub verified_email: bool,
     /// The conditions besides the policy.
     pub rules: Rules,
+    /// How recently the user must have proved who they are; `None` for any age.
+    pub max_auth_age: Option<HumanDuration>,
 }
 
 /// Why a request failed a route's conditions: the `reason` of the refusal metric and the

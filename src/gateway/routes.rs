@@ -288,6 +288,9 @@ fn who(guard: &RouteGuard) -> String {
     if !rules.all_roles.is_empty() {
         parts.push(format!("all of roles [{}]", rules.all_roles.join(", ")));
     }
+    if let Some(age) = guard.max_auth_age {
+        parts.push(format!("signed in within {age}"));
+    }
     parts.join("; ")
 }
 

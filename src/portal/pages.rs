@@ -5,6 +5,7 @@
 pub(super) mod federation;
 mod invitation;
 pub(super) mod passkeys;
+mod reauth;
 
 use http::StatusCode;
 use minijinja::Value;
@@ -26,6 +27,7 @@ use crate::store::StoreError;
 
 /// Paths (below the prefix) that show a page.
 pub(super) const GET_PATHS: &[&str] = &[
+    "/reauthenticate",
     "",
     "/login",
     "/register",
@@ -39,6 +41,7 @@ pub(super) const GET_PATHS: &[&str] = &[
 
 /// Paths (below the prefix) that take a form.
 pub(super) const POST_PATHS: &[&str] = &[
+    "/reauthenticate",
     "/login",
     "/register",
     "/verify-email",
@@ -88,6 +91,7 @@ pub(super) async fn get(v: &mut Visit<'_>, sub: &str) -> Page {
             v.redirect(&account)
         }
         "/login" => login_page(v).await,
+        "/reauthenticate" => reauth::page(v).await,
         "/register" => {
             let return_to = v.return_to_query();
             render_register(
@@ -156,6 +160,7 @@ pub(super) async fn post(v: &mut Visit<'_>, sub: &str, form: Form) -> Page {
     match sub {
         "/login" => login(v, form).await,
         "/login/passkey" => passkeys::sign_in(v, form).await,
+        "/reauthenticate" => reauth::prove(v, form).await,
         "/register" => register(v, form).await,
         "/verify-email" => verify_email(v, form).await,
         "/forgot-password" => forgot_password(v, form).await,

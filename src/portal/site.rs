@@ -103,6 +103,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         "admin_step_up.html",
         include_str!("../../config/portal/templates/admin_step_up.html"),
     ),
+    (
+        "reauthenticate.html",
+        include_str!("../../config/portal/templates/reauthenticate.html"),
+    ),
     ("portal.css", include_str!("../../config/portal/portal.css")),
 ];
 
@@ -113,6 +117,7 @@ const PASSKEYS_SCRIPT: &str = include_str!("../../config/portal/passkeys.js");
 /// once at start so that a broken override stops the server, naming the file.
 const PAGES: &[&str] = &[
     "login.html",
+    "reauthenticate.html",
     "two_factor.html",
     "register.html",
     "verify_email.html",

@@ -329,6 +329,20 @@ impl SessionStore for MemorySessionStore {
         };
         entry.session.two_factor = true;
         entry.session.second_factor_at = Some(truncate_micros(at));
+        entry.session.auth_time = truncate_micros(at);
+        Ok(true)
+    }
+
+    async fn prove_identity(
+        &self,
+        id: &SessionId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, SessionError> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.live(id, Utc::now()) else {
+            return Ok(false);
+        };
+        entry.session.auth_time = truncate_micros(at);
         Ok(true)
     }
 
@@ -481,6 +495,7 @@ mod tests {
             two_factor: false,
             passkey: crate::session::PasskeyUse::None,
             provider: None,
+            auth_time: None,
             remember_me: false,
             refresh_hash: "00".into(),
             idle_ttl: ttl,

@@ -78,13 +78,20 @@ pub trait SessionStore: Send + Sync {
     async fn revoke(&self, id: &SessionId) -> Result<bool, SessionError>;
 
     /// Records that a second factor was proven in the live session `id` at `at` (a step-up):
-    /// sets [`Session::second_factor_at`] and marks the session as having passed a second
-    /// factor. Answers `false` when the session is gone.
+    /// sets [`Session::second_factor_at`] and [`Session::auth_time`] (a second factor is a
+    /// proof of identity too) and marks the session as having passed a second factor.
+    /// Answers `false` when the session is gone.
     async fn prove_second_factor(
         &self,
         id: &SessionId,
         at: DateTime<Utc>,
     ) -> Result<bool, SessionError>;
+
+    /// Records that the user proved who they are again in the live session `id` at `at` (a
+    /// reauthentication: a password, with the second factor the account has, or a passkey):
+    /// sets [`Session::auth_time`] and nothing else. Answers `false` when the session is gone.
+    async fn prove_identity(&self, id: &SessionId, at: DateTime<Utc>)
+    -> Result<bool, SessionError>;
 
     /// Ends every live session of a user except `except`; returns the ids it ended.
     async fn revoke_all(
@@ -220,6 +227,12 @@ pub struct Session {
     /// session: at login, or later by a step-up ([`SessionStore::prove_second_factor`]);
     /// `None` when never. The admin API and console ask it to be recent (`admin.max_auth_age`).
     pub second_factor_at: Option<DateTime<Utc>>,
+    /// When the user last proved who they are in this session (a route's `max_auth_age`
+    /// asks it to be recent): the sign-in, a reauthentication
+    /// ([`SessionStore::prove_identity`]) or a step-up; a refresh keeps it. A federated
+    /// sign-in's is the provider's `auth_time` when it gave a sane one. A record written
+    /// before this field existed reads it as `created_at`.
+    pub auth_time: DateTime<Utc>,
     /// Whether, and how, a passkey took part in the login.
     pub passkey: PasskeyUse,
     /// The identity provider (its `[[identity_providers]]` `id`) the session was opened
@@ -298,6 +311,9 @@ pub struct NewSession {
     pub passkey: PasskeyUse,
     /// The identity provider the login went through (`None`: a local sign-in).
     pub provider: Option<String>,
+    /// When the user proved who they are, when that was before the session starts (a
+    /// provider's `auth_time`); `None` for now. A time after the start is taken as the start.
+    pub auth_time: Option<DateTime<Utc>>,
     /// The user asked to stay logged in.
     pub remember_me: bool,
     /// Hash (hex) of the first refresh token.
@@ -321,6 +337,7 @@ impl fmt::Debug for NewSession {
             .field("two_factor", &self.two_factor)
             .field("passkey", &self.passkey)
             .field("provider", &self.provider)
+            .field("auth_time", &self.auth_time)
             .field("remember_me", &self.remember_me)
             .field("refresh_hash", &Redacted(&self.refresh_hash))
             .field("idle_ttl", &self.idle_ttl)
@@ -347,6 +364,9 @@ impl NewSession {
             // A provider's word may pass `two_factor` routes (`trust_provider_mfa`), but the
             // admin console and API take only a factor proven here, by a step-up.
             second_factor_at: (self.two_factor && self.provider.is_none()).then_some(now),
+            auth_time: self
+                .auth_time
+                .map_or(now, |at| truncate_micros(at).min(now)),
             passkey: self.passkey,
             provider: self.provider,
             remember_me: self.remember_me,
@@ -536,6 +556,7 @@ mod tests {
             two_factor: false,
             passkey: PasskeyUse::None,
             provider: None,
+            auth_time: None,
             remember_me: false,
             refresh_hash: current.clone(),
             idle_ttl: Duration::from_secs(60),

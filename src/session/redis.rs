@@ -173,6 +173,35 @@ fn unavailable(e: ::redis::RedisError) -> SessionError {
     SessionError::Unavailable(format!("Redis: {e}"))
 }
 
+impl RedisSessionStore {
+    /// Records a proof of identity at `at` in the live session `id`: `auth_time`, and with
+    /// `second_factor` the second factor's time and flag too (`LUA_PROVE`).
+    async fn prove(
+        &self,
+        id: &SessionId,
+        at: DateTime<Utc>,
+        second_factor: bool,
+    ) -> Result<bool, SessionError> {
+        let key = self.session_key(id);
+        let at = truncate_micros(at).timestamp_micros();
+        let proven: i64 = self
+            .run(move |shared, mut conn| async move {
+                shared
+                    .scripts
+                    .prove
+                    .key(key)
+                    .arg(at)
+                    .arg(wall_micros())
+                    .arg(flag(second_factor))
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        Ok(proven == 1)
+    }
+}
+
 fn wall_micros() -> i64 {
     Utc::now().timestamp_micros()
 }
@@ -215,6 +244,7 @@ impl SessionStore for RedisSessionStore {
                             .second_factor_at
                             .map_or(String::new(), |at| at.timestamp_micros().to_string()),
                     )
+                    .arg(record.auth_time.timestamp_micros())
                     .invoke_async(&mut conn)
                     .await
                     .map_err(unavailable)
@@ -363,22 +393,15 @@ impl SessionStore for RedisSessionStore {
         id: &SessionId,
         at: DateTime<Utc>,
     ) -> Result<bool, SessionError> {
-        let key = self.session_key(id);
-        let at = truncate_micros(at).timestamp_micros();
-        let proven: i64 = self
-            .run(move |shared, mut conn| async move {
-                shared
-                    .scripts
-                    .prove
-                    .key(key)
-                    .arg(at)
-                    .arg(wall_micros())
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(unavailable)
-            })
-            .await?;
-        Ok(proven == 1)
+        self.prove(id, at, true).await
+    }
+
+    async fn prove_identity(
+        &self,
+        id: &SessionId,
+        at: DateTime<Utc>,
+    ) -> Result<bool, SessionError> {
+        self.prove(id, at, false).await
     }
 
     async fn revoke(&self, id: &SessionId) -> Result<bool, SessionError> {
@@ -597,6 +620,11 @@ fn parse_session(id: SessionId, fields: &HashMap<String, String>) -> Result<Sess
             Some(_) => Some(time("sfa")?),
             None => None,
         },
+        // A record written before `at` existed: proven when it was created.
+        auth_time: match optional("at") {
+            Some(_) => time("at")?,
+            None => time("created")?,
+        },
         passkey: super::PasskeyUse::from_stored(optional("pk").map_or("", String::as_str)),
         provider: optional("idp").cloned(),
         remember_me: text("rem")? == "1",
@@ -754,7 +782,7 @@ end
 
 // KEYS: user index, session. ARGV: prefix, id, now, max, channel, uid, exp, abs, idle,
 // ip, ua, tfa, rem, refresh hash, passkey use, identity provider ('' for none), when the
-// second factor was proven ('' for never: `NewSession::start` decides).
+// second factor was proven ('' for never: `NewSession::start` decides), auth time.
 const LUA_CREATE: &str = r#"
 local ukey, skey = KEYS[1], KEYS[2]
 local prefix, id, now, max, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
@@ -777,19 +805,24 @@ if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
 redis.call('HSET', skey, 'uid', ARGV[6], 'created', ARGV[3], 'seen', ARGV[3], 'exp', ARGV[7],
   'abs', ARGV[8], 'idle', ARGV[9], 'ip', ARGV[10], 'ua', ARGV[11], 'tfa', ARGV[12],
   'rem', ARGV[13], 'cur', ARGV[14], 'prev', '', 'rot', '', 'gen', '0', 'retired', '',
-  'pk', ARGV[15], 'idp', ARGV[16], 'sfa', ARGV[17])
+  'pk', ARGV[15], 'idp', ARGV[16], 'sfa', ARGV[17], 'at', ARGV[18])
 expire_at(skey, tonumber(ARGV[7]), now)
 redis.call('ZADD', ukey, int(score), id)
 extend_to(ukey, tonumber(ARGV[8]), now)
 return reply
 "#;
 
-// KEYS: session. ARGV: when the second factor was proven, wall clock. A session that has
-// expired (by its own `exp`) is not brought back.
+// KEYS: session. ARGV: when the proof was made, wall clock, '1' when it was a second
+// factor ('0': a reauthentication, only `at` changes). A session that has expired (by its
+// own `exp`) is not brought back.
 const LUA_PROVE: &str = r#"
 local exp = redis.call('HGET', KEYS[1], 'exp')
 if not exp or tonumber(exp) <= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'tfa', '1', 'sfa', ARGV[1])
+if ARGV[3] == '1' then
+  redis.call('HSET', KEYS[1], 'tfa', '1', 'sfa', ARGV[1], 'at', ARGV[1])
+else
+  redis.call('HSET', KEYS[1], 'at', ARGV[1])
+end
 return 1
 "#;
 

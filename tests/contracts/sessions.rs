@@ -137,6 +137,7 @@ conformance!(
     every_key_has_a_ttl,
     liveness_agrees_with_get,
     second_factor_is_recorded_at_login_and_by_a_step_up,
+    auth_time_moves_only_with_a_proof,
     a_providers_session_keeps_its_provider_and_no_factor_for_the_admin,
 );
 
@@ -187,6 +188,7 @@ fn login(user_id: UserId) -> NewSession {
         two_factor: false,
         passkey: portcullis::session::PasskeyUse::None,
         provider: None,
+        auth_time: None,
         remember_me: false,
         refresh_hash: hash(),
         idle_ttl: IDLE,
@@ -329,6 +331,73 @@ async fn cap_holds_under_concurrent_logins(b: &Backend) {
     for id in &evicted {
         assert_eq!(b.store.get(id).await.unwrap(), None);
     }
+}
+
+/// `auth_time` is the login's time, or a provider's earlier one (a later one is the
+/// login's); a reauthentication or a step-up moves it (the reauthentication nothing else);
+/// a refresh does not; a gone session is not brought back; another instance reads the same.
+async fn auth_time_moves_only_with_a_proof(b: &Backend) {
+    let store = &b.store;
+    let user = UserId::random();
+    let local = store.create(login(user)).await.unwrap().session;
+    assert_eq!(local.auth_time, local.created_at);
+    let earlier = Utc::now() - TimeDelta::seconds(90);
+    let mut federated = login(user);
+    federated.provider = Some("corp-sso".into());
+    federated.auth_time = Some(earlier);
+    let federated = store.create(federated).await.unwrap().session;
+    let mut ahead = login(user);
+    ahead.auth_time = Some(Utc::now() + TimeDelta::seconds(30));
+    let ahead = store.create(ahead).await.unwrap().session;
+    assert_eq!(ahead.auth_time, ahead.created_at, "never after the login");
+    let other = b.second_instance().await;
+    let read = other.get(&federated.id).await.unwrap().unwrap();
+    assert_eq!(
+        read.auth_time.timestamp_micros(),
+        earlier.timestamp_micros()
+    );
+
+    // A refresh keeps it.
+    let (h0, h1) = (local.refresh.current_hash.clone(), hash());
+    let rotated = store
+        .rotate_refresh(&local.id, &h0, &h1, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let RotateOutcome::Rotated(rotated) = rotated else {
+        panic!("{rotated:?}");
+    };
+    assert_eq!(rotated.auth_time, local.auth_time);
+
+    // A reauthentication moves it and nothing else.
+    let at = Utc::now() + TimeDelta::seconds(2);
+    assert!(store.prove_identity(&local.id, at).await.unwrap());
+    let proven = other.get(&local.id).await.unwrap().unwrap();
+    assert_eq!(proven.auth_time.timestamp_micros(), at.timestamp_micros());
+    assert_eq!(proven.second_factor_at, None);
+    assert!(!proven.two_factor);
+    assert_eq!(proven.created_at, local.created_at);
+    assert_eq!(proven.refresh.current_hash, h1);
+
+    // A step-up is a proof too.
+    let later = at + TimeDelta::seconds(1);
+    assert!(store.prove_second_factor(&local.id, later).await.unwrap());
+    let stepped = other.get(&local.id).await.unwrap().unwrap();
+    assert_eq!(
+        stepped.auth_time.timestamp_micros(),
+        later.timestamp_micros()
+    );
+
+    assert!(store.revoke(&local.id).await.unwrap());
+    assert!(
+        !store.prove_identity(&local.id, at).await.unwrap(),
+        "revoked"
+    );
+    assert!(
+        store.get(&local.id).await.unwrap().is_none(),
+        "not brought back"
+    );
+    let unknown = SessionId::generate();
+    assert!(!store.prove_identity(&unknown, at).await.unwrap());
 }
 
 /// A login with a second factor records when it was proven; one without records nothing

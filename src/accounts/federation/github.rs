@@ -123,6 +123,7 @@ impl GithubProvider {
             family_name: last,
             id_token: String::new(),
             amr: Vec::new(),
+            auth_time: None,
             claims: serde_json::Map::new(),
         })
     }

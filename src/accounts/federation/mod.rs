@@ -275,6 +275,10 @@ pub struct Asserted {
     pub id_token: String,
     /// `amr` (RFC 8176) as asserted.
     pub amr: Vec<String>,
+    /// When the provider says the user last proved who they are (`auth_time`), when it said
+    /// so and the time is sane (not in the future beyond the clock skew); `None` otherwise,
+    /// and the session counts the callback as the proof.
+    pub auth_time: Option<chrono::DateTime<chrono::Utc>>,
     /// The token's other claims (`groups_claim` is read here).
     pub claims: serde_json::Map<String, serde_json::Value>,
 }
@@ -953,6 +957,7 @@ impl Accounts {
             two_factor: provider.trust_provider_mfa && provider_mfa,
             passkey: PasskeyUse::None,
             provider: Some(provider.id.as_str()),
+            auth_time: asserted.auth_time,
             how: &how,
         };
         Ok(self.open_session_as(user, proven, false, client).await?)

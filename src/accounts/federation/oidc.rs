@@ -228,6 +228,7 @@ impl OidcProvider {
                 .auth_method_refs()
                 .map(|a| a.iter().map(|m| m.as_str().to_owned()).collect())
                 .unwrap_or_default(),
+            auth_time: claims.auth_time().filter(|at| sane_auth_time(*at)),
             claims: extra,
         })
     }
@@ -269,6 +270,13 @@ pub(super) fn issuer_of(config: &IdentityProviderConfig) -> Result<IssuerUrl, St
         written
     };
     IssuerUrl::new(written.to_owned()).map_err(|e| e.to_string())
+}
+
+/// A provider's `auth_time` is taken when it is not in the future beyond the skew (one a
+/// little ahead counts as now); an old one is only a stale proof, never more access.
+fn sane_auth_time(at: chrono::DateTime<chrono::Utc>) -> bool {
+    let skew = chrono::Duration::from_std(IAT_SKEW).unwrap_or_default();
+    at <= chrono::Utc::now() + skew && at.timestamp() > 0
 }
 
 /// `iat` within the flow's life and not in the future beyond the skew.
