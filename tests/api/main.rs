@@ -14,6 +14,7 @@ mod account_api;
 mod admin_api;
 mod admin_sessions_property;
 mod audit_trail;
+mod browser_refusals;
 mod canonical_requests;
 mod cli;
 mod connections;
