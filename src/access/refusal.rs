@@ -120,7 +120,10 @@ mod tests {
             &[("accept", chrome), ("sec-fetch-mode", "no-cors")],
             &[("accept", "text/html"), ("sec-fetch-mode", "same-origin")],
             &[("accept", chrome), ("authorization", "Bearer abc")],
-            &[("sec-fetch-mode", "navigate"), ("authorization", "bearer x")],
+            &[
+                ("sec-fetch-mode", "navigate"),
+                ("authorization", "bearer x"),
+            ],
         ];
         for pairs in api {
             assert!(!is_navigation(&headers(pairs)), "{pairs:?}");

@@ -20,8 +20,8 @@ mod pages;
 pub mod refusals;
 pub mod site;
 
-use site::to_value;
 pub use refusals::browser_answer;
+use site::to_value;
 pub use site::{Page, Portal};
 
 use std::collections::BTreeMap;
@@ -122,8 +122,7 @@ pub fn refusal_page(
     refusal: &Reply,
 ) -> Page {
     let catalog = refusals::language_of(app, request_headers);
-    let mut page =
-        refusals::minimal_page(catalog, refusal.status, "error_title", "error_bad_form");
+    let mut page = refusals::minimal_page(catalog, refusal.status, "error_title", "error_bad_form");
     page.headers
         .push((http::header::CONTENT_SECURITY_POLICY, portal.csp.clone()));
     page

@@ -18,7 +18,10 @@ fn text(lang: &str, key: &str) -> String {
         env!("CARGO_MANIFEST_DIR")
     );
     let table: toml::Table = std::fs::read_to_string(file).unwrap().parse().unwrap();
-    table[key].as_str().unwrap_or_else(|| panic!("{key}")).to_owned()
+    table[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key}"))
+        .to_owned()
 }
 
 /// The routes of the table: one per refusal, each on its own prefix.
@@ -30,8 +33,16 @@ fn routes(up: &str, down: &str) -> String {
     };
     [
         route("role", up, "policy = \"authenticated\"\nroles = [\"ops\"]"),
-        route("user", up, "policy = \"authenticated\"\nemails = [\"someone-else@example.com\"]"),
-        route("net", up, "policy = \"public\"\nnetworks = [\"10.0.0.0/8\"]"),
+        route(
+            "user",
+            up,
+            "policy = \"authenticated\"\nemails = [\"someone-else@example.com\"]",
+        ),
+        route(
+            "net",
+            up,
+            "policy = \"public\"\nnetworks = [\"10.0.0.0/8\"]",
+        ),
         route("method", up, "policy = \"public\"\nmethods = [\"POST\"]"),
         route("denied", up, "policy = \"deny\""),
         route("limited", up, "policy = \"public\"\nrate_limit = \"1/1m\""),
@@ -68,22 +79,82 @@ fn rows() -> Vec<Row> {
     };
     let forbidden = StatusCode::FORBIDDEN;
     vec![
-        row("/signin/a?x=1", StatusCode::UNAUTHORIZED, "authentication_required", false,
-            Shown::Redirect(StatusCode::FOUND, "/auth/login?return_to=%2Fsignin%2Fa%3Fx%3D1")),
-        row("/twofa/a", forbidden, "two_factor_required", true,
-            Shown::Redirect(StatusCode::FOUND, "/auth/second-factor?return_to=%2Ftwofa%2Fa")),
-        row("/role/a", forbidden, "forbidden_role", true, Shown::Page("refusal_forbidden_title")),
-        row("/user/a", forbidden, "forbidden_user", true, Shown::Page("refusal_forbidden_title")),
-        row("/net/a", forbidden, "forbidden_network", false, Shown::Page("refusal_network_title")),
-        row("/method/a", StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", false,
-            Shown::Page("refusal_method_title")),
-        row("/denied/a", forbidden, "forbidden", false, Shown::Page("refusal_denied_title")),
-        row("/limited/a", StatusCode::TOO_MANY_REQUESTS, "rate_limited", false,
-            Shown::Page("refusal_rate_limited_title")),
-        row("/down/a", StatusCode::BAD_GATEWAY, "upstream_unavailable", false,
-            Shown::Page("refusal_upstream_down_title")),
-        row("/slow/3000", StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", false,
-            Shown::Page("refusal_upstream_timeout_title")),
+        row(
+            "/signin/a?x=1",
+            StatusCode::UNAUTHORIZED,
+            "authentication_required",
+            false,
+            Shown::Redirect(
+                StatusCode::FOUND,
+                "/auth/login?return_to=%2Fsignin%2Fa%3Fx%3D1",
+            ),
+        ),
+        row(
+            "/twofa/a",
+            forbidden,
+            "two_factor_required",
+            true,
+            Shown::Redirect(
+                StatusCode::FOUND,
+                "/auth/second-factor?return_to=%2Ftwofa%2Fa",
+            ),
+        ),
+        row(
+            "/role/a",
+            forbidden,
+            "forbidden_role",
+            true,
+            Shown::Page("refusal_forbidden_title"),
+        ),
+        row(
+            "/user/a",
+            forbidden,
+            "forbidden_user",
+            true,
+            Shown::Page("refusal_forbidden_title"),
+        ),
+        row(
+            "/net/a",
+            forbidden,
+            "forbidden_network",
+            false,
+            Shown::Page("refusal_network_title"),
+        ),
+        row(
+            "/method/a",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            false,
+            Shown::Page("refusal_method_title"),
+        ),
+        row(
+            "/denied/a",
+            forbidden,
+            "forbidden",
+            false,
+            Shown::Page("refusal_denied_title"),
+        ),
+        row(
+            "/limited/a",
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            false,
+            Shown::Page("refusal_rate_limited_title"),
+        ),
+        row(
+            "/down/a",
+            StatusCode::BAD_GATEWAY,
+            "upstream_unavailable",
+            false,
+            Shown::Page("refusal_upstream_down_title"),
+        ),
+        row(
+            "/slow/3000",
+            StatusCode::GATEWAY_TIMEOUT,
+            "upstream_timeout",
+            false,
+            Shown::Page("refusal_upstream_timeout_title"),
+        ),
     ]
 }
 
@@ -108,7 +179,11 @@ async fn send(
     path: &str,
     token: Option<&str>,
 ) -> (StatusCode, HeaderMap, String) {
-    let accept_language = if lang == "ru" { "ru-RU,ru;q=0.9" } else { "en-US,en;q=0.9" };
+    let accept_language = if lang == "ru" {
+        "ru-RU,ru;q=0.9"
+    } else {
+        "en-US,en;q=0.9"
+    };
     let mut request = app
         .http
         .get(app.url(path))
@@ -119,7 +194,9 @@ async fn send(
             .header("accept", NAVIGATION_ACCEPT)
             .header("sec-fetch-mode", "navigate"),
         Client::Json => request.header("accept", "application/json"),
-        Client::Fetch => request.header("accept", "*/*").header("sec-fetch-mode", "cors"),
+        Client::Fetch => request
+            .header("accept", "*/*")
+            .header("sec-fetch-mode", "cors"),
     };
     request = match (client, token, cookie) {
         (Client::Json, Some(token), _) => request.bearer_auth(token),
@@ -128,7 +205,11 @@ async fn send(
     };
     let r = request.send().await.expect("request sent");
     let (status, headers) = (r.status(), r.headers().clone());
-    (status, headers, unescape(&r.text().await.unwrap_or_default()))
+    (
+        status,
+        headers,
+        unescape(&r.text().await.unwrap_or_default()),
+    )
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
@@ -141,7 +222,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 /// The extra headers a refusal keeps, whoever asked: `Retry-After` on 429, `Allow` on 405.
 fn check_kept_headers(row: &Row, headers: &HeaderMap, what: &str) {
     if row.status == StatusCode::TOO_MANY_REQUESTS {
-        assert!(!header(headers, "retry-after").is_empty(), "{what}: Retry-After");
+        assert!(
+            !header(headers, "retry-after").is_empty(),
+            "{what}: Retry-After"
+        );
     }
     if row.status == StatusCode::METHOD_NOT_ALLOWED {
         assert_eq!(header(headers, "allow"), "POST", "{what}: Allow");
@@ -158,12 +242,21 @@ fn check_browser(row: &Row, lang: &str, answer: &(StatusCode, HeaderMap, String)
         }
         Shown::Page(title) => {
             assert_eq!(*status, row.status, "{what}: {body}");
-            assert!(header(headers, "content-type").starts_with("text/html"), "{what}");
+            assert!(
+                header(headers, "content-type").starts_with("text/html"),
+                "{what}"
+            );
             assert_eq!(header(headers, "content-language"), lang, "{what}");
-            assert!(body.contains(&format!("<html lang=\"{lang}\"")), "{what}: {body}");
+            assert!(
+                body.contains(&format!("<html lang=\"{lang}\"")),
+                "{what}: {body}"
+            );
             let title = text(lang, title);
             assert!(body.contains(&title), "{what}: no {title:?} in {body}");
-            assert!(body.contains("/auth/portal.css"), "{what}: the portal's look");
+            assert!(
+                body.contains("/auth/portal.css"),
+                "{what}: the portal's look"
+            );
             check_kept_headers(row, headers, what);
         }
     }
@@ -172,7 +265,10 @@ fn check_browser(row: &Row, lang: &str, answer: &(StatusCode, HeaderMap, String)
 fn check_api(row: &Row, answer: &(StatusCode, HeaderMap, String), what: &str) {
     let (status, headers, body) = answer;
     assert_eq!(*status, row.status, "{what}: {body}");
-    assert!(header(headers, "content-type").starts_with("application/json"), "{what}");
+    assert!(
+        header(headers, "content-type").starts_with("application/json"),
+        "{what}"
+    );
     let json: serde_json::Value = serde_json::from_str(body).expect("the JSON envelope");
     assert_eq!(json["code"], row.code, "{what}: {body}");
     assert_eq!(json["success"], false, "{what}: {body}");
@@ -213,14 +309,20 @@ async fn an_unverified_address_gets_a_page_that_leads_to_the_account_page() {
     let up = EchoUpstream::start().await;
     for backend in backends() {
         let app = TestApp::spawn(backend, &routes(&up.url(), &up.url())).await;
-        assert_eq!(app.register("unproven@example.com").await.status, StatusCode::CREATED);
+        assert_eq!(
+            app.register("unproven@example.com").await.status,
+            StatusCode::CREATED
+        );
         let token = app.login("unproven@example.com").await.access;
         for lang in ["en", "ru"] {
             let (status, headers, body) =
                 send(&app, Client::Navigation, lang, "/signin/a", Some(&token)).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{backend:?} {lang}: {body}");
             assert_eq!(header(&headers, "content-language"), lang);
-            assert!(body.contains(&text(lang, "refusal_unverified_title")), "{body}");
+            assert!(
+                body.contains(&text(lang, "refusal_unverified_title")),
+                "{body}"
+            );
             assert!(body.contains("href=\"/auth/account\""), "{body}");
             let answer = send(&app, Client::Json, lang, "/signin/a", Some(&token)).await;
             assert_eq!(answer.0, StatusCode::FORBIDDEN);
@@ -239,9 +341,17 @@ async fn with_the_portal_off_browsers_get_a_built_in_page_without_links() {
     )
     .await;
     for (path, status, title) in [
-        ("/signin/a", StatusCode::UNAUTHORIZED, "refusal_sign_in_title"),
+        (
+            "/signin/a",
+            StatusCode::UNAUTHORIZED,
+            "refusal_sign_in_title",
+        ),
         ("/denied/a", StatusCode::FORBIDDEN, "refusal_denied_title"),
-        ("/down/a", StatusCode::BAD_GATEWAY, "refusal_upstream_down_title"),
+        (
+            "/down/a",
+            StatusCode::BAD_GATEWAY,
+            "refusal_upstream_down_title",
+        ),
     ] {
         for lang in ["en", "ru"] {
             let (got, headers, body) = send(&app, Client::Navigation, lang, path, None).await;
@@ -270,17 +380,32 @@ async fn a_browser_proves_a_second_factor_on_the_step_and_lands_on_the_page() {
         assert_eq!(signed.location(), "/twofa/page?x=1");
 
         let refused = browser.get("/twofa/page?x=1").await;
-        assert_eq!(refused.status, StatusCode::FOUND, "{backend:?}: {}", refused.body);
+        assert_eq!(
+            refused.status,
+            StatusCode::FOUND,
+            "{backend:?}: {}",
+            refused.body
+        );
         let step = refused.location().to_owned();
-        assert_eq!(step, "/auth/second-factor?return_to=%2Ftwofa%2Fpage%3Fx%3D1");
+        assert_eq!(
+            step,
+            "/auth/second-factor?return_to=%2Ftwofa%2Fpage%3Fx%3D1"
+        );
 
         // No second factor yet: the step offers the setup, which comes back to it.
         let offer = browser.get(&step).await;
         assert_eq!(offer.status, StatusCode::FORBIDDEN, "{}", offer.body);
-        let return_to = offer.input("return_to").expect("the setup carries return_to");
+        let return_to = offer
+            .input("return_to")
+            .expect("the setup carries return_to");
         assert_eq!(return_to, "/twofa/page?x=1");
-        let fields = [("csrf_token", offer.csrf()), ("return_to", return_to.clone())];
-        let setup = browser.post("/auth/account/2fa/setup", &as_refs(&fields)).await;
+        let fields = [
+            ("csrf_token", offer.csrf()),
+            ("return_to", return_to.clone()),
+        ];
+        let setup = browser
+            .post("/auth/account/2fa/setup", &as_refs(&fields))
+            .await;
         assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
         let secret = setup.input("secret").expect("the secret to scan");
         let fields = [
@@ -290,7 +415,9 @@ async fn a_browser_proves_a_second_factor_on_the_step_and_lands_on_the_page() {
             ("password", PASSWORD.to_owned()),
             ("return_to", return_to.clone()),
         ];
-        let codes = browser.post("/auth/account/2fa/enable", &as_refs(&fields)).await;
+        let codes = browser
+            .post("/auth/account/2fa/enable", &as_refs(&fields))
+            .await;
         assert_eq!(codes.status, StatusCode::OK, "{}", codes.body);
         let continues = format!("href=\"{step}\"");
         assert!(unescape(&codes.body).contains(&continues), "{}", codes.body);
@@ -299,7 +426,11 @@ async fn a_browser_proves_a_second_factor_on_the_step_and_lands_on_the_page() {
         assert_eq!(browser.get("/twofa/page?x=1").await.location(), step);
         let form = browser.get(&step).await;
         assert_eq!(form.status, StatusCode::OK, "{}", form.body);
-        assert!(form.body.contains("name=\"two_factor_code\""), "{}", form.body);
+        assert!(
+            form.body.contains("name=\"two_factor_code\""),
+            "{}",
+            form.body
+        );
         let wrong = [
             ("csrf_token", form.csrf()),
             ("return_to", return_to.clone()),
@@ -317,7 +448,11 @@ async fn a_browser_proves_a_second_factor_on_the_step_and_lands_on_the_page() {
         assert_eq!(proven.location(), "/twofa/page?x=1");
         let page = browser.get("/twofa/page?x=1").await;
         assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
-        assert!(page.body.contains("\"/twofa/page\""), "the upstream answered: {}", page.body);
+        assert!(
+            page.body.contains("\"/twofa/page\""),
+            "the upstream answered: {}",
+            page.body
+        );
 
         // The step sends nowhere but this site, and never back to itself.
         for (raw, landed) in [

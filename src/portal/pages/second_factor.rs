@@ -207,7 +207,12 @@ mod tests {
         ] {
             assert!(resolves_to(itself, step), "{itself}");
         }
-        for other in ["/app", "/auth/account", "/auth/second-factor-x", "/app?x=/auth/second-factor"] {
+        for other in [
+            "/app",
+            "/auth/account",
+            "/auth/second-factor-x",
+            "/app?x=/auth/second-factor",
+        ] {
             assert!(!resolves_to(other, step), "{other}");
         }
     }
