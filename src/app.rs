@@ -197,7 +197,7 @@ impl App {
     }
 
     /// Where unauthenticated browsers are sent: `server.login_url`, else the portal's
-    /// sign-in page; `None` when neither is set (they get the 401 JSON answer).
+    /// sign-in page; `None` when neither is set (they get a built-in 401 page).
     pub fn login_url(&self) -> Option<String> {
         let configured = &self.config.server.login_url;
         if configured.is_empty() {

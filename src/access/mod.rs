@@ -6,6 +6,8 @@
 //! - [`cookies`]: the gateway's cookie names and scopes, and clearing planted copies;
 //! - [`gatekeeper`]: the cached per-request check of proxied traffic and its caches;
 //! - [`policy`]: route policies, roles and the verified-email rule → a [`policy::Verdict`];
+//! - [`refusal`]: why a request was refused ([`refusal::Refusal`]), and whether it is a
+//!   browser's navigation ([`refusal::is_navigation`]), which gets a page rather than JSON;
 //! - [`identity`]: the identity header names, pre-normalised for the hot path;
 //! - [`Access`]: the above bound to the key ring and the stores, and the only way to end
 //!   sessions ([`Access::revoke_session`], [`Access::revoke_user`]): the store first, then
@@ -19,6 +21,7 @@ pub mod credentials;
 pub mod gatekeeper;
 pub mod identity;
 pub mod policy;
+pub mod refusal;
 
 use std::sync::Arc;
 

@@ -1,8 +1,9 @@
 //! Route policies: who may pass, and what they are told when they may not.
 //!
-//! One decision for the proxy and the forward-auth endpoint. What only the caller knows —
-//! where browsers sign in, and how their access cookie is renewed — comes in through
-//! [`Browser`].
+//! One decision for the proxy and the forward-auth endpoint. A refusal carries the API
+//! client's answer and its [`Refusal`], from which the proxy builds a browser's page or
+//! redirect (the portal's `refusals`). What only the caller knows — how a browser's access
+//! cookie is renewed — comes in through [`Browser`].
 
 pub mod freshness;
 
@@ -13,6 +14,7 @@ use http::{HeaderMap, Method, StatusCode};
 use super::Access;
 use super::credentials::{presents_bearer, unauthenticated as unauthorized_reply};
 use super::gatekeeper::{Denial, Principal};
+use super::refusal::Refusal;
 use crate::config::{Account, Policy, RouteGuard, Rules, Unmet};
 use crate::reply::Reply;
 use crate::telemetry::SECURITY;
@@ -31,8 +33,11 @@ pub enum Verdict {
     },
     /// Answer locally; `reason` is the metric label.
     Refuse {
-        /// The answer to send instead of forwarding, e.g. 401, 403, a 302 to sign in, 503.
+        /// The API client's answer (401, 403, 405, 503), with any `Set-Cookie` values the
+        /// decision made (a renewal's, or clearing a refused refresh token).
         response: Reply,
+        /// Why: what a browser's answer is made from.
+        refusal: Refusal,
         /// The `reason` label of the refusal metric.
         reason: &'static str,
     },
@@ -130,27 +135,19 @@ fn unmet(need: &Requirement<'_>, unmet: Unmet, user: Option<&Principal>) -> Verd
     };
     Verdict::Refuse {
         response,
+        refusal: Refusal::Condition(unmet),
         reason: unmet.code(),
     }
 }
 
 /// The browser side of a decision, which the caller supplies.
 pub trait Browser {
-    /// Where unauthenticated browsers are sent, if anywhere.
-    fn login_url(&self) -> Option<String>;
-    /// The account page, where a browser with an unproven address is sent.
-    fn account_page(&self) -> Option<String>;
     /// Renews the access cookie from the refresh cookie.
     fn renew(&self) -> impl std::future::Future<Output = Renewal> + Send;
-    /// The portal's reauthentication page, where a browser whose sign-in is older than the
-    /// route's `max_auth_age` is sent; `None`: it gets the API's 401.
-    fn reauthenticate_page(&self) -> Option<String> {
-        None
-    }
 }
 
-/// Applies `need` to a request. `path_and_query` is where a browser returns after logging
-/// in; `None` never redirects (forward-auth answers 401 instead).
+/// Applies `need` to a request. `path_and_query` is the request's target (the path
+/// planted copies of the gateway's cookies are cleared on); `None` for forward-auth.
 ///
 /// A browser (no `Authorization` header) whose access cookie is missing, expired or whose
 /// session token is stale is renewed from its refresh cookie, through `browser`, and goes on.
@@ -169,41 +166,34 @@ pub async fn authorize(
         Policy::Deny => {
             return Verdict::Refuse {
                 response: Reply::error(StatusCode::FORBIDDEN, "forbidden", "Access denied"),
+                refusal: Refusal::Denied,
                 reason: "denied_route",
             };
         }
         Policy::Authenticated | Policy::TwoFactor => {}
     }
     if let Some(cookies) = access.clear_ambiguous_cookies(headers, path_and_query) {
-        let anonymous = unauthenticated(browser, Denial::NoCredentials, headers, path_and_query);
-        return with_cookies(anonymous, cookies);
+        return with_cookies(unauthenticated(Denial::NoCredentials), cookies);
     }
     let (principal, cookies) = match access.authenticate(headers).await {
         Ok(principal) => (principal, Vec::new()),
         Err(denial) => match renew(headers, denial, browser).await {
             Ok(renewed) => renewed,
             Err((denial, cookies)) => {
-                return with_cookies(
-                    unauthenticated(browser, denial, headers, path_and_query),
-                    cookies,
-                );
+                return with_cookies(unauthenticated(denial), cookies);
             }
         },
     };
     // Before anything else about the user: an unproven address must not reach an upstream
     // that keys accounts by email.
     if need.verified_email && !principal.email_verified() {
-        // Browsers go to the account page, which says so and sends a fresh link.
-        let response = match browser.account_page().filter(|_| wants_html(headers)) {
-            Some(page) => Reply::empty(StatusCode::FOUND).with_header(http::header::LOCATION, page),
-            None => Reply::error(
+        let refusal = Verdict::Refuse {
+            response: Reply::error(
                 StatusCode::FORBIDDEN,
                 "email_unverified",
                 "Verify your email address to use this resource",
             ),
-        };
-        let refusal = Verdict::Refuse {
-            response,
+            refusal: Refusal::EmailUnverified,
             reason: "email_unverified",
         };
         return with_cookies(refusal, cookies);
@@ -215,6 +205,7 @@ pub async fn authorize(
                 "two_factor_required",
                 "This resource requires a login with two-factor authentication",
             ),
+            refusal: Refusal::SecondFactor,
             reason: "two_factor_required",
         };
         return with_cookies(refusal, cookies);
@@ -233,7 +224,7 @@ pub async fn authorize(
     if let Err(refused) = need.rules.check_account(&account).and(extra_roles) {
         return with_cookies(unmet(&need, refused, Some(&principal)), cookies);
     }
-    if let Some(stale) = freshness::check(&need, &principal, headers, path_and_query, browser) {
+    if let Some(stale) = freshness::check(&need, &principal) {
         return with_cookies(stale, cookies);
     }
     if cookies.is_empty() {
@@ -273,65 +264,42 @@ fn with_cookies(verdict: Verdict, cookies: Vec<String>) -> Verdict {
     match verdict {
         Verdict::Refuse {
             mut response,
+            refusal,
             reason,
         } => {
             for cookie in cookies {
                 response = response.with_header(http::header::SET_COOKIE, cookie);
             }
-            Verdict::Refuse { response, reason }
+            Verdict::Refuse {
+                response,
+                refusal,
+                reason,
+            }
         }
         other => other,
     }
 }
 
-/// 401 for API clients, a redirect to the login page for browsers (when one is configured),
-/// 503 when a backend could not be asked.
-fn unauthenticated(
-    browser: &impl Browser,
-    denial: Denial,
-    headers: &HeaderMap,
-    path_and_query: Option<&str>,
-) -> Verdict {
+/// 401 for a request without usable credentials; 503 when a backend could not be asked.
+/// (A browser's sign-in redirect is made from the [`Refusal`] by the caller.)
+fn unauthenticated(denial: Denial) -> Verdict {
     if denial == Denial::BackendDown {
         return Verdict::Refuse {
             response: Reply::unavailable("session store"),
-            reason: denial.reason(),
-        };
-    }
-    // A client that presented its own token is told why it failed: sending it to the
-    // sign-in page would bring it back with the same token, round and round.
-    if let Some(path_and_query) =
-        path_and_query.filter(|_| wants_html(headers) && !presents_bearer(headers))
-        && let Some(login_url) = browser.login_url().filter(|url| !url.is_empty())
-    {
-        let separator = if login_url.contains('?') { '&' } else { '?' };
-        let location = format!(
-            "{login_url}{separator}return_to={}",
-            url::form_urlencoded::byte_serialize(same_site_target(path_and_query).as_bytes())
-                .collect::<String>()
-        );
-        return Verdict::Refuse {
-            response: Reply::empty(StatusCode::FOUND).with_header(http::header::LOCATION, location),
+            refusal: Refusal::Unavailable,
             reason: denial.reason(),
         };
     }
     Verdict::Refuse {
         response: unauthorized_reply(denial),
+        refusal: Refusal::SignIn(denial),
         reason: denial.reason(),
     }
 }
 
-/// Browsers navigating ask for HTML first; API clients do not.
-fn wants_html(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|accept| accept.contains("text/html"))
-}
-
 /// The return target is always a path on this site: never `//host` or a scheme, so the
 /// login page cannot be turned into an open redirect.
-fn same_site_target(path_and_query: &str) -> &str {
+pub fn same_site_target(path_and_query: &str) -> &str {
     let safe = path_and_query.starts_with('/')
         && !path_and_query.starts_with("//")
         && !path_and_query.starts_with("/\\")

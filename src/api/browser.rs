@@ -99,9 +99,9 @@ pub async fn renew(app: &App, headers: &HeaderMap, client_ip: IpAddr) -> Renewal
     }
 }
 
-/// A browser's request, as the access policy sees it: where it signs in, and its renewal.
+/// A browser's request, as the access policy sees it: its renewal.
 pub struct Browser<'a> {
-    /// The gateway instance: its config names the sign-in page; its core renews.
+    /// The gateway instance: its core renews.
     pub app: &'a App,
     /// The request headers, where the refresh cookie is read from.
     pub headers: &'a HeaderMap,
@@ -110,18 +110,6 @@ pub struct Browser<'a> {
 }
 
 impl policy::Browser for Browser<'_> {
-    fn login_url(&self) -> Option<String> {
-        self.app.login_url()
-    }
-
-    fn account_page(&self) -> Option<String> {
-        self.app.config.portal.account_page()
-    }
-
-    fn reauthenticate_page(&self) -> Option<String> {
-        self.app.config.portal.reauthenticate_page()
-    }
-
     async fn renew(&self) -> Renewal {
         renew(self.app, self.headers, self.client_ip).await
     }

@@ -133,14 +133,6 @@ fn echoed(key: &str) -> String {
 struct ProxiedBrowser;
 
 impl policy::Browser for ProxiedBrowser {
-    fn login_url(&self) -> Option<String> {
-        None
-    }
-
-    fn account_page(&self) -> Option<String> {
-        None
-    }
-
     async fn renew(&self) -> Renewal {
         Renewal::NoCookie
     }
@@ -211,7 +203,9 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
     let principal = match verdict {
         Verdict::Allow(Some(principal)) | Verdict::Renewed { principal, .. } => principal,
         Verdict::Allow(None) => return Reply::ok(StatusCode::OK, "Allowed", None),
-        Verdict::Refuse { response, reason } => {
+        Verdict::Refuse {
+            response, reason, ..
+        } => {
             app.metrics
                 .auth_decisions
                 .with_label_values(&["forward_auth", "denied", reason])

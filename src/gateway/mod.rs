@@ -31,11 +31,12 @@ use pingora::{ErrorSource, ErrorType};
 use crate::access::credentials::Carrier;
 use crate::access::gatekeeper::Principal;
 use crate::access::policy::{self, Verdict};
+use crate::access::refusal::Refusal as Refused;
 use crate::api::{self, ApiRequest};
 use crate::app::App;
 use crate::config;
 use crate::metrics::status_label;
-use crate::portal::Portal;
+use crate::portal::{Page, Portal};
 use crate::reply::Reply;
 use crate::telemetry::{self, SECURITY};
 use canonical::Refusal;
@@ -191,7 +192,8 @@ impl ProxyHttp for Gateway {
         ctx.route = Some(route.clone());
         // Limits come before any authentication work, so a flood cannot make us verify tokens.
         if let Some(refusal) = self.rate_limit(&route, ctx).await {
-            write_local_response(session, &refusal).await?;
+            self.write_refusal(session, ctx, Refused::RateLimited, &refusal)
+                .await?;
             return Ok(true);
         }
         self.authorize(session, ctx, &route).await
@@ -315,7 +317,13 @@ impl ProxyHttp for Gateway {
                 response = response.with_header(http::header::SET_COOKIE, cookie);
             }
             // The connection is not reused after a proxy failure: say so.
-            if let Err(write_error) = respond::write_closing_response(session, &response).await {
+            let page = upstream_refusal(status)
+                .and_then(|refusal| self.browser_answer(session, ctx, refusal, &response));
+            let written = match page {
+                Some(page) => respond::write_closing_page(session, &page).await,
+                None => respond::write_closing_response(session, &response).await,
+            };
+            if let Err(write_error) = written {
                 tracing::debug!(error = %write_error, "cannot send error response");
             }
         }
@@ -539,10 +547,7 @@ impl Gateway {
         route: &Route,
     ) -> Result<bool> {
         let header = session.req_header();
-        let target = match &ctx.canonical_target {
-            Some(target) => target.as_str(),
-            None => header.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-        };
+        let target = request_target(session, ctx);
         let need = policy::Requirement::of(&route.guard, &header.method, ctx.client_ip);
         let browser = api::browser::Browser {
             app: &self.app,
@@ -571,12 +576,50 @@ impl Gateway {
                 ctx.renewed_cookies = cookies;
                 Ok(false)
             }
-            Verdict::Refuse { response, reason } => {
+            Verdict::Refuse {
+                response,
+                refusal,
+                reason,
+            } => {
                 route.metrics.denied(reason).inc();
-                write_local_response(session, &response).await?;
+                self.write_refusal(session, ctx, refusal, &response).await?;
                 Ok(true)
             }
         }
+    }
+
+    /// Writes the refusal of a proxied request: a browser's navigation gets its page or
+    /// redirect, any other client `response`, the API answer.
+    async fn write_refusal(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        refusal: Refused,
+        response: &Reply,
+    ) -> Result<()> {
+        match self.browser_answer(session, ctx, refusal, response) {
+            Some(page) => write_page(session, &page).await,
+            None => write_local_response(session, response).await,
+        }
+    }
+
+    /// What a browser's navigation is answered for `refusal` (the portal's
+    /// [`crate::portal::browser_answer`]); `None` for any other client.
+    fn browser_answer(
+        &self,
+        session: &Session,
+        ctx: &RequestCtx,
+        refusal: Refused,
+        response: &Reply,
+    ) -> Option<Page> {
+        crate::portal::browser_answer(
+            &self.app,
+            &self.portal,
+            &session.req_header().headers,
+            refusal,
+            response,
+            request_target(session, ctx),
+        )
     }
 
     /// Tells the upstream who the request comes from, in headers it can trust (every client
@@ -860,6 +903,29 @@ fn local_destination(canonical: &canonical::CanonicalRequest<'_>, portal: bool) 
         Destination::Portal { path, query }
     } else {
         Destination::Local { path, query }
+    }
+}
+
+/// The request's target as decided on: the canonical one when it differs from the one
+/// received (where a browser returns after signing in, or tries again).
+fn request_target<'a>(session: &'a Session, ctx: &'a RequestCtx) -> &'a str {
+    match &ctx.canonical_target {
+        Some(target) => target.as_str(),
+        None => session
+            .req_header()
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str()),
+    }
+}
+
+/// The refusal a browser is shown for a proxy failure answered with `status`: 502 and 504
+/// are the upstream's; anything else (a malformed request, a bug) keeps its API answer.
+fn upstream_refusal(status: StatusCode) -> Option<Refused> {
+    match status {
+        StatusCode::BAD_GATEWAY => Some(Refused::UpstreamDown),
+        StatusCode::GATEWAY_TIMEOUT => Some(Refused::UpstreamTimeout),
+        _ => None,
     }
 }
 

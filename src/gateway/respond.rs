@@ -143,6 +143,16 @@ async fn write_answer(session: &mut Session, header: ResponseHeader, body: Bytes
 pub async fn write_page(session: &mut Session, page: &Page) -> Result<()> {
     let stopping = session.is_process_shutting_down();
     session.set_keepalive(keep_alive(stopping));
+    write_page_now(session, page).await
+}
+
+/// Sends a page with `Connection: close`, as [`write_closing_response`] sends a reply.
+pub async fn write_closing_page(session: &mut Session, page: &Page) -> Result<()> {
+    session.set_keepalive(None);
+    write_page_now(session, page).await
+}
+
+async fn write_page_now(session: &mut Session, page: &Page) -> Result<()> {
     let header = answer_header(
         page.status,
         page.content_type,

@@ -17,8 +17,10 @@
 mod console;
 pub mod csrf;
 mod pages;
+pub mod refusals;
 pub mod site;
 
+pub use refusals::browser_answer;
 use site::to_value;
 pub use site::{Page, Portal};
 
@@ -131,27 +133,8 @@ pub fn refusal_page(
     request_headers: &HeaderMap,
     refusal: &Reply,
 ) -> Page {
-    let catalog = app.languages.negotiate(
-        None,
-        browser::cookie(request_headers, i18n::LANGUAGE_COOKIE),
-        request_headers
-            .get(http::header::ACCEPT_LANGUAGE)
-            .and_then(|v| v.to_str().ok()),
-    );
-    let body = format!(
-        "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\"><title>{}</title></head>\
-         <body><main><h1>{}</h1><p>{}</p></main></body></html>",
-        catalog.code,
-        catalog.text("error_title"),
-        catalog.text("error_title"),
-        catalog.text("error_bad_form"),
-    );
-    let mut page = Page {
-        status: refusal.status,
-        headers: Vec::new(),
-        content_type: "text/html; charset=utf-8",
-        body: Bytes::from(body),
-    };
+    let catalog = refusals::language_of(app, request_headers);
+    let mut page = refusals::minimal_page(catalog, refusal.status, "error_title", "error_bad_form");
     page.headers
         .push((http::header::CONTENT_SECURITY_POLICY, portal.csp.clone()));
     page
@@ -336,23 +319,16 @@ impl<'a> Visit<'a> {
         feedback: Feedback,
         extra: Vec<(&'static str, Value)>,
     ) -> Page {
-        let mut context = BTreeMap::new();
-        context.insert("lang", Value::from(self.lang.code.as_str()));
-        context.insert("t", self.lang.value());
-        context.insert(
-            "site",
-            to_value(json!({"title": self.portal.title, "logo_url": self.portal.logo_url})),
-        );
-        context.insert("css_href", Value::from(self.path("/portal.css")));
+        let mut context = self
+            .portal
+            .shared_context(self.lang, self.lang.text(title_key));
         context.insert(
             "passkeys_enabled",
             Value::from(self.portal.passkeys_enabled),
         );
         context.insert("js_href", Value::from(self.path("/passkeys.js")));
-        context.insert("prefix", Value::from(self.portal.prefix.as_str()));
         context.insert("languages", self.language_links());
         context.insert("csrf", Value::from(self.csrf_token.as_str()));
-        context.insert("page_title", Value::from(self.lang.text(title_key)));
         let has_errors = !feedback.errors.is_empty() || feedback.form_error.is_some();
         // Field errors are announced once at the top too (WCAG 3.3.1), then shown by each field.
         let form_error = feedback.form_error.or_else(|| {

@@ -6,6 +6,7 @@ pub(super) mod federation;
 mod invitation;
 pub(super) mod passkeys;
 mod reauth;
+pub(super) mod second_factor;
 
 use http::StatusCode;
 use minijinja::Value;
@@ -37,6 +38,7 @@ pub(super) const GET_PATHS: &[&str] = &[
     "/invitation",
     "/account",
     "/logout",
+    "/second-factor",
 ];
 
 /// Paths (below the prefix) that take a form.
@@ -67,6 +69,7 @@ pub(super) const POST_PATHS: &[&str] = &[
     "/account/passkeys/remove",
     "/account/identities/link",
     "/account/identities/unlink",
+    "/second-factor",
 ];
 
 /// Notices an account page may show after a form succeeded (`?done=`).
@@ -151,6 +154,7 @@ pub(super) async fn get(v: &mut Visit<'_>, sub: &str) -> Page {
             Feedback::default(),
             vec![],
         ),
+        "/second-factor" => second_factor::page(v).await,
         _ => v.not_found(),
     }
 }
@@ -169,6 +173,7 @@ pub(super) async fn post(v: &mut Visit<'_>, sub: &str, form: Form) -> Page {
         "/invitation/passkey" => invitation::begin_passkey(v, form).await,
         "/invitation/passkey/finish" => invitation::finish_passkey(v, form).await,
         "/logout" => logout(v).await,
+        "/second-factor" => second_factor::prove(v, &form).await,
         account => {
             let Some(token) = v.signed_in().await else {
                 return to_sign_in(v);
@@ -707,7 +712,7 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
         "/account/password" => change_password(v, token, form).await,
         "/account/sessions/revoke" => revoke_session(v, token, form).await,
         "/account/logout-all" => logout_all(v, token).await,
-        "/account/2fa/setup" => setup_two_factor(v, token).await,
+        "/account/2fa/setup" => setup_two_factor(v, token, &form).await,
         "/account/2fa/enable" => enable_two_factor(v, token, form).await,
         "/account/2fa/disable" => disable_two_factor(v, token, form).await,
         "/account/resend-verification" => resend_verification(v, token).await,
@@ -819,9 +824,11 @@ async fn logout_all(v: &mut Visit<'_>, token: &str) -> Page {
     )
 }
 
-/// `POST /account/2fa/setup`: A fresh TOTP secret to scan; nothing is stored yet.
-async fn setup_two_factor(v: &mut Visit<'_>, token: &str) -> Page {
+/// `POST /account/2fa/setup`: A fresh TOTP secret to scan; nothing is stored yet. A
+/// `return_to` (from the second-factor step) rides along to the recovery codes.
+async fn setup_two_factor(v: &mut Visit<'_>, token: &str, form: &Form) -> Page {
     let app = v.app;
+    let return_to = setup_return_to(v, form);
     let setup = match v.caller(token).await {
         Ok(caller) => {
             // No proof comes with this form: with TOTP on, the core asks for one (409).
@@ -837,13 +844,11 @@ async fn setup_two_factor(v: &mut Visit<'_>, token: &str) -> Page {
         Err(refusal) => Err(refusal),
     };
     match setup {
-        Ok(p) => render_setup(
-            v,
-            StatusCode::OK,
-            Feedback::default(),
-            p.secret_base32,
-            p.qr_code_data_url,
-        ),
+        Ok(p) => {
+            let feedback = Feedback::default();
+            let (secret, qr) = (p.secret_base32, p.qr_code_data_url);
+            render_setup(v, StatusCode::OK, feedback, (secret, qr), return_to)
+        }
         Err(r) => account_outcome(v, token, r, "", str::to_owned).await,
     }
 }
@@ -856,6 +861,7 @@ async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
         Err(refusal) => return account_outcome(v, token, refusal, "", str::to_owned).await,
     };
     let secret = form.text("secret").trim().to_owned();
+    let return_to = setup_return_to(v, &form);
     // An unproven address is refused before the form is read, as the API refuses it.
     let input = verified_for_two_factor(&caller.user)
         .and_then(|()| crate::api::totp_enable(&secret, form.text("token")));
@@ -877,12 +883,17 @@ async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     };
     let r = match enabled {
         Ok(codes) => {
+            // On to the step the setup came from: this session proves the new factor there.
+            let next = return_to.map(|r| v.path_with_return(second_factor::STEP, Some(&r)));
             return v.render(
                 "recovery_codes.html",
                 StatusCode::OK,
                 "recovery_codes_title",
                 Feedback::default(),
-                vec![("codes", to_value(json!(codes)))],
+                vec![
+                    ("codes", to_value(json!(codes))),
+                    ("continue_href", to_value(next)),
+                ],
             );
         }
         Err(r) => r,
@@ -898,13 +909,16 @@ async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
         return account_outcome(v, token, r, "", str::to_owned).await;
     };
     let feedback = v.feedback(&r, str::to_owned);
-    render_setup(
-        v,
-        StatusCode::BAD_REQUEST,
-        feedback,
-        provisioning.secret_base32,
-        provisioning.qr_code_data_url,
-    )
+    let shown = (provisioning.secret_base32, provisioning.qr_code_data_url);
+    render_setup(v, StatusCode::BAD_REQUEST, feedback, shown, return_to)
+}
+
+/// The `return_to` a setup form carries from the second-factor step, held to that step's
+/// rules; `None` when it carries none.
+fn setup_return_to(v: &Visit<'_>, form: &Form) -> Option<String> {
+    form.get("return_to")
+        .filter(|r| !r.is_empty())
+        .map(|r| second_factor::target(v, Some(r)))
 }
 
 /// `POST /account/2fa/disable`: Turns TOTP off (the password and a code, like the API).
@@ -988,12 +1002,13 @@ async fn deactivate(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     )
 }
 
+/// The setup page: the secret `(text, QR code)` to scan and the form that turns it on.
 fn render_setup(
     v: &mut Visit<'_>,
     status: StatusCode,
     feedback: Feedback,
-    secret: String,
-    qr_code: String,
+    (secret, qr_code): (String, String),
+    return_to: Option<String>,
 ) -> Page {
     v.render(
         "two_factor_setup.html",
@@ -1003,6 +1018,7 @@ fn render_setup(
         vec![
             ("secret", Value::from(secret)),
             ("qr_code", Value::from(qr_code)),
+            ("return_to", Value::from(return_to.unwrap_or_default())),
         ],
     )
 }

@@ -107,6 +107,14 @@ const BUILT_IN: &[(&str, &str)] = &[
         "reauthenticate.html",
         include_str!("../../config/portal/templates/reauthenticate.html"),
     ),
+    (
+        "second_factor.html",
+        include_str!("../../config/portal/templates/second_factor.html"),
+    ),
+    (
+        "refusal.html",
+        include_str!("../../config/portal/templates/refusal.html"),
+    ),
     ("portal.css", include_str!("../../config/portal/portal.css")),
 ];
 
@@ -136,6 +144,8 @@ const PAGES: &[&str] = &[
     "admin_invitations.html",
     "admin_audit.html",
     "admin_step_up.html",
+    "second_factor.html",
+    "refusal.html",
 ];
 
 /// `public`'s scheme, and the hosts `return_to` may name with their one port: `public`'s
@@ -306,7 +316,14 @@ impl Portal {
         Ok(())
     }
 
-    pub(super) fn sample_context(&self, catalog: &Catalog) -> BTreeMap<&'static str, Value> {
+    /// What every page's template is given: its language and texts, the site's title and
+    /// logo, the stylesheet, the prefix, and `page_title`; no language links (a page adds
+    /// them when it can be asked for again in another language), no script.
+    pub(super) fn shared_context(
+        &self,
+        catalog: &Catalog,
+        page_title: &str,
+    ) -> BTreeMap<&'static str, Value> {
         let mut context = BTreeMap::new();
         context.insert("lang", Value::from(catalog.code.as_str()));
         context.insert("t", catalog.value());
@@ -320,8 +337,18 @@ impl Portal {
         );
         context.insert("prefix", Value::from(self.prefix.as_str()));
         context.insert("languages", Value::from(Vec::<Value>::new()));
+        context.insert("passkeys_enabled", Value::from(false));
+        context.insert("page_title", Value::from(page_title));
+        context
+    }
+
+    pub(super) fn sample_context(&self, catalog: &Catalog) -> BTreeMap<&'static str, Value> {
+        let mut context = self.shared_context(catalog, "sample");
         context.insert("csrf", Value::from("sample"));
-        context.insert("page_title", Value::from("sample"));
+        context.insert("text", Value::from("sample"));
+        context.insert("link", to_value(json!({"href": "/app", "text": "sample"})));
+        context.insert("status", Value::from(403));
+        context.insert("setup", Value::from(true));
         context.insert(
             "user",
             to_value(json!({"email": "ada@example.com", "first_name": "Ada",

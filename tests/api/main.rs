@@ -15,6 +15,7 @@ mod admin_api;
 mod admin_sessions_property;
 mod audit_trail;
 mod auth_age;
+mod browser_refusals;
 mod canonical_requests;
 mod cli;
 mod connections;

@@ -740,3 +740,67 @@ async fn step_up_with_a_passkey(driver: &ChromeDriver, axe: &str, world: &Consol
     admin.find("#events-caption").await;
     admin.quit().await;
 }
+
+/// A signed-in browser refused a page for want of a role sees a page in its language; sent
+/// to a `two_factor` page, it is offered the setup, sets TOTP up, proves it on the step and
+/// lands on the page. Every page on the way is checked with axe-core.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_pages_and_the_second_factor_step_in_chromium() {
+    if !webdriver::available() {
+        assert!(!in_ci(), "CI=true but chromium or chromedriver is missing");
+        eprintln!("skipped: chromium and chromedriver are not installed");
+        return;
+    }
+    let axe = axe_source();
+    let up = EchoUpstream::start().await;
+    let u = up.url();
+    let app = TestApp::spawn(
+        Backend::Embedded,
+        &format!(
+            "[[routes]]\nname = \"ops\"\npath_prefix = \"/ops\"\nupstream = \"{u}\"\n\
+             policy = \"authenticated\"\nroles = [\"ops\"]\n\
+             [[routes]]\nname = \"secure\"\npath_prefix = \"/secure\"\nupstream = \"{u}\"\n\
+             policy = \"two_factor\"\n"
+        ),
+    )
+    .await;
+    let base = app.gw.url();
+    let driver = ChromeDriver::start().await;
+    for (session_language, email, title) in [
+        ("en-US", "refused@example.com", "You do not have access"),
+        ("ru-RU", "otkaz@example.com", "Нет доступа"),
+    ] {
+        app.verified_user(email).await;
+        let browser = driver.session(session_language).await;
+        browser.goto(&format!("{base}/ops/page")).await;
+        browser.wait_for_url("/auth/login").await;
+        sign_in(&browser, email).await;
+        browser.wait_for_text(title).await;
+        check_accessibility(&browser, &axe, &format!("refused ({session_language})")).await;
+        browser.goto(&format!("{base}/secure/page")).await;
+        browser.wait_for_url("/auth/second-factor").await;
+        check_accessibility(&browser, &axe, &format!("setup offer ({session_language})")).await;
+        if session_language == "ru-RU" {
+            browser.quit().await;
+            continue;
+        }
+        browser.click("form button[type=submit]").await;
+        browser.wait_for_url("/auth/account/2fa/setup").await;
+        let secret = browser.text("#secret").await;
+        browser.type_into("#token", &totp(&secret, -1)).await;
+        browser.type_into("#enable_password", PASSWORD).await;
+        browser.click("form button[type=submit]").await;
+        browser.wait_for_text("second-factor?return_to").await;
+        browser.click("a[href^='/auth/second-factor']").await;
+        browser.wait_for_url("/auth/second-factor").await;
+        browser.find("#two_factor_code").await;
+        check_accessibility(&browser, &axe, "second-factor step").await;
+        browser
+            .type_into("#two_factor_code", &totp(&secret, 0))
+            .await;
+        browser.click("form button[type=submit]").await;
+        browser.wait_for_url("/secure/page").await;
+        browser.wait_for_text("\"path\":\"/secure/page\"").await;
+        browser.quit().await;
+    }
+}

@@ -8,11 +8,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 
-use super::{Browser, Requirement, Verdict, same_site_target, wants_html};
-use crate::access::credentials::presents_bearer;
+use super::{Requirement, Verdict};
 use crate::access::gatekeeper::Principal;
+use crate::access::refusal::Refusal;
 use crate::reply::Reply;
 use crate::telemetry::SECURITY;
 
@@ -33,14 +33,10 @@ fn unix_now() -> i64 {
 }
 
 /// `None` when `need` asks no recent proof or `principal`'s is recent enough; otherwise
-/// the refusal (logged to the security log).
-pub(super) fn check(
-    need: &Requirement<'_>,
-    principal: &Principal,
-    headers: &HeaderMap,
-    path_and_query: Option<&str>,
-    browser: &impl Browser,
-) -> Option<Verdict> {
+/// the refusal (logged to the security log): the API's 401, and
+/// [`Refusal::Reauthentication`], from which a browser's redirect to the portal's
+/// reauthentication page is made.
+pub(super) fn check(need: &Requirement<'_>, principal: &Principal) -> Option<Verdict> {
     let max_age = need.max_auth_age?;
     if is_fresh(principal.auth_time(), max_age, unix_now()) {
         return None;
@@ -53,26 +49,9 @@ pub(super) fn check(
         client = %need.client,
         user_id = principal.user_id_text(),
     );
-    let page = path_and_query
-        .filter(|_| wants_html(headers) && !presents_bearer(headers))
-        .zip(
-            browser
-                .reauthenticate_page()
-                .filter(|page| !page.is_empty()),
-        );
-    let response = match page {
-        Some((path_and_query, page)) => {
-            let separator = if page.contains('?') { '&' } else { '?' };
-            let target: String =
-                url::form_urlencoded::byte_serialize(same_site_target(path_and_query).as_bytes())
-                    .collect();
-            let location = format!("{page}{separator}return_to={target}");
-            Reply::empty(StatusCode::FOUND).with_header(http::header::LOCATION, location)
-        }
-        None => refusal(max_age),
-    };
     Some(Verdict::Refuse {
-        response,
+        response: refusal(max_age),
+        refusal: Refusal::Reauthentication,
         reason: REASON,
     })
 }

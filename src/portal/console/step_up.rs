@@ -6,10 +6,10 @@
 use http::StatusCode;
 use minijinja::Value;
 
-use super::super::pages::passkeys::second_factor_answer;
+use super::super::pages::second_factor::{self, Refused};
 use super::super::pages::second_step_values;
 use super::{Section, Standing, render};
-use crate::accounts::{AccountError, SecondFactor, SecondStep};
+use crate::accounts::{AccountError, SecondStep};
 use crate::portal::{Feedback, Form, Page, Visit};
 
 /// `GET /admin/step-up?return_to=…`: the form, or why there is none.
@@ -33,38 +33,20 @@ pub(super) async fn page(v: &mut Visit<'_>, standing: &Standing) -> Page {
 pub(super) async fn prove(v: &mut Visit<'_>, standing: &Standing, form: &Form) -> Page {
     let return_to = target(v, form.get("return_to"));
     let (user, session) = standing.parts();
-    let passkey = form.get("passkey_credential").is_some();
-    let second = second_factor_answer(form)
-        .unwrap_or_else(|| SecondFactor::Code(Some(form.text("two_factor_code").to_owned())));
+    let second = second_factor::answer(form);
     let client = v.client();
     let proven = v
         .app
         .accounts
         .prove_second_factor(user, session, second, &client)
         .await;
-    match proven {
+    match second_factor::refused_step(v, proven, form) {
         Ok(()) => v.redirect(&return_to),
-        Err(AccountError::SecondFactorRequired(step)) => {
-            let mut feedback = Feedback::default();
-            let required = v.lang.message("is required").to_owned();
-            feedback
-                .errors
-                .insert("two_factor_code".into(), vec![required]);
-            render_form(v, StatusCode::BAD_REQUEST, feedback, &return_to, *step)
+        Err(Refused::Again(status, feedback, step)) => {
+            render_form(v, status, feedback, &return_to, *step)
         }
-        Err(AccountError::WrongSecondFactor(step)) => {
-            let mut feedback = Feedback::default();
-            if passkey {
-                feedback.form_error = Some(v.t("passkey_failed"));
-            } else {
-                feedback
-                    .errors
-                    .insert("two_factor_code".into(), vec![v.t("error_wrong_code")]);
-            }
-            render_form(v, StatusCode::UNAUTHORIZED, feedback, &return_to, *step)
-        }
-        Err(AccountError::TwoFactorNotEnabled) => no_second_factor(v),
-        Err(e) => {
+        Err(Refused::NoSecondFactor) => no_second_factor(v),
+        Err(Refused::Other(e)) => {
             let refusal = v.refusal(e);
             super::failure(v, &refusal)
         }
