@@ -705,6 +705,13 @@ impl Accounts {
     /// The account the identity signs in to: the linked one; else, with
     /// `link_by_verified_email`, the account of the same address when both sides call it
     /// verified; else, with `auto_create`, a new one under `[registration]`.
+    ///
+    /// A sign-in through a linked identity never marks its account verified, whatever
+    /// `email_verified` now says: an account made unproven is proven only by mail (the
+    /// verification link or a reset). Were the identity able to verify it, whoever made it
+    /// with someone else's address would do so before the owner resets, and the reset —
+    /// which removes a first registrant's ways in only when it proves an unproven address —
+    /// would keep them.
     async fn account_for(
         &self,
         provider: &IdentityProviderConfig,
