@@ -169,8 +169,10 @@ impl Accounts {
     /// A registration for an address whose account was never verified: whoever registered
     /// it first need not own the mailbox (pre-registration hijacking), so its verification
     /// link must not be what the owner gets. The owner gets a password-reset link instead:
-    /// using it sets their password, proves the address and ends every session the first
-    /// registrant holds. Runs in the background; a verified account gets nothing.
+    /// using it ([`Accounts::reset_password`]) sets their password, proves the address, ends
+    /// every session the first registrant holds and removes every other way in they could
+    /// have planted (linked identities, passkeys, TOTP). Runs in the background; a verified
+    /// account gets nothing.
     fn offer_pending_address(&self, email: &Email, client: &Client<'_>) {
         let (store, mailer) = (Arc::clone(&self.store), Arc::clone(&self.mailer));
         let email = email.clone();
@@ -188,10 +190,14 @@ impl Accounts {
     }
 
     /// Sets a new password with the token of a mailed reset link and ends every session of
-    /// the account; answers how many ended. One statement sets the password, proves the
+    /// the account; answers how many ended. One transaction sets the password, proves the
     /// address (the link came to the mailbox, and a pending registration made by someone
     /// else with this address is now the mailbox owner's, with their password) and clears
-    /// the lockout, or none of it.
+    /// the lockout, or none of it. When the address was unproven until this reset, the same
+    /// transaction removes every other way in its first registrant could hold — linked
+    /// identities (and the roles mapped through them), passkeys, the TOTP secret, recovery
+    /// codes — and the audit trail's `password_reset` says what went (see
+    /// [`UserStore::reset_password`]).
     ///
     /// Errors: `InvalidLink` (malformed, unknown, used or expired), hashing and backend
     /// failures.
@@ -213,14 +219,20 @@ impl Accounts {
             .await?
             .ok_or(AccountError::InvalidLink)?;
         let password_hash = self.hasher.hash(new.expose()).await?;
-        self.store.reset_password(user_id, &password_hash).await?;
+        let reset = self.store.reset_password(user_id, &password_hash).await?;
         let ended = self.access.revoke_user(user_id, None).await?.len();
-        tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended);
-        self.audit_by_id(
-            AuditKind::PasswordReset,
-            user_id,
-            &format!("{ended} sessions ended"),
-        );
+        if reset.proved_address {
+            // Its second factor, passkeys and roles may have changed: every instance reads
+            // the account afresh (the change feed tells the others).
+            self.access.forget_user(user_id);
+        }
+        tracing::info!(target: SECURITY, event = "password_reset", user_id = %user_id, sessions_ended = ended, address_proven = reset.proved_address);
+        let mut detail = format!("{ended} sessions ended");
+        if let Some(removed) = reset.note() {
+            tracing::warn!(target: SECURITY, event = "unproven_account_claimed", user_id = %user_id, identities = reset.identities, passkeys = reset.passkeys, totp = reset.totp, recovery_codes = reset.recovery_codes);
+            detail = format!("{detail}; {removed}");
+        }
+        self.audit_by_id(AuditKind::PasswordReset, user_id, &detail);
         if let Ok(Some(user)) = self.store.find_by_id(user_id).await {
             self.mailer.send_in_background_in(
                 self.mail_language(&user, client),

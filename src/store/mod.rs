@@ -65,7 +65,7 @@ pub use audit::{
     Actor, AuditEvent, AuditFilter, AuditKind, AuditOutcome, DEFAULT_AUDIT_RETENTION,
     MAX_AUDIT_PAGE, MAX_DETAIL_CHARS, NewAuditEvent,
 };
-pub use federation::{LinkedIdentity, NewLinkedIdentity};
+pub use federation::{LinkedIdentity, MappedRoles, NewLinkedIdentity, PasswordReset};
 pub use invitations::{Invitation, InvitationState, NewInvitation};
 pub use passkeys::{MAX_NAME_CHARS as MAX_PASSKEY_NAME_CHARS, PasskeyUse, StoredPasskey};
 
@@ -434,10 +434,21 @@ pub trait UserStore: Send + Sync {
     /// Replaces the password hash.
     async fn set_password_hash(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
 
-    /// A password reset through a mailed link, in one statement: replaces the password
+    /// A password reset through a mailed link, in one transaction: replaces the password
     /// hash, marks the address verified (the link reached the mailbox) and clears the
     /// failures and any lock, so no failure leaves some of it done.
-    async fn reset_password(&self, id: UserId, password_hash: &str) -> Result<(), StoreError>;
+    ///
+    /// When the address was unproven until now, whoever registered it first need not own
+    /// the mailbox: the same transaction removes what they could have planted — the linked
+    /// identities (and the roles `role_mapping` granted through them), the passkeys, the
+    /// TOTP secret and the recovery codes — and appends [`UserChange::Updated`]. The
+    /// answer says what went. The reset of an account whose address was proven removes
+    /// none of it.
+    async fn reset_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+    ) -> Result<PasswordReset, StoreError>;
 
     /// Records the language the user's mails go out in (a code such as `ru`).
     async fn set_language(&self, id: UserId, language: &str) -> Result<(), StoreError>;
@@ -695,6 +706,20 @@ pub trait UserStore: Send + Sync {
         verified: bool,
         identity: &NewLinkedIdentity,
     ) -> Result<User, StoreError>;
+
+    /// Applies `role_mapping` at a sign-in through the identity (`provider`, `subject`) of
+    /// `user`, in one transaction: each role of `given` the account lacks is granted and
+    /// recorded as mapped for that identity (one it already holds is never recorded); each
+    /// role recorded as mapped that `given` no longer holds is taken back. Nothing else is
+    /// touched: roles granted otherwise stay. Appends [`UserChange::Updated`] when the
+    /// roles changed. An identity not linked to `user` changes nothing.
+    async fn apply_role_mapping(
+        &self,
+        user: UserId,
+        provider: &str,
+        subject: &str,
+        given: &[String],
+    ) -> Result<MappedRoles, StoreError>;
 
     /// The identities linked to an account, oldest first.
     async fn linked_identities(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError>;

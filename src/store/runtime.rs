@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 
 use super::{
     AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, FailedLogin, Invitation, LinkedIdentity,
-    NewAuditEvent, NewInvitation, NewLinkedIdentity, NewToken, NewUser, PasskeyUse, StoreError,
-    StoredPasskey, TokenKind, User, UserChange, UserChangeEvent, UserSearch, UserStore,
+    MappedRoles, NewAuditEvent, NewInvitation, NewLinkedIdentity, NewToken, NewUser, PasskeyUse,
+    PasswordReset, StoreError, StoredPasskey, TokenKind, User, UserChange, UserChangeEvent,
+    UserSearch, UserStore,
 };
 use crate::backend::{Backend, BackendError};
 use crate::domain::{Email, PasskeyId, UserId};
@@ -116,7 +117,11 @@ impl UserStore for OnRuntime {
             .await
     }
 
-    async fn reset_password(&self, id: UserId, password_hash: &str) -> Result<(), StoreError> {
+    async fn reset_password(
+        &self,
+        id: UserId,
+        password_hash: &str,
+    ) -> Result<PasswordReset, StoreError> {
         let password_hash = password_hash.to_owned();
         self.run(|s| async move { s.reset_password(id, &password_hash).await })
             .await
@@ -375,6 +380,21 @@ impl UserStore for OnRuntime {
         let identity = identity.clone();
         self.run(|s| async move { s.create_linked_user(new, verified, &identity).await })
             .await
+    }
+
+    async fn apply_role_mapping(
+        &self,
+        user: UserId,
+        provider: &str,
+        subject: &str,
+        given: &[String],
+    ) -> Result<MappedRoles, StoreError> {
+        let (provider, subject, given) = (provider.to_owned(), subject.to_owned(), given.to_vec());
+        self.run(|s| async move {
+            s.apply_role_mapping(user, &provider, &subject, &given)
+                .await
+        })
+        .await
     }
 
     async fn linked_identities(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {

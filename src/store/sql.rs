@@ -31,10 +31,10 @@ use super::tx::Tx;
 use super::{
     Actor, AttemptClaim, AttemptOutcome, AuditEvent, AuditFilter, AuditOutcome, FailedLogin,
     IN_FLIGHT_GUESS_TTL, INVITATION_RETENTION, Invitation, LinkedIdentity, MAX_AUDIT_PAGE,
-    MAX_USER_PAGE, NewAuditEvent, NewInvitation, NewLinkedIdentity, NewToken, NewUser, PasskeyUse,
-    StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION, USER_CHANGE_RETENTION,
-    USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserSearch, UserStore, lock_deadline,
-    map_migrate, now,
+    MAX_USER_PAGE, MappedRoles, NewAuditEvent, NewInvitation, NewLinkedIdentity, NewToken, NewUser,
+    PasskeyUse, PasswordReset, StoreError, StoredPasskey, TokenKind, UNKNOWN_ATTEMPTS_RETENTION,
+    USER_CHANGE_RETENTION, USER_CHANGE_WINDOW, User, UserChange, UserChangeEvent, UserSearch,
+    UserStore, lock_deadline, map_migrate, now,
 };
 use crate::domain::{Email, PasskeyId, UserId};
 
@@ -304,6 +304,154 @@ where
         let done = query.execute(&self.pool).await?;
         if DB::rows_affected(&done) == 0 {
             return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    /// Appends `change` of `user` to the change feed on `conn`.
+    async fn insert_user_change(
+        conn: &mut DB::Connection,
+        user: UserId,
+        change: UserChange,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO user_changes (user_id, change) VALUES ($1, $2)")
+            .bind(id::<DB>(user))
+            .bind(change.as_str())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// On `conn` (the reset's transaction, which has just proven `user`'s address): removes
+    /// what the account's first registrant could hold — linked identities and the roles
+    /// mapped through them, passkeys, the TOTP secret and recovery codes.
+    async fn remove_first_registrants_ways_in(
+        conn: &mut DB::Connection,
+        user: UserId,
+    ) -> Result<PasswordReset, StoreError> {
+        let rows = sqlx::query("SELECT mapped_roles FROM external_identities WHERE user_id = $1")
+            .bind(id::<DB>(user))
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut mapped = Vec::new();
+        for row in &rows {
+            mapped.extend(roles_from_db(&row.try_get::<String, _>("mapped_roles")?));
+        }
+        let mut reset = PasswordReset {
+            proved_address: true,
+            ..PasswordReset::default()
+        };
+        for role in roles_from_db(&roles_to_db(&mapped)) {
+            if Self::delete_role(conn, user, &role).await? {
+                reset.mapped_roles.push(role);
+            }
+        }
+        for (query, count) in [
+            (
+                "DELETE FROM external_identities WHERE user_id = $1",
+                &mut reset.identities,
+            ),
+            (
+                "DELETE FROM passkeys WHERE user_id = $1",
+                &mut reset.passkeys,
+            ),
+            (
+                "DELETE FROM recovery_codes WHERE user_id = $1",
+                &mut reset.recovery_codes,
+            ),
+        ] {
+            let done = sqlx::query(query)
+                .bind(id::<DB>(user))
+                .execute(&mut *conn)
+                .await?;
+            *count = DB::rows_affected(&done);
+        }
+        let totp = sqlx::query(
+            "UPDATE users SET two_factor_enabled = FALSE, two_factor_secret = NULL \
+             WHERE id = $1 AND (two_factor_enabled OR two_factor_secret IS NOT NULL)",
+        )
+        .bind(id::<DB>(user))
+        .execute(&mut *conn)
+        .await?;
+        reset.totp = DB::rows_affected(&totp) == 1;
+        Ok(reset)
+    }
+
+    /// Takes `role` from `user` on `conn`; `true` when it held it.
+    async fn delete_role(
+        conn: &mut DB::Connection,
+        user: UserId,
+        role: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(id::<DB>(user))
+            .bind(role)
+            .execute(&mut *conn)
+            .await?;
+        Ok(DB::rows_affected(&done) == 1)
+    }
+
+    /// The roles recorded as mapped for the identity (`provider`, `subject`) of `user` on
+    /// `conn`; `None` when that identity is not linked to `user`.
+    async fn mapped_roles_of(
+        conn: &mut DB::Connection,
+        user: UserId,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let row = sqlx::query(
+            "SELECT mapped_roles FROM external_identities \
+             WHERE provider = $1 AND subject = $2 AND user_id = $3",
+        )
+        .bind(provider)
+        .bind(subject)
+        .bind(id::<DB>(user))
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(|r| Ok(roles_from_db(&r.try_get::<String, _>("mapped_roles")?)))
+            .transpose()
+    }
+
+    /// Records `roles` as the ones mapped through the identity (`provider`, `subject`) on
+    /// `conn`.
+    async fn record_mapped_roles(
+        conn: &mut DB::Connection,
+        provider: &str,
+        subject: &str,
+        roles: &[String],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE external_identities SET mapped_roles = $3 WHERE provider = $1 AND subject = $2",
+        )
+        .bind(provider)
+        .bind(subject)
+        .bind(roles_to_db(roles))
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// On `conn`: `role` is now held otherwise (an operator or an administrator granted it
+    /// while the mapping had): no identity of `user` records it as mapped any more.
+    async fn forget_mapped_role(
+        conn: &mut DB::Connection,
+        user: UserId,
+        role: &str,
+    ) -> Result<(), StoreError> {
+        let rows = sqlx::query(
+            "SELECT provider, subject, mapped_roles FROM external_identities WHERE user_id = $1",
+        )
+        .bind(id::<DB>(user))
+        .fetch_all(&mut *conn)
+        .await?;
+        for row in &rows {
+            let mut roles = roles_from_db(&row.try_get::<String, _>("mapped_roles")?);
+            if roles.iter().any(|r| r == role) {
+                roles.retain(|r| r != role);
+                let provider: String = row.try_get("provider")?;
+                let subject: String = row.try_get("subject")?;
+                Self::record_mapped_roles(conn, &provider, &subject, &roles).await?;
+            }
         }
         Ok(())
     }
@@ -853,17 +1001,38 @@ where
         .await
     }
 
-    async fn reset_password(&self, user: UserId, password_hash: &str) -> Result<(), StoreError> {
-        self.update_user(
-            sqlx::query(
-                "UPDATE users SET password_hash = $2, is_verified = TRUE, \
-                 failed_login_attempts = 0, locked_until = NULL, updated_at = $3 WHERE id = $1",
-            )
-            .bind(id::<DB>(user))
-            .bind(password_hash)
-            .bind(DB::time(now())),
+    async fn reset_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+    ) -> Result<PasswordReset, StoreError> {
+        let mut tx = Tx::begin(&self.pool).await?;
+        // Writing the row first takes its lock (the row's on PostgreSQL, the database's on
+        // SQLite), so whether the address was unproven is read once, by this transaction.
+        let done = sqlx::query(
+            "UPDATE users SET password_hash = $2, failed_login_attempts = 0, \
+             locked_until = NULL, updated_at = $3 WHERE id = $1",
         )
-        .await
+        .bind(id::<DB>(user))
+        .bind(password_hash)
+        .bind(DB::time(now()))
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&done) == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let proved =
+            sqlx::query("UPDATE users SET is_verified = TRUE WHERE id = $1 AND NOT is_verified")
+                .bind(id::<DB>(user))
+                .execute(&mut *tx)
+                .await?;
+        let mut reset = PasswordReset::default();
+        if DB::rows_affected(&proved) == 1 {
+            reset = Self::remove_first_registrants_ways_in(&mut tx, user).await?;
+            Self::insert_user_change(&mut tx, user, UserChange::Updated).await?;
+        }
+        tx.commit().await?;
+        Ok(reset)
     }
 
     async fn mark_verified(&self, user: UserId) -> Result<(), StoreError> {
@@ -1023,18 +1192,23 @@ where
     }
 
     async fn grant_role(&self, user: UserId, role: &str) -> Result<bool, StoreError> {
+        let mut tx = Tx::begin(&self.pool).await?;
         let inserted = sqlx::query(
             "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(id::<DB>(user))
         .bind(role)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
-        match inserted {
-            Ok(done) => Ok(DB::rows_affected(&done) == 1),
-            Err(e) if is_foreign_key_violation(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(e.into()),
-        }
+        let granted = match inserted {
+            Ok(done) => DB::rows_affected(&done) == 1,
+            Err(e) if is_foreign_key_violation(&e) => return Err(StoreError::NotFound),
+            Err(e) => return Err(e.into()),
+        };
+        // Granted on purpose, it is no longer the mapping's to take back.
+        Self::forget_mapped_role(&mut tx, user, role).await?;
+        tx.commit().await?;
+        Ok(granted)
     }
 
     async fn revoke_role(&self, user: UserId, role: &str) -> Result<bool, StoreError> {
@@ -1496,9 +1670,57 @@ where
         Ok(user)
     }
 
+    async fn apply_role_mapping(
+        &self,
+        user: UserId,
+        provider: &str,
+        subject: &str,
+        given: &[String],
+    ) -> Result<MappedRoles, StoreError> {
+        let mut tx = Tx::begin(&self.pool).await?;
+        // A write first takes the lock (the row's on PostgreSQL, the database's on SQLite),
+        // so two sign-ins of one account apply the mapping one after the other.
+        sqlx::query("UPDATE users SET is_active = is_active WHERE id = $1")
+            .bind(id::<DB>(user))
+            .execute(&mut *tx)
+            .await?;
+        let Some(mut recorded) = Self::mapped_roles_of(&mut tx, user, provider, subject).await?
+        else {
+            tx.rollback().await?;
+            return Ok(MappedRoles::default());
+        };
+        let mut changes = MappedRoles::default();
+        for role in roles_from_db(&roles_to_db(given)) {
+            let inserted = sqlx::query(
+                "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id::<DB>(user))
+            .bind(role.as_str())
+            .execute(&mut *tx)
+            .await?;
+            if DB::rows_affected(&inserted) == 1 {
+                recorded.push(role.clone());
+                changes.granted.push(role);
+            }
+        }
+        let (kept, gone): (Vec<String>, Vec<String>) =
+            recorded.into_iter().partition(|r| given.contains(r));
+        for role in gone {
+            if Self::delete_role(&mut tx, user, &role).await? {
+                changes.revoked.push(role);
+            }
+        }
+        Self::record_mapped_roles(&mut tx, provider, subject, &kept).await?;
+        if changes.changed() {
+            Self::insert_user_change(&mut tx, user, UserChange::Updated).await?;
+        }
+        tx.commit().await?;
+        Ok(changes)
+    }
+
     async fn linked_identities(&self, user: UserId) -> Result<Vec<LinkedIdentity>, StoreError> {
         let rows = sqlx::query(
-            "SELECT user_id, provider, subject, email, created_at, last_used_at \
+            "SELECT user_id, provider, subject, email, created_at, last_used_at, mapped_roles \
              FROM external_identities WHERE user_id = $1 ORDER BY created_at, provider, subject",
         )
         .bind(id::<DB>(user))
@@ -1513,6 +1735,7 @@ where
                     email: row.try_get("email")?,
                     created_at: row.try_get("created_at")?,
                     last_used_at: row.try_get("last_used_at")?,
+                    mapped_roles: roles_from_db(&row.try_get::<String, _>("mapped_roles")?),
                 })
             })
             .collect()

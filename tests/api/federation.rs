@@ -9,10 +9,10 @@ use crate::support::oidc::{TestOp, through_op};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const SECRET: &str = "op-client-secret-for-tests";
+pub(crate) const SECRET: &str = "op-client-secret-for-tests";
 
 /// A route that needs a session, and the catch-all.
-fn routes(upstream: &str) -> String {
+pub(crate) fn routes(upstream: &str) -> String {
     format!(
         "[[routes]]\nname = \"app\"\npath_prefix = \"/app\"\nupstream = \"{upstream}\"\npolicy = \"authenticated\"\n\
          [[routes]]\nname = \"public\"\npath_prefix = \"/\"\nupstream = \"{upstream}\"\npolicy = \"public\"\n"
@@ -20,7 +20,7 @@ fn routes(upstream: &str) -> String {
 }
 
 /// One `[[identity_providers]]` entry of kind oidc at `issuer`, with `extra` keys.
-fn provider(id: &str, name: &str, issuer: &str, extra: &str) -> String {
+pub(crate) fn provider(id: &str, name: &str, issuer: &str, extra: &str) -> String {
     format!(
         "[[identity_providers]]\nid = \"{id}\"\nname = \"{name}\"\nkind = \"oidc\"\nissuer = \"{issuer}\"\n\
          client_id = \"portcullis-{id}\"\nclient_secret = \"{SECRET}\"\n{extra}\n"
@@ -28,7 +28,7 @@ fn provider(id: &str, name: &str, issuer: &str, extra: &str) -> String {
 }
 
 /// The redirect URI the gateway registers for provider `id`.
-fn redirect_uri(app: &TestApp, id: &str) -> String {
+pub(crate) fn redirect_uri(app: &TestApp, id: &str) -> String {
     app.url(&format!("/auth/oidc/{id}/callback"))
 }
 

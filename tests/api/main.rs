@@ -28,6 +28,7 @@ mod federation_attacks;
 mod federation_github;
 mod federation_protocol;
 mod federation_sessions;
+mod federation_takeover;
 mod forward_auth;
 mod forward_auth_proxies;
 mod forwarding;

@@ -20,4 +20,5 @@ mod ratelimit;
 mod sessions;
 mod store;
 mod store_audit;
+mod store_federation;
 mod totp;

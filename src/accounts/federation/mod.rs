@@ -33,7 +33,7 @@ use crate::domain::{Email, UserId};
 use crate::session::{PasskeyUse, SessionId};
 use crate::store::{
     Actor, AuditKind, AuditOutcome, LinkedIdentity, NewAuditEvent, NewLinkedIdentity, NewUser,
-    StoreError, User, UserChange,
+    StoreError, User,
 };
 use crate::telemetry::SECURITY;
 
@@ -760,6 +760,13 @@ impl Accounts {
     /// The account the identity signs in to: the linked one; else, with
     /// `link_by_verified_email`, the account of the same address when both sides call it
     /// verified; else, with `auto_create`, a new one under `[registration]`.
+    ///
+    /// A sign-in through a linked identity never marks its account verified, whatever
+    /// `email_verified` now says: an account made unproven is proven only by mail (the
+    /// verification link or a reset). Were the identity able to verify it, whoever made it
+    /// with someone else's address would do so before the owner resets, and the reset —
+    /// which removes a first registrant's ways in only when it proves an unproven address —
+    /// would keep them.
     async fn account_for(
         &self,
         provider: &IdentityProviderConfig,
@@ -963,46 +970,44 @@ impl Accounts {
         Ok(self.open_session_as(user, proven, false, client).await?)
     }
 
-    /// Grants the roles `role_mapping` gives the asserted groups and takes back the mapped
-    /// roles they no longer give; roles granted otherwise are left alone.
+    /// Grants the roles `role_mapping` gives the asserted groups that the account lacks
+    /// (recorded as mapped through this identity) and takes back the roles recorded so that
+    /// they no longer give; roles granted otherwise are left alone (one store transaction,
+    /// [`UserStore::apply_role_mapping`](crate::store::UserStore::apply_role_mapping)).
+    /// Each grant and revocation is audited (`role_grant`, `role_revoke`) as the signed-in
+    /// account's, its detail naming the role and the provider.
     async fn refresh_mapped_roles(
         &self,
         provider: &IdentityProviderConfig,
         user: &User,
         asserted: &Asserted,
     ) -> Result<(), FederationError> {
-        if provider.role_mapping.is_empty() {
-            return Ok(());
-        }
         let groups = groups_of(provider, asserted);
-        let given: BTreeSet<&str> = provider
+        let given: Vec<String> = provider
             .role_mapping
             .iter()
             .filter(|(group, _)| groups.contains(*group))
-            .map(|(_, role)| role.as_str())
-            .collect();
-        let mut changed = false;
-        for role in provider
-            .role_mapping
-            .values()
-            .map(String::as_str)
+            .map(|(_, role)| role.clone())
             .collect::<BTreeSet<_>>()
-        {
-            let has = user.roles.iter().any(|r| r == role);
-            let store = &self.store;
-            let done = match (given.contains(role), has) {
-                (true, false) => store.grant_role(user.id, role).await,
-                (false, true) => store.revoke_role(user.id, role).await,
-                _ => continue,
-            };
-            changed |= done.map_err(super::AccountError::from)?;
+            .into_iter()
+            .collect();
+        let changes = self
+            .store
+            .apply_role_mapping(user.id, provider.id.as_str(), &asserted.subject, &given)
+            .await
+            .map_err(super::AccountError::from)?;
+        if !changes.changed() {
+            return Ok(());
         }
-        if changed {
-            self.store
-                .record_user_change(user.id, UserChange::Updated)
-                .await
-                .map_err(super::AccountError::from)?;
-            self.access.forget_user_record(user.id);
+        self.access.forget_user_record(user.id);
+        let who = identity_note(provider, Some(&asserted.subject));
+        let granted = changes.granted.iter().map(|r| (AuditKind::RoleGrant, r));
+        let revoked = changes.revoked.iter().map(|r| (AuditKind::RoleRevoke, r));
+        for (kind, role) in granted.chain(revoked) {
+            tracing::info!(target: SECURITY, event = kind.as_str(), user_id = %user.id, provider = %provider.id, role = %role);
+            let event = NewAuditEvent::new(kind, Actor::User(user.id), None)
+                .detail(format!("{role}, by role_mapping of {who}"));
+            self.audit_about(user.id, event);
         }
         Ok(())
     }
