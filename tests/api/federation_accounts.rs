@@ -95,12 +95,14 @@ async fn an_address_joins_an_existing_account_only_when_linking_is_on_and_both_s
                 );
             } else {
                 // Answered as if the address had no account (the page tells nothing).
+                // An address the provider does not vouch for is refused before any lookup.
+                let said = if provider_verified {
+                    "If you already have an account here"
+                } else {
+                    "has not confirmed your email address"
+                };
                 assert_eq!(page.status, StatusCode::FORBIDDEN, "{case}: {}", page.body);
-                assert!(
-                    page.body.contains("If you already have an account here"),
-                    "{case}: {}",
-                    page.body
-                );
+                assert!(page.body.contains(said), "{case}: {}", page.body);
                 assert!(!signed_in(&browser), "{case}");
                 assert!(linked.is_empty(), "{case}");
             }
@@ -225,14 +227,21 @@ async fn accounts_made_at_a_first_sign_in_follow_the_registration_policy() {
             "s4",
             json!({"email": "amy@ok.example", "email_verified": false}),
         );
+        // The provider does not vouch for the address: no account is made under it.
         let (browser, page) = sign_in(&app).await;
-        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
-        assert!(signed_in(&browser));
-        let amy = user(&app, "amy@ok.example").await.unwrap();
-        assert!(
-            !amy.is_verified,
-            "the provider did not vouch for the address"
+        assert_eq!(
+            page.status,
+            StatusCode::FORBIDDEN,
+            "{backend:?}: {}",
+            page.body
         );
+        assert!(
+            page.body.contains("has not confirmed your email address"),
+            "{}",
+            page.body
+        );
+        assert!(!signed_in(&browser));
+        assert!(user(&app, "amy@ok.example").await.is_none());
     }
 }
 
@@ -448,5 +457,55 @@ async fn a_providers_second_factor_counts_only_when_trusted() {
                 secure.body
             );
         }
+    }
+}
+
+/// An account whose own address is not proven links no identity: one registered under
+/// someone else's address must not collect a way in its owner cannot see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_with_an_unproven_address_links_no_identity() {
+    for backend in backends() {
+        let stub = HostileOp::start(CLIENT).await;
+        let app = spawn(backend, &stub, "", "").await;
+        assert_eq!(
+            app.register("unproven@example.com").await.status,
+            StatusCode::CREATED
+        );
+        let browser = Browser::new(&app.url(""));
+        let signed = browser
+            .sign_in("unproven@example.com", PASSWORD, "/auth/account")
+            .await;
+        assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+        let account = browser.get("/auth/account").await;
+        let refused = browser
+            .post(
+                "/auth/account/identities/link",
+                &[
+                    ("csrf_token", &account.csrf()),
+                    ("provider", "idp"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{backend:?}: {}",
+            refused.body
+        );
+        assert!(
+            refused.body.contains("Confirm your email address first"),
+            "{}",
+            refused.body
+        );
+        let local = user(&app, "unproven@example.com").await.unwrap();
+        assert!(
+            app.store()
+                .await
+                .linked_identities(local.id)
+                .await
+                .unwrap()
+                .is_empty()
+        );
     }
 }

@@ -310,7 +310,8 @@ async fn a_github_id_that_is_not_a_positive_integer_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claims_of_the_types_real_providers_send_are_understood_and_impossible_ones_reported() {
-    // (claims, Some(account verified) when it signs in, None when the answer is refused)
+    // (claims, Some(verified) when understood — a verified address signs in, an unverified
+    // one is refused an account — None when the answer is refused as not valid)
     let table = [
         (json!({"email_verified": true}), Some(true)),
         (json!({"email_verified": "true"}), Some(true)),
@@ -336,10 +337,19 @@ async fn claims_of_the_types_real_providers_send_are_understood_and_impossible_o
             let (page, _) = through_op(&browser, &start, "unused").await;
             let case = format!("{backend:?} {claims}");
             match want {
-                Some(verified) => {
+                Some(true) => {
                     assert_eq!(page.status, StatusCode::OK, "{case}: {}", page.body);
                     let made = user(&app, &email).await.expect("made");
-                    assert_eq!(made.is_verified, *verified, "{case}");
+                    assert!(made.is_verified, "{case}");
+                }
+                Some(false) => {
+                    assert_eq!(page.status, StatusCode::FORBIDDEN, "{case}: {}", page.body);
+                    let said = [
+                        "has not confirmed your email address",
+                        "не подтвердил ваш адрес",
+                    ][usize::from(lang == "ru")];
+                    assert!(page.body.contains(said), "{case}: {}", page.body);
+                    assert!(user(&app, &email).await.is_none(), "{case}: stored");
                 }
                 None => {
                     assert_eq!(

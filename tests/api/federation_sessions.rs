@@ -383,7 +383,7 @@ async fn an_address_that_has_an_account_is_answered_as_one_that_has_none() {
                 assert_as(
                     &stub,
                     "someone",
-                    json!({"email": "ada@example.com", "email_verified": false}),
+                    json!({"email": "ada@example.com", "email_verified": true}),
                 );
                 let page = refused_page(&app, language).await;
                 assert_eq!(page.status, StatusCode::FORBIDDEN, "{case}: {}", page.body);

@@ -101,6 +101,13 @@ pub enum FederationError {
     /// The provider asserted no address, and an account cannot be made without one (403).
     #[error("the identity provider gave no email address")]
     NoAddress,
+    /// A first sign-in with `auto_create`, and an address the provider does not call
+    /// verified: no account is made under it (403).
+    #[error("the identity provider did not verify the email address")]
+    UnverifiedAddress,
+    /// Linking asked for an account whose own address is not proven yet (403).
+    #[error("the account's address is not proven")]
+    AccountUnproven,
     /// `[registration]` turns the address away (403).
     #[error("{0}")]
     Registration(Refusal),
@@ -200,6 +207,8 @@ impl FederationError {
             | Self::NoAccount
             | Self::AddressTaken
             | Self::NoAddress
+            | Self::UnverifiedAddress
+            | Self::AccountUnproven
             | Self::Registration(_)
             | Self::LinkSessionEnded => S::FORBIDDEN,
             Self::LinkedElsewhere => S::CONFLICT,
@@ -222,6 +231,8 @@ impl FederationError {
             // One sentence for both: whether the address has an account is not told.
             Self::NoAccount | Self::AddressTaken => "federation_no_account",
             Self::NoAddress => "federation_no_address",
+            Self::UnverifiedAddress => "federation_unverified_address",
+            Self::AccountUnproven => "federation_account_unproven",
             Self::Registration(Refusal::InvitationRequired) => "error_invitation_required",
             Self::Registration(_) => "error_registration_closed",
             Self::LinkedElsewhere => "federation_linked_elsewhere",
@@ -248,6 +259,8 @@ impl FederationError {
             Self::NoAccount => (Refused, "no account"),
             Self::AddressTaken => (Refused, "the address has an account not linked to it"),
             Self::NoAddress => (Refused, "no address"),
+            Self::UnverifiedAddress => (Refused, "the provider did not verify the address"),
+            Self::AccountUnproven => (Refused, "the account's address is not proven"),
             Self::Registration(_) => (Refused, "[registration] refused the address"),
             Self::LinkedElsewhere => (Refused, "linked to another account"),
             Self::LinkSessionEnded => (Refused, "the session that started the link has ended"),
@@ -793,6 +806,13 @@ impl Accounts {
                 .map_err(super::AccountError::from)?;
             return Ok(user);
         }
+        // A first sign-in makes an account only for an address the provider vouches for:
+        // whoever can make a provider assert someone else's address must not hold an account
+        // under it (the pre-registration takeover; oauth2-proxy refuses the same by default).
+        // Asked before any lookup, so the answer tells nothing of the address's account.
+        if provider.auto_create && asserted.email.is_some() && !asserted.email_verified {
+            return Err(FederationError::UnverifiedAddress);
+        }
         let email = asserted.email.as_deref().and_then(provider_email);
         let existing = match &email {
             Some(e) => self
@@ -1141,6 +1161,11 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<String, FederationError> {
         self.federation.provider(provider)?;
+        // An identity joins only an account whose address was proven here: one registered
+        // under someone else's address must not collect a way in its owner cannot see.
+        if !user.is_verified {
+            return Err(FederationError::AccountUnproven);
+        }
         self.step_up_with_code(user, proof, client).await?;
         let intent = Intent::Link {
             user: user.id,
