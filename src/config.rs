@@ -2553,6 +2553,45 @@ mod tests {
     }
 
     #[test]
+    fn a_routes_max_auth_age_is_a_second_or_more_on_a_route_that_asks_who() {
+        let route = |policy: &str, age: &str| {
+            format!(
+                "[[routes]]\npath_prefix = \"/r\"\nupstream = \"http://127.0.0.1:1\"\n\
+                 policy = \"{policy}\"\nmax_auth_age = \"{age}\"\n"
+            )
+        };
+        // (policy, max_auth_age, the refusal's words; None: taken)
+        for (policy, age, refused) in [
+            ("authenticated", "1s", None),
+            ("authenticated", "1500ms", None),
+            ("two_factor", "10m", None),
+            ("authenticated", "24h", None),
+            ("authenticated", "0s", Some("at least 1s")),
+            ("authenticated", "999ms", Some("at least 1s")),
+            ("two_factor", "1ms", Some("at least 1s")),
+            ("authenticated", "soon", Some("invalid duration")),
+            ("authenticated", "", Some("expected a duration")),
+            ("public", "10m", Some("needs policy")),
+            ("deny", "10m", Some("needs policy")),
+        ] {
+            let loaded = load(&route(policy, age));
+            match refused {
+                None => {
+                    let config = loaded.unwrap_or_else(|e| panic!("{policy} {age}: {e}"));
+                    let taken = config.routes[0].max_auth_age.map(HumanDuration::get);
+                    let meant = age.parse::<HumanDuration>().map(HumanDuration::get);
+                    assert_eq!(taken, meant.ok(), "{policy} {age}");
+                }
+                Some(words) => {
+                    let err = loaded.expect_err(age).to_string();
+                    assert!(err.contains("max_auth_age"), "{policy} {age}: {err}");
+                    assert!(err.contains(words), "{policy} {age}: {err}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn reserved_paths_cannot_be_routed() {
         assert!(is_reserved_path("/api/auth"));
         assert!(is_reserved_path("/api/auth/login"));

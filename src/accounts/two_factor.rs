@@ -177,6 +177,24 @@ impl Accounts {
         Ok(codes)
     }
 
+    /// Marks `session`, which has just turned TOTP on with a current code from the
+    /// second-factor step's setup, as two-factor (its `second_factor_at` and `auth_time`
+    /// now), as a step-up would: the `two_factor` route it was sent away from lets it in.
+    /// TOTP is on whatever this answers: a store that cannot record it leaves the session
+    /// to prove the factor on the step, and is logged.
+    pub async fn proven_by_enabling(&self, session: &SessionId) {
+        match self
+            .sessions
+            .prove_second_factor(session, chrono::Utc::now())
+            .await
+        {
+            Ok(_) => self.access.forget_sessions(std::slice::from_ref(session)),
+            Err(e) => {
+                tracing::warn!(target: SECURITY, event = "second_factor_not_recorded", session_id = %session, error = %e);
+            }
+        }
+    }
+
     /// Turns TOTP off for `user` after the step-up (`proof`, with a code while TOTP is
     /// on) and forgets the secret and recovery codes; mails them.
     ///

@@ -19,6 +19,7 @@ pub enum Operation {
     ResetPassword,
     Login,
     RefreshToken,
+    Reauthenticate,
     Logout,
     LogoutAll,
     GetProfile,
@@ -137,6 +138,8 @@ pub static ENDPOINTS: &[Endpoint] = &[
     at(Method::POST, "/api/auth/reset-password", Global, Op::ResetPassword),
     at(Method::POST, "/api/auth/login", Limit::Login, Op::Login),
     at(Method::POST, "/api/auth/refresh-token", Global, Op::RefreshToken),
+    // A password (or code) guess like a sign-in's: the sign-in's limits.
+    at(Method::POST, "/api/auth/reauthenticate", Limit::Login, Op::Reauthenticate),
     at(Method::POST, "/api/auth/logout", Global, Op::Logout),
     at(Method::POST, "/api/auth/logout-all", Global, Op::LogoutAll),
     at(Method::GET, "/api/auth/profile", Global, Op::GetProfile),

@@ -8,7 +8,9 @@ use webauthn_rs::prelude::PublicKeyCredential;
 use super::account::user_summary;
 use super::input::body_object;
 use super::{ApiRequest, Fields, Reply};
-use crate::accounts::{PasskeyAnswer, SecondFactor, SignIn, SignedIn, Tokens};
+use crate::accounts::{
+    PasskeyAnswer, Reauthenticated, Reproof, SecondFactor, SignIn, SignedIn, Tokens,
+};
 use crate::app::App;
 use crate::passkeys::CeremonyId;
 
@@ -114,6 +116,47 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         json!({}),
         &renewed.tokens,
     ))
+}
+
+/// `POST /api/auth/reauthenticate` `{password, two_factor_code?}` or `{passkey}` — the caller's
+/// session proves who they are again (one guess against the lockout; the sign-in's per-IP
+/// limits through the endpoint table): a new access token with `auth_time` now, in the same
+/// session (the refresh token is unchanged).
+pub async fn reauthenticate(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = app.access.authenticate_api(&request.headers).await?;
+    let mut f = Fields::from_request(request)?;
+    let password = f.optional_raw("password").unwrap_or_default();
+    let code = f.optional("two_factor_code");
+    f.finish()?;
+    let proof = match second_factor(request, None) {
+        SecondFactor::Passkey(answer) => Reproof::Passkey(answer),
+        SecondFactor::Code(_) => Reproof::Password {
+            password: &password,
+            code: code.as_deref(),
+        },
+    };
+    let client = super::client(app, request);
+    let proven = app
+        .accounts
+        .reauthenticate(&caller.user, caller.session.id, proof, &client)
+        .await?;
+    Ok(reauthenticated(app, &proven))
+}
+
+/// The answer to a reauthentication: the new access token (as `data.tokens`, without a
+/// refresh token: the session's stays) and its `auth_time`, with the browser cookie set.
+fn reauthenticated(app: &App, proven: &Reauthenticated) -> Reply {
+    let data = json!({
+        "tokens": {
+            "access_token": proven.access_token,
+            "token_type": "Bearer",
+            "expires_in": proven.expires_in,
+        },
+        "auth_time": proven.principal.auth_time(),
+    });
+    let cookie = session_cookie(app, &proven.access_token);
+    Reply::ok(StatusCode::OK, "Reauthenticated", Some(data))
+        .with_header(http::header::SET_COOKIE, cookie)
 }
 
 /// `POST /api/auth/logout` — ends this session at once.

@@ -195,6 +195,7 @@ async fn call(
         Op::ResetPassword => account::reset_password(app, request).await,
         Op::Login => login::login(app, request).await,
         Op::RefreshToken => login::refresh(app, request).await,
+        Op::Reauthenticate => login::reauthenticate(app, request).await,
         Op::Logout => login::logout(app, request).await,
         Op::LogoutAll => login::logout_all(app, request).await,
         Op::GetProfile => profile::get_profile(app, request).await,

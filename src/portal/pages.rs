@@ -883,7 +883,11 @@ async fn enable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     };
     let r = match enabled {
         Ok(codes) => {
-            // On to the step the setup came from: this session proves the new factor there.
+            // Set up from the step: the code just checked proves the new factor in this
+            // session, so the step sends it straight on to the page.
+            if return_to.is_some() {
+                app.accounts.proven_by_enabling(&caller.session.id).await;
+            }
             let next = return_to.map(|r| v.path_with_return(second_factor::STEP, Some(&r)));
             return v.render(
                 "recovery_codes.html",

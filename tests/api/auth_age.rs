@@ -186,3 +186,138 @@ async fn a_stale_browser_proves_itself_again_and_comes_back_in_the_same_session(
         assert_eq!(back.status, StatusCode::OK, "{backend:?}: {}", back.body);
     }
 }
+
+const REAUTHENTICATE: &str = "/api/auth/reauthenticate";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_api_client_proves_itself_again_over_the_api_in_the_same_session() {
+    let up = EchoUpstream::start().await;
+    for backend in backends() {
+        let app = TestApp::spawn(backend, &routes(&up.url())).await;
+        let email = "api-recent@example.com";
+        app.verified_user(email).await;
+        let tokens = app.login(email).await;
+        let first = claims(&tokens.access);
+        outlive_the_window().await;
+        let stale = get(&app, "/recent", &tokens.access).await;
+        assert_eq!(stale.status, StatusCode::UNAUTHORIZED, "{}", stale.body);
+        assert_eq!(stale.body["code"], "reauthentication_required");
+
+        // (body, status, field named): each refused, none a new token.
+        for (body, status, field) in [
+            (json!({}), StatusCode::BAD_REQUEST, "password"),
+            (json!({"password": ""}), StatusCode::BAD_REQUEST, "password"),
+            (json!({"password": 7}), StatusCode::BAD_REQUEST, "password"),
+            (
+                json!({"password": "not it"}),
+                StatusCode::BAD_REQUEST,
+                "password",
+            ),
+        ] {
+            let r = app
+                .post_as(&tokens.access, REAUTHENTICATE, body.clone())
+                .await;
+            assert_eq!(r.status, status, "{backend:?} {body}: {}", r.body);
+            assert_eq!(r.body["errors"][0]["field"], field, "{body}: {}", r.body);
+        }
+        let anonymous = app
+            .post(REAUTHENTICATE, json!({"password": PASSWORD}))
+            .await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+        let body = json!({"password": PASSWORD});
+        let proven = app.post_as(&tokens.access, REAUTHENTICATE, body).await;
+        assert_eq!(
+            proven.status,
+            StatusCode::OK,
+            "{backend:?}: {}",
+            proven.body
+        );
+        let data = &proven.body["data"];
+        assert!(data["tokens"].get("refresh_token").is_none(), "{data}");
+        assert_eq!(data["tokens"]["token_type"], "Bearer");
+        let access = data["tokens"]["access_token"].as_str().expect("a token");
+        let renewed = claims(access);
+        assert_eq!(renewed["sid"], first["sid"], "the same session");
+        assert_eq!(renewed["auth_time"], data["auth_time"]);
+        assert!(renewed["auth_time"].as_i64() > first["auth_time"].as_i64());
+        let cookie = proven.headers["set-cookie"].to_str().unwrap();
+        assert!(
+            cookie.starts_with(&format!("portcullis={access};")),
+            "{cookie}"
+        );
+
+        let r = get(&app, "/recent", access).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
+        let old = get(&app, "/recent", &tokens.access).await;
+        assert_eq!(old.body["code"], "reauthentication_required");
+        // The refresh token is the session's still.
+        let body = json!({"refresh_token": tokens.refresh});
+        let refreshed = app.post("/api/auth/refresh-token", body).await;
+        assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_totp_account_reproves_with_its_code_and_wrong_guesses_lock_it() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        let email = "api-reauth-totp@example.com";
+        app.verified_user(email).await;
+        let (secret, _) = app.enable_totp(email).await;
+        let login = json!({"email": email, "password": PASSWORD,
+            "two_factor_code": crate::support::otp::totp(&secret, 0)});
+        let signed = app.post("/api/auth/login", login).await;
+        assert_eq!(signed.status, StatusCode::OK, "{}", signed.body);
+        let token = tokens_of(&signed.body).access;
+
+        let without_code = json!({"password": PASSWORD});
+        let r = app.post_as(&token, REAUTHENTICATE, without_code).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+        assert_eq!(r.body["errors"][0]["field"], "two_factor_code");
+        let code = crate::support::otp::totp(&secret, 1);
+        let body = json!({"password": PASSWORD, "two_factor_code": code});
+        let r = app.post_as(&token, REAUTHENTICATE, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{backend:?}: {}", r.body);
+
+        // Wrong passwords and wrong codes are guesses against the lockout (5 by default).
+        let wrong = [
+            json!({"password": "not it", "two_factor_code": "000000"}),
+            json!({"password": PASSWORD, "two_factor_code": "not-a-code"}),
+        ];
+        for body in wrong.iter().cycle().take(5) {
+            let r = app.post_as(&token, REAUTHENTICATE, body.clone()).await;
+            assert_eq!(
+                r.status,
+                StatusCode::BAD_REQUEST,
+                "{backend:?} {body}: {}",
+                r.body
+            );
+        }
+        let code = crate::support::otp::totp(&secret, 2);
+        let body = json!({"password": PASSWORD, "two_factor_code": code});
+        let r = app.post_as(&token, REAUTHENTICATE, body).await;
+        assert_eq!(r.status, StatusCode::LOCKED, "{backend:?}: {}", r.body);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reauthentication_counts_against_the_sign_in_limit() {
+    let app = TestApp::spawn_with(Backend::Embedded, "", |c| {
+        c.rate_limits.login = Some("2/1h".parse().expect("a rate"));
+    })
+    .await;
+    let email = "api-reauth-limit@example.com";
+    app.verified_user(email).await;
+    let token = app.login(email).await.access;
+    let body = json!({"password": PASSWORD});
+    let first = app.post_as(&token, REAUTHENTICATE, body.clone()).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let second = app.post_as(&token, REAUTHENTICATE, body).await;
+    assert_eq!(
+        second.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        second.body
+    );
+}

@@ -365,8 +365,9 @@ async fn with_the_portal_off_browsers_get_a_built_in_page_without_links() {
 }
 
 /// A browser signed in without a second factor reaches a `two_factor` page: it is sent to
-/// the step, which offers the setup (the account has none), comes back to the step after
-/// it, takes a code (a wrong one first) and lands on the page asked for, which now passes.
+/// the step, which offers the setup (the account has none); the code that turns TOTP on
+/// proves it in this session, so the page passes and the step sends the browser straight
+/// on; a proof on the step still takes a right code (a wrong one first).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_browser_proves_a_second_factor_on_the_step_and_lands_on_the_page() {
     let up = EchoUpstream::start().await;
@@ -422,22 +423,33 @@ async fn a_browser_proves_a_second_factor_on_the_step_and_lands_on_the_page() {
         let continues = format!("href=\"{step}\"");
         assert!(unescape(&codes.body).contains(&continues), "{}", codes.body);
 
-        // Still refused until this session proves it.
-        assert_eq!(browser.get("/twofa/page?x=1").await.location(), step);
-        let form = browser.get(&step).await;
-        assert_eq!(form.status, StatusCode::OK, "{}", form.body);
+        // The code that turned TOTP on proved it in this session: the page passes, and the
+        // step sends the browser straight on.
+        let page = browser.get("/twofa/page?x=1").await;
+        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
         assert!(
-            form.body.contains("name=\"two_factor_code\""),
-            "{}",
-            form.body
+            page.body.contains("\"/twofa/page\""),
+            "the upstream answered: {}",
+            page.body
         );
+        let on = browser.get(&step).await;
+        assert_eq!(on.status, StatusCode::SEE_OTHER, "{}", on.body);
+        assert_eq!(on.location(), "/twofa/page?x=1");
+
+        // A proof on the step is still a step-up: a wrong code is refused (and counted), a
+        // right one goes on.
         let wrong = [
-            ("csrf_token", form.csrf()),
+            ("csrf_token", setup.csrf()),
             ("return_to", return_to.clone()),
             ("two_factor_code", "000000".to_owned()),
         ];
         let again = browser.post("/auth/second-factor", &as_refs(&wrong)).await;
         assert_eq!(again.status, StatusCode::UNAUTHORIZED, "{}", again.body);
+        assert!(
+            again.body.contains("name=\"two_factor_code\""),
+            "{}",
+            again.body
+        );
         let right = [
             ("csrf_token", again.csrf()),
             ("return_to", return_to.clone()),
@@ -446,13 +458,6 @@ async fn a_browser_proves_a_second_factor_on_the_step_and_lands_on_the_page() {
         let proven = browser.post("/auth/second-factor", &as_refs(&right)).await;
         assert_eq!(proven.status, StatusCode::SEE_OTHER, "{}", proven.body);
         assert_eq!(proven.location(), "/twofa/page?x=1");
-        let page = browser.get("/twofa/page?x=1").await;
-        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
-        assert!(
-            page.body.contains("\"/twofa/page\""),
-            "the upstream answered: {}",
-            page.body
-        );
 
         // The step sends nowhere but this site, and never back to itself.
         for (raw, landed) in [

@@ -492,6 +492,18 @@ fn check_config_refuses_rules_that_cannot_be_read() {
         ("", "*example.com", "host"),
         ("", "*.10.0.0.1", "host"),
         ("", "app.example.com:8080", "host"),
+        ("max_auth_age = \"0s\"", "", "max_auth_age"),
+        ("max_auth_age = \"500ms\"", "", "max_auth_age"),
+        (
+            "policy = \"public\"\nmax_auth_age = \"10m\"",
+            "",
+            "max_auth_age",
+        ),
+        (
+            "policy = \"deny\"\nmax_auth_age = \"10m\"",
+            "",
+            "max_auth_age",
+        ),
     ] {
         let (code, out, err) = check_config(&route("r", host, "/r", u, rest));
         assert_eq!(code, 2, "{rest} {host}: {out}{err}");
@@ -506,4 +518,31 @@ fn check_config_refuses_rules_that_cannot_be_read() {
     let (code, _, err) = check_config(&twice);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("already routed"), "{err}");
+}
+
+#[test]
+fn check_config_shows_how_recent_a_sign_in_each_route_needs() {
+    let u = "http://127.0.0.1:9";
+    let routes = [
+        route("billing", "", "/billing", u, "max_auth_age = \"10m\""),
+        route(
+            "vault",
+            "",
+            "/vault",
+            u,
+            "policy = \"two_factor\"\nmax_auth_age = \"30s\"",
+        ),
+        route("plain", "", "/plain", u, ""),
+    ]
+    .concat();
+    let (code, out, err) = check_config(&routes);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = |name: &str| {
+        let line = out.lines().find(|l| l.trim_start().starts_with(name));
+        line.unwrap_or_else(|| panic!("no {name} in {out}"))
+            .to_owned()
+    };
+    assert!(line("billing:").contains("signed in within 10m"), "{out}");
+    assert!(line("vault:").contains("signed in within 30s"), "{out}");
+    assert!(!line("plain:").contains("signed in within"), "{out}");
 }
