@@ -2300,6 +2300,10 @@ mod tests {
                 provider("a", "oidc", "") + &provider("b", "oidc", ""),
                 "identity_providers[1].client_id",
             ),
+            (
+                provider("a", "github", "web_url = \"https://github.example.com\"\n"),
+                "identity_providers[0].api_url",
+            ),
         ];
         for (text, key) in cases {
             let err = load(&text).unwrap_err().to_string();

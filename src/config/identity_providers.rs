@@ -312,6 +312,20 @@ impl IdentityProviderConfig {
                          work with kind = \"oidc\" only",
                     ));
                 }
+                // An Enterprise Server's users and tokens must not go to github.com's API.
+                if self.web_url != default_github_web_url()
+                    && self.api_url == default_github_api_url()
+                {
+                    return Err(invalid(
+                        key("api_url"),
+                        format!(
+                            "web_url names a GitHub Enterprise Server: set api_url to its API \
+                             too (usually {}/api/v3), or its users' tokens would go to \
+                             api.github.com",
+                            self.web_url.as_str().trim_end_matches('/')
+                        ),
+                    ));
+                }
                 check_provider_url(&self.web_url).map_err(|m| invalid(key("web_url"), m))?;
                 check_provider_url(&self.api_url).map_err(|m| invalid(key("api_url"), m))?;
             }

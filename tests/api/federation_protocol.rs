@@ -374,7 +374,9 @@ async fn amr_values_are_compared_exactly() {
     // amr → whether a two_factor route takes the provider's word (trust_provider_mfa = true)
     let table = [
         (json!(["pwd", "mfa"]), true),
-        (json!(["hwk"]), true),
+        (json!(["pwd", "hwk"]), true),
+        (json!(["hwk"]), false),
+        (json!(["sms"]), false),
         (json!(["MFA"]), false),
         (json!(["Mfa"]), false),
         (json!(["OTP"]), false),

@@ -43,8 +43,26 @@ pub use probe::{Probe, probe_discovery};
 /// How long a started sign-in may take at the provider: its stash lives this long.
 pub const FLOW_TTL: Duration = Duration::from_secs(600);
 
-/// The `amr` values (RFC 8176) that mean the provider checked more than one factor.
-const MULTI_FACTOR_AMR: &[&str] = &["mfa", "otp", "hwk", "swk", "sms", "fpt", "face", "iris"];
+/// The `amr` values (RFC 8176 §2) that name no factor of their own: where or how risky the
+/// sign-in was, or over how many channels.
+const NOT_A_FACTOR_AMR: &[&str] = &["geo", "mca", "rba"];
+
+/// Whether `amr` says more than one factor was checked (RFC 8176 §2): `mfa` itself, or two
+/// registered values that name different factors (`pwd` and `otp`). One method alone — an
+/// SMS code, a face, a hardware key — is one factor, however strong.
+fn is_multi_factor(amr: &[String]) -> bool {
+    if amr.iter().any(|m| m == "mfa") {
+        return true;
+    }
+    let mut factors = amr
+        .iter()
+        .map(String::as_str)
+        .filter(|m| RFC_8176_AMR.contains(m) && !NOT_A_FACTOR_AMR.contains(m))
+        .collect::<Vec<_>>();
+    factors.sort_unstable();
+    factors.dedup();
+    factors.len() >= 2
+}
 
 /// Every `amr` value RFC 8176 registers: the audit trail notes these and no other text.
 const RFC_8176_AMR: &[&str] = &[
@@ -138,7 +156,12 @@ pub(super) fn loggable(e: &dyn std::fmt::Display) -> String {
         let quote = rest[at..].chars().next().unwrap_or('"');
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
-        let Some(end) = after.find(quote) else {
+        // A quote escaped inside the value (`\"`) does not end it.
+        let end = after
+            .char_indices()
+            .find(|&(i, c)| c == quote && !after[..i].ends_with('\\'))
+            .map(|(i, _)| i);
+        let Some(end) = end else {
             out.push(quote);
             out.push('…');
             rest = "";
@@ -960,10 +983,7 @@ impl Accounts {
             return Err(super::AccountError::Deactivated.into());
         }
         self.refresh_mapped_roles(provider, user, asserted).await?;
-        let provider_mfa = asserted
-            .amr
-            .iter()
-            .any(|m| MULTI_FACTOR_AMR.contains(&m.as_str()));
+        let provider_mfa = is_multi_factor(&asserted.amr);
         // Only the values RFC 8176 registers are noted: never whatever else a provider sent.
         let amr: Vec<&str> = asserted
             .amr
@@ -1274,6 +1294,28 @@ mod tests {
     /// A provider's address is taken only as written: compatibility forms, space and
     /// non-ASCII local parts are no address (they would fold onto someone else's).
     #[test]
+    fn only_mfa_or_two_different_factors_count_as_two() {
+        let cases: [(&[&str], bool); 12] = [
+            (&["mfa"], true),
+            (&["pwd", "otp"], true),
+            (&["pwd", "hwk"], true),
+            (&["hwk", "face"], true),
+            (&["hwk"], false),
+            (&["otp"], false),
+            (&["sms"], false),
+            (&["face"], false),
+            (&["pwd", "pwd"], false),
+            (&["pwd", "mca"], false),
+            (&["pwd", "MFA"], false),
+            (&["pwd", "custom"], false),
+        ];
+        for (amr, multi) in cases {
+            let amr: Vec<String> = amr.iter().map(|m| (*m).to_owned()).collect();
+            assert_eq!(super::is_multi_factor(&amr), multi, "{amr:?}");
+        }
+    }
+
+    #[test]
     fn what_a_provider_sent_stays_out_of_the_log() {
         let cases = [
             (
@@ -1290,6 +1332,10 @@ mod tests {
             ),
             (r#"unterminated "eyJhbGciOi"#, r#"unterminated "…"#),
             ("unknown variant `Bearer x`", "unknown variant `…`"),
+            (
+                r#"Error("invalid type: string \"mfa\", expected a sequence", line: 1)"#,
+                r#"Error("…", line: 1)"#,
+            ),
         ];
         for (raw, logged) in cases {
             assert_eq!(loggable(&raw), logged, "{raw}");
