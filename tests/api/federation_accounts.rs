@@ -509,3 +509,33 @@ async fn an_account_with_an_unproven_address_links_no_identity() {
         );
     }
 }
+
+/// The reauthentication page offers the providers too, keeping `return_to`: an account made
+/// at a first sign-in has no password to prove itself with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reauthentication_page_offers_the_providers() {
+    for backend in backends() {
+        let stub = HostileOp::start(CLIENT).await;
+        let app = spawn(backend, &stub, "auto_create = true", "").await;
+        assert_as(
+            &stub,
+            "fed-only",
+            json!({"email": "fed@example.com", "email_verified": true}),
+        );
+        let (browser, page) = sign_in(&app).await;
+        assert!(signed_in(&browser), "{backend:?}: {}", page.body);
+        let page = browser
+            .get("/auth/reauthenticate?return_to=%2Fbilling%2Fx")
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{backend:?}: {}", page.body);
+        assert!(
+            page.body
+                .contains("/auth/oidc/idp/start?return_to=%2Fbilling%2Fx")
+                || page
+                    .body
+                    .contains("&#x2f;auth&#x2f;oidc&#x2f;idp&#x2f;start?return_to=%2Fbilling%2Fx"),
+            "{}",
+            page.body
+        );
+    }
+}

@@ -152,6 +152,12 @@ fn render(
     form: &ReproofForm,
 ) -> Page {
     let mut values = second_step_values(&form.step);
+    // A sign-in through a provider is a proof too (a fresh session): the way back for an
+    // account that has no password.
+    values.push((
+        "providers",
+        super::federation::buttons(v, return_to.as_deref()),
+    ));
     values.push(("return_to", Value::from(return_to.unwrap_or_default())));
     values.push(("password_form", Value::from(form.password)));
     v.render(
