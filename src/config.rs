@@ -1359,6 +1359,16 @@ impl Config {
                     ),
                 ));
             }
+            if !route.name.is_empty() && self.routes[..i].iter().any(|r| r.name == route.name) {
+                return Err(invalid(
+                    key("name"),
+                    format!(
+                        "{:?} names an earlier route too: metrics and logs could not tell \
+                         them apart",
+                        route.name
+                    ),
+                ));
+            }
             let host = HostPattern::of(&route.host).to_string();
             if !seen.insert((host, route.path_prefix.trim_end_matches('/').to_owned())) {
                 return Err(invalid(
@@ -2279,6 +2289,29 @@ mod tests {
             "[[identity_providers]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"{kind}\"\n\
              {issuer}client_id = \"c\"\nclient_secret = \"s\"\n{extra}"
         )
+    }
+
+    #[test]
+    fn route_names_are_unique_and_unnamed_routes_that_collide_are_warned_about() {
+        let route = |name: &str, host: &str| {
+            format!(
+                "[[routes]]\nname = \"{name}\"\nhost = \"{host}\"\npath_prefix = \"/\"\n\
+                 upstream = \"http://127.0.0.1:1\"\n"
+            )
+        };
+        let err = load(&(route("app", "a.example.com") + &route("app", "b.example.com")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("routes[1].name") && err.contains("earlier route"),
+            "{err}"
+        );
+        let unnamed = route("", "a.example.com") + &route("", "b.example.com");
+        let warnings = load(&unnamed).unwrap().warnings().join("\n");
+        assert!(warnings.contains("give each a name"), "{warnings}");
+        let named = route("a", "a.example.com") + &route("b", "b.example.com");
+        let warnings = load(&named).unwrap().warnings().join("\n");
+        assert!(!warnings.contains("give each a name"), "{warnings}");
     }
 
     #[test]

@@ -116,6 +116,18 @@ pub(super) fn warnings(routes: &[RouteConfig]) -> Vec<String> {
             ));
         }
         warnings.extend(shadowing(routes, i));
+        if route.name.is_empty()
+            && let Some(j) = routes[..i]
+                .iter()
+                .position(|r| r.display_name() == route.display_name())
+        {
+            warnings.push(format!(
+                "{} and routes[{j}] are both {:?} in metrics and logs (a route without a \
+                 name is called by its path): give each a name",
+                label(i, route),
+                route.display_name()
+            ));
+        }
     }
     warnings
 }
