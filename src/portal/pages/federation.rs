@@ -37,19 +37,21 @@ fn sent_binding(v: &Visit<'_>) -> Option<String> {
 
 /// Sets the binding cookie: sent only to `{prefix}/oidc/`, for the flow's life.
 fn set_binding(v: &mut Visit<'_>, binding: &str) {
-    let secure = if v.app.serves_tls() { "; Secure" } else { "" };
-    v.cookies.push(format!(
-        "{BINDING_COOKIE}={binding}; Path={}/oidc/; Max-Age=600; HttpOnly; SameSite=Lax{secure}",
-        v.portal.prefix
-    ));
+    // As long as the flow's stash lives.
+    binding_cookie(v, binding, crate::accounts::federation::FLOW_TTL.as_secs());
 }
 
 /// Clears the binding cookie once a flow has finished (another flow of this browser that is
 /// still at its provider then fails and is started again).
 fn clear_binding(v: &mut Visit<'_>) {
+    binding_cookie(v, "", 0);
+}
+
+/// The binding cookie's `Set-Cookie`: `value` for `max_age` seconds, only to `{prefix}/oidc/`.
+fn binding_cookie(v: &mut Visit<'_>, value: &str, max_age: u64) {
     let secure = if v.app.serves_tls() { "; Secure" } else { "" };
     v.cookies.push(format!(
-        "{BINDING_COOKIE}=; Path={}/oidc/; Max-Age=0; HttpOnly; SameSite=Lax{secure}",
+        "{BINDING_COOKIE}={value}; Path={}/oidc/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
         v.portal.prefix
     ));
 }
