@@ -235,6 +235,7 @@ impl TestApp {
         let setup = self.post_as(&token, "/api/auth/setup-2fa", json!({})).await;
         assert_eq!(setup.status, StatusCode::OK, "{}", setup.body);
         let secret = setup.body["data"]["secret"].as_str().unwrap().to_owned();
+        super::otp::clear_of_step_end(std::time::Duration::from_secs(3)).await;
         let code = super::otp::totp(&secret, -1);
         let body = json!({"secret": secret, "token": code, "password": PASSWORD});
         let enabled = self.post_as(&token, "/api/auth/enable-2fa", body).await;

@@ -37,6 +37,19 @@ pub fn current_step() -> u64 {
         / 30
 }
 
+/// Waits, when the current 30 s step ends within `margin`, until the next one begins: a
+/// code computed after this is still in the step it was computed for when the gateway
+/// checks it (a code of the previous step sent at a step's very end is two steps old on
+/// arrival, outside the accepted window).
+pub async fn clear_of_step_end(margin: std::time::Duration) {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let into_step = std::time::Duration::from_millis((now.as_millis() % 30_000) as u64);
+    let left = std::time::Duration::from_secs(30) - into_step;
+    if left < margin {
+        tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// RFC 6238 TOTP for the 30 s step `offset` steps from now.
 pub fn totp(secret_base32: &str, offset: i64) -> String {
     totp_at(secret_base32, (current_step() as i64 + offset) as u64)
