@@ -66,8 +66,8 @@ pub struct App {
     /// The WebAuthn relying party (off when `server.public_url` cannot be one).
     pub passkeys: Arc<Passkeys>,
     /// Owns the database, Redis and SMTP connections (a socket stays with the runtime that
-    /// made it); shut down with the instance.
-    _backend_runtime: BackendRuntime,
+    /// made it); shared by every generation of the configuration, shut down with the last.
+    backend_runtime: Arc<BackendRuntime>,
 }
 
 /// Starts what runs for the life of the process on the backend runtime: the purger
@@ -187,7 +187,70 @@ impl App {
             languages,
             backend,
             passkeys,
-            _backend_runtime: runtime,
+            backend_runtime: Arc::new(runtime),
+        }))
+    }
+
+    /// The next generation of this instance under `config`, a reloaded configuration whose
+    /// restart settings are already the running ones (`Config::keep_restart_settings`): new
+    /// keys (a new signing key signs; the verification keys listed still verify), languages,
+    /// mail templates, identity header names and account core; the same stores, caches,
+    /// background tasks, hasher, TOTP key and relying party. Nothing here touches the
+    /// running generation, so a failure leaves it as it was.
+    ///
+    /// Errors: an unreadable key file, a broken catalogue or mail template.
+    pub fn reconfigured(&self, config: Config) -> anyhow::Result<Arc<Self>> {
+        let keys =
+            Arc::new(KeyRing::load(&config.tokens).context("loading the token signing keys")?);
+        let languages = Catalogs::load(
+            config
+                .portal
+                .templates_dir()
+                .map_err(|e| anyhow::anyhow!(e))?,
+            &config.portal.default_language,
+        );
+        let languages = Arc::new(languages.map_err(|e| anyhow::anyhow!(e))?);
+        let mailer = Arc::new(
+            self.mailer
+                .reconfigured(&config.mail)
+                .context("setting up mail")?,
+        );
+        let access = Arc::new(self.access.reconfigured(
+            keys.clone(),
+            IdentityHeaderNames::new(&config.identity_headers),
+        ));
+        let config = Arc::new(config);
+        let accounts = Accounts::new(
+            accounts::Parts {
+                config: config.clone(),
+                store: self.store.clone(),
+                sessions: self.sessions.clone(),
+                access: access.clone(),
+                keys: keys.clone(),
+                hasher: self.hasher.clone(),
+                two_factor: self.two_factor.clone(),
+                passkeys: self.passkeys.clone(),
+                mailer: mailer.clone(),
+                backend: self.backend.clone(),
+            },
+            &self.metrics,
+        );
+        Ok(Arc::new(Self {
+            config,
+            metrics: self.metrics.clone(),
+            store: self.store.clone(),
+            sessions: self.sessions.clone(),
+            mailer,
+            keys,
+            hasher: self.hasher.clone(),
+            two_factor: self.two_factor.clone(),
+            rate_limiter: self.rate_limiter.clone(),
+            access,
+            accounts,
+            languages,
+            backend: self.backend.clone(),
+            passkeys: self.passkeys.clone(),
+            backend_runtime: self.backend_runtime.clone(),
         }))
     }
 

@@ -18,6 +18,7 @@ use crate::domain::{HumanDuration, RateSpec};
 
 mod identity_providers;
 mod registration;
+mod restart;
 mod route_checks;
 mod rules;
 
@@ -154,6 +155,9 @@ pub struct ServerConfig {
     pub upstream_connect_timeout: HumanDuration,
     /// Time allowed between bytes from an upstream before answering 504.
     pub upstream_timeout: HumanDuration,
+    /// How often upstream names are resolved again (at least 1 s); an address that changed
+    /// is used from the next request on, a name that stops resolving keeps its last one.
+    pub upstream_resolve_interval: HumanDuration,
     /// Headers only a proxy in `trusted_proxies` may send; removed from every other
     /// client's request. Case and `_`/`-` do not matter; a final `*` matches a prefix.
     pub proxy_headers: Vec<String>,
@@ -243,6 +247,7 @@ impl Default for ServerConfig {
             shutdown_grace: HumanDuration::from_secs(5),
             upstream_connect_timeout: HumanDuration::from_secs(5),
             upstream_timeout: HumanDuration::from_secs(60),
+            upstream_resolve_interval: HumanDuration::from_secs(30),
             proxy_headers: DEFAULT_PROXY_HEADERS
                 .iter()
                 .map(|s| s.to_string())
@@ -367,7 +372,7 @@ pub enum LogFormat {
 }
 
 /// `[logging]`: stdout format, level filter and the directory of the JSON-lines files.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
     /// The format of the lines on stdout (the files are always JSON lines).
@@ -394,7 +399,7 @@ impl Default for LoggingConfig {
 }
 
 /// `[storage]`: the user database.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     /// Where accounts live: `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:` or
@@ -483,7 +488,7 @@ impl std::fmt::Debug for StorageUrl {
 }
 
 /// `[sessions]`: the session store (also used for rate limits and lockout counters).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionsConfig {
     /// `memory://` (this process only; sessions end at a restart) or `redis://…` /
@@ -813,7 +818,7 @@ impl Default for MailConfig {
 }
 
 /// `[two_factor]`: TOTP.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TwoFactorConfig {
     /// The name authenticator apps show beside the account.
@@ -1522,6 +1527,12 @@ impl ServerConfig {
             if d.get().is_zero() {
                 return Err(invalid(key, "must be longer than 0s"));
             }
+        }
+        if self.upstream_resolve_interval.get() < std::time::Duration::from_secs(1) {
+            return Err(invalid(
+                "server.upstream_resolve_interval",
+                "must be at least 1s",
+            ));
         }
         Ok(())
     }

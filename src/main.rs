@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -61,6 +62,10 @@ enum Command {
     /// Ask the running gateway's admin listener (server.admin_listen) for /health: exit 0
     /// when it answers 200, 1 otherwise (the container's health check).
     Health,
+    /// Ask the running gateway to read its configuration file again (as SIGHUP does), through
+    /// the admin listener's `POST /reload` on loopback: exit 0 when the new configuration
+    /// serves, 1 with the reason when it was refused (the running one stays).
+    Reload,
     /// Manage accounts: create, invite, delete, roles, activation, lockout, sessions.
     User {
         #[command(subcommand)]
@@ -217,6 +222,7 @@ fn main() -> ExitCode {
         }
         Command::Migrate => migrate(&config),
         Command::Health => health(&config),
+        Command::Reload => reload(&config),
         Command::User { action } => user(&config, action),
         Command::Audit {
             user,
@@ -232,7 +238,7 @@ fn main() -> ExitCode {
                 limit,
             },
         ),
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, cli.config.clone()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -243,9 +249,50 @@ fn main() -> ExitCode {
     }
 }
 
-/// `health`: one HTTP/1.0 request to the admin listener, a wildcard address asked on
-/// loopback, three seconds at most.
+/// `health`: one HTTP/1.0 request to the admin listener, three seconds at most.
 fn health(config: &Config) -> anyhow::Result<()> {
+    let (address, status, _) = ask_admin(config, "GET /health", Duration::from_secs(3))?;
+    if status == "200" {
+        println!("healthy ({address})");
+        Ok(())
+    } else {
+        anyhow::bail!("unhealthy: {address} answered {status}")
+    }
+}
+
+/// `reload`: `POST /reload` on the admin listener; the answer's JSON says what happened.
+fn reload(config: &Config) -> anyhow::Result<()> {
+    // A reload resolves every upstream name: give it longer than a health check.
+    let (address, status, body) = ask_admin(config, "POST /reload", Duration::from_secs(60))?;
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    match (
+        status.as_str(),
+        &answer["generation"],
+        &answer["restart_needed"],
+    ) {
+        ("200", generation, serde_json::Value::Array(waiting)) => {
+            println!("reloaded: configuration generation {generation} serves");
+            let waiting: Vec<&str> = waiting.iter().filter_map(|v| v.as_str()).collect();
+            if !waiting.is_empty() {
+                println!("changed, but waiting for a restart: {}", waiting.join(", "));
+            }
+            Ok(())
+        }
+        ("422", ..) => anyhow::bail!(
+            "reload refused, the running configuration stays: {}",
+            answer["error"].as_str().unwrap_or("no reason given")
+        ),
+        _ => anyhow::bail!("{address} answered {status}: {body}"),
+    }
+}
+
+/// One HTTP/1.0 request (`"METHOD /path"`) to the admin listener, a wildcard address asked
+/// on loopback: the address asked, the status code and the body.
+fn ask_admin(
+    config: &Config,
+    request: &str,
+    limit: Duration,
+) -> anyhow::Result<(std::net::SocketAddr, String, String)> {
     use std::io::{Read, Write};
     let mut address = config.server.admin_listen;
     if address.ip().is_unspecified() {
@@ -254,20 +301,36 @@ fn health(config: &Config) -> anyhow::Result<()> {
             std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
-    let limit = std::time::Duration::from_secs(3);
-    let mut stream = std::net::TcpStream::connect_timeout(&address, limit)
+    let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3))
         .with_context(|| format!("connecting to the admin listener at {address}"))?;
     stream.set_read_timeout(Some(limit))?;
-    stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head)?;
-    let status_line = String::from_utf8_lossy(&head[..n]);
-    let status_line = status_line.lines().next().unwrap_or_default();
-    if status_line.split(' ').nth(1) == Some("200") {
-        println!("healthy ({address})");
-        Ok(())
-    } else {
-        anyhow::bail!("unhealthy: {address} answered {status_line:?}")
+    write!(
+        stream,
+        "{request} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    // Until the body is whole: the listener may keep the connection open regardless.
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = stream.read(&mut chunk)?;
+        answer.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok);
+            if n == 0 || length.is_some_and(|l| body.len() >= l) || answer.len() > 1 << 20 {
+                let status = head.split(' ').nth(1).unwrap_or_default().to_owned();
+                return Ok((address, status, body.to_owned()));
+            }
+        } else if n == 0 {
+            anyhow::bail!("{address} closed the connection without an answer");
+        }
     }
 }
 
@@ -579,8 +642,8 @@ async fn list_sessions(
     Ok(())
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
-    server::reopen_logs_on_hangup()?;
+fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let hangups = server::handle_hangups()?;
     let _guards = telemetry::init(&config.logging)?;
     server::check_binds(&config)?;
     let listen = config.server.listen;
@@ -590,7 +653,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     }
     let app = App::new(config)?;
     tracing::info!(%listen, %admin, version = env!("CARGO_PKG_VERSION"), "portcullis starting");
-    server::run_forever(app)?;
+    server::run_forever(app, Box::new(move || Config::load(&path)), &hangups)?;
     tracing::info!("portcullis stopped");
     Ok(())
 }

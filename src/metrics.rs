@@ -41,7 +41,8 @@ fn process_registry() -> Registry {
 /// Every metric the gateway exports: its own in one registry (names prefixed
 /// `portcullis_`), and the process's (`process_*`, the Prometheus client's collector:
 /// CPU seconds, resident and virtual memory, open and maximum descriptors, start time) in
-/// another, under the names every exporter uses.
+/// another, under the names every exporter uses. A clone shares the registries and series.
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     process: Registry,

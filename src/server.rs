@@ -2,10 +2,11 @@
 //! shutdown.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
@@ -14,9 +15,10 @@ use tokio::sync::watch;
 
 use crate::app::App;
 use crate::config::Config;
-use crate::gateway::Gateway;
 use crate::gateway::admin::AdminApp;
 use crate::gateway::connections::{Drain, Guarded, Limits};
+use crate::gateway::reload::{Reloader, Source};
+use crate::gateway::{Gateway, LiveGateway};
 
 /// A listener address that cannot be bound, with the config key that names it.
 #[derive(Debug, thiserror::Error)]
@@ -54,9 +56,15 @@ pub enum Scheduling {
     WorkStealing,
 }
 
-/// Builds the Pingora server with both services; fails on a route the config cannot express.
-/// `drain` counts both listeners' connections (see [`run_forever`]).
-pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow::Result<Server> {
+/// Builds the Pingora server with both services, and the [`Reloader`] that swaps in the
+/// next configuration (read from `source`, when there is one); fails on a route the config
+/// cannot express. `drain` counts both listeners' connections (see [`run_forever`]).
+pub fn build(
+    app: Arc<App>,
+    scheduling: Scheduling,
+    drain: Arc<Drain>,
+    source: Option<Source>,
+) -> anyhow::Result<(Server, Arc<Reloader>)> {
     let config = &app.config;
     let grace = config.server.shutdown_grace.as_secs_ceil();
     let conf = ServerConf {
@@ -71,16 +79,20 @@ pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow
     server.bootstrap();
 
     let s = &config.server;
+    let trusted = Arc::new(ArcSwap::from_pointee(s.trusted_proxies.clone()));
+    let current = Arc::new(ArcSwap::from_pointee(Gateway::new(app.clone())?));
+    let reloader = Arc::new(Reloader::new(current.clone(), trusted.clone(), source));
+    reloader.spawn_resolver()?;
     let limits = |per_ip, total| Limits {
         head_deadline: s.header_read_timeout.get(),
         max_head_bytes: s.max_header_bytes,
         idle: s.keepalive_timeout.get(),
         per_ip,
         total,
-        trusted: s.trusted_proxies.clone(),
+        trusted: trusted.clone(),
         access_log: config.logging.access_log,
     };
-    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(app.clone())?);
+    let proxy = pingora::proxy::http_proxy(&server.configuration, LiveGateway::new(current));
     let proxy = Guarded::new(
         proxy,
         limits(s.max_connections_per_ip, s.max_connections),
@@ -90,7 +102,7 @@ pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow
     proxy.add_tcp(&s.listen.to_string());
 
     let admin = Guarded::new(
-        AdminApp::new(app.clone(), drain.clone()),
+        AdminApp::new(app.clone(), drain.clone(), reloader.clone()),
         limits(s.admin_max_connections_per_ip, s.admin_max_connections),
         drain,
     );
@@ -100,7 +112,7 @@ pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow
 
     server.add_service(proxy);
     server.add_service(admin);
-    Ok(server)
+    Ok((server, reloader))
 }
 
 /// Runs the gateway in the foreground until SIGTERM (graceful) or SIGINT (fast).
@@ -109,10 +121,12 @@ pub fn build(app: Arc<App>, scheduling: Scheduling, drain: Arc<Drain>) -> anyhow
 /// after their answer; this returns as soon as no connection is left, or when the grace
 /// period (`server.shutdown_grace`) is over, whichever comes first. Pingora's own shutdown
 /// always sleeps the whole grace period, so the server runs on a thread of its own and is
-/// left behind when nothing is in flight any more.
-pub fn run_forever(app: Arc<App>) -> anyhow::Result<()> {
+/// left behind when nothing is in flight any more. `source` reads the configuration again
+/// on a reload; `hangups` (from [`handle_hangups`]) is told where SIGHUP's reloads go.
+pub fn run_forever(app: Arc<App>, source: Source, hangups: &Hangups) -> anyhow::Result<()> {
     let drain = Arc::new(Drain::default());
-    let server = build(app, Scheduling::PerThread, drain.clone())?;
+    let (server, reloader) = build(app, Scheduling::PerThread, drain.clone(), Some(source))?;
+    let _ = hangups.reloader.set(reloader);
     let returned = drain.clone();
     std::thread::Builder::new()
         .name("portcullis-server".into())
@@ -124,29 +138,41 @@ pub fn run_forever(app: Arc<App>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where SIGHUP's reloads go, once the gateway runs (see [`handle_hangups`]).
+#[derive(Default)]
+pub struct Hangups {
+    reloader: Arc<OnceLock<Arc<Reloader>>>,
+}
+
 /// Handles SIGHUP, whose default action would end the process: it reopens the log files
-/// (logrotate's `postrotate` sends it) and says that other configuration changes need a
-/// restart. The handler is installed before this returns: call it first thing in `serve`,
-/// so that no SIGHUP during start-up (migrations, key loading) ends the gateway.
-pub fn reopen_logs_on_hangup() -> anyhow::Result<()> {
+/// (logrotate's `postrotate` sends it) and reloads the configuration (see
+/// [`crate::gateway::reload`]); a SIGHUP before the gateway runs only reopens the files.
+/// The handler is installed before this returns: call it first thing in `serve`, so that no
+/// SIGHUP during start-up (migrations, key loading) ends the gateway.
+pub fn handle_hangups() -> anyhow::Result<Hangups> {
+    let hangups = Hangups::default();
+    let reloader = hangups.reloader.clone();
     use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
-    let mut hangups = runtime.block_on(async { signal(SignalKind::hangup()) })?;
+    let mut signals = runtime.block_on(async { signal(SignalKind::hangup()) })?;
     std::thread::Builder::new()
         .name("portcullis-signals".into())
         .spawn(move || {
             runtime.block_on(async {
-                while hangups.recv().await.is_some() {
+                while signals.recv().await.is_some() {
                     crate::telemetry::reopen_files();
-                    tracing::info!(
-                        "SIGHUP: log files reopened; other configuration changes need a restart"
-                    );
+                    tracing::info!("SIGHUP: log files reopened");
+                    if let Some(reloader) = reloader.get() {
+                        // Blocking (files, DNS) on this thread of its own: a reload's
+                        // result is logged by the reloader.
+                        let _ = reloader.reload();
+                    }
                 }
             })
         })?;
-    Ok(())
+    Ok(hangups)
 }
 
 /// A gateway running on a background thread; shuts down when dropped.
@@ -157,6 +183,8 @@ pub struct RunningGateway {
     pub addr: SocketAddr,
     /// The admin listener address (`server.admin_listen`): `/metrics` and `/health`.
     pub admin_addr: SocketAddr,
+    /// Swaps in another configuration ([`Reloader::apply`]; it has no file to read again).
+    pub reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -180,7 +208,7 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
     let addr = app.config.server.listen;
     let admin_addr = app.config.server.admin_listen;
     let (tx, rx) = watch::channel(false);
-    let server = build(app.clone(), Scheduling::WorkStealing, Arc::default())?;
+    let (server, reloader) = build(app.clone(), Scheduling::WorkStealing, Arc::default(), None)?;
     let thread = std::thread::Builder::new()
         .name("portcullis-server".into())
         .spawn(move || {
@@ -201,6 +229,7 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
         app,
         addr,
         admin_addr,
+        reloader,
         shutdown: tx,
         thread: Some(thread),
     })

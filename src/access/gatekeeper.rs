@@ -175,6 +175,8 @@ static VERIFIED_FALSE: HeaderValue = HeaderValue::from_static("false");
 /// A token whose signature, issuer and expiry were checked, with its ids parsed.
 #[derive(Debug)]
 struct VerifiedToken {
+    /// The [`KeyRing::serial`] of the ring that verified (or signed) it.
+    ring: u64,
     claims: AccessClaims,
     user_id: UserId,
     session_id: SessionId,
@@ -183,8 +185,9 @@ struct VerifiedToken {
 }
 
 impl VerifiedToken {
-    fn new(claims: AccessClaims) -> Option<Self> {
+    fn new(claims: AccessClaims, ring: u64) -> Option<Self> {
         Some(Self {
+            ring,
             user_id: Uuid::parse_str(&claims.sub).ok().map(UserId::from_uuid)?,
             session_id: claims.sid.parse().ok()?,
             user_id_value: HeaderValue::from_str(&claims.sub).ok()?,
@@ -331,7 +334,8 @@ impl Gatekeeper {
 
     fn verify(&self, token: &str, keys: &KeyRing) -> Result<Arc<VerifiedToken>, Denial> {
         let now = Utc::now().timestamp();
-        if let Some(verified) = self.tokens.get(token) {
+        // A verification made under another ring (keys reloaded since) is made again.
+        if let Some(verified) = self.tokens.get(token).filter(|v| v.ring == keys.serial()) {
             if verified.claims.exp > now {
                 return Ok(verified);
             }
@@ -339,7 +343,7 @@ impl Gatekeeper {
             return Err(Denial::BadToken);
         }
         let claims = keys.verify_access(token).map_err(|_| Denial::BadToken)?;
-        let verified = Arc::new(VerifiedToken::new(claims).ok_or(Denial::BadToken)?);
+        let verified = Arc::new(VerifiedToken::new(claims, keys.serial()).ok_or(Denial::BadToken)?);
         self.tokens.insert(token.to_owned(), verified.clone());
         Ok(verified)
     }
@@ -394,10 +398,11 @@ impl Gatekeeper {
         &self,
         token: &str,
         claims: AccessClaims,
+        keys: &KeyRing,
         user: &User,
         two_factor: bool,
     ) -> Option<Principal> {
-        let token_of = Arc::new(VerifiedToken::new(claims)?);
+        let token_of = Arc::new(VerifiedToken::new(claims, keys.serial())?);
         let known = Arc::new(KnownUser::of(user.clone())?);
         self.tokens.insert(token.to_owned(), token_of.clone());
         let live = LiveSession {
@@ -440,6 +445,13 @@ impl Gatekeeper {
             Revocation::User(user) => self.forget_user(*user),
             Revocation::All => self.forget_everything(),
         }
+    }
+
+    /// Drops every signed assertion: the signing key changed (a reload), and an upstream
+    /// may no longer accept the old one. (Verified tokens need no such step: each remembers
+    /// the [`KeyRing::serial`] it was verified under.)
+    pub fn forget_assertions(&self) {
+        self.assertions.invalidate_all();
     }
 
     /// Drops every cached session and user (an event may have been missed).

@@ -66,6 +66,25 @@ impl Access {
         }
     }
 
+    /// The same access control under a reloaded configuration: `keys` and the identity
+    /// header names are the new ones; the caches, their followers, the stores and the cookie
+    /// rules (which only a restart changes) are shared with `self`. A token verified under
+    /// the old keys is verified again under the new ones on its next use, so a key no longer
+    /// trusted verifies nothing more; assertions signed by a replaced key are forgotten.
+    pub fn reconfigured(&self, keys: Arc<KeyRing>, identity_headers: IdentityHeaderNames) -> Self {
+        if keys.signing_kid() != self.keys.signing_kid() {
+            self.gatekeeper.forget_assertions();
+        }
+        Self {
+            gatekeeper: self.gatekeeper.clone(),
+            keys,
+            sessions: self.sessions.clone(),
+            users: self.users.clone(),
+            identity_headers,
+            cookies: self.cookies.clone(),
+        }
+    }
+
     /// Starts following revocation events and the account change feed on `backend`, the
     /// runtime that owns the stores' sockets.
     pub fn spawn_followers(&self, backend: &Backend) {
@@ -160,7 +179,8 @@ impl Access {
         user: &User,
         two_factor: bool,
     ) -> Option<Principal> {
-        self.gatekeeper.admit(token, claims, user, two_factor)
+        self.gatekeeper
+            .admit(token, claims, &self.keys, user, two_factor)
     }
 
     /// The signed identity assertion for `principal` (cached per session).

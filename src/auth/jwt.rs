@@ -241,6 +241,14 @@ pub struct KeyRing {
     access_lifetime: i64,
     access_validation: Validation,
     assertion_validation: Validation,
+    /// Which ring this is, unique in the process: what a cached verification was made under.
+    serial: u64,
+}
+
+/// Gives every key ring built in this process its own [`KeyRing::serial`].
+fn next_serial() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl fmt::Debug for KeyRing {
@@ -275,7 +283,15 @@ impl KeyRing {
     #[must_use]
     pub fn with_access_lifetime(mut self, ttl: Duration) -> Self {
         self.access_lifetime = ttl_secs(ttl);
+        self.serial = next_serial();
         self
+    }
+
+    /// This ring's number, unique among the rings built in this process: a verification
+    /// remembered under another ring (before a reload changed the keys or their rules) must
+    /// be made again under this one.
+    pub fn serial(&self) -> u64 {
+        self.serial
     }
 
     /// Builds a key ring from keys already in memory (tests, tools). Access tokens may
@@ -337,6 +353,7 @@ impl KeyRing {
             access_lifetime: ttl_secs(TokensConfig::default().access_ttl.get()),
             access_validation,
             assertion_validation,
+            serial: next_serial(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! The admin listener: `/metrics` and `/health`, never exposed on the main port.
+//! The admin listener: `/metrics`, `/health` and `POST /reload` (from loopback only), never
+//! exposed on the main port.
 
 use std::sync::Arc;
 
@@ -9,6 +10,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::app::App;
 use crate::gateway::connections::Drain;
+use crate::gateway::reload::Reloader;
 use crate::gateway::respond::{self, SECURITY_HEADERS};
 use crate::reply::Reply;
 
@@ -16,22 +18,43 @@ use crate::reply::Reply;
 pub struct AdminApp {
     app: Arc<App>,
     drain: Arc<Drain>,
+    reloader: Arc<Reloader>,
 }
 
+const JSON: &str = "application/json";
+
 impl AdminApp {
-    /// Wraps the shared application state; `drain` says when the server is stopping.
-    pub fn new(app: Arc<App>, drain: Arc<Drain>) -> Self {
-        Self { app, drain }
+    /// Wraps the shared application state; `drain` says when the server is stopping,
+    /// `reloader` takes `POST /reload`.
+    pub fn new(app: Arc<App>, drain: Arc<Drain>, reloader: Arc<Reloader>) -> Self {
+        Self {
+            app,
+            drain,
+            reloader,
+        }
     }
 
     async fn answer(
         &self,
         method: &http::Method,
         path: &str,
+        from_loopback: bool,
     ) -> (StatusCode, &'static str, Vec<u8>) {
-        const JSON: &str = "application/json";
         let is_read = method == http::Method::GET || method == http::Method::HEAD;
         match path {
+            "/reload" if method != http::Method::POST => {
+                let r = Reply::method_not_allowed("POST");
+                (r.status, JSON, r.body_bytes().to_vec())
+            }
+            "/reload" if !from_loopback => {
+                let r = Reply::error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "reloads are taken from loopback addresses only",
+                );
+                (r.status, JSON, r.body_bytes().to_vec())
+            }
+            "/reload" => self.reload().await,
             "/metrics" | "/health" if !is_read => {
                 let r = Reply::method_not_allowed("GET, HEAD");
                 (r.status, JSON, r.body_bytes().to_vec())
@@ -51,6 +74,33 @@ impl AdminApp {
             }
         }
     }
+
+    /// `POST /reload`: 200 with the generation now serving and the settings that wait for a
+    /// restart, or 422 with why the file was refused (the running configuration stays).
+    async fn reload(&self) -> (StatusCode, &'static str, Vec<u8>) {
+        let reloader = self.reloader.clone();
+        // Files and DNS: the blocking pool, not this listener's thread.
+        let result = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        let (status, body) = match result {
+            Ok(Ok(reloaded)) => (
+                StatusCode::OK,
+                serde_json::json!({
+                    "status": "reloaded",
+                    "generation": reloaded.generation,
+                    "restart_needed": reloaded.restart_needed,
+                }),
+            ),
+            Ok(Err(e)) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({"status": "refused", "error": e.to_string()}),
+            ),
+            Err(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({"status": "refused", "error": "the reload did not finish"}),
+            ),
+        };
+        (status, JSON, serde_json::to_vec(&body).unwrap_or_default())
+    }
 }
 
 #[async_trait]
@@ -58,7 +108,11 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
-        let (status, content_type, body) = self.answer(&method, &path).await;
+        let from_loopback = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .is_some_and(|a| a.ip().to_canonical().is_loopback());
+        let (status, content_type, body) = self.answer(&method, &path, from_loopback).await;
         // Decided once the answer is ready: a stop that began meanwhile closes too.
         session.set_keepalive(respond::keep_alive(self.drain.stopping()));
         let mut builder = Response::builder()

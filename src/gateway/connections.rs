@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use ipnet::IpNet;
 use pingora::apps::{HttpServerApp, ServerApp};
@@ -75,8 +76,9 @@ pub struct Limits {
     pub per_ip: usize,
     /// Connections the listener holds at once; 0 for no limit.
     pub total: usize,
-    /// Peers with no per-address cap.
-    pub trusted: Vec<IpNet>,
+    /// Peers with no per-address cap: `server.trusted_proxies`, shared with the reload,
+    /// which stores the next list here.
+    pub trusted: Arc<ArcSwap<Vec<IpNet>>>,
     /// Whether the guard's own answers (431, 414, 400) are written to the access log.
     pub access_log: bool,
 }
@@ -275,7 +277,7 @@ impl<A> Guarded<A> {
 
     /// Counts a new connection from `ip`, or says why not.
     fn admit(&self, ip: IpAddr, conn: &Arc<Shared>) -> Option<Admitted<'_>> {
-        let trusted = self.limits.trusted.iter().any(|n| n.contains(&ip));
+        let trusted = self.limits.trusted.load().iter().any(|n| n.contains(&ip));
         let per_ip = if trusted { 0 } else { self.limits.per_ip };
         let Some(id) = self.registry.admit(ip, per_ip, self.limits.total, conn) else {
             tracing::debug!(client_ip = %ip, "connection refused: connection cap reached, none idle");

@@ -12,6 +12,8 @@ pub mod client_ip;
 pub mod connections;
 mod forwarded;
 pub mod forwarding;
+mod live;
+pub mod reload;
 mod respond;
 pub mod routes;
 
@@ -43,6 +45,7 @@ use canonical::Refusal;
 use forwarding::ProxyHeaders;
 use routes::{Route, RouteTable};
 
+pub use live::LiveGateway;
 pub use respond::{write_local_response, write_page};
 
 /// The canonical path the request was decided on, without its query (which may carry
@@ -62,11 +65,14 @@ const LOCAL_ROUTE: &str = "local";
 /// Route label for requests no route matched.
 const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// The proxy service.
+/// The proxy service under one generation of the configuration (the listener serves
+/// whichever is current: [`live::LiveGateway`]).
 pub struct Gateway {
     app: Arc<App>,
+    /// Which configuration this is: 1 at start, one more with each reload.
+    generation: u64,
     /// The sign-in portal: its templates, keys and where its pages live.
-    portal: Portal,
+    portal: Arc<Portal>,
     /// The configured routes, upstreams resolved.
     routes: RouteTable,
     /// Headers only a trusted proxy may send.
@@ -92,11 +98,39 @@ impl Gateway {
         let strip_headers = ProxyHeaders::new(&app.config.server.strip_headers);
         Ok(Self {
             app,
-            portal,
+            generation: 1,
+            portal: Arc::new(portal),
             routes,
             proxy_headers,
             strip_headers,
         })
+    }
+
+    /// The instance this generation serves with.
+    pub fn app(&self) -> &Arc<App> {
+        &self.app
+    }
+
+    /// Which configuration this is: 1 at start, one more with each reload.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The routes, in match order.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// The same generation with `routes` (its upstreams resolved again).
+    fn with_routes(&self, routes: RouteTable) -> Self {
+        Self {
+            app: self.app.clone(),
+            generation: self.generation,
+            portal: self.portal.clone(),
+            routes,
+            proxy_headers: self.proxy_headers.clone(),
+            strip_headers: self.strip_headers.clone(),
+        }
     }
 }
 

@@ -254,6 +254,17 @@ impl RouteTable {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Route>> {
         self.routes.iter()
     }
+
+    /// The routes of `fresh`, the same configuration resolved again, whose upstream address
+    /// differs from this table's: (route name, new address).
+    pub fn upstream_changes(&self, fresh: &RouteTable) -> Vec<(String, std::net::SocketAddr)> {
+        self.routes
+            .iter()
+            .zip(&fresh.routes)
+            .filter(|(old, new)| old.upstream.addr != new.upstream.addr)
+            .map(|(_, new)| (new.name.clone(), new.upstream.addr))
+            .collect()
+    }
 }
 
 /// Who may pass a route, in words: the policy, then each condition on the account.
@@ -334,6 +345,22 @@ mod tests {
         path_prefix = "/"
         upstream = "http://127.0.0.1:3003"
     "#;
+
+    #[test]
+    fn upstream_changes_name_the_routes_whose_address_moved() {
+        let before = table(ROUTES);
+        assert!(before.upstream_changes(&table(ROUTES)).is_empty());
+        let moved = ROUTES
+            .replace("127.0.0.1:3001", "127.0.0.2:3001")
+            .replace("127.0.0.1:3003", "[::1]:3003");
+        let changes = before.upstream_changes(&table(&moved));
+        let mut changes: Vec<String> = changes
+            .iter()
+            .map(|(route, addr)| format!("{route} {addr}"))
+            .collect();
+        changes.sort();
+        assert_eq!(changes, ["app 127.0.0.2:3001", "docs-host [::1]:3003"]);
+    }
 
     fn name(t: &RouteTable, host: Option<&str>, path: &str) -> Option<String> {
         t.find(host, path).map(|r| r.name.clone())

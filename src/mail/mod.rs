@@ -298,6 +298,25 @@ impl Mailer {
         })
     }
 
+    /// The mailer under a reloaded `[mail]`: the sender, templates and notification switch
+    /// from `config`, the transport, its runtime and counters shared with `self` (`mail.url`
+    /// takes a restart). Fails as [`Mailer::new`] does on a bad sender or template.
+    pub fn reconfigured(&self, config: &MailConfig) -> Result<Mailer, MailError> {
+        let from = parse_from(&config.from)?;
+        Ok(Mailer {
+            message_id_domain: from.email.domain().to_owned(),
+            from,
+            public_url: self.public_url.clone(),
+            pages_url: self.pages_url.clone(),
+            templates: Templates::load(templates_dir(config))?,
+            transport: self.transport.clone(),
+            backend: self.backend.clone(),
+            login_notifications: config.login_notifications,
+            sent: self.sent.clone(),
+            failed: self.failed.clone(),
+        })
+    }
+
     /// Checks `[mail]` as [`Mailer::new`] would, without a runtime, network or outbox: for
     /// `portcullis check-config`.
     pub fn check_config(config: &MailConfig) -> Result<(), MailError> {

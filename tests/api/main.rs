@@ -40,6 +40,7 @@ mod passkeys_api;
 mod portal;
 mod portal_browser;
 mod rate_limits;
+mod reload;
 mod route_rules;
 mod storage_faults;
 mod token_times;
