@@ -322,23 +322,50 @@ async fn reload_command_refuses_each_kind_of_bad_file_and_names_restart_settings
     );
 }
 
+/// Which configuration judged an answer from `/a` (see the two in
+/// [`reloads_under_load_drop_no_request`]): `Some('1')` or `Some('2')` when every sign agrees,
+/// `None` when they are mixed.
+fn judged_by(echo: &serde_json::Value) -> Option<char> {
+    let seen = |name| !echoed_header(echo, name).is_empty();
+    match (seen("authorization"), seen("x-gen-one"), seen("x-gen-two")) {
+        (false, true, false) => Some('1'),
+        (true, false, true) => Some('2'),
+        _ => None,
+    }
+}
+
 /// Reloads while clients keep asking, on kept-alive and on new connections: no request
-/// fails, and each answer is one generation's (`/b` exists in every other one).
+/// fails, and each answer is judged wholly by one generation. The two configurations differ
+/// at both levels a request passes: the route (`/b` exists only in the second; `/a` forwards
+/// the client's own `Authorization` only in the second) and the server (each strips the
+/// other's marker header), so an answer judged by half of each shows it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_drop_no_request() {
     let echo = EchoUpstream::start().await;
     let scratch = Scratch::new();
+    let strip = |header: &str| {
+        (
+            "threads = 2",
+            format!("threads = 2\nstrip_headers = [\"{header}\"]"),
+        )
+    };
     let one = route("a", "/a", &echo.url(), "public");
     let two = format!(
-        "{one}{}[portal]\ntitle = \"Second\"\n",
+        "{}forward_authorization = true\n{}",
+        route("a", "/a", &echo.url(), "public"),
         route("b", "/b", &echo.url(), "public")
     );
+    let (strip_one, strip_two) = (strip("x-gen-two"), strip("x-gen-one"));
     let served = Served::start(&scratch, &one);
+    served.write_patched((strip_one.0, &strip_one.1), &one);
+    let (code, out, err) = served.reload_command();
+    assert_eq!(code, 0, "{out}{err}");
     let stop = Arc::new(AtomicBool::new(false));
     let (done, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let mut clients = Vec::new();
     for fresh_connections in [false, false, true] {
-        let (stop, done, failed) = (stop.clone(), done.clone(), failed.clone());
+        let (stop, done, failed, seen) = (stop.clone(), done.clone(), failed.clone(), seen.clone());
         let base = served.base.clone();
         clients.push(tokio::spawn(async move {
             let kept = client();
@@ -348,43 +375,61 @@ async fn reloads_under_load_drop_no_request() {
                 } else {
                     kept.clone()
                 };
-                for (path, allowed) in [("/a", &[200][..]), ("/b", &[200, 404][..])] {
-                    match http.get(format!("{base}{path}")).send().await {
-                        Ok(r) if allowed.contains(&r.status().as_u16()) => {
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => {
-                            eprintln!("{path}: {}", r.status());
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            eprintln!("{path}: {e:?}");
-                            failed.fetch_add(1, Ordering::Relaxed);
-                        }
+                let a = http
+                    .get(format!("{base}/a"))
+                    .header("authorization", "Basic Zm9vOmJhcg==")
+                    .header("x-gen-one", "1")
+                    .header("x-gen-two", "1")
+                    .send()
+                    .await;
+                let judged = match a {
+                    Ok(r) if r.status() == 200 => r.json().await.ok().as_ref().and_then(judged_by),
+                    Ok(r) => {
+                        eprintln!("/a: {}", r.status());
+                        None
                     }
+                    Err(e) => {
+                        eprintln!("/a: {e:?}");
+                        None
+                    }
+                };
+                let b = http.get(format!("{base}/b")).send().await;
+                let b_ok = matches!(&b, Ok(r) if [200, 404].contains(&r.status().as_u16()));
+                if let Some(generation) = judged.filter(|_| b_ok) {
+                    seen.lock().unwrap().insert(generation);
+                    done.fetch_add(2, Ordering::Relaxed);
+                } else {
+                    eprintln!("/a judged {judged:?}, /b {:?}", b.map(|r| r.status()));
+                    failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));
     }
     let reloads = 20;
     for i in 0..reloads {
-        served.write(if i % 2 == 0 { &two } else { &one });
-        let served_config = served.config.clone();
-        let (code, out, err) = tokio::task::spawn_blocking(move || {
-            let out = portcullis()
-                .args(["reload", "--config"])
-                .arg(&served_config)
-                .output()
-                .unwrap();
-            (
-                out.status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
+        if i % 2 == 0 {
+            served.write_patched((strip_two.0, &strip_two.1), &two);
+        } else {
+            served.write_patched((strip_one.0, &strip_one.1), &one);
+        }
+        let (code, out, err) = tokio::task::spawn_blocking({
+            let config = served.config.clone();
+            move || {
+                let out = portcullis()
+                    .args(["reload", "--config"])
+                    .arg(&config)
+                    .output()
+                    .unwrap();
+                (
+                    out.status.code().unwrap_or(-1),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                    String::from_utf8_lossy(&out.stderr).into_owned(),
+                )
+            }
         })
         .await
         .unwrap();
-        assert_eq!(code, 0, "reload {i}: {out}{err}\n{}", served.log_text());
+        assert_eq!(code, 0, "reload {i}: {out}{err}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -392,11 +437,15 @@ async fn reloads_under_load_drop_no_request() {
         c.await.unwrap();
     }
     let (done, failed) = (done.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    assert_eq!(failed, 0, "{failed} of {} requests failed", done + failed);
+    assert_eq!(
+        failed, 0,
+        "{failed} request pairs failed or were judged by a mix"
+    );
     assert!(done > 200, "the clients kept asking throughout: {done}");
+    assert_eq!(seen.lock().unwrap().len(), 2, "both generations answered");
     metrics_containing(
         &served.admin,
-        &[&format!("portcullis_config_generation {}", reloads + 1)],
+        &[&format!("portcullis_config_generation {}", reloads + 2)],
     )
     .await;
 }
