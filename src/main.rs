@@ -11,7 +11,7 @@ use portcullis::accounts::AccountError;
 use portcullis::app::App;
 use portcullis::auth::password::PasswordHasher;
 use portcullis::config::SessionBackend;
-use portcullis::config::{Config, DEFAULT_CONFIG_PATH};
+use portcullis::config::{Config, ConfigSource};
 use portcullis::domain::{Email, Password, UserId};
 use portcullis::mail::{MailKind, Mailer};
 use portcullis::store::StoreError;
@@ -34,16 +34,16 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(name = "portcullis", version, about, long_about = None)]
 struct Cli {
-    /// The configuration file.
+    /// The configuration file [default: config/portcullis.toml if it exists, else the
+    /// embedded defaults].
     #[arg(
         long,
         short,
         global = true,
         env = "PORTCULLIS_CONFIG",
-        default_value = DEFAULT_CONFIG_PATH,
         value_name = "PATH"
     )]
-    config: PathBuf,
+    config: Option<PathBuf>,
 
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -156,20 +156,25 @@ enum UserAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
-        Ok(config) => config,
+    let (config, source) = match Config::locate(cli.config.as_deref()) {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("portcullis: {e}");
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if source == ConfigSource::Embedded && !matches!(command, Command::Serve) {
+        // `serve` logs it; the other commands say it where an operator reads them.
+        eprintln!(
+            "portcullis: no --config given and no {} here: using the embedded defaults",
+            portcullis::config::DEFAULT_CONFIG_PATH
+        );
+    }
+    let result = match command {
         Command::CheckConfig => {
             if let Err(e) = Mailer::check_config(&config.mail) {
-                eprintln!(
-                    "portcullis: invalid value for `mail` in {}: {e}",
-                    cli.config.display()
-                );
+                eprintln!("portcullis: invalid value for `mail` in {source}: {e}");
                 return ExitCode::from(2);
             }
             let portal = config.portal.templates_dir().and_then(|dir| {
@@ -178,7 +183,7 @@ fn main() -> ExitCode {
                 portcullis::portal::Portal::new(&config, Arc::new(languages), &[0; 32])
             });
             if let Err(e) = portal {
-                eprintln!("portcullis: {e} (in {})", cli.config.display());
+                eprintln!("portcullis: {e} (in {source})");
                 return ExitCode::from(2);
             }
             // Upstreams are resolved here, as the gateway will at start.
@@ -188,7 +193,7 @@ fn main() -> ExitCode {
             ) {
                 Ok(table) => print_route_table(&table),
                 Err(e) => {
-                    eprintln!("portcullis: {e} (in {})", cli.config.display());
+                    eprintln!("portcullis: {e} (in {source})");
                     return ExitCode::from(2);
                 }
             }
@@ -200,7 +205,7 @@ fn main() -> ExitCode {
                 Err(reason) => println!("passkeys: off: {reason}"),
             }
             if let Err(e) = print_identity_providers(&config) {
-                eprintln!("portcullis: {e} (in {})", cli.config.display());
+                eprintln!("portcullis: {e} (in {source})");
                 return ExitCode::from(2);
             }
             print_discovery(&config);
@@ -209,8 +214,7 @@ fn main() -> ExitCode {
             }
             let routes = config.routes.len();
             println!(
-                "{}: configuration is valid ({routes} route{})",
-                cli.config.display(),
+                "{source}: configuration is valid ({routes} route{})",
                 if routes == 1 { "" } else { "s" }
             );
             Ok(())
@@ -232,7 +236,7 @@ fn main() -> ExitCode {
                 limit,
             },
         ),
-        Command::Serve => serve(config),
+        Command::Serve => serve(config, &source),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -247,13 +251,7 @@ fn main() -> ExitCode {
 /// loopback, three seconds at most.
 fn health(config: &Config) -> anyhow::Result<()> {
     use std::io::{Read, Write};
-    let mut address = config.server.admin_listen;
-    if address.ip().is_unspecified() {
-        address.set_ip(match address.ip() {
-            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
+    let address = server::startup::reachable(config.server.admin_listen);
     let limit = std::time::Duration::from_secs(3);
     let mut stream = std::net::TcpStream::connect_timeout(&address, limit)
         .with_context(|| format!("connecting to the admin listener at {address}"))?;
@@ -579,9 +577,10 @@ async fn list_sessions(
     Ok(())
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(config: Config, source: &ConfigSource) -> anyhow::Result<()> {
     server::reopen_logs_on_hangup()?;
     let _guards = telemetry::init(&config.logging)?;
+    server::startup::log_config_source(source);
     server::check_binds(&config)?;
     let listen = config.server.listen;
     let admin = config.server.admin_listen;
@@ -590,6 +589,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     }
     let app = App::new(config)?;
     tracing::info!(%listen, %admin, version = env!("CARGO_PKG_VERSION"), "portcullis starting");
+    server::startup::report_when_listening(app.clone())?;
     server::run_forever(app)?;
     tracing::info!("portcullis stopped");
     Ok(())

@@ -1,5 +1,5 @@
 //! Assembling and running the Pingora server: the main listener, the admin listener and
-//! shutdown.
+//! shutdown; [`startup`] the report `serve` logs once it listens.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::gateway::admin::AdminApp;
 use crate::gateway::connections::{Drain, Guarded, Limits};
+
+pub mod startup;
 
 /// A listener address that cannot be bound, with the config key that names it.
 #[derive(Debug, thiserror::Error)]
