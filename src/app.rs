@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use http::StatusCode;
+use prometheus::IntGauge;
 use serde_json::{Map, Value, json};
 
 use crate::access::Access;
@@ -31,6 +32,8 @@ use crate::store::{self, UserStore};
 const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// How long `/health` waits for a backend before calling it down.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the sessions and users gauges are read from the stores.
+const GAUGE_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Everything a request handler may need, built once at start.
 pub struct App {
@@ -70,14 +73,71 @@ pub struct App {
     backend_runtime: Arc<BackendRuntime>,
 }
 
+/// The gauges read from the stores (`portcullis_sessions_active`,
+/// `portcullis_users_registered`) and where they are read from.
+#[derive(Clone)]
+struct CountGauges {
+    store: Arc<dyn UserStore>,
+    sessions: Arc<dyn SessionStore>,
+    sessions_active: IntGauge,
+    users_registered: IntGauge,
+}
+
+impl CountGauges {
+    fn new(
+        store: &Arc<dyn UserStore>,
+        sessions: &Arc<dyn SessionStore>,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            store: store.clone(),
+            sessions: sessions.clone(),
+            sessions_active: metrics.sessions_active.clone(),
+            users_registered: metrics.users_registered.clone(),
+        }
+    }
+
+    /// Reads both counts; a store that does not answer leaves its gauge as it was
+    /// (`/health` is where an outage shows).
+    async fn refresh(&self) {
+        let (users, sessions) = tokio::join!(self.store.count_users(), self.sessions.count_live());
+        match users {
+            Ok(n) => self
+                .users_registered
+                .set(i64::try_from(n).unwrap_or(i64::MAX)),
+            Err(e) => tracing::debug!(error = %e, "users gauge not refreshed"),
+        }
+        match sessions {
+            Ok(n) => self
+                .sessions_active
+                .set(i64::try_from(n).unwrap_or(i64::MAX)),
+            Err(e) => tracing::debug!(error = %e, "sessions gauge not refreshed"),
+        }
+    }
+
+    /// Refreshes the gauges at once, then every [`GAUGE_REFRESH_INTERVAL`], on the backend
+    /// runtime: off the proxy's threads, never per request.
+    fn spawn(self, backend: &Backend) {
+        backend.spawn(async move {
+            let mut tick = tokio::time::interval(GAUGE_REFRESH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                self.refresh().await;
+            }
+        });
+    }
+}
+
 /// Starts what runs for the life of the process on the backend runtime: the purger
-/// (expired tokens, idle failure counts, audit events past `[audit] retention`) and the
-/// gatekeeper's followers.
+/// (expired tokens, idle failure counts, audit events past `[audit] retention`), the
+/// gatekeeper's followers and the count gauges' refresh.
 fn start_background_tasks(
     backend: &Backend,
     store: &Arc<dyn UserStore>,
     access: &Access,
     config: &Config,
+    gauges: CountGauges,
 ) {
     let audit_retention = config.audit.retention.map(|r| r.get());
     store::spawn_token_purger(
@@ -87,6 +147,7 @@ fn start_background_tasks(
         audit_retention,
     );
     access.spawn_followers(backend);
+    gauges.spawn(backend);
 }
 
 impl App {
@@ -155,7 +216,8 @@ impl App {
                 &config.portal.path_prefix,
             ),
         ));
-        start_background_tasks(&backend, &store, &access, &config);
+        let gauges = CountGauges::new(&store, &sessions, &metrics);
+        start_background_tasks(&backend, &store, &access, &config, gauges);
         let config = Arc::new(config);
         let accounts = Accounts::new(
             accounts::Parts {
@@ -252,6 +314,14 @@ impl App {
             passkeys: self.passkeys.clone(),
             backend_runtime: self.backend_runtime.clone(),
         }))
+    }
+
+    /// Reads the sessions and users gauges from the stores now, as the background refresh
+    /// does every 30 seconds (the tests read them without waiting for it).
+    pub async fn refresh_gauges(&self) {
+        CountGauges::new(&self.store, &self.sessions, &self.metrics)
+            .refresh()
+            .await;
     }
 
     /// The name of the browser's access cookie (see [`CookieRules`]).

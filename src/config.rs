@@ -34,6 +34,28 @@ pub use rules::{
 /// Where the config file is looked for when neither `--config` nor `PORTCULLIS_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "config/portcullis.toml";
 
+/// `config/portcullis.toml` as built into the binary: what runs when no config file was
+/// named and [`DEFAULT_CONFIG_PATH`] does not exist (see [`Config::locate`]).
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../config/portcullis.toml");
+
+/// Where the configuration in use came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A file: the one named by `--config` or `PORTCULLIS_CONFIG`, or [`DEFAULT_CONFIG_PATH`].
+    File(PathBuf),
+    /// [`EMBEDDED_DEFAULTS`], because no file was named and the default path has none.
+    Embedded,
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Embedded => f.write_str("the embedded default configuration"),
+        }
+    }
+}
+
 /// The prefix of environment overrides: `PORTCULLIS_SERVER__LISTEN=…`.
 pub const ENV_PREFIX: &str = "PORTCULLIS_";
 
@@ -1250,6 +1272,35 @@ impl Config {
             source,
         })?;
         Self::load_from(path, &text, std::env::vars())
+    }
+
+    /// Loads `source` again, with the environment as it is now: what a reload reads.
+    pub fn reload(source: &ConfigSource) -> Result<Self, ConfigError> {
+        match source {
+            ConfigSource::File(path) => Self::load(path),
+            ConfigSource::Embedded => Self::load_from(
+                Path::new("(embedded defaults)"),
+                EMBEDDED_DEFAULTS,
+                std::env::vars(),
+            ),
+        }
+    }
+
+    /// Loads the configuration the command line asks for: `named` (from `--config` or
+    /// `PORTCULLIS_CONFIG`), which must exist; else [`DEFAULT_CONFIG_PATH`] when it exists;
+    /// else [`EMBEDDED_DEFAULTS`]. Environment overrides apply to each.
+    pub fn locate(named: Option<&Path>) -> Result<(Self, ConfigSource), ConfigError> {
+        let default = Path::new(DEFAULT_CONFIG_PATH);
+        match named {
+            Some(path) => Ok((Self::load(path)?, ConfigSource::File(path.to_path_buf()))),
+            None if default.exists() => {
+                Ok((Self::load(default)?, ConfigSource::File(default.into())))
+            }
+            None => Ok((
+                Self::reload(&ConfigSource::Embedded)?,
+                ConfigSource::Embedded,
+            )),
+        }
     }
 
     /// Loads from already-read text and an explicit environment (used by `load` and tests).

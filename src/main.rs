@@ -12,7 +12,7 @@ use portcullis::accounts::AccountError;
 use portcullis::app::App;
 use portcullis::auth::password::PasswordHasher;
 use portcullis::config::SessionBackend;
-use portcullis::config::{Config, DEFAULT_CONFIG_PATH};
+use portcullis::config::{Config, ConfigSource};
 use portcullis::domain::{Email, Password, UserId};
 use portcullis::mail::{MailKind, Mailer};
 use portcullis::store::StoreError;
@@ -35,16 +35,16 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Parser)]
 #[command(name = "portcullis", version, about, long_about = None)]
 struct Cli {
-    /// The configuration file.
+    /// The configuration file [default: config/portcullis.toml if it exists, else the
+    /// embedded defaults].
     #[arg(
         long,
         short,
         global = true,
         env = "PORTCULLIS_CONFIG",
-        default_value = DEFAULT_CONFIG_PATH,
         value_name = "PATH"
     )]
-    config: PathBuf,
+    config: Option<PathBuf>,
 
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
@@ -161,20 +161,25 @@ enum UserAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(&cli.config) {
-        Ok(config) => config,
+    let (config, source) = match Config::locate(cli.config.as_deref()) {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("portcullis: {e}");
             return ExitCode::from(2);
         }
     };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    if source == ConfigSource::Embedded && !matches!(command, Command::Serve) {
+        // `serve` logs it; the other commands say it where an operator reads them.
+        eprintln!(
+            "portcullis: no --config given and no {} here: using the embedded defaults",
+            portcullis::config::DEFAULT_CONFIG_PATH
+        );
+    }
+    let result = match command {
         Command::CheckConfig => {
             if let Err(e) = Mailer::check_config(&config.mail) {
-                eprintln!(
-                    "portcullis: invalid value for `mail` in {}: {e}",
-                    cli.config.display()
-                );
+                eprintln!("portcullis: invalid value for `mail` in {source}: {e}");
                 return ExitCode::from(2);
             }
             let portal = config.portal.templates_dir().and_then(|dir| {
@@ -183,7 +188,7 @@ fn main() -> ExitCode {
                 portcullis::portal::Portal::new(&config, Arc::new(languages), &[0; 32])
             });
             if let Err(e) = portal {
-                eprintln!("portcullis: {e} (in {})", cli.config.display());
+                eprintln!("portcullis: {e} (in {source})");
                 return ExitCode::from(2);
             }
             // Upstreams are resolved here, as the gateway will at start.
@@ -193,7 +198,7 @@ fn main() -> ExitCode {
             ) {
                 Ok(table) => print_route_table(&table),
                 Err(e) => {
-                    eprintln!("portcullis: {e} (in {})", cli.config.display());
+                    eprintln!("portcullis: {e} (in {source})");
                     return ExitCode::from(2);
                 }
             }
@@ -205,7 +210,7 @@ fn main() -> ExitCode {
                 Err(reason) => println!("passkeys: off: {reason}"),
             }
             if let Err(e) = print_identity_providers(&config) {
-                eprintln!("portcullis: {e} (in {})", cli.config.display());
+                eprintln!("portcullis: {e} (in {source})");
                 return ExitCode::from(2);
             }
             print_discovery(&config);
@@ -214,8 +219,7 @@ fn main() -> ExitCode {
             }
             let routes = config.routes.len();
             println!(
-                "{}: configuration is valid ({routes} route{})",
-                cli.config.display(),
+                "{source}: configuration is valid ({routes} route{})",
                 if routes == 1 { "" } else { "s" }
             );
             Ok(())
@@ -238,7 +242,7 @@ fn main() -> ExitCode {
                 limit,
             },
         ),
-        Command::Serve => serve(config, cli.config.clone()),
+        Command::Serve => serve(config, source),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -294,13 +298,7 @@ fn ask_admin(
     limit: Duration,
 ) -> anyhow::Result<(std::net::SocketAddr, String, String)> {
     use std::io::{Read, Write};
-    let mut address = config.server.admin_listen;
-    if address.ip().is_unspecified() {
-        address.set_ip(match address.ip() {
-            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
+    let address = server::startup::reachable(config.server.admin_listen);
     let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(3))
         .with_context(|| format!("connecting to the admin listener at {address}"))?;
     stream.set_read_timeout(Some(limit))?;
@@ -642,9 +640,10 @@ async fn list_sessions(
     Ok(())
 }
 
-fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let hangups = server::handle_hangups()?;
     let _guards = telemetry::init(&config.logging)?;
+    server::startup::log_config_source(&source);
     server::check_binds(&config)?;
     let listen = config.server.listen;
     let admin = config.server.admin_listen;
@@ -653,7 +652,8 @@ fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     }
     let app = App::new(config)?;
     tracing::info!(%listen, %admin, version = env!("CARGO_PKG_VERSION"), "portcullis starting");
-    server::run_forever(app, Box::new(move || Config::load(&path)), &hangups)?;
+    server::startup::report_when_listening(app.clone())?;
+    server::run_forever(app, Box::new(move || Config::reload(&source)), &hangups)?;
     tracing::info!("portcullis stopped");
     Ok(())
 }

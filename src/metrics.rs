@@ -28,6 +28,22 @@ fn build_info() -> IntGaugeVec {
     build_info
 }
 
+/// A counter with labels.
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+/// A counter without labels.
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
+/// A gauge without labels.
+fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("static metric definition: {e}"))
+}
+
 /// The process collector on a registry of its own (no prefix): `process_*` on Linux,
 /// nothing where `/proc` is not.
 fn process_registry() -> Registry {
@@ -64,6 +80,11 @@ pub struct Metrics {
     pub refresh_reuse: IntCounter,
     /// Decisions on proxied and forward-auth requests, by route, outcome and reason.
     pub auth_decisions: IntCounterVec,
+    /// Live sessions in the session store (every instance's, when it is shared), refreshed
+    /// periodically, not per request.
+    pub sessions_active: IntGauge,
+    /// Accounts in the user store, active or not, refreshed periodically.
+    pub users_registered: IntGauge,
 }
 
 impl Metrics {
@@ -71,14 +92,11 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("portcullis".into()), None)
             .unwrap_or_else(|_| Registry::new());
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests answered, by route and status",
-            ),
+        let requests = counter_vec(
+            "http_requests_total",
+            "HTTP requests answered, by route and status",
             &["route", "status"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        );
         let request_duration = HistogramVec::new(
             HistogramOpts::new(
                 "http_request_duration_seconds",
@@ -97,38 +115,34 @@ impl Metrics {
             &["route"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let upstream_errors = IntCounterVec::new(
-            Opts::new(
-                "upstream_errors_total",
-                "Requests an upstream could not answer, by route and kind",
-            ),
+        let upstream_errors = counter_vec(
+            "upstream_errors_total",
+            "Requests an upstream could not answer, by route and kind",
             &["route", "kind"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let in_flight = IntGauge::new("http_requests_in_flight", "Requests being handled now")
-            .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        );
+        let in_flight = gauge("http_requests_in_flight", "Requests being handled now");
 
-        let logins = IntCounterVec::new(
-            Opts::new("logins_total", "Login attempts by result"),
-            &["result"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let lockouts = IntCounter::new("lockouts_total", "Accounts locked after repeated failures")
-            .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
-        let refresh_reuse = IntCounter::new(
+        let logins = counter_vec("logins_total", "Login attempts by result", &["result"]);
+        let lockouts = counter("lockouts_total", "Accounts locked after repeated failures");
+        let refresh_reuse = counter(
             "refresh_token_reuse_total",
             "Rotated-out refresh tokens presented again (the session is ended)",
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        );
 
-        let auth_decisions = IntCounterVec::new(
-            Opts::new(
-                "auth_decisions_total",
-                "Access decisions on proxied requests, by route, outcome and reason",
-            ),
+        let auth_decisions = counter_vec(
+            "auth_decisions_total",
+            "Access decisions on proxied requests, by route, outcome and reason",
             &["route", "outcome", "reason"],
-        )
-        .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        );
+
+        let sessions_active = gauge(
+            "sessions_active",
+            "Live sessions in the session store (shared by every instance on Redis)",
+        );
+        let users_registered = gauge(
+            "users_registered",
+            "Accounts in the user store, active or not",
+        );
 
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
@@ -140,11 +154,13 @@ impl Metrics {
             Box::new(lockouts.clone()),
             Box::new(refresh_reuse.clone()),
             Box::new(auth_decisions.clone()),
+            Box::new(sessions_active.clone()),
+            Box::new(users_registered.clone()),
+            Box::new(build_info()),
         ] {
             // Names are unique by construction; a clash would be a programming error caught by tests.
             let _ = registry.register(collector);
         }
-        let _ = registry.register(Box::new(build_info()));
         Self {
             registry,
             process: process_registry(),
@@ -157,6 +173,8 @@ impl Metrics {
             lockouts,
             refresh_reuse,
             auth_decisions,
+            sessions_active,
+            users_registered,
         }
     }
 

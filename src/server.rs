@@ -1,5 +1,5 @@
 //! Assembling and running the Pingora server: the main listener, the admin listener and
-//! shutdown.
+//! shutdown; [`startup`] the report `serve` logs once it listens.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, OnceLock};
@@ -19,6 +19,8 @@ use crate::gateway::admin::AdminApp;
 use crate::gateway::connections::{Drain, Guarded, Limits};
 use crate::gateway::reload::{Reloader, Source};
 use crate::gateway::{Gateway, LiveGateway};
+
+pub mod startup;
 
 /// A listener address that cannot be bound, with the config key that names it.
 #[derive(Debug, thiserror::Error)]

@@ -78,6 +78,11 @@ impl Passkeys {
             &["event", "reason"],
         )
         .unwrap_or_else(|e| unreachable!("static metric definition: {e}"));
+        // The successful events from the start, at 0: a dashboard's rate shows 0 rather
+        // than no data before the first passkey is used.
+        for event in ["registered", "used", "removed"] {
+            events.with_label_values(&[event, "ok"]);
+        }
         metrics.register(Box::new(events.clone()));
         Self {
             relying_party,

@@ -436,6 +436,13 @@ impl SessionStore for MemorySessionStore {
             .map(|(value, _)| value))
     }
 
+    async fn count_live(&self) -> Result<u64, SessionError> {
+        // The map's size, not a walk through a million entries under the lock: an ended
+        // session leaves it at once, an expired one at the next sweep (`SWEEP_EVERY`).
+        let stored = self.lock().sessions.len();
+        Ok(u64::try_from(stored).unwrap_or(u64::MAX))
+    }
+
     async fn ping(&self) -> Result<(), SessionError> {
         Ok(())
     }

@@ -115,6 +115,11 @@ pub trait SessionStore: Send + Sync {
     /// instance: the value is gone once read. `None` when it expired, was taken or never was.
     async fn take_stash(&self, key: &str) -> Result<Option<String>, SessionError>;
 
+    /// How many sessions are live, on every instance sharing the store (the
+    /// `portcullis_sessions_active` gauge). Called every few seconds, never per request:
+    /// each store answers from what it already keeps, without reading every record.
+    async fn count_live(&self) -> Result<u64, SessionError>;
+
     /// Checks that the backend answers, for `/health`.
     async fn ping(&self) -> Result<(), SessionError>;
 

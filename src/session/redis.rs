@@ -6,6 +6,7 @@
 //! |---|---|---|---|
 //! | `{prefix}session:{id}` | hash | one session | until `expires_at` (slides) |
 //! | `{prefix}user:{uuid}` | sorted set | the user's session ids, scored by creation | the longest absolute expiry of its members |
+//! | `{prefix}live` | sorted set | every session id, scored by its `expires_at`: what [`SessionStore::count_live`] counts | the longest absolute expiry of its members |
 //! | `{prefix}claim:{key}` | string | a one-time claim | the claim's ttl |
 //!
 //! Revocations are published on `{prefix}revocations` as `session:{id}` or `user:{uuid}`.
@@ -154,6 +155,11 @@ impl RedisSessionStore {
 
     fn user_key(&self, user_id: UserId) -> String {
         format!("{}user:{}", self.shared.prefix, user_id)
+    }
+
+    /// The index of every session by its expiry, which [`SessionStore::count_live`] reads.
+    fn live_key(&self) -> String {
+        format!("{}live", self.shared.prefix)
     }
 }
 
@@ -316,6 +322,8 @@ impl SessionStore for RedisSessionStore {
 
     async fn touch(&self, id: &SessionId, now: DateTime<Utc>) -> Result<bool, SessionError> {
         let key = self.session_key(id);
+        let live = self.live_key();
+        let id_text = id.to_string();
         let now = truncate_micros(now).timestamp_micros();
         let touched: i64 = self
             .run(move |shared, mut conn| async move {
@@ -323,8 +331,10 @@ impl SessionStore for RedisSessionStore {
                     .scripts
                     .touch
                     .key(key)
+                    .key(live)
                     .arg(now)
                     .arg(wall_micros())
+                    .arg(id_text)
                     .invoke_async(&mut conn)
                     .await
                     .map_err(unavailable)
@@ -537,6 +547,28 @@ impl SessionStore for RedisSessionStore {
             })
             .await?;
         Ok(value)
+    }
+
+    async fn count_live(&self) -> Result<u64, SessionError> {
+        // Drops the ids whose sessions expired (their hashes are gone by TTL, and nothing
+        // else would take them out of the index), then counts the rest: O(log n) each.
+        let key = self.live_key();
+        let (_, live): (i64, u64) = self
+            .run(move |_, mut conn| async move {
+                ::redis::pipe()
+                    .atomic()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(wall_micros())
+                    .cmd("ZCARD")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)
+            })
+            .await?;
+        Ok(live)
     }
 
     async fn ping(&self) -> Result<(), SessionError> {
@@ -774,6 +806,7 @@ local function live_members(ukey, prefix, now)
     else
       redis.call('DEL', skey)
       redis.call('ZREM', ukey, id)
+      redis.call('ZREM', prefix .. 'live', id)
     end
   end
   return live
@@ -794,6 +827,7 @@ while #live - first + 1 >= max do
   local victim = live[first]
   redis.call('DEL', prefix .. 'session:' .. victim)
   redis.call('ZREM', ukey, victim)
+  redis.call('ZREM', prefix .. 'live', victim)
   redis.call('PUBLISH', channel, 'session:' .. victim)
   reply[#reply + 1] = victim
   first = first + 1
@@ -809,6 +843,8 @@ redis.call('HSET', skey, 'uid', ARGV[6], 'created', ARGV[3], 'seen', ARGV[3], 'e
 expire_at(skey, tonumber(ARGV[7]), now)
 redis.call('ZADD', ukey, int(score), id)
 extend_to(ukey, tonumber(ARGV[8]), now)
+redis.call('ZADD', prefix .. 'live', ARGV[7], id)
+extend_to(prefix .. 'live', tonumber(ARGV[8]), now)
 return reply
 "#;
 
@@ -826,7 +862,7 @@ end
 return 1
 "#;
 
-// KEYS: session. ARGV: now (the caller's), wall clock.
+// KEYS: session, the live index. ARGV: now (the caller's), wall clock, id.
 const LUA_TOUCH: &str = r#"
 local f = redis.call('HMGET', KEYS[1], 'exp', 'abs', 'idle', 'seen')
 if not f[1] then return 0 end
@@ -837,6 +873,8 @@ local slid = math.min(now + tonumber(f[3]), tonumber(f[2]))
 if slid > exp then
   redis.call('HSET', KEYS[1], 'exp', int(slid))
   expire_at(KEYS[1], slid, tonumber(ARGV[2]))
+  redis.call('ZADD', KEYS[2], int(slid), ARGV[3])
+  extend_to(KEYS[2], tonumber(f[2]), tonumber(ARGV[2]))
 end
 if now > tonumber(f[4]) then redis.call('HSET', KEYS[1], 'seen', ARGV[1]) end
 return 1
@@ -873,6 +911,8 @@ if presented == h.cur then
   redis.call('HSET', skey, 'prev', h.cur, 'cur', new, 'rot', int(now), 'gen', int(tonumber(h.gen) + 1),
     'exp', int(exp), 'seen', int(seen), 'retired', retired)
   expire_at(skey, exp, now)
+  redis.call('ZADD', prefix .. 'live', int(exp), id)
+  extend_to(prefix .. 'live', tonumber(h.abs), now)
   return reply('rotated')
 end
 local is_previous = h.prev ~= '' and presented == h.prev
@@ -883,6 +923,7 @@ local was_retired = string.find(',' .. h.retired .. ',', ',' .. presented .. ','
 if presented ~= '' and (is_previous or was_retired) then
   redis.call('DEL', skey)
   redis.call('ZREM', prefix .. 'user:' .. h.uid, id)
+  redis.call('ZREM', prefix .. 'live', id)
   redis.call('PUBLISH', channel, 'session:' .. id)
   return {'reused', h.uid}
 end
@@ -895,6 +936,7 @@ local uid = redis.call('HGET', KEYS[1], 'uid')
 if not uid then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', ARGV[1] .. 'user:' .. uid, ARGV[2])
+redis.call('ZREM', ARGV[1] .. 'live', ARGV[2])
 redis.call('PUBLISH', ARGV[3], 'session:' .. ARGV[2])
 return 1
 "#;
@@ -909,6 +951,7 @@ for _, id in ipairs(redis.call('ZRANGE', ukey, 0, -1)) do
   if id ~= except then
     if redis.call('DEL', prefix .. 'session:' .. id) == 1 then ended[#ended + 1] = id end
     redis.call('ZREM', ukey, id)
+    redis.call('ZREM', prefix .. 'live', id)
   end
 end
 if #ended > 0 then

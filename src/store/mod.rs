@@ -418,6 +418,10 @@ pub trait UserStore: Send + Sync {
     /// Every account, oldest first (for the CLI; not for request paths).
     async fn list_users(&self) -> Result<Vec<User>, StoreError>;
 
+    /// How many accounts there are, active or not (the `portcullis_users_registered`
+    /// gauge; not for request paths).
+    async fn count_users(&self) -> Result<u64, StoreError>;
+
     /// One page of accounts in address order: those whose address or names contain
     /// `search.text` (case-insensitive), skipping `search.offset`, at most `search.limit`
     /// (capped at [`MAX_USER_PAGE`]).

@@ -89,6 +89,10 @@ impl UserStore for OnRuntime {
         self.run(|s| async move { s.list_users().await }).await
     }
 
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.count_users().await }).await
+    }
+
     async fn search_users(&self, search: &UserSearch) -> Result<Vec<User>, StoreError> {
         let search = search.clone();
         self.run(|s| async move { s.search_users(&search).await })

@@ -961,6 +961,14 @@ where
         Self::users_with_roles(&rows, &role_rows)
     }
 
+    async fn count_users(&self) -> Result<u64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS users FROM users")
+            .fetch_one(&self.pool)
+            .await?;
+        let users: i64 = row.try_get("users")?;
+        Ok(u64::try_from(users).unwrap_or(0))
+    }
+
     async fn update_profile(
         &self,
         user: UserId,

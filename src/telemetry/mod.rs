@@ -9,6 +9,10 @@
 //! query string, which can carry tokens, and the headers), so they are dropped whatever
 //! `logging.level` says: no log line may carry a secret.
 //!
+//! Every JSON line (stdout with `logging.format = "json"`, and the files) is written by
+//! the format in `json.rs`, which keeps build-machine source paths of bridged `log` records out.
+//! The pretty format colours its lines only when stdout is a terminal.
+//!
 //! Warnings and errors that repeat (a store outage refuses every request with the same
 //! line) are throttled per call site ([`throttle::Throttle`]), so `error.log` stays fit for alerting;
 //! the security and access logs keep every line. Files are reopened by [`reopen_files`]
@@ -29,6 +33,7 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogFormat, LoggingConfig};
 
+mod json;
 pub mod throttle;
 
 /// The tracing target of security events: `tracing::warn!(target: SECURITY, …)`.
@@ -117,8 +122,7 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<LogGuards> {
             .with_filter(level())
             .boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
+            .event_format(json::JsonLines)
             .with_filter(level())
             .boxed(),
     };
@@ -135,8 +139,7 @@ pub fn init(config: &LoggingConfig) -> anyhow::Result<LogGuards> {
             let (writer, guard) = tracing_appender::non_blocking(file);
             guards.push(guard);
             Ok(tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
+                .event_format(json::JsonLines)
                 .with_ansi(false)
                 .with_writer(writer))
         };

@@ -1470,3 +1470,259 @@ fn warnings_past_the_burst_are_dropped_and_the_gateway_keeps_answering() {
         .count();
     assert_eq!(warned, 5, "{out}");
 }
+
+/// `portcullis serve` with its standard output read line by line on a thread.
+struct Serving {
+    child: Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Serving {
+    /// Spawns `command` (arguments, directory and environment set by the caller).
+    fn start(command: &mut Command) -> Self {
+        use std::io::BufRead;
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let lines: std::sync::Arc<std::sync::Mutex<Vec<String>>> = std::sync::Arc::default();
+        let kept = std::sync::Arc::clone(&lines);
+        let reader = std::thread::spawn(move || {
+            for line in stdout.split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line).into_owned();
+                kept.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            child,
+            lines,
+            reader: Some(reader),
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// The lines so far, once the start-up report's last one came (20 s at most).
+    fn wait_ready(&self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lines = self.lines();
+            if lines.iter().any(|l| is_ready(l)) {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "never ready:\n{}",
+                lines.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then every line the gateway wrote until it exited.
+    fn stop(mut self) -> Vec<String> {
+        sigterm(&self.child);
+        wait_exit(&mut self.child, EXIT_BOUND).expect("stops");
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.lines()
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a line is the start-up report's `ready`, pretty or JSON (the mail transport's
+/// "ready" is not it).
+fn is_ready(line: &str) -> bool {
+    line.contains("startup: ready") || line.contains("\"message\":\"ready\"")
+}
+
+/// The line that contains `needle`, and where it is; panics showing every line otherwise.
+fn line_with(lines: &[String], needle: &str) -> (usize, String) {
+    lines
+        .iter()
+        .enumerate()
+        .find(|(_, l)| l.contains(needle))
+        .map(|(i, l)| (i, l.clone()))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{}", lines.join("\n")))
+}
+
+#[test]
+fn serve_says_where_to_go_what_it_runs_and_which_upstreams_do_not_answer() {
+    // One upstream takes connections (the kernel accepts them into the backlog), the other
+    // port is closed.
+    let live = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free_port();
+    let scratch = Scratch::new();
+    let routes = format!(
+        "[[routes]]\nname = \"live\"\npath_prefix = \"/live\"\nupstream = \"http://{}\"\n\
+         policy = \"public\"\n\n[[routes]]\nname = \"down\"\npath_prefix = \"/down\"\n\
+         upstream = \"http://127.0.0.1:{closed}\"\npolicy = \"authenticated\"\n",
+        live.local_addr().unwrap()
+    );
+    let path = write_config(&scratch, &routes);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let listen = listen_address(&text);
+    let admin = text
+        .lines()
+        .find_map(|l| l.strip_prefix("admin_listen = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .unwrap()
+        .to_owned();
+    let serving = Serving::start(
+        portcullis()
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .current_dir(scratch.dir.path()),
+    );
+    let lines = serving.wait_ready();
+
+    line_with(&lines, &format!("configuration: {}", path.display()));
+    line_with(
+        &lines,
+        &format!(
+            "main listener on {listen}: open http://{listen}/ (sign-in page http://{listen}/auth/login)"
+        ),
+    );
+    line_with(
+        &lines,
+        &format!(
+            "admin listener on {admin}: metrics http://{admin}/metrics, health http://{admin}/health"
+        ),
+    );
+    let (live_route, _) = line_with(&lines, "route live: host any host path /live");
+    let (down_route, _) = line_with(&lines, "route down: host any host path /down");
+    assert!(live_route < down_route, "in match order");
+    // The test config's public URL is an IP address.
+    line_with(&lines, "passkeys: off: ");
+    let (warned, warning) = line_with(&lines, &format!("upstream 127.0.0.1:{closed}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("route down answers 502"), "{warning}");
+    assert!(
+        !lines.iter().any(|l| l.contains("route live answers")),
+        "the live upstream answers:\n{}",
+        lines.join("\n")
+    );
+    let (ready, _) = line_with(&lines, "startup: ready");
+    assert!(warned < ready, "ready comes last");
+    // Piped, so no colours.
+    for line in &lines {
+        assert!(!line.contains('\u{1b}'), "an ANSI escape in {line:?}");
+    }
+    drop(live);
+}
+
+#[test]
+fn json_lines_carry_no_source_paths_of_the_build_machine() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let logs = scratch.path("logs");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "[logging]\ndir = \"\"",
+        &format!("[logging]\nformat = \"json\"\ndir = \"{}\"", logs.display()),
+    );
+    std::fs::write(&path, &text).unwrap();
+    let serving = Serving::start(
+        portcullis()
+            .arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .current_dir(scratch.dir.path()),
+    );
+    serving.wait_ready();
+    // Stopping makes Pingora write more of its own lines.
+    let stdout = serving.stop();
+    let combined = std::fs::read_to_string(logs.join("combined.log")).unwrap();
+    for (name, lines) in [
+        ("stdout", stdout),
+        (
+            "combined.log",
+            combined.lines().map(str::to_owned).collect(),
+        ),
+    ] {
+        let parsed: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{name}: {e}: {l}")))
+            .collect();
+        assert!(
+            parsed.iter().any(|l| l["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("pingora"))),
+            "{name} has Pingora's own lines:\n{}",
+            lines.join("\n")
+        );
+        assert!(parsed.iter().any(|l| l["message"] == "ready"), "{name}");
+        for line in &lines {
+            for leak in ["log.file", "log.module_path", ".cargo", "registry/src"] {
+                assert!(!line.contains(leak), "{name}: {leak} in {line}");
+            }
+        }
+    }
+}
+
+#[test]
+fn from_an_empty_directory_it_runs_on_the_embedded_defaults() {
+    let scratch = Scratch::new();
+    let dir = scratch.dir.path();
+    let (code, out, err) = run(portcullis().arg("check-config").current_dir(dir));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("using the embedded defaults"), "{err}");
+    assert!(
+        out.contains("the embedded default configuration: configuration is valid"),
+        "{out}"
+    );
+
+    let (listen, admin) = (free_port(), free_port());
+    let with_ports = |command: &mut Command| {
+        command
+            .current_dir(dir)
+            .env("PORTCULLIS_SERVER__LISTEN", format!("127.0.0.1:{listen}"))
+            .env(
+                "PORTCULLIS_SERVER__ADMIN_LISTEN",
+                format!("127.0.0.1:{admin}"),
+            );
+    };
+    let mut serve = portcullis();
+    with_ports(serve.arg("serve"));
+    let serving = Serving::start(&mut serve);
+    let lines = serving.wait_ready();
+    line_with(&lines, "configuration: the embedded defaults");
+    line_with(&lines, "route app: host any host path / ");
+    line_with(&lines, "passkeys: on (relying-party id localhost");
+    // `health` finds the admin listener through the same defaults.
+    let mut health = portcullis();
+    with_ports(health.arg("health"));
+    let (code, out, err) = run(&mut health);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("healthy"), "{out}");
+    serving.stop();
+    // Whatever the defaults write lands in this directory.
+    for written in [
+        "data/portcullis.db",
+        "data/signing-key.pem",
+        "data/totp.key",
+        "logs/combined.log",
+    ] {
+        assert!(dir.join(written).exists(), "{written} missing");
+    }
+
+    // A file named but missing is still an error, however it is named.
+    let (code, _, err) = run(portcullis()
+        .arg("check-config")
+        .current_dir(dir)
+        .env("PORTCULLIS_CONFIG", "missing.toml"));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use crate::support::app::{Backend, PASSWORD, TestApp};
+use crate::support::app::{Backend, PASSWORD, TestApp, backends};
 use crate::support::{EchoUpstream, free_port, metrics_containing};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -140,6 +140,11 @@ policy = "public"
             "portcullis_http_requests_total{route=\"local\",status=\"429\"}",
             // The build and the process (the Prometheus client's collector, standard names).
             "portcullis_build_info{version=\"",
+            // Present from the start, before any passkey is used.
+            "portcullis_passkey_events_total{event=\"used\",reason=\"ok\"} 0",
+            // Read from the stores every 30 s, and at once at start.
+            "portcullis_sessions_active ",
+            "portcullis_users_registered ",
             "process_resident_memory_bytes ",
             "process_open_fds ",
             "process_max_fds ",
@@ -181,19 +186,13 @@ fn dashboard_expressions() -> Vec<String> {
     out
 }
 
-/// The `portcullis_*` names an expression refers to.
+/// The gateway's names an expression refers to: its own (`portcullis_*`) and the
+/// process collector's (`process_*`).
 fn metric_names(expr: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let mut rest = expr;
-    while let Some(at) = rest.find("portcullis_") {
-        let tail = &rest[at..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(tail.len());
-        names.push(tail[..end].to_string());
-        rest = &tail[end..];
-    }
-    names
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("portcullis_") || word.starts_with("process_"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -218,6 +217,12 @@ async fn dashboard_queries_only_exported_metrics() {
         "portcullis_logins_total",
         "portcullis_lockouts_total",
         "portcullis_rate_limited_total",
+        "portcullis_sessions_active",
+        "portcullis_users_registered",
+        "portcullis_passkey_events_total",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
     ] {
         assert!(used.contains(family), "the dashboard shows {family}");
     }
@@ -253,4 +258,38 @@ fn dashboard_expressions_parse_as_promql() {
     let path = dir.path().join("dashboard-rules.yml");
     std::fs::write(&path, file.to_string()).unwrap();
     run_promtool(promtool, &["check", "rules", path.to_str().unwrap()], "");
+}
+
+/// Reads the count gauges from the stores now, then waits for the scrape to show `users`
+/// accounts and `sessions` live sessions.
+async fn gauges_show(app: &TestApp, users: u64, sessions: u64) {
+    app.gw.app.refresh_gauges().await;
+    metrics_containing(
+        &app.gw.admin_url(),
+        &[
+            &format!("\nportcullis_users_registered {users}\n"),
+            &format!("\nportcullis_sessions_active {sessions}\n"),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gauges_count_accounts_and_live_sessions_on_every_backend() {
+    for backend in backends() {
+        let app = TestApp::spawn(backend, "").await;
+        gauges_show(&app, 0, 0).await;
+
+        app.verified_user("ada@example.com").await;
+        app.register("bob@example.com").await;
+        let first = app.login("ada@example.com").await;
+        app.login("ada@example.com").await;
+        gauges_show(&app, 2, 2).await;
+
+        let out = app
+            .post_as(&first.access, "/api/auth/logout", json!({}))
+            .await;
+        assert_eq!(out.status, StatusCode::OK, "{backend:?}: {}", out.body);
+        gauges_show(&app, 2, 1).await;
+    }
 }

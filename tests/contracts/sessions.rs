@@ -139,7 +139,52 @@ conformance!(
     second_factor_is_recorded_at_login_and_by_a_step_up,
     auth_time_moves_only_with_a_proof,
     a_providers_session_keeps_its_provider_and_no_factor_for_the_admin,
+    the_live_count_follows_every_start_and_end,
 );
+
+/// `count_live` (the `portcullis_sessions_active` gauge) follows each way a session starts
+/// and ends: logins, an eviction past the cap, a revocation, the end of a user's other
+/// sessions and a reused refresh token; activity does not count twice.
+async fn the_live_count_follows_every_start_and_end(b: &Backend) {
+    let store = &b.store;
+    assert_eq!(store.count_live().await.unwrap(), 0);
+    let ada = UserId::random();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(store.create(login(ada)).await.unwrap().session);
+    }
+    let bob = UserId::random();
+    let mut capped = login(bob);
+    capped.max_per_user = 1;
+    store.create(capped).await.unwrap();
+    let mut capped = login(bob);
+    capped.max_per_user = 1;
+    let first_hash = capped.refresh_hash.clone();
+    let bobs = store.create(capped).await.unwrap();
+    assert_eq!(bobs.evicted.len(), 1);
+    assert_eq!(store.count_live().await.unwrap(), 4);
+
+    assert!(store.touch(&sessions[1].id, Utc::now()).await.unwrap());
+    assert!(store.revoke(&sessions[0].id).await.unwrap());
+    assert_eq!(store.count_live().await.unwrap(), 3);
+    let ended = store.revoke_all(ada, Some(&sessions[1].id)).await.unwrap();
+    assert_eq!(ended, [sessions[2].id]);
+    assert_eq!(store.count_live().await.unwrap(), 2);
+
+    let grace = Duration::from_millis(50);
+    let bobs = bobs.session.id;
+    let (second, third) = (hash(), hash());
+    let rotated = store.rotate_refresh(&bobs, &first_hash, &second, grace);
+    assert!(matches!(rotated.await.unwrap(), RotateOutcome::Rotated(_)));
+    assert_eq!(store.count_live().await.unwrap(), 2);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let reused = store.rotate_refresh(&bobs, &first_hash, &third, grace);
+    assert!(matches!(
+        reused.await.unwrap(),
+        RotateOutcome::Reused { .. }
+    ));
+    assert_eq!(store.count_live().await.unwrap(), 1);
+}
 
 /// A session opened through an identity provider keeps the provider's id on every
 /// instance; a second factor the provider vouched for counts for the session but records
@@ -915,16 +960,18 @@ async fn every_key_has_a_ttl(b: &Backend) {
         let keys = redis.keys().await;
         assert_eq!(
             keys.len(),
-            4,
-            "2 sessions, the user index and a claim: {keys:?}"
+            5,
+            "2 sessions, the user index, the live index and a claim: {keys:?}"
         );
         for key in &keys {
             let pttl = redis.pttl(key).await;
             assert!(pttl > 0, "{key} has PTTL {pttl}");
         }
-        // The index lives as long as the longest absolute expiry, not the sliding one.
-        let index = format!("{}user:{user}", redis.prefix);
-        assert!(redis.pttl(&index).await > 6 * 86_400 * 1000);
+        // The indexes live as long as the longest absolute expiry, not the sliding one.
+        for index in [format!("user:{user}"), "live".to_owned()] {
+            let index = format!("{}{index}", redis.prefix);
+            assert!(redis.pttl(&index).await > 6 * 86_400 * 1000, "{index}");
+        }
     }
 }
 

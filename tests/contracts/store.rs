@@ -222,9 +222,12 @@ async fn schema_itself_refuses_case_variants(db: &TestDb) {
     assert!(reload(store.as_ref(), user.id).await.is_active);
 }
 
+/// `list_users` oldest first, and `count_users` (the accounts gauge) counting the same
+/// accounts, deactivated ones too, until one is deleted.
 async fn lists_users_oldest_first_with_roles(db: &TestDb) {
     let store = open(db).await;
     assert!(store.list_users().await.unwrap().is_empty());
+    assert_eq!(store.count_users().await.unwrap(), 0);
     let first = store
         .create_user(new_user("first@example.com"))
         .await
@@ -249,6 +252,11 @@ async fn lists_users_oldest_first_with_roles(db: &TestDb) {
     assert!(users[0].roles.is_empty());
     assert_eq!(users[1].roles, vec!["alpha", "zeta"]);
     assert_eq!(users[2].roles, vec!["admin"]);
+
+    store.set_active(first.id, false).await.unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 3);
+    assert!(store.delete_user(third.id).await.unwrap());
+    assert_eq!(store.count_users().await.unwrap(), 2);
 }
 
 /// `search_users`: a case-insensitive substring of the address or a name, in address
