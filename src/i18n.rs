@@ -66,12 +66,13 @@ impl Plurals {
 
 impl std::fmt::Debug for Plurals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Plurals(CLDR)" } else { "Plurals(none)" })
+        f.write_str(if self.0.is_some() {
+            "Plurals(CLDR)"
+        } else {
+            "Plurals(none)"
+        })
     }
 }
-
-/// The CLDR plural categories, as the suffixes of a counted text's keys.
-const PLURAL_SUFFIXES: [&str; 6] = ["zero", "one", "two", "few", "many", "other"];
 
 impl Catalog {
     /// The text of `key` (English when this catalogue lacks it; the key itself as a last resort).
@@ -306,6 +307,8 @@ mod tests {
 
     #[test]
     fn every_language_has_every_english_text_of_its_own() {
+        // The CLDR plural categories, as the suffixes of a counted text's keys.
+        const PLURAL_SUFFIXES: [&str; 6] = ["zero", "one", "two", "few", "many", "other"];
         let files: Vec<(&str, CatalogFile)> = BUILT_IN
             .iter()
             .map(|(code, text)| (*code, toml::from_str::<CatalogFile>(text).unwrap()))
@@ -350,7 +353,12 @@ mod tests {
             (ru, 22, "22 часа назад"),
         ];
         for (catalog, n, expected) in table {
-            assert_eq!(catalog.counted("time_hours_ago", n), expected, "{}", catalog.code);
+            assert_eq!(
+                catalog.counted("time_hours_ago", n),
+                expected,
+                "{}",
+                catalog.code
+            );
         }
         // A language CLDR does not know takes the `_other` form.
         assert_eq!(Plurals::of("x-unknown").suffix(1), "other");

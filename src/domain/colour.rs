@@ -99,7 +99,10 @@ mod tests {
             let accent = Rgb::parse(accent).unwrap();
             let light = accent.lightened_against(page, 4.6);
             assert!(light.contrast(page) >= 4.6, "{accent} → {light}");
-            assert!(light.luminance() >= accent.luminance(), "{accent} → {light}");
+            assert!(
+                light.luminance() >= accent.luminance(),
+                "{accent} → {light}"
+            );
         }
         let pale = Rgb::parse("#9ecbff").unwrap();
         assert_eq!(pale.lightened_against(page, 4.6), pale);

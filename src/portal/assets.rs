@@ -152,13 +152,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let logo = dir.path().join("Logo.PNG");
         std::fs::write(&logo, b"\x89PNG not really").unwrap();
-        let assets = Assets::load(
-            &portal("", logo.to_str().unwrap()),
-            "<svg/>".into(),
-        )
-        .unwrap();
+        let assets = Assets::load(&portal("", logo.to_str().unwrap()), "<svg/>".into()).unwrap();
         let icon = &assets.favicon;
-        assert!(icon.href().starts_with("/auth/static/favicon-"), "{}", icon.href());
+        assert!(
+            icon.href().starts_with("/auth/static/favicon-"),
+            "{}",
+            icon.href()
+        );
         assert!(icon.href().ends_with(".svg"));
         let logo = assets.logo.as_ref().unwrap();
         assert!(logo.href().starts_with("/auth/static/logo-") && logo.href().ends_with(".png"));
@@ -167,7 +167,11 @@ mod tests {
         assert_eq!(page.content_type, "image/png");
         assert_eq!(&page.body[..], b"\x89PNG not really");
         assert!(page.headers.iter().any(|(_, v)| v.contains("immutable")));
-        assert!(assets.page_for("/static/logo-0000000000000000.png").is_none());
+        assert!(
+            assets
+                .page_for("/static/logo-0000000000000000.png")
+                .is_none()
+        );
         assert!(assets.page_for("/static/").is_none());
         let ico = assets.favicon_ico();
         assert_eq!(ico.content_type, "image/svg+xml");
@@ -182,6 +186,9 @@ mod tests {
         let big = dir.path().join("big.svg");
         std::fs::write(&big, vec![b' '; MAX_IMAGE_BYTES as usize + 1]).unwrap();
         let err = Assets::load(&portal("", big.to_str().unwrap()), String::new()).unwrap_err();
-        assert!(err.contains("portal.logo_file") && err.contains("at most"), "{err}");
+        assert!(
+            err.contains("portal.logo_file") && err.contains("at most"),
+            "{err}"
+        );
     }
 }

@@ -120,7 +120,12 @@ mod tests {
             (ru, "", "Неизвестное устройство"),
         ];
         for (catalog, agent, expected) in table {
-            assert_eq!(describe(agent, catalog), expected, "{agent:?} ({})", catalog.code);
+            assert_eq!(
+                describe(agent, catalog),
+                expected,
+                "{agent:?} ({})",
+                catalog.code
+            );
         }
     }
 
@@ -152,7 +157,12 @@ mod tests {
             (ru, before(25 * 86_400), "25 дней назад"),
         ];
         for (catalog, then, expected) in table {
-            assert_eq!(ago(then, now, catalog), expected, "{then} ({})", catalog.code);
+            assert_eq!(
+                ago(then, now, catalog),
+                expected,
+                "{then} ({})",
+                catalog.code
+            );
         }
     }
 }

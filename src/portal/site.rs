@@ -278,7 +278,10 @@ impl Portal {
                 .map_err(|e| format!("portal template {name}: {e}"))?;
         }
         let stylesheet = render_with_accents(&env, "portal.css", &p.accent_color)?;
-        let assets = Assets::load(p, render_with_accents(&env, "favicon.svg", &p.accent_color)?)?;
+        let assets = Assets::load(
+            p,
+            render_with_accents(&env, "favicon.svg", &p.accent_color)?,
+        )?;
         let logo_url = match &assets.logo {
             Some(logo) => logo.href().to_owned(),
             None => p.logo_url.clone(),
