@@ -2711,12 +2711,6 @@ mod tests {
             ),
             ("[portal]\nlogo_url = \"javascript:x\"\n", "portal.logo_url"),
             (
-                "[portal]\nlogo_url = \"/logo.svg\"\nlogo_file = \"logo.svg\"\n",
-                "portal.logo_file",
-            ),
-            ("[portal]\nlogo_file = \"logo.txt\"\n", "portal.logo_file"),
-            ("[portal]\nfavicon_file = \"icon\"\n", "portal.favicon_file"),
-            (
                 "[portal]\nallowed_return_hosts = [\"https://a.example\"]\n",
                 "portal.allowed_return_hosts[0]",
             ),
@@ -2779,9 +2773,26 @@ mod tests {
         assert_eq!(c.portal.path_prefix, "/sso/pages");
         load("[portal]\nenabled = false\n[[routes]]\npath_prefix = \"/auth\"\nupstream = \"http://127.0.0.1:1\"\n")
             .expect("a disabled portal leaves its prefix to routes");
-        let on_white = |c| Rgb::parse(c).unwrap().contrast(Rgb::WHITE);
-        assert!(on_white("#1d4ed8") > 4.5);
-        assert!((on_white("#000000") - 21.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn portal_image_files_are_named_by_their_type_and_a_logo_has_one_source() {
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        for (text, key) in [
+            (
+                "[portal]\nlogo_url = \"/logo.svg\"\nlogo_file = \"logo.svg\"\n",
+                "portal.logo_file",
+            ),
+            ("[portal]\nlogo_file = \"logo.txt\"\n", "portal.logo_file"),
+            ("[portal]\nfavicon_file = \"icon\"\n", "portal.favicon_file"),
+        ] {
+            assert!(err(text).contains(key), "{text}: {}", err(text));
+        }
+        assert_eq!(image_content_type("/x/Logo.SVG"), Some("image/svg+xml"));
+        assert_eq!(image_content_type("a.jpeg"), Some("image/jpeg"));
+        assert_eq!(image_content_type("a.svg.txt"), None);
+        load("[portal]\nlogo_file = \"/etc/logo.png\"\nfavicon_file = \"/etc/icon.ico\"\n")
+            .expect("image files are read when the portal is built, not at load");
     }
 
     #[test]

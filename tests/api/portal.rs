@@ -913,7 +913,7 @@ fn attribute_of(page: &Html, tag_start: &str, attribute: &str) -> String {
         .unwrap_or_else(|| panic!("{tag_start}"))..];
     let tag = &tag[..tag.find('>').expect("tag ends")];
     let start = tag.find(&format!("{attribute}=\"")).expect("attribute") + attribute.len() + 2;
-    tag[start..start + tag[start..].find('"').expect("quoted")].to_owned()
+    unescape(&tag[start..start + tag[start..].find('"').expect("quoted")])
 }
 
 /// `/favicon.ico`, the icon and the logo a signed-out page links to are answered by the

@@ -177,10 +177,16 @@ async fn walk_signed_in(browser: &Browser, axe: &str, view: View, site: &Site) {
     // The browser and system, never the raw User-Agent; the exact time in `datetime`. (The
     // set-up's own API sign-in sends no User-Agent: an unknown device.)
     let text = |c: &serde_json::Value| c.as_str().unwrap_or("").to_owned();
-    let chromes = cards.iter().map(text).filter(|c| c.starts_with("Chrome on Linux"));
+    let chromes = cards
+        .iter()
+        .map(text)
+        .filter(|c| c.starts_with("Chrome on Linux"));
     assert!(chromes.count() >= 2, "{cards:?}");
     for card in cards.iter().map(text) {
-        assert!(!card.contains("Mozilla") && card.ends_with('Z'), "{cards:?}");
+        assert!(
+            !card.contains("Mozilla") && card.ends_with('Z'),
+            "{cards:?}"
+        );
     }
     if view.width == 390 {
         let scheme = if view.dark { "dark" } else { "light" };
