@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::domain::rate::deserialize_optional_rate;
-use crate::domain::{HumanDuration, RateSpec};
+use crate::domain::{HumanDuration, RateSpec, Rgb};
 
 mod identity_providers;
 mod registration;
@@ -1073,6 +1073,12 @@ pub struct PortalConfig {
     pub title: String,
     /// An image shown beside the title; `""` for none.
     pub logo_url: String,
+    /// An image file shown beside the title, read at start and served from the portal's
+    /// prefix (so signed-out visitors see it too); `""` for none. Not with `logo_url`.
+    pub logo_file: String,
+    /// The site's icon, read at start and served from the portal's prefix and at
+    /// `/favicon.ico`; `""` for the built-in one.
+    pub favicon_file: String,
     /// The colour of buttons and links, `#rrggbb`; keep it dark enough for white text.
     pub accent_color: String,
     /// Overrides for the built-in page templates, file by file; `""` for none.
@@ -1090,6 +1096,8 @@ impl Default for PortalConfig {
             path_prefix: "/auth".into(),
             title: "Portcullis".into(),
             logo_url: String::new(),
+            logo_file: String::new(),
+            favicon_file: String::new(),
             accent_color: "#1d4ed8".into(),
             templates_dir: String::new(),
             allowed_return_hosts: Vec::new(),
@@ -1896,6 +1904,7 @@ impl PortalConfig {
             let message = format!("{:?} must be a path or an http(s) URL", self.logo_url);
             return Err(invalid("portal.logo_url", message));
         }
+        self.validate_image_files()?;
         if self.title.trim().is_empty() {
             return Err(invalid("portal.title", "must not be empty"));
         }
@@ -1942,10 +1951,31 @@ impl PortalConfig {
         Ok(())
     }
 
+    /// `portal.logo_file` and `portal.favicon_file`: image files by their extension; a
+    /// logo from a file or from a URL, not both. (They are read when the portal is built.)
+    fn validate_image_files(&self) -> Result<(), Invalid> {
+        if !self.logo_file.is_empty() && !self.logo_url.is_empty() {
+            let message = "set logo_file or logo_url, not both";
+            return Err(invalid("portal.logo_file", message));
+        }
+        for (key, path) in [
+            ("portal.logo_file", &self.logo_file),
+            ("portal.favicon_file", &self.favicon_file),
+        ] {
+            if !path.is_empty() && image_content_type(path).is_none() {
+                let message = format!(
+                    "{path:?} must name an image file ending .svg, .png, .ico, .webp, .gif, .jpg or .jpeg"
+                );
+                return Err(invalid(key, message));
+            }
+        }
+        Ok(())
+    }
+
     /// `portal.accent_color`: `#rrggbb`, dark enough for white button text.
     fn validate_accent_color(&self) -> Result<(), Invalid> {
         let colour = &self.accent_color;
-        let Some(contrast) = contrast_with_white(colour) else {
+        let Some(contrast) = Rgb::parse(colour).map(|c| c.contrast(Rgb::WHITE)) else {
             let message = format!("{colour:?} is not a colour like \"#1d4ed8\"");
             return Err(invalid("portal.accent_color", message));
         };
@@ -1962,23 +1992,19 @@ impl PortalConfig {
     }
 }
 
-/// The WCAG 2.2 contrast ratio of `#rrggbb` against white; `None` when it is not such a colour.
-fn contrast_with_white(colour: &str) -> Option<f64> {
-    let hex = colour.strip_prefix('#')?;
-    if hex.len() != 6 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let channel = |i: usize| -> Option<f64> {
-        let value = f64::from(u8::from_str_radix(hex.get(i..i + 2)?, 16).ok()?) / 255.0;
-        // sRGB to linear light (WCAG 2.2, relative luminance).
-        Some(if value <= 0.04045 {
-            value / 12.92
-        } else {
-            ((value + 0.055) / 1.055).powf(2.4)
-        })
-    };
-    let luminance = 0.2126 * channel(0)? + 0.7152 * channel(2)? + 0.0722 * channel(4)?;
-    Some(1.05 / (luminance + 0.05))
+/// The `Content-Type` of an image file the portal serves, by its extension (any letter
+/// case); `None` for a file that is no image the portal takes.
+pub fn image_content_type(path: &str) -> Option<&'static str> {
+    let extension = Path::new(path).extension()?.to_str()?.to_ascii_lowercase();
+    Some(match extension.as_str() {
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "webp" => "image/webp",
+        "gif" => "image/gif",
+        "jpg" | "jpeg" => "image/jpeg",
+        _ => return None,
+    })
 }
 
 /// A DNS name in lower case: labels of letters, digits and `-`, separated by dots.
@@ -2029,6 +2055,7 @@ pub fn is_local_path(path: &str) -> bool {
 /// The paths the gateway answers itself, each with everything under it (the portal's
 /// `portal.path_prefix` besides).
 pub const LOCAL_PATHS: &[&str] = &[
+    "/favicon.ico",
     "/api/auth",
     "/api/admin",
     "/.well-known/jwks.json",
@@ -2698,6 +2725,8 @@ mod tests {
         assert!(is_reserved_path("/api/admin/users/"));
         assert!(!is_reserved_path("/api/administrator"));
         assert!(is_reserved_path("/health"));
+        assert!(is_reserved_path("/favicon.ico"));
+        assert!(!is_reserved_path("/favicon.icons"));
         assert!(!is_reserved_path("/api"));
         assert!(!is_reserved_path("/healthz"));
         for prefix in ["/api/auth", "/api/admin", "/api/admin/users"] {
@@ -2806,8 +2835,26 @@ mod tests {
         assert_eq!(c.portal.path_prefix, "/sso/pages");
         load("[portal]\nenabled = false\n[[routes]]\npath_prefix = \"/auth\"\nupstream = \"http://127.0.0.1:1\"\n")
             .expect("a disabled portal leaves its prefix to routes");
-        assert!(contrast_with_white("#1d4ed8").unwrap() > 4.5);
-        assert!((contrast_with_white("#000000").unwrap() - 21.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn portal_image_files_are_named_by_their_type_and_a_logo_has_one_source() {
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        for (text, key) in [
+            (
+                "[portal]\nlogo_url = \"/logo.svg\"\nlogo_file = \"logo.svg\"\n",
+                "portal.logo_file",
+            ),
+            ("[portal]\nlogo_file = \"logo.txt\"\n", "portal.logo_file"),
+            ("[portal]\nfavicon_file = \"icon\"\n", "portal.favicon_file"),
+        ] {
+            assert!(err(text).contains(key), "{text}: {}", err(text));
+        }
+        assert_eq!(image_content_type("/x/Logo.SVG"), Some("image/svg+xml"));
+        assert_eq!(image_content_type("a.jpeg"), Some("image/jpeg"));
+        assert_eq!(image_content_type("a.svg.txt"), None);
+        load("[portal]\nlogo_file = \"/etc/logo.png\"\nfavicon_file = \"/etc/icon.ico\"\n")
+            .expect("image files are read when the portal is built, not at load");
     }
 
     #[test]

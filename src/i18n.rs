@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use intl_pluralrules::{PluralCategory, PluralRuleType, PluralRules};
 use minijinja::Value;
 
 /// The built-in catalogues; English first, as the fallback of every other.
@@ -31,6 +32,46 @@ pub struct Catalog {
     messages: BTreeMap<String, String>,
     /// `texts` as a template value, built once.
     value: Value,
+    plurals: Plurals,
+}
+
+/// A language's CLDR cardinal plural rules; none for a language CLDR does not know (its
+/// counted texts then take their `_other` form).
+struct Plurals(Option<PluralRules>);
+
+impl Plurals {
+    /// The rules of `code` (`ru`, `pt-br`: the region's own, else the language's).
+    fn of(code: &str) -> Self {
+        let rules = |tag: &str| {
+            let id: unic_langid::LanguageIdentifier = tag.parse().ok()?;
+            PluralRules::create(id, PluralRuleType::CARDINAL).ok()
+        };
+        let language = code.split('-').next().unwrap_or(code);
+        Self(rules(code).or_else(|| rules(language)))
+    }
+
+    /// The CLDR category of `n`, as a catalogue key's suffix.
+    fn suffix(&self, n: u64) -> &'static str {
+        let category = self.0.as_ref().and_then(|rules| rules.select(n).ok());
+        match category {
+            Some(PluralCategory::ZERO) => "zero",
+            Some(PluralCategory::ONE) => "one",
+            Some(PluralCategory::TWO) => "two",
+            Some(PluralCategory::FEW) => "few",
+            Some(PluralCategory::MANY) => "many",
+            Some(PluralCategory::OTHER) | None => "other",
+        }
+    }
+}
+
+impl std::fmt::Debug for Plurals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Plurals(CLDR)"
+        } else {
+            "Plurals(none)"
+        })
+    }
 }
 
 impl Catalog {
@@ -42,6 +83,19 @@ impl Catalog {
     /// The translation of an API message, or the message itself.
     pub fn message<'a>(&'a self, english: &'a str) -> &'a str {
         self.messages.get(english).map_or(english, String::as_str)
+    }
+
+    /// The counted text `key` for `n`, `{n}` replaced: the key of `n`'s CLDR plural
+    /// category in this language (`time_hours_ago_few`), else its `_other` form.
+    pub fn counted(&self, key: &str, n: u64) -> String {
+        let chosen = format!("{key}_{}", self.plurals.suffix(n));
+        let other = format!("{key}_other");
+        let text = self
+            .texts
+            .get(&chosen)
+            .or_else(|| self.texts.get(&other))
+            .map_or(key, String::as_str);
+        text.replace("{n}", &n.to_string())
     }
 
     /// Every text, for templates (`{{ t.sign_in }}`).
@@ -119,6 +173,7 @@ impl Catalogs {
                 texts.extend(file.texts);
                 let value = Value::from(minijinja::value::Serde(&texts));
                 Catalog {
+                    plurals: Plurals::of(&code),
                     code,
                     name: file.language_name,
                     texts,
@@ -252,6 +307,8 @@ mod tests {
 
     #[test]
     fn every_language_has_every_english_text_of_its_own() {
+        // The CLDR plural categories, as the suffixes of a counted text's keys.
+        const PLURAL_SUFFIXES: [&str; 6] = ["zero", "one", "two", "few", "many", "other"];
         let files: Vec<(&str, CatalogFile)> = BUILT_IN
             .iter()
             .map(|(code, text)| (*code, toml::from_str::<CatalogFile>(text).unwrap()))
@@ -264,13 +321,48 @@ mod tests {
                 .filter(|k| !file.texts.contains_key(*k))
                 .collect();
             assert!(missing.is_empty(), "{code} lacks {missing:?}");
+            // A counted text has the forms its language's plural rules ask for.
+            let plural_form_of_english = |key: &str| {
+                key.rsplit_once('_').is_some_and(|(stem, suffix)| {
+                    PLURAL_SUFFIXES.contains(&suffix)
+                        && english.texts.contains_key(&format!("{stem}_other"))
+                })
+            };
             let extra: Vec<_> = file
                 .texts
                 .keys()
-                .filter(|k| !english.texts.contains_key(*k))
+                .filter(|k| !english.texts.contains_key(*k) && !plural_form_of_english(k))
                 .collect();
             assert!(extra.is_empty(), "{code} has keys English lacks: {extra:?}");
         }
+    }
+
+    #[test]
+    fn counted_texts_follow_each_language_s_plural_rules() {
+        let all = catalogs();
+        let (en, ru) = (all.get("en").unwrap(), all.get("ru").unwrap());
+        let table = [
+            (en, 1, "1 hour ago"),
+            (en, 2, "2 hours ago"),
+            (en, 21, "21 hours ago"),
+            (ru, 1, "1 час назад"),
+            (ru, 2, "2 часа назад"),
+            (ru, 5, "5 часов назад"),
+            (ru, 11, "11 часов назад"),
+            (ru, 21, "21 час назад"),
+            (ru, 22, "22 часа назад"),
+        ];
+        for (catalog, n, expected) in table {
+            assert_eq!(
+                catalog.counted("time_hours_ago", n),
+                expected,
+                "{}",
+                catalog.code
+            );
+        }
+        // A language CLDR does not know takes the `_other` form.
+        assert_eq!(Plurals::of("x-unknown").suffix(1), "other");
+        assert_eq!(Plurals::of("pt-br").suffix(1), "one");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Parsed types: values that can only hold what is valid ("parse, don't validate").
 
+/// sRGB colours and their WCAG contrast ([`Rgb`]).
+pub mod colour;
 mod duration;
 /// Email addresses, normalised and checked once ([`Email`]).
 pub mod email;
@@ -9,6 +11,7 @@ pub mod password;
 /// Rate limits written `COUNT/WINDOW`, e.g. `10/15m` ([`RateSpec`]).
 pub mod rate;
 
+pub use colour::Rgb;
 pub use duration::HumanDuration;
 pub use email::{Email, EmailError};
 pub use ids::{InvalidPasskeyId, InvalidUserId, PasskeyId, UserId};

@@ -480,6 +480,7 @@ impl Gateway {
                 write_local_response(session, &response).await
             }
             Destination::Health => self.answer_health(session).await,
+            Destination::Favicon => self.answer_favicon(session).await,
             Destination::Local { path, query } => {
                 let original = if ctx.peer_trusted && api::is_forward_auth(&path) {
                     match self.original_request(session.req_header()) {
@@ -513,6 +514,17 @@ impl Gateway {
             Reply::method_not_allowed("GET, HEAD")
         };
         write_local_response(session, &response).await
+    }
+
+    /// `/favicon.ico`: the portal's icon to `GET` and `HEAD`, 405 to anything else.
+    async fn answer_favicon(&self, session: &mut Session) -> Result<()> {
+        match crate::portal::favicon(&self.portal, &session.req_header().method) {
+            Some(page) => write_page(session, &page).await,
+            None => {
+                let refusal = Reply::method_not_allowed("GET, HEAD");
+                write_local_response(session, &refusal).await
+            }
+        }
     }
 
     /// The account API and the JWKS, answered in-process.
@@ -932,6 +944,9 @@ fn local_destination(canonical: &canonical::CanonicalRequest<'_>, portal: bool) 
     if path == "/health" {
         return Destination::Health;
     }
+    if path == "/favicon.ico" {
+        return Destination::Favicon;
+    }
     let (path, query) = (path.to_owned(), canonical.query.map(str::to_owned));
     if portal {
         Destination::Portal { path, query }
@@ -991,6 +1006,8 @@ enum Destination {
     Asterisk,
     /// `/health`.
     Health,
+    /// `/favicon.ico`: the portal's icon.
+    Favicon,
     /// The account API, the JWKS: answered here, on the canonical path.
     Local { path: String, query: Option<String> },
     /// The portal's pages, on the canonical path.

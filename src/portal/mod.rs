@@ -14,8 +14,10 @@
 //! The admin console (`console`) is the portal's too: its pages under `{prefix}/admin`,
 //! the same forms and checks, over the account core's admin operations.
 
+pub mod assets;
 mod console;
 pub mod csrf;
+mod devices;
 mod pages;
 pub mod refusals;
 pub mod site;
@@ -72,6 +74,13 @@ pub async fn dispatch(app: &App, portal: &Portal, request: ApiRequest) -> Page {
         let mut v = Visit::new(app, portal, &request);
         return v.method_not_allowed("GET, HEAD");
     }
+    if let Some(image) = portal.assets.page_for(&sub) {
+        if is_get {
+            return image;
+        }
+        let mut v = Visit::new(app, portal, &request);
+        return v.method_not_allowed("GET, HEAD");
+    }
     if sub == "/passkeys.js" && portal.passkeys_enabled {
         if is_get {
             return portal.script_page();
@@ -124,6 +133,12 @@ pub async fn dispatch(app: &App, portal: &Portal, request: ApiRequest) -> Page {
         return v.method_not_allowed(allow);
     }
     v.not_found()
+}
+
+/// The answer to `/favicon.ico`, which browsers ask for by themselves: the portal's icon
+/// (whether or not the pages are on), never an upstream's 401.
+pub fn favicon(portal: &Portal, method: &Method) -> Option<Page> {
+    (method == Method::GET || method == Method::HEAD).then(|| portal.assets.favicon_ico())
 }
 
 /// The page for a request the gateway refused before the portal saw it (413, 408).
@@ -710,6 +725,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use crate::domain::Rgb;
 
     fn portal(extra: &str) -> Portal {
         let config =
@@ -814,6 +830,12 @@ mod tests {
     fn the_stylesheet_carries_the_accent_colour() {
         let p = portal("[portal]\naccent_color = \"#123abc\"\n");
         let css = String::from_utf8(p.stylesheet.to_vec()).unwrap();
-        assert!(css.contains("background: #123abc"), "{css}");
+        assert!(css.contains("--accent: #123abc;"), "{css}");
+        // The dark scheme's accent is the same hue, lightened to read on its boxes.
+        let dark = Rgb::parse("#123abc")
+            .unwrap()
+            .lightened_against(Rgb::new(0x16, 0x1b, 0x22), 4.6);
+        assert!(css.contains(&format!("--accent: {dark};")), "{css}");
+        assert_ne!(dark.to_string(), "#123abc");
     }
 }

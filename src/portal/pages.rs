@@ -645,18 +645,10 @@ async fn account_page(
     let (user, current) = (&caller.user, caller.session.id);
     // A session list that cannot be read leaves the list empty, not the page.
     let sessions = app.accounts.sessions_of(user).await.unwrap_or_default();
+    let now = chrono::Utc::now();
     let sessions: Vec<serde_json::Value> = sessions
         .iter()
-        .map(|s| {
-            json!({
-                "id": s.id.to_string(),
-                "ip": s.ip,
-                "user_agent": s.user_agent,
-                "current": s.id == current,
-                "created_at": short_time(s.created_at),
-                "last_seen_at": short_time(s.last_seen_at),
-            })
-        })
+        .map(|s| super::devices::session_view(s, s.id == current, now, v.lang))
         .collect();
     let user_view = json!({
         "email": user.email.as_str(),

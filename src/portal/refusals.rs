@@ -225,6 +225,7 @@ pub(super) fn minimal_page(
     let body = format!(
         "<!DOCTYPE html><html lang=\"{}\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <meta name=\"color-scheme\" content=\"light dark\">\
          <title>{title}</title></head><body><main><h1>{title}</h1><p>{}</p></main></body></html>",
         escape(&catalog.code),
         escape(catalog.text(text_key)),

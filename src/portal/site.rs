@@ -12,9 +12,11 @@ use http::{HeaderName, StatusCode};
 use minijinja::{Environment, Value};
 use serde_json::json;
 
+use super::assets::Assets;
 use super::csrf::CsrfKey;
 use crate::auth::secrets::derive_key;
 use crate::config::Config;
+use crate::domain::Rgb;
 use crate::i18n::{Catalog, Catalogs};
 
 /// Every template file, with its built-in text.
@@ -116,6 +118,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../config/portal/templates/refusal.html"),
     ),
     ("portal.css", include_str!("../../config/portal/portal.css")),
+    (
+        "favicon.svg",
+        include_str!("../../config/portal/favicon.svg"),
+    ),
 ];
 
 /// The portal's only script: it calls `navigator.credentials` for the passkey forms.
@@ -164,6 +170,28 @@ fn return_hosts(public: &url::Url, allowed: &[String]) -> (String, Vec<(String, 
     (scheme, hosts)
 }
 
+/// The background of the dark scheme's boxes (`--surface` in `portal.css`): the accent
+/// is lightened until it reads on it.
+const DARK_SURFACE: Rgb = Rgb::new(0x16, 0x1b, 0x22);
+
+/// The contrast the dark scheme's accent keeps with [`DARK_SURFACE`]: WCAG 2.2 AA's 4.5:1
+/// (1.4.3), with a margin for rounding.
+const DARK_ACCENT_CONTRAST: f64 = 4.6;
+
+/// Renders the template `name` (the stylesheet, the icon) with `accent` (light pages:
+/// `portal.accent_color`, checked at load) and `accent_dark` (dark pages: it lightened).
+fn render_with_accents(env: &Environment<'_>, name: &str, accent: &str) -> Result<String, String> {
+    let light = Rgb::parse(accent).ok_or_else(|| format!("portal.accent_color {accent:?}"))?;
+    let dark = light.lightened_against(DARK_SURFACE, DARK_ACCENT_CONTRAST);
+    env.get_template(name)
+        .and_then(|t| {
+            t.render(minijinja::context! {
+                accent => light.to_string(), accent_dark => dark.to_string(),
+            })
+        })
+        .map_err(|e| format!("portal template {name}: {e}"))
+}
+
 /// `scheme://host[:port]`, the port left out when it is the scheme's default (RFC 6454 §6.2).
 fn origin(scheme: &str, host: &str, port: u16) -> String {
     match (scheme, port) {
@@ -210,6 +238,8 @@ pub struct Portal {
     return_hosts: Vec<(String, u16)>,
     pub(super) title: String,
     pub(super) logo_url: String,
+    /// The site's icon and logo, served from the prefix.
+    pub(super) assets: Assets,
     /// `server.public_url` can be a WebAuthn relying party: the passkey controls show.
     pub(super) passkeys_enabled: bool,
 }
@@ -247,10 +277,15 @@ impl Portal {
             env.add_template_owned(*name, source)
                 .map_err(|e| format!("portal template {name}: {e}"))?;
         }
-        let stylesheet = env
-            .get_template("portal.css")
-            .and_then(|t| t.render(minijinja::context! { accent => p.accent_color.as_str() }))
-            .map_err(|e| format!("portal template portal.css: {e}"))?;
+        let stylesheet = render_with_accents(&env, "portal.css", &p.accent_color)?;
+        let assets = Assets::load(
+            p,
+            render_with_accents(&env, "favicon.svg", &p.accent_color)?,
+        )?;
+        let logo_url = match &assets.logo {
+            Some(logo) => logo.href().to_owned(),
+            None => p.logo_url.clone(),
+        };
         let public = url::Url::parse(&config.server.public_url)
             .map_err(|e| format!("server.public_url: {e}"))?;
         let (scheme, return_hosts) = return_hosts(&public, &p.allowed_return_hosts);
@@ -294,7 +329,8 @@ impl Portal {
             scheme,
             return_hosts,
             title: p.title.clone(),
-            logo_url: p.logo_url.clone(),
+            logo_url,
+            assets,
             passkeys_enabled,
         };
         portal.check_templates()?;
@@ -327,9 +363,11 @@ impl Portal {
         let mut context = BTreeMap::new();
         context.insert("lang", Value::from(catalog.code.as_str()));
         context.insert("t", catalog.value());
+        let icon = &self.assets.favicon;
         context.insert(
             "site",
-            to_value(json!({"title": self.title, "logo_url": self.logo_url})),
+            to_value(json!({"title": self.title, "logo_url": self.logo_url,
+                "icon_href": icon.href(), "icon_type": icon.content_type()})),
         );
         context.insert(
             "css_href",

@@ -39,6 +39,7 @@ mod login_api;
 mod passkeys_api;
 mod portal;
 mod portal_browser;
+mod portal_layout;
 mod rate_limits;
 mod reload;
 mod route_rules;

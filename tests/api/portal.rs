@@ -905,6 +905,70 @@ async fn pages_carry_a_strict_policy_and_the_portal_cannot_be_shadowed() {
     assert!(err.contains("routes[0].path_prefix"), "{err}");
 }
 
+/// The value of `attribute` in the first tag of `page` that starts `tag_start`.
+fn attribute_of(page: &Html, tag_start: &str, attribute: &str) -> String {
+    let tag = &page.body[page
+        .body
+        .find(tag_start)
+        .unwrap_or_else(|| panic!("{tag_start}"))..];
+    let tag = &tag[..tag.find('>').expect("tag ends")];
+    let start = tag.find(&format!("{attribute}=\"")).expect("attribute") + attribute.len() + 2;
+    unescape(&tag[start..start + tag[start..].find('"').expect("quoted")])
+}
+
+/// `/favicon.ico`, the icon and the logo a signed-out page links to are answered by the
+/// gateway from the portal's own files, without a session, even where a catch-all route
+/// would hand them to an upstream (which would echo them back as JSON here).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_icon_and_logo_are_answered_locally_without_a_session() {
+    let up = EchoUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let logo = dir.path().join("logo.png");
+    let logo_bytes = b"\x89PNG\r\n\x1a\n a logo".to_vec();
+    std::fs::write(&logo, &logo_bytes).unwrap();
+    let app = TestApp::spawn_with(Backend::Embedded, &routes(&up.url()), |c| {
+        c.portal.logo_file = logo.display().to_string();
+    })
+    .await;
+    let browser = Browser::new(&app.gw.url());
+    // The catch-all route reaches the upstream, which echoes JSON.
+    assert!(echo_of(&browser.get("/elsewhere").await).is_object());
+
+    let icon = browser.get("/favicon.ico").await;
+    assert_eq!(icon.status, StatusCode::OK);
+    assert_eq!(icon.headers["content-type"], "image/svg+xml");
+    assert_eq!(icon.headers["cache-control"], "public, max-age=86400");
+    assert!(icon.body.starts_with("<svg"), "{}", icon.body);
+    let posted = browser.post("/favicon.ico", &[]).await;
+    assert_eq!(posted.status, StatusCode::METHOD_NOT_ALLOWED);
+
+    let page = browser.get("/auth/login").await;
+    let icon_href = attribute_of(&page, "<link rel=\"icon\"", "href");
+    let logo_src = attribute_of(&page, "<img class=\"logo\"", "src");
+    assert!(
+        icon_href.starts_with("/auth/static/favicon-"),
+        "{icon_href}"
+    );
+    assert!(logo_src.starts_with("/auth/static/logo-"), "{logo_src}");
+    let linked_icon = browser.get(&icon_href).await;
+    assert_eq!(linked_icon.status, StatusCode::OK);
+    assert_eq!(linked_icon.body, icon.body);
+    assert!(
+        linked_icon.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    let served = app.http.get(app.url(&logo_src)).send().await.expect("logo");
+    assert_eq!(served.status(), StatusCode::OK);
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert!(served.headers().contains_key("content-security-policy"));
+    assert_eq!(served.bytes().await.unwrap().to_vec(), logo_bytes);
+    // Another name under the same folder is no image.
+    let stale = browser.get("/auth/static/logo-0000000000000000.png").await;
+    assert_eq!(stale.status, StatusCode::NOT_FOUND);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn mails_go_out_in_the_language_of_the_page() {
     let up = EchoUpstream::start().await;

@@ -47,7 +47,7 @@ pub(crate) async fn check_accessibility(browser: &Browser, axe: &str, page: &str
 }
 
 /// Runs axe-core on the current page; panics on any violation at all, whatever its impact.
-async fn check_no_violations(browser: &Browser, axe: &str, page: &str) {
+pub(crate) async fn check_no_violations(browser: &Browser, axe: &str, page: &str) {
     let result = axe_violations(browser, axe).await;
     let found = result.as_array().expect("violations");
     assert!(found.is_empty(), "{page}: axe found {result:#}");
@@ -71,7 +71,7 @@ async fn axe_violations(browser: &Browser, axe: &str) -> Value {
 }
 
 /// Saves a screenshot when `PORTCULLIS_SCREENSHOTS` names a directory (for the README).
-async fn screenshot(browser: &Browser, name: &str) {
+pub(crate) async fn screenshot(browser: &Browser, name: &str) {
     if let Ok(dir) = std::env::var("PORTCULLIS_SCREENSHOTS") {
         std::fs::create_dir_all(&dir).expect("screenshot directory");
         std::fs::write(
@@ -82,7 +82,7 @@ async fn screenshot(browser: &Browser, name: &str) {
     }
 }
 
-async fn sign_in(browser: &Browser, email: &str) {
+pub(crate) async fn sign_in(browser: &Browser, email: &str) {
     browser.type_into("#email", email).await;
     browser.type_into("#password", PASSWORD).await;
     browser.click("form button[type=submit]").await;

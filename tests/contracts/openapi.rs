@@ -259,6 +259,9 @@ async fn every_served_endpoint_is_documented() {
     served.insert(("GET".to_string(), "/health".to_string()));
     let health = app.call(Method::GET, "/health", None, None).await;
     assert_eq!(health.status, StatusCode::OK);
+    served.insert(("GET".to_string(), "/favicon.ico".to_string()));
+    let icon = app.call(Method::GET, "/favicon.ico", None, None).await;
+    assert_eq!(icon.status, StatusCode::OK);
 
     let undocumented: Vec<_> = served.difference(&documented).collect();
     assert!(

@@ -364,6 +364,17 @@ impl Browser {
             .await;
     }
 
+    /// Runs a Chrome DevTools Protocol command through chromedriver (`goog/cdp/execute`),
+    /// such as `Emulation.setEmulatedMedia`; its result.
+    pub async fn cdp(&self, command: &str, params: Value) -> Value {
+        self.command(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": command, "params": params}),
+        )
+        .await
+    }
+
     /// A PNG of the viewport.
     pub async fn screenshot(&self) -> Vec<u8> {
         let data = self.command("GET", "/screenshot", Value::Null).await;

@@ -10,7 +10,7 @@ use super::{Section, render};
 use crate::accounts::AccountError;
 use crate::accounts::admin::{AccountAction, AccountDetail, Administrator};
 use crate::domain::UserId;
-use crate::portal::{Feedback, Form, Page, Visit, to_value};
+use crate::portal::{Feedback, Form, Page, Visit, devices, to_value};
 use crate::reply::FieldError;
 use crate::session::SessionId;
 
@@ -246,19 +246,14 @@ fn view(v: &Visit<'_>, admin: &Administrator, detail: &AccountDetail) -> serde_j
     let user = &detail.user;
     let admin_role = v.app.accounts.admin_role();
     let is_self = user.id == admin.user().id;
+    let now = chrono::Utc::now();
     let sessions: Vec<serde_json::Value> = detail
         .sessions
         .iter()
         .map(|s| {
-            json!({
-                "id": s.id.to_string(),
-                "ip": s.ip,
-                "user_agent": s.user_agent,
-                "created_at": super::short_time(s.created_at),
-                "last_seen_at": super::short_time(s.last_seen_at),
-                "second_factor": s.second_factor_at.is_some() || s.two_factor,
-                "current": s.id == admin.session(),
-            })
+            let mut view = devices::session_view(s, s.id == admin.session(), now, v.lang);
+            view["second_factor"] = json!(s.second_factor_at.is_some() || s.two_factor);
+            view
         })
         .collect();
     let passkeys: Vec<serde_json::Value> = detail
