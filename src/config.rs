@@ -1433,12 +1433,16 @@ impl Config {
                     ),
                 ));
             }
+            // In letter case too: an upstream that ignores case (IIS, some frameworks) would
+            // serve one route's prefix as the other's.
             let host = HostPattern::of(&route.host).to_string();
-            if !seen.insert((host, route.path_prefix.trim_end_matches('/').to_owned())) {
+            let prefix = route.path_prefix.trim_end_matches('/').to_ascii_lowercase();
+            if !seen.insert((host, prefix)) {
                 return Err(invalid(
                     key("path_prefix"),
                     format!(
-                        "host {:?} with prefix {:?} is already routed by an earlier entry",
+                        "host {:?} with prefix {:?} is already routed by an earlier entry \
+                         (prefixes are compared ignoring letter case)",
                         route.host, route.path_prefix
                     ),
                 ));
@@ -2212,7 +2216,22 @@ fn describe_figment_error(
         .to_string()
         .replace("`one of ", "one of ")
         .replace("``", "`");
-    format!("{key}{what}{source}")
+    format!("{key}{}{source}", without_quoted_source(&what))
+}
+
+/// A parse error without the lines of the file it quotes (`38 | client_secret = "…`, and
+/// the `|` and `^` lines around them): the line and column stay, the text — which may be a
+/// secret the error cut off — is never printed or logged.
+fn without_quoted_source(message: &str) -> String {
+    let quotes_source = |line: &str| {
+        let (number, _) = line.split_once('|').unwrap_or(("x", ""));
+        number.trim().chars().all(|c| c.is_ascii_digit())
+    };
+    message
+        .lines()
+        .filter(|line| !quotes_source(line))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `routes.0.upstream` written the way validation messages write it: `routes[0].upstream`.
@@ -2251,6 +2270,20 @@ mod tests {
 
     fn load(text: &str) -> Result<Config, ConfigError> {
         Config::load_from(Path::new("test.toml"), text, Vec::new())
+    }
+
+    #[test]
+    fn a_parse_error_names_line_and_column_but_never_quotes_the_file() {
+        for text in [
+            "[mail]\nurl = \"smtp://user:SuperSecretPW3@host\n",
+            "[[identity_providers]]\nclient_secret = \"SuperSecretPW3\n",
+            "[server]\nlisten = SuperSecretPW3\n",
+            "[[routes]\nname = \"SuperSecretPW3\"\n",
+        ] {
+            let err = load(text).unwrap_err().to_string();
+            assert!(!err.contains("SuperSecretPW3"), "{err}");
+            assert!(err.contains("line"), "{err}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use portcullis::auth::password::PasswordHasher;
 use portcullis::config::SessionBackend;
 use portcullis::config::{Config, ConfigSource};
 use portcullis::domain::{Email, Password, UserId};
+use portcullis::gateway::reload::Source;
 use portcullis::mail::{MailKind, Mailer};
 use portcullis::store::StoreError;
 use portcullis::store::admin::{
@@ -226,7 +227,7 @@ fn main() -> ExitCode {
         }
         Command::Migrate => migrate(&config),
         Command::Health => health(&config),
-        Command::Reload => reload(&config),
+        Command::Reload => reload(&config, &source),
         Command::User { action } => user(&config, action),
         Command::Audit {
             user,
@@ -264,8 +265,22 @@ fn health(config: &Config) -> anyhow::Result<()> {
     }
 }
 
+/// What a configuration source is called in a reload's answer: a file by its absolute path,
+/// so that `reload` can tell whether the gateway read the file it checked.
+fn source_name(source: &ConfigSource) -> String {
+    match source {
+        ConfigSource::File(path) => std::fs::canonicalize(path)
+            .unwrap_or_else(|_| path.clone())
+            .display()
+            .to_string(),
+        ConfigSource::Embedded => source.to_string(),
+    }
+}
+
 /// `reload`: `POST /reload` on the admin listener; the answer's JSON says what happened.
-fn reload(config: &Config) -> anyhow::Result<()> {
+/// The gateway reads the file it started from: when that is not the one checked here,
+/// the command says so and fails.
+fn reload(config: &Config, source: &ConfigSource) -> anyhow::Result<()> {
     // A reload resolves every upstream name: give it longer than a health check.
     let (address, status, body) = ask_admin(config, "POST /reload", Duration::from_secs(60))?;
     let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
@@ -275,7 +290,15 @@ fn reload(config: &Config) -> anyhow::Result<()> {
         &answer["restart_needed"],
     ) {
         ("200", generation, serde_json::Value::Array(waiting)) => {
-            println!("reloaded: configuration generation {generation} serves");
+            let read = answer["source"].as_str().unwrap_or_default();
+            println!("reloaded {read}: configuration generation {generation} serves");
+            if read != source_name(source) {
+                anyhow::bail!(
+                    "the gateway at {address} read {read}, not {}: the file checked here is \
+                     not the one it runs on",
+                    source_name(source)
+                );
+            }
             let waiting: Vec<&str> = waiting.iter().filter_map(|v| v.as_str()).collect();
             if !waiting.is_empty() {
                 println!("changed, but waiting for a restart: {}", waiting.join(", "));
@@ -653,7 +676,11 @@ fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let app = App::new(config)?;
     tracing::info!(%listen, %admin, version = env!("CARGO_PKG_VERSION"), "portcullis starting");
     server::startup::report_when_listening(app.clone())?;
-    server::run_forever(app, Box::new(move || Config::reload(&source)), &hangups)?;
+    let source = Source {
+        name: source_name(&source),
+        load: Box::new(move || Config::reload(&source)),
+    };
+    server::run_forever(app, source, &hangups)?;
     tracing::info!("portcullis stopped");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The settings a running instance takes on only at a restart, and what a reload does with
 //! them: keeps the running values and names each one that changed.
 
-use super::Config;
+use super::{Config, ConfigError};
 
 impl Config {
     /// Makes `self`, a configuration just read for a reload, keep `running`'s value of every
@@ -13,7 +13,29 @@ impl Config {
     /// Everything else (routes and their rules, rate limits, upstreams, identity headers,
     /// trusted proxies, token keys and lifetimes, templates and texts, registration, identity
     /// providers, lockout, CORS, admin) takes effect with the reload.
-    pub fn keep_restart_settings(&mut self, running: &Config) -> Vec<&'static str> {
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] when the file is valid only with its own values of those
+    /// settings: a route at the prefix the running portal still serves, say.
+    pub fn keep_restart_settings(
+        &mut self,
+        running: &Config,
+    ) -> Result<Vec<&'static str>, ConfigError> {
+        let changed = self.take_restart_settings(running);
+        self.validate()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                key,
+                source_name: format!(
+                    "the file, with the running values of {}",
+                    changed.join(", ")
+                ),
+                message,
+            })?;
+        Ok(changed)
+    }
+
+    fn take_restart_settings(&mut self, running: &Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
         macro_rules! keep {
             ($($key:literal => $($field:ident).+;)*) => {$(
@@ -87,16 +109,31 @@ mod tests {
         ];
         for (text, expected) in cases {
             let mut next = load(text);
-            let changed = next.keep_restart_settings(&running);
+            let changed = next.keep_restart_settings(&running).unwrap();
             assert_eq!(&changed, expected, "{text}");
-            let again = next.clone().keep_restart_settings(&running);
+            let again = next.clone().keep_restart_settings(&running).unwrap();
             assert!(again.is_empty(), "{text}: running values kept: {again:?}");
         }
         // What a reload may change, it does change.
         let mut next =
             load("[server]\ntrusted_proxies = [\"10.0.0.0/8\"]\n[portal]\ntitle = \"X\"\n");
-        next.keep_restart_settings(&running);
+        next.keep_restart_settings(&running).unwrap();
         assert_eq!(next.portal.title, "X");
         assert_eq!(next.server.trusted_proxies.len(), 1);
+    }
+
+    #[test]
+    fn a_file_valid_only_with_its_own_restart_settings_is_refused() {
+        let running = load("");
+        // The portal moves (at the next restart) and a route takes its running prefix.
+        let mut next = load(
+            "[portal]\npath_prefix = \"/portal\"\n[[routes]]\nname = \"r\"\npath_prefix = \"/auth\"\nupstream = \"http://127.0.0.1:1\"\n",
+        );
+        let err = next
+            .keep_restart_settings(&running)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routes[0]"), "{err}");
+        assert!(err.contains("portal.path_prefix"), "{err}");
     }
 }

@@ -38,7 +38,7 @@ impl AdminApp {
         &self,
         method: &http::Method,
         path: &str,
-        from_loopback: bool,
+        operator: bool,
     ) -> (StatusCode, &'static str, Vec<u8>) {
         let is_read = method == http::Method::GET || method == http::Method::HEAD;
         match path {
@@ -46,11 +46,11 @@ impl AdminApp {
                 let r = Reply::method_not_allowed("POST");
                 (r.status, JSON, r.body_bytes().to_vec())
             }
-            "/reload" if !from_loopback => {
+            "/reload" if !operator => {
                 let r = Reply::error(
                     StatusCode::FORBIDDEN,
                     "forbidden",
-                    "reloads are taken from loopback addresses only",
+                    "reloads are taken from loopback addresses only, never from a browser",
                 );
                 (r.status, JSON, r.body_bytes().to_vec())
             }
@@ -86,6 +86,7 @@ impl AdminApp {
                 StatusCode::OK,
                 serde_json::json!({
                     "status": "reloaded",
+                    "source": reloaded.source,
                     "generation": reloaded.generation,
                     "restart_needed": reloaded.restart_needed,
                 }),
@@ -103,16 +104,41 @@ impl AdminApp {
     }
 }
 
+/// Whether a request may change the running gateway (`POST /reload`): it comes from a
+/// loopback address, names a loopback host (`localhost` or an address: no DNS rebinding of
+/// a name onto 127.0.0.1), and is not a browser's (no `Origin`, no `Sec-Fetch-*`), so no web
+/// page open on the operator's machine can send it.
+fn is_operator(session: &ServerSession) -> bool {
+    let loopback_peer = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .is_some_and(|a| a.ip().to_canonical().is_loopback());
+    let headers = &session.req_header().headers;
+    let from_browser = headers.contains_key(http::header::ORIGIN)
+        || headers
+            .keys()
+            .any(|name| name.as_str().starts_with("sec-fetch-"));
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok());
+    let loopback_host = host.is_some_and(|h| {
+        let name = h.host().trim_start_matches('[').trim_end_matches(']');
+        name.eq_ignore_ascii_case("localhost")
+            || name
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.to_canonical().is_loopback())
+    });
+    loopback_peer && loopback_host && !from_browser
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
-        let from_loopback = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .is_some_and(|a| a.ip().to_canonical().is_loopback());
-        let (status, content_type, body) = self.answer(&method, &path, from_loopback).await;
+        let operator = is_operator(session);
+        let (status, content_type, body) = self.answer(&method, &path, operator).await;
         // Decided once the answer is ready: a stop that began meanwhile closes too.
         session.set_keepalive(respond::keep_alive(self.drain.stopping()));
         let mut builder = Response::builder()

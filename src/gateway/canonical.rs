@@ -492,7 +492,7 @@ pub fn windows_reading(path: &str) -> Option<Result<String, Refusal>> {
     let trailing = |segment: &str| segment.ends_with('.') || segment.ends_with("%20");
     let mut changed = false;
     for segment in path.split('/') {
-        if segment.contains("::$") || is_short_name(segment) {
+        if names_data_stream(segment) || is_short_name(segment) {
             return Some(Err(Refusal::Path));
         }
         changed |= trailing(segment) && segment != "." && segment != "..";
@@ -516,6 +516,17 @@ pub fn windows_reading(path: &str) -> Option<Result<String, Refusal>> {
         })
         .collect();
     Some(canonical_path(&stripped.join("/")).map(|(p, _)| p.into_owned()))
+}
+
+/// Whether a segment names an NTFS alternate data stream (`file::$DATA`,
+/// `file:stream:$DATA`, `file:$DATA`) in any spelling IIS decodes: `%3A` for `:` and `%24`
+/// for `$`, either case.
+fn names_data_stream(segment: &str) -> bool {
+    let decoded = segment
+        .replace("%3A", ":")
+        .replace("%3a", ":")
+        .replace("%24", "$");
+    decoded.contains(":$")
 }
 
 /// An 8.3 short file name: one to six characters, `~`, digits, an optional extension.
@@ -674,7 +685,17 @@ mod tests {
         );
         assert_eq!(windows_reading("/admin/x"), None);
         assert_eq!(windows_reading("/a.b/c~d/file~x"), None);
-        for refused in ["/admin::$DATA", "/ADMIN~1", "/PROGRA~1.TXT/x"] {
+        for refused in [
+            "/admin::$DATA",
+            "/admin::%24DATA",
+            "/admin%3A%3A%24DATA",
+            "/admin%3a%3a%24DATA/x",
+            "/admin:%3A$DATA",
+            "/admin:$DATA",
+            "/admin:stream:$DATA",
+            "/ADMIN~1",
+            "/PROGRA~1.TXT/x",
+        ] {
             assert_eq!(
                 windows_reading(refused),
                 Some(Err(Refusal::Path)),

@@ -66,6 +66,14 @@ impl Gateway {
         {
             return Err(malformed(PROTO, "must be http or https"));
         }
+        // The host is X-Forwarded-Host's alone: a target in absolute form would name another
+        // (proxies send the path: nginx's $request_uri, Caddy's {uri}, Traefik's).
+        if !uri.as_bytes().starts_with(b"/") {
+            return Err(malformed(
+                URI,
+                "must be a path (origin-form, starting with /)",
+            ));
+        }
         let method = Method::from_bytes(method.as_bytes())
             .map_err(|_| malformed(METHOD, "not an HTTP method"))?;
         let mut described = HeaderMap::with_capacity(1);

@@ -980,7 +980,9 @@ fn upstream_refusal(status: StatusCode) -> Option<Refused> {
 
 /// `TRACE` and `TRACK`, which the gateway never passes on (RFC 9110 §9.3.8).
 fn is_trace(method: &Method) -> bool {
-    method.as_str() == "TRACE" || method.as_str() == "TRACK"
+    // Any case: some servers (Werkzeug, for one) upper-case the method they receive.
+    let name = method.as_str();
+    name.eq_ignore_ascii_case("TRACE") || name.eq_ignore_ascii_case("TRACK")
 }
 
 /// What `OPTIONS *` answers: the methods routes may carry.

@@ -21,9 +21,15 @@ use super::routes::RouteTable;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 
-/// How the configuration is read again: the file the gateway started from, with the same
-/// environment overrides.
-pub type Source = Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
+/// How the configuration is read again: the file the gateway started from (or the embedded
+/// defaults), with the environment overrides.
+pub struct Source {
+    /// What is read, as a reload's answer names it: the file's absolute path, or "the
+    /// embedded default configuration".
+    pub name: String,
+    /// Reads and validates it.
+    pub load: Box<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>,
+}
 
 /// Why a reload was refused; the running configuration stays.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +49,8 @@ pub enum ReloadError {
 /// A reload that took effect.
 #[derive(Debug)]
 pub struct Reloaded {
+    /// What was read ([`Source::name`]); empty for [`Reloader::apply`].
+    pub source: String,
     /// The generation now serving.
     pub generation: u64,
     /// The changed settings that keep their running values until a restart.
@@ -150,8 +158,11 @@ impl Reloader {
         let Some(source) = &self.source else {
             return self.finish(Err(ReloadError::NoSource));
         };
-        match source() {
-            Ok(config) => self.apply(config),
+        match (source.load)() {
+            Ok(config) => self.apply(config).map(|reloaded| Reloaded {
+                source: source.name.clone(),
+                ..reloaded
+            }),
             Err(e) => self.finish(Err(e.into())),
         }
     }
@@ -161,7 +172,10 @@ impl Reloader {
     pub fn apply(&self, mut config: Config) -> Result<Reloaded, ReloadError> {
         let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let running = self.current.load_full();
-        let restart_needed = config.keep_restart_settings(&running.app.config);
+        let restart_needed = match config.keep_restart_settings(&running.app.config) {
+            Ok(changed) => changed,
+            Err(e) => return self.finish(Err(e.into())),
+        };
         let warnings = config.warnings();
         let trusted = config.server.trusted_proxies.clone();
         let next = running
@@ -178,6 +192,7 @@ impl Reloader {
                 tracing::warn!("{warning}");
             }
             Reloaded {
+                source: String::new(),
                 generation,
                 restart_needed,
             }

@@ -298,7 +298,12 @@ async fn a_trusted_proxys_original_request_is_decided_by_the_route_table() {
             ("", [Some("GET"), host, Some("/open%2Fx")], &[], token, 400, "encoded_slash"),
             ("", [Some("GET"), host, Some("/open\\x")], &[], token, 400, "invalid_path"),
             ("", [Some("GET"), host, Some("/OPS")], &[], token, 400, "ambiguous_path"),
-            ("", [Some("GET"), host, Some("open")], &[], token, 400, "invalid_request_target"),
+            ("", [Some("GET"), host, Some("open")], &[], token, 400, "invalid_forwarded_request"),
+            // The host is X-Forwarded-Host's: a target in absolute form (or `*`) is refused,
+            // whatever host it names.
+            ("", [Some("GET"), host, Some("http://x/open")], &[], token, 400, "invalid_forwarded_request"),
+            ("", [Some("GET"), Some("x"), Some("http://app.example/ops")], &[], token, 400, "invalid_forwarded_request"),
+            ("", [Some("OPTIONS"), host, Some("*")], &[], token, 400, "invalid_forwarded_request"),
             ("", [Some("GET"), Some("app.example:99999"), Some("/open")], &[], token, 400, "invalid_host"),
             ("", [Some("GET"), Some("a, b"), Some("/open")], &[], token, 400, "invalid_host"),
             // Hosts as routes see them.

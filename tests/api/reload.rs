@@ -257,6 +257,41 @@ async fn reload_command_refuses_each_kind_of_bad_file_and_names_restart_settings
         );
         assert_eq!(status_of(&a).await, 200, "{text}: the old routes serve");
     }
+    // Valid only with its own restart settings: the running portal keeps /auth, which the
+    // new file routes.
+    served.write(&format!(
+        "{good}{}[portal]\npath_prefix = \"/portal\"\n",
+        route("auth", "/auth", &echo.url(), "deny")
+    ));
+    let answer = client()
+        .post(format!("{}/reload", served.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 422);
+    let error = answer.text().await.unwrap();
+    assert!(
+        error.contains("routes[1]") && error.contains("portal.path_prefix"),
+        "{error}"
+    );
+    // Only the operator: not a browser (a web page on the operator's machine), not a name
+    // rebound onto 127.0.0.1.
+    served.write(&good);
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-mode", "no-cors"),
+        ("host", "evil.example"),
+        ("host", "localhost.evil.example:80"),
+    ] {
+        let answer = client()
+            .post(format!("{}/reload", served.admin))
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 403, "{name}: {value}");
+    }
     // The command checks the file first, as check-config does (exit 2, nothing asked), and
     // reports what the gateway refused (exit 1).
     served.write("[[routes]\n");
@@ -282,7 +317,7 @@ async fn reload_command_refuses_each_kind_of_bad_file_and_names_restart_settings
             "portcullis_config_generation 1",
             &format!(
                 "portcullis_config_reloads_total{{result=\"refused\"}} {}",
-                cases.len() + 1
+                cases.len() + 2
             ),
         ],
     )
@@ -320,6 +355,22 @@ async fn reload_command_refuses_each_kind_of_bad_file_and_names_restart_settings
             .log_text()
             .contains("keep their running values until a restart")
     );
+
+    // `reload --config` names a file; the gateway reads its own. Told apart, and said.
+    let elsewhere = scratch.path("staged.toml");
+    std::fs::copy(&served.config, &elsewhere).unwrap();
+    let out = portcullis()
+        .args(["reload", "--config"])
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not the one it runs on"), "{err}");
+    let (code, out, err) = served.reload_command();
+    assert_eq!(code, 0, "{out}{err}");
+    let canonical = std::fs::canonicalize(&served.config).unwrap();
+    assert!(out.contains(&canonical.display().to_string()), "{out}");
 }
 
 /// Which configuration judged an answer from `/a` (see the two in

@@ -509,15 +509,22 @@ fn check_config_refuses_rules_that_cannot_be_read() {
         assert_eq!(code, 2, "{rest} {host}: {out}{err}");
         assert!(err.contains(key), "{rest} {host}: {err}");
     }
-    // Identical host and path, spelt differently: refused.
-    let twice = [
-        route("a", "App.Example.com.", "/x", u, ""),
-        route("b", "app.example.com", "/x/", u, ""),
-    ]
-    .concat();
-    let (code, _, err) = check_config(&twice);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("already routed"), "{err}");
+    // Identical host and path, spelt differently (the host's case and dot, the prefix's
+    // final slash or letter case): refused.
+    for (first, second) in [
+        (("App.Example.com.", "/x"), ("app.example.com", "/x/")),
+        (("", "/Secret"), ("", "/secret")),
+        (("*.example.com", "/Admin/"), ("*.Example.com", "/aDMIN")),
+    ] {
+        let twice = [
+            route("a", first.0, first.1, u, ""),
+            route("b", second.0, second.1, u, "policy = \"deny\""),
+        ]
+        .concat();
+        let (code, _, err) = check_config(&twice);
+        assert_eq!(code, 2, "{first:?} {second:?}: {err}");
+        assert!(err.contains("already routed"), "{err}");
+    }
 }
 
 #[test]
