@@ -136,6 +136,28 @@ pub struct RouteTable {
     has_upper_case_prefix: bool,
 }
 
+/// The non-ASCII letters whose Unicode case mapping is an ASCII letter, as a canonical path
+/// spells them (UTF-8, percent-encoded): `ı` (upper case `I`), `İ` (lower case `i` plus a
+/// dot), `ſ` (upper case `S`) and the Kelvin sign `K` (lower case `k`). Java's
+/// `equalsIgnoreCase` and .NET's `OrdinalIgnoreCase` read `/adm%C4%B1n` as `/admin`.
+const FOLDS_TO_ASCII: [(&str, &str); 4] = [
+    ("%C4%B1", "i"),
+    ("%C4%B0", "i"),
+    ("%C5%BF", "s"),
+    ("%E2%84%AA", "k"),
+];
+
+/// The path as an upstream that folds Unicode case would compare it, when that differs.
+fn unicode_case_folded(path: &str) -> Option<String> {
+    if !path.contains('%') {
+        return None;
+    }
+    let folded = FOLDS_TO_ASCII
+        .iter()
+        .fold(path.to_owned(), |p, (from, to)| p.replace(from, to));
+    (folded != path).then_some(folded)
+}
+
 fn same_route(a: Option<&Arc<Route>>, b: Option<&Arc<Route>>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -205,6 +227,9 @@ impl RouteTable {
         }
         if let Some(reading) = canonical::windows_reading(path) {
             self.same_everywhere(host, &reading?, route, Refusal::AmbiguousCase)?;
+        }
+        if let Some(folded) = unicode_case_folded(path) {
+            self.same_everywhere(host, &folded, route, Refusal::AmbiguousCase)?;
         }
         if flags.is_plain() {
             return Ok(route);

@@ -1237,7 +1237,16 @@ fn table() -> Vec<Case> {
         ("/app./x", Bad),
         ("/Admin.", Bad),
         ("/admin::$DATA", Bad),
+        ("/admin::%24DATA", Bad),
+        ("/admin%3A%3A%24DATA", Bad),
+        ("/admin:$DATA/secret", Bad),
         ("/ADMIN~1/secret", Bad),
+        // Unicode letters whose case mapping is ASCII (Java, .NET): ı, İ, ſ, the Kelvin sign.
+        ("/adm%C4%B1n/secret", Bad),
+        ("/adm%c4%b1n/secret", Bad),
+        ("/adm%C4%B0n/secret", Bad),
+        ("/%E2%84%AAey", Public),
+        ("/admin/%C5%BFecret", Gate(403)),
         ("/static/ADMINI~1.TXT", Bad),
         // The account API, /health and the JWKS in another letter case are not forwarded.
         ("/API/auth/login", Bad),
