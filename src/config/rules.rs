@@ -37,6 +37,12 @@ impl TryFrom<String> for MethodName {
                 text.to_ascii_uppercase()
             ));
         }
+        if matches!(text.as_str(), "TRACE" | "TRACK") {
+            return Err(format!(
+                "{text:?} never reaches a route: the gateway answers it itself (405), so that no \
+                 upstream can echo a request's identity headers back"
+            ));
+        }
         Method::from_bytes(text.as_bytes())
             .map(Self)
             .map_err(|_| format!("{text:?} is not an HTTP method, e.g. \"GET\""))

@@ -47,6 +47,14 @@ impl Route {
         // never match: say so at start instead.
         match canonical::canonical_path(&cfg.path_prefix) {
             Ok((canonical, flags)) if canonical == cfg.path_prefix && flags.is_plain() => {}
+            Ok((canonical, _)) if canonical == cfg.path_prefix => {
+                return Err(format!(
+                    "path_prefix {:?} holds `;` or an encoded `/` (`%2F`), which a prefix cannot \
+                     hold (a route's allow_path_parameters and allow_encoded_slashes are about \
+                     the requests under it)",
+                    cfg.path_prefix
+                ));
+            }
             Ok((canonical, _)) => {
                 return Err(format!(
                     "path_prefix {:?} is not in canonical form; write it as {canonical:?}",
@@ -370,6 +378,21 @@ mod tests {
         path_prefix = "/"
         upstream = "http://127.0.0.1:3003"
     "#;
+
+    #[test]
+    fn a_prefix_with_parameters_or_an_encoded_slash_says_it_cannot_be_one() {
+        for prefix in ["/adm;in", "/a%2Fb"] {
+            let text = format!(
+                "[[routes]]\nname = \"r\"\npath_prefix = \"{prefix}\"\nupstream = \"http://127.0.0.1:1\"\nallow_path_parameters = true\nallow_encoded_slashes = true\n"
+            );
+            let config = Config::load_from(Path::new("t.toml"), &text, Vec::new()).unwrap();
+            let err = RouteTable::from_config(&config, &Metrics::new()).unwrap_err();
+            assert!(
+                err.contains("which a prefix cannot hold"),
+                "{prefix}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn upstream_changes_name_the_routes_whose_address_moved() {

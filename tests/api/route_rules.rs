@@ -472,6 +472,12 @@ fn check_config_refuses_rules_that_cannot_be_read() {
     let u = "http://127.0.0.1:9";
     for (rest, host, key) in [
         ("methods = [\"get\"]", "", "methods"),
+        (
+            "methods = [\"GET\", \"TRACE\"]",
+            "",
+            "never reaches a route",
+        ),
+        ("methods = [\"TRACK\"]", "", "never reaches a route"),
         ("networks = [\"10.0.0.1/8\"]", "", "networks"),
         ("networks = [\"ten\"]", "", "networks"),
         ("users = [\"bob\"]", "", "users"),
