@@ -12,7 +12,7 @@ use portcullis::app::App;
 use portcullis::auth::password::PasswordHasher;
 use portcullis::config::SessionBackend;
 use portcullis::config::{Config, DEFAULT_CONFIG_PATH};
-use portcullis::domain::{Email, Password, UserId};
+use portcullis::domain::{Email, NewPassword, UserId};
 use portcullis::mail::{MailKind, Mailer};
 use portcullis::store::StoreError;
 use portcullis::store::admin::{
@@ -332,7 +332,7 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
                 roles,
                 password_stdin,
             } => {
-                let password = initial_password(config, password_stdin).await?;
+                let password = initial_password(config, &[&email], password_stdin).await?;
                 UserCommand::Create {
                     email,
                     roles,
@@ -384,9 +384,13 @@ fn audit(config: &Config, query: AuditQuery) -> anyhow::Result<()> {
     })
 }
 
-/// The password of `user create`: read from standard input, held to the password policy
-/// and hashed; or, without `--password-stdin`, the hash of a secret nobody holds.
-async fn initial_password(config: &Config, from_stdin: bool) -> anyhow::Result<InitialPassword> {
+/// The password of `user create` and `user set-password`: read from standard input, held
+/// to the password policy (`user_inputs`: the account's address and names) and hashed; or, without `--password-stdin`, the hash of a secret nobody holds.
+async fn initial_password(
+    config: &Config,
+    user_inputs: &[&str],
+    from_stdin: bool,
+) -> anyhow::Result<InitialPassword> {
     let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)?;
     if !from_stdin {
         return Ok(InitialPassword::Unusable(
@@ -402,8 +406,11 @@ async fn initial_password(config: &Config, from_stdin: bool) -> anyhow::Result<I
     if line.contains('\n') {
         anyhow::bail!("standard input must hold the password alone, on one line");
     }
-    let password = Password::parse(line.to_owned())
-        .map_err(|e| anyhow::anyhow!("the password: {}", e.messages().join("; ")))?;
+    let password = config
+        .passwords
+        .policy()
+        .admit(NewPassword::new(line.to_owned()), user_inputs)
+        .map_err(|e| anyhow::anyhow!("the password: {e}"))?;
     Ok(InitialPassword::Chosen(
         hasher.hash(password.expose()).await?,
     ))
@@ -487,7 +494,8 @@ async fn set_password(
     email: &str,
 ) -> anyhow::Result<()> {
     let user = find_user(store, email).await?;
-    let InitialPassword::Chosen(hash) = initial_password(config, true).await? else {
+    let inputs = [user.email.as_str(), &user.first_name, &user.last_name];
+    let InitialPassword::Chosen(hash) = initial_password(config, &inputs, true).await? else {
         anyhow::bail!("no password was read");
     };
     portcullis::store::admin::set_password(

@@ -72,9 +72,9 @@ pub async fn dispatch(app: &App, portal: &Portal, request: ApiRequest) -> Page {
         let mut v = Visit::new(app, portal, &request);
         return v.method_not_allowed("GET, HEAD");
     }
-    if sub == "/passkeys.js" && portal.passkeys_enabled {
+    if let Some(script) = portal.script_page(&sub) {
         if is_get {
-            return portal.script_page();
+            return script;
         }
         let mut v = Visit::new(app, portal, &request);
         return v.method_not_allowed("GET, HEAD");

@@ -544,7 +544,7 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
             match form.parse() {
                 Ok((token, password)) => {
                     let client = v.client();
-                    app.accounts.reset_password(token, &password, &client).await
+                    app.accounts.reset_password(token, password, &client).await
                 }
                 Err(invalid) => Err(invalid),
             }
@@ -767,7 +767,7 @@ async fn change_password(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
                     let (user, keep, client) = (&caller.user, &caller.session.id, v.client());
                     let changed = app
                         .accounts
-                        .change_password(user, keep, proof, &new, &client);
+                        .change_password(user, keep, proof, new, &client);
                     changed.await
                 }
                 Err(invalid) => Err(invalid),

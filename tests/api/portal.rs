@@ -391,7 +391,7 @@ async fn pages_follow_accept_language_and_the_chosen_language() {
             "/auth/register",
             &[
                 ("csrf_token", &later.csrf()),
-                ("email", "not-an-email"),
+                ("email", "short@example.com"),
                 ("password", "short"),
                 ("first_name", "A"),
                 ("last_name", "B"),
@@ -401,7 +401,7 @@ async fn pages_follow_accept_language_and_the_chosen_language() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(
         r.body
-            .contains("Пароль должен содержать не меньше 8 символов"),
+            .contains("Пароль должен содержать не меньше 10 символов."),
         "{}",
         r.body
     );
@@ -872,12 +872,21 @@ async fn pages_carry_a_strict_policy_and_the_portal_cannot_be_shadowed() {
     let page = browser.get("/auth/login").await;
     let csp = page.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    // No passkeys here: the only script is the portal's own show-password toggle, no
+    // fetches, nothing inline.
     assert!(
-        !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+        !csp.contains("unsafe-inline")
+            && csp.contains("script-src 'self';")
+            && !csp.contains("connect-src"),
         "{csp}"
     );
     assert_eq!(page.headers["cache-control"], "no-store");
-    assert!(!page.body.contains("<script"));
+    assert_eq!(page.body.matches("<script").count(), 1);
+    assert!(
+        unescape(&page.body).contains("<script src=\"/auth/password.js\" defer></script>"),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("style="), "no inline styles");
     let css = browser.get("/auth/portal.css").await;
     assert_eq!(css.status, StatusCode::OK);
@@ -1120,7 +1129,11 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
             csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
             "{csp}"
         );
-        assert_eq!(account.body.matches("<script").count(), 1);
+        assert_eq!(
+            account.body.matches("<script").count(),
+            2,
+            "passkeys and password"
+        );
         assert!(
             unescape(&account.body).contains("<script src=\"/auth/passkeys.js\" defer></script>"),
             "{}",
