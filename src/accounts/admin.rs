@@ -234,7 +234,7 @@ impl Accounts {
                 guess.released(self).await?;
                 return Err(self.second_step(user, None, false).await);
             }
-            Err(Failed::Wrong) => {
+            Err(Failed::Wrong | Failed::Replayed) => {
                 guess.failed(self, client, "wrong_second_factor").await;
                 return Err(self.second_step(user, None, true).await);
             }

@@ -63,6 +63,10 @@ pub enum AccountError {
     /// 401 `invalid_credentials`: the second factor of a pending sign-in was wrong (counted
     /// against the lockout); a fresh step to try again. Login metric `failure`.
     WrongSecondFactor(Box<SecondStep>),
+    /// 401 `code_replayed`: a right TOTP code of a step already used (counted against the
+    /// lockout like a wrong one); with a fresh step when a page's sign-in is pending.
+    /// Login metric `failure`.
+    CodeReplayed(Option<Box<SecondStep>>),
     /// 400 `sign_in_expired`: no such pending sign-in (expired, used, never held).
     PendingExpired,
     /// 404 `session_not_found`: no such session of this account.
@@ -150,9 +154,10 @@ impl AccountError {
     /// if any (failures of a backend are not sign-in results).
     pub fn login_metric(&self) -> Option<&'static str> {
         Some(match self {
-            Self::InvalidCredentials | Self::PasskeyRefused | Self::WrongSecondFactor(_) => {
-                "failure"
-            }
+            Self::InvalidCredentials
+            | Self::PasskeyRefused
+            | Self::WrongSecondFactor(_)
+            | Self::CodeReplayed(_) => "failure",
             Self::Locked => "locked",
             Self::Deactivated => "deactivated",
             Self::SecondFactorRequired(_) => "two_factor_required",
@@ -176,6 +181,7 @@ impl AccountError {
     pub fn catalogue_key(&self) -> &'static str {
         match self {
             Self::InvalidCredentials | Self::WrongSecondFactor(_) => "invalid_credentials",
+            Self::CodeReplayed(_) => "code_replayed",
             Self::PendingExpired => "sign_in_expired",
             Self::SessionNotFound => "session_not_found",
             Self::AccountNotFound => "not_found",
@@ -247,6 +253,7 @@ impl AccountError {
             Self::InvalidCredentials | Self::WrongSecondFactor(_) => {
                 (S::UNAUTHORIZED, "Invalid email or password")
             }
+            Self::CodeReplayed(_) => (S::UNAUTHORIZED, super::proof::CODE_REPLAYED),
             Self::Locked => (
                 S::LOCKED,
                 "Account is temporarily locked after too many failed attempts; try again later",

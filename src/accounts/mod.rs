@@ -339,6 +339,10 @@ impl Accounts {
                 guess.failed(self, client, "wrong_two_factor_code").await;
                 return Err(AccountError::InvalidCredentials);
             }
+            Err(proof::Failed::Replayed) => {
+                guess.failed(self, client, "replayed_two_factor_code").await;
+                return Err(AccountError::CodeReplayed(None));
+            }
             Err(proof::Failed::Backend(e)) => return Err(guess.unchecked(self, e).await),
         };
         guess.succeeded(self).await?;

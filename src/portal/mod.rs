@@ -689,6 +689,7 @@ impl<'a> Visit<'a> {
 fn error_key(response: &Reply) -> &'static str {
     match response.body_json()["code"].as_str().unwrap_or("") {
         "invalid_credentials" => "error_invalid_credentials",
+        "code_replayed" => "error_code_replayed",
         "account_locked" => "error_locked",
         "account_deactivated" => "error_deactivated",
         "registration_closed" => "error_registration_closed",

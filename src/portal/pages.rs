@@ -355,6 +355,12 @@ async fn login(v: &mut Visit<'_>, form: Form) -> Page {
             }
             render_two_factor(v, StatusCode::UNAUTHORIZED, feedback, return_to, *step)
         }
+        Err(AccountError::CodeReplayed(Some(step))) => {
+            let mut feedback = Feedback::default();
+            let replayed = vec![v.t("error_code_replayed")];
+            feedback.errors.insert("two_factor_code".into(), replayed);
+            render_two_factor(v, StatusCode::UNAUTHORIZED, feedback, return_to, *step)
+        }
         Err(AccountError::PendingExpired) => {
             let feedback = Feedback {
                 form_error: Some(v.t("error_ticket")),

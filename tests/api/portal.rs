@@ -687,6 +687,33 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), "/app");
+    // The same code again, in Russian: the page says it was just used, not that it is wrong.
+    let third = Browser::new(&app.gw.url());
+    third.get("/auth/login?lang=ru").await;
+    let step = third.sign_in("otp@example.com", PASSWORD, "/app").await;
+    let replayed = third
+        .post(
+            "/auth/login",
+            &[
+                ("csrf_token", &step.csrf()),
+                ("login_ticket", &step.input("login_ticket").expect("ticket")),
+                ("two_factor_code", &totp(&secret, 1)),
+            ],
+        )
+        .await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        replayed.body
+    );
+    assert!(
+        replayed
+            .body
+            .contains("Этот код только что использован; дождитесь следующего."),
+        "{}",
+        replayed.body
+    );
     // A tampered ticket is refused without a word about the account (with the token the
     // sign-in gave this browser: the one before it is refused).
     let fresh = second.get("/auth/logout").await;
