@@ -104,6 +104,9 @@ pub enum AccountError {
     PasskeyInvalid,
     /// 409 `passkey_already_registered`: that credential is someone's passkey already.
     PasskeyAlreadyRegistered,
+    /// 409 `passkey_name_taken` naming the field `name`: another passkey of the account has
+    /// this name (in any case, once trimmed).
+    PasskeyNameTaken,
     /// 404 `passkey_not_found`: no such passkey of this account.
     PasskeyNotFound,
     /// The account lacks the admin role (`admin.role`).
@@ -202,6 +205,7 @@ impl AccountError {
             Self::InvalidAccountName => "invalid_account_name",
             Self::PasskeyInvalid => "passkey_invalid",
             Self::PasskeyAlreadyRegistered => "passkey_already_registered",
+            Self::PasskeyNameTaken => "passkey_name_taken",
             Self::PasskeyNotFound => "passkey_not_found",
             Self::NotAdministrator => "forbidden",
             Self::StepUpRequired => "step_up_required",
@@ -324,6 +328,7 @@ impl From<AccountError> for Reply {
                 Reply::error(StatusCode::FORBIDDEN, "email_not_verified", message)
             }
             AccountError::RegistrationRefused(refusal) => registration_refused(refusal),
+            AccountError::PasskeyNameTaken => passkey_name_taken(),
             AccountError::Field { field, message } => {
                 Reply::validation(&[FieldError::new(field, message)])
             }
@@ -338,6 +343,22 @@ impl From<AccountError> for Reply {
             },
         }
     }
+}
+
+/// What the field `name` is told when another passkey of the account has that name.
+pub const PASSKEY_NAME_TAKEN: &str = "You already have a passkey with this name; choose another.";
+
+/// 409 `passkey_name_taken`, its `errors` naming the field `name`.
+fn passkey_name_taken() -> Reply {
+    let mut response = Reply::error(
+        StatusCode::CONFLICT,
+        "passkey_name_taken",
+        PASSKEY_NAME_TAKEN,
+    );
+    if let crate::reply::Body::Json(body) = &mut response.body {
+        body["errors"] = json!([{"field": "name", "message": PASSKEY_NAME_TAKEN}]);
+    }
+    response
 }
 
 /// 403 `registration_closed` or `invitation_required`: what the caller can do instead.
