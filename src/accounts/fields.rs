@@ -215,6 +215,9 @@ pub struct NewAccount {
     pub first_name: String,
     /// The last name, trimmed.
     pub last_name: String,
+    /// Where the portal's sign-in leads after the mailed link, carried in it (set by the
+    /// portal, after its own `return_to` rule; `None` from the API).
+    pub return_to: Option<String>,
 }
 
 impl Registration<'_> {
@@ -237,6 +240,7 @@ impl Registration<'_> {
             password,
             first_name,
             last_name,
+            return_to: None,
         })
     }
 }

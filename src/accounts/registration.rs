@@ -84,7 +84,7 @@ impl Accounts {
             AuditOutcome::Success,
             "",
         );
-        self.mail_verification(&user, token, client);
+        self.mail_verification(&user, token, account.return_to, client);
         Ok(user)
     }
 
@@ -128,12 +128,18 @@ impl Accounts {
             VERIFICATION_TTL,
         )
         .await?;
-        self.mail_verification(user, token, client);
+        self.mail_verification(user, token, None, client);
         Ok(())
     }
 
     /// Mails the verification link `token` to `user`, in the background.
-    fn mail_verification(&self, user: &User, token: String, client: &Client<'_>) {
+    fn mail_verification(
+        &self,
+        user: &User,
+        token: String,
+        return_to: Option<String>,
+        client: &Client<'_>,
+    ) {
         self.mailer.send_in_background_in(
             self.mail_language(user, client),
             user.email.as_str(),
@@ -141,6 +147,7 @@ impl Accounts {
             MailKind::Verification {
                 token,
                 expires_in: VERIFICATION_TTL,
+                return_to,
             },
         );
     }

@@ -109,6 +109,9 @@ pub enum MailKind {
         token: String,
         /// How long the token is accepted.
         expires_in: Duration,
+        /// Where the portal's sign-in leads once the address is proven (a target the
+        /// portal already held to its `return_to` rule; it checks it again on the page).
+        return_to: Option<String>,
     },
     /// Lets the user choose a new password.
     PasswordReset {
@@ -212,6 +215,7 @@ impl MailKind {
             Self::Verification {
                 token: "sample-token".into(),
                 expires_in: Duration::from_secs(24 * 3600),
+                return_to: Some("/app".into()),
             },
             Self::PasswordReset {
                 token: "sample-token".into(),
@@ -518,11 +522,18 @@ pub(crate) fn template_context(
         ("time", Value::from(format_time(now))),
     ]);
     match mail {
-        MailKind::Verification { token, expires_in } => {
-            vars.insert(
-                "link",
-                Value::from(link(pages_url, VERIFY_EMAIL_PATH, token)),
-            );
+        MailKind::Verification {
+            token,
+            expires_in,
+            return_to,
+        } => {
+            let mut href = link(pages_url, VERIFY_EMAIL_PATH, token);
+            if let Some(target) = return_to {
+                let target: String =
+                    url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+                href = format!("{href}&return_to={target}");
+            }
+            vars.insert("link", Value::from(href));
             vars.insert(
                 "expires_in",
                 Value::from(human_duration_in(*expires_in, language)),

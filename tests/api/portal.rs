@@ -1770,3 +1770,58 @@ async fn an_invitation_for_a_taken_address_says_so() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sign_in_link_after_verifying_keeps_where_registration_began() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    let browser = Browser::new(&app.gw.url());
+    let page = browser
+        .get("/auth/register?return_to=%2Fapp%2Freport")
+        .await;
+    let done = browser
+        .post(
+            "/auth/register",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("first_name", "Ada"),
+                ("last_name", "Lovelace"),
+                ("email", "back@example.com"),
+                ("password", PASSWORD),
+                ("return_to", "/app/report"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let link = app
+        .mail_to("back@example.com")
+        .await
+        .link()
+        .expect("a link");
+    assert!(link.contains("return_to=%2Fapp%2Freport"), "{link}");
+    let path = link
+        .split_once("/auth/")
+        .map(|(_, p)| format!("/auth/{p}"))
+        .unwrap();
+    let confirm = browser.get(&path).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    let verified = browser
+        .post(
+            "/auth/verify-email",
+            &[
+                ("csrf_token", &confirm.csrf()),
+                ("token", &confirm.input("token").expect("token")),
+                ("return_to", &confirm.input("return_to").expect("return_to")),
+            ],
+        )
+        .await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
+    assert!(
+        unescape(&verified.body).contains("/auth/login?return_to=%2Fapp%2Freport"),
+        "{}",
+        verified.body
+    );
+    // A return_to the portal would not follow is dropped, not carried.
+    let elsewhere = browser.get("/auth/verify-email?token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&return_to=https%3A%2F%2Fevil.example%2F").await;
+    assert!(elsewhere.input("return_to").is_none(), "{}", elsewhere.body);
+}
