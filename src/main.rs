@@ -537,16 +537,8 @@ async fn send_reset(
 
 /// The mailer of the operator commands that mail (links to the portal's pages).
 fn operator_mailer(config: &Config) -> anyhow::Result<Mailer> {
-    let mailer = Mailer::new(
-        &config.mail,
-        config.server.public_url.as_str(),
-        &portcullis::metrics::Metrics::new(),
-    )?;
-    Ok(if config.portal.enabled {
-        mailer.with_pages_prefix(&config.portal.path_prefix)
-    } else {
-        mailer
-    })
+    let metrics = portcullis::metrics::Metrics::new();
+    Ok(portcullis::app::configured_mailer(config, &metrics)?)
 }
 
 /// `user sessions`: the account's live sessions, from the shared session backend.

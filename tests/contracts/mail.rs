@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::smtp::{ReceivedMail, SmtpSink};
 use chrono::TimeZone as _;
 use portcullis::config::MailConfig;
-use portcullis::mail::{MailError, MailKind, Mailer};
+use portcullis::mail::{MailError, MailKind, MailSite, Mailer};
 use portcullis::metrics::Metrics;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -650,4 +650,29 @@ fn the_sink_decodes_base64_parts_and_encoded_subjects() {
     );
     assert_eq!(mail.html_body().as_deref(), Some("<p>html</p>"));
     assert_eq!(mail.token().as_deref(), Some("a+b"));
+}
+
+#[tokio::test]
+async fn mails_carry_the_sites_title_and_accent_colour() {
+    let sink = SmtpSink::start();
+    let site = MailSite {
+        title: "Acme Gate".into(),
+        accent: "#aa3300".into(),
+    };
+    let mailer = Mailer::new(&config(&sink.url()), PUBLIC_URL, &Metrics::new())
+        .unwrap()
+        .with_site(site);
+    for language in ["en", "ru"] {
+        let kind = MailKind::Verification {
+            token: "site-token".into(),
+            expires_in: Duration::from_secs(3600),
+            return_to: None,
+        };
+        mailer.send_in(language, TO, "Ada", kind).await.unwrap();
+        let mail = sink.wait_for_mail_to(TO, WAIT).await.unwrap();
+        let html = mail.html_body().unwrap();
+        assert!(html.contains("background:#aa3300"), "{language}: {html}");
+        assert!(html.contains("Acme Gate"), "{language}: {html}");
+        assert!(!html.contains("#1f6feb"), "{language}: {html}");
+    }
 }
