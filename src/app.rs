@@ -21,7 +21,7 @@ use crate::auth::totp::TwoFactor;
 use crate::backend::{Backend, BackendRuntime};
 use crate::config::{Config, MailUrl, redact_url};
 use crate::i18n::Catalogs;
-use crate::mail::Mailer;
+use crate::mail::{MailError, MailSite, Mailer};
 use crate::metrics::Metrics;
 use crate::passkeys::Passkeys;
 use crate::ratelimit::{self, RateLimiter};
@@ -193,11 +193,7 @@ impl App {
                     format!("opening sessions {}", redact_url(&config.sessions.url))
                 })?;
                 // The mailer's SMTP pool lives on this runtime too.
-                let mut mailer = Mailer::new(&config.mail, &config.server.public_url, &metrics)
-                    .context("setting up mail")?;
-                if let Some(prefix) = config.portal.enabled.then_some(&config.portal.path_prefix) {
-                    mailer = mailer.with_pages_prefix(prefix);
-                }
+                let mailer = configured_mailer(&config, &metrics).context("setting up mail")?;
                 let limiter = ratelimit::connect(&config.sessions, &metrics)
                     .await
                     .context("setting up rate limiting")?;
@@ -275,7 +271,8 @@ impl App {
         let mailer = Arc::new(
             self.mailer
                 .reconfigured(&config.mail)
-                .context("setting up mail")?,
+                .context("setting up mail")?
+                .with_site(mail_site(&config)),
         );
         let access = Arc::new(self.access.reconfigured(
             keys.clone(),
@@ -428,4 +425,22 @@ fn probe_dir(dir: &Path) -> Result<(), String> {
 
 fn flatten(result: Result<Result<(), String>, tokio::time::error::Elapsed>) -> Result<(), String> {
     result.unwrap_or_else(|_| Err("timed out".to_string()))
+}
+
+/// The mailer of `config`: links open the portal's pages when it is on, and mails carry
+/// `portal.title` and `portal.accent_color`.
+pub fn configured_mailer(config: &Config, metrics: &Metrics) -> Result<Mailer, MailError> {
+    let mut mailer = Mailer::new(&config.mail, &config.server.public_url, metrics)?;
+    if config.portal.enabled {
+        mailer = mailer.with_pages_prefix(&config.portal.path_prefix);
+    }
+    Ok(mailer.with_site(mail_site(config)))
+}
+
+/// The site mails speak for: `portal.title` and `portal.accent_color`.
+fn mail_site(config: &Config) -> MailSite {
+    MailSite {
+        title: config.portal.title.clone(),
+        accent: config.portal.accent_color.clone(),
+    }
 }

@@ -13,8 +13,9 @@ use http::HeaderName;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::domain::password::MIN_PASSWORD_FLOOR;
 use crate::domain::rate::deserialize_optional_rate;
-use crate::domain::{HumanDuration, RateSpec, Rgb};
+use crate::domain::{HumanDuration, PasswordPolicy, RateSpec, Rgb};
 
 mod identity_providers;
 mod registration;
@@ -615,17 +616,41 @@ impl Default for TokensConfig {
     }
 }
 
-/// `[passwords]`.
+/// `[passwords]`: hashing, and what a new password is held to (NIST SP 800-63B §3.1.1.2).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PasswordsConfig {
     /// bcrypt's cost factor, 4 to 31: each step doubles the work of a hash.
     pub bcrypt_cost: u32,
+    /// Fewest characters a new password has, 8 to 64 (default 10).
+    pub min_length: usize,
+    /// Whether a new password needs a lower-case and an upper-case letter, a digit and a
+    /// symbol (default `false`: SP 800-63B advises against composition rules).
+    pub require_classes: bool,
+    /// The strength estimate (zxcvbn's score, 0 to 4) a new password must reach (default 3).
+    pub min_score: u8,
 }
 
 impl Default for PasswordsConfig {
     fn default() -> Self {
-        Self { bcrypt_cost: 12 }
+        let policy = PasswordPolicy::default();
+        Self {
+            bcrypt_cost: 12,
+            min_length: policy.min_chars,
+            require_classes: policy.require_classes,
+            min_score: policy.min_score,
+        }
+    }
+}
+
+impl PasswordsConfig {
+    /// The policy every new password is admitted by.
+    pub fn policy(&self) -> PasswordPolicy {
+        PasswordPolicy {
+            min_chars: self.min_length,
+            require_classes: self.require_classes,
+            min_score: self.min_score,
+        }
     }
 }
 
@@ -1683,11 +1708,23 @@ impl TokensConfig {
 }
 
 impl PasswordsConfig {
-    /// Checks `passwords.bcrypt_cost` against bcrypt's range.
+    /// Checks `passwords.bcrypt_cost` against bcrypt's range, `min_length` against NIST's
+    /// floor and what 72 bytes hold, `min_score` against zxcvbn's scale.
     fn validate(&self) -> Result<(), Invalid> {
         if !(4..=31).contains(&self.bcrypt_cost) {
             let message = format!("{} is outside bcrypt's range 4..=31", self.bcrypt_cost);
             return Err(invalid("passwords.bcrypt_cost", message));
+        }
+        if !(MIN_PASSWORD_FLOOR..=64).contains(&self.min_length) {
+            let message = format!(
+                "{} is outside 8..=64 (NIST SP 800-63B's floor is 8; bcrypt reads 72 bytes)",
+                self.min_length
+            );
+            return Err(invalid("passwords.min_length", message));
+        }
+        if self.min_score > 4 {
+            let message = format!("{} is outside zxcvbn's scores 0..=4", self.min_score);
+            return Err(invalid("passwords.min_score", message));
         }
         Ok(())
     }
@@ -2888,6 +2925,41 @@ mod tests {
         assert_eq!(image_content_type("a.svg.txt"), None);
         load("[portal]\nlogo_file = \"/etc/logo.png\"\nfavicon_file = \"/etc/icon.ico\"\n")
             .expect("image files are read when the portal is built, not at load");
+    }
+
+    #[test]
+    fn the_password_policy_keys_are_read_and_checked() {
+        let policy = load("").unwrap().passwords.policy();
+        assert_eq!(policy, PasswordPolicy::default());
+        assert_eq!(
+            (policy.min_chars, policy.require_classes, policy.min_score),
+            (10, false, 3)
+        );
+        let read = load("[passwords]\nmin_length = 12\nrequire_classes = true\nmin_score = 4\n")
+            .unwrap()
+            .passwords
+            .policy();
+        assert_eq!(
+            (read.min_chars, read.require_classes, read.min_score),
+            (12, true, 4)
+        );
+        let refused = [
+            ("min_length = 7", "`passwords.min_length`"),
+            ("min_length = 65", "`passwords.min_length`"),
+            ("min_score = 5", "`passwords.min_score`"),
+            ("min_score = -1", "passwords.min_score"),
+            ("require_classes = \"yes\"", "passwords.require_classes"),
+            ("min_lenght = 10", "min_lenght"),
+        ];
+        for (line, key) in refused {
+            let text = load(&format!("[passwords]\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(text.contains(key), "{line}: {text}");
+        }
+        for line in ["min_length = 8", "min_length = 64", "min_score = 0"] {
+            assert!(load(&format!("[passwords]\n{line}\n")).is_ok(), "{line}");
+        }
     }
 
     #[test]

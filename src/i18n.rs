@@ -80,9 +80,20 @@ impl Catalog {
         self.texts.get(key).map_or(key, String::as_str)
     }
 
-    /// The translation of an API message, or the message itself.
-    pub fn message<'a>(&'a self, english: &'a str) -> &'a str {
-        self.messages.get(english).map_or(english, String::as_str)
+    /// The translation of an API message, or the message itself. A message with a number
+    /// in it (`Password must be at least 12 characters long.`) is also found under `{n}`
+    /// in the number's place, and its translation gets the number back.
+    pub fn message(&self, english: &str) -> String {
+        if let Some(text) = self.messages.get(english) {
+            return text.clone();
+        }
+        let Some((number, pattern)) = with_placeholder(english) else {
+            return english.to_owned();
+        };
+        match self.messages.get(&pattern) {
+            Some(text) => text.replace("{n}", number),
+            None => english.to_owned(),
+        }
     }
 
     /// The counted text `key` for `n`, `{n}` replaced: the key of `n`'s CLDR plural
@@ -265,6 +276,19 @@ impl Catalogs {
     }
 }
 
+/// The first run of digits in `text`, and `text` with `{n}` in its place.
+fn with_placeholder(text: &str) -> Option<(&str, String)> {
+    let start = text.find(|c: char| c.is_ascii_digit())?;
+    let len = text[start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len() - start);
+    let number = &text[start..start + len];
+    Some((
+        number,
+        format!("{}{{n}}{}", &text[..start], &text[start + len..]),
+    ))
+}
+
 /// `en`, `pt-br`: letters, then optional `-` subtags of letters and digits.
 fn is_language_tag(code: &str) -> bool {
     let mut parts = code.split('-');
@@ -363,6 +387,29 @@ mod tests {
         // A language CLDR does not know takes the `_other` form.
         assert_eq!(Plurals::of("x-unknown").suffix(1), "other");
         assert_eq!(Plurals::of("pt-br").suffix(1), "one");
+    }
+
+    #[test]
+    fn every_password_message_is_translated() {
+        use crate::domain::password::{Hint, PasswordRule};
+        let c = catalogs();
+        let ru = c.get("ru").unwrap();
+        let rules = PasswordRule::ALL.map(|r| r.message(12).into_owned());
+        let hints = Hint::ALL.map(|h| h.message().to_owned());
+        for english in rules.iter().chain(&hints) {
+            assert_ne!(&ru.message(english), english, "ru lacks {english:?}");
+            assert!(english.ends_with('.'), "{english:?}");
+        }
+    }
+
+    #[test]
+    fn a_message_with_a_number_is_found_by_its_pattern() {
+        let c = catalogs();
+        let ru = c.get("ru").unwrap();
+        let text = ru.message("Password must be at least 12 characters long.");
+        assert!(text.contains("12") && !text.contains("{n}"), "{text}");
+        assert_ne!(text, "Password must be at least 12 characters long.");
+        assert_eq!(ru.message("no such message 7"), "no such message 7");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use portcullis::app::App;
 use portcullis::auth::password::PasswordHasher;
 use portcullis::config::SessionBackend;
 use portcullis::config::{Config, ConfigSource};
-use portcullis::domain::{Email, Password, UserId};
+use portcullis::domain::{Email, NewPassword, UserId};
 use portcullis::gateway::reload::Source;
 use portcullis::mail::{MailKind, Mailer};
 use portcullis::store::StoreError;
@@ -416,7 +416,7 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
                 roles,
                 password_stdin,
             } => {
-                let password = initial_password(config, password_stdin).await?;
+                let password = initial_password(config, &[&email], password_stdin).await?;
                 UserCommand::Create {
                     email,
                     roles,
@@ -468,9 +468,13 @@ fn audit(config: &Config, query: AuditQuery) -> anyhow::Result<()> {
     })
 }
 
-/// The password of `user create`: read from standard input, held to the password policy
-/// and hashed; or, without `--password-stdin`, the hash of a secret nobody holds.
-async fn initial_password(config: &Config, from_stdin: bool) -> anyhow::Result<InitialPassword> {
+/// The password of `user create` and `user set-password`: read from standard input, held
+/// to the password policy (`user_inputs`: the account's address and names) and hashed; or, without `--password-stdin`, the hash of a secret nobody holds.
+async fn initial_password(
+    config: &Config,
+    user_inputs: &[&str],
+    from_stdin: bool,
+) -> anyhow::Result<InitialPassword> {
     let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)?;
     if !from_stdin {
         return Ok(InitialPassword::Unusable(
@@ -486,8 +490,11 @@ async fn initial_password(config: &Config, from_stdin: bool) -> anyhow::Result<I
     if line.contains('\n') {
         anyhow::bail!("standard input must hold the password alone, on one line");
     }
-    let password = Password::parse(line.to_owned())
-        .map_err(|e| anyhow::anyhow!("the password: {}", e.messages().join("; ")))?;
+    let password = config
+        .passwords
+        .policy()
+        .admit(NewPassword::new(line.to_owned()), user_inputs)
+        .map_err(|e| anyhow::anyhow!("the password: {e}"))?;
     Ok(InitialPassword::Chosen(
         hasher.hash(password.expose()).await?,
     ))
@@ -571,7 +578,8 @@ async fn set_password(
     email: &str,
 ) -> anyhow::Result<()> {
     let user = find_user(store, email).await?;
-    let InitialPassword::Chosen(hash) = initial_password(config, true).await? else {
+    let inputs = [user.email.as_str(), &user.first_name, &user.last_name];
+    let InitialPassword::Chosen(hash) = initial_password(config, &inputs, true).await? else {
         anyhow::bail!("no password was read");
     };
     portcullis::store::admin::set_password(
@@ -613,16 +621,8 @@ async fn send_reset(
 
 /// The mailer of the operator commands that mail (links to the portal's pages).
 fn operator_mailer(config: &Config) -> anyhow::Result<Mailer> {
-    let mailer = Mailer::new(
-        &config.mail,
-        config.server.public_url.as_str(),
-        &portcullis::metrics::Metrics::new(),
-    )?;
-    Ok(if config.portal.enabled {
-        mailer.with_pages_prefix(&config.portal.path_prefix)
-    } else {
-        mailer
-    })
+    let metrics = portcullis::metrics::Metrics::new();
+    Ok(portcullis::app::configured_mailer(config, &metrics)?)
 }
 
 /// `user sessions`: the account's live sessions, from the shared session backend.

@@ -16,7 +16,7 @@ use super::federation::LinkedView;
 use super::lockout;
 use super::proof::{Failed, SecondFactor};
 use super::{AccountError, Accounts, Client};
-use crate::domain::{Email, Password, UserId};
+use crate::domain::{Email, NewPassword, UserId};
 use crate::session::{Session, SessionId};
 use crate::store::admin::{
     By, InitialPassword, create_vouched, delete_account, end_sessions, grant_role_to,
@@ -234,7 +234,7 @@ impl Accounts {
                 guess.released(self).await?;
                 return Err(self.second_step(user, None, false).await);
             }
-            Err(Failed::Wrong) => {
+            Err(Failed::Wrong | Failed::Replayed) => {
                 guess.failed(self, client, "wrong_second_factor").await;
                 return Err(self.second_step(user, None, true).await);
             }
@@ -298,10 +298,13 @@ impl Accounts {
         admin: &Administrator,
         email: Email,
         roles: &[String],
-        password: Option<Password>,
+        password: Option<NewPassword>,
         client: &Client<'_>,
     ) -> Result<User, AccountError> {
         check_roles(roles)?;
+        let password = password
+            .map(|typed| self.admit_password("password", typed, &[email.as_str()]))
+            .transpose()?;
         let initial = match &password {
             Some(p) => InitialPassword::Chosen(self.hasher.hash(p.expose()).await?),
             None => InitialPassword::Unusable(self.hasher.hash_of_unknown_secret().await?),

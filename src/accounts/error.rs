@@ -63,6 +63,10 @@ pub enum AccountError {
     /// 401 `invalid_credentials`: the second factor of a pending sign-in was wrong (counted
     /// against the lockout); a fresh step to try again. Login metric `failure`.
     WrongSecondFactor(Box<SecondStep>),
+    /// 401 `code_replayed`: a right TOTP code of a step already used (counted against the
+    /// lockout like a wrong one); with a fresh step when a page's sign-in is pending.
+    /// Login metric `failure`.
+    CodeReplayed(Option<Box<SecondStep>>),
     /// 400 `sign_in_expired`: no such pending sign-in (expired, used, never held).
     PendingExpired,
     /// 404 `session_not_found`: no such session of this account.
@@ -100,6 +104,9 @@ pub enum AccountError {
     PasskeyInvalid,
     /// 409 `passkey_already_registered`: that credential is someone's passkey already.
     PasskeyAlreadyRegistered,
+    /// 409 `passkey_name_taken` naming the field `name`: another passkey of the account has
+    /// this name (in any case, once trimmed).
+    PasskeyNameTaken,
     /// 404 `passkey_not_found`: no such passkey of this account.
     PasskeyNotFound,
     /// The account lacks the admin role (`admin.role`).
@@ -150,9 +157,10 @@ impl AccountError {
     /// if any (failures of a backend are not sign-in results).
     pub fn login_metric(&self) -> Option<&'static str> {
         Some(match self {
-            Self::InvalidCredentials | Self::PasskeyRefused | Self::WrongSecondFactor(_) => {
-                "failure"
-            }
+            Self::InvalidCredentials
+            | Self::PasskeyRefused
+            | Self::WrongSecondFactor(_)
+            | Self::CodeReplayed(_) => "failure",
             Self::Locked => "locked",
             Self::Deactivated => "deactivated",
             Self::SecondFactorRequired(_) => "two_factor_required",
@@ -176,6 +184,7 @@ impl AccountError {
     pub fn catalogue_key(&self) -> &'static str {
         match self {
             Self::InvalidCredentials | Self::WrongSecondFactor(_) => "invalid_credentials",
+            Self::CodeReplayed(_) => "code_replayed",
             Self::PendingExpired => "sign_in_expired",
             Self::SessionNotFound => "session_not_found",
             Self::AccountNotFound => "not_found",
@@ -196,6 +205,7 @@ impl AccountError {
             Self::InvalidAccountName => "invalid_account_name",
             Self::PasskeyInvalid => "passkey_invalid",
             Self::PasskeyAlreadyRegistered => "passkey_already_registered",
+            Self::PasskeyNameTaken => "passkey_name_taken",
             Self::PasskeyNotFound => "passkey_not_found",
             Self::NotAdministrator => "forbidden",
             Self::StepUpRequired => "step_up_required",
@@ -247,6 +257,7 @@ impl AccountError {
             Self::InvalidCredentials | Self::WrongSecondFactor(_) => {
                 (S::UNAUTHORIZED, "Invalid email or password")
             }
+            Self::CodeReplayed(_) => (S::UNAUTHORIZED, super::proof::CODE_REPLAYED),
             Self::Locked => (
                 S::LOCKED,
                 "Account is temporarily locked after too many failed attempts; try again later",
@@ -317,6 +328,7 @@ impl From<AccountError> for Reply {
                 Reply::error(StatusCode::FORBIDDEN, "email_not_verified", message)
             }
             AccountError::RegistrationRefused(refusal) => registration_refused(refusal),
+            AccountError::PasskeyNameTaken => passkey_name_taken(),
             AccountError::Field { field, message } => {
                 Reply::validation(&[FieldError::new(field, message)])
             }
@@ -331,6 +343,22 @@ impl From<AccountError> for Reply {
             },
         }
     }
+}
+
+/// What the field `name` is told when another passkey of the account has that name.
+pub const PASSKEY_NAME_TAKEN: &str = "You already have a passkey with this name; choose another.";
+
+/// 409 `passkey_name_taken`, its `errors` naming the field `name`.
+fn passkey_name_taken() -> Reply {
+    let mut response = Reply::error(
+        StatusCode::CONFLICT,
+        "passkey_name_taken",
+        PASSKEY_NAME_TAKEN,
+    );
+    if let crate::reply::Body::Json(body) = &mut response.body {
+        body["errors"] = json!([{"field": "name", "message": PASSKEY_NAME_TAKEN}]);
+    }
+    response
 }
 
 /// 403 `registration_closed` or `invitation_required`: what the caller can do instead.

@@ -4,7 +4,7 @@
 //! fault (`AccountError::Invalid`), with the same field names and messages either way.
 
 use super::AccountError;
-use crate::domain::{Email, Password};
+use crate::domain::{Email, NewPassword, Password, PasswordPolicy};
 use crate::reply::FieldError;
 
 /// Longest first or last name accepted, in characters.
@@ -71,16 +71,11 @@ impl FieldErrors {
             .ok()
     }
 
-    /// A required new password, held to the password policy; every rule it breaks is named.
-    pub fn new_password(&mut self, field: &str, value: &str) -> Option<Password> {
-        let value = self.required_raw(field, value)?;
-        Password::parse(value.to_owned())
-            .map_err(|e| {
-                for message in e.messages() {
-                    self.reject(field, message);
-                }
-            })
-            .ok()
+    /// A required new password, exactly as typed: the core holds it to the policy
+    /// ([`admit_password`]), knowing the account it is for.
+    pub fn new_password(&mut self, field: &str, value: &str) -> Option<NewPassword> {
+        self.required_raw(field, value)
+            .map(|value| NewPassword::new(value.to_owned()))
     }
 
     /// A password as typed, to be checked against the stored hash (no policy: a guess).
@@ -168,6 +163,35 @@ fn is_invisible_format(c: char) -> bool {
         | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
+/// A new password held to `policy`, with the account's address and names as words an
+/// attacker knows: the one door from what was typed to a [`Password`] that may be hashed.
+/// `Invalid` names `field` once per broken rule and per hint of the estimator.
+pub fn admit_password(
+    policy: &PasswordPolicy,
+    field: &str,
+    typed: NewPassword,
+    user_inputs: &[&str],
+) -> Result<Password, AccountError> {
+    let mut inputs: Vec<&str> = user_inputs
+        .iter()
+        .copied()
+        .filter(|s| !s.is_empty())
+        .collect();
+    // The address's local part alone is a word an attacker knows too.
+    inputs.extend(
+        user_inputs
+            .iter()
+            .filter_map(|s| s.split_once('@').map(|(local, _)| local)),
+    );
+    policy.admit(typed, &inputs).map_err(|e| {
+        let mut found = FieldErrors::default();
+        for message in e.messages() {
+            found.reject(field, message);
+        }
+        AccountError::Invalid(found.into_vec())
+    })
+}
+
 /// A registration as typed: each field's raw text (`""` when absent).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Registration<'a> {
@@ -185,12 +209,15 @@ pub struct Registration<'a> {
 pub struct NewAccount {
     /// The address, normalised.
     pub email: Email,
-    /// The password, held to the policy.
-    pub password: Password,
+    /// The password as typed, held to the policy by the core.
+    pub password: NewPassword,
     /// The first name, trimmed.
     pub first_name: String,
     /// The last name, trimmed.
     pub last_name: String,
+    /// Where the portal's sign-in leads after the mailed link, carried in it (set by the
+    /// portal, after its own `return_to` rule; `None` from the API).
+    pub return_to: Option<String>,
 }
 
 impl Registration<'_> {
@@ -213,6 +240,7 @@ impl Registration<'_> {
             password,
             first_name,
             last_name,
+            return_to: None,
         })
     }
 }
@@ -235,8 +263,8 @@ pub struct InvitationForm<'a> {
 pub struct InvitedAccount {
     /// The address the caller named, normalised, if any: it must be the invitation's.
     pub email: Option<Email>,
-    /// The password, held to the policy.
-    pub password: Password,
+    /// The password as typed, held to the policy by the core.
+    pub password: NewPassword,
     /// The first name, trimmed.
     pub first_name: String,
     /// The last name, trimmed.
@@ -330,12 +358,15 @@ pub struct ResetForm<'a> {
 impl<'a> ResetForm<'a> {
     /// The token (trimmed; its shape is checked by `Accounts::reset_password`) and the new
     /// password, or `Invalid` naming every field at fault.
-    pub fn parse(self) -> Result<(&'a str, Password), AccountError> {
+    pub fn parse(self) -> Result<(&'a str, NewPassword), AccountError> {
         self.parse_after(FieldErrors::default())
     }
 
     /// As [`parse`](Self::parse), after the way in's own reading found `found`.
-    pub fn parse_after(self, mut found: FieldErrors) -> Result<(&'a str, Password), AccountError> {
+    pub fn parse_after(
+        self,
+        mut found: FieldErrors,
+    ) -> Result<(&'a str, NewPassword), AccountError> {
         let token = found.required("token", self.token);
         let password = found.new_password("password", self.password);
         found.finish_with(token.zip(password))
@@ -354,12 +385,15 @@ pub struct PasswordChange<'a> {
 impl PasswordChange<'_> {
     /// The current password (unchecked until the step-up) and the new one, or `Invalid`
     /// naming every field at fault.
-    pub fn parse(self) -> Result<(String, Password), AccountError> {
+    pub fn parse(self) -> Result<(String, NewPassword), AccountError> {
         self.parse_after(FieldErrors::default())
     }
 
     /// As [`parse`](Self::parse), after the way in's own reading found `found`.
-    pub fn parse_after(self, mut found: FieldErrors) -> Result<(String, Password), AccountError> {
+    pub fn parse_after(
+        self,
+        mut found: FieldErrors,
+    ) -> Result<(String, NewPassword), AccountError> {
         let current = found.password("current_password", self.current_password);
         let new = found.new_password("new_password", self.new_password);
         found.finish_with(current.zip(new))
@@ -400,7 +434,7 @@ mod tests {
         let found = fields(
             Registration {
                 email: "not-an-email",
-                password: "short",
+                password: "",
                 first_name: " ",
                 last_name: "a\u{200B}b",
             }
@@ -410,6 +444,35 @@ mod tests {
         assert!(names.starts_with(&["email", "password"]), "{found:?}");
         assert!(names.ends_with(&["first_name", "last_name"]), "{found:?}");
         assert!(found.contains(&("first_name".into(), "is required".into())));
+    }
+
+    #[test]
+    fn a_weak_new_password_names_its_field_once_per_rule_and_hint() {
+        let policy = PasswordPolicy::default();
+        let typed = |s: &str| NewPassword::new(s.to_owned());
+        let weak = fields(admit_password(
+            &policy,
+            "new_password",
+            typed("password123"),
+            &[],
+        ));
+        assert!(weak.len() > 1, "{weak:?}");
+        assert!(weak.iter().all(|(f, _)| f == "new_password"), "{weak:?}");
+        assert_eq!(weak[0].1, "Password is too easy to guess.");
+        let own = admit_password(
+            &policy,
+            "password",
+            typed("lovelace1815"),
+            &["lovelace1815@example.org"],
+        );
+        assert!(!fields(own).is_empty(), "the address's local part is known");
+        let fine = admit_password(
+            &policy,
+            "password",
+            typed("correct horse battery staple"),
+            &[],
+        );
+        assert!(fine.is_ok());
     }
 
     #[test]

@@ -162,7 +162,13 @@ impl Accounts {
                 message: "The invitation is for another address",
             });
         }
-        let password_hash = self.hasher.hash(account.password.expose()).await?;
+        let inputs = [
+            invitation.email.as_str(),
+            &account.first_name,
+            &account.last_name,
+        ];
+        let password = self.admit_password("password", account.password, &inputs)?;
+        let password_hash = self.hasher.hash(password.expose()).await?;
         let new = NewUser {
             email: invitation.email,
             password_hash,

@@ -87,7 +87,7 @@ use crate::auth::secrets::{
 use crate::auth::totp::TwoFactor;
 use crate::backend::Backend;
 use crate::config::Config;
-use crate::domain::{Email, email};
+use crate::domain::{Email, NewPassword, Password, email};
 use crate::mail::{MailKind, Mailer};
 use crate::metrics::Metrics;
 use crate::passkeys::Passkeys;
@@ -339,6 +339,10 @@ impl Accounts {
                 guess.failed(self, client, "wrong_two_factor_code").await;
                 return Err(AccountError::InvalidCredentials);
             }
+            Err(proof::Failed::Replayed) => {
+                guess.failed(self, client, "replayed_two_factor_code").await;
+                return Err(AccountError::CodeReplayed(None));
+            }
             Err(proof::Failed::Backend(e)) => return Err(guess.unchecked(self, e).await),
         };
         guess.succeeded(self).await?;
@@ -495,6 +499,18 @@ impl Accounts {
                 self.config.tokens.access_ttl.get(),
             )
             .map_err(|e| AccountError::internal("signing an access token", &e))
+    }
+
+    /// `typed` held to `[passwords]`, with the account's address and names as known words
+    /// (`fields::admit_password`); `Invalid` naming `field`.
+    fn admit_password(
+        &self,
+        field: &str,
+        typed: NewPassword,
+        user_inputs: &[&str],
+    ) -> Result<Password, AccountError> {
+        let policy = self.config.passwords.policy();
+        fields::admit_password(&policy, field, typed, user_inputs)
     }
 
     /// The language of a mail to `user`: the one they registered in, else the client's.

@@ -70,6 +70,12 @@ impl PasskeyName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether two names are one to the account's owner: equal once trimmed (as parsed)
+    /// and put in lower case.
+    pub fn same_as(&self, other: &str) -> bool {
+        self.0.to_lowercase() == other.trim().to_lowercase()
+    }
 }
 
 /// The options of a passkey registration: the ceremony to finish and what
@@ -521,6 +527,8 @@ impl Accounts {
     ) -> Result<StoredPasskey, AccountError> {
         let rp = self.relying_party()?;
         verified_for_passkeys(user)?;
+        // Before the ceremony is spent: another name can be tried with the same answer.
+        self.passkey_name_is_free(user, None, &input.name).await?;
         let state = match self
             .passkeys
             .finish(&*self.sessions, &input.ceremony)
@@ -565,6 +573,24 @@ impl Accounts {
         Ok(stored)
     }
 
+    /// `PasskeyNameTaken` when another of `user`'s passkeys (not `except`) has `name`
+    /// (the portal asks before the authenticator is, the core again on add and rename).
+    pub async fn passkey_name_is_free(
+        &self,
+        user: &User,
+        except: Option<PasskeyId>,
+        name: &PasskeyName,
+    ) -> Result<(), AccountError> {
+        let keys = self.store.list_passkeys(user.id).await?;
+        let taken = keys
+            .iter()
+            .any(|k| Some(k.id) != except && name.same_as(&k.name));
+        match taken {
+            true => Err(AccountError::PasskeyNameTaken),
+            false => Ok(()),
+        }
+    }
+
     /// Renames one of `user`'s passkeys; answers it as now stored.
     ///
     /// Errors: `PasskeyNotFound` (none of theirs has that id), backend failures.
@@ -574,6 +600,7 @@ impl Accounts {
         id: PasskeyId,
         name: &PasskeyName,
     ) -> Result<StoredPasskey, AccountError> {
+        self.passkey_name_is_free(user, Some(id), name).await?;
         if !self
             .store
             .rename_passkey(user.id, id, name.as_str())

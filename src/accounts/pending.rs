@@ -139,6 +139,17 @@ impl Accounts {
                 guess.failed(self, client, "wrong_two_factor_code").await;
                 return Err(self.second_step(&user, Some(remember_me), true).await);
             }
+            Err(Failed::Replayed) => {
+                guess.failed(self, client, "replayed_two_factor_code").await;
+                return Err(
+                    match self.second_step(&user, Some(remember_me), true).await {
+                        AccountError::WrongSecondFactor(step) => {
+                            AccountError::CodeReplayed(Some(step))
+                        }
+                        other => other,
+                    },
+                );
+            }
             Err(Failed::Backend(e)) => return Err(guess.unchecked(self, e).await),
         };
         guess.succeeded(self).await?;

@@ -3,7 +3,7 @@
 
 use super::fields::NewNames;
 use super::{AccountError, Accounts, Client, StepUp};
-use crate::domain::{Password, UserId};
+use crate::domain::{NewPassword, UserId};
 use crate::mail::MailKind;
 use crate::session::SessionId;
 use crate::store::{AuditKind, AuditOutcome, User};
@@ -47,9 +47,11 @@ impl Accounts {
         user: &User,
         keep: &SessionId,
         proof: StepUp<'_>,
-        new: &Password,
+        new: NewPassword,
         client: &Client<'_>,
     ) -> Result<usize, AccountError> {
+        let inputs = [user.email.as_str(), &user.first_name, &user.last_name];
+        let new = self.admit_password("new_password", new, &inputs)?;
         if let Err(e) = self.step_up(user, proof, client).await {
             tracing::warn!(target: SECURITY, event = "password_change_refused", user_id = %user.id);
             return Err(e);

@@ -38,6 +38,10 @@ pub(super) enum Failed {
     Required,
     /// One was sent and is wrong, used or stale: counts as a failed attempt.
     Wrong,
+    /// A right TOTP code whose step was used already (a replay): counts as a failed
+    /// attempt, as before, but the user is told to wait for the next code. Only a right
+    /// code can be found replayed, so saying so tells nothing about a guess.
+    Replayed,
     /// A backend could not be asked, or the stored secret cannot be opened.
     Backend(AccountError),
 }
@@ -47,6 +51,9 @@ impl From<AccountError> for Failed {
         Self::Backend(e)
     }
 }
+
+/// What a user is told of a right TOTP code already used in its step.
+pub(super) const CODE_REPLAYED: &str = "This code was just used; wait for the next one.";
 
 fn now_unix() -> u64 {
     SystemTime::now()
@@ -147,7 +154,7 @@ impl Accounts {
                 return Ok(true);
             }
             tracing::warn!(target: SECURITY, event = "totp_replay_refused", user_id = %user.id);
-            return Err(Failed::Wrong);
+            return Err(Failed::Replayed);
         }
         if looks_like_recovery_code(code) {
             let hash = hash_recovery_code(user.id, code);
@@ -199,6 +206,11 @@ impl Accounts {
                 Err(Failed::Wrong) => {
                     guess.failed(self, client, "wrong_two_factor_code").await;
                     let message = "is not a current code or an unused recovery code";
+                    return Err(AccountError::Field { field, message });
+                }
+                Err(Failed::Replayed) => {
+                    guess.failed(self, client, "replayed_two_factor_code").await;
+                    let message = CODE_REPLAYED;
                     return Err(AccountError::Field { field, message });
                 }
                 Err(Failed::Backend(e)) => return Err(guess.unchecked(self, e).await),

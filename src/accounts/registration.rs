@@ -11,7 +11,7 @@ use super::fields::NewAccount;
 use super::{AccountError, Accounts, Client};
 use crate::auth::secrets::{is_token_shaped, random_token, sha256_hex};
 use crate::config::Refusal;
-use crate::domain::{Email, Password, UserId};
+use crate::domain::{Email, NewPassword, Password, UserId};
 use crate::mail::{MailKind, Mailer};
 use crate::store::{
     Actor, AuditKind, AuditOutcome, NewAuditEvent, NewToken, NewUser, StoreError, TokenKind, User,
@@ -53,7 +53,13 @@ impl Accounts {
         self.registration_open(client)?;
         let admitted = self.config.registration.admits(&account.email);
         admitted.map_err(|refusal| self.registration_refused(refusal, client))?;
-        let password_hash = self.hasher.hash(account.password.expose()).await?;
+        let inputs = [
+            account.email.as_str(),
+            &account.first_name,
+            &account.last_name,
+        ];
+        let password = self.admit_password("password", account.password, &inputs)?;
+        let password_hash = self.hasher.hash(password.expose()).await?;
         let (token, stored) = new_token(TokenKind::EmailVerification, VERIFICATION_TTL);
         let new = NewUser {
             email: account.email.clone(),
@@ -78,7 +84,7 @@ impl Accounts {
             AuditOutcome::Success,
             "",
         );
-        self.mail_verification(&user, token, client);
+        self.mail_verification(&user, token, account.return_to, client);
         Ok(user)
     }
 
@@ -122,12 +128,18 @@ impl Accounts {
             VERIFICATION_TTL,
         )
         .await?;
-        self.mail_verification(user, token, client);
+        self.mail_verification(user, token, None, client);
         Ok(())
     }
 
     /// Mails the verification link `token` to `user`, in the background.
-    fn mail_verification(&self, user: &User, token: String, client: &Client<'_>) {
+    fn mail_verification(
+        &self,
+        user: &User,
+        token: String,
+        return_to: Option<String>,
+        client: &Client<'_>,
+    ) {
         self.mailer.send_in_background_in(
             self.mail_language(user, client),
             user.email.as_str(),
@@ -135,6 +147,7 @@ impl Accounts {
             MailKind::Verification {
                 token,
                 expires_in: VERIFICATION_TTL,
+                return_to,
             },
         );
     }
@@ -204,12 +217,13 @@ impl Accounts {
     pub async fn reset_password(
         &self,
         token: &str,
-        new: &Password,
+        new: NewPassword,
         client: &Client<'_>,
     ) -> Result<usize, AccountError> {
         if !is_token_shaped(token) {
             return Err(AccountError::InvalidLink);
         }
+        let new = self.admit_for_reset(token, new).await?;
         // The token is checked (and spent) before bcrypt runs, so requests without a valid
         // token cost no hashing: they cannot be used to slow everyone's logins down.
         // Should hashing then fail (503), the user asks for a new link.
@@ -242,6 +256,29 @@ impl Accounts {
             );
         }
         Ok(ended)
+    }
+}
+
+impl Accounts {
+    /// A reset's new password held to the policy with its account's address and names,
+    /// before the link is spent (a refused password leaves the link usable).
+    async fn admit_for_reset(
+        &self,
+        token: &str,
+        new: NewPassword,
+    ) -> Result<Password, AccountError> {
+        let owner = self
+            .store
+            .token_owner(TokenKind::PasswordReset, &sha256_hex(token))
+            .await?
+            .ok_or(AccountError::InvalidLink)?;
+        let user = self
+            .store
+            .find_by_id(owner)
+            .await?
+            .ok_or(AccountError::InvalidLink)?;
+        let inputs = [user.email.as_str(), &user.first_name, &user.last_name];
+        self.admit_password("password", new, &inputs)
     }
 }
 

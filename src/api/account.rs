@@ -145,7 +145,7 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> Result<Reply, Re
     let (token, password) = form.parse_after(f.found())?;
     let client = super::client(app, request);
     app.accounts
-        .reset_password(token, &password, &client)
+        .reset_password(token, password, &client)
         .await?;
     Ok(Reply::ok(
         StatusCode::OK,

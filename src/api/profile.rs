@@ -54,7 +54,7 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, R
     let client = super::client(app, request);
     let (user, keep) = (&caller.user, &caller.session.id);
     app.accounts
-        .change_password(user, keep, proof, &new, &client)
+        .change_password(user, keep, proof, new, &client)
         .await?;
     Ok(Reply::ok(
         StatusCode::OK,

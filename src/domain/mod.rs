@@ -15,5 +15,7 @@ pub use colour::Rgb;
 pub use duration::HumanDuration;
 pub use email::{Email, EmailError};
 pub use ids::{InvalidPasskeyId, InvalidUserId, PasskeyId, UserId};
-pub use password::{Password, PasswordPolicyError, PasswordRule};
+pub use password::{
+    Hint, NewPassword, Password, PasswordPolicy, PasswordPolicyError, PasswordRule,
+};
 pub use rate::RateSpec;

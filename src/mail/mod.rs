@@ -40,6 +40,24 @@ pub const RESET_PASSWORD_PATH: &str = "/reset-password";
 /// their password.
 pub const INVITATION_PATH: &str = "/invitation";
 
+/// The site mails speak for: `portal.title` and `portal.accent_color`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailSite {
+    /// The site's name, in every mail's footer.
+    pub title: String,
+    /// The colour of a mail's button (a CSS colour, checked at load).
+    pub accent: String,
+}
+
+impl Default for MailSite {
+    fn default() -> Self {
+        Self {
+            title: "Portcullis".to_owned(),
+            accent: "#1d4ed8".to_owned(),
+        }
+    }
+}
+
 /// Why a mail could not be set up, rendered or delivered. No variant carries a token or link.
 #[derive(Debug, thiserror::Error)]
 pub enum MailError {
@@ -109,6 +127,9 @@ pub enum MailKind {
         token: String,
         /// How long the token is accepted.
         expires_in: Duration,
+        /// Where the portal's sign-in leads once the address is proven (a target the
+        /// portal already held to its `return_to` rule; it checks it again on the page).
+        return_to: Option<String>,
     },
     /// Lets the user choose a new password.
     PasswordReset {
@@ -212,6 +233,7 @@ impl MailKind {
             Self::Verification {
                 token: "sample-token".into(),
                 expires_in: Duration::from_secs(24 * 3600),
+                return_to: Some("/app".into()),
             },
             Self::PasswordReset {
                 token: "sample-token".into(),
@@ -246,6 +268,8 @@ pub struct Mailer {
     public_url: String,
     /// Where the pages that mailed links open live: `public_url` plus the portal's prefix.
     pages_url: String,
+    /// The site's title and accent colour, for footers and buttons.
+    site: MailSite,
     templates: Templates,
     transport: Arc<dyn MailTransport>,
     backend: Backend,
@@ -289,6 +313,7 @@ impl Mailer {
             from,
             public_url: public_url.trim_end_matches('/').to_owned(),
             pages_url: public_url.trim_end_matches('/').to_owned(),
+            site: MailSite::default(),
             templates,
             transport,
             backend,
@@ -314,6 +339,7 @@ impl Mailer {
             login_notifications: config.login_notifications,
             sent: self.sent.clone(),
             failed: self.failed.clone(),
+            site: self.site.clone(),
         })
     }
 
@@ -329,6 +355,12 @@ impl Mailer {
     /// rather than directly under `server.public_url`.
     pub fn with_pages_prefix(mut self, prefix: &str) -> Self {
         self.pages_url = format!("{}{}", self.public_url, prefix.trim_end_matches('/'));
+        self
+    }
+
+    /// Mails carry `site`'s title in their footers and its accent colour on their buttons.
+    pub fn with_site(mut self, site: MailSite) -> Self {
+        self.site = site;
         self
     }
 
@@ -418,8 +450,7 @@ impl Mailer {
         mail: &MailKind,
     ) -> Result<(), MailError> {
         let context = template_context(
-            &self.public_url,
-            &self.pages_url,
+            (&self.site, &self.public_url, &self.pages_url),
             to,
             first_name,
             mail,
@@ -520,10 +551,10 @@ fn link(public_url: &str, path: &str, token: &str) -> String {
 }
 
 /// The variables a template of `mail`'s kind sees (documented in `config/templates/README.md`).
-/// Links point below `pages_url`.
+/// The sender is the site (its title and accent), `public_url`, and `pages_url`, below
+/// which links point.
 pub(crate) fn template_context(
-    public_url: &str,
-    pages_url: &str,
+    (site, public_url, pages_url): (&MailSite, &str, &str),
     email: &str,
     first_name: &str,
     mail: &MailKind,
@@ -533,15 +564,24 @@ pub(crate) fn template_context(
     let mut vars: BTreeMap<&'static str, Value> = BTreeMap::from([
         ("first_name", Value::from(first_name)),
         ("email", Value::from(email)),
+        ("site_title", Value::from(site.title.as_str())),
+        ("accent", Value::from(site.accent.as_str())),
         ("public_url", Value::from(public_url)),
         ("time", Value::from(format_time(now))),
     ]);
     match mail {
-        MailKind::Verification { token, expires_in } => {
-            vars.insert(
-                "link",
-                Value::from(link(pages_url, VERIFY_EMAIL_PATH, token)),
-            );
+        MailKind::Verification {
+            token,
+            expires_in,
+            return_to,
+        } => {
+            let mut href = link(pages_url, VERIFY_EMAIL_PATH, token);
+            if let Some(target) = return_to {
+                let target: String =
+                    url::form_urlencoded::byte_serialize(target.as_bytes()).collect();
+                href = format!("{href}&return_to={target}");
+            }
+            vars.insert("link", Value::from(href));
             vars.insert(
                 "expires_in",
                 Value::from(human_duration_in(*expires_in, language)),

@@ -298,8 +298,11 @@ impl Templates {
         for language in std::iter::once("en").chain(LANGUAGES.iter().copied()) {
             for sample in MailKind::samples() {
                 let context = super::template_context(
-                    "https://portcullis.example",
-                    "https://portcullis.example/auth",
+                    (
+                        &super::MailSite::default(),
+                        "https://portcullis.example",
+                        "https://portcullis.example/auth",
+                    ),
                     "user@example.com",
                     "Ada",
                     &sample,
@@ -415,8 +418,11 @@ mod tests {
 
     fn context(first_name: &str) -> Value {
         super::super::template_context(
-            "https://auth.example.com",
-            "https://auth.example.com",
+            (
+                &super::super::MailSite::default(),
+                "https://auth.example.com",
+                "https://auth.example.com",
+            ),
             "ada@example.com",
             first_name,
             &MailKind::PasswordChanged,

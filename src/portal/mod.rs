@@ -81,9 +81,9 @@ pub async fn dispatch(app: &App, portal: &Portal, request: ApiRequest) -> Page {
         let mut v = Visit::new(app, portal, &request);
         return v.method_not_allowed("GET, HEAD");
     }
-    if sub == "/passkeys.js" && portal.passkeys_enabled {
+    if let Some(script) = portal.script_page(&sub) {
         if is_get {
-            return portal.script_page();
+            return script;
         }
         let mut v = Visit::new(app, portal, &request);
         return v.method_not_allowed("GET, HEAD");
@@ -704,6 +704,7 @@ impl<'a> Visit<'a> {
 fn error_key(response: &Reply) -> &'static str {
     match response.body_json()["code"].as_str().unwrap_or("") {
         "invalid_credentials" => "error_invalid_credentials",
+        "code_replayed" => "error_code_replayed",
         "account_locked" => "error_locked",
         "account_deactivated" => "error_deactivated",
         "registration_closed" => "error_registration_closed",

@@ -13,6 +13,7 @@ use minijinja::Value;
 use serde_json::json;
 
 use super::{Feedback, Form, Page, Visit, to_value};
+use crate::accounts::NewAccount;
 use crate::accounts::fields::FieldErrors;
 use crate::accounts::{
     AccountError, PasswordChange, PendingId, ProfileChange, Registration, ResetForm, SecondFactor,
@@ -108,12 +109,18 @@ pub(super) async fn get(v: &mut Visit<'_>, sub: &str) -> Page {
         "/verify-email" => match v.query("token").filter(|t| is_token_shaped(t)) {
             Some(token) => {
                 let token = token.to_owned();
+                let return_to = v
+                    .query("return_to")
+                    .and_then(|r| v.portal.safe_return_to(r));
                 v.render(
                     "verify_email.html",
                     StatusCode::OK,
                     "verify_email_title",
                     Feedback::default(),
-                    vec![("token", Value::from(token))],
+                    vec![
+                        ("token", Value::from(token)),
+                        ("return_to", Value::from(return_to)),
+                    ],
                 )
             }
             None => link_invalid(v),
@@ -355,6 +362,12 @@ async fn login(v: &mut Visit<'_>, form: Form) -> Page {
             }
             render_two_factor(v, StatusCode::UNAUTHORIZED, feedback, return_to, *step)
         }
+        Err(AccountError::CodeReplayed(Some(step))) => {
+            let mut feedback = Feedback::default();
+            let replayed = vec![v.t("error_code_replayed")];
+            feedback.errors.insert("two_factor_code".into(), replayed);
+            render_two_factor(v, StatusCode::UNAUTHORIZED, feedback, return_to, *step)
+        }
         Err(AccountError::PendingExpired) => {
             let feedback = Feedback {
                 form_error: Some(v.t("error_ticket")),
@@ -420,7 +433,14 @@ async fn register(v: &mut Visit<'_>, form: Form) -> Page {
         .map(drop);
     let registered = match v.limited(limit) {
         Ok(()) => match registration(&form).parse() {
-            Ok(account) => app.accounts.register(account, &v.client()).await.map(drop),
+            Ok(account) => {
+                let return_to = return_to.clone();
+                let account = NewAccount {
+                    return_to,
+                    ..account
+                };
+                app.accounts.register(account, &v.client()).await.map(drop)
+            }
             Err(invalid) => Err(invalid),
         }
         .map_err(|e| match e {
@@ -468,8 +488,13 @@ async fn verify_email(v: &mut Visit<'_>, form: Form) -> Page {
     }
     match app.accounts.verify_email(form.text("token").trim()).await {
         Ok(_) => {
-            let account = v.path("/account");
-            let login = v.path_with_return("/login", Some(&account));
+            // The page the registration began for, carried through the mailed link; else
+            // the account page.
+            let target = form
+                .get("return_to")
+                .and_then(|r| v.portal.safe_return_to(r))
+                .unwrap_or_else(|| v.path("/account"));
+            let login = v.path_with_return("/login", Some(&target));
             v.message(
                 StatusCode::OK,
                 "email_confirmed_title",
@@ -544,7 +569,7 @@ async fn reset_password(v: &mut Visit<'_>, form: Form) -> Page {
             match form.parse() {
                 Ok((token, password)) => {
                     let client = v.client();
-                    app.accounts.reset_password(token, &password, &client).await
+                    app.accounts.reset_password(token, password, &client).await
                 }
                 Err(invalid) => Err(invalid),
             }
@@ -759,7 +784,7 @@ async fn change_password(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
                     let (user, keep, client) = (&caller.user, &caller.session.id, v.client());
                     let changed = app
                         .accounts
-                        .change_password(user, keep, proof, &new, &client);
+                        .change_password(user, keep, proof, new, &client);
                     changed.await
                 }
                 Err(invalid) => Err(invalid),

@@ -16,7 +16,7 @@ use super::assets::Assets;
 use super::csrf::CsrfKey;
 use crate::auth::secrets::derive_key;
 use crate::config::Config;
-use crate::domain::Rgb;
+use crate::domain::{PasswordPolicy, Rgb};
 use crate::i18n::{Catalog, Catalogs};
 
 /// Every template file, with its built-in text.
@@ -124,8 +124,12 @@ const BUILT_IN: &[(&str, &str)] = &[
     ),
 ];
 
-/// The portal's only script: it calls `navigator.credentials` for the passkey forms.
+/// The passkey forms' script: it calls `navigator.credentials`.
 const PASSKEYS_SCRIPT: &str = include_str!("../../config/portal/passkeys.js");
+
+/// The show-password toggles' script: it unhides each toggle the pages render hidden, so
+/// that without it a password field stays as it was.
+const PASSWORD_SCRIPT: &str = include_str!("../../config/portal/password.js");
 
 /// The page templates a browser is shown: each is rendered
 /// once at start so that a broken override stops the server, naming the file.
@@ -242,6 +246,8 @@ pub struct Portal {
     pub(super) assets: Assets,
     /// `server.public_url` can be a WebAuthn relying party: the passkey controls show.
     pub(super) passkeys_enabled: bool,
+    /// What new passwords are held to, for the hint beside a new password's field.
+    password_policy: PasswordPolicy,
 }
 
 impl std::fmt::Debug for Portal {
@@ -306,12 +312,12 @@ impl Portal {
             form_action.push_str(own);
         }
         let passkeys_enabled = crate::passkeys::relying_party_of(&config.server.public_url).is_ok();
-        // The passkey script is a file of ours (no inline script); it fetches the
-        // options of a passwordless sign-in from the API on the same origin.
+        // The scripts are files of ours (no inline script); the passkey script fetches
+        // the options of a passwordless sign-in from the API on the same origin.
         let scripts = if passkeys_enabled {
             " script-src 'self'; connect-src 'self';"
         } else {
-            ""
+            " script-src 'self';"
         };
         let csp = format!(
             "default-src 'none';{scripts} style-src 'self'; img-src {img_src}; \
@@ -332,6 +338,7 @@ impl Portal {
             logo_url,
             assets,
             passkeys_enabled,
+            password_policy: config.passwords.policy(),
         };
         portal.check_templates()?;
         Ok(portal)
@@ -374,10 +381,28 @@ impl Portal {
             Value::from(format!("{}/portal.css", self.prefix)),
         );
         context.insert("prefix", Value::from(self.prefix.as_str()));
+        context.insert("password_hint", Value::from(self.password_hint(catalog)));
+        context.insert(
+            "password_js_href",
+            Value::from(format!("{}/password.js", self.prefix)),
+        );
         context.insert("languages", Value::from(Vec::<Value>::new()));
         context.insert("passkeys_enabled", Value::from(false));
         context.insert("page_title", Value::from(page_title));
         context
+    }
+
+    /// The hint beside a new password's field: `[passwords]`'s minimum, and the
+    /// composition rule when an operator keeps it.
+    fn password_hint(&self, catalog: &Catalog) -> String {
+        let policy = &self.password_policy;
+        let hint = catalog
+            .text("password_rules")
+            .replace("{min}", &policy.min_chars.to_string());
+        match policy.require_classes {
+            true => format!("{hint} {}", catalog.text("password_rules_classes")),
+            false => hint,
+        }
     }
 
     pub(super) fn sample_context(&self, catalog: &Catalog) -> BTreeMap<&'static str, Value> {
@@ -516,16 +541,22 @@ impl Portal {
             .then(|| url.to_string())
     }
 
-    pub(super) fn script_page(&self) -> Page {
-        Page {
+    /// The script at `sub` (`/passkeys.js` while passkeys are on, `/password.js`), if any.
+    pub(super) fn script_page(&self, sub: &str) -> Option<Page> {
+        let script = match sub {
+            "/passkeys.js" if self.passkeys_enabled => PASSKEYS_SCRIPT,
+            "/password.js" => PASSWORD_SCRIPT,
+            _ => return None,
+        };
+        Some(Page {
             status: StatusCode::OK,
             headers: vec![(
                 http::header::CACHE_CONTROL,
                 "public, max-age=3600".to_owned(),
             )],
             content_type: "text/javascript; charset=utf-8",
-            body: Bytes::from_static(PASSKEYS_SCRIPT.as_bytes()),
-        }
+            body: Bytes::from_static(script.as_bytes()),
+        })
     }
 
     pub(super) fn stylesheet_page(&self) -> Page {

@@ -596,6 +596,15 @@ pub trait UserStore: Send + Sync {
         token_hash: &str,
     ) -> Result<Option<UserId>, StoreError>;
 
+    /// The owner of a token that [`consume_token`](Self::consume_token) would accept now,
+    /// without using it up (a reset's new password is checked against its account's
+    /// address and names before the link is spent).
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError>;
+
     /// Marks every unused token of this kind of the user as used (e.g. after a new one
     /// is mailed, or the password changed); returns how many.
     async fn invalidate_tokens(&self, id: UserId, kind: TokenKind) -> Result<u64, StoreError>;

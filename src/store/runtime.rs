@@ -282,6 +282,16 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.run(|s| async move { s.token_owner(kind, &token_hash).await })
+            .await
+    }
+
     async fn invalidate_tokens(&self, id: UserId, kind: TokenKind) -> Result<u64, StoreError> {
         self.run(|s| async move { s.invalidate_tokens(id, kind).await })
             .await

@@ -1375,6 +1375,28 @@ where
         Self::use_token(&mut conn, kind, token_hash).await
     }
 
+    async fn token_owner(
+        &self,
+        kind: TokenKind,
+        token_hash: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let row = sqlx::query(
+            "SELECT user_id FROM verification_tokens \
+             WHERE token_hash = $1 AND kind = $2 AND NOT used AND expires_at > $3",
+        )
+        .bind(token_hash)
+        .bind(kind.as_str())
+        .bind(DB::time(now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(UserId::from_uuid(
+                row.try_get::<DB::Id, _>("user_id")?.into(),
+            ))
+        })
+        .transpose()
+    }
+
     async fn invalidate_tokens(&self, user: UserId, kind: TokenKind) -> Result<u64, StoreError> {
         let mut conn = self.pool.acquire().await?;
         Self::invalidate(&mut conn, user, kind).await

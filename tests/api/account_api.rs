@@ -76,7 +76,7 @@ async fn every_validation_error_is_listed_by_field() {
     let r = app
         .post(
             "/api/auth/register",
-            json!({"email": "not-an-email", "password": "short", "first_name": "", "last_name": 7}),
+            json!({"email": "not-an-email", "password": "", "first_name": "", "last_name": 7}),
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
@@ -92,10 +92,8 @@ async fn every_validation_error_is_listed_by_field() {
     }
 
     for (password, why) in [
-        ("alllowercase1!", "upper"),
-        ("ALLUPPERCASE1!", "lower"),
-        ("NoDigitsHere!", "digit"),
-        ("NoSymbols123", "symbol"),
+        ("short", "short"),
+        ("password123", "common"),
         (&format!("Aa1!{}", "x".repeat(69)), "73 bytes"),
     ] {
         let r = app

@@ -946,8 +946,13 @@ async fn assert_bad_input_is_named(app: &TestApp, token: &str) {
     let bad_bodies = [
         (
             "/api/admin/users",
-            json!({"email": "nope", "roles": ["a,b"], "password": "short"}),
+            json!({"email": "nope", "roles": ["a,b"], "password": 5}),
             vec!["roles", "email", "password"],
+        ),
+        (
+            "/api/admin/users",
+            json!({"email": "weak@example.com", "password": "password123"}),
+            vec!["password"],
         ),
         (
             "/api/admin/users",

@@ -13,7 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis::accounts::Client;
 use portcullis::accounts::admin::{AccountAction, Administrator};
-use portcullis::domain::{Email, Password, UserId};
+use portcullis::domain::{Email, NewPassword, UserId};
 use portcullis::server::RunningGateway;
 use portcullis::session::SessionId;
 use proptest::prelude::*;
@@ -109,7 +109,7 @@ impl World<'_> {
     }
 
     async fn create(&self, email: &str) -> UserId {
-        let password = Password::parse(PASSWORD.to_owned()).expect("a policy password");
+        let password = NewPassword::new(PASSWORD.to_owned());
         let email = Email::parse(email).unwrap();
         let accounts = &self.app.gw.app.accounts;
         let user = accounts

@@ -344,7 +344,7 @@ async fn an_administrator_uses_every_console_page_and_form() {
 
 async fn users_are_listed_searched_paged_and_created(app: &TestApp, admin: &Browser) {
     let users = page(admin, "/auth/admin").await;
-    // The portal's headers: its policy (no script without passkeys), never cached.
+    // The portal's headers: its policy (no fetch without passkeys), never cached.
     let csp = users.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
     assert!(csp.contains("form-action 'self'") && csp.contains("frame-ancestors 'none'"));
@@ -1028,7 +1028,12 @@ async fn a_passkey_proves_the_step_up_through_the_same_form() {
         assert!(form.body.contains("data-passkey=\"second-factor\""));
         assert!(!form.body.contains("id=\"two_factor_code\""));
         assert!(form.body.contains("<noscript>"));
-        assert_eq!(form.body.matches("<script").count(), 1);
+        // The passkey script and the show-password toggles' one.
+        assert_eq!(form.body.matches("<script").count(), 2);
+        assert_eq!(
+            form.body.matches("passkeys.js\" defer></script>").count(),
+            1
+        );
         let answer = key.get(&form.data_options(), &origin);
         let fields = [
             ("return_to", "/auth/admin/audit"),

@@ -37,6 +37,7 @@ mod identity;
 mod invitations_api;
 mod login_api;
 mod passkeys_api;
+mod password_policy;
 mod portal;
 mod portal_browser;
 mod portal_layout;

@@ -592,3 +592,53 @@ async fn a_ceremony_begun_on_one_instance_is_finished_on_another() {
         assert_eq!(amr_of(&tokens_of(&body).access), json!(["hwk", "mfa"]));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_passkeys_of_an_account_cannot_share_a_name() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    app.verified_user("names@example.com").await;
+    let t = app.login("names@example.com").await;
+    let mut laptop = SoftAuthenticator::new();
+    let mut phone = SoftAuthenticator::new();
+    add_passkey(&app, &t.access, &mut laptop, "Laptop").await;
+    let phone_id = add_passkey(&app, &t.access, &mut phone, "Phone").await;
+
+    // Adding: the same name in another case, with spaces around it, is taken.
+    let options = app
+        .post_as(
+            &t.access,
+            "/api/auth/passkeys/register/options",
+            json!({"password": PASSWORD}),
+        )
+        .await;
+    let data = &options.body["data"];
+    let mut tablet = SoftAuthenticator::new();
+    let credential = tablet.create(&data["options"], &origin(&app));
+    let body =
+        json!({"ceremony_id": data["ceremony_id"], "name": "  lAPTOP ", "credential": credential});
+    let r = app
+        .post_as(&t.access, "/api/auth/passkeys/register", body)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "passkey_name_taken");
+    assert_eq!(r.body["errors"][0]["field"], "name");
+    // The ceremony was not spent: another name finishes it.
+    let body =
+        json!({"ceremony_id": data["ceremony_id"], "name": "Tablet", "credential": credential});
+    let r = app
+        .post_as(&t.access, "/api/auth/passkeys/register", body)
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    // Renaming: onto another's name is refused; a passkey keeps (or recases) its own.
+    let path = format!("/api/auth/passkeys/{phone_id}");
+    let rename = |name: &'static str| {
+        let body = Some(json!({"name": name}));
+        app.call(reqwest::Method::PATCH, &path, Some(&t.access), body)
+    };
+    let r = rename("tablet").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(r.code(), "passkey_name_taken");
+    assert_eq!(rename("PHONE").await.status, StatusCode::OK);
+}

@@ -391,7 +391,7 @@ async fn pages_follow_accept_language_and_the_chosen_language() {
             "/auth/register",
             &[
                 ("csrf_token", &later.csrf()),
-                ("email", "not-an-email"),
+                ("email", "short@example.com"),
                 ("password", "short"),
                 ("first_name", "A"),
                 ("last_name", "B"),
@@ -401,7 +401,7 @@ async fn pages_follow_accept_language_and_the_chosen_language() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(
         r.body
-            .contains("Пароль должен содержать не меньше 8 символов"),
+            .contains("Пароль должен содержать не меньше 10 символов."),
         "{}",
         r.body
     );
@@ -687,6 +687,33 @@ async fn two_factor_set_up_and_sign_in_through_the_pages() {
         .await;
     assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
     assert_eq!(done.location(), "/app");
+    // The same code again, in Russian: the page says it was just used, not that it is wrong.
+    let third = Browser::new(&app.gw.url());
+    third.get("/auth/login?lang=ru").await;
+    let step = third.sign_in("otp@example.com", PASSWORD, "/app").await;
+    let replayed = third
+        .post(
+            "/auth/login",
+            &[
+                ("csrf_token", &step.csrf()),
+                ("login_ticket", &step.input("login_ticket").expect("ticket")),
+                ("two_factor_code", &totp(&secret, 1)),
+            ],
+        )
+        .await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        replayed.body
+    );
+    assert!(
+        replayed
+            .body
+            .contains("Этот код только что использован; дождитесь следующего."),
+        "{}",
+        replayed.body
+    );
     // A tampered ticket is refused without a word about the account (with the token the
     // sign-in gave this browser: the one before it is refused).
     let fresh = second.get("/auth/logout").await;
@@ -872,12 +899,21 @@ async fn pages_carry_a_strict_policy_and_the_portal_cannot_be_shadowed() {
     let page = browser.get("/auth/login").await;
     let csp = page.headers["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    // No passkeys here: the only script is the portal's own show-password toggle, no
+    // fetches, nothing inline.
     assert!(
-        !csp.contains("unsafe-inline") && !csp.contains("script-src"),
+        !csp.contains("unsafe-inline")
+            && csp.contains("script-src 'self';")
+            && !csp.contains("connect-src"),
         "{csp}"
     );
     assert_eq!(page.headers["cache-control"], "no-store");
-    assert!(!page.body.contains("<script"));
+    assert_eq!(page.body.matches("<script").count(), 1);
+    assert!(
+        unescape(&page.body).contains("<script src=\"/auth/password.js\" defer></script>"),
+        "{}",
+        page.body
+    );
     assert!(!page.body.contains("style="), "no inline styles");
     let css = browser.get("/auth/portal.css").await;
     assert_eq!(css.status, StatusCode::OK);
@@ -1184,7 +1220,11 @@ async fn passkeys_are_added_and_used_through_the_portal_forms() {
             csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
             "{csp}"
         );
-        assert_eq!(account.body.matches("<script").count(), 1);
+        assert_eq!(
+            account.body.matches("<script").count(),
+            2,
+            "passkeys and password"
+        );
         assert!(
             unescape(&account.body).contains("<script src=\"/auth/passkeys.js\" defer></script>"),
             "{}",
@@ -1793,4 +1833,59 @@ async fn an_invitation_for_a_taken_address_says_so() {
             r.body
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sign_in_link_after_verifying_keeps_where_registration_began() {
+    let up = EchoUpstream::start().await;
+    let app = spawn(Backend::Embedded, &up).await;
+    let browser = Browser::new(&app.gw.url());
+    let page = browser
+        .get("/auth/register?return_to=%2Fapp%2Freport")
+        .await;
+    let done = browser
+        .post(
+            "/auth/register",
+            &[
+                ("csrf_token", &page.csrf()),
+                ("first_name", "Ada"),
+                ("last_name", "Lovelace"),
+                ("email", "back@example.com"),
+                ("password", PASSWORD),
+                ("return_to", "/app/report"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let link = app
+        .mail_to("back@example.com")
+        .await
+        .link()
+        .expect("a link");
+    assert!(link.contains("return_to=%2Fapp%2Freport"), "{link}");
+    let path = link
+        .split_once("/auth/")
+        .map(|(_, p)| format!("/auth/{p}"))
+        .unwrap();
+    let confirm = browser.get(&path).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    let verified = browser
+        .post(
+            "/auth/verify-email",
+            &[
+                ("csrf_token", &confirm.csrf()),
+                ("token", &confirm.input("token").expect("token")),
+                ("return_to", &confirm.input("return_to").expect("return_to")),
+            ],
+        )
+        .await;
+    assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
+    assert!(
+        unescape(&verified.body).contains("/auth/login?return_to=%2Fapp%2Freport"),
+        "{}",
+        verified.body
+    );
+    // A return_to the portal would not follow is dropped, not carried.
+    let elsewhere = browser.get("/auth/verify-email?token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA&return_to=https%3A%2F%2Fevil.example%2F").await;
+    assert!(elsewhere.input("return_to").is_none(), "{}", elsewhere.body);
 }

@@ -143,6 +143,13 @@ async fn the_whole_two_factor_lifecycle() {
         assert_eq!(amr_of(&with_otp.access), json!(["pwd", "otp"]));
         let replay = login_with(&app, email, Some(&code)).await;
         assert_eq!(replay.status, StatusCode::UNAUTHORIZED, "a code works once");
+        // A right code used again is told apart from a wrong one (only a right code can
+        // be found replayed, so this says nothing a guess could use).
+        assert_eq!(replay.code(), "code_replayed", "{}", replay.body);
+        assert_eq!(
+            replay.body["message"],
+            "This code was just used; wait for the next one."
+        );
 
         let r = login_with(&app, email, Some(&codes[0])).await;
         assert_eq!(r.status, StatusCode::OK, "recovery code: {}", r.body);

@@ -405,13 +405,13 @@ async fn a_reset_link_sets_the_password_once_and_ends_every_session() {
     .parse()
     .expect("fit");
     let ended = accounts
-        .reset_password(token, &password, &CLIENT)
+        .reset_password(token, password.clone(), &CLIENT)
         .await
         .expect("resets");
     assert_eq!(ended, 2);
     assert!(accounts.sessions_of(&gil).await.unwrap().is_empty());
     assert!(matches!(
-        accounts.reset_password(token, &password, &CLIENT).await,
+        accounts.reset_password(token, password, &CLIENT).await,
         Err(AccountError::InvalidLink)
     ));
     assert!(matches!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::smtp::{ReceivedMail, SmtpSink};
 use chrono::TimeZone as _;
 use portcullis::config::MailConfig;
-use portcullis::mail::{MailError, MailKind, Mailer};
+use portcullis::mail::{MailError, MailKind, MailSite, Mailer};
 use portcullis::metrics::Metrics;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -86,6 +86,7 @@ async fn every_kind_arrives_over_smtp_with_headers_both_parts_and_the_token() {
             mail: MailKind::Verification {
                 token: "tok+en/with=odd chars".into(),
                 expires_in: Duration::from_secs(24 * 3600),
+                return_to: None,
             },
             subject: "Confirm your email address",
             text: vec!["confirm your email address (ada@example.test)", "24 hours"],
@@ -243,6 +244,7 @@ async fn the_file_transport_writes_a_parseable_eml_and_creates_the_directory() {
             MailKind::Verification {
                 token: "file-token".into(),
                 expires_in: Duration::from_secs(24 * 3600),
+                return_to: None,
             },
         )
         .await
@@ -285,6 +287,7 @@ async fn an_override_directory_replaces_only_the_files_it_holds() {
             MailKind::Verification {
                 token: "t0k3n".into(),
                 expires_in: Duration::from_secs(24 * 3600),
+                return_to: None,
             },
         )
         .await
@@ -346,6 +349,7 @@ async fn an_unreachable_relay_fails_the_send_and_is_counted() {
             MailKind::Verification {
                 token: "never-logged-token".into(),
                 expires_in: Duration::from_secs(3600),
+                return_to: None,
             },
         )
         .await
@@ -434,6 +438,7 @@ async fn send_in_background_delivers_without_being_awaited() {
         MailKind::Verification {
             token: "bg-token".into(),
             expires_in: Duration::from_secs(24 * 3600),
+            return_to: None,
         },
     );
     let mail = sink.wait_for_mail_to(TO, WAIT).await.unwrap();
@@ -502,6 +507,7 @@ fn a_mailer_built_on_one_runtime_serves_callers_on_others() {
                     MailKind::Verification {
                         token: format!("round-{round}"),
                         expires_in: Duration::from_secs(3600),
+                        return_to: None,
                     },
                 )
                 .await
@@ -644,4 +650,29 @@ fn the_sink_decodes_base64_parts_and_encoded_subjects() {
     );
     assert_eq!(mail.html_body().as_deref(), Some("<p>html</p>"));
     assert_eq!(mail.token().as_deref(), Some("a+b"));
+}
+
+#[tokio::test]
+async fn mails_carry_the_sites_title_and_accent_colour() {
+    let sink = SmtpSink::start();
+    let site = MailSite {
+        title: "Acme Gate".into(),
+        accent: "#aa3300".into(),
+    };
+    let mailer = Mailer::new(&config(&sink.url()), PUBLIC_URL, &Metrics::new())
+        .unwrap()
+        .with_site(site);
+    for language in ["en", "ru"] {
+        let kind = MailKind::Verification {
+            token: "site-token".into(),
+            expires_in: Duration::from_secs(3600),
+            return_to: None,
+        };
+        mailer.send_in(language, TO, "Ada", kind).await.unwrap();
+        let mail = sink.wait_for_mail_to(TO, WAIT).await.unwrap();
+        let html = mail.html_body().unwrap();
+        assert!(html.contains("background:#aa3300"), "{language}: {html}");
+        assert!(html.contains("Acme Gate"), "{language}: {html}");
+        assert!(!html.contains("#1f6feb"), "{language}: {html}");
+    }
 }

@@ -9,7 +9,7 @@ use super::{Section, render, role_names};
 use crate::accounts::AccountError;
 use crate::accounts::admin::Administrator;
 use crate::accounts::fields::FieldErrors;
-use crate::domain::{Email, Password};
+use crate::domain::{Email, NewPassword};
 use crate::portal::{Feedback, Form, Page, Visit, to_value};
 use crate::store::{User, UserSearch};
 
@@ -73,7 +73,7 @@ pub(super) async fn create(v: &mut Visit<'_>, admin: &Administrator, form: &Form
 }
 
 /// The new account's address and optional password, by the rules every form holds them to.
-fn new_account(form: &Form) -> Result<(Email, Option<Password>), AccountError> {
+fn new_account(form: &Form) -> Result<(Email, Option<NewPassword>), AccountError> {
     let mut found = FieldErrors::default();
     let email = found.email("email", form.text("email"));
     let password = match form.text("password") {

@@ -158,10 +158,24 @@ async fn add(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     let begun = match v.caller(token).await {
         Ok(caller) => {
             let (client, session) = (v.client(), &caller.session.id);
-            let begun = app
-                .accounts
-                .begin_passkey_registration(&caller.user, session, proof(&form), &client)
-                .await;
+            let accounts = &app.accounts;
+            let begun = match PasskeyName::parse(&name) {
+                Ok(parsed) => {
+                    accounts
+                        .passkey_name_is_free(&caller.user, None, &parsed)
+                        .await
+                }
+                Err(invalid) => Err(invalid),
+            };
+            let begun = match begun {
+                Ok(()) => {
+                    let proof = proof(&form);
+                    let begun =
+                        accounts.begin_passkey_registration(&caller.user, session, proof, &client);
+                    begun.await
+                }
+                Err(e) => Err(e),
+            };
             begun.map_err(|e| v.refusal(e))
         }
         Err(refusal) => Err(refusal),
@@ -170,6 +184,7 @@ async fn add(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
         Ok(challenge) => challenge,
         Err(r) => {
             return account_outcome(v, token, r, "", |f| match f {
+                "name" => "passkey_name".into(),
                 "password" => "passkey_password".into(),
                 "two_factor_code" => "passkey_two_factor_code".into(),
                 other => other.to_owned(),
