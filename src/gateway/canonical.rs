@@ -522,6 +522,10 @@ pub fn windows_reading(path: &str) -> Option<Result<String, Refusal>> {
 /// `file:stream:$DATA`, `file:$DATA`) in any spelling IIS decodes: `%3A` for `:` and `%24`
 /// for `$`, either case.
 fn names_data_stream(segment: &str) -> bool {
+    // Most segments hold neither: no copy for them (the hot path allocates nothing).
+    if !segment.contains([':', '%']) {
+        return false;
+    }
     let decoded = segment
         .replace("%3A", ":")
         .replace("%3a", ":")

@@ -157,7 +157,7 @@ const FOLDS_TO_ASCII: [(&str, &str); 4] = [
 
 /// The path as an upstream that folds Unicode case would compare it, when that differs.
 fn unicode_case_folded(path: &str) -> Option<String> {
-    if !path.contains('%') {
+    if !FOLDS_TO_ASCII.iter().any(|(from, _)| path.contains(from)) {
         return None;
     }
     let folded = FOLDS_TO_ASCII
