@@ -976,7 +976,10 @@ async fn assert_bad_input_is_named(app: &TestApp, token: &str) {
             .iter()
             .map(|e| e["field"].as_str().unwrap())
             .collect();
+        named.sort_unstable();
         named.dedup();
+        let mut fields = fields.to_vec();
+        fields.sort_unstable();
         assert_eq!(named, fields, "{path}: {}", r.body);
     }
     let me = id_of(app, "root@example.com").await;
