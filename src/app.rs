@@ -163,14 +163,7 @@ impl App {
         );
         let hasher = PasswordHasher::new(config.passwords.bcrypt_cost)
             .context("setting up password hashing")?;
-        let languages = Catalogs::load(
-            config
-                .portal
-                .templates_dir()
-                .map_err(|e| anyhow::anyhow!(e))?,
-            &config.portal.default_language,
-        );
-        let languages = Arc::new(languages.map_err(|e| anyhow::anyhow!(e))?);
+        let languages = load_languages(&config)?;
 
         let passkeys = Arc::new(Passkeys::new(
             &config.server.public_url,
@@ -260,14 +253,7 @@ impl App {
     pub fn reconfigured(&self, config: Config) -> anyhow::Result<Arc<Self>> {
         let keys =
             Arc::new(KeyRing::load(&config.tokens).context("loading the token signing keys")?);
-        let languages = Catalogs::load(
-            config
-                .portal
-                .templates_dir()
-                .map_err(|e| anyhow::anyhow!(e))?,
-            &config.portal.default_language,
-        );
-        let languages = Arc::new(languages.map_err(|e| anyhow::anyhow!(e))?);
+        let languages = load_languages(&config)?;
         let mailer = Arc::new(
             self.mailer
                 .reconfigured(&config.mail)
@@ -435,6 +421,16 @@ pub fn configured_mailer(config: &Config, metrics: &Metrics) -> Result<Mailer, M
         mailer = mailer.with_pages_prefix(&config.portal.path_prefix);
     }
     Ok(mailer.with_site(mail_site(config)))
+}
+
+/// The portal's languages: the built-in catalogues and `portal.templates_dir`'s overrides.
+fn load_languages(config: &Config) -> anyhow::Result<Arc<Catalogs>> {
+    let dir = config
+        .portal
+        .templates_dir()
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let languages = Catalogs::load(dir, &config.portal.default_language);
+    Ok(Arc::new(languages.map_err(|e| anyhow::anyhow!(e))?))
 }
 
 /// The site mails speak for: `portal.title` and `portal.accent_color`.
