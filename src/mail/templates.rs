@@ -455,7 +455,7 @@ mod tests {
         );
         assert!(!out.html.contains("<b>Ada"), "{}", out.html);
         assert!(out.text.contains("Hello <b>Ada & co</b>,"), "{}", out.text);
-        assert_eq!(out.subject, "Your password was changed");
+        assert_eq!(out.subject, "Portcullis: Your password was changed");
         assert!(out.text.ends_with('\n'));
     }
 

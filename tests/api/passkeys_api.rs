@@ -7,6 +7,7 @@
 
 use crate::support::app::*;
 use crate::support::authenticator::SoftAuthenticator;
+use crate::support::browser::{Browser, Html, unescape};
 use crate::support::{EchoUpstream, echoed_header};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -144,7 +145,10 @@ async fn a_user_adds_lists_renames_and_removes_passkeys() {
         let added = app
             .smtp
             .wait_for(
-                |m| m.subject().as_deref() == Some("A passkey was added to your account"),
+                |m| {
+                    m.subject().as_deref()
+                        == Some("Portcullis: A passkey was added to your account")
+                },
                 std::time::Duration::from_secs(10),
             )
             .await
@@ -199,7 +203,10 @@ async fn a_user_adds_lists_renames_and_removes_passkeys() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         app.smtp
             .wait_for(
-                |m| m.subject().as_deref() == Some("A passkey was removed from your account"),
+                |m| {
+                    m.subject().as_deref()
+                        == Some("Portcullis: A passkey was removed from your account")
+                },
                 std::time::Duration::from_secs(10),
             )
             .await
@@ -641,4 +648,62 @@ async fn two_passkeys_of_an_account_cannot_share_a_name() {
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
     assert_eq!(r.code(), "passkey_name_taken");
     assert_eq!(rename("PHONE").await.status, StatusCode::OK);
+
+    // The portal's forms say it beside the name field, in the page's language.
+    let english = r.body["errors"][0]["message"].as_str().unwrap().to_owned();
+    let russian = russian_message(&english);
+    let browser = Browser::new(&origin(&app));
+    let step = browser
+        .sign_in("names@example.com", PASSWORD, "/auth/account")
+        .await;
+    assert_eq!(
+        step.status,
+        StatusCode::OK,
+        "a passkey is the second step: {}",
+        step.body
+    );
+    let answer = laptop.get(&step.data_options(), &origin(&app)).to_string();
+    let ticket = step.input("login_ticket").unwrap();
+    let ceremony = step.input("passkey_ceremony").unwrap();
+    let second = [
+        ("return_to", "/auth/account"),
+        ("login_ticket", ticket.as_str()),
+        ("passkey_ceremony", ceremony.as_str()),
+        ("passkey_credential", answer.as_str()),
+    ];
+    let r = post_form(&browser, &step, "/auth/login", &second).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let account = browser.get("/auth/account?lang=ru").await;
+    let fields = [("name", " lAPTOP "), ("password", PASSWORD)];
+    let add = post_form(&browser, &account, "/auth/account/passkeys/add", &fields).await;
+    let phone = [("passkey_id", phone_id.as_str()), ("name", "tablet")];
+    let renamed = post_form(&browser, &account, "/auth/account/passkeys/rename", &phone).await;
+    let rename_field = format!("rename_{phone_id}");
+    for (page, field) in [(add, "passkey_name"), (renamed, rename_field.as_str())] {
+        assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+        let body = unescape(&page.body);
+        let error = format!("id=\"{field}-error\"><li>{russian}</li>");
+        assert!(body.contains(&error), "{error:?} in {body}");
+        assert!(
+            !body.contains(&english),
+            "no English on a Russian page: {body}"
+        );
+    }
+}
+
+/// The Russian catalogue's translation of the API message `english`.
+fn russian_message(english: &str) -> String {
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/config/portal/locales/ru.toml");
+    let table: toml::Table = std::fs::read_to_string(file).unwrap().parse().unwrap();
+    let text = table["messages"].get(english).and_then(|v| v.as_str());
+    text.unwrap_or_else(|| panic!("no translation of {english:?}"))
+        .to_owned()
+}
+
+/// Posts a form of the account page `page` (its CSRF token added) to `path`.
+async fn post_form(browser: &Browser, page: &Html, path: &str, fields: &[(&str, &str)]) -> Html {
+    let csrf = page.csrf();
+    let mut form = vec![("csrf_token", csrf.as_str())];
+    form.extend_from_slice(fields);
+    browser.post(path, &form).await
 }

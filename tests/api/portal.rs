@@ -1035,7 +1035,7 @@ async fn mails_go_out_in_the_language_of_the_page() {
     let mail = app.mail_to("ada.ru@example.com").await;
     assert_eq!(
         mail.subject().as_deref(),
-        Some("Подтвердите адрес электронной почты")
+        Some("Portcullis: Подтвердите адрес электронной почты")
     );
     let text = mail.text_body().unwrap();
     assert!(text.contains("Здравствуйте, Ада!"), "{text}");
@@ -1052,7 +1052,7 @@ async fn mails_go_out_in_the_language_of_the_page() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let mail = app.mail_to("ada.ru@example.com").await;
-    assert_eq!(mail.subject().as_deref(), Some("Сброс пароля"));
+    assert_eq!(mail.subject().as_deref(), Some("Portcullis: Сброс пароля"));
     assert!(mail.text_body().unwrap().contains("1 час"));
     // An account registered through the API follows the request's language.
     let r = app
@@ -1068,13 +1068,13 @@ async fn mails_go_out_in_the_language_of_the_page() {
     let mail = app.mail_to("api.ru@example.com").await;
     assert_eq!(
         mail.subject().as_deref(),
-        Some("Подтвердите адрес электронной почты")
+        Some("Portcullis: Подтвердите адрес электронной почты")
     );
     app.register("api.en@example.com").await;
     let mail = app.mail_to("api.en@example.com").await;
     assert_eq!(
         mail.subject().as_deref(),
-        Some("Confirm your email address")
+        Some("Portcullis: Confirm your email address")
     );
 
     // Picking a language on a page while signed in moves the mails to it.
@@ -1093,7 +1093,7 @@ async fn mails_go_out_in_the_language_of_the_page() {
     )
     .await;
     let mail = app.mail_to("switch@example.com").await;
-    assert_eq!(mail.subject().as_deref(), Some("Сброс пароля"));
+    assert_eq!(mail.subject().as_deref(), Some("Portcullis: Сброс пароля"));
 }
 
 /// Signs in by hand (no cookie jar: the cookies are `Secure`, and this is plain HTTP).

@@ -243,7 +243,7 @@ async fn a_person_signs_up_uses_two_factor_stays_signed_in_and_resets_a_password
     let mail = app
         .smtp
         .wait_for(
-            |m| m.subject().as_deref() == Some("Reset your password"),
+            |m| m.subject().as_deref() == Some("Portcullis: Reset your password"),
             std::time::Duration::from_secs(10),
         )
         .await

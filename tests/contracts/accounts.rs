@@ -332,8 +332,8 @@ async fn a_registration_is_proven_by_its_mailed_link_once_and_then_signs_in() {
 
     // The address's owner is offered a reset link (the first registrant need not be them);
     // the verification link still works until the address is proven.
-    mailed_token(&scratch, "Reset your password").await;
-    let token = mailed_token(&scratch, "Confirm your email address").await;
+    mailed_token(&scratch, "Portcullis: Reset your password").await;
+    let token = mailed_token(&scratch, "Portcullis: Confirm your email address").await;
     assert_eq!(accounts.verify_email(&token).await.expect("proves"), fay.id);
     for spent in [token.as_str(), "", "not a token"] {
         assert!(
@@ -397,7 +397,7 @@ async fn a_reset_link_sets_the_password_once_and_ends_every_session() {
     for email in ["nobody@example.com", "gil@example.com"] {
         accounts.request_password_reset(Email::parse(email).unwrap(), &CLIENT);
     }
-    let token = mailed_token(&scratch, "Reset your password").await;
+    let token = mailed_token(&scratch, "Portcullis: Reset your password").await;
 
     let new_password = "Fresh-Password-2";
     let (token, password) = ResetForm {

@@ -88,7 +88,7 @@ async fn every_kind_arrives_over_smtp_with_headers_both_parts_and_the_token() {
                 expires_in: Duration::from_secs(24 * 3600),
                 return_to: None,
             },
-            subject: "Confirm your email address",
+            subject: "Portcullis: Confirm your email address",
             text: vec!["confirm your email address (ada@example.test)", "24 hours"],
             html: vec!["verify-email?token=tok%2Ben%2Fwith%3Dodd+chars", "24 hours"],
             link: Some((
@@ -101,7 +101,7 @@ async fn every_kind_arrives_over_smtp_with_headers_both_parts_and_the_token() {
                 token: "Q2hhbmdlTWU_-0123456789abcdefghijklmnopqrstuvwxyz".into(),
                 expires_in: Duration::from_secs(3600),
             },
-            subject: "Reset your password",
+            subject: "Portcullis: Reset your password",
             text: vec![
                 "reset the password of the account ada@example.test",
                 "1 hour",
@@ -114,7 +114,7 @@ async fn every_kind_arrives_over_smtp_with_headers_both_parts_and_the_token() {
         },
         Case {
             mail: MailKind::PasswordChanged,
-            subject: "Your password was changed",
+            subject: "Portcullis: Your password was changed",
             text: vec!["password of your account ada@example.test was changed"],
             html: vec!["was changed"],
             link: None,
@@ -125,7 +125,7 @@ async fn every_kind_arrives_over_smtp_with_headers_both_parts_and_the_token() {
                 user_agent: "Firefox/128 <script>".into(),
                 time: login_time,
             },
-            subject: "New sign-in to your account",
+            subject: "Portcullis: New sign-in to your account",
             text: vec![
                 "203.0.113.7",
                 "Firefox/128 <script>",
@@ -140,14 +140,14 @@ async fn every_kind_arrives_over_smtp_with_headers_both_parts_and_the_token() {
         },
         Case {
             mail: MailKind::TwoFactorEnabled,
-            subject: "Two-factor authentication is on",
+            subject: "Portcullis: Two-factor authentication is on",
             text: vec!["turned on for your account ada@example.test"],
             html: vec!["turned on"],
             link: None,
         },
         Case {
             mail: MailKind::TwoFactorDisabled,
-            subject: "Two-factor authentication is off",
+            subject: "Portcullis: Two-factor authentication is off",
             text: vec!["turned off for your account ada@example.test"],
             html: vec!["turned off"],
             link: None,
@@ -259,7 +259,7 @@ async fn the_file_transport_writes_a_parseable_eml_and_creates_the_directory() {
     let mail = ReceivedMail::from_eml(&std::fs::read_to_string(&files[0]).unwrap());
     assert_eq!(
         mail.subject().as_deref(),
-        Some("Confirm your email address")
+        Some("Portcullis: Confirm your email address")
     );
     assert!(mail.header("To").unwrap().contains(TO));
     assert!(mail.html_body().unwrap().contains("file-token"));
@@ -466,7 +466,10 @@ async fn login_notifications_can_be_turned_off() {
         .unwrap();
 
     let mail = sink.wait_for_message(WAIT).await.unwrap();
-    assert_eq!(mail.subject().as_deref(), Some("Your password was changed"));
+    assert_eq!(
+        mail.subject().as_deref(),
+        Some("Portcullis: Your password was changed")
+    );
     assert!(
         sink.wait_for_message(Duration::from_millis(300))
             .await
@@ -526,7 +529,7 @@ fn a_mailer_built_on_one_runtime_serves_callers_on_others() {
     let mail = caller.block_on(sink.wait_for_message(WAIT)).unwrap();
     assert_eq!(
         mail.subject().as_deref(),
-        Some("Two-factor authentication is off")
+        Some("Portcullis: Two-factor authentication is off")
     );
 
     // The last owner may be dropped outside any runtime.
@@ -652,6 +655,9 @@ fn the_sink_decodes_base64_parts_and_encoded_subjects() {
     assert_eq!(mail.token().as_deref(), Some("a+b"));
 }
 
+/// Every kind of mail, in both languages, names the site (`portal.title`) in its subject and
+/// footer and colours its button with `portal.accent_color`; the subject leads with the title
+/// (an invitation names it as what the reader is invited to).
 #[tokio::test]
 async fn mails_carry_the_sites_title_and_accent_colour() {
     let sink = SmtpSink::start();
@@ -663,16 +669,37 @@ async fn mails_carry_the_sites_title_and_accent_colour() {
         .unwrap()
         .with_site(site);
     for language in ["en", "ru"] {
-        let kind = MailKind::Verification {
-            token: "site-token".into(),
-            expires_in: Duration::from_secs(3600),
-            return_to: None,
-        };
-        mailer.send_in(language, TO, "Ada", kind).await.unwrap();
-        let mail = sink.wait_for_mail_to(TO, WAIT).await.unwrap();
-        let html = mail.html_body().unwrap();
-        assert!(html.contains("background:#aa3300"), "{language}: {html}");
-        assert!(html.contains("Acme Gate"), "{language}: {html}");
-        assert!(!html.contains("#1f6feb"), "{language}: {html}");
+        for kind in MailKind::samples() {
+            let name = kind.name();
+            let has_button = matches!(
+                kind,
+                MailKind::Verification { .. }
+                    | MailKind::PasswordReset { .. }
+                    | MailKind::Invitation { .. }
+            );
+            mailer.send_in(language, TO, "Ada", kind).await.unwrap();
+            let mail = sink.wait_for_mail_to(TO, WAIT).await.unwrap();
+            let subject = mail.subject().unwrap_or_default();
+            if name == "invitation" {
+                assert!(
+                    subject.ends_with(" Acme Gate"),
+                    "{language} {name}: {subject}"
+                );
+            } else {
+                assert!(
+                    subject.starts_with("Acme Gate: "),
+                    "{language} {name}: {subject}"
+                );
+            }
+            let html = mail.html_body().unwrap();
+            assert!(html.contains("Acme Gate"), "{language} {name}: {html}");
+            assert!(!html.contains("#1f6feb"), "{language} {name}: {html}");
+            if has_button {
+                assert!(
+                    html.contains("background:#aa3300"),
+                    "{language} {name}: {html}"
+                );
+            }
+        }
     }
 }
