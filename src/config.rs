@@ -1312,7 +1312,7 @@ impl Config {
         match source {
             ConfigSource::File(path) => Self::load(path),
             ConfigSource::Embedded => Self::load_from(
-                Path::new("(embedded defaults)"),
+                Path::new("the embedded defaults"),
                 EMBEDDED_DEFAULTS,
                 std::env::vars(),
             ),
@@ -1346,6 +1346,14 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .partition(|(k, _)| k[ENV_PREFIX.len()..].contains("__"));
+        if let Some((name, _)) = stray.iter().find(|(k, _)| {
+            FILE_ONLY_SECTIONS.contains(&k[ENV_PREFIX.len()..].to_ascii_lowercase().as_str())
+        }) {
+            let section = name[ENV_PREFIX.len()..].to_ascii_lowercase();
+            return Err(ConfigError::Parse(format!(
+                "environment variable {name}: [[{section}]] come from the config file only"
+            )));
+        }
         let file_name = path.display().to_string();
         let figment = Figment::new()
             .merge(Toml::string(text))
@@ -1364,8 +1372,7 @@ impl Config {
             .filter(|k| !NOT_SETTINGS.contains(&k.as_str()) && !k.starts_with("PORTCULLIS_TEST_"))
             .collect();
         config.validate().map_err(|(key, message)| {
-            let source_name = env_var_for(&key)
-                .filter(|var| env.iter().any(|(k, _)| k == var))
+            let source_name = variable_setting(&env, &key_parts(&key))
                 .map(|var| format!("environment variable {var}"))
                 .unwrap_or_else(|| file_name.clone());
             ConfigError::Invalid {
@@ -1491,10 +1498,16 @@ impl Config {
             &self.admin.role,
         ));
         for name in &self.stray_variables {
-            warnings.push(format!(
-                "environment variable {name} names no setting and is ignored (a section and \
-                 its key are joined by two underscores: PORTCULLIS_SERVER__LISTEN)"
-            ));
+            warnings.push(match meant_variable(name) {
+                Some(meant) => format!(
+                    "environment variable {name} names no setting and is ignored; {meant} is \
+                     one (a section and its key are joined by two underscores)"
+                ),
+                None => format!(
+                    "environment variable {name} names no setting and is ignored (a section \
+                     and its key are joined by two underscores: PORTCULLIS_SERVER__LISTEN)"
+                ),
+            });
         }
         if self.passwords.bcrypt_cost < 10 {
             warnings.push(format!(
@@ -2148,19 +2161,6 @@ pub fn redact_url(s: &str) -> String {
     }
 }
 
-/// The environment variable that overrides a `section.key` path, if it is one.
-fn env_var_for(key: &str) -> Option<String> {
-    let (section, field) = key.split_once('.')?;
-    if section.contains('[') || field.contains('.') {
-        return None;
-    }
-    Some(format!(
-        "{ENV_PREFIX}{}__{}",
-        section.to_ascii_uppercase(),
-        field.to_ascii_uppercase()
-    ))
-}
-
 /// `PORTCULLIS_<SECTION>__<KEY>` variables as a figment provider over an explicit list,
 /// so that tests can hand in their own environment.
 struct EnvOverrides(Vec<(String, String)>);
@@ -2243,8 +2243,10 @@ fn describe_figment_error(
         .as_ref()
         .is_some_and(|m| m.name == ENV_SOURCE_NAME);
     let source = if from_env {
-        let var = variable_setting(env, &err.path).unwrap_or_else(|| "PORTCULLIS_…".to_owned());
-        format!(" (from environment variable {var})")
+        match variable_setting(env, &err.path) {
+            Some(var) => format!(" (from environment variable {var})"),
+            None => " (from the environment)".to_owned(),
+        }
     } else {
         format!(" (in {file_name})")
     };
@@ -2287,7 +2289,41 @@ fn key_path(path: &[String]) -> String {
     out
 }
 
-/// The variable among `env` whose key path begins with `path` (the one that set it).
+/// The setting a variable with one underscore where two belong was probably meant for
+/// (`PORTCULLIS_SERVER_ADMIN_LISTEN` → `PORTCULLIS_SERVER__ADMIN_LISTEN`): the first split of
+/// its name into a section and a key that the configuration has.
+fn meant_variable(name: &str) -> Option<String> {
+    let rest = name.strip_prefix(ENV_PREFIX)?;
+    rest.match_indices('_')
+        .filter(|&(i, _)| !FILE_ONLY_SECTIONS.contains(&rest[..i].to_ascii_lowercase().as_str()))
+        .map(|(i, _)| format!("{ENV_PREFIX}{}__{}", &rest[..i], &rest[i + 1..]))
+        .find(|candidate| names_a_setting(candidate))
+}
+
+/// Whether the variable `name` sets a key of the configuration (whatever its value): the
+/// embedded defaults with it set to `""` fail, if at all, for its value, not for its name.
+fn names_a_setting(name: &str) -> bool {
+    let probe = Figment::new()
+        .merge(Toml::string(EMBEDDED_DEFAULTS))
+        .merge(EnvOverrides(vec![(name.to_owned(), String::new())]));
+    match probe.extract::<Config>() {
+        Ok(_) => true,
+        Err(errors) => !errors
+            .into_iter()
+            .any(|e| matches!(e.kind, figment::error::Kind::UnknownField(..))),
+    }
+}
+
+/// `cors.allowed_origins[0]` as figment's path: `["cors", "allowed_origins", "0"]`.
+fn key_parts(key: &str) -> Vec<String> {
+    key.split(['.', '[', ']'])
+        .filter(|part| !part.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The variable among `env` that set the value at `path`: its key path is `path`, or holds
+/// it (`PORTCULLIS_CORS__ALLOWED_ORIGINS` for `cors.allowed_origins[0]`), or lies within it.
 fn variable_setting(env: &[(String, String)], path: &[String]) -> Option<String> {
     env.iter()
         .map(|(name, _)| name)
@@ -2296,7 +2332,7 @@ fn variable_setting(env: &[(String, String)], path: &[String]) -> Option<String>
                 .split("__")
                 .map(str::to_ascii_lowercase)
                 .collect();
-            !path.is_empty() && parts.starts_with(path)
+            !path.is_empty() && (parts.starts_with(path) || path.starts_with(&parts))
         })
         .cloned()
 }
@@ -2388,6 +2424,32 @@ mod tests {
                 "`server.threads`",
                 "PORTCULLIS_SERVER__THREADS",
             ),
+            // An entry of a list: the variable that set the whole list.
+            (
+                "PORTCULLIS_SERVER__TRUSTED_PROXIES",
+                "[\"10.0.0.0/33\"]",
+                "`server.trusted_proxies[0]`",
+                "PORTCULLIS_SERVER__TRUSTED_PROXIES",
+            ),
+            (
+                "PORTCULLIS_SERVER__STRIP_HEADERS",
+                "[\"ok\", 5]",
+                "`server.strip_headers[1]`",
+                "PORTCULLIS_SERVER__STRIP_HEADERS",
+            ),
+            // Found by validation rather than by the types.
+            (
+                "PORTCULLIS_CORS__ALLOWED_ORIGINS",
+                "[\"bad\"]",
+                "`cors.allowed_origins[0]`",
+                "PORTCULLIS_CORS__ALLOWED_ORIGINS",
+            ),
+            (
+                "PORTCULLIS_PORTAL__ALLOWED_RETURN_HOSTS",
+                "[\"a b\"]",
+                "`portal.allowed_return_hosts",
+                "PORTCULLIS_PORTAL__ALLOWED_RETURN_HOSTS",
+            ),
         ];
         for (name, value, key, var) in cases {
             let env = vec![(name.to_owned(), value.to_owned())];
@@ -2430,6 +2492,42 @@ mod tests {
             warnings.contains("PORTCULLIS_SERVER_LISTEN names no setting"),
             "{warnings}"
         );
+        // The hint names the setting the variable was meant for, wherever the missing
+        // underscore belongs.
+        for (stray, meant) in [
+            (
+                "PORTCULLIS_SERVER_LISTEN",
+                Some("PORTCULLIS_SERVER__LISTEN"),
+            ),
+            (
+                "PORTCULLIS_SERVER_ADMIN_LISTEN",
+                Some("PORTCULLIS_SERVER__ADMIN_LISTEN"),
+            ),
+            (
+                "PORTCULLIS_RATE_LIMITS_LOGIN",
+                Some("PORTCULLIS_RATE_LIMITS__LOGIN"),
+            ),
+            ("PORTCULLIS_STORAGE_URL", Some("PORTCULLIS_STORAGE__URL")),
+            ("PORTCULLIS_NO_SUCH_THING", None),
+        ] {
+            let env = vec![(stray.to_owned(), "x".to_owned())];
+            let c = Config::load_from(Path::new("t.toml"), "", env).unwrap();
+            let warnings = c.warnings().join("\n");
+            assert!(
+                warnings.contains(&format!("{stray} names no setting")),
+                "{warnings}"
+            );
+            match meant {
+                Some(meant) => assert!(
+                    warnings.contains(&format!("; {meant} is one")),
+                    "{stray}: {warnings}"
+                ),
+                None => assert!(
+                    warnings.contains("PORTCULLIS_SERVER__LISTEN)"),
+                    "{warnings}"
+                ),
+            }
+        }
         assert!(!warnings.contains("PORTCULLIS_CONFIG"), "{warnings}");
         assert!(!warnings.contains("PORTCULLIS_TEST_"), "{warnings}");
         assert!(warnings.contains("bcrypt_cost = 4"), "{warnings}");
@@ -2551,6 +2649,8 @@ mod tests {
             ("PORTCULLIS_ROUTES__0__UPSTREAM", "http://127.0.0.1:1"),
             ("PORTCULLIS_IDENTITY_PROVIDERS__0__CLIENT_SECRET", "s"),
             ("PORTCULLIS_IDENTITY_PROVIDERS__X", "[]"),
+            ("PORTCULLIS_ROUTES", "[{name = \"x\"}]"),
+            ("PORTCULLIS_IDENTITY_PROVIDERS", "[]"),
         ] {
             let env = vec![(name.to_owned(), value.to_owned())];
             let err = Config::load_from(Path::new("test.toml"), "", env).unwrap_err();

@@ -177,21 +177,15 @@ fn main() -> ExitCode {
             portcullis::config::DEFAULT_CONFIG_PATH
         );
     }
+    if matches!(command, Command::CheckConfig | Command::Serve)
+        && let Err(e) = preflight(&config)
+    {
+        // Before `serve` opens a database or writes a key: a config error exits 2.
+        eprintln!("portcullis: {e} (in {source})");
+        return ExitCode::from(2);
+    }
     let result = match command {
         Command::CheckConfig => {
-            if let Err(e) = Mailer::check_config(&config.mail) {
-                eprintln!("portcullis: invalid value for `mail` in {source}: {e}");
-                return ExitCode::from(2);
-            }
-            let portal = config.portal.templates_dir().and_then(|dir| {
-                let languages =
-                    portcullis::i18n::Catalogs::load(dir, &config.portal.default_language)?;
-                portcullis::portal::Portal::new(&config, Arc::new(languages), &[0; 32])
-            });
-            if let Err(e) = portal {
-                eprintln!("portcullis: {e} (in {source})");
-                return ExitCode::from(2);
-            }
             // Upstreams are resolved here, as the gateway will at start.
             match portcullis::gateway::routes::RouteTable::from_config(
                 &config,
@@ -248,10 +242,47 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("portcullis: {e:#}");
+            eprintln!("portcullis: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// What `serve` reads from files beside the configuration, read now so that `check-config`
+/// finds what the start would refuse, and the start refuses it before it opens a database or
+/// creates a key: the mail settings, the portal (templates, catalogues, images) and the key
+/// files that exist.
+fn preflight(config: &Config) -> Result<(), String> {
+    Mailer::check_config(&config.mail).map_err(|e| format!("invalid value for `mail`: {e}"))?;
+    config
+        .portal
+        .templates_dir()
+        .and_then(|dir| {
+            let languages = portcullis::i18n::Catalogs::load(dir, &config.portal.default_language)?;
+            portcullis::portal::Portal::new(config, Arc::new(languages), &[0; 32])
+        })
+        .map_err(|e| e.to_string())?;
+    portcullis::auth::jwt::KeyRing::check_files(&config.tokens)
+        .map_err(|e| format!("`tokens`: {e}"))?;
+    portcullis::auth::totp::SecretBox::check_file(&config.two_factor)
+        .map_err(|e| format!("`two_factor.encryption_key_file`: {e}"))
+}
+
+/// An error and its causes on one line, each cause left out when the text before it already
+/// says it (an error whose message quotes its source would otherwise say it twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// `health`: one HTTP/1.0 request to the admin listener, three seconds at most.
@@ -361,7 +392,10 @@ fn print_discovery(config: &Config) {
     let probes = match runtime() {
         Ok(rt) => rt.block_on(portcullis::accounts::federation::probe_discovery(config)),
         Err(e) => {
-            eprintln!("portcullis: warning: identity providers not checked: {e:#}");
+            eprintln!(
+                "portcullis: warning: identity providers not checked: {}",
+                error_chain(&e)
+            );
             return;
         }
     };

@@ -278,6 +278,20 @@ impl KeyRing {
             .with_access_lifetime(config.access_ttl.get()))
     }
 
+    /// Reads what [`KeyRing::load`] would, creating nothing: the signing key when its file
+    /// exists (an absent one is made at start) and every verification key. For
+    /// `check-config` and the start's checks before anything is opened.
+    pub fn check_files(config: &TokensConfig) -> Result<(), KeyError> {
+        let signing_path = Path::new(&config.signing_key_file);
+        if signing_path.exists() {
+            load_or_create_signing_key(signing_path)?;
+        }
+        for file in &config.verification_key_files {
+            load_verification_key(Path::new(file))?;
+        }
+        Ok(())
+    }
+
     /// The same ring, accepting access tokens that live at most `ttl` (plus
     /// [`CLOCK_SKEW`]); [`KeyRing::load`] sets `tokens.access_ttl`.
     #[must_use]

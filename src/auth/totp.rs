@@ -164,6 +164,16 @@ impl SecretBox {
         Self::load_or_create(Path::new(&config.encryption_key_file))
     }
 
+    /// Reads the key of `two_factor.encryption_key_file` when the file exists (an absent one
+    /// is made at start), creating nothing: for `check-config` and the start's checks.
+    pub fn check_file(config: &TwoFactorConfig) -> Result<(), TotpError> {
+        let path = Path::new(&config.encryption_key_file);
+        if path.exists() {
+            Self::load_or_create(path)?;
+        }
+        Ok(())
+    }
+
     /// Loads the key in `path`, creating the file with a fresh key when it is absent.
     ///
     /// Instances starting together against an absent file all end up with the same key.
