@@ -198,6 +198,56 @@ fn a_broken_portal_template_fails_check_config_naming_the_file() {
     assert!(stderr.contains("account.html"), "{stderr}");
 }
 
+/// What `serve` reads beside the configuration — key files, portal images — is read by
+/// `check-config` too, and a start refuses it (exit 2, the variable named) before it opens
+/// the database or creates a key.
+#[test]
+fn files_the_config_names_are_checked_before_anything_is_opened() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    let missing = scratch.path("no-such.pem");
+    let not_a_key = scratch.path("not-a-key.pem");
+    std::fs::write(
+        &not_a_key,
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    let cases = [
+        (
+            "PORTCULLIS_TOKENS__VERIFICATION_KEY_FILES",
+            format!("[{:?}]", missing.display().to_string()),
+            "no-such.pem",
+        ),
+        (
+            "PORTCULLIS_TOKENS__VERIFICATION_KEY_FILES",
+            format!("[{:?}]", not_a_key.display().to_string()),
+            "not-a-key.pem",
+        ),
+        (
+            "PORTCULLIS_PORTAL__FAVICON_FILE",
+            scratch.path("icon.png").display().to_string(),
+            "portal.favicon_file",
+        ),
+    ];
+    for (variable, value, named) in cases {
+        for command in ["check-config", "serve"] {
+            let (code, _, err) = run(portcullis()
+                .arg(command)
+                .env("PORTCULLIS_CONFIG", &path)
+                .env(variable, &value)
+                .current_dir(scratch.dir.path()));
+            assert_eq!(code, 2, "{command} {variable}={value}: {err}");
+            assert!(err.contains(named), "{command}: {err}");
+            let said_twice = err.matches("No such file or directory").count() > 1;
+            assert!(!said_twice, "{command}: {err}");
+            assert!(
+                !scratch.path("data").exists(),
+                "{command} {variable}: nothing written before the refusal"
+            );
+        }
+    }
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let (code, _, err) =
