@@ -328,7 +328,7 @@ impl PasswordPolicy {
         let mut violations = self.broken_rules(&candidate);
         let mut hints = Vec::new();
         if violations.is_empty() {
-            let estimate = zxcvbn::zxcvbn(&candidate, user_inputs);
+            let estimate = weakest_estimate(&candidate, user_inputs);
             if u8::from(estimate.score()) < self.min_score {
                 violations.push(PasswordRule::TooEasyToGuess);
                 hints = hints_of(estimate.feedback());
@@ -377,6 +377,65 @@ impl PasswordPolicy {
             .into_iter()
             .filter_map(|(broken, rule)| broken.then_some(rule))
             .collect()
+    }
+}
+
+/// The estimate of `candidate` as an attacker who knows `user_inputs` would make it: each
+/// input, its letters and digits run together, and each of its words (`Grace Hopper`,
+/// `grace.hopper@example.com` → `grace`, `hopper`, `example`) count as known words; the password is also judged with its spaces,
+/// dots, hyphens and underscores left out (words an attacker knows are no stronger for a
+/// separator between them) and as the keys pressed when it was typed in the Russian layout
+/// (`йцукенгшщз` is `qwertyuiop`, `пароль` is `gfhjkm`, both in the estimator's lists). The
+/// weakest estimate is the answer.
+fn weakest_estimate(candidate: &str, user_inputs: &[&str]) -> zxcvbn::Entropy {
+    let words: Vec<String> = user_inputs
+        .iter()
+        .flat_map(|input| {
+            let pieces = input
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|word| word.chars().count() >= 3)
+                .map(str::to_owned);
+            let joined: String = input.chars().filter(|c| c.is_alphanumeric()).collect();
+            [input.to_string(), joined].into_iter().chain(pieces)
+        })
+        .map(|word| word.to_lowercase())
+        .collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let joined: String = candidate
+        .chars()
+        .filter(|c| !c.is_whitespace() && !matches!(c, '.' | '-' | '_'))
+        .collect();
+    let keys: String = candidate.chars().map(latin_key).collect();
+    let joined_keys: String = joined.chars().map(latin_key).collect();
+    let mut weakest = zxcvbn::zxcvbn(candidate, &words);
+    for variant in [joined, keys, joined_keys] {
+        if variant != candidate && !variant.is_empty() {
+            let estimate = zxcvbn::zxcvbn(&variant, &words);
+            if estimate.guesses() < weakest.guesses() {
+                weakest = estimate;
+            }
+        }
+    }
+    weakest
+}
+
+/// The key of the US layout that types `c` in the Russian ЙЦУКЕН layout (GOST R 58289), or
+/// `c` itself: where a Russian speaker's keyboard walks and transliterated words become
+/// the estimator's own patterns.
+fn latin_key(c: char) -> char {
+    const RUSSIAN: &str = "йцукенгшщзхъфывапролджэячсмитьбюё";
+    const LATIN: &str = "qwertyuiop[]asdfghjkl;'zxcvbnm,.`";
+    let lower = c.to_lowercase().next().unwrap_or(c);
+    match RUSSIAN.chars().position(|r| r == lower) {
+        Some(i) => {
+            let key = LATIN.chars().nth(i).unwrap_or(c);
+            if c == lower {
+                key
+            } else {
+                key.to_ascii_uppercase()
+            }
+        }
+        None => c,
     }
 }
 
@@ -435,6 +494,45 @@ mod tests {
             min_score: 0,
             ..PasswordPolicy::default()
         }
+    }
+
+    /// What an attacker knows of the account, and a second keyboard layout, weaken an
+    /// estimate: each row is refused by default (score 3) for the account of Grace Hopper,
+    /// grace.hopper@example.com.
+    #[test]
+    fn names_words_of_the_address_and_russian_layout_patterns_are_known_words() {
+        let inputs = ["grace.hopper@example.com", "Grace", "Hopper"];
+        let policy = PasswordPolicy::default();
+        for refused in [
+            "Grace Hopper",
+            "grace hopper grace hopper",
+            "grace.hopper example.com",
+            "hopper.grace",
+            "йцукенгшщз",
+            "фывапролдж",
+            "пароль12345",
+            "ПАРОЛЬ12345",
+        ] {
+            let outcome = policy.admit(NewPassword::new(refused.to_owned()), &inputs);
+            assert!(outcome.is_err(), "{refused:?} was admitted");
+        }
+        for admitted in [
+            "correct horse battery staple",
+            "Съешь же ещё этих мягких булок",
+        ] {
+            let outcome = policy.admit(NewPassword::new(admitted.to_owned()), &inputs);
+            assert!(outcome.is_ok(), "{admitted:?} was refused");
+        }
+    }
+
+    #[test]
+    fn russian_layout_keys_map_to_the_us_keys_in_either_case() {
+        assert_eq!("йЦуК".chars().map(latin_key).collect::<String>(), "qWeR");
+        assert_eq!(
+            "пароль".chars().map(latin_key).collect::<String>(),
+            "gfhjkm"
+        );
+        assert_eq!("ab1!".chars().map(latin_key).collect::<String>(), "ab1!");
     }
 
     #[test]

@@ -30,6 +30,13 @@ fn table() -> Vec<(String, Expect)> {
             Refused("Straight rows of keys are easy to guess."),
         ),
         ("{email}".into(), Refused(guessable)),
+        // The account's names and the words of its address, whatever separates them.
+        ("Grace Hopper".into(), Refused(guessable)),
+        ("grace-hopper grace-hopper".into(), Refused(guessable)),
+        // Typed in the Russian layout: a keyboard row, and "password" (the keys of "gfhjkm").
+        ("йцукенгшщз".into(), Refused(guessable)),
+        ("пароль12345".into(), Refused(guessable)),
+        ("Съешь же ещё этих мягких булок".into(), Accepted),
         ("P@ssw0rd2024".into(), Refused("Predictable substitutions")),
         ("Sunsh1ne!2".into(), Refused(guessable)),
         // zxcvbn's dictionaries lack "troubadour": its estimate of XKCD's example passes.
