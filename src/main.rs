@@ -160,6 +160,28 @@ enum UserAction {
     ResetTwoFactor { email: String },
 }
 
+/// `println!` for the commands' output, through [`say_all`]: a reader that stopped reading
+/// (`portcullis user list | head -1`) ends the command quietly rather than in a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say_all(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// Writes `text` to standard output. A closed pipe ends the process with 0 at once (the
+/// reader has what it wanted); any other write error ends it with 1, said on stderr.
+fn say_all(text: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(text).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("portcullis: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (config, source) = match Config::locate(cli.config.as_deref()) {
@@ -198,11 +220,11 @@ fn main() -> ExitCode {
                 }
             }
             match portcullis::passkeys::relying_party_of(&config.server.public_url) {
-                Ok((rp_id, origin)) => println!(
+                Ok((rp_id, origin)) => say!(
                     "passkeys: on (relying-party id {rp_id}, origin {})",
                     origin.as_str().trim_end_matches('/')
                 ),
-                Err(reason) => println!("passkeys: off: {reason}"),
+                Err(reason) => say!("passkeys: off: {reason}"),
             }
             if let Err(e) = print_identity_providers(&config) {
                 eprintln!("portcullis: {e} (in {source})");
@@ -213,7 +235,7 @@ fn main() -> ExitCode {
                 eprintln!("portcullis: warning: {warning}");
             }
             let routes = config.routes.len();
-            println!(
+            say!(
                 "{source}: configuration is valid ({routes} route{})",
                 if routes == 1 { "" } else { "s" }
             );
@@ -289,7 +311,7 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn health(config: &Config) -> anyhow::Result<()> {
     let (address, status, _) = ask_admin(config, "GET /health", Duration::from_secs(3))?;
     if status == "200" {
-        println!("healthy ({address})");
+        say!("healthy ({address})");
         Ok(())
     } else {
         anyhow::bail!("unhealthy: {address} answered {status}")
@@ -322,7 +344,7 @@ fn reload(config: &Config, source: &ConfigSource) -> anyhow::Result<()> {
     ) {
         ("200", generation, serde_json::Value::Array(waiting)) => {
             let read = answer["source"].as_str().unwrap_or_default();
-            println!("reloaded {read}: configuration generation {generation} serves");
+            say!("reloaded {read}: configuration generation {generation} serves");
             if read != source_name(source) {
                 anyhow::bail!(
                     "the gateway at {address} read {read}, not {}: the file checked here is \
@@ -332,7 +354,7 @@ fn reload(config: &Config, source: &ConfigSource) -> anyhow::Result<()> {
             }
             let waiting: Vec<&str> = waiting.iter().filter_map(|v| v.as_str()).collect();
             if !waiting.is_empty() {
-                println!("changed, but waiting for a restart: {}", waiting.join(", "));
+                say!("changed, but waiting for a restart: {}", waiting.join(", "));
             }
             Ok(())
         }
@@ -402,9 +424,9 @@ fn print_discovery(config: &Config) {
     for probe in probes {
         match probe.outcome {
             Ok(endpoints) => {
-                println!("identity provider {}: discovery ok", probe.id);
+                say!("identity provider {}: discovery ok", probe.id);
                 for (name, url) in endpoints {
-                    println!("  {name} {url}");
+                    say!("  {name} {url}");
                 }
             }
             Err(reason) => eprintln!(
@@ -427,7 +449,7 @@ fn migrate(config: &Config) -> anyhow::Result<()> {
     runtime()?
         .block_on(store::migrate(&config.storage.url))
         .with_context(|| format!("migrating {}", config.storage.url.redacted()))?;
-    println!("{}: migrations applied", config.storage.url.redacted());
+    say!("{}: migrations applied", config.storage.url.redacted());
     Ok(())
 }
 
@@ -483,7 +505,7 @@ fn user(config: &Config, action: UserAction) -> anyhow::Result<()> {
             _ => None,
         };
         let output = run_user_command(&*store, command).await?;
-        println!("{output}");
+        say!("{output}");
         if let Some(user) = ending_sessions {
             end_sessions(config, user).await?;
         }
@@ -497,7 +519,7 @@ fn audit(config: &Config, query: AuditQuery) -> anyhow::Result<()> {
         let store = store::connect(&config.storage.url, 1)
             .await
             .with_context(|| format!("opening {}", config.storage.url.redacted()))?;
-        print!("{}", list_audit_events(&*store, query).await?);
+        say_all(format_args!("{}", list_audit_events(&*store, query).await?));
         anyhow::Ok(())
     })
 }
@@ -539,12 +561,12 @@ async fn initial_password(
 /// reads the change feed (within a second).
 async fn end_sessions(config: &Config, user: UserId) -> anyhow::Result<()> {
     if config.sessions.backend() == Ok(SessionBackend::Memory) {
-        println!("sessions end on the running gateway within a second (they live inside it)");
+        say!("sessions end on the running gateway within a second (they live inside it)");
         return Ok(());
     }
     let sessions = session::connect(&config.sessions).await?;
     let ended = sessions.revoke_all(user, None).await?;
-    println!("{} session(s) ended", ended.len());
+    say!("{} session(s) ended", ended.len());
     Ok(())
 }
 
@@ -585,7 +607,7 @@ async fn invite(
     } else {
         format!("roles {}", invitation.roles.join(","))
     };
-    println!(
+    say!(
         "invited {} ({roles}); the link works once, until {}:\n{link}",
         invitation.email,
         format_time(Some(invitation.expires_at))
@@ -599,7 +621,7 @@ async fn invite(
         .send_in(language, invitation.email.as_str(), "", mail)
         .await
     {
-        Ok(()) => println!("mailed to {}", invitation.email),
+        Ok(()) => say!("mailed to {}", invitation.email),
         Err(e) => eprintln!("portcullis: the invitation was not mailed ({e}); pass the link on"),
     }
     Ok(())
@@ -623,7 +645,7 @@ async fn set_password(
         portcullis::store::admin::By::OPERATOR,
     )
     .await?;
-    println!("password of {} set", user.email);
+    say!("password of {} set", user.email);
     end_sessions(config, user.id).await
 }
 
@@ -641,7 +663,7 @@ async fn send_reset(
         &user.language
     };
     match portcullis::accounts::mail_operator_reset(store, &mailer, &user, language).await {
-        Ok(()) => println!("a password-reset link was mailed to {}", user.email),
+        Ok(()) => say!("a password-reset link was mailed to {}", user.email),
         Err(AccountError::Deactivated) => {
             anyhow::bail!("{} is deactivated (`user activate` it first)", user.email)
         }
@@ -692,8 +714,8 @@ async fn list_sessions(
         })
         .collect();
     let header = ["ID", "CREATED", "LAST SEEN", "IP", "USER AGENT"];
-    print!("{}", format_table(&header, &rows));
-    println!("{} session(s) of {}", list.len(), user.email);
+    say_all(format_args!("{}", format_table(&header, &rows)));
+    say!("{} session(s) of {}", list.len(), user.email);
     Ok(())
 }
 
@@ -721,9 +743,9 @@ fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
 
 /// check-config's route table: one line per route, in the order requests are matched.
 fn print_route_table(table: &portcullis::gateway::routes::RouteTable) {
-    println!("routes, in match order (host first, then the longest path prefix):");
+    say!("routes, in match order (host first, then the longest path prefix):");
     for route in table.iter() {
-        println!("  {}", route.describe());
+        say!("  {}", route.describe());
     }
 }
 
@@ -734,7 +756,7 @@ fn print_identity_providers(config: &Config) -> Result<(), String> {
         provider.read_client_secret().map_err(|e| {
             format!("invalid value for `identity_providers[{i}].client_secret_file`: {e}")
         })?;
-        println!(
+        say!(
             "identity provider {} ({}, kind {}): register the redirect URI {}",
             provider.id,
             provider.name,

@@ -248,6 +248,41 @@ fn files_the_config_names_are_checked_before_anything_is_opened() {
     }
 }
 
+/// A reader that stops reading (`portcullis user list | head -1`) ends a command quietly:
+/// exit 0, no panic.
+#[test]
+fn output_into_a_closed_pipe_ends_the_command_quietly() {
+    let scratch = Scratch::new();
+    let path = write_config(&scratch, "");
+    for args in [
+        &["user", "list"][..],
+        &["user", "list", "--json"],
+        &["audit"],
+        &["check-config"],
+    ] {
+        let mut child = portcullis()
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .current_dir(scratch.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let status = wait_exit(&mut child, Duration::from_secs(30)).expect("the command ends");
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(status.code(), Some(0), "{args:?}: {err}");
+    }
+}
+
 #[test]
 fn missing_file_is_a_clear_error() {
     let (code, _, err) =
