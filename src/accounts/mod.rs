@@ -30,8 +30,9 @@
 //!   the raw text either way in reads ([`Registration`], [`ProfileChange`], [`ResetForm`],
 //!   [`PasswordChange`]) into typed values or `AccountError::Invalid` naming every field;
 //! - `two_factor`: TOTP management ([`Accounts::setup_two_factor`],
-//!   [`Accounts::enable_two_factor`] with its recovery codes, [`Accounts::disable_two_factor`]),
-//!   each behind a verified address and the step-up (with a code while TOTP is on);
+//!   [`Accounts::enable_two_factor`] with its recovery codes, [`Accounts::disable_two_factor`],
+//!   [`Accounts::regenerate_recovery_codes`]), each behind a verified address and the
+//!   step-up (with a code while TOTP is on), and [`Accounts::recovery_codes_remaining`];
 //! - `passkey`: passkey sign-in and the account's passkeys
 //!   ([`Accounts::begin_passkey_registration`] and [`Accounts::add_passkey`],
 //!   [`Accounts::passkeys_of`], [`Accounts::rename_passkey`], [`Accounts::remove_passkey`]);

@@ -1,12 +1,12 @@
 //! Managing one's TOTP second factor: a fresh secret to scan, turning it on (recovery
-//! codes, shown once) and off.
+//! codes, shown once) and off, new recovery codes, and how many are left.
 //!
 //! Changing a second factor is a security change: it needs a verified address, and the
 //! step-up. Turning TOTP on takes the password; with TOTP already on, replacing it (a new
-//! secret, then turning that on) or turning it off takes the password and a current code
-//! or recovery code, counted against the lockout, so an access token alone cannot lock the
-//! owner out behind a factor the thief holds. Turning TOTP on ends the account's other
-//! sessions, which never passed it.
+//! secret, then turning that on), turning it off or making new recovery codes takes the
+//! password and a current code or recovery code, counted against the lockout, so an access
+//! token alone cannot lock the owner out behind a factor the thief holds. Turning TOTP on
+//! ends the account's other sessions, which never passed it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,6 +42,16 @@ pub fn verified_for_two_factor(user: &User) -> Result<(), AccountError> {
             TWO_FACTOR_NEEDS_VERIFIED_EMAIL,
         ))
     }
+}
+
+/// Ten fresh recovery codes for `user`, shown once, and their stored forms.
+fn new_recovery_codes(user: &User) -> (Vec<String>, Vec<String>) {
+    let codes = generate_recovery_codes();
+    let hashes = codes
+        .iter()
+        .map(|c| hash_recovery_code(user.id, c))
+        .collect();
+    (codes, hashes)
 }
 
 fn now_unix() -> u64 {
@@ -145,11 +155,7 @@ impl Accounts {
             .secret_box()
             .seal_secret(user.id, &input.secret)
             .map_err(|e| AccountError::internal("sealing a TOTP secret", &e))?;
-        let codes = generate_recovery_codes();
-        let hashes: Vec<String> = codes
-            .iter()
-            .map(|c| hash_recovery_code(user.id, c))
-            .collect();
+        let (codes, hashes) = new_recovery_codes(user);
         self.store.set_two_factor(user.id, Some(sealed)).await?;
         self.store.replace_recovery_codes(user.id, &hashes).await?;
         // Sessions that never passed the new second factor must not outlive its arrival:
@@ -230,5 +236,59 @@ impl Accounts {
             MailKind::TwoFactorDisabled,
         );
         Ok(())
+    }
+
+    /// Replaces all of `user`'s recovery codes, used or not, with ten new ones after the
+    /// step-up (`proof`: the password and a current TOTP code or an unused recovery code,
+    /// one guess against the lockout), and mails the owner a notice (never the codes).
+    /// Answers the new codes, shown once. The sessions stay: the second factor itself has
+    /// not changed.
+    ///
+    /// Errors: `EmailNotVerified`, `TwoFactorNotEnabled` (before any guess: there are no
+    /// codes to replace), `Invalid` (a field left blank), those of [`Accounts::step_up`],
+    /// backend failures.
+    pub async fn regenerate_recovery_codes(
+        &self,
+        user: &User,
+        proof: StepUp<'_>,
+        client: &Client<'_>,
+    ) -> Result<Vec<String>, AccountError> {
+        verified_for_two_factor(user)?;
+        if !user.two_factor_enabled {
+            return Err(AccountError::TwoFactorNotEnabled);
+        }
+        if let Err(e) = self.step_up_with_code(user, proof, client).await {
+            tracing::warn!(target: SECURITY, event = "recovery_codes_regenerate_refused", user_id = %user.id);
+            return Err(e);
+        }
+        let (codes, hashes) = new_recovery_codes(user);
+        self.store.replace_recovery_codes(user.id, &hashes).await?;
+        tracing::info!(target: SECURITY, event = "recovery_codes_regenerated", user_id = %user.id, codes = codes.len());
+        let detail = format!("{} new codes", codes.len());
+        self.audit_own(
+            AuditKind::RecoveryCodesRegenerate,
+            user,
+            Some(client),
+            AuditOutcome::Success,
+            &detail,
+        );
+        self.mailer.send_in_background_in(
+            self.mail_language(user, client),
+            user.email.as_str(),
+            &user.first_name,
+            MailKind::RecoveryCodesRegenerated,
+        );
+        Ok(codes)
+    }
+
+    /// How many of `user`'s recovery codes are still unused; 0 without TOTP, without
+    /// asking the store.
+    ///
+    /// Errors: backend failures.
+    pub async fn recovery_codes_remaining(&self, user: &User) -> Result<u64, AccountError> {
+        if !user.two_factor_enabled {
+            return Ok(0);
+        }
+        Ok(self.store.count_unused_recovery_codes(user.id).await?)
     }
 }

@@ -207,6 +207,7 @@ async fn call(
         Op::SetupTwoFactor => two_factor::setup(app, request).await,
         Op::EnableTwoFactor => two_factor::enable(app, request).await,
         Op::DisableTwoFactor => two_factor::disable(app, request).await,
+        Op::RegenerateRecoveryCodes => two_factor::regenerate_recovery_codes(app, request).await,
         Op::ListPasskeys => passkeys::list(app, request).await,
         Op::PasskeyRegisterOptions => passkeys::register_options(app, request).await,
         Op::PasskeyRegister => passkeys::register(app, request).await,

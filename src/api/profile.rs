@@ -1,21 +1,32 @@
 //! The logged-in user's own account: profile, password, deactivation, sessions.
 
 use http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::account::user_profile;
 use super::{ApiRequest, Fields, Reply};
 use crate::accounts::{AccountError, PasswordChange, ProfileChange, StepUp};
 use crate::app::App;
 use crate::session::SessionId;
+use crate::store::User;
+
+/// The account as the profile shows it, with `recovery_codes_remaining` (the unused
+/// recovery codes; 0 without 2FA).
+async fn profile_of(app: &App, user: &User) -> Result<Value, Reply> {
+    let mut profile = user_profile(user);
+    let remaining = app.accounts.recovery_codes_remaining(user).await?;
+    profile["recovery_codes_remaining"] = json!(remaining);
+    Ok(profile)
+}
 
 /// `GET /api/auth/profile`
 pub async fn get_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let caller = app.access.authenticate_api(&request.headers).await?;
+    let profile = profile_of(app, &caller.user).await?;
     Ok(Reply::ok(
         StatusCode::OK,
         "Profile retrieved",
-        Some(json!({"user": user_profile(&caller.user)})),
+        Some(json!({"user": profile})),
     ))
 }
 
@@ -30,10 +41,11 @@ pub async fn update_profile(app: &App, request: &ApiRequest) -> Result<Reply, Re
     };
     let names = change.parse_after(f.found())?;
     let user = app.accounts.update_profile(&caller.user, names).await?;
+    let profile = profile_of(app, &user).await?;
     Ok(Reply::ok(
         StatusCode::OK,
         "Profile updated",
-        Some(json!({"user": user_profile(&user)})),
+        Some(json!({"user": profile})),
     ))
 }
 

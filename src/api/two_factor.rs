@@ -1,7 +1,8 @@
-//! TOTP second factor: setup, enable and disable, over the account core
-//! (`Accounts::{setup_two_factor, enable_two_factor, disable_two_factor}`, where the rules
-//! live: a verified address, the step-up, recovery codes, the sessions that end). These
-//! handlers read the JSON and the caller and answer the envelope.
+//! TOTP second factor: setup, enable and disable, and new recovery codes, over the account
+//! core (`Accounts::{setup_two_factor, enable_two_factor, disable_two_factor,
+//! regenerate_recovery_codes}`, where the rules live: a verified address, the step-up,
+//! recovery codes, the sessions that end). These handlers read the JSON and the caller and
+//! answer the envelope.
 
 use http::StatusCode;
 use serde_json::json;
@@ -140,5 +141,23 @@ pub async fn disable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         StatusCode::OK,
         "Two-factor authentication disabled",
         None,
+    ))
+}
+
+/// `POST /api/auth/2fa/recovery-codes` `{password, two_factor_code}` — replaces every
+/// recovery code with ten new ones, returned once; only while 2FA is on (400
+/// `two_factor_not_enabled` otherwise), after the step-up with a current or recovery code.
+pub async fn regenerate_recovery_codes(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
+    let caller = verified_caller(app, request).await?;
+    let proof = Proof::read(request, &caller.user)?;
+    let client = super::client(app, request);
+    let codes = app
+        .accounts
+        .regenerate_recovery_codes(&caller.user, proof.step_up(), &client)
+        .await?;
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "New recovery codes made; the old ones no longer work. Store them safely: they are shown once.",
+        Some(json!({"recovery_codes": codes})),
     ))
 }

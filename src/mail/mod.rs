@@ -160,6 +160,8 @@ pub enum MailKind {
     TwoFactorEnabled,
     /// Two-factor authentication was turned off.
     TwoFactorDisabled,
+    /// New recovery codes replaced the old ones.
+    RecoveryCodesRegenerated,
     /// A passkey was added to the account.
     PasskeyAdded {
         /// The name the user gave it.
@@ -200,7 +202,7 @@ impl fmt::Debug for MailKind {
 
 impl MailKind {
     /// Every kind's name, as used in template file names and the `kind` metric label.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "verification",
         "password_reset",
         "invitation",
@@ -208,6 +210,7 @@ impl MailKind {
         "login_notification",
         "two_factor_enabled",
         "two_factor_disabled",
+        "recovery_codes_regenerated",
         "passkey_added",
         "passkey_removed",
     ];
@@ -222,6 +225,7 @@ impl MailKind {
             Self::LoginNotification { .. } => "login_notification",
             Self::TwoFactorEnabled => "two_factor_enabled",
             Self::TwoFactorDisabled => "two_factor_disabled",
+            Self::RecoveryCodesRegenerated => "recovery_codes_regenerated",
             Self::PasskeyAdded { .. } => "passkey_added",
             Self::PasskeyRemoved { .. } => "passkey_removed",
         }
@@ -251,6 +255,7 @@ impl MailKind {
             },
             Self::TwoFactorEnabled,
             Self::TwoFactorDisabled,
+            Self::RecoveryCodesRegenerated,
             Self::PasskeyAdded {
                 name: "Laptop".into(),
             },
@@ -616,7 +621,10 @@ pub(crate) fn template_context(
         MailKind::PasskeyAdded { name } | MailKind::PasskeyRemoved { name } => {
             vars.insert("passkey_name", Value::from(name.as_str()));
         }
-        MailKind::PasswordChanged | MailKind::TwoFactorEnabled | MailKind::TwoFactorDisabled => {}
+        MailKind::PasswordChanged
+        | MailKind::TwoFactorEnabled
+        | MailKind::TwoFactorDisabled
+        | MailKind::RecoveryCodesRegenerated => {}
     }
     Value::from(vars)
 }

@@ -93,6 +93,18 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../config/templates/two_factor_disabled.html"),
     ),
     (
+        "recovery_codes_regenerated.subject.txt",
+        include_str!("../../config/templates/recovery_codes_regenerated.subject.txt"),
+    ),
+    (
+        "recovery_codes_regenerated.txt",
+        include_str!("../../config/templates/recovery_codes_regenerated.txt"),
+    ),
+    (
+        "recovery_codes_regenerated.html",
+        include_str!("../../config/templates/recovery_codes_regenerated.html"),
+    ),
+    (
         "passkey_added.subject.txt",
         include_str!("../../config/templates/passkey_added.subject.txt"),
     ),
@@ -203,6 +215,18 @@ const BUILT_IN: &[(&str, &str)] = &[
     (
         "ru/two_factor_disabled.html",
         include_str!("../../config/templates/ru/two_factor_disabled.html"),
+    ),
+    (
+        "ru/recovery_codes_regenerated.subject.txt",
+        include_str!("../../config/templates/ru/recovery_codes_regenerated.subject.txt"),
+    ),
+    (
+        "ru/recovery_codes_regenerated.txt",
+        include_str!("../../config/templates/ru/recovery_codes_regenerated.txt"),
+    ),
+    (
+        "ru/recovery_codes_regenerated.html",
+        include_str!("../../config/templates/ru/recovery_codes_regenerated.html"),
     ),
     (
         "ru/passkey_added.subject.txt",

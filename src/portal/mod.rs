@@ -713,6 +713,7 @@ fn error_key(response: &Reply) -> &'static str {
         "service_unavailable" => "error_unavailable",
         "invalid_token" => "link_invalid_text",
         "email_not_verified" => "two_factor_needs_verified_email",
+        "two_factor_not_enabled" => "error_two_factor_not_enabled",
         "passkey_refused" | "ceremony_invalid" | "passkey_invalid" => "passkey_failed",
         _ if response.status == StatusCode::TOO_MANY_REQUESTS => "error_rate_limited",
         _ if response.status == StatusCode::SERVICE_UNAVAILABLE => "error_unavailable",

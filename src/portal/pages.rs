@@ -25,7 +25,7 @@ use crate::auth::secrets::is_token_shaped;
 use crate::config::Refusal;
 use crate::reply::Reply;
 use crate::session::SessionId;
-use crate::store::StoreError;
+use crate::store::{StoreError, User};
 
 /// Paths (below the prefix) that show a page.
 pub(super) const GET_PATHS: &[&str] = &[
@@ -61,6 +61,7 @@ pub(super) const POST_PATHS: &[&str] = &[
     "/account/2fa/setup",
     "/account/2fa/enable",
     "/account/2fa/disable",
+    "/account/2fa/recovery-codes",
     "/account/resend-verification",
     "/account/deactivate",
     "/login/passkey",
@@ -683,6 +684,7 @@ async fn account_page(
         "two_factor_enabled": user.two_factor_enabled,
     });
     let passkeys = passkeys::for_account(v, user).await;
+    let recovery = recovery_codes_left(v, user).await;
     // An administrator finds the console from here (the console asks the rest).
     let console = app.accounts.is_admin(user).then(|| v.path("/admin"));
     let identities = federation::for_account(v, user).await;
@@ -695,10 +697,32 @@ async fn account_page(
             ("user", to_value(user_view)),
             ("sessions", to_value(sessions)),
             ("passkeys", passkeys),
+            ("recovery", recovery),
             ("console_href", to_value(console)),
             ("identities", identities),
         ],
     )
+}
+
+/// How many unused recovery codes leave the account page warning that they run out.
+const FEW_RECOVERY_CODES: u64 = 3;
+
+/// What the account page's two-factor section says of the recovery codes left: `left`,
+/// the count in the page's language and its plural form, and `few`, whether that is
+/// [`FEW_RECOVERY_CODES`] or fewer. None without TOTP, or when the count cannot be read
+/// (the page shows without it).
+async fn recovery_codes_left(v: &Visit<'_>, user: &User) -> Value {
+    if !user.two_factor_enabled {
+        return Value::from(());
+    }
+    match v.app.accounts.recovery_codes_remaining(user).await {
+        Ok(n) => to_value(json!({
+            "count": n,
+            "left": v.lang.counted("recovery_codes_left", n),
+            "few": n <= FEW_RECOVERY_CODES,
+        })),
+        Err(_) => Value::from(()),
+    }
 }
 
 /// After a form on the account page: back to it with a notice, or the page again with the
@@ -732,6 +756,7 @@ async fn account_action(v: &mut Visit<'_>, action: &str, token: &str, form: Form
         "/account/2fa/setup" => setup_two_factor(v, token, &form).await,
         "/account/2fa/enable" => enable_two_factor(v, token, form).await,
         "/account/2fa/disable" => disable_two_factor(v, token, form).await,
+        "/account/2fa/recovery-codes" => regenerate_recovery_codes(v, token, form).await,
         "/account/resend-verification" => resend_verification(v, token).await,
         "/account/deactivate" => deactivate(v, token, form).await,
         identity if identity.starts_with("/account/identities/") => {
@@ -968,6 +993,48 @@ async fn disable_two_factor(v: &mut Visit<'_>, token: &str, form: Form) -> Page 
         other => other.to_owned(),
     })
     .await
+}
+
+/// `POST /account/2fa/recovery-codes`: Replaces the recovery codes (the password and a
+/// code, like the API) and shows the new ones once; a refusal shows the account page again
+/// with the problem next to the field.
+async fn regenerate_recovery_codes(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
+    let app = v.app;
+    let made = match v.caller(token).await {
+        Ok(caller) => {
+            let proof = StepUp {
+                password: form.text("password"),
+                password_field: "password",
+                code: Some(form.text("two_factor_code")),
+            };
+            let client = v.client();
+            let made = app
+                .accounts
+                .regenerate_recovery_codes(&caller.user, proof, &client);
+            made.await.map_err(|e| v.refusal(e))
+        }
+        Err(refusal) => Err(refusal),
+    };
+    match made {
+        Ok(codes) => v.render(
+            "recovery_codes.html",
+            StatusCode::OK,
+            "recovery_codes_title",
+            Feedback::default(),
+            vec![
+                ("codes", to_value(json!(codes))),
+                ("regenerated", Value::from(true)),
+            ],
+        ),
+        Err(r) => {
+            account_outcome(v, token, r, "", |f| match f {
+                "password" => "recovery_password".into(),
+                "two_factor_code" => "recovery_two_factor_code".into(),
+                other => other.to_owned(),
+            })
+            .await
+        }
+    }
 }
 
 /// `POST /account/resend-verification`: Mails a fresh verification link.

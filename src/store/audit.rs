@@ -49,6 +49,9 @@ pub enum AuditKind {
     TwoFactorEnable,
     /// TOTP turned off by its owner.
     TwoFactorDisable,
+    /// New recovery codes made by the owner (after the step-up with a code): the old
+    /// ones stop working.
+    RecoveryCodesRegenerate,
     /// A passkey added.
     PasskeyAdd,
     /// A passkey renamed.
@@ -102,7 +105,7 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in the order the documentation lists them.
-    pub const ALL: [Self; 34] = [
+    pub const ALL: [Self; 35] = [
         Self::SignIn,
         Self::Lockout,
         Self::StepUp,
@@ -113,6 +116,7 @@ impl AuditKind {
         Self::PasswordReset,
         Self::TwoFactorEnable,
         Self::TwoFactorDisable,
+        Self::RecoveryCodesRegenerate,
         Self::PasskeyAdd,
         Self::PasskeyRename,
         Self::PasskeyRemove,
@@ -152,6 +156,7 @@ impl AuditKind {
             Self::PasswordReset => "password_reset",
             Self::TwoFactorEnable => "two_factor_enable",
             Self::TwoFactorDisable => "two_factor_disable",
+            Self::RecoveryCodesRegenerate => "recovery_codes_regenerate",
             Self::PasskeyAdd => "passkey_add",
             Self::PasskeyRename => "passkey_rename",
             Self::PasskeyRemove => "passkey_remove",

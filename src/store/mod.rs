@@ -567,6 +567,10 @@ pub trait UserStore: Send + Sync {
     /// concurrent attempts.
     async fn consume_recovery_code(&self, id: UserId, code_hash: &str) -> Result<bool, StoreError>;
 
+    /// How many of the user's recovery codes are still unused (0 for an account without
+    /// any, or without TOTP).
+    async fn count_unused_recovery_codes(&self, id: UserId) -> Result<u64, StoreError>;
+
     /// Stores a mailed token by its SHA-256 hex hash.
     async fn create_token(
         &self,

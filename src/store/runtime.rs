@@ -249,6 +249,11 @@ impl UserStore for OnRuntime {
             .await
     }
 
+    async fn count_unused_recovery_codes(&self, id: UserId) -> Result<u64, StoreError> {
+        self.run(|s| async move { s.count_unused_recovery_codes(id).await })
+            .await
+    }
+
     async fn create_token(
         &self,
         id: UserId,

@@ -1311,6 +1311,17 @@ where
         Ok(DB::rows_affected(&done) == 1)
     }
 
+    async fn count_unused_recovery_codes(&self, user: UserId) -> Result<u64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS unused FROM recovery_codes WHERE user_id = $1 AND NOT used",
+        )
+        .bind(id::<DB>(user))
+        .fetch_one(&self.pool)
+        .await?;
+        let unused: i64 = row.try_get("unused")?;
+        Ok(u64::try_from(unused).unwrap_or(0))
+    }
+
     async fn create_token(
         &self,
         user: UserId,

@@ -42,6 +42,7 @@ mod portal;
 mod portal_browser;
 mod portal_layout;
 mod rate_limits;
+mod recovery_codes;
 mod reload;
 mod route_rules;
 mod storage_faults;

@@ -971,9 +971,17 @@ async fn recovery_codes_are_used_once(db: &TestDb) {
         .replace_recovery_codes(other.id, &["h1".into()])
         .await
         .unwrap();
+    let unused = |id| {
+        let store = Arc::clone(&store);
+        async move { store.count_unused_recovery_codes(id).await.unwrap() }
+    };
+    assert_eq!(unused(user.id).await, 3, "duplicates collapse");
+    assert_eq!(unused(other.id).await, 1);
 
     assert!(store.consume_recovery_code(user.id, "h2").await.unwrap());
     assert!(!store.consume_recovery_code(user.id, "h2").await.unwrap());
+    assert_eq!(unused(user.id).await, 2, "a used code is no longer counted");
+    assert_eq!(unused(other.id).await, 1, "another user's count stays");
     assert!(
         !store
             .consume_recovery_code(user.id, "unknown")
@@ -1006,8 +1014,19 @@ async fn recovery_codes_are_used_once(db: &TestDb) {
         .replace_recovery_codes(user.id, &["n2".into()])
         .await
         .unwrap();
+    assert_eq!(
+        unused(user.id).await,
+        1,
+        "a replacement counts only its own"
+    );
     assert!(!store.consume_recovery_code(user.id, "n1").await.unwrap());
     assert!(store.consume_recovery_code(user.id, "n2").await.unwrap());
+    assert_eq!(unused(user.id).await, 0);
+    assert_eq!(
+        unused(UserId::random()).await,
+        0,
+        "an unknown account has none"
+    );
 }
 
 async fn migrations_are_idempotent_and_data_survives_reconnect(db: &TestDb) {
