@@ -1455,12 +1455,16 @@ impl Config {
                     ),
                 ));
             }
-            if !route.name.is_empty() && self.routes[..i].iter().any(|r| r.name == route.name) {
+            if let Some(problem) = route_name_problem(&route.name) {
+                return Err(invalid(key("name"), problem));
+            }
+            let same_name = |r: &RouteConfig| r.name.to_lowercase() == route.name.to_lowercase();
+            if !route.name.is_empty() && self.routes[..i].iter().any(same_name) {
                 return Err(invalid(
                     key("name"),
                     format!(
-                        "{:?} names an earlier route too: metrics and logs could not tell \
-                         them apart",
+                        "{:?} names an earlier route too (letter case aside): metrics and \
+                         logs could not tell them apart",
                         route.name
                     ),
                 ));
@@ -1516,6 +1520,7 @@ impl Config {
                 self.passwords.bcrypt_cost
             ));
         }
+        warnings.extend(self.weak_settings());
         let mode = self.registration.mode;
         if matches!(mode, RegistrationMode::Invite | RegistrationMode::Closed)
             && !self.registration.allowed_domains.is_empty()
@@ -1524,6 +1529,36 @@ impl Config {
                 "registration.allowed_domains has no effect with registration.mode = \"{}\": \
                  only \"domains\" reads it, and invitations and `user create` are not held to it",
                 mode.as_str()
+            ));
+        }
+        warnings
+    }
+
+    /// Settings that weaken what stands between a guesser and an account, or how long a
+    /// token outlives its session for an upstream that checks tokens by itself (the gateway
+    /// checks the live session on every request, whatever the token's lifetime).
+    fn weak_settings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.passwords.min_score < 2 {
+            warnings.push(format!(
+                "passwords.min_score = {} admits passwords the estimator finds in its lists \
+                 of common ones; use 2 or more (3, the default, is NIST SP 800-63B's advice)",
+                self.passwords.min_score
+            ));
+        }
+        if self.lockout.max_failed_attempts > 100 {
+            warnings.push(format!(
+                "lockout.max_failed_attempts = {} lets a guesser try that many passwords per \
+                 account and lock window; 5 to 20 is usual (the default is 5)",
+                self.lockout.max_failed_attempts
+            ));
+        }
+        let access = self.tokens.access_ttl.get();
+        if access > std::time::Duration::from_secs(3600) {
+            warnings.push(format!(
+                "tokens.access_ttl = {} outlives a revocation for an upstream that verifies \
+                 tokens itself; an hour at most is usual (the default is 15m)",
+                self.tokens.access_ttl
             ));
         }
         warnings
@@ -1562,6 +1597,14 @@ impl Config {
             )
         })
     }
+}
+
+/// What is wrong with a route's name, which metrics, logs and `check-config` print: the
+/// rule of text shown to people ([`crate::domain::text`]) at 64 characters, and no space
+/// at either end.
+fn route_name_problem(name: &str) -> Option<String> {
+    crate::domain::text::display_text_problem(name, 64)
+        .or_else(|| (name.trim() != name).then(|| "must not begin or end with a space".to_owned()))
 }
 
 /// A key that failed validation (`server.threads`, `routes[2].upstream`) and what is wrong
@@ -1961,6 +2004,10 @@ impl PortalConfig {
         self.validate_image_files()?;
         if self.title.trim().is_empty() {
             return Err(invalid("portal.title", "must not be empty"));
+        }
+        // Shown on every page and in every mail's subject and footer.
+        if let Some(problem) = crate::domain::text::display_text_problem(&self.title, 100) {
+            return Err(invalid("portal.title", problem));
         }
         for (i, host) in self.allowed_return_hosts.iter().enumerate() {
             if return_host(host).is_none() {
@@ -2531,6 +2578,20 @@ mod tests {
         assert!(!warnings.contains("PORTCULLIS_CONFIG"), "{warnings}");
         assert!(!warnings.contains("PORTCULLIS_TEST_"), "{warnings}");
         assert!(warnings.contains("bcrypt_cost = 4"), "{warnings}");
+        let weak = "[passwords]\nmin_score = 1\n[lockout]\nmax_failed_attempts = 100000\n\
+                    [tokens]\naccess_ttl = \"30d\"\n";
+        let warnings = load(weak).unwrap().warnings().join("\n");
+        for key in [
+            "min_score = 1",
+            "max_failed_attempts = 100000",
+            "access_ttl = 30d",
+        ] {
+            assert!(warnings.contains(key), "{key}: {warnings}");
+        }
+        let defaults = load("").unwrap().warnings().join("\n");
+        for key in ["min_score", "max_failed_attempts", "access_ttl"] {
+            assert!(!defaults.contains(key), "{key}: {defaults}");
+        }
         let c = load("[passwords]\nbcrypt_cost = 10\n").unwrap();
         assert!(!c.warnings().join("").contains("bcrypt"));
     }
@@ -2563,12 +2624,36 @@ mod tests {
             err.contains("routes[1].name") && err.contains("earlier route"),
             "{err}"
         );
+        // Names that print badly, or that only letter case tells apart.
+        for (first, second) in [
+            ("app", "APP"),
+            ("x\\\"} 1\\nportcullis_fake{a=\\\"b", "y"),
+            ("app\\u001b[31m", "y"),
+            ("app\\u202e", "y"),
+            ("app ", "y"),
+            ("a\\u200bpp", "y"),
+        ] {
+            let text = route(first, "a.example.com") + &route(second, "b.example.com");
+            let err = load(&text).unwrap_err().to_string();
+            assert!(err.contains("].name"), "{first:?}: {err}");
+        }
         let unnamed = route("", "a.example.com") + &route("", "b.example.com");
         let warnings = load(&unnamed).unwrap().warnings().join("\n");
         assert!(warnings.contains("give each a name"), "{warnings}");
         let named = route("a", "a.example.com") + &route("b", "b.example.com");
         let warnings = load(&named).unwrap().warnings().join("\n");
         assert!(!warnings.contains("give each a name"), "{warnings}");
+    }
+
+    #[test]
+    fn the_site_title_is_text_people_can_read() {
+        for bad in ["Acme\\u202eevil", "Acme\\u0007", "Acme\\nGate", "\\u200b "] {
+            let err = load(&format!("[portal]\ntitle = \"{bad}\"\n")).unwrap_err();
+            assert!(err.to_string().contains("portal.title"), "{bad}: {err}");
+        }
+        let long = "A".repeat(101);
+        assert!(load(&format!("[portal]\ntitle = \"{long}\"\n")).is_err());
+        assert!(load("[portal]\ntitle = \"Вход · Acme & Co\"\n").is_ok());
     }
 
     #[test]

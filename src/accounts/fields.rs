@@ -126,42 +126,7 @@ impl FieldErrors {
     }
 }
 
-/// What is wrong with text shown to people (names of users and passkeys), if anything:
-/// more than `max_chars` characters, a control character, or one that is invisible or
-/// changes direction, so that one cannot pose as another in a mail or on a page (Unicode
-/// TR #36 §2.2). The first rule broken, as the field's message.
-pub fn display_text_problem(value: &str, max_chars: usize) -> Option<String> {
-    if value.chars().count() > max_chars {
-        Some(format!("must be at most {max_chars} characters"))
-    } else if value.chars().any(char::is_control) {
-        Some("must not contain control characters".to_owned())
-    } else if value.chars().any(is_invisible_format) {
-        Some("must not contain invisible or direction-changing characters".to_owned())
-    } else {
-        None
-    }
-}
-
-/// Text someone else wrote (a provider's names, its error), made fit to show: control,
-/// invisible and direction-changing characters dropped, at most `max_chars` kept — the
-/// rule of [`display_text_problem`], applied rather than refused.
-pub fn shown_text(value: &str, max_chars: usize) -> String {
-    value
-        .chars()
-        .filter(|c| !c.is_control() && !is_invisible_format(*c))
-        .take(max_chars)
-        .collect()
-}
-
-/// Unicode format characters (general category Cf) that are invisible or change text
-/// direction: the soft hyphen, bidirectional marks, embeddings, overrides and isolates,
-/// zero-width characters, invisible operators, the byte-order mark and interlinear
-/// annotation controls.
-fn is_invisible_format(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
-}
+pub use crate::domain::text::{display_text_problem, shown_text};
 
 /// A new password held to `policy`, with the account's address and names as words an
 /// attacker knows: the one door from what was typed to a [`Password`] that may be hashed.

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod password;
 /// Rate limits written `COUNT/WINDOW`, e.g. `10/15m` ([`RateSpec`]).
 pub mod rate;
+pub mod text;
 
 pub use colour::Rgb;
 pub use duration::HumanDuration;
