@@ -45,5 +45,6 @@ mod rate_limits;
 mod reload;
 mod route_rules;
 mod storage_faults;
+mod tls;
 mod token_times;
 mod two_factor_api;
