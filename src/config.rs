@@ -22,6 +22,7 @@ mod registration;
 mod restart;
 mod route_checks;
 mod rules;
+mod tls;
 
 pub use identity_providers::{
     ClientSecret, IdentityProviderConfig, ProviderId, ProviderKind, check_endpoint_url,
@@ -31,6 +32,7 @@ pub use route_checks::HostPattern;
 pub use rules::{
     Account, EmailDomain, EmailEntry, MethodName, Network, RouteGuard, Rules, Unmet, UserEntry,
 };
+pub use tls::{CertificateFiles, KeyedPair, TlsConfig};
 
 /// Where the config file is looked for when neither `--config` nor `PORTCULLIS_CONFIG` says.
 pub const DEFAULT_CONFIG_PATH: &str = "config/portcullis.toml";
@@ -93,6 +95,9 @@ pub struct Config {
     /// `[server]`: listeners, public address, limits and timeouts.
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[tls]`: TLS on the main listener, HSTS, the redirect listener.
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// `[logging]`: stdout format, level and log files.
     #[serde(default)]
     pub logging: LoggingConfig,
@@ -1388,6 +1393,7 @@ impl Config {
     /// sections; returns the offending key and what is wrong.
     fn validate(&self) -> Result<(), Invalid> {
         self.server.validate()?;
+        self.tls.validate(&self.server)?;
         self.logging.validate()?;
         self.storage.validate()?;
         self.sessions.validate()?;

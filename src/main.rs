@@ -231,7 +231,14 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             print_discovery(&config);
-            for warning in config.warnings() {
+            let certificate_warnings = match print_certificates(&config) {
+                Ok(warnings) => warnings,
+                Err(e) => {
+                    eprintln!("portcullis: {e} (in {source})");
+                    return ExitCode::from(2);
+                }
+            };
+            for warning in config.warnings().into_iter().chain(certificate_warnings) {
                 eprintln!("portcullis: warning: {warning}");
             }
             let routes = config.routes.len();
@@ -724,9 +731,10 @@ fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let _guards = telemetry::init(&config.logging)?;
     server::startup::log_config_source(&source);
     server::check_binds(&config)?;
+    let certificate_warnings = server::check_certificates(&config)?;
     let listen = config.server.listen;
     let admin = config.server.admin_listen;
-    for warning in config.warnings() {
+    for warning in config.warnings().into_iter().chain(certificate_warnings) {
         tracing::warn!("{warning}");
     }
     let app = App::new(config)?;
@@ -739,6 +747,35 @@ fn serve(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     server::run_forever(app, source, &hangups)?;
     tracing::info!("portcullis stopped");
     Ok(())
+}
+
+/// check-config's lines on `[tls]`: each certificate's file, names and expiry; the warnings
+/// about their dates, or the first file that cannot be served.
+fn print_certificates(
+    config: &Config,
+) -> Result<Vec<String>, portcullis::gateway::tls::CertificateError> {
+    use portcullis::gateway::tls::Certificates;
+    if !config.tls.enabled() {
+        println!("tls: off (server.listen speaks plain HTTP)");
+        return Ok(Vec::new());
+    }
+    let certificates = Certificates::load(&config.tls)?;
+    println!("tls: on, TLS 1.2 and 1.3; certificates (the first is the default):");
+    for leaf in certificates.leaves() {
+        let expires = chrono::DateTime::from_timestamp(leaf.not_after, 0)
+            .map_or_else(|| "?".to_owned(), |d| d.format("%Y-%m-%d").to_string());
+        println!(
+            "  {} ({}): {} — expires {expires}",
+            leaf.key,
+            leaf.path.display(),
+            if leaf.names.is_empty() {
+                "no DNS names".to_owned()
+            } else {
+                leaf.names.join(", ")
+            }
+        );
+    }
+    Ok(certificates.date_warnings(portcullis::gateway::reload::unix_now()))
 }
 
 /// check-config's route table: one line per route, in the order requests are matched.

@@ -17,7 +17,9 @@ use crate::app::App;
 use crate::config::Config;
 use crate::gateway::admin::AdminApp;
 use crate::gateway::connections::{Drain, Guarded, Limits};
-use crate::gateway::reload::{Reloader, Source};
+use crate::gateway::redirect::RedirectApp;
+use crate::gateway::reload::{Reloader, Source, unix_now};
+use crate::gateway::tls::{CertStore, CertificateError, Certificates};
 use crate::gateway::{Gateway, LiveGateway};
 
 pub mod startup;
@@ -31,16 +33,33 @@ pub struct BindError {
     source: std::io::Error,
 }
 
-/// Tries both listener addresses before Pingora does: Pingora only logs a failed bind,
+/// Tries every listener address before Pingora does: Pingora only logs a failed bind,
 /// and an operator needs a non-zero exit with the reason.
 pub fn check_binds(config: &Config) -> Result<(), BindError> {
+    let redirect = config
+        .tls
+        .redirect_listen
+        .map(|a| ("tls.redirect_listen", a));
     for (key, addr) in [
         ("server.listen", config.server.listen),
         ("server.admin_listen", config.server.admin_listen),
-    ] {
+    ]
+    .into_iter()
+    .chain(redirect)
+    {
         TcpListener::bind(addr).map_err(|source| BindError { key, addr, source })?;
     }
     Ok(())
+}
+
+/// Reads the certificate files `[tls]` names, as the listener will: the first that cannot
+/// be served is the error (naming its key, never quoting it); else a warning for each
+/// certificate out of its dates or expiring soon. Nothing when TLS is off.
+pub fn check_certificates(config: &Config) -> Result<Vec<String>, CertificateError> {
+    if !config.tls.enabled() {
+        return Ok(Vec::new());
+    }
+    Ok(Certificates::load(&config.tls)?.date_warnings(unix_now()))
 }
 
 /// How the proxy's worker threads schedule their tasks.
@@ -83,8 +102,19 @@ pub fn build(
     let s = &config.server;
     let trusted = Arc::new(ArcSwap::from_pointee(s.trusted_proxies.clone()));
     let current = Arc::new(ArcSwap::from_pointee(Gateway::new(app.clone())?));
-    let reloader = Arc::new(Reloader::new(current.clone(), trusted.clone(), source));
+    let certificates = if config.tls.enabled() {
+        Some(Arc::new(CertStore::new(Certificates::load(&config.tls)?)))
+    } else {
+        None
+    };
+    let reloader = Arc::new(Reloader::new(
+        current.clone(),
+        trusted.clone(),
+        source,
+        certificates.clone(),
+    ));
     reloader.spawn_resolver()?;
+    reloader.spawn_certificate_watch()?;
     let limits = |per_ip, total| Limits {
         head_deadline: s.header_read_timeout.get(),
         max_head_bytes: s.max_header_bytes,
@@ -94,12 +124,27 @@ pub fn build(
         trusted: trusted.clone(),
         access_log: config.logging.access_log,
     };
+    if let Some(addr) = config.tls.redirect_listen {
+        // The main listener's limits: it faces the same clients.
+        let redirect = Guarded::new(
+            RedirectApp::new(current.clone(), drain.clone()),
+            limits(s.max_connections_per_ip, s.max_connections),
+            drain.clone(),
+        );
+        let mut redirect = Service::new("portcullis-redirect".into(), redirect);
+        redirect.threads = Some(1);
+        redirect.add_tcp(&addr.to_string());
+        server.add_service(redirect);
+    }
     let proxy = pingora::proxy::http_proxy(&server.configuration, LiveGateway::new(current));
-    let proxy = Guarded::new(
+    let mut proxy = Guarded::new(
         proxy,
         limits(s.max_connections_per_ip, s.max_connections),
         drain.clone(),
     );
+    if let Some(store) = certificates {
+        proxy = proxy.with_tls(CertStore::server_config(store));
+    }
     let mut proxy = Service::new("portcullis".into(), proxy);
     proxy.add_tcp(&s.listen.to_string());
 
@@ -185,6 +230,8 @@ pub struct RunningGateway {
     pub addr: SocketAddr,
     /// The admin listener address (`server.admin_listen`): `/metrics` and `/health`.
     pub admin_addr: SocketAddr,
+    /// The redirect listener address (`tls.redirect_listen`), when there is one.
+    pub redirect_addr: Option<SocketAddr>,
     /// Swaps in another configuration ([`Reloader::apply`]; it has no file to read again).
     pub reloader: Arc<Reloader>,
     shutdown: watch::Sender<bool>,
@@ -209,6 +256,7 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
     check_binds(&app.config)?;
     let addr = app.config.server.listen;
     let admin_addr = app.config.server.admin_listen;
+    let redirect_addr = app.config.tls.redirect_listen;
     let (tx, rx) = watch::channel(false);
     let (server, reloader) = build(app.clone(), Scheduling::WorkStealing, Arc::default(), None)?;
     let thread = std::thread::Builder::new()
@@ -219,7 +267,7 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
             })
         })?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    for target in [addr, admin_addr] {
+    for target in [addr, admin_addr].into_iter().chain(redirect_addr) {
         while TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
             if Instant::now() > deadline {
                 anyhow::bail!("gateway did not start listening on {target}");
@@ -231,6 +279,7 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
         app,
         addr,
         admin_addr,
+        redirect_addr,
         reloader,
         shutdown: tx,
         thread: Some(thread),
@@ -238,9 +287,14 @@ pub fn spawn(app: Arc<App>) -> anyhow::Result<RunningGateway> {
 }
 
 impl RunningGateway {
-    /// `http://addr` of the main listener.
+    /// `http://addr` of the main listener (`https://` with TLS on).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.app.config.tls.enabled() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// `http://addr` of the admin listener.

@@ -5,14 +5,16 @@ use super::{Config, ConfigError};
 
 impl Config {
     /// Makes `self`, a configuration just read for a reload, keep `running`'s value of every
-    /// setting that needs a restart (listeners, worker threads, the public URL and cookie
-    /// scope, connection limits, storage, sessions, logging, the TOTP key, bcrypt's cost, the
-    /// mail transport, the audit purger, where the portal lives), and answers the keys whose
-    /// value differed — in the order written here — for the reload to log.
+    /// setting that needs a restart (listeners — TLS on or off and the redirect listener
+    /// among them —, worker threads, the public URL and cookie scope, connection limits,
+    /// storage, sessions, logging, the TOTP key, bcrypt's cost, the mail transport, the audit
+    /// purger, where the portal lives), and answers the keys whose value differed — in the
+    /// order written here — for the reload to log.
     ///
     /// Everything else (routes and their rules, rate limits, upstreams, identity headers,
     /// trusted proxies, token keys and lifetimes, templates and texts, registration, identity
-    /// providers, lockout, CORS, admin) takes effect with the reload.
+    /// providers, lockout, CORS, admin, TLS certificates and HSTS) takes effect with the
+    /// reload.
     ///
     /// # Errors
     ///
@@ -37,6 +39,12 @@ impl Config {
 
     fn take_restart_settings(&mut self, running: &Config) -> Vec<&'static str> {
         let mut changed = Vec::new();
+        // TLS on or off is the listener's kind: the whole section waits. With TLS on in
+        // both, certificates and HSTS take effect, the redirect listener waits.
+        if self.tls.enabled() != running.tls.enabled() {
+            changed.push("tls");
+            self.tls = running.tls.clone();
+        }
         macro_rules! keep {
             ($($key:literal => $($field:ident).+;)*) => {$(
                 if self.$($field).+ != running.$($field).+ {
@@ -58,6 +66,7 @@ impl Config {
             "server.max_connections_per_ip" => server.max_connections_per_ip;
             "server.admin_max_connections" => server.admin_max_connections;
             "server.admin_max_connections_per_ip" => server.admin_max_connections_per_ip;
+            "tls.redirect_listen" => tls.redirect_listen;
             "storage" => storage;
             "sessions" => sessions;
             "logging" => logging;
@@ -106,6 +115,10 @@ mod tests {
                 &["server.max_connections"],
             ),
             ("[portal]\ntitle = \"Elsewhere\"\n", &[]),
+            (
+                "[server]\npublic_url = \"https://localhost\"\n[tls]\ncert_file = \"c\"\nkey_file = \"k\"\n",
+                &["tls", "server.public_url"],
+            ),
         ];
         for (text, expected) in cases {
             let mut next = load(text);

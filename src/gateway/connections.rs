@@ -34,8 +34,12 @@
 //!   [`Drain`] counts what is open on every listener, so the process exits as soon as
 //!   nothing is left rather than after the whole grace period.
 //!
-//! The stream each HTTP session reads is `stream::GuardedStream`. Only HTTP/1.x is served
-//! (neither listener offers h2c or TLS).
+//! - TLS (the main listener with `[tls]`): the handshake runs here, after the connection is
+//!   counted and within the head deadline, so an unfinished handshake is held to the limits
+//!   of an unfinished head; a failed one is the client's mistake, logged at DEBUG.
+//!
+//! The stream each HTTP session reads is `stream::GuardedStream` (over the TLS stream, when
+//! there is one). Only HTTP/1.x is served: ALPN offers `http/1.1` alone, and no h2c.
 
 mod stream;
 
@@ -49,8 +53,10 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use ipnet::IpNet;
 use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::listeners::tls::Acceptor;
 use pingora::protocols::Stream;
 use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::server::ShutdownWatch;
 
 use stream::{GuardedStream, Shared};
@@ -261,6 +267,7 @@ pub struct Guarded<A> {
     limits: Limits,
     registry: Registry,
     drain: Arc<Drain>,
+    tls: Option<Acceptor>,
 }
 
 impl<A> Guarded<A> {
@@ -272,6 +279,35 @@ impl<A> Guarded<A> {
             limits,
             registry: Registry::default(),
             drain,
+            tls: None,
+        }
+    }
+
+    /// Speaks TLS on every connection, by `config` (see `gateway::tls`).
+    pub fn with_tls(mut self, config: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(Acceptor::from_server_config(config));
+        self
+    }
+
+    /// The TLS handshake of a counted connection, within the head deadline; `None` (the
+    /// connection closes) when it fails or takes longer.
+    async fn handshake(&self, acceptor: &Acceptor, stream: Stream, ip: IpAddr) -> Option<Stream> {
+        // The listener is plain TCP: its streams are Pingora's L4 streams.
+        let Ok(tcp) = stream.into_any().downcast::<L4Stream>() else {
+            tracing::error!("a TLS listener's connection is not a TCP stream");
+            return None;
+        };
+        let handshake = acceptor.tls_handshake(*tcp);
+        match tokio::time::timeout(self.limits.head_deadline, handshake).await {
+            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                tracing::debug!(client_ip = %ip, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(client_ip = %ip, "TLS handshake not finished in time");
+                None
+            }
         }
     }
 
@@ -306,6 +342,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ip| ip.to_canonical());
         let conn = Shared::new(self.limits.idle);
         let _admitted = self.admit(ip, &conn)?;
+        let stream = match &self.tls {
+            Some(acceptor) => self.handshake(acceptor, stream, ip).await?,
+            None => stream,
+        };
         let mut stream: Stream =
             Box::new(GuardedStream::new(stream, conn.clone(), &self.limits, ip));
         let mut settings = None;

@@ -39,7 +39,14 @@ impl ProxyHttp for LiveGateway {
     type CTX = LiveCtx;
 
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
-        self.current.load().init_downstream_modules(modules);
+        let current = self.current.load();
+        current.init_downstream_modules(modules);
+        // TLS on or off needs a restart: the listener's modules are fixed at start.
+        if current.tls {
+            modules.add_module(Box::new(super::tls::hsts::HstsBuilder::new(
+                self.current.clone(),
+            )));
+        }
     }
 
     fn new_ctx(&self) -> LiveCtx {

@@ -13,9 +13,11 @@ pub mod connections;
 mod forwarded;
 pub mod forwarding;
 mod live;
+pub mod redirect;
 pub mod reload;
 mod respond;
 pub mod routes;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -79,6 +81,10 @@ pub struct Gateway {
     proxy_headers: ProxyHeaders,
     /// Headers no client may send upstream.
     strip_headers: ProxyHeaders,
+    /// Whether the main listener speaks TLS: upstreams are told `X-Forwarded-Proto: https`.
+    tls: bool,
+    /// `Strict-Transport-Security` for every answer over TLS (`tls::hsts`), when on.
+    hsts: Option<http::HeaderValue>,
 }
 
 impl Gateway {
@@ -96,6 +102,12 @@ impl Gateway {
             RouteTable::from_config(&app.config, &app.metrics).map_err(|e| anyhow::anyhow!(e))?;
         let proxy_headers = ProxyHeaders::new(&app.config.server.proxy_headers);
         let strip_headers = ProxyHeaders::new(&app.config.server.strip_headers);
+        let tls = app.config.tls.enabled();
+        let hsts = app
+            .config
+            .tls
+            .hsts_value()
+            .and_then(|value| http::HeaderValue::from_str(&value).ok());
         Ok(Self {
             app,
             generation: 1,
@@ -103,6 +115,8 @@ impl Gateway {
             routes,
             proxy_headers,
             strip_headers,
+            tls,
+            hsts,
         })
     }
 
@@ -130,6 +144,8 @@ impl Gateway {
             routes,
             proxy_headers: self.proxy_headers.clone(),
             strip_headers: self.strip_headers.clone(),
+            tls: self.tls,
+            hsts: self.hsts.clone(),
         }
     }
 }
@@ -799,7 +815,8 @@ impl Gateway {
 
     /// Sets `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP`.
     /// A trusted proxy's `X-Forwarded-For` (extended with its address) and `https` proto are
-    /// kept; every other client's were removed before. `X-Forwarded-Host` is always the
+    /// kept; every other client's were removed before. Over the gateway's own TLS the proto
+    /// is `https`. `X-Forwarded-Host` is always the
     /// canonical host.
     fn set_forwarding_headers(
         &self,
@@ -823,12 +840,16 @@ impl Gateway {
             };
         upstream_request.insert_header("x-forwarded-for", forwarded_for)?;
         upstream_request.insert_header("x-real-ip", client)?;
-        let proto_from_proxy = ctx.peer_trusted
+        let https_from_proxy = ctx.peer_trusted
             && upstream_request
                 .headers
                 .get("x-forwarded-proto")
                 .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-        let proto = if proto_from_proxy { "https" } else { "http" };
+        let proto = if self.tls || https_from_proxy {
+            "https"
+        } else {
+            "http"
+        };
         upstream_request.insert_header("x-forwarded-proto", proto)?;
         // The host the policy checked, whoever sent another: an upstream that builds its
         // virtual host or links from X-Forwarded-Host must not see one that was not routed.

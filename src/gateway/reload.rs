@@ -7,6 +7,11 @@
 //! ([`super::live`]). Any failure keeps the running generation and says why. Settings that
 //! need a restart keep their running values and are named in the log
 //! (`Config::keep_restart_settings`).
+//!
+//! With TLS on, a reload reads the certificate files again too, before anything is swapped:
+//! a file that cannot be served refuses the reload and the running certificates stay. The
+//! files are also watched (`tls.watch_interval`): a change of one is read and swapped in by
+//! itself ([`Reloader::refresh_certificates`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +23,7 @@ use prometheus::{Gauge, IntCounterVec, IntGauge, Opts};
 use super::Gateway;
 use super::live::Current;
 use super::routes::RouteTable;
+use super::tls::{CertStore, CertificateError, Certificates};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 
@@ -44,6 +50,9 @@ pub enum ReloadError {
     /// that does not resolve).
     #[error("{0:#}")]
     Unbuildable(anyhow::Error),
+    /// A certificate or key file cannot be served; the running certificates stay.
+    #[error("{0}")]
+    Certificate(#[from] CertificateError),
 }
 
 /// A reload that took effect.
@@ -124,24 +133,29 @@ pub struct Reloader {
     /// `server.trusted_proxies` as the connection guard reads it.
     trusted: Arc<ArcSwap<Vec<IpNet>>>,
     source: Option<Source>,
-    /// Held through a reload and a re-resolution, so that neither undoes the other.
+    /// The main listener's certificates, when it speaks TLS.
+    certificates: Option<Arc<CertStore>>,
+    /// Held through a reload, a re-resolution and a certificate refresh, so that none undoes
+    /// another.
     busy: Mutex<()>,
     metrics: ReloadMetrics,
 }
 
 impl Reloader {
-    /// Reloads into `current` (and the guard's `trusted`), reading `source` again; without a
-    /// source only [`Reloader::apply`] works.
+    /// Reloads into `current` (and the guard's `trusted`, and `certificates` with TLS on),
+    /// reading `source` again; without a source only [`Reloader::apply`] works.
     pub fn new(
         current: Current,
         trusted: Arc<ArcSwap<Vec<IpNet>>>,
         source: Option<Source>,
+        certificates: Option<Arc<CertStore>>,
     ) -> Self {
         let metrics = ReloadMetrics::new(&current.load().app.metrics);
         Self {
             current,
             trusted,
             source,
+            certificates,
             busy: Mutex::new(()),
             metrics,
         }
@@ -178,6 +192,13 @@ impl Reloader {
         };
         let warnings = config.warnings();
         let trusted = config.server.trusted_proxies.clone();
+        let certificates = match &self.certificates {
+            Some(_) => match Certificates::load(&config.tls) {
+                Ok(loaded) => Some(loaded),
+                Err(e) => return self.finish(Err(e.into())),
+            },
+            None => None,
+        };
         let next = running
             .app
             .reconfigured(config)
@@ -188,6 +209,9 @@ impl Reloader {
             let generation = next.generation;
             self.current.store(Arc::new(next));
             self.trusted.store(Arc::new(trusted));
+            if let (Some(store), Some(loaded)) = (&self.certificates, certificates) {
+                store.install(loaded);
+            }
             for warning in warnings {
                 tracing::warn!("{warning}");
             }
@@ -264,6 +288,64 @@ impl Reloader {
             .map(drop)
     }
 
+    /// Reads the certificate files of the serving configuration again when one changed
+    /// since they were last read, and serves them; a change that cannot be served is logged
+    /// (once) and the running certificates stay. `true` when new certificates serve.
+    pub fn refresh_certificates(&self) -> bool {
+        let Some(store) = &self.certificates else {
+            return false;
+        };
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let running = self.current.load_full();
+        match store.refresh_if_changed(&running.app.config.tls) {
+            None => false,
+            Some(Ok(())) => {
+                tracing::info!("certificate files changed: the new certificates serve");
+                for warning in store.current().date_warnings(unix_now()) {
+                    tracing::warn!("{warning}");
+                }
+                true
+            }
+            Some(Err(e)) => {
+                tracing::error!(
+                    "certificate files changed but cannot be served, the running certificates stay: {e}"
+                );
+                false
+            }
+        }
+    }
+
+    /// Looks at the certificate files every `tls.watch_interval` (read from the generation
+    /// serving at each turn) on a thread of its own, for the life of the process; nothing
+    /// when TLS is off.
+    pub fn spawn_certificate_watch(self: &Arc<Self>) -> std::io::Result<()> {
+        if self.certificates.is_none() {
+            return Ok(());
+        }
+        let reloader = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("portcullis-tls-watch".into())
+            .spawn(move || {
+                loop {
+                    let Some(interval) = reloader.upgrade().map(|r| r.watch_interval()) else {
+                        return;
+                    };
+                    std::thread::sleep(interval);
+                    match reloader.upgrade() {
+                        Some(r) => {
+                            r.refresh_certificates();
+                        }
+                        None => return,
+                    }
+                }
+            })
+            .map(drop)
+    }
+
+    fn watch_interval(&self) -> Duration {
+        self.current.load().app.config.tls.watch_interval.get()
+    }
+
     fn resolve_interval(&self) -> Duration {
         self.current
             .load()
@@ -273,4 +355,11 @@ impl Reloader {
             .upstream_resolve_interval
             .get()
     }
+}
+
+/// Now, in Unix seconds (0 before 1970).
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

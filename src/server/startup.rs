@@ -85,6 +85,13 @@ fn log_listeners(config: &Config) {
         "admin listener on {}: metrics {admin}/metrics, health {admin}/health",
         server.admin_listen
     );
+    if let Some(redirect) = config.tls.redirect_listen {
+        tracing::info!(
+            listener = "redirect",
+            address = %redirect,
+            "redirect listener on {redirect}: plain HTTP, every request sent to {base}"
+        );
+    }
 }
 
 /// The route table in match order, one line each (`Route::describe`, as check-config

@@ -46,5 +46,6 @@ mod recovery_codes;
 mod reload;
 mod route_rules;
 mod storage_faults;
+mod tls;
 mod token_times;
 mod two_factor_api;

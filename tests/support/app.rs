@@ -90,9 +90,21 @@ impl TestApp {
         extra: &str,
         adjust: impl FnOnce(&mut Config),
     ) -> Self {
+        Self::spawn_edited(backend, extra, |text| text, adjust).await
+    }
+
+    /// As [`TestApp::spawn_with`], with the config text edited before it is parsed (for
+    /// what must hold when it is validated: `[tls]` wants an `https://` public URL).
+    pub async fn spawn_edited(
+        backend: Backend,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
         let scratch = Scratch::new();
         let smtp = SmtpSink::start();
-        let mut config = parse_config(&test_config_text(scratch.dir.path(), extra));
+        let text = edit(test_config_text(scratch.dir.path(), extra));
+        let mut config = parse_config(&text);
         config.mail.url = smtp.url().parse().expect("the sink's URL");
         let (db, redis) = match backend {
             Backend::Embedded => (None, None),

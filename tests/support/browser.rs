@@ -93,7 +93,8 @@ impl Browser {
         Self::with_builder(base, reqwest::Client::builder().local_address(address))
     }
 
-    fn with_builder(base: &str, builder: reqwest::ClientBuilder) -> Self {
+    /// A fresh browser made from `builder` (a CA to trust, names to resolve).
+    pub fn with_builder(base: &str, builder: reqwest::ClientBuilder) -> Self {
         let jar = Arc::new(Jar::default());
         let http = builder
             .cookie_provider(jar.clone())
