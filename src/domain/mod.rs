@@ -2,6 +2,8 @@
 
 /// sRGB colours and their WCAG contrast ([`Rgb`]).
 pub mod colour;
+/// The browser and system a `User-Agent` names ([`Device`]).
+pub mod device;
 mod duration;
 /// Email addresses, normalised and checked once ([`Email`]).
 pub mod email;
@@ -13,6 +15,7 @@ pub mod rate;
 pub mod text;
 
 pub use colour::Rgb;
+pub use device::Device;
 pub use duration::HumanDuration;
 pub use email::{Email, EmailError};
 pub use ids::{InvalidPasskeyId, InvalidUserId, PasskeyId, UserId};

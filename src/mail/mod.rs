@@ -615,7 +615,12 @@ pub(crate) fn template_context(
             time,
         } => {
             vars.insert("ip", Value::from(ip.as_str()));
-            vars.insert("user_agent", Value::from(user_agent.as_str()));
+            // The header is the client's own text: the built-in templates show the device
+            // it names; `user_agent` stays for templates that want it, made fit to show.
+            let device = crate::domain::Device::of(user_agent).to_string();
+            vars.insert("device", Value::from(device));
+            let shown = crate::domain::text::shown_text(user_agent, 200);
+            vars.insert("user_agent", Value::from(shown));
             vars.insert("time", Value::from(format_time(time)));
         }
         MailKind::PasskeyAdded { name } | MailKind::PasskeyRemoved { name } => {

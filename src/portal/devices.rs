@@ -6,37 +6,34 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use super::pages::short_time as exact;
+use crate::domain::Device;
 use crate::i18n::Catalog;
 use crate::session::Session;
 
-/// What woothee answers for a part it could not tell.
-const UNKNOWN: &str = "UNKNOWN";
-
 /// "Chrome on Linux", "Safari on iPhone", "Firefox": the browser and system a `User-Agent`
-/// names, in `catalog`'s words; the catalogue's "Unknown device" when it names neither.
+/// names ([`Device`]), in `catalog`'s words; the catalogue's "Unknown device" when it names
+/// neither.
 pub fn describe(user_agent: &str, catalog: &Catalog) -> String {
-    let parsed = woothee::parser::Parser::new().parse(user_agent);
-    let known = |part: &str| (!part.is_empty() && part != UNKNOWN).then(|| part.to_owned());
-    let (browser, os) = match &parsed {
-        Some(found) => (known(found.name), known(found.os).map(system_name)),
-        None => (None, None),
-    };
-    match (browser, os) {
-        (Some(browser), Some(os)) => catalog
+    match Device::of(user_agent) {
+        Device {
+            browser: Some(browser),
+            os: Some(os),
+        } => catalog
             .text("device_on")
             .replace("{browser}", &browser)
             .replace("{os}", &os),
-        (Some(one), None) | (None, Some(one)) => one,
-        (None, None) => catalog.text("unknown_device").to_owned(),
-    }
-}
-
-/// A system's name as its maker writes it today, where woothee's data has an older one.
-fn system_name(os: String) -> String {
-    match os.as_str() {
-        "Mac OSX" => "macOS".to_owned(),
-        "Windows UNKNOWN Ver" => "Windows".to_owned(),
-        _ => os,
+        Device {
+            browser: Some(one),
+            os: None,
+        }
+        | Device {
+            browser: None,
+            os: Some(one),
+        } => one,
+        Device {
+            browser: None,
+            os: None,
+        } => catalog.text("unknown_device").to_owned(),
     }
 }
 
