@@ -71,11 +71,21 @@ impl PasskeyName {
         &self.0
     }
 
-    /// Whether two names are one to the account's owner: equal once trimmed (as parsed)
-    /// and put in lower case.
+    /// Whether two names are one to the account's owner: equal once trimmed (as parsed),
+    /// in Unicode NFKC (full-width `Ｌａｐｔｏｐ` and `ℒaptop` are `Laptop`) and case-folded
+    /// (`STRASSE` is `Straße`). Letters of other scripts that look alike (a Cyrillic `а`)
+    /// stay different names.
     pub fn same_as(&self, other: &str) -> bool {
-        self.0.to_lowercase() == other.trim().to_lowercase()
+        folded(&self.0) == folded(other.trim())
     }
+}
+
+/// `name` as [`PasskeyName::same_as`] compares it: NFKC, lower case, and the two full case
+/// folds lower case lacks (`ß` → `ss`, final `ς` → `σ`; Unicode CaseFolding.txt).
+fn folded(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    let lower = name.nfkc().collect::<String>().to_lowercase();
+    lower.replace('ß', "ss").replace('ς', "σ")
 }
 
 /// The options of a passkey registration: the ceremony to finish and what
@@ -668,5 +678,31 @@ impl Accounts {
             MailKind::PasskeyRemoved { name: key.name },
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_one_owner_cannot_tell_apart_are_the_same() {
+        let laptop = PasskeyName::parse("Laptop").unwrap();
+        for same in [
+            "laptop",
+            " LAPTOP ",
+            "Ｌａｐｔｏｐ",
+            "ℒaptop",
+            "\u{3000}Laptop",
+        ] {
+            assert!(laptop.same_as(same), "{same:?}");
+        }
+        for other in ["Laptop 2", "Lаptop", "Lap top"] {
+            assert!(!laptop.same_as(other), "{other:?}");
+        }
+        let street = PasskeyName::parse("Straße").unwrap();
+        assert!(street.same_as("STRASSE"));
+        let sigma = PasskeyName::parse("ΟΔΟΣ").unwrap();
+        assert!(sigma.same_as("οδος") && sigma.same_as("οδοσ"));
     }
 }
