@@ -14,7 +14,7 @@ pub async fn get_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply
     let caller = app.access.authenticate_api(&request.headers).await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Profile retrieved",
+        "The profile was retrieved.",
         Some(json!({"user": user_profile(&caller.user)})),
     ))
 }
@@ -32,7 +32,7 @@ pub async fn update_profile(app: &App, request: &ApiRequest) -> Result<Reply, Re
     let user = app.accounts.update_profile(&caller.user, names).await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Profile updated",
+        "The profile was updated.",
         Some(json!({"user": user_profile(&user)})),
     ))
 }
@@ -58,7 +58,7 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, R
         .await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Password changed; other sessions have been ended",
+        "The password was changed, and the other sessions have been ended.",
         None,
     ))
 }
@@ -78,7 +78,11 @@ pub async fn deactivate(app: &App, request: &ApiRequest) -> Result<Reply, Reply>
     app.accounts
         .deactivate(&caller.user, proof, &client)
         .await?;
-    Ok(Reply::ok(StatusCode::OK, "Account deactivated", None))
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "The account was deactivated.",
+        None,
+    ))
 }
 
 /// `GET /api/auth/sessions` — the caller's live sessions.
@@ -102,7 +106,7 @@ pub async fn list_sessions(app: &App, request: &ApiRequest) -> Result<Reply, Rep
         .collect();
     Ok(Reply::ok(
         StatusCode::OK,
-        "Sessions retrieved",
+        "The sessions were retrieved.",
         Some(json!({"sessions": sessions})),
     ))
 }
@@ -117,5 +121,5 @@ pub async fn delete_session(app: &App, request: &ApiRequest, id: &str) -> Result
     app.accounts
         .end_session(&caller.user, &session_id, &client)
         .await?;
-    Ok(Reply::ok(StatusCode::OK, "Session ended", None))
+    Ok(Reply::ok(StatusCode::OK, "The session was ended.", None))
 }
