@@ -722,6 +722,10 @@ impl AdminConfig {
     }
 }
 
+/// What a field of role names is told when one of them is no role name ([`is_role_name`]).
+pub const ROLE_NAME_RULE: &str =
+    "Each role name must be 1 to 64 letters, digits, '-', '_', '.' or ':'.";
+
 /// Whether `role` can be a role name: it ends up in a comma-separated identity header and in
 /// route config, so only letters, digits, `-`, `_`, `.` and `:`, 1 to 64 of them.
 pub fn is_role_name(role: &str) -> bool {

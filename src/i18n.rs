@@ -3,8 +3,10 @@
 //!
 //! One TOML file per language (`config/portal/locales/<code>.toml`, embedded; more can be
 //! dropped into `portal.templates_dir/locales/`). Top-level keys are the texts of the pages;
-//! the `[messages]` table translates the account API's English messages by their text.
-//! A key missing from a catalogue falls back to English, so a page never shows a blank.
+//! the `[messages]` table translates the account API's English messages by their text, and
+//! `[fields]` names the API's request fields in the language, for a field's message told
+//! by a pattern (`"{field} is required."`). A key missing from a catalogue falls back to
+//! English, so a page never shows a blank.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +32,7 @@ pub struct Catalog {
     pub name: String,
     texts: BTreeMap<String, String>,
     messages: BTreeMap<String, String>,
+    fields: BTreeMap<String, String>,
     /// `texts` as a template value, built once.
     value: Value,
     plurals: Plurals,
@@ -84,16 +87,39 @@ impl Catalog {
     /// in it (`Password must be at least 12 characters long.`) is also found under `{n}`
     /// in the number's place, and its translation gets the number back.
     pub fn message(&self, english: &str) -> String {
-        if let Some(text) = self.messages.get(english) {
-            return text.clone();
+        self.translated(english)
+            .unwrap_or_else(|| english.to_owned())
+    }
+
+    /// The translation of the message of the request field `field`, whose English name
+    /// `label` starts it (`First name must not be empty.`): as [`message`](Self::message),
+    /// else found under `{field}` in the label's place (`{field} must not be empty.`), its
+    /// translation given the field's name in this language (`[fields]`, else `label`).
+    pub fn field_message(&self, field: &str, label: &str, english: &str) -> String {
+        if let Some(text) = self.translated(english) {
+            return text;
         }
-        let Some((number, pattern)) = with_placeholder(english) else {
-            return english.to_owned();
-        };
-        match self.messages.get(&pattern) {
-            Some(text) => text.replace("{n}", number),
+        let pattern = english
+            .strip_prefix(label)
+            .map(|rest| format!("{{field}}{rest}"));
+        match pattern.and_then(|p| self.translated(&p)) {
+            Some(text) => {
+                let name = self.fields.get(field).map_or(label, String::as_str);
+                text.replace("{field}", name)
+            }
             None => english.to_owned(),
         }
+    }
+
+    /// The translation of `english`, exactly or by its number's pattern, if there is one.
+    fn translated(&self, english: &str) -> Option<String> {
+        if let Some(text) = self.messages.get(english) {
+            return Some(text.clone());
+        }
+        let (number, pattern) = with_placeholder(english)?;
+        self.messages
+            .get(&pattern)
+            .map(|text| text.replace("{n}", number))
     }
 
     /// The counted text `key` for `n`, `{n}` replaced: the key of `n`'s CLDR plural
@@ -127,6 +153,8 @@ struct CatalogFile {
     language_name: String,
     #[serde(default)]
     messages: BTreeMap<String, String>,
+    #[serde(default)]
+    fields: BTreeMap<String, String>,
     #[serde(flatten)]
     texts: BTreeMap<String, String>,
 }
@@ -189,6 +217,7 @@ impl Catalogs {
                     name: file.language_name,
                     texts,
                     messages: file.messages,
+                    fields: file.fields,
                     value,
                 }
             })

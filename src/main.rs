@@ -604,7 +604,7 @@ async fn invite(
                      delete` it first)"
             )
         }
-        Err(AccountError::Field { message, .. }) => anyhow::bail!("invalid role: {message}"),
+        Err(AccountError::Field { message, .. }) => anyhow::bail!("{message}"),
         Err(e) => anyhow::bail!("could not store the invitation: {e:?}"),
     };
     let mailer = operator_mailer(config)?;

@@ -4,7 +4,13 @@
 //! `{"success": false, "message": …, "code": …, "errors": [{"field": …, "message": …}]}`
 //! (DESIGN section 3). Fixed documents (JWKS, OpenAPI) are serialised once and shared.
 //!
+//! Every `message` is one or more complete sentences (ARCHITECTURE.md, "Messages"):
+//! [`sentence_problem`] is that rule, and a field's message names the field in plain words
+//! ([`field_label`], [`FieldError::named`]).
+//!
 //! Invariant: this module imports nothing from the crate, so every floor may answer with it.
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 use http::{HeaderName, StatusCode};
@@ -16,18 +22,119 @@ use serde_json::Value;
 pub struct FieldError {
     /// The request field at fault, as named in the request body (e.g. `email`).
     pub field: String,
-    /// What is wrong with it, in English (e.g. `is required`).
+    /// What is wrong with it, as an English sentence naming the field in plain words
+    /// (e.g. `First name is required.`).
     pub message: String,
 }
 
 impl FieldError {
-    /// A problem with `field`.
+    /// A problem with `field`, told by `message`: a whole sentence that names the field.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),
         }
     }
+
+    /// A problem with `field`, told as the sentence "its label, then `predicate`":
+    /// `named("first_name", "is required")` says `First name is required.`
+    pub fn named(field: &str, predicate: &str) -> Self {
+        Self::new(field, format!("{} {predicate}.", field_label(field)))
+    }
+
+    /// `field` is missing or empty.
+    pub fn required(field: &str) -> Self {
+        Self::named(field, "is required")
+    }
+}
+
+/// The request fields messages name, with the plain words they are named by. A field not
+/// listed is named by its machine name with spaces for `_` and a capital first letter.
+pub const FIELD_LABELS: &[(&str, &str)] = &[
+    ("email", "Email"),
+    ("password", "Password"),
+    ("new_password", "New password"),
+    ("current_password", "Current password"),
+    ("first_name", "First name"),
+    ("last_name", "Last name"),
+    ("token", "Token"),
+    ("refresh_token", "Refresh token"),
+    ("remember_me", "Remember me"),
+    ("two_factor_code", "Two-factor code"),
+    ("secret", "Secret"),
+    ("name", "Name"),
+    ("credential", "Credential"),
+    ("ceremony_id", "Ceremony id"),
+    ("role", "Role"),
+    ("roles", "Roles"),
+    ("q", "Search text"),
+    ("page", "Page"),
+    ("limit", "Limit"),
+    ("before", "Before"),
+    ("kind", "Kind"),
+    ("since", "Since"),
+    ("until", "Until"),
+    ("subject", "Subject"),
+    ("provider", "Provider"),
+    ("two_factor", "Two-factor"),
+    ("verified", "Verified"),
+    ("max_auth_age", "Max auth age"),
+];
+
+/// A request field's name in plain words, as a message names it at the start of a
+/// sentence (`first_name` is `First name`); [`FIELD_LABELS`], else the machine name with
+/// spaces for `_` and a capital first letter.
+pub fn field_label(field: &str) -> Cow<'static, str> {
+    if let Some((_, label)) = FIELD_LABELS.iter().find(|(name, _)| *name == field) {
+        return Cow::Borrowed(label);
+    }
+    let spaced = field.replace('_', " ");
+    let mut chars = spaced.chars();
+    match chars.next() {
+        Some(first) => Cow::Owned(first.to_uppercase().chain(chars).collect()),
+        None => Cow::Borrowed("This field"),
+    }
+}
+
+/// Why `text` is not a message by the house rule, or `None` when it is one: one or more
+/// complete sentences, the first letter a capital (or the text starting with a digit),
+/// a full stop last, no backticks (nothing renders them), no doubled spaces or space
+/// before punctuation, and in Cyrillic text quotes as «», never straight ones.
+pub fn sentence_problem(text: &str) -> Option<&'static str> {
+    let Some(first) = text.chars().next() else {
+        return Some("is empty");
+    };
+    if text.trim() != text {
+        return Some("has a space at its start or end");
+    }
+    if !(first.is_uppercase() || first.is_ascii_digit()) {
+        return Some("does not start with a capital letter");
+    }
+    if !text.ends_with('.') || text.ends_with("..") {
+        return Some("does not end with one full stop");
+    }
+    if text.contains('`') {
+        return Some("has backticks");
+    }
+    if text.contains("  ") {
+        return Some("has a doubled space");
+    }
+    if [" .", " ,", " ;", " :", " !", " ?"]
+        .iter()
+        .any(|p| text.contains(p))
+    {
+        return Some("has a space before punctuation");
+    }
+    let cyrillic = text.chars().any(|c| ('\u{0400}'..='\u{04FF}').contains(&c));
+    if cyrillic && text.contains('"') {
+        return Some("quotes with \" in Cyrillic text, not «»");
+    }
+    None
+}
+
+/// Whether `text` is a message by the house rule ([`sentence_problem`]).
+pub fn is_sentence(text: &str) -> bool {
+    sentence_problem(text).is_none()
 }
 
 /// The body of a [`Reply`].
@@ -104,7 +211,7 @@ impl Reply {
             StatusCode::BAD_REQUEST,
             envelope_json(&Envelope {
                 success: false,
-                message: "Validation failed",
+                message: "One or more fields are not valid.",
                 data: None,
                 code: Some("validation_error"),
                 errors: Some(errors),
@@ -117,7 +224,7 @@ impl Reply {
         Self::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "service_unavailable",
-            &format!("The {what} is temporarily unavailable; try again shortly"),
+            &format!("The {what} is temporarily unavailable. Try again shortly."),
         )
         .with_header(http::header::RETRY_AFTER, "5")
     }
@@ -128,7 +235,7 @@ impl Reply {
         Self::error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            "Internal error",
+            "Something went wrong on the server. Try again later.",
         )
     }
 
@@ -167,7 +274,11 @@ impl Reply {
 
     /// 404 for a path nothing serves.
     pub fn not_found() -> Self {
-        Self::error(StatusCode::NOT_FOUND, "not_found", "Not found")
+        Self::error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Nothing is found at this path.",
+        )
     }
 
     /// 405 with the methods the path does accept.
@@ -175,7 +286,7 @@ impl Reply {
         Self::error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            "Method not allowed",
+            "This path does not take this method; the Allow header lists those it takes.",
         )
         .with_header(http::header::ALLOW, allow)
     }
@@ -211,19 +322,82 @@ mod tests {
 
     #[test]
     fn error_envelope_shape() {
-        let r = Reply::error(StatusCode::NOT_FOUND, "not_found", "Not found");
+        let r = Reply::not_found();
         assert_eq!(
             *r.body_json(),
-            json!({"success": false, "message": "Not found", "code": "not_found"})
+            json!({"success": false, "message": "Nothing is found at this path.", "code": "not_found"})
         );
     }
 
     #[test]
     fn validation_lists_fields() {
-        let r = Reply::validation(&[FieldError::new("email", "is required")]);
+        let r = Reply::validation(&[FieldError::required("email")]);
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert_eq!(r.body_json()["errors"][0]["field"], "email");
+        assert_eq!(r.body_json()["errors"][0]["message"], "Email is required.");
         assert_eq!(r.body_json()["code"], "validation_error");
+    }
+
+    #[test]
+    fn a_field_is_named_in_plain_words() {
+        assert_eq!(
+            FieldError::named("first_name", "must not be empty").message,
+            "First name must not be empty."
+        );
+        assert_eq!(field_label("two_factor_code"), "Two-factor code");
+        assert_eq!(field_label("q"), "Search text");
+        assert_eq!(field_label("display_name"), "Display name");
+        assert_eq!(field_label(""), "This field");
+    }
+
+    #[test]
+    fn the_fixed_answers_are_sentences() {
+        let replies = [
+            Reply::validation(&[]),
+            Reply::unavailable("session store"),
+            Reply::not_found(),
+            Reply::method_not_allowed("GET"),
+            Reply::internal("a test", &"nothing"),
+        ];
+        for r in replies {
+            let message = r.body_json()["message"].as_str().unwrap_or_default();
+            assert_eq!(sentence_problem(message), None, "{message:?}");
+        }
+        for (field, _) in FIELD_LABELS {
+            let message = FieldError::required(field).message;
+            assert_eq!(sentence_problem(&message), None, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn a_sentence_is_told_from_a_fragment() {
+        let fine = [
+            "Email must be a valid address such as name@example.com.",
+            "2 sessions were ended.",
+            "Заполните поле «Имя».",
+            "Repeats like \"aaa\" are easy to guess.",
+        ];
+        for text in fine {
+            assert_eq!(sentence_problem(text), None, "{text:?}");
+        }
+        let refused = [
+            ("", "is empty"),
+            ("is required", "does not start with a capital letter"),
+            ("Invalid credentials", "does not end with one full stop"),
+            ("Wait..", "does not end with one full stop"),
+            (" Padded.", "has a space at its start or end"),
+            ("Send ``token``.", "has backticks"),
+            ("Two  spaces.", "has a doubled space"),
+            ("A space , here.", "has a space before punctuation"),
+            (
+                "Поле \"Имя\" пусто.",
+                "quotes with \" in Cyrillic text, not «»",
+            ),
+        ];
+        for (text, why) in refused {
+            assert_eq!(sentence_problem(text), Some(why), "{text:?}");
+            assert!(!is_sentence(text));
+        }
     }
 
     #[test]

@@ -177,11 +177,14 @@ pub fn unauthenticated(denial: Denial) -> Reply {
         Denial::NoCredentials => Reply::error(
             StatusCode::UNAUTHORIZED,
             "authentication_required",
-            "Authentication required",
+            "Authentication is required.",
         )
         .with_header(http::header::WWW_AUTHENTICATE, "Bearer"),
-        Denial::BadToken => unauthorized("invalid_token", "Invalid or expired token"),
-        _ => unauthorized("session_ended", "Session has ended; log in again"),
+        Denial::BadToken => unauthorized(
+            "invalid_token",
+            "The access token is invalid or has expired.",
+        ),
+        _ => unauthorized("session_ended", "The session has ended. Sign in again."),
     }
 }
 
@@ -282,7 +285,7 @@ impl Access {
             return Err(Reply::error(
                 StatusCode::FORBIDDEN,
                 "account_deactivated",
-                "This account has been deactivated",
+                "This account has been deactivated.",
             ));
         }
         let now = Utc::now();

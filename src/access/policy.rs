@@ -120,17 +120,17 @@ fn unmet(need: &Requirement<'_>, unmet: Unmet, user: Option<&Principal>) -> Verd
         Unmet::Network => Reply::error(
             StatusCode::FORBIDDEN,
             unmet.code(),
-            "This resource is not available from your network",
+            "This resource is not available from your network.",
         ),
         Unmet::User | Unmet::EmailDomain => Reply::error(
             StatusCode::FORBIDDEN,
             unmet.code(),
-            "Your account may not use this resource",
+            "Your account may not use this resource.",
         ),
         Unmet::Role => Reply::error(
             StatusCode::FORBIDDEN,
             unmet.code(),
-            "Your account lacks the role this resource requires",
+            "Your account lacks the role this resource requires.",
         ),
     };
     Verdict::Refuse {
@@ -165,7 +165,11 @@ pub async fn authorize(
         Policy::Public => return Verdict::Allow(None),
         Policy::Deny => {
             return Verdict::Refuse {
-                response: Reply::error(StatusCode::FORBIDDEN, "forbidden", "Access denied"),
+                response: Reply::error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Access to this resource is denied.",
+                ),
                 refusal: Refusal::Denied,
                 reason: "denied_route",
             };
@@ -191,7 +195,7 @@ pub async fn authorize(
             response: Reply::error(
                 StatusCode::FORBIDDEN,
                 "email_unverified",
-                "Verify your email address to use this resource",
+                "Verify your email address to use this resource.",
             ),
             refusal: Refusal::EmailUnverified,
             reason: "email_unverified",
@@ -203,7 +207,7 @@ pub async fn authorize(
             response: Reply::error(
                 StatusCode::FORBIDDEN,
                 "two_factor_required",
-                "This resource requires a login with two-factor authentication",
+                "This resource requires a sign-in with two-factor authentication.",
             ),
             refusal: Refusal::SecondFactor,
             reason: "two_factor_required",
@@ -285,7 +289,7 @@ fn with_cookies(verdict: Verdict, cookies: Vec<String>) -> Verdict {
 fn unauthenticated(denial: Denial) -> Verdict {
     if denial == Denial::BackendDown {
         return Verdict::Refuse {
-            response: Reply::unavailable("session store"),
+            response: Reply::unavailable("session database"),
             refusal: Refusal::Unavailable,
             reason: denial.reason(),
         };

@@ -252,10 +252,10 @@ impl Accounts {
         search: &UserSearch,
     ) -> Result<Vec<User>, AccountError> {
         if search.text.chars().any(char::is_control) {
-            return Err(AccountError::Field {
-                field: "q",
-                message: "must not contain control characters",
-            });
+            return Err(AccountError::field(
+                "q",
+                "must not contain control characters",
+            ));
         }
         Ok(self.store.search_users(search).await?)
     }
@@ -495,6 +495,6 @@ fn check_roles(roles: &[String]) -> Result<(), AccountError> {
     }
     Err(AccountError::Field {
         field: "roles",
-        message: "a role is 1 to 64 letters, digits, '-', '_', '.' or ':'",
+        message: crate::config::ROLE_NAME_RULE.to_owned(),
     })
 }

@@ -123,8 +123,8 @@ pub enum AccountError {
     Field {
         /// The request field that was wrong (e.g. `current_password`).
         field: &'static str,
-        /// What is wrong with it, for the caller.
-        message: &'static str,
+        /// What is wrong with it, for the caller: a sentence naming the field.
+        message: String,
     },
     /// 400 `validation_error` naming every field at fault (a form's input refused by the
     /// rules of the field: an address, a new password, a name).
@@ -145,6 +145,15 @@ pub enum AccountError {
 }
 
 impl AccountError {
+    /// `Field` naming `field`, told as its label then `predicate` (`is required`):
+    /// [`FieldError::named`].
+    pub fn field(field: &'static str, predicate: &str) -> Self {
+        Self::Field {
+            field,
+            message: FieldError::named(field, predicate).message,
+        }
+    }
+
     /// A 500 for `context`, keeping the cause for the log.
     pub fn internal(context: &'static str, cause: &dyn std::fmt::Display) -> Self {
         Self::Internal {
@@ -254,57 +263,56 @@ impl AccountError {
     fn plain_refusal(&self) -> Option<(StatusCode, &'static str)> {
         use StatusCode as S;
         Some(match self {
-            Self::InvalidCredentials | Self::WrongSecondFactor(_) => {
-                (S::UNAUTHORIZED, "Invalid email or password")
-            }
+            Self::InvalidCredentials | Self::WrongSecondFactor(_) => (
+                S::UNAUTHORIZED,
+                "The email address or password is not right.",
+            ),
             Self::CodeReplayed(_) => (S::UNAUTHORIZED, super::proof::CODE_REPLAYED),
             Self::Locked => (
                 S::LOCKED,
-                "Account is temporarily locked after too many failed attempts; try again later",
+                "The account is locked for a while after too many failed attempts. Try again later.",
             ),
-            Self::Deactivated => (S::FORBIDDEN, "This account has been deactivated"),
-            Self::SessionNotFound => (S::NOT_FOUND, "No such session"),
+            Self::Deactivated => (S::FORBIDDEN, "This account has been deactivated."),
+            Self::SessionNotFound => (S::NOT_FOUND, "This account has no such session."),
             Self::InvalidLink => (
                 S::BAD_REQUEST,
-                "The link is invalid, already used or expired",
+                "The link is invalid, already used or expired.",
             ),
-            Self::AlreadyVerified => (S::BAD_REQUEST, "Email is already verified"),
+            Self::AlreadyVerified => (S::BAD_REQUEST, "The email address is already verified."),
             Self::PendingExpired => (
                 S::BAD_REQUEST,
-                "The sign-in took too long or was already finished; sign in again",
+                "The sign-in took too long or was already finished. Sign in again.",
             ),
-            Self::PasskeyRefused => (S::UNAUTHORIZED, "The passkey could not be verified"),
+            Self::PasskeyRefused => (S::UNAUTHORIZED, "The passkey could not be verified."),
             Self::CeremonyInvalid => (
                 S::BAD_REQUEST,
-                "The passkey ceremony has expired or was already used; start again",
+                "The passkey request has expired or was already used. Start again.",
             ),
-            Self::PasskeysDisabled => (S::NOT_FOUND, "Passkeys are not available on this server"),
+            Self::PasskeysDisabled => (S::NOT_FOUND, "Passkeys are not available on this server."),
             Self::TwoFactorAlreadyEnabled => (
                 S::CONFLICT,
-                "Two-factor authentication is already on; send password and two_factor_code \
-                 (a current or recovery code) to replace it",
+                "Two-factor authentication is already on. To replace it, send your password \
+                 with a current code or a recovery code.",
             ),
-            Self::TwoFactorNotEnabled => {
-                (S::BAD_REQUEST, "Two-factor authentication is not enabled")
-            }
+            Self::TwoFactorNotEnabled => (S::BAD_REQUEST, "Two-factor authentication is not on."),
             Self::InvalidAccountName => (
                 S::BAD_REQUEST,
-                "This email address cannot be used as an authenticator account name",
+                "This email address cannot name the account in an authenticator app.",
             ),
             Self::PasskeyInvalid => (
                 S::BAD_REQUEST,
-                "The authenticator's answer could not be verified",
+                "The authenticator's answer could not be verified.",
             ),
-            Self::PasskeyAlreadyRegistered => (S::CONFLICT, "This passkey is already registered"),
-            Self::PasskeyNotFound => (S::NOT_FOUND, "No such passkey"),
-            Self::NotAdministrator => (S::FORBIDDEN, "This needs the administrator role"),
+            Self::PasskeyAlreadyRegistered => (S::CONFLICT, "This passkey is already registered."),
+            Self::PasskeyNotFound => (S::NOT_FOUND, "This account has no such passkey."),
+            Self::NotAdministrator => (S::FORBIDDEN, "This needs the administrator role."),
             Self::StepUpRequired => (
                 S::FORBIDDEN,
-                "Prove your second factor again (POST /api/admin/step-up) to use the admin API",
+                "Prove your second factor again (POST /api/admin/step-up) to use the admin API.",
             ),
             Self::OwnAccount => (
                 S::CONFLICT,
-                "An administrator cannot do this to their own account here; use the account page",
+                "An administrator cannot do this to their own account here. Use the account page.",
             ),
             _ => return None,
         })
@@ -317,12 +325,13 @@ impl From<AccountError> for Reply {
             AccountError::Busy => Reply::unavailable("sign-in check"),
             AccountError::SecondFactorRequired(step) => second_factor_required(*step),
             AccountError::AccountNotFound => Reply::not_found(),
-            AccountError::InvalidRefreshToken => {
-                unauthorized("invalid_token", "Invalid or expired refresh token")
-            }
+            AccountError::InvalidRefreshToken => unauthorized(
+                "invalid_token",
+                "The refresh token is invalid or has expired.",
+            ),
             AccountError::RefreshTokenReused => unauthorized(
                 "refresh_token_reused",
-                "Refresh token was already used; the session has ended",
+                "The refresh token was already used, so the session has ended.",
             ),
             AccountError::EmailNotVerified(message) => {
                 Reply::error(StatusCode::FORBIDDEN, "email_not_verified", message)
@@ -365,10 +374,10 @@ fn passkey_name_taken() -> Reply {
 fn registration_refused(refusal: Refusal) -> Reply {
     let message = match refusal {
         Refusal::Closed | Refusal::DomainNotAllowed => {
-            "Registration is closed for this address; ask an administrator for an account"
+            "Registration is closed for this address. Ask an administrator for an account."
         }
         Refusal::InvitationRequired => {
-            "Registration is by invitation only; ask an administrator for an invitation"
+            "Registration is by invitation only. Ask an administrator for an invitation."
         }
     };
     Reply::error(StatusCode::FORBIDDEN, refusal.code(), message)
@@ -380,7 +389,7 @@ fn second_factor_required(step: SecondStep) -> Reply {
     let mut response = Reply::error(
         StatusCode::UNAUTHORIZED,
         "two_factor_required",
-        "A second factor is required: a two-factor code or a passkey",
+        "A second factor is required: a two-factor code or a passkey.",
     );
     let mut data = json!({});
     if let Some(challenge) = step.passkey {
@@ -394,4 +403,64 @@ fn second_factor_required(step: SecondStep) -> Reply {
         body["data"] = data;
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reply::sentence_problem;
+
+    /// Every refusal the core answers by itself says so in sentences (ARCHITECTURE.md,
+    /// "Messages"); its `code` stays the catalogue key.
+    #[test]
+    fn every_refusal_is_told_in_sentences() {
+        let refusals = [
+            AccountError::InvalidCredentials,
+            AccountError::Locked,
+            AccountError::Busy,
+            AccountError::Deactivated,
+            AccountError::CodeReplayed(None),
+            AccountError::PendingExpired,
+            AccountError::SessionNotFound,
+            AccountError::AccountNotFound,
+            AccountError::InvalidLink,
+            AccountError::AlreadyVerified,
+            AccountError::InvalidRefreshToken,
+            AccountError::RefreshTokenReused,
+            AccountError::PasskeyRefused,
+            AccountError::CeremonyInvalid,
+            AccountError::PasskeysDisabled,
+            AccountError::EmailNotVerified("Verify your email address first."),
+            AccountError::TwoFactorAlreadyEnabled,
+            AccountError::TwoFactorNotEnabled,
+            AccountError::InvalidAccountName,
+            AccountError::PasskeyInvalid,
+            AccountError::PasskeyAlreadyRegistered,
+            AccountError::PasskeyNameTaken,
+            AccountError::PasskeyNotFound,
+            AccountError::NotAdministrator,
+            AccountError::StepUpRequired,
+            AccountError::OwnAccount,
+            AccountError::RegistrationRefused(Refusal::Closed),
+            AccountError::RegistrationRefused(Refusal::DomainNotAllowed),
+            AccountError::RegistrationRefused(Refusal::InvitationRequired),
+            AccountError::field("current_password", "is incorrect"),
+            AccountError::Store(StoreError::DuplicateEmail),
+            AccountError::Store(StoreError::DuplicatePasskey),
+            AccountError::Store(StoreError::NotFound),
+            AccountError::Store(StoreError::Unavailable("down".into())),
+            AccountError::Session(SessionError::Unavailable("down".into())),
+        ];
+        for refusal in refusals {
+            let what = format!("{refusal:?}");
+            let reply = Reply::from(refusal);
+            let body = reply.body_json();
+            let message = body["message"].as_str().unwrap_or_default();
+            assert_eq!(sentence_problem(message), None, "{what}: {message:?}");
+            for error in body["errors"].as_array().into_iter().flatten() {
+                let message = error["message"].as_str().unwrap_or_default();
+                assert_eq!(sentence_problem(message), None, "{what}: {message:?}");
+            }
+        }
+    }
 }

@@ -18,9 +18,15 @@ pub const MAX_NAME_CHARS: usize = 100;
 pub struct FieldErrors(Vec<FieldError>);
 
 impl FieldErrors {
-    /// Records a problem with `field`.
+    /// Records a problem with `field`, told by `message`: a sentence naming the field.
     pub fn reject(&mut self, field: &str, message: impl Into<String>) {
         self.0.push(FieldError::new(field, message));
+    }
+
+    /// Records that `field` `predicate` (`is required`), told as a sentence naming the
+    /// field ([`FieldError::named`]).
+    pub fn reject_that(&mut self, field: &str, predicate: &str) {
+        self.0.push(FieldError::named(field, predicate));
     }
 
     /// Whether no field was refused.
@@ -38,14 +44,14 @@ impl FieldErrors {
         self.0.iter().any(|e| e.field == field)
     }
 
-    /// A required text field, trimmed; `is required` when nothing is left.
+    /// A required text field, trimmed; `… is required.` when nothing is left.
     pub fn required<'v>(&mut self, field: &str, value: &'v str) -> Option<&'v str> {
         if self.refused(field) {
             return None;
         }
         let value = value.trim();
         if value.is_empty() {
-            self.reject(field, "is required");
+            self.reject_that(field, "is required");
             return None;
         }
         Some(value)
@@ -57,7 +63,7 @@ impl FieldErrors {
             return None;
         }
         if value.is_empty() {
-            self.reject(field, "is required");
+            self.reject_that(field, "is required");
             return None;
         }
         Some(value)
@@ -98,7 +104,7 @@ impl FieldErrors {
             return None;
         }
         if value.is_empty() {
-            self.reject(field, "must not be empty");
+            self.reject_that(field, "must not be empty");
             return None;
         }
         self.display_text(field, value, MAX_NAME_CHARS)
@@ -109,7 +115,7 @@ impl FieldErrors {
     pub fn display_text(&mut self, field: &str, value: &str, max_chars: usize) -> bool {
         match display_text_problem(value, max_chars) {
             Some(problem) => {
-                self.reject(field, problem);
+                self.reject_that(field, &problem);
                 false
             }
             None => true,
@@ -408,7 +414,16 @@ mod tests {
         let names: Vec<&str> = found.iter().map(|(f, _)| f.as_str()).collect();
         assert!(names.starts_with(&["email", "password"]), "{found:?}");
         assert!(names.ends_with(&["first_name", "last_name"]), "{found:?}");
-        assert!(found.contains(&("first_name".into(), "is required".into())));
+        assert!(found.contains(&("first_name".into(), "First name is required.".into())));
+        assert!(
+            found.contains(&(
+                "email".into(),
+                "Email must be a valid address such as name@example.com.".into()
+            )),
+            "{found:?}"
+        );
+        let invisible = "Last name must not contain invisible or direction-changing characters.";
+        assert!(found.contains(&("last_name".into(), invisible.into())));
     }
 
     #[test]
@@ -443,7 +458,7 @@ mod tests {
     #[test]
     fn a_field_the_way_in_refused_is_not_checked_again() {
         let mut found = FieldErrors::default();
-        found.reject("last_name", "must be a string");
+        found.reject_that("last_name", "must be a string");
         let form = Registration {
             email: "a@example.com",
             password: "Str0ng-Passw0rd!",
@@ -452,7 +467,7 @@ mod tests {
         };
         assert_eq!(
             fields(form.parse_after(found)),
-            [("last_name".into(), "must be a string".into())]
+            [("last_name".into(), "Last name must be a string.".into())]
         );
     }
 
@@ -464,7 +479,7 @@ mod tests {
         };
         assert_eq!(
             fields(change.parse()),
-            [("first_name".into(), "must not be empty".into())]
+            [("first_name".into(), "First name must not be empty.".into())]
         );
         let names = ProfileChange {
             first_name: Some(" Ada "),

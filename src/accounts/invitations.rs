@@ -41,7 +41,7 @@ pub async fn issue_invitation(
         tracing::debug!(role = %bad, "an invitation named an invalid role");
         return Err(AccountError::Field {
             field: "roles",
-            message: "a role is 1 to 64 letters, digits, '-', '_', '.' or ':'",
+            message: crate::config::ROLE_NAME_RULE.to_owned(),
         });
     }
     if store.find_by_email(&email).await?.is_some() {
@@ -159,7 +159,7 @@ impl Accounts {
         {
             return Err(AccountError::Field {
                 field: "email",
-                message: "The invitation is for another address",
+                message: "Email must be the address the invitation was sent to.".to_owned(),
             });
         }
         let inputs = [

@@ -28,7 +28,7 @@ use crate::store::{
 use crate::telemetry::SECURITY;
 
 /// Why an account must have proven its address first, as the refusal says it.
-const PASSKEY_NEEDS_VERIFIED_EMAIL: &str = "Verify your email address before adding a passkey";
+const PASSKEY_NEEDS_VERIFIED_EMAIL: &str = "Verify your email address before adding a passkey.";
 
 /// A browser's answer to a passkey challenge: the ceremony it finishes and the
 /// `PublicKeyCredential` (`toJSON()` shape) it signed.

@@ -171,7 +171,7 @@ impl Accounts {
     /// the password and, when `proof.code` is given, a current TOTP or recovery code.
     /// Counted as one guess against the lockout (a stolen access token cannot be used to
     /// try passwords), so `Locked` once the account is locked, and `Field` naming the wrong
-    /// field. An empty password is `Field` "is required", and no guess.
+    /// field. An empty password is `Field` "… is required.", and no guess.
     pub async fn step_up(
         &self,
         user: &User,
@@ -179,16 +179,14 @@ impl Accounts {
         client: &Client<'_>,
     ) -> Result<(), AccountError> {
         if proof.password.is_empty() {
-            let (field, message) = (proof.password_field, "is required");
-            return Err(AccountError::Field { field, message });
+            return Err(AccountError::field(proof.password_field, "is required"));
         }
         let guess = lockout::claim(self, user, proof.password, client, AuditKind::StepUp).await?;
         let verified = match self.hasher.check(proof.password, &user.password_hash).await {
             Ok(verified) if verified.matches() => verified,
             Ok(_) => {
                 guess.failed(self, client, "wrong_current_password").await;
-                let (field, message) = (proof.password_field, "is incorrect");
-                return Err(AccountError::Field { field, message });
+                return Err(AccountError::field(proof.password_field, "is incorrect"));
             }
             Err(e) => return Err(guess.unchecked(self, e.into()).await),
         };
@@ -198,19 +196,16 @@ impl Accounts {
                 Ok(_) => {}
                 Err(Failed::Required) => {
                     guess.released(self).await?;
-                    return Err(AccountError::Field {
-                        field,
-                        message: "is required",
-                    });
+                    return Err(AccountError::field(field, "is required"));
                 }
                 Err(Failed::Wrong) => {
                     guess.failed(self, client, "wrong_two_factor_code").await;
-                    let message = "is not a current code or an unused recovery code";
-                    return Err(AccountError::Field { field, message });
+                    let wrong = "is not a current code or an unused recovery code";
+                    return Err(AccountError::field(field, wrong));
                 }
                 Err(Failed::Replayed) => {
                     guess.failed(self, client, "replayed_two_factor_code").await;
-                    let message = CODE_REPLAYED;
+                    let message = CODE_REPLAYED.to_owned();
                     return Err(AccountError::Field { field, message });
                 }
                 Err(Failed::Backend(e)) => return Err(guess.unchecked(self, e).await),
@@ -233,10 +228,10 @@ impl Accounts {
         let code = proof.code.map(str::trim).filter(|c| !c.is_empty());
         let mut missing = Vec::new();
         if proof.password.is_empty() {
-            missing.push(FieldError::new(proof.password_field, "is required"));
+            missing.push(FieldError::required(proof.password_field));
         }
         if user.two_factor_enabled && code.is_none() {
-            missing.push(FieldError::new("two_factor_code", "is required"));
+            missing.push(FieldError::required("two_factor_code"));
         }
         if !missing.is_empty() {
             return Err(AccountError::Invalid(missing));

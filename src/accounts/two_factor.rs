@@ -22,7 +22,7 @@ use crate::telemetry::SECURITY;
 
 /// Why an account must have proven its address first, as the refusal says it.
 const TWO_FACTOR_NEEDS_VERIFIED_EMAIL: &str =
-    "Verify your email address before setting up two-factor authentication";
+    "Verify your email address before setting up two-factor authentication.";
 
 /// The second factor to turn on: the secret from [`Accounts::setup_two_factor`] and the
 /// code the authenticator app shows for it now (proof the app holds it).
@@ -144,8 +144,8 @@ impl Accounts {
             self.step_up(user, proof, client).await?;
         }
         let Some(step) = verify_code(input.secret.as_bytes(), &input.code, now_unix()) else {
-            let (field, message) = ("token", "is not the current code for this secret");
-            return Err(AccountError::Field { field, message });
+            let wrong = "is not the code your app shows now for this secret";
+            return Err(AccountError::field("token", wrong));
         };
         self.sessions
             .claim_once(&replay_key(user.id, step), REPLAY_TTL)

@@ -90,7 +90,7 @@ pub async fn accept_invitation(app: &App, request: &ApiRequest) -> Result<Reply,
         .await?;
     Ok(Reply::ok(
         StatusCode::CREATED,
-        "Account created; please log in",
+        "The account was created. Please sign in.",
         Some(json!({"user": user_profile(&user)})),
     ))
 }
@@ -103,7 +103,7 @@ pub async fn verify_email(app: &App, request: &ApiRequest) -> Result<Reply, Repl
     app.accounts.verify_email(&token).await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Email verified successfully",
+        "The email address was verified.",
         None,
     ))
 }
@@ -115,7 +115,11 @@ pub async fn resend_verification(app: &App, request: &ApiRequest) -> Result<Repl
     app.accounts
         .resend_verification(&caller.user, &client)
         .await?;
-    Ok(Reply::ok(StatusCode::OK, "Verification email sent", None))
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "A verification email was sent.",
+        None,
+    ))
 }
 
 /// `POST /api/auth/request-password-reset` — the same answer whether or not the account
@@ -130,7 +134,7 @@ pub async fn request_password_reset(app: &App, request: &ApiRequest) -> Result<R
         .request_password_reset(email, &super::client(app, request));
     Ok(Reply::ok(
         StatusCode::OK,
-        "If an account exists for this email, a password reset link has been sent",
+        "If an account exists for this email address, a password reset link has been sent.",
         None,
     ))
 }
@@ -149,7 +153,7 @@ pub async fn reset_password(app: &App, request: &ApiRequest) -> Result<Reply, Re
         .await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Password has been reset; please log in",
+        "The password has been reset. Please sign in.",
         None,
     ))
 }

@@ -26,7 +26,7 @@ use crate::accounts::AccountError;
 use crate::accounts::admin::{AccountAction, Administrator};
 use crate::accounts::federation::LinkedView;
 use crate::app::App;
-use crate::config::{ProviderId, is_role_name};
+use crate::config::{ProviderId, ROLE_NAME_RULE, is_role_name};
 use crate::domain::{Email, UserId};
 use crate::session::{Session, SessionId};
 use crate::store::{
@@ -95,7 +95,11 @@ fn refused(e: AccountError) -> Reply {
 }
 
 fn user_not_found() -> Reply {
-    Reply::error(StatusCode::NOT_FOUND, "user_not_found", "No such user")
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        "user_not_found",
+        "No account has this id.",
+    )
 }
 
 /// The account id of a path's `{id}`: 404 `user_not_found` for anything but a UUID.
@@ -214,7 +218,7 @@ pub async fn step_up(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         .unwrap_or(chrono::Duration::minutes(15));
     Ok(Reply::ok(
         StatusCode::OK,
-        "Second factor proven; the admin API is open to this session until valid_until",
+        "Second factor proven. The admin API is open to this session until valid_until.",
         Some(json!({"second_factor_at": at, "valid_until": at + window})),
     ))
 }
@@ -226,7 +230,7 @@ fn wrong_second_factor(e: AccountError) -> Reply {
         AccountError::WrongSecondFactor(_) => Reply::error(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
-            "The code is wrong or used, or the passkey's answer did not verify",
+            "The code is wrong or already used, or the passkey's answer could not be verified.",
         ),
         other => other.into(),
     }
@@ -240,9 +244,9 @@ fn page_limit(query: &Query, default: u32, max: u32, errors: &mut Vec<FieldError
     match text.parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => n,
         _ => {
-            errors.push(FieldError::new(
+            errors.push(FieldError::named(
                 "limit",
-                format!("must be a whole number from 1 to {max}"),
+                &format!("must be a whole number from 1 to {max}"),
             ));
             default
         }
@@ -260,14 +264,14 @@ fn user_search(query: &Query) -> Result<(u32, UserSearch), Reply> {
     let text = query.get("q").unwrap_or("").to_owned();
     if text.chars().count() > MAX_SEARCH_CHARS {
         let message = format!("must be at most {MAX_SEARCH_CHARS} characters");
-        errors.push(FieldError::new("q", message));
+        errors.push(FieldError::named("q", &message));
     }
     let page = match query.get("page").map(str::parse::<u32>) {
         None => 1,
         Some(Ok(n)) if (1..=MAX_USER_PAGE_NUMBER).contains(&n) => n,
         Some(_) => {
             let message = format!("must be a whole number from 1 to {MAX_USER_PAGE_NUMBER}");
-            errors.push(FieldError::new("page", message));
+            errors.push(FieldError::named("page", &message));
             1
         }
     };
@@ -303,7 +307,7 @@ pub async fn list_users(app: &App, request: &ApiRequest) -> Result<Reply, Reply>
     let listed: Vec<Value> = users.iter().map(|u| user_json(u, now)).collect();
     Ok(Reply::ok(
         StatusCode::OK,
-        "Users retrieved",
+        "The accounts were retrieved.",
         Some(json!({"users": listed, "page": page, "next_page": next_page})),
     ))
 }
@@ -333,9 +337,9 @@ pub async fn create_user(app: &App, request: &ApiRequest) -> Result<Reply, Reply
         .await
         .map_err(refused)?;
     let message = if mailed {
-        "User created; a link to choose a password was mailed"
+        "The account was created, and a link to choose a password was mailed."
     } else {
-        "User created"
+        "The account was created."
     };
     Ok(Reply::ok(
         StatusCode::CREATED,
@@ -347,10 +351,7 @@ pub async fn create_user(app: &App, request: &ApiRequest) -> Result<Reply, Reply
 /// Names `field` when one of `roles` cannot be a role name.
 fn check_role_names(f: &mut Fields, field: &str, roles: &[String]) {
     if roles.iter().any(|r| !is_role_name(r)) {
-        f.reject(
-            field,
-            "a role is 1 to 64 letters, digits, '-', '_', '.' or ':'",
-        );
+        f.reject(field, ROLE_NAME_RULE);
     }
 }
 
@@ -384,7 +385,7 @@ pub async fn get_user(app: &App, request: &ApiRequest, id: &str) -> Result<Reply
     let identities: Vec<Value> = detail.identities.iter().map(identity_json).collect();
     Ok(Reply::ok(
         StatusCode::OK,
-        "User retrieved",
+        "The account was retrieved.",
         Some(json!({
             "user": user_json(&detail.user, Utc::now()),
             "sessions": sessions,
@@ -403,7 +404,7 @@ pub async fn delete_user(app: &App, request: &ApiRequest, id: &str) -> Result<Re
         .delete_account(&admin, user_id(id)?, &client)
         .await
         .map_err(refused)?;
-    Ok(Reply::ok(StatusCode::OK, "User deleted", None))
+    Ok(Reply::ok(StatusCode::OK, "The account was deleted.", None))
 }
 
 /// `POST /api/admin/users/{id}/{activate, deactivate, unlock, reset-2fa, verify-email,
@@ -455,10 +456,8 @@ pub async fn unlink_identity(app: &App, request: &ApiRequest, id: &str) -> Resul
     let provider = match provider.map(ProviderId::try_from) {
         Some(Ok(p)) => Some(p),
         Some(Err(_)) => {
-            f.reject(
-                "provider",
-                "must be a provider id: 1 to 32 of a-z, 0-9 and '-'",
-            );
+            let rule = "must be a provider id: 1 to 32 of a-z, 0-9 and '-'";
+            f.reject_that("provider", rule);
             None
         }
         None => None,
@@ -466,9 +465,9 @@ pub async fn unlink_identity(app: &App, request: &ApiRequest, id: &str) -> Resul
     let bad_subject =
         |s: &String| s.chars().count() > MAX_SUBJECT_CHARS || s.chars().any(char::is_control);
     if subject.as_ref().is_some_and(bad_subject) {
-        let message =
+        let rule =
             format!("must be at most {MAX_SUBJECT_CHARS} characters, none a control character");
-        f.reject("subject", message);
+        f.reject_that("subject", &rule);
     }
     let (provider, subject) = f.finish_with(provider.zip(subject))?;
     let action = AccountAction::UnlinkIdentity {
@@ -493,9 +492,9 @@ async fn changed(
         .await
         .map_err(refused)?;
     let message = if changed {
-        "Account changed"
+        "The account was changed."
     } else {
-        "Nothing to change"
+        "Nothing changed: it already was so."
     };
     Ok(Reply::ok(
         StatusCode::OK,
@@ -515,7 +514,7 @@ pub async fn user_sessions(app: &App, request: &ApiRequest, id: &str) -> Result<
     let sessions = sessions_json(&detail.sessions, &admin);
     Ok(Reply::ok(
         StatusCode::OK,
-        "Sessions retrieved",
+        "The sessions were retrieved.",
         Some(json!({"sessions": sessions})),
     ))
 }
@@ -532,7 +531,7 @@ pub async fn end_session(app: &App, request: &ApiRequest, id: &str) -> Result<Re
         .end_any_session(&admin, session, None, &client)
         .await
         .map_err(refused)?;
-    Ok(Reply::ok(StatusCode::OK, "Session ended", None))
+    Ok(Reply::ok(StatusCode::OK, "The session was ended.", None))
 }
 
 /// `GET /api/admin/invitations` — every invitation, newest first, with its state.
@@ -546,7 +545,7 @@ pub async fn list_invitations(app: &App, request: &ApiRequest) -> Result<Reply, 
         .collect();
     Ok(Reply::ok(
         StatusCode::OK,
-        "Invitations retrieved",
+        "The invitations were retrieved.",
         Some(json!({"invitations": listed})),
     ))
 }
@@ -570,7 +569,7 @@ pub async fn invite(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         .map_err(refused)?;
     Ok(Reply::ok(
         StatusCode::CREATED,
-        "Invitation sent",
+        "The invitation was sent.",
         Some(json!({"invitation": invitation_json(&invitation, Utc::now())})),
     ))
 }
@@ -592,12 +591,13 @@ pub async fn revoke_invitations(app: &App, request: &ApiRequest) -> Result<Reply
         .map_err(refused)?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Invitations revoked",
+        "The pending invitations were revoked.",
         Some(json!({"revoked": revoked})),
     ))
 }
 
-/// One parameter of the audit query parsed by `parse`, its failure named as `key`.
+/// One parameter of the audit query parsed by `parse`, its failure (a sentence naming
+/// `key`) recorded under `key`.
 fn audit_param<T>(
     query: &Query,
     key: &str,
@@ -610,11 +610,23 @@ fn audit_param<T>(
         .ok()
 }
 
-/// An RFC 3339 instant.
-fn instant(value: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(value)
-        .map(|at| at.with_timezone(&Utc))
-        .map_err(|_| "must be an RFC 3339 time, such as 2026-12-01T00:00:00Z".to_owned())
+/// The sentence naming `key` that says it `predicate`.
+fn about(key: &str, predicate: &str) -> String {
+    FieldError::named(key, predicate).message
+}
+
+/// An RFC 3339 instant, for the parameter `key`.
+fn instant(key: &str) -> impl FnOnce(&str) -> Result<DateTime<Utc>, String> {
+    move |value| {
+        DateTime::parse_from_rfc3339(value)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(|_| {
+                about(
+                    key,
+                    "must be an RFC 3339 time, such as 2026-12-01T00:00:00Z",
+                )
+            })
+    }
 }
 
 /// The filters of `GET /api/admin/audit`, or the 400 naming each bad one.
@@ -622,22 +634,26 @@ fn audit_filter(query: &Query) -> Result<AuditFilter, Reply> {
     let mut errors = Vec::new();
     let e = &mut errors;
     let user = audit_param(query, "user", e, |v| {
-        v.parse::<UserId>().map_err(|err| err.to_string())
+        v.parse::<UserId>()
+            .map_err(|_| about("user", "must be an account id (a UUID)"))
     });
     let email = audit_param(query, "email", e, |v| {
         Email::parse(v).map_err(|err| err.to_string())
     });
     let kind = audit_param(query, "kind", e, |v| {
         AuditKind::parse(v).ok_or_else(|| {
-            let kinds = AuditKind::ALL.map(AuditKind::as_str).join(", ");
-            format!("is not an audit kind; one of: {kinds}")
+            let kinds = super::input::listed(&AuditKind::ALL.map(AuditKind::as_str));
+            about("kind", &format!("must be one of {kinds}"))
         })
     });
-    let since = audit_param(query, "since", e, instant);
-    let until = audit_param(query, "until", e, instant);
+    let since = audit_param(query, "since", e, instant("since"));
+    let until = audit_param(query, "until", e, instant("until"));
     let before_id = audit_param(query, "before", e, |v| match v.parse::<i64>() {
         Ok(id) if id > 0 => Ok(id),
-        _ => Err("must be an event id (a whole number from 1)".to_owned()),
+        _ => Err(about(
+            "before",
+            "must be an event id, a whole number from 1",
+        )),
     });
     let limit = page_limit(query, DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE, e);
     if !errors.is_empty() {
@@ -670,7 +686,7 @@ pub async fn audit(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let listed: Vec<Value> = events.iter().map(event_json).collect();
     Ok(Reply::ok(
         StatusCode::OK,
-        "Audit events retrieved",
+        "The audit events were retrieved.",
         Some(json!({"events": listed, "next_before": next_before})),
     ))
 }

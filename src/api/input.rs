@@ -28,7 +28,7 @@ impl Fields {
             return Err(Reply::error(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
-                "Request body must be JSON (Content-Type: application/json)",
+                "The request body must be JSON, sent as Content-Type: application/json.",
             ));
         }
         match serde_json::from_slice::<Value>(&request.body) {
@@ -39,12 +39,12 @@ impl Fields {
             Ok(_) => Err(Reply::error(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
-                "Request body must be a JSON object",
+                "The request body must be a JSON object.",
             )),
             Err(_) => Err(Reply::error(
                 StatusCode::BAD_REQUEST,
                 "invalid_json",
-                "Request body is not valid JSON",
+                "The request body is not valid JSON.",
             )),
         }
     }
@@ -63,20 +63,21 @@ impl Fields {
         match self.map.get(name) {
             None | Some(Value::Null) => {
                 if required {
-                    self.errors.push(FieldError::new(name, "is required"));
+                    self.errors.push(FieldError::required(name));
                 }
                 None
             }
             Some(Value::String(s)) => {
                 let s = if raw { s.clone() } else { s.trim().to_string() };
                 if required && s.is_empty() {
-                    self.errors.push(FieldError::new(name, "is required"));
+                    self.errors.push(FieldError::required(name));
                     return None;
                 }
                 Some(s)
             }
             Some(_) => {
-                self.errors.push(FieldError::new(name, "must be a string"));
+                self.errors
+                    .push(FieldError::named(name, "must be a string"));
                 None
             }
         }
@@ -115,7 +116,8 @@ impl Fields {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s.clone()),
             Some(_) => {
-                self.errors.push(FieldError::new(name, "must be a string"));
+                self.errors
+                    .push(FieldError::named(name, "must be a string"));
                 Some(String::new())
             }
         }
@@ -143,13 +145,13 @@ impl Fields {
                     .collect();
                 if strings.is_none() {
                     self.errors
-                        .push(FieldError::new(name, "must be an array of strings"));
+                        .push(FieldError::named(name, "must be an array of strings"));
                 }
                 strings
             }
             Some(_) => {
                 self.errors
-                    .push(FieldError::new(name, "must be an array of strings"));
+                    .push(FieldError::named(name, "must be an array of strings"));
                 None
             }
         }
@@ -162,15 +164,22 @@ impl Fields {
             Some(Value::Bool(b)) => *b,
             Some(_) => {
                 self.errors
-                    .push(FieldError::new(name, "must be true or false"));
+                    .push(FieldError::named(name, "must be true or false"));
                 false
             }
         }
     }
 
-    /// Records a problem found while validating a field's value.
+    /// Records a problem found while validating a field's value: `message` is a whole
+    /// sentence naming the field ([`FieldError::named`] builds one).
     pub fn reject(&mut self, name: &str, message: impl Into<String>) {
         self.errors.push(FieldError::new(name, message));
+    }
+
+    /// Records that `name` `predicate` (`is required`), told as a sentence naming the field
+    /// ([`FieldError::named`]).
+    pub fn reject_that(&mut self, name: &str, predicate: &str) {
+        self.errors.push(FieldError::named(name, predicate));
     }
 
     /// `Ok(())` when no field failed, else the 400 listing them all.
@@ -222,7 +231,7 @@ impl Query {
                 continue;
             };
             if query.values.iter().any(|(k, _)| *k == name) {
-                errors.push(FieldError::new(name, "is given more than once"));
+                errors.push(FieldError::named(name, "is given more than once"));
                 continue;
             }
             if !value.is_empty() {
@@ -247,13 +256,22 @@ impl Query {
 
 /// The message of an unknown query key: what the endpoint takes instead.
 fn unknown_key(known: &[&str]) -> String {
-    if known.is_empty() {
-        "is not a parameter of this endpoint (it takes none)".to_owned()
-    } else {
-        format!(
-            "is not a parameter of this endpoint (it takes {})",
-            known.join(", ")
-        )
+    match known {
+        [] => "This endpoint takes no query parameters.".to_owned(),
+        [one] => format!("This endpoint takes only the query parameter {one}."),
+        _ => format!(
+            "This endpoint takes only the query parameters {}.",
+            listed(known)
+        ),
+    }
+}
+
+/// Names as a sentence lists them: `a`, `a and b`, `a, b and c`.
+pub fn listed(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
     }
 }
 
@@ -383,6 +401,22 @@ mod tests {
             .collect();
         let long = format!("{}…", "k".repeat(32));
         assert_eq!(fields, ["search", "q", long.as_str()]);
+        let messages: Vec<_> = err.body_json()["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "Search is given more than once.",
+                "This endpoint takes only the query parameter search.",
+                "This endpoint takes only the query parameter search.",
+            ]
+        );
+        assert_eq!(listed(&["q", "page", "limit"]), "q, page and limit");
+        assert_eq!(listed(&["q", "page"]), "q and page");
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub(super) fn signed_in(app: &App, signed: SignedIn) -> Reply {
     let mut summary = user_summary(&signed.user);
     summary["roles"] = json!(signed.user.roles);
     let data = json!({"user": summary});
-    with_tokens(app, "Login successful", data, &signed.tokens)
+    with_tokens(app, "You are signed in.", data, &signed.tokens)
 }
 
 /// The second factor sent with a login: a `passkey` answer `{ceremony_id, credential}`
@@ -112,7 +112,7 @@ pub async fn refresh(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         .await?;
     Ok(with_tokens(
         app,
-        "Token refreshed",
+        "The tokens were refreshed.",
         json!({}),
         &renewed.tokens,
     ))
@@ -155,8 +155,12 @@ fn reauthenticated(app: &App, proven: &Reauthenticated) -> Reply {
         "auth_time": proven.principal.auth_time(),
     });
     let cookie = session_cookie(app, &proven.access_token);
-    Reply::ok(StatusCode::OK, "Reauthenticated", Some(data))
-        .with_header(http::header::SET_COOKIE, cookie)
+    Reply::ok(
+        StatusCode::OK,
+        "Your identity was proven again.",
+        Some(data),
+    )
+    .with_header(http::header::SET_COOKIE, cookie)
 }
 
 /// `POST /api/auth/logout` — ends this session at once.
@@ -169,7 +173,7 @@ pub async fn logout(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
             &super::client(app, request),
         )
         .await?;
-    Ok(Reply::ok(StatusCode::OK, "Logged out successfully", None)
+    Ok(Reply::ok(StatusCode::OK, "You are signed out.", None)
         .with_header(http::header::SET_COOKIE, session_cookie(app, "")))
 }
 
@@ -180,7 +184,7 @@ pub async fn logout_all(app: &App, request: &ApiRequest) -> Result<Reply, Reply>
     let ended = app.accounts.logout_all(&caller.user, &client).await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Logged out from all devices",
+        "You are signed out on every device.",
         Some(json!({"sessions_ended": ended})),
     ))
 }

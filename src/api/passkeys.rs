@@ -74,8 +74,8 @@ fn parse_name(f: &mut Fields, name: Option<String>) -> Option<PasskeyName> {
             }
             None
         }
-        Err(other) => {
-            f.reject("name", other.catalogue_key());
+        Err(_) => {
+            f.reject_that("name", "cannot name a passkey");
             None
         }
     }
@@ -92,22 +92,21 @@ fn ceremony_answer<T: serde::de::DeserializeOwned>(
         .and_then(|id| match id.parse::<CeremonyId>() {
             Ok(id) => Some(id),
             Err(_) => {
-                f.reject("ceremony_id", "is not a ceremony id");
+                let wrong = "must be the id a ceremony was started with";
+                f.reject_that("ceremony_id", wrong);
                 None
             }
         });
     let credential = match body.get("credential") {
         None | Some(Value::Null) => {
-            f.reject("credential", "is required");
+            f.reject_that("credential", "is required");
             None
         }
         Some(value) => match serde_json::from_value::<T>(value.clone()) {
             Ok(c) => Some(c),
             Err(_) => {
-                f.reject(
-                    "credential",
-                    "is not a WebAuthn PublicKeyCredential in its JSON form",
-                );
+                let wrong = "must be a WebAuthn PublicKeyCredential in its JSON form";
+                f.reject_that("credential", wrong);
                 None
             }
         },
@@ -174,7 +173,7 @@ pub async fn register_options(app: &App, request: &ApiRequest) -> Result<Reply, 
         .begin_passkey_registration(user, session, proof.step_up(), &client)
         .await?;
     Ok(options_answer(
-        "Create the passkey with navigator.credentials.create(), then send it back",
+        "Create the passkey with navigator.credentials.create(), then send it back.",
         &challenge.ceremony,
         serde_json::to_value(&challenge.options).unwrap_or(Value::Null),
     ))
@@ -195,7 +194,7 @@ pub async fn register(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         .await?;
     Ok(Reply::ok(
         StatusCode::CREATED,
-        "Passkey added",
+        "The passkey was added.",
         Some(json!({"passkey": passkey_json(&stored)})),
     ))
 }
@@ -206,7 +205,7 @@ pub async fn list(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
     let keys = app.accounts.passkeys_of(&caller.user).await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Passkeys retrieved",
+        "The passkeys were retrieved.",
         Some(json!({
             "passkeys": keys.iter().map(passkey_json).collect::<Vec<_>>(),
             "enabled": app.accounts.passkeys_enabled(),
@@ -227,7 +226,7 @@ pub async fn rename(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, 
     let key = app.accounts.rename_passkey(&caller.user, id, &name).await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Passkey renamed",
+        "The passkey was renamed.",
         Some(json!({"passkey": passkey_json(&key)})),
     ))
 }
@@ -242,7 +241,7 @@ pub async fn remove(app: &App, request: &ApiRequest, id: &str) -> Result<Reply, 
     app.accounts
         .remove_passkey(&caller.user, id, proof.step_up(), &client)
         .await?;
-    Ok(Reply::ok(StatusCode::OK, "Passkey removed", None))
+    Ok(Reply::ok(StatusCode::OK, "The passkey was removed.", None))
 }
 
 /// `POST /api/auth/passkeys/login/options` — the options for a passwordless sign-in
@@ -252,7 +251,7 @@ pub async fn login_options(app: &App, request: &ApiRequest) -> Result<Reply, Rep
     Fields::from_request(request)?.finish()?;
     let challenge = app.accounts.passwordless_challenge().await?;
     Ok(options_answer(
-        "Sign in with navigator.credentials.get(), then send the answer back",
+        "Sign in with navigator.credentials.get(), then send the answer back.",
         &challenge.ceremony,
         serde_json::to_value(&challenge.options).unwrap_or(Value::Null),
     ))

@@ -25,7 +25,7 @@ pub async fn get_profile(app: &App, request: &ApiRequest) -> Result<Reply, Reply
     let profile = profile_of(app, &caller.user).await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Profile retrieved",
+        "The profile was retrieved.",
         Some(json!({"user": profile})),
     ))
 }
@@ -44,7 +44,7 @@ pub async fn update_profile(app: &App, request: &ApiRequest) -> Result<Reply, Re
     let profile = profile_of(app, &user).await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Profile updated",
+        "The profile was updated.",
         Some(json!({"user": profile})),
     ))
 }
@@ -70,7 +70,7 @@ pub async fn change_password(app: &App, request: &ApiRequest) -> Result<Reply, R
         .await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Password changed; other sessions have been ended",
+        "The password was changed, and the other sessions have been ended.",
         None,
     ))
 }
@@ -90,7 +90,11 @@ pub async fn deactivate(app: &App, request: &ApiRequest) -> Result<Reply, Reply>
     app.accounts
         .deactivate(&caller.user, proof, &client)
         .await?;
-    Ok(Reply::ok(StatusCode::OK, "Account deactivated", None))
+    Ok(Reply::ok(
+        StatusCode::OK,
+        "The account was deactivated.",
+        None,
+    ))
 }
 
 /// `GET /api/auth/sessions` — the caller's live sessions.
@@ -114,7 +118,7 @@ pub async fn list_sessions(app: &App, request: &ApiRequest) -> Result<Reply, Rep
         .collect();
     Ok(Reply::ok(
         StatusCode::OK,
-        "Sessions retrieved",
+        "The sessions were retrieved.",
         Some(json!({"sessions": sessions})),
     ))
 }
@@ -129,5 +133,5 @@ pub async fn delete_session(app: &App, request: &ApiRequest, id: &str) -> Result
     app.accounts
         .end_session(&caller.user, &session_id, &client)
         .await?;
-    Ok(Reply::ok(StatusCode::OK, "Session ended", None))
+    Ok(Reply::ok(StatusCode::OK, "The session was ended.", None))
 }

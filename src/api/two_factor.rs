@@ -97,7 +97,7 @@ pub async fn setup(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         .await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Scan the QR code with your authenticator app, then confirm with a code",
+        "Scan the QR code with your authenticator app, then confirm with a code.",
         Some(json!({
             "secret": setup.secret_base32,
             "otpauth_url": setup.otpauth_url,
@@ -139,7 +139,7 @@ pub async fn disable(app: &App, request: &ApiRequest) -> Result<Reply, Reply> {
         .await?;
     Ok(Reply::ok(
         StatusCode::OK,
-        "Two-factor authentication disabled",
+        "Two-factor authentication was turned off.",
         None,
     ))
 }

@@ -68,13 +68,13 @@ impl Narrowing {
             let Some(index) = KEYS.iter().position(|known| *known == key) else {
                 return Err(FieldError::new(
                     echoed(&key),
-                    "Unknown parameter; forward-auth takes two_factor, verified, roles and \
-                     max_auth_age",
+                    "Forward-auth takes only the query parameters two_factor, verified, roles \
+                     and max_auth_age.",
                 ));
             };
             let name = KEYS[index];
             if std::mem::replace(&mut seen[index], true) {
-                return Err(FieldError::new(name, "Given more than once"));
+                return Err(FieldError::named(name, "is given more than once"));
             }
             match name {
                 "two_factor" => narrowing.two_factor = flag(name, &value)?,
@@ -92,16 +92,16 @@ fn flag(name: &str, value: &str) -> Result<bool, FieldError> {
     match value {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err(FieldError::new(name, "Must be true or false")),
+        _ => Err(FieldError::named(name, "must be true or false")),
     }
 }
 
 /// A duration of at least one second, in whole seconds (rounded up).
 fn max_auth_age(value: &str) -> Result<u64, FieldError> {
-    let message = "Must be a duration of at least 1s, such as 10m";
+    let rule = "must be a duration of at least 1s, such as 10m";
     match value.parse::<HumanDuration>() {
         Ok(age) if age.get() >= std::time::Duration::from_secs(1) => Ok(age.as_secs_ceil()),
-        _ => Err(FieldError::new("max_auth_age", message)),
+        _ => Err(FieldError::named("max_auth_age", rule)),
     }
 }
 
@@ -113,7 +113,7 @@ fn roles(value: &str) -> Result<Vec<String>, FieldError> {
         .map(|role| {
             (!role.is_empty())
                 .then(|| role.to_owned())
-                .ok_or_else(|| FieldError::new("roles", "Role names must not be empty"))
+                .ok_or_else(|| FieldError::named("roles", "must not hold an empty role name"))
         })
         .collect()
 }
@@ -202,7 +202,7 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
     let verdict = authorize(&app.access, need, &request.headers, None, &ProxiedBrowser).await;
     let principal = match verdict {
         Verdict::Allow(Some(principal)) | Verdict::Renewed { principal, .. } => principal,
-        Verdict::Allow(None) => return Reply::ok(StatusCode::OK, "Allowed", None),
+        Verdict::Allow(None) => return Reply::ok(StatusCode::OK, "The request is allowed.", None),
         Verdict::Refuse {
             response, reason, ..
         } => {
@@ -222,7 +222,7 @@ pub async fn forward_auth(app: &App, request: &ApiRequest) -> Reply {
 
 /// The 200 with the identity headers (names from `[identity_headers]`).
 fn identity_reply(app: &App, principal: &Principal) -> Reply {
-    let mut response = Reply::ok(StatusCode::OK, "Authenticated", None);
+    let mut response = Reply::ok(StatusCode::OK, "The request is authenticated.", None);
     for header in app.access.identity_headers_of(principal) {
         response = response.with_header(header.name.clone(), header_text(&header.value));
     }
@@ -314,6 +314,8 @@ mod tests {
         for (query, key) in cases {
             let error = Narrowing::parse(query).expect_err(query);
             assert_eq!(error.field, *key, "{query}");
+            let problem = crate::reply::sentence_problem(&error.message);
+            assert_eq!(problem, None, "{query}: {:?}", error.message);
         }
     }
 

@@ -112,9 +112,7 @@ pub enum TotpError {
     #[error("two_factor.issuer must be non-empty and must not contain ':'")]
     InvalidIssuer,
     /// The client sent a secret that is not one this server hands out.
-    #[error(
-        "the two-factor secret must be {SECRET_BASE32_CHARS} base32 characters (A-Z, 2-7): {0}"
-    )]
+    #[error("Secret must be {SECRET_BASE32_CHARS} base32 characters (A-Z, 2-7), and this one {0}.")]
     InvalidSecret(&'static str),
     /// The account name cannot be put in an otpauth URL (empty or containing ':').
     #[error("the account name cannot be used in an authenticator app: it is empty or contains ':'")]
@@ -320,7 +318,7 @@ impl TotpSecret {
     pub fn from_base32(text: &str) -> Result<Self, TotpError> {
         // Bounded before any work so junk input costs nothing.
         if text.len() > 4 * SECRET_BASE32_CHARS {
-            return Err(TotpError::InvalidSecret("too long"));
+            return Err(TotpError::InvalidSecret("is too long"));
         }
         // The significant characters, upper-cased; one more than a secret has shows excess.
         // Padded with `A` (zero bits) to whole 8-character groups for the decoder.
@@ -334,7 +332,7 @@ impl TotpSecret {
                     padding = true;
                     continue;
                 }
-                _ if padding => return Err(TotpError::InvalidSecret("characters after '='")),
+                _ if padding => return Err(TotpError::InvalidSecret("has characters after '='")),
                 _ if chars > SECRET_BASE32_CHARS => break,
                 _ => {}
             }
@@ -344,15 +342,15 @@ impl TotpSecret {
         let mut decoded = [0u8; (SECRET_BASE32_CHARS + 8) / 8 * 5];
         BASE32_NOPAD
             .decode_mut(&symbols, &mut decoded)
-            .map_err(|_| TotpError::InvalidSecret("invalid character"))?;
+            .map_err(|_| TotpError::InvalidSecret("has an invalid character"))?;
         match chars.cmp(&SECRET_BASE32_CHARS) {
-            Ordering::Greater => Err(TotpError::InvalidSecret("too long")),
-            Ordering::Less => Err(TotpError::InvalidSecret("too short")),
+            Ordering::Greater => Err(TotpError::InvalidSecret("is too long")),
+            Ordering::Less => Err(TotpError::InvalidSecret("is too short")),
             // 32 characters are exactly 160 bits: the first 20 bytes, nothing left over.
             Ordering::Equal => Ok(Self(
                 decoded[..SECRET_BYTES]
                     .try_into()
-                    .map_err(|_| TotpError::InvalidSecret("too short"))?,
+                    .map_err(|_| TotpError::InvalidSecret("is too short"))?,
             )),
         }
     }
@@ -655,13 +653,16 @@ mod tests {
     fn base32_refusals_name_the_first_problem() {
         let ok = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
         for (bad, reason) in [
-            ("", "too short"),
-            (&ok[..31], "too short"),
-            (&format!("{ok}A"), "too long"),
-            (&format!("{ok}A!"), "too long"),
-            (&format!("{ok}!"), "invalid character"),
-            (&format!("{}1{}", &ok[..4], &ok[5..]), "invalid character"),
-            (&format!("{}=A", &ok[..8]), "characters after '='"),
+            ("", "is too short"),
+            (&ok[..31], "is too short"),
+            (&format!("{ok}A"), "is too long"),
+            (&format!("{ok}A!"), "is too long"),
+            (&format!("{ok}!"), "has an invalid character"),
+            (
+                &format!("{}1{}", &ok[..4], &ok[5..]),
+                "has an invalid character",
+            ),
+            (&format!("{}=A", &ok[..8]), "has characters after '='"),
             (&format!("{ok}=="), "ok"),
         ] {
             let got = match TotpSecret::from_base32(bad) {

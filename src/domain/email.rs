@@ -30,13 +30,13 @@ pub struct Email(String);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EmailError {
     /// Nothing but whitespace was given.
-    #[error("email is required")]
+    #[error("Email is required.")]
     Empty,
     /// Longer than [`MAX_EMAIL_LEN`] characters.
-    #[error("email must be at most 254 characters")]
+    #[error("Email must be at most 254 characters.")]
     TooLong,
     /// Not of the form `name@example.com`.
-    #[error("email must be a valid address such as name@example.com")]
+    #[error("Email must be a valid address such as name@example.com.")]
     Invalid,
 }
 
@@ -285,7 +285,7 @@ mod tests {
     fn empty_input_says_required() {
         assert_eq!(Email::parse(""), Err(EmailError::Empty));
         assert_eq!(Email::parse("   \t"), Err(EmailError::Empty));
-        assert_eq!(EmailError::Empty.to_string(), "email is required");
+        assert_eq!(EmailError::Empty.to_string(), "Email is required.");
     }
 
     #[test]

@@ -50,7 +50,7 @@ impl AdminApp {
                 let r = Reply::error(
                     StatusCode::FORBIDDEN,
                     "forbidden",
-                    "reloads are taken from loopback addresses only, never from a browser",
+                    "Reloads are taken from loopback addresses only, never from a browser.",
                 );
                 (r.status, JSON, r.body_bytes().to_vec())
             }

@@ -56,14 +56,16 @@ impl Refusal {
     /// The human-readable `message` of the 400 envelope.
     pub fn message(self) -> &'static str {
         match self {
-            Self::TargetForm => "The request-target must be a path, or an absolute http(s) URL",
-            Self::Host => "The request needs exactly one valid Host",
-            Self::Path => "The request path contains a character or escape that is not allowed",
-            Self::EncodedSlash => "An encoded slash (%2F) is not allowed in this path",
-            Self::PathParameters => "Path parameters (;) are not allowed in this path",
-            Self::AmbiguousCase => "The path differs from a route only by letter case",
+            Self::TargetForm => {
+                "The request target must be a path, or an absolute http or https URL."
+            }
+            Self::Host => "The request needs exactly one valid Host header.",
+            Self::Path => "The request path contains a character or escape that is not allowed.",
+            Self::EncodedSlash => "An encoded slash (%2F) is not allowed in this path.",
+            Self::PathParameters => "Path parameters (;) are not allowed in this path.",
+            Self::AmbiguousCase => "The path differs from a route only by letter case.",
             Self::Framing => {
-                "Content-Length must be a single number, Transfer-Encoding only chunked"
+                "Content-Length must be a single number, and Transfer-Encoding only chunked."
             }
         }
     }
@@ -574,6 +576,25 @@ mod tests {
 
     fn path(raw: &str) -> Result<String, Refusal> {
         canonical_path(raw).map(|(p, _)| p.into_owned())
+    }
+
+    #[test]
+    fn every_refusal_is_told_in_a_sentence() {
+        use Refusal as R;
+        let all = [
+            R::TargetForm,
+            R::Host,
+            R::Path,
+            R::EncodedSlash,
+            R::PathParameters,
+            R::AmbiguousCase,
+            R::Framing,
+        ];
+        for refusal in all {
+            let message = refusal.message();
+            let problem = crate::reply::sentence_problem(message);
+            assert_eq!(problem, None, "{refusal:?}: {message:?}");
+        }
     }
 
     #[test]

@@ -19,12 +19,13 @@ const HOST: &str = "x-forwarded-host";
 const URI: &str = "x-forwarded-uri";
 const PROTO: &str = "x-forwarded-proto";
 
-/// The 400 for a description that is missing a part or given twice.
-fn malformed(header: &str, message: &str) -> Reply {
+/// The 400 for a description that is missing a part or given twice: the sentence "The
+/// `header` header `predicate`."
+fn malformed(header: &str, predicate: &str) -> Reply {
     Reply::error(
         StatusCode::BAD_REQUEST,
         "invalid_forwarded_request",
-        &format!("{header}: {message}"),
+        &format!("The {header} header {predicate}."),
     )
 }
 
@@ -35,7 +36,7 @@ fn single<'a>(
 ) -> Result<Option<&'a HeaderValue>, Reply> {
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
-        (_, Some(_)) => Err(malformed(name, "given more than once")),
+        (_, Some(_)) => Err(malformed(name, "is given more than once")),
         (value, None) => Ok(value),
     }
 }
@@ -58,9 +59,9 @@ impl Gateway {
         if method.is_none() && host.is_none() && uri.is_none() {
             return Ok(None);
         }
-        let method = method.ok_or_else(|| malformed(METHOD, "missing"))?;
-        let host = host.ok_or_else(|| malformed(HOST, "missing"))?;
-        let uri = uri.ok_or_else(|| malformed(URI, "missing"))?;
+        let method = method.ok_or_else(|| malformed(METHOD, "is missing"))?;
+        let host = host.ok_or_else(|| malformed(HOST, "is missing"))?;
+        let uri = uri.ok_or_else(|| malformed(URI, "is missing"))?;
         if let Some(proto) = single(headers, PROTO)?
             && !matches!(proto.as_bytes(), b"http" | b"https")
         {
@@ -69,13 +70,10 @@ impl Gateway {
         // The host is X-Forwarded-Host's alone: a target in absolute form would name another
         // (proxies send the path: nginx's $request_uri, Caddy's {uri}, Traefik's).
         if !uri.as_bytes().starts_with(b"/") {
-            return Err(malformed(
-                URI,
-                "must be a path (origin-form, starting with /)",
-            ));
+            return Err(malformed(URI, "must be a path starting with /"));
         }
         let method = Method::from_bytes(method.as_bytes())
-            .map_err(|_| malformed(METHOD, "not an HTTP method"))?;
+            .map_err(|_| malformed(METHOD, "is not an HTTP method"))?;
         let mut described = HeaderMap::with_capacity(1);
         described.insert(http::header::HOST, host.clone());
         let refused = |refusal: canonical::Refusal| {

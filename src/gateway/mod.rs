@@ -945,7 +945,7 @@ impl Gateway {
                 Ok(Err(Reply::error(
                     StatusCode::REQUEST_TIMEOUT,
                     "request_timeout",
-                    "The request body did not arrive in time",
+                    "The request body did not arrive in time.",
                 )))
             }
         }
@@ -1108,7 +1108,7 @@ fn payload_too_large(max: usize) -> Reply {
     Reply::error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
-        &format!("Request body exceeds {max} bytes"),
+        &format!("The request body is larger than {max} bytes."),
     )
 }
 
@@ -1141,14 +1141,17 @@ fn failure_response(status: StatusCode) -> Reply {
     let (code, message) = match status {
         StatusCode::BAD_GATEWAY => (
             "upstream_unavailable",
-            "The upstream service is unavailable",
+            "The upstream service is unavailable.",
         ),
         StatusCode::GATEWAY_TIMEOUT => (
             "upstream_timeout",
-            "The upstream service did not answer in time",
+            "The upstream service did not answer in time.",
         ),
-        StatusCode::BAD_REQUEST => ("bad_request", "Malformed request"),
-        _ => ("internal_error", "Internal error"),
+        StatusCode::BAD_REQUEST => ("bad_request", "The request is malformed."),
+        _ => (
+            "internal_error",
+            "Something went wrong on the server. Try again later.",
+        ),
     };
     Reply::error(status, code, message)
 }

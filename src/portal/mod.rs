@@ -675,6 +675,18 @@ impl<'a> Visit<'a> {
         }
     }
 
+    /// The message of the request field `field` (an English sentence that names it, as
+    /// the account core says it) in this language.
+    fn field_message(&self, field: &str, english: &str) -> String {
+        let label = crate::reply::field_label(field);
+        self.lang.field_message(field, &label, english)
+    }
+
+    /// "`field` is required", in this language.
+    fn field_required(&self, field: &str) -> String {
+        self.field_message(field, &crate::reply::FieldError::required(field).message)
+    }
+
     /// Field errors and the form-level message of a refused API call, in this language.
     /// `field_id` maps the API's field names to the ids of this page's inputs.
     fn feedback(&self, response: &Reply, field_id: impl Fn(&str) -> String) -> Feedback {
@@ -690,7 +702,7 @@ impl<'a> Visit<'a> {
                     .errors
                     .entry(field_id(field))
                     .or_default()
-                    .push(self.lang.message(message).to_owned());
+                    .push(self.field_message(field, message));
             }
         }
         if feedback.errors.is_empty() {

@@ -271,7 +271,7 @@ pub fn rejection(decision: &Decision) -> Reply {
     let mut response = Reply::error(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
-        "Too many requests, please try again later",
+        "Too many requests. Try again later.",
     );
     response.headers.extend(headers(decision));
     response

@@ -491,7 +491,7 @@ impl From<SessionError> for Reply {
         match e {
             SessionError::Unavailable(cause) => {
                 tracing::warn!(%cause, "session store unavailable");
-                Reply::unavailable("session store")
+                Reply::unavailable("session database")
             }
             other => Reply::internal("session store", &other),
         }

@@ -134,7 +134,7 @@ impl std::fmt::Debug for InitialPassword {
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// The EMAIL argument is not an address.
-    #[error("{source} (got {input:?})")]
+    #[error("{input:?}: {source}")]
     InvalidEmail {
         /// What was typed.
         input: String,
@@ -978,7 +978,7 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "email must be a valid address such as name@example.com (got \"bob\")"
+            "\"bob\": Email must be a valid address such as name@example.com."
         );
     }
 }

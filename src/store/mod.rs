@@ -953,22 +953,22 @@ impl From<StoreError> for Reply {
         match e {
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "user store unavailable");
-                Reply::unavailable("user store")
+                Reply::unavailable("account database")
             }
             StoreError::DuplicateEmail => Reply::error(
                 http::StatusCode::CONFLICT,
                 "email_taken",
-                "An account with this email already exists",
+                "An account with this email address already exists.",
             ),
             StoreError::DuplicatePasskey => Reply::error(
                 http::StatusCode::CONFLICT,
                 "passkey_already_registered",
-                "This passkey is already registered",
+                "This passkey is already registered.",
             ),
             StoreError::NotFound => Reply::error(
                 http::StatusCode::UNAUTHORIZED,
                 "invalid_token",
-                "The account no longer exists",
+                "The account no longer exists.",
             ),
             other => Reply::internal("user store", &other),
         }

@@ -85,7 +85,7 @@ fn check(answer: &Answer, field: &str, password: &str, expect: Expect) {
                 messages.iter().any(|m| m.contains(fragment)),
                 "{password:?}: {messages:?}"
             );
-            let sentences = messages.iter().all(|m| m.ends_with('.'));
+            let sentences = messages.iter().all(|m| portcullis::reply::is_sentence(m));
             assert!(sentences, "{password:?}: {messages:?}");
         }
     }

@@ -412,6 +412,21 @@ async fn pages_follow_accept_language_and_the_chosen_language() {
         r.body
     );
     assert!(r.body.contains("<title>Ошибка:"), "{}", r.body);
+    // A field's message names the field in the page's language.
+    let r = browser
+        .post(
+            "/auth/register",
+            &[
+                ("csrf_token", &later.csrf()),
+                ("email", "named@example.com"),
+                ("password", PASSWORD),
+                ("first_name", " "),
+                ("last_name", "B"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.body.contains("Заполните поле «Имя»."), "{}", r.body);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1424,8 +1439,8 @@ async fn the_account_page_deactivates_only_with_the_password() {
     let browser = Browser::new(&app.gw.url());
     browser.sign_in("leaving@example.com", PASSWORD, "/").await;
     for (password, message) in [
-        ("", "This field is required."),
-        ("Wrong-Password-9", "This is not your current password."),
+        ("", "Password is required."),
+        ("Wrong-Password-9", "Password is incorrect."),
     ] {
         let account = browser.get("/auth/account").await;
         let refused = browser

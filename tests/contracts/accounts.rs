@@ -377,7 +377,7 @@ fn a_registration_names_every_field_at_fault_as_the_api_does() {
     assert!(
         errors
             .iter()
-            .any(|e| e.field == "first_name" && e.message == "is required")
+            .any(|e| e.field == "first_name" && e.message == "First name is required.")
     );
 }
 

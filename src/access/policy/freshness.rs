@@ -59,7 +59,7 @@ pub(super) fn check(need: &Requirement<'_>, principal: &Principal) -> Option<Ver
 /// The 401 an API client gets: the envelope, and RFC 9470's `WWW-Authenticate` challenge
 /// naming the largest age (in seconds) a proof may have.
 pub fn refusal(max_age: u64) -> Reply {
-    let message = "This resource requires a recent sign-in: prove who you are again";
+    let message = "This resource requires a recent sign-in. Prove who you are again.";
     Reply::error(StatusCode::UNAUTHORIZED, REASON, message).with_header(
         http::header::WWW_AUTHENTICATE,
         format!(

@@ -280,7 +280,7 @@ fn not_a_request() -> Reply {
     Reply::error(
         StatusCode::BAD_REQUEST,
         "bad_request",
-        "The request has no request-line",
+        "The request has no request line.",
     )
 }
 
@@ -289,7 +289,7 @@ fn header_too_large() -> Reply {
     Reply::error(
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         "header_too_large",
-        "The request header fields are too large",
+        "The request header fields are too large.",
     )
 }
 
@@ -298,7 +298,7 @@ fn uri_too_long() -> Reply {
     Reply::error(
         StatusCode::URI_TOO_LONG,
         "uri_too_long",
-        "The request target is too long",
+        "The request target is too long.",
     )
 }
 

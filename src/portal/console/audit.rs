@@ -82,7 +82,7 @@ fn filter_of(v: &Visit<'_>, typed: &[(&str, String)]) -> Result<AuditFilter, Fee
     let email = match value("email") {
         "" => None,
         typed => Email::parse(typed)
-            .map_err(|e| reject("email", v.lang.message(&e.to_string()).to_owned()))
+            .map_err(|e| reject("email", v.field_message("email", &e.to_string())))
             .ok(),
     };
     let kind = match value("kind") {

@@ -164,7 +164,7 @@ pub(super) async fn act(
 fn role(form: &Form) -> Result<String, AccountError> {
     let role = form.text("role").trim();
     if role.is_empty() {
-        let required = FieldError::new("roles", "is required");
+        let required = FieldError::required("roles");
         return Err(AccountError::Invalid(vec![required]));
     }
     Ok(role.to_owned())

@@ -148,10 +148,9 @@ async fn add(v: &mut Visit<'_>, token: &str, form: Form) -> Page {
     let name = form.text("name").trim().to_owned();
     if name.is_empty() {
         let mut feedback = Feedback::default();
-        feedback.errors.insert(
-            "passkey_name".into(),
-            vec![v.lang.message("is required").to_owned()],
-        );
+        feedback
+            .errors
+            .insert("passkey_name".into(), vec![v.field_required("name")]);
         return super::account_page(v, token, StatusCode::BAD_REQUEST, feedback).await;
     }
     let app = v.app;

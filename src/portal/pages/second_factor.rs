@@ -87,7 +87,7 @@ pub(in crate::portal) enum Refused {
 }
 
 /// Reads the core's answer to a step-up form (the console's and this page's): nothing
-/// sent (400, "is required"), a wrong code or passkey (401), no second factor at all.
+/// sent (400, "… is required."), a wrong code or passkey (401), no second factor at all.
 pub(in crate::portal) fn refused_step(
     v: &Visit<'_>,
     proven: Result<(), AccountError>,
@@ -97,7 +97,7 @@ pub(in crate::portal) fn refused_step(
     match proven {
         Ok(()) => Ok(()),
         Err(AccountError::SecondFactorRequired(step)) => {
-            let required = v.lang.message("is required").to_owned();
+            let required = v.field_required("two_factor_code");
             feedback
                 .errors
                 .insert("two_factor_code".into(), vec![required]);
