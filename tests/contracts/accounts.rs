@@ -24,7 +24,7 @@ use crate::support::otp::totp;
 use crate::support::smtp::ReceivedMail;
 use crate::support::{Scratch, parse_config, test_config_text};
 
-const PASSWORD: &str = "Core-Password-1";
+const PASSWORD: &str = "Amber-Lantern-Drift-7";
 
 const CLIENT: Client<'static> = Client {
     ip: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
@@ -399,7 +399,7 @@ async fn a_reset_link_sets_the_password_once_and_ends_every_session() {
     }
     let token = mailed_token(&scratch, "Portcullis: Reset your password").await;
 
-    let new_password = "Fresh-Password-2";
+    let new_password = "Quiet-Meadow-Ferry-42";
     let (token, password) = ResetForm {
         token: &token,
         password: new_password,
