@@ -396,7 +396,10 @@ impl<'a> Visit<'a> {
             (http::header::CONTENT_LANGUAGE, self.lang.code.clone()),
             (http::header::VARY, "Cookie, Accept-Language".to_owned()),
         ];
-        if self.app.serves_tls() {
+        // Over the gateway's own TLS its HSTS module sends `[tls]`'s value (or none, at
+        // `hsts_max_age = "0s"`) on every answer; behind a proxy that terminates TLS
+        // (`public_url` https, no `[tls]`), the portal's pages ask for https themselves.
+        if self.app.serves_tls() && !self.app.config.tls.enabled() {
             headers.push((
                 http::header::STRICT_TRANSPORT_SECURITY,
                 "max-age=31536000".to_owned(),

@@ -720,6 +720,7 @@ async fn recovery_codes_left(v: &Visit<'_>, user: &User) -> Value {
             "count": n,
             "left": v.lang.counted("recovery_codes_left", n),
             "few": n <= FEW_RECOVERY_CODES,
+            "none": n == 0,
         })),
         Err(_) => Value::from(()),
     }

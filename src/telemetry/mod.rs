@@ -51,11 +51,13 @@ fn is_request_dump(meta: &tracing::Metadata<'_>) -> bool {
         || meta.target().starts_with("webauthn_rs")
 }
 
-/// Pingora's ERROR lines that are no error of ours, by the record's target and the start of
-/// its message: an upstream closed a kept-alive connection and Pingora opens a new one
-/// (normal under load, tens of lines a second); a client sent something that is not HTTP
-/// or left before its answer (the client's doing — and the read error quotes the raw request,
-/// cookies and `Authorization` included, so it must never be written).
+/// Pingora's and rustls's ERROR and WARN lines that are no fault of ours, by the record's
+/// target and the start of its message: an upstream closed a kept-alive connection and
+/// Pingora opens a new one (normal under load, tens of lines a second); a client sent
+/// something that is not HTTP or left before its answer (the client's doing — and the read
+/// error quotes the raw request, cookies and `Authorization` included, so it must never be
+/// written); a client's TLS hello named an IP address or an invalid name as its SNI (rustls
+/// warns once per connection, so anyone could fill the logs; the default certificate serves).
 const PINGORA_NOISE: &[(&str, &str)] = &[
     (
         "pingora_core::connectors",
@@ -69,13 +71,14 @@ const PINGORA_NOISE: &[(&str, &str)] = &[
         "pingora_core::apps::http_app",
         "HTTP server fails to write to downstream",
     ),
+    ("rustls::", "Illegal SNI"),
 ];
 
-/// Whether an event is one of [`PINGORA_NOISE`]. Pingora writes through the `log` crate,
-/// whose bridge gives every record of a level one call site and carries the record's target
-/// as a `log.target` field; only ERROR events are looked into.
+/// Whether an event is one of [`PINGORA_NOISE`]. Pingora and rustls write through the `log`
+/// crate, whose bridge gives every record of a level one call site and carries the record's
+/// target as a `log.target` field; only ERROR and WARN events are looked into.
 fn is_pingora_noise(event: &tracing::Event<'_>) -> bool {
-    if *event.metadata().level() != Level::ERROR {
+    if *event.metadata().level() > Level::WARN {
         return false;
     }
     let mut fields = LogRecord::default();

@@ -471,7 +471,7 @@ async fn wrong_current_passwords_count_toward_the_lockout() {
                 .post_as(
                     &t.access,
                     "/api/auth/change-password",
-                    json!({"current_password": WRONG_PASSWORD, "new_password": "N3w-Passw0rd!"}),
+                    json!({"current_password": WRONG_PASSWORD, "new_password": "Quiet-Meadow-Ferry-42"}),
                 )
                 .await;
             assert_eq!(r.status, StatusCode::BAD_REQUEST, "{backend:?}: {}", r.body);
@@ -615,7 +615,7 @@ async fn a_reset_with_a_wrong_token_costs_no_hashing() {
         let mut resets = Vec::new();
         let mut logins = Vec::new();
         for _ in 0..15 {
-            let body = json!({"token": "A".repeat(43), "password": "N3w-Passw0rd!"});
+            let body = json!({"token": "A".repeat(43), "password": "Quiet-Meadow-Ferry-42"});
             let (status, took) = timed_post(&app, "/api/auth/reset-password", body).await;
             assert_eq!(status, StatusCode::BAD_REQUEST);
             resets.push(took);
@@ -936,7 +936,7 @@ async fn a_pending_registration_cannot_be_held_against_the_mailbox_owner() {
         let again = app
             .post(
                 "/api/auth/register",
-                json!({"email": email, "password": "0wner-Pass!", "first_name": "Owen", "last_name": "Owner"}),
+                json!({"email": email, "password": "Amber-Lantern-Drift-7", "first_name": "Owen", "last_name": "Owner"}),
             )
             .await;
         assert_eq!(again.status, StatusCode::CONFLICT);
@@ -951,7 +951,7 @@ async fn a_pending_registration_cannot_be_held_against_the_mailbox_owner() {
         let r = app
             .post(
                 "/api/auth/reset-password",
-                json!({"token": token, "password": "0wner-Pass!"}),
+                json!({"token": token, "password": "Amber-Lantern-Drift-7"}),
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -974,7 +974,7 @@ async fn a_pending_registration_cannot_be_held_against_the_mailbox_owner() {
         let r = app
             .post(
                 "/api/auth/login",
-                json!({"email": email, "password": "0wner-Pass!"}),
+                json!({"email": email, "password": "Amber-Lantern-Drift-7"}),
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -996,7 +996,7 @@ async fn a_pending_registration_cannot_be_held_against_the_mailbox_owner() {
         let again = app
             .post(
                 "/api/auth/register",
-                json!({"email": email, "password": "0ther-Pass!", "first_name": "Eve", "last_name": "E"}),
+                json!({"email": email, "password": "Amber-Lantern-Drift-7", "first_name": "Eve", "last_name": "E"}),
             )
             .await;
         assert_eq!(again.status, StatusCode::CONFLICT);

@@ -875,7 +875,7 @@ async fn a_forgotten_password_is_reset_from_the_mailed_link() {
         .await;
     assert_eq!(weak.status, StatusCode::BAD_REQUEST);
     assert!(weak.body.contains("id=\"password-error\""), "{}", weak.body);
-    let new_password = "N3w-Passw0rd!";
+    let new_password = "Quiet-Meadow-Ferry-42";
     let done = browser
         .post(
             "/auth/reset-password",

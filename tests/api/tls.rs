@@ -378,11 +378,24 @@ async fn hsts_follows_its_keys_through_a_reload_and_zero_turns_it_off() {
     let pki = Pki::new();
     let up = EchoUpstream::start().await;
     let app = tls_gateway(Backend::Embedded, &pki, &up.url(), "").await;
+    // The same value on every kind of answer: a local one, a portal page, an API
+    // refusal, a 404 — or none on any of them.
     let hsts = || async {
-        let r = app.http.get(app.url("/health")).send().await.unwrap();
-        r.headers()
-            .get("strict-transport-security")
-            .map(|v| v.to_str().unwrap().to_owned())
+        let mut seen = Vec::new();
+        for path in [
+            "/health",
+            "/auth/login",
+            "/api/auth/profile",
+            "/api/auth/nowhere",
+        ] {
+            let r = app.http.get(app.url(path)).send().await.unwrap();
+            let value = r.headers().get_all("strict-transport-security");
+            let values: Vec<String> = value.iter().map(|v| v.to_str().unwrap().into()).collect();
+            assert!(values.len() <= 1, "{path}: {values:?}");
+            seen.push(values.into_iter().next());
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+        seen.swap_remove(0)
     };
     assert_eq!(hsts().await.as_deref(), Some("max-age=31536000"));
     let cases = [
